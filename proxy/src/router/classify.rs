@@ -1,0 +1,1 @@
+//! The hot-path statement classifier: see `classify`.
