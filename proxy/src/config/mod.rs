@@ -4,9 +4,42 @@
 //! file they already have, Atlas's `.cnf` (`[mysql-proxy]` section). Both parse into [`Config`];
 //! everything downstream only ever sees that struct.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod atlas;
+mod client_filter;
+pub mod pwcrypt;
+mod toml_format;
+
+pub use client_filter::ClientFilter;
+pub use pwcrypt::{atlas_decrypt, atlas_encrypt, DecryptError};
+
+/// Defaults shared by both formats (where Atlas differs, `atlas.rs` says so).
+pub mod defaults {
+    /// Client listener (Atlas `proxy-address`).
+    pub const LISTEN: &str = "0.0.0.0:1234";
+    /// Admin listener. Atlas binds `0.0.0.0:2345`; rwproxy only binds the loopback unless told.
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:2345";
+    pub const ADMIN_USERNAME: &str = "admin";
+    pub const ADMIN_PASSWORD: &str = "admin";
+    /// Instance name for the TOML format (Atlas derives it from the file name).
+    pub const INSTANCE: &str = "rwproxy";
+    /// 0 = one event thread per CPU core.
+    pub const EVENT_THREADS: usize = 0;
+    pub const LOG_LEVEL: &str = "info";
+    /// Idle client timeout of the TOML format, seconds (MySQL's own default); Atlas's is 0 = never.
+    pub const WAIT_TIMEOUT_SECS: u64 = 28_800;
+    pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
+    /// Backend port when an Atlas backend address omits it.
+    pub const BACKEND_PORT: u16 = 3306;
+    pub const WEIGHT: u32 = 1;
+    /// Pool bound per backend when the file does not set one; an explicit 0 means no limit
+    /// ([`u32::MAX`]).
+    pub const MAX_CONNECTIONS: u32 = 200;
+}
 
 /// Whether a backend takes writes (Atlas `proxy-backend-addresses`) or only reads
 /// (`proxy-read-only-backend-addresses`).
@@ -75,4 +108,396 @@ pub struct Config {
     /// Idle client sessions are closed after this long (`None`: never).
     pub wait_timeout: Option<Duration>,
     pub connect_timeout: Duration,
+}
+
+/// Why a configuration file could not be loaded. `Display` always names the file, and the line
+/// and key when there are ones: `conf/x.cnf:12: unknown key 'proxy-adress' in [mysql-proxy]`,
+/// `conf/x.toml:7: backend[1].address: invalid address 'foo' (expected host:port)`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {}", path.display(), io_message(source))]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render_invalid(path, *line, key.as_deref(), message))]
+    Invalid {
+        path: PathBuf,
+        /// 1-based line of the offending text, when known.
+        line: Option<usize>,
+        /// The key in the file's own spelling (`proxy-address`, `backend[0].weight`).
+        key: Option<String>,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(
+        path: &Path,
+        line: Option<usize>,
+        key: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            key: key.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
+fn io_message(e: &std::io::Error) -> String {
+    // "No such file or directory (os error 2)" -> "No such file or directory"
+    let s = e.to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+fn render_invalid(path: &Path, line: Option<usize>, key: Option<&str>, message: &str) -> String {
+    let mut out = path.display().to_string();
+    if let Some(l) = line {
+        out.push_str(&format!(":{l}"));
+    }
+    out.push_str(": ");
+    if let Some(k) = key {
+        out.push_str(k);
+        out.push_str(": ");
+    }
+    out.push_str(message);
+    out
+}
+
+/// Load a configuration file, choosing the format from the name and content:
+/// `*.toml` is rwproxy's TOML; `*.cnf`, `*.conf`, or any file with a `[mysql-proxy]` section is
+/// Atlas's format; anything else is tried as TOML.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let format = detect_format(path, &text);
+    parse_str(path, &text, format)
+}
+
+/// Parse already-read text as `format`; `path` is only used in errors and [`Config::path`].
+pub fn parse_str(path: &Path, text: &str, format: ConfigFormat) -> Result<Config, ConfigError> {
+    match format {
+        ConfigFormat::Toml => toml_format::parse(path, text),
+        ConfigFormat::Atlas => atlas::parse(path, text),
+    }
+}
+
+/// The format [`load`] would use for this file name and content.
+pub fn detect_format(path: &Path, text: &str) -> ConfigFormat {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("toml") => ConfigFormat::Toml,
+        Some("cnf") | Some("conf") => ConfigFormat::Atlas,
+        _ if text
+            .lines()
+            .any(|l| l.trim().eq_ignore_ascii_case("[mysql-proxy]")) =>
+        {
+            ConfigFormat::Atlas
+        }
+        _ => ConfigFormat::Toml,
+    }
+}
+
+/// Load `path` and describe what it configures, for `rwproxy check-config`.
+pub fn check(path: &Path) -> Result<String, ConfigError> {
+    load(path).map(|c| c.summary())
+}
+
+impl Config {
+    /// The client allow-list. Entries were validated by [`load`]; a hand-built `Config` with a
+    /// bad entry gets the error here.
+    pub fn client_filter(&self) -> Result<ClientFilter, String> {
+        ClientFilter::new(&self.client_ips)
+    }
+
+    /// One paragraph describing the configuration (no secrets).
+    pub fn summary(&self) -> String {
+        let rw = self.backends.iter().filter(|b| b.role == Role::ReadWrite).count();
+        let ro = self.backends.len() - rw;
+        let format = match self.format {
+            ConfigFormat::Toml => "TOML",
+            ConfigFormat::Atlas => "Atlas",
+        };
+        let mut s = format!(
+            "{}: OK ({format} format)\n  instance {}: clients on {}, admin on {}\n  {} backend(s): {rw} read-write, {ro} read-only\n",
+            self.path.display(),
+            self.instance,
+            self.listen,
+            self.admin_listen,
+            self.backends.len(),
+        );
+        for b in &self.backends {
+            let role = match b.role {
+                Role::ReadWrite => "rw",
+                Role::ReadOnly => "ro",
+            };
+            let max = if b.max_connections == u32::MAX {
+                "unlimited".to_string()
+            } else {
+                b.max_connections.to_string()
+            };
+            s.push_str(&format!(
+                "    {role} {} weight {} max-connections {max}\n",
+                b.address, b.weight
+            ));
+        }
+        let names: Vec<&str> = self.users.iter().map(|u| u.name.as_str()).collect();
+        s.push_str(&format!("  {} user(s): {}\n", names.len(), names.join(", ")));
+        if self.client_ips.is_empty() {
+            s.push_str("  clients: any address\n");
+        } else {
+            s.push_str(&format!("  clients: {}\n", self.client_ips.join(", ")));
+        }
+        s
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::ReadWrite => "rw",
+            Role::ReadOnly => "ro",
+        })
+    }
+}
+
+/// Map a log level in either vocabulary to a `tracing` level name: Atlas's
+/// `message|warning|critical|error|debug` or tracing's `trace|debug|info|warn|error`.
+pub(crate) fn map_log_level(s: &str) -> Option<&'static str> {
+    Some(match s.trim().to_ascii_lowercase().as_str() {
+        "error" | "critical" => "error",
+        "warn" | "warning" => "warn",
+        "info" | "message" => "info",
+        "debug" => "debug",
+        "trace" => "trace",
+        _ => return None,
+    })
+}
+
+pub(crate) const LOG_LEVEL_HELP: &str =
+    "expected one of error, warn, info, debug, trace (or Atlas's critical, warning, message)";
+
+pub(crate) fn parse_sql_log(s: &str) -> Option<SqlLog> {
+    match s.trim().to_ascii_uppercase().as_str() {
+        "OFF" => Some(SqlLog::Off),
+        "ON" => Some(SqlLog::On),
+        "REALTIME" => Some(SqlLog::Realtime),
+        _ => None,
+    }
+}
+
+/// Split `host:port` / `[v6]:port` / `host` into host and optional port text.
+fn split_host_port(s: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        return match after {
+            "" => Some((host, None)),
+            _ => Some((host, Some(after.strip_prefix(':')?))),
+        };
+    }
+    match s.rsplit_once(':') {
+        // A bare IPv6 address has several colons; it must be bracketed when a port follows.
+        Some((h, _)) if h.contains(':') => None,
+        Some((h, p)) => Some((h, Some(p))),
+        None => Some((s, None)),
+    }
+}
+
+fn parse_port(p: &str) -> Option<u16> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse::<u16>().ok().filter(|&n| n != 0)
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !label.starts_with('-')
+        })
+}
+
+/// A listen address: `ip:port`, `[v6]:port`, `:port` (all IPv4 interfaces) or `localhost:port`.
+pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let bad = || format!("invalid listen address '{s}' (expected ip:port, e.g. 0.0.0.0:1234)");
+    let (host, port) = split_host_port(s).ok_or_else(bad)?;
+    let port = parse_port(port.ok_or_else(bad)?).ok_or_else(bad)?;
+    let ip = match host {
+        "" | "*" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        h => h.parse::<IpAddr>().map_err(|_| bad())?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// A backend address, normalised to `host:port` (`[v6]:port` for IPv6). `default_port` is used
+/// when the port is omitted (Atlas allows that); `None` makes the port mandatory.
+pub(crate) fn parse_backend_address(s: &str, default_port: Option<u16>) -> Result<String, String> {
+    let s = s.trim();
+    let expected = if default_port.is_some() {
+        "host[:port]"
+    } else {
+        "host:port"
+    };
+    let bad = || format!("invalid address '{s}' (expected {expected})");
+    let (host, port) = split_host_port(s).ok_or_else(bad)?;
+    let port = match port {
+        Some(p) => parse_port(p).ok_or_else(bad)?,
+        None => default_port.ok_or_else(bad)?,
+    };
+    if let Ok(v6) = host.parse::<Ipv6Addr>() {
+        return Ok(format!("[{v6}]:{port}"));
+    }
+    if host.parse::<Ipv4Addr>().is_ok() || valid_hostname(host) && !looks_like_bad_ipv4(host) {
+        return Ok(format!("{host}:{port}"));
+    }
+    Err(bad())
+}
+
+/// `300.1.2.3` is a valid-looking hostname character-wise but clearly a mistyped IPv4 address.
+fn looks_like_bad_ipv4(h: &str) -> bool {
+    h.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// 1-based line number of byte `offset` in `text`.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Checks both formats share; `at` yields the line and key to blame for a user index.
+pub(crate) fn check_unique_users(
+    path: &Path,
+    users: &[UserConfig],
+    at: impl Fn(usize) -> (Option<usize>, String),
+) -> Result<(), ConfigError> {
+    for (i, u) in users.iter().enumerate() {
+        if users[..i].iter().any(|o| o.name == u.name) {
+            let (line, key) = at(i);
+            return Err(ConfigError::invalid(
+                path,
+                line,
+                Some(&key),
+                format!("duplicate user '{}'", u.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("0.0.0.0:1234").unwrap(), "0.0.0.0:1234".parse().unwrap());
+        assert_eq!(parse_listen(":1234").unwrap(), "0.0.0.0:1234".parse().unwrap());
+        assert_eq!(parse_listen("[::]:3306").unwrap(), "[::]:3306".parse().unwrap());
+        assert_eq!(parse_listen("localhost:1").unwrap(), "127.0.0.1:1".parse().unwrap());
+        for bad in ["", "0.0.0.0", "0.0.0.0:", "0.0.0.0:0", "1.2.3.4:70000", "::1:80", "db:1"] {
+            assert!(parse_listen(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backend_addresses() {
+        let p = |s, d| parse_backend_address(s, d);
+        assert_eq!(p("127.0.0.1:3306", None).unwrap(), "127.0.0.1:3306");
+        assert_eq!(p(" db-1.example.com:3307 ", None).unwrap(), "db-1.example.com:3307");
+        assert_eq!(p("[::1]:3306", None).unwrap(), "[::1]:3306");
+        assert_eq!(p("10.0.0.1", Some(3306)).unwrap(), "10.0.0.1:3306");
+        assert_eq!(p("[fe80::1]", Some(3306)).unwrap(), "[fe80::1]:3306");
+        assert_eq!(
+            p("foo", None).unwrap_err(),
+            "invalid address 'foo' (expected host:port)"
+        );
+        for bad in ["", ":3306", "a b:1", "1.2.3.4:x", "1.2.3.4:0", "300.1.1.1:1", "::1", "h:-1"] {
+            assert!(p(bad, Some(3306)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn log_levels() {
+        assert_eq!(map_log_level("message"), Some("info"));
+        assert_eq!(map_log_level("warning"), Some("warn"));
+        assert_eq!(map_log_level("critical"), Some("error"));
+        assert_eq!(map_log_level("error"), Some("error"));
+        assert_eq!(map_log_level("DEBUG"), Some("debug"));
+        assert_eq!(map_log_level("trace"), Some("trace"));
+        assert_eq!(map_log_level("loud"), None);
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error() {
+        let err = load(Path::new("/nonexistent/dir/x.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert_eq!(
+            err.to_string(),
+            "cannot read /nonexistent/dir/x.toml: No such file or directory"
+        );
+        // A directory is not a readable config file either.
+        assert!(matches!(load(Path::new("/")), Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn format_detection() {
+        let d = |p: &str, t: &str| detect_format(Path::new(p), t);
+        assert_eq!(d("a.toml", "[mysql-proxy]"), ConfigFormat::Toml);
+        assert_eq!(d("a.cnf", ""), ConfigFormat::Atlas);
+        assert_eq!(d("a.CONF", ""), ConfigFormat::Atlas);
+        assert_eq!(d("a.ini", "# x\n [mysql-proxy] \n"), ConfigFormat::Atlas);
+        assert_eq!(d("a", "[proxy]\n"), ConfigFormat::Toml);
+    }
+
+    fn sample(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf").join(name)
+    }
+
+    #[test]
+    fn samples_load_and_agree() {
+        let t = load(&sample("rwproxy.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let a = load(&sample("atlas.cnf")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.format, ConfigFormat::Toml);
+        assert_eq!(a.format, ConfigFormat::Atlas);
+        for c in [&t, &a] {
+            let addrs: Vec<(&str, Role, u32)> = c
+                .backends
+                .iter()
+                .map(|b| (b.address.as_str(), b.role, b.weight))
+                .collect();
+            assert_eq!(
+                addrs,
+                [
+                    ("127.0.0.1:3306", Role::ReadWrite, 1),
+                    ("127.0.0.1:3307", Role::ReadOnly, 1),
+                    ("127.0.0.1:3308", Role::ReadOnly, 2),
+                ]
+            );
+            assert_eq!(c.listen, "0.0.0.0:1234".parse().unwrap());
+            assert_eq!(c.admin_listen, "127.0.0.1:2345".parse().unwrap());
+            assert!(c.users.iter().any(|u| u.name == "app" && u.password == "app_pass"));
+            assert!(c.client_filter().unwrap().allows("127.0.0.1".parse().unwrap()));
+        }
+        assert!(check(&sample("atlas.cnf")).unwrap().contains("OK (Atlas format)"));
+    }
 }

@@ -1,0 +1,471 @@
+//! rwproxy's own TOML format (see `conf/rwproxy.toml` for the documented reference).
+//!
+//! ```toml
+//! [proxy]            # listen, instance, charset, event-threads, client-ips, wait-timeout,
+//!                    # connect-timeout-ms, keepalive, daemon, log-level, log-path, sql-log,
+//!                    # sql-log-slow
+//! [admin]            # listen, username, password
+//! [[backend]]        # address, role, weight, max-connections   (one table per server)
+//! [[user]]           # name, password | encrypted-password       (one table per user)
+//! ```
+//!
+//! Syntax and type errors come from `toml`/`serde` with their position; semantic checks use
+//! [`Spanned`] values so they can name the line too.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    check_unique_users, client_filter, defaults, line_of, map_log_level, parse_backend_address,
+    parse_listen, pwcrypt, BackendConfig, Config, ConfigError, ConfigFormat, Role, SqlLog,
+    UserConfig, LOG_LEVEL_HELP,
+};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    proxy: Proxy,
+    #[serde(default)]
+    admin: Admin,
+    #[serde(default)]
+    backend: Vec<Backend>,
+    #[serde(default)]
+    user: Vec<User>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Proxy {
+    listen: Option<Spanned<String>>,
+    instance: Option<String>,
+    charset: Option<String>,
+    event_threads: Option<usize>,
+    #[serde(default)]
+    client_ips: Vec<Spanned<String>>,
+    wait_timeout: Option<u64>,
+    connect_timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    keepalive: bool,
+    #[serde(default)]
+    daemon: bool,
+    log_level: Option<Spanned<String>>,
+    log_path: Option<PathBuf>,
+    sql_log: Option<Spanned<String>>,
+    sql_log_slow: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Admin {
+    listen: Option<Spanned<String>>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Backend {
+    address: Spanned<String>,
+    role: RoleToml,
+    weight: Option<Spanned<u32>>,
+    max_connections: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+enum RoleToml {
+    #[serde(rename = "rw")]
+    ReadWrite,
+    #[serde(rename = "ro")]
+    ReadOnly,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct User {
+    name: Spanned<String>,
+    password: Option<String>,
+    encrypted_password: Option<Spanned<String>>,
+}
+
+pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let file: File = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start));
+        ConfigError::invalid(path, line, None, e.message().trim_end())
+    })?;
+    let at = |offset: usize| Some(line_of(text, offset));
+    let invalid = |line: Option<usize>, key: &str, msg: String| {
+        ConfigError::invalid(path, line, Some(key), msg)
+    };
+    let listen_of = |v: &Option<Spanned<String>>, key: &str, default: &str| match v {
+        Some(s) => parse_listen(s.get_ref()).map_err(|m| invalid(at(s.span().start), key, m)),
+        None => parse_listen(default).map_err(|m| invalid(None, key, m)),
+    };
+
+    let p = file.proxy;
+    let listen = listen_of(&p.listen, "proxy.listen", defaults::LISTEN)?;
+    let admin_listen = listen_of(&file.admin.listen, "admin.listen", defaults::ADMIN_LISTEN)?;
+
+    for ip in &p.client_ips {
+        client_filter::check_entry(ip.get_ref())
+            .map_err(|m| invalid(at(ip.span().start), "proxy.client-ips", m))?;
+    }
+    let log_level = match &p.log_level {
+        Some(l) => map_log_level(l.get_ref()).ok_or_else(|| {
+            invalid(
+                at(l.span().start),
+                "proxy.log-level",
+                format!("unknown level '{}': {LOG_LEVEL_HELP}", l.get_ref()),
+            )
+        })?,
+        None => defaults::LOG_LEVEL,
+    };
+    let sql_log = match &p.sql_log {
+        Some(s) => super::parse_sql_log(s.get_ref()).ok_or_else(|| {
+            invalid(
+                at(s.span().start),
+                "proxy.sql-log",
+                format!("unknown value '{}' (expected OFF, ON or REALTIME)", s.get_ref()),
+            )
+        })?,
+        None => SqlLog::Off,
+    };
+    let connect_timeout_ms = match &p.connect_timeout_ms {
+        Some(v) if *v.get_ref() == 0 => {
+            return Err(invalid(
+                at(v.span().start),
+                "proxy.connect-timeout-ms",
+                "must be at least 1".into(),
+            ))
+        }
+        Some(v) => *v.get_ref(),
+        None => defaults::CONNECT_TIMEOUT_MS,
+    };
+    let wait_timeout = p.wait_timeout.unwrap_or(defaults::WAIT_TIMEOUT_SECS);
+
+    let mut backends = Vec::with_capacity(file.backend.len());
+    for (i, b) in file.backend.iter().enumerate() {
+        let address = parse_backend_address(b.address.get_ref(), None).map_err(|m| {
+            invalid(at(b.address.span().start), &format!("backend[{i}].address"), m)
+        })?;
+        let weight = match &b.weight {
+            Some(w) if *w.get_ref() == 0 => {
+                return Err(invalid(
+                    at(w.span().start),
+                    &format!("backend[{i}].weight"),
+                    "weight must be at least 1".into(),
+                ))
+            }
+            Some(w) => *w.get_ref(),
+            None => defaults::WEIGHT,
+        };
+        backends.push(BackendConfig {
+            address,
+            role: match b.role {
+                RoleToml::ReadWrite => Role::ReadWrite,
+                RoleToml::ReadOnly => Role::ReadOnly,
+            },
+            weight,
+            max_connections: match b.max_connections {
+                Some(0) => u32::MAX,
+                Some(n) => n,
+                None => defaults::MAX_CONNECTIONS,
+            },
+        });
+    }
+    if backends.is_empty() {
+        return Err(invalid(
+            None,
+            "backend",
+            "no backends configured (add at least one [[backend]] table)".into(),
+        ));
+    }
+
+    let mut users = Vec::with_capacity(file.user.len());
+    for (i, u) in file.user.iter().enumerate() {
+        let line = at(u.name.span().start);
+        let name = u.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(invalid(line, &format!("user[{i}].name"), "empty user name".into()));
+        }
+        let password = match (&u.password, &u.encrypted_password) {
+            (Some(p), None) => p.clone(),
+            (None, Some(e)) => pwcrypt::atlas_decrypt(e.get_ref()).map_err(|err| {
+                invalid(
+                    at(e.span().start),
+                    &format!("user[{i}].encrypted-password"),
+                    format!("cannot decrypt password of user '{name}': {err}"),
+                )
+            })?,
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    line,
+                    &format!("user[{i}]"),
+                    "set either password or encrypted-password, not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(invalid(
+                    line,
+                    &format!("user[{i}]"),
+                    "missing password (set password or encrypted-password)".into(),
+                ))
+            }
+        };
+        users.push(UserConfig { name, password });
+    }
+    check_unique_users(path, &users, |i| {
+        (
+            at(file.user[i].name.span().start),
+            format!("user[{i}].name"),
+        )
+    })?;
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        format: ConfigFormat::Toml,
+        instance: p.instance.unwrap_or_else(|| defaults::INSTANCE.to_string()),
+        listen,
+        admin_listen,
+        admin_username: file
+            .admin
+            .username
+            .unwrap_or_else(|| defaults::ADMIN_USERNAME.to_string()),
+        admin_password: file
+            .admin
+            .password
+            .unwrap_or_else(|| defaults::ADMIN_PASSWORD.to_string()),
+        backends,
+        users,
+        client_ips: p
+            .client_ips
+            .iter()
+            .map(|s| s.get_ref().trim().to_string())
+            .collect(),
+        charset: p.charset.filter(|c| !c.trim().is_empty()),
+        event_threads: p.event_threads.unwrap_or(defaults::EVENT_THREADS),
+        log_level: log_level.to_string(),
+        log_path: p.log_path,
+        sql_log,
+        sql_log_slow_ms: p.sql_log_slow.filter(|&ms| ms > 0),
+        daemon: p.daemon,
+        keepalive: p.keepalive,
+        wait_timeout: (wait_timeout > 0).then(|| Duration::from_secs(wait_timeout)),
+        connect_timeout: Duration::from_millis(connect_timeout_ms),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+[proxy]
+listen = "127.0.0.1:4000"
+instance = "shop"
+charset = "utf8mb4"
+event-threads = 4
+client-ips = ["127.0.0.1", "10.0.0.0/8", "192.168.1"]
+wait-timeout = 60
+connect-timeout-ms = 500
+keepalive = true
+daemon = true
+log-level = "debug"
+log-path = "/var/log/rwproxy"
+sql-log = "REALTIME"
+sql-log-slow = 100
+
+[admin]
+listen = "127.0.0.1:4001"
+username = "root"
+password = "toor"
+
+[[backend]]
+address = "10.0.0.1:3306"
+role = "rw"
+max-connections = 50
+
+[[backend]]
+address = "db2.example.com:3307"
+role = "ro"
+weight = 3
+max-connections = 0
+
+[[user]]
+name = "app"
+password = "secret"
+
+[[user]]
+name = "report"
+encrypted-password = "HJBoxfRsjeI="
+"#;
+
+    fn parse_text(text: &str) -> Result<Config, ConfigError> {
+        parse(Path::new("conf/x.toml"), text)
+    }
+
+    fn err(text: &str) -> String {
+        parse_text(text).unwrap_err().to_string()
+    }
+
+    const ONE_BACKEND: &str = "[[backend]]\naddress = \"127.0.0.1:3306\"\nrole = \"rw\"\n";
+
+    #[test]
+    fn every_key() {
+        let c = parse_text(FULL).unwrap();
+        assert_eq!(c.format, ConfigFormat::Toml);
+        assert_eq!(c.path, Path::new("conf/x.toml"));
+        assert_eq!(c.listen, "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(c.instance, "shop");
+        assert_eq!(c.charset.as_deref(), Some("utf8mb4"));
+        assert_eq!(c.event_threads, 4);
+        assert_eq!(c.client_ips, ["127.0.0.1", "10.0.0.0/8", "192.168.1"]);
+        assert_eq!(c.wait_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(c.connect_timeout, Duration::from_millis(500));
+        assert!(c.keepalive && c.daemon);
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(c.log_path.as_deref(), Some(Path::new("/var/log/rwproxy")));
+        assert_eq!(c.sql_log, SqlLog::Realtime);
+        assert_eq!(c.sql_log_slow_ms, Some(100));
+        assert_eq!(c.admin_listen, "127.0.0.1:4001".parse().unwrap());
+        assert_eq!((c.admin_username.as_str(), c.admin_password.as_str()), ("root", "toor"));
+        assert_eq!(
+            c.backends,
+            [
+                BackendConfig {
+                    address: "10.0.0.1:3306".into(),
+                    role: Role::ReadWrite,
+                    weight: 1,
+                    max_connections: 50,
+                },
+                BackendConfig {
+                    address: "db2.example.com:3307".into(),
+                    role: Role::ReadOnly,
+                    weight: 3,
+                    max_connections: u32::MAX,
+                },
+            ]
+        );
+        assert_eq!(
+            c.users,
+            [
+                UserConfig {
+                    name: "app".into(),
+                    password: "secret".into()
+                },
+                UserConfig {
+                    name: "report".into(),
+                    password: "mypwd".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse_text(ONE_BACKEND).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:1234".parse().unwrap());
+        assert_eq!(c.admin_listen, "127.0.0.1:2345".parse().unwrap());
+        assert_eq!(c.admin_username, "admin");
+        assert_eq!(c.instance, "rwproxy");
+        assert_eq!(c.event_threads, 0);
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c.sql_log, SqlLog::Off);
+        assert_eq!(c.sql_log_slow_ms, None);
+        assert_eq!(c.wait_timeout, Some(Duration::from_secs(28_800)));
+        assert_eq!(c.connect_timeout, Duration::from_millis(2_000));
+        assert!(!c.daemon && !c.keepalive);
+        assert!(c.users.is_empty() && c.client_ips.is_empty() && c.charset.is_none());
+        assert_eq!(c.backends[0].weight, 1);
+        assert_eq!(c.backends[0].max_connections, 200);
+
+        let c = parse_text(&format!("[proxy]\nwait-timeout = 0\n{ONE_BACKEND}")).unwrap();
+        assert_eq!(c.wait_timeout, None);
+    }
+
+    #[test]
+    fn unknown_keys_name_key_and_line() {
+        let e = err(&format!("[proxy]\nlisten = \":1\"\nlisten-adress = \"x\"\n{ONE_BACKEND}"));
+        assert!(e.starts_with("conf/x.toml:3: "), "{e}");
+        assert!(e.contains("listen-adress"), "{e}");
+        let e = err(&format!("{ONE_BACKEND}wieght = 2\n"));
+        assert!(e.starts_with("conf/x.toml:4: ") && e.contains("wieght"), "{e}");
+        let e = err("[frontend]\nx = 1\n");
+        assert!(e.contains("frontend"), "{e}");
+    }
+
+    #[test]
+    fn bad_addresses_name_the_key() {
+        let text = format!(
+            "{ONE_BACKEND}\n[[backend]]\naddress = \"foo\"\nrole = \"ro\"\n"
+        );
+        assert_eq!(
+            err(&text),
+            "conf/x.toml:6: backend[1].address: invalid address 'foo' (expected host:port)"
+        );
+        let e = err(&format!("[proxy]\nlisten = \"1.2.3.4\"\n{ONE_BACKEND}"));
+        assert!(e.starts_with("conf/x.toml:2: proxy.listen: invalid listen address"), "{e}");
+        let e = err(&format!("[admin]\nlisten = \"nowhere:1\"\n{ONE_BACKEND}"));
+        assert!(e.starts_with("conf/x.toml:2: admin.listen: "), "{e}");
+    }
+
+    #[test]
+    fn weights() {
+        let e = err(&format!("{ONE_BACKEND}weight = 0\n"));
+        assert_eq!(e, "conf/x.toml:4: backend[0].weight: weight must be at least 1");
+        let e = err(&format!("{ONE_BACKEND}weight = -1\n"));
+        assert!(e.starts_with("conf/x.toml:4: "), "{e}");
+        let c = parse_text(&format!("{ONE_BACKEND}weight = 7\n")).unwrap();
+        assert_eq!(c.backends[0].weight, 7);
+    }
+
+    #[test]
+    fn semantic_errors() {
+        assert_eq!(
+            err("[proxy]\n"),
+            "conf/x.toml: backend: no backends configured (add at least one [[backend]] table)"
+        );
+        let e = err("[[backend]]\naddress = \"h:1\"\nrole = \"master\"\n");
+        assert!(e.starts_with("conf/x.toml:3: ") && e.contains("master"), "{e}");
+        let e = err("[[backend]]\naddress = \"h:1\"\n");
+        assert!(e.contains("role"), "{e}");
+        let e = err(&format!("[proxy]\nclient-ips = [\"1.2.3.4\", \"nope\"]\n{ONE_BACKEND}"));
+        assert!(e.starts_with("conf/x.toml:2: proxy.client-ips: invalid client address 'nope'"));
+        let e = err(&format!("[proxy]\nlog-level = \"loud\"\n{ONE_BACKEND}"));
+        assert!(e.starts_with("conf/x.toml:2: proxy.log-level: unknown level 'loud'"), "{e}");
+        let e = err(&format!("[proxy]\nsql-log = \"MAYBE\"\n{ONE_BACKEND}"));
+        assert!(e.starts_with("conf/x.toml:2: proxy.sql-log: "), "{e}");
+        let e = err(&format!("[proxy]\nconnect-timeout-ms = 0\n{ONE_BACKEND}"));
+        assert!(e.starts_with("conf/x.toml:2: proxy.connect-timeout-ms"), "{e}");
+        let e = err("[proxy\n");
+        assert!(e.starts_with("conf/x.toml:1: "), "{e}");
+    }
+
+    #[test]
+    fn users() {
+        let u = |body: &str| err(&format!("{ONE_BACKEND}[[user]]\n{body}"));
+        assert_eq!(
+            u("name = \"a\"\npassword = \"x\"\n[[user]]\nname = \"a\"\npassword = \"y\"\n"),
+            "conf/x.toml:8: user[1].name: duplicate user 'a'"
+        );
+        assert!(u("name = \"a\"\n").contains("user[0]: missing password"));
+        assert!(u("name = \"a\"\npassword = \"x\"\nencrypted-password = \"HJBoxfRsjeI=\"\n")
+            .contains("not both"));
+        assert!(u("name = \"a\"\nencrypted-password = \"plain\"\n")
+            .starts_with("conf/x.toml:6: user[0].encrypted-password: cannot decrypt"));
+        assert!(u("name = \" \"\npassword = \"\"\n").contains("empty user name"));
+        // An empty password is legal (MySQL allows it).
+        let c = parse_text(&format!("{ONE_BACKEND}[[user]]\nname = \"a\"\npassword = \"\"\n"));
+        assert_eq!(c.unwrap().users[0].password, "");
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        for text in ["", "\u{feff}", "=", "[[backend]]\n[[backend]]", "a = 1", "\0", "[proxy]\nlisten = 5"] {
+            let _ = parse_text(text);
+        }
+    }
+}
