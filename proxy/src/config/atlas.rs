@@ -93,7 +93,12 @@ fn scan<'a>(path: &Path, text: &'a str) -> Result<Vec<Entry<'a>>, ConfigError> {
         }
         if let Some(rest) = l.strip_prefix('[') {
             let name = rest.strip_suffix(']').ok_or_else(|| {
-                ConfigError::invalid(path, Some(line), None, format!("malformed group header '{l}'"))
+                ConfigError::invalid(
+                    path,
+                    Some(line),
+                    None,
+                    format!("malformed group header '{l}'"),
+                )
             })?;
             let name = name.trim();
             if name == SECTION {
@@ -117,7 +122,12 @@ fn scan<'a>(path: &Path, text: &'a str) -> Result<Vec<Entry<'a>>, ConfigError> {
         };
         let key = key.trim();
         if key.is_empty() {
-            return Err(ConfigError::invalid(path, Some(line), None, "missing key before '='"));
+            return Err(ConfigError::invalid(
+                path,
+                Some(line),
+                None,
+                "missing key before '='",
+            ));
         }
         match section {
             None => {
@@ -156,9 +166,9 @@ fn backend(item: &str) -> Result<(String, u32), String> {
     let (addr, weight) = match item.rsplit_once('@') {
         Some((a, w)) => {
             let w = w.trim();
-            let n: u32 = w
-                .parse()
-                .map_err(|_| format!("invalid weight '{w}' in '{item}' (expected an integer >= 1)"))?;
+            let n: u32 = w.parse().map_err(|_| {
+                format!("invalid weight '{w}' in '{item}' (expected an integer >= 1)")
+            })?;
             if n == 0 {
                 return Err(format!("weight must be at least 1 in '{item}'"));
             }
@@ -166,7 +176,10 @@ fn backend(item: &str) -> Result<(String, u32), String> {
         }
         None => (item, defaults::WEIGHT),
     };
-    Ok((parse_backend_address(addr, Some(defaults::BACKEND_PORT))?, weight))
+    Ok((
+        parse_backend_address(addr, Some(defaults::BACKEND_PORT))?,
+        weight,
+    ))
 }
 
 fn boolean(v: &str) -> Option<bool> {
@@ -236,10 +249,18 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             "admin-username" => c.admin_username = v.to_string(),
             "admin-password" => c.admin_password = v.to_string(),
             "proxy-backend-addresses" => {
-                rw = Some(list(v).map(backend).collect::<Result<_, _>>().map_err(err)?)
+                rw = Some(
+                    list(v)
+                        .map(backend)
+                        .collect::<Result<_, _>>()
+                        .map_err(err)?,
+                )
             }
             "proxy-read-only-backend-addresses" => {
-                ro = list(v).map(backend).collect::<Result<_, _>>().map_err(err)?
+                ro = list(v)
+                    .map(backend)
+                    .collect::<Result<_, _>>()
+                    .map_err(err)?
             }
             "pwds" => {
                 c.users.clear();
@@ -250,7 +271,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                         .map(|(u, p)| (u.trim(), p.trim()))
                         .filter(|(u, p)| !u.is_empty() && !p.is_empty())
                         .ok_or_else(|| {
-                            err(format!("invalid entry '{item}' (expected user:encrypted_password)"))
+                            err(format!(
+                                "invalid entry '{item}' (expected user:encrypted_password)"
+                            ))
                         })?;
                     let password = pwcrypt::atlas_decrypt(enc).map_err(|why| {
                         err(format!(
@@ -282,7 +305,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             "log-path" => c.log_path = (!v.is_empty()).then(|| v.into()),
             "sql-log" => {
                 c.sql_log = parse_sql_log(v).ok_or_else(|| {
-                    err(format!("unknown value '{v}' (expected OFF, ON or REALTIME)"))
+                    err(format!(
+                        "unknown value '{v}' (expected OFF, ON or REALTIME)"
+                    ))
                 })?
             }
             "sql-log-slow" => c.sql_log_slow_ms = Some(number(v).map_err(err)?).filter(|&n| n > 0),
@@ -332,7 +357,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             "{}: proxy-backend-addresses not set; using Atlas's default 127.0.0.1:3306",
             path.display()
         );
-        vec![(format!("127.0.0.1:{}", defaults::BACKEND_PORT), defaults::WEIGHT)]
+        vec![(
+            format!("127.0.0.1:{}", defaults::BACKEND_PORT),
+            defaults::WEIGHT,
+        )]
     });
     let with_role = |role: Role| {
         move |(address, weight): (String, u32)| BackendConfig {
@@ -343,7 +371,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         }
     };
     c.backends = rw.into_iter().map(with_role(Role::ReadWrite)).collect();
-    c.backends.extend(ro.into_iter().map(with_role(Role::ReadOnly)));
+    c.backends
+        .extend(ro.into_iter().map(with_role(Role::ReadOnly)));
     if c.backends.is_empty() {
         let line = seen
             .iter()
@@ -440,7 +469,10 @@ plugins = admin, proxy
         assert!(c.daemon && c.keepalive);
         assert_eq!(c.event_threads, 8);
         assert_eq!(c.log_level, "info");
-        assert_eq!(c.log_path, Some(PathBuf::from("/usr/local/mysql-proxy/log")));
+        assert_eq!(
+            c.log_path,
+            Some(PathBuf::from("/usr/local/mysql-proxy/log"))
+        );
         assert_eq!(c.sql_log, SqlLog::Realtime);
         assert_eq!(c.sql_log_slow_ms, Some(10));
         assert_eq!(c.instance, "test");
@@ -506,10 +538,17 @@ plugins = admin, proxy
         );
         assert!(err("[mysql-proxy]\nproxy-address = 0.0.0.0\n")
             .starts_with("conf/x.cnf:2: proxy-address: invalid listen address"));
-        assert!(err("[mysql-proxy]\nadmin-address = x:1\n").starts_with("conf/x.cnf:2: admin-address:"));
-        assert!(err("[mysql-proxy]\ndaemon = ture\n").starts_with("conf/x.cnf:2: daemon: invalid value"));
-        assert!(err("[mysql-proxy]\nevent-threads = -1\n").starts_with("conf/x.cnf:2: event-threads:"));
-        assert!(err("[mysql-proxy]\nwait-timeout = soon\n").starts_with("conf/x.cnf:2: wait-timeout:"));
+        assert!(
+            err("[mysql-proxy]\nadmin-address = x:1\n").starts_with("conf/x.cnf:2: admin-address:")
+        );
+        assert!(err("[mysql-proxy]\ndaemon = ture\n")
+            .starts_with("conf/x.cnf:2: daemon: invalid value"));
+        assert!(
+            err("[mysql-proxy]\nevent-threads = -1\n").starts_with("conf/x.cnf:2: event-threads:")
+        );
+        assert!(
+            err("[mysql-proxy]\nwait-timeout = soon\n").starts_with("conf/x.cnf:2: wait-timeout:")
+        );
         assert!(err("[mysql-proxy]\nsql-log = YES\n").starts_with("conf/x.cnf:2: sql-log: unknown"));
         assert!(err("[mysql-proxy]\nclient-ips = 1.2.3.999\n")
             .starts_with("conf/x.cnf:2: client-ips: invalid client address '1.2.3.999'"));
@@ -522,7 +561,10 @@ plugins = admin, proxy
             err("[mysql-proxy]\nproxy-read-only-backend-addresses = 10.0.0.2:3306@0\n"),
             "conf/x.cnf:2: proxy-read-only-backend-addresses: weight must be at least 1 in '10.0.0.2:3306@0'"
         );
-        assert!(err("[mysql-proxy]\nproxy-read-only-backend-addresses = h:1@x\n").contains("invalid weight 'x'"));
+        assert!(
+            err("[mysql-proxy]\nproxy-read-only-backend-addresses = h:1@x\n")
+                .contains("invalid weight 'x'")
+        );
         let c = parse_text("[mysql-proxy]\nproxy-backend-addresses = h:1@5\n").unwrap();
         assert_eq!(c.backends[0].weight, 5);
     }
@@ -530,7 +572,10 @@ plugins = admin, proxy
     #[test]
     fn pwds() {
         let e = err("[mysql-proxy]\npwds = app:plaintext\n");
-        assert!(e.starts_with("conf/x.cnf:2: pwds: cannot decrypt password of user 'app'"), "{e}");
+        assert!(
+            e.starts_with("conf/x.cnf:2: pwds: cannot decrypt password of user 'app'"),
+            "{e}"
+        );
         assert!(err("[mysql-proxy]\npwds = app\n").contains("expected user:encrypted_password"));
         assert!(err("[mysql-proxy]\npwds = :HJBoxfRsjeI=\n").contains("invalid entry"));
         assert_eq!(
@@ -538,7 +583,8 @@ plugins = admin, proxy
             "conf/x.cnf:2: pwds: duplicate user 'a'"
         );
         // The last `pwds` line wins, like GLib's key file.
-        let c = parse_text("[mysql-proxy]\npwds = a:HJBoxfRsjeI=\npwds = b:/iZxz+0GRoA=\n").unwrap();
+        let c =
+            parse_text("[mysql-proxy]\npwds = a:HJBoxfRsjeI=\npwds = b:/iZxz+0GRoA=\n").unwrap();
         assert_eq!(c.users.len(), 1);
         assert_eq!(c.users[0].name, "b");
     }

@@ -224,7 +224,11 @@ impl Config {
 
     /// One paragraph describing the configuration (no secrets).
     pub fn summary(&self) -> String {
-        let rw = self.backends.iter().filter(|b| b.role == Role::ReadWrite).count();
+        let rw = self
+            .backends
+            .iter()
+            .filter(|b| b.role == Role::ReadWrite)
+            .count();
         let ro = self.backends.len() - rw;
         let format = match self.format {
             ConfigFormat::Toml => "TOML",
@@ -254,7 +258,11 @@ impl Config {
             ));
         }
         let names: Vec<&str> = self.users.iter().map(|u| u.name.as_str()).collect();
-        s.push_str(&format!("  {} user(s): {}\n", names.len(), names.join(", ")));
+        s.push_str(&format!(
+            "  {} user(s): {}\n",
+            names.len(),
+            names.join(", ")
+        ));
         if self.client_ips.is_empty() {
             s.push_str("  clients: any address\n");
         } else {
@@ -375,13 +383,18 @@ pub(crate) fn parse_backend_address(s: &str, default_port: Option<u16>) -> Resul
 
 /// `300.1.2.3` is a valid-looking hostname character-wise but clearly a mistyped IPv4 address.
 fn looks_like_bad_ipv4(h: &str) -> bool {
-    h.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+    h.split('.')
+        .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// 1-based line number of byte `offset` in `text`.
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Checks both formats share; `at` yields the line and key to blame for a user index.
@@ -410,11 +423,31 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(parse_listen("0.0.0.0:1234").unwrap(), "0.0.0.0:1234".parse().unwrap());
-        assert_eq!(parse_listen(":1234").unwrap(), "0.0.0.0:1234".parse().unwrap());
-        assert_eq!(parse_listen("[::]:3306").unwrap(), "[::]:3306".parse().unwrap());
-        assert_eq!(parse_listen("localhost:1").unwrap(), "127.0.0.1:1".parse().unwrap());
-        for bad in ["", "0.0.0.0", "0.0.0.0:", "0.0.0.0:0", "1.2.3.4:70000", "::1:80", "db:1"] {
+        assert_eq!(
+            parse_listen("0.0.0.0:1234").unwrap(),
+            "0.0.0.0:1234".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen(":1234").unwrap(),
+            "0.0.0.0:1234".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("[::]:3306").unwrap(),
+            "[::]:3306".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("localhost:1").unwrap(),
+            "127.0.0.1:1".parse().unwrap()
+        );
+        for bad in [
+            "",
+            "0.0.0.0",
+            "0.0.0.0:",
+            "0.0.0.0:0",
+            "1.2.3.4:70000",
+            "::1:80",
+            "db:1",
+        ] {
             assert!(parse_listen(bad).is_err(), "{bad}");
         }
     }
@@ -423,7 +456,10 @@ mod tests {
     fn backend_addresses() {
         let p = |s, d| parse_backend_address(s, d);
         assert_eq!(p("127.0.0.1:3306", None).unwrap(), "127.0.0.1:3306");
-        assert_eq!(p(" db-1.example.com:3307 ", None).unwrap(), "db-1.example.com:3307");
+        assert_eq!(
+            p(" db-1.example.com:3307 ", None).unwrap(),
+            "db-1.example.com:3307"
+        );
         assert_eq!(p("[::1]:3306", None).unwrap(), "[::1]:3306");
         assert_eq!(p("10.0.0.1", Some(3306)).unwrap(), "10.0.0.1:3306");
         assert_eq!(p("[fe80::1]", Some(3306)).unwrap(), "[fe80::1]:3306");
@@ -431,7 +467,16 @@ mod tests {
             p("foo", None).unwrap_err(),
             "invalid address 'foo' (expected host:port)"
         );
-        for bad in ["", ":3306", "a b:1", "1.2.3.4:x", "1.2.3.4:0", "300.1.1.1:1", "::1", "h:-1"] {
+        for bad in [
+            "",
+            ":3306",
+            "a b:1",
+            "1.2.3.4:x",
+            "1.2.3.4:0",
+            "300.1.1.1:1",
+            "::1",
+            "h:-1",
+        ] {
             assert!(p(bad, Some(3306)).is_err(), "{bad}");
         }
     }
@@ -456,7 +501,10 @@ mod tests {
             "cannot read /nonexistent/dir/x.toml: No such file or directory"
         );
         // A directory is not a readable config file either.
-        assert!(matches!(load(Path::new("/")), Err(ConfigError::Read { .. })));
+        assert!(matches!(
+            load(Path::new("/")),
+            Err(ConfigError::Read { .. })
+        ));
     }
 
     #[test]
@@ -470,7 +518,9 @@ mod tests {
     }
 
     fn sample(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf").join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../conf")
+            .join(name)
     }
 
     #[test]
@@ -495,9 +545,17 @@ mod tests {
             );
             assert_eq!(c.listen, "0.0.0.0:1234".parse().unwrap());
             assert_eq!(c.admin_listen, "127.0.0.1:2345".parse().unwrap());
-            assert!(c.users.iter().any(|u| u.name == "app" && u.password == "app_pass"));
-            assert!(c.client_filter().unwrap().allows("127.0.0.1".parse().unwrap()));
+            assert!(c
+                .users
+                .iter()
+                .any(|u| u.name == "app" && u.password == "app_pass"));
+            assert!(c
+                .client_filter()
+                .unwrap()
+                .allows("127.0.0.1".parse().unwrap()));
         }
-        assert!(check(&sample("atlas.cnf")).unwrap().contains("OK (Atlas format)"));
+        assert!(check(&sample("atlas.cnf"))
+            .unwrap()
+            .contains("OK (Atlas format)"));
     }
 }

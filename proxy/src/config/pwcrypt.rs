@@ -71,7 +71,12 @@ pub fn atlas_decrypt(enc: &str) -> Result<String, DecryptError> {
         des.decrypt_block(GenericArray::from_mut_slice(chunk));
     }
     let pad = usize::from(*data.last().ok_or(DecryptError::Padding)?);
-    if pad == 0 || pad > BLOCK || data[data.len() - pad..].iter().any(|&b| usize::from(b) != pad) {
+    if pad == 0
+        || pad > BLOCK
+        || data[data.len() - pad..]
+            .iter()
+            .any(|&b| usize::from(b) != pad)
+    {
         return Err(DecryptError::Padding);
     }
     data.truncate(data.len() - pad);
@@ -106,7 +111,10 @@ mod tests {
             assert_eq!(atlas_decrypt(&enc).unwrap(), p, "{p:?} -> {enc}");
         }
         // Exactly one block of input gets a whole block of padding, as with OpenSSL.
-        assert_eq!(STANDARD.decode(atlas_encrypt("12345678")).unwrap().len(), 16);
+        assert_eq!(
+            STANDARD.decode(atlas_encrypt("12345678")).unwrap().len(),
+            16
+        );
     }
 
     #[test]
@@ -118,7 +126,13 @@ mod tests {
         assert!(atlas_decrypt("AAAAAAAAAAA=").is_err());
         // Plain text where an encrypted password was expected (a common mistake in `pwds`).
         assert!(atlas_decrypt("secret").is_err());
-        for s in ["====", "QUJD", "////////////", "HJBoxfRsjeI", "HJBoxfRsjeI=x"] {
+        for s in [
+            "====",
+            "QUJD",
+            "////////////",
+            "HJBoxfRsjeI",
+            "HJBoxfRsjeI=x",
+        ] {
             let _ = atlas_decrypt(s);
         }
     }

@@ -128,7 +128,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             invalid(
                 at(s.span().start),
                 "proxy.sql-log",
-                format!("unknown value '{}' (expected OFF, ON or REALTIME)", s.get_ref()),
+                format!(
+                    "unknown value '{}' (expected OFF, ON or REALTIME)",
+                    s.get_ref()
+                ),
             )
         })?,
         None => SqlLog::Off,
@@ -149,7 +152,11 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let mut backends = Vec::with_capacity(file.backend.len());
     for (i, b) in file.backend.iter().enumerate() {
         let address = parse_backend_address(b.address.get_ref(), None).map_err(|m| {
-            invalid(at(b.address.span().start), &format!("backend[{i}].address"), m)
+            invalid(
+                at(b.address.span().start),
+                &format!("backend[{i}].address"),
+                m,
+            )
         })?;
         let weight = match &b.weight {
             Some(w) if *w.get_ref() == 0 => {
@@ -189,7 +196,11 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let line = at(u.name.span().start);
         let name = u.name.get_ref().trim().to_string();
         if name.is_empty() {
-            return Err(invalid(line, &format!("user[{i}].name"), "empty user name".into()));
+            return Err(invalid(
+                line,
+                &format!("user[{i}].name"),
+                "empty user name".into(),
+            ));
         }
         let password = match (&u.password, &u.encrypted_password) {
             (Some(p), None) => p.clone(),
@@ -331,7 +342,10 @@ encrypted-password = "HJBoxfRsjeI="
         assert_eq!(c.sql_log, SqlLog::Realtime);
         assert_eq!(c.sql_log_slow_ms, Some(100));
         assert_eq!(c.admin_listen, "127.0.0.1:4001".parse().unwrap());
-        assert_eq!((c.admin_username.as_str(), c.admin_password.as_str()), ("root", "toor"));
+        assert_eq!(
+            (c.admin_username.as_str(), c.admin_password.as_str()),
+            ("root", "toor")
+        );
         assert_eq!(
             c.backends,
             [
@@ -388,26 +402,32 @@ encrypted-password = "HJBoxfRsjeI="
 
     #[test]
     fn unknown_keys_name_key_and_line() {
-        let e = err(&format!("[proxy]\nlisten = \":1\"\nlisten-adress = \"x\"\n{ONE_BACKEND}"));
+        let e = err(&format!(
+            "[proxy]\nlisten = \":1\"\nlisten-adress = \"x\"\n{ONE_BACKEND}"
+        ));
         assert!(e.starts_with("conf/x.toml:3: "), "{e}");
         assert!(e.contains("listen-adress"), "{e}");
         let e = err(&format!("{ONE_BACKEND}wieght = 2\n"));
-        assert!(e.starts_with("conf/x.toml:4: ") && e.contains("wieght"), "{e}");
+        assert!(
+            e.starts_with("conf/x.toml:4: ") && e.contains("wieght"),
+            "{e}"
+        );
         let e = err("[frontend]\nx = 1\n");
         assert!(e.contains("frontend"), "{e}");
     }
 
     #[test]
     fn bad_addresses_name_the_key() {
-        let text = format!(
-            "{ONE_BACKEND}\n[[backend]]\naddress = \"foo\"\nrole = \"ro\"\n"
-        );
+        let text = format!("{ONE_BACKEND}\n[[backend]]\naddress = \"foo\"\nrole = \"ro\"\n");
         assert_eq!(
             err(&text),
             "conf/x.toml:6: backend[1].address: invalid address 'foo' (expected host:port)"
         );
         let e = err(&format!("[proxy]\nlisten = \"1.2.3.4\"\n{ONE_BACKEND}"));
-        assert!(e.starts_with("conf/x.toml:2: proxy.listen: invalid listen address"), "{e}");
+        assert!(
+            e.starts_with("conf/x.toml:2: proxy.listen: invalid listen address"),
+            "{e}"
+        );
         let e = err(&format!("[admin]\nlisten = \"nowhere:1\"\n{ONE_BACKEND}"));
         assert!(e.starts_with("conf/x.toml:2: admin.listen: "), "{e}");
     }
@@ -415,7 +435,10 @@ encrypted-password = "HJBoxfRsjeI="
     #[test]
     fn weights() {
         let e = err(&format!("{ONE_BACKEND}weight = 0\n"));
-        assert_eq!(e, "conf/x.toml:4: backend[0].weight: weight must be at least 1");
+        assert_eq!(
+            e,
+            "conf/x.toml:4: backend[0].weight: weight must be at least 1"
+        );
         let e = err(&format!("{ONE_BACKEND}weight = -1\n"));
         assert!(e.starts_with("conf/x.toml:4: "), "{e}");
         let c = parse_text(&format!("{ONE_BACKEND}weight = 7\n")).unwrap();
@@ -429,17 +452,28 @@ encrypted-password = "HJBoxfRsjeI="
             "conf/x.toml: backend: no backends configured (add at least one [[backend]] table)"
         );
         let e = err("[[backend]]\naddress = \"h:1\"\nrole = \"master\"\n");
-        assert!(e.starts_with("conf/x.toml:3: ") && e.contains("master"), "{e}");
+        assert!(
+            e.starts_with("conf/x.toml:3: ") && e.contains("master"),
+            "{e}"
+        );
         let e = err("[[backend]]\naddress = \"h:1\"\n");
         assert!(e.contains("role"), "{e}");
-        let e = err(&format!("[proxy]\nclient-ips = [\"1.2.3.4\", \"nope\"]\n{ONE_BACKEND}"));
+        let e = err(&format!(
+            "[proxy]\nclient-ips = [\"1.2.3.4\", \"nope\"]\n{ONE_BACKEND}"
+        ));
         assert!(e.starts_with("conf/x.toml:2: proxy.client-ips: invalid client address 'nope'"));
         let e = err(&format!("[proxy]\nlog-level = \"loud\"\n{ONE_BACKEND}"));
-        assert!(e.starts_with("conf/x.toml:2: proxy.log-level: unknown level 'loud'"), "{e}");
+        assert!(
+            e.starts_with("conf/x.toml:2: proxy.log-level: unknown level 'loud'"),
+            "{e}"
+        );
         let e = err(&format!("[proxy]\nsql-log = \"MAYBE\"\n{ONE_BACKEND}"));
         assert!(e.starts_with("conf/x.toml:2: proxy.sql-log: "), "{e}");
         let e = err(&format!("[proxy]\nconnect-timeout-ms = 0\n{ONE_BACKEND}"));
-        assert!(e.starts_with("conf/x.toml:2: proxy.connect-timeout-ms"), "{e}");
+        assert!(
+            e.starts_with("conf/x.toml:2: proxy.connect-timeout-ms"),
+            "{e}"
+        );
         let e = err("[proxy\n");
         assert!(e.starts_with("conf/x.toml:1: "), "{e}");
     }
@@ -452,19 +486,31 @@ encrypted-password = "HJBoxfRsjeI="
             "conf/x.toml:8: user[1].name: duplicate user 'a'"
         );
         assert!(u("name = \"a\"\n").contains("user[0]: missing password"));
-        assert!(u("name = \"a\"\npassword = \"x\"\nencrypted-password = \"HJBoxfRsjeI=\"\n")
-            .contains("not both"));
+        assert!(
+            u("name = \"a\"\npassword = \"x\"\nencrypted-password = \"HJBoxfRsjeI=\"\n")
+                .contains("not both")
+        );
         assert!(u("name = \"a\"\nencrypted-password = \"plain\"\n")
             .starts_with("conf/x.toml:6: user[0].encrypted-password: cannot decrypt"));
         assert!(u("name = \" \"\npassword = \"\"\n").contains("empty user name"));
         // An empty password is legal (MySQL allows it).
-        let c = parse_text(&format!("{ONE_BACKEND}[[user]]\nname = \"a\"\npassword = \"\"\n"));
+        let c = parse_text(&format!(
+            "{ONE_BACKEND}[[user]]\nname = \"a\"\npassword = \"\"\n"
+        ));
         assert_eq!(c.unwrap().users[0].password, "");
     }
 
     #[test]
     fn never_panics_on_odd_input() {
-        for text in ["", "\u{feff}", "=", "[[backend]]\n[[backend]]", "a = 1", "\0", "[proxy]\nlisten = 5"] {
+        for text in [
+            "",
+            "\u{feff}",
+            "=",
+            "[[backend]]\n[[backend]]",
+            "a = 1",
+            "\0",
+            "[proxy]\nlisten = 5",
+        ] {
             let _ = parse_text(text);
         }
     }
