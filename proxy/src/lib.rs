@@ -1,1 +1,15 @@
+//! rwproxy: a MySQL/MariaDB read/write-splitting proxy.
+//!
+//! Data flows `server` (listener) → `client` (one task per connection: session, routing via
+//! `router`, prepared statements) → `backend` (pools, connections, raw relay of replies), all
+//! speaking through `protocol`. `cluster` is the live backend/user set the admin console
+//! changes; `config` reads the files.
+
+pub mod backend;
+pub mod client;
+pub mod cluster;
 pub mod config;
+pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod session;

@@ -1,0 +1,467 @@
+//! One connection from the proxy to a MariaDB/MySQL server, logged in as an application user.
+//!
+//! It knows what session state has been applied to it (so the pool can hand it to another
+//! client only after making that state right), which prepared statements it holds, and its
+//! transaction status as of the last reply.
+
+use crate::protocol::message::{
+    self, codes, Completion, SqlError, SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_AUTOCOMMIT,
+};
+use crate::protocol::packet::{read_lenenc, PacketReader, PacketWriter, RawPacket};
+use crate::session::state::SessionState;
+use mysql_common::constants::CapabilityFlags;
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
+use mysql_common::proto::MySerialize;
+use mysql_common::scramble::{scramble_native, scramble_sha256};
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+pub const COM_QUIT: u8 = 0x01;
+pub const COM_INIT_DB: u8 = 0x02;
+pub const COM_QUERY: u8 = 0x03;
+pub const COM_STMT_PREPARE: u8 = 0x16;
+pub const COM_STMT_CLOSE: u8 = 0x19;
+pub const COM_RESET_CONNECTION: u8 = 0x1F;
+
+/// Why talking to a backend failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("can't connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("timed out connecting to {addr}")]
+    ConnectTimeout { addr: String },
+    #[error("{addr} refused login: {error}")]
+    Login { addr: String, error: SqlError },
+    #[error("{0}")]
+    Server(SqlError),
+    #[error("lost connection to backend: {0}")]
+    Io(#[from] io::Error),
+    #[error("protocol error from backend: {0}")]
+    Protocol(String),
+}
+
+impl BackendError {
+    /// The error a client sees for this failure.
+    pub fn to_sql_error(&self, what: &str) -> SqlError {
+        match self {
+            BackendError::Server(e) | BackendError::Login { error: e, .. } => e.clone(),
+            BackendError::Io(_) => message::err(
+                codes::SERVER_LOST,
+                format!("rwproxy: lost connection to {what} during query"),
+            ),
+            other => message::err(codes::CONN_HOST_ERROR, format!("rwproxy: {what}: {other}")),
+        }
+    }
+}
+
+/// Capabilities the proxy asks of backends: the same framing it offers clients (no
+/// DEPRECATE_EOF, no session tracking) so results forward unchanged, plus multi-results.
+fn backend_capabilities(client: CapabilityFlags) -> CapabilityFlags {
+    let base = CapabilityFlags::CLIENT_LONG_PASSWORD
+        | CapabilityFlags::CLIENT_LONG_FLAG
+        | CapabilityFlags::CLIENT_LOCAL_FILES
+        | CapabilityFlags::CLIENT_PROTOCOL_41
+        | CapabilityFlags::CLIENT_TRANSACTIONS
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION
+        | CapabilityFlags::CLIENT_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+        | CapabilityFlags::CLIENT_CONNECT_ATTRS;
+    base | (client & session_capabilities())
+}
+
+/// Client capabilities that change statement semantics, so pooled connections are kept
+/// apart by them.
+pub fn session_capabilities() -> CapabilityFlags {
+    CapabilityFlags::CLIENT_FOUND_ROWS
+        | CapabilityFlags::CLIENT_MULTI_STATEMENTS
+        | CapabilityFlags::CLIENT_IGNORE_SPACE
+        | CapabilityFlags::CLIENT_INTERACTIVE
+}
+
+/// What a backend connection is opened as.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub user: Arc<str>,
+    pub collation: u8,
+    pub capabilities: u32,
+}
+
+/// A prepared statement as this connection knows it.
+#[derive(Debug, Clone)]
+pub struct BackendStmt {
+    pub id: u32,
+    pub params: u16,
+    pub columns: u16,
+    /// Tables resolve against the schema current at prepare time.
+    pub schema: Option<String>,
+    /// The server's prepare reply, replayed to later sessions preparing the same text here.
+    pub reply: Arc<Vec<RawPacket>>,
+}
+
+/// Prepared statements kept per connection before the oldest is closed; well under the
+/// server's default `max_prepared_stmt_count` even with many connections.
+const MAX_STMTS_PER_CONN: usize = 256;
+
+pub struct BackendConn {
+    pub reader: PacketReader<OwnedReadHalf>,
+    pub writer: PacketWriter<OwnedWriteHalf>,
+    /// The server's thread id, for `KILL`.
+    pub thread_id: u32,
+    pub key: ConnKey,
+    /// Session state as applied on the server.
+    pub state: SessionState,
+    /// Server-side state we cannot replay (user variables, temporary tables, locks...):
+    /// the connection must be reset before anyone else uses it.
+    pub dirty: bool,
+    pub status: u16,
+    /// `LAST_INSERT_ID()` as the server would answer it now.
+    pub last_insert_id: u64,
+    /// Prepared statements by SQL text, shared by every session that uses this connection.
+    pub stmts: HashMap<Arc<str>, BackendStmt>,
+    pub idle_since: Instant,
+    /// Set when an exchange was cut off mid-way: the connection must not be reused.
+    pub broken: bool,
+}
+
+impl BackendConn {
+    pub async fn connect(
+        addr: &str,
+        key: ConnKey,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<Self, BackendError> {
+        let addr_s = addr.to_string();
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Err(_) => return Err(BackendError::ConnectTimeout { addr: addr_s }),
+            Ok(Err(e)) => {
+                return Err(BackendError::Connect {
+                    addr: addr_s,
+                    source: e,
+                })
+            }
+            Ok(Ok(s)) => s,
+        };
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        let mut conn = BackendConn {
+            reader: PacketReader::new(r),
+            writer: PacketWriter::new(w),
+            thread_id: 0,
+            key,
+            state: SessionState::default(),
+            dirty: false,
+            status: SERVER_STATUS_AUTOCOMMIT,
+            last_insert_id: 0,
+            stmts: HashMap::new(),
+            idle_since: Instant::now(),
+            broken: false,
+        };
+        match tokio::time::timeout(timeout, conn.login(password)).await {
+            Err(_) => Err(BackendError::ConnectTimeout { addr: addr_s }),
+            Ok(Err(BackendError::Server(error))) => Err(BackendError::Login {
+                addr: addr_s,
+                error,
+            }),
+            Ok(r) => r.map(|()| conn),
+        }
+    }
+
+    async fn login(&mut self, password: &str) -> Result<(), BackendError> {
+        let mut payload = Vec::new();
+        let seq = self.reader.read_logical(&mut payload).await?;
+        if message::is_err(&payload) {
+            return Err(BackendError::Server(
+                SqlError::parse(&payload).unwrap_or_else(|| bad("greeting")),
+            ));
+        }
+        let hello = ParseBuf(&payload)
+            .parse::<HandshakePacket>(())
+            .map_err(|e| BackendError::Protocol(format!("bad greeting: {e}")))?;
+        self.thread_id = hello.connection_id();
+        let nonce = hello.nonce();
+        let plugin = hello
+            .auth_plugin_name_ref()
+            .and_then(|n| ParseBuf(n).parse::<AuthPlugin>(()).ok())
+            .map(AuthPlugin::into_owned)
+            .unwrap_or(AuthPlugin::MysqlNativePassword);
+        let version = hello
+            .maria_db_server_version_parsed()
+            .or_else(|| hello.server_version_parsed())
+            .unwrap_or((5, 7, 0));
+        let caps = backend_capabilities(CapabilityFlags::from_bits_truncate(self.key.capabilities))
+            & hello.capabilities();
+        let scramble = auth_reply(&plugin, &nonce, password);
+        let resp = HandshakeResponse::new(
+            Some(scramble),
+            version,
+            Some(self.key.user.as_bytes()),
+            None::<&[u8]>,
+            Some(plugin),
+            caps,
+            Some(HashMap::from([(
+                "program_name".to_string(),
+                "rwproxy".to_string(),
+            )])),
+            16 * 1024 * 1024,
+        );
+        let mut buf = Vec::new();
+        resp.serialize(&mut buf);
+        // mysql_common always asks for utf8mb4_general_ci; the client's own collation goes in
+        // the byte after the capability flags and max packet size.
+        buf[8] = self.key.collation;
+        self.writer.write_packet(seq.wrapping_add(1), &buf).await?;
+        self.writer.flush().await?;
+        loop {
+            let s = self.reader.read_logical(&mut payload).await?;
+            match payload.first() {
+                Some(0x00) => return Ok(()),
+                Some(0xFF) => {
+                    return Err(BackendError::Server(
+                        SqlError::parse(&payload).unwrap_or_else(|| bad("login")),
+                    ))
+                }
+                // Auth switch: plugin name, NUL, new nonce.
+                Some(0xFE) => {
+                    let body = &payload[1..];
+                    let nul = body.iter().position(|b| *b == 0).unwrap_or(body.len());
+                    let plugin: AuthPlugin = ParseBuf(&body[..nul])
+                        .parse(())
+                        .map_err(|e| BackendError::Protocol(e.to_string()))?;
+                    let mut nonce = body.get(nul + 1..).unwrap_or(&[]).to_vec();
+                    if nonce.last() == Some(&0) {
+                        nonce.pop();
+                    }
+                    let reply = auth_reply(&plugin.into_owned(), &nonce, password);
+                    self.writer.write_packet(s.wrapping_add(1), &reply).await?;
+                    self.writer.flush().await?;
+                }
+                // caching_sha2_password: 0x01 0x03 = fast auth done, OK follows.
+                Some(0x01) if payload.get(1) == Some(&0x03) => continue,
+                Some(0x01) => {
+                    return Err(BackendError::Protocol(
+                        "backend wants caching_sha2_password full authentication, which needs \
+                         TLS; use mysql_native_password for proxy users"
+                            .into(),
+                    ))
+                }
+                _ => return Err(BackendError::Protocol("unexpected login reply".into())),
+            }
+        }
+    }
+
+    /// Sends a command as a fresh exchange (sequence id 0).
+    pub async fn send_command(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.writer.write_packet(0, payload).await?;
+        self.writer.flush().await
+    }
+
+    /// Runs a statement whose rows the proxy discards (state replay, `DO ...`), returning its
+    /// final completion or the server's error. The connection stays usable after an error.
+    pub async fn run(&mut self, sql: &str) -> Result<Completion, BackendError> {
+        let mut cmd = Vec::with_capacity(sql.len() + 1);
+        cmd.push(COM_QUERY);
+        cmd.extend_from_slice(sql.as_bytes());
+        self.command(&cmd).await
+    }
+
+    /// Sends any command answered by OK/ERR or result sets, draining them.
+    pub async fn command(&mut self, payload: &[u8]) -> Result<Completion, BackendError> {
+        self.broken = true;
+        self.send_command(payload).await?;
+        let mut in_rows = false;
+        let mut columns_left: u64 = 0;
+        let mut err = None;
+        loop {
+            let p = self.reader.read_raw().await?;
+            let body = p.payload();
+            if columns_left > 0 {
+                columns_left -= 1;
+                continue;
+            }
+            if in_rows {
+                if message::is_eof(body) {
+                    let c = message::parse_eof(body).unwrap_or_default();
+                    if !self.finish(c) {
+                        in_rows = false;
+                        continue;
+                    }
+                    self.broken = false;
+                    return Ok(c);
+                }
+                if message::is_err(body) {
+                    self.broken = false;
+                    return Err(BackendError::Server(
+                        SqlError::parse(body).unwrap_or_else(|| bad("error")),
+                    ));
+                }
+                continue;
+            }
+            match body.first() {
+                Some(0x00) => {
+                    let c = message::parse_ok(body).ok_or_else(|| proto("bad OK"))?;
+                    if c.last_insert_id != 0 {
+                        self.last_insert_id = c.last_insert_id;
+                    }
+                    if self.finish(c) {
+                        self.broken = false;
+                        return match err {
+                            Some(e) => Err(e),
+                            None => Ok(c),
+                        };
+                    }
+                }
+                Some(0xFF) => {
+                    self.broken = false;
+                    let e = SqlError::parse(body).unwrap_or_else(|| bad("error"));
+                    return Err(BackendError::Server(e));
+                }
+                Some(0xFB) => {
+                    // LOCAL INFILE request during replay: refuse with an empty file.
+                    self.writer
+                        .write_packet(p.seq().wrapping_add(1), &[])
+                        .await?;
+                    self.writer.flush().await?;
+                    err = Some(BackendError::Protocol("LOAD DATA LOCAL in replay".into()));
+                }
+                _ => {
+                    let mut b = body;
+                    columns_left = read_lenenc(&mut b).ok_or_else(|| proto("bad column count"))?;
+                    // Column definitions, then their EOF (which the loop skips as a column).
+                    columns_left += 1;
+                    in_rows = true;
+                }
+            }
+        }
+    }
+
+    /// Records a completion's status; true when no further result follows.
+    pub fn finish(&mut self, c: Completion) -> bool {
+        self.status = c.status;
+        c.status & SERVER_MORE_RESULTS_EXISTS == 0
+    }
+
+    /// Returns the connection to a clean server-side session: rolls back, drops temporary
+    /// tables, user variables, locks and prepared statements.
+    pub async fn reset(&mut self) -> Result<(), BackendError> {
+        self.command(&[COM_RESET_CONNECTION]).await?;
+        self.state = SessionState::default_after_reset(&self.state);
+        self.dirty = false;
+        self.stmts.clear();
+        self.last_insert_id = 0;
+        Ok(())
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.status & message::SERVER_STATUS_IN_TRANS != 0
+            || self.status & SERVER_STATUS_AUTOCOMMIT == 0
+    }
+
+    /// A connection idle in the pool may have been closed by the server (`wait_timeout`,
+    /// restart); a readable socket with nothing asked means EOF or garbage.
+    pub fn looks_closed(&self) -> bool {
+        if self.reader.has_buffered() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        match self.reader.get_ref().try_read(&mut probe) {
+            Ok(_) => true,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        }
+    }
+
+    /// The backend id of `sql` prepared on this connection, preparing it now if needed.
+    pub async fn prepare(&mut self, sql: &Arc<str>) -> Result<BackendStmt, BackendError> {
+        if let Some(st) = self.stmts.get(sql) {
+            if st.schema == self.state.schema {
+                return Ok(st.clone());
+            }
+        }
+        if let Some(old) = self.stmts.remove(sql) {
+            self.close_stmt(old.id).await?;
+        }
+        if self.stmts.len() >= MAX_STMTS_PER_CONN {
+            if let Some(k) = self.stmts.keys().next().cloned() {
+                let old = self.stmts.remove(&k).expect("present");
+                self.close_stmt(old.id).await?;
+            }
+        }
+        let mut cmd = Vec::with_capacity(sql.len() + 1);
+        cmd.push(COM_STMT_PREPARE);
+        cmd.extend_from_slice(sql.as_bytes());
+        self.broken = true;
+        self.send_command(&cmd).await?;
+        let first = self.reader.read_raw().await?;
+        let body = first.payload();
+        if message::is_err(body) {
+            self.broken = false;
+            return Err(BackendError::Server(
+                SqlError::parse(body).unwrap_or_else(|| bad("error")),
+            ));
+        }
+        if body.len() < 12 || body[0] != 0 {
+            return Err(proto("bad prepare reply"));
+        }
+        let id = u32::from_le_bytes([body[1], body[2], body[3], body[4]]);
+        let columns = u16::from_le_bytes([body[5], body[6]]);
+        let params = u16::from_le_bytes([body[7], body[8]]);
+        let mut packets = vec![first];
+        let defs = |n: u16| if n > 0 { usize::from(n) + 1 } else { 0 };
+        for _ in 0..defs(params) + defs(columns) {
+            packets.push(self.reader.read_raw().await?);
+        }
+        self.broken = false;
+        let st = BackendStmt {
+            id,
+            params,
+            columns,
+            schema: self.state.schema.clone(),
+            reply: Arc::new(packets),
+        };
+        self.stmts.insert(sql.clone(), st.clone());
+        Ok(st)
+    }
+
+    async fn close_stmt(&mut self, id: u32) -> io::Result<()> {
+        let mut cmd = vec![COM_STMT_CLOSE];
+        cmd.extend_from_slice(&id.to_le_bytes());
+        self.send_command(&cmd).await
+    }
+
+    pub async fn read_raw(&mut self) -> io::Result<RawPacket> {
+        self.reader.read_raw().await
+    }
+}
+
+fn auth_reply(plugin: &AuthPlugin<'_>, nonce: &[u8], password: &str) -> Vec<u8> {
+    match plugin {
+        AuthPlugin::CachingSha2Password => scramble_sha256(nonce, password.as_bytes())
+            .map(|s| s.to_vec())
+            .unwrap_or_default(),
+        AuthPlugin::MysqlClearPassword => {
+            let mut v = password.as_bytes().to_vec();
+            v.push(0);
+            v
+        }
+        _ => scramble_native(nonce, password.as_bytes())
+            .map(|s| s.to_vec())
+            .unwrap_or_default(),
+    }
+}
+
+fn bad(what: &str) -> SqlError {
+    message::err(
+        codes::SERVER_LOST,
+        format!("malformed {what} packet from backend"),
+    )
+}
+
+fn proto(what: &str) -> BackendError {
+    BackendError::Protocol(what.to_string())
+}

@@ -1,0 +1,90 @@
+//! Backends: the servers behind the proxy, their health, and their connection pools.
+
+pub mod conn;
+pub mod pool;
+pub mod relay;
+
+use crate::config::{BackendConfig, Role};
+use pool::Pool;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::time::Duration;
+
+/// Whether a backend gets new work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    /// Serving, or never tried yet.
+    Up = 0,
+    /// The last connection attempt failed; a prober brings it back.
+    Down = 1,
+    /// Taken out by an operator; only an operator brings it back.
+    Offline = 2,
+}
+
+pub struct Backend {
+    pub address: String,
+    pub role: Role,
+    pub weight: AtomicU32,
+    health: AtomicU8,
+    pub pool: Pool,
+    pub queries: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl Backend {
+    pub fn new(cfg: &BackendConfig, connect_timeout: Duration) -> Self {
+        Backend {
+            address: cfg.address.clone(),
+            role: cfg.role,
+            weight: AtomicU32::new(cfg.weight.max(1)),
+            health: AtomicU8::new(Health::Up as u8),
+            pool: Pool::new(cfg.max_connections, connect_timeout),
+            queries: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        match self.health.load(Ordering::Relaxed) {
+            0 => Health::Up,
+            1 => Health::Down,
+            _ => Health::Offline,
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.health() == Health::Up
+    }
+
+    /// Records a failed connection attempt; an operator's `Offline` is never overridden.
+    pub fn mark_down(&self, why: &dyn std::fmt::Display) {
+        if self
+            .health
+            .compare_exchange(
+                Health::Up as u8,
+                Health::Down as u8,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            tracing::warn!(backend = %self.address, "backend down: {why}");
+            self.pool.clear_idle();
+        }
+    }
+
+    pub fn mark_up(&self) {
+        if self
+            .health
+            .compare_exchange(
+                Health::Down as u8,
+                Health::Up as u8,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            tracing::info!(backend = %self.address, "backend up again");
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Per-backend connection pool.
+//!
+//! Connections are opened per (user, collation, session capabilities) because those are fixed
+//! at login; a semaphore bounds all of a backend's connections, idle ones included. A client
+//! holds a connection only while a statement runs or while its session is pinned, so many idle
+//! clients share a few connections.
+
+use super::conn::{BackendConn, BackendError, ConnKey};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+struct Idle {
+    conn: BackendConn,
+    permit: OwnedSemaphorePermit,
+}
+
+pub struct Pool {
+    idle: Mutex<HashMap<ConnKey, Vec<Idle>>>,
+    permits: Arc<Semaphore>,
+    max: u32,
+    connect_timeout: Duration,
+}
+
+/// A connection checked out of a pool. Dropping it closes the connection; `Pool::release`
+/// gives it back.
+pub struct Lease {
+    pub conn: BackendConn,
+    permit: OwnedSemaphorePermit,
+    /// Taken from the idle list rather than freshly opened: a failure before any reply may
+    /// just mean the server closed it while idle.
+    pub reused: bool,
+}
+
+/// Connections idle longer than this are closed by `Pool::reap`.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Pool {
+    pub fn new(max: u32, connect_timeout: Duration) -> Self {
+        Pool {
+            idle: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(max as usize)),
+            max,
+            connect_timeout,
+        }
+    }
+
+    pub async fn acquire(
+        &self,
+        addr: &str,
+        key: &ConnKey,
+        password: &str,
+    ) -> Result<Lease, BackendError> {
+        loop {
+            let found = self
+                .idle
+                .lock()
+                .expect("pool lock")
+                .get_mut(key)
+                .and_then(Vec::pop);
+            match found {
+                Some(Idle { conn, permit }) => {
+                    if conn.idle_since.elapsed() > Duration::from_secs(1) && conn.looks_closed() {
+                        continue;
+                    }
+                    return Ok(Lease {
+                        conn,
+                        permit,
+                        reused: true,
+                    });
+                }
+                None => break,
+            }
+        }
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Full: close an idle connection opened for someone else, or wait.
+                if let Some(idle) = self.take_any_idle() {
+                    idle.permit
+                } else {
+                    tokio::time::timeout(self.connect_timeout, self.permits.clone().acquire_owned())
+                        .await
+                        .map_err(|_| {
+                            BackendError::Protocol(format!(
+                                "all {} connections to {addr} are busy",
+                                self.max
+                            ))
+                        })?
+                        .expect("semaphore never closed")
+                }
+            }
+        };
+        let conn = BackendConn::connect(addr, key.clone(), password, self.connect_timeout).await?;
+        Ok(Lease {
+            conn,
+            permit,
+            reused: false,
+        })
+    }
+
+    /// Takes a connection back. It must carry no session-owned server state: callers reset
+    /// dirty connections first.
+    pub fn release(&self, mut lease: Lease) {
+        if lease.conn.broken || lease.conn.dirty || lease.conn.in_transaction() {
+            return;
+        }
+        lease.conn.idle_since = Instant::now();
+        self.idle
+            .lock()
+            .expect("pool lock")
+            .entry(lease.conn.key.clone())
+            .or_default()
+            .push(Idle {
+                conn: lease.conn,
+                permit: lease.permit,
+            });
+    }
+
+    fn take_any_idle(&self) -> Option<Idle> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        idle.values_mut().find_map(|v| {
+            if v.is_empty() {
+                None
+            } else {
+                Some(v.remove(0))
+            }
+        })
+    }
+
+    /// Closes connections idle past the timeout.
+    pub fn reap(&self) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        for v in idle.values_mut() {
+            v.retain(|i| i.conn.idle_since.elapsed() < IDLE_TIMEOUT);
+        }
+        idle.retain(|_, v| !v.is_empty());
+    }
+
+    pub fn clear_idle(&self) {
+        self.idle.lock().expect("pool lock").clear();
+    }
+
+    /// (open connections, idle connections).
+    pub fn counts(&self) -> (usize, usize) {
+        let idle = self
+            .idle
+            .lock()
+            .expect("pool lock")
+            .values()
+            .map(Vec::len)
+            .sum();
+        (self.max as usize - self.permits.available_permits(), idle)
+    }
+}
+
+impl Lease {
+    /// Resets a connection that carries session-owned state, then returns it to its pool.
+    pub async fn reset_and_release(mut self, pool: &Pool) {
+        if !self.conn.broken && (self.conn.dirty || self.conn.in_transaction()) {
+            if let Err(e) = self.conn.reset().await {
+                tracing::debug!("closing backend connection that failed to reset: {e}");
+                return;
+            }
+        }
+        pool.release(self);
+    }
+}

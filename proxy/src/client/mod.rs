@@ -1,0 +1,318 @@
+//! One client connection: login, then a loop reading commands and dispatching them.
+
+pub mod prepared;
+pub mod query;
+pub mod session;
+
+use crate::backend::conn::{BackendConn, ConnKey};
+use crate::backend::relay::{self, Expect, RelayError};
+use crate::cluster::Cluster;
+use crate::protocol::handshake::{self, ClientLogin, Greeting, LoginError};
+use crate::protocol::message::{self, codes, Completion, SqlError};
+use crate::protocol::packet::{PacketReader, PacketWriter};
+use crate::router::Target;
+use session::{Checkout, Session};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+pub const COM_QUIT: u8 = 0x01;
+pub const COM_INIT_DB: u8 = 0x02;
+pub const COM_QUERY: u8 = 0x03;
+pub const COM_FIELD_LIST: u8 = 0x04;
+pub const COM_STATISTICS: u8 = 0x09;
+pub const COM_PING: u8 = 0x0E;
+pub const COM_STMT_PREPARE: u8 = 0x16;
+pub const COM_STMT_EXECUTE: u8 = 0x17;
+pub const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+pub const COM_STMT_CLOSE: u8 = 0x19;
+pub const COM_STMT_RESET: u8 = 0x1A;
+pub const COM_STMT_FETCH: u8 = 0x1C;
+pub const COM_RESET_CONNECTION: u8 = 0x1F;
+
+/// The client's side of the socket.
+pub struct ClientIo {
+    pub reader: PacketReader<OwnedReadHalf>,
+    pub writer: PacketWriter<OwnedWriteHalf>,
+}
+
+impl ClientIo {
+    /// Sends a reply the proxy made itself (sequence 1: the answer to a fresh command).
+    pub async fn reply(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        self.writer.write_packet(1, payload).await?;
+        self.writer.flush().await
+    }
+
+    pub async fn error(&mut self, e: &SqlError) -> std::io::Result<()> {
+        self.reply(&e.payload()).await
+    }
+
+    pub async fn ok(&mut self, status: u16) -> std::io::Result<()> {
+        self.reply(&message::ok_payload(&Completion {
+            status,
+            ..Completion::default()
+        }))
+        .await
+    }
+}
+
+/// What ends a session early.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionEnd {
+    #[error("client i/o: {0}")]
+    Client(#[from] std::io::Error),
+    #[error("backend lost mid-reply or mid-transaction; client disconnected")]
+    BackendLost,
+}
+
+pub struct ServerInfo {
+    pub version: String,
+}
+
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u32,
+    cluster: Arc<Cluster>,
+    info: Arc<ServerInfo>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut io = ClientIo {
+        reader: PacketReader::new(r),
+        writer: PacketWriter::new(w),
+    };
+    let greeting = Greeting {
+        server_version: &info.version,
+        connection_id: id,
+        collation: 45, // utf8mb4_general_ci
+    };
+    let login = handshake::accept(
+        &mut io.reader,
+        &mut io.writer,
+        &greeting,
+        &peer.ip().to_string(),
+        |u| cluster.password_of(u),
+    )
+    .await;
+    let login: ClientLogin = match login {
+        Ok(l) => l,
+        Err(LoginError::Rejected(e)) => {
+            tracing::info!(client = %peer, "login refused: {e}");
+            return;
+        }
+        Err(LoginError::Io(e)) => {
+            tracing::debug!(client = %peer, "client left during login: {e}");
+            return;
+        }
+    };
+    let password = cluster.password_of(&login.user).unwrap_or_default();
+    let key = ConnKey {
+        user: login.user.as_str().into(),
+        collation: login.collation,
+        capabilities: (login.capabilities & crate::backend::conn::session_capabilities()).bits(),
+    };
+    let mut session = Session::new(id, cluster, key, password);
+    tracing::debug!(client = %peer, user = %login.user, session = id, "logged in");
+    if let Some(db) = login.database {
+        // The handshake's schema: validated by the first connection that applies it.
+        session.state.schema = Some(db);
+    }
+    let end = run(&mut session, &mut io).await;
+    session.close().await;
+    if let Err(e) = end {
+        tracing::debug!(client = %peer, session = id, "session ended: {e}");
+    }
+}
+
+async fn run(s: &mut Session, io: &mut ClientIo) -> Result<(), SessionEnd> {
+    let mut packet = Vec::with_capacity(1024);
+    loop {
+        let read = io.reader.read_logical(&mut packet).await;
+        match read {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                io.error(&message::err(
+                    codes::NET_PACKETS_OUT_OF_ORDER,
+                    e.to_string(),
+                ))
+                .await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let Some(&cmd) = packet.first() else {
+            io.error(&message::err(codes::UNKNOWN_COM, "Unknown command"))
+                .await?;
+            continue;
+        };
+        match cmd {
+            COM_QUIT => return Ok(()),
+            COM_PING => io.ok(s.status()).await?,
+            COM_QUERY => query::query(s, io, &packet).await?,
+            COM_INIT_DB => query::init_db(s, io, &packet).await?,
+            COM_FIELD_LIST => passthrough(s, io, &packet, Target::Read, Expect::UntilEof).await?,
+            COM_STATISTICS => passthrough(s, io, &packet, Target::Read, Expect::One).await?,
+            COM_STMT_PREPARE => prepared::prepare(s, io, &packet).await?,
+            COM_STMT_EXECUTE => prepared::execute(s, io, &packet).await?,
+            COM_STMT_SEND_LONG_DATA => prepared::send_long_data(s, io, &packet).await?,
+            COM_STMT_CLOSE => prepared::close(s, &packet),
+            COM_STMT_RESET => prepared::reset(s, io, &packet).await?,
+            COM_STMT_FETCH => prepared::fetch(s, io, &packet).await?,
+            COM_RESET_CONNECTION => {
+                s.close().await;
+                let schema = s.state.schema.take();
+                s.state = Default::default();
+                s.state.schema = schema;
+                s.sticky = Default::default();
+                s.stmts.clear();
+                s.last_insert_id = 0;
+                io.ok(s.status()).await?;
+            }
+            _ => {
+                io.error(&message::err(codes::UNKNOWN_COM, "Unknown command"))
+                    .await?
+            }
+        }
+    }
+}
+
+/// Work on the chosen connection before the client's packet goes out.
+#[derive(Debug, Clone, Copy)]
+pub enum Prep {
+    Nothing,
+    /// Make `LAST_INSERT_ID()` answer what this session last generated.
+    LastInsertId,
+    /// Prepare the statement here if needed and rewrite the packet to the backend's id (and,
+    /// for execute, the parameter types).
+    Stmt {
+        id: u32,
+        execute: bool,
+    },
+}
+
+impl Prep {
+    async fn apply(
+        self,
+        s: &mut Session,
+        conn: &mut BackendConn,
+        packet: &[u8],
+    ) -> Result<Option<Vec<u8>>, SqlError> {
+        match self {
+            Prep::Nothing => Ok(None),
+            Prep::LastInsertId => {
+                if conn.last_insert_id != s.last_insert_id {
+                    let sync = format!("DO LAST_INSERT_ID({})", s.last_insert_id);
+                    conn.run(&sync)
+                        .await
+                        .map_err(|e| e.to_sql_error("backend"))?;
+                    conn.last_insert_id = s.last_insert_id;
+                }
+                Ok(None)
+            }
+            Prep::Stmt { id, execute } => prepared::rewrite(s, conn, id, packet, execute)
+                .await
+                .map(Some),
+        }
+    }
+}
+
+/// Sends `packet` to a backend for `target` and relays the reply; the common path of every
+/// command. Retries once elsewhere when a read fails before the client saw anything.
+pub async fn execute(
+    s: &mut Session,
+    io: &mut ClientIo,
+    packet: &[u8],
+    target: Target,
+    expect: Expect,
+    prep: Prep,
+    mut after: impl FnMut(&mut Session, &mut BackendConn, &relay::Relayed),
+) -> Result<Option<relay::Relayed>, SessionEnd> {
+    let mut exclude = Vec::new();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let was_pinned = s.pinned.is_some();
+        let mut c: Checkout = match s.checkout(target, &mut exclude).await {
+            Ok(c) => c,
+            Err(e) => {
+                io.error(&e).await?;
+                return Ok(None);
+            }
+        };
+        let rewritten = match prep.apply(s, c.conn(), packet).await {
+            Ok(p) => p,
+            Err(e) => {
+                s.finish(c).await;
+                io.error(&e).await?;
+                return Ok(None);
+            }
+        };
+        let payload = rewritten.as_deref().unwrap_or(packet);
+        c.backend
+            .queries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sent = c.conn().send_command(payload).await;
+        let result = match sent {
+            Ok(()) => relay::relay(c.conn(), &mut io.reader, &mut io.writer, expect).await,
+            Err(source) => Err(RelayError::Backend {
+                source,
+                sent: false,
+            }),
+        };
+        match result {
+            Ok(r) => {
+                after(s, c.conn(), &r);
+                s.finish(c).await;
+                return Ok(Some(r));
+            }
+            Err(RelayError::Client(e)) => {
+                drop(c);
+                return Err(SessionEnd::Client(e));
+            }
+            Err(RelayError::Backend { source, sent }) => {
+                c.backend
+                    .errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let retryable = !sent
+                    && !was_pinned
+                    && attempts == 1
+                    && (target == Target::Read || c.lease.reused);
+                tracing::warn!(backend = %c.backend.address, session = s.id, "backend failed during a statement: {source}");
+                if !c.lease.reused {
+                    c.backend.mark_down(&source);
+                }
+                if target == Target::Read && !c.lease.reused {
+                    exclude.push(c.backend.clone());
+                }
+                drop(c);
+                if retryable {
+                    continue;
+                }
+                if sent || was_pinned {
+                    return Err(SessionEnd::BackendLost);
+                }
+                io.error(&message::err(
+                    codes::SERVER_LOST,
+                    format!("rwproxy: lost connection to backend during query: {source}"),
+                ))
+                .await?;
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Commands whose reply needs nothing from the proxy but forwarding.
+async fn passthrough(
+    s: &mut Session,
+    io: &mut ClientIo,
+    packet: &[u8],
+    target: Target,
+    expect: Expect,
+) -> Result<(), SessionEnd> {
+    execute(s, io, packet, target, expect, Prep::Nothing, |_, _, _| {}).await?;
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! The binary protocol. The proxy hands out its own statement ids and remembers each
+//! statement's SQL; a statement is prepared lazily on whichever backend connection runs it,
+//! and ids are rewritten on the way through. "Unknown prepared statement handler" cannot
+//! happen because a session's statements never depend on one connection.
+
+use super::session::Session;
+use super::{ClientIo, Prep, SessionEnd};
+use crate::backend::conn::{BackendConn, BackendError, BackendStmt};
+use crate::backend::relay::Expect;
+use crate::protocol::message::{self, codes, SqlError};
+use crate::router::classify::{self, Classification};
+use crate::router::{self, Target};
+use std::sync::Arc;
+
+pub struct PreparedStmt {
+    pub sql: Arc<str>,
+    pub params: u16,
+    pub columns: u16,
+    pub class: Classification,
+    /// Parameter types from the last execute that sent them: clients send types once, but
+    /// the next execute may run on a connection that never saw them.
+    pub param_types: Option<Vec<u8>>,
+}
+
+/// `CURSOR_TYPE_READ_ONLY` and friends in COM_STMT_EXECUTE's flags byte.
+const CURSOR_FLAGS: u8 = 0x07;
+
+fn stmt_id(packet: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(packet.get(1..5)?.try_into().ok()?))
+}
+
+fn unknown_handler(id: u32, what: &str) -> SqlError {
+    message::err(
+        codes::UNKNOWN_STMT_HANDLER,
+        format!("Unknown prepared statement handler ({id}) given to {what}"),
+    )
+}
+
+fn target_of(s: &Session, class: &Classification) -> Target {
+    if s.pinned.is_some() {
+        Target::Write
+    } else {
+        router::target(class)
+    }
+}
+
+pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
+    let sql: Arc<str> = String::from_utf8_lossy(&packet[1..]).into();
+    let class = classify::classify(sql.as_bytes());
+    let target = target_of(s, &class);
+    let mut exclude = Vec::new();
+    let mut c = match s.checkout(target, &mut exclude).await {
+        Ok(c) => c,
+        Err(e) => {
+            io.error(&e).await?;
+            return Ok(());
+        }
+    };
+    let result = c.conn().prepare(&sql).await;
+    let reply = match result {
+        Ok(st) => Ok(st),
+        Err(BackendError::Server(e)) => Err(e),
+        Err(e) => {
+            drop(c);
+            io.error(&e.to_sql_error("backend")).await?;
+            return Ok(());
+        }
+    };
+    s.finish(c).await;
+    match reply {
+        Err(e) => io.error(&e).await?,
+        Ok(st) => {
+            let id = s.next_stmt_id;
+            s.next_stmt_id = s.next_stmt_id.wrapping_add(1).max(1);
+            s.stmts.insert(
+                id,
+                PreparedStmt {
+                    sql,
+                    params: st.params,
+                    columns: st.columns,
+                    class,
+                    param_types: None,
+                },
+            );
+            write_prepare_reply(io, id, &st).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends the prepare reply with the proxy's statement id in place of the backend's.
+async fn write_prepare_reply(io: &mut ClientIo, id: u32, st: &BackendStmt) -> std::io::Result<()> {
+    let packets = &st.reply;
+    let mut first = packets[0].payload().to_vec();
+    first[1..5].copy_from_slice(&id.to_le_bytes());
+    io.writer.write_packet(1, &first).await?;
+    for p in &packets[1..] {
+        io.writer.write_raw(p).await?;
+    }
+    io.writer.flush().await
+}
+
+pub fn execute_stmt_packet(
+    packet: &[u8],
+    stmt: &mut PreparedStmt,
+    backend_id: u32,
+) -> Result<Vec<u8>, SqlError> {
+    let malformed = || {
+        message::err(
+            codes::WRONG_ARGUMENTS,
+            "Incorrect arguments to mysqld_stmt_execute",
+        )
+    };
+    let mut out = Vec::with_capacity(packet.len() + 2 * usize::from(stmt.params));
+    out.extend_from_slice(&packet[..1]);
+    out.extend_from_slice(&backend_id.to_le_bytes());
+    let head = packet.get(5..10).ok_or_else(malformed)?;
+    out.extend_from_slice(head);
+    if stmt.params == 0 {
+        out.extend_from_slice(&packet[10..]);
+        return Ok(out);
+    }
+    let n = usize::from(stmt.params);
+    let bitmap_len = n.div_ceil(8);
+    let bitmap = packet.get(10..10 + bitmap_len).ok_or_else(malformed)?;
+    out.extend_from_slice(bitmap);
+    let bound_at = 10 + bitmap_len;
+    let new_bound = *packet.get(bound_at).ok_or_else(malformed)?;
+    let mut rest = bound_at + 1;
+    if new_bound == 1 {
+        let types = packet.get(rest..rest + 2 * n).ok_or_else(malformed)?;
+        stmt.param_types = Some(types.to_vec());
+        rest += 2 * n;
+    }
+    match &stmt.param_types {
+        Some(types) => {
+            out.push(1);
+            out.extend_from_slice(types);
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&packet[rest..]);
+    Ok(out)
+}
+
+pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
+    let Some(id) = stmt_id(packet) else {
+        io.error(&unknown_handler(0, "mysqld_stmt_execute")).await?;
+        return Ok(());
+    };
+    let Some(stmt) = s.stmts.get(&id) else {
+        io.error(&unknown_handler(id, "mysqld_stmt_execute"))
+            .await?;
+        return Ok(());
+    };
+    if packet.get(5).is_some_and(|f| f & CURSOR_FLAGS != 0) {
+        s.sticky.server_state = true;
+    }
+    let target = target_of(s, &stmt.class);
+    super::execute(
+        s,
+        io,
+        packet,
+        target,
+        Expect::Results,
+        Prep::Stmt { id, execute: true },
+        |_, _, _| {},
+    )
+    .await?;
+    Ok(())
+}
+
+/// Prepares statement `id` on `conn` if needed and rewrites a command that carries the id
+/// right after the command byte to the backend's id (and, for execute, the parameter types).
+pub async fn rewrite(
+    s: &mut Session,
+    conn: &mut BackendConn,
+    id: u32,
+    packet: &[u8],
+    execute: bool,
+) -> Result<Vec<u8>, SqlError> {
+    let sql = match s.stmts.get(&id) {
+        Some(st) => st.sql.clone(),
+        None => return Err(unknown_handler(id, "mysqld_stmt")),
+    };
+    let backend_id = conn
+        .prepare(&sql)
+        .await
+        .map(|st| st.id)
+        .map_err(|e| e.to_sql_error("backend"))?;
+    match s.stmts.get_mut(&id) {
+        Some(stmt) if execute => execute_stmt_packet(packet, stmt, backend_id),
+        _ => {
+            let mut out = packet.to_vec();
+            out[1..5].copy_from_slice(&backend_id.to_le_bytes());
+            Ok(out)
+        }
+    }
+}
+
+pub async fn send_long_data(
+    s: &mut Session,
+    io: &mut ClientIo,
+    packet: &[u8],
+) -> Result<(), SessionEnd> {
+    // No reply is sent for this command, errors included: the server reports them at execute.
+    let Some(id) = stmt_id(packet).filter(|id| s.stmts.contains_key(id)) else {
+        return Ok(());
+    };
+    s.sticky.server_state = true;
+    let target = target_of(s, &s.stmts[&id].class);
+    let mut exclude = Vec::new();
+    let mut c = match s.checkout(target, &mut exclude).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!("long data dropped: {e}");
+            return Ok(());
+        }
+    };
+    let sent = match rewrite(s, c.conn(), id, packet, false).await {
+        Ok(p) => c.conn().send_command(&p).await.is_ok(),
+        Err(_) => true,
+    };
+    if sent {
+        s.finish(c).await;
+        Ok(())
+    } else {
+        drop(c);
+        let _ = io;
+        Err(SessionEnd::BackendLost)
+    }
+}
+
+pub fn close(s: &mut Session, packet: &[u8]) {
+    if let Some(id) = stmt_id(packet) {
+        s.stmts.remove(&id);
+    }
+}
+
+pub async fn reset(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
+    let Some(id) = stmt_id(packet).filter(|id| s.stmts.contains_key(id)) else {
+        let id = stmt_id(packet).unwrap_or(0);
+        io.error(&unknown_handler(id, "mysqld_stmt_reset")).await?;
+        return Ok(());
+    };
+    // Only a pinned connection can hold long data or an open cursor for this statement.
+    if s.pinned.is_none() {
+        io.ok(s.status()).await?;
+        return Ok(());
+    }
+    super::execute(
+        s,
+        io,
+        packet,
+        Target::Write,
+        Expect::One,
+        Prep::Stmt { id, execute: false },
+        |_, _, _| {},
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn fetch(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
+    let Some(id) = stmt_id(packet).filter(|id| s.stmts.contains_key(id)) else {
+        let id = stmt_id(packet).unwrap_or(0);
+        io.error(&unknown_handler(id, "mysqld_stmt_fetch")).await?;
+        return Ok(());
+    };
+    if s.pinned.is_none() {
+        io.error(&message::err(
+            (1421, "HY000"),
+            "The statement (0) has no open cursor.",
+        ))
+        .await?;
+        return Ok(());
+    }
+    super::execute(
+        s,
+        io,
+        packet,
+        Target::Write,
+        Expect::Rows,
+        Prep::Stmt { id, execute: false },
+        |_, _, _| {},
+    )
+    .await?;
+    Ok(())
+}

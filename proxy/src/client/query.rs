@@ -1,0 +1,118 @@
+//! `COM_QUERY` and `COM_INIT_DB`: classify, route, and keep the session's picture of its own
+//! state (schema, variables, pinning reasons) in step with what the server accepted.
+
+use super::session::{NextTransaction, Session};
+use super::{execute, ClientIo, Prep, SessionEnd};
+use crate::backend::conn::BackendConn;
+use crate::backend::relay::{Expect, Relayed};
+use crate::protocol::message::{self, codes};
+use crate::router::classify::{self, Flags, StmtKind};
+use crate::router::{self, Target};
+use crate::session::set_stmt::{self, Assignment};
+
+/// Statement flags that leave state on the server connection the proxy cannot move.
+const SERVER_STATE: Flags = Flags::TEMP_TABLE
+    .union(Flags::GET_LOCK)
+    .union(Flags::USER_VAR_WRITE)
+    .union(Flags::CALC_FOUND_ROWS);
+
+pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
+    let sql = &packet[1..];
+    let c = classify::classify(sql);
+    let mut assignments = Vec::new();
+    let target = match c.kind {
+        StmtKind::Empty => {
+            io.error(&message::err(codes::EMPTY_QUERY, "Query was empty"))
+                .await?;
+            return Ok(());
+        }
+        StmtKind::Set => {
+            assignments = set_stmt::parse(&String::from_utf8_lossy(sql));
+            Target::Write
+        }
+        StmtKind::Use | StmtKind::LockTables | StmtKind::PrepareText => Target::Write,
+        _ => router::target(&c),
+    };
+    // Pinning reasons are decided before the statement runs so the connection is kept (and
+    // marked for reset) even when it fails half-way, as a multi-statement can.
+    if c.flags.intersects(SERVER_STATE) || c.kind == StmtKind::PrepareText {
+        s.sticky.server_state = true;
+    }
+    for a in &assignments {
+        match a {
+            Assignment::UserVar | Assignment::Other => s.sticky.server_state = true,
+            Assignment::NextTransaction => s.sticky.next_transaction = NextTransaction::Pending,
+            Assignment::Session { .. } | Assignment::Global => {}
+        }
+    }
+    let wants_last_id = c.flags.contains(Flags::LAST_INSERT_ID);
+    let kind = c.kind;
+    execute(
+        s,
+        io,
+        packet,
+        target,
+        Expect::Results,
+        if wants_last_id {
+            Prep::LastInsertId
+        } else {
+            Prep::Nothing
+        },
+        |s, conn, r| {
+            if r.completion.last_insert_id != 0 {
+                s.last_insert_id = r.completion.last_insert_id;
+            }
+            if r.error.is_some() {
+                return;
+            }
+            match kind {
+                StmtKind::Use => {
+                    if let Some(db) = classify::use_schema(sql) {
+                        set_schema(s, conn, db);
+                    }
+                }
+                StmtKind::LockTables => s.sticky.locked_tables = true,
+                StmtKind::UnlockTables => s.sticky.locked_tables = false,
+                StmtKind::Set => record_set(s, conn, &assignments),
+                _ => {}
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn init_db(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
+    let db = String::from_utf8_lossy(&packet[1..]).into_owned();
+    execute(
+        s,
+        io,
+        packet,
+        Target::Write,
+        Expect::Results,
+        Prep::Nothing,
+        |s, conn, r: &Relayed| {
+            if r.error.is_none() {
+                set_schema(s, conn, db.clone());
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The statement ran on a connection that carried the session's state, so both move on
+/// together.
+fn set_schema(s: &mut Session, conn: &mut BackendConn, db: String) {
+    conn.state.schema = Some(db.clone());
+    s.state.schema = Some(db);
+}
+
+fn record_set(s: &mut Session, conn: &mut BackendConn, assignments: &[Assignment]) {
+    for a in assignments {
+        if let Assignment::Session { key, text } = a {
+            conn.state.set_var(key.clone(), text.clone());
+            s.state.set_var(key.clone(), text.clone());
+        }
+    }
+}

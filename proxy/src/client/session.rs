@@ -1,0 +1,240 @@
+//! A client session's server-side half: which backend connection it holds (if any), what
+//! state it expects a connection to carry, and when it may let go of a connection.
+
+use crate::backend::conn::{BackendConn, BackendError, ConnKey};
+use crate::backend::pool::Lease;
+use crate::backend::Backend;
+use crate::client::prepared::PreparedStmt;
+use crate::cluster::Cluster;
+use crate::protocol::message::{self, codes, SqlError, SERVER_STATUS_AUTOCOMMIT};
+use crate::router::Target;
+use crate::session::state::SessionState;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Why a session must stay on its connection even outside a transaction.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sticky {
+    /// `LOCK TABLES` until `UNLOCK TABLES`.
+    pub locked_tables: bool,
+    /// Server-side state the proxy cannot replay elsewhere: user variables, temporary tables,
+    /// named locks, `SQL_CALC_FOUND_ROWS`, text-protocol prepared statements, cursors, long
+    /// data. Lasts for the rest of the session; the connection is reset before reuse.
+    pub server_state: bool,
+    /// `SET TRANSACTION ...` for the next transaction, until that transaction ends.
+    pub next_transaction: NextTransaction,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum NextTransaction {
+    #[default]
+    None,
+    /// Characteristics set, transaction not yet begun.
+    Pending,
+    Started,
+}
+
+impl Sticky {
+    fn any(&self) -> bool {
+        self.locked_tables || self.server_state || self.next_transaction != NextTransaction::None
+    }
+}
+
+/// A backend connection in use by a statement.
+pub struct Checkout {
+    pub backend: Arc<Backend>,
+    pub lease: Lease,
+}
+
+impl Checkout {
+    pub fn conn(&mut self) -> &mut BackendConn {
+        &mut self.lease.conn
+    }
+}
+
+pub struct Session {
+    pub id: u32,
+    pub cluster: Arc<Cluster>,
+    pub key: ConnKey,
+    password: String,
+    pub state: SessionState,
+    pub pinned: Option<Checkout>,
+    pub sticky: Sticky,
+    /// `LAST_INSERT_ID()` as this session would see it on a dedicated connection.
+    pub last_insert_id: u64,
+    pub stmts: HashMap<u32, PreparedStmt>,
+    pub next_stmt_id: u32,
+}
+
+impl Session {
+    pub fn new(id: u32, cluster: Arc<Cluster>, key: ConnKey, password: String) -> Self {
+        Session {
+            id,
+            cluster,
+            key,
+            password,
+            state: SessionState::default(),
+            pinned: None,
+            sticky: Sticky::default(),
+            last_insert_id: 0,
+            stmts: HashMap::new(),
+            next_stmt_id: 1,
+        }
+    }
+
+    /// Status flags for replies the proxy writes itself.
+    pub fn status(&self) -> u16 {
+        match &self.pinned {
+            Some(c) => c.lease.conn.status,
+            None => SERVER_STATUS_AUTOCOMMIT,
+        }
+    }
+
+    /// A connection for the next statement, carrying this session's state: the pinned one, or
+    /// one from the target's pool. `exclude` lists backends that already failed this statement.
+    pub async fn checkout(
+        &mut self,
+        target: Target,
+        exclude: &mut Vec<Arc<Backend>>,
+    ) -> Result<Checkout, SqlError> {
+        if let Some(c) = self.pinned.take() {
+            return Ok(c);
+        }
+        loop {
+            let backend = match target {
+                Target::Read => self.cluster.read_backend(exclude),
+                Target::Write => None,
+            };
+            let (backend, is_write) = match backend {
+                Some(b) => (b, false),
+                None => match self.cluster.write_backend() {
+                    Some(b) => (b, true),
+                    None => {
+                        return Err(message::err(
+                            codes::CONN_HOST_ERROR,
+                            "rwproxy: no write backend configured or online",
+                        ))
+                    }
+                },
+            };
+            match backend
+                .pool
+                .acquire(&backend.address, &self.key, &self.password)
+                .await
+            {
+                Ok(lease) => {
+                    let mut c = Checkout { backend, lease };
+                    let addr = c.backend.address.clone();
+                    match self.sync_state(&addr, c.conn()).await {
+                        Ok(()) => return Ok(c),
+                        Err(BackendError::Server(e)) => {
+                            self.release(c).await;
+                            return Err(e);
+                        }
+                        Err(e) => {
+                            let what = role_name(is_write, &c.backend.address);
+                            return Err(e.to_sql_error(&what));
+                        }
+                    }
+                }
+                Err(e) => {
+                    backend
+                        .errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let login_refused = matches!(e, BackendError::Login { .. });
+                    if !login_refused {
+                        backend.mark_down(&e);
+                    }
+                    if is_write || login_refused {
+                        return Err(e.to_sql_error(&role_name(is_write, &backend.address)));
+                    }
+                    tracing::warn!(backend = %backend.address, "read backend failed, trying another: {e}");
+                    exclude.push(backend);
+                }
+            }
+        }
+    }
+
+    /// Brings a connection's schema and session variables to this session's.
+    async fn sync_state(&self, addr: &str, conn: &mut BackendConn) -> Result<(), BackendError> {
+        if conn.state.schema != self.state.schema {
+            match &self.state.schema {
+                Some(db) => {
+                    let mut cmd = vec![crate::backend::conn::COM_INIT_DB];
+                    cmd.extend_from_slice(db.as_bytes());
+                    conn.command(&cmd).await?;
+                    conn.state.schema = Some(db.clone());
+                }
+                // A server cannot "unselect" a schema; tolerated: statements naming no schema
+                // then fail only where they would have without the proxy... except here. Open
+                // a fresh connection instead so the client sees "No database selected".
+                None => {
+                    *conn = BackendConn::connect(
+                        addr,
+                        self.key.clone(),
+                        &self.password,
+                        self.cluster.connect_timeout,
+                    )
+                    .await?;
+                }
+            }
+        }
+        if self.state.vars_delta(&conn.state).is_none() {
+            conn.reset().await?;
+            if conn.state.schema != self.state.schema {
+                return Box::pin(self.sync_state(addr, conn)).await;
+            }
+        }
+        let delta = self.state.vars_delta(&conn.state).unwrap_or(&[]).to_vec();
+        for (k, text) in delta {
+            conn.run(&format!("SET {text}")).await?;
+            conn.state.set_var(k, text);
+        }
+        Ok(())
+    }
+
+    /// After a statement: keep the connection if the session must stay on it, else give it
+    /// back to its pool.
+    pub async fn finish(&mut self, mut c: Checkout) {
+        let in_txn = c.conn().in_transaction();
+        self.sticky.next_transaction = match (self.sticky.next_transaction, in_txn) {
+            (NextTransaction::Pending, true) => NextTransaction::Started,
+            (NextTransaction::Started, false) => NextTransaction::None,
+            (n, _) => n,
+        };
+        if self.sticky.server_state {
+            c.conn().dirty = true;
+        }
+        if in_txn || self.sticky.any() {
+            self.pinned = Some(c);
+        } else {
+            self.release(c).await;
+        }
+    }
+
+    pub async fn release(&self, c: Checkout) {
+        let Checkout { backend, lease } = c;
+        if lease.conn.dirty || lease.conn.in_transaction() {
+            tokio::spawn(async move {
+                lease.reset_and_release(&backend.pool).await;
+            });
+        } else {
+            backend.pool.release(lease);
+        }
+    }
+
+    /// Ends the session: a held connection is rolled back / reset before anyone else gets it.
+    pub async fn close(&mut self) {
+        if let Some(c) = self.pinned.take() {
+            self.release(c).await;
+        }
+    }
+}
+
+fn role_name(is_write: bool, addr: &str) -> String {
+    if is_write {
+        format!("write backend {addr}")
+    } else {
+        format!("read backend {addr}")
+    }
+}

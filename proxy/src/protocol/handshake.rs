@@ -1,0 +1,233 @@
+//! Server side of the connection phase: greeting, login request, authentication.
+//!
+//! The proxy authenticates clients itself (it knows every user's password) so that it can
+//! answer before any backend is involved and then serve the session from pooled backend
+//! connections. It offers `mysql_native_password` and also accepts a `caching_sha2_password`
+//! fast-path reply, which MySQL 8 drivers send by default.
+
+use super::message::{codes, err, ok_payload, Completion, SqlError, SERVER_STATUS_AUTOCOMMIT};
+use super::packet::{PacketReader, PacketWriter};
+use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{AuthSwitchRequest, HandshakePacket, HandshakeResponse};
+use mysql_common::proto::MySerialize;
+use mysql_common::scramble::{scramble_native, scramble_sha256};
+use std::io;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+const NATIVE: &[u8] = b"mysql_native_password";
+const CACHING_SHA2: &[u8] = b"caching_sha2_password";
+
+/// What the proxy offers clients. Notably absent: `CLIENT_DEPRECATE_EOF` (backend connections
+/// are opened without it too, so result sets are framed identically on both sides and can be
+/// forwarded raw), `CLIENT_SSL` (only when TLS is configured: drivers switch to TLS whenever it
+/// is offered), compression and session tracking.
+pub fn server_capabilities() -> CapabilityFlags {
+    CapabilityFlags::CLIENT_LONG_PASSWORD
+        | CapabilityFlags::CLIENT_FOUND_ROWS
+        | CapabilityFlags::CLIENT_LONG_FLAG
+        | CapabilityFlags::CLIENT_CONNECT_WITH_DB
+        | CapabilityFlags::CLIENT_LOCAL_FILES
+        | CapabilityFlags::CLIENT_IGNORE_SPACE
+        | CapabilityFlags::CLIENT_PROTOCOL_41
+        | CapabilityFlags::CLIENT_INTERACTIVE
+        | CapabilityFlags::CLIENT_TRANSACTIONS
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION
+        | CapabilityFlags::CLIENT_MULTI_STATEMENTS
+        | CapabilityFlags::CLIENT_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH
+        | CapabilityFlags::CLIENT_CONNECT_ATTRS
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+}
+
+/// A client that has logged in.
+#[derive(Debug, Clone)]
+pub struct ClientLogin {
+    pub user: String,
+    pub database: Option<String>,
+    /// The intersection of what the client asked for and what the proxy offers.
+    pub capabilities: CapabilityFlags,
+    pub collation: u8,
+    /// Sequence id of the proxy's next packet to this client.
+    pub next_seq: u8,
+}
+
+/// Why a login failed; the client has already been sent the matching ERR packet when possible.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("{0}")]
+    Rejected(SqlError),
+    #[error("client i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Greeting parameters chosen by the listener.
+pub struct Greeting<'a> {
+    pub server_version: &'a str,
+    pub connection_id: u32,
+    pub collation: u8,
+}
+
+fn random_scramble() -> [u8; 20] {
+    // Printable bytes only: some clients treat the scramble as a C string, and it must not
+    // contain NUL since the greeting terminates it with one.
+    let mut s = [0u8; 20];
+    for b in &mut s {
+        *b = rand::random_range(0x21u8..0x7F);
+    }
+    s
+}
+
+/// Runs the connection phase. `password_of` returns the configured password of a user.
+pub async fn accept<R, W>(
+    reader: &mut PacketReader<R>,
+    writer: &mut PacketWriter<W>,
+    greeting: &Greeting<'_>,
+    peer_host: &str,
+    password_of: impl Fn(&str) -> Option<String>,
+) -> Result<ClientLogin, LoginError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let scramble = random_scramble();
+    let mut scramble_2 = scramble[8..].to_vec();
+    scramble_2.push(0);
+    let hello = HandshakePacket::new(
+        10,
+        greeting.server_version.as_bytes(),
+        greeting.connection_id,
+        scramble[..8].try_into().expect("8 bytes"),
+        Some(scramble_2),
+        server_capabilities(),
+        greeting.collation,
+        StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        Some(NATIVE),
+    );
+    let mut buf = Vec::with_capacity(128);
+    hello.serialize(&mut buf);
+    writer.write_packet(0, &buf).await?;
+    writer.flush().await?;
+
+    let mut payload = Vec::new();
+    let seq = reader.read_logical(&mut payload).await?;
+    let reply_seq = seq.wrapping_add(1);
+    // A 32-byte login request is an SSLRequest: TLS was not offered, so this client is broken.
+    if payload.len() == 32 {
+        let e = err(
+            codes::HANDSHAKE_ERROR,
+            "Bad handshake: TLS requested but not configured on rwproxy",
+        );
+        return reject(writer, reply_seq, e).await;
+    }
+    let Ok(resp) = ParseBuf(&payload).parse::<HandshakeResponse>(()) else {
+        return reject(
+            writer,
+            reply_seq,
+            err(codes::HANDSHAKE_ERROR, "Bad handshake"),
+        )
+        .await;
+    };
+    let capabilities = resp.capabilities() & server_capabilities();
+    if !capabilities.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
+        let e = err(
+            codes::HANDSHAKE_ERROR,
+            "Bad handshake: client does not speak protocol 4.1",
+        );
+        return reject(writer, reply_seq, e).await;
+    }
+    let user = String::from_utf8_lossy(resp.user()).into_owned();
+    let database = resp
+        .db_name()
+        .filter(|d| !d.is_empty())
+        .map(|d| String::from_utf8_lossy(d).into_owned());
+    let collation = resp.collation();
+    let plugin = resp.auth_plugin().map(|p| p.as_bytes().to_vec());
+    let auth_data = resp.scramble_buf().to_vec();
+    let password = password_of(&user);
+    let denied = |sent_password: bool| {
+        err(
+            codes::ACCESS_DENIED,
+            format!(
+                "Access denied for user '{user}'@'{peer_host}' (using password: {})",
+                if sent_password { "YES" } else { "NO" }
+            ),
+        )
+    };
+
+    let mut next_seq = reply_seq;
+    let ok = match plugin.as_deref() {
+        Some(p) if p == CACHING_SHA2 => {
+            let good = check(&password, &auth_data, |pw| {
+                scramble_sha256(&scramble, pw).map(|s| s.to_vec())
+            });
+            if good {
+                // "fast auth success": the client then waits for the final OK.
+                next_seq = writer.write_packet(next_seq, &[0x01, 0x03]).await?;
+            }
+            good
+        }
+        Some(p) if p == NATIVE => check(&password, &auth_data, |pw| {
+            scramble_native(&scramble, pw).map(|s| s.to_vec())
+        }),
+        _ => {
+            let mut data = scramble.to_vec();
+            data.push(0);
+            let mut sw = Vec::new();
+            AuthSwitchRequest::new(NATIVE, data).serialize(&mut sw);
+            writer.write_packet(next_seq, &sw).await?;
+            writer.flush().await?;
+            let seq = reader.read_logical(&mut payload).await?;
+            next_seq = seq.wrapping_add(1);
+            check(&password, &payload, |pw| {
+                scramble_native(&scramble, pw).map(|s| s.to_vec())
+            })
+        }
+    };
+    if !ok {
+        return reject(writer, next_seq, denied(!auth_data.is_empty())).await;
+    }
+    let done = Completion {
+        status: SERVER_STATUS_AUTOCOMMIT,
+        ..Completion::default()
+    };
+    let next_seq = writer.write_packet(next_seq, &ok_payload(&done)).await?;
+    writer.flush().await?;
+    Ok(ClientLogin {
+        user,
+        database,
+        capabilities,
+        collation,
+        next_seq,
+    })
+}
+
+async fn reject<W: AsyncWrite + Unpin>(
+    writer: &mut PacketWriter<W>,
+    seq: u8,
+    e: SqlError,
+) -> Result<ClientLogin, LoginError> {
+    writer.write_packet(seq, &e.payload()).await?;
+    writer.flush().await?;
+    Err(LoginError::Rejected(e))
+}
+
+/// Compares a client's scramble reply with the expected one; an empty password expects an
+/// empty reply. Unknown users never match.
+fn check(
+    password: &Option<String>,
+    reply: &[u8],
+    expected: impl Fn(&[u8]) -> Option<Vec<u8>>,
+) -> bool {
+    let Some(password) = password else {
+        return false;
+    };
+    match expected(password.as_bytes()) {
+        None => reply.is_empty(),
+        Some(want) => {
+            want.len() == reply.len()
+                && want.iter().zip(reply).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The few server messages the proxy must read or write itself: OK, ERR, EOF, and the
+//! status flags inside them. Everything else passes through as raw packets.
+
+use super::packet::{read_lenenc, write_lenenc};
+use mysql_common::packets::{ErrPacket, ServerError, SqlState};
+use mysql_common::proto::MySerialize;
+
+pub const SERVER_STATUS_IN_TRANS: u16 = 0x0001;
+pub const SERVER_STATUS_AUTOCOMMIT: u16 = 0x0002;
+pub const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
+pub const SERVER_STATUS_CURSOR_EXISTS: u16 = 0x0040;
+
+/// The parts of an OK packet (or of an EOF packet, which has no counters) the proxy tracks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Completion {
+    pub affected_rows: u64,
+    pub last_insert_id: u64,
+    pub status: u16,
+    pub warnings: u16,
+}
+
+/// Parses an OK packet (header 0x00, or 0xFE when it ends a result set).
+pub fn parse_ok(payload: &[u8]) -> Option<Completion> {
+    let mut b = payload.get(1..)?;
+    let affected_rows = read_lenenc(&mut b)?;
+    let last_insert_id = read_lenenc(&mut b)?;
+    if b.len() < 4 {
+        return None;
+    }
+    Some(Completion {
+        affected_rows,
+        last_insert_id,
+        status: u16::from_le_bytes([b[0], b[1]]),
+        warnings: u16::from_le_bytes([b[2], b[3]]),
+    })
+}
+
+/// Parses a pre-4.1-style EOF packet: 0xFE, warnings, status.
+pub fn parse_eof(payload: &[u8]) -> Option<Completion> {
+    if payload.len() < 5 {
+        return None;
+    }
+    Some(Completion {
+        warnings: u16::from_le_bytes([payload[1], payload[2]]),
+        status: u16::from_le_bytes([payload[3], payload[4]]),
+        ..Completion::default()
+    })
+}
+
+/// An EOF packet: a payload starting with 0xFE that is too short to be a row.
+pub fn is_eof(payload: &[u8]) -> bool {
+    payload.first() == Some(&0xFE) && payload.len() < 9
+}
+
+pub fn is_err(payload: &[u8]) -> bool {
+    payload.first() == Some(&0xFF)
+}
+
+pub fn is_ok(payload: &[u8]) -> bool {
+    payload.first() == Some(&0x00)
+}
+
+pub fn ok_payload(c: &Completion) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.push(0x00);
+    write_lenenc(&mut out, c.affected_rows);
+    write_lenenc(&mut out, c.last_insert_id);
+    out.extend_from_slice(&c.status.to_le_bytes());
+    out.extend_from_slice(&c.warnings.to_le_bytes());
+    out
+}
+
+pub fn eof_payload(warnings: u16, status: u16) -> Vec<u8> {
+    let mut out = vec![0xFE];
+    out.extend_from_slice(&warnings.to_le_bytes());
+    out.extend_from_slice(&status.to_le_bytes());
+    out
+}
+
+/// An error as a server would word it: code, SQLSTATE and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlError {
+    pub code: u16,
+    pub state: [u8; 5],
+    pub message: String,
+}
+
+impl SqlError {
+    pub fn new(code: u16, state: &str, message: impl Into<String>) -> Self {
+        let mut s = [b'H', b'Y', b'0', b'0', b'0'];
+        if state.len() == 5 {
+            s.copy_from_slice(state.as_bytes());
+        }
+        Self {
+            code,
+            state: s,
+            message: message.into(),
+        }
+    }
+
+    pub fn payload(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.message.len());
+        ErrPacket::Error(ServerError::new(
+            self.code,
+            Some(SqlState::new(self.state)),
+            self.message.as_bytes(),
+        ))
+        .serialize(&mut out);
+        out
+    }
+
+    /// Reads a server's ERR packet so it can be logged or re-raised verbatim.
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        if !is_err(payload) || payload.len() < 3 {
+            return None;
+        }
+        let code = u16::from_le_bytes([payload[1], payload[2]]);
+        let rest = &payload[3..];
+        let (state, msg) = match rest {
+            [b'#', s @ ..] if s.len() >= 5 => {
+                let mut st = [0u8; 5];
+                st.copy_from_slice(&s[..5]);
+                (st, &s[5..])
+            }
+            _ => (*b"HY000", rest),
+        };
+        Some(Self {
+            code,
+            state,
+            message: String::from_utf8_lossy(msg).into_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ERROR {} ({}): {}",
+            self.code,
+            String::from_utf8_lossy(&self.state),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for SqlError {}
+
+/// Error codes the proxy raises itself, with the SQLSTATE the server would use.
+pub mod codes {
+    pub const ACCESS_DENIED: (u16, &str) = (1045, "28000");
+    pub const HOST_NOT_PRIVILEGED: (u16, &str) = (1130, "HY000");
+    pub const UNKNOWN_COM: (u16, &str) = (1047, "08S01");
+    pub const EMPTY_QUERY: (u16, &str) = (1065, "42000");
+    pub const UNKNOWN_STMT_HANDLER: (u16, &str) = (1243, "HY000");
+    pub const HANDSHAKE_ERROR: (u16, &str) = (1043, "08S01");
+    pub const NET_PACKETS_OUT_OF_ORDER: (u16, &str) = (1156, "08S01");
+    pub const CONN_HOST_ERROR: (u16, &str) = (2003, "HY000");
+    pub const SERVER_LOST: (u16, &str) = (2013, "HY000");
+    pub const TOO_MANY_CONNECTIONS: (u16, &str) = (1040, "08004");
+    pub const NOT_SUPPORTED: (u16, &str) = (1235, "42000");
+    pub const WRONG_ARGUMENTS: (u16, &str) = (1210, "HY000");
+}
+
+pub fn err(code: (u16, &str), message: impl Into<String>) -> SqlError {
+    SqlError::new(code.0, code.1, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ok_roundtrip() {
+        let c = Completion {
+            affected_rows: 300,
+            last_insert_id: 70000,
+            status: SERVER_STATUS_AUTOCOMMIT | SERVER_STATUS_IN_TRANS,
+            warnings: 2,
+        };
+        assert_eq!(parse_ok(&ok_payload(&c)), Some(c));
+        assert_eq!(parse_ok(&[0]), None);
+    }
+
+    #[test]
+    fn err_roundtrip() {
+        let e = err(codes::ACCESS_DENIED, "Access denied for user 'x'@'h'");
+        let p = e.payload();
+        assert_eq!(&p[..3], &[0xFF, 0x15, 0x04]);
+        assert_eq!(&p[3..9], b"#28000");
+        assert_eq!(SqlError::parse(&p), Some(e));
+        assert_eq!(SqlError::parse(&[0xFF]), None);
+    }
+
+    #[test]
+    fn eof_detection() {
+        assert!(is_eof(&eof_payload(0, 2)));
+        assert_eq!(parse_eof(&eof_payload(3, 0x22)).unwrap().status, 0x22);
+        assert!(!is_eof(&[0xFE, 1, 2, 3, 4, 5, 6, 7, 8]));
+    }
+}

@@ -1,0 +1,272 @@
+//! Packet framing: 3-byte little-endian length, 1-byte sequence id, payload.
+//!
+//! Payloads of 2^24-1 bytes or more are split into maximum-size physical packets followed by
+//! a (possibly empty) shorter one. The proxy reads commands as whole logical packets (they are
+//! small and must be parsed) but forwards results one physical packet at a time, untouched.
+
+use bytes::{Buf, Bytes, BytesMut};
+use std::io;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest payload a single physical packet can carry.
+pub const MAX_PAYLOAD: usize = 0xFF_FFFF;
+
+/// Hard cap on a logical packet a peer may make us buffer (matches the server's 1 GiB
+/// `max_allowed_packet` ceiling); anything longer is a protocol violation, not a statement.
+pub const MAX_LOGICAL: usize = 1 << 30;
+
+/// One physical packet as it came off the wire: header included, so it can be forwarded as is.
+#[derive(Debug, Clone)]
+pub struct RawPacket(pub Bytes);
+
+impl RawPacket {
+    pub fn seq(&self) -> u8 {
+        self.0[3]
+    }
+    pub fn payload(&self) -> &[u8] {
+        &self.0[4..]
+    }
+    /// A payload of exactly `MAX_PAYLOAD` bytes means the next packet continues this one.
+    pub fn continues(&self) -> bool {
+        self.0.len() - 4 == MAX_PAYLOAD
+    }
+}
+
+/// Buffered packet reader over any byte stream.
+pub struct PacketReader<R> {
+    inner: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> PacketReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::with_capacity(16 * 1024),
+        }
+    }
+
+    /// Reads one physical packet. EOF before a header is `UnexpectedEof` like any other cut.
+    pub async fn read_raw(&mut self) -> io::Result<RawPacket> {
+        while self.buf.len() < 4 {
+            self.fill().await?;
+        }
+        let len = usize::from(self.buf[0])
+            | usize::from(self.buf[1]) << 8
+            | usize::from(self.buf[2]) << 16;
+        let total = len + 4;
+        if self.buf.len() < total {
+            self.buf.reserve(total - self.buf.len());
+            while self.buf.len() < total {
+                self.fill().await?;
+            }
+        }
+        Ok(RawPacket(self.buf.split_to(total).freeze()))
+    }
+
+    /// Reads a whole logical packet (joining continuations); returns the last sequence id.
+    pub async fn read_logical(&mut self, out: &mut Vec<u8>) -> io::Result<u8> {
+        out.clear();
+        loop {
+            let p = self.read_raw().await?;
+            if out.len() + p.payload().len() > MAX_LOGICAL {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "packet larger than 1 GiB",
+                ));
+            }
+            out.extend_from_slice(p.payload());
+            if !p.continues() {
+                return Ok(p.seq());
+            }
+        }
+    }
+
+    /// True when bytes are already buffered: a peer that sent something we did not ask for.
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    async fn fill(&mut self) -> io::Result<()> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        let n = self.inner.read_buf(&mut self.buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+}
+
+/// Buffered packet writer: packets accumulate until `flush`, so a result set costs one
+/// syscall per buffer-full rather than one per row.
+pub struct PacketWriter<W> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+/// Flush early once this much is buffered, bounding memory on huge result sets.
+const FLUSH_AT: usize = 64 * 1024;
+
+impl<W: AsyncWrite + Unpin> PacketWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            buf: Vec::with_capacity(FLUSH_AT),
+        }
+    }
+
+    /// Frames `payload` starting at sequence id `seq`; returns the next sequence id.
+    pub async fn write_packet(&mut self, mut seq: u8, mut payload: &[u8]) -> io::Result<u8> {
+        loop {
+            let chunk = payload.len().min(MAX_PAYLOAD);
+            let len = chunk as u32;
+            self.buf
+                .extend_from_slice(&[len as u8, (len >> 8) as u8, (len >> 16) as u8, seq]);
+            self.buf.extend_from_slice(&payload[..chunk]);
+            payload = &payload[chunk..];
+            seq = seq.wrapping_add(1);
+            if self.buf.len() >= FLUSH_AT {
+                self.flush_buf().await?;
+            }
+            if chunk < MAX_PAYLOAD {
+                return Ok(seq);
+            }
+        }
+    }
+
+    /// Queues an already framed packet.
+    pub async fn write_raw(&mut self, p: &RawPacket) -> io::Result<()> {
+        if p.0.len() >= FLUSH_AT {
+            self.flush_buf().await?;
+            return self.inner.write_all(&p.0).await;
+        }
+        self.buf.extend_from_slice(&p.0);
+        if self.buf.len() >= FLUSH_AT {
+            self.flush_buf().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        self.flush_buf().await?;
+        self.inner.flush().await
+    }
+
+    async fn flush_buf(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+}
+
+/// Reads a length-encoded integer, advancing `buf`; `None` on truncation or the NULL marker.
+pub fn read_lenenc(buf: &mut &[u8]) -> Option<u64> {
+    let first = *buf.first()?;
+    let n = match first {
+        0..=0xFA => {
+            buf.advance(1);
+            return Some(u64::from(first));
+        }
+        0xFC => 2,
+        0xFD => 3,
+        0xFE => 8,
+        _ => return None,
+    };
+    if buf.len() < 1 + n {
+        return None;
+    }
+    let mut v = 0u64;
+    for (i, b) in buf[1..=n].iter().enumerate() {
+        v |= u64::from(*b) << (8 * i);
+    }
+    buf.advance(1 + n);
+    Some(v)
+}
+
+pub fn write_lenenc(out: &mut Vec<u8>, v: u64) {
+    match v {
+        0..=0xFA => out.push(v as u8),
+        0xFB..=0xFFFF => {
+            out.push(0xFC);
+            out.extend_from_slice(&(v as u16).to_le_bytes());
+        }
+        0x1_0000..=0xFF_FFFF => {
+            out.push(0xFD);
+            out.extend_from_slice(&(v as u32).to_le_bytes()[..3]);
+        }
+        _ => {
+            out.push(0xFE);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn logical_packet_roundtrip_across_continuations() {
+        for size in [
+            0,
+            1,
+            MAX_PAYLOAD - 1,
+            MAX_PAYLOAD,
+            MAX_PAYLOAD + 5,
+            2 * MAX_PAYLOAD,
+        ] {
+            let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            let mut w = PacketWriter::new(Vec::new());
+            w.write_packet(0, &payload).await.unwrap();
+            w.flush().await.unwrap();
+            let wire = std::mem::take(w.get_mut());
+            let mut r = PacketReader::new(&wire[..]);
+            let mut out = Vec::new();
+            let last = r.read_logical(&mut out).await.unwrap();
+            assert_eq!(out, payload, "size {size}");
+            assert_eq!(usize::from(last), size / MAX_PAYLOAD);
+        }
+    }
+
+    #[tokio::test]
+    async fn truncated_stream_is_an_error() {
+        let mut r = PacketReader::new(&[5u8, 0, 0, 0, b'a'][..]);
+        assert!(r.read_raw().await.is_err());
+        let mut r = PacketReader::new(&[1u8, 0][..]);
+        assert!(r.read_raw().await.is_err());
+    }
+
+    #[test]
+    fn lenenc_roundtrip() {
+        for v in [
+            0u64,
+            250,
+            251,
+            0xFFFF,
+            0x1_0000,
+            0xFF_FFFF,
+            0x100_0000,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            write_lenenc(&mut out, v);
+            let mut s = &out[..];
+            assert_eq!(read_lenenc(&mut s), Some(v));
+            assert!(s.is_empty());
+        }
+        assert_eq!(read_lenenc(&mut &[0xFC, 1][..]), None);
+        assert_eq!(read_lenenc(&mut &[0xFB][..]), None);
+    }
+}

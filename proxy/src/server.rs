@@ -1,0 +1,99 @@
+//! The proxy listener: accepts clients, applies the client address filter, and spawns one
+//! task per session.
+
+use crate::client::{self, ServerInfo};
+use crate::cluster::Cluster;
+use crate::config::{ClientFilter, Config};
+use crate::protocol::message::{codes, err};
+use crate::protocol::packet::PacketWriter;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpSocket};
+
+/// Pending connections the kernel queues: test suites and pool warm-ups open hundreds at once.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// What the proxy reports as its version when no backend could be asked: MariaDB-style, so
+/// clients enable MariaDB behaviour.
+const FALLBACK_VERSION: &str = "5.5.5-10.11.0-rwproxy";
+
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Asks the write backend for its version string so clients see the real server's features.
+async fn backend_version(cluster: &Cluster) -> String {
+    let Some(b) = cluster.write_backend() else {
+        return FALLBACK_VERSION.into();
+    };
+    let probe = tokio::time::timeout(cluster.connect_timeout, async {
+        use crate::protocol::packet::PacketReader;
+        let s = tokio::net::TcpStream::connect(&b.address).await?;
+        let mut r = PacketReader::new(s);
+        let mut payload = Vec::new();
+        r.read_logical(&mut payload).await?;
+        Ok::<_, std::io::Error>(payload)
+    })
+    .await;
+    match probe {
+        Ok(Ok(p)) if p.first() == Some(&10) => {
+            let end = p[1..].iter().position(|b| *b == 0).unwrap_or(0);
+            let v = String::from_utf8_lossy(&p[1..1 + end]).into_owned();
+            format!("{v}-rwproxy")
+        }
+        _ => FALLBACK_VERSION.into(),
+    }
+}
+
+/// Runs the accept loop until the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: &Config,
+    cluster: Arc<Cluster>,
+) -> std::io::Result<()> {
+    let filter = Arc::new(ClientFilter::new(&cfg.client_ips).map_err(std::io::Error::other)?);
+    let info = Arc::new(ServerInfo {
+        version: backend_version(&cluster).await,
+    });
+    tracing::info!(listen = %listener.local_addr()?, version = %info.version, "proxy listening");
+    let ids = AtomicU32::new(1);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        if !filter.allows(peer.ip()) {
+            tracing::warn!(client = %peer, "client address not in client-ips; refused");
+            tokio::spawn(async move {
+                let mut w = PacketWriter::new(stream);
+                let e = err(
+                    codes::HOST_NOT_PRIVILEGED,
+                    format!(
+                        "Host '{}' is not allowed to connect to this rwproxy server",
+                        peer.ip()
+                    ),
+                );
+                let _ = w.write_packet(0, &e.payload()).await;
+                let _ = w.flush().await;
+            });
+            continue;
+        }
+        let cluster = cluster.clone();
+        let info = info.clone();
+        tokio::spawn(client::serve(stream, peer, id, cluster, info));
+    }
+}

@@ -1,0 +1,273 @@
+//! Splits a `SET` statement into its assignments so each can be recorded as session state.
+//!
+//! Hand-written rather than `sqlparser`: MariaDB's `SET` has forms sqlparser rejects, and a
+//! parse failure must never lose state. Anything not understood is reported as such and the
+//! caller keeps the session on the connection that ran it.
+
+/// What one assignment of a `SET` statement does to the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignment {
+    /// A session variable (or `NAMES`/`CHARACTER SET`, or `SESSION TRANSACTION ...`): replayable
+    /// on another connection as `SET <text>`.
+    Session { key: String, text: String },
+    /// `GLOBAL`/`@@global.` or `PERSIST`: server-wide, nothing to carry.
+    Global,
+    /// `@user_var = ...`: lives on the connection that ran it.
+    UserVar,
+    /// `SET TRANSACTION ...` without `SESSION`: applies to the next transaction only, on that
+    /// connection.
+    NextTransaction,
+    /// `SET PASSWORD`, `SET ROLE`, ... and anything unrecognised.
+    Other,
+}
+
+/// Parses the assignments of `sql`, which must start (after comments) with `SET`.
+pub fn parse(sql: &str) -> Vec<Assignment> {
+    let body = strip_leading_comments(sql);
+    let Some(rest) = strip_keyword(body, "SET") else {
+        return vec![Assignment::Other];
+    };
+    let rest = rest.trim().trim_end_matches(';').trim();
+    // TRANSACTION clauses contain commas of their own: they take the whole statement.
+    let (scope, after_scope) = scope_prefix(rest);
+    if let Some(tail) = strip_keyword(after_scope, "TRANSACTION") {
+        return vec![match scope {
+            Scope::Global => Assignment::Global,
+            Scope::Session => Assignment::Session {
+                key: "transaction".into(),
+                text: format!("SESSION TRANSACTION {}", tail.trim()),
+            },
+            Scope::None => Assignment::NextTransaction,
+        }];
+    }
+    split_top_level(rest).into_iter().map(assignment).collect()
+}
+
+enum Scope {
+    None,
+    Session,
+    Global,
+}
+
+fn scope_prefix(s: &str) -> (Scope, &str) {
+    for kw in ["SESSION", "LOCAL"] {
+        if let Some(t) = strip_keyword(s, kw) {
+            return (Scope::Session, t.trim_start());
+        }
+    }
+    for kw in ["GLOBAL", "PERSIST", "PERSIST_ONLY"] {
+        if let Some(t) = strip_keyword(s, kw) {
+            return (Scope::Global, t.trim_start());
+        }
+    }
+    (Scope::None, s)
+}
+
+fn assignment(item: &str) -> Assignment {
+    let item = item.trim();
+    if item.is_empty() {
+        return Assignment::Other;
+    }
+    let (scope, rest) = scope_prefix(item);
+    if matches!(scope, Scope::Global) {
+        return Assignment::Global;
+    }
+    let lower = rest.to_ascii_lowercase();
+    if lower.starts_with("@@global.") {
+        return Assignment::Global;
+    }
+    if rest.starts_with('@') && !rest.starts_with("@@") {
+        return Assignment::UserVar;
+    }
+    if strip_keyword(rest, "NAMES").is_some()
+        || strip_keyword(rest, "CHARSET").is_some()
+        || strip_keyword(rest, "CHARACTER").is_some()
+    {
+        return Assignment::Session {
+            key: "names".into(),
+            text: rest.to_string(),
+        };
+    }
+    for kw in ["PASSWORD", "ROLE", "DEFAULT"] {
+        if strip_keyword(rest, kw).is_some() {
+            return Assignment::Other;
+        }
+    }
+    let name_part = lower
+        .strip_prefix("@@session.")
+        .or_else(|| lower.strip_prefix("@@local."))
+        .or_else(|| lower.strip_prefix("@@"))
+        .unwrap_or(&lower);
+    let name: String = name_part
+        .trim_start_matches('`')
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '$')
+        .collect();
+    let after = name_part.trim_start_matches('`')[name.len()..]
+        .trim_start_matches('`')
+        .trim_start();
+    if name.is_empty() || !(after.starts_with('=') || after.starts_with(":=")) {
+        return Assignment::Other;
+    }
+    let text = match scope {
+        Scope::Session => format!("SESSION {rest}"),
+        _ => rest.to_string(),
+    };
+    Assignment::Session { key: name, text }
+}
+
+/// Splits on commas outside quotes, backticks, parentheses and comments.
+fn split_top_level(s: &str) -> Vec<&str> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let (mut depth, mut start, mut i) = (0i32, 0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    if b[i] == b'\\' && q != b'`' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = s[i + 2..].find("*/").map_or(b.len(), |e| i + 2 + e + 1);
+            }
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            b',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push(&s[start.min(s.len())..]);
+    out
+}
+
+fn strip_leading_comments(mut s: &str) -> &str {
+    loop {
+        s = s.trim_start();
+        if let Some(r) = s.strip_prefix("/*") {
+            match r.find("*/") {
+                Some(e) => s = &r[e + 2..],
+                None => return "",
+            }
+        } else if s.starts_with("-- ") || s.starts_with('#') {
+            match s.find('\n') {
+                Some(e) => s = &s[e + 1..],
+                None => return "",
+            }
+        } else {
+            return s;
+        }
+    }
+}
+
+/// `s` without a leading case-insensitive keyword followed by a non-identifier character.
+fn strip_keyword<'a>(s: &'a str, kw: &str) -> Option<&'a str> {
+    let head = s.get(..kw.len())?;
+    if !head.eq_ignore_ascii_case(kw) {
+        return None;
+    }
+    let rest = &s[kw.len()..];
+    match rest.bytes().next() {
+        Some(c) if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' => None,
+        _ => Some(rest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Assignment::*;
+    use super::*;
+
+    fn s(key: &str, text: &str) -> Assignment {
+        Session {
+            key: key.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn common_forms() {
+        assert_eq!(
+            parse("SET time_zone = '+08:00'"),
+            vec![s("time_zone", "time_zone = '+08:00'")]
+        );
+        assert_eq!(
+            parse("set names utf8mb4"),
+            vec![s("names", "names utf8mb4")]
+        );
+        assert_eq!(
+            parse("SET NAMES 'utf8mb4' COLLATE 'utf8mb4_bin'"),
+            vec![s("names", "NAMES 'utf8mb4' COLLATE 'utf8mb4_bin'")]
+        );
+        assert_eq!(
+            parse("SET CHARACTER SET latin1"),
+            vec![s("names", "CHARACTER SET latin1")]
+        );
+        assert_eq!(
+            parse("SET @@session.sql_mode='ANSI', autocommit=0"),
+            vec![
+                s("sql_mode", "@@session.sql_mode='ANSI'"),
+                s("autocommit", "autocommit=0")
+            ]
+        );
+        assert_eq!(
+            parse("SET SESSION wait_timeout=10"),
+            vec![s("wait_timeout", "SESSION wait_timeout=10")]
+        );
+        assert_eq!(parse("SET @a = 1, @b := 2"), vec![UserVar, UserVar]);
+        assert_eq!(parse("SET GLOBAL max_connections=10"), vec![Global]);
+        assert_eq!(parse("SET @@global.x=1"), vec![Global]);
+        assert_eq!(parse("SET PASSWORD = PASSWORD('x')"), vec![Other]);
+        assert_eq!(
+            parse("SET sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), x = 'a,b'"),
+            vec![
+                s(
+                    "sql_mode",
+                    "sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')"
+                ),
+                s("x", "x = 'a,b'")
+            ]
+        );
+    }
+
+    #[test]
+    fn transactions() {
+        assert_eq!(
+            parse("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED, READ ONLY"),
+            vec![s(
+                "transaction",
+                "SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED, READ ONLY"
+            )]
+        );
+        assert_eq!(
+            parse("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+            vec![NextTransaction]
+        );
+        assert_eq!(parse("SET GLOBAL TRANSACTION READ ONLY"), vec![Global]);
+    }
+
+    #[test]
+    fn junk_never_panics() {
+        for q in [
+            "SET",
+            "SET ",
+            "SET =",
+            "SET 'x",
+            "SET a",
+            "SETX a=1",
+            "SET `a` = 1",
+            "SET /*",
+        ] {
+            let _ = parse(q);
+        }
+        assert_eq!(parse("SET `a` = 1"), vec![s("a", "`a` = 1")]);
+    }
+}

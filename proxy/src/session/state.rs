@@ -1,0 +1,57 @@
+//! The client-visible session state the proxy must carry from one pooled backend connection
+//! to the next: default schema and the session variables the client has `SET`.
+
+/// Session state as a schema plus an ordered list of `SET` assignments.
+///
+/// Order matters (`SET sql_mode = CONCAT(@@sql_mode, ...)` depends on what came before), so a
+/// re-assigned variable moves to the end. A connection whose list is a prefix of the
+/// session's only needs the tail replayed; anything else is reset and replayed from scratch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionState {
+    pub schema: Option<String>,
+    /// (normalised variable name, assignment text to put after `SET `).
+    pub vars: Vec<(String, String)>,
+}
+
+impl SessionState {
+    pub fn set_var(&mut self, key: String, assignment: String) {
+        self.vars.retain(|(k, _)| *k != key);
+        self.vars.push((key, assignment));
+    }
+
+    /// The assignments a connection in state `from` lacks, or `None` when it has diverged and
+    /// must be reset first.
+    pub fn vars_delta<'a>(&'a self, from: &SessionState) -> Option<&'a [(String, String)]> {
+        if from.vars.len() <= self.vars.len() && self.vars[..from.vars.len()] == from.vars[..] {
+            Some(&self.vars[from.vars.len()..])
+        } else {
+            None
+        }
+    }
+
+    /// `COM_RESET_CONNECTION` clears session variables but keeps the current schema.
+    pub fn default_after_reset(prev: &SessionState) -> SessionState {
+        SessionState {
+            schema: prev.schema.clone(),
+            vars: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_is_the_missing_tail() {
+        let mut s = SessionState::default();
+        s.set_var("time_zone".into(), "time_zone='+00:00'".into());
+        let conn = s.clone();
+        s.set_var("sql_mode".into(), "sql_mode=''".into());
+        assert_eq!(s.vars_delta(&conn).unwrap().len(), 1);
+        assert_eq!(s.vars_delta(&s).unwrap().len(), 0);
+        s.set_var("time_zone".into(), "time_zone='+01:00'".into());
+        assert!(s.vars_delta(&conn).is_none());
+        assert_eq!(s.vars[1].0, "time_zone");
+    }
+}
