@@ -1,0 +1,90 @@
+//! The harness itself has to be trustworthy before proxy suites build on it.
+
+use std::time::Instant;
+
+use mysql_async::prelude::Queryable;
+use rwproxy_sql_tests::sandbox::Cluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_replicates_and_survives_replica_restart() -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let cluster = Cluster::start(2).await?;
+    eprintln!("cluster (primary + 2 replicas) up in {:?}", t0.elapsed());
+
+    let mut p = cluster.primary.conn().await?;
+    let (id, ro): (u32, u8) = p
+        .query_first("SELECT @@server_id, @@read_only")
+        .await?
+        .unwrap();
+    assert_eq!((id, ro), (1, 0));
+    for (i, r) in cluster.replicas.iter().enumerate() {
+        let mut c = r.conn().await?;
+        let (id, ro): (u32, u8) = c
+            .query_first("SELECT @@server_id, @@read_only")
+            .await?
+            .unwrap();
+        assert_eq!((id, ro), (i as u32 + 2, 1));
+        // The app user must not be able to bypass read_only, or a misrouted
+        // write would silently diverge the replica.
+        let err = c
+            .query_drop("CREATE TABLE nope (id INT)")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{err}");
+    }
+
+    p.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
+        .await?;
+    p.query_drop("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+        .await?;
+    cluster.wait_replicas_caught_up().await?;
+    for r in &cluster.replicas {
+        let mut c = r.conn().await?;
+        let rows: Vec<(u32, String)> = c.query("SELECT id, v FROM t ORDER BY id").await?;
+        assert_eq!(rows, vec![(1, "one".into()), (2, "two".into())]);
+    }
+
+    // Crash a replica, write while it is down, bring it back: it must resume
+    // from its GTID position on the same port.
+    let victim = &cluster.replicas[0];
+    let old_pid = victim.pid();
+    victim.kill();
+    assert!(!victim.is_running());
+    assert!(victim.conn().await.is_err());
+    p.query_drop("INSERT INTO t VALUES (3, 'three')").await?;
+    let t1 = Instant::now();
+    victim.restart().await?;
+    eprintln!("replica restarted in {:?}", t1.elapsed());
+    assert_ne!(victim.pid(), old_pid);
+    cluster.wait_replicas_caught_up().await?;
+    let mut c = victim.conn().await?;
+    let n: u32 = c.query_first("SELECT COUNT(*) FROM t").await?.unwrap();
+    assert_eq!(n, 3);
+
+    // A paused server keeps its port but answers nothing.
+    let other = &cluster.replicas[1];
+    other.pause();
+    let hung = tokio::time::timeout(std::time::Duration::from_millis(500), other.conn()).await;
+    assert!(hung.is_err(), "a paused server must not answer");
+    other.resume();
+    other.conn().await?.query_drop("SELECT 1").await?;
+
+    let dir = cluster.dir().to_path_buf();
+    let t2 = Instant::now();
+    drop(cluster);
+    eprintln!("cluster torn down in {:?}", t2.elapsed());
+    assert!(!dir.exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_clusters_in_parallel_get_distinct_ports() -> anyhow::Result<()> {
+    let (a, b) = tokio::try_join!(Cluster::start(1), Cluster::start(1))?;
+    let mut ports: Vec<u16> = a.servers().chain(b.servers()).map(|s| s.port).collect();
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 4);
+    a.wait_replicas_caught_up().await?;
+    b.wait_replicas_caught_up().await?;
+    Ok(())
+}
