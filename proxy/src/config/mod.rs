@@ -344,11 +344,17 @@ fn valid_hostname(h: &str) -> bool {
 }
 
 /// A listen address: `ip:port`, `[v6]:port`, `:port` (all IPv4 interfaces) or `localhost:port`.
+/// Port 0 asks the kernel for a free port (tests and embedding use it).
 pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
     let bad = || format!("invalid listen address '{s}' (expected ip:port, e.g. 0.0.0.0:1234)");
     let (host, port) = split_host_port(s).ok_or_else(bad)?;
-    let port = parse_port(port.ok_or_else(bad)?).ok_or_else(bad)?;
+    let port = port.ok_or_else(bad)?;
+    let port = if port == "0" {
+        0
+    } else {
+        parse_port(port).ok_or_else(bad)?
+    };
     let ip = match host {
         "" | "*" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
