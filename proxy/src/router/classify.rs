@@ -1,1 +1,1504 @@
-//! The hot-path statement classifier: see `classify`.
+//! The hot-path statement classifier.
+//!
+//! Every COM_QUERY passes through [`classify`] before it is routed, so this is a hand-written
+//! byte scanner rather than a SQL parser: a full parse costs microseconds and allocates, while
+//! routing only needs the leading keywords plus a handful of functions and clauses that pin a
+//! statement to the primary. Anything the scanner does not recognise is reported as
+//! [`StmtKind::Write`], because sending a read to the primary is slow but sending a write to a
+//! replica is wrong.
+//!
+//! The scanner understands enough of MySQL's lexical rules that text inside string literals,
+//! quoted identifiers and comments never looks like SQL, while the content of executable
+//! comments (`/*! ... */`, `/*M! ... */`) does, since the server runs it (mysqldump output is
+//! full of them). It assumes the default `sql_mode`: with `NO_BACKSLASH_ESCAPES` a string that
+//! ends in a backslash looks unterminated and the statement is conservatively a write.
+
+use std::fmt;
+use std::ops::{BitOr, BitOrAssign};
+
+/// What a statement is, as far as routing and session tracking care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StmtKind {
+    /// Safe to run on a replica unless a flag says otherwise: SELECT, SHOW, DESC/DESCRIBE,
+    /// EXPLAIN (without ANALYZE, it never executes), HELP, `WITH ... SELECT`, a parenthesised
+    /// SELECT, `VALUES`, `TABLE t`.
+    Read,
+    /// Everything not known to be read-only; the default for anything unrecognised, malformed
+    /// or unterminated.
+    Write,
+    /// A session-state `SET` (NAMES, user variables, session/global variables, TRANSACTION).
+    /// `SET PASSWORD` and `SET DEFAULT ROLE` change grant tables and are [`StmtKind::Write`];
+    /// `SET STATEMENT ... FOR s` is classified as `s` with [`Flags::SET_STATEMENT`].
+    Set,
+    /// `USE db`; see [`use_schema`].
+    Use,
+    /// `BEGIN [WORK]` or `START TRANSACTION ...`.
+    Begin { read_only: bool },
+    /// `COMMIT` / `ROLLBACK` with optional `WORK`, `AND [NO] CHAIN`, `[NO] RELEASE`. Savepoint
+    /// statements (including `ROLLBACK TO`) are writes: they do not end the transaction.
+    EndTransaction,
+    /// `LOCK TABLE(S) ...`
+    LockTables,
+    /// `UNLOCK TABLE(S)`
+    UnlockTables,
+    /// Text-protocol prepared statements: `PREPARE s FROM ...`, `EXECUTE s [USING ...]`,
+    /// `DEALLOCATE PREPARE s`, `DROP PREPARE s`. MariaDB's `EXECUTE IMMEDIATE` runs arbitrary
+    /// SQL without leaving a named statement behind, so it is a write instead.
+    PrepareText,
+    /// `KILL [CONNECTION|QUERY] ...`
+    Kill,
+    /// Nothing but whitespace, comments and `;`.
+    Empty,
+}
+
+/// Properties of a statement that change where it may run or what the session must remember.
+///
+/// A small hand-written bit set so the hot path does not pull in a dependency.
+#[derive(Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Flags(u32);
+
+impl Flags {
+    /// `/*master*/` in the comments before the first keyword (Atlas hint).
+    pub const HINT_MASTER: Flags = Flags(1 << 0);
+    /// `/*slave*/` in the comments before the first keyword (Atlas hint).
+    pub const HINT_SLAVE: Flags = Flags(1 << 1);
+    /// `FOR UPDATE`, `FOR SHARE`, `LOCK IN SHARE MODE`, at any nesting level.
+    pub const LOCKING_READ: Flags = Flags(1 << 2);
+    /// `INTO` in a read statement: `INTO @var`, `INTO OUTFILE`, `INTO DUMPFILE`.
+    pub const SELECT_INTO: Flags = Flags(1 << 3);
+    /// Assigns a user variable: `@x :=`, `SET @x = ...`, `SELECT ... INTO @x`.
+    pub const USER_VAR_WRITE: Flags = Flags(1 << 4);
+    /// Mentions a user variable `@x` (not `@@system`); implied by [`Flags::USER_VAR_WRITE`].
+    pub const USER_VAR_READ: Flags = Flags(1 << 5);
+    /// GET_LOCK, RELEASE_LOCK, RELEASE_ALL_LOCKS, IS_USED_LOCK, IS_FREE_LOCK.
+    pub const GET_LOCK: Flags = Flags(1 << 6);
+    /// LAST_INSERT_ID( — only meaningful on the connection that inserted.
+    pub const LAST_INSERT_ID: Flags = Flags(1 << 7);
+    /// FOUND_ROWS( or ROW_COUNT( — they describe the previous statement on the connection.
+    pub const FOUND_ROWS: Flags = Flags(1 << 8);
+    /// SQL_CALC_FOUND_ROWS — a later FOUND_ROWS() must run on the same backend.
+    pub const CALC_FOUND_ROWS: Flags = Flags(1 << 9);
+    /// NEXTVAL(, LASTVAL(, SETVAL(, NEXT VALUE FOR, PREVIOUS VALUE FOR.
+    pub const SEQUENCE: Flags = Flags(1 << 10);
+    /// CREATE [OR REPLACE] TEMPORARY TABLE or DROP TEMPORARY TABLE: the table lives only on
+    /// the backend connection that made it.
+    pub const TEMP_TABLE: Flags = Flags(1 << 11);
+    /// A `;` is followed by another non-empty statement.
+    pub const MULTI_STATEMENT: Flags = Flags(1 << 12);
+    /// MariaDB `SET STATEMENT var=val[, ...] FOR <stmt>`; the kind is that of `<stmt>`.
+    pub const SET_STATEMENT: Flags = Flags(1 << 13);
+    /// A SET that assigns `autocommit` (any scope, including `@@global.autocommit`).
+    pub const AUTOCOMMIT_SET: Flags = Flags(1 << 14);
+    /// `SET [GLOBAL|SESSION|LOCAL] TRANSACTION ...`
+    pub const SET_TRANSACTION: Flags = Flags(1 << 15);
+    /// SHOW MASTER STATUS/LOGS, SHOW BINARY LOG(S) [STATUS], SHOW BINLOG ...: replicas have
+    /// their own binlog, so these only make sense on the primary.
+    pub const MASTER_STATUS: Flags = Flags(1 << 16);
+
+    const NAMES: [(Flags, &'static str); 17] = [
+        (Flags::HINT_MASTER, "HINT_MASTER"),
+        (Flags::HINT_SLAVE, "HINT_SLAVE"),
+        (Flags::LOCKING_READ, "LOCKING_READ"),
+        (Flags::SELECT_INTO, "SELECT_INTO"),
+        (Flags::USER_VAR_WRITE, "USER_VAR_WRITE"),
+        (Flags::USER_VAR_READ, "USER_VAR_READ"),
+        (Flags::GET_LOCK, "GET_LOCK"),
+        (Flags::LAST_INSERT_ID, "LAST_INSERT_ID"),
+        (Flags::FOUND_ROWS, "FOUND_ROWS"),
+        (Flags::CALC_FOUND_ROWS, "CALC_FOUND_ROWS"),
+        (Flags::SEQUENCE, "SEQUENCE"),
+        (Flags::TEMP_TABLE, "TEMP_TABLE"),
+        (Flags::MULTI_STATEMENT, "MULTI_STATEMENT"),
+        (Flags::SET_STATEMENT, "SET_STATEMENT"),
+        (Flags::AUTOCOMMIT_SET, "AUTOCOMMIT_SET"),
+        (Flags::SET_TRANSACTION, "SET_TRANSACTION"),
+        (Flags::MASTER_STATUS, "MASTER_STATUS"),
+    ];
+
+    pub const fn empty() -> Flags {
+        Flags(0)
+    }
+
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    pub const fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// True if any flag of `other` is set.
+    pub const fn intersects(self, other: Flags) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub const fn union(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+}
+
+impl BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, rhs: Flags) -> Flags {
+        Flags(self.0 | rhs.0)
+    }
+}
+
+impl BitOrAssign for Flags {
+    fn bitor_assign(&mut self, rhs: Flags) {
+        self.0 |= rhs.0;
+    }
+}
+
+/// Prints flag names rather than a number, so test failures are readable.
+impl fmt::Debug for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Flags(")?;
+        let mut first = true;
+        for (flag, name) in Flags::NAMES {
+            if self.contains(flag) {
+                if !first {
+                    f.write_str(" | ")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        f.write_str(")")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Classification {
+    pub kind: StmtKind,
+    pub flags: Flags,
+}
+
+/// Classifies one COM_QUERY payload.
+///
+/// With several statements the kind is that of the first non-empty one, except that a read
+/// followed by anything that is not a read becomes [`StmtKind::Write`] (so `Read` always means
+/// "every statement is a read"); flags are the union over all statements and
+/// [`Flags::MULTI_STATEMENT`] is set.
+pub fn classify(sql: &[u8]) -> Classification {
+    let mut c = Classifier::new(sql);
+    let mut first: Option<StmtKind> = None;
+    let mut later_not_read = false;
+    let mut after_semi = false;
+    loop {
+        let (kind, ended) = c.statement();
+        if let Some(kind) = kind {
+            if after_semi {
+                c.flags |= Flags::MULTI_STATEMENT;
+            }
+            match first {
+                None => first = Some(kind),
+                Some(_) => later_not_read |= kind != StmtKind::Read,
+            }
+        }
+        match ended {
+            Ended::Eof => break,
+            Ended::Semi => after_semi = true,
+        }
+    }
+    let mut kind = first.unwrap_or(StmtKind::Empty);
+    if (kind == StmtKind::Read && later_not_read) || c.lx.broken {
+        kind = StmtKind::Write;
+    }
+    Classification {
+        kind,
+        flags: c.flags | c.lx.hints,
+    }
+}
+
+/// The schema named by `USE db` (backtick quoting removed), or `None` if `sql` is not exactly
+/// one well-formed `USE` of a UTF-8 name — in which case the server rejects it too and the
+/// session's schema does not change.
+pub fn use_schema(sql: &[u8]) -> Option<String> {
+    let mut lx = Lexer::new(sql);
+    if lx.next().sym != Sym::Kw(Kw::Use) {
+        return None;
+    }
+    let name = lx.next();
+    let raw = &sql[name.start..name.end];
+    let bytes = match name.sym {
+        Sym::Word | Sym::Kw(_) => raw.to_vec(),
+        Sym::QIdent => {
+            let inner = &raw[1..raw.len() - 1];
+            let mut out = Vec::with_capacity(inner.len());
+            let mut i = 0;
+            while i < inner.len() {
+                out.push(inner[i]);
+                // The lexer only accepts doubled backticks inside, so skip the second one.
+                i += if inner[i] == b'`' { 2 } else { 1 };
+            }
+            out
+        }
+        _ => return None,
+    };
+    match lx.next().sym {
+        Sym::End | Sym::Punct(b';') if !lx.broken && !bytes.is_empty() => {
+            String::from_utf8(bytes).ok()
+        }
+        _ => None,
+    }
+}
+
+/// Keywords the classifier cares about. Everything else lexes as [`Sym::Word`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kw {
+    // statement heads
+    Select,
+    Values,
+    Table,
+    With,
+    Show,
+    Desc,
+    Describe,
+    Explain,
+    Help,
+    Set,
+    Use,
+    Begin,
+    Start,
+    Commit,
+    Rollback,
+    Lock,
+    Unlock,
+    Prepare,
+    Execute,
+    Deallocate,
+    Drop,
+    Create,
+    Kill,
+    // used after a head
+    Analyze,
+    Autocommit,
+    Binary,
+    Binlog,
+    Default,
+    Delete,
+    For,
+    Global,
+    Immediate,
+    In,
+    Insert,
+    Into,
+    Local,
+    Log,
+    Logs,
+    Master,
+    Mode,
+    Next,
+    Only,
+    Or,
+    Password,
+    Persist,
+    PersistOnly,
+    Previous,
+    Read,
+    Replace,
+    Role,
+    Session,
+    Share,
+    SqlCalcFoundRows,
+    Statement,
+    Status,
+    Tables,
+    Temporary,
+    To,
+    Transaction,
+    Update,
+    Value,
+    Work,
+    // functions (only when followed by `(`)
+    GetLock,
+    ReleaseLock,
+    ReleaseAllLocks,
+    IsUsedLock,
+    IsFreeLock,
+    LastInsertId,
+    FoundRows,
+    RowCount,
+    Nextval,
+    Lastval,
+    Setval,
+}
+
+const MAX_KW_LEN: usize = 19; // SQL_CALC_FOUND_ROWS
+
+fn keyword(w: &[u8]) -> Sym {
+    if w.len() < 2 || w.len() > MAX_KW_LEN || w[0].is_ascii_digit() {
+        return Sym::Word;
+    }
+    let mut buf = [0u8; MAX_KW_LEN];
+    for (d, s) in buf.iter_mut().zip(w) {
+        *d = s.to_ascii_uppercase();
+    }
+    let k = match &buf[..w.len()] {
+        b"SELECT" => Kw::Select,
+        b"VALUES" => Kw::Values,
+        b"TABLE" => Kw::Table,
+        b"WITH" => Kw::With,
+        b"SHOW" => Kw::Show,
+        b"DESC" => Kw::Desc,
+        b"DESCRIBE" => Kw::Describe,
+        b"EXPLAIN" => Kw::Explain,
+        b"HELP" => Kw::Help,
+        b"SET" => Kw::Set,
+        b"USE" => Kw::Use,
+        b"BEGIN" => Kw::Begin,
+        b"START" => Kw::Start,
+        b"COMMIT" => Kw::Commit,
+        b"ROLLBACK" => Kw::Rollback,
+        b"LOCK" => Kw::Lock,
+        b"UNLOCK" => Kw::Unlock,
+        b"PREPARE" => Kw::Prepare,
+        b"EXECUTE" => Kw::Execute,
+        b"DEALLOCATE" => Kw::Deallocate,
+        b"DROP" => Kw::Drop,
+        b"CREATE" => Kw::Create,
+        b"KILL" => Kw::Kill,
+        b"ANALYZE" => Kw::Analyze,
+        b"AUTOCOMMIT" => Kw::Autocommit,
+        b"BINARY" => Kw::Binary,
+        b"BINLOG" => Kw::Binlog,
+        b"DEFAULT" => Kw::Default,
+        b"DELETE" => Kw::Delete,
+        b"FOR" => Kw::For,
+        b"GLOBAL" => Kw::Global,
+        b"IMMEDIATE" => Kw::Immediate,
+        b"IN" => Kw::In,
+        b"INSERT" => Kw::Insert,
+        b"INTO" => Kw::Into,
+        b"LOCAL" => Kw::Local,
+        b"LOG" => Kw::Log,
+        b"LOGS" => Kw::Logs,
+        b"MASTER" => Kw::Master,
+        b"MODE" => Kw::Mode,
+        b"NEXT" => Kw::Next,
+        b"ONLY" => Kw::Only,
+        b"OR" => Kw::Or,
+        b"PASSWORD" => Kw::Password,
+        b"PERSIST" => Kw::Persist,
+        b"PERSIST_ONLY" => Kw::PersistOnly,
+        b"PREVIOUS" => Kw::Previous,
+        b"READ" => Kw::Read,
+        b"REPLACE" => Kw::Replace,
+        b"ROLE" => Kw::Role,
+        b"SESSION" => Kw::Session,
+        b"SHARE" => Kw::Share,
+        b"SQL_CALC_FOUND_ROWS" => Kw::SqlCalcFoundRows,
+        b"STATEMENT" => Kw::Statement,
+        b"STATUS" => Kw::Status,
+        b"TABLES" => Kw::Tables,
+        b"TEMPORARY" => Kw::Temporary,
+        b"TO" => Kw::To,
+        b"TRANSACTION" => Kw::Transaction,
+        b"UPDATE" => Kw::Update,
+        b"VALUE" => Kw::Value,
+        b"WORK" => Kw::Work,
+        b"GET_LOCK" => Kw::GetLock,
+        b"RELEASE_LOCK" => Kw::ReleaseLock,
+        b"RELEASE_ALL_LOCKS" => Kw::ReleaseAllLocks,
+        b"IS_USED_LOCK" => Kw::IsUsedLock,
+        b"IS_FREE_LOCK" => Kw::IsFreeLock,
+        b"LAST_INSERT_ID" => Kw::LastInsertId,
+        b"FOUND_ROWS" => Kw::FoundRows,
+        b"ROW_COUNT" => Kw::RowCount,
+        b"NEXTVAL" => Kw::Nextval,
+        b"LASTVAL" => Kw::Lastval,
+        b"SETVAL" => Kw::Setval,
+        _ => return Sym::Word,
+    };
+    Sym::Kw(k)
+}
+
+/// One lexical token, with everything the rules need folded in so history comparisons are
+/// plain `==`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sym {
+    /// Placeholder in the token history.
+    None,
+    End,
+    Kw(Kw),
+    Word,
+    /// `` `ident` ``
+    QIdent,
+    /// `'...'` or `"..."`
+    Str,
+    /// `@name`, `@'name'`, `` @`name` ``
+    UserVar,
+    /// `@@[scope.]name`; whether the name is `autocommit`.
+    SysVar {
+        autocommit: bool,
+    },
+    /// `:=`
+    Assign,
+    Punct(u8),
+}
+
+#[derive(Clone, Copy)]
+struct Tok {
+    sym: Sym,
+    start: usize,
+    end: usize,
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// Splits the input into tokens, skipping whitespace and comments. Cloning it is how the
+/// classifier looks ahead.
+#[derive(Clone)]
+struct Lexer<'a> {
+    s: &'a [u8],
+    pos: usize,
+    /// Inside `/*! ... */`: the next `*/` closes it.
+    in_exec: bool,
+    /// An unterminated string, identifier or comment was met; the statement is malformed.
+    broken: bool,
+    /// Still before the first keyword, where Atlas hints count.
+    collect_hints: bool,
+    hints: Flags,
+    /// The previous token was a quoted string or identifier, so `@` is the `user@host`
+    /// separator rather than a user variable.
+    after_quoted: bool,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(s: &'a [u8]) -> Self {
+        Lexer {
+            s,
+            pos: 0,
+            in_exec: false,
+            broken: false,
+            collect_hints: true,
+            hints: Flags::empty(),
+            after_quoted: false,
+        }
+    }
+
+    fn next(&mut self) -> Tok {
+        self.skip_trivia();
+        let s = self.s;
+        let start = self.pos;
+        let Some(&b) = s.get(start) else {
+            return Tok {
+                sym: Sym::End,
+                start,
+                end: start,
+            };
+        };
+        let sym = match b {
+            b'\'' | b'"' | b'`' => {
+                if self.skip_quoted(b) {
+                    if b == b'`' {
+                        Sym::QIdent
+                    } else {
+                        Sym::Str
+                    }
+                } else {
+                    Sym::End
+                }
+            }
+            b'@' => self.at_sign(),
+            b':' if s.get(start + 1) == Some(&b'=') => {
+                self.pos += 2;
+                Sym::Assign
+            }
+            _ if is_ident(b) => {
+                let mut i = start + 1;
+                while i < s.len() && is_ident(s[i]) {
+                    i += 1;
+                }
+                self.pos = i;
+                keyword(&s[start..i])
+            }
+            _ => {
+                self.pos += 1;
+                Sym::Punct(b)
+            }
+        };
+        self.after_quoted = matches!(sym, Sym::Str | Sym::QIdent);
+        Tok {
+            sym,
+            start,
+            end: self.pos,
+        }
+    }
+
+    /// Moves past a quoted run starting at `self.pos`. Backticks only escape by doubling;
+    /// quotes also take backslash escapes. Returns false (and marks the input broken) if the
+    /// run never closes.
+    fn skip_quoted(&mut self, q: u8) -> bool {
+        let s = self.s;
+        let mut i = self.pos + 1;
+        while i < s.len() {
+            let b = s[i];
+            if b == q {
+                if s.get(i + 1) == Some(&q) {
+                    i += 2;
+                    continue;
+                }
+                self.pos = i + 1;
+                return true;
+            }
+            i += if b == b'\\' && q != b'`' { 2 } else { 1 };
+        }
+        self.broken = true;
+        self.pos = s.len();
+        false
+    }
+
+    fn at_sign(&mut self) -> Sym {
+        let s = self.s;
+        let p = self.pos;
+        if s.get(p + 1) == Some(&b'@') {
+            let mut i = p + 2;
+            let mut name = i;
+            while i < s.len() && (is_ident(s[i]) || s[i] == b'.') {
+                if s[i] == b'.' {
+                    name = i + 1;
+                }
+                i += 1;
+            }
+            self.pos = i;
+            return Sym::SysVar {
+                autocommit: s[name..i].eq_ignore_ascii_case(b"autocommit"),
+            };
+        }
+        if self.after_quoted {
+            self.pos = p + 1;
+            return Sym::Punct(b'@');
+        }
+        match s.get(p + 1) {
+            Some(&q @ (b'\'' | b'"' | b'`')) => {
+                self.pos = p + 1;
+                if self.skip_quoted(q) {
+                    Sym::UserVar
+                } else {
+                    Sym::End
+                }
+            }
+            Some(&c) if is_ident(c) || c == b'.' => {
+                let mut i = p + 2;
+                while i < s.len() && (is_ident(s[i]) || s[i] == b'.') {
+                    i += 1;
+                }
+                self.pos = i;
+                Sym::UserVar
+            }
+            _ => {
+                self.pos = p + 1;
+                Sym::Punct(b'@')
+            }
+        }
+    }
+
+    fn skip_trivia(&mut self) {
+        let s = self.s;
+        loop {
+            let Some(&b) = s.get(self.pos) else {
+                if self.in_exec {
+                    self.broken = true;
+                    self.in_exec = false;
+                }
+                return;
+            };
+            match b {
+                b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => self.pos += 1,
+                b'#' => self.skip_line(),
+                // `--` is only a comment when followed by whitespace, a control character or
+                // the end: `1--1` is arithmetic.
+                b'-' if s.get(self.pos + 1) == Some(&b'-')
+                    && !matches!(s.get(self.pos + 2), Some(&c) if c > b' ') =>
+                {
+                    self.skip_line()
+                }
+                b'/' if s.get(self.pos + 1) == Some(&b'*') => {
+                    let rest = &s[self.pos + 2..];
+                    if rest.first() == Some(&b'!') {
+                        self.enter_exec(3);
+                    } else if rest.starts_with(b"M!") {
+                        self.enter_exec(4);
+                    } else if let Some(i) = rest.windows(2).position(|w| w == b"*/") {
+                        if self.collect_hints {
+                            self.hints |= hint(&rest[..i]);
+                        }
+                        self.pos += 2 + i + 2;
+                    } else {
+                        self.broken = true;
+                        self.pos = s.len();
+                        return;
+                    }
+                }
+                b'*' if self.in_exec && s.get(self.pos + 1) == Some(&b'/') => {
+                    self.in_exec = false;
+                    self.pos += 2;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn skip_line(&mut self) {
+        match self.s[self.pos..].iter().position(|&b| b == b'\n') {
+            Some(i) => self.pos += i + 1,
+            None => self.pos = self.s.len(),
+        }
+    }
+
+    /// The server runs the body of an executable comment (when its optional version number is
+    /// not newer than the server, which we cannot know, so always), so lex it as code.
+    fn enter_exec(&mut self, opener: usize) {
+        self.pos += opener;
+        let mut digits = 0;
+        while digits < 6 && self.s.get(self.pos).is_some_and(u8::is_ascii_digit) {
+            self.pos += 1;
+            digits += 1;
+        }
+        self.in_exec = true;
+    }
+}
+
+fn hint(comment: &[u8]) -> Flags {
+    let t = comment.trim_ascii();
+    if t.eq_ignore_ascii_case(b"master") {
+        Flags::HINT_MASTER
+    } else if t.eq_ignore_ascii_case(b"slave") {
+        Flags::HINT_SLAVE
+    } else {
+        Flags::empty()
+    }
+}
+
+/// Which clause-level rules apply to the tokens after the head.
+#[derive(Clone, Copy)]
+struct Ctx {
+    /// `INTO` means SELECT ... INTO.
+    read: bool,
+    /// `x = ...` at top level is an assignment.
+    set: bool,
+}
+
+const PLAIN: Ctx = Ctx {
+    read: false,
+    set: false,
+};
+const READ: Ctx = Ctx {
+    read: true,
+    set: false,
+};
+const SET: Ctx = Ctx {
+    read: false,
+    set: true,
+};
+
+enum Ended {
+    Semi,
+    Eof,
+}
+
+struct Classifier<'a> {
+    lx: Lexer<'a>,
+    flags: Flags,
+    /// The last three tokens of the current statement, most recent first.
+    hist: [Sym; 3],
+    depth: u32,
+    /// Inside the variable list after `INTO`.
+    into_list: bool,
+}
+
+impl<'a> Classifier<'a> {
+    fn new(sql: &'a [u8]) -> Self {
+        Classifier {
+            lx: Lexer::new(sql),
+            flags: Flags::empty(),
+            hist: [Sym::None; 3],
+            depth: 0,
+            into_list: false,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.hist = [Sym::None; 3];
+        self.depth = 0;
+        self.into_list = false;
+    }
+
+    /// Classifies one statement and consumes it with its terminating `;`. `None` for an empty
+    /// statement.
+    fn statement(&mut self) -> (Option<StmtKind>, Ended) {
+        self.reset();
+        let mut t = self.lx.next();
+        let mut parens = false;
+        while t.sym == Sym::Punct(b'(') {
+            parens = true;
+            t = self.lx.next();
+        }
+        self.lx.collect_hints = false;
+        let nothing = parens.then_some(StmtKind::Write);
+        match t.sym {
+            Sym::End => return (nothing, Ended::Eof),
+            Sym::Punct(b';') => return (nothing, Ended::Semi),
+            _ => {}
+        }
+        let (kind, ctx) = self.head(t.sym);
+        let ended = loop {
+            match self.lx.next().sym {
+                Sym::End => break Ended::Eof,
+                Sym::Punct(b';') => break Ended::Semi,
+                sym => self.token(sym, ctx),
+            }
+        };
+        (Some(kind), ended)
+    }
+
+    fn peek(&self) -> Sym {
+        self.lx.clone().next().sym
+    }
+
+    fn peek2(&self) -> (Sym, Sym) {
+        let mut l = self.lx.clone();
+        let a = l.next().sym;
+        (a, l.next().sym)
+    }
+
+    /// Decides the kind from the leading keyword(s). Only looks ahead (on a clone) except for
+    /// `SET STATEMENT ... FOR`, whose prefix it consumes before classifying the inner
+    /// statement; it loops rather than recursing so nested prefixes cannot exhaust the stack.
+    fn head(&mut self, mut sym: Sym) -> (StmtKind, Ctx) {
+        use StmtKind::*;
+        loop {
+            self.hist = [sym, Sym::None, Sym::None];
+            let Sym::Kw(k) = sym else {
+                return (Write, PLAIN);
+            };
+            let kind = match k {
+                Kw::Select | Kw::Values | Kw::Table | Kw::Help => Read,
+                Kw::With => self.with_kind(),
+                Kw::Show => {
+                    self.show_flags();
+                    Read
+                }
+                Kw::Desc | Kw::Describe | Kw::Explain => {
+                    if self.peek() == Sym::Kw(Kw::Analyze) {
+                        Write
+                    } else {
+                        Read
+                    }
+                }
+                Kw::Set => {
+                    let mut l = self.lx.clone();
+                    match l.next().sym {
+                        Sym::Kw(Kw::Statement) => {
+                            self.lx = l;
+                            self.flags |= Flags::SET_STATEMENT;
+                            match self.set_statement_prefix() {
+                                Some(inner) => {
+                                    sym = inner;
+                                    continue;
+                                }
+                                None => Write,
+                            }
+                        }
+                        Sym::Kw(Kw::Password) => Write,
+                        Sym::Kw(Kw::Default) if l.next().sym == Sym::Kw(Kw::Role) => Write,
+                        Sym::Kw(Kw::Transaction) => {
+                            self.flags |= Flags::SET_TRANSACTION;
+                            Set
+                        }
+                        Sym::Kw(Kw::Global | Kw::Session | Kw::Local)
+                            if l.next().sym == Sym::Kw(Kw::Transaction) =>
+                        {
+                            self.flags |= Flags::SET_TRANSACTION;
+                            Set
+                        }
+                        _ => Set,
+                    }
+                }
+                Kw::Use => Use,
+                Kw::Begin => match self.peek() {
+                    Sym::End | Sym::Punct(b';') | Sym::Kw(Kw::Work) => Begin { read_only: false },
+                    // BEGIN NOT ATOMIC ... END is a MariaDB compound statement.
+                    _ => Write,
+                },
+                Kw::Start => {
+                    if self.peek() == Sym::Kw(Kw::Transaction) {
+                        Begin {
+                            read_only: self.txn_read_only(),
+                        }
+                    } else {
+                        Write
+                    }
+                }
+                Kw::Commit => EndTransaction,
+                Kw::Rollback => match self.peek2() {
+                    (Sym::Kw(Kw::To), _) | (Sym::Kw(Kw::Work), Sym::Kw(Kw::To)) => Write,
+                    _ => EndTransaction,
+                },
+                Kw::Lock | Kw::Unlock => match self.peek() {
+                    Sym::Kw(Kw::Table | Kw::Tables) if k == Kw::Lock => LockTables,
+                    Sym::Kw(Kw::Table | Kw::Tables) => UnlockTables,
+                    _ => Write,
+                },
+                Kw::Prepare | Kw::Deallocate => PrepareText,
+                Kw::Execute => {
+                    if self.peek() == Sym::Kw(Kw::Immediate) {
+                        Write
+                    } else {
+                        PrepareText
+                    }
+                }
+                Kw::Drop => match self.peek() {
+                    Sym::Kw(Kw::Prepare) => PrepareText,
+                    Sym::Kw(Kw::Temporary) => {
+                        self.flags |= Flags::TEMP_TABLE;
+                        Write
+                    }
+                    _ => Write,
+                },
+                Kw::Create => {
+                    let mut l = self.lx.clone();
+                    let mut t = l.next().sym;
+                    if t == Sym::Kw(Kw::Or) && l.next().sym == Sym::Kw(Kw::Replace) {
+                        t = l.next().sym;
+                    }
+                    if t == Sym::Kw(Kw::Temporary) {
+                        self.flags |= Flags::TEMP_TABLE;
+                    }
+                    Write
+                }
+                Kw::Kill => Kill,
+                _ => Write,
+            };
+            let ctx = match kind {
+                Read => READ,
+                Set => SET,
+                _ => PLAIN,
+            };
+            return (kind, ctx);
+        }
+    }
+
+    /// Consumes `var=val, ... FOR` and the inner statement's leading parentheses; returns the
+    /// inner statement's first token, or `None` if the statement ends first (left unconsumed).
+    fn set_statement_prefix(&mut self) -> Option<Sym> {
+        self.hist = [Sym::None; 3];
+        loop {
+            let save = self.lx.clone();
+            let sym = self.lx.next().sym;
+            match sym {
+                Sym::End | Sym::Punct(b';') => {
+                    self.lx = save;
+                    return None;
+                }
+                Sym::Kw(Kw::For) if self.depth == 0 => break,
+                _ => self.token(sym, PLAIN),
+            }
+        }
+        self.reset();
+        loop {
+            let save = self.lx.clone();
+            match self.lx.next().sym {
+                Sym::Punct(b'(') => {}
+                Sym::End | Sym::Punct(b';') => {
+                    self.lx = save;
+                    return None;
+                }
+                sym => return Some(sym),
+            }
+        }
+    }
+
+    /// Finds the statement after `WITH`'s CTE list: the first SELECT/TABLE/VALUES or
+    /// UPDATE/DELETE/INSERT/REPLACE outside the CTE bodies. A `(` right after a CTE body's `)`
+    /// opens a parenthesised main query.
+    fn with_kind(&self) -> StmtKind {
+        let mut l = self.lx.clone();
+        let mut depth = 0u32;
+        let mut after_close = false;
+        loop {
+            let sym = l.next().sym;
+            match sym {
+                Sym::End | Sym::Punct(b';') => return StmtKind::Write,
+                Sym::Punct(b'(') if depth == 0 && after_close => {
+                    let mut t = l.next().sym;
+                    while t == Sym::Punct(b'(') {
+                        t = l.next().sym;
+                    }
+                    return match t {
+                        Sym::Kw(Kw::Select | Kw::Values | Kw::Table) => StmtKind::Read,
+                        _ => StmtKind::Write,
+                    };
+                }
+                Sym::Punct(b'(') => depth += 1,
+                Sym::Punct(b')') => depth = depth.saturating_sub(1),
+                Sym::Kw(Kw::Select | Kw::Values | Kw::Table) if depth == 0 => {
+                    return StmtKind::Read
+                }
+                Sym::Kw(Kw::Update | Kw::Delete | Kw::Insert | Kw::Replace) if depth == 0 => {
+                    return StmtKind::Write
+                }
+                _ => {}
+            }
+            after_close = sym == Sym::Punct(b')') && depth == 0;
+        }
+    }
+
+    fn show_flags(&mut self) {
+        let (a, b) = self.peek2();
+        let primary_only = matches!(
+            (a, b),
+            (Sym::Kw(Kw::Master), Sym::Kw(Kw::Status | Kw::Logs))
+                | (Sym::Kw(Kw::Binary), Sym::Kw(Kw::Log | Kw::Logs))
+                | (Sym::Kw(Kw::Binlog), _)
+        );
+        if primary_only {
+            self.flags |= Flags::MASTER_STATUS;
+        }
+    }
+
+    fn txn_read_only(&self) -> bool {
+        let mut l = self.lx.clone();
+        let mut prev = Sym::None;
+        loop {
+            match l.next().sym {
+                Sym::End | Sym::Punct(b';') => return false,
+                Sym::Kw(Kw::Only) if prev == Sym::Kw(Kw::Read) => return true,
+                sym => prev = sym,
+            }
+        }
+    }
+
+    /// Applies the clause-level rules to one token after the head, looking back at the token
+    /// history instead of ahead, so each token is lexed once.
+    fn token(&mut self, sym: Sym, ctx: Ctx) {
+        let [h1, h2, h3] = self.hist;
+        match sym {
+            Sym::Punct(b'(') => {
+                if let (Sym::Kw(k), false) = (h1, h2 == Sym::Punct(b'.')) {
+                    self.flags |= match k {
+                        Kw::GetLock
+                        | Kw::ReleaseLock
+                        | Kw::ReleaseAllLocks
+                        | Kw::IsUsedLock
+                        | Kw::IsFreeLock => Flags::GET_LOCK,
+                        Kw::LastInsertId => Flags::LAST_INSERT_ID,
+                        Kw::FoundRows | Kw::RowCount => Flags::FOUND_ROWS,
+                        Kw::Nextval | Kw::Lastval | Kw::Setval => Flags::SEQUENCE,
+                        _ => Flags::empty(),
+                    };
+                }
+                self.depth += 1;
+            }
+            Sym::Punct(b')') => self.depth = self.depth.saturating_sub(1),
+            Sym::Kw(Kw::Update | Kw::Share) if h1 == Sym::Kw(Kw::For) => {
+                self.flags |= Flags::LOCKING_READ
+            }
+            Sym::Kw(Kw::Mode)
+                if h1 == Sym::Kw(Kw::Share) && h2 == Sym::Kw(Kw::In) && h3 == Sym::Kw(Kw::Lock) =>
+            {
+                self.flags |= Flags::LOCKING_READ
+            }
+            Sym::Kw(Kw::For)
+                if h1 == Sym::Kw(Kw::Value) && matches!(h2, Sym::Kw(Kw::Next | Kw::Previous)) =>
+            {
+                self.flags |= Flags::SEQUENCE
+            }
+            Sym::Kw(Kw::Into) if ctx.read => self.flags |= Flags::SELECT_INTO,
+            Sym::Kw(Kw::SqlCalcFoundRows) => self.flags |= Flags::CALC_FOUND_ROWS,
+            Sym::UserVar => {
+                self.flags |= Flags::USER_VAR_READ;
+                if self.into_list {
+                    self.flags |= Flags::USER_VAR_WRITE;
+                }
+            }
+            Sym::Assign | Sym::Punct(b'=') => {
+                let set_target = ctx.set
+                    && self.depth == 0
+                    && matches!(
+                        h2,
+                        Sym::Kw(
+                            Kw::Set
+                                | Kw::Global
+                                | Kw::Session
+                                | Kw::Local
+                                | Kw::Persist
+                                | Kw::PersistOnly
+                        ) | Sym::Punct(b',')
+                    );
+                if h1 == Sym::UserVar && (sym == Sym::Assign || set_target) {
+                    self.flags |= Flags::USER_VAR_WRITE;
+                }
+                if set_target
+                    && matches!(
+                        h1,
+                        Sym::Kw(Kw::Autocommit) | Sym::SysVar { autocommit: true }
+                    )
+                {
+                    self.flags |= Flags::AUTOCOMMIT_SET;
+                }
+            }
+            _ => {}
+        }
+        self.into_list = match sym {
+            Sym::Kw(Kw::Into) => ctx.read,
+            Sym::UserVar | Sym::Punct(b',') => self.into_list,
+            _ => false,
+        };
+        self.hist = [sym, h1, h2];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use StmtKind::*;
+
+    type F = Flags;
+
+    const R: StmtKind = Read;
+    const W: StmtKind = Write;
+    const UV: Flags = Flags::USER_VAR_READ;
+    const UVW: Flags = Flags(Flags::USER_VAR_WRITE.0 | Flags::USER_VAR_READ.0);
+
+    /// (statement, kind, flags) for real MySQL/MariaDB statements.
+    const CASES: &[(&str, StmtKind, &[Flags])] = &[
+        // plain reads
+        ("SELECT 1", R, &[]),
+        ("select * from t where id = 1", R, &[]),
+        ("  \n\tSELECT 1", R, &[]),
+        ("(SELECT 1) UNION (SELECT 2)", R, &[]),
+        ("((select 1))", R, &[]),
+        ("SELECT a FROM t WHERE b LIKE 'x%' ORDER BY a DESC LIMIT 10", R, &[]),
+        ("SELECT JSON_EXTRACT(doc, '$.a') FROM t", R, &[]),
+        ("SELECT CURRENT_USER()", R, &[]),
+        ("VALUES ROW(1, 2), ROW(3, 4)", R, &[]),
+        ("TABLE t ORDER BY id LIMIT 3", R, &[]),
+        ("HELP 'select'", R, &[]),
+        // locking reads, also nested and inside executable comments
+        ("SELECT * FROM t FOR UPDATE", R, &[F::LOCKING_READ]),
+        ("SELECT * FROM t WHERE id = 1 LOCK IN SHARE MODE", R, &[F::LOCKING_READ]),
+        ("select * from t for share nowait", R, &[F::LOCKING_READ]),
+        ("SELECT * FROM t WHERE id = 1 FOR UPDATE SKIP LOCKED", R, &[F::LOCKING_READ]),
+        ("SELECT * FROM t WHERE id IN (SELECT id FROM u FOR UPDATE)", R, &[F::LOCKING_READ]),
+        ("(SELECT 1) FOR UPDATE", R, &[F::LOCKING_READ]),
+        ("SELECT 1 /*!50000 FOR UPDATE */", R, &[F::LOCKING_READ]),
+        ("SELECT * FROM t WHERE a = 'x' -- FOR UPDATE", R, &[]),
+        ("select * from t where note = 'for update'", R, &[]),
+        ("SELECT for_update FROM t", R, &[]),
+        ("SELECT 1 # comment with 'quote\nFOR UPDATE", R, &[F::LOCKING_READ]),
+        // SELECT ... INTO and user variables
+        ("SELECT a INTO @x FROM t", R, &[F::SELECT_INTO, UVW]),
+        ("SELECT a, b INTO @x, @y FROM t WHERE c = @z", R, &[F::SELECT_INTO, UVW]),
+        ("SELECT 1 INTO @a", R, &[F::SELECT_INTO, UVW]),
+        ("SELECT * INTO OUTFILE '/tmp/x' FROM t", R, &[F::SELECT_INTO]),
+        ("SELECT * FROM t INTO DUMPFILE '/tmp/x'", R, &[F::SELECT_INTO]),
+        ("SELECT @x", R, &[UV]),
+        ("SELECT @a, @b", R, &[UV]),
+        ("select 1 from dual where @x is null", R, &[UV]),
+        ("SELECT @'quoted var'", R, &[UV]),
+        ("SELECT @@version", R, &[]),
+        ("SELECT @@session.autocommit", R, &[]),
+        ("SELECT * FROM t WHERE x = @@autocommit", R, &[]),
+        ("SELECT @x := 1", R, &[UVW]),
+        ("SELECT @`weird name` := 2", R, &[UVW]),
+        // functions that pin a statement to one backend
+        ("SELECT GET_LOCK('a', 10)", R, &[F::GET_LOCK]),
+        ("SELECT get_lock ('a', 10)", R, &[F::GET_LOCK]),
+        ("SELECT GET_LOCK/* c */('a', 10)", R, &[F::GET_LOCK]),
+        ("SELECT RELEASE_LOCK('a')", R, &[F::GET_LOCK]),
+        ("SELECT RELEASE_ALL_LOCKS()", R, &[F::GET_LOCK]),
+        ("SELECT IS_FREE_LOCK('a'), IS_USED_LOCK('a')", R, &[F::GET_LOCK]),
+        ("SELECT 'GET_LOCK('", R, &[]),
+        ("SELECT get_lock_x FROM t", R, &[]),
+        ("SELECT t.get_lock FROM t", R, &[]),
+        ("SELECT db.get_lock('a')", R, &[]),
+        ("SELECT LAST_INSERT_ID()", R, &[F::LAST_INSERT_ID]),
+        ("select last_insert_id from t", R, &[]),
+        ("SELECT FOUND_ROWS()", R, &[F::FOUND_ROWS]),
+        ("SELECT ROW_COUNT()", R, &[F::FOUND_ROWS]),
+        ("SELECT foundrows_count FROM t", R, &[]),
+        ("SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 10", R, &[F::CALC_FOUND_ROWS]),
+        ("SELECT NEXTVAL(s)", R, &[F::SEQUENCE]),
+        ("SELECT NEXT VALUE FOR s", R, &[F::SEQUENCE]),
+        ("SELECT PREVIOUS VALUE FOR s", R, &[F::SEQUENCE]),
+        ("SELECT LASTVAL(s), SETVAL(s, 10)", R, &[F::SEQUENCE]),
+        ("INSERT INTO t (a) VALUES (NEXT VALUE FOR s)", W, &[F::SEQUENCE]),
+        // strings, identifiers and comments hide their content
+        (r#"SELECT "a;b", 'c;d'"#, R, &[]),
+        (r#"SELECT 'it''s', "say \"hi\"""#, R, &[]),
+        (r"SELECT 'a\'; DELETE FROM t; --'", R, &[]),
+        (r"SELECT '\\'", R, &[]),
+        ("SELECT 1 /* ; DELETE FROM t */", R, &[]),
+        ("SELECT 1 -- ; DELETE FROM t", R, &[]),
+        ("SELECT 1 # ; DELETE\n", R, &[]),
+        ("SELECT 1--1", R, &[]),
+        ("SELECT `select`, `a``b` FROM `t;x`", R, &[]),
+        ("SELECT /*+ MAX_EXECUTION_TIME(1000) */ * FROM t", R, &[]),
+        ("SELECT /*!*/ 1", R, &[]),
+        ("SELECT 1 /* ; */ ; ", R, &[]),
+        ("SELECT ';' ; ", R, &[]),
+        // multi-statements
+        ("SELECT 1; SELECT 2", R, &[F::MULTI_STATEMENT]),
+        ("SELECT 1; DELETE FROM t", W, &[F::MULTI_STATEMENT]),
+        ("SELECT 1;", R, &[]),
+        ("SELECT 1; ; -- done\n", R, &[]),
+        ("SELECT 1; /* trailing */ ;", R, &[]),
+        (";SELECT 1", R, &[F::MULTI_STATEMENT]),
+        ("SELECT 1; SELECT GET_LOCK('a',1)", R, &[F::MULTI_STATEMENT, F::GET_LOCK]),
+        ("INSERT INTO t VALUES (1); SELECT LAST_INSERT_ID()", W, &[F::MULTI_STATEMENT, F::LAST_INSERT_ID]),
+        ("SET @a = 1; SELECT @a", Set, &[F::MULTI_STATEMENT, UVW]),
+        ("BEGIN NOT ATOMIC SELECT 1; END", W, &[F::MULTI_STATEMENT]),
+        ("CREATE PROCEDURE p() BEGIN SELECT 1; END", W, &[F::MULTI_STATEMENT]),
+        // Atlas hints
+        ("/*master*/ SELECT 1", R, &[F::HINT_MASTER]),
+        ("/* master */ select 1", R, &[F::HINT_MASTER]),
+        ("/*MASTER*/SELECT 1", R, &[F::HINT_MASTER]),
+        ("/* slave */ select 1", R, &[F::HINT_SLAVE]),
+        ("select /*master*/ 1", R, &[]),
+        ("/* a comment */ /*master*/ -- x\n SELECT 1", R, &[F::HINT_MASTER]),
+        ("(/*master*/ SELECT 1)", R, &[F::HINT_MASTER]),
+        ("/*masters*/ SELECT 1", R, &[]),
+        ("SELECT 1; /*master*/ SELECT 2", R, &[F::MULTI_STATEMENT]),
+        ("/*slave*/ UPDATE t SET a = 1", W, &[F::HINT_SLAVE]),
+        // executable comments are code
+        ("/*!40101 SET NAMES utf8mb4 */", Set, &[]),
+        ("/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;", Set, &[UVW]),
+        ("/*M!100100 SELECT GET_LOCK('x', 1) */", R, &[F::GET_LOCK]),
+        ("/*!40000 ALTER TABLE t DISABLE KEYS */", W, &[]),
+        // WITH
+        ("WITH c AS (SELECT 1) SELECT * FROM c", R, &[]),
+        ("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 5) SELECT * FROM c", R, &[]),
+        ("WITH c AS (SELECT id FROM t) UPDATE t JOIN c USING (id) SET t.x = 1", W, &[]),
+        ("WITH c AS (SELECT 1) DELETE FROM t WHERE id IN (SELECT * FROM c)", W, &[]),
+        ("WITH a AS (SELECT 1), b AS (SELECT 2) (SELECT * FROM a) UNION (SELECT * FROM b)", R, &[]),
+        ("WITH c AS (SELECT 1) SELECT * FROM c FOR UPDATE", R, &[F::LOCKING_READ]),
+        ("WITH c AS (SELECT 1)", W, &[]),
+        // SHOW / DESCRIBE / EXPLAIN / ANALYZE
+        ("SHOW TABLES", R, &[]),
+        ("show full processlist", R, &[]),
+        ("SHOW CREATE TABLE t", R, &[]),
+        ("SHOW VARIABLES LIKE 'autocommit'", R, &[]),
+        ("SHOW MASTER STATUS", R, &[F::MASTER_STATUS]),
+        ("SHOW MASTER LOGS", R, &[F::MASTER_STATUS]),
+        ("SHOW BINARY LOGS", R, &[F::MASTER_STATUS]),
+        ("SHOW BINARY LOG STATUS", R, &[F::MASTER_STATUS]),
+        ("SHOW BINLOG STATUS", R, &[F::MASTER_STATUS]),
+        ("SHOW BINLOG EVENTS IN 'mysql-bin.000001'", R, &[F::MASTER_STATUS]),
+        ("SHOW SLAVE STATUS", R, &[]),
+        ("SHOW REPLICA STATUS", R, &[]),
+        ("DESC t", R, &[]),
+        ("DESCRIBE t", R, &[]),
+        ("EXPLAIN SELECT * FROM t", R, &[]),
+        ("EXPLAIN UPDATE t SET a = 1", R, &[]),
+        ("EXPLAIN FORMAT=JSON SELECT 1", R, &[]),
+        ("EXPLAIN ANALYZE SELECT * FROM t", W, &[]),
+        ("ANALYZE SELECT * FROM t", W, &[]),
+        ("ANALYZE TABLE t", W, &[]),
+        // writes, DDL and everything else
+        ("INSERT INTO t VALUES (1)", W, &[]),
+        ("INSERT INTO t SELECT * FROM u", W, &[]),
+        ("UPDATE t SET a = @x WHERE id = 1", W, &[UV]),
+        ("UPDATE t SET a = (@x := @x + 1)", W, &[UVW]),
+        ("DELETE FROM t WHERE id = 1", W, &[]),
+        ("REPLACE INTO t VALUES (1)", W, &[]),
+        ("CREATE TABLE t (id INT, last_insert_id INT, found_rows INT)", W, &[]),
+        ("CREATE TEMPORARY TABLE tmp (id INT)", W, &[F::TEMP_TABLE]),
+        ("create or replace temporary table tmp select 1", W, &[F::TEMP_TABLE]),
+        ("DROP TEMPORARY TABLE IF EXISTS tmp", W, &[F::TEMP_TABLE]),
+        ("DROP TABLE t", W, &[]),
+        ("ALTER TABLE t ADD COLUMN c INT", W, &[]),
+        ("TRUNCATE TABLE t", W, &[]),
+        ("RENAME TABLE a TO b", W, &[]),
+        ("CALL p(1, @out)", W, &[UV]),
+        ("LOAD DATA LOCAL INFILE '/tmp/x.csv' INTO TABLE t FIELDS TERMINATED BY ','", W, &[]),
+        ("DO SLEEP(1)", W, &[]),
+        ("XA START 'x'", W, &[]),
+        ("XA END 'x'", W, &[]),
+        ("XA COMMIT 'x'", W, &[]),
+        ("HANDLER t OPEN", W, &[]),
+        ("HANDLER t READ FIRST", W, &[]),
+        ("CHANGE MASTER TO MASTER_HOST='h', MASTER_PORT=3306", W, &[]),
+        ("START SLAVE", W, &[]),
+        ("FLUSH TABLES", W, &[]),
+        ("OPTIMIZE TABLE t", W, &[]),
+        ("CHECKSUM TABLE t", W, &[]),
+        ("GRANT SELECT ON db.* TO 'u'@'%'", W, &[]),
+        ("CREATE USER 'u'@'localhost' IDENTIFIED BY 'p'", W, &[]),
+        ("SAVEPOINT sp1", W, &[]),
+        ("RELEASE SAVEPOINT sp1", W, &[]),
+        ("ROLLBACK TO SAVEPOINT sp1", W, &[]),
+        ("ROLLBACK WORK TO sp1", W, &[]),
+        ("LOCK INSTANCE FOR BACKUP", W, &[]),
+        ("EXECUTE IMMEDIATE 'DELETE FROM t'", W, &[]),
+        ("SET PASSWORD = PASSWORD('x')", W, &[]),
+        ("SET PASSWORD FOR 'u'@'h' = 'x'", W, &[]),
+        ("SET DEFAULT ROLE ALL TO 'u'@'h'", W, &[]),
+        ("'not a statement'", W, &[]),
+        // SET
+        ("SET NAMES utf8mb4", Set, &[]),
+        ("SET NAMES 'utf8' COLLATE 'utf8_general_ci'", Set, &[]),
+        ("SET CHARACTER SET utf8", Set, &[]),
+        ("SET autocommit = 0", Set, &[F::AUTOCOMMIT_SET]),
+        ("set @@session.autocommit=1", Set, &[F::AUTOCOMMIT_SET]),
+        ("SET @@GLOBAL.autocommit = 0", Set, &[F::AUTOCOMMIT_SET]),
+        ("SET SESSION autocommit := 1", Set, &[F::AUTOCOMMIT_SET]),
+        ("SET NAMES utf8, autocommit = 1", Set, &[F::AUTOCOMMIT_SET]),
+        ("SET @x = 1", Set, &[UVW]),
+        ("SET @x := 1, @y = @x", Set, &[UVW]),
+        ("SET @x = @@autocommit", Set, &[UVW]),
+        ("SET @x = (SELECT GET_LOCK('a', 1))", Set, &[UVW, F::GET_LOCK]),
+        ("SET GLOBAL max_connections = 100", Set, &[]),
+        ("SET sql_mode = 'STRICT_ALL_TABLES'", Set, &[]),
+        ("SET ROLE ALL", Set, &[]),
+        ("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", Set, &[F::SET_TRANSACTION]),
+        ("SET TRANSACTION READ ONLY", Set, &[F::SET_TRANSACTION]),
+        ("SET GLOBAL TRANSACTION ISOLATION LEVEL SERIALIZABLE", Set, &[F::SET_TRANSACTION]),
+        ("SET STATEMENT max_statement_time=1 FOR SELECT 1", R, &[F::SET_STATEMENT]),
+        (
+            "SET STATEMENT max_statement_time=1, sort_buffer_size=1024 FOR UPDATE t SET a = 1",
+            W,
+            &[F::SET_STATEMENT],
+        ),
+        (
+            "SET STATEMENT foreign_key_checks=0 FOR (SELECT * FROM t FOR UPDATE)",
+            R,
+            &[F::SET_STATEMENT, F::LOCKING_READ],
+        ),
+        ("SET STATEMENT x=1", W, &[F::SET_STATEMENT]),
+        ("SET STATEMENT x=1 FOR SET STATEMENT y=2 FOR SELECT 1", R, &[F::SET_STATEMENT]),
+        // USE, transactions, locks, prepared statements, KILL
+        ("USE db", Use, &[]),
+        ("use `my db`", Use, &[]),
+        ("BEGIN", Begin { read_only: false }, &[]),
+        ("begin work", Begin { read_only: false }, &[]),
+        ("BEGIN;", Begin { read_only: false }, &[]),
+        ("START TRANSACTION", Begin { read_only: false }, &[]),
+        ("START TRANSACTION READ ONLY", Begin { read_only: true }, &[]),
+        (
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+            Begin { read_only: true },
+            &[],
+        ),
+        ("START TRANSACTION READ WRITE", Begin { read_only: false }, &[]),
+        ("COMMIT", EndTransaction, &[]),
+        ("commit work and no chain no release", EndTransaction, &[]),
+        ("ROLLBACK", EndTransaction, &[]),
+        ("ROLLBACK AND CHAIN", EndTransaction, &[]),
+        ("LOCK TABLES t READ, u WRITE", LockTables, &[]),
+        ("lock table t write", LockTables, &[]),
+        ("UNLOCK TABLES", UnlockTables, &[]),
+        ("UNLOCK TABLE", UnlockTables, &[]),
+        ("PREPARE s FROM 'select 1'", PrepareText, &[]),
+        ("PREPARE s FROM @sql", PrepareText, &[UV]),
+        ("EXECUTE s USING @a, @b", PrepareText, &[UV]),
+        ("DEALLOCATE PREPARE s", PrepareText, &[]),
+        ("DROP PREPARE s", PrepareText, &[]),
+        ("KILL 42", Kill, &[]),
+        ("KILL QUERY 42", Kill, &[]),
+        ("KILL CONNECTION 42", Kill, &[]),
+        // empty
+        ("", Empty, &[]),
+        ("   \n\t ", Empty, &[]),
+        ("/* only a comment */", Empty, &[]),
+        ("-- just this", Empty, &[]),
+        ("#", Empty, &[]),
+        (";;", Empty, &[]),
+        ("/*!*/", Empty, &[]),
+        ("/*master*/", Empty, &[F::HINT_MASTER]),
+        // malformed input is a write
+        ("SELECT 'unterminated", W, &[]),
+        ("SELECT \"unterminated", W, &[]),
+        ("SELECT `unterminated", W, &[]),
+        ("SELECT 1 /* unterminated", W, &[]),
+        ("/* unterminated", W, &[]),
+        ("/*! SELECT 1", W, &[]),
+        ("SELECT @'unterminated", W, &[]),
+        ("(", W, &[]),
+    ];
+
+    fn expected(flags: &[Flags]) -> Flags {
+        flags.iter().fold(Flags::empty(), |a, &b| a | b)
+    }
+
+    #[test]
+    fn table() {
+        assert!(CASES.len() >= 100, "only {} cases", CASES.len());
+        let mut failures = Vec::new();
+        for &(sql, kind, flags) in CASES {
+            let want = Classification {
+                kind,
+                flags: expected(flags),
+            };
+            let got = classify(sql.as_bytes());
+            if got != want {
+                failures.push(format!("{sql:?}\n   want {want:?}\n    got {got:?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn lowercase_mariadb_marker_is_a_comment() {
+        assert_eq!(classify(b"/*m!100100 SELECT 1 */").kind, Empty);
+    }
+
+    /// Case, surrounding whitespace and a trailing `;` never change the answer.
+    #[test]
+    fn insensitive_to_case_and_padding() {
+        for &(sql, _, _) in CASES {
+            let base = classify(sql.as_bytes());
+            for variant in [
+                // MariaDB only recognises an upper-case `/*M!`; a lower-case one is a comment.
+                sql.to_ascii_lowercase().replace("/*m!", "/*M!"),
+                sql.to_ascii_uppercase(),
+                format!(" \r\n\t{sql}"),
+                format!("{sql}\n ;  \n"),
+            ] {
+                assert_eq!(classify(variant.as_bytes()), base, "{sql:?} vs {variant:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_utf8() {
+        let r = classify(b"SELECT \xff\xfe FROM t WHERE a = '\xc3\x28'");
+        assert_eq!(r.kind, Read);
+        assert_eq!(classify(b"\xff\xfe").kind, Write);
+        assert_eq!(classify(b"USE \xff").kind, Use);
+        assert_eq!(use_schema(b"USE \xff"), None);
+        assert_eq!(classify(b"SELECT GET_LOCK\xff('a')").flags, Flags::empty());
+    }
+
+    #[test]
+    fn use_schema_names() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("USE db", Some("db")),
+            ("use `my db`", Some("my db")),
+            ("USE `a``b`", Some("a`b")),
+            ("/*master*/ USE db;", Some("db")),
+            ("use DB -- comment", Some("DB")),
+            ("USE db; SELECT 1", Some("db")),
+            ("USE status", Some("status")),
+            ("USE db extra", None),
+            ("USE", None),
+            ("USE 'db'", None),
+            ("USE ``", None),
+            ("USE `unterminated", None),
+            ("SELECT 1", None),
+            ("", None),
+        ];
+        for &(sql, want) in cases {
+            assert_eq!(use_schema(sql.as_bytes()).as_deref(), want, "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn flags_api() {
+        let f = Flags::GET_LOCK | Flags::SEQUENCE;
+        assert!(f.contains(Flags::GET_LOCK));
+        assert!(f.contains(Flags::GET_LOCK | Flags::SEQUENCE));
+        assert!(!f.contains(Flags::GET_LOCK | Flags::TEMP_TABLE));
+        assert!(f.intersects(Flags::GET_LOCK | Flags::TEMP_TABLE));
+        assert!(!f.is_empty());
+        assert!(Flags::empty().is_empty());
+        assert_eq!(format!("{f:?}"), "Flags(GET_LOCK | SEQUENCE)");
+        let all = Flags::NAMES.iter().fold(0, |a, (f, _)| {
+            assert_eq!(a & f.bits(), 0, "overlapping bit");
+            a | f.bits()
+        });
+        assert_eq!(all.count_ones() as usize, Flags::NAMES.len());
+    }
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// Random bytes, random SQL-ish fragments and every prefix of every corpus statement must
+    /// classify without panicking, and truncation mid-token must never turn a write-y or
+    /// malformed prefix into something that panics `use_schema` either.
+    #[test]
+    fn never_panics() {
+        const ALPHABET: &[u8] = b"'\"`\\/*!M-#@:=;()., \n\tSELECTFORUPDATEsetuse0123456789\xff\x80";
+        const FRAGMENTS: &[&str] = &[
+            "SELECT ",
+            "SET ",
+            "STATEMENT ",
+            "FOR ",
+            "WITH ",
+            "(",
+            ")",
+            "'",
+            "\"",
+            "`",
+            "/*",
+            "*/",
+            "/*!",
+            "/*M!",
+            "-- ",
+            "#",
+            "\n",
+            "@",
+            "@@",
+            ":=",
+            "=",
+            ";",
+            "UPDATE ",
+            "LOCK IN SHARE MODE ",
+            "GET_LOCK(",
+            "NEXT VALUE FOR ",
+            "INTO @x ",
+            "USE ",
+            "BEGIN ",
+            "START TRANSACTION ",
+            "READ ONLY ",
+            "ROLLBACK ",
+            "TO ",
+            "\\",
+            "/*master*/",
+            "SHOW ",
+            "BINLOG ",
+        ];
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut buf = Vec::new();
+        for round in 0..20_000 {
+            buf.clear();
+            let len = (rng.next() % 64) as usize;
+            match round % 3 {
+                0 => buf.extend((0..len).map(|_| rng.next() as u8)),
+                1 => buf.extend((0..len).map(|_| ALPHABET[rng.next() as usize % ALPHABET.len()])),
+                _ => {
+                    for _ in 0..len / 4 {
+                        buf.extend_from_slice(
+                            FRAGMENTS[rng.next() as usize % FRAGMENTS.len()].as_bytes(),
+                        );
+                    }
+                }
+            }
+            let c = classify(&buf);
+            assert_eq!(classify(&buf), c, "not deterministic on {buf:?}");
+            let _ = use_schema(&buf);
+        }
+        for &(sql, _, _) in CASES {
+            for end in 0..=sql.len() {
+                let _ = classify(&sql.as_bytes()[..end]);
+                let _ = use_schema(&sql.as_bytes()[..end]);
+            }
+        }
+    }
+}
