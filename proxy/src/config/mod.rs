@@ -445,11 +445,11 @@ mod tests {
             parse_listen("localhost:1").unwrap(),
             "127.0.0.1:1".parse().unwrap()
         );
+        assert_eq!(parse_listen("127.0.0.1:0").unwrap().port(), 0);
         for bad in [
             "",
             "0.0.0.0",
             "0.0.0.0:",
-            "0.0.0.0:0",
             "1.2.3.4:70000",
             "::1:80",
             "db:1",
