@@ -9,6 +9,7 @@ pub mod backend;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod process;
 pub mod protocol;
 pub mod router;
 pub mod server;

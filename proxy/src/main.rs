@@ -3,8 +3,9 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use rwproxy::cluster::Cluster;
-use rwproxy::config;
+use rwproxy::{config, process};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -34,20 +35,36 @@ enum Command {
     Encrypt { password: String },
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rwproxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Encrypt { password } => {
             println!("{}", config::atlas_encrypt(&password));
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {
             println!("{}", config::check(&config)?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Serve { config } => {
             let cfg = config::load(&config)?;
+            if cfg.daemon && !process::is_supervised() {
+                process::daemonize().context("cannot daemonize")?;
+            }
             init_logging(&cfg)?;
+            if cfg.keepalive && !process::is_supervised() {
+                return Ok(process::supervise());
+            }
             let threads = if cfg.event_threads == 0 {
                 std::thread::available_parallelism().map_or(1, |n| n.get())
             } else {
@@ -57,7 +74,8 @@ fn main() -> Result<()> {
                 .worker_threads(threads)
                 .enable_all()
                 .build()?
-                .block_on(serve(cfg))
+                .block_on(serve(cfg))?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -94,10 +112,15 @@ async fn serve(cfg: config::Config) -> Result<()> {
     let listener = rwproxy::server::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = rwproxy::server::serve(listener, &cfg, cluster) => r.context("proxy listener failed"),
         _ = tokio::signal::ctrl_c() => {
-            tracing::info!("shutting down");
+            tracing::info!("SIGINT: shutting down");
+            Ok(())
+        }
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: shutting down");
             Ok(())
         }
     }

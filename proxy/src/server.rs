@@ -1,7 +1,7 @@
 //! The proxy listener: accepts clients, applies the client address filter, and spawns one
 //! task per session.
 
-use crate::client::{self, ServerInfo};
+use crate::client::{self, ClientSettings};
 use crate::cluster::Cluster;
 use crate::config::{ClientFilter, Config};
 use crate::protocol::message::{codes, err};
@@ -60,8 +60,10 @@ pub async fn serve(
     cluster: Arc<Cluster>,
 ) -> std::io::Result<()> {
     let filter = Arc::new(ClientFilter::new(&cfg.client_ips).map_err(std::io::Error::other)?);
-    let info = Arc::new(ServerInfo {
+    let info = Arc::new(ClientSettings {
         version: backend_version(&cluster).await,
+        wait_timeout: cfg.wait_timeout,
+        charset: cfg.charset.clone(),
     });
     tracing::info!(listen = %listener.local_addr()?, version = %info.version, "proxy listening");
     let ids = AtomicU32::new(1);

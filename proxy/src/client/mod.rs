@@ -66,8 +66,14 @@ pub enum SessionEnd {
     BackendLost,
 }
 
-pub struct ServerInfo {
+/// What the listener tells every session.
+pub struct ClientSettings {
+    /// Server version announced in the greeting.
     pub version: String,
+    /// Idle clients are disconnected after this long (`wait-timeout`).
+    pub wait_timeout: Option<std::time::Duration>,
+    /// Atlas's `charset`: every session starts with `SET NAMES <charset>`.
+    pub charset: Option<String>,
 }
 
 pub async fn serve(
@@ -75,7 +81,7 @@ pub async fn serve(
     peer: SocketAddr,
     id: u32,
     cluster: Arc<Cluster>,
-    info: Arc<ServerInfo>,
+    info: Arc<ClientSettings>,
 ) {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
@@ -115,21 +121,37 @@ pub async fn serve(
     };
     let mut session = Session::new(id, cluster, key, password);
     tracing::debug!(client = %peer, user = %login.user, session = id, "logged in");
+    if let Some(cs) = &info.charset {
+        session.state.set_var("names".into(), format!("NAMES {cs}"));
+    }
     if let Some(db) = login.database {
         // The handshake's schema: validated by the first connection that applies it.
         session.state.schema = Some(db);
     }
-    let end = run(&mut session, &mut io).await;
+    let end = run(&mut session, &mut io, info.wait_timeout).await;
     session.close().await;
     if let Err(e) = end {
         tracing::debug!(client = %peer, session = id, "session ended: {e}");
     }
 }
 
-async fn run(s: &mut Session, io: &mut ClientIo) -> Result<(), SessionEnd> {
+async fn run(
+    s: &mut Session,
+    io: &mut ClientIo,
+    wait_timeout: Option<std::time::Duration>,
+) -> Result<(), SessionEnd> {
     let mut packet = Vec::with_capacity(1024);
     loop {
-        let read = io.reader.read_logical(&mut packet).await;
+        let read = match wait_timeout {
+            Some(t) => match tokio::time::timeout(t, io.reader.read_logical(&mut packet)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::debug!(session = s.id, "idle past wait-timeout; closing");
+                    return Ok(());
+                }
+            },
+            None => io.reader.read_logical(&mut packet).await,
+        };
         match read {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
