@@ -230,6 +230,13 @@ impl Cluster {
         self.detached = true;
     }
 
+    /// Pids of the servers of a (detached) cluster in `dir` that are still running.
+    pub fn running_pids(dir: &Path) -> Vec<u32> {
+        dir.canonicalize()
+            .map(|d| live_pids_in(&d))
+            .unwrap_or_default()
+    }
+
     /// Stops the servers of a detached cluster in `dir` (for `sandbox down`):
     /// SIGTERM so they shut down cleanly, SIGKILL after `grace`.
     pub fn stop_dir(dir: &Path, grace: Duration) -> Result<usize> {
@@ -815,6 +822,12 @@ fn signal(pid: u32, sig: libc::c_int) {
             libc::kill(pid as libc::pid_t, sig);
         }
     }
+}
+
+/// A port nobody listens on right now, for things started next to a sandbox
+/// (e.g. the proxy). Racy by nature: whoever binds it should retry on clash.
+pub fn free_port() -> Result<u16> {
+    pick_port()
 }
 
 /// A port nobody listens on right now; racy by nature, hence the retries.
