@@ -3,7 +3,8 @@
 use std::time::Instant;
 
 use mysql_async::prelude::Queryable;
-use rwproxy_sql_tests::sandbox::Cluster;
+use mysql_async::{Conn, Row};
+use rwproxy_sql_tests::sandbox::{Cluster, MONITOR_PASSWORD, MONITOR_USER};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_replicates_and_survives_replica_restart() -> anyhow::Result<()> {
@@ -68,6 +69,37 @@ async fn cluster_replicates_and_survives_replica_restart() -> anyhow::Result<()>
     assert!(hung.is_err(), "a paused server must not answer");
     other.resume();
     other.conn().await?.query_drop("SELECT 1").await?;
+
+    // Crash the primary: the replicas must reconnect on their own once it is back.
+    drop(p);
+    let t3 = Instant::now();
+    cluster.primary.kill();
+    cluster.primary.restart().await?;
+    eprintln!("primary restarted in {:?}", t3.elapsed());
+    let mut p = cluster.primary.conn().await?;
+    p.query_drop("INSERT INTO t VALUES (4, 'four')").await?;
+    let t4 = Instant::now();
+    cluster.wait_replicas_caught_up().await?;
+    eprintln!(
+        "replicas caught up after primary restart in {:?}",
+        t4.elapsed()
+    );
+    for r in &cluster.replicas {
+        let n: u32 = r
+            .conn()
+            .await?
+            .query_first("SELECT COUNT(*) FROM t")
+            .await?
+            .unwrap();
+        assert_eq!(n, 4);
+    }
+
+    // The monitor account sees replication state (what health checks will poll).
+    let mut m = Conn::new(cluster.replicas[0].opts(MONITOR_USER, MONITOR_PASSWORD)).await?;
+    let st: Option<Row> = m.query_first("SHOW SLAVE STATUS").await?;
+    let io: String = st.unwrap().get("Slave_IO_Running").unwrap();
+    assert_eq!(io, "Yes");
+    drop(m);
 
     let dir = cluster.dir().to_path_buf();
     let t2 = Instant::now();

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Brings up a MariaDB primary + 2 replicas and rwproxy in front of them, so the
+# read/write split can be watched from a plain mariadb client.
+#
+#   scripts/demo.sh          build, start the sandbox and the proxy
+#   scripts/demo.sh down     stop the proxy and the sandbox
+#
+# Env: BASE_PORT (default 4306; empty = any free ports), REPLICAS (default 2),
+#      SANDBOX_DIR (default ./sandbox).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SANDBOX=${SANDBOX_DIR:-$ROOT/sandbox}
+BASE_PORT=${BASE_PORT-4306}
+REPLICAS=${REPLICAS:-2}
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+
+stop_proxy() {
+    local pidfile=$SANDBOX/rwproxy.pid
+    [ -f "$pidfile" ] || return 0
+    local pid
+    pid=$(cat "$pidfile")
+    if kill "$pid" 2>/dev/null; then
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+        echo "stopped rwproxy (pid $pid)"
+    fi
+    rm -f "$pidfile"
+}
+
+down() {
+    stop_proxy
+    if [ -x "$BIN/sandbox" ]; then
+        "$BIN/sandbox" down --dir "$SANDBOX"
+    fi
+}
+
+case "${1:-up}" in
+    down)
+        down
+        exit 0
+        ;;
+    up) ;;
+    *)
+        echo "usage: $0 [up|down]" >&2
+        exit 2
+        ;;
+esac
+
+if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then
+    echo "== installing mariadb-server (needs root)"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y mariadb-server mariadb-client
+fi
+
+echo "== building"
+(cd "$ROOT" && cargo build --release -p rwproxy -p rwproxy-sql-tests)
+
+# Idempotent: a second `demo.sh` replaces the previous sandbox.
+down >/dev/null 2>&1 || true
+
+echo "== starting the sandbox cluster"
+up_args=(up --dir "$SANDBOX" --replicas "$REPLICAS")
+[ -n "$BASE_PORT" ] && up_args+=(--base-port "$BASE_PORT")
+"$BIN/sandbox" "${up_args[@]}"
+# shellcheck disable=SC1091
+. "$SANDBOX/ports.env"
+
+echo "== starting rwproxy on 127.0.0.1:$PROXY_PORT (log: $SANDBOX/rwproxy.log)"
+nohup "$BIN/rwproxy" serve -c "$SANDBOX/rwproxy.toml" >"$SANDBOX/rwproxy.log" 2>&1 </dev/null &
+echo $! >"$SANDBOX/rwproxy.pid"
+for _ in $(seq 1 50); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null; then
+        break
+    fi
+    if ! kill -0 "$(cat "$SANDBOX/rwproxy.pid")" 2>/dev/null; then
+        echo "!! rwproxy exited; last lines of $SANDBOX/rwproxy.log:" >&2
+        tail -n 20 "$SANDBOX/rwproxy.log" >&2 || true
+        rm -f "$SANDBOX/rwproxy.pid"
+        echo "   (the MariaDB sandbox is still up; '$0 down' stops it)" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+
+cat <<MSG
+
+rwproxy is listening on 127.0.0.1:$PROXY_PORT (admin on 127.0.0.1:$ADMIN_PORT, admin/admin).
+Backends: primary 127.0.0.1:$PRIMARY_PORT (server_id 1), replicas on $REPLICA_PORTS (server_id 2..).
+
+Connect through the proxy:
+  mariadb -h127.0.0.1 -P$PROXY_PORT -uapp -papp_pw rwtest
+
+See the split (reads go to replicas, transactions stay on the primary):
+  mariadb -h127.0.0.1 -P$PROXY_PORT -uapp -papp_pw rwtest \\
+    -e 'SELECT @@server_id; SELECT @@server_id; SELECT @@server_id;'      # replica ids (2, 3)
+  mariadb -h127.0.0.1 -P$PROXY_PORT -uapp -papp_pw rwtest \\
+    -e 'BEGIN; SELECT @@server_id; COMMIT;'                               # the primary's id (1)
+
+Admin interface:
+  mariadb -h127.0.0.1 -P$ADMIN_PORT -uadmin -padmin
+
+Tear down:
+  $0 down
+MSG
