@@ -46,11 +46,14 @@ impl Pool {
         }
     }
 
+    /// A connection for `key`, preferring an idle one already in `schema` (switching schema
+    /// costs a round trip, and leaving one is impossible without a new connection).
     pub async fn acquire(
         &self,
         addr: &str,
         key: &ConnKey,
         password: &str,
+        schema: Option<&str>,
     ) -> Result<Lease, BackendError> {
         loop {
             let found = self
@@ -58,7 +61,13 @@ impl Pool {
                 .lock()
                 .expect("pool lock")
                 .get_mut(key)
-                .and_then(Vec::pop);
+                .and_then(|v| {
+                    let at = v
+                        .iter()
+                        .rposition(|i| i.conn.state.schema.as_deref() == schema)
+                        .or_else(|| v.len().checked_sub(1))?;
+                    Some(v.remove(at))
+                });
             match found {
                 Some(Idle { conn, permit }) => {
                     if conn.idle_since.elapsed() > Duration::from_secs(1) && conn.looks_closed() {

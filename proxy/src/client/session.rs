@@ -119,7 +119,12 @@ impl Session {
             };
             match backend
                 .pool
-                .acquire(&backend.address, &self.key, &self.password)
+                .acquire(
+                    &backend.address,
+                    &self.key,
+                    &self.password,
+                    self.state.schema.as_deref(),
+                )
                 .await
             {
                 Ok(lease) => {

@@ -1,0 +1,87 @@
+//! The `rwproxy` command line as a user runs it: exit codes and messages.
+
+use std::process::{Command, Output};
+
+fn rwproxy(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .expect("run rwproxy")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn encrypt_matches_atlas() {
+    for (plain, enc) in [("mypwd", "HJBoxfRsjeI="), ("123456", "/iZxz+0GRoA=")] {
+        let o = rwproxy(&["encrypt", plain]);
+        assert!(o.status.success());
+        assert_eq!(stdout(&o).trim(), enc);
+    }
+}
+
+#[test]
+fn sample_configs_check_out() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/");
+    for f in ["rwproxy.toml", "atlas.cnf"] {
+        let o = rwproxy(&["check-config", "-c", &format!("{root}{f}")]);
+        assert!(o.status.success(), "{f}: {}", stderr(&o));
+        assert!(stdout(&o).contains("OK"), "{}", stdout(&o));
+    }
+}
+
+fn check_bad(name: &str, text: &str, expect: &[&str]) {
+    let dir = std::env::temp_dir().join(format!("rwproxy-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    for cmd in ["check-config", "serve"] {
+        let o = rwproxy(&[cmd, "-c", path.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{cmd} {name}");
+        let err = stderr(&o);
+        for e in expect {
+            assert!(err.contains(e), "{cmd} {name}: {err:?} lacks {e:?}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!err.contains("backtrace"), "{err}");
+    }
+}
+
+#[test]
+fn config_errors_name_the_line_and_key() {
+    check_bad(
+        "unknown.cnf",
+        "[mysql-proxy]\nproxy-address = 0.0.0.0:1234\nproxy-adress = 1\n",
+        &["unknown.cnf:3", "proxy-adress"],
+    );
+    check_bad(
+        "badaddr.cnf",
+        "[mysql-proxy]\nproxy-backend-addresses = 10.0.0.1:99999\n",
+        &["badaddr.cnf:2", "proxy-backend-addresses", "10.0.0.1:99999"],
+    );
+    check_bad(
+        "unknown.toml",
+        "[proxy]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n[[backend]]\naddress = \"a:1\"\nrole = \"rw\"\n",
+        &["unknown.toml:3", "lisen"],
+    );
+    check_bad(
+        "badaddr.toml",
+        "[[backend]]\naddress = \"nohost\"\nrole = \"rw\"\n",
+        &["badaddr.toml:2", "address", "nohost"],
+    );
+}
+
+#[test]
+fn unreadable_file_is_a_clear_error() {
+    let o = rwproxy(&["serve", "-c", "/nonexistent/rwproxy.toml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot read /nonexistent/rwproxy.toml"));
+}
