@@ -449,8 +449,22 @@ struct Tok {
     end: usize,
 }
 
+/// Identifier bytes: ASCII alphanumerics, `_`, `$` and any non-ASCII byte (MySQL allows
+/// UTF-8 identifiers). A table because this test runs on every byte of every word.
+static IDENT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+        i += 1;
+    }
+    t
+};
+
+#[inline]
 fn is_ident(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+    IDENT[b as usize]
 }
 
 /// Splits the input into tokens, skipping whitespace and comments. Cloning it is how the
