@@ -12,6 +12,22 @@
 //! comments (`/*! ... */`, `/*M! ... */`) does, since the server runs it (mysqldump output is
 //! full of them). It assumes the default `sql_mode`: with `NO_BACKSLASH_ESCAPES` a string that
 //! ends in a backslash looks unterminated and the statement is conservatively a write.
+//!
+//! What the router has to know, because the kind alone does not say it:
+//! - [`StmtKind::Read`] only means the statement changes no data. `FOR UPDATE`, `INTO`, user
+//!   variable assignments, lock and sequence functions are Reads with a flag, and it is the
+//!   router's policy whether each flag pins the statement to the primary.
+//! - Multi-statements take the first statement's kind (a Read followed by anything else is a
+//!   Write) with [`Flags::MULTI_STATEMENT`]. `;` inside stored-program bodies
+//!   (`CREATE PROCEDURE ... BEGIN ...; END`) is not understood, so those also carry the flag;
+//!   they are writes anyway.
+//! - Atlas hints count only in the comments before the first keyword of the first statement;
+//!   both may be set if both are present.
+//! - `SET GLOBAL ...` is [`StmtKind::Set`] like any session SET; [`Flags::AUTOCOMMIT_SET`]
+//!   does not distinguish scope.
+//! - `@` right after a quoted string or identifier is the `'user'@'host'` separator; after an
+//!   unquoted name (`root@localhost`) it still reads as a user variable, which only adds
+//!   [`Flags::USER_VAR_READ`] to statements (GRANT, CREATE USER) that are writes anyway.
 
 use std::fmt;
 use std::ops::{BitOr, BitOrAssign};
