@@ -107,7 +107,7 @@ impl Flags {
     pub const AUTOCOMMIT_SET: Flags = Flags(1 << 14);
     /// `SET [GLOBAL|SESSION|LOCAL] TRANSACTION ...`
     pub const SET_TRANSACTION: Flags = Flags(1 << 15);
-    /// SHOW MASTER STATUS/LOGS, SHOW BINARY LOG(S) [STATUS], SHOW BINLOG ...: replicas have
+    /// SHOW MASTER STATUS/LOGS, SHOW BINARY LOGS, SHOW BINARY LOG STATUS, SHOW BINLOG ...: replicas have
     /// their own binlog, so these only make sense on the primary.
     pub const MASTER_STATUS: Flags = Flags(1 << 16);
 
