@@ -12,6 +12,22 @@
 //! comments (`/*! ... */`, `/*M! ... */`) does, since the server runs it (mysqldump output is
 //! full of them). It assumes the default `sql_mode`: with `NO_BACKSLASH_ESCAPES` a string that
 //! ends in a backslash looks unterminated and the statement is conservatively a write.
+//!
+//! What the router has to know, because the kind alone does not say it:
+//! - [`StmtKind::Read`] only means the statement changes no data. `FOR UPDATE`, `INTO`, user
+//!   variable assignments, lock and sequence functions are Reads with a flag, and it is the
+//!   router's policy whether each flag pins the statement to the primary.
+//! - Multi-statements take the first statement's kind (a Read followed by anything else is a
+//!   Write) with [`Flags::MULTI_STATEMENT`]. `;` inside stored-program bodies
+//!   (`CREATE PROCEDURE ... BEGIN ...; END`) is not understood, so those also carry the flag;
+//!   they are writes anyway.
+//! - Atlas hints count only in the comments before the first keyword of the first statement;
+//!   both may be set if both are present.
+//! - `SET GLOBAL ...` is [`StmtKind::Set`] like any session SET; [`Flags::AUTOCOMMIT_SET`]
+//!   does not distinguish scope.
+//! - `@` right after a quoted string or identifier is the `'user'@'host'` separator; after an
+//!   unquoted name (`root@localhost`) it still reads as a user variable, which only adds
+//!   [`Flags::USER_VAR_READ`] to statements (GRANT, CREATE USER) that are writes anyway.
 
 use std::fmt;
 use std::ops::{BitOr, BitOrAssign};
@@ -91,7 +107,7 @@ impl Flags {
     pub const AUTOCOMMIT_SET: Flags = Flags(1 << 14);
     /// `SET [GLOBAL|SESSION|LOCAL] TRANSACTION ...`
     pub const SET_TRANSACTION: Flags = Flags(1 << 15);
-    /// SHOW MASTER STATUS/LOGS, SHOW BINARY LOG(S) [STATUS], SHOW BINLOG ...: replicas have
+    /// SHOW MASTER STATUS/LOGS, SHOW BINARY LOGS, SHOW BINARY LOG STATUS, SHOW BINLOG ...: replicas have
     /// their own binlog, so these only make sense on the primary.
     pub const MASTER_STATUS: Flags = Flags(1 << 16);
 
@@ -449,8 +465,22 @@ struct Tok {
     end: usize,
 }
 
+/// Identifier bytes: ASCII alphanumerics, `_`, `$` and any non-ASCII byte (MySQL allows
+/// UTF-8 identifiers). A table because this test runs on every byte of every word.
+static IDENT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+        i += 1;
+    }
+    t
+};
+
+#[inline]
 fn is_ident(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+    IDENT[b as usize]
 }
 
 /// Splits the input into tokens, skipping whitespace and comments. Cloning it is how the
