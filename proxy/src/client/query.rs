@@ -11,10 +11,15 @@ use crate::router::{self, Target};
 use crate::session::set_stmt::{self, Assignment};
 
 /// Statement flags that leave state on the server connection the proxy cannot move.
+///
+/// Multi-statements are included: the proxy does not follow state changes inside them (a
+/// `USE` or `SET` after the first `;`), so the session keeps that connection and the
+/// connection is reset before anyone else gets it.
 const SERVER_STATE: Flags = Flags::TEMP_TABLE
     .union(Flags::GET_LOCK)
     .union(Flags::USER_VAR_WRITE)
-    .union(Flags::CALC_FOUND_ROWS);
+    .union(Flags::CALC_FOUND_ROWS)
+    .union(Flags::MULTI_STATEMENT);
 
 pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
     let sql = &packet[1..];
@@ -26,11 +31,23 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
                 .await?;
             return Ok(());
         }
-        StmtKind::Set => {
+        // Thread ids differ between the proxy and each backend: forwarding `KILL n` would kill
+        // an unrelated backend connection.
+        StmtKind::Kill => {
+            io.error(&message::err(
+                codes::NOT_SUPPORTED,
+                "KILL is not supported through rwproxy yet; connect to the backend directly",
+            ))
+            .await?;
+            return Ok(());
+        }
+        StmtKind::Set if !c.flags.contains(Flags::MULTI_STATEMENT) => {
             assignments = set_stmt::parse(&String::from_utf8_lossy(sql));
             Target::Write
         }
-        StmtKind::Use | StmtKind::LockTables | StmtKind::PrepareText => Target::Write,
+        StmtKind::Set | StmtKind::Use | StmtKind::LockTables | StmtKind::PrepareText => {
+            Target::Write
+        }
         _ => router::target(&c),
     };
     // Pinning reasons are decided before the statement runs so the connection is kept (and
@@ -47,6 +64,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     }
     let wants_last_id = c.flags.contains(Flags::LAST_INSERT_ID);
     let kind = c.kind;
+    let multi = c.flags.contains(Flags::MULTI_STATEMENT);
     execute(
         s,
         io,
@@ -63,6 +81,9 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
                 s.last_insert_id = r.completion.last_insert_id;
             }
             if r.error.is_some() {
+                return;
+            }
+            if multi {
                 return;
             }
             match kind {
