@@ -43,6 +43,19 @@ pub enum BackendError {
     Io(#[from] io::Error),
     #[error("protocol error from backend: {0}")]
     Protocol(String),
+    /// Every pooled connection is busy: the backend is fine, just saturated.
+    #[error("all {max} connections to {addr} are busy (max-connections)")]
+    PoolExhausted { addr: String, max: u32 },
+}
+
+impl BackendError {
+    /// Failures that say the backend itself is unreachable or broken.
+    pub fn means_down(&self) -> bool {
+        !matches!(
+            self,
+            BackendError::Login { .. } | BackendError::Server(_) | BackendError::PoolExhausted { .. }
+        )
+    }
 }
 
 impl BackendError {

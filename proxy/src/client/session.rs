@@ -146,11 +146,10 @@ impl Session {
                     backend
                         .errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let login_refused = matches!(e, BackendError::Login { .. });
-                    if !login_refused {
+                    if e.means_down() {
                         backend.mark_down(&e);
                     }
-                    if is_write || login_refused {
+                    if is_write || !e.means_down() {
                         return Err(e.to_sql_error(&role_name(is_write, &backend.address)));
                     }
                     tracing::warn!(backend = %backend.address, "read backend failed, trying another: {e}");
