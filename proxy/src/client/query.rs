@@ -11,7 +11,7 @@ use crate::router::{self, Target};
 use crate::session::set_stmt::{self, Assignment};
 
 /// Statement flags that leave state on the server connection the proxy cannot move.
-const SERVER_STATE: Flags = Flags::TEMP_TABLE
+pub(crate) const SERVER_STATE: Flags = Flags::TEMP_TABLE
     .union(Flags::GET_LOCK)
     .union(Flags::USER_VAR_WRITE)
     .union(Flags::CALC_FOUND_ROWS);
