@@ -168,7 +168,14 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     {
         s.sticky.server_state = true;
     }
-    let target = target_of(s, &stmt.class);
+    let cursor = packet.get(5).is_some_and(|f| f & CURSOR_FLAGS != 0);
+    // A cursor pins the session to the connection that opened it; on a replica every later
+    // write of the session would then fail with --read-only, so cursors open on the primary.
+    let target = if cursor {
+        Target::Write
+    } else {
+        target_of(s, &stmt.class)
+    };
     super::execute(
         s,
         io,
