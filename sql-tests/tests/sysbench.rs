@@ -71,7 +71,7 @@ async fn oltp_read_write_through_proxy() {
     let mut report = Vec::new();
     for mode in ["auto", "disable"] {
         for threads in [1, 8, 32] {
-            let args = vec![
+            let args = [
                 format!("--db-ps-mode={mode}"),
                 format!("--threads={threads}"),
                 "--time=5".to_string(),
