@@ -1,6 +1,8 @@
 //! End-to-end test support for rwproxy: real MariaDB clusters to run the proxy against.
 
+pub mod diff;
 pub mod proxy;
+pub mod raw;
 pub mod sandbox;
 
 pub use sandbox::{Cluster, Options, Server, APP_PASSWORD, APP_USER, DATABASE};

@@ -8,7 +8,7 @@ use super::{ClientIo, Prep, SessionEnd};
 use crate::backend::conn::{BackendConn, BackendError, BackendStmt};
 use crate::backend::relay::Expect;
 use crate::protocol::message::{self, codes, SqlError};
-use crate::router::classify::{self, Classification};
+use crate::router::classify::{self, Classification, StmtKind};
 use crate::router::{self, Target};
 use std::sync::Arc;
 
@@ -153,10 +153,29 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
             .await?;
         return Ok(());
     };
-    if packet.get(5).is_some_and(|f| f & CURSOR_FLAGS != 0) {
+    // A prepared `SET`/`USE`/temporary table/user variable/named lock changes the connection
+    // the way its text form does, but the proxy records none of it from the binary protocol:
+    // keep the session on that connection (and reset it before anyone else gets it), as
+    // COM_QUERY does for state it cannot replay.
+    if stmt.class.flags.intersects(super::query::SERVER_STATE)
+        || matches!(
+            stmt.class.kind,
+            StmtKind::Set | StmtKind::Use | StmtKind::LockTables | StmtKind::PrepareText
+        )
+    {
         s.sticky.server_state = true;
     }
-    let target = target_of(s, &stmt.class);
+    let cursor = packet.get(5).is_some_and(|f| f & CURSOR_FLAGS != 0);
+    if cursor {
+        s.sticky.server_state = true;
+    }
+    // A cursor pins the session to the connection that opened it; on a replica every later
+    // write of the session would then fail with --read-only, so cursors open on the primary.
+    let target = if cursor {
+        Target::Write
+    } else {
+        target_of(s, &stmt.class)
+    };
     super::execute(
         s,
         io,

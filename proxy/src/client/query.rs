@@ -15,7 +15,7 @@ use crate::session::set_stmt::{self, Assignment};
 /// Multi-statements are included: the proxy does not follow state changes inside them (a
 /// `USE` or `SET` after the first `;`), so the session keeps that connection and the
 /// connection is reset before anyone else gets it.
-const SERVER_STATE: Flags = Flags::TEMP_TABLE
+pub(crate) const SERVER_STATE: Flags = Flags::TEMP_TABLE
     .union(Flags::GET_LOCK)
     .union(Flags::USER_VAR_WRITE)
     .union(Flags::CALC_FOUND_ROWS)

@@ -1,0 +1,155 @@
+//! A tiny raw-protocol MySQL client for commands high-level drivers do not expose (cursors
+//! with COM_STMT_FETCH, COM_STMT_SEND_LONG_DATA, COM_STMT_RESET): log in with
+//! `mysql_native_password`, then send packets and read replies as raw payloads.
+
+use anyhow::{bail, Context, Result};
+use mysql_common::constants::CapabilityFlags as Cap;
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::HandshakePacket;
+use mysql_common::proto::MyDeserialize;
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct RawConn {
+    stream: TcpStream,
+    seq: u8,
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr, user: &str, pass: &str, db: &str) -> Result<RawConn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut c = RawConn { stream, seq: 0 };
+        let hs = c.read().await?;
+        let hs = HandshakePacket::deserialize((), &mut ParseBuf(&hs)).context("handshake")?;
+        let caps = Cap::CLIENT_PROTOCOL_41
+            | Cap::CLIENT_SECURE_CONNECTION
+            | Cap::CLIENT_LONG_PASSWORD
+            | Cap::CLIENT_TRANSACTIONS
+            | Cap::CLIENT_CONNECT_WITH_DB
+            | Cap::CLIENT_PLUGIN_AUTH
+            | Cap::CLIENT_MULTI_RESULTS;
+        let mut p = Vec::new();
+        p.extend_from_slice(&caps.bits().to_le_bytes());
+        p.extend_from_slice(&(16u32 << 20).to_le_bytes());
+        p.push(45);
+        p.extend_from_slice(&[0; 23]);
+        p.extend_from_slice(user.as_bytes());
+        p.push(0);
+        let auth = mysql_common::scramble::scramble_native(&hs.nonce(), pass.as_bytes())
+            .map(|a| a.to_vec())
+            .unwrap_or_default();
+        p.push(auth.len() as u8);
+        p.extend_from_slice(&auth);
+        p.extend_from_slice(db.as_bytes());
+        p.push(0);
+        p.extend_from_slice(b"mysql_native_password\0");
+        c.write(&p).await?;
+        let reply = c.read().await?;
+        if reply.first() != Some(&0) {
+            bail!("login failed: {}", err_text(&reply));
+        }
+        Ok(c)
+    }
+
+    async fn write(&mut self, payload: &[u8]) -> Result<()> {
+        let mut buf = Vec::with_capacity(payload.len() + 4);
+        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes()[..3]);
+        buf.push(self.seq);
+        buf.extend_from_slice(payload);
+        self.seq = self.seq.wrapping_add(1);
+        self.stream.write_all(&buf).await?;
+        Ok(())
+    }
+
+    /// Reads one packet's payload (replies here stay under 16 MiB).
+    pub async fn read(&mut self) -> Result<Vec<u8>> {
+        let mut h = [0u8; 4];
+        self.stream.read_exact(&mut h).await?;
+        let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
+        self.seq = h[3].wrapping_add(1);
+        let mut p = vec![0; len];
+        self.stream.read_exact(&mut p).await?;
+        Ok(p)
+    }
+
+    /// Starts a new command (sequence id 0) without reading a reply.
+    pub async fn send(&mut self, payload: &[u8]) -> Result<()> {
+        self.seq = 0;
+        self.write(payload).await
+    }
+
+    /// COM_STMT_PREPARE: returns (statement id, columns, params) after reading the definitions.
+    pub async fn prepare(&mut self, sql: &str) -> Result<(u32, u16, u16)> {
+        let mut p = vec![0x16];
+        p.extend_from_slice(sql.as_bytes());
+        self.send(&p).await?;
+        let r = self.read().await?;
+        if r[0] != 0 {
+            bail!("prepare: {}", err_text(&r));
+        }
+        let id = u32::from_le_bytes(r[1..5].try_into()?);
+        let cols = u16::from_le_bytes([r[5], r[6]]);
+        let params = u16::from_le_bytes([r[7], r[8]]);
+        for n in [params, cols] {
+            if n > 0 {
+                for _ in 0..n {
+                    self.read().await?;
+                }
+                self.read().await?; // EOF
+            }
+        }
+        Ok((id, cols, params))
+    }
+
+    /// Reads a result set's column definitions and its terminating EOF; returns the count.
+    pub async fn read_columns(&mut self) -> Result<usize> {
+        let first = self.read().await?;
+        if first[0] == 0xff {
+            bail!("{}", err_text(&first));
+        }
+        let n = first[0] as usize;
+        for _ in 0..n {
+            self.read().await?;
+        }
+        let eof = self.read().await?;
+        if eof[0] != 0xfe {
+            bail!("expected EOF after columns, got {eof:?}");
+        }
+        Ok(n)
+    }
+
+    /// Reads rows until EOF; returns the raw row payloads and the EOF's status flags.
+    pub async fn read_rows(&mut self) -> Result<(Vec<Vec<u8>>, u16)> {
+        let mut rows = Vec::new();
+        loop {
+            let p = self.read().await?;
+            match p[0] {
+                0xfe if p.len() < 9 => return Ok((rows, u16::from_le_bytes([p[3], p[4]]))),
+                0xff => bail!("{}", err_text(&p)),
+                _ => rows.push(p),
+            }
+        }
+    }
+}
+
+/// `code (state): message` of an ERR packet.
+pub fn err_text(p: &[u8]) -> String {
+    if p.first() != Some(&0xff) || p.len() < 9 {
+        return format!("not an error packet: {p:?}");
+    }
+    let code = u16::from_le_bytes([p[1], p[2]]);
+    format!(
+        "{code} ({}): {}",
+        String::from_utf8_lossy(&p[4..9]),
+        String::from_utf8_lossy(&p[9..])
+    )
+}
+
+/// First value of a binary-protocol row whose first column is a non-NULL 4-byte INT.
+pub fn binary_row_int(row: &[u8], columns: usize) -> i32 {
+    let bitmap = (columns + 7 + 2) / 8;
+    let at = 1 + bitmap;
+    i32::from_le_bytes(row[at..at + 4].try_into().unwrap())
+}

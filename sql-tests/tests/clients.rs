@@ -1,0 +1,339 @@
+//! Real clients through the proxy: the `mariadb` CLI (compared with the same command against
+//! the primary), mysql_async prepared statements, and raw-protocol cursors, long data and
+//! statement reset.
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Value};
+use rwproxy_sql_tests::raw::{self, RawConn};
+use rwproxy_sql_tests::{proxy, Cluster, APP_PASSWORD, APP_USER, DATABASE};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use tokio::sync::OnceCell;
+
+static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+
+async fn cluster() -> &'static Cluster {
+    CLUSTER
+        .get_or_init(|| async { Cluster::start(2).await.expect("sandbox cluster") })
+        .await
+}
+
+async fn setup() -> (&'static Cluster, proxy::Proxy) {
+    let c = cluster().await;
+    let p = proxy::start(&proxy::config_toml(c, &[1, 1], ""))
+        .await
+        .unwrap();
+    (c, p)
+}
+
+/// `mariadb` with `args` against port, stdin fed from `input`; (exit ok, stdout, stderr).
+fn cli(port: u16, pass: &str, args: &[&str], input: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "--default-character-set=utf8mb4",
+            "-h127.0.0.1",
+            "--protocol=TCP",
+        ])
+        .arg(format!("-P{port}"))
+        .arg(format!("-u{APP_USER}"))
+        .arg(format!("-p{pass}"))
+        .arg(DATABASE)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mariadb client (apt-get install mariadb-client)");
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(i) = input {
+        stdin.write_all(i.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_cli_matches_primary() {
+    let (c, p) = setup().await;
+    let (pp, dp) = (p.addr.port(), c.primary.port);
+    let setup_sql = "CREATE TABLE IF NOT EXISTS cli_t (id INT PRIMARY KEY, s VARCHAR(20) CHARSET utf8mb4, d DECIMAL(6,2), t DATETIME(3)); \
+                     REPLACE INTO cli_t VALUES (1, 'one', 1.5, '2024-01-01 10:00:00.123'), (2, 'zwei ü 😀', NULL, NULL), (3, '', -0.25, '1999-12-31 23:59:59')";
+    let (ok, _, err) = cli(pp, APP_PASSWORD, &["-e", setup_sql], None);
+    assert!(ok, "{err}");
+    c.wait_replicas_caught_up().await.unwrap();
+    let queries = [
+        "SELECT * FROM cli_t ORDER BY id",
+        "SELECT COUNT(*), SUM(d), GROUP_CONCAT(s ORDER BY id) FROM cli_t",
+        "SHOW COLUMNS FROM cli_t",
+        "SELECT 1/0; SHOW WARNINGS",
+        "SELECT * FROM cli_t WHERE id > 100",
+        "SELECT DATABASE(), CURRENT_USER(), @@character_set_client, @@collation_connection",
+    ];
+    for q in queries {
+        for mode in [
+            &["--batch"][..],
+            &["--batch", "--raw", "--column-type-info"][..],
+            &["--table"][..],
+        ] {
+            let mut args = mode.to_vec();
+            args.extend(["-e", q]);
+            let via = cli(pp, APP_PASSWORD, &args, None);
+            let direct = cli(dp, APP_PASSWORD, &args, None);
+            assert!(direct.0, "direct {q}: {}", direct.2);
+            assert_eq!(
+                via, direct,
+                "mariadb {args:?} through the proxy vs the primary"
+            );
+        }
+    }
+    // A failing statement: same exit status and message.
+    let via = cli(
+        pp,
+        APP_PASSWORD,
+        &["--batch", "-e", "SELECT * FROM no_such_t"],
+        None,
+    );
+    let direct = cli(
+        dp,
+        APP_PASSWORD,
+        &["--batch", "-e", "SELECT * FROM no_such_t"],
+        None,
+    );
+    assert!(!via.0 && via.2.contains("ERROR 1146 (42S02)"), "{via:?}");
+    assert_eq!(via, direct);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_cli_script_on_stdin() {
+    let (c, p) = setup().await;
+    let script = "DROP TABLE IF EXISTS script_t;\n\
+                  CREATE TABLE script_t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(10));\n\
+                  INSERT INTO script_t (v) VALUES ('a'), ('b');\n\
+                  SELECT LAST_INSERT_ID();\n\
+                  BEGIN;\n\
+                  UPDATE script_t SET v = CONCAT(v, v);\n\
+                  SELECT @@server_id = 1 AS on_primary, v FROM script_t ORDER BY id;\n\
+                  COMMIT;\n\
+                  SET @x := 5;\n\
+                  SELECT @x * 2;\n\
+                  USE mysql;\n\
+                  SELECT DATABASE();\n";
+    let (ok, out, err) = cli(p.addr.port(), APP_PASSWORD, &["--batch"], Some(script));
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "LAST_INSERT_ID()\n1\non_primary\tv\n1\taa\n1\tbb\n@x * 2\n10\nDATABASE()\nmysql\n"
+    );
+    c.wait_replicas_caught_up().await.unwrap();
+    let mut d = c.primary.conn().await.unwrap();
+    let v: Vec<String> = d.query("SELECT v FROM script_t ORDER BY id").await.unwrap();
+    assert_eq!(v, ["aa", "bb"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_cli_wrong_password() {
+    let (c, p) = setup().await;
+    let via = cli(p.addr.port(), "wrong", &["-e", "SELECT 1"], None);
+    assert!(!via.0, "login with a wrong password succeeded: {via:?}");
+    assert!(via.2.contains("ERROR 1045 (28000)"), "{}", via.2);
+    let direct = cli(c.primary.port, "wrong", &["-e", "SELECT 1"], None);
+    assert!(!direct.0 && direct.2.contains("ERROR 1045 (28000)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_with_many_types_on_many_connections() {
+    let (c, p) = setup().await;
+    let mut conn = p.conn().await.unwrap();
+    conn.query_drop(
+        "CREATE TABLE IF NOT EXISTS ps_t (id INT PRIMARY KEY, i BIGINT, u BIGINT UNSIGNED, \
+         f DOUBLE, s VARCHAR(50) CHARSET utf8mb4, b BLOB, dt DATETIME(6), t TIME(6), n INT)",
+    )
+    .await
+    .unwrap();
+    conn.query_drop("DELETE FROM ps_t").await.unwrap();
+    let ins = conn
+        .prep("INSERT INTO ps_t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        .await
+        .unwrap();
+    for id in 0..20i32 {
+        let row: Vec<Value> = vec![
+            id.into(),
+            (-(id as i64) * 1_000_000_007).into(),
+            (u64::MAX - id as u64).into(),
+            (id as f64 / 3.0).into(),
+            format!("s{id} 😀").into(),
+            vec![id as u8, 0, 255].into(),
+            Value::Date(2024, 2, 29, 12, 34, id as u8, 123_456),
+            Value::Time(id % 2 == 1, 34, 22 - id as u8 % 20, 59, 59, 999_999),
+            Value::NULL,
+        ];
+        conn.exec_drop(&ins, row).await.unwrap();
+        assert_eq!(conn.affected_rows(), 1);
+    }
+    c.wait_replicas_caught_up().await.unwrap();
+
+    let sql = "SELECT id, i, u, f, s, b, dt, t, n FROM ps_t WHERE id >= ? ORDER BY id";
+    let mut direct = c.primary.conn().await.unwrap();
+    let want: Vec<mysql_async::Row> = direct.exec(sql, (5,)).await.unwrap();
+    let want: Vec<Vec<Value>> = want.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(want.len(), 15);
+
+    // Many client connections, each executing the same statement many times: the proxy
+    // prepares it lazily on whichever backend connection (and replica) runs it.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let opts = p.opts();
+        let want = want.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::new(opts).await.unwrap();
+            let st = conn.prep(sql).await.unwrap();
+            for _ in 0..25 {
+                let got: Vec<mysql_async::Row> = conn.exec(&st, (5,)).await.unwrap();
+                let got: Vec<Vec<Value>> = got.into_iter().map(|r| r.unwrap()).collect();
+                assert_eq!(got, want);
+            }
+            // COM_STMT_CLOSE, then another statement on the same connection.
+            conn.close(st).await.unwrap();
+            let n: Option<i64> = conn
+                .exec_first("SELECT COUNT(*) FROM ps_t WHERE s LIKE ?", ("s1%",))
+                .await
+                .unwrap();
+            assert_eq!(n, Some(11));
+            conn.disconnect().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // A closed statement id is gone for good.
+    let st = conn.prep("SELECT 1").await.unwrap();
+    conn.close(st.clone()).await.unwrap();
+    let mut raw_closed = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let (id, _, _) = raw_closed.prepare("SELECT 1").await.unwrap();
+    let mut close = vec![0x19];
+    close.extend_from_slice(&id.to_le_bytes());
+    raw_closed.send(&close).await.unwrap();
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&id.to_le_bytes());
+    exec.extend_from_slice(&[0, 1, 0, 0, 0]);
+    raw_closed.send(&exec).await.unwrap();
+    let r = raw_closed.read().await.unwrap();
+    assert!(
+        raw::err_text(&r).starts_with("1243 (HY000)"),
+        "{}",
+        raw::err_text(&r)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_cursor_fetch_long_data_and_reset() {
+    let (c, p) = setup().await;
+    let mut conn = p.conn().await.unwrap();
+    conn.query_drop("CREATE TABLE IF NOT EXISTS cur_t (id INT NOT NULL PRIMARY KEY)")
+        .await
+        .unwrap();
+    conn.query_drop("REPLACE INTO cur_t SELECT seq FROM seq_1_to_10")
+        .await
+        .unwrap();
+    conn.query_drop(
+        "CREATE TABLE IF NOT EXISTS ld_t (id INT AUTO_INCREMENT PRIMARY KEY, b LONGBLOB)",
+    )
+    .await
+    .unwrap();
+    c.wait_replicas_caught_up().await.unwrap();
+
+    // Cursor: COM_STMT_EXECUTE with CURSOR_TYPE_READ_ONLY, then COM_STMT_FETCH 3 rows at a time.
+    let mut r = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let (id, cols, params) = r.prepare("SELECT id FROM cur_t ORDER BY id").await.unwrap();
+    assert_eq!((cols, params), (1, 0));
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&id.to_le_bytes());
+    exec.push(0x01); // CURSOR_TYPE_READ_ONLY
+    exec.extend_from_slice(&1u32.to_le_bytes());
+    r.send(&exec).await.unwrap();
+    assert_eq!(r.read_columns().await.unwrap(), 1);
+    let mut got = Vec::new();
+    let mut fetches = 0;
+    loop {
+        let mut fetch = vec![0x1c];
+        fetch.extend_from_slice(&id.to_le_bytes());
+        fetch.extend_from_slice(&3u32.to_le_bytes());
+        r.send(&fetch).await.unwrap();
+        let (rows, status) = r.read_rows().await.unwrap();
+        fetches += 1;
+        assert!(rows.len() <= 3);
+        got.extend(rows.iter().map(|row| raw::binary_row_int(row, 1)));
+        if status & 0x80 != 0 {
+            break; // SERVER_STATUS_LAST_ROW_SENT
+        }
+        assert!(fetches < 10, "cursor never ended");
+    }
+    assert_eq!(got, (1..=10).collect::<Vec<_>>());
+    assert_eq!(fetches, 4);
+
+    // Long data: three chunks for parameter 0, then execute with the BLOB type bound.
+    let (id, _, params) = r.prepare("INSERT INTO ld_t (b) VALUES (?)").await.unwrap();
+    assert_eq!(params, 1);
+    let chunk = |n: u8| vec![n; 100_000];
+    let long_data = |id: u32, data: &[u8]| {
+        let mut p = vec![0x18];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.extend_from_slice(&0u16.to_le_bytes());
+        p.extend_from_slice(data);
+        p
+    };
+    let exec_blob = |id: u32| {
+        let mut p = vec![0x17];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.push(0);
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p.push(0); // NULL bitmap
+        p.push(1); // new params bound
+        p.extend_from_slice(&[0xfc, 0]); // MYSQL_TYPE_BLOB; the value came as long data
+        p
+    };
+    for n in 1..=3 {
+        r.send(&long_data(id, &chunk(n))).await.unwrap();
+    }
+    r.send(&exec_blob(id)).await.unwrap();
+    let ok = r.read().await.unwrap();
+    assert_eq!(ok[0], 0, "{}", raw::err_text(&ok));
+
+    // COM_STMT_RESET drops long data sent so far.
+    r.send(&long_data(id, b"discarded")).await.unwrap();
+    let mut reset = vec![0x1a];
+    reset.extend_from_slice(&id.to_le_bytes());
+    r.send(&reset).await.unwrap();
+    let ok = r.read().await.unwrap();
+    assert_eq!(ok[0], 0, "reset: {}", raw::err_text(&ok));
+    r.send(&long_data(id, b"kept")).await.unwrap();
+    r.send(&exec_blob(id)).await.unwrap();
+    let ok = r.read().await.unwrap();
+    assert_eq!(ok[0], 0, "{}", raw::err_text(&ok));
+
+    let mut d = c.primary.conn().await.unwrap();
+    let rows: Vec<(u64, String)> = d
+        .query("SELECT LENGTH(b), IF(LENGTH(b) < 10, b, MD5(b)) FROM ld_t ORDER BY id DESC LIMIT 2")
+        .await
+        .unwrap();
+    let mut expect_big = chunk(1);
+    expect_big.extend(chunk(2));
+    expect_big.extend(chunk(3));
+    let md5: Option<String> = d.exec_first("SELECT MD5(?)", (expect_big,)).await.unwrap();
+    assert_eq!(
+        rows[0],
+        (4, "kept".into()),
+        "COM_STMT_RESET did not discard long data"
+    );
+    assert_eq!(rows[1], (300_000, md5.unwrap()));
+}
