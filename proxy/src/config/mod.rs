@@ -446,14 +446,7 @@ mod tests {
             "127.0.0.1:1".parse().unwrap()
         );
         assert_eq!(parse_listen("127.0.0.1:0").unwrap().port(), 0);
-        for bad in [
-            "",
-            "0.0.0.0",
-            "0.0.0.0:",
-            "1.2.3.4:70000",
-            "::1:80",
-            "db:1",
-        ] {
+        for bad in ["", "0.0.0.0", "0.0.0.0:", "1.2.3.4:70000", "::1:80", "db:1"] {
             assert!(parse_listen(bad).is_err(), "{bad}");
         }
     }
