@@ -43,6 +43,9 @@ pub enum BackendError {
     Io(#[from] io::Error),
     #[error("protocol error from backend: {0}")]
     Protocol(String),
+    /// The pool stayed full for the whole wait: the backend is busy, not down.
+    #[error("all {max} connections to {addr} are busy")]
+    PoolBusy { addr: String, max: u32 },
 }
 
 impl BackendError {

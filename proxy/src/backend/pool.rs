@@ -82,11 +82,9 @@ impl Pool {
                 } else {
                     tokio::time::timeout(self.connect_timeout, self.permits.clone().acquire_owned())
                         .await
-                        .map_err(|_| {
-                            BackendError::Protocol(format!(
-                                "all {} connections to {addr} are busy",
-                                self.max
-                            ))
+                        .map_err(|_| BackendError::PoolBusy {
+                            addr: addr.to_string(),
+                            max: self.max,
                         })?
                         .expect("semaphore never closed")
                 }

@@ -142,7 +142,10 @@ impl Session {
                         .errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let login_refused = matches!(e, BackendError::Login { .. });
-                    if !login_refused {
+                    // A full pool is load, not a failure: marking the backend down would push
+                    // every read onto the primary (and a busy primary would refuse writes).
+                    let busy = matches!(e, BackendError::PoolBusy { .. });
+                    if !login_refused && !busy {
                         backend.mark_down(&e);
                     }
                     if is_write || login_refused {
