@@ -131,6 +131,17 @@ async fn run(s: &mut Session, io: &mut ClientIo) -> Result<(), SessionEnd> {
     loop {
         let read = io.reader.read_logical(&mut packet).await;
         match read {
+            // A command starts a new exchange at sequence 0; its last packet's id is the
+            // number of full 16 MiB packets before it. Anything else is what MariaDB calls
+            // "Got packets out of order": answer that and hang up, as it does.
+            Ok(seq) if seq != (packet.len() / 0xFF_FFFF) as u8 => {
+                io.error(&message::err(
+                    codes::NET_PACKETS_OUT_OF_ORDER,
+                    "Got packets out of order",
+                ))
+                .await?;
+                return Ok(());
+            }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
