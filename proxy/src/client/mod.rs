@@ -230,6 +230,9 @@ impl Prep {
     }
 }
 
+/// Attempts for one read whose backend connections fail before replying.
+const MAX_READ_TRIES: u32 = 4;
+
 /// Sends `packet` to a backend for `target` and relays the reply; the common path of every
 /// command. Retries once elsewhere when a read fails before the client saw anything.
 pub async fn execute(
@@ -287,15 +290,17 @@ pub async fn execute(
                 c.backend
                     .errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // A read may try each replica once (their pooled connections can all be
+                // stale after a crash), then the write backend.
                 let retryable = !sent
                     && !was_pinned
-                    && attempts == 1
+                    && (attempts == 1 || (target == Target::Read && attempts <= MAX_READ_TRIES))
                     && (target == Target::Read || c.lease.reused);
                 tracing::warn!(backend = %c.backend.address, session = s.id, "backend failed during a statement: {source}");
                 if !c.lease.reused {
                     c.backend.mark_down(&source);
                 }
-                if target == Target::Read && !c.lease.reused {
+                if target == Target::Read {
                     exclude.push(c.backend.clone());
                 }
                 drop(c);
