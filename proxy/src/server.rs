@@ -89,7 +89,12 @@ pub async fn serve(
                         peer.ip()
                     ),
                 );
-                let _ = w.write_packet(0, &e.payload()).await;
+                // Sent instead of the greeting, before any capabilities are agreed: like
+                // MariaDB, no `#SQLSTATE` marker (clients would show it as part of the text).
+                let mut payload = vec![0xFF];
+                payload.extend_from_slice(&e.code.to_le_bytes());
+                payload.extend_from_slice(e.message.as_bytes());
+                let _ = w.write_packet(0, &payload).await;
                 let _ = w.flush().await;
             });
             continue;

@@ -53,7 +53,9 @@ impl BackendError {
     pub fn means_down(&self) -> bool {
         !matches!(
             self,
-            BackendError::Login { .. } | BackendError::Server(_) | BackendError::PoolExhausted { .. }
+            BackendError::Login { .. }
+                | BackendError::Server(_)
+                | BackendError::PoolExhausted { .. }
         )
     }
 }

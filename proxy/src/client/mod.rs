@@ -153,6 +153,17 @@ async fn run(
             None => io.reader.read_logical(&mut packet).await,
         };
         match read {
+            // A command starts a new exchange at sequence 0; its last packet's id is the
+            // number of full 16 MiB packets before it. Anything else is what MariaDB calls
+            // "Got packets out of order": answer that and hang up, as it does.
+            Ok(seq) if seq != (packet.len() / 0xFF_FFFF) as u8 => {
+                io.error(&message::err(
+                    codes::NET_PACKETS_OUT_OF_ORDER,
+                    "Got packets out of order",
+                ))
+                .await?;
+                return Ok(());
+            }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -241,6 +252,9 @@ impl Prep {
     }
 }
 
+/// Attempts for one read whose backend connections fail before replying.
+const MAX_READ_TRIES: u32 = 4;
+
 /// Sends `packet` to a backend for `target` and relays the reply; the common path of every
 /// command. Retries once elsewhere when a read fails before the client saw anything.
 pub async fn execute(
@@ -298,15 +312,17 @@ pub async fn execute(
                 c.backend
                     .errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // A read may try each replica once (their pooled connections can all be
+                // stale after a crash), then the write backend.
                 let retryable = !sent
                     && !was_pinned
-                    && attempts == 1
+                    && (attempts == 1 || (target == Target::Read && attempts <= MAX_READ_TRIES))
                     && (target == Target::Read || c.lease.reused);
                 tracing::warn!(backend = %c.backend.address, session = s.id, "backend failed during a statement: {source}");
                 if !c.lease.reused {
                     c.backend.mark_down(&source);
                 }
-                if target == Target::Read && !c.lease.reused {
+                if target == Target::Read {
                     exclude.push(c.backend.clone());
                 }
                 drop(c);

@@ -136,6 +136,12 @@ impl Session {
                             self.release(c).await;
                             return Err(e);
                         }
+                        Err(e) if !is_write => {
+                            // Nothing was sent for the client's statement yet: a read can
+                            // still go elsewhere, as when the connect itself fails.
+                            backend_failed(&c.backend, &e, c.lease.reused);
+                            exclude.push(c.backend.clone());
+                        }
                         Err(e) => {
                             let what = role_name(is_write, &c.backend.address);
                             return Err(e.to_sql_error(&what));
@@ -233,6 +239,17 @@ impl Session {
             self.release(c).await;
         }
     }
+}
+
+/// A read backend's connection broke while being brought to the session's state.
+fn backend_failed(backend: &Backend, e: &BackendError, reused: bool) {
+    backend
+        .errors
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if !reused {
+        backend.mark_down(e);
+    }
+    tracing::warn!(backend = %backend.address, "read backend failed, trying another: {e}");
 }
 
 fn role_name(is_write: bool, addr: &str) -> String {

@@ -1,0 +1,497 @@
+//! Failures: backends dying (killed with SIGKILL, restarted in place), backends dying in the
+//! middle of a result, clients sending garbage, wrong passwords, other auth plugins, and
+//! client-address filtering.
+//!
+//! This binary owns its cluster and kills its servers; the tests take turns (`TURN`) so one
+//! test's kill never lands in another's assertions. Every test leaves all servers running.
+
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use mysql_common::constants::CapabilityFlags;
+use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
+use mysql_common::proto::{MyDeserialize, MySerialize};
+use mysql_common::scramble::{scramble_native, scramble_sha256};
+use rwproxy_sql_tests::{proxy, Cluster, APP_PASSWORD, APP_USER, DATABASE};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, MutexGuard, OnceCell};
+
+static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+static TURN: Mutex<()> = Mutex::const_new(());
+
+async fn cluster() -> (MutexGuard<'static, ()>, &'static Cluster) {
+    let turn = TURN.lock().await;
+    let c = CLUSTER
+        .get_or_init(|| async { Cluster::start(2).await.expect("sandbox cluster") })
+        .await;
+    // A test that failed half-way may have left a server down: bring it back first.
+    for s in c.servers() {
+        if !s.is_running() {
+            s.restart().await.unwrap();
+        }
+    }
+    c.wait_replicas_caught_up().await.unwrap();
+    (turn, c)
+}
+
+async fn sid(c: &mut Conn) -> mysql_async::Result<u32> {
+    Ok(c.query_first("SELECT @@server_id").await?.unwrap())
+}
+
+/// Reads `n` times and returns the server ids that answered; every read must succeed.
+async fn read_ids(c: &mut Conn, n: usize) -> BTreeSet<u32> {
+    let mut seen = BTreeSet::new();
+    for i in 0..n {
+        seen.insert(
+            sid(c)
+                .await
+                .unwrap_or_else(|e| panic!("read #{i} failed: {e}")),
+        );
+    }
+    seen
+}
+
+/// Reads until `want` answers, for at most `within`.
+async fn wait_for_reads_on(c: &mut Conn, want: u32, within: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if sid(c).await.unwrap() == want {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < within,
+            "server {want} got no reads within {within:?} of coming back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn server_error(e: &mysql_async::Error) -> Option<&mysql_async::ServerError> {
+    match e {
+        mysql_async::Error::Server(s) => Some(s),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_backend_killed() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("CREATE TABLE IF NOT EXISTS f_w (id INT AUTO_INCREMENT PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO f_w VALUES ()").await.unwrap();
+
+    cl.primary.kill();
+    let t0 = Instant::now();
+    let e = c.query_drop("INSERT INTO f_w VALUES ()").await.unwrap_err();
+    let took = t0.elapsed();
+    println!("write with the primary down, after {took:?}: {e}");
+    let se = server_error(&e).unwrap_or_else(|| panic!("not a MySQL error packet: {e:?}"));
+    println!(
+        "  code {} state {} message {:?}",
+        se.code, se.state, se.message
+    );
+    assert!(
+        se.message.contains(&cl.primary_addr()),
+        "error must name the write backend {}: {}",
+        cl.primary_addr(),
+        se.message
+    );
+    assert!(took < Duration::from_secs(3), "write error took {took:?}");
+    // The client's connection survives, and reads keep working on the replicas.
+    let seen = read_ids(&mut c, 40).await;
+    assert_eq!(seen, BTreeSet::from([2, 3]));
+    let mut fresh = p.conn().await.unwrap();
+    assert_eq!(read_ids(&mut fresh, 20).await, BTreeSet::from([2, 3]));
+    // A second write fails the same way, not slower.
+    let t0 = Instant::now();
+    let e = c.query_drop("INSERT INTO f_w VALUES ()").await.unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert!(e.to_string().contains(&cl.primary_addr()), "{e}");
+
+    cl.primary.restart().await.unwrap();
+    let t0 = Instant::now();
+    loop {
+        match c.query_drop("INSERT INTO f_w VALUES ()").await {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(5),
+                    "writes still failing 5 s after the primary came back: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    println!("writes work again {:?} after the restart", t0.elapsed());
+    cl.wait_replicas_caught_up().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_killed_and_restarted() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut c = p.conn().await.unwrap();
+    assert_eq!(read_ids(&mut c, 40).await, BTreeSet::from([2, 3]));
+
+    // One replica gone: every read still succeeds, on the other one.
+    cl.replicas[0].kill();
+    assert_eq!(read_ids(&mut c, 60).await, BTreeSet::from([3]));
+    let mut fresh = p.conn().await.unwrap();
+    assert_eq!(read_ids(&mut fresh, 20).await, BTreeSet::from([3]));
+    cl.replicas[0].restart().await.unwrap();
+    let back = wait_for_reads_on(&mut c, 2, Duration::from_secs(5)).await;
+    println!("replica 2 serving reads {back:?} after its restart");
+
+    // Both gone: the primary serves reads.
+    cl.replicas[0].kill();
+    cl.replicas[1].kill();
+    assert_eq!(read_ids(&mut c, 40).await, BTreeSet::from([1]));
+    let mut fresh = p.conn().await.unwrap();
+    assert_eq!(read_ids(&mut fresh, 20).await, BTreeSet::from([1]));
+    cl.replicas[0].restart().await.unwrap();
+    cl.replicas[1].restart().await.unwrap();
+    let t0 = Instant::now();
+    wait_for_reads_on(&mut c, 2, Duration::from_secs(5)).await;
+    wait_for_reads_on(&mut c, 3, Duration::from_secs(5)).await;
+    println!(
+        "both replicas serving reads {:?} after restart",
+        t0.elapsed()
+    );
+    assert_eq!(read_ids(&mut c, 60).await, BTreeSet::from([2, 3]));
+    cl.wait_replicas_caught_up().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_killed_mid_result() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+
+    // Bystanders read in a loop the whole time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        let mut c = p.conn().await.unwrap();
+        let stop = stop.clone();
+        others.push(tokio::spawn(async move {
+            let (mut ok, mut errors) = (0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match sid(&mut c).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (ok, errors, c)
+        }));
+    }
+
+    let mut big = p.conn().await.unwrap();
+    let mut result = big
+        .query_iter("SELECT seq, @@server_id, REPEAT('x', 200) FROM seq_1_to_5000000")
+        .await
+        .unwrap();
+    let first = result.next().await.unwrap().expect("a first row");
+    let victim: u32 = first.get(1).unwrap();
+    assert!(victim == 2 || victim == 3, "big read went to {victim}");
+    cl.replicas[victim as usize - 2].kill();
+    let mut rows = 1u64;
+    let outcome = loop {
+        match result.next().await {
+            Ok(Some(_)) => rows += 1,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    drop(result);
+    println!("big result from server {victim}: {rows} rows, then {outcome:?}");
+    assert!(
+        outcome.is_err(),
+        "the client whose backend died mid-result must get an error"
+    );
+    assert!(rows < 5_000_000);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in others {
+        let (ok, errors, mut c) = t.await.unwrap();
+        println!("bystander: {ok} reads, errors {errors:?}");
+        assert!(ok > 0);
+        assert!(errors.is_empty(), "a bystander's read failed: {errors:?}");
+        assert_eq!(
+            read_ids(&mut c, 20).await,
+            BTreeSet::from([5 - victim]),
+            "reads after the kill go to the surviving replica"
+        );
+    }
+    let mut fresh = p.conn().await.unwrap();
+    read_ids(&mut fresh, 10).await;
+    cl.replicas[victim as usize - 2].restart().await.unwrap();
+    cl.wait_replicas_caught_up().await.unwrap();
+}
+
+/// A raw client: just enough protocol to log in and send hand-made packets.
+struct Raw {
+    s: TcpStream,
+}
+
+impl Raw {
+    async fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        Raw { s }
+    }
+
+    async fn read_packet(&mut self) -> std::io::Result<(u8, Vec<u8>)> {
+        let mut h = [0u8; 4];
+        self.s.read_exact(&mut h).await?;
+        let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
+        let mut p = vec![0; len];
+        self.s.read_exact(&mut p).await?;
+        Ok((h[3], p))
+    }
+
+    async fn write_packet(&mut self, seq: u8, payload: &[u8]) {
+        let len = (payload.len() as u32).to_le_bytes();
+        let mut out = vec![len[0], len[1], len[2], seq];
+        out.extend_from_slice(payload);
+        self.s.write_all(&out).await.unwrap();
+    }
+
+    /// Reads the greeting and answers it with `plugin`'s scramble of the app password.
+    /// Returns the packets the server sent back up to and including OK or ERR.
+    async fn login(&mut self, plugin: AuthPlugin<'static>, password: &str) -> Vec<Vec<u8>> {
+        let (seq, greeting) = self.read_packet().await.unwrap();
+        assert_eq!(seq, 0);
+        let hp =
+            HandshakePacket::deserialize((), &mut mysql_common::io::ParseBuf(&greeting)).unwrap();
+        let nonce = hp.nonce();
+        assert_eq!(nonce.len(), 20);
+        let scramble: Vec<u8> = match plugin {
+            AuthPlugin::CachingSha2Password => scramble_sha256(&nonce, password.as_bytes())
+                .unwrap()
+                .to_vec(),
+            _ => scramble_native(&nonce, password.as_bytes())
+                .unwrap()
+                .to_vec(),
+        };
+        let caps = CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_SECURE_CONNECTION
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH
+            | CapabilityFlags::CLIENT_CONNECT_WITH_DB
+            | CapabilityFlags::CLIENT_LONG_PASSWORD
+            | CapabilityFlags::CLIENT_LONG_FLAG
+            | CapabilityFlags::CLIENT_TRANSACTIONS;
+        let resp = HandshakeResponse::new(
+            Some(scramble),
+            (10, 11, 0),
+            Some(APP_USER.as_bytes()),
+            Some(DATABASE.as_bytes()),
+            Some(plugin),
+            caps,
+            None,
+            16 * 1024 * 1024,
+        );
+        let mut buf = Vec::new();
+        resp.serialize(&mut buf);
+        self.write_packet(1, &buf).await;
+        let mut got = Vec::new();
+        let mut expect_seq = 2u8;
+        loop {
+            let (seq, p) = self.read_packet().await.unwrap();
+            assert_eq!(seq, expect_seq, "sequence id of login reply {p:?}");
+            expect_seq += 1;
+            let last = matches!(p.as_slice().first(), Some(0x00) | Some(0xFF));
+            got.push(p);
+            if last {
+                return got;
+            }
+        }
+    }
+
+    /// Sends a COM_QUERY and returns the first packet of the reply.
+    async fn query_first_packet(&mut self, sql: &str) -> Vec<u8> {
+        let mut p = vec![0x03];
+        p.extend_from_slice(sql.as_bytes());
+        self.write_packet(0, &p).await;
+        self.read_packet().await.unwrap().1
+    }
+
+    /// Reads until the peer closes; `Ok(packets)` if it closed within `within`.
+    async fn read_until_closed(&mut self, within: Duration) -> Result<Vec<Vec<u8>>, String> {
+        let mut packets = Vec::new();
+        let r = tokio::time::timeout(within, async {
+            loop {
+                match self.read_packet().await {
+                    Ok((_, p)) => packets.push(p),
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
+        match r {
+            Ok(()) => Ok(packets),
+            Err(_) => Err(format!("still open after {within:?}; got {packets:?}")),
+        }
+    }
+}
+
+fn err_code(p: &[u8]) -> Option<u16> {
+    (p.first() == Some(&0xFF)).then(|| u16::from_le_bytes([p[1], p[2]]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_client_packets() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut bystander = p.conn().await.unwrap();
+
+    // An unknown command byte: an error, and the connection stays usable.
+    let mut r = Raw::connect(p.addr).await;
+    let reply = r.login(AuthPlugin::MysqlNativePassword, APP_PASSWORD).await;
+    assert_eq!(reply.last().unwrap()[0], 0x00, "native login: {reply:?}");
+    r.write_packet(0, &[0xEE, 1, 2, 3]).await;
+    let (_, e) = r.read_packet().await.unwrap();
+    println!("unknown command -> {:?}", String::from_utf8_lossy(&e));
+    assert_eq!(err_code(&e), Some(1047));
+    let first = r.query_first_packet("SELECT 1").await;
+    assert_eq!(
+        first,
+        vec![1],
+        "column count of SELECT 1 after the bad command"
+    );
+
+    // A packet out of sequence: MariaDB answers an error and closes; so must the proxy.
+    let mut r = Raw::connect(cl.primary.addr().parse().unwrap()).await;
+    r.login(AuthPlugin::MysqlNativePassword, APP_PASSWORD).await;
+    r.write_packet(7, b"\x03SELECT 1").await;
+    let direct = r.read_until_closed(Duration::from_secs(3)).await;
+    println!("out-of-sequence packet, MariaDB directly -> {direct:?}");
+    let mut r = Raw::connect(p.addr).await;
+    r.login(AuthPlugin::MysqlNativePassword, APP_PASSWORD).await;
+    r.write_packet(7, b"\x03SELECT 1").await;
+    let got = r.read_until_closed(Duration::from_secs(3)).await.unwrap();
+    println!("out-of-sequence packet -> {got:?}");
+    let direct = direct.unwrap();
+    assert_eq!(err_code(&direct[0]), Some(1156));
+    assert_eq!(got.len(), 1, "one error, then closed: {got:?}");
+    assert_eq!(err_code(&got[0]), Some(1156), "{got:?}");
+
+    // A header announcing 16 MiB followed by a few bytes and EOF: the proxy drops it.
+    let mut r = Raw::connect(p.addr).await;
+    r.login(AuthPlugin::MysqlNativePassword, APP_PASSWORD).await;
+    r.s.write_all(b"\xfe\xff\xff\x00\x03SELECT garbage")
+        .await
+        .unwrap();
+    r.s.shutdown().await.unwrap();
+    let got = r.read_until_closed(Duration::from_secs(3)).await.unwrap();
+    println!("truncated packet -> {got:?}");
+
+    // Garbage instead of a login.
+    let mut r = Raw::connect(p.addr).await;
+    r.read_packet().await.unwrap();
+    r.s.write_all(&[0x05, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 0x00])
+        .await
+        .unwrap();
+    let got = r.read_until_closed(Duration::from_secs(3)).await.unwrap();
+    println!(
+        "garbage login -> {:?}",
+        got.iter()
+            .map(|p| String::from_utf8_lossy(p))
+            .collect::<Vec<_>>()
+    );
+    assert!(got.iter().any(|p| err_code(p).is_some()), "{got:?}");
+
+    // Everyone else is fine.
+    let id = sid(&mut bystander).await.unwrap();
+    assert!(id == 2 || id == 3);
+    let mut fresh = p.conn().await.unwrap();
+    assert!(sid(&mut fresh).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_access_denied() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let opts = mysql_async::OptsBuilder::from_opts(p.opts()).pass(Some("wrong"));
+    let e = Conn::new(opts).await.unwrap_err();
+    println!("proxy: {e}");
+    let se = server_error(&e).unwrap_or_else(|| panic!("not a server error: {e:?}"));
+    assert_eq!(se.code, 1045);
+    assert_eq!(se.state, "28000");
+    assert_eq!(
+        se.message,
+        "Access denied for user 'app'@'127.0.0.1' (using password: YES)"
+    );
+    // The same as MariaDB itself says.
+    let direct = mysql_async::OptsBuilder::from_opts(cl.primary.opts(APP_USER, "wrong"));
+    let d = Conn::new(direct).await.unwrap_err();
+    println!("direct: {d:?}");
+    let dse = server_error(&d).unwrap();
+    assert_eq!(
+        (dse.code, &dse.state, &dse.message),
+        (se.code, &se.state, &se.message)
+    );
+    // The proxy still lets the right password in.
+    p.conn().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caching_sha2_password_login() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut r = Raw::connect(p.addr).await;
+    let reply = r.login(AuthPlugin::CachingSha2Password, APP_PASSWORD).await;
+    assert_eq!(reply.len(), 2, "{reply:?}");
+    assert_eq!(reply[0], vec![0x01, 0x03], "fast auth success");
+    assert_eq!(reply[1][0], 0x00, "then OK: {reply:?}");
+    // Logged in: a statement works, and the schema from the handshake is selected.
+    let first = r.query_first_packet("SELECT DATABASE()").await;
+    assert_eq!(first, vec![1]);
+    let (_, _coldef) = r.read_packet().await.unwrap();
+    let (_, eof) = r.read_packet().await.unwrap();
+    assert_eq!(eof[0], 0xFE);
+    let (_, row) = r.read_packet().await.unwrap();
+    assert_eq!(&row[1..], DATABASE.as_bytes());
+
+    // And a wrong sha2 scramble is refused.
+    let mut r = Raw::connect(p.addr).await;
+    let reply = r.login(AuthPlugin::CachingSha2Password, "nope").await;
+    assert_eq!(err_code(reply.last().unwrap()), Some(1045), "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ips_refuse_other_addresses() {
+    let (_turn, cl) = cluster().await;
+    let toml = proxy::config_toml(cl, &[1, 1], "").replacen(
+        "[proxy]\n",
+        "[proxy]\nclient-ips = [\"10.9.9.9\"]\n",
+        1,
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    let e = p.conn().await.unwrap_err();
+    println!("refused: {e}");
+    let e = e.downcast::<mysql_async::Error>().unwrap();
+    let se = server_error(&e).unwrap_or_else(|| panic!("not an error packet: {e:?}"));
+    assert_eq!(se.code, 1130);
+    assert_eq!(
+        se.message,
+        "Host '127.0.0.1' is not allowed to connect to this rwproxy server"
+    );
+}

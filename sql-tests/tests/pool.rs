@@ -1,0 +1,369 @@
+//! Connection pooling: pooled backend connections never leak one client's session state to
+//! the next, and many idle clients share a bounded number of backend connections.
+//!
+//! One cluster for this binary; the tests take turns (they measure server-wide connection
+//! counts) through `TURN`.
+
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use rwproxy_sql_tests::{proxy, Cluster};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, OnceCell};
+
+static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+static TURN: Mutex<()> = Mutex::const_new(());
+
+async fn cluster() -> &'static Cluster {
+    CLUSTER
+        .get_or_init(|| async { Cluster::start(2).await.expect("sandbox cluster") })
+        .await
+}
+
+fn config(c: &Cluster, max_connections: u32) -> String {
+    proxy::config_toml(c, &[1, 1], "").replace(
+        "max-connections = 50",
+        &format!("max-connections = {max_connections}"),
+    )
+}
+
+/// (open, idle) per backend, primary first.
+fn pool_counts(p: &proxy::Proxy) -> Vec<(usize, usize)> {
+    p.backends
+        .backends()
+        .iter()
+        .map(|b| b.pool.counts())
+        .collect()
+}
+
+async fn threads_connected(c: &Cluster) -> Vec<u64> {
+    let mut out = Vec::new();
+    for s in c.servers() {
+        let mut conn = s.root_conn().await.unwrap();
+        let row: Option<(String, u64)> = conn
+            .query_first("SHOW STATUS LIKE 'Threads_connected'")
+            .await
+            .unwrap();
+        out.push(row.unwrap().1);
+        conn.disconnect().await.unwrap();
+    }
+    out
+}
+
+type StateRow = (String, Option<i64>, String, u32);
+const PROBE: &str = "SELECT @@sql_mode, @u, @@time_zone, @@server_id";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_does_not_leak_between_clients() {
+    let _turn = TURN.lock().await;
+    let cl = cluster().await;
+    let p = proxy::start(&config(cl, 2)).await.unwrap();
+    let mut direct = cl.primary.conn().await.unwrap();
+    let (default_mode, default_tz): (String, String) = direct
+        .query_first("SELECT @@GLOBAL.sql_mode, @@GLOBAL.time_zone")
+        .await
+        .unwrap()
+        .unwrap();
+    drop(direct);
+
+    // Clients A: dirty every backend's pooled connections with session variables and, on the
+    // connections they pin, a user variable.
+    for round in 0..6 {
+        let mut a = p.conn().await.unwrap();
+        a.query_drop("SET SESSION sql_mode = 'ANSI'").await.unwrap();
+        a.query_drop("SET time_zone = '+03:00'").await.unwrap();
+        let mut seen = BTreeSet::new();
+        for _ in 0..20 {
+            let (mode, _u, tz, id): StateRow = a
+                .query_first(format!("/*slave*/ {PROBE}"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(mode.contains("ANSI_QUOTES"), "{mode}");
+            assert_eq!(tz, "+03:00");
+            seen.insert(id);
+        }
+        let (_, _, tz, id): StateRow = a
+            .query_first(format!("/*master*/ {PROBE}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((tz.as_str(), id), ("+03:00", 1));
+        // The user variable pins the session: to the primary, or (hinted) to a replica.
+        if round % 2 == 0 {
+            a.query_drop("SET @u = 1").await.unwrap();
+        } else {
+            a.query_drop("/*slave*/ SELECT @u := 1").await.unwrap();
+        }
+        let (_, u, _, id): StateRow = a.query_first(PROBE).await.unwrap().unwrap();
+        assert_eq!(u, Some(1), "@u on server {id}");
+        a.disconnect().await.unwrap();
+    }
+    for (i, (open, _)) in pool_counts(&p).into_iter().enumerate() {
+        assert!(open <= 2, "backend {i}: {open} connections open, max is 2");
+    }
+
+    // Clients B, one after another, on the same (at most 2 per backend) connections.
+    let mut seen = BTreeSet::new();
+    for _ in 0..20 {
+        let mut b = p.conn().await.unwrap();
+        for hint in ["/*slave*/", "/*master*/", "/*slave*/", ""] {
+            for _ in 0..4 {
+                let (mode, u, tz, id): StateRow = b
+                    .query_first(format!("{hint} {PROBE}"))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(mode, default_mode, "sql_mode leaked to server {id}");
+                assert_eq!(u, None, "@u leaked to server {id}");
+                assert_eq!(tz, default_tz, "time_zone leaked to server {id}");
+                seen.insert(id);
+            }
+        }
+        b.disconnect().await.unwrap();
+    }
+    assert_eq!(seen, BTreeSet::from([1, 2, 3]), "every backend checked");
+    for (i, (open, _)) in pool_counts(&p).into_iter().enumerate() {
+        assert!(open <= 2, "backend {i}: {open} connections open, max is 2");
+    }
+}
+
+fn raise_nofile(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+    println!("RLIMIT_NOFILE soft limit: {}", lim.rlim_cur);
+}
+
+/// 2 000 clients connected at once through a proxy allowed 20 connections per backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_idle_clients_few_backend_connections() {
+    const CLIENTS: usize = 2000;
+    const MAX: usize = 20;
+    // Each client costs two sockets here (its own and the proxy's side), plus the backends.
+    raise_nofile(2 * CLIENTS as u64 + 1000);
+    let _turn = TURN.lock().await;
+    let cl = cluster().await;
+    let baseline = threads_connected(cl).await;
+    let p = Arc::new(proxy::start(&config(cl, MAX as u32)).await.unwrap());
+
+    // Watch the pools the whole time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (p, stop) = (p.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut peak = vec![0usize; 3];
+            while !stop.load(Ordering::Relaxed) {
+                for (i, (open, _)) in pool_counts(&p).into_iter().enumerate() {
+                    peak[i] = peak[i].max(open);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            peak
+        })
+    };
+
+    let t0 = Instant::now();
+    // All 2 000 end up connected at once; logins are let in 100 at a time, as a fleet of
+    // application servers would arrive, rather than as one 2 000-query burst (which on a 2-CPU
+    // debug build queues past the proxy's 1 s wait for a pooled connection).
+    let logins = Arc::new(tokio::sync::Semaphore::new(100));
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..CLIENTS {
+        let opts = p.opts();
+        let logins = logins.clone();
+        set.spawn(async move {
+            let _login = logins.acquire_owned().await.unwrap();
+            let mut c = Conn::new(opts)
+                .await
+                .map_err(|e| format!("client {i} connect: {e}"))?;
+            let id: u32 = c
+                .query_first("SELECT @@server_id")
+                .await
+                .map_err(|e| format!("client {i} query: {e}"))?
+                .unwrap();
+            Ok::<_, String>((c, id))
+        });
+    }
+    let mut conns = Vec::with_capacity(CLIENTS);
+    let mut errors = Vec::new();
+    let mut by_server = [0usize; 4];
+    while let Some(r) = set.join_next().await {
+        match r.unwrap() {
+            Ok((c, id)) => {
+                by_server[id as usize] += 1;
+                conns.push(c);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let health: Vec<_> = p.backends.backends().iter().map(|b| b.health()).collect();
+    println!(
+        "{} clients connected and queried in {:?}; {} failed; reads per server {:?}; health {health:?}",
+        conns.len(),
+        t0.elapsed(),
+        errors.len(),
+        &by_server[1..]
+    );
+    assert!(
+        errors.is_empty(),
+        "{} failures, first: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert_eq!(
+        by_server[1], 0,
+        "autocommit reads served by the primary while replicas were up"
+    );
+
+    // A few of them work while the rest idle; some pin connections (transaction, user variable)
+    // and will leave without cleaning up.
+    let mut busy = tokio::task::JoinSet::new();
+    for (n, mut c) in conns.drain(..40).enumerate() {
+        busy.spawn(async move {
+            match n % 4 {
+                0 => {
+                    c.query_drop("BEGIN").await.unwrap();
+                    let id: u32 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
+                    assert_eq!(id, 1);
+                }
+                1 => {
+                    c.query_drop("SET @pinned = 1").await.unwrap();
+                }
+                _ => {
+                    for _ in 0..20 {
+                        let _: Option<u32> = c.query_first("SELECT @@server_id").await.unwrap();
+                    }
+                }
+            }
+            c
+        });
+    }
+    while let Some(c) = busy.join_next().await {
+        conns.push(c.unwrap());
+    }
+    let during = threads_connected(cl).await;
+    println!(
+        "Threads_connected before {baseline:?}, with {CLIENTS} clients {during:?}; pools {:?}",
+        pool_counts(&p)
+    );
+    for (i, (d, b)) in during.iter().zip(&baseline).enumerate() {
+        assert!(
+            *d <= *b + MAX as u64,
+            "server {}: {d} threads connected, baseline {b} + at most {MAX} from the proxy",
+            i + 1
+        );
+    }
+
+    // Everyone leaves.
+    let mut closing = tokio::task::JoinSet::new();
+    for c in conns {
+        closing.spawn(async move { c.disconnect().await });
+    }
+    while let Some(r) = closing.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let counts = pool_counts(&p);
+        if counts.iter().all(|(open, idle)| open == idle) {
+            println!("after close: pools {counts:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections still checked out 5 s after every client left: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let peak = watcher.await.unwrap();
+    println!("peak open connections per backend: {peak:?}");
+    for (i, pk) in peak.iter().enumerate() {
+        assert!(*pk <= MAX, "backend {i}: peak {pk} > {MAX}");
+    }
+    // The pinned connections were given back clean: a fresh client sees no @pinned and no
+    // open transaction on the primary.
+    let mut c = p.conn().await.unwrap();
+    for _ in 0..30 {
+        let (v, trx): (Option<i64>, u32) = c
+            .query_first("/*master*/ SELECT @pinned, @@in_transaction")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((v, trx), (None, 0));
+    }
+}
+
+/// A full pool is load, not an outage: a replica whose connections are all pinned must stay
+/// `Up` (regression: it was marked down, sending every read to the primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_pool_is_not_a_down_backend() {
+    let _turn = TURN.lock().await;
+    let cl = cluster().await;
+    // The primary and one replica, one connection each.
+    let toml = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nconnect-timeout-ms = 300\n\
+         [[backend]]\naddress = \"{}\"\nrole = \"rw\"\nmax-connections = 1\n\
+         [[backend]]\naddress = \"{}\"\nrole = \"ro\"\nmax-connections = 1\n\
+         [[user]]\nname = \"{}\"\npassword = \"{}\"\n",
+        cl.primary_addr(),
+        cl.replicas[0].addr(),
+        rwproxy_sql_tests::APP_USER,
+        rwproxy_sql_tests::APP_PASSWORD
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    let mut holder = p.conn().await.unwrap();
+    let _: Option<u32> = holder
+        .query_first("/*slave*/ SELECT @held := @@server_id")
+        .await
+        .unwrap();
+    assert_eq!(
+        pool_counts(&p)[1],
+        (1, 0),
+        "the replica's one connection is pinned"
+    );
+    let mut other = p.conn().await.unwrap();
+    // The replica is busy; the read waits, then is served by the primary.
+    let id: u32 = other
+        .query_first("SELECT @@server_id")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(id, 1);
+    let health: Vec<_> = p.backends.backends().iter().map(|b| b.health()).collect();
+    assert_eq!(
+        health,
+        vec![rwproxy::backend::Health::Up; 2],
+        "a busy pool marked its backend down"
+    );
+    holder.disconnect().await.unwrap();
+    // Freed (reset in the background, then back in the pool): the replica serves reads again.
+    let deadline = Instant::now() + Duration::from_millis(3000);
+    loop {
+        let id: u32 = other
+            .query_first("SELECT @@server_id")
+            .await
+            .unwrap()
+            .unwrap();
+        if id == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica not used after its connection was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

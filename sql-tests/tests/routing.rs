@@ -1,0 +1,643 @@
+//! Where statements go, observed on real servers: every statement that reveals its server
+//! (`@@server_id`, `@@port`, `CONNECTION_ID()`) is checked against the routing rules of
+//! DESIGN.md. Primary is server_id 1, the replicas 2 and 3.
+//!
+//! One cluster is shared by every test of this binary (servers only: connections belong to a
+//! test's own runtime); each test starts its own proxy in front of it.
+
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use rwproxy_sql_tests::{proxy, Cluster};
+use std::collections::{BTreeMap, BTreeSet};
+use tokio::sync::OnceCell;
+
+const PRIMARY: u32 = 1;
+const REPLICAS: [u32; 2] = [2, 3];
+
+static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+
+async fn cluster() -> &'static Cluster {
+    CLUSTER
+        .get_or_init(|| async {
+            let c = Cluster::start(2).await.expect("sandbox cluster");
+            let mut p = c.primary.conn().await.unwrap();
+            for s in [
+                "CREATE TABLE IF NOT EXISTS rows10 (id INT PRIMARY KEY, v VARCHAR(20))",
+                "INSERT IGNORE INTO rows10 VALUES (1,'a'),(2,'b'),(3,'c'),(4,'d'),(5,'e'),\
+                 (6,'f'),(7,'g'),(8,'h'),(9,'i'),(10,'j')",
+                "CREATE DATABASE IF NOT EXISTS rt_other",
+                "CREATE TABLE IF NOT EXISTS rt_other.marker (x INT)",
+            ] {
+                p.query_drop(s).await.unwrap();
+            }
+            drop(p);
+            c.wait_replicas_caught_up().await.unwrap();
+            c
+        })
+        .await
+}
+
+async fn start_proxy(weights: &[u32]) -> (&'static Cluster, proxy::Proxy) {
+    let c = cluster().await;
+    let p = proxy::start(&proxy::config_toml(c, weights, ""))
+        .await
+        .unwrap();
+    (c, p)
+}
+
+async fn sid(c: &mut Conn, sql: &str) -> u32 {
+    c.query_first(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap()
+}
+
+async fn conn_id(c: &mut Conn) -> u64 {
+    c.query_first("SELECT CONNECTION_ID()")
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Server ids that answered `n` runs of `sql` (which must return the server id).
+async fn ids_over(c: &mut Conn, sql: &str, n: usize) -> BTreeMap<u32, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        *seen.entry(sid(c, sql).await).or_default() += 1;
+    }
+    seen
+}
+
+fn assert_replicas_only(seen: &BTreeMap<u32, usize>, what: &str) {
+    let ids: BTreeSet<u32> = seen.keys().copied().collect();
+    assert_eq!(
+        ids,
+        REPLICAS.into_iter().collect(),
+        "{what}: expected reads on both replicas and nowhere else, got {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_to_primary_and_reads_to_replicas() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop(
+        "CREATE TABLE IF NOT EXISTS rt_writes (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(40))",
+    )
+    .await
+    .unwrap();
+    c.query_drop("INSERT INTO rt_writes (v) VALUES ('through-proxy')")
+        .await
+        .unwrap();
+    let id = c.last_insert_id().unwrap();
+    // On the primary itself, at once (no waiting for replication).
+    let mut direct = cl.primary.conn().await.unwrap();
+    let v: Option<String> = direct
+        .exec_first("SELECT v FROM rt_writes WHERE id = ?", (id,))
+        .await
+        .unwrap();
+    assert_eq!(v.as_deref(), Some("through-proxy"));
+
+    // A multi-statement goes to the primary as a whole: the SELECT after the write answers 1.
+    let mut r = c
+        .query_iter("INSERT INTO rt_writes (v) VALUES ('multi'); SELECT @@server_id, @@port")
+        .await
+        .unwrap();
+    let mut rows: Vec<(u32, u16)> = Vec::new();
+    while !r.is_empty() {
+        rows.extend(r.collect::<(u32, u16)>().await.unwrap());
+    }
+    drop(r);
+    assert_eq!(rows, vec![(PRIMARY, cl.primary.port)]);
+    // UPDATE/DELETE/REPLACE change the primary's data.
+    c.query_drop("UPDATE rt_writes SET v = 'updated' WHERE id = 1")
+        .await
+        .unwrap();
+    c.query_drop("REPLACE INTO rt_writes (id, v) VALUES (1000, 'replaced')")
+        .await
+        .unwrap();
+    c.query_drop("DELETE FROM rt_writes WHERE v = 'multi'")
+        .await
+        .unwrap();
+    let got: Vec<(u32, String)> = direct
+        .query("SELECT id, v FROM rt_writes WHERE id IN (1, 1000) ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![(1, "updated".to_string()), (1000, "replaced".to_string())]
+    );
+    let n: u32 = direct
+        .query_first("SELECT COUNT(*) FROM rt_writes WHERE v = 'multi'")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0);
+
+    // Autocommit reads: replicas only, both of them; @@port agrees with @@server_id.
+    let seen = ids_over(&mut c, "SELECT @@server_id", 200).await;
+    assert_replicas_only(&seen, "autocommit SELECT");
+    let ports: BTreeSet<u16> = cl.replicas.iter().map(|r| r.port).collect();
+    for _ in 0..40 {
+        let (id, port): (u32, u16) = c
+            .query_first("SELECT @@server_id, @@port")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            REPLICAS.contains(&id) && ports.contains(&port),
+            "{id} {port}"
+        );
+        assert_eq!(port, cl.replicas[(id - 2) as usize].port);
+    }
+    // SHOW / DESC / EXPLAIN are reads too: the replica rejects nothing, the answers are right.
+    let v: Option<(String, String)> = c
+        .query_first("SHOW VARIABLES LIKE 'server_id'")
+        .await
+        .unwrap();
+    let v: u32 = v.unwrap().1.parse().unwrap();
+    assert!(REPLICAS.contains(&v), "SHOW VARIABLES answered by {v}");
+    c.query_drop("DESC rows10").await.unwrap();
+    c.query_drop("EXPLAIN SELECT * FROM rows10").await.unwrap();
+    // A replica's read_only would have refused writes: no write reached a replica.
+    for r in &cl.replicas {
+        let ro: u32 = r
+            .conn()
+            .await
+            .unwrap()
+            .query_first("SELECT @@read_only")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ro, 1);
+    }
+}
+
+/// Weights 1 and 3: 10 000 reads split 25 % / 75 %, within ±5 percentage points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_split_reads() {
+    let (_cl, p) = start_proxy(&[1, 3]).await;
+    const N: usize = 10_000;
+    const CLIENTS: usize = 8;
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut c = p.conn().await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            ids_over(&mut c, "SELECT @@server_id", N / CLIENTS).await
+        }));
+    }
+    let mut seen: BTreeMap<u32, usize> = BTreeMap::new();
+    for t in tasks {
+        for (k, v) in t.await.unwrap() {
+            *seen.entry(k).or_default() += v;
+        }
+    }
+    assert_eq!(seen.values().sum::<usize>(), N);
+    assert_replicas_only(&seen, "weighted reads");
+    let pct2 = seen[&2] as f64 * 100.0 / N as f64;
+    let pct3 = seen[&3] as f64 * 100.0 / N as f64;
+    println!("weights 1:3 -> server 2: {pct2:.2} %, server 3: {pct3:.2} %");
+    assert!(
+        (pct2 - 25.0).abs() <= 5.0,
+        "server 2 got {pct2:.2} % (want 25 ± 5 points)"
+    );
+    assert!(
+        (pct3 - 75.0).abs() <= 5.0,
+        "server 3 got {pct3:.2} % (want 75 ± 5 points)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_stay_on_primary() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    for begin in ["BEGIN", "START TRANSACTION", "begin work"] {
+        c.query_drop(begin).await.unwrap();
+        let cid = conn_id(&mut c).await;
+        for _ in 0..10 {
+            assert_eq!(sid(&mut c, "SELECT @@server_id").await, PRIMARY, "{begin}");
+            assert_eq!(conn_id(&mut c).await, cid, "{begin}: connection changed");
+        }
+        let n: u32 = c
+            .query_first("SELECT COUNT(*) FROM rows10")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 10);
+        c.query_drop("COMMIT").await.unwrap();
+        let seen = ids_over(&mut c, "SELECT @@server_id", 60).await;
+        assert_replicas_only(&seen, &format!("after {begin} … COMMIT"));
+    }
+    // ROLLBACK ends it too.
+    c.query_drop("START TRANSACTION").await.unwrap();
+    assert_eq!(sid(&mut c, "SELECT @@server_id").await, PRIMARY);
+    c.query_drop("ROLLBACK").await.unwrap();
+    assert_replicas_only(
+        &ids_over(&mut c, "SELECT @@server_id", 60).await,
+        "after ROLLBACK",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_transaction_stays_on_one_server() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    let mut servers_used = BTreeSet::new();
+    for _ in 0..8 {
+        c.query_drop("START TRANSACTION READ ONLY").await.unwrap();
+        let first = sid(&mut c, "SELECT @@server_id").await;
+        let cid = conn_id(&mut c).await;
+        for _ in 0..10 {
+            assert_eq!(sid(&mut c, "SELECT @@server_id").await, first);
+            assert_eq!(conn_id(&mut c).await, cid);
+            let n: u32 = c
+                .query_first("SELECT COUNT(*) FROM rows10")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(n, 10);
+        }
+        // A write inside a read-only transaction fails wherever it runs (1792), and the
+        // transaction stays where it was.
+        let e = c
+            .query_drop("INSERT INTO rows10 VALUES (99, 'no')")
+            .await
+            .unwrap_err();
+        println!("write in READ ONLY transaction: {e}");
+        assert_eq!(sid(&mut c, "SELECT @@server_id").await, first);
+        c.query_drop("COMMIT").await.unwrap();
+        servers_used.insert(first);
+    }
+    println!("READ ONLY transactions ran on {servers_used:?}");
+    assert_replicas_only(
+        &ids_over(&mut c, "SELECT @@server_id", 40).await,
+        "after READ ONLY transactions",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autocommit_off_pins_to_primary() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("SET autocommit=0").await.unwrap();
+    let cid = conn_id(&mut c).await;
+    for _ in 0..20 {
+        assert_eq!(sid(&mut c, "SELECT @@server_id").await, PRIMARY);
+        assert_eq!(
+            conn_id(&mut c).await,
+            cid,
+            "autocommit=0: connection changed"
+        );
+    }
+    let ac: u32 = c.query_first("SELECT @@autocommit").await.unwrap().unwrap();
+    assert_eq!(ac, 0);
+    // COMMIT starts the next implicit transaction: still pinned.
+    c.query_drop("COMMIT").await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(sid(&mut c, "SELECT @@server_id").await, PRIMARY);
+        assert_eq!(conn_id(&mut c).await, cid);
+    }
+    c.query_drop("SET autocommit=1").await.unwrap();
+    let seen = ids_over(&mut c, "SELECT @@server_id", 60).await;
+    assert_replicas_only(&seen, "after SET autocommit=1");
+    let ac: u32 = c.query_first("SELECT @@autocommit").await.unwrap().unwrap();
+    assert_eq!(ac, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_tables_pins_until_unlock() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("LOCK TABLES rows10 READ").await.unwrap();
+    let cid = conn_id(&mut c).await;
+    for _ in 0..10 {
+        // Only the locked table is usable: a server without the lock would not say so.
+        let (n, id): (u32, u32) = c
+            .query_first("SELECT COUNT(*), @@server_id FROM rows10")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((n, id), (10, PRIMARY));
+        assert_eq!(conn_id(&mut c).await, cid);
+    }
+    let e = c
+        .query_drop("SELECT * FROM rt_other.marker")
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("was not locked"),
+        "a table not locked must be refused under LOCK TABLES: {e}"
+    );
+    c.query_drop("UNLOCK TABLES").await.unwrap();
+    assert_replicas_only(
+        &ids_over(&mut c, "SELECT @@server_id", 60).await,
+        "after UNLOCK TABLES",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_locks_stay_with_their_connection() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    let got: u32 = c
+        .query_first("SELECT GET_LOCK('rt_x', 1)")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, 1);
+    for _ in 0..10 {
+        let holder: Option<u64> = c
+            .query_first("SELECT IS_USED_LOCK('rt_x')")
+            .await
+            .unwrap()
+            .unwrap();
+        let me = conn_id(&mut c).await;
+        assert_eq!(
+            holder,
+            Some(me),
+            "IS_USED_LOCK must name this session's connection"
+        );
+        // Reads in between do not move the session.
+        sid(&mut c, "SELECT @@server_id").await;
+    }
+    // The primary agrees someone holds it, and another proxy client cannot take it.
+    let mut direct = cl.primary.conn().await.unwrap();
+    let holder: Option<u64> = direct
+        .query_first("SELECT IS_USED_LOCK('rt_x')")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(holder, Some(conn_id(&mut c).await));
+    let mut other = p.conn().await.unwrap();
+    let got: Option<u32> = other
+        .query_first("SELECT GET_LOCK('rt_x', 0)")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, Some(0));
+    let rel: u32 = c
+        .query_first("SELECT RELEASE_LOCK('rt_x')")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rel, 1);
+    let got: Option<u32> = other
+        .query_first("SELECT GET_LOCK('rt_x', 1)")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, Some(1));
+    drop(other);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_tables_stay_visible() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("CREATE TEMPORARY TABLE rt_tmp (a INT)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO rt_tmp VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        let n: u32 = c
+            .query_first("SELECT COUNT(*) FROM rt_tmp")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 3);
+        sid(&mut c, "SELECT @@server_id").await;
+    }
+    // Not visible to another client.
+    let mut other = p.conn().await.unwrap();
+    assert!(other.query_drop("SELECT * FROM rt_tmp").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_variables_survive() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("SET @a = 5").await.unwrap();
+    for _ in 0..20 {
+        let a: Option<i64> = c.query_first("SELECT @a").await.unwrap().unwrap();
+        assert_eq!(a, Some(5));
+        sid(&mut c, "SELECT @@server_id").await;
+        let (a, b): (Option<i64>, Option<i64>) =
+            c.query_first("SELECT @a, @a + 1").await.unwrap().unwrap();
+        assert_eq!((a, b), (Some(5), Some(6)));
+    }
+    // Set by a SELECT too.
+    c.query_drop("SELECT @b := 7").await.unwrap();
+    for _ in 0..5 {
+        sid(&mut c, "SELECT @@server_id").await;
+        let b: Option<i64> = c.query_first("SELECT @b").await.unwrap().unwrap();
+        assert_eq!(b, Some(7));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn found_rows_after_calc_found_rows() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    for limit in [1, 3, 7] {
+        let rows: Vec<u32> = c
+            .query(format!(
+                "SELECT SQL_CALC_FOUND_ROWS id FROM rows10 ORDER BY id LIMIT {limit}"
+            ))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), limit);
+        let n: u64 = c.query_first("SELECT FOUND_ROWS()").await.unwrap().unwrap();
+        assert_eq!(n, 10, "FOUND_ROWS() after LIMIT {limit}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_insert_id_is_this_sessions() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop(
+        "CREATE TABLE IF NOT EXISTS rt_autoinc (id BIGINT AUTO_INCREMENT PRIMARY KEY, v INT)",
+    )
+    .await
+    .unwrap();
+    // Another client inserting in between must not change what this one sees.
+    let mut other = p.conn().await.unwrap();
+    for i in 0..10 {
+        c.query_drop(format!("INSERT INTO rt_autoinc (v) VALUES ({i})"))
+            .await
+            .unwrap();
+        let expected = c.last_insert_id().unwrap();
+        assert!(expected > 0);
+        other
+            .query_drop("INSERT INTO rt_autoinc (v) VALUES (-1)")
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let got: u64 = c
+                .query_first("SELECT LAST_INSERT_ID()")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, expected, "LAST_INSERT_ID() after insert #{i}");
+            // Reads in between, served by replicas.
+            let id = sid(&mut c, "SELECT @@server_id").await;
+            assert!(REPLICAS.contains(&id), "read went to {id}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locking_reads_go_to_primary() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    for sql in [
+        "SELECT @@server_id FROM rows10 WHERE id = 1 FOR UPDATE",
+        "SELECT @@server_id FROM rows10 WHERE id = 1 LOCK IN SHARE MODE",
+        "select @@server_id from rows10 where id = 1 for update nowait",
+    ] {
+        for _ in 0..10 {
+            assert_eq!(sid(&mut c, sql).await, PRIMARY, "{sql}");
+        }
+    }
+    // `FOR SHARE` is MySQL 8 syntax; MariaDB 10.x may reject it. Either way it must be the
+    // primary that answers: compare the proxy's per-backend query counters.
+    let sql = "SELECT @@server_id FROM rows10 WHERE id = 1 FOR SHARE";
+    let direct = cl.primary.conn().await.unwrap().query_drop(sql).await;
+    let before: Vec<u64> = p
+        .backends
+        .backends()
+        .iter()
+        .map(|b| b.queries.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    for _ in 0..10 {
+        match c.query_first::<u32, _>(sql).await {
+            Ok(id) => {
+                assert!(direct.is_ok(), "direct failed but proxied worked");
+                assert_eq!(id, Some(PRIMARY));
+            }
+            Err(e) => {
+                let d = direct.as_ref().unwrap_err();
+                assert_eq!(e.to_string(), d.to_string());
+            }
+        }
+    }
+    let after: Vec<u64> = p
+        .backends
+        .backends()
+        .iter()
+        .map(|b| b.queries.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    assert_eq!(
+        after[0] - before[0],
+        10,
+        "FOR SHARE must run on the primary"
+    );
+    assert_eq!(after[1..], before[1..], "FOR SHARE reached a replica");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_and_slave_hints() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(sid(&mut c, "/*master*/ SELECT @@server_id").await, PRIMARY);
+    }
+    let seen = ids_over(&mut c, "/*slave*/ SELECT @@server_id", 60).await;
+    assert_replicas_only(&seen, "/*slave*/");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_schema_follows_to_replicas() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("USE rt_other").await.unwrap();
+    let mut seen = BTreeMap::new();
+    for _ in 0..60 {
+        let (db, id): (Option<String>, u32) = c
+            .query_first("SELECT DATABASE(), @@server_id")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(db.as_deref(), Some("rt_other"), "on server {id}");
+        *seen.entry(id).or_insert(0) += 1;
+        // Unqualified names resolve in the new schema.
+        c.query_drop("SELECT * FROM marker").await.unwrap();
+    }
+    assert_replicas_only(&seen, "after USE");
+    // And back.
+    c.query_drop("USE rwtest").await.unwrap();
+    for _ in 0..20 {
+        let db: Option<String> = c.query_first("SELECT DATABASE()").await.unwrap().unwrap();
+        assert_eq!(db.as_deref(), Some("rwtest"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_names_follows_to_replicas() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("SET NAMES latin1").await.unwrap();
+    let mut seen = BTreeMap::new();
+    for _ in 0..60 {
+        let (cs, conn_cs, id): (String, String, u32) = c
+            .query_first("SELECT @@character_set_client, @@character_set_connection, @@server_id")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (cs.as_str(), conn_cs.as_str()),
+            ("latin1", "latin1"),
+            "server {id}"
+        );
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    assert_replicas_only(&seen, "after SET NAMES");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_zone_follows_to_replicas() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("SET time_zone = '+05:00'").await.unwrap();
+    let mut seen = BTreeMap::new();
+    for _ in 0..60 {
+        let (tz, diff, id): (String, i64, u32) = c
+            .query_first(
+                "SELECT @@time_zone, TIMESTAMPDIFF(MINUTE, UTC_TIMESTAMP(), NOW()), @@server_id",
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(tz, "+05:00", "server {id}");
+        assert_eq!(diff, 300, "NOW() - UTC_TIMESTAMP() on server {id}");
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    assert_replicas_only(&seen, "after SET time_zone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_mode_follows_to_replicas() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("SET sql_mode = 'ANSI_QUOTES'").await.unwrap();
+    let mut seen = BTreeMap::new();
+    for _ in 0..60 {
+        let (mode, id): (String, u32) = c
+            .query_first("SELECT @@sql_mode, @@server_id")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(mode, "ANSI_QUOTES", "server {id}");
+        // The mode is in force, not just reported: "..." is an identifier now.
+        let n: u32 = c
+            .query_first("SELECT COUNT(\"id\") FROM \"rows10\"")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 10);
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    assert_replicas_only(&seen, "after SET sql_mode");
+}
