@@ -373,6 +373,11 @@ impl BackendConn {
         Ok(())
     }
 
+    /// Whether the connection must go through `reset` before another session may use it.
+    pub fn needs_reset(&self) -> bool {
+        self.dirty || self.in_transaction()
+    }
+
     pub fn in_transaction(&self) -> bool {
         self.status & message::SERVER_STATUS_IN_TRANS != 0
             || self.status & SERVER_STATUS_AUTOCOMMIT == 0

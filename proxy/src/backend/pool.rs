@@ -110,7 +110,7 @@ impl Pool {
     /// Takes a connection back. It must carry no session-owned server state: callers reset
     /// dirty connections first.
     pub fn release(&self, mut lease: Lease) {
-        if lease.conn.broken || lease.conn.dirty || lease.conn.in_transaction() {
+        if lease.conn.broken || lease.conn.needs_reset() {
             return;
         }
         lease.conn.idle_since = Instant::now();
@@ -165,7 +165,7 @@ impl Pool {
 impl Lease {
     /// Resets a connection that carries session-owned state, then returns it to its pool.
     pub async fn reset_and_release(mut self, pool: &Pool) {
-        if !self.conn.broken && (self.conn.dirty || self.conn.in_transaction()) {
+        if !self.conn.broken && self.conn.needs_reset() {
             if let Err(e) = self.conn.reset().await {
                 tracing::debug!("closing backend connection that failed to reset: {e}");
                 return;

@@ -281,7 +281,7 @@ pub async fn execute(
         let rewritten = match prep.apply(s, c.conn(), packet).await {
             Ok(p) => p,
             Err(e) => {
-                s.finish(c).await;
+                s.finish(c, true).await;
                 io.error(&e).await?;
                 return Ok(None);
             }
@@ -301,7 +301,10 @@ pub async fn execute(
         match result {
             Ok(r) => {
                 after(s, c.conn(), &r);
-                s.finish(c).await;
+                let messages = r.completion.warnings > 0
+                    || r.error.is_some()
+                    || target == Target::Diagnostics;
+                s.finish(c, messages).await;
                 return Ok(Some(r));
             }
             Err(RelayError::Client(e)) => {

@@ -66,7 +66,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
             return Ok(());
         }
     };
-    s.finish(c).await;
+    s.finish(c, reply.is_err()).await;
     match reply {
         Err(e) => io.error(&e).await?,
         Ok(st) => {
@@ -241,7 +241,7 @@ pub async fn send_long_data(
         Err(_) => true,
     };
     if sent {
-        s.finish(c).await;
+        s.finish(c, false).await;
         Ok(())
     } else {
         drop(c);

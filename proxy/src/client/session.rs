@@ -59,6 +59,9 @@ pub struct Session {
     password: String,
     pub state: SessionState,
     pub pinned: Option<Checkout>,
+    /// The connection of the last statement that left warnings or an error, kept for a
+    /// following `SHOW WARNINGS` (see `finish`).
+    pub held: Option<Checkout>,
     pub sticky: Sticky,
     /// `LAST_INSERT_ID()` as this session would see it on a dedicated connection.
     pub last_insert_id: u64,
@@ -75,6 +78,7 @@ impl Session {
             password,
             state: SessionState::default(),
             pinned: None,
+            held: None,
             sticky: Sticky::default(),
             last_insert_id: 0,
             stmts: HashMap::new(),
@@ -100,9 +104,17 @@ impl Session {
         if let Some(c) = self.pinned.take() {
             return Ok(c);
         }
+        if target == Target::Diagnostics {
+            if let Some(c) = self.held.take() {
+                return Ok(c);
+            }
+        }
+        self.release_held().await;
         loop {
             let backend = match target {
-                Target::Read => self.cluster.read_backend(exclude),
+                // With nothing held, the session's last statement left no messages, and a
+                // pooled connection (reset after any) has none either.
+                Target::Read | Target::Diagnostics => self.cluster.read_backend(exclude),
                 Target::Write => None,
             };
             let (backend, is_write) = match backend {
@@ -205,26 +217,39 @@ impl Session {
 
     /// After a statement: keep the connection if the session must stay on it, else give it
     /// back to its pool.
-    pub async fn finish(&mut self, mut c: Checkout) {
+    ///
+    /// `messages`: the statement left warnings or an error behind. The session then keeps
+    /// the connection until its next statement, so `SHOW WARNINGS` sees them; such a
+    /// connection is reset before anyone else uses it.
+    pub async fn finish(&mut self, mut c: Checkout, messages: bool) {
         let in_txn = c.conn().in_transaction();
         self.sticky.next_transaction = match (self.sticky.next_transaction, in_txn) {
             (NextTransaction::Pending, true) => NextTransaction::Started,
             (NextTransaction::Started, false) => NextTransaction::None,
             (n, _) => n,
         };
-        if self.sticky.server_state {
+        if self.sticky.server_state || messages {
             c.conn().dirty = true;
         }
         if in_txn || self.sticky.any() {
             self.pinned = Some(c);
+        } else if messages {
+            self.held = Some(c);
         } else {
+            self.release(c).await;
+        }
+    }
+
+    /// Lets go of the connection kept for `SHOW WARNINGS`.
+    pub async fn release_held(&mut self) {
+        if let Some(c) = self.held.take() {
             self.release(c).await;
         }
     }
 
     pub async fn release(&self, c: Checkout) {
         let Checkout { backend, lease } = c;
-        if lease.conn.dirty || lease.conn.in_transaction() {
+        if lease.conn.needs_reset() {
             tokio::spawn(async move {
                 lease.reset_and_release(&backend.pool).await;
             });
@@ -238,6 +263,7 @@ impl Session {
         if let Some(c) = self.pinned.take() {
             self.release(c).await;
         }
+        self.release_held().await;
     }
 }
 

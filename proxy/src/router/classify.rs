@@ -110,8 +110,11 @@ impl Flags {
     /// SHOW MASTER STATUS/LOGS, SHOW BINARY LOGS, SHOW BINARY LOG STATUS, SHOW BINLOG ...: replicas have
     /// their own binlog, so these only make sense on the primary.
     pub const MASTER_STATUS: Flags = Flags(1 << 16);
+    /// SHOW WARNINGS / SHOW ERRORS / SHOW COUNT(*) WARNINGS|ERRORS: about the previous
+    /// statement, so they must run where it ran.
+    pub const DIAGNOSTICS: Flags = Flags(1 << 17);
 
-    const NAMES: [(Flags, &'static str); 17] = [
+    const NAMES: [(Flags, &'static str); 18] = [
         (Flags::HINT_MASTER, "HINT_MASTER"),
         (Flags::HINT_SLAVE, "HINT_SLAVE"),
         (Flags::LOCKING_READ, "LOCKING_READ"),
@@ -129,6 +132,7 @@ impl Flags {
         (Flags::AUTOCOMMIT_SET, "AUTOCOMMIT_SET"),
         (Flags::SET_TRANSACTION, "SET_TRANSACTION"),
         (Flags::MASTER_STATUS, "MASTER_STATUS"),
+        (Flags::DIAGNOSTICS, "DIAGNOSTICS"),
     ];
 
     pub const fn empty() -> Flags {
@@ -330,6 +334,8 @@ enum Kw {
     Transaction,
     Update,
     Value,
+    Warnings,
+    Errors,
     Work,
     // functions (only when followed by `(`)
     GetLock,
@@ -418,6 +424,8 @@ fn keyword(w: &[u8]) -> Sym {
         b"UPDATE" => Kw::Update,
         b"VALUE" => Kw::Value,
         b"WORK" => Kw::Work,
+        b"WARNINGS" => Kw::Warnings,
+        b"ERRORS" => Kw::Errors,
         b"GET_LOCK" => Kw::GetLock,
         b"RELEASE_LOCK" => Kw::ReleaseLock,
         b"RELEASE_ALL_LOCKS" => Kw::ReleaseAllLocks,
@@ -993,6 +1001,13 @@ impl<'a> Classifier<'a> {
         if primary_only {
             self.flags |= Flags::MASTER_STATUS;
         }
+        // `SHOW COUNT(*) ...` is the only SHOW whose next word is followed by `(`.
+        if matches!(
+            (a, b),
+            (Sym::Kw(Kw::Warnings | Kw::Errors), _) | (Sym::Word, Sym::Punct(b'('))
+        ) {
+            self.flags |= Flags::DIAGNOSTICS;
+        }
     }
 
     fn txn_read_only(&self) -> bool {
@@ -1224,6 +1239,11 @@ mod tests {
         ("SHOW BINLOG STATUS", R, &[F::MASTER_STATUS]),
         ("SHOW BINLOG EVENTS IN 'mysql-bin.000001'", R, &[F::MASTER_STATUS]),
         ("SHOW SLAVE STATUS", R, &[]),
+        ("SHOW WARNINGS", R, &[F::DIAGNOSTICS]),
+        ("show warnings limit 1", R, &[F::DIAGNOSTICS]),
+        ("SHOW ERRORS", R, &[F::DIAGNOSTICS]),
+        ("SHOW COUNT(*) WARNINGS", R, &[F::DIAGNOSTICS]),
+        ("SHOW COUNT ( * ) ERRORS", R, &[F::DIAGNOSTICS]),
         ("SHOW REPLICA STATUS", R, &[]),
         ("DESC t", R, &[]),
         ("DESCRIBE t", R, &[]),

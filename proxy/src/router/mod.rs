@@ -2,6 +2,7 @@
 //!
 //! | statement | target |
 //! |---|---|
+//! | `SHOW WARNINGS`/`SHOW ERRORS`/`SHOW COUNT(*) …` | the connection of the previous statement |
 //! | `/*master*/` hint | write |
 //! | `/*slave*/` hint on a read-only statement kind | read |
 //! | `SELECT`/`SHOW`/`DESC`/`EXPLAIN` without any of the flags below | read |
@@ -20,6 +21,8 @@ use classify::{Classification, Flags, StmtKind};
 pub enum Target {
     Write,
     Read,
+    /// Where the session's previous statement ran (`SHOW WARNINGS` and friends).
+    Diagnostics,
 }
 
 /// Flags that make a read depend on (or create) state only the write backend's connection has.
@@ -36,6 +39,9 @@ const NEEDS_PRIMARY: Flags = Flags::LOCKING_READ
     .union(Flags::MASTER_STATUS);
 
 pub fn target(c: &Classification) -> Target {
+    if c.flags.contains(Flags::DIAGNOSTICS) {
+        return Target::Diagnostics;
+    }
     if c.flags.contains(Flags::HINT_MASTER) {
         return Target::Write;
     }
