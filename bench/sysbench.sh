@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# bench/sysbench.sh - sysbench OLTP throughput of rwproxy vs HAProxy vs the bare primary.
+#
+# Starts a sandbox MariaDB cluster (primary + 2 GTID replicas), rwproxy in front of all of
+# it, and HAProxy 2.6 in TCP mode with two frontends: "haproxy" -> primary only, and
+# "haproxy-ro" -> both replicas round-robin. Runs sysbench workloads against each target and
+# prints one table row per run. Everything started here is torn down on exit.
+#
+# Environment:
+#   BENCH_TIME      seconds per sysbench run            (default 10)
+#   BENCH_THREADS   thread counts                       (default "1 8 32")
+#   BENCH_WORKLOADS sysbench tests                      (default "oltp_point_select oltp_read_only oltp_read_write")
+#   BENCH_PS_MODES  --db-ps-mode values                 (default "auto disable")
+#   BENCH_TABLES / BENCH_TABLE_SIZE                     (default 4 / 10000)
+#   BENCH_NO_BUILD=1  skip cargo build
+#   CARGO_TARGET_DIR  where the release binaries are    (default ./target)
+#   BENCH_KEEP_DIR=1  keep the work dir (logs) after the run
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_TIME=${BENCH_TIME:-10}
+BENCH_THREADS=${BENCH_THREADS:-"1 8 32"}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-"oltp_point_select oltp_read_only oltp_read_write"}
+BENCH_PS_MODES=${BENCH_PS_MODES:-"auto disable"}
+BENCH_TABLES=${BENCH_TABLES:-4}
+BENCH_TABLE_SIZE=${BENCH_TABLE_SIZE:-10000}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET_DIR/release
+USER_=app
+PASS=app_pw
+DB=rwtest
+TCK=$(getconf CLK_TCK)
+
+WORK=$(mktemp -d /tmp/rwproxy-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    set +e
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    sleep 0.3
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+    [ -x "$BIN/bench-cluster" ] && timeout 30 "$BIN/bench-cluster" down --dir "$WORK/cluster" >/dev/null 2>&1
+    if [ -z "${BENCH_KEEP_DIR:-}" ]; then rm -rf "$WORK"; else echo "logs kept in $WORK" >&2; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "# $*" >&2; }
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port seconds
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listening on port $1 after $2 s" >&2
+    return 1
+}
+
+cpu_ticks() { # pid -> utime+stime in clock ticks
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+
+sql() { # port sql
+    timeout 30 mariadb -h127.0.0.1 -P"$1" -u"$USER_" -p"$PASS" -N -B -e "$2"
+}
+
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+    log "building release binaries"
+    (cd "$ROOT" && cargo build --release -p rwproxy -p rwproxy-sql-tests >&2)
+fi
+
+# --- cluster -------------------------------------------------------------------------------
+log "starting sandbox cluster in $WORK/cluster"
+eval "$(timeout 180 "$BIN/bench-cluster" up --dir "$WORK/cluster" --replicas 2)"
+read -r R1 R2 <<<"$REPLICAS"
+log "primary $PRIMARY, replicas $R1 $R2"
+
+# --- rwproxy -------------------------------------------------------------------------------
+RW_PORT=$(free_port)
+cat >"$WORK/rwproxy.toml" <<EOF
+[proxy]
+listen = "127.0.0.1:$RW_PORT"
+log-level = "warn"
+[admin]
+listen = "127.0.0.1:$(free_port)"
+[[backend]]
+address = "127.0.0.1:$PRIMARY"
+role = "rw"
+max-connections = 200
+[[backend]]
+address = "127.0.0.1:$R1"
+role = "ro"
+max-connections = 200
+[[backend]]
+address = "127.0.0.1:$R2"
+role = "ro"
+max-connections = 200
+[[user]]
+name = "$USER_"
+password = "$PASS"
+EOF
+"$BIN/rwproxy" serve -c "$WORK/rwproxy.toml" >"$WORK/rwproxy.log" 2>&1 &
+RW_PID=$!
+PIDS+=("$RW_PID")
+
+# --- HAProxy -------------------------------------------------------------------------------
+HA_PORT=$(free_port)
+HA_RO_PORT=$(free_port)
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+    maxconn 4096
+    log stdout format raw local0 err
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+frontend rw
+    bind 127.0.0.1:$HA_PORT
+    default_backend primary
+backend primary
+    server p 127.0.0.1:$PRIMARY
+frontend ro
+    bind 127.0.0.1:$HA_RO_PORT
+    default_backend replicas
+backend replicas
+    balance roundrobin
+    server r1 127.0.0.1:$R1
+    server r2 127.0.0.1:$R2
+EOF
+haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+HA_PID=$!
+PIDS+=("$HA_PID")
+
+wait_port "$RW_PORT" 20
+wait_port "$HA_PORT" 20
+wait_port "$HA_RO_PORT" 20
+
+# --- data ----------------------------------------------------------------------------------
+SB_COMMON=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-user="$USER_" --mysql-password="$PASS"
+    --mysql-db="$DB" --tables="$BENCH_TABLES" --table-size="$BENCH_TABLE_SIZE")
+log "preparing $BENCH_TABLES tables of $BENCH_TABLE_SIZE rows on the primary"
+timeout 300 sysbench oltp_common "${SB_COMMON[@]}" --mysql-port="$PRIMARY" prepare >"$WORK/prepare.log" 2>&1
+pos=$(sql "$PRIMARY" "SELECT @@gtid_binlog_pos")
+for r in $R1 $R2; do
+    [ "$(sql "$r" "SELECT MASTER_GTID_WAIT('$pos', 120)")" = 0 ] || { echo "replica $r did not catch up" >&2; exit 1; }
+done
+
+# --- runs ----------------------------------------------------------------------------------
+# Which targets each workload runs against. rwproxy sends autocommit point selects to the
+# replicas, so for oltp_point_select HAProxy balancing the replicas ("haproxy-ro") is the
+# like-for-like comparison; oltp_read_only runs inside BEGIN/COMMIT, which rwproxy (correctly)
+# keeps on the primary, as it does everything in oltp_read_write.
+targets_for() {
+    case $1 in
+        oltp_point_select) echo "direct rwproxy haproxy haproxy-ro" ;;
+        *) echo "direct rwproxy haproxy" ;;
+    esac
+}
+port_of() {
+    case $1 in
+        direct) echo "$PRIMARY" ;;
+        rwproxy) echo "$RW_PORT" ;;
+        haproxy) echo "$HA_PORT" ;;
+        haproxy-ro) echo "$HA_RO_PORT" ;;
+    esac
+}
+pid_of() {
+    case $1 in
+        rwproxy) echo "$RW_PID" ;;
+        haproxy | haproxy-ro) echo "$HA_PID" ;;
+        *) echo "" ;;
+    esac
+}
+
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+n=0
+for wl in $BENCH_WORKLOADS; do
+    for ps in $BENCH_PS_MODES; do
+        for th in $BENCH_THREADS; do
+            direct_qps=""
+            for t in $(targets_for "$wl"); do
+                n=$((n + 1))
+                port=$(port_of "$t")
+                pid=$(pid_of "$t")
+                out=$WORK/run-$n-$wl-$ps-$th-$t.log
+                kill -0 "$RW_PID" 2>/dev/null || { echo "rwproxy died; see $WORK/rwproxy.log" >&2; cat "$WORK/rwproxy.log" >&2; exit 1; }
+                c0=""
+                [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
+                rc=0
+                timeout -k 5 $((BENCH_TIME + 60)) sysbench "$wl" "${SB_COMMON[@]}" --mysql-port="$port" \
+                    --db-ps-mode="$ps" --threads="$th" --time="$BENCH_TIME" --report-interval=0 \
+                    --mysql-ignore-errors=all run >"$out" 2>&1 || rc=$?
+                cpu="-"
+                queries=$(awk '/queries:/ { print $2; exit }' "$out")
+                qps=$(awk '/queries:/ { gsub(/\(/, "", $3); print $3; exit }' "$out")
+                p95=$(awk '/95th percentile:/ { print $3; exit }' "$out")
+                errs=$(awk '/ignored errors:/ { print $3; exit }' "$out")
+                if [ $rc -ne 0 ] || [ -z "$queries" ]; then
+                    errs="FAIL(rc=$rc)"
+                    qps=${qps:-0}
+                    p95=${p95:--}
+                fi
+                if [ -n "$pid" ] && [ -n "${queries:-}" ] && [ "${queries:-0}" -gt 0 ]; then
+                    c1=$(cpu_ticks "$pid")
+                    cpu=$(awk -v d=$((c1 - c0)) -v t="$TCK" -v q="$queries" 'BEGIN { printf "%.1f", d * 1e6 / t / q }')
+                fi
+                [ "$t" = direct ] && direct_qps=$qps
+                ratio="-"
+                if [ "$t" != direct ] && [ -n "$direct_qps" ]; then
+                    ratio=$(awk -v a="$qps" -v b="$direct_qps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+                fi
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$ps" "$th" "$t" "$qps" "$p95" "$errs" "$cpu" "$ratio" >>"$RESULTS"
+                log "$(tail -n1 "$RESULTS")"
+                if [ $rc -ne 0 ]; then tail -n 5 "$out" | sed 's/^/#   /' >&2; fi
+            done
+        done
+    done
+done
+
+# --- table ---------------------------------------------------------------------------------
+echo
+echo "sysbench ${BENCH_TIME}s per run, --tables=$BENCH_TABLES --table-size=$BENCH_TABLE_SIZE."
+echo "direct = primary; rwproxy = all 3 servers (reads to replicas); haproxy = TCP -> primary;"
+echo "haproxy-ro = TCP round-robin over the 2 replicas (rwproxy's like-for-like for point selects)."
+echo "CPU us/q = proxy process utime+stime delta / queries. ratio = QPS / QPS(direct)."
+echo
+printf '| %-17s | %-7s | %7s | %-10s | %10s | %8s | %6s | %9s | %5s |\n' \
+    workload ps-mode threads target QPS "p95 ms" errors "CPU us/q" ratio
+echo '|-------------------|---------|--------:|------------|-----------:|---------:|-------:|----------:|------:|'
+while IFS=$'\t' read -r wl ps th t qps p95 errs cpu ratio; do
+    printf '| %-17s | %-7s | %7s | %-10s | %10s | %8s | %6s | %9s | %5s |\n' \
+        "$wl" "$ps" "$th" "$t" "$qps" "$p95" "$errs" "$cpu" "$ratio"
+done <"$RESULTS"
+if grep -qiE 'error|panic' "$WORK/rwproxy.log"; then
+    echo
+    echo "rwproxy log (errors):"
+    grep -iE 'error|panic' "$WORK/rwproxy.log" | sort | uniq -c | sort -rn | head -n 10
+fi
