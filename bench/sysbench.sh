@@ -38,7 +38,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     sleep 0.3
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-    [ -x "$BIN/bench-cluster" ] && timeout 30 "$BIN/bench-cluster" down --dir "$WORK/cluster" >/dev/null 2>&1
+    [ -x "$BIN/sandbox" ] && timeout 30 "$BIN/sandbox" down --dir "$WORK/cluster" >/dev/null 2>&1
     if [ -z "${BENCH_KEEP_DIR:-}" ]; then rm -rf "$WORK"; else echo "logs kept in $WORK" >&2; fi
 }
 trap cleanup EXIT
@@ -75,8 +75,11 @@ fi
 
 # --- cluster -------------------------------------------------------------------------------
 log "starting sandbox cluster in $WORK/cluster"
-eval "$(timeout 180 "$BIN/bench-cluster" up --dir "$WORK/cluster" --replicas 2)"
-read -r R1 R2 <<<"$REPLICAS"
+timeout 180 "$BIN/sandbox" up --dir "$WORK/cluster" --replicas 2 >&2
+# shellcheck disable=SC1091
+. "$WORK/cluster/ports.env"
+PRIMARY=$PRIMARY_PORT
+read -r R1 R2 <<<"$REPLICA_PORTS"
 log "primary $PRIMARY, replicas $R1 $R2"
 
 # --- rwproxy -------------------------------------------------------------------------------
