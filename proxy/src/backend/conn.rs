@@ -114,8 +114,9 @@ pub struct BackendStmt {
     pub id: u32,
     pub params: u16,
     pub columns: u16,
-    /// Tables resolve against the schema current at prepare time.
-    pub schema: Option<String>,
+    /// `SessionState::fingerprint` at prepare time: tables resolve against the schema then
+    /// current, literals against the character set, and so on.
+    pub state: u64,
     /// The server's prepare reply, replayed to later sessions preparing the same text here.
     pub reply: Arc<Vec<RawPacket>>,
 }
@@ -398,8 +399,9 @@ impl BackendConn {
 
     /// The backend id of `sql` prepared on this connection, preparing it now if needed.
     pub async fn prepare(&mut self, sql: &Arc<str>) -> Result<BackendStmt, BackendError> {
+        let state = self.state.fingerprint();
         if let Some(st) = self.stmts.get(sql) {
-            if st.schema == self.state.schema {
+            if st.state == state {
                 return Ok(st.clone());
             }
         }
@@ -441,7 +443,7 @@ impl BackendConn {
             id,
             params,
             columns,
-            schema: self.state.schema.clone(),
+            state,
             reply: Arc::new(packets),
         };
         self.stmts.insert(sql.clone(), st.clone());

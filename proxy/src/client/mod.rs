@@ -301,9 +301,8 @@ pub async fn execute(
         match result {
             Ok(r) => {
                 after(s, c.conn(), &r);
-                let messages = r.completion.warnings > 0
-                    || r.error.is_some()
-                    || target == Target::Diagnostics;
+                let messages =
+                    r.completion.warnings > 0 || r.error.is_some() || target == Target::Diagnostics;
                 s.finish(c, messages).await;
                 return Ok(Some(r));
             }

@@ -141,8 +141,7 @@ impl Session {
             {
                 Ok(lease) => {
                     let mut c = Checkout { backend, lease };
-                    let addr = c.backend.address.clone();
-                    match self.sync_state(&addr, c.conn()).await {
+                    match self.sync_state(&c.backend.address, &mut c.lease.conn).await {
                         Ok(()) => return Ok(c),
                         Err(BackendError::Server(e)) => {
                             self.release(c).await;
