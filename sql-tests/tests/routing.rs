@@ -641,3 +641,23 @@ async fn sql_mode_follows_to_replicas() {
     }
     assert_replicas_only(&seen, "after SET sql_mode");
 }
+
+/// A `SET` or `USE` inside a multi-statement is not parsed by the proxy; the session must
+/// then stay on that connection so the change stays visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changed_inside_multi_statement_stays_visible() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    let mut r = c
+        .query_iter("SELECT 1; SET time_zone = '+07:00'")
+        .await
+        .unwrap();
+    while !r.is_empty() {
+        r.collect::<u32>().await.unwrap();
+    }
+    drop(r);
+    for _ in 0..20 {
+        let tz: String = c.query_first("SELECT @@time_zone").await.unwrap().unwrap();
+        assert_eq!(tz, "+07:00");
+    }
+}

@@ -31,6 +31,10 @@ pub const COM_STMT_RESET: u8 = 0x1A;
 pub const COM_STMT_FETCH: u8 = 0x1C;
 pub const COM_RESET_CONNECTION: u8 = 0x1F;
 
+/// How long a session keeps the connection of a statement that left warnings, waiting for
+/// the client's next command (see `Session::finish`).
+const HOLD_FOR_DIAGNOSTICS: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The client's side of the socket.
 pub struct ClientIo {
     pub reader: PacketReader<OwnedReadHalf>,
@@ -142,6 +146,14 @@ async fn run(
 ) -> Result<(), SessionEnd> {
     let mut packet = Vec::with_capacity(1024);
     loop {
+        if s.held.is_some() && !io.reader.has_buffered() {
+            // A connection kept only for a possible `SHOW WARNINGS` goes back to the pool if
+            // the client falls silent, so idle clients never sit on backend connections.
+            let next = tokio::time::timeout(HOLD_FOR_DIAGNOSTICS, io.reader.get_ref().readable());
+            if next.await.is_err() {
+                s.release_held().await;
+            }
+        }
         let read = match wait_timeout {
             Some(t) => match tokio::time::timeout(t, io.reader.read_logical(&mut packet)).await {
                 Ok(r) => r,

@@ -8,7 +8,7 @@ use super::{ClientIo, Prep, SessionEnd};
 use crate::backend::conn::{BackendConn, BackendError, BackendStmt};
 use crate::backend::relay::Expect;
 use crate::protocol::message::{self, codes, SqlError};
-use crate::router::classify::{self, Classification, StmtKind};
+use crate::router::classify::{self, Classification};
 use crate::router::{self, Target};
 use std::sync::Arc;
 
@@ -66,7 +66,8 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
             return Ok(());
         }
     };
-    s.finish(c, reply.is_err()).await;
+    s.finish(c, reply.is_err() || target == Target::Diagnostics)
+        .await;
     match reply {
         Err(e) => io.error(&e).await?,
         Ok(st) => {
@@ -157,12 +158,8 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     // the way its text form does, but the proxy records none of it from the binary protocol:
     // keep the session on that connection (and reset it before anyone else gets it), as
     // COM_QUERY does for state it cannot replay.
-    if stmt.class.flags.intersects(super::query::SERVER_STATE)
-        || matches!(
-            stmt.class.kind,
-            StmtKind::Set | StmtKind::Use | StmtKind::LockTables | StmtKind::PrepareText
-        )
-    {
+    let changes_session = super::query::changes_session(stmt.class.kind);
+    if stmt.class.flags.intersects(super::query::SERVER_STATE) || changes_session {
         s.sticky.server_state = true;
     }
     let cursor = packet.get(5).is_some_and(|f| f & CURSOR_FLAGS != 0);
@@ -183,7 +180,14 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         target,
         Expect::Results,
         Prep::Stmt { id, execute: true },
-        |_, _, _| {},
+        |_, conn, _| {
+            // Statements prepared here before a `SET NAMES`/`SET sql_mode` may now mean
+            // something else; they are re-prepared on next use (and the server's copies go
+            // away with the reset this connection gets before reuse).
+            if changes_session {
+                conn.stmts.clear();
+            }
+        },
     )
     .await?;
     Ok(())

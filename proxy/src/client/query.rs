@@ -11,15 +11,38 @@ use crate::router::{self, Target};
 use crate::session::set_stmt::{self, Assignment};
 
 /// Statement flags that leave state on the server connection the proxy cannot move.
-///
-/// Multi-statements are included: the proxy does not follow state changes inside them (a
-/// `USE` or `SET` after the first `;`), so the session keeps that connection and the
-/// connection is reset before anyone else gets it.
 pub(crate) const SERVER_STATE: Flags = Flags::TEMP_TABLE
     .union(Flags::GET_LOCK)
     .union(Flags::USER_VAR_WRITE)
-    .union(Flags::CALC_FOUND_ROWS)
-    .union(Flags::MULTI_STATEMENT);
+    .union(Flags::CALC_FOUND_ROWS);
+
+/// Statement kinds that change session state.
+pub(crate) fn changes_session(kind: StmtKind) -> bool {
+    matches!(
+        kind,
+        StmtKind::Set
+            | StmtKind::Use
+            | StmtKind::LockTables
+            | StmtKind::UnlockTables
+            | StmtKind::PrepareText
+    )
+}
+
+/// Whether a multi-statement changes session state anywhere: the proxy does not follow a
+/// `USE` or `SET` inside one, so the session then keeps that connection (reset before anyone
+/// else gets it). A `;` inside a string only makes this answer yes more often.
+fn multi_changes_session(sql: &[u8], first: StmtKind) -> bool {
+    const MAX_PARTS: usize = 64;
+    let mut parts = 0;
+    changes_session(first)
+        || sql.iter().enumerate().any(|(i, b)| {
+            if *b != b';' {
+                return false;
+            }
+            parts += 1;
+            parts > MAX_PARTS || changes_session(classify::classify(&sql[i + 1..]).kind)
+        })
+}
 
 pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
     let sql = &packet[1..];
@@ -52,7 +75,11 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     };
     // Pinning reasons are decided before the statement runs so the connection is kept (and
     // marked for reset) even when it fails half-way, as a multi-statement can.
-    if c.flags.intersects(SERVER_STATE) || c.kind == StmtKind::PrepareText {
+    let multi = c.flags.contains(Flags::MULTI_STATEMENT);
+    if c.flags.intersects(SERVER_STATE)
+        || c.kind == StmtKind::PrepareText
+        || multi && multi_changes_session(sql, c.kind)
+    {
         s.sticky.server_state = true;
     }
     for a in &assignments {
@@ -64,7 +91,6 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     }
     let wants_last_id = c.flags.contains(Flags::LAST_INSERT_ID);
     let kind = c.kind;
-    let multi = c.flags.contains(Flags::MULTI_STATEMENT);
     execute(
         s,
         io,

@@ -166,7 +166,10 @@ impl Session {
                     if e.means_down() {
                         backend.mark_down(&e);
                     }
-                    if is_write || !e.means_down() {
+                    // A read tries the next backend when this one is down or saturated
+                    // (ending on the write backend); a login refusal would repeat everywhere.
+                    let login_refused = matches!(e, BackendError::Login { .. });
+                    if is_write || login_refused {
                         return Err(e.to_sql_error(&role_name(is_write, &backend.address)));
                     }
                     tracing::warn!(backend = %backend.address, "read backend failed, trying another: {e}");
