@@ -118,7 +118,7 @@ async fn run(protocol: Protocol) -> usize {
                 (v, d)
             }
         };
-        let (mut via_proxy, mut direct) = (via_proxy, direct);
+        let mut direct = direct;
         // Documented deviation: MariaDB keeps the messages of the last statement that left
         // any until a statement touches a table, so `SHOW WARNINGS` after a message-free
         // `SELECT 1` can still show older ones. rwproxy keeps a statement's messages for the
