@@ -87,6 +87,23 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         !self.buf.is_empty()
     }
 
+    /// Bytes received and not yet consumed, for callers that walk packets in place.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.buf.advance(n);
+    }
+
+    /// Reads more bytes, making room for at least `want` buffered bytes in total.
+    pub async fn fill_to(&mut self, want: usize) -> io::Result<()> {
+        if want > self.buf.len() {
+            self.buf.reserve(want - self.buf.len());
+        }
+        self.fill().await
+    }
+
     pub fn get_ref(&self) -> &R {
         &self.inner
     }
@@ -140,6 +157,15 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
         }
     }
 
+    /// Sends already framed bytes, without copying them when nothing else is queued.
+    pub async fn write_through(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return self.inner.write_all(bytes).await;
+        }
+        self.buf.extend_from_slice(bytes);
+        self.flush_buf().await
+    }
+
     /// Queues an already framed packet.
     pub async fn write_raw(&mut self, p: &RawPacket) -> io::Result<()> {
         if p.0.len() >= FLUSH_AT {
@@ -168,6 +194,17 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
 
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner
+    }
+}
+
+/// The length of the physical packet starting at `buf[0]`, header included, if its header
+/// is there.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    match buf {
+        [a, b, c, _, ..] => {
+            Some(4 + (usize::from(*a) | usize::from(*b) << 8 | usize::from(*c) << 16))
+        }
+        _ => None,
     }
 }
 
