@@ -708,3 +708,406 @@ impl<'a> Cursor<'a> {
         Ok(v.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(sql: &str) -> Command {
+        parse(sql).unwrap_or_else(|e| panic!("{sql:?}: {e}"))
+    }
+
+    fn err(sql: &str) -> String {
+        match parse(sql) {
+            Ok(c) => panic!("{sql:?} parsed as {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn addr(host: &str, port: u16) -> BackendAddr {
+        BackendAddr {
+            host: host.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn select_tables_any_case_whitespace_semicolon() {
+        for sql in [
+            "SELECT * FROM backends",
+            "select * from backends",
+            "  SeLeCt\t*\n\nFROM   BACKENDS ;  ",
+            "select * from backends;;",
+            "select\r\n*\r\nfrom\r\nbackends",
+        ] {
+            assert_eq!(p(sql), Command::Backends, "{sql:?}");
+        }
+        assert_eq!(p("select * from help"), Command::Help);
+        assert_eq!(p("select * from clients"), Command::Clients);
+        assert_eq!(p("select * from PWDS;"), Command::Pwds);
+        assert_eq!(p("select * from stats"), Command::Stats);
+        assert_eq!(p("select * from sessions"), Command::Sessions);
+        assert_eq!(p("select * from digests"), Command::Digests);
+        assert_eq!(p("select * from vrrp"), Command::Vrrp);
+        assert_eq!(p("SELECT VERSION"), Command::Version);
+        assert_eq!(p("select   version ;"), Command::Version);
+    }
+
+    #[test]
+    fn unknown_commands_point_to_help() {
+        for sql in [
+            "select * from nowhere",
+            "drop table backends",
+            "selectt * from backends",
+            "select * from backends where 1",
+            "SELECT * FROM backends; SELECT 1",
+            "save",
+            "save config now",
+            "add",
+            "remove",
+            "bogus",
+        ] {
+            let e = parse(sql).unwrap_err();
+            assert!(
+                e.to_string().contains(crate::UNKNOWN_COMMAND_HINT),
+                "{sql:?}: {e}"
+            );
+            assert_eq!((e.code(), e.sqlstate()), (1064, "42000"));
+        }
+        assert_eq!(err("   ;  "), "Query was empty");
+    }
+
+    #[test]
+    fn set_offline_online() {
+        assert_eq!(p("SET OFFLINE 2"), Command::SetOffline(2));
+        assert_eq!(p("set\tonline\n 12;"), Command::SetOnline(12));
+        assert!(err("set offline 0").contains("positive integer, got '0'"));
+        assert!(err("set offline -1").contains("positive integer"));
+        assert!(err("set offline two").contains("got 'two'"));
+        assert!(err("set offline 1.5").contains("got '1.5'"));
+        assert!(err("set offline 99999999999999999999999").contains("positive integer"));
+        assert!(err("set online").contains("SET ONLINE needs a backend_ndx"));
+        assert!(err("set online 1 2").contains("takes one argument"));
+    }
+
+    #[test]
+    fn add_master_and_slave() {
+        assert_eq!(
+            p("ADD MASTER 10.0.0.1:3307"),
+            Command::AddMaster(addr("10.0.0.1", 3307))
+        );
+        assert_eq!(
+            p("add master 10.0.0.1"),
+            Command::AddMaster(addr("10.0.0.1", 3306))
+        );
+        assert_eq!(
+            p("add slave 10.0.0.3:3306@2;"),
+            Command::AddSlave {
+                address: addr("10.0.0.3", 3306),
+                weight: 2
+            }
+        );
+        assert_eq!(
+            p("ADD SLAVE db-replica-2.Example.COM"),
+            Command::AddSlave {
+                address: addr("db-replica-2.example.com", 3306),
+                weight: 1
+            }
+        );
+        assert_eq!(
+            p("add slave mariadb_replica_1:3306@10"),
+            Command::AddSlave {
+                address: addr("mariadb_replica_1", 3306),
+                weight: 10
+            }
+        );
+        assert_eq!(
+            p("add slave [::1]:3307@3"),
+            Command::AddSlave {
+                address: addr("::1", 3307),
+                weight: 3
+            }
+        );
+        assert_eq!(
+            p("add master [fe80::1]"),
+            Command::AddMaster(addr("fe80::1", 3306))
+        );
+        assert_eq!(
+            p("add master localhost:3306"),
+            Command::AddMaster(addr("localhost", 3306))
+        );
+    }
+
+    #[test]
+    fn bad_backend_addresses() {
+        assert!(err("add slave 10.0.0.3:3306@0").contains("at least 1, got '0'"));
+        assert!(err("add slave 10.0.0.3:3306@").contains("at least 1, got ''"));
+        assert!(err("add slave 10.0.0.3:3306@x").contains("got 'x'"));
+        assert!(err("add slave 10.0.0.3:0").contains("port must be"));
+        assert!(err("add slave 10.0.0.3:65536").contains("port must be"));
+        assert!(err("add slave 10.0.0.3:").contains("port must be"));
+        assert!(err("add slave 10.0.0.3:abc").contains("port must be"));
+        assert!(err("add slave 300.0.0.1:3306").contains("not a valid IPv4"));
+        assert!(err("add slave 10.0.0:3306").contains("not a valid IPv4"));
+        assert!(err("add slave ::1").contains("brackets"));
+        assert!(err("add slave [::1").contains("missing ']'"));
+        assert!(err("add slave [::g]:1").contains("not an IPv6"));
+        assert!(err("add slave [::1]3306").contains("expected ':port'"));
+        assert!(err("add slave -bad-.host").contains("starts or ends with '-'"));
+        assert!(err("add slave bad..host").contains("not a valid hostname label"));
+        assert!(err("add slave ba!d:1").contains("not a valid hostname label"));
+        assert!(err("add slave :3306").contains("missing host"));
+        assert!(err("add slave").contains("ADD SLAVE needs host:port[@weight]"));
+        assert!(err("add slave a:1 b:2").contains("takes one argument"));
+        assert!(err("add master 10.0.0.1:3306@2").contains("ADD MASTER takes no weight"));
+        // every argument error names the offending text
+        assert!(err("add slave 10.0.0.3:99999").contains("'10.0.0.3:99999'"));
+    }
+
+    #[test]
+    fn backend_addr_display() {
+        assert_eq!(addr("::1", 3306).to_string(), "[::1]:3306");
+        assert_eq!(addr("db1", 3307).to_string(), "db1:3307");
+        assert_eq!(
+            BackendAddr::parse("[0:0:0:0:0:0:0:1]:5")
+                .unwrap()
+                .to_string(),
+            "[::1]:5"
+        );
+    }
+
+    #[test]
+    fn remove_backend() {
+        assert_eq!(p("REMOVE BACKEND 2"), Command::RemoveBackend(2));
+        assert_eq!(p("remove\nbackend\n3;"), Command::RemoveBackend(3));
+        assert!(err("remove backend 0").contains("positive integer"));
+        assert!(err("remove backend x").contains("got 'x'"));
+        assert!(err("remove backend").contains("needs a backend_ndx"));
+    }
+
+    #[test]
+    fn clients() {
+        assert_eq!(
+            p("ADD CLIENT 192.168.1.2"),
+            Command::AddClient("192.168.1.2".into())
+        );
+        assert_eq!(
+            p("add client 192.168.1"),
+            Command::AddClient("192.168.1".into())
+        );
+        assert_eq!(
+            p("add client 10.0.0.0/8"),
+            Command::AddClient("10.0.0.0/8".into())
+        );
+        assert_eq!(
+            p("add client FE80::1;"),
+            Command::AddClient("fe80::1".into())
+        );
+        assert_eq!(
+            p("remove client 127.0.0.1"),
+            Command::RemoveClient("127.0.0.1".into())
+        );
+        assert!(err("add client evil;drop").contains("IP address or prefix"));
+        assert!(err("add client host.example").contains("got 'host.example'"));
+        assert!(err("remove client").contains("needs a client IP"));
+    }
+
+    #[test]
+    fn pwds() {
+        assert_eq!(
+            p("ADD PWD app:S3cret"),
+            Command::AddPwd {
+                user: "app".into(),
+                password: "S3cret".into()
+            }
+        );
+        // case is kept; the password may contain ':' and spaces
+        assert_eq!(
+            p("add pwd App:Pa:ss w0rd;"),
+            Command::AddPwd {
+                user: "App".into(),
+                password: "Pa:ss w0rd".into()
+            }
+        );
+        assert_eq!(
+            p("add pwd app:'ends with;'"),
+            Command::AddPwd {
+                user: "app".into(),
+                password: "ends with;".into()
+            }
+        );
+        assert_eq!(
+            p("ADD ENPWD app:KsWNCR6qyNk="),
+            Command::AddEnPwd {
+                user: "app".into(),
+                encrypted: "KsWNCR6qyNk=".into()
+            }
+        );
+        assert_eq!(p("remove pwd App"), Command::RemovePwd("App".into()));
+        assert!(err("add pwd app").contains("ADD PWD needs user:password"));
+        assert!(err("add pwd app:").contains("needs user:password"));
+        assert!(err("add pwd :secret").contains("bad user name"));
+        assert!(err("add enpwd nope").contains("ADD ENPWD needs user:encrypted_password"));
+        assert!(err("add pwd app:'open").contains("unterminated"));
+        assert!(err("remove pwd").contains("needs user"));
+        assert!(err("remove pwd a b").contains("takes one argument"));
+    }
+
+    #[test]
+    fn save_config() {
+        assert_eq!(p("SAVE CONFIG"), Command::SaveConfig);
+        assert_eq!(p("save\n\tconfig ;"), Command::SaveConfig);
+    }
+
+    #[test]
+    fn show_and_set_variables() {
+        assert_eq!(p("SHOW VARIABLES"), Command::ShowVariables { like: None });
+        assert_eq!(
+            p("show global variables like 'read%';"),
+            Command::ShowVariables {
+                like: Some("read%".into())
+            }
+        );
+        assert!(err("show variables where 1").contains("only LIKE"));
+        assert!(err("show variables like read").contains("quoted string"));
+        assert_eq!(
+            p("SET max_replica_lag = 30"),
+            Command::SetVariables(vec![("max_replica_lag".into(), "30".into())])
+        );
+        assert_eq!(
+            p("set global Read_Lag_Limit='5s', @@global.sql_log := ON"),
+            Command::SetVariables(vec![
+                ("read_lag_limit".into(), "5s".into()),
+                ("sql_log".into(), "ON".into())
+            ])
+        );
+        assert_eq!(
+            p("set `pool.max_idle`=\"8\""),
+            Command::SetVariables(vec![("pool.max_idle".into(), "8".into())])
+        );
+        assert!(err("set x").contains("expected '='"));
+        assert!(err("set x =").contains("bad value"));
+        assert!(err("set x = 1 2").contains("bad value"));
+        assert!(err("set = 1").contains("expected a variable name"));
+    }
+
+    #[test]
+    fn session_statements_are_noops() {
+        for sql in [
+            "SET NAMES utf8mb4",
+            "set names 'utf8' collate 'utf8_general_ci'",
+            "SET CHARACTER SET utf8",
+            "SET autocommit=1",
+            "SET SESSION sql_mode = 'STRICT_ALL_TABLES'",
+            "set @@session.time_zone='+00:00'",
+            "SET @a = 1",
+            "set character_set_results = NULL",
+        ] {
+            assert_eq!(p(sql), Command::Noop, "{sql:?}");
+        }
+        // a runtime setting mixed with session ones keeps only the runtime one
+        assert_eq!(
+            p("set autocommit=1, global slow_ms=100"),
+            Command::SetVariables(vec![("slow_ms".into(), "100".into())])
+        );
+    }
+
+    #[test]
+    fn what_the_mariadb_cli_sends() {
+        // captured from mariadb 10.11's general log (interactive session, `use`, `status`)
+        let item = |label: &str, expr| SelectItem {
+            label: label.into(),
+            expr,
+        };
+        assert_eq!(
+            p("select @@version_comment limit 1"),
+            Command::Select(vec![item(
+                "@@version_comment",
+                SelectExpr::SysVar("version_comment".into())
+            )])
+        );
+        assert_eq!(
+            p("SELECT DATABASE()"),
+            Command::Select(vec![item("DATABASE()", SelectExpr::Database)])
+        );
+        assert_eq!(
+            p("select DATABASE(), USER() limit 1"),
+            Command::Select(vec![
+                item("DATABASE()", SelectExpr::Database),
+                item("USER()", SelectExpr::User)
+            ])
+        );
+        assert_eq!(
+            p("select @@character_set_client, @@character_set_connection, @@character_set_server, @@character_set_database limit 1"),
+            Command::Select(vec![
+                item("@@character_set_client", SelectExpr::SysVar("character_set_client".into())),
+                item("@@character_set_connection", SelectExpr::SysVar("character_set_connection".into())),
+                item("@@character_set_server", SelectExpr::SysVar("character_set_server".into())),
+                item("@@character_set_database", SelectExpr::SysVar("character_set_database".into())),
+            ])
+        );
+        assert_eq!(p("show databases"), Command::ShowDatabases);
+        assert_eq!(p("show tables"), Command::ShowTables);
+        assert_eq!(p("SHOW WARNINGS"), Command::ShowWarnings);
+        assert_eq!(p("use mydb"), Command::Use("mydb".into()));
+        assert_eq!(p("use `mydb`;"), Command::Use("mydb".into()));
+    }
+
+    #[test]
+    fn driver_selects() {
+        let labels = |sql: &str| match p(sql) {
+            Command::Select(items) => items
+                .into_iter()
+                .map(|i| (i.label, i.expr))
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            labels("SELECT @@max_allowed_packet,@@wait_timeout"),
+            vec![
+                (
+                    "@@max_allowed_packet".into(),
+                    SelectExpr::SysVar("max_allowed_packet".into())
+                ),
+                (
+                    "@@wait_timeout".into(),
+                    SelectExpr::SysVar("wait_timeout".into())
+                ),
+            ]
+        );
+        assert_eq!(
+            labels("select @@GLOBAL.Max_Allowed_Packet as m"),
+            vec![("m".into(), SelectExpr::SysVar("max_allowed_packet".into()))]
+        );
+        assert_eq!(
+            labels("SELECT VERSION()"),
+            vec![("VERSION()".into(), SelectExpr::Version)]
+        );
+        assert_eq!(
+            labels("select 1"),
+            vec![("1".into(), SelectExpr::Literal(Some("1".into())))]
+        );
+        assert_eq!(
+            labels("select 'x'"),
+            vec![("x".into(), SelectExpr::Literal(Some("x".into())))]
+        );
+        assert_eq!(
+            labels("select NULL"),
+            vec![("NULL".into(), SelectExpr::Literal(None))]
+        );
+        assert_eq!(
+            labels("select connection_id()"),
+            vec![("connection_id()".into(), SelectExpr::ConnectionId)]
+        );
+        for sql in [
+            "select now()",
+            "select 1+1",
+            "select @@",
+            "select",
+            "select 'open",
+            "select 1,",
+        ] {
+            assert!(err(sql).contains(crate::UNKNOWN_COMMAND_HINT), "{sql:?}");
+        }
+    }
+}
