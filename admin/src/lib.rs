@@ -4,6 +4,13 @@
 //! The proxy owns the admin listener and the MySQL protocol; for each `COM_QUERY` it calls
 //! [`execute_in`] and encodes the [`Reply`] (or the [`AdminError`] as an ERR packet). This
 //! crate never depends on the proxy.
+//!
+//! Besides `COM_QUERY`, the stock `mariadb` 10.11 CLI sends (captured from a server's general
+//! log): `COM_INIT_DB` for `use db` and for a database given on the command line, then
+//! `show databases`, `show tables` and one `COM_FIELD_LIST` per table for tab completion, and
+//! `COM_STATISTICS` for `status`. The proxy should answer `COM_INIT_DB` with OK (as Atlas's
+//! admin plugin does) and set [`ExecContext::schema`], `COM_FIELD_LIST` with an empty field
+//! list, and `COM_STATISTICS` with any status line.
 
 pub mod client;
 pub mod command;
