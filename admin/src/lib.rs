@@ -1,1 +1,266 @@
-pub fn _x() {}
+//! rwproxy's admin console: Atlas's command language, the control-plane trait the proxy
+//! implements, and a client for scripts and `ha`.
+//!
+//! The proxy owns the admin listener and the MySQL protocol; for each `COM_QUERY` it calls
+//! [`execute_in`] and encodes the [`Reply`] (or the [`AdminError`] as an ERR packet). This
+//! crate never depends on the proxy.
+//!
+//! Besides `COM_QUERY`, the stock `mariadb` 10.11 CLI sends (captured from a server's general
+//! log): `COM_INIT_DB` for `use db` and for a database given on the command line, then
+//! `show databases`, `show tables` and one `COM_FIELD_LIST` per table for tab completion, and
+//! `COM_STATISTICS` for `status`. The proxy should answer `COM_INIT_DB` with OK (as Atlas's
+//! admin plugin does) and set [`ExecContext::schema`], `COM_FIELD_LIST` with an empty field
+//! list, and `COM_STATISTICS` with any status line.
+
+pub mod client;
+pub mod command;
+pub mod control;
+mod error;
+pub mod resultset;
+pub mod tables;
+
+pub use command::{parse, BackendAddr, Command, SelectExpr, SelectItem};
+pub use control::{
+    BackendInfo, BackendRole, BackendState, BackendStats, ControlPlane, DigestInfo, SessionInfo,
+    UserPassword, VrrpInfo,
+};
+pub use error::{AdminError, UNKNOWN_COMMAND_HINT};
+pub use resultset::{Reply, ResultSet};
+
+use tables::{
+    table_of, CLIENT_COLUMNS, HELP_COLUMNS, PWD_COLUMNS, STATUS_COLUMNS, VARIABLE_COLUMNS,
+    VERSION_COLUMNS,
+};
+
+/// Per-connection facts of an admin session, for the client-compatibility statements.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecContext {
+    /// The admin user, as `USER()` shows it (`user@host`).
+    pub user: String,
+    /// Set by `USE` (the proxy sets it too for `COM_INIT_DB` and the handshake's database).
+    pub schema: Option<String>,
+    pub connection_id: u32,
+}
+
+/// Run one admin statement with no session context.
+pub fn execute(sql: &str, cp: &dyn ControlPlane) -> Result<Reply, AdminError> {
+    execute_in(sql, cp, &mut ExecContext::default())
+}
+
+/// Run one admin statement for a session.
+pub fn execute_in(
+    sql: &str,
+    cp: &dyn ControlPlane,
+    ctx: &mut ExecContext,
+) -> Result<Reply, AdminError> {
+    let rows = |rs: ResultSet| Ok(Reply::Rows(rs));
+    // Atlas answers every change with an empty result set whose one column is `status`.
+    let done = || Ok(Reply::Rows(ResultSet::new(STATUS_COLUMNS)));
+    match parse(sql)? {
+        Command::Help => rows(help()),
+        Command::Backends => rows(table_of(&cp.backends())),
+        Command::SetOffline(n) => rows(table_of(&[cp.set_offline(n)?])),
+        Command::SetOnline(n) => rows(table_of(&[cp.set_online(n)?])),
+        Command::AddMaster(addr) => {
+            cp.add_backend(&addr.to_string(), BackendRole::ReadWrite, 1)?;
+            done()
+        }
+        Command::AddSlave { address, weight } => {
+            cp.add_backend(&address.to_string(), BackendRole::ReadOnly, weight)?;
+            done()
+        }
+        Command::RemoveBackend(n) => {
+            cp.remove_backend(n)?;
+            done()
+        }
+        Command::Clients => rows(single_column(CLIENT_COLUMNS[0], cp.clients())),
+        Command::AddClient(ip) => {
+            cp.add_client(&ip)?;
+            done()
+        }
+        Command::RemoveClient(ip) => {
+            cp.remove_client(&ip)?;
+            done()
+        }
+        Command::Pwds => rows(pairs(&PWD_COLUMNS, cp.users())),
+        Command::AddPwd { user, password } => {
+            cp.add_user(&user, UserPassword::Plain(password))?;
+            done()
+        }
+        Command::AddEnPwd { user, encrypted } => {
+            cp.add_user(&user, UserPassword::Encrypted(encrypted))?;
+            done()
+        }
+        Command::RemovePwd(user) => {
+            cp.remove_user(&user)?;
+            done()
+        }
+        Command::SaveConfig => {
+            cp.save_config()?;
+            done()
+        }
+        Command::Version => rows(single_column(VERSION_COLUMNS[0], [cp.version()])),
+        Command::Stats => rows(table_of(&cp.stats())),
+        Command::Sessions => rows(table_of(&cp.sessions())),
+        Command::Digests => rows(table_of(&cp.digests())),
+        Command::Vrrp => rows(table_of(&cp.vrrp())),
+        Command::ShowVariables { like } => {
+            let vars = cp
+                .variables()
+                .into_iter()
+                .filter(|(name, _)| match &like {
+                    None => true,
+                    Some(p) => self::like(p, name),
+                })
+                .collect();
+            rows(pairs(&VARIABLE_COLUMNS, vars))
+        }
+        Command::SetVariables(settings) => {
+            for (name, value) in &settings {
+                cp.set_variable(name, value)?;
+            }
+            Ok(Reply::ok())
+        }
+        Command::Select(items) => select(&items, cp, ctx),
+        Command::ShowDatabases => rows(ResultSet::new(["Database"])),
+        Command::ShowTables => rows(ResultSet::new([format!(
+            "Tables_in_{}",
+            ctx.schema.as_deref().unwrap_or("")
+        )])),
+        Command::ShowWarnings => rows(ResultSet::new(["Level", "Code", "Message"])),
+        Command::Use(db) => {
+            ctx.schema = Some(db);
+            Ok(Reply::ok())
+        }
+        Command::Noop => Ok(Reply::ok()),
+    }
+}
+
+fn single_column<S: Into<String>>(column: &str, values: impl IntoIterator<Item = S>) -> ResultSet {
+    let mut rs = ResultSet::new([column]);
+    for v in values {
+        rs.push(vec![Some(v.into())]);
+    }
+    rs
+}
+
+fn pairs(columns: &[&str; 2], values: Vec<(String, String)>) -> ResultSet {
+    let mut rs = ResultSet::new(columns.iter().copied());
+    for (a, b) in values {
+        rs.push(vec![Some(a), Some(b)]);
+    }
+    rs
+}
+
+/// `SELECT * FROM help`: Atlas's sixteen rows (command text exactly as Atlas prints it), then
+/// rwproxy's additions.
+fn help() -> ResultSet {
+    const ROWS: &[(&str, &str)] = &[
+        ("SELECT * FROM help", "shows this help"),
+        ("SELECT * FROM backends", "lists the backends and their state"),
+        ("SET OFFLINE $backend_id", "takes a backend out of service, $backend_id is its backend_ndx"),
+        ("SET ONLINE $backend_id", "returns a backend to service (health checks decide up/down)"),
+        ("ADD MASTER $backend", "example: \"add master 127.0.0.1:3306\" (hostnames and [IPv6] accepted, port defaults to 3306)"),
+        ("ADD SLAVE $backend", "example: \"add slave 127.0.0.1:3306@2\" (@weight optional, default 1)"),
+        ("REMOVE BACKEND $backend_id", "example: \"remove backend 1\", drains the backend's sessions first"),
+        ("SELECT * FROM clients", "lists the allowed client IPs"),
+        ("ADD CLIENT $client", "example: \"add client 192.168.1.2\""),
+        ("REMOVE CLIENT $client", "example: \"remove client 192.168.1.2\""),
+        ("SELECT * FROM pwds", "lists the users and their encrypted passwords"),
+        ("ADD PWD $pwd", "example: \"add pwd user:raw_password\""),
+        ("ADD ENPWD $pwd", "example: \"add enpwd user:encrypted_password\""),
+        ("REMOVE PWD $pwd", "example: \"remove pwd user\""),
+        ("SAVE CONFIG", "saves backends (with weights), clients, users and settings to the config file"),
+        ("SELECT VERSION", "shows the version"),
+        ("SELECT * FROM stats", "per backend: connections in use / idle, queries, errors, latency, replication lag"),
+        ("SELECT * FROM sessions", "client sessions: backend in use, transaction, current statement and its age"),
+        ("SELECT * FROM digests", "statements grouped by normalised text: count, total/max time, rows"),
+        ("SELECT * FROM vrrp", "VRRP instances: state, priority, virtual IPs"),
+        ("SHOW VARIABLES [LIKE 'pattern']", "lists the runtime settings"),
+        ("SET $name = $value", "changes a runtime setting"),
+    ];
+    let mut rs = ResultSet::new(HELP_COLUMNS);
+    for (cmd, desc) in ROWS {
+        rs.push(vec![Some(cmd.to_string()), Some(desc.to_string())]);
+    }
+    rs
+}
+
+/// What the console reports for system variables a client may ask for; the control plane's
+/// own variables take precedence. `@@socket` is NULL so drivers never switch to a Unix socket.
+fn builtin_variable(name: &str, cp: &dyn ControlPlane) -> Option<Option<String>> {
+    let v = match name {
+        "version" => return Some(Some(cp.version())),
+        "version_comment" => "rwproxy admin console",
+        "socket" => return Some(None),
+        "max_allowed_packet" => "16777216",
+        "wait_timeout" | "interactive_timeout" | "net_write_timeout" | "net_read_timeout" => {
+            "28800"
+        }
+        "character_set_client"
+        | "character_set_connection"
+        | "character_set_results"
+        | "character_set_server"
+        | "character_set_database"
+        | "character_set_system" => "utf8mb4",
+        "collation_connection" | "collation_server" | "collation_database" => "utf8mb4_general_ci",
+        "autocommit" | "auto_increment_increment" => "1",
+        "sql_mode" | "init_connect" => "",
+        "time_zone" | "system_time_zone" => "SYSTEM",
+        "transaction_isolation" | "tx_isolation" => "REPEATABLE-READ",
+        "transaction_read_only"
+        | "tx_read_only"
+        | "lower_case_table_names"
+        | "performance_schema" => "0",
+        "license" => "Apache-2.0",
+        _ => return None,
+    };
+    Some(Some(v.to_string()))
+}
+
+fn select(
+    items: &[SelectItem],
+    cp: &dyn ControlPlane,
+    ctx: &ExecContext,
+) -> Result<Reply, AdminError> {
+    let mut rs = ResultSet::new(items.iter().map(|i| i.label.clone()));
+    let mut row = Vec::with_capacity(items.len());
+    let mut vars: Option<Vec<(String, String)>> = None;
+    for item in items {
+        row.push(match &item.expr {
+            SelectExpr::SysVar(name) => {
+                let vars = vars.get_or_insert_with(|| cp.variables());
+                match vars.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                    Some((_, v)) => Some(v.clone()),
+                    None => builtin_variable(name, cp)
+                        .ok_or_else(|| AdminError::UnknownVariable(name.clone()))?,
+                }
+            }
+            SelectExpr::Database => ctx.schema.clone(),
+            SelectExpr::User => Some(ctx.user.clone()),
+            SelectExpr::Version => Some(cp.version()),
+            SelectExpr::ConnectionId => Some(ctx.connection_id.to_string()),
+            SelectExpr::Literal(v) => v.clone(),
+        });
+    }
+    rs.push(row);
+    Ok(Reply::Rows(rs))
+}
+
+/// SQL `LIKE`, case-insensitive as MySQL's default collations: `%`, `_`, `\` escapes.
+pub fn like(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('%', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some(('_', rest)) => !t.is_empty() && go(rest, &t[1..]),
+            Some(('\\', rest)) if !rest.is_empty() => {
+                !t.is_empty() && rest[0].eq_ignore_ascii_case(&t[0]) && go(&rest[1..], &t[1..])
+            }
+            Some((c, rest)) => !t.is_empty() && c.eq_ignore_ascii_case(&t[0]) && go(rest, &t[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    go(&p, &t)
+}
