@@ -37,7 +37,7 @@ use super::{
     SqlLog, UserConfig, LOG_LEVEL_HELP,
 };
 
-const SECTION: &str = "mysql-proxy";
+pub(super) const SECTION: &str = "mysql-proxy";
 
 /// Atlas / MySQL Proxy options that are valid in an Atlas file but mean nothing to rwproxy
 /// (Lua, plugins, sharding, LVS, process management, Atlas's own health checker). They are
@@ -157,12 +157,12 @@ fn scan<'a>(path: &Path, text: &'a str) -> Result<Vec<Entry<'a>>, ConfigError> {
     Ok(entries)
 }
 
-fn list(value: &str) -> impl Iterator<Item = &str> {
+pub(super) fn list(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// A backend as Atlas writes it: `host[:port][@weight]`.
-fn backend(item: &str) -> Result<(String, u32), String> {
+pub(super) fn backend(item: &str) -> Result<(String, u32), String> {
     let (addr, weight) = match item.rsplit_once('@') {
         Some((a, w)) => {
             let w = w.trim();

@@ -12,10 +12,12 @@ use std::time::Duration;
 mod atlas;
 mod client_filter;
 pub mod pwcrypt;
+pub mod save;
 mod toml_format;
 
 pub use client_filter::ClientFilter;
 pub use pwcrypt::{atlas_decrypt, atlas_encrypt, DecryptError};
+pub use save::{save, Snapshot};
 
 /// Defaults shared by both formats (where Atlas differs, `atlas.rs` says so).
 pub mod defaults {
@@ -129,6 +131,15 @@ pub enum ConfigError {
         /// The key in the file's own spelling (`proxy-address`, `backend[0].weight`).
         key: Option<String>,
         message: String,
+    },
+    /// `SAVE CONFIG` could not replace the file; the original is left as it was.
+    #[error("cannot write {}: {what}: {}", path.display(), io_message(source))]
+    Write {
+        path: PathBuf,
+        /// The step that failed (`creating a temporary file in conf`, `renaming ...`).
+        what: String,
+        #[source]
+        source: std::io::Error,
     },
 }
 
