@@ -605,7 +605,9 @@ fn atlas_text(
     let mut missing = String::new();
     for (ki, key) in keys.iter().enumerate() {
         if !found[ki] && !wanted.satisfied_when_absent(key) {
-            missing.push_str(&format!("{key} = {}{eol}", wanted.rendered(key)));
+            let line = format!("{key} = {}", wanted.rendered(key));
+            missing.push_str(line.trim_end());
+            missing.push_str(eol);
         }
     }
     if !missing.is_empty() {
@@ -689,3 +691,6 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ConfigError> {
         )))
 }
 
+
+#[cfg(test)]
+mod tests;
