@@ -31,8 +31,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
 
 use super::{
-    atlas, defaults, parse_backend_address, parse_str, pwcrypt, BackendConfig, Config,
-    ConfigError, ConfigFormat, Role, UserConfig,
+    atlas, defaults, parse_backend_address, parse_str, pwcrypt, BackendConfig, Config, ConfigError,
+    ConfigFormat, Role, UserConfig,
 };
 
 /// The parts of the running configuration that the admin console can change.
@@ -245,10 +245,7 @@ fn toml_text(path: &Path, text: &str, snap: &Snapshot) -> Result<String, ConfigE
             // sample has `# report_pass`) described the old password, so it goes too.
             t.remove("password");
             set_keep_decor(&mut t, "encrypted-password", encrypted);
-            if let Some(v) = t
-                .get_mut("encrypted-password")
-                .and_then(Item::as_value_mut)
-            {
+            if let Some(v) = t.get_mut("encrypted-password").and_then(Item::as_value_mut) {
                 v.decor_mut().set_suffix("");
             }
         }
@@ -351,7 +348,11 @@ fn put_tables(
     }
     let mut array = ArrayOfTables::new();
     for (n, (from, mut t)) in new.into_iter().enumerate() {
-        let own = t.decor().prefix().and_then(|p| p.as_str()).map(str::to_string);
+        let own = t
+            .decor()
+            .prefix()
+            .and_then(|p| p.as_str())
+            .map(str::to_string);
         if n == 0 {
             if from != Some(0) {
                 if let Some(lead) = &lead {
@@ -485,12 +486,19 @@ fn atlas_text(
         .users
         .iter()
         .map(|u| ("user name", u.name.as_str()))
-        .chain(snap.client_ips.iter().map(|s| ("client address", s.as_str())))
+        .chain(
+            snap.client_ips
+                .iter()
+                .map(|s| ("client address", s.as_str())),
+        )
     {
         if s.contains([',', '\n', '\r']) || (what == "user name" && s.contains(':')) {
             return Err(not_saved(
                 path,
-                format!("{what} '{}' cannot be written in an Atlas file", s.escape_debug()),
+                format!(
+                    "{what} '{}' cannot be written in an Atlas file",
+                    s.escape_debug()
+                ),
             ));
         }
     }
@@ -531,7 +539,9 @@ fn atlas_text(
         .map(|u| {
             let enc = known
                 .iter()
-                .find(|(n, e)| *n == u.name && pwcrypt::atlas_decrypt(e).as_deref() == Ok(&u.password))
+                .find(|(n, e)| {
+                    *n == u.name && pwcrypt::atlas_decrypt(e).as_deref() == Ok(&u.password)
+                })
                 .map(|(_, e)| e.clone())
                 .unwrap_or_else(|| pwcrypt::atlas_encrypt(&u.password));
             format!("{}:{enc}", u.name)
@@ -664,7 +674,10 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ConfigError> {
         file.write_all(data)
             .map_err(fail(format!("writing {}", tmp.display())))?;
         file.set_permissions(meta.permissions())
-            .map_err(fail(format!("setting the permissions of {}", tmp.display())))?;
+            .map_err(fail(format!(
+                "setting the permissions of {}",
+                tmp.display()
+            )))?;
         {
             use std::os::unix::fs::MetadataExt as _;
             // Best effort: only root may give a file away, and then it should keep its owner.
@@ -673,10 +686,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ConfigError> {
         file.sync_all()
             .map_err(fail(format!("syncing {}", tmp.display())))?;
         drop(file);
-        fs::rename(&tmp, &target).map_err(fail(format!(
-            "renaming {} over it",
-            tmp.display()
-        )))
+        fs::rename(&tmp, &target).map_err(fail(format!("renaming {} over it", tmp.display())))
     })();
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
@@ -690,7 +700,6 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ConfigError> {
             dir.display()
         )))
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -189,7 +189,11 @@ fn atlas_sample_round_trip() {
         assert!(text.lines().any(|t| t == l), "missing {l:?}:\n{text}");
     }
     // Every other line, comments and blank lines included, is kept byte for byte and in order.
-    let rewritten = ["proxy-read-only-backend-addresses =", "pwds =", "client-ips ="];
+    let rewritten = [
+        "proxy-read-only-backend-addresses =",
+        "pwds =",
+        "client-ips =",
+    ];
     let others = |t: &str| {
         t.split_inclusive('\n')
             .filter(|l| !rewritten.iter().any(|k| l.starts_with(k)))
@@ -229,7 +233,10 @@ fn atlas_appends_missing_keys_to_its_group() {
     );
 
     // At the end of a file without a final newline; CRLF line ends are kept.
-    let p = d.file("b.cnf", "[mysql-proxy]\r\ninstance = b\r\nclient-ips = 1.2.3.4");
+    let p = d.file(
+        "b.cnf",
+        "[mysql-proxy]\r\ninstance = b\r\nclient-ips = 1.2.3.4",
+    );
     let snap = Snapshot {
         backends: vec![backend("127.0.0.1:3306", Role::ReadWrite, 1, 200)],
         users: vec![],
@@ -263,7 +270,10 @@ fn atlas_lists_read_write_backends_first() {
     };
     save(&p, ConfigFormat::Atlas, &snap).unwrap();
     let after = load(&p).unwrap();
-    assert_eq!(after.backends, [snap.backends[1].clone(), snap.backends[0].clone()]);
+    assert_eq!(
+        after.backends,
+        [snap.backends[1].clone(), snap.backends[0].clone()]
+    );
 }
 
 #[test]
@@ -275,8 +285,13 @@ fn atlas_rejects_what_pwds_cannot_hold() {
     for bad in ["a:b", "a,b", "a\nb"] {
         let mut snap = Snapshot::of(&c);
         snap.users.push(user(bad, "x"));
-        let e = save(&p, ConfigFormat::Atlas, &snap).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("{}: not saved: ", p.display())), "{e}");
+        let e = save(&p, ConfigFormat::Atlas, &snap)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("{}: not saved: ", p.display())),
+            "{e}"
+        );
         assert_eq!(read(&p), orig);
     }
 }
@@ -291,7 +306,10 @@ fn toml_password_changes_are_encrypted() {
     snap.users[1].password = "Qx7-second".into(); // report, was encrypted with a comment
     let text = save_and_check(&p, &snap);
     assert!(!text.contains("Qx7-"), "{text}");
-    assert!(!text.contains("app_pass") && !text.contains("# report_pass"), "{text}");
+    assert!(
+        !text.contains("app_pass") && !text.contains("# report_pass"),
+        "{text}"
+    );
     assert!(text.contains(&format!(
         "name = \"app\"\nencrypted-password = \"{}\"\n",
         pwcrypt::atlas_encrypt("Qx7-first")
@@ -309,10 +327,16 @@ fn toml_empty_lists() {
         client_ips: vec![],
     };
     let text = save_and_check(&p, &snap);
-    assert!(text.contains("#     Default: [] (everyone)\nclient-ips = []\n"), "{text}");
+    assert!(
+        text.contains("#     Default: [] (everyone)\nclient-ips = []\n"),
+        "{text}"
+    );
     assert!(!text.contains("[[user]]\n"), "{text}");
     // The comment introducing the (now empty) user section is still there.
-    assert!(text.contains("#     Exactly one of the two is REQUIRED."), "{text}");
+    assert!(
+        text.contains("#     Exactly one of the two is REQUIRED."),
+        "{text}"
+    );
 
     // And back: users and client addresses where there were none.
     let p = d.file(
@@ -368,14 +392,21 @@ fn nothing_is_written_when_the_result_would_not_load() {
             ..Snapshot::of(&c)
         };
         let e = save(&p, c.format.clone(), &snap).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("{}: not saved: ", p.display())), "{e}");
+        assert!(
+            e.starts_with(&format!("{}: not saved: ", p.display())),
+            "{e}"
+        );
         let mut snap = Snapshot::of(&c);
         snap.client_ips.push("not an address".into());
         assert!(save(&p, c.format.clone(), &snap).is_err());
         assert_eq!(read(&p), orig);
     }
     assert!(leftovers(&d.0).is_empty());
-    let e = save(&d.0.join("missing.toml"), ConfigFormat::Toml, &Snapshot::default());
+    let e = save(
+        &d.0.join("missing.toml"),
+        ConfigFormat::Toml,
+        &Snapshot::default(),
+    );
     assert!(matches!(e, Err(ConfigError::Read { .. })));
 }
 
