@@ -447,3 +447,16 @@ fn read_only_directory_is_a_clear_error() {
     assert_eq!(read(&p), orig);
     assert!(leftovers(&d.0).is_empty());
 }
+
+#[test]
+fn a_symlinked_file_is_replaced_behind_the_link() {
+    let d = TempDir::new("link");
+    let real = d.sample("rwproxy.toml");
+    let link = d.0.join("link.toml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let c = load(&link).unwrap();
+    save(&link, ConfigFormat::Toml, &edited(&c)).unwrap();
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(load(&real).unwrap().backends, edited(&c).backends);
+    assert!(leftovers(&d.0).is_empty());
+}
