@@ -456,7 +456,10 @@ fn a_symlinked_file_is_replaced_behind_the_link() {
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let c = load(&link).unwrap();
     save(&link, ConfigFormat::Toml, &edited(&c)).unwrap();
-    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(load(&real).unwrap().backends, edited(&c).backends);
     assert!(leftovers(&d.0).is_empty());
 }
