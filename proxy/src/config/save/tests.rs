@@ -429,12 +429,17 @@ fn read_only_directory_is_a_clear_error() {
     let orig = read(&p);
     let c = load(&p).unwrap();
     fs::set_permissions(&d.0, fs::Permissions::from_mode(0o555)).unwrap();
-    // root ignores directory permissions; then this case cannot be produced here.
-    if fs::write(d.0.join("probe"), "").is_ok() {
-        eprintln!("read_only_directory_is_a_clear_error: skipped (running with CAP_DAC_OVERRIDE)");
-        return;
-    }
-    let e = save(&p, ConfigFormat::Atlas, &edited(&c)).unwrap_err();
+    // Root ignores directory permissions, so the save runs on a thread whose filesystem uid
+    // is `nobody`: the fsuid and the capabilities it clears are per thread on Linux.
+    let (path, snap) = (p.clone(), edited(&c));
+    let e = std::thread::spawn(move || {
+        // SAFETY: changes only this short-lived thread's filesystem credentials.
+        unsafe { libc::setfsuid(65534) };
+        save(&path, ConfigFormat::Atlas, &snap)
+    })
+    .join()
+    .unwrap()
+    .unwrap_err();
     assert!(matches!(e, ConfigError::Write { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(
