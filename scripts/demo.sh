@@ -90,7 +90,7 @@ done
 
 cat <<MSG
 
-rwproxy is listening on 127.0.0.1:$PROXY_PORT.
+rwproxy is listening on 127.0.0.1:$PROXY_PORT (admin console on 127.0.0.1:$ADMIN_PORT, admin/admin).
 Backends: primary 127.0.0.1:$PRIMARY_PORT (server_id 1), replicas on $REPLICA_PORTS (server_id 2..).
 
 Connect through the proxy:
@@ -101,6 +101,10 @@ See the split (reads go to replicas, transactions stay on the primary):
     -e 'SELECT @@server_id; SELECT @@server_id; SELECT @@server_id;'      # replica ids (2, 3)
   mariadb -h127.0.0.1 -P$PROXY_PORT -uapp -papp_pw rwtest \\
     -e 'BEGIN; SELECT @@server_id; COMMIT;'                               # the primary's id (1)
+
+Admin console (Atlas's commands: SELECT * FROM help):
+  mariadb -h127.0.0.1 -P$ADMIN_PORT -uadmin -padmin -e 'SELECT * FROM backends'
+  mariadb -h127.0.0.1 -P$ADMIN_PORT -uadmin -padmin -e 'SET OFFLINE 2'
 
 Tear down:
   $0 down

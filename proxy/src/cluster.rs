@@ -2,15 +2,42 @@
 //! at run time by the admin console and the health prober.
 
 use crate::backend::{Backend, Health};
-use crate::config::{Config, Role};
-use std::collections::HashMap;
+use crate::config::{BackendConfig, ClientFilter, Config, Role, UserConfig};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// Allowed client addresses as configured, and the matcher built from them.
+struct Clients {
+    entries: Vec<String>,
+    filter: ClientFilter,
+}
+
 pub struct Cluster {
+    /// Copy-on-write: sessions take a cheap snapshot per statement; the admin console swaps
+    /// in a new list.
     backends: RwLock<Arc<Vec<Arc<Backend>>>>,
-    users: RwLock<Arc<HashMap<String, String>>>,
+    users: RwLock<Arc<BTreeMap<String, String>>>,
+    clients: RwLock<Arc<Clients>>,
     pub connect_timeout: Duration,
+}
+
+/// Why a live change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("backend {0} does not exist")]
+    NoSuchBackend(usize),
+    #[error("backend {0} already exists")]
+    DuplicateBackend(String),
+    #[error("client {0} already exists")]
+    DuplicateClient(String),
+    #[error("client {0} does not exist")]
+    NoSuchClient(String),
+    #[error("invalid client address: {0}")]
+    BadClient(String),
+    #[error("user {0} does not exist")]
+    NoSuchUser(String),
 }
 
 impl Cluster {
@@ -25,11 +52,125 @@ impl Cluster {
             .iter()
             .map(|u| (u.name.clone(), u.password.clone()))
             .collect();
+        let clients = Clients {
+            entries: cfg.client_ips.clone(),
+            filter: ClientFilter::new(&cfg.client_ips)
+                .unwrap_or_else(|_| ClientFilter::allow_all()),
+        };
         Arc::new(Cluster {
-            backends: RwLock::new(Arc::new(backends)),
+            backends: RwLock::new(Arc::new(sort_backends(backends))),
             users: RwLock::new(Arc::new(users)),
+            clients: RwLock::new(Arc::new(clients)),
             connect_timeout: cfg.connect_timeout,
         })
+    }
+
+    pub fn client_allowed(&self, ip: IpAddr) -> bool {
+        self.clients.read().expect("clients lock").filter.allows(ip)
+    }
+
+    pub fn clients(&self) -> Vec<String> {
+        self.clients.read().expect("clients lock").entries.clone()
+    }
+
+    pub fn add_client(&self, entry: &str) -> Result<(), ChangeError> {
+        let mut guard = self.clients.write().expect("clients lock");
+        if guard.entries.iter().any(|e| e == entry) {
+            return Err(ChangeError::DuplicateClient(entry.into()));
+        }
+        let mut entries = guard.entries.clone();
+        entries.push(entry.to_string());
+        let filter = ClientFilter::new(&entries).map_err(ChangeError::BadClient)?;
+        *guard = Arc::new(Clients { entries, filter });
+        Ok(())
+    }
+
+    pub fn remove_client(&self, entry: &str) -> Result<(), ChangeError> {
+        let mut guard = self.clients.write().expect("clients lock");
+        let entries: Vec<String> = guard
+            .entries
+            .iter()
+            .filter(|e| *e != entry)
+            .cloned()
+            .collect();
+        if entries.len() == guard.entries.len() {
+            return Err(ChangeError::NoSuchClient(entry.into()));
+        }
+        let filter = ClientFilter::new(&entries).map_err(ChangeError::BadClient)?;
+        *guard = Arc::new(Clients { entries, filter });
+        Ok(())
+    }
+
+    /// Users and their plain-text passwords, by name.
+    pub fn users(&self) -> Arc<BTreeMap<String, String>> {
+        self.users.read().expect("users lock").clone()
+    }
+
+    /// Adds a user or changes its password; new sessions use it at once.
+    pub fn set_user(&self, name: &str, password: &str) {
+        let mut guard = self.users.write().expect("users lock");
+        let mut users = (**guard).clone();
+        users.insert(name.to_string(), password.to_string());
+        *guard = Arc::new(users);
+    }
+
+    pub fn remove_user(&self, name: &str) -> Result<(), ChangeError> {
+        let mut guard = self.users.write().expect("users lock");
+        let mut users = (**guard).clone();
+        users
+            .remove(name)
+            .ok_or_else(|| ChangeError::NoSuchUser(name.into()))?;
+        *guard = Arc::new(users);
+        Ok(())
+    }
+
+    /// The backend with 1-based admin index `ndx` (masters first).
+    pub fn backend(&self, ndx: usize) -> Result<Arc<Backend>, ChangeError> {
+        ndx.checked_sub(1)
+            .and_then(|i| self.backends().get(i).cloned())
+            .ok_or(ChangeError::NoSuchBackend(ndx))
+    }
+
+    pub fn add_backend(&self, cfg: &BackendConfig) -> Result<(), ChangeError> {
+        let mut guard = self.backends.write().expect("backends lock");
+        if guard.iter().any(|b| b.address == cfg.address) {
+            return Err(ChangeError::DuplicateBackend(cfg.address.clone()));
+        }
+        let mut list = (**guard).clone();
+        list.push(Arc::new(Backend::new(cfg, self.connect_timeout)));
+        *guard = Arc::new(sort_backends(list));
+        tracing::info!(backend = %cfg.address, role = %cfg.role, "backend added");
+        Ok(())
+    }
+
+    /// Takes a backend out of the list: no new statement goes to it; sessions using one of
+    /// its connections finish with it, and its idle connections are closed.
+    pub fn remove_backend(&self, ndx: usize) -> Result<Arc<Backend>, ChangeError> {
+        let mut guard = self.backends.write().expect("backends lock");
+        let i = ndx
+            .checked_sub(1)
+            .filter(|i| *i < guard.len())
+            .ok_or(ChangeError::NoSuchBackend(ndx))?;
+        let mut list = (**guard).clone();
+        let gone = list.remove(i);
+        *guard = Arc::new(list);
+        gone.set_offline();
+        tracing::info!(backend = %gone.address, "backend removed");
+        Ok(gone)
+    }
+
+    /// What `SAVE CONFIG` writes back.
+    pub fn snapshot(&self) -> (Vec<BackendConfig>, Vec<UserConfig>, Vec<String>) {
+        let backends = self.backends().iter().map(|b| b.config()).collect();
+        let users = self
+            .users()
+            .iter()
+            .map(|(name, password)| UserConfig {
+                name: name.clone(),
+                password: password.clone(),
+            })
+            .collect();
+        (backends, users, self.clients())
     }
 
     pub fn backends(&self) -> Arc<Vec<Arc<Backend>>> {
@@ -101,4 +242,11 @@ impl Cluster {
             }
         });
     }
+}
+
+/// Read-write backends first (Atlas numbers masters before slaves), otherwise in the order
+/// they were configured or added.
+fn sort_backends(mut list: Vec<Arc<Backend>>) -> Vec<Arc<Backend>> {
+    list.sort_by_key(|b| b.role != Role::ReadWrite);
+    list
 }

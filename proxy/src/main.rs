@@ -3,9 +3,11 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use rwproxy::cluster::Cluster;
+use rwproxy::console::control::ProxyControl;
 use rwproxy::{config, process};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -112,9 +114,19 @@ async fn serve(cfg: config::Config) -> Result<()> {
     let listener = rwproxy::server::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let admin = rwproxy::server::bind(cfg.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on admin-address {}", cfg.admin_listen))?;
+    let settings = Arc::new(rwproxy::server::client_settings(&cfg, &cluster).await);
+    let control = Arc::new(ProxyControl::new(
+        cluster.clone(),
+        cfg.clone(),
+        settings.version.clone(),
+    ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        r = rwproxy::server::serve(listener, &cfg, cluster) => r.context("proxy listener failed"),
+        r = rwproxy::server::serve(listener, cluster, settings) => r.context("proxy listener failed"),
+        r = rwproxy::console::serve(admin, control) => r.context("admin listener failed"),
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("SIGINT: shutting down");
             Ok(())

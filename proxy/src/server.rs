@@ -3,7 +3,7 @@
 
 use crate::client::{self, ClientSettings};
 use crate::cluster::Cluster;
-use crate::config::{ClientFilter, Config};
+use crate::config::Config;
 use crate::protocol::message::{codes, err};
 use crate::protocol::packet::PacketWriter;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -29,7 +29,16 @@ pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Asks the write backend for its version string so clients see the real server's features.
+/// What every session is told: the greeting's version (the write backend's, so clients see
+/// the real server's features) and the config's per-session settings.
+pub async fn client_settings(cfg: &Config, cluster: &Cluster) -> ClientSettings {
+    ClientSettings {
+        version: backend_version(cluster).await,
+        wait_timeout: cfg.wait_timeout,
+        charset: cfg.charset.clone(),
+    }
+}
+
 async fn backend_version(cluster: &Cluster) -> String {
     let Some(b) = cluster.write_backend() else {
         return FALLBACK_VERSION.into();
@@ -56,15 +65,9 @@ async fn backend_version(cluster: &Cluster) -> String {
 /// Runs the accept loop until the listener fails.
 pub async fn serve(
     listener: TcpListener,
-    cfg: &Config,
     cluster: Arc<Cluster>,
+    info: Arc<ClientSettings>,
 ) -> std::io::Result<()> {
-    let filter = Arc::new(ClientFilter::new(&cfg.client_ips).map_err(std::io::Error::other)?);
-    let info = Arc::new(ClientSettings {
-        version: backend_version(&cluster).await,
-        wait_timeout: cfg.wait_timeout,
-        charset: cfg.charset.clone(),
-    });
     tracing::info!(listen = %listener.local_addr()?, version = %info.version, "proxy listening");
     let ids = AtomicU32::new(1);
     loop {
@@ -78,7 +81,7 @@ pub async fn serve(
             }
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        if !filter.allows(peer.ip()) {
+        if !cluster.client_allowed(peer.ip()) {
             tracing::warn!(client = %peer, "client address not in client-ips; refused");
             tokio::spawn(async move {
                 let mut w = PacketWriter::new(stream);

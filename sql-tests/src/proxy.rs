@@ -5,19 +5,24 @@ use anyhow::Result;
 use mysql_async::{Conn, Opts, OptsBuilder};
 use rwproxy::cluster::Cluster as Backends;
 use rwproxy::config::{self, Config, ConfigFormat};
+use rwproxy::console::control::ProxyControl;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The admin console (Atlas's command language).
+    pub admin_addr: SocketAddr,
     pub backends: Arc<Backends>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -25,6 +30,7 @@ impl Drop for Proxy {
 /// with the given weights (1 each when `weights` is shorter), user `app`.
 pub fn config_toml(cluster: &Cluster, weights: &[u32], extra_backend: &str) -> String {
     let mut s = String::from("[proxy]\nlisten = \"127.0.0.1:0\"\nconnect-timeout-ms = 1000\n");
+    s += &format!("[admin]\nusername = \"{ADMIN_USER}\"\npassword = \"{ADMIN_PASSWORD}\"\n");
     s += &format!(
         "[[backend]]\naddress = \"{}\"\nrole = \"rw\"\nmax-connections = 50\n",
         cluster.primary_addr()
@@ -45,19 +51,40 @@ pub async fn start(toml: &str) -> Result<Proxy> {
     start_config(cfg).await
 }
 
-pub async fn start_config(cfg: Config) -> Result<Proxy> {
+/// Admin console credentials in [`config_toml`].
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin_pw";
+
+/// Starts the proxy and its admin console; the console always gets a free port, so tests
+/// running side by side never collide on the default 2345.
+pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
+    cfg.admin_listen.set_port(0);
     let backends = Backends::new(&cfg);
     backends.spawn_maintenance();
     let listener = rwproxy::server::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
+    let admin = rwproxy::server::bind(cfg.admin_listen).await?;
+    let admin_addr = admin.local_addr()?;
+    let settings = Arc::new(rwproxy::server::client_settings(&cfg, &backends).await);
+    let control = Arc::new(ProxyControl::new(
+        backends.clone(),
+        cfg,
+        settings.version.clone(),
+    ));
     let b = backends.clone();
-    let task = tokio::spawn(async move {
-        let _ = rwproxy::server::serve(listener, &cfg, b).await;
-    });
+    let tasks = vec![
+        tokio::spawn(async move {
+            let _ = rwproxy::server::serve(listener, b, settings).await;
+        }),
+        tokio::spawn(async move {
+            let _ = rwproxy::console::serve(admin, control).await;
+        }),
+    ];
     Ok(Proxy {
         addr,
+        admin_addr,
         backends,
-        task,
+        tasks,
     })
 }
 

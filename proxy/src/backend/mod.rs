@@ -25,10 +25,13 @@ pub struct Backend {
     pub address: String,
     pub role: Role,
     pub weight: AtomicU32,
+    max_connections: u32,
     health: AtomicU8,
     pub pool: Pool,
     pub queries: AtomicU64,
     pub errors: AtomicU64,
+    /// Sum of statement latencies (send to last reply packet), for the average in `stats`.
+    pub latency_us: AtomicU64,
 }
 
 impl Backend {
@@ -37,11 +40,36 @@ impl Backend {
             address: cfg.address.clone(),
             role: cfg.role,
             weight: AtomicU32::new(cfg.weight.max(1)),
+            max_connections: cfg.max_connections,
             health: AtomicU8::new(Health::Up as u8),
             pool: Pool::new(cfg.max_connections, connect_timeout),
             queries: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            latency_us: AtomicU64::new(0),
         }
+    }
+
+    /// The backend as a config entry, for `SAVE CONFIG`.
+    pub fn config(&self) -> BackendConfig {
+        BackendConfig {
+            address: self.address.clone(),
+            role: self.role,
+            weight: self.weight.load(Ordering::Relaxed),
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// An operator's `SET OFFLINE` / `REMOVE BACKEND`: no new work; idle connections closed.
+    pub fn set_offline(&self) {
+        self.health.store(Health::Offline as u8, Ordering::Relaxed);
+        self.pool.clear_idle();
+        tracing::info!(backend = %self.address, "backend set offline");
+    }
+
+    /// An operator's `SET ONLINE`: back in service; a failed connection marks it down again.
+    pub fn set_online(&self) {
+        self.health.store(Health::Up as u8, Ordering::Relaxed);
+        tracing::info!(backend = %self.address, "backend set online");
     }
 
     pub fn health(&self) -> Health {

@@ -302,6 +302,7 @@ pub async fn execute(
         c.backend
             .queries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let sent = c.conn().send_command(payload).await;
         let result = match sent {
             Ok(()) => relay::relay(c.conn(), &mut io.reader, &mut io.writer, expect).await,
@@ -312,6 +313,10 @@ pub async fn execute(
         };
         match result {
             Ok(r) => {
+                c.backend.latency_us.fetch_add(
+                    started.elapsed().as_micros() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 after(s, c.conn(), &r);
                 let messages =
                     r.completion.warnings > 0 || r.error.is_some() || target == Target::Diagnostics;

@@ -3,7 +3,7 @@
 
 use crate::backend::conn::{BackendConn, BackendError, ConnKey};
 use crate::backend::pool::Lease;
-use crate::backend::Backend;
+use crate::backend::{Backend, Health};
 use crate::client::prepared::PreparedStmt;
 use crate::cluster::Cluster;
 use crate::protocol::message::{self, codes, SqlError, SERVER_STATUS_AUTOCOMMIT};
@@ -251,6 +251,10 @@ impl Session {
 
     pub async fn release(&self, c: Checkout) {
         let Checkout { backend, lease } = c;
+        if backend.health() == Health::Offline {
+            // Taken out by an operator: its connections close as their sessions let go.
+            return;
+        }
         if lease.conn.needs_reset() {
             tokio::spawn(async move {
                 lease.reset_and_release(&backend.pool).await;

@@ -4,3 +4,4 @@
 pub mod handshake;
 pub mod message;
 pub mod packet;
+pub mod resultset;

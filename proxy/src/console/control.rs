@@ -1,0 +1,245 @@
+//! The proxy's side of the admin console: `rwproxy_admin::ControlPlane` over the live
+//! [`Cluster`], so every change takes effect for the next statement without a restart.
+
+use crate::backend::Health;
+use crate::cluster::{ChangeError, Cluster};
+use crate::config::{self, atlas_decrypt, atlas_encrypt, BackendConfig, Config, Role};
+use rwproxy_admin::{
+    AdminError, BackendInfo, BackendRole, BackendState, BackendStats, ControlPlane, DigestInfo,
+    SessionInfo, UserPassword, VrrpInfo,
+};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct ProxyControl {
+    cluster: Arc<Cluster>,
+    /// The config as loaded: where `SAVE CONFIG` writes, and the admin credentials.
+    config: Config,
+    version: String,
+    started: Instant,
+}
+
+impl ProxyControl {
+    pub fn new(cluster: Arc<Cluster>, config: Config, version: String) -> Self {
+        ProxyControl {
+            cluster,
+            config,
+            version,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn admin_credentials(&self) -> (String, String) {
+        (
+            self.config.admin_username.clone(),
+            self.config.admin_password.clone(),
+        )
+    }
+
+    pub fn server_version(&self) -> String {
+        self.version.clone()
+    }
+
+    /// The line `COM_STATISTICS` (the CLI's `status`) shows.
+    pub fn statistics_line(&self) -> String {
+        let b = self.cluster.backends();
+        let queries: u64 = b.iter().map(|b| b.queries.load(Ordering::Relaxed)).sum();
+        format!(
+            "Uptime: {}  Backends: {}  Queries: {queries}",
+            self.started.elapsed().as_secs(),
+            b.len()
+        )
+    }
+
+    fn info(&self, ndx: usize) -> Result<BackendInfo, AdminError> {
+        self.backends()
+            .into_iter()
+            .find(|b| b.ndx == ndx)
+            .ok_or(AdminError::NoSuchBackend { ndx })
+    }
+}
+
+fn state(h: Health) -> BackendState {
+    match h {
+        Health::Up => BackendState::Up,
+        Health::Down => BackendState::Down,
+        Health::Offline => BackendState::Offline,
+    }
+}
+
+fn role(r: Role) -> BackendRole {
+    match r {
+        Role::ReadWrite => BackendRole::ReadWrite,
+        Role::ReadOnly => BackendRole::ReadOnly,
+    }
+}
+
+impl From<ChangeError> for AdminError {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::NoSuchBackend(ndx) => AdminError::NoSuchBackend { ndx },
+            other => AdminError::failed(other.to_string()),
+        }
+    }
+}
+
+impl ControlPlane for ProxyControl {
+    fn backends(&self) -> Vec<BackendInfo> {
+        self.cluster
+            .backends()
+            .iter()
+            .enumerate()
+            .map(|(i, b)| BackendInfo {
+                ndx: i + 1,
+                address: b.address.clone(),
+                state: state(b.health()),
+                role: role(b.role),
+                weight: b.weight.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    fn set_offline(&self, ndx: usize) -> Result<BackendInfo, AdminError> {
+        self.cluster.backend(ndx)?.set_offline();
+        self.info(ndx)
+    }
+
+    fn set_online(&self, ndx: usize) -> Result<BackendInfo, AdminError> {
+        self.cluster.backend(ndx)?.set_online();
+        self.info(ndx)
+    }
+
+    fn add_backend(&self, address: &str, r: BackendRole, weight: u32) -> Result<(), AdminError> {
+        let role = match r {
+            BackendRole::ReadWrite => Role::ReadWrite,
+            BackendRole::ReadOnly => Role::ReadOnly,
+        };
+        let max_connections = self
+            .cluster
+            .backends()
+            .first()
+            .map_or(config::defaults::MAX_CONNECTIONS, |b| {
+                b.config().max_connections
+            });
+        self.cluster.add_backend(&BackendConfig {
+            address: address.to_string(),
+            role,
+            weight,
+            max_connections,
+        })?;
+        Ok(())
+    }
+
+    fn remove_backend(&self, ndx: usize) -> Result<(), AdminError> {
+        self.cluster.remove_backend(ndx)?;
+        Ok(())
+    }
+
+    fn clients(&self) -> Vec<String> {
+        self.cluster.clients()
+    }
+
+    fn add_client(&self, ip: &str) -> Result<(), AdminError> {
+        Ok(self.cluster.add_client(ip)?)
+    }
+
+    fn remove_client(&self, ip: &str) -> Result<(), AdminError> {
+        Ok(self.cluster.remove_client(ip)?)
+    }
+
+    fn users(&self) -> Vec<(String, String)> {
+        self.cluster
+            .users()
+            .iter()
+            .map(|(u, p)| (u.clone(), atlas_encrypt(p)))
+            .collect()
+    }
+
+    fn add_user(&self, name: &str, password: UserPassword) -> Result<(), AdminError> {
+        let plain = match password {
+            UserPassword::Plain(p) => p,
+            UserPassword::Encrypted(e) => atlas_decrypt(&e)
+                .map_err(|err| AdminError::failed(format!("failed to decrypt '{e}': {err}")))?,
+        };
+        self.cluster.set_user(name, &plain);
+        Ok(())
+    }
+
+    fn remove_user(&self, name: &str) -> Result<(), AdminError> {
+        Ok(self.cluster.remove_user(name)?)
+    }
+
+    fn save_config(&self) -> Result<(), AdminError> {
+        let (backends, users, client_ips) = self.cluster.snapshot();
+        let snap = config::save::Snapshot {
+            backends,
+            users,
+            client_ips,
+        };
+        config::save::save(&self.config.path, self.config.format.clone(), &snap)
+            .map_err(|e| AdminError::failed(format!("SAVE CONFIG failed: {e}")))?;
+        tracing::info!(path = %self.config.path.display(), "configuration saved");
+        Ok(())
+    }
+
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    fn stats(&self) -> Vec<BackendStats> {
+        self.cluster
+            .backends()
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let (open, idle) = b.pool.counts();
+                let queries = b.queries.load(Ordering::Relaxed);
+                BackendStats {
+                    ndx: i + 1,
+                    address: b.address.clone(),
+                    state: state(b.health()),
+                    role: role(b.role),
+                    weight: b.weight.load(Ordering::Relaxed),
+                    conns_in_use: (open - idle) as u64,
+                    conns_idle: idle as u64,
+                    queries,
+                    errors: b.errors.load(Ordering::Relaxed),
+                    avg_latency_us: b.latency_us.load(Ordering::Relaxed) / queries.max(1),
+                    lag_seconds: None,
+                }
+            })
+            .collect()
+    }
+
+    fn sessions(&self) -> Vec<SessionInfo> {
+        Vec::new()
+    }
+
+    fn digests(&self) -> Vec<DigestInfo> {
+        Vec::new()
+    }
+
+    fn vrrp(&self) -> Vec<VrrpInfo> {
+        Vec::new()
+    }
+
+    fn variables(&self) -> Vec<(String, String)> {
+        vec![
+            ("instance".into(), self.config.instance.clone()),
+            ("version".into(), env!("CARGO_PKG_VERSION").into()),
+            (
+                "connect-timeout-ms".into(),
+                self.config.connect_timeout.as_millis().to_string(),
+            ),
+        ]
+    }
+
+    fn set_variable(&self, name: &str, _value: &str) -> Result<(), AdminError> {
+        if self.variables().iter().any(|(n, _)| n == name) {
+            Err(AdminError::ReadOnlyVariable(name.into()))
+        } else {
+            Err(AdminError::UnknownVariable(name.into()))
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The admin port: a MySQL-protocol console speaking Atlas's command language (parsed and
+//! executed by the `rwproxy-admin` crate against [`control::ProxyControl`]).
+//!
+//! It authenticates with the admin credentials only, never with application users, and
+//! binds where `admin-address` says (loopback by default).
+
+pub mod control;
+
+use crate::client::{COM_FIELD_LIST, COM_INIT_DB, COM_PING, COM_QUERY, COM_QUIT, COM_STATISTICS};
+use crate::protocol::handshake::{self, Greeting, LoginError};
+use crate::protocol::message::{self, codes, eof_payload, Completion, SqlError};
+use crate::protocol::packet::{PacketReader, PacketWriter};
+use crate::protocol::resultset::write_text_resultset;
+use control::ProxyControl;
+use rwproxy_admin::{AdminError, ExecContext, Reply};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+
+const STATUS: u16 = message::SERVER_STATUS_AUTOCOMMIT;
+
+pub async fn serve(listener: TcpListener, control: Arc<ProxyControl>) -> std::io::Result<()> {
+    tracing::info!(listen = %listener.local_addr()?, "admin console listening");
+    let ids = AtomicU32::new(1);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("admin accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let control = control.clone();
+        tokio::spawn(async move {
+            if let Err(e) = session(stream, peer, id, control).await {
+                tracing::debug!(client = %peer, "admin session ended: {e}");
+            }
+        });
+    }
+}
+
+async fn session(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    id: u32,
+    control: Arc<ProxyControl>,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (r, w) = stream.into_split();
+    let mut reader = PacketReader::new(r);
+    let mut writer = PacketWriter::new(w);
+    let version = control.server_version();
+    let greeting = Greeting {
+        server_version: &version,
+        connection_id: id,
+        collation: 33,
+    };
+    let (admin_user, admin_password) = control.admin_credentials();
+    let login = handshake::accept(
+        &mut reader,
+        &mut writer,
+        &greeting,
+        &peer.ip().to_string(),
+        |u| (u == admin_user).then(|| admin_password.clone()),
+    )
+    .await;
+    let login = match login {
+        Ok(l) => l,
+        Err(LoginError::Rejected(e)) => {
+            tracing::warn!(client = %peer, "admin login refused: {e}");
+            return Ok(());
+        }
+        Err(LoginError::Io(e)) => return Err(e),
+    };
+    tracing::info!(client = %peer, user = %login.user, "admin session opened");
+    let mut ctx = ExecContext {
+        user: format!("{}@{}", login.user, peer.ip()),
+        schema: login.database,
+        connection_id: id,
+    };
+    let mut packet = Vec::new();
+    loop {
+        match reader.read_logical(&mut packet).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        match packet.first().copied() {
+            Some(COM_QUIT) => return Ok(()),
+            Some(COM_QUERY) => {
+                let sql = String::from_utf8_lossy(&packet[1..]);
+                let reply = rwproxy_admin::execute_in(&sql, control.as_ref(), &mut ctx);
+                match &reply {
+                    Ok(_) => tracing::info!(client = %peer, "admin: {}", sql.trim()),
+                    Err(e) => tracing::info!(client = %peer, "admin: {} -> {e}", sql.trim()),
+                }
+                send_reply(&mut writer, reply).await?;
+            }
+            Some(COM_INIT_DB) => {
+                ctx.schema = Some(String::from_utf8_lossy(&packet[1..]).into_owned());
+                send_ok(&mut writer, 0).await?;
+            }
+            Some(COM_PING) => send_ok(&mut writer, 0).await?,
+            // Tab completion asks for each table's fields: the console's tables have none.
+            Some(COM_FIELD_LIST) => {
+                writer.write_packet(1, &eof_payload(0, STATUS)).await?;
+                writer.flush().await?;
+            }
+            Some(COM_STATISTICS) => {
+                writer
+                    .write_packet(1, control.statistics_line().as_bytes())
+                    .await?;
+                writer.flush().await?;
+            }
+            _ => {
+                let e = message::err(codes::UNKNOWN_COM, "Unknown command");
+                writer.write_packet(1, &e.payload()).await?;
+                writer.flush().await?;
+            }
+        }
+    }
+}
+
+async fn send_ok(w: &mut PacketWriter<OwnedWriteHalf>, affected: u64) -> std::io::Result<()> {
+    let ok = message::ok_payload(&Completion {
+        affected_rows: affected,
+        status: STATUS,
+        ..Completion::default()
+    });
+    w.write_packet(1, &ok).await?;
+    w.flush().await
+}
+
+async fn send_reply(
+    w: &mut PacketWriter<OwnedWriteHalf>,
+    reply: Result<Reply, AdminError>,
+) -> std::io::Result<()> {
+    match reply {
+        Ok(Reply::Rows(rs)) => write_text_resultset(w, &rs.columns, &rs.rows, STATUS).await,
+        Ok(Reply::Ok { affected, .. }) => send_ok(w, affected).await,
+        Err(e) => {
+            let err = SqlError::new(e.code(), e.sqlstate(), e.message());
+            w.write_packet(1, &err.payload()).await?;
+            w.flush().await
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The admin console end to end: Atlas's commands through the stock `mariadb` CLI (as
+//! keepalived notify scripts run them) and through the typed client, acting on a live proxy.
+
+use mysql_async::prelude::*;
+use rwproxy_admin::client::AdminClient;
+use rwproxy_admin::{BackendRole, BackendState};
+use rwproxy_sql_tests::proxy::{self, Proxy, ADMIN_PASSWORD, ADMIN_USER};
+use rwproxy_sql_tests::Cluster;
+use std::collections::BTreeSet;
+use std::process::Command;
+use tokio::sync::OnceCell;
+
+static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+
+async fn cluster() -> &'static Cluster {
+    CLUSTER
+        .get_or_init(|| async { Cluster::start(2).await.expect("sandbox cluster") })
+        .await
+}
+
+/// Runs the `mariadb` CLI against the admin port; returns (success, stdout, stderr).
+fn cli(p: &Proxy, password: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("mariadb")
+        .args([
+            "-h127.0.0.1",
+            &format!("-P{}", p.admin_addr.port()),
+            &format!("-u{ADMIN_USER}"),
+            &format!("-p{password}"),
+        ])
+        .args(args)
+        .output()
+        .expect("run mariadb");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn admin(p: &Proxy) -> AdminClient {
+    AdminClient::connect("127.0.0.1", p.admin_addr.port(), ADMIN_USER, ADMIN_PASSWORD)
+        .await
+        .expect("admin login")
+}
+
+async fn read_ids(p: &Proxy, n: usize) -> BTreeSet<u32> {
+    let mut c = p.conn().await.unwrap();
+    let mut ids = BTreeSet::new();
+    for _ in 0..n {
+        ids.insert(c.query_first("SELECT @@server_id").await.unwrap().unwrap());
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atlas_commands_through_the_mariadb_cli() {
+    let cl = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+
+    let (ok, out, err) = cli(
+        &p,
+        ADMIN_PASSWORD,
+        &["--batch", "-e", "SELECT * FROM backends"],
+    );
+    assert!(ok, "{err}");
+    let expected = format!(
+        "backend_ndx\taddress\tstate\ttype\n1\t{}\tup\trw\n2\t{}\tup\tro\n3\t{}\tup\tro\n",
+        cl.primary_addr(),
+        cl.replica_addrs()[0],
+        cl.replica_addrs()[1]
+    );
+    assert_eq!(out, expected);
+
+    // Case, whitespace and a trailing `;` as scripts write them.
+    let (ok, out, err) = cli(
+        &p,
+        ADMIN_PASSWORD,
+        &["--batch", "-e", "select   *  from HELP;"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("command\tdescription\n"), "{out}");
+    assert!(out.contains("SELECT * FROM backends"), "{out}");
+
+    // A keepalived notify hook's line, verbatim: the replica leaves the read pool at once.
+    let (ok, out, err) = cli(&p, ADMIN_PASSWORD, &["-e", "SET OFFLINE 3;"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("offline"), "{out}");
+    let replica2 = cl.replicas[1].server_id;
+    assert!(!read_ids(&p, 40).await.contains(&replica2));
+    let (ok, _, err) = cli(&p, ADMIN_PASSWORD, &["-e", "set online 3"]);
+    assert!(ok, "{err}");
+    assert!(read_ids(&p, 60).await.contains(&replica2));
+
+    // Errors are MySQL errors that say what was wrong.
+    let (ok, _, err) = cli(&p, ADMIN_PASSWORD, &["-e", "SELECT * FROM nothing"]);
+    assert!(!ok);
+    assert!(
+        err.contains("use 'SELECT * FROM help' to see the supported commands"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(&p, ADMIN_PASSWORD, &["-e", "REMOVE BACKEND 9"]);
+    assert!(!ok);
+    assert!(err.contains("backend 9 does not exist"), "{err}");
+
+    // Admin credentials are not application credentials, and vice versa.
+    let (ok, _, err) = cli(&p, "wrong", &["-e", "SELECT * FROM backends"]);
+    assert!(!ok);
+    assert!(err.contains("ERROR 1045 (28000)"), "{err}");
+    let mut app_on_admin = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(p.admin_addr.port())
+        .user(Some(rwproxy_sql_tests::APP_USER))
+        .pass(Some(rwproxy_sql_tests::APP_PASSWORD))
+        .prefer_socket(false);
+    app_on_admin = app_on_admin.stmt_cache_size(0);
+    assert!(mysql_async::Conn::new(app_on_admin).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_added_and_removed_live() {
+    let cl = cluster().await;
+    // Start with only the primary and the first replica.
+    let toml = proxy::config_toml(cl, &[1, 1], "");
+    let second = format!(
+        "[[backend]]\naddress = \"{}\"\nrole = \"ro\"\nweight = 1\nmax-connections = 50\n",
+        cl.replica_addrs()[1]
+    );
+    assert!(toml.contains(&second));
+    let without_second = toml.replace(&second, "");
+    let p = proxy::start(&without_second).await.unwrap();
+    let mut a = admin(&p).await;
+    assert_eq!(a.backends().await.unwrap().len(), 2);
+    let replica2 = cl.replicas[1].server_id;
+    assert!(!read_ids(&p, 30).await.contains(&replica2));
+
+    // Atlas's regex rejected `@weight`; here it works and the new replica serves reads.
+    a.add_slave(&cl.replica_addrs()[1], 3).await.unwrap();
+    let b = a.backends().await.unwrap();
+    assert_eq!(b.len(), 3);
+    assert_eq!(b[2].address, cl.replica_addrs()[1]);
+    assert_eq!(
+        (b[2].role, b[2].state),
+        (BackendRole::ReadOnly, BackendState::Up)
+    );
+    let stats = a.stats().await.unwrap();
+    assert_eq!(stats[2].weight, 3);
+    assert!(read_ids(&p, 60).await.contains(&replica2));
+
+    // Hostnames work too (Atlas #99), and duplicates are refused.
+    let port = cl.replicas[0].port;
+    assert!(a.add_slave(&format!("127.0.0.1:{port}"), 1).await.is_err());
+    a.add_slave(&format!("localhost:{port}"), 1).await.unwrap();
+    assert_eq!(a.backends().await.unwrap().len(), 4);
+    a.remove_backend(4).await.unwrap();
+
+    // A session inside a transaction on the primary is not disturbed by removing a replica.
+    let mut txn = p.conn().await.unwrap();
+    txn.query_drop("BEGIN").await.unwrap();
+    let sid: u32 = txn
+        .query_first("SELECT @@server_id")
+        .await
+        .unwrap()
+        .unwrap();
+    a.remove_backend(3).await.unwrap();
+    let again: u32 = txn
+        .query_first("SELECT @@server_id")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sid, again);
+    txn.query_drop("COMMIT").await.unwrap();
+    assert!(!read_ids(&p, 30).await.contains(&replica2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_and_users_change_live() {
+    let cl = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut a = admin(&p).await;
+
+    // pwds: shown Atlas-encrypted; a new user can log in at once; a removed one cannot.
+    let users = a.users().await.unwrap();
+    assert!(users.iter().any(|(u, _)| u == "app"));
+    let mut root = cl.primary.root_conn().await.unwrap();
+    root.query_drop("CREATE USER IF NOT EXISTS 'adm_new'@'%' IDENTIFIED BY 'mypwd'")
+        .await
+        .unwrap();
+    root.query_drop("GRANT SELECT ON *.* TO 'adm_new'@'%'")
+        .await
+        .unwrap();
+    cl.wait_replicas_caught_up().await.unwrap();
+    a.add_encrypted_user("adm_new", "HJBoxfRsjeI=")
+        .await
+        .unwrap();
+    let users = a.users().await.unwrap();
+    assert!(users.contains(&("adm_new".to_string(), "HJBoxfRsjeI=".to_string())));
+    let opts = |user: &str, pass: &str| {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(p.addr.port())
+            .user(Some(user.to_string()))
+            .pass(Some(pass.to_string()))
+            .prefer_socket(false)
+    };
+    let mut c = mysql_async::Conn::new(opts("adm_new", "mypwd"))
+        .await
+        .unwrap();
+    let one: u32 = c.query_first("SELECT 1").await.unwrap().unwrap();
+    assert_eq!(one, 1);
+    a.remove_user("adm_new").await.unwrap();
+    assert!(mysql_async::Conn::new(opts("adm_new", "mypwd"))
+        .await
+        .is_err());
+
+    // client-ips: allowing only another address locks loopback clients out, live.
+    assert!(a.clients().await.unwrap().is_empty());
+    a.add_client("10.9.9.9").await.unwrap();
+    assert!(p.conn().await.is_err());
+    a.remove_client("10.9.9.9").await.unwrap();
+    p.conn().await.unwrap();
+
+    assert_eq!(a.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
+}
+
+/// `SAVE CONFIG` writes the live backend list, weights, users and clients into the file the
+/// proxy was started with, in its own format; a proxy started from it again is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_config_survives_a_restart() {
+    let cl = cluster().await;
+    let dir = std::env::temp_dir().join(format!("rwproxy-admin-save-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml_path = dir.join("rwproxy.toml");
+    let text = format!(
+        "# operators' comment, kept\n{}",
+        proxy::config_toml(cl, &[1], "")
+    );
+    let second = format!(
+        "[[backend]]\naddress = \"{}\"\nrole = \"ro\"\nweight = 1\nmax-connections = 50\n",
+        cl.replica_addrs()[1]
+    );
+    std::fs::write(&toml_path, text.replace(&second, "")).unwrap();
+    let atlas_path = dir.join("atlas.cnf");
+    std::fs::write(
+        &atlas_path,
+        format!(
+            "[mysql-proxy]\n# Atlas style\nproxy-address = 127.0.0.1:0\nadmin-address = 127.0.0.1:0\n\
+             admin-username = {ADMIN_USER}\nadmin-password = {ADMIN_PASSWORD}\n\
+             proxy-backend-addresses = {}\nproxy-read-only-backend-addresses = {}\n\
+             pwds = app:{}\n",
+            cl.primary_addr(),
+            cl.replica_addrs()[0],
+            rwproxy::config::atlas_encrypt(rwproxy_sql_tests::APP_PASSWORD)
+        ),
+    )
+    .unwrap();
+
+    for path in [&toml_path, &atlas_path] {
+        let before = std::fs::read_to_string(path).unwrap();
+        let cfg = rwproxy::config::load(path).unwrap();
+        let p = proxy::start_config(cfg).await.unwrap();
+        let mut a = admin(&p).await;
+        a.add_slave(&cl.replica_addrs()[1], 4).await.unwrap();
+        a.add_user("saved_user", "s3cret").await.unwrap();
+        a.add_client("127.0.0.1").await.unwrap();
+        a.save_config().await.unwrap();
+        let live = a.backends().await.unwrap();
+        let live_stats = a.stats().await.unwrap();
+        let live_users = a.users().await.unwrap();
+        drop(p);
+
+        let after = std::fs::read_to_string(path).unwrap();
+        let first_comment = before.lines().find(|l| l.starts_with('#')).unwrap();
+        assert!(after.contains(first_comment), "{after}");
+        let p = proxy::start_config(rwproxy::config::load(path).unwrap())
+            .await
+            .unwrap();
+        let mut a = admin(&p).await;
+        assert_eq!(a.backends().await.unwrap(), live, "{}", path.display());
+        let weights: Vec<u32> = a.stats().await.unwrap().iter().map(|s| s.weight).collect();
+        let live_weights: Vec<u32> = live_stats.iter().map(|s| s.weight).collect();
+        assert_eq!(weights, live_weights);
+        assert_eq!(weights, vec![1, 1, 4]);
+        assert_eq!(a.users().await.unwrap(), live_users);
+        assert_eq!(a.clients().await.unwrap(), vec!["127.0.0.1".to_string()]);
+        // The saved user and the application user both still log in through the proxy.
+        p.conn().await.unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
