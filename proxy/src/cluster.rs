@@ -38,6 +38,8 @@ pub enum ChangeError {
     BadClient(String),
     #[error("user {0} does not exist")]
     NoSuchUser(String),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl Cluster {
@@ -157,6 +159,57 @@ impl Cluster {
         gone.set_offline();
         tracing::info!(backend = %gone.address, "backend removed");
         Ok(gone)
+    }
+
+    /// Applies a re-read config file (SIGHUP): backends are matched by address — new ones
+    /// added, missing ones removed (their sessions finish where they are), weights updated —
+    /// and users and client addresses replaced. Nothing in flight is interrupted.
+    pub fn reload(&self, cfg: &Config) -> Result<(), ChangeError> {
+        let filter = ClientFilter::new(&cfg.client_ips).map_err(ChangeError::BadClient)?;
+        {
+            let mut guard = self.backends.write().expect("backends lock");
+            let mut list = Vec::with_capacity(cfg.backends.len());
+            for b in &cfg.backends {
+                match guard
+                    .iter()
+                    .find(|old| old.address == b.address && old.role == b.role)
+                {
+                    Some(old) => {
+                        old.weight
+                            .store(b.weight.max(1), std::sync::atomic::Ordering::Relaxed);
+                        list.push(old.clone());
+                    }
+                    None => {
+                        tracing::info!(backend = %b.address, role = %b.role, "reload: backend added");
+                        list.push(Arc::new(Backend::new(b, self.connect_timeout)));
+                    }
+                }
+            }
+            for old in guard.iter() {
+                if !list.iter().any(|b| Arc::ptr_eq(b, old)) {
+                    tracing::info!(backend = %old.address, "reload: backend removed");
+                    old.set_offline();
+                }
+            }
+            *guard = Arc::new(sort_backends(list));
+        }
+        let users = cfg
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), u.password.clone()))
+            .collect();
+        *self.users.write().expect("users lock") = Arc::new(users);
+        *self.clients.write().expect("clients lock") = Arc::new(Clients {
+            entries: cfg.client_ips.clone(),
+            filter,
+        });
+        Ok(())
+    }
+
+    /// SIGHUP: re-reads the config file and applies it with [`Cluster::reload`]. A file that
+    /// does not load changes nothing.
+    pub fn reload_from(&self, path: &std::path::Path) -> Result<(), ChangeError> {
+        self.reload(&crate::config::load(path)?)
     }
 
     /// What `SAVE CONFIG` writes back.

@@ -108,7 +108,11 @@ fn init_logging(cfg: &config::Config) -> Result<()> {
     Ok(())
 }
 
+/// How long a stopping proxy waits for sessions in a transaction to finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn serve(cfg: config::Config) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let cluster = Cluster::new(&cfg);
     cluster.spawn_maintenance();
     let listener = rwproxy::server::bind(cfg.listen)
@@ -117,23 +121,55 @@ async fn serve(cfg: config::Config) -> Result<()> {
     let admin = rwproxy::server::bind(cfg.admin_listen)
         .await
         .with_context(|| format!("cannot listen on admin-address {}", cfg.admin_listen))?;
-    let settings = Arc::new(rwproxy::server::client_settings(&cfg, &cluster).await);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let settings = Arc::new(rwproxy::server::client_settings(&cfg, &cluster, stopping).await);
     let control = Arc::new(ProxyControl::new(
         cluster.clone(),
         cfg.clone(),
         settings.version.clone(),
     ));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = rwproxy::server::serve(listener, cluster, settings) => r.context("proxy listener failed"),
-        r = rwproxy::console::serve(admin, control) => r.context("admin listener failed"),
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("SIGINT: shutting down");
-            Ok(())
-        }
-        _ = term.recv() => {
-            tracing::info!("SIGTERM: shutting down");
-            Ok(())
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut proxy = Box::pin(rwproxy::server::serve(
+        listener,
+        cluster.clone(),
+        settings.clone(),
+    ));
+    let mut console = Box::pin(rwproxy::console::serve(admin, control));
+    loop {
+        tokio::select! {
+            r = &mut proxy => return r.context("proxy listener failed"),
+            r = &mut console => return r.context("admin listener failed"),
+            _ = hup.recv() => match cluster.reload_from(&cfg.path) {
+                Ok(()) => tracing::info!(path = %cfg.path.display(), "SIGHUP: backends, users and client-ips reloaded"),
+                Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
+            },
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("SIGINT: shutting down");
+                break;
+            }
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: no new clients; waiting for open transactions");
+                break;
+            }
         }
     }
+    // Listeners close with their futures; idle sessions close at once, sessions in a
+    // transaction get until the grace period ends.
+    drop(proxy);
+    drop(console);
+    let _ = stop.send(true);
+    let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+    while settings.active.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(
+                sessions = settings.active.load(std::sync::atomic::Ordering::Relaxed),
+                "grace period over; closing remaining sessions"
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
 }

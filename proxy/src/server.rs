@@ -31,11 +31,17 @@ pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 
 /// What every session is told: the greeting's version (the write backend's, so clients see
 /// the real server's features) and the config's per-session settings.
-pub async fn client_settings(cfg: &Config, cluster: &Cluster) -> ClientSettings {
+pub async fn client_settings(
+    cfg: &Config,
+    cluster: &Cluster,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> ClientSettings {
     ClientSettings {
         version: backend_version(cluster).await,
         wait_timeout: cfg.wait_timeout,
         charset: cfg.charset.clone(),
+        shutdown,
+        active: Arc::default(),
     }
 }
 

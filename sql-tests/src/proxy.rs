@@ -15,6 +15,8 @@ pub struct Proxy {
     /// The admin console (Atlas's command language).
     pub admin_addr: SocketAddr,
     pub backends: Arc<Backends>,
+    /// Asks sessions to close once they hold no transaction (what SIGTERM does).
+    pub stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -65,7 +67,8 @@ pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
     let addr = listener.local_addr()?;
     let admin = rwproxy::server::bind(cfg.admin_listen).await?;
     let admin_addr = admin.local_addr()?;
-    let settings = Arc::new(rwproxy::server::client_settings(&cfg, &backends).await);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let settings = Arc::new(rwproxy::server::client_settings(&cfg, &backends, stopping).await);
     let control = Arc::new(ProxyControl::new(
         backends.clone(),
         cfg,
@@ -84,6 +87,7 @@ pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
         addr,
         admin_addr,
         backends,
+        stop,
         tasks,
     })
 }

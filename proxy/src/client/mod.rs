@@ -78,6 +78,26 @@ pub struct ClientSettings {
     pub wait_timeout: Option<std::time::Duration>,
     /// Atlas's `charset`: every session starts with `SET NAMES <charset>`.
     pub charset: Option<String>,
+    /// Set to true on shutdown: sessions close as soon as they hold no transaction.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Client sessions alive now.
+    pub active: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a session as alive for as long as it exists.
+struct ActiveSession(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ActiveSession {
+    fn new(n: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ActiveSession(n.clone())
+    }
+}
+
+impl Drop for ActiveSession {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 pub async fn serve(
@@ -132,38 +152,85 @@ pub async fn serve(
         // The handshake's schema: validated by the first connection that applies it.
         session.state.schema = Some(db);
     }
-    let end = run(&mut session, &mut io, info.wait_timeout).await;
+    let _active = ActiveSession::new(&info.active);
+    let end = run(&mut session, &mut io, &info).await;
     session.close().await;
     if let Err(e) = end {
         tracing::debug!(client = %peer, session = id, "session ended: {e}");
     }
 }
 
-async fn run(
+/// Why the wait for a client's next command ended.
+enum Wake {
+    Command,
+    /// Idle past `wait-timeout`.
+    IdleTimeout,
+    /// The proxy is shutting down and this session holds no transaction.
+    Shutdown,
+}
+
+/// Waits until the client sends something, releasing a connection kept for `SHOW WARNINGS`
+/// once the client falls silent, and ending idle sessions on `wait-timeout` or shutdown.
+/// Only waits for readiness, so nothing is lost when a timer wins.
+async fn wait_for_command(
     s: &mut Session,
-    io: &mut ClientIo,
-    wait_timeout: Option<std::time::Duration>,
-) -> Result<(), SessionEnd> {
-    let mut packet = Vec::with_capacity(1024);
+    io: &ClientIo,
+    info: &ClientSettings,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<Wake> {
+    if io.reader.has_buffered() {
+        return Ok(Wake::Command);
+    }
+    let idle_since = tokio::time::Instant::now();
     loop {
-        if s.held.is_some() && !io.reader.has_buffered() {
+        let in_transaction = s
+            .pinned
+            .as_ref()
+            .is_some_and(|c| c.lease.conn.in_transaction());
+        if *shutdown.borrow() && !in_transaction {
+            return Ok(Wake::Shutdown);
+        }
+        let hold = s.held.is_some();
+        let deadline = info.wait_timeout.map(|t| idle_since + t);
+        tokio::select! {
+            r = io.reader.get_ref().readable() => return r.map(|()| Wake::Command),
             // A connection kept only for a possible `SHOW WARNINGS` goes back to the pool if
             // the client falls silent, so idle clients never sit on backend connections.
-            let next = tokio::time::timeout(HOLD_FOR_DIAGNOSTICS, io.reader.get_ref().readable());
-            if next.await.is_err() {
-                s.release_held().await;
+            () = tokio::time::sleep(HOLD_FOR_DIAGNOSTICS), if hold => s.release_held().await,
+            () = sleep_until(deadline) => return Ok(Wake::IdleTimeout),
+            r = shutdown.changed() => {
+                if r.is_err() {
+                    // The sender is gone: nobody will ask this session to stop any more.
+                    std::future::pending::<()>().await;
+                }
             }
         }
-        let read = match wait_timeout {
-            Some(t) => match tokio::time::timeout(t, io.reader.read_logical(&mut packet)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::debug!(session = s.id, "idle past wait-timeout; closing");
-                    return Ok(());
-                }
-            },
-            None => io.reader.read_logical(&mut packet).await,
-        };
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Result<(), SessionEnd> {
+    let mut packet = Vec::with_capacity(1024);
+    let mut shutdown = info.shutdown.clone();
+    loop {
+        match wait_for_command(s, io, info, &mut shutdown).await? {
+            Wake::Command => {}
+            Wake::IdleTimeout => {
+                tracing::debug!(session = s.id, "idle past wait-timeout; closing");
+                return Ok(());
+            }
+            Wake::Shutdown => {
+                tracing::debug!(session = s.id, "proxy shutting down; closing idle session");
+                return Ok(());
+            }
+        }
+        let read = io.reader.read_logical(&mut packet).await;
         match read {
             // A command starts a new exchange at sequence 0; its last packet's id is the
             // number of full 16 MiB packets before it. Anything else is what MariaDB calls

@@ -1,0 +1,113 @@
+//! Proxy lifecycle: stopping without cutting transactions short (what SIGTERM does), and
+//! re-reading the config file live (what SIGHUP does).
+
+use mysql_async::prelude::*;
+use rwproxy_sql_tests::{proxy, Cluster};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+
+async fn cluster() -> &'static Cluster {
+    CLUSTER
+        .get_or_init(|| async { Cluster::start(2).await.expect("sandbox cluster") })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_lets_open_transactions_finish() {
+    let cl = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut idle = p.conn().await.unwrap();
+    let _: Option<u32> = idle.query_first("SELECT 1").await.unwrap();
+    let mut txn = p.conn().await.unwrap();
+    txn.query_drop("CREATE TABLE IF NOT EXISTS lc_t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    txn.query_drop("DELETE FROM lc_t").await.unwrap();
+    txn.query_drop("BEGIN").await.unwrap();
+    txn.query_drop("INSERT INTO lc_t VALUES (1)").await.unwrap();
+
+    p.stop.send(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The idle session is closed; the transaction goes on and commits.
+    assert!(idle.query_drop("SELECT 1").await.is_err());
+    txn.query_drop("INSERT INTO lc_t VALUES (2)").await.unwrap();
+    txn.query_drop("COMMIT").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(txn.query_drop("SELECT 1").await.is_err());
+    let mut direct = cl.primary.conn().await.unwrap();
+    let n: u32 = direct
+        .query_first("SELECT COUNT(*) FROM lc_t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 2);
+}
+
+async fn read_ids(p: &proxy::Proxy, n: usize) -> BTreeSet<u32> {
+    let mut c = p.conn().await.unwrap();
+    let mut ids = BTreeSet::new();
+    for _ in 0..n {
+        ids.insert(c.query_first("SELECT @@server_id").await.unwrap().unwrap());
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_backends_users_and_clients() {
+    let cl = cluster().await;
+    let dir = std::env::temp_dir().join(format!("rwproxy-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rwproxy.toml");
+    let full = proxy::config_toml(cl, &[1, 1], "");
+    std::fs::write(&path, &full).unwrap();
+    let p = proxy::start_config(rwproxy::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let (r1, r2) = (cl.replicas[0].server_id, cl.replicas[1].server_id);
+    assert_eq!(read_ids(&p, 60).await, BTreeSet::from([r1, r2]));
+
+    // Drop the second replica and let only 10.9.9.9 in: a session that is already open keeps
+    // working, new logins from loopback are refused.
+    let second = format!(
+        "[[backend]]\naddress = \"{}\"\nrole = \"ro\"\nweight = 1\nmax-connections = 50\n",
+        cl.replica_addrs()[1]
+    );
+    let mut open = p.conn().await.unwrap();
+    std::fs::write(
+        &path,
+        full.replace(&second, "").replacen(
+            "[proxy]\n",
+            "[proxy]\nclient-ips = [\"10.9.9.9\"]\n",
+            1,
+        ),
+    )
+    .unwrap();
+    p.backends.reload_from(&path).unwrap();
+    let mut ids = BTreeSet::new();
+    for _ in 0..40 {
+        ids.insert(
+            open.query_first::<u32, _>("SELECT @@server_id")
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert_eq!(ids, BTreeSet::from([r1]));
+    assert!(p.conn().await.is_err());
+
+    // A broken file changes nothing.
+    std::fs::write(&path, "[proxy]\nlisten = \"nowhere\"\n").unwrap();
+    assert!(p.backends.reload_from(&path).is_err());
+    assert!(p.conn().await.is_err());
+
+    // Back to the full file: both replicas and loopback clients again.
+    std::fs::write(&path, &full).unwrap();
+    p.backends.reload_from(&path).unwrap();
+    assert_eq!(read_ids(&p, 60).await, BTreeSet::from([r1, r2]));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
