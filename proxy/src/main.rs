@@ -127,6 +127,7 @@ async fn serve(cfg: config::Config) -> Result<()> {
         cluster.clone(),
         cfg.clone(),
         settings.version.clone(),
+        settings.registry.clone(),
     ));
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;

@@ -42,6 +42,7 @@ pub async fn client_settings(
         charset: cfg.charset.clone(),
         shutdown,
         active: Arc::default(),
+        registry: Arc::default(),
     }
 }
 

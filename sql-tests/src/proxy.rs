@@ -73,6 +73,7 @@ pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
         backends.clone(),
         cfg,
         settings.version.clone(),
+        settings.registry.clone(),
     ));
     let b = backends.clone();
     let tasks = vec![

@@ -291,3 +291,46 @@ async fn save_config_survives_a_restart() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `SELECT * FROM sessions` shows who is connected, where their transaction runs and what
+/// they are running right now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_table_shows_live_sessions() {
+    let cl = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut a = admin(&p).await;
+    let mut idle = p.conn().await.unwrap();
+    idle.query_drop("SELECT 1").await.unwrap();
+    let mut txn = p.conn().await.unwrap();
+    txn.query_drop("BEGIN").await.unwrap();
+    txn.query_drop("SELECT 1").await.unwrap();
+    let mut busy = p.conn().await.unwrap();
+    let sleeper = tokio::spawn(async move {
+        busy.query_drop("SELECT SLEEP(1.5)").await.unwrap();
+        busy
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let sessions = a.sessions().await.unwrap();
+    assert_eq!(sessions.len(), 3, "{sessions:?}");
+    assert!(sessions.iter().all(|s| s.user == "app"));
+    assert!(sessions
+        .iter()
+        .all(|s| s.schema.as_deref() == Some("rwtest")));
+    let in_txn: Vec<_> = sessions.iter().filter(|s| s.in_transaction).collect();
+    assert_eq!(in_txn.len(), 1, "{sessions:?}");
+    assert_eq!(
+        in_txn[0].backend.as_deref(),
+        Some(cl.primary_addr().as_str())
+    );
+    let running: Vec<_> = sessions.iter().filter(|s| s.statement.is_some()).collect();
+    assert_eq!(running.len(), 1, "{sessions:?}");
+    assert_eq!(running[0].statement.as_deref(), Some("SELECT SLEEP(1.5)"));
+    assert!(running[0].statement_age_ms.unwrap() >= 500);
+    drop(sleeper.await.unwrap());
+    drop(idle);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(a.sessions().await.unwrap().len(), 1);
+    txn.query_drop("COMMIT").await.unwrap();
+}

@@ -2,6 +2,7 @@
 
 pub mod prepared;
 pub mod query;
+pub mod registry;
 pub mod session;
 
 use crate::backend::conn::{BackendConn, ConnKey};
@@ -82,6 +83,8 @@ pub struct ClientSettings {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Client sessions alive now.
     pub active: Arc<std::sync::atomic::AtomicUsize>,
+    /// What each session is doing, for the admin console.
+    pub registry: Arc<registry::Registry>,
 }
 
 /// Counts a session as alive for as long as it exists.
@@ -153,7 +156,8 @@ pub async fn serve(
         session.state.schema = Some(db);
     }
     let _active = ActiveSession::new(&info.active);
-    let end = run(&mut session, &mut io, &info).await;
+    let entry = info.registry.enter(id, peer, &login.user);
+    let end = run(&mut session, &mut io, &info, &entry.status).await;
     session.close().await;
     if let Err(e) = end {
         tracing::debug!(client = %peer, session = id, "session ended: {e}");
@@ -215,7 +219,12 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Result<(), SessionEnd> {
+async fn run(
+    s: &mut Session,
+    io: &mut ClientIo,
+    info: &ClientSettings,
+    status: &registry::SessionStatus,
+) -> Result<(), SessionEnd> {
     let mut packet = Vec::with_capacity(1024);
     let mut shutdown = info.shutdown.clone();
     loop {
@@ -260,35 +269,80 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
                 .await?;
             continue;
         };
-        match cmd {
-            COM_QUIT => return Ok(()),
-            COM_PING => io.ok(s.status()).await?,
-            COM_QUERY => query::query(s, io, &packet).await?,
-            COM_INIT_DB => query::init_db(s, io, &packet).await?,
-            COM_FIELD_LIST => passthrough(s, io, &packet, Target::Read, Expect::UntilEof).await?,
-            COM_STATISTICS => passthrough(s, io, &packet, Target::Read, Expect::One).await?,
-            COM_STMT_PREPARE => prepared::prepare(s, io, &packet).await?,
-            COM_STMT_EXECUTE => prepared::execute(s, io, &packet).await?,
-            COM_STMT_SEND_LONG_DATA => prepared::send_long_data(s, io, &packet).await?,
-            COM_STMT_CLOSE => prepared::close(s, &packet),
-            COM_STMT_RESET => prepared::reset(s, io, &packet).await?,
-            COM_STMT_FETCH => prepared::fetch(s, io, &packet).await?,
-            COM_RESET_CONNECTION => {
-                s.close().await;
-                let schema = s.state.schema.take();
-                s.state = Default::default();
-                s.state.schema = schema;
-                s.sticky = Default::default();
-                s.stmts.clear();
-                s.last_insert_id = 0;
-                io.ok(s.status()).await?;
-            }
-            _ => {
-                io.error(&message::err(codes::UNKNOWN_COM, "Unknown command"))
-                    .await?
-            }
+        status.begin(match cmd {
+            COM_QUERY => &packet[1..],
+            COM_STMT_EXECUTE => prepared::stmt_id(&packet)
+                .and_then(|id| s.stmts.get(&id))
+                .map_or(b"EXECUTE", |st| st.sql.as_bytes()),
+            _ => command_name(cmd).as_bytes(),
+        });
+        dispatch(s, io, cmd, &packet).await?;
+        if cmd == COM_QUIT {
+            return Ok(());
+        }
+        status.end(
+            s.state.schema.as_deref(),
+            s.pinned.as_ref().map(|c| c.backend.address.as_str()),
+            s.pinned
+                .as_ref()
+                .is_some_and(|c| c.lease.conn.in_transaction()),
+        );
+    }
+}
+
+/// How the console shows a command that carries no statement.
+fn command_name(cmd: u8) -> &'static str {
+    match cmd {
+        COM_QUIT => "Quit",
+        COM_INIT_DB => "Init DB",
+        COM_FIELD_LIST => "Field List",
+        COM_STATISTICS => "Statistics",
+        COM_PING => "Ping",
+        COM_STMT_PREPARE => "Prepare",
+        COM_STMT_SEND_LONG_DATA => "Long Data",
+        COM_STMT_CLOSE => "Close stmt",
+        COM_STMT_RESET => "Reset stmt",
+        COM_STMT_FETCH => "Fetch",
+        COM_RESET_CONNECTION => "Reset connection",
+        _ => "Command",
+    }
+}
+
+async fn dispatch(
+    s: &mut Session,
+    io: &mut ClientIo,
+    cmd: u8,
+    packet: &[u8],
+) -> Result<(), SessionEnd> {
+    match cmd {
+        COM_QUIT => {}
+        COM_PING => io.ok(s.status()).await?,
+        COM_QUERY => query::query(s, io, packet).await?,
+        COM_INIT_DB => query::init_db(s, io, packet).await?,
+        COM_FIELD_LIST => passthrough(s, io, packet, Target::Read, Expect::UntilEof).await?,
+        COM_STATISTICS => passthrough(s, io, packet, Target::Read, Expect::One).await?,
+        COM_STMT_PREPARE => prepared::prepare(s, io, packet).await?,
+        COM_STMT_EXECUTE => prepared::execute(s, io, packet).await?,
+        COM_STMT_SEND_LONG_DATA => prepared::send_long_data(s, io, packet).await?,
+        COM_STMT_CLOSE => prepared::close(s, packet),
+        COM_STMT_RESET => prepared::reset(s, io, packet).await?,
+        COM_STMT_FETCH => prepared::fetch(s, io, packet).await?,
+        COM_RESET_CONNECTION => {
+            s.close().await;
+            let schema = s.state.schema.take();
+            s.state = Default::default();
+            s.state.schema = schema;
+            s.sticky = Default::default();
+            s.stmts.clear();
+            s.last_insert_id = 0;
+            io.ok(s.status()).await?;
+        }
+        _ => {
+            io.error(&message::err(codes::UNKNOWN_COM, "Unknown command"))
+                .await?
         }
     }
+    Ok(())
 }
 
 /// Work on the chosen connection before the client's packet goes out.

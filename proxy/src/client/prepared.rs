@@ -25,7 +25,7 @@ pub struct PreparedStmt {
 /// `CURSOR_TYPE_READ_ONLY` and friends in COM_STMT_EXECUTE's flags byte.
 const CURSOR_FLAGS: u8 = 0x07;
 
-fn stmt_id(packet: &[u8]) -> Option<u32> {
+pub(crate) fn stmt_id(packet: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(packet.get(1..5)?.try_into().ok()?))
 }
 

@@ -2,6 +2,7 @@
 //! [`Cluster`], so every change takes effect for the next statement without a restart.
 
 use crate::backend::Health;
+use crate::client::registry::Registry;
 use crate::cluster::{ChangeError, Cluster};
 use crate::config::{self, atlas_decrypt, atlas_encrypt, BackendConfig, Config, Role};
 use rwproxy_admin::{
@@ -14,6 +15,7 @@ use std::time::Instant;
 
 pub struct ProxyControl {
     cluster: Arc<Cluster>,
+    sessions: Arc<Registry>,
     /// The config as loaded: where `SAVE CONFIG` writes, and the admin credentials.
     config: Config,
     version: String,
@@ -21,9 +23,15 @@ pub struct ProxyControl {
 }
 
 impl ProxyControl {
-    pub fn new(cluster: Arc<Cluster>, config: Config, version: String) -> Self {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        config: Config,
+        version: String,
+        sessions: Arc<Registry>,
+    ) -> Self {
         ProxyControl {
             cluster,
+            sessions,
             config,
             version,
             started: Instant::now(),
@@ -213,7 +221,20 @@ impl ControlPlane for ProxyControl {
     }
 
     fn sessions(&self) -> Vec<SessionInfo> {
-        Vec::new()
+        self.sessions
+            .view()
+            .into_iter()
+            .map(|v| SessionInfo {
+                id: u64::from(v.id),
+                client: v.client,
+                user: v.user,
+                schema: v.schema,
+                backend: v.backend,
+                in_transaction: v.in_transaction,
+                statement: v.statement,
+                statement_age_ms: v.statement_age_ms,
+            })
+            .collect()
     }
 
     fn digests(&self) -> Vec<DigestInfo> {
