@@ -123,12 +123,7 @@ async fn serve(cfg: config::Config) -> Result<()> {
         .with_context(|| format!("cannot listen on admin-address {}", cfg.admin_listen))?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let settings = Arc::new(rwproxy::server::client_settings(&cfg, &cluster, stopping).await);
-    let control = Arc::new(ProxyControl::new(
-        cluster.clone(),
-        cfg.clone(),
-        settings.version.clone(),
-        settings.registry.clone(),
-    ));
+    let control = Arc::new(ProxyControl::new(cluster.clone(), cfg.clone(), &settings));
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut proxy = Box::pin(rwproxy::server::serve(

@@ -43,6 +43,7 @@ pub async fn client_settings(
         shutdown,
         active: Arc::default(),
         registry: Arc::default(),
+        digests: Arc::default(),
     }
 }
 

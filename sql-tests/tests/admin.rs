@@ -334,3 +334,41 @@ async fn sessions_table_shows_live_sessions() {
     assert_eq!(a.sessions().await.unwrap().len(), 1);
     txn.query_drop("COMMIT").await.unwrap();
 }
+
+/// `SELECT * FROM digests` groups statements by shape, over both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digests_group_statements_by_shape() {
+    let cl = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("CREATE TABLE IF NOT EXISTS dg_t (id INT PRIMARY KEY, v VARCHAR(10))")
+        .await
+        .unwrap();
+    c.query_drop("DELETE FROM dg_t").await.unwrap();
+    for i in 0..5 {
+        c.query_drop(format!("INSERT INTO dg_t VALUES ({i}, 'v{i}')"))
+            .await
+            .unwrap();
+    }
+    cl.wait_replicas_caught_up().await.unwrap();
+    for i in 0..3 {
+        let _: Vec<(i32, String)> = c
+            .exec("SELECT id, v FROM dg_t WHERE id >= ?", (i,))
+            .await
+            .unwrap();
+    }
+    let mut a = admin(&p).await;
+    let d = a.digests().await.unwrap();
+    let find = |text: &str| {
+        d.iter()
+            .find(|x| x.digest == text)
+            .unwrap_or_else(|| panic!("no digest {text:?} in {d:?}"))
+    };
+    let ins = find("INSERT INTO dg_t VALUES (?,...)");
+    assert_eq!((ins.count, ins.rows), (5, 5));
+    let sel = find("SELECT id, v FROM dg_t WHERE id >= ?");
+    assert_eq!((sel.count, sel.rows), (3, 5 + 4 + 3));
+    assert!(sel.max_time_us > 0 && sel.total_time_us >= sel.max_time_us);
+}

@@ -31,6 +31,10 @@ pub struct Relayed {
     pub completion: Completion,
     /// The server's error, if the reply ended with one.
     pub error: Option<SqlError>,
+    /// Rows sent to the client, over all result sets.
+    pub rows: u64,
+    /// From sending the command to the reply's last packet; set by the caller that timed it.
+    pub latency_us: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +151,7 @@ impl Scanner {
                         self.out.error = SqlError::parse(body);
                         true
                     } else {
+                        self.out.rows += 1;
                         false
                     }
                 }

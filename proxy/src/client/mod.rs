@@ -85,6 +85,7 @@ pub struct ClientSettings {
     pub active: Arc<std::sync::atomic::AtomicUsize>,
     /// What each session is doing, for the admin console.
     pub registry: Arc<registry::Registry>,
+    pub digests: Arc<crate::stats::digest::Digests>,
 }
 
 /// Counts a session as alive for as long as it exists.
@@ -146,7 +147,7 @@ pub async fn serve(
         collation: login.collation,
         capabilities: (login.capabilities & crate::backend::conn::session_capabilities()).bits(),
     };
-    let mut session = Session::new(id, cluster, key, password);
+    let mut session = Session::new(id, cluster, key, password, info.digests.clone());
     tracing::debug!(client = %peer, user = %login.user, session = id, "logged in");
     if let Some(cs) = &info.charset {
         session.state.set_var("names".into(), format!("NAMES {cs}"));
@@ -433,11 +434,11 @@ pub async fn execute(
             }),
         };
         match result {
-            Ok(r) => {
-                c.backend.latency_us.fetch_add(
-                    started.elapsed().as_micros() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+            Ok(mut r) => {
+                r.latency_us = started.elapsed().as_micros() as u64;
+                c.backend
+                    .latency_us
+                    .fetch_add(r.latency_us, std::sync::atomic::Ordering::Relaxed);
                 after(s, c.conn(), &r);
                 let messages =
                     r.completion.warnings > 0 || r.error.is_some() || target == Target::Diagnostics;

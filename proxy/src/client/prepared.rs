@@ -173,7 +173,8 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     } else {
         target_of(s, &stmt.class)
     };
-    super::execute(
+    let sql = stmt.sql.clone();
+    let relayed = super::execute(
         s,
         io,
         packet,
@@ -190,6 +191,9 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         },
     )
     .await?;
+    if let Some(r) = relayed {
+        s.record_digest(sql.as_bytes(), &r);
+    }
     Ok(())
 }
 

@@ -91,7 +91,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     }
     let wants_last_id = c.flags.contains(Flags::LAST_INSERT_ID);
     let kind = c.kind;
-    execute(
+    let relayed = execute(
         s,
         io,
         packet,
@@ -126,6 +126,9 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         },
     )
     .await?;
+    if let Some(r) = relayed {
+        s.record_digest(sql, &r);
+    }
     Ok(())
 }
 

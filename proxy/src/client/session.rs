@@ -3,12 +3,14 @@
 
 use crate::backend::conn::{BackendConn, BackendError, ConnKey};
 use crate::backend::pool::Lease;
+use crate::backend::relay::Relayed;
 use crate::backend::{Backend, Health};
 use crate::client::prepared::PreparedStmt;
 use crate::cluster::Cluster;
 use crate::protocol::message::{self, codes, SqlError, SERVER_STATUS_AUTOCOMMIT};
 use crate::router::Target;
 use crate::session::state::SessionState;
+use crate::stats::digest::Digests;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -67,10 +69,19 @@ pub struct Session {
     pub last_insert_id: u64,
     pub stmts: HashMap<u32, PreparedStmt>,
     pub next_stmt_id: u32,
+    digests: Arc<Digests>,
+    /// Reused for normalising statements into digests.
+    digest_buf: Vec<u8>,
 }
 
 impl Session {
-    pub fn new(id: u32, cluster: Arc<Cluster>, key: ConnKey, password: String) -> Self {
+    pub fn new(
+        id: u32,
+        cluster: Arc<Cluster>,
+        key: ConnKey,
+        password: String,
+        digests: Arc<Digests>,
+    ) -> Self {
         Session {
             id,
             cluster,
@@ -83,7 +94,20 @@ impl Session {
             last_insert_id: 0,
             stmts: HashMap::new(),
             next_stmt_id: 1,
+            digests,
+            digest_buf: Vec::new(),
         }
+    }
+
+    /// Counts a finished statement in the digest table: rows read, or else rows changed.
+    pub fn record_digest(&mut self, sql: &[u8], r: &Relayed) {
+        let rows = if r.rows > 0 {
+            r.rows
+        } else {
+            r.completion.affected_rows
+        };
+        self.digests
+            .record(sql, &mut self.digest_buf, r.latency_us, rows);
     }
 
     /// Status flags for replies the proxy writes itself.

@@ -3,8 +3,10 @@
 
 use crate::backend::Health;
 use crate::client::registry::Registry;
+use crate::client::ClientSettings;
 use crate::cluster::{ChangeError, Cluster};
 use crate::config::{self, atlas_decrypt, atlas_encrypt, BackendConfig, Config, Role};
+use crate::stats::digest::Digests;
 use rwproxy_admin::{
     AdminError, BackendInfo, BackendRole, BackendState, BackendStats, ControlPlane, DigestInfo,
     SessionInfo, UserPassword, VrrpInfo,
@@ -16,6 +18,7 @@ use std::time::Instant;
 pub struct ProxyControl {
     cluster: Arc<Cluster>,
     sessions: Arc<Registry>,
+    digests: Arc<Digests>,
     /// The config as loaded: where `SAVE CONFIG` writes, and the admin credentials.
     config: Config,
     version: String,
@@ -23,17 +26,13 @@ pub struct ProxyControl {
 }
 
 impl ProxyControl {
-    pub fn new(
-        cluster: Arc<Cluster>,
-        config: Config,
-        version: String,
-        sessions: Arc<Registry>,
-    ) -> Self {
+    pub fn new(cluster: Arc<Cluster>, config: Config, clients: &ClientSettings) -> Self {
         ProxyControl {
             cluster,
-            sessions,
+            sessions: clients.registry.clone(),
+            digests: clients.digests.clone(),
             config,
-            version,
+            version: clients.version.clone(),
             started: Instant::now(),
         }
     }
@@ -238,7 +237,17 @@ impl ControlPlane for ProxyControl {
     }
 
     fn digests(&self) -> Vec<DigestInfo> {
-        Vec::new()
+        self.digests
+            .view()
+            .into_iter()
+            .map(|d| DigestInfo {
+                digest: d.text,
+                count: d.count,
+                total_time_us: d.total_us,
+                max_time_us: d.max_us,
+                rows: d.rows,
+            })
+            .collect()
     }
 
     fn vrrp(&self) -> Vec<VrrpInfo> {

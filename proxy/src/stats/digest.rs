@@ -1,0 +1,279 @@
+//! Query digests: statements grouped by their text with literals taken out, with counts and
+//! timings — what `SELECT * FROM digests` on the admin console shows.
+//!
+//! Normalising runs on the hot path, so it is one pass over the bytes into a buffer the
+//! session reuses; a digest's text is copied only the first time it is seen.
+
+use dashmap::DashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Distinct digests kept; later new ones are counted under one catch-all entry so a
+/// workload of ever-new statement shapes cannot grow memory without bound.
+const MAX_DIGESTS: usize = 10_000;
+const OTHER: &str = "(other statements beyond the digest table's limit)";
+
+#[derive(Default)]
+pub struct Digests {
+    map: DashMap<u64, Entry>,
+}
+
+struct Entry {
+    text: String,
+    count: AtomicU64,
+    total_us: AtomicU64,
+    max_us: AtomicU64,
+    rows: AtomicU64,
+}
+
+/// One digest as the console shows it.
+pub struct DigestView {
+    pub text: String,
+    pub count: u64,
+    pub total_us: u64,
+    pub max_us: u64,
+    pub rows: u64,
+}
+
+impl Digests {
+    /// Records one execution of `sql`; `scratch` is the caller's reusable buffer.
+    pub fn record(&self, sql: &[u8], scratch: &mut Vec<u8>, micros: u64, rows: u64) {
+        normalise(sql, scratch);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        scratch.hash(&mut h);
+        let mut key = h.finish();
+        if !self.map.contains_key(&key) && self.map.len() >= MAX_DIGESTS {
+            key = 0;
+        }
+        let entry = self.map.entry(key).or_insert_with(|| Entry {
+            text: if key == 0 {
+                OTHER.to_string()
+            } else {
+                String::from_utf8_lossy(scratch).into_owned()
+            },
+            count: AtomicU64::new(0),
+            total_us: AtomicU64::new(0),
+            max_us: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+        });
+        entry.count.fetch_add(1, Ordering::Relaxed);
+        entry.total_us.fetch_add(micros, Ordering::Relaxed);
+        entry.max_us.fetch_max(micros, Ordering::Relaxed);
+        entry.rows.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// All digests, most total time first.
+    pub fn view(&self) -> Vec<DigestView> {
+        let mut v: Vec<DigestView> = self
+            .map
+            .iter()
+            .map(|e| DigestView {
+                text: e.text.clone(),
+                count: e.count.load(Ordering::Relaxed),
+                total_us: e.total_us.load(Ordering::Relaxed),
+                max_us: e.max_us.load(Ordering::Relaxed),
+                rows: e.rows.load(Ordering::Relaxed),
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            b.total_us
+                .cmp(&a.total_us)
+                .then_with(|| a.text.cmp(&b.text))
+        });
+        v
+    }
+}
+
+/// Writes `sql` with literals replaced by `?`, lists of them folded to `?,...`, comments
+/// dropped and whitespace collapsed.
+pub fn normalise(sql: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut i = 0;
+    let n = sql.len();
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+    while i < n {
+        let b = sql[i];
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                i += 1;
+                space(out);
+            }
+            b'/' if sql.get(i + 1) == Some(&b'*') => {
+                i = find(sql, i + 2, b"*/").map_or(n, |e| e + 2);
+                space(out);
+            }
+            b'#' => {
+                i = find(sql, i, b"\n").unwrap_or(n);
+                space(out);
+            }
+            b'-' if sql.get(i + 1) == Some(&b'-')
+                && sql.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
+            {
+                i = find(sql, i, b"\n").unwrap_or(n);
+                space(out);
+            }
+            b'\'' | b'"' => {
+                i = skip_quoted(sql, i);
+                placeholder(out);
+            }
+            b'`' => {
+                let end = find(sql, i + 1, b"`").map_or(n, |e| e + 1);
+                out.extend_from_slice(&sql[i..end]);
+                i = end;
+            }
+            b'0'..=b'9' if out.last().is_none_or(|c| !ident(*c)) => {
+                i += 1;
+                while i < n && (ident(sql[i]) || sql[i] == b'.') {
+                    // Exponent signs: 1e-5.
+                    if matches!(sql[i], b'e' | b'E') && matches!(sql.get(i + 1), Some(b'+' | b'-'))
+                    {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                placeholder(out);
+            }
+            _ if ident(b) => {
+                let start = i;
+                while i < n && ident(sql[i]) {
+                    i += 1;
+                }
+                out.extend_from_slice(&sql[start..i]);
+            }
+            _ => {
+                if b == b',' && out.last() == Some(&b' ') {
+                    out.pop();
+                }
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    while out.last() == Some(&b' ') || out.last() == Some(&b';') {
+        out.pop();
+    }
+}
+
+fn space(out: &mut Vec<u8>) {
+    if !out.is_empty() && out.last() != Some(&b' ') {
+        out.push(b' ');
+    }
+}
+
+/// Emits `?`, folding `?,?` and `?, ?` runs into `?,...`.
+fn placeholder(out: &mut Vec<u8>) {
+    let trimmed = out.len() - usize::from(out.last() == Some(&b' '));
+    let t = &out[..trimmed];
+    if t.ends_with(b"?,...,") || t.ends_with(b"?,") {
+        out.truncate(trimmed);
+        if !out.ends_with(b"?,...,") {
+            out.extend_from_slice(b"...,");
+        }
+        out.pop();
+        return;
+    }
+    out.push(b'?');
+}
+
+fn skip_quoted(sql: &[u8], start: usize) -> usize {
+    let q = sql[start];
+    let mut i = start + 1;
+    while i < sql.len() {
+        match sql[i] {
+            b'\\' => i += 2,
+            c if c == q => {
+                if sql.get(i + 1) == Some(&q) {
+                    i += 2;
+                } else {
+                    return i + 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    sql.len()
+}
+
+fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(s: &str) -> String {
+        let mut out = Vec::new();
+        normalise(s.as_bytes(), &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn literals_become_placeholders() {
+        assert_eq!(
+            norm("SELECT c FROM sbtest1 WHERE id=4711"),
+            "SELECT c FROM sbtest1 WHERE id=?"
+        );
+        assert_eq!(
+            norm("select *  from t where a = 'x''y' and b = \"q\\\"\" and c = 1.5e-3;"),
+            "select * from t where a = ? and b = ? and c = ?"
+        );
+        assert_eq!(
+            norm("SELECT * FROM t2 WHERE id IN (1, 2,3 , 4)"),
+            "SELECT * FROM t2 WHERE id IN (?,...)"
+        );
+        assert_eq!(
+            norm("INSERT INTO t VALUES (1,'a'),(2,'b')"),
+            "INSERT INTO t VALUES (?,...),(?,...)"
+        );
+        assert_eq!(
+            norm("SELECT col1, t2.c3 FROM `t 1` /* hi */ -- x\n WHERE x>-7"),
+            "SELECT col1, t2.c3 FROM `t 1` WHERE x>-?"
+        );
+        assert_eq!(norm("SELECT 1"), "SELECT ?");
+    }
+
+    #[test]
+    fn same_shape_same_digest() {
+        let d = Digests::default();
+        let mut buf = Vec::new();
+        for i in 0..5 {
+            d.record(
+                format!("SELECT c FROM t WHERE id = {i}").as_bytes(),
+                &mut buf,
+                10 * i,
+                1,
+            );
+        }
+        d.record(b"UPDATE t SET k=k+1 WHERE id=3", &mut buf, 1000, 1);
+        let v = d.view();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].text, "UPDATE t SET k=k+? WHERE id=?");
+        assert_eq!(
+            (v[1].count, v[1].total_us, v[1].max_us, v[1].rows),
+            (5, 100, 40, 5)
+        );
+    }
+
+    #[test]
+    fn junk_never_panics() {
+        let mut out = Vec::new();
+        for s in [
+            "'",
+            "\"\\",
+            "/*",
+            "--",
+            "`",
+            "1e",
+            "0x",
+            "?,",
+            "\u{1F600}",
+            "",
+        ] {
+            normalise(s.as_bytes(), &mut out);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Statistics gathered while serving, for the admin console.
+
+pub mod digest;
