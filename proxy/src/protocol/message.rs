@@ -56,10 +56,6 @@ pub fn is_err(payload: &[u8]) -> bool {
     payload.first() == Some(&0xFF)
 }
 
-pub fn is_ok(payload: &[u8]) -> bool {
-    payload.first() == Some(&0x00)
-}
-
 pub fn ok_payload(c: &Completion) -> Vec<u8> {
     let mut out = Vec::with_capacity(16);
     out.push(0x00);
