@@ -347,11 +347,19 @@ async fn live_changes_under_sysbench_load() {
         b[2],
         backend(3, &r2, BackendState::Up, BackendRole::ReadOnly)
     );
+    let at_add = by_address(&a.stats().await.unwrap(), &r1).queries;
     pause(1500).await;
     let s = a.stats().await.unwrap();
     let added = by_address(&s, &r2);
     assert_eq!((added.ndx, added.weight), (3, 2));
     assert!(added.queries > 0, "re-added {r2} serves no reads: {s:?}");
+    // Weight 2 against 1: about twice the reads (thousands of them, so 1.5× is safe).
+    let other = by_address(&s, &r1).queries - at_add;
+    assert!(
+        added.queries * 2 >= other * 3,
+        "weight 2 got {} reads, weight 1 got {other}",
+        added.queries
+    );
     assert!(
         !point_select.is_finished() && !read_write.is_finished(),
         "sysbench ended before the last change: raise LOAD_SECONDS"
@@ -666,8 +674,9 @@ async fn mariadb_cli_sessions_without_e() {
     assert_eq!(lines[..expected.len()], expected, "{stdout}");
 
     // A terminal (script(1) gives the CLI a pty): the banner shows the version comment the
-    // CLI asked for, and results come as tables.
-    let shell = format!("{} --table", mariadb_cmdline(&p));
+    // CLI asked for, and results come as tables. With a database on the command line and
+    // auto-rehash the CLI also lists databases and tables for completion on connect.
+    let shell = format!("{} --table -Dadmin --auto-rehash", mariadb_cmdline(&p));
     let mut child = Command::new("timeout")
         .args(["30", "script", "-qec", &shell, "/dev/null"])
         .stdin(Stdio::piped())
