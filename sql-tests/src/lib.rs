@@ -4,5 +4,6 @@ pub mod diff;
 pub mod proxy;
 pub mod raw;
 pub mod sandbox;
+pub mod sysbench;
 
 pub use sandbox::{Cluster, Options, Server, APP_PASSWORD, APP_USER, DATABASE};

@@ -9,50 +9,18 @@
 //! other error is fatal, and deadlocks must stay rare. 1 thread cannot deadlock, so there
 //! the count must be exactly zero.
 
-use rwproxy_sql_tests::{proxy, Cluster, APP_PASSWORD, APP_USER, DATABASE};
-use std::process::Command;
+use rwproxy_sql_tests::sysbench::{run, stat};
+use rwproxy_sql_tests::{proxy, Cluster};
 
+/// 2 × 10000 rows; deadlocks (1213) ignored by sysbench and counted, any other error fatal.
 fn sysbench(port: u16, extra: &[&str], cmd: &str) -> String {
-    let out = Command::new("sysbench")
-        .arg("oltp_read_write")
-        .arg("--mysql-host=127.0.0.1")
-        .arg(format!("--mysql-port={port}"))
-        .arg(format!("--mysql-user={APP_USER}"))
-        .arg(format!("--mysql-password={APP_PASSWORD}"))
-        .arg(format!("--mysql-db={DATABASE}"))
-        .args([
-            "--tables=2",
-            "--table-size=10000",
-            "--mysql-ignore-errors=1213",
-        ])
-        .args(extra)
-        .arg(cmd)
-        .output()
-        .expect("running sysbench (apt-get install sysbench)");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "sysbench {cmd} {extra:?} failed ({}):\n{text}",
-        out.status
-    );
-    text
-}
-
-/// The first number after `label` on its line, e.g. `transactions:   1234   (246.5 per sec.)`.
-fn stat(out: &str, label: &str) -> u64 {
-    let line = out
-        .lines()
-        .find(|l| l.trim_start().starts_with(label))
-        .unwrap_or_else(|| panic!("no `{label}` in sysbench output:\n{out}"));
-    line.trim_start()[label.len()..]
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("cannot parse `{line}`"))
+    let mut args = vec![
+        "--tables=2",
+        "--table-size=10000",
+        "--mysql-ignore-errors=1213",
+    ];
+    args.extend_from_slice(extra);
+    run("oltp_read_write", port, &args, cmd)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
