@@ -1,3 +1,4 @@
 //! VRRPv2 (RFC 3768) and VRRPv3 (RFC 5798) for IPv4, interoperable with keepalived.
 
 pub mod packet;
+pub mod state;

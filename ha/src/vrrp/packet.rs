@@ -286,8 +286,8 @@ impl Advert {
         msg.push(count);
         match self.version {
             Version::V2 => {
-                let secs =
-                    u8::try_from(self.interval).map_err(|_| PacketError::BadInterval(self.interval))?;
+                let secs = u8::try_from(self.interval)
+                    .map_err(|_| PacketError::BadInterval(self.interval))?;
                 msg.push(self.auth.type_and_data().0);
                 msg.push(secs);
             }
@@ -327,8 +327,7 @@ mod tests {
     const V2_PRIO0: &str = include_str!("../../tests/data/vrrp/keepalived-vrrpv2-prio0.ip.hex");
     const V3_ADVERT: &str = include_str!("../../tests/data/vrrp/keepalived-vrrpv3-advert.ip.hex");
     const V3_PRIO0: &str = include_str!("../../tests/data/vrrp/keepalived-vrrpv3-prio0.ip.hex");
-    const V2_FRAME: &str =
-        include_str!("../../tests/data/vrrp/keepalived-vrrpv2-advert.frame.hex");
+    const V2_FRAME: &str = include_str!("../../tests/data/vrrp/keepalived-vrrpv2-advert.frame.hex");
     const V3_FRAME: &str = include_str!("../../tests/data/vrrp/keepalived-vrrpv3-prio0.frame.hex");
 
     const SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
@@ -436,10 +435,16 @@ mod tests {
 
         let mut ip = hex(V2_ADVERT);
         ip[8] = 254;
-        assert_eq!(Advert::decode_ip(&ip).unwrap_err(), PacketError::BadTtl(254));
+        assert_eq!(
+            Advert::decode_ip(&ip).unwrap_err(),
+            PacketError::BadTtl(254)
+        );
         let mut ip = hex(V2_ADVERT);
         ip[9] = 6;
-        assert_eq!(Advert::decode_ip(&ip).unwrap_err(), PacketError::BadProtocol(6));
+        assert_eq!(
+            Advert::decode_ip(&ip).unwrap_err(),
+            PacketError::BadProtocol(6)
+        );
         let ip = hex(V2_ADVERT);
         assert!(matches!(
             Advert::decode_ip(&ip[..30]).unwrap_err(),
@@ -457,9 +462,15 @@ mod tests {
             addrs: vec![],
             auth: Auth::None([0; 8]),
         };
-        assert_eq!(adv.encode(SRC, VRRP_GROUP), Err(PacketError::BadInterval(4096)));
+        assert_eq!(
+            adv.encode(SRC, VRRP_GROUP),
+            Err(PacketError::BadInterval(4096))
+        );
         adv.version = Version::V2;
         adv.interval = 256;
-        assert_eq!(adv.encode(SRC, VRRP_GROUP), Err(PacketError::BadInterval(256)));
+        assert_eq!(
+            adv.encode(SRC, VRRP_GROUP),
+            Err(PacketError::BadInterval(256))
+        );
     }
 }
