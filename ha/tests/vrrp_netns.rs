@@ -49,7 +49,7 @@ impl Lab {
         );
         let dir = std::env::temp_dir().join(&tag);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut lab = Lab {
+        let lab = Lab {
             bridge: format!("{tag}br"),
             nodes: (0..nodes).map(|i| format!("{tag}n{i}")).collect(),
             client: format!("{tag}c"),

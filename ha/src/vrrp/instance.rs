@@ -279,7 +279,7 @@ fn send_socket(inst: &Instance, src: Ipv4Addr) -> io::Result<Socket> {
 
 /// Why a received packet was dropped.
 #[derive(Debug)]
-enum Drop {
+enum Rejected {
     Packet(PacketError),
     Other(String),
 }
@@ -288,13 +288,13 @@ fn check(
     inst: &Instance,
     own: Ipv4Addr,
     datagram: &[u8],
-) -> Result<Option<(Ipv4Addr, Advert)>, Drop> {
-    let (ip, adv) = Advert::decode_ip(datagram).map_err(Drop::Packet)?;
+) -> Result<Option<(Ipv4Addr, Advert)>, Rejected> {
+    let (ip, adv) = Advert::decode_ip(datagram).map_err(Rejected::Packet)?;
     if ip.src == own {
         return Ok(None);
     }
     if !inst.unicast_peer.is_empty() && !inst.unicast_peer.contains(&ip.src) {
-        return Err(Drop::Other(format!(
+        return Err(Rejected::Other(format!(
             "advert from {} is not from a unicast peer",
             ip.src
         )));
@@ -303,7 +303,7 @@ fn check(
         return Ok(None);
     }
     if adv.version != inst.version {
-        return Err(Drop::Other(format!(
+        return Err(Rejected::Other(format!(
             "VRRPv{} advert, this instance speaks v{}",
             adv.version.number(),
             inst.version.number()
@@ -311,13 +311,13 @@ fn check(
     }
     if inst.version == Version::V2 {
         if adv.auth != inst.auth() {
-            return Err(Drop::Other(format!(
+            return Err(Rejected::Other(format!(
                 "authentication mismatch from {}",
                 ip.src
             )));
         }
         if adv.interval != inst.interval_field() {
-            return Err(Drop::Other(format!(
+            return Err(Rejected::Other(format!(
                 "advertisement interval mismatch: {} s from {}",
                 adv.interval, ip.src
             )));
@@ -496,11 +496,11 @@ where
                             }
                             apply(&machine, actions, &mut garp_again, bad_packets);
                         }
-                        Err(drop) => {
+                        Err(rejected) => {
                             bad_packets += 1;
-                            match drop {
-                                Drop::Packet(e) => tracing::warn!("({name}) dropping bad packet: {e}"),
-                                Drop::Other(e) => tracing::warn!("({name}) dropping advert: {e}"),
+                            match rejected {
+                                Rejected::Packet(e) => tracing::warn!("({name}) dropping bad packet: {e}"),
+                                Rejected::Other(e) => tracing::warn!("({name}) dropping advert: {e}"),
                             }
                         }
                     }
