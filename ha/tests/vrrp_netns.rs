@@ -572,3 +572,57 @@ fn link_down_is_fault() {
     let log = std::fs::read_to_string(lab.dir.join("A.log")).unwrap();
     assert!(log.contains("Entering FAULT STATE"), "{log}");
 }
+
+#[test]
+fn track_script_failure_moves_the_vip_and_recovery_takes_it_back() {
+    let mut lab = Lab::new(2);
+    let flag = lab.dir.join("healthy");
+    std::fs::write(&flag, "").unwrap();
+    let check = format!("test -e {}", flag.display());
+    lab.vrrpd(
+        0,
+        "A",
+        &[
+            "--prio",
+            "150",
+            "--track",
+            &check,
+            "--track-weight",
+            "-60",
+            "--track-fall",
+            "2",
+        ],
+    );
+    lab.vrrpd(1, "B", &["--prio", "100"]);
+    lab.wait_answer("A", LONG);
+    let t = Instant::now();
+    std::fs::remove_file(&flag).unwrap();
+    // A drops to 90: B preempts after its Master_Down_Interval.
+    lab.wait_answer("B", LONG);
+    println!("track script failed: B answering after {:?}", t.elapsed());
+    assert!(!lab.has_vip(0));
+    std::fs::write(&flag, "").unwrap();
+    lab.wait_answer("A", LONG);
+}
+
+#[test]
+fn track_script_with_weight_zero_means_fault() {
+    let mut lab = Lab::new(2);
+    let flag = lab.dir.join("healthy");
+    std::fs::write(&flag, "").unwrap();
+    let check = format!("test -e {}", flag.display());
+    lab.vrrpd(0, "A", &["--prio", "150", "--track", &check]);
+    lab.vrrpd(1, "B", &["--prio", "100"]);
+    lab.wait_answer("A", LONG);
+    let t = Instant::now();
+    std::fs::remove_file(&flag).unwrap();
+    // FAULT from MASTER sends priority 0: B takes over after its Skew_Time.
+    lab.wait_answer("B", LONG);
+    let took = t.elapsed();
+    println!("weight-0 track script failed: B answering after {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let log = std::fs::read_to_string(lab.dir.join("A.log")).unwrap();
+    assert!(log.contains("Entering FAULT STATE"), "{log}");
+    std::fs::write(&flag, "").unwrap();
+    lab.wait_answer("A", LONG);
+}

@@ -2,7 +2,8 @@
 //!
 //! `vrrpd-test run --name VI_1 --iface eth0 --vrid 51 --prio 150 --vip 192.0.2.100/24 [--v3]
 //!   [--advert-ms 1000] [--nopreempt] [--preempt-delay-ms N] [--auth PASS] [--unicast-src IP]
-//!   [--peer IP]... [--notify CMD] [--notify-master CMD] [--notify-backup CMD] [--listen PORT]`
+//!   [--peer IP]... [--notify CMD] [--notify-master CMD] [--notify-backup CMD] [--listen PORT]
+//!   [--track CMD [--track-weight W] [--track-fall N] [--track-rise N]]` (scripts every 0.2 s)
 //!   runs one instance until SIGTERM/SIGINT (clean stop: priority-0 advert).
 //! `vrrpd-test listen NAME PORT`: answers every TCP connection with NAME.
 //! `vrrpd-test probe ADDR:PORT`: connects (300 ms timeout), prints the answer; exit 1 on failure.
@@ -11,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use rwproxy_ha::vrrp::{self, Instance, Version, Vip};
+use rwproxy_ha::vrrp::{self, Instance, TrackScript, Version, Vip};
 
 fn listen(name: String, port: u16) {
     let l = TcpListener::bind(("0.0.0.0", port)).expect("bind listener");
@@ -77,6 +78,15 @@ fn run(args: &[String]) {
             "--notify" => inst.notify.notify = Some(v()),
             "--notify-master" => inst.notify.master = Some(v()),
             "--notify-backup" => inst.notify.backup = Some(v()),
+            "--track" => {
+                let mut t = TrackScript::new("chk", &v());
+                t.interval = Duration::from_millis(200);
+                t.timeout = Duration::from_millis(500);
+                inst.track_script.push(t);
+            }
+            "--track-weight" => inst.track_script.last_mut().unwrap().weight = v().parse().unwrap(),
+            "--track-fall" => inst.track_script.last_mut().unwrap().fall = v().parse().unwrap(),
+            "--track-rise" => inst.track_script.last_mut().unwrap().rise = v().parse().unwrap(),
             "--listen" => listen_port = Some(v().parse::<u16>().unwrap()),
             other => panic!("unknown option {other}"),
         }

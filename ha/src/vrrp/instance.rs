@@ -16,6 +16,7 @@ use super::netlink::{self, Rtnl, Vip};
 use super::notify::{Notifier, NotifyConfig};
 use super::packet::{Advert, Auth, PacketError, Version, IPPROTO_VRRP, VRRP_GROUP, VRRP_TTL};
 use super::state::{Action, Event, Machine, NotifyKind, Params, State};
+use super::track::{self, TrackScript, Tracker};
 
 /// One `vrrp_instance`, with keepalived's names and defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,8 @@ pub struct Instance {
     pub garp_master_delay: Duration,
     /// Link down on `interface` → FAULT (keepalived tracks the instance interface by default).
     pub track_interface: bool,
+    /// `track_script`: weights move the priority; a weight-0 script failing means FAULT.
+    pub track_script: Vec<TrackScript>,
     pub notify: NotifyConfig,
 }
 
@@ -67,6 +70,7 @@ impl Instance {
             garp_master_repeat: 5,
             garp_master_delay: Duration::from_secs(5),
             track_interface: true,
+            track_script: Vec::new(),
             notify: NotifyConfig::default(),
         }
     }
@@ -431,8 +435,32 @@ where
         });
     };
 
+    let mut trackers: Vec<Tracker> = inst
+        .track_script
+        .iter()
+        .map(|t| Tracker::new(t.rise, t.fall))
+        .collect();
+    let mut faulted = false;
+    let (track_tx, mut track_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, bool)>();
+    let track_tasks: Vec<JoinHandle<()>> = inst
+        .track_script
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            tokio::spawn(track::run_script(
+                name.clone(),
+                i,
+                t.clone(),
+                track_tx.clone(),
+            ))
+        })
+        .collect();
+    drop(track_tx);
+
     if inst.track_interface && !netlink::link_up(&inst.interface) {
         link_ok = false;
+        faulted = true;
+        tracing::info!("({name}) interface {} is down", inst.interface);
         machine.handle(start.elapsed(), Event::Fault(true));
     }
     let actions = machine.handle(start.elapsed(), Event::Startup);
@@ -465,8 +493,11 @@ where
                 if up != link_ok {
                     link_ok = up;
                     tracing::info!("({name}) interface {} is {}", inst.interface, if up { "up" } else { "down" });
-                    let actions = machine.handle(start.elapsed(), Event::Fault(!up));
-                    apply(&machine, actions, &mut garp_again, bad_packets);
+                }
+            }
+            Some((i, ok)) = track_rx.recv() => {
+                if let Some(good) = trackers[i].record(ok) {
+                    tracing::info!("({name}) Script({}) {}", inst.track_script[i].name, if good { "succeeded" } else { "failed" });
                 }
             }
             r = recv.readable() => {
@@ -507,6 +538,30 @@ where
                 }
             }
         }
+        let (prio, script_fault) = track::effective(
+            inst.priority,
+            inst.track_script
+                .iter()
+                .zip(&trackers)
+                .map(|(t, k)| (t.weight, k.good())),
+        );
+        if prio != machine.priority() {
+            tracing::info!(
+                "({name}) Changing effective priority from {} to {prio}",
+                machine.priority()
+            );
+            let actions = machine.handle(start.elapsed(), Event::Priority(prio));
+            apply(&machine, actions, &mut garp_again, bad_packets);
+        }
+        let fault = !link_ok || script_fault;
+        if fault != faulted {
+            faulted = fault;
+            let actions = machine.handle(start.elapsed(), Event::Fault(fault));
+            apply(&machine, actions, &mut garp_again, bad_packets);
+        }
+    }
+    for t in track_tasks {
+        t.abort();
     }
     let Io { notifier, .. } = io;
     notifier.finish().await;

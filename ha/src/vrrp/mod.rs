@@ -6,9 +6,11 @@ pub mod netlink;
 pub mod notify;
 pub mod packet;
 pub mod state;
+pub mod track;
 
 pub use instance::{run, Instance, Running, Status, VrrpError};
 pub use netlink::Vip;
 pub use notify::NotifyConfig;
 pub use packet::Version;
 pub use state::State;
+pub use track::TrackScript;
