@@ -144,6 +144,8 @@ fn ctx<T>(r: io::Result<T>, context: impl Into<String>) -> Result<T, VrrpError> 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub instance: String,
+    pub interface: String,
+    pub vrid: u8,
     pub state: State,
     pub priority: u8,
     pub effective_priority: u8,
@@ -151,6 +153,22 @@ pub struct Status {
     pub vips: Vec<Vip>,
     /// Packets dropped by the receive checks.
     pub bad_packets: u64,
+}
+
+impl Status {
+    /// The admin port's `SELECT * FROM vrrp` row.
+    pub fn to_vrrp_info(&self) -> rwproxy_admin::control::VrrpInfo {
+        rwproxy_admin::control::VrrpInfo {
+            instance: self.instance.clone(),
+            interface: self.interface.clone(),
+            vrid: self.vrid,
+            state: self.state.keepalived_name().to_string(),
+            priority: self.priority,
+            effective_priority: self.effective_priority,
+            virtual_ips: self.vips.iter().map(|v| v.to_string()).collect(),
+            master: self.master.map(|m| m.to_string()),
+        }
+    }
 }
 
 /// A started instance.
@@ -168,6 +186,8 @@ where
 {
     let (tx, rx) = watch::channel(Status {
         instance: instance.name.clone(),
+        interface: instance.interface.clone(),
+        vrid: instance.virtual_router_id,
         state: State::Initialize,
         priority: instance.priority,
         effective_priority: instance.priority,
@@ -426,6 +446,8 @@ where
         }
         status.send_replace(Status {
             instance: name.clone(),
+            interface: inst.interface.clone(),
+            vrid: inst.virtual_router_id,
             state: machine.state(),
             priority: inst.priority,
             effective_priority: machine.priority(),
@@ -566,4 +588,137 @@ where
     let Io { notifier, .. } = io;
     notifier.finish().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 12);
+    const OWN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
+
+    fn inst() -> Instance {
+        Instance::new(
+            "VI_1",
+            "eth0",
+            51,
+            100,
+            vec!["192.0.2.100/24".parse().unwrap()],
+        )
+    }
+
+    fn datagram(src: Ipv4Addr, ttl: u8, adv: &Advert) -> Vec<u8> {
+        let msg = adv.encode(src, VRRP_GROUP).unwrap();
+        let mut d = vec![0x45, 0xc0, 0, 0, 0, 1, 0, 0, ttl, IPPROTO_VRRP, 0, 0];
+        d[2..4].copy_from_slice(&((20 + msg.len()) as u16).to_be_bytes());
+        d.extend_from_slice(&src.octets());
+        d.extend_from_slice(&VRRP_GROUP.octets());
+        d.extend_from_slice(&msg);
+        d
+    }
+
+    fn advert(i: &Instance) -> Advert {
+        Advert {
+            version: i.version,
+            vrid: i.virtual_router_id,
+            priority: 150,
+            interval: i.interval_field(),
+            addrs: vec![Ipv4Addr::new(192, 0, 2, 100)],
+            auth: i.auth(),
+        }
+    }
+
+    fn rejected(r: Result<Option<(Ipv4Addr, Advert)>, Rejected>) -> String {
+        match r {
+            Err(Rejected::Packet(e)) => e.to_string(),
+            Err(Rejected::Other(e)) => e,
+            Ok(x) => panic!("accepted: {x:?}"),
+        }
+    }
+
+    #[test]
+    fn receive_checks() {
+        let i = inst();
+        let good = advert(&i);
+        let (from, a) = check(&i, OWN, &datagram(PEER, 255, &good))
+            .unwrap()
+            .unwrap();
+        assert_eq!((from, a.priority), (PEER, 150));
+        // Our own multicast and other VRIDs: ignored silently.
+        assert!(check(&i, OWN, &datagram(OWN, 255, &good))
+            .unwrap()
+            .is_none());
+        let other = Advert {
+            vrid: 52,
+            ..good.clone()
+        };
+        assert!(check(&i, OWN, &datagram(PEER, 255, &other))
+            .unwrap()
+            .is_none());
+        // TTL, version, auth, interval: counted and dropped.
+        assert!(rejected(check(&i, OWN, &datagram(PEER, 254, &good))).contains("TTL 254"));
+        let v3 = Advert {
+            version: Version::V3,
+            interval: 100,
+            ..good.clone()
+        };
+        assert!(rejected(check(&i, OWN, &datagram(PEER, 255, &v3))).contains("VRRPv3"));
+        let auth = Advert {
+            auth: Auth::simple("x"),
+            ..good.clone()
+        };
+        assert!(rejected(check(&i, OWN, &datagram(PEER, 255, &auth))).contains("authentication"));
+        let slow = Advert {
+            interval: 2,
+            ..good.clone()
+        };
+        assert!(rejected(check(&i, OWN, &datagram(PEER, 255, &slow))).contains("interval"));
+        // Unicast: only configured peers.
+        let mut u = inst();
+        u.unicast_peer = vec![Ipv4Addr::new(192, 0, 2, 13)];
+        assert!(rejected(check(&u, OWN, &datagram(PEER, 255, &good))).contains("unicast peer"));
+        u.unicast_peer.push(PEER);
+        assert!(check(&u, OWN, &datagram(PEER, 255, &good))
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(inst().validate().is_ok());
+        let mut i = inst();
+        i.advert_int = Duration::from_millis(1500);
+        assert!(i.validate().is_err(), "v2 needs whole seconds");
+        i.version = Version::V3;
+        assert!(i.validate().is_ok());
+        assert_eq!(i.interval_field(), 150);
+        i.auth_pass = Some("x".into());
+        assert!(i.validate().is_err(), "v3 has no auth");
+        let mut i = inst();
+        i.virtual_ipaddress.clear();
+        assert!(i.validate().is_err());
+        let mut i = inst();
+        i.virtual_router_id = 0;
+        assert!(i.validate().is_err());
+    }
+
+    #[test]
+    fn status_row_for_the_admin_port() {
+        let s = Status {
+            instance: "VI_1".into(),
+            interface: "eth0".into(),
+            vrid: 51,
+            state: State::Master,
+            priority: 150,
+            effective_priority: 90,
+            master: Some(OWN),
+            vips: vec!["192.0.2.100/24".parse().unwrap()],
+            bad_packets: 0,
+        };
+        let row = s.to_vrrp_info();
+        assert_eq!(row.state, "MASTER");
+        assert_eq!(row.virtual_ips, vec!["192.0.2.100/24".to_string()]);
+        assert_eq!(row.master.as_deref(), Some("192.0.2.11"));
+        assert_eq!(row.effective_priority, 90);
+    }
 }
