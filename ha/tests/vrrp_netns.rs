@@ -232,6 +232,24 @@ impl Lab {
         }
     }
 
+    fn mac(&self, i: usize) -> String {
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.nodes[i],
+            "cat",
+            "/sys/class/net/eth0/address",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The client's neighbour entry for the VIP.
+    fn client_neigh(&self) -> String {
+        let out = sh(&["ip", "-n", &self.client, "neigh", "show", VIP]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn dump_logs(&self) {
         for (label, _) in &self.children {
             let log =
@@ -281,8 +299,14 @@ fn election_by_priority_sigkill_failover_and_stale_vip_on_restart() {
     let failover = t.elapsed();
     println!("rwproxy->rwproxy v2 advert 1s SIGKILL failover: {failover:?}");
     assert!(failover > Duration::from_millis(2500) && failover < Duration::from_secs(6));
-    // After SIGKILL the VIP is still on A's interface...
+    // After SIGKILL the VIP is still on A's interface, and A's kernel would still answer ARP for
+    // it: the client follows B because of B's gratuitous ARP.
     assert!(lab.has_vip(0));
+    let neigh = lab.client_neigh();
+    assert!(
+        neigh.contains(&lab.mac(1)),
+        "client neighbour entry {neigh:?} is not B's MAC"
+    );
     // ...until A starts again: it removes the stale VIP, then preempts B (priority 150 > 100).
     lab.vrrpd(0, "A", &["--prio", "150"]);
     lab.wait("A's stale VIP removed or retaken", LONG, |l| {

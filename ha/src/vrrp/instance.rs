@@ -44,6 +44,8 @@ pub struct Instance {
     pub garp_master_repeat: u32,
     /// A second burst after this delay (keepalived default 5 s); zero: none.
     pub garp_master_delay: Duration,
+    /// keepalived's `garp_master_refresh`: while MASTER, a GARP burst this often; zero: never.
+    pub garp_master_refresh: Duration,
     /// Link down on `interface` → FAULT (keepalived tracks the instance interface by default).
     pub track_interface: bool,
     /// `track_script`: weights move the priority; a weight-0 script failing means FAULT.
@@ -69,6 +71,7 @@ impl Instance {
             unicast_peer: Vec::new(),
             garp_master_repeat: 5,
             garp_master_delay: Duration::from_secs(5),
+            garp_master_refresh: Duration::ZERO,
             track_interface: true,
             track_script: Vec::new(),
             notify: NotifyConfig::default(),
@@ -427,8 +430,13 @@ where
                 Action::SendAdvert { priority } => io.send_advert(priority),
                 Action::AddVips => {
                     io.add_vips();
-                    if !inst.garp_master_delay.is_zero() {
-                        *garp_again = Some(Instant::now() + inst.garp_master_delay);
+                    let next = if inst.garp_master_delay.is_zero() {
+                        inst.garp_master_refresh
+                    } else {
+                        inst.garp_master_delay
+                    };
+                    if !next.is_zero() {
+                        *garp_again = Some(Instant::now() + next);
                     }
                 }
                 Action::RemoveVips => {
@@ -508,6 +516,9 @@ where
                 garp_again = None;
                 if machine.state() == State::Master {
                     io.garp();
+                    if !inst.garp_master_refresh.is_zero() {
+                        garp_again = Some(Instant::now() + inst.garp_master_refresh);
+                    }
                 }
             }
             _ = link_poll.tick(), if inst.track_interface => {
