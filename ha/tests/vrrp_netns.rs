@@ -650,3 +650,57 @@ fn track_script_with_weight_zero_means_fault() {
     std::fs::write(&flag, "").unwrap();
     lab.wait_answer("A", LONG);
 }
+
+#[test]
+fn adverts_without_ttl_255_are_dropped() {
+    let mut lab = Lab::new(1);
+    lab.vrrpd(0, "A", &["--prio", "150"]);
+    lab.wait_answer("A", LONG);
+    let client = lab.client.clone();
+    // A priority-255 advert with TTL 254 (as if routed): must be ignored.
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &client,
+        BIN,
+        "inject",
+        "192.0.2.50",
+        "254",
+        "51",
+        "255",
+        VIP,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lab.has_vip(0), "A yielded to an advert with TTL 254");
+    let log = std::fs::read_to_string(lab.dir.join("A.log")).unwrap();
+    assert!(log.contains("invalid TTL 254"), "{log}");
+    // The same advert with TTL 255: A yields at once (priority 255 beats 150).
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &client,
+        BIN,
+        "inject",
+        "192.0.2.50",
+        "255",
+        "51",
+        "255",
+        VIP,
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !lab.has_vip(0),
+        "A did not yield to a valid priority-255 advert"
+    );
+}

@@ -5,6 +5,8 @@
 //!   [--peer IP]... [--notify CMD] [--notify-master CMD] [--notify-backup CMD] [--listen PORT]
 //!   [--track CMD [--track-weight W] [--track-fall N] [--track-rise N]]` (scripts every 0.2 s)
 //!   runs one instance until SIGTERM/SIGINT (clean stop: priority-0 advert).
+//! `vrrpd-test inject SRC TTL VRID PRIO VIP [COUNT]`: sends COUNT (default 10) VRRPv2 adverts to
+//!   224.0.0.18 from SRC with the given IP TTL, 100 ms apart (to test the receivers' checks).
 //! `vrrpd-test listen NAME PORT`: answers every TCP connection with NAME.
 //! `vrrpd-test probe ADDR:PORT`: connects (300 ms timeout), prints the answer; exit 1 on failure.
 
@@ -40,6 +42,7 @@ fn main() {
             print!("{out}");
         }
         Some("run") => run(&args[1..]),
+        Some("inject") => inject(&args[1..]),
         _ => {
             eprintln!("usage: vrrpd-test run|listen|probe ...");
             std::process::exit(2);
@@ -125,4 +128,31 @@ fn run(args: &[String]) {
             }
         }
     });
+}
+
+fn inject(args: &[String]) {
+    use rwproxy_ha::vrrp::packet::{Advert, Auth, VRRP_GROUP};
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    let src: Ipv4Addr = args[0].parse().unwrap();
+    let ttl: u32 = args[1].parse().unwrap();
+    let advert = Advert {
+        version: Version::V2,
+        vrid: args[2].parse().unwrap(),
+        priority: args[3].parse().unwrap(),
+        interval: 1,
+        addrs: vec![args[4].parse().unwrap()],
+        auth: Auth::None([0; 8]),
+    };
+    let count: usize = args.get(5).map_or(10, |c| c.parse().unwrap());
+    let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).unwrap();
+    s.bind(&SockAddr::from(SocketAddrV4::new(src, 0))).unwrap();
+    s.set_multicast_if_v4(&src).unwrap();
+    s.set_multicast_ttl_v4(ttl).unwrap();
+    let msg = advert.encode(src, VRRP_GROUP).unwrap();
+    for _ in 0..count {
+        s.send_to(&msg, &SockAddr::from(SocketAddrV4::new(VRRP_GROUP, 0)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
