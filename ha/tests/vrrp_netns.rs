@@ -1,0 +1,706 @@
+//! VRRP between network namespaces made here: real packets, real VIPs, a real keepalived.
+//!
+//! Topology per test: a bridge namespace, node namespaces `192.0.2.11`, `.12` (eth0, veth to the
+//! bridge), and a client `192.0.2.50`. The VIP is 192.0.2.100/24; every node runs a TCP listener
+//! answering with its name, so a client probe tells who holds the VIP (and that GARP moved it).
+//! Requires root (CI runs as root).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vrrpd-test");
+const VIP: &str = "192.0.2.100";
+const PORT: u16 = 8080;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn must(args: &[&str]) {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Lab {
+    bridge: String,
+    nodes: Vec<String>,
+    client: String,
+    dir: PathBuf,
+    children: Vec<(String, Child)>,
+}
+
+impl Lab {
+    fn new(nodes: usize) -> Lab {
+        let tag = format!(
+            "rwv{}x{}",
+            std::process::id() % 100_000,
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let dir = std::env::temp_dir().join(&tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lab = Lab {
+            bridge: format!("{tag}br"),
+            nodes: (0..nodes).map(|i| format!("{tag}n{i}")).collect(),
+            client: format!("{tag}c"),
+            dir,
+            children: Vec::new(),
+        };
+        // The Lab exists before any namespace does, so Drop cleans up on any failure below.
+        must(&["ip", "netns", "add", &lab.bridge]);
+        must(&[
+            "ip",
+            "-n",
+            &lab.bridge,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+        ]);
+        must(&["ip", "-n", &lab.bridge, "link", "set", "br0", "up"]);
+        let mut hosts: Vec<(String, String)> = lab
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), format!("192.0.2.{}/24", 11 + i)))
+            .collect();
+        hosts.push((lab.client.clone(), "192.0.2.50/24".into()));
+        for (i, (ns, addr)) in hosts.iter().enumerate() {
+            must(&["ip", "netns", "add", ns]);
+            let port = format!("p{i}");
+            must(&[
+                "ip",
+                "-n",
+                &lab.bridge,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns,
+            ]);
+            must(&[
+                "ip",
+                "-n",
+                &lab.bridge,
+                "link",
+                "set",
+                &port,
+                "master",
+                "br0",
+                "up",
+            ]);
+            must(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+            ]);
+            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            must(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+            must(&["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"]);
+        }
+        lab
+    }
+
+    fn spawn(&mut self, label: &str, ns: &str, cmd: &[&str]) -> u32 {
+        let log = std::fs::File::create(self.dir.join(format!("{label}.log"))).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.children.push((label.to_string(), child));
+        pid
+    }
+
+    /// Starts our VRRP speaker on node `i` named `name` (also its TCP listener).
+    fn vrrpd(&mut self, i: usize, name: &str, extra: &[&str]) -> u32 {
+        let ns = self.nodes[i].clone();
+        let mut cmd = vec![
+            BIN,
+            "run",
+            "--name",
+            name,
+            "--iface",
+            "eth0",
+            "--vrid",
+            "51",
+            "--vip",
+            "192.0.2.100/24",
+        ];
+        cmd.extend_from_slice(extra);
+        let port = PORT.to_string();
+        cmd.extend_from_slice(&["--listen", &port]);
+        self.spawn(name, &ns, &cmd)
+    }
+
+    fn listener(&mut self, i: usize, name: &str) {
+        let ns = self.nodes[i].clone();
+        let port = PORT.to_string();
+        self.spawn(
+            &format!("{name}-listen"),
+            &ns,
+            &[BIN, "listen", name, &port],
+        );
+    }
+
+    fn signal(&mut self, pid: u32, sig: &str) {
+        must(&["kill", sig, &pid.to_string()]);
+        // Reap it if it is ours, so it does not linger as a zombie.
+        if sig == "-KILL" {
+            for (_, c) in &mut self.children {
+                if c.id() == pid {
+                    let _ = c.wait();
+                }
+            }
+        }
+    }
+
+    fn has_vip(&self, i: usize) -> bool {
+        let out = sh(&[
+            "ip",
+            "-n",
+            &self.nodes[i],
+            "-4",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ]);
+        String::from_utf8_lossy(&out.stdout).contains(&format!("inet {VIP}/"))
+    }
+
+    /// Who answers on the VIP, seen from the client namespace.
+    fn probe(&self) -> Option<String> {
+        let target = format!("{VIP}:{PORT}");
+        let out = sh(&["ip", "netns", "exec", &self.client, BIN, "probe", &target]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn wait(&self, what: &str, timeout: Duration, mut cond: impl FnMut(&Lab) -> bool) -> Duration {
+        let t = Instant::now();
+        while t.elapsed() < timeout {
+            if cond(self) {
+                return t.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.dump_logs();
+        panic!("timed out after {timeout:?} waiting for {what}");
+    }
+
+    fn wait_answer(&self, name: &str, timeout: Duration) -> Duration {
+        self.wait(&format!("{name} to answer on the VIP"), timeout, |l| {
+            l.probe().as_deref() == Some(name)
+        })
+    }
+
+    /// Asserts that `cond` holds for the whole `period`.
+    fn hold(&self, what: &str, period: Duration, cond: impl Fn(&Lab) -> bool) {
+        let t = Instant::now();
+        while t.elapsed() < period {
+            if !cond(self) {
+                self.dump_logs();
+                panic!("{what} stopped holding after {:?}", t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn mac(&self, i: usize) -> String {
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.nodes[i],
+            "cat",
+            "/sys/class/net/eth0/address",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The client's neighbour entry for the VIP.
+    fn client_neigh(&self) -> String {
+        let out = sh(&["ip", "-n", &self.client, "neigh", "show", VIP]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn dump_logs(&self) {
+        for (label, _) in &self.children {
+            let log =
+                std::fs::read_to_string(self.dir.join(format!("{label}.log"))).unwrap_or_default();
+            eprintln!("----- {label} -----\n{log}");
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Processes first (one left in a deleted namespace would live on), by pid.
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // keepalived's VRRP child is not our child: kill it by its pid file.
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "pid") {
+                    if let Ok(pid) = std::fs::read_to_string(e.path()) {
+                        let _ = sh(&["kill", "-KILL", pid.trim()]);
+                    }
+                }
+            }
+        }
+        for ns in self.nodes.iter().chain([&self.client, &self.bridge]) {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const LONG: Duration = Duration::from_secs(10);
+
+#[test]
+fn election_by_priority_sigkill_failover_and_stale_vip_on_restart() {
+    let mut lab = Lab::new(2);
+    let a = lab.vrrpd(0, "A", &["--prio", "150"]);
+    lab.vrrpd(1, "B", &["--prio", "100"]);
+    lab.wait_answer("A", LONG);
+    assert!(lab.has_vip(0) && !lab.has_vip(1));
+
+    let t = Instant::now();
+    lab.signal(a, "-KILL");
+    lab.wait_answer("B", LONG);
+    let failover = t.elapsed();
+    println!("rwproxy->rwproxy v2 advert 1s SIGKILL failover: {failover:?}");
+    assert!(failover > Duration::from_millis(2500) && failover < Duration::from_secs(6));
+    // After SIGKILL the VIP is still on A's interface, and A's kernel would still answer ARP for
+    // it: the client follows B because of B's gratuitous ARP.
+    assert!(lab.has_vip(0));
+    let neigh = lab.client_neigh();
+    assert!(
+        neigh.contains(&lab.mac(1)),
+        "client neighbour entry {neigh:?} is not B's MAC"
+    );
+    // ...until A starts again: it removes the stale VIP, then preempts B (priority 150 > 100).
+    lab.vrrpd(0, "A", &["--prio", "150"]);
+    lab.wait("A's stale VIP removed or retaken", LONG, |l| {
+        !l.has_vip(1) && l.has_vip(0)
+    });
+    lab.wait_answer("A", LONG);
+}
+
+#[test]
+fn sigterm_sends_priority_zero_for_a_fast_failover() {
+    let mut lab = Lab::new(2);
+    let a = lab.vrrpd(0, "A", &["--prio", "150"]);
+    lab.vrrpd(1, "B", &["--prio", "100"]);
+    lab.wait_answer("A", LONG);
+    let t = Instant::now();
+    lab.signal(a, "-TERM");
+    lab.wait_answer("B", LONG);
+    let failover = t.elapsed();
+    println!("rwproxy->rwproxy v2 advert 1s SIGTERM failover: {failover:?}");
+    // Skew_Time for priority 100 is 0.61 s; without the priority-0 advert it would be 3.6 s.
+    assert!(failover < Duration::from_millis(2000), "{failover:?}");
+    assert!(!lab.has_vip(0), "a clean stop removes the VIP");
+}
+
+#[test]
+fn nopreempt_keeps_the_running_master() {
+    let mut lab = Lab::new(2);
+    lab.vrrpd(1, "B", &["--prio", "100", "--nopreempt"]);
+    lab.wait_answer("B", LONG);
+    lab.vrrpd(0, "A", &["--prio", "150", "--nopreempt"]);
+    lab.hold("B as master under nopreempt", Duration::from_secs(5), |l| {
+        l.has_vip(1) && !l.has_vip(0)
+    });
+}
+
+#[test]
+fn preempt_delay_postpones_the_takeover() {
+    let mut lab = Lab::new(2);
+    lab.vrrpd(1, "B", &["--prio", "100"]);
+    lab.wait_answer("B", LONG);
+    let t = Instant::now();
+    lab.vrrpd(0, "A", &["--prio", "150", "--preempt-delay-ms", "6000"]);
+    lab.wait("A to preempt", Duration::from_secs(15), |l| l.has_vip(0));
+    let took = t.elapsed();
+    println!("preempt_delay 6 s: A preempted after {took:?}");
+    assert!(took > Duration::from_secs(6), "{took:?}");
+}
+
+#[test]
+fn unicast_v3_fast_adverts_sigkill_failover() {
+    let mut lab = Lab::new(2);
+    let common = ["--v3", "--advert-ms", "100"];
+    let mut a_args = vec![
+        "--prio",
+        "150",
+        "--unicast-src",
+        "192.0.2.11",
+        "--peer",
+        "192.0.2.12",
+    ];
+    a_args.extend(common);
+    let mut b_args = vec![
+        "--prio",
+        "100",
+        "--unicast-src",
+        "192.0.2.12",
+        "--peer",
+        "192.0.2.11",
+    ];
+    b_args.extend(common);
+    let a = lab.vrrpd(0, "A", &a_args);
+    lab.vrrpd(1, "B", &b_args);
+    lab.wait_answer("A", LONG);
+    lab.hold("a single master", Duration::from_secs(2), |l| {
+        l.has_vip(0) && !l.has_vip(1)
+    });
+    let t = Instant::now();
+    lab.signal(a, "-KILL");
+    lab.wait("B to take the VIP", LONG, |l| l.has_vip(1));
+    let failover = t.elapsed();
+    lab.wait_answer("B", LONG);
+    println!(
+        "rwproxy->rwproxy unicast v3 advert 0.1s SIGKILL: VIP added after {failover:?}, answering after {:?}",
+        t.elapsed()
+    );
+    assert!(failover < Duration::from_secs(2), "{failover:?}");
+}
+
+#[test]
+fn auth_mismatch_is_ignored() {
+    let mut lab = Lab::new(2);
+    lab.vrrpd(0, "A", &["--prio", "150", "--auth", "secret1"]);
+    lab.vrrpd(1, "B", &["--prio", "100", "--auth", "other"]);
+    // Neither accepts the other's adverts: both end up master.
+    lab.wait("both to be master", LONG, |l| l.has_vip(0) && l.has_vip(1));
+    lab.hold("both masters", Duration::from_secs(2), |l| {
+        l.has_vip(0) && l.has_vip(1)
+    });
+    let log = std::fs::read_to_string(lab.dir.join("B.log")).unwrap();
+    assert!(log.contains("authentication mismatch"), "{log}");
+}
+
+#[test]
+fn matching_auth_elects_one_master() {
+    let mut lab = Lab::new(2);
+    lab.vrrpd(0, "A", &["--prio", "150", "--auth", "secret1"]);
+    lab.vrrpd(1, "B", &["--prio", "100", "--auth", "secret1"]);
+    lab.wait_answer("A", LONG);
+    lab.hold("A alone", Duration::from_secs(2), |l| {
+        l.has_vip(0) && !l.has_vip(1)
+    });
+}
+
+#[test]
+fn notify_hooks_get_keepalived_arguments() {
+    let mut lab = Lab::new(1);
+    let log = lab.dir.join("notify.log");
+    let script = lab.dir.join("hook.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$*\" >> '{}'\n", log.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = script.display().to_string();
+    let master = format!("{s} became master");
+    let a = lab.vrrpd(
+        0,
+        "VI_A",
+        &["--prio", "255", "--notify", &s, "--notify-master", &master],
+    );
+    lab.wait("notify", LONG, |_| {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.lines().count() >= 2)
+    });
+    lab.signal(a, "-TERM");
+    lab.wait("notify stop", LONG, |_| {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.lines().count() >= 3)
+    });
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "became master\nINSTANCE VI_A MASTER 255\nINSTANCE VI_A STOP 255\n"
+    );
+}
+
+/// Starts keepalived on node `i`; returns (parent pid, path of the VRRP child's pid file).
+fn keepalived(lab: &mut Lab, i: usize, prio: u8, v3: bool) -> (u32, PathBuf) {
+    let d = lab.dir.clone();
+    let conf = d.join("keepalived.conf");
+    let (version, advert) = if v3 { (3, "0.1") } else { (2, "1") };
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n  router_id K\n  vrrp_version {version}\n}}\n\
+             vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n\
+             \x20 priority {prio}\n  advert_int {advert}\n\
+             \x20 virtual_ipaddress {{\n    192.0.2.100/24\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let p = |n: &str| d.join(n).display().to_string();
+    let vrrp_pid = d.join("k-vrrp.pid");
+    let conf = conf.display().to_string();
+    let (p1, p2, p3, p4) = (
+        p("k.pid"),
+        p("k-vrrp.pid"),
+        p("k-check.pid"),
+        p("k-bfd.pid"),
+    );
+    let ns = lab.nodes[i].clone();
+    let pid = lab.spawn(
+        "keepalived",
+        &ns,
+        &[
+            "keepalived",
+            "--vrrp",
+            "--dont-fork",
+            "--dont-respawn",
+            "--log-console",
+            "--no-syslog",
+            "-f",
+            &conf,
+            "-p",
+            &p1,
+            "-r",
+            &p2,
+            "-c",
+            &p3,
+            "-b",
+            &p4,
+        ],
+    );
+    (pid, vrrp_pid)
+}
+
+fn keepalived_sigkill(lab: &mut Lab, parent: u32, vrrp_pid: &PathBuf) {
+    let child = std::fs::read_to_string(vrrp_pid).expect("keepalived's VRRP pid file");
+    must(&["kill", "-KILL", child.trim()]);
+    lab.signal(parent, "-KILL");
+}
+
+fn interop_keepalived_wins(v3: bool) {
+    let mut lab = Lab::new(2);
+    let (kpid, kvrrp) = keepalived(&mut lab, 0, 150, v3);
+    lab.listener(0, "K");
+    let mut ours = vec!["--prio", "100"];
+    if v3 {
+        ours.extend(["--v3", "--advert-ms", "100"]);
+    }
+    lab.vrrpd(1, "R", &ours);
+    lab.wait_answer("K", Duration::from_secs(15));
+    lab.hold("keepalived alone as master", Duration::from_secs(2), |l| {
+        l.has_vip(0) && !l.has_vip(1)
+    });
+    let t = Instant::now();
+    keepalived_sigkill(&mut lab, kpid, &kvrrp);
+    lab.wait_answer("R", LONG);
+    let took = t.elapsed();
+    println!(
+        "keepalived->rwproxy v{} SIGKILL failover (answering on the VIP): {took:?}",
+        if v3 { 3 } else { 2 }
+    );
+    assert!(
+        took < Duration::from_secs(if v3 { 3 } else { 6 }),
+        "{took:?}"
+    );
+}
+
+fn interop_rwproxy_wins(v3: bool) {
+    let mut lab = Lab::new(2);
+    let mut ours = vec!["--prio", "150"];
+    if v3 {
+        ours.extend(["--v3", "--advert-ms", "100"]);
+    }
+    // keepalived first: it becomes master alone, then ours preempts it.
+    keepalived(&mut lab, 0, 100, v3);
+    lab.listener(0, "K");
+    lab.wait_answer("K", Duration::from_secs(15));
+    let r = lab.vrrpd(1, "R", &ours);
+    lab.wait_answer("R", LONG);
+    lab.hold("rwproxy alone as master", Duration::from_secs(2), |l| {
+        l.has_vip(1) && !l.has_vip(0)
+    });
+    // A clean stop: keepalived takes over on our priority-0 advert.
+    let t = Instant::now();
+    lab.signal(r, "-TERM");
+    lab.wait_answer("K", LONG);
+    let took = t.elapsed();
+    println!(
+        "rwproxy->keepalived v{} SIGTERM failover (answering on the VIP): {took:?}",
+        if v3 { 3 } else { 2 }
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
+fn keepalived_v2_wins_and_fails_over_to_rwproxy() {
+    interop_keepalived_wins(false);
+}
+
+#[test]
+fn keepalived_v3_wins_and_fails_over_to_rwproxy() {
+    interop_keepalived_wins(true);
+}
+
+#[test]
+fn rwproxy_v2_preempts_keepalived_and_hands_back_on_stop() {
+    interop_rwproxy_wins(false);
+}
+
+#[test]
+fn rwproxy_v3_preempts_keepalived_and_hands_back_on_stop() {
+    interop_rwproxy_wins(true);
+}
+
+#[test]
+fn link_down_is_fault() {
+    let mut lab = Lab::new(2);
+    lab.vrrpd(0, "A", &["--prio", "150"]);
+    lab.vrrpd(1, "B", &["--prio", "100"]);
+    lab.wait_answer("A", LONG);
+    let t = Instant::now();
+    must(&["ip", "-n", &lab.bridge, "link", "set", "p0", "down"]);
+    lab.wait("B to take over", LONG, |l| l.has_vip(1));
+    lab.wait("A to drop the VIP (FAULT)", LONG, |l| !l.has_vip(0));
+    println!("link down on A: B master after {:?}", t.elapsed());
+    let log = std::fs::read_to_string(lab.dir.join("A.log")).unwrap();
+    assert!(log.contains("Entering FAULT STATE"), "{log}");
+}
+
+#[test]
+fn track_script_failure_moves_the_vip_and_recovery_takes_it_back() {
+    let mut lab = Lab::new(2);
+    let flag = lab.dir.join("healthy");
+    std::fs::write(&flag, "").unwrap();
+    let check = format!("test -e {}", flag.display());
+    lab.vrrpd(
+        0,
+        "A",
+        &[
+            "--prio",
+            "150",
+            "--track",
+            &check,
+            "--track-weight",
+            "-60",
+            "--track-fall",
+            "2",
+        ],
+    );
+    lab.vrrpd(1, "B", &["--prio", "100"]);
+    lab.wait_answer("A", LONG);
+    let t = Instant::now();
+    std::fs::remove_file(&flag).unwrap();
+    // A drops to 90: B preempts after its Master_Down_Interval.
+    lab.wait_answer("B", LONG);
+    println!("track script failed: B answering after {:?}", t.elapsed());
+    assert!(!lab.has_vip(0));
+    std::fs::write(&flag, "").unwrap();
+    lab.wait_answer("A", LONG);
+}
+
+#[test]
+fn track_script_with_weight_zero_means_fault() {
+    let mut lab = Lab::new(2);
+    let flag = lab.dir.join("healthy");
+    std::fs::write(&flag, "").unwrap();
+    let check = format!("test -e {}", flag.display());
+    lab.vrrpd(0, "A", &["--prio", "150", "--track", &check]);
+    lab.vrrpd(1, "B", &["--prio", "100"]);
+    lab.wait_answer("A", LONG);
+    let t = Instant::now();
+    std::fs::remove_file(&flag).unwrap();
+    // FAULT from MASTER sends priority 0: B takes over after its Skew_Time.
+    lab.wait_answer("B", LONG);
+    let took = t.elapsed();
+    println!("weight-0 track script failed: B answering after {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let log = std::fs::read_to_string(lab.dir.join("A.log")).unwrap();
+    assert!(log.contains("Entering FAULT STATE"), "{log}");
+    std::fs::write(&flag, "").unwrap();
+    lab.wait_answer("A", LONG);
+}
+
+#[test]
+fn adverts_without_ttl_255_are_dropped() {
+    let mut lab = Lab::new(1);
+    lab.vrrpd(0, "A", &["--prio", "150"]);
+    lab.wait_answer("A", LONG);
+    let client = lab.client.clone();
+    // A priority-255 advert with TTL 254 (as if routed): must be ignored.
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &client,
+        BIN,
+        "inject",
+        "192.0.2.50",
+        "254",
+        "51",
+        "255",
+        VIP,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lab.has_vip(0), "A yielded to an advert with TTL 254");
+    let log = std::fs::read_to_string(lab.dir.join("A.log")).unwrap();
+    assert!(log.contains("invalid TTL 254"), "{log}");
+    // The same advert with TTL 255: A yields at once (priority 255 beats 150).
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &client,
+        BIN,
+        "inject",
+        "192.0.2.50",
+        "255",
+        "51",
+        "255",
+        VIP,
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !lab.has_vip(0),
+        "A did not yield to a valid priority-255 advert"
+    );
+}
