@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use rwproxy::cluster::Cluster;
 use rwproxy::console::control::ProxyControl;
 use rwproxy::{config, process};
+use rwproxy_ha::vrrp;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -35,6 +36,16 @@ enum Command {
     },
     /// Encrypt a password the way Atlas's `encrypt` does, for `pwds` / `ADD ENPWD`.
     Encrypt { password: String },
+    /// A keepalived `notify` hook: `rwproxy notify INSTANCE|GROUP NAME STATE PRIORITY`, the
+    /// words keepalived (and rwproxy's own VRRP) append to the configured command.
+    Notify {
+        /// `INSTANCE` or `GROUP`.
+        kind: String,
+        name: String,
+        /// `MASTER`, `BACKUP`, `FAULT` or `STOP`.
+        state: String,
+        priority: u8,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +63,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Encrypt { password } => {
             println!("{}", config::atlas_encrypt(&password));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Notify {
+            kind,
+            name,
+            state,
+            priority,
+        } => {
+            if !matches!(kind.as_str(), "INSTANCE" | "GROUP") {
+                anyhow::bail!("notify: '{kind}' is not INSTANCE or GROUP");
+            }
+            if !matches!(state.as_str(), "MASTER" | "BACKUP" | "FAULT" | "STOP") {
+                anyhow::bail!("notify: '{state}' is not MASTER, BACKUP, FAULT or STOP");
+            }
+            // keepalived logs hooks' stderr; this is the record of the transition.
+            eprintln!("rwproxy notify: {kind} {name} is now {state} (priority {priority})");
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {
@@ -122,15 +149,35 @@ async fn serve(cfg: config::Config) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on admin-address {}", cfg.admin_listen))?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    let vrrp: Vec<vrrp::Running> = cfg
+        .vrrp
+        .iter()
+        .map(|inst| {
+            let mut stopping = stopping.clone();
+            vrrp::run(inst.clone(), async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            })
+        })
+        .collect();
     let settings = Arc::new(rwproxy::server::client_settings(&cfg, &cluster, stopping).await);
-    let control = Arc::new(ProxyControl::new(cluster.clone(), cfg.clone(), &settings));
+    let control = Arc::new(ProxyControl::new(
+        cluster.clone(),
+        cfg.clone(),
+        &settings,
+        vrrp.iter().map(|r| r.status.clone()).collect(),
+    ));
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut proxy = Box::pin(rwproxy::server::serve(
-        listener,
-        cluster.clone(),
-        settings.clone(),
-    ));
+    // An HA-only node (no backends) holds the VIP and serves the console, nothing else.
+    let proxying = !cfg.backends.is_empty();
+    let mut proxy = Box::pin(async {
+        if proxying {
+            rwproxy::server::serve(listener, cluster.clone(), settings.clone()).await
+        } else {
+            drop(listener);
+            std::future::pending().await
+        }
+    });
     let mut console = Box::pin(rwproxy::console::serve(admin, control));
     loop {
         tokio::select! {
@@ -165,6 +212,16 @@ async fn serve(cfg: config::Config) -> Result<()> {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // VRRP instances stopped with the same signal: a MASTER sends its priority-0 advert and
+    // drops the VIP so a backup takes over at once; wait for that.
+    for r in vrrp {
+        match tokio::time::timeout(std::time::Duration::from_secs(15), r.handle).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!("VRRP instance stopped with an error: {e}"),
+            Ok(Err(e)) => tracing::error!("VRRP instance task failed: {e}"),
+            Err(_) => tracing::warn!("VRRP instance did not stop in time"),
+        }
     }
     tracing::info!("stopped");
     Ok(())

@@ -85,3 +85,22 @@ fn unreadable_file_is_a_clear_error() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("cannot read /nonexistent/rwproxy.toml"));
 }
+
+#[test]
+fn notify_takes_keepalived_arguments() {
+    let o = rwproxy(&["notify", "INSTANCE", "VI_1", "MASTER", "150"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("INSTANCE VI_1 is now MASTER (priority 150)"));
+    let o = rwproxy(&["notify", "GROUP", "G1", "STOP", "0"]);
+    assert!(o.status.success());
+    for bad in [
+        &["notify", "INSTANCE", "VI_1", "LEADER", "150"][..],
+        &["notify", "SOMETHING", "VI_1", "MASTER", "150"],
+        &["notify", "INSTANCE", "VI_1", "MASTER", "300"],
+        &["notify", "INSTANCE", "VI_1"],
+    ] {
+        let o = rwproxy(bad);
+        assert!(!o.status.success(), "{bad:?}");
+        assert!(!stderr(&o).contains("panicked"));
+    }
+}

@@ -69,7 +69,12 @@ pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
     let admin_addr = admin.local_addr()?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let settings = Arc::new(rwproxy::server::client_settings(&cfg, &backends, stopping).await);
-    let control = Arc::new(ProxyControl::new(backends.clone(), cfg, &settings));
+    let control = Arc::new(ProxyControl::new(
+        backends.clone(),
+        cfg,
+        &settings,
+        Vec::new(),
+    ));
     let b = backends.clone();
     let tasks = vec![
         tokio::spawn(async move {

@@ -226,6 +226,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         keepalive: false,
         wait_timeout: None,
         connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
+        vrrp: Vec::new(),
     };
     let mut rw: Option<Vec<(String, u32)>> = None;
     let mut ro: Vec<(String, u32)> = Vec::new();

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 mod atlas;
 mod client_filter;
+mod ha;
 pub mod pwcrypt;
 pub mod save;
 mod toml_format;
@@ -110,6 +111,8 @@ pub struct Config {
     /// Idle client sessions are closed after this long (`None`: never).
     pub wait_timeout: Option<Duration>,
     pub connect_timeout: Duration,
+    /// VRRP instances holding the write VIP (`[ha]` in TOML; Atlas files have none).
+    pub vrrp: Vec<rwproxy_ha::vrrp::Instance>,
 }
 
 /// Why a configuration file could not be loaded. `Display` always names the file, and the line

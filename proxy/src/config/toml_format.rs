@@ -35,6 +35,8 @@ struct File {
     backend: Vec<Backend>,
     #[serde(default)]
     user: Vec<User>,
+    #[serde(default)]
+    ha: super::ha::HaToml,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,11 +185,14 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             },
         });
     }
-    if backends.is_empty() {
+    let vrrp = super::ha::instances(&file.ha).map_err(|(key, m)| invalid(None, &key, m))?;
+    // A node may run only the HA part (the write VIP) without proxying anything.
+    if backends.is_empty() && vrrp.is_empty() {
         return Err(invalid(
             None,
             "backend",
-            "no backends configured (add at least one [[backend]] table)".into(),
+            "no backends configured (add at least one [[backend]] table, or an [ha] section)"
+                .into(),
         ));
     }
 
@@ -266,6 +271,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         keepalive: p.keepalive,
         wait_timeout: (wait_timeout > 0).then(|| Duration::from_secs(wait_timeout)),
         connect_timeout: Duration::from_millis(connect_timeout_ms),
+        vrrp,
     })
 }
 

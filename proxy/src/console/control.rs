@@ -17,6 +17,8 @@ use std::time::Instant;
 
 pub struct ProxyControl {
     cluster: Arc<Cluster>,
+    /// The VRRP instances this process runs.
+    vrrp: Vec<tokio::sync::watch::Receiver<rwproxy_ha::vrrp::Status>>,
     sessions: Arc<Registry>,
     digests: Arc<Digests>,
     /// The config as loaded: where `SAVE CONFIG` writes, and the admin credentials.
@@ -26,9 +28,15 @@ pub struct ProxyControl {
 }
 
 impl ProxyControl {
-    pub fn new(cluster: Arc<Cluster>, config: Config, clients: &ClientSettings) -> Self {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        config: Config,
+        clients: &ClientSettings,
+        vrrp: Vec<tokio::sync::watch::Receiver<rwproxy_ha::vrrp::Status>>,
+    ) -> Self {
         ProxyControl {
             cluster,
+            vrrp,
             sessions: clients.registry.clone(),
             digests: clients.digests.clone(),
             config,
@@ -251,7 +259,10 @@ impl ControlPlane for ProxyControl {
     }
 
     fn vrrp(&self) -> Vec<VrrpInfo> {
-        Vec::new()
+        self.vrrp
+            .iter()
+            .map(|s| s.borrow().to_vrrp_info())
+            .collect()
     }
 
     fn variables(&self) -> Vec<(String, String)> {
