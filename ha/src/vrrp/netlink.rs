@@ -203,3 +203,20 @@ impl Rtnl {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vip_syntax_as_keepalived() {
+        let v: Vip = "192.0.2.100/24".parse().unwrap();
+        assert_eq!((v.addr, v.prefix), (Ipv4Addr::new(192, 0, 2, 100), 24));
+        assert_eq!(v.to_string(), "192.0.2.100/24");
+        let v: Vip = "192.0.2.100".parse().unwrap();
+        assert_eq!(v.prefix, 32, "no prefix means a /32, as keepalived");
+        assert!("192.0.2.100/33".parse::<Vip>().is_err());
+        assert!("192.0.2/24".parse::<Vip>().is_err());
+        assert!("192.0.2.1/x".parse::<Vip>().is_err());
+    }
+}
