@@ -691,6 +691,10 @@ fn link_down_is_fault() {
     println!("link down on A: B master after {:?}", t.elapsed());
     let log = std::fs::read_to_string(lab.dir.join("A.log")).unwrap();
     assert!(log.contains("Entering FAULT STATE"), "{log}");
+    // Link back: FAULT → BACKUP, then A preempts B again.
+    must(&["ip", "-n", &lab.bridge, "link", "set", "p0", "up"]);
+    lab.wait_answer("A", LONG);
+    lab.wait("B to step down", LONG, |l| !l.has_vip(1));
 }
 
 #[test]
