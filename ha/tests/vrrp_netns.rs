@@ -502,6 +502,11 @@ fn notify_hooks_get_keepalived_arguments() {
 
 /// Starts keepalived on node `i`; returns (parent pid, path of the VRRP child's pid file).
 fn keepalived(lab: &mut Lab, i: usize, prio: u8, v3: bool) -> (u32, PathBuf) {
+    keepalived_with(lab, i, prio, v3, "")
+}
+
+/// keepalived with extra lines in its `vrrp_instance` block.
+fn keepalived_with(lab: &mut Lab, i: usize, prio: u8, v3: bool, extra: &str) -> (u32, PathBuf) {
     let d = lab.dir.clone();
     let conf = d.join("keepalived.conf");
     let (version, advert) = if v3 { (3, "0.1") } else { (2, "1") };
@@ -510,7 +515,7 @@ fn keepalived(lab: &mut Lab, i: usize, prio: u8, v3: bool) -> (u32, PathBuf) {
         format!(
             "global_defs {{\n  router_id K\n  vrrp_version {version}\n}}\n\
              vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n\
-             \x20 priority {prio}\n  advert_int {advert}\n\
+             \x20 priority {prio}\n  advert_int {advert}\n{extra}\n\
              \x20 virtual_ipaddress {{\n    192.0.2.100/24\n  }}\n}}\n"
         ),
     )
@@ -803,4 +808,59 @@ fn adverts_without_ttl_255_are_dropped() {
         !lab.has_vip(0),
         "A did not yield to a valid priority-255 advert"
     );
+}
+
+#[test]
+fn keepalived_unicast_with_auth_pass_interoperates() {
+    // (No `!` or `#` in the password: keepalived's config parser takes them as comments.)
+    let mut lab = Lab::new(2);
+    let (kpid, _) = keepalived_with(
+        &mut lab,
+        0,
+        150,
+        false,
+        "  unicast_src_ip 192.0.2.11\n  unicast_peer {\n    192.0.2.12\n  }\n\
+         \x20 authentication {\n    auth_type PASS\n    auth_pass s3cretxy\n  }",
+    );
+    lab.listener(0, "K");
+    lab.vrrpd(
+        1,
+        "R",
+        &[
+            "--prio",
+            "100",
+            "--unicast-src",
+            "192.0.2.12",
+            "--peer",
+            "192.0.2.11",
+            "--auth",
+            "s3cretxy",
+        ],
+    );
+    lab.wait_answer("K", Duration::from_secs(15));
+    lab.wait("ours to stay backup", LONG, |l| !l.has_vip(1));
+    lab.hold("keepalived alone as master", Duration::from_secs(3), |l| {
+        l.has_vip(0) && !l.has_vip(1)
+    });
+    let log = std::fs::read_to_string(lab.dir.join("R.log")).unwrap();
+    assert!(!log.contains("dropping"), "{log}");
+    let t = Instant::now();
+    lab.signal(kpid, "-TERM");
+    lab.wait_answer("R", LONG);
+    println!(
+        "keepalived->rwproxy v2 unicast+auth SIGTERM failover: {:?}",
+        t.elapsed()
+    );
+    // And keepalived accepts ours: started again at a lower priority, it stays backup.
+    keepalived_with(
+        &mut lab,
+        0,
+        50,
+        false,
+        "  unicast_src_ip 192.0.2.11\n  unicast_peer {\n    192.0.2.12\n  }\n\
+         \x20 authentication {\n    auth_type PASS\n    auth_pass s3cretxy\n  }",
+    );
+    lab.hold("rwproxy alone as master", Duration::from_secs(5), |l| {
+        l.has_vip(1) && !l.has_vip(0)
+    });
 }
