@@ -16,6 +16,32 @@ const PORT: u16 = 8080;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// At most this many labs at once: on a 2-core machine, a dozen labs polling in parallel starve
+/// the speakers enough to break 100 ms advert intervals.
+const MAX_LABS: usize = 3;
+static LABS: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+struct LabSlot;
+
+impl LabSlot {
+    fn take() -> LabSlot {
+        let mut n = LABS.0.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= MAX_LABS {
+            n = LABS.1.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        LabSlot
+    }
+}
+
+impl Drop for LabSlot {
+    fn drop(&mut self) {
+        *LABS.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        LABS.1.notify_one();
+    }
+}
+
 fn sh(args: &[&str]) -> std::process::Output {
     Command::new(args[0])
         .args(&args[1..])
@@ -38,10 +64,12 @@ struct Lab {
     client: String,
     dir: PathBuf,
     children: Vec<(String, Child)>,
+    _slot: LabSlot,
 }
 
 impl Lab {
     fn new(nodes: usize) -> Lab {
+        let slot = LabSlot::take();
         let tag = format!(
             "rwv{}x{}",
             std::process::id() % 100_000,
@@ -55,6 +83,7 @@ impl Lab {
             client: format!("{tag}c"),
             dir,
             children: Vec::new(),
+            _slot: slot,
         };
         // The Lab exists before any namespace does, so Drop cleans up on any failure below.
         must(&["ip", "netns", "add", &lab.bridge]);
@@ -208,7 +237,7 @@ impl Lab {
             if cond(self) {
                 return t.elapsed();
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(30));
         }
         self.dump_logs();
         panic!("timed out after {timeout:?} waiting for {what}");
@@ -230,6 +259,19 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// After a kill at `t`: when node `i` held the VIP, and when it answered on it.
+    ///
+    /// The two differ when the dead speaker's kernel still holds the VIP (SIGKILL leaves it):
+    /// that kernel may ARP the client from the VIP (to finish a connection) and win the client's
+    /// neighbour entry back; the new master's second GARP burst (garp_master_delay, 5 s) settles
+    /// it. keepalived behaves the same.
+    fn failover_to(&self, i: usize, name: &str, t: Instant) -> (Duration, Duration) {
+        self.wait("the VIP to move", LONG, |l| l.has_vip(i));
+        let vip = t.elapsed();
+        self.wait_answer(name, Duration::from_secs(15));
+        (vip, t.elapsed())
     }
 
     fn mac(&self, i: usize) -> String {
@@ -291,14 +333,16 @@ fn election_by_priority_sigkill_failover_and_stale_vip_on_restart() {
     let a = lab.vrrpd(0, "A", &["--prio", "150"]);
     lab.vrrpd(1, "B", &["--prio", "100"]);
     lab.wait_answer("A", LONG);
-    assert!(lab.has_vip(0) && !lab.has_vip(1));
+    lab.wait("B to stay or step down to backup", LONG, |l| !l.has_vip(1));
 
+    random_phase(Duration::from_secs(1));
     let t = Instant::now();
     lab.signal(a, "-KILL");
-    lab.wait_answer("B", LONG);
-    let failover = t.elapsed();
-    println!("rwproxy->rwproxy v2 advert 1s SIGKILL failover: {failover:?}");
-    assert!(failover > Duration::from_millis(2500) && failover < Duration::from_secs(6));
+    let (failover, answering) = lab.failover_to(1, "B", t);
+    println!(
+        "rwproxy->rwproxy v2 advert 1s SIGKILL failover: VIP on B after {failover:?}, answering after {answering:?}"
+    );
+    assert!(failover > Duration::from_millis(2000) && failover < Duration::from_secs(6));
     // After SIGKILL the VIP is still on A's interface, and A's kernel would still answer ARP for
     // it: the client follows B because of B's gratuitous ARP.
     assert!(lab.has_vip(0));
@@ -321,6 +365,7 @@ fn sigterm_sends_priority_zero_for_a_fast_failover() {
     let a = lab.vrrpd(0, "A", &["--prio", "150"]);
     lab.vrrpd(1, "B", &["--prio", "100"]);
     lab.wait_answer("A", LONG);
+    random_phase(Duration::from_secs(1));
     let t = Instant::now();
     lab.signal(a, "-TERM");
     lab.wait_answer("B", LONG);
@@ -380,9 +425,11 @@ fn unicast_v3_fast_adverts_sigkill_failover() {
     let a = lab.vrrpd(0, "A", &a_args);
     lab.vrrpd(1, "B", &b_args);
     lab.wait_answer("A", LONG);
+    lab.wait("B to stay or step down to backup", LONG, |l| !l.has_vip(1));
     lab.hold("a single master", Duration::from_secs(2), |l| {
         l.has_vip(0) && !l.has_vip(1)
     });
+    random_phase(Duration::from_millis(100));
     let t = Instant::now();
     lab.signal(a, "-KILL");
     lab.wait("B to take the VIP", LONG, |l| l.has_vip(1));
@@ -415,6 +462,7 @@ fn matching_auth_elects_one_master() {
     lab.vrrpd(0, "A", &["--prio", "150", "--auth", "secret1"]);
     lab.vrrpd(1, "B", &["--prio", "100", "--auth", "secret1"]);
     lab.wait_answer("A", LONG);
+    lab.wait("B to stay or step down to backup", LONG, |l| !l.has_vip(1));
     lab.hold("A alone", Duration::from_secs(2), |l| {
         l.has_vip(0) && !l.has_vip(1)
     });
@@ -454,6 +502,11 @@ fn notify_hooks_get_keepalived_arguments() {
 
 /// Starts keepalived on node `i`; returns (parent pid, path of the VRRP child's pid file).
 fn keepalived(lab: &mut Lab, i: usize, prio: u8, v3: bool) -> (u32, PathBuf) {
+    keepalived_with(lab, i, prio, v3, "")
+}
+
+/// keepalived with extra lines in its `vrrp_instance` block.
+fn keepalived_with(lab: &mut Lab, i: usize, prio: u8, v3: bool, extra: &str) -> (u32, PathBuf) {
     let d = lab.dir.clone();
     let conf = d.join("keepalived.conf");
     let (version, advert) = if v3 { (3, "0.1") } else { (2, "1") };
@@ -462,23 +515,21 @@ fn keepalived(lab: &mut Lab, i: usize, prio: u8, v3: bool) -> (u32, PathBuf) {
         format!(
             "global_defs {{\n  router_id K\n  vrrp_version {version}\n}}\n\
              vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n\
-             \x20 priority {prio}\n  advert_int {advert}\n\
+             \x20 priority {prio}\n  advert_int {advert}\n{extra}\n\
              \x20 virtual_ipaddress {{\n    192.0.2.100/24\n  }}\n}}\n"
         ),
     )
     .unwrap();
-    let p = |n: &str| d.join(n).display().to_string();
-    let vrrp_pid = d.join("k-vrrp.pid");
+    // Fresh pid files per start: a stale one (its process killed, maybe not yet reaped) makes
+    // keepalived exit with "daemon is already running".
+    let run = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let p = |n: &str| d.join(format!("k{run}-{n}.pid")).display().to_string();
+    let vrrp_pid = PathBuf::from(p("vrrp"));
     let conf = conf.display().to_string();
-    let (p1, p2, p3, p4) = (
-        p("k.pid"),
-        p("k-vrrp.pid"),
-        p("k-check.pid"),
-        p("k-bfd.pid"),
-    );
+    let (p1, p2, p3, p4) = (p("main"), p("vrrp"), p("check"), p("bfd"));
     let ns = lab.nodes[i].clone();
     let pid = lab.spawn(
-        "keepalived",
+        &format!("keepalived{run}"),
         &ns,
         &[
             "keepalived",
@@ -508,58 +559,108 @@ fn keepalived_sigkill(lab: &mut Lab, parent: u32, vrrp_pid: &PathBuf) {
     lab.signal(parent, "-KILL");
 }
 
+/// Sleeps a pseudo-random part of an advert interval, so that kills land at any phase of the
+/// advert cycle and the printed failover times form a distribution.
+fn random_phase(advert: Duration) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    std::thread::sleep(advert * (nanos % 1000) / 1000);
+}
+
+fn advert_of(v3: bool) -> Duration {
+    if v3 {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_secs(1)
+    }
+}
+
+fn our_args(prio: &'static str, v3: bool) -> Vec<&'static str> {
+    let mut a = vec!["--prio", prio];
+    if v3 {
+        a.extend(["--v3", "--advert-ms", "100"]);
+    }
+    a
+}
+
 fn interop_keepalived_wins(v3: bool) {
+    let v = if v3 { 3 } else { 2 };
     let mut lab = Lab::new(2);
     let (kpid, kvrrp) = keepalived(&mut lab, 0, 150, v3);
     lab.listener(0, "K");
-    let mut ours = vec!["--prio", "100"];
-    if v3 {
-        ours.extend(["--v3", "--advert-ms", "100"]);
-    }
-    lab.vrrpd(1, "R", &ours);
+    lab.vrrpd(1, "R", &our_args("100", v3));
     lab.wait_answer("K", Duration::from_secs(15));
+    // Started together, ours may have been master for a moment before keepalived (slower to
+    // start) preempted it: give it the time to step down.
+    lab.wait("ours to step down", LONG, |l| !l.has_vip(1));
     lab.hold("keepalived alone as master", Duration::from_secs(2), |l| {
         l.has_vip(0) && !l.has_vip(1)
     });
+    random_phase(advert_of(v3));
     let t = Instant::now();
     keepalived_sigkill(&mut lab, kpid, &kvrrp);
-    lab.wait_answer("R", LONG);
-    let took = t.elapsed();
+    let (took, answering) = lab.failover_to(1, "R", t);
     println!(
-        "keepalived->rwproxy v{} SIGKILL failover (answering on the VIP): {took:?}",
-        if v3 { 3 } else { 2 }
+        "keepalived->rwproxy v{v} SIGKILL failover: VIP on rwproxy after {took:?}, answering after {answering:?}"
     );
     assert!(
         took < Duration::from_secs(if v3 { 3 } else { 6 }),
         "{took:?}"
     );
+
+    // keepalived comes back with the higher priority: it removes the stale VIP and preempts us.
+    let (kpid, _) = keepalived(&mut lab, 0, 150, v3);
+    lab.wait_answer("K", Duration::from_secs(15));
+    lab.wait("our VIP removed", LONG, |l| !l.has_vip(1));
+    // A clean keepalived stop: its priority-0 advert makes us take over within Skew_Time.
+    random_phase(advert_of(v3));
+    let t = Instant::now();
+    lab.signal(kpid, "-TERM");
+    lab.wait_answer("R", LONG);
+    let took = t.elapsed();
+    println!("keepalived->rwproxy v{v} SIGTERM failover (answering on the VIP): {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
 }
 
 fn interop_rwproxy_wins(v3: bool) {
+    let v = if v3 { 3 } else { 2 };
     let mut lab = Lab::new(2);
-    let mut ours = vec!["--prio", "150"];
-    if v3 {
-        ours.extend(["--v3", "--advert-ms", "100"]);
-    }
     // keepalived first: it becomes master alone, then ours preempts it.
     keepalived(&mut lab, 0, 100, v3);
     lab.listener(0, "K");
     lab.wait_answer("K", Duration::from_secs(15));
-    let r = lab.vrrpd(1, "R", &ours);
+    let r = lab.vrrpd(1, "R", &our_args("150", v3));
     lab.wait_answer("R", LONG);
+    lab.wait("keepalived to step down", LONG, |l| !l.has_vip(0));
     lab.hold("rwproxy alone as master", Duration::from_secs(2), |l| {
         l.has_vip(1) && !l.has_vip(0)
     });
     // A clean stop: keepalived takes over on our priority-0 advert.
+    random_phase(advert_of(v3));
     let t = Instant::now();
     lab.signal(r, "-TERM");
     lab.wait_answer("K", LONG);
     let took = t.elapsed();
-    println!(
-        "rwproxy->keepalived v{} SIGTERM failover (answering on the VIP): {took:?}",
-        if v3 { 3 } else { 2 }
-    );
+    println!("rwproxy->keepalived v{v} SIGTERM failover (answering on the VIP): {took:?}");
     assert!(took < Duration::from_secs(2), "{took:?}");
+
+    // Back again, preempting keepalived; then killed without a word.
+    let r = lab.vrrpd(1, "R", &our_args("150", v3));
+    lab.wait_answer("R", LONG);
+    lab.wait("keepalived's VIP removed", LONG, |l| !l.has_vip(0));
+    random_phase(advert_of(v3));
+    let t = Instant::now();
+    lab.signal(r, "-KILL");
+    let (took, answering) = lab.failover_to(0, "K", t);
+    println!(
+        "rwproxy->keepalived v{v} SIGKILL failover: VIP on keepalived after {took:?}, answering after {answering:?}"
+    );
+    assert!(
+        took < Duration::from_secs(if v3 { 3 } else { 6 }),
+        "{took:?}"
+    );
 }
 
 #[test]
@@ -573,12 +674,12 @@ fn keepalived_v3_wins_and_fails_over_to_rwproxy() {
 }
 
 #[test]
-fn rwproxy_v2_preempts_keepalived_and_hands_back_on_stop() {
+fn rwproxy_v2_preempts_keepalived_and_fails_over_to_it() {
     interop_rwproxy_wins(false);
 }
 
 #[test]
-fn rwproxy_v3_preempts_keepalived_and_hands_back_on_stop() {
+fn rwproxy_v3_preempts_keepalived_and_fails_over_to_it() {
     interop_rwproxy_wins(true);
 }
 
@@ -595,6 +696,10 @@ fn link_down_is_fault() {
     println!("link down on A: B master after {:?}", t.elapsed());
     let log = std::fs::read_to_string(lab.dir.join("A.log")).unwrap();
     assert!(log.contains("Entering FAULT STATE"), "{log}");
+    // Link back: FAULT → BACKUP, then A preempts B again.
+    must(&["ip", "-n", &lab.bridge, "link", "set", "p0", "up"]);
+    lab.wait_answer("A", LONG);
+    lab.wait("B to step down", LONG, |l| !l.has_vip(1));
 }
 
 #[test]
@@ -624,7 +729,7 @@ fn track_script_failure_moves_the_vip_and_recovery_takes_it_back() {
     // A drops to 90: B preempts after its Master_Down_Interval.
     lab.wait_answer("B", LONG);
     println!("track script failed: B answering after {:?}", t.elapsed());
-    assert!(!lab.has_vip(0));
+    lab.wait("A to step down", LONG, |l| !l.has_vip(0));
     std::fs::write(&flag, "").unwrap();
     lab.wait_answer("A", LONG);
 }
@@ -703,4 +808,59 @@ fn adverts_without_ttl_255_are_dropped() {
         !lab.has_vip(0),
         "A did not yield to a valid priority-255 advert"
     );
+}
+
+#[test]
+fn keepalived_unicast_with_auth_pass_interoperates() {
+    // (No `!` or `#` in the password: keepalived's config parser takes them as comments.)
+    let mut lab = Lab::new(2);
+    let (kpid, _) = keepalived_with(
+        &mut lab,
+        0,
+        150,
+        false,
+        "  unicast_src_ip 192.0.2.11\n  unicast_peer {\n    192.0.2.12\n  }\n\
+         \x20 authentication {\n    auth_type PASS\n    auth_pass s3cretxy\n  }",
+    );
+    lab.listener(0, "K");
+    lab.vrrpd(
+        1,
+        "R",
+        &[
+            "--prio",
+            "100",
+            "--unicast-src",
+            "192.0.2.12",
+            "--peer",
+            "192.0.2.11",
+            "--auth",
+            "s3cretxy",
+        ],
+    );
+    lab.wait_answer("K", Duration::from_secs(15));
+    lab.wait("ours to stay backup", LONG, |l| !l.has_vip(1));
+    lab.hold("keepalived alone as master", Duration::from_secs(3), |l| {
+        l.has_vip(0) && !l.has_vip(1)
+    });
+    let log = std::fs::read_to_string(lab.dir.join("R.log")).unwrap();
+    assert!(!log.contains("dropping"), "{log}");
+    let t = Instant::now();
+    lab.signal(kpid, "-TERM");
+    lab.wait_answer("R", LONG);
+    println!(
+        "keepalived->rwproxy v2 unicast+auth SIGTERM failover: {:?}",
+        t.elapsed()
+    );
+    // And keepalived accepts ours: started again at a lower priority, it stays backup.
+    keepalived_with(
+        &mut lab,
+        0,
+        50,
+        false,
+        "  unicast_src_ip 192.0.2.11\n  unicast_peer {\n    192.0.2.12\n  }\n\
+         \x20 authentication {\n    auth_type PASS\n    auth_pass s3cretxy\n  }",
+    );
+    lab.hold("rwproxy alone as master", Duration::from_secs(5), |l| {
+        l.has_vip(1) && !l.has_vip(0)
+    });
 }

@@ -115,9 +115,13 @@ fn run(args: &[String]) {
         let running = vrrp::run(inst, shutdown);
         let mut status = running.status.clone();
         tokio::spawn(async move {
+            let mut last = None;
             while status.changed().await.is_ok() {
                 let s = status.borrow().clone();
-                println!("STATE {} {:?}", s.state.keepalived_name(), s.master);
+                if last != Some((s.state, s.master)) {
+                    last = Some((s.state, s.master));
+                    println!("STATE {} {:?}", s.state.keepalived_name(), s.master);
+                }
             }
         });
         match running.handle.await.unwrap() {

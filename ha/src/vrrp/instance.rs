@@ -371,8 +371,17 @@ where
     inst.validate()?;
     let name = inst.name.clone();
     let ifindex = ctx(netlink::ifindex(&inst.interface), &inst.interface)?;
-    let mac = ctx(netlink::mac_address(&inst.interface), &inst.interface)?;
     let rtnl = ctx(Rtnl::new(), "rtnetlink")?;
+    let link = ctx(
+        rtnl.link(ifindex),
+        format!("link state of {}", inst.interface),
+    )?;
+    let mac = link.mac.ok_or_else(|| {
+        VrrpError::Config(format!(
+            "{name}: {} has no Ethernet address",
+            inst.interface
+        ))
+    })?;
     let vip_addrs: Vec<Ipv4Addr> = inst.virtual_ipaddress.iter().map(|v| v.addr).collect();
     // Stale VIPs (a crashed master leaves them on the interface) go first.
     for vip in &inst.virtual_ipaddress {
@@ -487,7 +496,7 @@ where
         .collect();
     drop(track_tx);
 
-    if inst.track_interface && !netlink::link_up(&inst.interface) {
+    if inst.track_interface && !link.usable() {
         link_ok = false;
         faulted = true;
         tracing::info!("({name}) interface {} is down", inst.interface);
@@ -522,7 +531,13 @@ where
                 }
             }
             _ = link_poll.tick(), if inst.track_interface => {
-                let up = netlink::link_up(&inst.interface);
+                let up = match io.rtnl.link(ifindex) {
+                    Ok(l) => l.usable(),
+                    Err(e) => {
+                        tracing::warn!("({name}) cannot read the state of {}: {e}", inst.interface);
+                        false
+                    }
+                };
                 if up != link_ok {
                     link_ok = up;
                     tracing::info!("({name}) interface {} is {}", inst.interface, if up { "up" } else { "down" });

@@ -7,13 +7,13 @@ use neli::{
     attr::Attribute,
     consts::{
         nl::NlmF,
-        rtnl::{Ifa, RtAddrFamily, RtScope, Rtm},
+        rtnl::{Ifa, Iff, Ifla, RtAddrFamily, RtScope, Rtm},
         socket::NlFamily,
     },
     err::RouterError,
     nl::NlPayload,
     router::synchronous::NlRouter,
-    rtnl::{Ifaddrmsg, IfaddrmsgBuilder, RtattrBuilder},
+    rtnl::{Ifaddrmsg, IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, RtattrBuilder},
     types::RtBuffer,
     utils::Groups,
 };
@@ -59,38 +59,21 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
     }
 }
 
-/// The interface's MAC address (from sysfs).
-pub fn mac_address(name: &str) -> io::Result<[u8; 6]> {
-    let s = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))?;
-    let mut mac = [0u8; 6];
-    let mut parts = s.trim().split(':');
-    for b in &mut mac {
-        let p = parts.next().ok_or(io::ErrorKind::InvalidData)?;
-        *b = u8::from_str_radix(p, 16).map_err(|_| io::ErrorKind::InvalidData)?;
-    }
-    Ok(mac)
+/// An interface's state as rtnetlink reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    /// Carrier present (`IFF_LOWER_UP`) and operational (`IFF_RUNNING`).
+    pub running: bool,
+    pub mac: Option<[u8; 6]>,
 }
 
-/// Whether the interface is up with a carrier (from sysfs; `ip netns exec` gives each network
-/// namespace its own /sys).
-pub fn link_up(name: &str) -> bool {
-    let read = |f: &str| std::fs::read_to_string(format!("/sys/class/net/{name}/{f}"));
-    match (read("operstate"), read("carrier")) {
-        (Ok(op), Ok(carrier)) => {
-            let op = op.trim();
-            (op == "up" || op == "unknown") && carrier.trim() == "1"
-        }
-        _ => false,
+impl Link {
+    /// What keepalived's interface tracking calls up.
+    pub fn usable(&self) -> bool {
+        self.up && self.running
     }
-}
-
-/// The first IPv4 address on the interface that is not one of `exclude`.
-pub fn primary_ipv4(ifindex: u32, exclude: &[Ipv4Addr]) -> io::Result<Option<Ipv4Addr>> {
-    let rtnl = Rtnl::new()?;
-    Ok(rtnl
-        .addresses(ifindex)?
-        .into_iter()
-        .find(|a| !exclude.contains(a)))
 }
 
 /// An rtnetlink connection.
@@ -170,6 +153,44 @@ impl Rtnl {
         }
     }
 
+    /// The interface's flags and MAC address (RTM_GETLINK).
+    pub fn link(&self, ifindex: u32) -> io::Result<Link> {
+        let msg = IfinfomsgBuilder::default()
+            .ifi_family(RtAddrFamily::Unspecified)
+            .ifi_index(ifindex as i32)
+            .build()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let recv = self
+            .router
+            .send::<_, _, Rtm, Ifinfomsg>(Rtm::Getlink, NlmF::ACK, NlPayload::Payload(msg))
+            .map_err(to_io)?;
+        let mut link = None;
+        for r in recv {
+            let h = r.map_err(to_io)?;
+            if let NlPayload::Payload(p) = h.nl_payload() {
+                if *p.ifi_index() as u32 != ifindex {
+                    continue;
+                }
+                let flags = p.ifi_flags();
+                let mut mac = None;
+                for a in p.rtattrs().iter() {
+                    if *a.rta_type() == Ifla::Address {
+                        let b: &[u8] = a.rta_payload().as_ref();
+                        if let Ok(m) = <[u8; 6]>::try_from(b) {
+                            mac = Some(m);
+                        }
+                    }
+                }
+                link = Some(Link {
+                    up: flags.contains(Iff::UP),
+                    running: flags.contains(Iff::RUNNING) && flags.contains(Iff::LOWERUP),
+                    mac,
+                });
+            }
+        }
+        link.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
     /// The IPv4 addresses on the interface, in the kernel's order (primary first).
     pub fn addresses(&self, ifindex: u32) -> io::Result<Vec<Ipv4Addr>> {
         let msg = IfaddrmsgBuilder::default()
@@ -201,5 +222,22 @@ impl Rtnl {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vip_syntax_as_keepalived() {
+        let v: Vip = "192.0.2.100/24".parse().unwrap();
+        assert_eq!((v.addr, v.prefix), (Ipv4Addr::new(192, 0, 2, 100), 24));
+        assert_eq!(v.to_string(), "192.0.2.100/24");
+        let v: Vip = "192.0.2.100".parse().unwrap();
+        assert_eq!(v.prefix, 32, "no prefix means a /32, as keepalived");
+        assert!("192.0.2.100/33".parse::<Vip>().is_err());
+        assert!("192.0.2/24".parse::<Vip>().is_err());
+        assert!("192.0.2.1/x".parse::<Vip>().is_err());
     }
 }
