@@ -455,7 +455,7 @@ encrypted-password = "HJBoxfRsjeI="
     fn semantic_errors() {
         assert_eq!(
             err("[proxy]\n"),
-            "conf/x.toml: backend: no backends configured (add at least one [[backend]] table)"
+            "conf/x.toml: backend: no backends configured (add at least one [[backend]] table, or an [ha] section)"
         );
         let e = err("[[backend]]\naddress = \"h:1\"\nrole = \"master\"\n");
         assert!(
