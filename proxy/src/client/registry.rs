@@ -4,6 +4,7 @@
 //! lock, no allocation once the statement buffer has grown); the console only reads.
 
 use dashmap::DashMap;
+use rwproxy_admin::SessionInfo;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -32,18 +33,6 @@ struct Now {
     since: Option<Instant>,
 }
 
-/// One session as the console shows it.
-pub struct SessionView {
-    pub id: u32,
-    pub client: String,
-    pub user: String,
-    pub schema: Option<String>,
-    pub backend: Option<String>,
-    pub in_transaction: bool,
-    pub statement: Option<String>,
-    pub statement_age_ms: Option<u64>,
-}
-
 impl Registry {
     /// Registers a session; it disappears when the returned guard is dropped.
     pub fn enter(self: &Arc<Self>, id: u32, client: SocketAddr, user: &str) -> Entry {
@@ -60,15 +49,16 @@ impl Registry {
         }
     }
 
-    pub fn view(&self) -> Vec<SessionView> {
-        let mut v: Vec<SessionView> = self
+    /// Every session as the console's `sessions` table shows it, oldest first.
+    pub fn view(&self) -> Vec<SessionInfo> {
+        let mut v: Vec<SessionInfo> = self
             .sessions
             .iter()
             .map(|e| {
                 let s = e.value();
                 let now = s.now.lock().expect("session status lock");
-                SessionView {
-                    id: s.id,
+                SessionInfo {
+                    id: u64::from(s.id),
                     client: s.client.to_string(),
                     user: s.user.clone(),
                     schema: now.schema.clone(),

@@ -228,34 +228,11 @@ impl ControlPlane for ProxyControl {
     }
 
     fn sessions(&self) -> Vec<SessionInfo> {
-        self.sessions
-            .view()
-            .into_iter()
-            .map(|v| SessionInfo {
-                id: u64::from(v.id),
-                client: v.client,
-                user: v.user,
-                schema: v.schema,
-                backend: v.backend,
-                in_transaction: v.in_transaction,
-                statement: v.statement,
-                statement_age_ms: v.statement_age_ms,
-            })
-            .collect()
+        self.sessions.view()
     }
 
     fn digests(&self) -> Vec<DigestInfo> {
-        self.digests
-            .view()
-            .into_iter()
-            .map(|d| DigestInfo {
-                digest: d.text,
-                count: d.count,
-                total_time_us: d.total_us,
-                max_time_us: d.max_us,
-                rows: d.rows,
-            })
-            .collect()
+        self.digests.view()
     }
 
     fn vrrp(&self) -> Vec<VrrpInfo> {

@@ -5,6 +5,7 @@
 //! session reuses; a digest's text is copied only the first time it is seen.
 
 use dashmap::DashMap;
+use rwproxy_admin::DigestInfo;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,15 +25,6 @@ struct Entry {
     total_us: AtomicU64,
     max_us: AtomicU64,
     rows: AtomicU64,
-}
-
-/// One digest as the console shows it.
-pub struct DigestView {
-    pub text: String,
-    pub count: u64,
-    pub total_us: u64,
-    pub max_us: u64,
-    pub rows: u64,
 }
 
 impl Digests {
@@ -63,22 +55,22 @@ impl Digests {
     }
 
     /// All digests, most total time first.
-    pub fn view(&self) -> Vec<DigestView> {
-        let mut v: Vec<DigestView> = self
+    pub fn view(&self) -> Vec<DigestInfo> {
+        let mut v: Vec<DigestInfo> = self
             .map
             .iter()
-            .map(|e| DigestView {
-                text: e.text.clone(),
+            .map(|e| DigestInfo {
+                digest: e.text.clone(),
                 count: e.count.load(Ordering::Relaxed),
-                total_us: e.total_us.load(Ordering::Relaxed),
-                max_us: e.max_us.load(Ordering::Relaxed),
+                total_time_us: e.total_us.load(Ordering::Relaxed),
+                max_time_us: e.max_us.load(Ordering::Relaxed),
                 rows: e.rows.load(Ordering::Relaxed),
             })
             .collect();
         v.sort_by(|a, b| {
-            b.total_us
-                .cmp(&a.total_us)
-                .then_with(|| a.text.cmp(&b.text))
+            b.total_time_us
+                .cmp(&a.total_time_us)
+                .then_with(|| a.digest.cmp(&b.digest))
         });
         v
     }
@@ -251,9 +243,9 @@ mod tests {
         d.record(b"UPDATE t SET k=k+1 WHERE id=3", &mut buf, 1000, 1);
         let v = d.view();
         assert_eq!(v.len(), 2);
-        assert_eq!(v[0].text, "UPDATE t SET k=k+? WHERE id=?");
+        assert_eq!(v[0].digest, "UPDATE t SET k=k+? WHERE id=?");
         assert_eq!(
-            (v[1].count, v[1].total_us, v[1].max_us, v[1].rows),
+            (v[1].count, v[1].total_time_us, v[1].max_time_us, v[1].rows),
             (5, 100, 40, 5)
         );
     }
