@@ -5,6 +5,7 @@ use crate::backend::{Backend, Health};
 use crate::config::{BackendConfig, ClientFilter, Config, Role, UserConfig};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use std::time::Duration;
 struct Clients {
     entries: Vec<String>,
     filter: ClientFilter,
+    /// LVS directors (`lvs-ips`): refused while the proxy is "offline for LVS".
+    lvs: Vec<IpAddr>,
 }
 
 pub struct Cluster {
@@ -20,6 +23,8 @@ pub struct Cluster {
     backends: RwLock<Arc<Vec<Arc<Backend>>>>,
     users: RwLock<Arc<BTreeMap<String, String>>>,
     clients: RwLock<Arc<Clients>>,
+    /// SIGUSR1 sets it, SIGUSR2 clears it (see `lvs_offline`).
+    lvs_offline: AtomicBool,
     pub connect_timeout: Duration,
 }
 
@@ -56,19 +61,40 @@ impl Cluster {
             .collect();
         let clients = Clients {
             entries: cfg.client_ips.clone(),
-            filter: ClientFilter::new(&cfg.client_ips)
+            // Entries were validated when the file was loaded.
+            filter: cfg
+                .client_filter()
                 .unwrap_or_else(|_| ClientFilter::allow_all()),
+            lvs: cfg.lvs_ips.clone(),
         };
         Arc::new(Cluster {
             backends: RwLock::new(Arc::new(sort_backends(backends))),
             users: RwLock::new(Arc::new(users)),
             clients: RwLock::new(Arc::new(clients)),
+            lvs_offline: AtomicBool::new(false),
             connect_timeout: cfg.connect_timeout,
         })
     }
 
     pub fn client_allowed(&self, ip: IpAddr) -> bool {
         self.clients.read().expect("clients lock").filter.allows(ip)
+    }
+
+    /// Atlas's LVS drain: while set, connections from the `lvs-ips` directors are closed
+    /// before the greeting, so their MySQL health checks fail and the director stops sending
+    /// new clients here; everyone else is served as before.
+    pub fn set_lvs_offline(&self, offline: bool) {
+        self.lvs_offline.store(offline, Ordering::Relaxed);
+        tracing::info!(
+            "{} for the LVS directors",
+            if offline { "offline" } else { "online" }
+        );
+    }
+
+    /// Whether a connection from `ip` is an LVS director's to be turned away now.
+    pub fn refuses_lvs(&self, ip: IpAddr) -> bool {
+        self.lvs_offline.load(Ordering::Relaxed)
+            && self.clients.read().expect("clients lock").lvs.contains(&ip)
     }
 
     pub fn clients(&self) -> Vec<String> {
@@ -83,7 +109,11 @@ impl Cluster {
         let mut entries = guard.entries.clone();
         entries.push(entry.to_string());
         let filter = ClientFilter::new(&entries).map_err(ChangeError::BadClient)?;
-        *guard = Arc::new(Clients { entries, filter });
+        *guard = Arc::new(Clients {
+            entries,
+            filter,
+            lvs: guard.lvs.clone(),
+        });
         Ok(())
     }
 
@@ -99,7 +129,11 @@ impl Cluster {
             return Err(ChangeError::NoSuchClient(entry.into()));
         }
         let filter = ClientFilter::new(&entries).map_err(ChangeError::BadClient)?;
-        *guard = Arc::new(Clients { entries, filter });
+        *guard = Arc::new(Clients {
+            entries,
+            filter,
+            lvs: guard.lvs.clone(),
+        });
         Ok(())
     }
 
@@ -175,8 +209,7 @@ impl Cluster {
                     .find(|old| old.address == b.address && old.role == b.role)
                 {
                     Some(old) => {
-                        old.weight
-                            .store(b.weight.max(1), std::sync::atomic::Ordering::Relaxed);
+                        old.weight.store(b.weight.max(1), Ordering::Relaxed);
                         list.push(old.clone());
                     }
                     None => {
@@ -202,6 +235,7 @@ impl Cluster {
         *self.clients.write().expect("clients lock") = Arc::new(Clients {
             entries: cfg.client_ips.clone(),
             filter,
+            lvs: cfg.lvs_ips.clone(),
         });
         Ok(())
     }
@@ -254,14 +288,14 @@ impl Cluster {
             })
         };
         let total: u64 = candidates()
-            .map(|b| u64::from(b.weight.load(std::sync::atomic::Ordering::Relaxed)))
+            .map(|b| u64::from(b.weight.load(Ordering::Relaxed)))
             .sum();
         if total == 0 {
             return None;
         }
         let mut ticket = rand::random_range(0..total);
         for b in candidates() {
-            let w = u64::from(b.weight.load(std::sync::atomic::Ordering::Relaxed));
+            let w = u64::from(b.weight.load(Ordering::Relaxed));
             if ticket < w {
                 return Some(b.clone());
             }

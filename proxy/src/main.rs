@@ -168,6 +168,8 @@ async fn serve(cfg: config::Config) -> Result<()> {
     ));
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
     // An HA-only node (no backends) holds the VIP and serves the console, nothing else.
     let proxying = !cfg.backends.is_empty();
     let mut proxy = Box::pin(async {
@@ -187,6 +189,8 @@ async fn serve(cfg: config::Config) -> Result<()> {
                 Ok(()) => tracing::info!(path = %cfg.path.display(), "SIGHUP: backends, users and client-ips reloaded"),
                 Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
             },
+            _ = usr1.recv() => cluster.set_lvs_offline(true),
+            _ = usr2.recv() => cluster.set_lvs_offline(false),
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("SIGINT: shutting down");
                 break;

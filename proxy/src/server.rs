@@ -89,6 +89,11 @@ pub async fn serve(
             }
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
+        if cluster.refuses_lvs(peer.ip()) {
+            tracing::debug!(client = %peer, "LVS director refused: offline for LVS (SIGUSR1)");
+            drop(stream);
+            continue;
+        }
         if !cluster.client_allowed(peer.ip()) {
             tracing::warn!(client = %peer, "client address not in client-ips; refused");
             tokio::spawn(async move {

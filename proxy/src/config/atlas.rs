@@ -64,7 +64,6 @@ pub const IGNORED: &[&str] = &[
     "proxy-pool-no-change-user",
     "min-idle-connections",
     // Atlas features rwproxy does not have (or does differently)
-    "lvs-ips",
     "tables",
     "latency",
     "forbidden-sql",
@@ -226,6 +225,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         keepalive: false,
         wait_timeout: None,
         connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
+        lvs_ips: Vec::new(),
         vrrp: Vec::new(),
     };
     let mut rw: Option<Vec<(String, u32)>> = None;
@@ -295,6 +295,14 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                     client_filter::check_entry(ip).map_err(err)?;
                 }
                 c.client_ips = ips;
+            }
+            "lvs-ips" => {
+                c.lvs_ips = list(v)
+                    .map(|ip| {
+                        ip.parse()
+                            .map_err(|_| err(format!("invalid LVS director address '{ip}'")))
+                    })
+                    .collect::<Result<_, _>>()?;
             }
             "charset" => c.charset = (!v.is_empty()).then(|| v.to_string()),
             "event-threads" => c.event_threads = number(v).map_err(err)? as usize,

@@ -111,6 +111,10 @@ pub struct Config {
     /// Idle client sessions are closed after this long (`None`: never).
     pub wait_timeout: Option<Duration>,
     pub connect_timeout: Duration,
+    /// Addresses of LVS directors whose health checks decide whether this proxy gets
+    /// traffic: after SIGUSR1 their connections are refused (the director takes this proxy
+    /// out), after SIGUSR2 accepted again (Atlas's `lvs-ips`).
+    pub lvs_ips: Vec<std::net::IpAddr>,
     /// VRRP instances holding the write VIP (`[ha]` in TOML; Atlas files have none).
     pub vrrp: Vec<rwproxy_ha::vrrp::Instance>,
 }

@@ -48,6 +48,8 @@ struct Proxy {
     event_threads: Option<usize>,
     #[serde(default)]
     client_ips: Vec<Spanned<String>>,
+    #[serde(default)]
+    lvs_ips: Vec<Spanned<String>>,
     wait_timeout: Option<u64>,
     connect_timeout_ms: Option<Spanned<u64>>,
     #[serde(default)]
@@ -185,6 +187,19 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             },
         });
     }
+    let lvs_ips = p
+        .lvs_ips
+        .iter()
+        .map(|ip| {
+            ip.get_ref().parse().map_err(|_| {
+                invalid(
+                    at(ip.span().start),
+                    "proxy.lvs-ips",
+                    format!("invalid LVS director address '{}'", ip.get_ref()),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let vrrp = super::ha::instances(&file.ha).map_err(|(key, m)| invalid(None, &key, m))?;
     // A node may run only the HA part (the write VIP) without proxying anything.
     if backends.is_empty() && vrrp.is_empty() {
@@ -271,6 +286,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         keepalive: p.keepalive,
         wait_timeout: (wait_timeout > 0).then(|| Duration::from_secs(wait_timeout)),
         connect_timeout: Duration::from_millis(connect_timeout_ms),
+        lvs_ips,
         vrrp,
     })
 }

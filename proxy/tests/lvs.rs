@@ -1,0 +1,89 @@
+//! Atlas's LVS drain through the real binary: SIGUSR1 turns the `lvs-ips` directors away
+//! before the greeting (their health checks fail), SIGUSR2 lets them in again; other clients
+//! are served throughout.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Connects from `source` and reads what the proxy sends first: the greeting's length, or 0
+/// when the connection is closed without one.
+fn first_bytes(source: &str, port: u16) -> usize {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&from.into()).unwrap();
+    let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    socket.connect(&to.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 256];
+    s.read(&mut buf).unwrap_or(0)
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: signals our own running child.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn sigusr1_turns_lvs_directors_away_and_sigusr2_lets_them_in() {
+    let (port, admin) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("rwproxy-lvs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("lvs.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nlvs-ips = [\"127.0.0.1\"]\n\
+             connect-timeout-ms = 200\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [[backend]]\naddress = \"127.0.0.1:1\"\nrole = \"rw\"\n"
+        ),
+    )
+    .unwrap();
+    let child = Proc(
+        Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+            .args(["serve", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "rwproxy did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(first_bytes("127.0.0.1", port) > 0);
+    signal(&child.0, libc::SIGUSR1);
+    assert_eq!(first_bytes("127.0.0.1", port), 0, "director still served");
+    assert!(
+        first_bytes("127.0.0.2", port) > 0,
+        "other clients must be served"
+    );
+    signal(&child.0, libc::SIGUSR2);
+    assert!(first_bytes("127.0.0.1", port) > 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
