@@ -5,7 +5,7 @@ use crate::backend::{Backend, Health};
 use crate::config::{BackendConfig, ClientFilter, Config, Role, UserConfig};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -25,8 +25,14 @@ pub struct Cluster {
     clients: RwLock<Arc<Clients>>,
     /// SIGUSR1 sets it, SIGUSR2 clears it (see `lvs_offline`).
     lvs_offline: AtomicBool,
+    /// How long sessions pinned to an offline or removed backend may keep using it
+    /// (admin `SET drain_timeout = seconds`).
+    drain_timeout_ms: AtomicU64,
     pub connect_timeout: Duration,
 }
+
+/// Default for how long sessions may finish their work on a backend taken offline.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a live change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +78,7 @@ impl Cluster {
             users: RwLock::new(Arc::new(users)),
             clients: RwLock::new(Arc::new(clients)),
             lvs_offline: AtomicBool::new(false),
+            drain_timeout_ms: AtomicU64::new(DEFAULT_DRAIN_TIMEOUT.as_millis() as u64),
             connect_timeout: cfg.connect_timeout,
         })
     }
@@ -89,6 +96,15 @@ impl Cluster {
             "{} for the LVS directors",
             if offline { "offline" } else { "online" }
         );
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_drain_timeout(&self, d: Duration) {
+        self.drain_timeout_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Whether a connection from `ip` is an LVS director's to be turned away now.

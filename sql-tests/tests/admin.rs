@@ -372,3 +372,43 @@ async fn digests_group_statements_by_shape() {
     assert_eq!((sel.count, sel.rows), (3, 5 + 4 + 3));
     assert!(sel.max_time_us > 0 && sel.total_time_us >= sel.max_time_us);
 }
+
+/// A transaction on a backend taken offline may finish within `drain_timeout`; after that its
+/// session gets a clear error, is closed, and the server rolls the transaction back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_ends_sessions_left_on_an_offline_backend() {
+    let cl = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut a = admin(&p).await;
+    assert!(a
+        .variables(Some("drain_timeout"))
+        .await
+        .unwrap()
+        .contains(&("drain_timeout".to_string(), "30".to_string())));
+    a.set_variable("drain_timeout", "1").await.unwrap();
+
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("START TRANSACTION READ ONLY").await.unwrap();
+    let sid: u32 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
+    let ndx = 2 + cl.replicas.iter().position(|r| r.server_id == sid).unwrap();
+    a.set_offline(ndx).await.unwrap();
+    // Within the drain time the transaction goes on where it is.
+    let again: u32 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
+    assert_eq!(again, sid);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let err = c.query_drop("SELECT 1").await.unwrap_err().to_string();
+    assert!(err.contains("1927") && err.contains("drain time"), "{err}");
+    assert!(
+        c.query_drop("SELECT 1").await.is_err(),
+        "session must be closed"
+    );
+    a.set_online(ndx).await.unwrap();
+    p.conn()
+        .await
+        .unwrap()
+        .query_drop("SELECT 1")
+        .await
+        .unwrap();
+}

@@ -32,6 +32,9 @@ pub struct Backend {
     pub errors: AtomicU64,
     /// Sum of statement latencies (send to last reply packet), for the average in `stats`.
     pub latency_us: AtomicU64,
+    /// When an operator took it offline: sessions still pinned to it get until then plus the
+    /// drain timeout.
+    offline_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Backend {
@@ -46,6 +49,7 @@ impl Backend {
             queries: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latency_us: AtomicU64::new(0),
+            offline_since: std::sync::Mutex::new(None),
         }
     }
 
@@ -61,6 +65,10 @@ impl Backend {
 
     /// An operator's `SET OFFLINE` / `REMOVE BACKEND`: no new work; idle connections closed.
     pub fn set_offline(&self) {
+        self.offline_since
+            .lock()
+            .expect("offline lock")
+            .get_or_insert_with(std::time::Instant::now);
         self.health.store(Health::Offline as u8, Ordering::Relaxed);
         self.pool.clear_idle();
         tracing::info!(backend = %self.address, "backend set offline");
@@ -68,8 +76,19 @@ impl Backend {
 
     /// An operator's `SET ONLINE`: back in service; a failed connection marks it down again.
     pub fn set_online(&self) {
+        *self.offline_since.lock().expect("offline lock") = None;
         self.health.store(Health::Up as u8, Ordering::Relaxed);
         tracing::info!(backend = %self.address, "backend set online");
+    }
+
+    /// Offline for longer than `drain`: sessions still on it must let go.
+    pub fn drained(&self, drain: Duration) -> bool {
+        self.health() == Health::Offline
+            && self
+                .offline_since
+                .lock()
+                .expect("offline lock")
+                .is_some_and(|t| t.elapsed() > drain)
     }
 
     pub fn health(&self) -> Health {

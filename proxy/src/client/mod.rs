@@ -409,6 +409,11 @@ pub async fn execute(
             Ok(c) => c,
             Err(e) => {
                 io.error(&e).await?;
+                // A pinned session that lost its connection lost its transaction too: end
+                // it rather than let later statements run outside it.
+                if was_pinned && s.pinned.is_none() {
+                    return Err(SessionEnd::BackendLost);
+                }
                 return Ok(None);
             }
         };

@@ -126,6 +126,19 @@ impl Session {
         exclude: &mut Vec<Arc<Backend>>,
     ) -> Result<Checkout, SqlError> {
         if let Some(c) = self.pinned.take() {
+            let drain = self.cluster.drain_timeout();
+            if c.backend.drained(drain) {
+                // Closing the connection makes the server roll the transaction back.
+                tracing::warn!(backend = %c.backend.address, session = self.id, "drain time over; closing the session's connection to the offline backend");
+                return Err(message::err(
+                    codes::CONNECTION_KILLED,
+                    format!(
+                        "rwproxy: backend {} was taken offline and its drain time ({} s) ran out; the transaction was rolled back",
+                        c.backend.address,
+                        drain.as_secs()
+                    ),
+                ));
+            }
             return Ok(c);
         }
         if target == Target::Diagnostics {

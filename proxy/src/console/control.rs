@@ -247,17 +247,34 @@ impl ControlPlane for ProxyControl {
             ("instance".into(), self.config.instance.clone()),
             ("version".into(), env!("CARGO_PKG_VERSION").into()),
             (
-                "connect-timeout-ms".into(),
+                "connect_timeout_ms".into(),
                 self.config.connect_timeout.as_millis().to_string(),
+            ),
+            (
+                "drain_timeout".into(),
+                self.cluster.drain_timeout().as_secs().to_string(),
             ),
         ]
     }
 
-    fn set_variable(&self, name: &str, _value: &str) -> Result<(), AdminError> {
-        if self.variables().iter().any(|(n, _)| n == name) {
-            Err(AdminError::ReadOnlyVariable(name.into()))
-        } else {
-            Err(AdminError::UnknownVariable(name.into()))
+    fn set_variable(&self, name: &str, value: &str) -> Result<(), AdminError> {
+        match name {
+            "drain_timeout" => {
+                let secs: u64 = value.trim_matches(['\'', '"']).parse().map_err(|_| {
+                    AdminError::WrongValue {
+                        name: name.into(),
+                        value: value.into(),
+                    }
+                })?;
+                self.cluster
+                    .set_drain_timeout(std::time::Duration::from_secs(secs));
+                tracing::info!("drain_timeout set to {secs} s");
+                Ok(())
+            }
+            _ if self.variables().iter().any(|(n, _)| n == name) => {
+                Err(AdminError::ReadOnlyVariable(name.into()))
+            }
+            _ => Err(AdminError::UnknownVariable(name.into())),
         }
     }
 }
