@@ -2,10 +2,13 @@
 
 use crate::sandbox::{Cluster, APP_PASSWORD, APP_USER, DATABASE};
 use anyhow::Result;
+use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 use rwproxy::cluster::Cluster as Backends;
 use rwproxy::config::{self, Config, ConfigFormat};
 use rwproxy::console::control::ProxyControl;
+use rwproxy_admin::client::AdminClient;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -107,5 +110,32 @@ impl Proxy {
 
     pub async fn conn(&self) -> Result<Conn> {
         Ok(Conn::new(self.opts()).await?)
+    }
+
+    /// A typed admin-console client logged in as [`ADMIN_USER`].
+    pub async fn admin(&self) -> AdminClient {
+        AdminClient::connect(
+            "127.0.0.1",
+            self.admin_addr.port(),
+            ADMIN_USER,
+            ADMIN_PASSWORD,
+        )
+        .await
+        .expect("admin login")
+    }
+
+    /// `@@server_id` of `n` autocommit reads on one client connection.
+    pub async fn read_ids(&self, n: usize) -> BTreeSet<u32> {
+        let mut c = self.conn().await.expect("client login");
+        let mut ids = BTreeSet::new();
+        for _ in 0..n {
+            let id: u32 = c
+                .query_first("SELECT @@server_id")
+                .await
+                .expect("read")
+                .expect("a row");
+            ids.insert(id);
+        }
+        ids
     }
 }

@@ -2,11 +2,9 @@
 //! keepalived notify scripts run them) and through the typed client, acting on a live proxy.
 
 use mysql_async::prelude::*;
-use rwproxy_admin::client::AdminClient;
 use rwproxy_admin::{BackendRole, BackendState};
 use rwproxy_sql_tests::proxy::{self, Proxy, ADMIN_PASSWORD, ADMIN_USER};
 use rwproxy_sql_tests::Cluster;
-use std::collections::BTreeSet;
 use std::process::Command;
 use tokio::sync::OnceCell;
 
@@ -35,21 +33,6 @@ fn cli(p: &Proxy, password: &str, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-async fn admin(p: &Proxy) -> AdminClient {
-    AdminClient::connect("127.0.0.1", p.admin_addr.port(), ADMIN_USER, ADMIN_PASSWORD)
-        .await
-        .expect("admin login")
-}
-
-async fn read_ids(p: &Proxy, n: usize) -> BTreeSet<u32> {
-    let mut c = p.conn().await.unwrap();
-    let mut ids = BTreeSet::new();
-    for _ in 0..n {
-        ids.insert(c.query_first("SELECT @@server_id").await.unwrap().unwrap());
-    }
-    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,10 +71,10 @@ async fn atlas_commands_through_the_mariadb_cli() {
     assert!(ok, "{err}");
     assert!(out.contains("offline"), "{out}");
     let replica2 = cl.replicas[1].server_id;
-    assert!(!read_ids(&p, 40).await.contains(&replica2));
+    assert!(!p.read_ids(40).await.contains(&replica2));
     let (ok, _, err) = cli(&p, ADMIN_PASSWORD, &["-e", "set online 3"]);
     assert!(ok, "{err}");
-    assert!(read_ids(&p, 60).await.contains(&replica2));
+    assert!(p.read_ids(60).await.contains(&replica2));
 
     // Errors are MySQL errors that say what was wrong.
     let (ok, _, err) = cli(&p, ADMIN_PASSWORD, &["-e", "SELECT * FROM nothing"]);
@@ -130,10 +113,10 @@ async fn backends_added_and_removed_live() {
     assert!(toml.contains(&second));
     let without_second = toml.replace(&second, "");
     let p = proxy::start(&without_second).await.unwrap();
-    let mut a = admin(&p).await;
+    let mut a = p.admin().await;
     assert_eq!(a.backends().await.unwrap().len(), 2);
     let replica2 = cl.replicas[1].server_id;
-    assert!(!read_ids(&p, 30).await.contains(&replica2));
+    assert!(!p.read_ids(30).await.contains(&replica2));
 
     // Atlas's regex rejected `@weight`; here it works and the new replica serves reads.
     a.add_slave(&cl.replica_addrs()[1], 3).await.unwrap();
@@ -146,7 +129,7 @@ async fn backends_added_and_removed_live() {
     );
     let stats = a.stats().await.unwrap();
     assert_eq!(stats[2].weight, 3);
-    assert!(read_ids(&p, 60).await.contains(&replica2));
+    assert!(p.read_ids(60).await.contains(&replica2));
 
     // Hostnames work too (Atlas #99), and duplicates are refused.
     let port = cl.replicas[0].port;
@@ -171,7 +154,7 @@ async fn backends_added_and_removed_live() {
         .unwrap();
     assert_eq!(sid, again);
     txn.query_drop("COMMIT").await.unwrap();
-    assert!(!read_ids(&p, 30).await.contains(&replica2));
+    assert!(!p.read_ids(30).await.contains(&replica2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +163,7 @@ async fn clients_and_users_change_live() {
     let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
         .await
         .unwrap();
-    let mut a = admin(&p).await;
+    let mut a = p.admin().await;
 
     // pwds: shown Atlas-encrypted; a new user can log in at once; a removed one cannot.
     let users = a.users().await.unwrap();
@@ -262,7 +245,7 @@ async fn save_config_survives_a_restart() {
         let before = std::fs::read_to_string(path).unwrap();
         let cfg = rwproxy::config::load(path).unwrap();
         let p = proxy::start_config(cfg).await.unwrap();
-        let mut a = admin(&p).await;
+        let mut a = p.admin().await;
         a.add_slave(&cl.replica_addrs()[1], 4).await.unwrap();
         a.add_user("saved_user", "s3cret").await.unwrap();
         a.add_client("127.0.0.1").await.unwrap();
@@ -278,7 +261,7 @@ async fn save_config_survives_a_restart() {
         let p = proxy::start_config(rwproxy::config::load(path).unwrap())
             .await
             .unwrap();
-        let mut a = admin(&p).await;
+        let mut a = p.admin().await;
         assert_eq!(a.backends().await.unwrap(), live, "{}", path.display());
         let weights: Vec<u32> = a.stats().await.unwrap().iter().map(|s| s.weight).collect();
         let live_weights: Vec<u32> = live_stats.iter().map(|s| s.weight).collect();
@@ -300,7 +283,7 @@ async fn sessions_table_shows_live_sessions() {
     let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
         .await
         .unwrap();
-    let mut a = admin(&p).await;
+    let mut a = p.admin().await;
     let mut idle = p.conn().await.unwrap();
     idle.query_drop("SELECT 1").await.unwrap();
     let mut txn = p.conn().await.unwrap();
@@ -359,7 +342,7 @@ async fn digests_group_statements_by_shape() {
             .await
             .unwrap();
     }
-    let mut a = admin(&p).await;
+    let mut a = p.admin().await;
     let d = a.digests().await.unwrap();
     let find = |text: &str| {
         d.iter()
@@ -381,7 +364,7 @@ async fn drain_timeout_ends_sessions_left_on_an_offline_backend() {
     let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
         .await
         .unwrap();
-    let mut a = admin(&p).await;
+    let mut a = p.admin().await;
     assert!(a
         .variables(Some("drain_timeout"))
         .await

@@ -2,7 +2,6 @@
 //! backend changes while sysbench hammers the proxy, and every Atlas command as a DBA sees it
 //! in the `mariadb` CLI's table output and in an interactive session.
 
-use rwproxy_admin::client::AdminClient;
 use rwproxy_admin::{BackendInfo, BackendRole, BackendState, BackendStats};
 use rwproxy_sql_tests::proxy::{self, Proxy, ADMIN_PASSWORD, ADMIN_USER};
 use rwproxy_sql_tests::sysbench::{run, stat};
@@ -22,22 +21,6 @@ async fn cluster() -> &'static Cluster {
     CLUSTER
         .get_or_init(|| async { Cluster::start(2).await.expect("sandbox cluster") })
         .await
-}
-
-async fn admin(p: &Proxy) -> AdminClient {
-    AdminClient::connect("127.0.0.1", p.admin_addr.port(), ADMIN_USER, ADMIN_PASSWORD)
-        .await
-        .expect("admin login")
-}
-
-/// `@@server_id` of `n` autocommit reads through the proxy.
-async fn read_ids(p: &Proxy, n: usize) -> BTreeSet<u32> {
-    let mut c = p.conn().await.unwrap();
-    let mut ids = BTreeSet::new();
-    for _ in 0..n {
-        ids.insert(c.query_first("SELECT @@server_id").await.unwrap().unwrap());
-    }
-    ids
 }
 
 fn backend(ndx: usize, address: &str, state: BackendState, role: BackendRole) -> BackendInfo {
@@ -93,8 +76,8 @@ async fn notify_hook_scripts_work_verbatim() {
     let dir = scratch("hooks");
     let (r1, r2) = (&cl.replica_addrs()[0], &cl.replica_addrs()[1]);
     let (id1, id2) = (cl.replicas[0].server_id, cl.replicas[1].server_id);
-    let mut a = admin(&p).await;
-    assert_eq!(read_ids(&p, 60).await, BTreeSet::from([id1, id2]));
+    let mut a = p.admin().await;
+    assert_eq!(p.read_ids(60).await, BTreeSet::from([id1, id2]));
 
     // keepalived's notify_backup / notify_fault line.
     let keepalived = format!(
@@ -115,14 +98,11 @@ async fn notify_hook_scripts_work_verbatim() {
             backend(2, r2, BackendState::Up, BackendRole::ReadOnly),
         ]
     );
-    assert_eq!(read_ids(&p, 40).await, BTreeSet::from([id2]));
+    assert_eq!(p.read_ids(40).await, BTreeSet::from([id2]));
 
     // Take the other replica offline too: the maintenance script must bring it back as well.
     a.set_offline(2).await.unwrap();
-    assert_eq!(
-        read_ids(&p, 20).await,
-        BTreeSet::from([cl.primary.server_id])
-    );
+    assert_eq!(p.read_ids(20).await, BTreeSet::from([cl.primary.server_id]));
 
     let auto_maintain = format!(
         r#"#!/bin/bash
@@ -161,7 +141,7 @@ done
     assert_eq!(a.backends().await.unwrap(), expected);
     let weights: Vec<u32> = a.stats().await.unwrap().iter().map(|s| s.weight).collect();
     assert_eq!(weights, vec![1, 1, 1]);
-    assert_eq!(read_ids(&p, 80).await, BTreeSet::from([id1, id2]));
+    assert_eq!(p.read_ids(80).await, BTreeSet::from([id1, id2]));
 
     // Run again: nothing to do, nothing changes.
     let (ok, out, err) = bash(&script, &auto_maintain);
@@ -263,7 +243,7 @@ async fn live_changes_under_sysbench_load() {
     let point_select = load("oltp_point_select", "--mysql-ignore-errors=none");
     let read_write = load("oltp_read_write", "--mysql-ignore-errors=1213");
     let pause = |ms| tokio::time::sleep(Duration::from_millis(ms));
-    let mut a = admin(&p).await;
+    let mut a = p.admin().await;
     pause(1500).await;
     let s = a.stats().await.unwrap();
     assert!(by_address(&s, &r1).queries > 0, "no reads on {r1}: {s:?}");

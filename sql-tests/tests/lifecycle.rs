@@ -48,15 +48,6 @@ async fn stopping_lets_open_transactions_finish() {
     assert_eq!(n, 2);
 }
 
-async fn read_ids(p: &proxy::Proxy, n: usize) -> BTreeSet<u32> {
-    let mut c = p.conn().await.unwrap();
-    let mut ids = BTreeSet::new();
-    for _ in 0..n {
-        ids.insert(c.query_first("SELECT @@server_id").await.unwrap().unwrap());
-    }
-    ids
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_applies_backends_users_and_clients() {
     let cl = cluster().await;
@@ -69,7 +60,7 @@ async fn reload_applies_backends_users_and_clients() {
         .await
         .unwrap();
     let (r1, r2) = (cl.replicas[0].server_id, cl.replicas[1].server_id);
-    assert_eq!(read_ids(&p, 60).await, BTreeSet::from([r1, r2]));
+    assert_eq!(p.read_ids(60).await, BTreeSet::from([r1, r2]));
 
     // Drop the second replica and let only 10.9.9.9 in: a session that is already open keeps
     // working, new logins from loopback are refused.
@@ -108,6 +99,6 @@ async fn reload_applies_backends_users_and_clients() {
     // Back to the full file: both replicas and loopback clients again.
     std::fs::write(&path, &full).unwrap();
     p.backends.reload_from(&path).unwrap();
-    assert_eq!(read_ids(&p, 60).await, BTreeSet::from([r1, r2]));
+    assert_eq!(p.read_ids(60).await, BTreeSet::from([r1, r2]));
     std::fs::remove_dir_all(&dir).unwrap();
 }
