@@ -216,7 +216,7 @@ impl ControlPlane for ProxyControl {
                     state: state(b.health()),
                     role: role(b.role),
                     weight: b.weight.load(Ordering::Relaxed),
-                    conns_in_use: (open - idle) as u64,
+                    conns_in_use: open.saturating_sub(idle) as u64,
                     conns_idle: idle as u64,
                     queries,
                     errors: b.errors.load(Ordering::Relaxed),
