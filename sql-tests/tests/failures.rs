@@ -495,3 +495,34 @@ async fn client_ips_refuse_other_addresses() {
         "Host '127.0.0.1' is not allowed to connect to this rwproxy server"
     );
 }
+
+/// Like a server, the proxy refuses a login that names a schema that does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_with_unknown_schema_is_refused() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let opts =
+        |db: &str| mysql_async::OptsBuilder::from_opts(p.opts()).db_name(Some(db.to_string()));
+    let err = mysql_async::Conn::new(opts("no_such_db"))
+        .await
+        .unwrap_err()
+        .to_string();
+    let direct = mysql_async::Conn::new(
+        mysql_async::OptsBuilder::from_opts(
+            cl.primary
+                .opts(rwproxy_sql_tests::APP_USER, rwproxy_sql_tests::APP_PASSWORD),
+        )
+        .db_name(Some("no_such_db")),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("1049") && err.contains("Unknown database 'no_such_db'"),
+        "{err}"
+    );
+    assert_eq!(err, direct);
+    mysql_async::Conn::new(opts("rwtest")).await.unwrap();
+}

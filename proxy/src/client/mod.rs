@@ -152,9 +152,23 @@ pub async fn serve(
     if let Some(cs) = &info.charset {
         session.state.set_var("names".into(), format!("NAMES {cs}"));
     }
-    if let Some(db) = login.database {
-        // The handshake's schema: validated by the first connection that applies it.
-        session.state.schema = Some(db);
+    if let Some(db) = &login.database {
+        // A server refuses a login naming an unknown schema (1049); so does the proxy, by
+        // bringing a pooled connection to it (free when one is already there). A read
+        // backend does, so logins keep working while the write backend is down.
+        session.state.schema = Some(db.clone());
+        let mut exclude = Vec::new();
+        match session.checkout(Target::Read, &mut exclude).await {
+            Ok(c) => session.release(c).await,
+            Err(e) => {
+                tracing::info!(client = %peer, "login refused: {e}");
+                let _ = handshake::refuse(&mut io.writer, &login, &e).await;
+                return;
+            }
+        }
+    }
+    if handshake::admit(&mut io.writer, &login).await.is_err() {
+        return;
     }
     let _active = ActiveSession::new(&info.active);
     let entry = info.registry.enter(id, peer, &login.user);

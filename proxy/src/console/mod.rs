@@ -75,6 +75,7 @@ async fn session(
         }
         Err(LoginError::Io(e)) => return Err(e),
     };
+    handshake::admit(&mut writer, &login).await?;
     tracing::info!(client = %peer, user = %login.user, "admin session opened");
     let mut ctx = ExecContext {
         user: format!("{}@{}", login.user, peer.ip()),

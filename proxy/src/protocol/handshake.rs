@@ -49,8 +49,34 @@ pub struct ClientLogin {
     /// The intersection of what the client asked for and what the proxy offers.
     pub capabilities: CapabilityFlags,
     pub collation: u8,
-    /// Sequence id of the proxy's next packet to this client.
+    /// Sequence id of the proxy's next packet to this client: the login's final OK or ERR.
     pub next_seq: u8,
+}
+
+/// Ends the connection phase with OK. Kept apart from [`accept`] so the caller can still
+/// refuse the login (an unknown default schema gets ERR 1049 here, as from a server).
+pub async fn admit<W: AsyncWrite + Unpin>(
+    writer: &mut PacketWriter<W>,
+    login: &ClientLogin,
+) -> io::Result<()> {
+    let done = Completion {
+        status: SERVER_STATUS_AUTOCOMMIT,
+        ..Completion::default()
+    };
+    writer
+        .write_packet(login.next_seq, &ok_payload(&done))
+        .await?;
+    writer.flush().await
+}
+
+/// Ends the connection phase with an error after the password was accepted.
+pub async fn refuse<W: AsyncWrite + Unpin>(
+    writer: &mut PacketWriter<W>,
+    login: &ClientLogin,
+    e: &SqlError,
+) -> io::Result<()> {
+    writer.write_packet(login.next_seq, &e.payload()).await?;
+    writer.flush().await
 }
 
 /// Why a login failed; the client has already been sent the matching ERR packet when possible.
@@ -188,12 +214,6 @@ where
     if !ok {
         return reject(writer, next_seq, denied(!auth_data.is_empty())).await;
     }
-    let done = Completion {
-        status: SERVER_STATUS_AUTOCOMMIT,
-        ..Completion::default()
-    };
-    let next_seq = writer.write_packet(next_seq, &ok_payload(&done)).await?;
-    writer.flush().await?;
     Ok(ClientLogin {
         user,
         database,
