@@ -505,8 +505,33 @@ fn keepalived(lab: &mut Lab, i: usize, prio: u8, v3: bool) -> (u32, PathBuf) {
     keepalived_with(lab, i, prio, v3, "")
 }
 
+/// The interop tests need Debian's keepalived; install it on a fresh machine (as root) so the
+/// test command works there, without starting its service.
+fn ensure_keepalived() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::path::Path::new("/usr/sbin/keepalived").exists() {
+            return;
+        }
+        let apt = |args: &[&str]| {
+            let st = Command::new("apt-get")
+                .args(["-o", "DPkg::Lock::Timeout=600"])
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .env("RUNLEVEL", "1")
+                .stdin(std::process::Stdio::null())
+                .status()
+                .expect("running apt-get (as root on Debian?)");
+            assert!(st.success(), "apt-get {args:?} failed: {st}");
+        };
+        apt(&["update"]);
+        apt(&["install", "-y", "--no-install-recommends", "keepalived"]);
+    });
+}
+
 /// keepalived with extra lines in its `vrrp_instance` block.
 fn keepalived_with(lab: &mut Lab, i: usize, prio: u8, v3: bool, extra: &str) -> (u32, PathBuf) {
+    ensure_keepalived();
     let d = lab.dir.clone();
     let conf = d.join("keepalived.conf");
     let (version, advert) = if v3 { (3, "0.1") } else { (2, "1") };

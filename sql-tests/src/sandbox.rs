@@ -678,10 +678,19 @@ fn init_template() -> Result<PathBuf> {
 /// CI and fresh machines may lack MariaDB; the harness installs it rather than
 /// making every entry point remember to.
 fn ensure_mariadb_installed() -> Result<()> {
-    if find_binary("mariadbd").is_ok() && find_binary("mariadb-install-db").is_ok() {
+    for binary in ["mariadbd", "mariadb-install-db", "mariadb"] {
+        ensure_installed(binary, &["mariadb-server", "mariadb-client"])?;
+    }
+    Ok(())
+}
+
+/// Installs Debian `packages` with apt-get when `binary` is not on this machine, so the test
+/// command works on a fresh one (tests run as root there).
+pub fn ensure_installed(binary: &str, packages: &[&str]) -> Result<()> {
+    if find_binary(binary).is_ok() {
         return Ok(());
     }
-    tracing::warn!("mariadbd not found, installing mariadb-server with apt-get");
+    tracing::warn!("{binary} not found, installing {packages:?} with apt-get");
     let apt = |args: &[&str]| -> Result<()> {
         let st = Command::new("apt-get")
             .args(["-o", "DPkg::Lock::Timeout=600"])
@@ -696,14 +705,10 @@ fn ensure_mariadb_installed() -> Result<()> {
         Ok(())
     };
     apt(&["update"])?;
-    apt(&[
-        "install",
-        "-y",
-        "--no-install-recommends",
-        "mariadb-server",
-        "mariadb-client",
-    ])?;
-    find_binary("mariadbd").map(|_| ())
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend_from_slice(packages);
+    apt(&args)?;
+    find_binary(binary).map(|_| ())
 }
 
 /// Looks in PATH and then the sbin directories, which a non-login PATH often lacks.

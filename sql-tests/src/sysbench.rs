@@ -6,6 +6,7 @@ use std::process::Command;
 /// Runs `sysbench <test> <args…> <cmd>` as the application user against `127.0.0.1:port`
 /// on the test database, and asserts that it succeeded. Returns stdout and stderr together.
 pub fn run(test: &str, port: u16, args: &[&str], cmd: &str) -> String {
+    crate::sandbox::ensure_installed("sysbench", &["sysbench"]).expect("installing sysbench");
     let out = Command::new("sysbench")
         .arg(test)
         .arg("--mysql-host=127.0.0.1")
