@@ -33,8 +33,14 @@ stop_proxy() {
 
 down() {
     stop_proxy
-    if [ -x "$BIN/sandbox" ]; then
-        "$BIN/sandbox" down --dir "$SANDBOX"
+    # The binaries `up` used, even if CARGO_TARGET_DIR differs now.
+    local bin=$BIN
+    [ -f "$SANDBOX/bin-dir" ] && bin=$(cat "$SANDBOX/bin-dir")
+    if [ -x "$bin/sandbox" ]; then
+        "$bin/sandbox" down --dir "$SANDBOX"
+    else
+        echo "no sandbox binary in $bin; build it or set CARGO_TARGET_DIR as for 'up'" >&2
+        return 1
     fi
 }
 
@@ -68,6 +74,7 @@ echo "== starting the sandbox cluster"
 up_args=(up --dir "$SANDBOX" --replicas "$REPLICAS")
 [ -n "$BASE_PORT" ] && up_args+=(--base-port "$BASE_PORT")
 "$BIN/sandbox" "${up_args[@]}"
+echo "$BIN" >"$SANDBOX/bin-dir"
 # shellcheck disable=SC1091
 . "$SANDBOX/ports.env"
 
