@@ -265,35 +265,41 @@ fn err_out(e: mysql_async::Error, n: &Normalizer) -> ErrOut {
     }
 }
 
+/// Every result set of a reply, in either protocol, into `out` (stopping at an error).
+async fn collect_results<P: mysql_async::prelude::Protocol>(
+    mut r: mysql_async::QueryResult<'_, '_, P>,
+    n: &Normalizer,
+    out: &mut Outcome,
+) {
+    while !r.is_empty() {
+        let columns: Vec<ColMeta> = r
+            .columns_ref()
+            .iter()
+            .map(|c| ColMeta::new(c, &|s| n.str(s)))
+            .collect();
+        match r.collect::<Row>().await {
+            Ok(rows) => out.results.push(ResultOut {
+                columns,
+                rows: rows.into_iter().map(|r| n.row(r)).collect(),
+                affected_rows: r.affected_rows(),
+                last_insert_id: r.last_insert_id(),
+                warnings: r.warnings(),
+                info: n.str(&r.info()),
+            }),
+            Err(e) => {
+                out.error = Some(err_out(e, n));
+                return;
+            }
+        }
+    }
+}
+
 /// Text protocol: `COM_QUERY`, all result sets, then `SHOW WARNINGS`.
 pub async fn run_text(conn: &mut Conn, sql: &str, n: &Normalizer) -> Outcome {
     let mut out = Outcome::default();
     match conn.query_iter(sql).await {
         Err(e) => out.error = Some(err_out(e, n)),
-        Ok(mut r) => loop {
-            if r.is_empty() {
-                break;
-            }
-            let columns: Vec<ColMeta> = r
-                .columns_ref()
-                .iter()
-                .map(|c| ColMeta::new(c, &|s| n.str(s)))
-                .collect();
-            match r.collect::<Row>().await {
-                Ok(rows) => out.results.push(ResultOut {
-                    columns,
-                    rows: rows.into_iter().map(|r| n.row(r)).collect(),
-                    affected_rows: r.affected_rows(),
-                    last_insert_id: r.last_insert_id(),
-                    warnings: r.warnings(),
-                    info: n.str(&r.info()),
-                }),
-                Err(e) => {
-                    out.error = Some(err_out(e, n));
-                    break;
-                }
-            }
-        },
+        Ok(r) => collect_results(r, n, &mut out).await,
     }
     out.show_warnings = show_warnings(conn, n).await;
     out
@@ -322,26 +328,7 @@ pub async fn run_binary(conn: &mut Conn, sql: &str, params: &[Value], n: &Normal
     };
     match conn.exec_iter(&stmt, p).await {
         Err(e) => out.error = Some(err_out(e, n)),
-        Ok(mut r) => loop {
-            if r.is_empty() {
-                break;
-            }
-            let columns: Vec<ColMeta> = meta(r.columns_ref());
-            match r.collect::<Row>().await {
-                Ok(rows) => out.results.push(ResultOut {
-                    columns,
-                    rows: rows.into_iter().map(|r| n.row(r)).collect(),
-                    affected_rows: r.affected_rows(),
-                    last_insert_id: r.last_insert_id(),
-                    warnings: r.warnings(),
-                    info: n.str(&r.info()),
-                }),
-                Err(e) => {
-                    out.error = Some(err_out(e, n));
-                    break;
-                }
-            }
-        },
+        Ok(r) => collect_results(r, n, &mut out).await,
     }
     out.show_warnings = show_warnings(conn, n).await;
     let _ = conn.close(stmt).await;
