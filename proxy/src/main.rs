@@ -142,6 +142,7 @@ async fn serve(cfg: config::Config) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let cluster = Cluster::new(&cfg);
     cluster.spawn_maintenance();
+    rwproxy::monitor::spawn(&cluster, cfg.monitor.clone());
     let listener = rwproxy::server::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -166,6 +167,16 @@ async fn serve(cfg: config::Config) -> Result<()> {
         &settings,
         vrrp.iter().map(|r| r.status.clone()).collect(),
     ));
+    if let Some(addr) = cfg.metrics_listen {
+        let sources = rwproxy::stats::exporter::Sources {
+            cluster: cluster.clone(),
+            stats: settings.stats.clone(),
+            active_clients: settings.active.clone(),
+        };
+        rwproxy::stats::exporter::start(addr, sources)
+            .await
+            .with_context(|| format!("cannot listen on metrics.listen {addr}"))?;
+    }
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;

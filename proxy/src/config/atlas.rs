@@ -226,6 +226,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         wait_timeout: None,
         connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
         lvs_ips: Vec::new(),
+        monitor: Default::default(),
+        metrics_listen: None,
         vrrp: Vec::new(),
     };
     let mut rw: Option<Vec<(String, u32)>> = None;
