@@ -3,10 +3,14 @@
 //! in the classic recipe).
 //!
 //! Layers: [`genl`] encodes requests and decodes replies, [`Ipvs`] sends them, [`reconcile`]
-//! turns a desired state into requests, [`table`] prints the table like `ipvsadm -Ln`.
+//! turns a desired state into requests, [`check`] decides what the desired state is from real
+//! servers' health, [`director`] runs all that inside `rwproxy serve`, [`table`] prints the
+//! table like `ipvsadm -Ln`.
 
+pub mod check;
 mod client;
 mod dest;
+pub mod director;
 pub mod genl;
 pub mod reconcile;
 mod service;
