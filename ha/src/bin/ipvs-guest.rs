@@ -376,5 +376,176 @@ fn main() {
         })(),
     );
 
+    s.check("director_follows_health_and_vrrp", director(&ipvs));
+
     println!("DONE pass={} fail={}", s.pass, s.fail);
+}
+
+/// Polls the kernel until `ok` holds for the director's service (the loop runs every 200 ms;
+/// the deadline is generous for a loaded host running the guest under TCG).
+fn wait_for(
+    ipvs: &Ipvs,
+    what: &str,
+    ok: impl Fn(&[rwproxy_ha::ipvs::ServiceEntry]) -> bool,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let list = ipvs.services().map_err(|e| e.to_string())?;
+        if ok(&list) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{what}: table stayed {list:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The real director loop, MISC_CHECK scripts reading their exit code from files: drain on
+/// failure, misc_dynamic weights, the sorry server below quorum, and services present only
+/// while the followed VRRP instance is MASTER.
+fn director(ipvs: &Ipvs) -> Result<(), String> {
+    use rwproxy_ha::ipvs::check::{Check, RealServer, VirtualServer};
+    use rwproxy_ha::ipvs::director::{self, DirectorConfig};
+    use rwproxy_ha::vrrp::{State, Status};
+    use std::time::Duration;
+
+    ipvs.flush().map_err(|e| e.to_string())?;
+    let vip = key("192.0.2.210:3306");
+    let rs = ["192.0.2.41", "192.0.2.42"];
+    let set = |ip: &str, code: u8| std::fs::write(format!("/tmp/rs-{ip}"), code.to_string());
+    for ip in rs {
+        set(ip, 0).map_err(|e| e.to_string())?;
+    }
+    let cfg = DirectorConfig {
+        virtual_servers: vec![VirtualServer {
+            service: Service::new(vip, "wrr"),
+            forward: Forward::Route,
+            real_servers: rs
+                .iter()
+                .map(|ip| RealServer {
+                    addr: addr(&format!("{ip}:3306")),
+                    weight: 2,
+                })
+                .collect(),
+            // The director appends the server's address and port: $0 and $1 here.
+            check: Check::Misc {
+                script: "/bin/sh -c 'exit $(cat /tmp/rs-$0)'".into(),
+                timeout: Duration::from_secs(10),
+                dynamic: true,
+            },
+            delay_loop: Duration::from_millis(200),
+            inhibit_on_failure: true,
+            quorum: 2,
+            sorry_server: Some(addr("192.0.2.10:3306")),
+        }],
+        vrrp_instance: Some("VI_1".into()),
+    };
+    let (vrrp_tx, vrrp_rx) = tokio::sync::watch::channel(Status {
+        instance: "VI_1".into(),
+        interface: "lo".into(),
+        vrid: 51,
+        state: State::Backup,
+        priority: 100,
+        effective_priority: 100,
+        master: None,
+        vips: vec![],
+        bad_packets: 0,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = rt
+        .block_on(async {
+            director::run(cfg, Some(vrrp_rx), async {
+                let _ = stop_rx.await;
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    let weights_are = |want: &[(&str, u32)]| {
+        let want: Vec<(SocketAddr, u32)> = want.iter().map(|(a, w)| (addr(a), *w)).collect();
+        move |list: &[rwproxy_ha::ipvs::ServiceEntry]| {
+            let Some(e) = list.iter().find(|e| e.service.key == vip) else {
+                return false;
+            };
+            let mut have: Vec<_> = e
+                .dests
+                .iter()
+                .map(|d| (d.dest.socket_addr(), d.dest.weight))
+                .collect();
+            have.sort();
+            let mut want = want.clone();
+            want.sort();
+            have == want
+        }
+    };
+    // BACKUP: nothing installed, even with healthy servers.
+    std::thread::sleep(Duration::from_millis(600));
+    if !ipvs.services().map_err(|e| e.to_string())?.is_empty() {
+        return Err("services installed while BACKUP".into());
+    }
+    let set_state = |st: State| vrrp_tx.send_modify(|s| s.state = st);
+    set_state(State::Master);
+    wait_for(
+        ipvs,
+        "MASTER, all healthy",
+        weights_are(&[("192.0.2.41:3306", 2), ("192.0.2.42:3306", 2)]),
+    )?;
+    // .42 fails: drained (inhibit_on_failure); alive weight 2 still meets quorum 2.
+    set(rs[1], 1).map_err(|e| e.to_string())?;
+    wait_for(
+        ipvs,
+        "one drained",
+        weights_are(&[("192.0.2.41:3306", 2), ("192.0.2.42:3306", 0)]),
+    )?;
+    // misc_dynamic: exit 3 = weight 1, now under quorum 2: the sorry server joins.
+    set(rs[0], 3).map_err(|e| e.to_string())?;
+    wait_for(
+        ipvs,
+        "sorry server",
+        weights_are(&[
+            ("192.0.2.41:3306", 1),
+            ("192.0.2.42:3306", 0),
+            ("192.0.2.10:3306", 1),
+        ]),
+    )?;
+    // Recovery: back to full weights, sorry server gone.
+    set(rs[0], 0).map_err(|e| e.to_string())?;
+    set(rs[1], 0).map_err(|e| e.to_string())?;
+    wait_for(
+        ipvs,
+        "recovered",
+        weights_are(&[("192.0.2.41:3306", 2), ("192.0.2.42:3306", 2)]),
+    )?;
+    same_as_ipvsadm(ipvs)?;
+    // Leaving MASTER removes the service; a foreign one stays through it all.
+    ipvsadm(&["-A", "-t", "192.0.2.250:80", "-s", "rr"])?;
+    set_state(State::Backup);
+    wait_for(ipvs, "BACKUP again", |l| {
+        l.len() == 1 && l[0].service.key == key("192.0.2.250:80")
+    })?;
+    set_state(State::Master);
+    wait_for(
+        ipvs,
+        "MASTER again",
+        weights_are(&[("192.0.2.41:3306", 2), ("192.0.2.42:3306", 2)]),
+    )?;
+    // Stopping releases what the director owns.
+    let _ = stop_tx.send(());
+    rt.block_on(running.handle)
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let left: Vec<_> = ipvs
+        .services()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|e| e.service.key)
+        .collect();
+    if left != vec![key("192.0.2.250:80")] {
+        return Err(format!("after stop: {left:?}"));
+    }
+    Ok(())
 }

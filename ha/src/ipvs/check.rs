@@ -23,6 +23,9 @@ pub enum Check {
     },
     /// keepalived's `MISC_CHECK`: a command (split into words like keepalived, no shell) whose
     /// exit code decides; with `dynamic` (`misc_dynamic`) codes 2–255 set the weight to code − 2.
+    /// One script serves every real server of the virtual server, so it gets the server's
+    /// address and port appended as two arguments (keepalived users write them into
+    /// `misc_path` by hand, once per real server).
     Misc {
         script: String,
         timeout: Duration,
@@ -96,8 +99,8 @@ pub fn misc_verdict(code: Option<i32>, dynamic: bool) -> Health {
     }
 }
 
-/// Runs a `MISC_CHECK` command once.
-pub async fn run_misc(script: &str, timeout: Duration, dynamic: bool) -> Health {
+/// Runs a `MISC_CHECK` command once, with `args` appended.
+pub async fn run_misc(script: &str, args: &[String], timeout: Duration, dynamic: bool) -> Health {
     let argv = match crate::vrrp::notify::split_words(script) {
         Ok(a) if !a.is_empty() => a,
         Ok(_) => return Health::down("empty check script"),
@@ -105,6 +108,7 @@ pub async fn run_misc(script: &str, timeout: Duration, dynamic: bool) -> Health 
     };
     let child = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
+        .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -270,19 +274,13 @@ mod tests {
 
     #[tokio::test]
     async fn misc_script_runs_without_a_shell() {
-        let h = run_misc("/bin/sh -c 'exit 5'", Duration::from_secs(10), true).await;
-        assert_eq!((h.up, h.weight), (true, Some(3)));
-        assert!(
-            !run_misc("/bin/false", Duration::from_secs(10), true)
-                .await
-                .up
-        );
-        let slow = run_misc("/bin/sleep 5", Duration::from_millis(100), true).await;
+        let args = ["192.0.2.21".to_string(), "3306".to_string()];
+        let t = Duration::from_secs(10);
+        let h = run_misc("/bin/sh -c 'exit $(($1 - 3301))'", &args, t, true).await;
+        assert_eq!((h.up, h.weight), (true, Some(3)), "{h:?}");
+        assert!(!run_misc("/bin/false", &[], t, true).await.up);
+        let slow = run_misc("/bin/sleep 5", &[], Duration::from_millis(100), true).await;
         assert!(!slow.up && slow.reason.contains("timed out"), "{slow:?}");
-        assert!(
-            !run_misc("/nonexistent/check", Duration::from_secs(1), true)
-                .await
-                .up
-        );
+        assert!(!run_misc("/nonexistent/check", &[], t, true).await.up);
     }
 }

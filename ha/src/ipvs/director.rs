@@ -51,7 +51,10 @@ async fn check_one(
             script,
             timeout,
             dynamic,
-        } => check::run_misc(script, *timeout, *dynamic).await,
+        } => {
+            let args = [addr.ip().to_string(), addr.port().to_string()];
+            check::run_misc(script, &args, *timeout, *dynamic).await
+        }
         Check::Replication {
             user,
             password,
