@@ -227,6 +227,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
         lvs_ips: Vec::new(),
         vrrp: Vec::new(),
+        ipvs: Default::default(),
     };
     let mut rw: Option<Vec<(String, u32)>> = None;
     let mut ro: Vec<(String, u32)> = Vec::new();

@@ -117,6 +117,8 @@ pub struct Config {
     pub lvs_ips: Vec<std::net::IpAddr>,
     /// VRRP instances holding the write VIP (`[ha]` in TOML; Atlas files have none).
     pub vrrp: Vec<rwproxy_ha::vrrp::Instance>,
+    /// IPVS virtual servers for the read VIP (`[ha.ipvs]` in TOML).
+    pub ipvs: rwproxy_ha::ipvs::director::DirectorConfig,
 }
 
 /// Why a configuration file could not be loaded. `Display` always names the file, and the line
