@@ -39,62 +39,69 @@ pub struct Running {
     pub health: watch::Receiver<Vec<RealServerState>>,
 }
 
-/// Checks one real server.
-async fn check_one(
-    check: &Check,
-    addr: SocketAddr,
-    probers: &mut HashMap<SocketAddr, Prober>,
-) -> Health {
-    match check {
-        Check::None => Health::up("not checked"),
-        Check::Misc {
-            script,
-            timeout,
-            dynamic,
-        } => {
-            let args = [addr.ip().to_string(), addr.port().to_string()];
-            check::run_misc(script, &args, *timeout, *dynamic).await
-        }
-        Check::Replication {
-            user,
-            password,
-            max_lag,
-            timeout,
-        } => {
-            let prober = probers.entry(addr).or_insert_with(|| {
-                Prober::new(DbTarget {
-                    address: addr.to_string(),
-                    user: user.clone(),
-                    password: password.clone(),
-                    timeout: *timeout,
-                })
-            });
-            check::replication_verdict(&prober.probe().await, *max_lag)
-        }
-    }
+/// Runs the health checks, keeping one database connection per real server between rounds.
+#[derive(Default)]
+pub struct Checker {
+    probers: HashMap<SocketAddr, Prober>,
 }
 
-/// One round of checks over every virtual server.
-async fn check_all(
-    cfg: &DirectorConfig,
-    probers: &mut HashMap<SocketAddr, Prober>,
-) -> (Vec<DesiredService>, Vec<RealServerState>) {
-    let mut desired = Vec::new();
-    let mut states = Vec::new();
-    for vs in &cfg.virtual_servers {
-        let mut health = Vec::with_capacity(vs.real_servers.len());
-        for rs in &vs.real_servers {
-            let h = check_one(&vs.check, rs.addr, probers).await;
-            states.push(RealServerState {
-                service: vs.service.key,
-                addr: rs.addr,
-                health: h.clone(),
-            });
-            health.push(h);
-        }
-        desired.push(vs.desired(&health));
+impl Checker {
+    pub fn new() -> Checker {
+        Checker::default()
     }
-    (desired, states)
+
+    async fn check_one(&mut self, check: &Check, addr: SocketAddr) -> Health {
+        match check {
+            Check::None => Health::up("not checked"),
+            Check::Misc {
+                script,
+                timeout,
+                dynamic,
+            } => {
+                let args = [addr.ip().to_string(), addr.port().to_string()];
+                check::run_misc(script, &args, *timeout, *dynamic).await
+            }
+            Check::Replication {
+                user,
+                password,
+                max_lag,
+                timeout,
+            } => {
+                let prober = self.probers.entry(addr).or_insert_with(|| {
+                    Prober::new(DbTarget {
+                        address: addr.to_string(),
+                        user: user.clone(),
+                        password: password.clone(),
+                        timeout: *timeout,
+                    })
+                });
+                check::replication_verdict(&prober.probe().await, *max_lag)
+            }
+        }
+    }
+
+    /// One round over every virtual server: the table it calls for, and each verdict.
+    pub async fn round(
+        &mut self,
+        cfg: &DirectorConfig,
+    ) -> (Vec<DesiredService>, Vec<RealServerState>) {
+        let mut desired = Vec::new();
+        let mut states = Vec::new();
+        for vs in &cfg.virtual_servers {
+            let mut health = Vec::with_capacity(vs.real_servers.len());
+            for rs in &vs.real_servers {
+                let h = self.check_one(&vs.check, rs.addr).await;
+                states.push(RealServerState {
+                    service: vs.service.key,
+                    addr: rs.addr,
+                    health: h.clone(),
+                });
+                health.push(h);
+            }
+            desired.push(vs.desired(&health));
+        }
+        (desired, states)
+    }
 }
 
 type Applied = (Ipvs, Reconciler, Result<(), IpvsError>);
@@ -135,7 +142,7 @@ where
     let handle = tokio::spawn(async move {
         let mut ipvs = ipvs;
         let mut reconciler = Reconciler::new();
-        let mut probers = HashMap::new();
+        let mut checker = Checker::new();
         let interval = cfg
             .virtual_servers
             .iter()
@@ -158,7 +165,7 @@ where
                     }
                 } => {}
             }
-            let (desired, states) = check_all(&cfg, &mut probers).await;
+            let (desired, states) = checker.round(&cfg).await;
             for s in &states {
                 let was = last.insert((s.service, s.addr), s.health.up);
                 if was != Some(s.health.up) {
