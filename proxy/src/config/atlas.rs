@@ -229,6 +229,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         monitor: Default::default(),
         metrics_listen: None,
         vrrp: Vec::new(),
+        ipvs: Default::default(),
     };
     let mut rw: Option<Vec<(String, u32)>> = None;
     let mut ro: Vec<(String, u32)> = Vec::new();

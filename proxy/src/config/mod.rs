@@ -125,6 +125,8 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// Where Prometheus scrapes `/metrics` (`[metrics] listen`); `None`: no exporter.
     pub metrics_listen: Option<SocketAddr>,
+    /// IPVS virtual servers for the read VIP (`[ha.ipvs]` in TOML).
+    pub ipvs: rwproxy_ha::ipvs::director::DirectorConfig,
 }
 
 /// Why a configuration file could not be loaded. `Display` always names the file, and the line

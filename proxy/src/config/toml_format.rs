@@ -220,8 +220,15 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let vrrp = super::ha::instances(&file.ha).map_err(|(key, m)| invalid(None, &key, m))?;
     let monitor =
         super::monitor::monitor(&file.monitor).map_err(|(key, m)| invalid(None, &key, m))?;
-    // A node may run only the HA part (the write VIP) without proxying anything.
-    if backends.is_empty() && vrrp.is_empty() {
+    let read_backends: Vec<(String, u32)> = backends
+        .iter()
+        .filter(|b| b.role == super::Role::ReadOnly)
+        .map(|b| (b.address.clone(), b.weight))
+        .collect();
+    let ipvs =
+        super::ha::ipvs(&file.ha, &read_backends).map_err(|(key, m)| invalid(None, &key, m))?;
+    // A node may run only the HA part (the write VIP, an IPVS director) without proxying.
+    if backends.is_empty() && vrrp.is_empty() && ipvs.virtual_servers.is_empty() {
         return Err(invalid(
             None,
             "backend",
@@ -309,6 +316,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         vrrp,
         monitor,
         metrics_listen,
+        ipvs,
     })
 }
 
