@@ -9,6 +9,7 @@ use crate::client::prepared::PreparedStmt;
 use crate::cluster::Cluster;
 use crate::protocol::message::{self, codes, SqlError, SERVER_STATUS_AUTOCOMMIT};
 use crate::router::Target;
+use crate::session::read_your_writes::{self, ReadPlan};
 use crate::session::state::SessionState;
 use crate::stats::Stats;
 use std::collections::HashMap;
@@ -72,6 +73,8 @@ pub struct Session {
     pub stats: Arc<Stats>,
     /// The client's address, for the SQL log.
     pub peer: std::net::SocketAddr,
+    /// Read-your-writes bookkeeping (a no-op when the mode is off).
+    pub ryw: read_your_writes::Tracker,
     /// Reused for normalising statements into digests.
     digest_buf: Vec<u8>,
 }
@@ -85,6 +88,7 @@ impl Session {
         stats: Arc<Stats>,
         peer: std::net::SocketAddr,
     ) -> Self {
+        let ryw = read_your_writes::Tracker::new(&cluster.read_your_writes(), &key.user);
         Session {
             id,
             cluster,
@@ -99,6 +103,7 @@ impl Session {
             next_stmt_id: 1,
             stats,
             peer,
+            ryw,
             digest_buf: Vec::new(),
         }
     }
@@ -152,8 +157,11 @@ impl Session {
             }
         }
         self.release_held().await;
+        // Read-your-writes may send a read to the write backend after all.
+        let mut primary_only = target == Target::Read && self.ryw.plan("") == ReadPlan::Primary;
         loop {
             let backend = match target {
+                _ if primary_only => None,
                 // With nothing held, the session's last statement left no messages, and a
                 // pooled connection (reset after any) has none either.
                 Target::Read | Target::Diagnostics => self.cluster.read_backend(exclude),
@@ -176,7 +184,14 @@ impl Session {
                 Ok(lease) => {
                     let mut c = Checkout { backend, lease };
                     match self.sync_state(&c.backend.address, &mut c.lease.conn).await {
-                        Ok(()) => return Ok(c),
+                        Ok(()) if is_write || target != Target::Read => return Ok(c),
+                        Ok(()) => {
+                            if self.replica_has_our_writes(&mut c).await {
+                                return Ok(c);
+                            }
+                            self.release(c).await;
+                            primary_only = true;
+                        }
                         Err(BackendError::Server(e)) => {
                             self.release(c).await;
                             return Err(e);
@@ -209,6 +224,29 @@ impl Session {
                     tracing::warn!(backend = %backend.address, "read backend failed, trying another: {e}");
                     exclude.push(backend);
                 }
+            }
+        }
+    }
+
+    /// Causal read-your-writes: whether the replica behind `c` has applied the session's
+    /// last write, waiting for it (`MASTER_GTID_WAIT`) up to the configured timeout.
+    async fn replica_has_our_writes(&mut self, c: &mut Checkout) -> bool {
+        let ReadPlan::WaitFor(gtid, timeout) = self.ryw.plan(&c.backend.address) else {
+            return true;
+        };
+        let wait = read_your_writes::wait_statement(gtid, timeout);
+        match c.lease.conn.count_rows(&wait).await {
+            Ok(1) => {
+                self.ryw.caught_up(&c.backend.address);
+                true
+            }
+            Ok(_) => {
+                tracing::debug!(backend = %c.backend.address, session = self.id, "replica did not apply the session's last write in time; reading from the write backend");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(backend = %c.backend.address, session = self.id, "read-your-writes wait failed ({e}); reading from the write backend");
+                false
             }
         }
     }
