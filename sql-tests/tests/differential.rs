@@ -118,15 +118,6 @@ async fn run(protocol: Protocol) -> usize {
                 (v, d)
             }
         };
-        let mut direct = direct;
-        // Documented deviation: MariaDB keeps the messages of the last statement that left
-        // any until a statement touches a table, so `SHOW WARNINGS` after a message-free
-        // `SELECT 1` can still show older ones. rwproxy keeps a statement's messages for the
-        // statement right after it (pooled connections are reset before reuse), so after a
-        // statement without messages of its own it shows none.
-        if !direct.own_messages() && via_proxy.show_warnings.is_empty() {
-            direct.show_warnings.clear();
-        }
         if !diff::is_read(&st.sql) {
             cluster.wait_replicas_caught_up().await.unwrap();
         }

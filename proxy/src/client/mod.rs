@@ -12,7 +12,7 @@ use crate::protocol::handshake::{self, ClientLogin, Greeting, LoginError};
 use crate::protocol::message::{self, codes, Completion, SqlError};
 use crate::protocol::packet::{PacketReader, PacketWriter};
 use crate::router::Target;
-use session::{Checkout, Session};
+use session::{Checkout, Diag, Session};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -148,6 +148,9 @@ pub async fn serve(
         capabilities: (login.capabilities & crate::backend::conn::session_capabilities()).bits(),
     };
     let mut session = Session::new(id, cluster, key, password, info.digests.clone());
+    session.client_tracks = login
+        .capabilities
+        .contains(mysql_common::constants::CapabilityFlags::CLIENT_SESSION_TRACK);
     tracing::debug!(client = %peer, user = %login.user, session = id, "logged in");
     if let Some(cs) = &info.charset {
         session.state.set_var("names".into(), format!("NAMES {cs}"));
@@ -301,6 +304,7 @@ async fn run(
             s.pinned
                 .as_ref()
                 .is_some_and(|c| c.lease.conn.in_transaction()),
+            s.last_write_gtid(),
         );
     }
 }
@@ -434,7 +438,7 @@ pub async fn execute(
         let rewritten = match prep.apply(s, c.conn(), packet).await {
             Ok(p) => p,
             Err(e) => {
-                s.finish(c, true).await;
+                s.finish(c, Diag::Left).await;
                 io.error(&e).await?;
                 return Ok(None);
             }
@@ -443,6 +447,7 @@ pub async fn execute(
         c.backend
             .queries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.conn().track.client_tracks = s.client_tracks;
         let started = std::time::Instant::now();
         let sent = c.conn().send_command(payload).await;
         let result = match sent {
@@ -458,10 +463,23 @@ pub async fn execute(
                 c.backend
                     .latency_us
                     .fetch_add(r.latency_us, std::sync::atomic::Ordering::Relaxed);
+                s.absorb(c.conn(), packet, &r.changes);
                 after(s, c.conn(), &r);
-                let messages =
-                    r.completion.warnings > 0 || r.error.is_some() || target == Target::Diagnostics;
-                s.finish(c, messages).await;
+                if c.conn().track.stale {
+                    if let Err(e) = c.conn().track_session().await {
+                        tracing::warn!(session = s.id, "could not restore session tracking: {e}");
+                        c.conn().broken = true;
+                    }
+                }
+                let diag = if r.completion.warnings > 0
+                    || r.error.is_some()
+                    || target == Target::Diagnostics
+                {
+                    Diag::Left
+                } else {
+                    diag_of(s, packet)
+                };
+                s.finish(c, diag).await;
                 return Ok(Some(r));
             }
             Err(RelayError::Client(e)) => {
@@ -500,6 +518,25 @@ pub async fn execute(
                 return Ok(None);
             }
         }
+    }
+}
+
+/// What a statement that raised no messages did to the previous statement's.
+fn diag_of(s: &Session, packet: &[u8]) -> Diag {
+    let sql = match packet.first() {
+        Some(&COM_QUERY) => &packet[1..],
+        Some(&COM_STMT_EXECUTE) => {
+            match prepared::stmt_id(packet).and_then(|id| s.stmts.get(&id)) {
+                Some(st) => st.sql.as_bytes(),
+                None => return Diag::Cleared,
+            }
+        }
+        _ => return Diag::Cleared,
+    };
+    if crate::router::keeps_diagnostics(sql) {
+        Diag::Kept
+    } else {
+        Diag::Cleared
     }
 }
 

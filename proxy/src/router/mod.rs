@@ -2,7 +2,7 @@
 //!
 //! | statement | target |
 //! |---|---|
-//! | `SHOW WARNINGS`/`SHOW ERRORS`/`SHOW COUNT(*) …` | the connection of the previous statement |
+//! | `SHOW WARNINGS`/`SHOW ERRORS`/`SHOW COUNT(*) …`, reads of `@@warning_count`/`@@error_count` | the connection holding the last messages |
 //! | `/*master*/` hint | write |
 //! | `/*slave*/` hint on a read-only statement kind | read |
 //! | `SELECT`/`SHOW`/`DESC`/`EXPLAIN` without any of the flags below | read |
@@ -37,6 +37,35 @@ const NEEDS_PRIMARY: Flags = Flags::LOCKING_READ
     .union(Flags::SEQUENCE)
     .union(Flags::MULTI_STATEMENT)
     .union(Flags::MASTER_STATUS);
+
+/// Whether a statement that raised no messages leaves the previous statement's in place for
+/// `SHOW WARNINGS`, as servers do for statements that use no tables (`SELECT 1`, `SET @a = 1`,
+/// `DO ...`, `SELECT @@warning_count`). Anything the scan cannot vouch for counts as clearing.
+pub fn keeps_diagnostics(sql: &[u8]) -> bool {
+    let head = sql.trim_ascii_start();
+    let starts = |w: &[u8]| {
+        head.len() > w.len()
+            && head[..w.len()].eq_ignore_ascii_case(w)
+            && !head[w.len()].is_ascii_alphanumeric()
+            && head[w.len()] != b'_'
+    };
+    (starts(b"SELECT") || starts(b"SET") || starts(b"DO"))
+        && !has_word(head, b"from")
+        && !classify::classify(sql)
+            .flags
+            .contains(Flags::MULTI_STATEMENT)
+}
+
+/// `word` appears in `sql` as a whole word, ignoring case (inside literals too, which only
+/// makes [`keeps_diagnostics`] more conservative).
+fn has_word(sql: &[u8], word: &[u8]) -> bool {
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
+    sql.windows(word.len()).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(word)
+            && (i == 0 || !ident(sql[i - 1]))
+            && sql.get(i + word.len()).is_none_or(|b| !ident(*b))
+    })
+}
 
 pub fn target(c: &Classification) -> Target {
     if c.flags.contains(Flags::DIAGNOSTICS) {
