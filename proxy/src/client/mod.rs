@@ -528,16 +528,12 @@ fn diag_of(s: &Session, packet: &[u8]) -> Diag {
         Some(&COM_STMT_EXECUTE) => {
             match prepared::stmt_id(packet).and_then(|id| s.stmts.get(&id)) {
                 Some(st) => st.sql.as_bytes(),
-                None => return Diag::Cleared,
+                None => return Diag::Unknown,
             }
         }
-        _ => return Diag::Cleared,
+        _ => return Diag::Unknown,
     };
-    if crate::router::keeps_diagnostics(sql) {
-        Diag::Kept
-    } else {
-        Diag::Cleared
-    }
+    Diag::of(crate::router::diag_effect(sql))
 }
 
 /// Commands whose reply needs nothing from the proxy but forwarding.

@@ -68,10 +68,8 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     };
     let diag = if reply.is_err() || target == Target::Diagnostics {
         Diag::Left
-    } else if crate::router::keeps_diagnostics(sql.as_bytes()) {
-        Diag::Kept
     } else {
-        Diag::Cleared
+        Diag::of(router::diag_effect(sql.as_bytes()))
     };
     s.finish(c, diag).await;
     match reply {

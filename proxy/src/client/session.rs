@@ -10,7 +10,7 @@ use crate::cluster::Cluster;
 use crate::protocol::message::{self, codes, SqlError, SERVER_STATUS_AUTOCOMMIT};
 use crate::protocol::session_track::StateChanges;
 use crate::router::classify::{self, Flags, StmtKind};
-use crate::router::Target;
+use crate::router::{DiagEffect, Target};
 use crate::session::state::SessionState;
 use crate::stats::digest::Digests;
 use std::collections::HashMap;
@@ -51,8 +51,21 @@ pub enum Diag {
     Left,
     /// It left none and used no tables: the previous statement's messages are still shown.
     Kept,
+    /// It left none; whether the previous ones survive only the server that ran it knows.
+    Unknown,
     /// It left none and replaced whatever was there.
     Cleared,
+}
+
+impl Diag {
+    /// For a statement that raised no messages.
+    pub fn of(effect: DiagEffect) -> Diag {
+        match effect {
+            DiagEffect::Keeps => Diag::Kept,
+            DiagEffect::Clears => Diag::Cleared,
+            DiagEffect::Unknown => Diag::Unknown,
+        }
+    }
 }
 
 /// A backend connection in use by a statement.
@@ -215,19 +228,35 @@ impl Session {
         // the server itself decides whether it clears them; otherwise they stay held until
         // the statement's outcome says (see `finish`).
         if let Some(h) = &self.held {
-            let fits = match target {
-                Target::Diagnostics => false,
-                Target::Read => {
-                    h.backend.is_up() && !exclude.iter().any(|b| Arc::ptr_eq(b, &h.backend))
-                }
-                Target::Write => self
-                    .cluster
-                    .write_backend()
-                    .is_some_and(|w| Arc::ptr_eq(&w, &h.backend)),
-            };
+            // Only when bringing it to the session's state needs no reset (which would clear
+            // the messages).
+            let conn = &h.lease.conn;
+            let syncable = self.state.vars_delta(&conn.state).is_some()
+                && (self.state.schema.is_some() || conn.state.schema.is_none());
+            let fits = syncable
+                && match target {
+                    Target::Diagnostics => false,
+                    Target::Read => {
+                        h.backend.is_up() && !exclude.iter().any(|b| Arc::ptr_eq(b, &h.backend))
+                    }
+                    Target::Write => self
+                        .cluster
+                        .write_backend()
+                        .is_some_and(|w| Arc::ptr_eq(&w, &h.backend)),
+                };
             if fits {
-                self.on_held = true;
-                return Ok(self.held.take().expect("checked"));
+                let mut c = self.held.take().expect("checked");
+                let addr = c.backend.address.clone();
+                match self.sync_state(&addr, &mut c.lease.conn).await {
+                    Ok(()) => {
+                        self.on_held = true;
+                        return Ok(c);
+                    }
+                    Err(e) => {
+                        tracing::debug!(session = self.id, "held connection unusable: {e}");
+                        drop(c);
+                    }
+                }
             }
         }
         loop {
@@ -349,7 +378,9 @@ impl Session {
     pub async fn finish(&mut self, mut c: Checkout, diag: Diag) {
         let on_held = std::mem::take(&mut self.on_held);
         let messages = diag == Diag::Left;
-        if diag != Diag::Kept {
+        // A statement that ran where the messages are leaves the server to decide.
+        let kept = diag == Diag::Kept || (on_held && diag == Diag::Unknown);
+        if !kept {
             // Whatever was held before this statement shows nothing any more.
             self.release_held().await;
         }
@@ -362,7 +393,7 @@ impl Session {
         if self.sticky.server_state || messages {
             c.conn().dirty = true;
         }
-        let keep_held = messages || (on_held && diag == Diag::Kept);
+        let keep_held = messages || (on_held && kept);
         if on_held && self.pinned.is_some() {
             // A diagnostics statement of a session pinned elsewhere.
             if keep_held {

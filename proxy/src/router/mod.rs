@@ -38,10 +38,20 @@ const NEEDS_PRIMARY: Flags = Flags::LOCKING_READ
     .union(Flags::MULTI_STATEMENT)
     .union(Flags::MASTER_STATUS);
 
-/// Whether a statement that raised no messages leaves the previous statement's in place for
-/// `SHOW WARNINGS`, as servers do for statements that use no tables (`SELECT 1`, `SET @a = 1`,
-/// `DO ...`, `SELECT @@warning_count`). Anything the scan cannot vouch for counts as clearing.
-pub fn keeps_diagnostics(sql: &[u8]) -> bool {
+/// What a statement that raises no messages does to the previous statement's, as far as the
+/// scan can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiagEffect {
+    /// Uses no tables: servers keep the messages (`SELECT 1`, `SET @a = 1`, `DO ...`,
+    /// `SELECT @@warning_count`).
+    Keeps,
+    /// Uses tables: servers clear them.
+    Clears,
+    /// Anything else (`BEGIN`, `CREATE PROCEDURE`, ...): only the server that runs it knows.
+    Unknown,
+}
+
+pub fn diag_effect(sql: &[u8]) -> DiagEffect {
     let head = sql.trim_ascii_start();
     let starts = |w: &[u8]| {
         head.len() > w.len()
@@ -49,15 +59,29 @@ pub fn keeps_diagnostics(sql: &[u8]) -> bool {
             && !head[w.len()].is_ascii_alphanumeric()
             && head[w.len()] != b'_'
     };
-    (starts(b"SELECT") || starts(b"SET") || starts(b"DO"))
-        && !has_word(head, b"from")
-        && !classify::classify(sql)
-            .flags
-            .contains(Flags::MULTI_STATEMENT)
+    if classify::classify(sql)
+        .flags
+        .contains(Flags::MULTI_STATEMENT)
+    {
+        DiagEffect::Unknown
+    } else if starts(b"SELECT") || starts(b"SET") || starts(b"DO") {
+        if has_word(head, b"from") {
+            DiagEffect::Clears
+        } else {
+            DiagEffect::Keeps
+        }
+    } else if [&b"INSERT"[..], b"UPDATE", b"DELETE", b"REPLACE"]
+        .iter()
+        .any(|w| starts(w))
+    {
+        DiagEffect::Clears
+    } else {
+        DiagEffect::Unknown
+    }
 }
 
 /// `word` appears in `sql` as a whole word, ignoring case (inside literals too, which only
-/// makes [`keeps_diagnostics`] more conservative).
+/// makes [`diag_effect`] more conservative).
 fn has_word(sql: &[u8], word: &[u8]) -> bool {
     let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
     sql.windows(word.len()).enumerate().any(|(i, w)| {
