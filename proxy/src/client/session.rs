@@ -12,7 +12,7 @@ use crate::protocol::session_track::StateChanges;
 use crate::router::classify::{self, Flags, StmtKind};
 use crate::router::{DiagEffect, Target};
 use crate::session::state::SessionState;
-use crate::stats::digest::Digests;
+use crate::stats::Stats;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -97,7 +97,9 @@ pub struct Session {
     pub last_insert_id: u64,
     pub stmts: HashMap<u32, PreparedStmt>,
     pub next_stmt_id: u32,
-    digests: Arc<Digests>,
+    pub stats: Arc<Stats>,
+    /// The client's address, for the SQL log.
+    pub peer: std::net::SocketAddr,
     /// Reused for normalising statements into digests.
     digest_buf: Vec<u8>,
     /// The client negotiated `CLIENT_SESSION_TRACK`: it gets the session-state information
@@ -113,7 +115,8 @@ impl Session {
         cluster: Arc<Cluster>,
         key: ConnKey,
         password: String,
-        digests: Arc<Digests>,
+        stats: Arc<Stats>,
+        peer: std::net::SocketAddr,
     ) -> Self {
         Session {
             id,
@@ -128,7 +131,8 @@ impl Session {
             last_insert_id: 0,
             stmts: HashMap::new(),
             next_stmt_id: 1,
-            digests,
+            stats,
+            peer,
             digest_buf: Vec::new(),
             client_tracks: false,
             last_write_gtid: None,
@@ -181,7 +185,8 @@ impl Session {
         } else {
             r.completion.affected_rows
         };
-        self.digests
+        self.stats
+            .digests
             .record(sql, &mut self.digest_buf, r.latency_us, rows);
     }
 
@@ -237,7 +242,7 @@ impl Session {
                 && match target {
                     Target::Diagnostics => false,
                     Target::Read => {
-                        h.backend.is_up() && !exclude.iter().any(|b| Arc::ptr_eq(b, &h.backend))
+                        h.backend.serves() && !exclude.iter().any(|b| Arc::ptr_eq(b, &h.backend))
                     }
                     Target::Write => self
                         .cluster
@@ -268,15 +273,7 @@ impl Session {
             };
             let (backend, is_write) = match backend {
                 Some(b) => (b, false),
-                None => match self.cluster.write_backend() {
-                    Some(b) => (b, true),
-                    None => {
-                        return Err(message::err(
-                            codes::CONN_HOST_ERROR,
-                            "rwproxy: no write backend configured or online",
-                        ))
-                    }
-                },
+                None => (self.write_backend(target).await?, true),
             };
             match backend
                 .pool
@@ -325,6 +322,31 @@ impl Session {
                     exclude.push(backend);
                 }
             }
+        }
+    }
+
+    /// The write backend; for a statement that writes, one that is writable (see
+    /// [`Cluster::writable_backend`]). Reads falling back to it need not wait.
+    async fn write_backend(&self, target: Target) -> Result<Arc<Backend>, SqlError> {
+        let picked = if target == Target::Write {
+            self.cluster.writable_backend().await
+        } else {
+            Ok(self.cluster.write_backend())
+        };
+        match picked {
+            Ok(Some(b)) => Ok(b),
+            Ok(None) => Err(message::err(
+                codes::CONN_HOST_ERROR,
+                "rwproxy: no write backend configured or online",
+            )),
+            Err(b) => Err(message::err(
+                codes::OPTION_PREVENTS_STATEMENT,
+                format!(
+                    "rwproxy: write backend {} is read-only (read_only=ON) and did not become writable within {} ms",
+                    b.address,
+                    self.cluster.write_wait().as_millis()
+                ),
+            )),
         }
     }
 
