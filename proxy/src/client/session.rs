@@ -14,7 +14,7 @@ use crate::router::{DiagEffect, Target};
 use crate::session::read_your_writes::{self, ReadPlan};
 use crate::session::state::SessionState;
 use crate::stats::Stats;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 /// Why a session must stay on its connection even outside a transaction.
@@ -96,7 +96,7 @@ pub struct Session {
     pub sticky: Sticky,
     /// `LAST_INSERT_ID()` as this session would see it on a dedicated connection.
     pub last_insert_id: u64,
-    pub stmts: HashMap<u32, PreparedStmt>,
+    pub stmts: FxHashMap<u32, PreparedStmt>,
     pub next_stmt_id: u32,
     pub stats: Arc<Stats>,
     /// The client's address, for the SQL log.
@@ -133,7 +133,7 @@ impl Session {
             on_held: false,
             sticky: Sticky::default(),
             last_insert_id: 0,
-            stmts: HashMap::new(),
+            stmts: FxHashMap::default(),
             next_stmt_id: 1,
             stats,
             peer,
