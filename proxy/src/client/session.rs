@@ -187,6 +187,12 @@ impl Session {
 
     /// Counts a finished statement in the digest table: rows read, or else rows changed.
     pub fn record_digest(&mut self, sql: &[u8], r: &Relayed) {
+        let key = crate::stats::digest::key_of(sql, &mut self.digest_buf);
+        self.record_digest_keyed(key, sql, r);
+    }
+
+    /// [`Session::record_digest`] with the digest key already known.
+    pub fn record_digest_keyed(&mut self, key: u64, sql: &[u8], r: &Relayed) {
         let rows = if r.rows > 0 {
             r.rows
         } else {
@@ -194,7 +200,7 @@ impl Session {
         };
         self.stats
             .digests
-            .record(sql, &mut self.digest_buf, r.latency_us, rows);
+            .record_keyed(key, sql, &mut self.digest_buf, r.latency_us, rows);
     }
 
     /// Status flags for replies the proxy writes itself.

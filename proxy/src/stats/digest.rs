@@ -33,17 +33,26 @@ struct Entry {
 impl Digests {
     /// Records one execution of `sql`; `scratch` is the caller's reusable buffer.
     pub fn record(&self, sql: &[u8], scratch: &mut Vec<u8>, micros: u64, rows: u64) {
-        normalise(sql, scratch);
-        // FxHash: a fast non-cryptographic hash is enough to name a statement shape; a
-        // collision would only merge two digests' counters.
-        let mut h = rustc_hash::FxHasher::default();
-        scratch.hash(&mut h);
-        let mut key = h.finish();
+        let key = key_of(sql, scratch);
+        self.record_keyed(key, sql, scratch, micros, rows);
+    }
+
+    /// [`Digests::record`] for a statement whose [`key_of`] is known (prepared statements
+    /// compute it once, not on every execute); `sql` is only normalised again the first time.
+    pub fn record_keyed(
+        &self,
+        mut key: u64,
+        sql: &[u8],
+        scratch: &mut Vec<u8>,
+        micros: u64,
+        rows: u64,
+    ) {
         // The common case, a known digest, takes only a shared lock.
         if let Some(entry) = self.map.get(&key) {
             entry.add(micros, rows);
             return;
         }
+        normalise(sql, scratch);
         if self.map.len() >= MAX_DIGESTS {
             key = 0;
         }
@@ -81,6 +90,16 @@ impl Digests {
         });
         v
     }
+}
+
+/// The digest key of `sql`: a hash of its normalised text (left in `scratch`). FxHash: a fast
+/// non-cryptographic hash is enough to name a statement shape; a collision would only merge
+/// two digests' counters.
+pub fn key_of(sql: &[u8], scratch: &mut Vec<u8>) -> u64 {
+    normalise(sql, scratch);
+    let mut h = rustc_hash::FxHasher::default();
+    scratch.hash(&mut h);
+    h.finish()
 }
 
 impl Entry {
