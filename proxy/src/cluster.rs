@@ -1,6 +1,7 @@
 //! The live set of backends and users the proxy serves, shared by every session and changed
 //! at run time by the admin console and the health prober.
 
+use crate::backend::conn::Dial;
 use crate::backend::{Backend, Health};
 use crate::config::{BackendConfig, ClientFilter, Config, Role, UserConfig};
 use std::collections::BTreeMap;
@@ -28,7 +29,8 @@ pub struct Cluster {
     /// How long sessions pinned to an offline or removed backend may keep using it
     /// (admin `SET drain_timeout = seconds`).
     drain_timeout_ms: AtomicU64,
-    pub connect_timeout: Duration,
+    /// How backend connections are opened (timeout, TLS).
+    pub dial: Dial,
 }
 
 /// Default for how long sessions may finish their work on a backend taken offline.
@@ -55,10 +57,14 @@ pub enum ChangeError {
 
 impl Cluster {
     pub fn new(cfg: &Config) -> Arc<Self> {
+        let dial = Dial {
+            timeout: cfg.connect_timeout,
+            tls: cfg.backend_tls.as_ref().map(|t| t.connector()),
+        };
         let backends = cfg
             .backends
             .iter()
-            .map(|b| Arc::new(Backend::new(b, cfg.connect_timeout)))
+            .map(|b| Arc::new(Backend::new(b, &dial)))
             .collect();
         let users = cfg
             .users
@@ -79,7 +85,7 @@ impl Cluster {
             clients: RwLock::new(Arc::new(clients)),
             lvs_offline: AtomicBool::new(false),
             drain_timeout_ms: AtomicU64::new(DEFAULT_DRAIN_TIMEOUT.as_millis() as u64),
-            connect_timeout: cfg.connect_timeout,
+            dial,
         })
     }
 
@@ -189,7 +195,7 @@ impl Cluster {
             return Err(ChangeError::DuplicateBackend(cfg.address.clone()));
         }
         let mut list = (**guard).clone();
-        list.push(Arc::new(Backend::new(cfg, self.connect_timeout)));
+        list.push(Arc::new(Backend::new(cfg, &self.dial)));
         *guard = Arc::new(sort_backends(list));
         tracing::info!(backend = %cfg.address, role = %cfg.role, "backend added");
         Ok(())
@@ -230,7 +236,7 @@ impl Cluster {
                     }
                     None => {
                         tracing::info!(backend = %b.address, role = %b.role, "reload: backend added");
-                        list.push(Arc::new(Backend::new(b, self.connect_timeout)));
+                        list.push(Arc::new(Backend::new(b, &self.dial)));
                     }
                 }
             }
@@ -333,7 +339,7 @@ impl Cluster {
                     b.pool.reap();
                     if b.health() == Health::Down {
                         let probe = tokio::time::timeout(
-                            cluster.connect_timeout,
+                            cluster.dial.timeout,
                             tokio::net::TcpStream::connect(&b.address),
                         )
                         .await;
