@@ -218,6 +218,8 @@ async fn mysql_async_with_rustls() {
     c.query_drop("REPLACE INTO tls_rows VALUES (1, 'über TLS ✓')")
         .await
         .unwrap();
+    // The read below goes to the replica.
+    cluster().await.wait_replicas_caught_up().await.unwrap();
     let v: String = c
         .exec_first("SELECT v FROM tls_rows WHERE id = ?", (1,))
         .await
@@ -487,7 +489,7 @@ async fn backend_connections_use_verified_tls() {
         .unwrap();
     for _ in 0..4 {
         let n: Option<u32> = c
-            .query_first("SELECT /*master*/ COUNT(*) FROM tls_backend")
+            .query_first("/*master*/ SELECT COUNT(*) FROM tls_backend")
             .await
             .unwrap();
         assert_eq!(n, Some(1));

@@ -192,16 +192,14 @@ async fn login(
     let (seq, first) = read_handshake_packet(&mut stream).await?;
     let (mut io, seq, first) = match &info.tls {
         Some(acceptor) if handshake::is_ssl_request(&first) => {
-            let tls = acceptor.accept(stream).await.map_err(|e| {
+            let mut tls = acceptor.accept(stream).await.map_err(|e| {
                 LoginError::Io(std::io::Error::new(
                     e.kind(),
                     format!("TLS handshake failed: {e}"),
                 ))
             })?;
-            let mut io = ClientIo::new(stream::tls(tls));
-            let mut login_request = Vec::new();
-            let seq = io.reader.read_logical(&mut login_request).await?;
-            (io, seq, login_request)
+            let (seq, login_request) = read_handshake_packet(&mut tls).await?;
+            (ClientIo::new(stream::tls(tls)), seq, login_request)
         }
         _ => (ClientIo::new(stream::plain(stream)), seq, first),
     };
@@ -232,7 +230,7 @@ enum Wake {
 
 /// Waits until the client sends something, releasing a connection kept for `SHOW WARNINGS`
 /// once the client falls silent, and ending idle sessions on `wait-timeout` or shutdown.
-/// Only waits for readiness, so nothing is lost when a timer wins.
+/// A read that loses to a timer is cancelled without losing bytes.
 async fn wait_for_command(
     s: &mut Session,
     io: &mut ClientIo,
