@@ -1,5 +1,7 @@
 //! rwproxy's high availability: VRRP speaker (keepalived-compatible), virtual IPs, notify hooks,
-//! and the database-side operations (health probes, promotion) they drive.
+//! IPVS for the read VIP, and the database-side operations (health probes, promotion) they
+//! drive.
 
 pub mod db;
+pub mod ipvs;
 pub mod vrrp;

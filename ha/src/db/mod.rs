@@ -35,6 +35,14 @@ pub enum DbError {
     Status(String, BadColumn),
 }
 
+impl DbError {
+    /// The server answered with an error (access denied, too many connections…): it is
+    /// reachable, whatever else is wrong.
+    pub fn server_answered(&self) -> bool {
+        matches!(self, DbError::Server(_, mysql_async::Error::Server(_)))
+    }
+}
+
 /// What one probe saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerStatus {

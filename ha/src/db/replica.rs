@@ -28,8 +28,6 @@ pub struct ReplicaStatus {
     pub last_sql_errno: u32,
     /// MariaDB: every GTID the IO thread received (what a safe promotion must wait for).
     pub gtid_io_pos: String,
-    /// `MASTER_DELAY`, seconds: lag up to this much is intended, not a fault.
-    pub sql_delay: u64,
 }
 
 /// Why a replica should not serve reads now.
@@ -117,12 +115,11 @@ impl ReplicaStatus {
             last_sql_error: optional("Last_SQL_Error").to_string(),
             last_sql_errno: optional("Last_SQL_Errno").parse().unwrap_or(0),
             gtid_io_pos: optional("Gtid_IO_Pos").to_string(),
-            sql_delay: optional("SQL_Delay").parse().unwrap_or(0),
         })
     }
 
-    /// The `check_slave.sh` rule: both threads running and behind by no more than
-    /// `max_lag` beyond any configured `MASTER_DELAY` (`None`: lag is not checked).
+    /// The `check_slave.sh` rule: both threads running and behind by no more than `max_lag`
+    /// (`None`: lag is not checked). A `MASTER_DELAY` counts: its reads are that stale.
     pub fn health(&self, max_lag: Option<Duration>) -> ReplicaHealth {
         match self.io_thread {
             IoThread::Stopped => return ReplicaHealth::IoStopped(self.last_io_error.clone()),
@@ -137,9 +134,7 @@ impl ReplicaStatus {
         };
         match self.seconds_behind {
             None => ReplicaHealth::LagUnknown,
-            Some(lag) if lag.saturating_sub(self.sql_delay) > limit.as_secs() => {
-                ReplicaHealth::Lagging(lag)
-            }
+            Some(lag) if lag > limit.as_secs() => ReplicaHealth::Lagging(lag),
             Some(_) => ReplicaHealth::Healthy,
         }
     }
@@ -226,8 +221,8 @@ mod tests {
         s.seconds_behind = Some(6);
         assert_eq!(s.health(limit), ReplicaHealth::Lagging(6));
         assert!(s.health(None).is_healthy());
-        s.sql_delay = 3;
-        assert!(s.health(limit).is_healthy(), "MASTER_DELAY is intended lag");
+        s.seconds_behind = Some(5);
+        assert!(s.health(limit).is_healthy());
         s.seconds_behind = None;
         assert_eq!(s.health(limit), ReplicaHealth::LagUnknown);
         s.sql_running = false;
