@@ -5,4 +5,5 @@ pub mod handshake;
 pub mod message;
 pub mod packet;
 pub mod resultset;
+pub mod session_track;
 pub mod stream;
