@@ -9,8 +9,9 @@ use crate::client::prepared::PreparedStmt;
 use crate::cluster::Cluster;
 use crate::protocol::message::{self, codes, SqlError, SERVER_STATUS_AUTOCOMMIT};
 use crate::router::Target;
+use crate::session::read_your_writes::{self, ReadPlan};
 use crate::session::state::SessionState;
-use crate::stats::digest::Digests;
+use crate::stats::Stats;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -69,7 +70,11 @@ pub struct Session {
     pub last_insert_id: u64,
     pub stmts: HashMap<u32, PreparedStmt>,
     pub next_stmt_id: u32,
-    digests: Arc<Digests>,
+    pub stats: Arc<Stats>,
+    /// The client's address, for the SQL log.
+    pub peer: std::net::SocketAddr,
+    /// Read-your-writes bookkeeping (a no-op when the mode is off).
+    pub ryw: read_your_writes::Tracker,
     /// Reused for normalising statements into digests.
     digest_buf: Vec<u8>,
 }
@@ -80,8 +85,10 @@ impl Session {
         cluster: Arc<Cluster>,
         key: ConnKey,
         password: String,
-        digests: Arc<Digests>,
+        stats: Arc<Stats>,
+        peer: std::net::SocketAddr,
     ) -> Self {
+        let ryw = read_your_writes::Tracker::new(&cluster.read_your_writes(), &key.user);
         Session {
             id,
             cluster,
@@ -94,7 +101,9 @@ impl Session {
             last_insert_id: 0,
             stmts: HashMap::new(),
             next_stmt_id: 1,
-            digests,
+            stats,
+            peer,
+            ryw,
             digest_buf: Vec::new(),
         }
     }
@@ -106,7 +115,8 @@ impl Session {
         } else {
             r.completion.affected_rows
         };
-        self.digests
+        self.stats
+            .digests
             .record(sql, &mut self.digest_buf, r.latency_us, rows);
     }
 
@@ -147,8 +157,11 @@ impl Session {
             }
         }
         self.release_held().await;
+        // Read-your-writes may send a read to the write backend after all.
+        let mut primary_only = target == Target::Read && self.ryw.plan("") == ReadPlan::Primary;
         loop {
             let backend = match target {
+                _ if primary_only => None,
                 // With nothing held, the session's last statement left no messages, and a
                 // pooled connection (reset after any) has none either.
                 Target::Read | Target::Diagnostics => self.cluster.read_backend(exclude),
@@ -156,15 +169,7 @@ impl Session {
             };
             let (backend, is_write) = match backend {
                 Some(b) => (b, false),
-                None => match self.cluster.write_backend() {
-                    Some(b) => (b, true),
-                    None => {
-                        return Err(message::err(
-                            codes::CONN_HOST_ERROR,
-                            "rwproxy: no write backend configured or online",
-                        ))
-                    }
-                },
+                None => (self.write_backend(target).await?, true),
             };
             match backend
                 .pool
@@ -179,7 +184,14 @@ impl Session {
                 Ok(lease) => {
                     let mut c = Checkout { backend, lease };
                     match self.sync_state(&c.backend.address, &mut c.lease.conn).await {
-                        Ok(()) => return Ok(c),
+                        Ok(()) if is_write || target != Target::Read => return Ok(c),
+                        Ok(()) => {
+                            if self.replica_has_our_writes(&mut c).await {
+                                return Ok(c);
+                            }
+                            self.release(c).await;
+                            primary_only = true;
+                        }
                         Err(BackendError::Server(e)) => {
                             self.release(c).await;
                             return Err(e);
@@ -213,6 +225,54 @@ impl Session {
                     exclude.push(backend);
                 }
             }
+        }
+    }
+
+    /// Causal read-your-writes: whether the replica behind `c` has applied the session's
+    /// last write, waiting for it (`MASTER_GTID_WAIT`) up to the configured timeout.
+    async fn replica_has_our_writes(&mut self, c: &mut Checkout) -> bool {
+        let ReadPlan::WaitFor(gtid, timeout) = self.ryw.plan(&c.backend.address) else {
+            return true;
+        };
+        let wait = read_your_writes::wait_statement(gtid, timeout);
+        match c.lease.conn.count_rows(&wait).await {
+            Ok(1) => {
+                self.ryw.caught_up(&c.backend.address);
+                true
+            }
+            Ok(_) => {
+                tracing::debug!(backend = %c.backend.address, session = self.id, "replica did not apply the session's last write in time; reading from the write backend");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(backend = %c.backend.address, session = self.id, "read-your-writes wait failed ({e}); reading from the write backend");
+                false
+            }
+        }
+    }
+
+    /// The write backend; for a statement that writes, one that is writable (see
+    /// [`Cluster::writable_backend`]). Reads falling back to it need not wait.
+    async fn write_backend(&self, target: Target) -> Result<Arc<Backend>, SqlError> {
+        let picked = if target == Target::Write {
+            self.cluster.writable_backend().await
+        } else {
+            Ok(self.cluster.write_backend())
+        };
+        match picked {
+            Ok(Some(b)) => Ok(b),
+            Ok(None) => Err(message::err(
+                codes::CONN_HOST_ERROR,
+                "rwproxy: no write backend configured or online",
+            )),
+            Err(b) => Err(message::err(
+                codes::OPTION_PREVENTS_STATEMENT,
+                format!(
+                    "rwproxy: write backend {} is read-only (read_only=ON) and did not become writable within {} ms",
+                    b.address,
+                    self.cluster.write_wait().as_millis()
+                ),
+            )),
         }
     }
 

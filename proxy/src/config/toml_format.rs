@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::session::read_your_writes::{Mode, Settings as ReadYourWrites};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -37,6 +38,15 @@ struct File {
     user: Vec<User>,
     #[serde(default)]
     ha: super::ha::HaToml,
+    #[serde(default)]
+    monitor: super::monitor::MonitorToml,
+    metrics: Option<Metrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metrics {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +70,9 @@ struct Proxy {
     log_path: Option<PathBuf>,
     sql_log: Option<Spanned<String>>,
     sql_log_slow: Option<u64>,
+    read_your_writes: Option<Spanned<String>>,
+    read_your_writes_window_ms: Option<u64>,
+    read_your_writes_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +106,7 @@ struct User {
     name: Spanned<String>,
     password: Option<String>,
     encrypted_password: Option<Spanned<String>>,
+    read_your_writes: Option<Spanned<String>>,
 }
 
 pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
@@ -112,6 +126,14 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let p = file.proxy;
     let listen = listen_of(&p.listen, "proxy.listen", defaults::LISTEN)?;
     let admin_listen = listen_of(&file.admin.listen, "admin.listen", defaults::ADMIN_LISTEN)?;
+    let metrics_listen = match &file.metrics {
+        Some(m) => Some(listen_of(
+            &m.listen,
+            "metrics.listen",
+            defaults::METRICS_LISTEN,
+        )?),
+        None => None,
+    };
 
     for ip in &p.client_ips {
         client_filter::check_entry(ip.get_ref())
@@ -201,8 +223,17 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let vrrp = super::ha::instances(&file.ha).map_err(|(key, m)| invalid(None, &key, m))?;
-    // A node may run only the HA part (the write VIP) without proxying anything.
-    if backends.is_empty() && vrrp.is_empty() {
+    let monitor =
+        super::monitor::monitor(&file.monitor).map_err(|(key, m)| invalid(None, &key, m))?;
+    let read_backends: Vec<(String, u32)> = backends
+        .iter()
+        .filter(|b| b.role == super::Role::ReadOnly)
+        .map(|b| (b.address.clone(), b.weight))
+        .collect();
+    let ipvs =
+        super::ha::ipvs(&file.ha, &read_backends).map_err(|(key, m)| invalid(None, &key, m))?;
+    // A node may run only the HA part (the write VIP, an IPVS director) without proxying.
+    if backends.is_empty() && vrrp.is_empty() && ipvs.virtual_servers.is_empty() {
         return Err(invalid(
             None,
             "backend",
@@ -211,6 +242,20 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         ));
     }
 
+    let mut ryw = ReadYourWrites {
+        mode: match &p.read_your_writes {
+            Some(m) => ryw_mode(m.get_ref())
+                .map_err(|msg| invalid(at(m.span().start), "proxy.read-your-writes", msg))?,
+            None => Mode::Off,
+        },
+        ..Default::default()
+    };
+    if let Some(ms) = p.read_your_writes_window_ms {
+        ryw.window = Duration::from_millis(ms);
+    }
+    if let Some(ms) = p.read_your_writes_timeout_ms {
+        ryw.timeout = Duration::from_millis(ms);
+    }
     let mut users = Vec::with_capacity(file.user.len());
     for (i, u) in file.user.iter().enumerate() {
         let line = at(u.name.span().start);
@@ -246,6 +291,16 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 ))
             }
         };
+        if let Some(m) = &u.read_your_writes {
+            let mode = ryw_mode(m.get_ref()).map_err(|msg| {
+                invalid(
+                    at(m.span().start),
+                    &format!("user[{i}].read-your-writes"),
+                    msg,
+                )
+            })?;
+            ryw.per_user.insert(name.clone(), mode);
+        }
         users.push(UserConfig { name, password });
     }
     check_unique_users(path, &users, |i| {
@@ -288,6 +343,16 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         connect_timeout: Duration::from_millis(connect_timeout_ms),
         lvs_ips,
         vrrp,
+        monitor,
+        metrics_listen,
+        ipvs,
+        read_your_writes: ryw,
+    })
+}
+
+fn ryw_mode(s: &str) -> Result<Mode, String> {
+    Mode::parse(s).ok_or_else(|| {
+        format!("unknown mode '{s}' (expected \"off\", \"causal\" or \"primary-window\")")
     })
 }
 
