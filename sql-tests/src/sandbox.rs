@@ -912,7 +912,7 @@ fn socket_path(node_dir: &Path, root: &Path, server_id: u32) -> PathBuf {
     std::env::temp_dir().join(format!("rwproxy-{:x}-{server_id}.sock", h.finish()))
 }
 
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+pub(crate) fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for e in std::fs::read_dir(from)? {
         let e = e?;

@@ -130,6 +130,47 @@ async fn session_state_does_not_leak_between_clients() {
     }
 }
 
+/// `COM_RESET_CONNECTION`, which cleans a pooled connection between clients, keeps the schema
+/// but sets `@@collation_database` back to the server default; the next client must still see
+/// its schema's collation, as on a fresh login. Found by DBD::MariaDB's suite, which refuses to
+/// run when `@@collation_database` is not the one it created its database with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_defaults_survive_connection_reset() {
+    let _turn = TURN.lock().await;
+    let cl = cluster().await;
+    let mut direct = cl.primary.conn().await.unwrap();
+    direct
+        .query_drop("CREATE DATABASE IF NOT EXISTS cset COLLATE utf8mb4_unicode_ci")
+        .await
+        .unwrap();
+    drop(direct);
+    cl.wait_replicas_caught_up().await.unwrap();
+    // Few connections per backend: the pool hands out the most recently released one that
+    // is in the schema, so the next client gets the connection just reset.
+    let toml = config(cl, 2).replace("connect-timeout-ms = 1000", "connect-timeout-ms = 10000");
+    let p = proxy::start(&toml).await.unwrap();
+    let opts = || mysql_async::OptsBuilder::from_opts(p.opts()).db_name(Some("cset"));
+    let probe = "SELECT @@collation_database, @@server_id";
+    for hint in ["/*master*/", "/*slave*/"] {
+        // A user variable makes the connection dirty: it is reset before the next client.
+        let mut a = Conn::new(opts()).await.unwrap();
+        a.query_drop(format!("{hint} SELECT @u := 1"))
+            .await
+            .unwrap();
+        a.disconnect().await.unwrap();
+        for _ in 0..4 {
+            let mut b = Conn::new(opts()).await.unwrap();
+            let (collation, id): (String, u32) = b
+                .query_first(format!("{hint} {probe}"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(collation, "utf8mb4_unicode_ci", "{hint} on server {id}");
+            b.disconnect().await.unwrap();
+        }
+    }
+}
+
 fn raise_nofile(want: u64) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

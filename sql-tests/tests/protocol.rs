@@ -43,6 +43,30 @@ fn last(reply: &[Vec<u8>]) -> Vec<u8> {
     reply.last().unwrap().clone()
 }
 
+/// Equal replies, except that the system variables of one session-state block may come in
+/// another order: the server lists changed variables in its own hash order, which differs
+/// between a connection tracking its default list and one tracking more.
+fn same_reply(via: &[Vec<u8>], direct: &[Vec<u8>]) -> bool {
+    use rwproxy::protocol::session_track::parse;
+    let unordered = |a: &Vec<u8>, b: &Vec<u8>| {
+        a.len() == b.len()
+            && a.first() == Some(&0)
+            && match (parse(a), parse(b)) {
+                (Some(mut x), Some(mut y)) => {
+                    x.vars.sort();
+                    y.vars.sort();
+                    x == y
+                }
+                _ => false,
+            }
+    };
+    via.len() == direct.len()
+        && via
+            .iter()
+            .zip(direct)
+            .all(|(a, b)| a == b || unordered(a, b))
+}
+
 /// Session-state changes reach the client exactly as from a server: the login's schema, the
 /// default tracked variables and schema changes for a client that asked for tracking, nothing
 /// for one that did not, and never the proxy's own `last_gtid` unless the client tracks it.
@@ -79,7 +103,9 @@ async fn session_tracking_matches_direct() {
         for sql in script {
             let d = direct.query(sql).await.unwrap();
             let v = via.query(sql).await.unwrap();
-            assert_eq!(v, d, "{sql} with {opts:?}");
+            if !same_reply(&v, &d) {
+                assert_eq!(v, d, "{sql} with {opts:?}");
+            }
         }
     }
 

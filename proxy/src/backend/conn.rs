@@ -593,8 +593,18 @@ impl BackendConn {
 
     /// Returns the connection to a clean server-side session: rolls back, drops temporary
     /// tables, user variables, locks and prepared statements.
+    ///
+    /// The server keeps the current schema across the reset but sets `character_set_database`
+    /// and `collation_database` back to the server's defaults instead of the schema's, which a
+    /// fresh login to that schema would see (and `LOAD DATA` reads files in). Selecting the
+    /// schema again restores them.
     pub async fn reset(&mut self) -> Result<(), BackendError> {
         self.command(&[COM_RESET_CONNECTION]).await?;
+        if let Some(db) = &self.state.schema {
+            let mut cmd = vec![COM_INIT_DB];
+            cmd.extend_from_slice(db.as_bytes());
+            self.command(&cmd).await?;
+        }
         self.track_session().await?;
         self.state = SessionState::default_after_reset(&self.state);
         self.dirty = false;
