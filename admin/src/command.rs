@@ -47,6 +47,7 @@ pub enum Command {
     Sessions,
     Digests,
     Vrrp,
+    HaStatus,
     /// `SHOW [GLOBAL|SESSION] VARIABLES [LIKE 'pattern']`
     ShowVariables {
         like: Option<String>,
@@ -224,6 +225,7 @@ pub fn parse(sql: &str) -> Result<Command, AdminError> {
             "sessions" => Ok(Command::Sessions),
             "digests" => Ok(Command::Digests),
             "vrrp" => Ok(Command::Vrrp),
+            "ha_status" => Ok(Command::HaStatus),
             _ => Err(unknown()),
         },
         ["select", "version"] => Ok(Command::Version),
@@ -749,6 +751,7 @@ mod tests {
         assert_eq!(p("select * from sessions"), Command::Sessions);
         assert_eq!(p("select * from digests"), Command::Digests);
         assert_eq!(p("select * from vrrp"), Command::Vrrp);
+        assert_eq!(p("SELECT * FROM ha_status;"), Command::HaStatus);
         assert_eq!(p("SELECT VERSION"), Command::Version);
         assert_eq!(p("select   version ;"), Command::Version);
     }
