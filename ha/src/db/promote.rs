@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 
-use super::{connect, replica_status_of, DbError, DbTarget};
+use super::{connect, replica_status_of, DbError, DbTarget, IoThread};
 
 /// How promotion ended when it made the server writable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,21 +63,37 @@ pub async fn promote(
             .map_err(err)?;
         return Ok(Promoted::AlreadyPrimary);
     };
-    // Nothing more may arrive while we wait for what did arrive.
-    conn.query_drop("STOP SLAVE IO_THREAD").await.map_err(err)?;
-    let status = replica_status_of(&mut conn, &addr).await?.unwrap_or(status);
-    let pos = status.gtid_io_pos.clone();
-    if !status.sql_running {
-        conn.query_drop("START SLAVE SQL_THREAD")
+    let drained = if !status.sql_running
+        && status.io_thread == IoThread::Stopped
+        && status.last_sql_errno != 0
+    {
+        // Starting either thread now would discard the relay log (see below) and with it
+        // the event that failed: a later attempt would then look drained when it is not.
+        Err(PromoteError::SqlThread {
+            errno: status.last_sql_errno,
+            error: status.last_sql_error.clone(),
+            pos: status.gtid_io_pos.clone(),
+        })
+    } else {
+        // The SQL thread first: MariaDB discards the relay log when a replica whose threads
+        // are both stopped starts one again, and with it the very events the drain is for.
+        if !status.sql_running {
+            conn.query_drop("START SLAVE SQL_THREAD")
+                .await
+                .map_err(err)?;
+        }
+        // Nothing more may arrive while we wait for what did arrive.
+        conn.query_drop("STOP SLAVE IO_THREAD").await.map_err(err)?;
+        let pos = replica_status_of(&mut conn, &addr)
+            .await?
+            .unwrap_or(status)
+            .gtid_io_pos;
+        drain(&mut conn, &addr, &pos, drain_timeout)
             .await
-            .map_err(err)?;
-    }
-    let drained = drain(&mut conn, &addr, &pos, drain_timeout).await;
+            .map(|waited| (pos, waited))
+    };
     let outcome = match drained {
-        Ok(waited) => Promoted::Drained {
-            applied: pos,
-            waited,
-        },
+        Ok((applied, waited)) => Promoted::Drained { applied, waited },
         Err(e @ PromoteError::Db(_)) => return Err(e),
         Err(e) if promote_anyway => {
             tracing::error!(server = %addr, "PROMOTING ANYWAY (promote_anyway = true): {e}; transactions the old primary acknowledged may be missing here");
@@ -85,6 +101,7 @@ pub async fn promote(
                 reason: e.to_string(),
             }
         }
+        // Not promoted; replication stays stopped as it is, relay log intact, for a human.
         Err(e) => return Err(e),
     };
     for sql in [

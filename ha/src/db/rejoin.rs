@@ -7,6 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use mysql_async::prelude::Queryable;
+use rwproxy_admin::client::quote;
 
 use super::{connect, replica_status_of, DbError, DbTarget, IoThread};
 
@@ -177,13 +178,16 @@ pub async fn rejoin(
     conn.exec_drop("SET GLOBAL gtid_slave_pos = ?", (&from,))
         .await
         .map_err(err)?;
-    conn.exec_drop(
-        "CHANGE MASTER TO MASTER_HOST = ?, MASTER_PORT = ?, MASTER_USER = ?, \
-         MASTER_PASSWORD = ?, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
-        (&repl.host, repl.port, &repl.user, &repl.password),
-    )
-    .await
-    .map_err(err)?;
+    // CHANGE MASTER takes no placeholders.
+    let change = format!(
+        "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, \
+         MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
+        quote(&repl.host),
+        repl.port,
+        quote(&repl.user),
+        quote(&repl.password)
+    );
+    conn.query_drop(change).await.map_err(err)?;
     conn.query_drop("START SLAVE").await.map_err(err)?;
     Ok(Rejoined::Started { from })
 }
