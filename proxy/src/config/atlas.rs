@@ -229,6 +229,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         monitor: Default::default(),
         metrics_listen: None,
         vrrp: Vec::new(),
+        failover: None,
         ipvs: Default::default(),
     };
     let mut rw: Option<Vec<(String, u32)>> = None;

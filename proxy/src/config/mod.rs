@@ -127,6 +127,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// IPVS virtual servers for the read VIP (`[ha.ipvs]` in TOML).
     pub ipvs: rwproxy_ha::ipvs::director::DirectorConfig,
+    /// The built-in failover actions and the local database they act on (`[ha.failover]`).
+    pub failover: Option<rwproxy_ha::failover::FailoverConfig>,
 }
 
 /// Why a configuration file could not be loaded. `Display` always names the file, and the line

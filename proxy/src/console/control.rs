@@ -9,7 +9,7 @@ use crate::config::{self, atlas_decrypt, atlas_encrypt, BackendConfig, Config, R
 use crate::stats::Stats;
 use rwproxy_admin::{
     AdminError, BackendInfo, BackendRole, BackendState, BackendStats, ControlPlane, DigestInfo,
-    SessionInfo, UserPassword, VrrpInfo,
+    HaStatusInfo, SessionInfo, UserPassword, VrrpInfo,
 };
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,6 +19,8 @@ pub struct ProxyControl {
     cluster: Arc<Cluster>,
     /// The VRRP instances this process runs.
     vrrp: Vec<tokio::sync::watch::Receiver<rwproxy_ha::vrrp::Status>>,
+    /// The failover actions' state, when `[ha.failover]` runs here.
+    ha_status: Option<tokio::sync::watch::Receiver<HaStatusInfo>>,
     sessions: Arc<Registry>,
     stats: Arc<Stats>,
     /// The config as loaded: where `SAVE CONFIG` writes, and the admin credentials.
@@ -37,12 +39,19 @@ impl ProxyControl {
         ProxyControl {
             cluster,
             vrrp,
+            ha_status: None,
             sessions: clients.registry.clone(),
             stats: clients.stats.clone(),
             config,
             version: clients.version.clone(),
             started: Instant::now(),
         }
+    }
+
+    /// Shows the failover actions' state in `SELECT * FROM ha_status`.
+    pub fn with_ha_status(mut self, status: tokio::sync::watch::Receiver<HaStatusInfo>) -> Self {
+        self.ha_status = Some(status);
+        self
     }
 
     pub fn admin_credentials(&self) -> (String, String) {
@@ -244,6 +253,10 @@ impl ControlPlane for ProxyControl {
             .iter()
             .map(|s| s.borrow().to_vrrp_info())
             .collect()
+    }
+
+    fn ha_status(&self) -> Vec<HaStatusInfo> {
+        self.ha_status.iter().map(|s| s.borrow().clone()).collect()
     }
 
     fn variables(&self) -> Vec<(String, String)> {
