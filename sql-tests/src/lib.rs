@@ -1,6 +1,7 @@
 //! End-to-end test support for rwproxy: real MariaDB clusters to run the proxy against.
 
 pub mod diff;
+pub mod netns;
 pub mod proxy;
 pub mod raw;
 pub mod sandbox;
