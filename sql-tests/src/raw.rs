@@ -14,13 +14,50 @@ use tokio::net::TcpStream;
 pub struct RawConn {
     stream: TcpStream,
     seq: u8,
+    /// The server's final login reply (OK, or ERR when logging in failed).
+    pub login_reply: Vec<u8>,
+}
+
+/// What a raw login asks for beyond the basics.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginOptions {
+    pub extra_capabilities: Cap,
+    pub collation: u8,
+}
+
+impl Default for LoginOptions {
+    fn default() -> Self {
+        LoginOptions {
+            extra_capabilities: Cap::empty(),
+            collation: 45,
+        }
+    }
 }
 
 impl RawConn {
     pub async fn connect(addr: SocketAddr, user: &str, pass: &str, db: &str) -> Result<RawConn> {
+        let c = Self::login(addr, user, pass, db, LoginOptions::default()).await?;
+        if c.login_reply.first() != Some(&0) {
+            bail!("login failed: {}", err_text(&c.login_reply));
+        }
+        Ok(c)
+    }
+
+    /// Logs in with the given capabilities and collation; the reply is in `login_reply`.
+    pub async fn login(
+        addr: SocketAddr,
+        user: &str,
+        pass: &str,
+        db: &str,
+        opts: LoginOptions,
+    ) -> Result<RawConn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let mut c = RawConn { stream, seq: 0 };
+        let mut c = RawConn {
+            stream,
+            seq: 0,
+            login_reply: Vec::new(),
+        };
         let hs = c.read().await?;
         let hs = HandshakePacket::deserialize((), &mut ParseBuf(&hs)).context("handshake")?;
         let caps = Cap::CLIENT_PROTOCOL_41
@@ -29,11 +66,12 @@ impl RawConn {
             | Cap::CLIENT_TRANSACTIONS
             | Cap::CLIENT_CONNECT_WITH_DB
             | Cap::CLIENT_PLUGIN_AUTH
-            | Cap::CLIENT_MULTI_RESULTS;
+            | Cap::CLIENT_MULTI_RESULTS
+            | opts.extra_capabilities;
         let mut p = Vec::new();
         p.extend_from_slice(&caps.bits().to_le_bytes());
         p.extend_from_slice(&(16u32 << 20).to_le_bytes());
-        p.push(45);
+        p.push(opts.collation);
         p.extend_from_slice(&[0; 23]);
         p.extend_from_slice(user.as_bytes());
         p.push(0);
@@ -46,11 +84,59 @@ impl RawConn {
         p.push(0);
         p.extend_from_slice(b"mysql_native_password\0");
         c.write(&p).await?;
-        let reply = c.read().await?;
-        if reply.first() != Some(&0) {
-            bail!("login failed: {}", err_text(&reply));
-        }
+        c.login_reply = c.read().await?;
         Ok(c)
+    }
+
+    /// Runs a text query and returns every reply packet up to the end of its last result.
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<Vec<u8>>> {
+        let mut p = vec![0x03];
+        p.extend_from_slice(sql.as_bytes());
+        self.send(&p).await?;
+        let mut out = Vec::new();
+        loop {
+            let first = self.read().await?;
+            let more = match first[0] {
+                0x00 => ok_status(&first) & 0x08 != 0,
+                0xff | 0xfb => false,
+                _ => {
+                    out.push(first);
+                    let n = usize::from(out.last().unwrap()[0]);
+                    for _ in 0..=n {
+                        out.push(self.read().await?);
+                    }
+                    loop {
+                        let p = self.read().await?;
+                        let eof = p[0] == 0xfe && p.len() < 9;
+                        let err = p[0] == 0xff;
+                        out.push(p);
+                        if err {
+                            return Ok(out);
+                        }
+                        if eof {
+                            break;
+                        }
+                    }
+                    if status_of_last(&out) & 0x08 != 0 {
+                        continue;
+                    }
+                    return Ok(out);
+                }
+            };
+            out.push(first);
+            if !more {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Answers a `LOCAL INFILE` request with the given packets (an empty one is added).
+    pub async fn send_file(&mut self, chunks: &[&[u8]]) -> Result<Vec<u8>> {
+        for c in chunks {
+            self.write(c).await?;
+        }
+        self.write(&[]).await?;
+        self.read().await
     }
 
     async fn write(&mut self, payload: &[u8]) -> Result<()> {
@@ -132,6 +218,26 @@ impl RawConn {
             }
         }
     }
+}
+
+/// Status flags of an OK packet.
+pub fn ok_status(p: &[u8]) -> u16 {
+    let mut b = &p[1..];
+    for _ in 0..2 {
+        let skip = match b[0] {
+            0xfc => 3,
+            0xfd => 4,
+            0xfe => 9,
+            _ => 1,
+        };
+        b = &b[skip..];
+    }
+    u16::from_le_bytes([b[0], b[1]])
+}
+
+fn status_of_last(packets: &[Vec<u8>]) -> u16 {
+    let p = packets.last().expect("a packet");
+    u16::from_le_bytes([p[3], p[4]])
 }
 
 /// `code (state): message` of an ERR packet.
