@@ -47,7 +47,11 @@ enum Vrrp {
     V3Fast,
 }
 
-fn config(i: usize, vrrp: Vrrp) -> String {
+/// Where the witness check of the partition test connects: a listener in the client namespace,
+/// i.e. "can this node still reach the clients?".
+const WITNESS_PORT: u16 = 7777;
+
+fn config(i: usize, vrrp: Vrrp, witness: bool) -> String {
     let version = match vrrp {
         Vrrp::V2 => "advert_int = 1",
         Vrrp::V3Fast => "version = 3\nadvert_int = 0.1",
@@ -99,12 +103,22 @@ replication_password = "repl_pw"
 drain_timeout = "20s"
 interval = "200ms"
 remote_proxies = ["{peer}:{ADMIN_PORT}"]
-"#,
+{track}"#,
         n0 = node_ip(0),
         n1 = node_ip(1),
         prio = PRIORITY[i],
         me = node_ip(i),
         peer = node_ip(1 - i),
+        track = if witness {
+            format!(
+                "[[ha.vrrp.track_script]]\nname = \"witness\"\n\
+                 script = \"bash -c 'exec 3<>/dev/tcp/{}/{WITNESS_PORT}'\"\n\
+                 interval = 0.2\ntimeout = 0.5\nweight = 0\nfall = 2\nrise = 2\n",
+                netns::CLIENT_IP
+            )
+        } else {
+            String::new()
+        },
     )
 }
 
@@ -224,7 +238,7 @@ struct Site {
 }
 
 impl Site {
-    fn new(vrrp: Vrrp) -> Site {
+    fn new(vrrp: Vrrp, witness: bool) -> Site {
         let lab = Lab::new(2);
         netns::enter(&lab.client).expect("enter the client namespace");
         // Built after entering: the runtime's threads live in the client namespace too.
@@ -233,6 +247,16 @@ impl Site {
             .enable_all()
             .build()
             .unwrap();
+        if witness {
+            rt.spawn(async {
+                let l = tokio::net::TcpListener::bind(("0.0.0.0", WITNESS_PORT))
+                    .await
+                    .unwrap();
+                while let Ok((conn, _)) = l.accept().await {
+                    drop(conn);
+                }
+            });
+        }
         let dir = sandbox::process_dir(&format!("failover-{}", lab.client)).unwrap();
         let dbs: Vec<Db> = (0..2)
             .map(|i| {
@@ -257,7 +281,7 @@ impl Site {
         }
         let confs = [0, 1].map(|i| {
             let p = lab.dir.join(format!("s{}.toml", i + 1));
-            std::fs::write(&p, config(i, vrrp)).unwrap();
+            std::fs::write(&p, config(i, vrrp, witness)).unwrap();
             p
         });
         Site {
@@ -393,9 +417,12 @@ fn run(vrrp: Vrrp, failovers: usize, errant: bool) -> Vec<Duration> {
         .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
-fn run_in_client_namespace(vrrp: Vrrp, failovers: usize, errant: bool) -> Vec<Duration> {
-    let mut site = Site::new(vrrp);
-    let long = Duration::from_secs(30);
+const LONG: Duration = Duration::from_secs(30);
+
+/// Both nodes up: s1 primary, s2 its replica serving the reads, a workload running.
+fn start_pair(vrrp: Vrrp, witness: bool) -> (Site, Workload) {
+    let mut site = Site::new(vrrp, witness);
+    let long = LONG;
     // s1 (priority 150) comes up alone: MASTER, its database promoted (it is no replica).
     site.start_proxy(0);
     site.wait_role(0, "primary", long);
@@ -411,6 +438,12 @@ fn run_in_client_namespace(vrrp: Vrrp, failovers: usize, errant: bool) -> Vec<Du
     site.lab.wait("writes through both proxies", long, |_| {
         work.acked().len() > 20
     });
+    (site, work)
+}
+
+fn run_in_client_namespace(vrrp: Vrrp, failovers: usize, errant: bool) -> Vec<Duration> {
+    let (mut site, work) = start_pair(vrrp, false);
+    let long = LONG;
 
     let mut times = Vec::new();
     let mut primary = 0;
@@ -522,10 +555,92 @@ fn run_in_client_namespace(vrrp: Vrrp, failovers: usize, errant: bool) -> Vec<Du
     times
 }
 
+/// Scenario 4: s1's link to the others is cut while both nodes live. VRRP alone would make
+/// both MASTER (split brain); the witness check (can this node reach the clients?) puts the
+/// isolated s1 into FAULT, which sets its database read-only before s2 promotes. A sampler
+/// watching both databases' `read_only` proves they are never writable at once.
+fn partition_in_client_namespace() {
+    let (site, work) = start_pair(Vrrp::V2, true);
+    let both = Arc::new(AtomicU64::new(0));
+    let samples = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sockets: Vec<_> = site.dbs.iter().map(|d| d.0.opts("root", "")).collect();
+    let sampler = {
+        let (both, samples, stop) = (both.clone(), samples.clone(), stop.clone());
+        site.rt.spawn(async move {
+            let mut conns: Vec<Option<Conn>> = vec![None, None];
+            while !stop.load(Ordering::SeqCst) {
+                let mut writable = 0;
+                for (c, opts) in conns.iter_mut().zip(&sockets) {
+                    if c.is_none() {
+                        *c = Conn::new(opts.clone()).await.ok();
+                    }
+                    if let Some(conn) = c {
+                        match conn.query_first::<u8, _>("SELECT @@read_only").await {
+                            Ok(Some(0)) => writable += 1,
+                            Ok(_) => {}
+                            Err(_) => *c = None,
+                        }
+                    }
+                }
+                samples.fetch_add(1, Ordering::SeqCst);
+                if writable > 1 {
+                    both.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // Cut s1 off the bridge; its own link stays up (no carrier loss to notice).
+    netns::must(&[
+        "ip",
+        "-n",
+        &site.lab.bridge,
+        "link",
+        "set",
+        "p0",
+        "nomaster",
+    ]);
+    let cut = Instant::now();
+    site.lab.wait("s1 read-only (FAULT)", LONG, |s| {
+        site.db::<u8>(0, "SELECT @@read_only") == 1 && !s.has_addr(0, VIP)
+    });
+    let fault = cut.elapsed();
+    site.wait_role(1, "primary", LONG);
+    let promoted = cut.elapsed();
+    site.lab
+        .wait("a write acknowledged after the cut", LONG, |_| {
+            work.first_after(cut).is_some()
+        });
+    let write = work.first_after(cut).unwrap() - cut;
+    eprintln!("partition: s1 read-only after {fault:?}, s2 primary after {promoted:?}, first acknowledged write after {write:?}");
+    assert!(fault < promoted, "s1 must be read-only before s2 promotes");
+    let acked = work.acked();
+    work.stop(&site.rt);
+    stop.store(true, Ordering::SeqCst);
+    site.rt.block_on(sampler).unwrap();
+    assert!(samples.load(Ordering::SeqCst) > 50);
+    assert_eq!(
+        both.load(Ordering::SeqCst),
+        0,
+        "both databases were writable at the same time"
+    );
+    // Everything acknowledged (before and after the cut) is on s2.
+    site.assert_no_loss(&acked, 1);
+    assert_eq!(site.db::<u8>(0, "SELECT @@read_only"), 1);
+}
+
 fn summary(name: &str, times: &[Duration]) {
     let mut ms: Vec<u128> = times.iter().map(|t| t.as_millis()).collect();
     ms.sort();
     eprintln!("{name}: kill -> first acknowledged write (ms, sorted): {ms:?}");
+}
+
+#[test]
+fn partition_with_a_witness_check_never_has_two_writable_primaries() {
+    std::thread::spawn(partition_in_client_namespace)
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
 
 #[test]
