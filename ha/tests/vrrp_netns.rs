@@ -8,11 +8,15 @@
 use rwproxy_sql_tests::netns::{must, sh, Lab};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vrrpd-test");
 const VIP: &str = "192.0.2.100";
 const PORT: u16 = 8080;
+
+/// Numbers keepalived starts (fresh pid file names per start).
+static STARTS: AtomicUsize = AtomicUsize::new(0);
 
 /// The VRRP lab's own operations on the shared namespace lab.
 trait VrrpLab {
@@ -331,7 +335,7 @@ fn keepalived_with(lab: &mut Lab, i: usize, prio: u8, v3: bool, extra: &str) -> 
     .unwrap();
     // Fresh pid files per start: a stale one (its process killed, maybe not yet reaped) makes
     // keepalived exit with "daemon is already running".
-    let run = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let run = STARTS.fetch_add(1, Ordering::SeqCst);
     let p = |n: &str| d.join(format!("k{run}-{n}.pid")).display().to_string();
     let vrrp_pid = PathBuf::from(p("vrrp"));
     let conf = conf.display().to_string();
