@@ -645,12 +645,12 @@ fn partition_with_a_witness_check_never_has_two_writable_primaries() {
 
 #[test]
 fn failover_with_vrrp_advert_1s() {
-    let times = run(Vrrp::V2, 2, false);
+    let times = run(Vrrp::V2, 3, false);
     summary("VRRPv2 advert_int 1 s", &times);
 }
 
 #[test]
 fn failover_with_vrrpv3_advert_100ms_and_an_errant_node() {
-    let times = run(Vrrp::V3Fast, 3, true);
+    let times = run(Vrrp::V3Fast, 5, true);
     summary("VRRPv3 advert_int 0.1 s", &times);
 }
