@@ -55,7 +55,7 @@ fn serve_holds_the_vip_and_shows_it_on_the_console() {
             .spawn()
             .expect("start rwproxy"),
     );
-    wait_for("the VIP", Duration::from_secs(10), || has_vip());
+    wait_for("the VIP", Duration::from_secs(10), has_vip);
 
     // The console (inside the namespace) shows the instance as MASTER with its VIP.
     let mut row = String::new();
