@@ -188,7 +188,7 @@ pub struct BackendConn {
     /// `LAST_INSERT_ID()` as the server would answer it now.
     pub last_insert_id: u64,
     /// Prepared statements by SQL text, shared by every session that uses this connection.
-    pub stmts: HashMap<Arc<str>, BackendStmt>,
+    pub stmts: rustc_hash::FxHashMap<Arc<str>, BackendStmt>,
     pub idle_since: Instant,
     /// Set when an exchange was cut off mid-way: the connection must not be reused.
     pub broken: bool,
@@ -224,7 +224,7 @@ impl BackendConn {
             dirty: false,
             status: SERVER_STATUS_AUTOCOMMIT,
             last_insert_id: 0,
-            stmts: HashMap::new(),
+            stmts: Default::default(),
             idle_since: Instant::now(),
             broken: false,
             track: Tracking::default(),

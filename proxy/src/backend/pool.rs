@@ -6,7 +6,7 @@
 //! clients share a few connections.
 
 use super::conn::{BackendConn, BackendError, ConnKey};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -17,7 +17,9 @@ struct Idle {
 }
 
 pub struct Pool {
-    idle: Mutex<HashMap<ConnKey, Vec<Idle>>>,
+    /// Looked up twice per statement (acquire, release): FxHash, not SipHash — the keys are
+    /// the proxy's own, not attacker-chosen collisions.
+    idle: Mutex<FxHashMap<ConnKey, Vec<Idle>>>,
     permits: Arc<Semaphore>,
     max: u32,
     connect_timeout: Duration,
@@ -39,7 +41,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 impl Pool {
     pub fn new(max: u32, connect_timeout: Duration) -> Self {
         Pool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(FxHashMap::default()),
             permits: Arc::new(Semaphore::new(max as usize)),
             max,
             connect_timeout,
