@@ -245,6 +245,13 @@ pub trait ControlPlane: Send + Sync {
     fn ha_status(&self) -> Vec<HaStatusInfo> {
         Vec::new()
     }
+    /// Start a planned switchover away from this node's primary; progress and outcome show
+    /// in [`ControlPlane::ha_status`].
+    fn switchover(&self) -> Result<(), AdminError> {
+        Err(AdminError::failed(
+            "SWITCHOVER: no failover actions run in this process ([ha.failover])",
+        ))
+    }
 
     /// Runtime settings as `(name, value)`, for `SHOW VARIABLES` and `SELECT @@name`.
     fn variables(&self) -> Vec<(String, String)>;

@@ -105,6 +105,10 @@ pub fn execute_in(
         Command::Digests => rows(table_of(&cp.digests())),
         Command::Vrrp => rows(table_of(&cp.vrrp())),
         Command::HaStatus => rows(table_of(&cp.ha_status())),
+        Command::Switchover => {
+            cp.switchover()?;
+            done()
+        }
         Command::ShowVariables { like } => {
             let vars = cp
                 .variables()
@@ -178,6 +182,7 @@ fn help() -> ResultSet {
         ("SELECT * FROM digests", "statements grouped by normalised text: count, total/max time, rows"),
         ("SELECT * FROM vrrp", "VRRP instances: state, priority, virtual IPs"),
         ("SELECT * FROM ha_status", "failover: VRRP state, database role, replication, last action and its result"),
+        ("SWITCHOVER", "on the primary's node: read-only, replicas sent everything, VIP handed over; the replica promotes (writes wait, or get ERR 1290 after write-wait-ms: retry)"),
         ("SHOW VARIABLES [LIKE 'pattern']", "lists the runtime settings"),
         ("SET $name = $value", "changes a runtime setting"),
     ];

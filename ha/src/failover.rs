@@ -24,7 +24,8 @@ use tokio::task::JoinHandle;
 
 use crate::db::{self, DbTarget, Prober, Promoted, Rejoined, Replication, ServerStatus};
 use crate::vrrp::state::NotifyKind;
-use crate::vrrp::{State, Status};
+use crate::vrrp::{Control, State, Status};
+use mysql_async::prelude::Queryable;
 
 /// `[ha.failover]`: the local database and what to do with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,11 +356,64 @@ fn describe(probe: &Result<ServerStatus, db::DbError>) -> (String, String) {
     }
 }
 
+/// A planned switchover, on the primary: `read_only=ON` (writes wait in the proxies), wait
+/// until every connected replica was sent the whole binlog, then give the VIP up; the replica
+/// that takes it drains what it received and promotes, and this node rejoins it as BACKUP.
+async fn switchover(
+    cfg: &FailoverConfig,
+    vrrp: &tokio::sync::mpsc::UnboundedSender<Control>,
+) -> Result<String, String> {
+    let mut conn = db::connect(&cfg.local).await.map_err(|e| e.to_string())?;
+    let sql_err = |e: mysql_async::Error| format!("{}: {e}", cfg.local.address);
+    conn.query_drop("SET GLOBAL read_only = ON")
+        .await
+        .map_err(sql_err)?;
+    let start = Instant::now();
+    loop {
+        // The binlog dump threads' state says when everything was sent.
+        let (threads, done): (u64, u64) = conn
+            .query_first(
+                "SELECT COUNT(*), COALESCE(SUM(STATE LIKE 'Master has sent all binlog%'), 0) \
+                 FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'",
+            )
+            .await
+            .map_err(sql_err)?
+            .unwrap_or_default();
+        if threads > 0 && done == threads {
+            break;
+        }
+        if start.elapsed() > cfg.drain_timeout {
+            conn.query_drop("SET GLOBAL read_only = OFF")
+                .await
+                .map_err(sql_err)?;
+            return Err(if threads == 0 {
+                "no replica connected: nothing to switch over to; still primary".into()
+            } else {
+                format!(
+                    "replicas not sent everything within {:?}; still primary",
+                    cfg.drain_timeout
+                )
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    vrrp.send(Control::Resign)
+        .map_err(|_| "the VRRP instance is not running".to_string())?;
+    Ok(format!(
+        "read-only, replicas sent everything in {} ms, VIP released",
+        start.elapsed().as_millis()
+    ))
+}
+
 /// Runs the actions for `vrrp`'s transitions until `shutdown`, publishing `ha_status` rows on
-/// `status`. On shutdown the local database is set read-only: the VIP is leaving this node.
+/// `status`; `requests` are admin SWITCHOVERs, carried out through `resign`. On shutdown the
+/// local database is set read-only: the VIP is leaving this node.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn<F>(
     cfg: FailoverConfig,
     mut vrrp: watch::Receiver<Status>,
+    resign: tokio::sync::mpsc::UnboundedSender<Control>,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<()>,
     proxies: Vec<Proxy>,
     status: watch::Sender<HaStatusInfo>,
     shutdown: F,
@@ -451,6 +505,26 @@ where
             tokio::select! {
                 _ = vrrp.changed() => {}
                 _ = tokio::time::sleep(cfg.interval) => {}
+                Some(()) = requests.recv() => {
+                    let t = Instant::now();
+                    let result = if st.state == State::Master
+                        && matches!(outcome, Some(Outcome::Primary(_)))
+                    {
+                        switchover(&cfg, &resign).await
+                    } else {
+                        Err("this node is not the primary".into())
+                    };
+                    let row = match result {
+                        Ok(s) => format!("ok: {s}"),
+                        Err(e) => format!("error: {e}"),
+                    };
+                    tracing::info!(instance = %instance, "switchover: {row}");
+                    status.send_modify(|s| {
+                        s.last_action = Some("switchover".into());
+                        s.result = Some(row);
+                        s.duration_ms = Some(t.elapsed().as_millis() as u64);
+                    });
+                }
                 _ = &mut shutdown => break,
             }
         }

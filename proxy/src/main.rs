@@ -287,7 +287,14 @@ async fn serve(cfg: config::Config) -> Result<()> {
         let name = f.instance.as_ref()?;
         let follow = vrrp.iter().find(|r| r.status.borrow().instance == *name)?;
         let (tx, rx) = tokio::sync::watch::channel(failover::initial_status(f));
-        Some((f.clone(), follow.status.clone(), tx, rx))
+        let (switch_tx, switch_rx) = tokio::sync::mpsc::unbounded_channel();
+        Some((
+            f.clone(),
+            follow.status.clone(),
+            follow.control.clone(),
+            (tx, rx),
+            (switch_tx, switch_rx),
+        ))
     });
     let mut control = ProxyControl::new(
         cluster.clone(),
@@ -295,11 +302,11 @@ async fn serve(cfg: config::Config) -> Result<()> {
         &settings,
         vrrp.iter().map(|r| r.status.clone()).collect(),
     );
-    if let Some((_, _, _, rx)) = &failover {
-        control = control.with_ha_status(rx.clone());
+    if let Some((_, _, _, (_, rx), (switch_tx, _))) = &failover {
+        control = control.with_failover(rx.clone(), switch_tx.clone());
     }
     let control = Arc::new(control);
-    let failover = failover.map(|(f, follow, tx, _)| {
+    let failover = failover.map(|(f, follow, resign, (tx, _), (_, switch_rx))| {
         let mut proxies: Vec<failover::Proxy> = f
             .remote_proxies
             .iter()
@@ -310,7 +317,7 @@ async fn serve(cfg: config::Config) -> Result<()> {
             proxies.push(failover::Proxy::Local(control.clone()));
         }
         let mut stopping = failover_stopping.clone();
-        failover::spawn(f, follow, proxies, tx, async move {
+        failover::spawn(f, follow, resign, switch_rx, proxies, tx, async move {
             let _ = stopping.wait_for(|s| *s).await;
         })
     });

@@ -143,6 +143,8 @@ const SETUP: &[&str] = &[
 /// Writers through both proxies, recording each acknowledged insert.
 struct Workload {
     acked: Arc<Mutex<Vec<(u64, Instant)>>>,
+    /// Every failed write: the server's error code, or 0 for connection trouble.
+    failed: Arc<Mutex<Vec<u16>>>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -151,11 +153,25 @@ impl Workload {
     fn start(rt: &tokio::runtime::Runtime) -> Workload {
         let acked = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(Mutex::new(Vec::new()));
         let next = Arc::new(AtomicU64::new(1));
         let tasks = (0..2)
-            .map(|i| rt.spawn(writer(i, next.clone(), acked.clone(), stop.clone())))
+            .map(|i| {
+                rt.spawn(writer(
+                    i,
+                    next.clone(),
+                    acked.clone(),
+                    failed.clone(),
+                    stop.clone(),
+                ))
+            })
             .collect();
-        Workload { acked, stop, tasks }
+        Workload {
+            acked,
+            failed,
+            stop,
+            tasks,
+        }
     }
 
     fn acked(&self) -> Vec<(u64, Instant)> {
@@ -193,6 +209,7 @@ async fn writer(
     i: usize,
     next: Arc<AtomicU64>,
     acked: Arc<Mutex<Vec<(u64, Instant)>>>,
+    failed: Arc<Mutex<Vec<u16>>>,
     stop: Arc<AtomicBool>,
 ) {
     let mut conn: Option<Conn> = None;
@@ -217,8 +234,14 @@ async fn writer(
         .await;
         match r {
             Ok(Ok(())) => acked.lock().unwrap().push((id, Instant::now())),
+            // Refused by the server: the statement did not run; retry on this connection.
+            Ok(Err(mysql_async::Error::Server(e))) => {
+                failed.lock().unwrap().push(e.code);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             // Unknown outcome: not counted as acknowledged; a fresh connection next.
             _ => {
+                failed.lock().unwrap().push(0);
                 conn = None;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -630,6 +653,47 @@ fn partition_in_client_namespace() {
     assert_eq!(site.db::<u8>(0, "SELECT @@read_only"), 1);
 }
 
+/// Scenario 5: a planned switchover from the admin console. The primary goes read-only,
+/// waits until its replica was sent everything, hands the VIP over; the replica drains and
+/// promotes; the old primary rejoins it. Writes meanwhile wait in the proxies or get the
+/// documented ERR 1290 (read-only), which clients retry: nothing else fails, nothing is lost.
+fn switchover_in_client_namespace() {
+    let (site, work) = start_pair(Vrrp::V3Fast, false);
+    let failed_before = work.failed.lock().unwrap().len();
+    let t = Instant::now();
+    site.rt.block_on(async {
+        let mut a = AdminClient::connect(&node_ip(0), ADMIN_PORT, "admin", "admin_pw")
+            .await
+            .unwrap();
+        a.execute("SWITCHOVER").await.unwrap();
+    });
+    site.wait_role(1, "primary", LONG);
+    let took = t.elapsed();
+    site.wait_role(0, "replica", LONG);
+    site.lab
+        .wait("a write acknowledged after the switchover", LONG, |_| {
+            work.first_after(t + took).is_some()
+        });
+    let first = work.first_after(t).unwrap() - t;
+    let s1 = site.ha_status(0).unwrap();
+    assert_eq!(s1.vrrp_state, "BACKUP", "{s1:?}");
+    site.lab.wait("reads on s1 again", LONG, |_| {
+        site.reads_go_to(0, 1) && site.reads_go_to(1, 1)
+    });
+    let acked = work.acked();
+    let failed: Vec<u16> = work.failed.lock().unwrap()[failed_before..].to_vec();
+    work.stop(&site.rt);
+    eprintln!("switchover: s2 primary after {took:?}, first acknowledged write {first:?} after the command; failed writes meanwhile (error codes): {failed:?}");
+    assert!(
+        failed.iter().all(|&c| c == 1290),
+        "only the documented, retryable ERR 1290 may reach clients: {failed:?}"
+    );
+    site.assert_no_loss(&acked, 1);
+    assert_eq!(site.db::<u8>(0, "SELECT @@read_only"), 1);
+    assert_eq!(site.db::<u8>(1, "SELECT @@read_only"), 0);
+    assert!(site.lab.has_addr(1, VIP) && !site.lab.has_addr(0, VIP));
+}
+
 fn summary(name: &str, times: &[Duration]) {
     let mut ms: Vec<u128> = times.iter().map(|t| t.as_millis()).collect();
     ms.sort();
@@ -639,6 +703,13 @@ fn summary(name: &str, times: &[Duration]) {
 #[test]
 fn partition_with_a_witness_check_never_has_two_writable_primaries() {
     std::thread::spawn(partition_in_client_namespace)
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}
+
+#[test]
+fn planned_switchover_fails_no_transaction() {
+    std::thread::spawn(switchover_in_client_namespace)
         .join()
         .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }

@@ -21,6 +21,8 @@ pub struct ProxyControl {
     vrrp: Vec<tokio::sync::watch::Receiver<rwproxy_ha::vrrp::Status>>,
     /// The failover actions' state, when `[ha.failover]` runs here.
     ha_status: Option<tokio::sync::watch::Receiver<HaStatusInfo>>,
+    /// Where admin SWITCHOVER requests go.
+    switchover: Option<tokio::sync::mpsc::UnboundedSender<()>>,
     sessions: Arc<Registry>,
     stats: Arc<Stats>,
     /// The config as loaded: where `SAVE CONFIG` writes, and the admin credentials.
@@ -40,6 +42,7 @@ impl ProxyControl {
             cluster,
             vrrp,
             ha_status: None,
+            switchover: None,
             sessions: clients.registry.clone(),
             stats: clients.stats.clone(),
             config,
@@ -48,9 +51,15 @@ impl ProxyControl {
         }
     }
 
-    /// Shows the failover actions' state in `SELECT * FROM ha_status`.
-    pub fn with_ha_status(mut self, status: tokio::sync::watch::Receiver<HaStatusInfo>) -> Self {
+    /// Shows the failover actions' state in `SELECT * FROM ha_status` and passes SWITCHOVER
+    /// to them.
+    pub fn with_failover(
+        mut self,
+        status: tokio::sync::watch::Receiver<HaStatusInfo>,
+        switchover: tokio::sync::mpsc::UnboundedSender<()>,
+    ) -> Self {
         self.ha_status = Some(status);
+        self.switchover = Some(switchover);
         self
     }
 
@@ -257,6 +266,17 @@ impl ControlPlane for ProxyControl {
 
     fn ha_status(&self) -> Vec<HaStatusInfo> {
         self.ha_status.iter().map(|s| s.borrow().clone()).collect()
+    }
+
+    fn switchover(&self) -> Result<(), AdminError> {
+        match &self.switchover {
+            Some(tx) => tx
+                .send(())
+                .map_err(|_| AdminError::failed("SWITCHOVER: the failover task has stopped")),
+            None => Err(AdminError::failed(
+                "SWITCHOVER: no failover actions run in this process ([ha.failover])",
+            )),
+        }
     }
 
     fn variables(&self) -> Vec<(String, String)> {
