@@ -80,6 +80,15 @@ pub struct Options {
     pub base_port: Option<u16>,
     /// Servers outlive this process (for `sandbox up`): no watchdog, no kill on drop.
     pub detached: bool,
+    /// Every server offers TLS with this certificate (`--ssl-cert`, `--ssl-key`).
+    pub tls: Option<ServerCert>,
+}
+
+/// PEM files of a server certificate (the chain, then the key).
+#[derive(Debug, Clone)]
+pub struct ServerCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A primary with its replicas.
@@ -106,6 +115,7 @@ pub struct Server {
     netns: Option<String>,
     bind: String,
     mariadbd: PathBuf,
+    tls: Option<ServerCert>,
     pid: AtomicU32,
     child: Mutex<Option<Child>>,
 }
@@ -160,6 +170,7 @@ impl Cluster {
                 netns: None,
                 bind: "127.0.0.1".into(),
                 mariadbd: mariadbd.clone(),
+                tls: opts.tls.clone(),
                 pid: AtomicU32::new(0),
                 child: Mutex::new(None),
             });
@@ -369,6 +380,7 @@ impl Server {
             netns: Some(netns.to_string()),
             bind: bind.to_string(),
             mariadbd: find_binary("mariadbd")?,
+            tls: None,
             pid: AtomicU32::new(0),
             child: Mutex::new(None),
         };
@@ -527,6 +539,10 @@ impl Server {
             // How a failover node boots: its role is decided by whoever manages it, not by
             // leftover replication settings.
             a.push("--skip-slave-start".into());
+        }
+        if let Some(t) = &self.tls {
+            a.push(format!("--ssl-cert={}", t.cert.display()));
+            a.push(format!("--ssl-key={}", t.key.display()));
         }
         a
     }
@@ -766,6 +782,15 @@ pub fn ensure_installed(binary: &str, packages: &[&str]) -> Result<()> {
     args.extend_from_slice(packages);
     apt(&args)?;
     find_binary(binary).map(|_| ())
+}
+
+/// A fresh directory for files a test makes (certificates, ...), removed with this process's
+/// sandboxes when it exits.
+pub fn scratch_dir(name: &str) -> Result<PathBuf> {
+    let d = scratch_root().join(format!("{DIR_PREFIX}{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
 }
 
 /// Looks in PATH and then the sbin directories, which a non-login PATH often lacks.

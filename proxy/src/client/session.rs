@@ -414,7 +414,7 @@ impl Session {
                         addr,
                         self.key.clone(),
                         &self.password,
-                        self.cluster.connect_timeout,
+                        &self.cluster.dial,
                     )
                     .await?;
                 }
