@@ -5,7 +5,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Value};
 
 use crate::command::BackendAddr;
-use crate::control::{BackendInfo, BackendStats, DigestInfo, SessionInfo, VrrpInfo};
+use crate::control::{BackendInfo, BackendStats, DigestInfo, HaStatusInfo, SessionInfo, VrrpInfo};
 use crate::resultset::{Reply, ResultSet};
 use crate::tables::{column_of, pairs_of, rows_of, RowError};
 use crate::AdminError;
@@ -206,6 +206,10 @@ impl AdminClient {
         Ok(rows_of(&self.rows("SELECT * FROM vrrp").await?)?)
     }
 
+    pub async fn ha_status(&mut self) -> Result<Vec<HaStatusInfo>> {
+        Ok(rows_of(&self.rows("SELECT * FROM ha_status").await?)?)
+    }
+
     pub async fn variables(&mut self, like: Option<&str>) -> Result<Vec<(String, String)>> {
         let sql = match like {
             None => "SHOW VARIABLES".to_string(),
@@ -398,6 +402,17 @@ mod tests {
             master: None,
         }];
         assert_eq!(rows_of::<VrrpInfo>(&tables::table_of(&vrrp)).unwrap(), vrrp);
+        let ha = vec![HaStatusInfo {
+            instance: "VI_1".into(),
+            vrrp_state: "BACKUP".into(),
+            role: "none".into(),
+            db_role: "read-only".into(),
+            replication: String::new(),
+            last_action: Some("rejoin".into()),
+            result: Some("errant: 0-1-7".into()),
+            duration_ms: Some(12),
+        }];
+        assert_eq!(rows_of::<HaStatusInfo>(&tables::table_of(&ha)).unwrap(), ha);
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum Command {
     Sessions,
     Digests,
     Vrrp,
+    HaStatus,
+    /// Hand the primary role to the replica (`ha_status` shows how it went).
+    Switchover,
     /// `SHOW [GLOBAL|SESSION] VARIABLES [LIKE 'pattern']`
     ShowVariables {
         like: Option<String>,
@@ -224,9 +227,11 @@ pub fn parse(sql: &str) -> Result<Command, AdminError> {
             "sessions" => Ok(Command::Sessions),
             "digests" => Ok(Command::Digests),
             "vrrp" => Ok(Command::Vrrp),
+            "ha_status" => Ok(Command::HaStatus),
             _ => Err(unknown()),
         },
         ["select", "version"] => Ok(Command::Version),
+        ["switchover"] => Ok(Command::Switchover),
         ["select", ..] => parse_select(rest_after(stmt, 1)).ok_or_else(unknown),
 
         ["set", "offline", ..] | ["set", "online", ..] if !stmt.contains('=') => {
@@ -749,6 +754,8 @@ mod tests {
         assert_eq!(p("select * from sessions"), Command::Sessions);
         assert_eq!(p("select * from digests"), Command::Digests);
         assert_eq!(p("select * from vrrp"), Command::Vrrp);
+        assert_eq!(p("SELECT * FROM ha_status;"), Command::HaStatus);
+        assert_eq!(p("switchover;"), Command::Switchover);
         assert_eq!(p("SELECT VERSION"), Command::Version);
         assert_eq!(p("select   version ;"), Command::Version);
     }

@@ -184,6 +184,29 @@ pub struct VrrpInfo {
     pub master: Option<String>,
 }
 
+/// One row of `SELECT * FROM ha_status`: the built-in failover actions of one VRRP instance
+/// and what they left the local database in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaStatusInfo {
+    pub instance: String,
+    /// keepalived's spelling of the instance's state.
+    pub vrrp_state: String,
+    /// What this node's database should be: `primary`, `replica`, or `none` (held read-only
+    /// until a human acts, e.g. errant transactions).
+    pub role: String,
+    /// What the database is, as last probed: `primary` (writable), `replica`, `read-only`
+    /// (neither writable nor replicating) or `unreachable`.
+    pub db_role: String,
+    /// Replication state in words (`running, 0 s behind`, the thread errors…); empty on a
+    /// primary.
+    pub replication: String,
+    /// `promote`, `rejoin` or `read_only`; `None` before the first action.
+    pub last_action: Option<String>,
+    /// `ok: …`, `degraded: …`, `errant: …` or `error: …`: the outcome and, when it failed, why.
+    pub result: Option<String>,
+    pub duration_ms: Option<u64>,
+}
+
 /// Everything the admin console can ask of the proxy.
 ///
 /// Index arguments are the 1-based `backend_ndx` of [`ControlPlane::backends`]; an index out of
@@ -218,6 +241,17 @@ pub trait ControlPlane: Send + Sync {
     fn digests(&self) -> Vec<DigestInfo>;
     /// Empty when this process runs no VRRP instance.
     fn vrrp(&self) -> Vec<VrrpInfo>;
+    /// Empty when this process runs no failover actions.
+    fn ha_status(&self) -> Vec<HaStatusInfo> {
+        Vec::new()
+    }
+    /// Start a planned switchover away from this node's primary; progress and outcome show
+    /// in [`ControlPlane::ha_status`].
+    fn switchover(&self) -> Result<(), AdminError> {
+        Err(AdminError::failed(
+            "SWITCHOVER: no failover actions run in this process ([ha.failover])",
+        ))
+    }
 
     /// Runtime settings as `(name, value)`, for `SHOW VARIABLES` and `SELECT @@name`.
     fn variables(&self) -> Vec<(String, String)>;

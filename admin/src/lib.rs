@@ -21,8 +21,8 @@ pub mod tables;
 
 pub use command::{parse, BackendAddr, Command, SelectExpr, SelectItem};
 pub use control::{
-    BackendInfo, BackendRole, BackendState, BackendStats, ControlPlane, DigestInfo, SessionInfo,
-    UserPassword, VrrpInfo,
+    BackendInfo, BackendRole, BackendState, BackendStats, ControlPlane, DigestInfo, HaStatusInfo,
+    SessionInfo, UserPassword, VrrpInfo,
 };
 pub use error::{AdminError, UNKNOWN_COMMAND_HINT};
 pub use resultset::{Reply, ResultSet};
@@ -104,6 +104,11 @@ pub fn execute_in(
         Command::Sessions => rows(table_of(&cp.sessions())),
         Command::Digests => rows(table_of(&cp.digests())),
         Command::Vrrp => rows(table_of(&cp.vrrp())),
+        Command::HaStatus => rows(table_of(&cp.ha_status())),
+        Command::Switchover => {
+            cp.switchover()?;
+            done()
+        }
         Command::ShowVariables { like } => {
             let vars = cp
                 .variables()
@@ -176,6 +181,8 @@ fn help() -> ResultSet {
         ("SELECT * FROM sessions", "client sessions: backend in use, transaction, current statement and its age"),
         ("SELECT * FROM digests", "statements grouped by normalised text: count, total/max time, rows"),
         ("SELECT * FROM vrrp", "VRRP instances: state, priority, virtual IPs"),
+        ("SELECT * FROM ha_status", "failover: VRRP state, database role, replication, last action and its result"),
+        ("SWITCHOVER", "on the primary's node: read-only, replicas sent everything, VIP handed over; the replica promotes (writes wait, or get ERR 1290 after write-wait-ms: retry)"),
         ("SHOW VARIABLES [LIKE 'pattern']", "lists the runtime settings"),
         ("SET $name = $value", "changes a runtime setting"),
     ];

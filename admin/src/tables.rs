@@ -6,7 +6,7 @@
 
 use std::str::FromStr;
 
-use crate::control::{BackendInfo, BackendStats, DigestInfo, SessionInfo, VrrpInfo};
+use crate::control::{BackendInfo, BackendStats, DigestInfo, HaStatusInfo, SessionInfo, VrrpInfo};
 use crate::resultset::ResultSet;
 
 pub const HELP_COLUMNS: [&str; 2] = ["command", "description"];
@@ -52,6 +52,16 @@ pub const VRRP_COLUMNS: [&str; 8] = [
     "effective_priority",
     "virtual_ips",
     "master",
+];
+pub const HA_STATUS_COLUMNS: [&str; 8] = [
+    "instance",
+    "vrrp_state",
+    "role",
+    "db_role",
+    "replication",
+    "last_action",
+    "result",
+    "duration_ms",
 ];
 /// MySQL's own `SHOW VARIABLES` columns.
 pub const VARIABLE_COLUMNS: [&str; 2] = ["Variable_name", "Value"];
@@ -287,6 +297,36 @@ impl Table for VrrpInfo {
                 .map(str::to_string)
                 .collect(),
             master: row.opt("master")?.map(str::to_string),
+        })
+    }
+}
+
+impl Table for HaStatusInfo {
+    const COLUMNS: &'static [&'static str] = &HA_STATUS_COLUMNS;
+
+    fn to_row(&self) -> Vec<Option<String>> {
+        vec![
+            some(&self.instance),
+            some(&self.vrrp_state),
+            some(&self.role),
+            some(&self.db_role),
+            some(&self.replication),
+            self.last_action.clone(),
+            self.result.clone(),
+            self.duration_ms.map(|d| d.to_string()),
+        ]
+    }
+
+    fn from_row(row: Row<'_>) -> Result<Self, RowError> {
+        Ok(HaStatusInfo {
+            instance: row.str("instance")?.to_string(),
+            vrrp_state: row.str("vrrp_state")?.to_string(),
+            role: row.str("role")?.to_string(),
+            db_role: row.str("db_role")?.to_string(),
+            replication: row.opt("replication")?.unwrap_or("").to_string(),
+            last_action: row.opt("last_action")?.map(str::to_string),
+            result: row.opt("result")?.map(str::to_string),
+            duration_ms: row.parse_opt("duration_ms")?,
         })
     }
 }

@@ -3,5 +3,6 @@
 //! drive.
 
 pub mod db;
+pub mod failover;
 pub mod ipvs;
 pub mod vrrp;

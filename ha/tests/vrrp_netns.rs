@@ -5,8 +5,9 @@
 //! answering with its name, so a client probe tells who holds the VIP (and that GARP moved it).
 //! Requires root (CI runs as root).
 
+use rwproxy_sql_tests::netns::{must, sh, Lab};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,157 +15,22 @@ const BIN: &str = env!("CARGO_BIN_EXE_vrrpd-test");
 const VIP: &str = "192.0.2.100";
 const PORT: u16 = 8080;
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
+/// Numbers keepalived starts (fresh pid file names per start).
+static STARTS: AtomicUsize = AtomicUsize::new(0);
 
-/// At most this many labs at once: on a 2-core machine, a dozen labs polling in parallel starve
-/// the speakers enough to break 100 ms advert intervals.
-const MAX_LABS: usize = 3;
-static LABS: (std::sync::Mutex<usize>, std::sync::Condvar) =
-    (std::sync::Mutex::new(0), std::sync::Condvar::new());
-
-struct LabSlot;
-
-impl LabSlot {
-    fn take() -> LabSlot {
-        let mut n = LABS.0.lock().unwrap_or_else(|e| e.into_inner());
-        while *n >= MAX_LABS {
-            n = LABS.1.wait(n).unwrap_or_else(|e| e.into_inner());
-        }
-        *n += 1;
-        LabSlot
-    }
+/// The VRRP lab's own operations on the shared namespace lab.
+trait VrrpLab {
+    fn vrrpd(&mut self, i: usize, name: &str, extra: &[&str]) -> u32;
+    fn listener(&mut self, i: usize, name: &str);
+    fn has_vip(&self, i: usize) -> bool;
+    fn probe(&self) -> Option<String>;
+    fn wait_answer(&self, name: &str, timeout: Duration) -> Duration;
+    fn failover_to(&self, i: usize, name: &str, t: Instant) -> (Duration, Duration);
+    fn mac(&self, i: usize) -> String;
+    fn client_neigh(&self) -> String;
 }
 
-impl Drop for LabSlot {
-    fn drop(&mut self) {
-        *LABS.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        LABS.1.notify_one();
-    }
-}
-
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn must(args: &[&str]) {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Lab {
-    bridge: String,
-    nodes: Vec<String>,
-    client: String,
-    dir: PathBuf,
-    children: Vec<(String, Child)>,
-    _slot: LabSlot,
-}
-
-impl Lab {
-    fn new(nodes: usize) -> Lab {
-        let slot = LabSlot::take();
-        let tag = format!(
-            "rwv{}x{}",
-            std::process::id() % 100_000,
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        let dir = std::env::temp_dir().join(&tag);
-        std::fs::create_dir_all(&dir).unwrap();
-        let lab = Lab {
-            bridge: format!("{tag}br"),
-            nodes: (0..nodes).map(|i| format!("{tag}n{i}")).collect(),
-            client: format!("{tag}c"),
-            dir,
-            children: Vec::new(),
-            _slot: slot,
-        };
-        // The Lab exists before any namespace does, so Drop cleans up on any failure below.
-        must(&["ip", "netns", "add", &lab.bridge]);
-        must(&[
-            "ip",
-            "-n",
-            &lab.bridge,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-        ]);
-        must(&["ip", "-n", &lab.bridge, "link", "set", "br0", "up"]);
-        let mut hosts: Vec<(String, String)> = lab
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), format!("192.0.2.{}/24", 11 + i)))
-            .collect();
-        hosts.push((lab.client.clone(), "192.0.2.50/24".into()));
-        for (i, (ns, addr)) in hosts.iter().enumerate() {
-            must(&["ip", "netns", "add", ns]);
-            let port = format!("p{i}");
-            must(&[
-                "ip",
-                "-n",
-                &lab.bridge,
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                ns,
-            ]);
-            must(&[
-                "ip",
-                "-n",
-                &lab.bridge,
-                "link",
-                "set",
-                &port,
-                "master",
-                "br0",
-                "up",
-            ]);
-            must(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-            ]);
-            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            must(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
-            must(&["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"]);
-        }
-        lab
-    }
-
-    fn spawn(&mut self, label: &str, ns: &str, cmd: &[&str]) -> u32 {
-        let log = std::fs::File::create(self.dir.join(format!("{label}.log"))).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(cmd)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        self.children.push((label.to_string(), child));
-        pid
-    }
-
+impl VrrpLab for Lab {
     /// Starts our VRRP speaker on node `i` named `name` (also its TCP listener).
     fn vrrpd(&mut self, i: usize, name: &str, extra: &[&str]) -> u32 {
         let ns = self.nodes[i].clone();
@@ -196,30 +62,8 @@ impl Lab {
         );
     }
 
-    fn signal(&mut self, pid: u32, sig: &str) {
-        must(&["kill", sig, &pid.to_string()]);
-        // Reap it if it is ours, so it does not linger as a zombie.
-        if sig == "-KILL" {
-            for (_, c) in &mut self.children {
-                if c.id() == pid {
-                    let _ = c.wait();
-                }
-            }
-        }
-    }
-
     fn has_vip(&self, i: usize) -> bool {
-        let out = sh(&[
-            "ip",
-            "-n",
-            &self.nodes[i],
-            "-4",
-            "addr",
-            "show",
-            "dev",
-            "eth0",
-        ]);
-        String::from_utf8_lossy(&out.stdout).contains(&format!("inet {VIP}/"))
+        self.has_addr(i, VIP)
     }
 
     /// Who answers on the VIP, seen from the client namespace.
@@ -231,34 +75,10 @@ impl Lab {
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn wait(&self, what: &str, timeout: Duration, mut cond: impl FnMut(&Lab) -> bool) -> Duration {
-        let t = Instant::now();
-        while t.elapsed() < timeout {
-            if cond(self) {
-                return t.elapsed();
-            }
-            std::thread::sleep(Duration::from_millis(30));
-        }
-        self.dump_logs();
-        panic!("timed out after {timeout:?} waiting for {what}");
-    }
-
     fn wait_answer(&self, name: &str, timeout: Duration) -> Duration {
         self.wait(&format!("{name} to answer on the VIP"), timeout, |l| {
             l.probe().as_deref() == Some(name)
         })
-    }
-
-    /// Asserts that `cond` holds for the whole `period`.
-    fn hold(&self, what: &str, period: Duration, cond: impl Fn(&Lab) -> bool) {
-        let t = Instant::now();
-        while t.elapsed() < period {
-            if !cond(self) {
-                self.dump_logs();
-                panic!("{what} stopped holding after {:?}", t.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 
     /// After a kill at `t`: when node `i` held the VIP, and when it answered on it.
@@ -290,38 +110,6 @@ impl Lab {
     fn client_neigh(&self) -> String {
         let out = sh(&["ip", "-n", &self.client, "neigh", "show", VIP]);
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn dump_logs(&self) {
-        for (label, _) in &self.children {
-            let log =
-                std::fs::read_to_string(self.dir.join(format!("{label}.log"))).unwrap_or_default();
-            eprintln!("----- {label} -----\n{log}");
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // Processes first (one left in a deleted namespace would live on), by pid.
-        for (_, c) in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // keepalived's VRRP child is not our child: kill it by its pid file.
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                if e.path().extension().is_some_and(|x| x == "pid") {
-                    if let Ok(pid) = std::fs::read_to_string(e.path()) {
-                        let _ = sh(&["kill", "-KILL", pid.trim()]);
-                    }
-                }
-            }
-        }
-        for ns in self.nodes.iter().chain([&self.client, &self.bridge]) {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -547,7 +335,7 @@ fn keepalived_with(lab: &mut Lab, i: usize, prio: u8, v3: bool, extra: &str) -> 
     .unwrap();
     // Fresh pid files per start: a stale one (its process killed, maybe not yet reaped) makes
     // keepalived exit with "daemon is already running".
-    let run = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let run = STARTS.fetch_add(1, Ordering::SeqCst);
     let p = |n: &str| d.join(format!("k{run}-{n}.pid")).display().to_string();
     let vrrp_pid = PathBuf::from(p("vrrp"));
     let conf = conf.display().to_string();

@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use rwproxy::cluster::Cluster;
 use rwproxy::console::control::ProxyControl;
 use rwproxy::{config, process};
-use rwproxy_ha::vrrp;
+use rwproxy_ha::vrrp::state::NotifyKind;
+use rwproxy_ha::{failover, vrrp};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -36,9 +37,14 @@ enum Command {
     },
     /// Encrypt a password the way Atlas's `encrypt` does, for `pwds` / `ADD ENPWD`.
     Encrypt { password: String },
-    /// A keepalived `notify` hook: `rwproxy notify INSTANCE|GROUP NAME STATE PRIORITY`, the
-    /// words keepalived (and rwproxy's own VRRP) append to the configured command.
+    /// A keepalived `notify` hook: `rwproxy notify [-c CONFIG] INSTANCE|GROUP NAME STATE
+    /// PRIORITY`, the words keepalived (and rwproxy's own VRRP) append to the configured
+    /// command. With a config holding `[ha.failover]` it runs the failover actions: promote on
+    /// MASTER, read-only and rejoin on BACKUP, read-only on FAULT and STOP.
     Notify {
+        /// rwproxy TOML with an `[ha.failover]` section; without it the call is only logged.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
         /// `INSTANCE` or `GROUP`.
         kind: String,
         name: String,
@@ -81,6 +87,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Notify {
+            config,
             kind,
             name,
             state,
@@ -89,12 +96,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !matches!(kind.as_str(), "INSTANCE" | "GROUP") {
                 anyhow::bail!("notify: '{kind}' is not INSTANCE or GROUP");
             }
-            if !matches!(state.as_str(), "MASTER" | "BACKUP" | "FAULT" | "STOP") {
-                anyhow::bail!("notify: '{state}' is not MASTER, BACKUP, FAULT or STOP");
-            }
+            let transition = match state.as_str() {
+                "MASTER" => NotifyKind::Master,
+                "BACKUP" => NotifyKind::Backup,
+                "FAULT" => NotifyKind::Fault,
+                "STOP" => NotifyKind::Stop,
+                _ => anyhow::bail!("notify: '{state}' is not MASTER, BACKUP, FAULT or STOP"),
+            };
             // keepalived logs hooks' stderr; this is the record of the transition.
             eprintln!("rwproxy notify: {kind} {name} is now {state} (priority {priority})");
-            Ok(ExitCode::SUCCESS)
+            let Some(path) = config else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            let cfg = config::load(&path)?;
+            let f = cfg.failover.clone().with_context(|| {
+                format!("{}: no [ha.failover] section to act on", path.display())
+            })?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(notify(cfg, f, transition))
         }
         Command::Ipvs {
             command: IpvsCommand::List { stats },
@@ -138,6 +159,58 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `rwproxy notify` with `[ha.failover]`: the action for the transition, then the read pools
+/// of this node's proxy (through its admin port: it is another process) and the remote ones.
+async fn notify(
+    cfg: config::Config,
+    f: failover::FailoverConfig,
+    transition: NotifyKind,
+) -> Result<ExitCode> {
+    let action = failover::action_name(&f, transition);
+    let started = std::time::Instant::now();
+    let outcome = failover::act(&f, transition, None).await;
+    eprintln!(
+        "rwproxy notify: {action}: {outcome:?} ({} ms)",
+        started.elapsed().as_millis()
+    );
+    let mut proxies: Vec<failover::Proxy> = f
+        .remote_proxies
+        .iter()
+        .cloned()
+        .map(failover::Proxy::Remote)
+        .collect();
+    if !cfg.backends.is_empty() {
+        let mut admin = cfg.admin_listen;
+        if admin.ip().is_unspecified() {
+            admin.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        proxies.push(failover::Proxy::Remote(failover::RemoteProxy {
+            address: admin.to_string(),
+            user: cfg.admin_username.clone(),
+            password: cfg.admin_password.clone(),
+        }));
+    }
+    let probe = rwproxy_ha::db::Prober::new(f.local.clone())
+        .probe()
+        .await
+        .ok();
+    if let Some(present) = failover::wanted_in_read_pool(&outcome, probe.as_ref()) {
+        for p in &proxies {
+            if let Err(e) = p
+                .set_reader(&f.local.address, present, f.read_weight, f.local.timeout)
+                .await
+            {
+                eprintln!("rwproxy notify: read pool not updated: {e}");
+            }
+        }
+    }
+    Ok(if outcome.is_failure() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn init_logging(cfg: &config::Config) -> Result<()> {
@@ -207,13 +280,47 @@ async fn serve(cfg: config::Config) -> Result<()> {
             .context("cannot start the IPVS director ([ha.ipvs])")?,
         )
     };
+    let failover_stopping = stopping.clone();
     let settings = Arc::new(rwproxy::server::client_settings(&cfg, &cluster, stopping).await);
-    let control = Arc::new(ProxyControl::new(
+    // The failover actions follow their VRRP instance (config validation made sure it exists).
+    let failover = cfg.failover.as_ref().and_then(|f| {
+        let name = f.instance.as_ref()?;
+        let follow = vrrp.iter().find(|r| r.status.borrow().instance == *name)?;
+        let (tx, rx) = tokio::sync::watch::channel(failover::initial_status(f));
+        let (switch_tx, switch_rx) = tokio::sync::mpsc::unbounded_channel();
+        Some((
+            f.clone(),
+            follow.status.clone(),
+            follow.control.clone(),
+            (tx, rx),
+            (switch_tx, switch_rx),
+        ))
+    });
+    let mut control = ProxyControl::new(
         cluster.clone(),
         cfg.clone(),
         &settings,
         vrrp.iter().map(|r| r.status.clone()).collect(),
-    ));
+    );
+    if let Some((_, _, _, (_, rx), (switch_tx, _))) = &failover {
+        control = control.with_failover(rx.clone(), switch_tx.clone());
+    }
+    let control = Arc::new(control);
+    let failover = failover.map(|(f, follow, resign, (tx, _), (_, switch_rx))| {
+        let mut proxies: Vec<failover::Proxy> = f
+            .remote_proxies
+            .iter()
+            .cloned()
+            .map(failover::Proxy::Remote)
+            .collect();
+        if !cfg.backends.is_empty() {
+            proxies.push(failover::Proxy::Local(control.clone()));
+        }
+        let mut stopping = failover_stopping.clone();
+        failover::spawn(f, follow, resign, switch_rx, proxies, tx, async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        })
+    });
     if let Some(addr) = cfg.metrics_listen {
         let sources = rwproxy::stats::exporter::Sources {
             cluster: cluster.clone(),
@@ -283,6 +390,15 @@ async fn serve(cfg: config::Config) -> Result<()> {
             Ok(Ok(Err(e))) => tracing::error!("VRRP instance stopped with an error: {e}"),
             Ok(Err(e)) => tracing::error!("VRRP instance task failed: {e}"),
             Err(_) => tracing::warn!("VRRP instance did not stop in time"),
+        }
+    }
+    // The failover task sets the local database read-only on its way out.
+    if let Some(f) = failover {
+        if tokio::time::timeout(std::time::Duration::from_secs(15), f)
+            .await
+            .is_err()
+        {
+            tracing::warn!("failover actions did not stop in time");
         }
     }
     // The director removes the virtual services it owns, as keepalived does on exit.

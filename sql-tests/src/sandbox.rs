@@ -110,6 +110,10 @@ pub struct Server {
     pub socket: PathBuf,
     pub error_log: PathBuf,
     read_only: bool,
+    /// Runs inside this network namespace, listening on `bind` there; the harness then
+    /// reaches it through its Unix socket (sockets cross namespaces, TCP does not).
+    netns: Option<String>,
+    bind: String,
     mariadbd: PathBuf,
     tls: Option<ServerCert>,
     pid: AtomicU32,
@@ -163,6 +167,8 @@ impl Cluster {
                 socket,
                 dir: node_dir,
                 read_only: i > 0,
+                netns: None,
+                bind: "127.0.0.1".into(),
                 mariadbd: mariadbd.clone(),
                 tls: opts.tls.clone(),
                 pid: AtomicU32::new(0),
@@ -351,6 +357,42 @@ impl Drop for Cluster {
 }
 
 impl Server {
+    /// A lone server (no replication set up) inside network namespace `netns`, on port 3306
+    /// of `bind` there, read-only and with replication not started at boot: a node of a
+    /// failover lab. Its datadir lives in `dir` (under [`scratch_root`] so the watchdog
+    /// reaps it if the test process dies); stop it with [`Server::kill`].
+    pub async fn start_in_netns(
+        dir: &Path,
+        server_id: u32,
+        netns: &str,
+        bind: &str,
+    ) -> Result<Server> {
+        let template = template().await?;
+        let node_dir = dir.join(format!("node{server_id}"));
+        let s = Server {
+            port: 3306,
+            server_id,
+            datadir: node_dir.join("data"),
+            error_log: node_dir.join("error.log"),
+            socket: socket_path(&node_dir, dir, server_id),
+            dir: node_dir,
+            read_only: true,
+            netns: Some(netns.to_string()),
+            bind: bind.to_string(),
+            mariadbd: find_binary("mariadbd")?,
+            tls: None,
+            pid: AtomicU32::new(0),
+            child: Mutex::new(None),
+        };
+        s.prepare_datadir(&template)?;
+        s.spawn()?;
+        if let Err(e) = s.wait_ready().await {
+            s.kill();
+            return Err(e.into_anyhow(&s));
+        }
+        Ok(s)
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -363,11 +405,12 @@ impl Server {
     /// TCP-only options: mysql_async otherwise reads `@@socket` after connecting
     /// and silently switches to the Unix socket, bypassing whatever sits on the port.
     pub fn opts(&self, user: &str, pass: &str) -> Opts {
-        OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
+        let b = OptsBuilder::default().user(Some(user)).pass(Some(pass));
+        if self.netns.is_some() {
+            return b.socket(Some(self.socket.to_string_lossy())).into();
+        }
+        b.ip_or_hostname("127.0.0.1")
             .tcp_port(self.port)
-            .user(Some(user))
-            .pass(Some(pass))
             .prefer_socket(false)
             .into()
     }
@@ -465,7 +508,7 @@ impl Server {
             format!("--pid-file={}", self.dir.join("mariadbd.pid").display()),
             format!("--log-error={}", self.error_log.display()),
             format!("--port={}", self.port),
-            "--bind-address=127.0.0.1".into(),
+            format!("--bind-address={}", self.bind),
             format!("--server-id={}", self.server_id),
             "--log-bin=mysql-bin".into(),
             "--relay-log=relay-bin".into(),
@@ -492,6 +535,11 @@ impl Server {
         if self.read_only {
             a.push("--read-only=1".into());
         }
+        if self.netns.is_some() {
+            // How a failover node boots: its role is decided by whoever manages it, not by
+            // leftover replication settings.
+            a.push("--skip-slave-start".into());
+        }
         if let Some(t) = &self.tls {
             a.push(format!("--ssl-cert={}", t.cert.display()));
             a.push(format!("--ssl-key={}", t.key.display()));
@@ -511,7 +559,15 @@ impl Server {
             .create(true)
             .append(true)
             .open(self.dir.join("stderr.log"))?;
-        let mut cmd = Command::new(&self.mariadbd);
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the server, so the pid is mariadbd's own.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.mariadbd);
+                c
+            }
+            None => Command::new(&self.mariadbd),
+        };
         cmd.args(self.args())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -858,6 +914,15 @@ fn signal(pid: u32, sig: libc::c_int) {
 /// `/dev/shm` when writable, else `temp_dir()`. tmpfs matters: the system-table
 /// bootstrap does about a thousand fdatasyncs, which took mariadb-install-db
 /// from 0.5 s on tmpfs to 4.3 s on this machine's disk.
+/// A fresh directory for servers started outside a [`Cluster`]; the watchdog kills what
+/// runs there and removes it when this process exits.
+pub fn process_dir(tag: &str) -> Result<PathBuf> {
+    let d = scratch_root().join(format!("{DIR_PREFIX}{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
 pub fn scratch_root() -> PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {

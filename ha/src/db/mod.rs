@@ -4,8 +4,12 @@
 //! These connections use their own credentials, never an application user's, and are few:
 //! one per server per prober, kept open between probes.
 
+mod promote;
+mod rejoin;
 mod replica;
 
+pub use promote::{promote, PromoteError, Promoted};
+pub use rejoin::{errant_gtids, read_only, rejoin, Gtid, RejoinError, Rejoined, Replication};
 pub use replica::{BadColumn, IoThread, ReplicaHealth, ReplicaStatus};
 
 use mysql_async::prelude::Queryable;
@@ -99,27 +103,7 @@ impl Prober {
             .await
             .map_err(server)?
             .unwrap_or_default();
-        let replica = replica_status(conn)
-            .await
-            .map_err(server)?
-            .map(|row| {
-                let names: Vec<String> = row
-                    .columns_ref()
-                    .iter()
-                    .map(|c| c.name_str().into_owned())
-                    .collect();
-                let values: Vec<Option<String>> = (0..names.len())
-                    .map(|i| row.get::<Option<String>, _>(i).flatten())
-                    .collect();
-                ReplicaStatus::from_columns(
-                    names
-                        .iter()
-                        .map(String::as_str)
-                        .zip(values.iter().map(Option::as_deref)),
-                )
-            })
-            .transpose()
-            .map_err(|e| DbError::Status(addr.clone(), e))?;
+        let replica = replica_status_of(conn, &addr).await?;
         Ok(ServerStatus {
             read_only: read_only != 0,
             server_id,
@@ -143,6 +127,34 @@ pub async fn connect(target: &DbTarget) -> Result<mysql_async::Conn, DbError> {
         Ok(r) => r.map_err(|e| DbError::Server(target.address.clone(), e)),
         Err(_) => Err(DbError::Timeout(target.address.clone(), target.timeout)),
     }
+}
+
+/// The replication status, `None` when the server is not a replica.
+pub(crate) async fn replica_status_of(
+    conn: &mut mysql_async::Conn,
+    addr: &str,
+) -> Result<Option<ReplicaStatus>, DbError> {
+    replica_status(conn)
+        .await
+        .map_err(|e| DbError::Server(addr.to_string(), e))?
+        .map(|row| {
+            let names: Vec<String> = row
+                .columns_ref()
+                .iter()
+                .map(|c| c.name_str().into_owned())
+                .collect();
+            let values: Vec<Option<String>> = (0..names.len())
+                .map(|i| row.get::<Option<String>, _>(i).flatten())
+                .collect();
+            ReplicaStatus::from_columns(
+                names
+                    .iter()
+                    .map(String::as_str)
+                    .zip(values.iter().map(Option::as_deref)),
+            )
+        })
+        .transpose()
+        .map_err(|e| DbError::Status(addr.to_string(), e))
 }
 
 /// `SHOW REPLICA STATUS` (MariaDB ≥ 10.5, MySQL ≥ 8.0.22; MySQL 8.4 knows no other

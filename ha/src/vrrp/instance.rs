@@ -174,10 +174,18 @@ impl Status {
     }
 }
 
+/// Requests to a running instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Planned switchover: a MASTER gives the VIP up and stays BACKUP.
+    Resign,
+}
+
 /// A started instance.
 pub struct Running {
     pub handle: JoinHandle<Result<(), VrrpError>>,
     pub status: watch::Receiver<Status>,
+    pub control: tokio::sync::mpsc::UnboundedSender<Control>,
 }
 
 /// Starts `instance` on the current tokio runtime. When `shutdown` completes the instance stops
@@ -198,8 +206,13 @@ where
         vips: instance.virtual_ipaddress.clone(),
         bad_packets: 0,
     });
-    let handle = tokio::spawn(run_instance(instance, shutdown, tx));
-    Running { handle, status: rx }
+    let (control, requests) = tokio::sync::mpsc::unbounded_channel();
+    let handle = tokio::spawn(run_instance(instance, shutdown, tx, requests));
+    Running {
+        handle,
+        status: rx,
+        control,
+    }
 }
 
 struct Io {
@@ -364,6 +377,7 @@ async fn run_instance<F>(
     inst: Instance,
     shutdown: F,
     status: watch::Sender<Status>,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<Control>,
 ) -> Result<(), VrrpError>
 where
     F: Future<Output = ()> + Send + 'static,
@@ -542,6 +556,11 @@ where
                     link_ok = up;
                     tracing::info!("({name}) interface {} is {}", inst.interface, if up { "up" } else { "down" });
                 }
+            }
+            Some(Control::Resign) = requests.recv() => {
+                tracing::info!("({name}) switchover requested: resigning as master");
+                let actions = machine.handle(start.elapsed(), Event::Resign);
+                apply(&machine, actions, &mut garp_again, bad_packets);
             }
             Some((i, ok)) = track_rx.recv() => {
                 if let Some(good) = trackers[i].record(ok) {

@@ -88,6 +88,9 @@ pub enum Event {
     /// Track-script weights changed the effective priority (clamped to 1–254 by the caller unless
     /// the base priority is 255).
     Priority(u8),
+    /// A planned switchover: a MASTER hands the VIP over (priority-0 advert, as on shutdown)
+    /// and stays running as BACKUP; a backup takes over after Skew_Time.
+    Resign,
 }
 
 /// Outputs, to be performed in order.
@@ -303,6 +306,13 @@ impl Machine {
                 }
                 // Otherwise discard: we stay master and our next advert tells them.
             }
+
+            (State::Master, Event::Resign) => {
+                out.push(Action::SendAdvert { priority: 0 });
+                self.master = None;
+                self.become_backup(now, &mut out);
+            }
+            (_, Event::Resign) => {}
 
             (State::Initialize, Event::Shutdown) => {}
             (state, Event::Shutdown) => {
@@ -674,5 +684,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn resign_hands_the_vip_over_and_stays_backup() {
+        let mut m = Machine::new(Params {
+            version: Version::V2,
+            priority: 150,
+            advert_int: Duration::from_secs(1),
+            preempt: false,
+            preempt_delay: Duration::ZERO,
+            primary_ip: ME,
+        });
+        m.handle(Duration::ZERO, Event::Startup);
+        m.handle(Duration::from_secs(4), Event::Timer);
+        assert_eq!(m.state(), State::Master);
+        let a = m.handle(Duration::from_secs(5), Event::Resign);
+        assert_eq!(
+            a,
+            vec![
+                Action::SendAdvert { priority: 0 },
+                Action::RemoveVips,
+                Action::Notify(NotifyKind::Backup)
+            ]
+        );
+        assert_eq!(m.state(), State::Backup);
+        // The new master's adverts keep it BACKUP (nopreempt).
+        m.handle(
+            Duration::from_secs(6),
+            Event::Advert {
+                from: HIGHER_IP,
+                priority: 100,
+                interval_cs: 100,
+            },
+        );
+        m.handle(Duration::from_secs(7), Event::Timer);
+        assert_eq!(m.state(), State::Backup);
+        assert!(m.handle(Duration::from_secs(8), Event::Resign).is_empty());
     }
 }

@@ -230,6 +230,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         metrics_listen: None,
         read_your_writes: Default::default(),
         vrrp: Vec::new(),
+        failover: None,
         ipvs: Default::default(),
         client_tls: None,
         require_secure_transport: false,

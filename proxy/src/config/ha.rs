@@ -4,6 +4,8 @@
 //! Keys keep keepalived's names (underscores included) so a `vrrp_instance` block of a
 //! keepalived.conf translates line by line; see `conf/rwproxy.toml` for the reference.
 
+use rwproxy_ha::db::DbTarget;
+use rwproxy_ha::failover::{FailoverConfig, RemoteProxy};
 use rwproxy_ha::ipvs::check::{Check, RealServer, VirtualServer};
 use rwproxy_ha::ipvs::director::DirectorConfig;
 use rwproxy_ha::ipvs::{Family, Forward, Protocol, Service, ServiceKey};
@@ -19,6 +21,31 @@ pub(super) struct HaToml {
     #[serde(default)]
     vrrp: Vec<VrrpToml>,
     ipvs: Option<IpvsToml>,
+    failover: Option<FailoverToml>,
+}
+
+/// `[ha.failover]`: the local database the built-in `promote` / `rejoin` actions act on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailoverToml {
+    address: String,
+    user: String,
+    #[serde(default)]
+    password: String,
+    replication_user: Option<String>,
+    #[serde(default)]
+    replication_password: String,
+    primary: Option<String>,
+    drain_timeout: Option<DurationToml>,
+    #[serde(default)]
+    promote_anyway: bool,
+    interval: Option<DurationToml>,
+    connect_timeout: Option<DurationToml>,
+    read_weight: Option<u32>,
+    #[serde(default)]
+    remote_proxies: Vec<String>,
+    remote_admin_user: Option<String>,
+    remote_admin_password: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +132,8 @@ struct VrrpToml {
     notify_fault: Option<String>,
     notify_stop: Option<String>,
     notify: Option<String>,
+    on_master: Option<String>,
+    on_backup: Option<String>,
     #[serde(default)]
     track_script: Vec<TrackScriptToml>,
 }
@@ -229,6 +258,131 @@ pub(super) fn instances(ha: &HaToml) -> Result<Vec<Instance>, (String, String)> 
         out.push(inst);
     }
     Ok(out)
+}
+
+fn host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}
+
+/// The `[ha.failover]` section with the instance whose `on_master` / `on_backup` drive it.
+/// `admin` is this node's admin login, the default for the remote proxies.
+pub(super) fn failover(
+    ha: &HaToml,
+    admin: (&str, &str),
+) -> Result<Option<FailoverConfig>, (String, String)> {
+    let mut bound = None;
+    for (i, v) in ha.vrrp.iter().enumerate() {
+        let key = |k: &str| format!("ha.vrrp[{i}].{k}");
+        let promote = match v.on_master.as_deref() {
+            None => false,
+            Some("promote") => true,
+            Some(o) => return Err((key("on_master"), format!("'{o}': expected \"promote\""))),
+        };
+        let rejoin = match v.on_backup.as_deref() {
+            None => false,
+            Some("rejoin") => true,
+            Some(o) => return Err((key("on_backup"), format!("'{o}': expected \"rejoin\""))),
+        };
+        if promote || rejoin {
+            if bound.is_some() {
+                return Err((
+                    key("on_master"),
+                    "only one [[ha.vrrp]] instance may carry on_master / on_backup: there is one local database".into(),
+                ));
+            }
+            bound = Some((v.name.clone(), promote, rejoin));
+        }
+    }
+    let Some(f) = &ha.failover else {
+        return match bound {
+            Some(_) => Err((
+                "ha.failover".into(),
+                "on_master / on_backup need an [ha.failover] section (the local database)".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    // No instance of ours carries the actions: keepalived runs VRRP and calls
+    // `rwproxy notify`, which promotes on MASTER and rejoins on BACKUP.
+    let (instance, promote, rejoin) = match bound {
+        Some((name, promote, rejoin)) => (Some(name), promote, rejoin),
+        None => (None, true, true),
+    };
+    let key = |k: &str| format!("ha.failover.{k}");
+    let dur = |d: &Option<DurationToml>, k: &str, default: Duration| {
+        d.as_ref()
+            .map(duration)
+            .transpose()
+            .map(|d| d.unwrap_or(default))
+            .map_err(|m| (key(k), m))
+    };
+    if !host_port(&f.address) {
+        return Err((
+            key("address"),
+            format!("'{}': expected host:port", f.address),
+        ));
+    }
+    if let Some(p) = f.primary.as_ref().filter(|p| !host_port(p)) {
+        return Err((key("primary"), format!("'{p}': expected host:port")));
+    }
+    let replication_user = match (&f.replication_user, rejoin) {
+        (Some(u), _) => u.clone(),
+        (None, false) => String::new(),
+        (None, true) => {
+            return Err((
+                key("replication_user"),
+                "required with on_backup = \"rejoin\"".into(),
+            ))
+        }
+    };
+    let remote_proxies = f
+        .remote_proxies
+        .iter()
+        .map(|a| {
+            if !host_port(a) {
+                return Err((key("remote_proxies"), format!("'{a}': expected host:port")));
+            }
+            Ok(RemoteProxy {
+                address: a.clone(),
+                user: f
+                    .remote_admin_user
+                    .clone()
+                    .unwrap_or_else(|| admin.0.to_string()),
+                password: f
+                    .remote_admin_password
+                    .clone()
+                    .unwrap_or_else(|| admin.1.to_string()),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let read_weight = f.read_weight.unwrap_or(1);
+    if read_weight == 0 {
+        return Err((key("read_weight"), "must be at least 1".into()));
+    }
+    Ok(Some(FailoverConfig {
+        instance,
+        promote,
+        rejoin,
+        local: DbTarget {
+            address: f.address.clone(),
+            user: f.user.clone(),
+            password: f.password.clone(),
+            timeout: dur(
+                &f.connect_timeout,
+                "connect_timeout",
+                Duration::from_secs(2),
+            )?,
+        },
+        replication_user,
+        replication_password: f.replication_password.clone(),
+        primary: f.primary.clone(),
+        drain_timeout: dur(&f.drain_timeout, "drain_timeout", Duration::from_secs(30))?,
+        promote_anyway: f.promote_anyway,
+        interval: dur(&f.interval, "interval", Duration::from_secs(1))?,
+        read_weight,
+        remote_proxies,
+    }))
 }
 
 /// `persistence_granularity`: a netmask (`255.255.255.0`, as keepalived) or a prefix length.
@@ -560,6 +714,57 @@ mod tests {
             "ha.ipvs.virtual_server[0].ip"
         );
         assert!(ipvs(&toml::from_str::<HaToml>(vs).unwrap(), &[]).is_err());
+    }
+
+    #[test]
+    fn failover_section() {
+        let vrrp = "[[vrrp]]\nname = 'VI_1'\ninterface = 'eth0'\nvirtual_router_id = 51\npriority = 150\nvirtual_ipaddress = ['192.0.2.100/24']\n";
+        let parse = |t: &str| failover(&toml::from_str::<HaToml>(t).unwrap(), ("admin", "pw"));
+        assert_eq!(parse(vrrp).unwrap(), None);
+        let text = format!(
+            "{vrrp}on_master = 'promote'\non_backup = 'rejoin'\n[failover]\naddress = '192.0.2.11:3306'\n\
+             user = 'ha'\nreplication_user = 'repl'\ndrain_timeout = '5s'\npromote_anyway = true\n\
+             remote_proxies = ['192.0.2.12:2345']\n"
+        );
+        let f = parse(&text).unwrap().unwrap();
+        assert_eq!(f.instance.as_deref(), Some("VI_1"));
+        assert!(f.promote && f.rejoin && f.promote_anyway);
+        assert_eq!(f.drain_timeout, Duration::from_secs(5));
+        assert_eq!(f.primary, None);
+        assert_eq!(
+            f.remote_proxies,
+            vec![RemoteProxy {
+                address: "192.0.2.12:2345".into(),
+                user: "admin".into(),
+                password: "pw".into()
+            }]
+        );
+        let err = |t: &str| parse(t).unwrap_err().0;
+        assert_eq!(
+            err(&format!("{vrrp}on_master = 'yes'\n")),
+            "ha.vrrp[0].on_master"
+        );
+        assert_eq!(
+            err(&format!("{vrrp}on_master = 'promote'\n")),
+            "ha.failover"
+        );
+        // Without on_master / on_backup: for `rwproxy notify` from keepalived.
+        let k = parse("[failover]\naddress = 'a:1'\nuser = 'u'\nreplication_user = 'r'\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((k.instance, k.promote, k.rejoin), (None, true, true));
+        assert_eq!(
+            err(&format!(
+                "{vrrp}on_backup = 'rejoin'\n[failover]\naddress = 'a:1'\nuser = 'u'\n"
+            )),
+            "ha.failover.replication_user"
+        );
+        assert_eq!(
+            err(&format!(
+                "{vrrp}on_master = 'promote'\n[failover]\naddress = 'db1'\nuser = 'u'\n"
+            )),
+            "ha.failover.address"
+        );
     }
 
     #[test]

@@ -129,6 +129,8 @@ pub struct Config {
     pub read_your_writes: crate::session::read_your_writes::Settings,
     /// IPVS virtual servers for the read VIP (`[ha.ipvs]` in TOML).
     pub ipvs: rwproxy_ha::ipvs::director::DirectorConfig,
+    /// The built-in failover actions and the local database they act on (`[ha.failover]`).
+    pub failover: Option<rwproxy_ha::failover::FailoverConfig>,
     /// The proxy's certificate for clients (`ssl-cert`/`ssl-key`). Without it `CLIENT_SSL`
     /// is not offered: several drivers switch to TLS whenever a server offers it.
     pub client_tls: Option<crate::tls::ServerTls>,

@@ -319,20 +319,25 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         )
     })?;
 
+    let admin_username = file
+        .admin
+        .username
+        .unwrap_or_else(|| defaults::ADMIN_USERNAME.to_string());
+    let admin_password = file
+        .admin
+        .password
+        .unwrap_or_else(|| defaults::ADMIN_PASSWORD.to_string());
+    let failover = super::ha::failover(&file.ha, (&admin_username, &admin_password))
+        .map_err(|(key, m)| invalid(None, &key, m))?;
+
     Ok(Config {
         path: path.to_path_buf(),
         format: ConfigFormat::Toml,
         instance: p.instance.unwrap_or_else(|| defaults::INSTANCE.to_string()),
         listen,
         admin_listen,
-        admin_username: file
-            .admin
-            .username
-            .unwrap_or_else(|| defaults::ADMIN_USERNAME.to_string()),
-        admin_password: file
-            .admin
-            .password
-            .unwrap_or_else(|| defaults::ADMIN_PASSWORD.to_string()),
+        admin_username,
+        admin_password,
         backends,
         users,
         client_ips: p
@@ -358,6 +363,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         monitor,
         metrics_listen,
         ipvs,
+        failover,
         read_your_writes: ryw,
     })
 }

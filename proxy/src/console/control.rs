@@ -9,7 +9,7 @@ use crate::config::{self, atlas_decrypt, atlas_encrypt, BackendConfig, Config, R
 use crate::stats::Stats;
 use rwproxy_admin::{
     AdminError, BackendInfo, BackendRole, BackendState, BackendStats, ControlPlane, DigestInfo,
-    SessionInfo, UserPassword, VrrpInfo,
+    HaStatusInfo, SessionInfo, UserPassword, VrrpInfo,
 };
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,6 +19,10 @@ pub struct ProxyControl {
     cluster: Arc<Cluster>,
     /// The VRRP instances this process runs.
     vrrp: Vec<tokio::sync::watch::Receiver<rwproxy_ha::vrrp::Status>>,
+    /// The failover actions' state, when `[ha.failover]` runs here.
+    ha_status: Option<tokio::sync::watch::Receiver<HaStatusInfo>>,
+    /// Where admin SWITCHOVER requests go.
+    switchover: Option<tokio::sync::mpsc::UnboundedSender<()>>,
     sessions: Arc<Registry>,
     stats: Arc<Stats>,
     /// The config as loaded: where `SAVE CONFIG` writes, and the admin credentials.
@@ -37,12 +41,26 @@ impl ProxyControl {
         ProxyControl {
             cluster,
             vrrp,
+            ha_status: None,
+            switchover: None,
             sessions: clients.registry.clone(),
             stats: clients.stats.clone(),
             config,
             version: clients.version.clone(),
             started: Instant::now(),
         }
+    }
+
+    /// Shows the failover actions' state in `SELECT * FROM ha_status` and passes SWITCHOVER
+    /// to them.
+    pub fn with_failover(
+        mut self,
+        status: tokio::sync::watch::Receiver<HaStatusInfo>,
+        switchover: tokio::sync::mpsc::UnboundedSender<()>,
+    ) -> Self {
+        self.ha_status = Some(status);
+        self.switchover = Some(switchover);
+        self
     }
 
     pub fn admin_credentials(&self) -> (String, String) {
@@ -244,6 +262,21 @@ impl ControlPlane for ProxyControl {
             .iter()
             .map(|s| s.borrow().to_vrrp_info())
             .collect()
+    }
+
+    fn ha_status(&self) -> Vec<HaStatusInfo> {
+        self.ha_status.iter().map(|s| s.borrow().clone()).collect()
+    }
+
+    fn switchover(&self) -> Result<(), AdminError> {
+        match &self.switchover {
+            Some(tx) => tx
+                .send(())
+                .map_err(|_| AdminError::failed("SWITCHOVER: the failover task has stopped")),
+            None => Err(AdminError::failed(
+                "SWITCHOVER: no failover actions run in this process ([ha.failover])",
+            )),
+        }
     }
 
     fn variables(&self) -> Vec<(String, String)> {

@@ -1,0 +1,199 @@
+//! Promotion and rejoin against a real sandbox cluster (HA-LAB.md, "MariaDB 10.11 failover"):
+//! the replica applies everything it received before it becomes writable, the old primary
+//! comes back as its replica, and one holding a write the new primary never got (errant GTID)
+//! is kept out with the GTID named.
+
+use mysql_async::prelude::*;
+use rwproxy_ha::db::{self, DbTarget, PromoteError, Promoted, RejoinError, Rejoined, Replication};
+use rwproxy_sql_tests::sandbox::{Server, REPL_PASSWORD, REPL_USER};
+use rwproxy_sql_tests::Cluster;
+use std::time::Duration;
+
+fn target(s: &Server) -> DbTarget {
+    DbTarget {
+        address: s.addr(),
+        user: "root".into(),
+        password: String::new(),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+fn replication_to(s: &Server) -> Replication {
+    Replication {
+        host: "127.0.0.1".into(),
+        port: s.port,
+        user: REPL_USER.into(),
+        password: REPL_PASSWORD.into(),
+    }
+}
+
+async fn q<T: FromValue + Send + 'static>(s: &Server, sql: &str) -> T {
+    let mut c = s.root_conn().await.unwrap();
+    c.query_first(sql).await.unwrap().unwrap()
+}
+
+async fn exec(s: &Server, sql: &str) {
+    let mut c = s.root_conn().await.unwrap();
+    c.query_drop(sql).await.unwrap();
+}
+
+async fn setup_table(cluster: &Cluster) {
+    exec(
+        &cluster.primary,
+        "CREATE TABLE rwtest.t (id INT PRIMARY KEY, v VARCHAR(20))",
+    )
+    .await;
+    cluster.wait_replicas_caught_up().await.unwrap();
+}
+
+/// Waits until the replica's IO thread has received `pos` (its relay log holds it).
+async fn wait_received(r: &Server, pos: &str) {
+    for _ in 0..200 {
+        let mut c = r.root_conn().await.unwrap();
+        let row: mysql_async::Row = c.query_first("SHOW SLAVE STATUS").await.unwrap().unwrap();
+        let io: String = row.get("Gtid_IO_Pos").unwrap();
+        if io == pos {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("replica never received {pos}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_drains_the_relay_log_and_the_old_primary_rejoins() {
+    let cluster = Cluster::start(1).await.unwrap();
+    setup_table(&cluster).await;
+    let (p, r) = (&cluster.primary, &cluster.replicas[0]);
+    // A backlog: received but not applied when the primary dies.
+    exec(r, "STOP SLAVE SQL_THREAD").await;
+    let mut c = p.root_conn().await.unwrap();
+    for i in 0..200 {
+        c.exec_drop("INSERT INTO rwtest.t VALUES (?, 'before')", (i,))
+            .await
+            .unwrap();
+    }
+    drop(c);
+    let pos: String = q(p, "SELECT @@gtid_binlog_pos").await;
+    wait_received(r, &pos).await;
+    p.kill();
+
+    let out = db::promote(&target(r), Duration::from_secs(30), false)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out, Promoted::Drained { applied, .. } if *applied == pos),
+        "{out:?}"
+    );
+    assert_eq!(q::<u64>(r, "SELECT COUNT(*) FROM rwtest.t").await, 200);
+    assert_eq!(q::<u8>(r, "SELECT @@read_only").await, 0);
+    let mut c = r.root_conn().await.unwrap();
+    let st: Option<mysql_async::Row> = c.query_first("SHOW SLAVE STATUS").await.unwrap();
+    assert!(st.is_none(), "replication was not reset");
+    // Promoting a primary again only (re)asserts read_only=OFF.
+    assert_eq!(
+        db::promote(&target(r), Duration::from_secs(5), false)
+            .await
+            .unwrap(),
+        Promoted::AlreadyPrimary
+    );
+
+    // The new primary takes writes; the old one comes back and rejoins as its replica.
+    exec(r, "INSERT INTO rwtest.t VALUES (1000, 'after')").await;
+    p.restart().await.unwrap();
+    let out = db::rejoin(&target(p), &target(r), &replication_to(r))
+        .await
+        .unwrap();
+    assert!(matches!(out, Rejoined::Started { .. }), "{out:?}");
+    assert_eq!(q::<u8>(p, "SELECT @@read_only").await, 1);
+    let pos: String = q(r, "SELECT @@gtid_binlog_pos").await;
+    p.wait_gtid(&pos).await.unwrap();
+    assert_eq!(q::<u64>(p, "SELECT COUNT(*) FROM rwtest.t").await, 201);
+    // Asking again changes nothing.
+    assert_eq!(
+        db::rejoin(&target(p), &target(r), &replication_to(r))
+            .await
+            .unwrap(),
+        Rejoined::AlreadyReplicating
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errant_transactions_keep_the_old_primary_out() {
+    let cluster = Cluster::start(1).await.unwrap();
+    setup_table(&cluster).await;
+    let (p, r) = (&cluster.primary, &cluster.replicas[0]);
+    // The replica stops hearing from the primary (a partition), which acknowledges one more
+    // write, then dies.
+    exec(r, "STOP SLAVE").await;
+    exec(p, "INSERT INTO rwtest.t VALUES (1, 'errant')").await;
+    let errant: String = q(p, "SELECT @@gtid_binlog_pos").await;
+    p.kill();
+    db::promote(&target(r), Duration::from_secs(10), false)
+        .await
+        .unwrap();
+    exec(r, "INSERT INTO rwtest.t VALUES (2, 'new primary')").await;
+
+    p.restart().await.unwrap();
+    let err = db::rejoin(&target(p), &target(r), &replication_to(r))
+        .await
+        .unwrap_err();
+    assert!(err.needs_human(), "{err}");
+    match &err {
+        RejoinError::Errant { gtids, .. } => {
+            assert_eq!(
+                gtids.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+                vec![errant.clone()]
+            )
+        }
+        other => panic!("{other}"),
+    }
+    assert!(err.to_string().contains(&errant), "{err}");
+    // Read-only, and nothing replicates.
+    assert_eq!(q::<u8>(p, "SELECT @@read_only").await, 1);
+    let mut c = p.root_conn().await.unwrap();
+    let st: Option<mysql_async::Row> = c.query_first("SHOW SLAVE STATUS").await.unwrap();
+    assert!(st.is_none());
+    assert_eq!(
+        q::<String>(p, "SELECT GROUP_CONCAT(v) FROM rwtest.t").await,
+        "errant"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_sql_thread_is_not_promoted_unless_asked() {
+    let cluster = Cluster::start(1).await.unwrap();
+    setup_table(&cluster).await;
+    let (p, r) = (&cluster.primary, &cluster.replicas[0]);
+    // A row only the replica has makes the primary's insert of the same key fail there.
+    exec(
+        r,
+        "SET STATEMENT sql_log_bin=0 FOR INSERT INTO rwtest.t VALUES (7, 'replica only')",
+    )
+    .await;
+    exec(p, "INSERT INTO rwtest.t VALUES (7, 'primary')").await;
+    for _ in 0..200 {
+        let mut c = r.root_conn().await.unwrap();
+        let row: mysql_async::Row = c.query_first("SHOW SLAVE STATUS").await.unwrap().unwrap();
+        if row.get::<String, _>("Slave_SQL_Running").unwrap() == "No" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    p.kill();
+    let err = db::promote(&target(r), Duration::from_secs(5), false)
+        .await
+        .unwrap_err();
+    assert!(err.is_drain_failure(), "{err}");
+    assert!(
+        matches!(err, PromoteError::SqlThread { errno: 1062, .. }),
+        "{err}"
+    );
+    assert_eq!(q::<u8>(r, "SELECT @@read_only").await, 1, "made writable");
+    // promote_anyway: availability over consistency, by choice.
+    let out = db::promote(&target(r), Duration::from_secs(2), true)
+        .await
+        .unwrap();
+    assert!(matches!(out, Promoted::Anyway { .. }), "{out:?}");
+    assert_eq!(q::<u8>(r, "SELECT @@read_only").await, 0);
+}
