@@ -51,6 +51,8 @@ pub struct ClientLogin {
     pub collation: u8,
     /// Sequence id of the proxy's next packet to this client: the login's final OK or ERR.
     pub next_seq: u8,
+    /// The greeting's scramble: `COM_CHANGE_USER` answers it again.
+    pub scramble: [u8; 20],
 }
 
 /// Ends the connection phase with OK. Kept apart from [`accept`] so the caller can still
@@ -171,22 +173,63 @@ where
     let collation = resp.collation();
     let plugin = resp.auth_plugin().map(|p| p.as_bytes().to_vec());
     let auth_data = resp.scramble_buf().to_vec();
-    let password = password_of(&user);
-    let denied = |sent_password: bool| {
-        err(
-            codes::ACCESS_DENIED,
-            format!(
-                "Access denied for user '{user}'@'{peer_host}' (using password: {})",
-                if sent_password { "YES" } else { "NO" }
-            ),
-        )
-    };
+    let (ok, next_seq) = authenticate(
+        reader,
+        writer,
+        &scramble,
+        plugin.as_deref(),
+        &auth_data,
+        reply_seq,
+        password_of(&user),
+    )
+    .await?;
+    if !ok {
+        let e = denied(&user, peer_host, !auth_data.is_empty());
+        return reject(writer, next_seq, e).await;
+    }
+    Ok(ClientLogin {
+        user,
+        database,
+        capabilities,
+        collation,
+        next_seq,
+        scramble,
+    })
+}
 
-    let mut next_seq = reply_seq;
-    let ok = match plugin.as_deref() {
+/// The server's wording for a wrong user or password.
+pub fn denied(user: &str, peer_host: &str, sent_password: bool) -> SqlError {
+    err(
+        codes::ACCESS_DENIED,
+        format!(
+            "Access denied for user '{user}'@'{peer_host}' (using password: {})",
+            if sent_password { "YES" } else { "NO" }
+        ),
+    )
+}
+
+/// Checks a client's first authentication reply against `password` (`None`: unknown user)
+/// with the plugin the client chose; any plugin but the two the proxy verifies gets an auth
+/// switch to `mysql_native_password`. Shared by the login and `COM_CHANGE_USER`. Returns
+/// whether the password matched and the sequence id of the final OK/ERR, which the caller
+/// sends.
+pub async fn authenticate<R, W>(
+    reader: &mut PacketReader<R>,
+    writer: &mut PacketWriter<W>,
+    scramble: &[u8; 20],
+    plugin: Option<&[u8]>,
+    auth_data: &[u8],
+    mut next_seq: u8,
+    password: Option<String>,
+) -> io::Result<(bool, u8)>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let ok = match plugin {
         Some(p) if p == CACHING_SHA2 => {
-            let good = check(&password, &auth_data, |pw| {
-                scramble_sha256(&scramble, pw).map(|s| s.to_vec())
+            let good = check(&password, auth_data, |pw| {
+                scramble_sha256(scramble, pw).map(|s| s.to_vec())
             });
             if good {
                 // "fast auth success": the client then waits for the final OK.
@@ -194,8 +237,8 @@ where
             }
             good
         }
-        Some(p) if p == NATIVE => check(&password, &auth_data, |pw| {
-            scramble_native(&scramble, pw).map(|s| s.to_vec())
+        Some(p) if p == NATIVE => check(&password, auth_data, |pw| {
+            scramble_native(scramble, pw).map(|s| s.to_vec())
         }),
         _ => {
             let mut data = scramble.to_vec();
@@ -204,22 +247,63 @@ where
             AuthSwitchRequest::new(NATIVE, data).serialize(&mut sw);
             writer.write_packet(next_seq, &sw).await?;
             writer.flush().await?;
-            let seq = reader.read_logical(&mut payload).await?;
+            let mut reply = Vec::new();
+            let seq = reader.read_logical(&mut reply).await?;
             next_seq = seq.wrapping_add(1);
-            check(&password, &payload, |pw| {
-                scramble_native(&scramble, pw).map(|s| s.to_vec())
+            check(&password, &reply, |pw| {
+                scramble_native(scramble, pw).map(|s| s.to_vec())
             })
         }
     };
-    if !ok {
-        return reject(writer, next_seq, denied(!auth_data.is_empty())).await;
+    Ok((ok, next_seq))
+}
+
+/// A `COM_CHANGE_USER` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeUser {
+    pub user: String,
+    pub auth_data: Vec<u8>,
+    pub database: Option<String>,
+    /// Absent in requests from very old clients, which keep the current one.
+    pub collation: Option<u16>,
+    pub plugin: Option<Vec<u8>>,
+}
+
+/// Parses `COM_CHANGE_USER` (command byte included): user, length-prefixed auth reply,
+/// schema, then optionally collation, plugin name and connection attributes (ignored, as at
+/// login). `None` when the mandatory part is cut short.
+pub fn parse_change_user(payload: &[u8]) -> Option<ChangeUser> {
+    fn cstr<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let end = b.iter().position(|c| *c == 0)?;
+        let s = &b[..end];
+        *b = &b[end + 1..];
+        Some(s)
     }
-    Ok(ClientLogin {
+    let mut b = payload.get(1..)?;
+    let user = String::from_utf8_lossy(cstr(&mut b)?).into_owned();
+    let (&len, rest) = b.split_first()?;
+    let auth_data = rest.get(..usize::from(len))?.to_vec();
+    b = &rest[usize::from(len)..];
+    // Old clients may end the packet right after the schema, without its NUL.
+    let database = match cstr(&mut b) {
+        Some(d) => d,
+        None => std::mem::take(&mut b),
+    };
+    let database = (!database.is_empty()).then(|| String::from_utf8_lossy(database).into_owned());
+    let collation = match b {
+        [lo, hi, rest @ ..] => {
+            b = rest;
+            Some(u16::from_le_bytes([*lo, *hi]))
+        }
+        _ => None,
+    };
+    let plugin = cstr(&mut b).filter(|p| !p.is_empty()).map(<[u8]>::to_vec);
+    Some(ChangeUser {
         user,
+        auth_data,
         database,
-        capabilities,
         collation,
-        next_seq,
+        plugin,
     })
 }
 
@@ -248,6 +332,43 @@ fn check(
         Some(want) => {
             want.len() == reply.len()
                 && want.iter().zip(reply).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_user_packets() {
+        let mut p = vec![0x11];
+        p.extend_from_slice(b"bob\0");
+        p.push(3);
+        p.extend_from_slice(b"xyz");
+        p.extend_from_slice(b"db1\0");
+        p.extend_from_slice(&224u16.to_le_bytes());
+        p.extend_from_slice(b"mysql_native_password\0");
+        p.extend_from_slice(&[0]); // empty connection attributes
+        let c = parse_change_user(&p).unwrap();
+        assert_eq!(c.user, "bob");
+        assert_eq!(c.auth_data, b"xyz");
+        assert_eq!(c.database.as_deref(), Some("db1"));
+        assert_eq!(c.collation, Some(224));
+        assert_eq!(c.plugin.as_deref(), Some(NATIVE));
+
+        // An old client: no schema terminator, nothing after it.
+        let old = [&[0x11][..], b"bob\0", &[0], b"db"].concat();
+        let c = parse_change_user(&old).unwrap();
+        assert_eq!((c.database.as_deref(), c.collation, c.plugin), (Some("db"), None, None));
+
+        let no_db = [&[0x11][..], b"bob\0", &[0], b"\0"].concat();
+        assert_eq!(parse_change_user(&no_db).unwrap().database, None);
+
+        // Cut short before the auth reply ends: refused, never a panic.
+        assert_eq!(parse_change_user(&[0x11, b'a', 0, 5, 1]), None);
+        for end in 0..p.len() {
+            let _ = parse_change_user(&p[..end]);
         }
     }
 }
