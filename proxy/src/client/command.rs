@@ -8,15 +8,24 @@ use crate::protocol::message::{self, codes};
 use crate::router::Target;
 use mysql_common::constants::CapabilityFlags;
 
+/// Failed `COM_CHANGE_USER` attempts after which a connection gets no more (MariaDB's rule).
+const MAX_FAILED_CHANGE_USER: u8 = 3;
+
 /// `COM_CHANGE_USER`: the proxy authenticates the new user itself, as at login. Like a
 /// server, it first starts the session over (transaction rolled back, variables, prepared
 /// statements and pins dropped), and a refused change leaves the session as the old user, in
-/// the old schema.
+/// the old schema; after three refusals the command is refused outright.
 pub async fn change_user(
     s: &mut Session,
     io: &mut ClientIo,
     packet: &[u8],
 ) -> Result<(), SessionEnd> {
+    // MariaDB's guard against password guessing on an open connection.
+    if s.failed_change_user >= MAX_FAILED_CHANGE_USER {
+        io.error(&message::err(codes::UNKNOWN_COM, "Unknown command"))
+            .await?;
+        return Ok(());
+    }
     let old_schema = s.state.schema.take();
     s.start_over(old_schema.clone()).await;
     let Some(req) = handshake::parse_change_user(packet) else {
@@ -25,56 +34,78 @@ pub async fn change_user(
         return Ok(());
     };
     let password = s.cluster.password_of(&req.user);
+    // The greeting's scramble was spent on the login. Like MariaDB, ask for a reply to a
+    // fresh one with an auth switch to mysql_native_password; MySQL 8 drivers answering
+    // with caching_sha2_password get its fast path, as MySQL gives them.
+    let sha2 = req.plugin.as_deref() == Some(b"caching_sha2_password".as_slice());
+    let (scramble, plugin, data) = match sha2 {
+        true => (s.scramble, req.plugin.as_deref(), &req.auth_data[..]),
+        false => (handshake::random_scramble(), None, &[][..]),
+    };
     let (ok, seq) = handshake::authenticate(
         &mut io.reader,
         &mut io.writer,
-        &s.scramble,
-        req.plugin.as_deref(),
-        &req.auth_data,
+        &scramble,
+        plugin,
+        data,
         1,
         password.clone(),
     )
     .await?;
-    let reply = |seq: u8, payload: Vec<u8>| async move {
-        io.writer.write_packet(seq, &payload).await?;
-        io.writer.flush().await
-    };
-    if !ok {
-        let host = s.status.client.ip().to_string();
-        let e = handshake::denied(&req.user, &host, !req.auth_data.is_empty());
-        tracing::info!(session = s.id, "change user refused: {e}");
-        reply(seq, e.payload()).await?;
-        return Ok(());
-    }
-    let old = (s.key.user.clone(), s.password().to_string(), s.key.collation);
+    let old = (s.key.user.clone(), s.password().to_string());
     // Connections are opened with one-byte collation ids; a larger one keeps the current.
     let collation = req
         .collation
         .and_then(|c| u8::try_from(c).ok())
         .unwrap_or(s.key.collation);
-    s.switch_user(&req.user, password.unwrap_or_default(), collation);
-    if let Some(db) = &req.database {
-        // A server refuses an unknown schema (1049) here as at login; so does the proxy,
-        // by bringing a connection of the new user to it.
-        s.state.schema = Some(db.clone());
-        match s.checkout(Target::Read, &mut Vec::new()).await {
-            Ok(c) => s.release(c).await,
-            Err(e) => {
-                s.switch_user(&old.0, old.1, old.2);
-                s.state.schema = old_schema;
-                reply(seq, e.payload()).await?;
-                return Ok(());
-            }
+    let result = match ok {
+        true => enter(s, &req, password, collation).await,
+        false => {
+            let host = s.status.client.ip().to_string();
+            Err(handshake::denied(
+                &req.user,
+                &host,
+                !req.auth_data.is_empty(),
+            ))
         }
-    } else {
-        s.state.schema = None;
+    };
+    let reply = match result {
+        Ok(()) => {
+            tracing::debug!(session = s.id, user = %req.user, "changed user");
+            message::ok_payload(&message::Completion {
+                status: s.status(),
+                ..Default::default()
+            })
+        }
+        Err(e) => {
+            tracing::info!(session = s.id, "change user refused: {e}");
+            s.failed_change_user += 1;
+            // The server keeps the packet's collation even then.
+            s.switch_user(&old.0, old.1, collation);
+            s.state.schema = old_schema;
+            e.payload()
+        }
+    };
+    io.writer.write_packet(seq, &reply).await?;
+    io.writer.flush().await?;
+    Ok(())
+}
+
+/// Makes the session the new user's, in the requested schema. A server refuses an unknown
+/// schema (1049, or 1044 without rights to it) here as at login; so does the proxy, by
+/// bringing a connection of the new user to it.
+async fn enter(
+    s: &mut Session,
+    req: &handshake::ChangeUser,
+    password: Option<String>,
+    collation: u8,
+) -> Result<(), message::SqlError> {
+    s.switch_user(&req.user, password.unwrap_or_default(), collation);
+    s.state.schema = req.database.clone();
+    if req.database.is_some() {
+        let c = s.checkout(Target::Read, &mut Vec::new()).await?;
+        s.release(c).await;
     }
-    tracing::debug!(session = s.id, user = %req.user, "changed user");
-    let done = message::ok_payload(&message::Completion {
-        status: s.status(),
-        ..Default::default()
-    });
-    reply(seq, done).await?;
     Ok(())
 }
 

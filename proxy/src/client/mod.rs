@@ -361,9 +361,7 @@ async fn dispatch(
         COM_STATISTICS => passthrough(s, io, packet, Target::Read, Expect::One).await?,
         // Answered by the server, whose privilege checks decide (OK/EOF or ERR 1227): a
         // debug dump to its error log, or a FLUSH.
-        COM_DEBUG | COM_REFRESH => {
-            passthrough(s, io, packet, Target::Write, Expect::One).await?
-        }
+        COM_DEBUG | COM_REFRESH => passthrough(s, io, packet, Target::Write, Expect::One).await?,
         COM_CHANGE_USER => command::change_user(s, io, packet).await?,
         COM_SET_OPTION => command::set_option(s, io, packet).await?,
         COM_PROCESS_KILL => kill::process_kill(s, io, packet).await?,

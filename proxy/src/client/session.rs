@@ -75,8 +75,11 @@ pub struct Session {
     pub status: Arc<SessionStatus>,
     /// Every session, for `KILL`.
     pub registry: Arc<Registry>,
-    /// The greeting's scramble, which `COM_CHANGE_USER` answers again.
+    /// The greeting's scramble, which a `COM_CHANGE_USER` with caching_sha2_password
+    /// answers again.
     pub scramble: [u8; 20],
+    /// Refused `COM_CHANGE_USER` attempts so far.
+    pub failed_change_user: u8,
     /// Atlas's `charset`: every session starts with `SET NAMES <charset>`, also after a
     /// reset or a change of user.
     charset: Option<String>,
@@ -109,6 +112,7 @@ impl Session {
             status,
             registry: info.registry.clone(),
             scramble,
+            failed_change_user: 0,
             charset: info.charset.clone(),
             digests: info.digests.clone(),
             digest_buf: Vec::new(),

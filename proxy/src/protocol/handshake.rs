@@ -97,7 +97,7 @@ pub struct Greeting<'a> {
     pub collation: u8,
 }
 
-fn random_scramble() -> [u8; 20] {
+pub fn random_scramble() -> [u8; 20] {
     // Printable bytes only: some clients treat the scramble as a C string, and it must not
     // contain NUL since the greeting terminates it with one.
     let mut s = [0u8; 20];
@@ -360,7 +360,10 @@ mod tests {
         // An old client: no schema terminator, nothing after it.
         let old = [&[0x11][..], b"bob\0", &[0], b"db"].concat();
         let c = parse_change_user(&old).unwrap();
-        assert_eq!((c.database.as_deref(), c.collation, c.plugin), (Some("db"), None, None));
+        assert_eq!(
+            (c.database.as_deref(), c.collation, c.plugin),
+            (Some("db"), None, None)
+        );
 
         let no_db = [&[0x11][..], b"bob\0", &[0], b"\0"].concat();
         assert_eq!(parse_change_user(&no_db).unwrap().database, None);
