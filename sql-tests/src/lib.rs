@@ -1,5 +1,6 @@
 //! End-to-end test support for rwproxy: real MariaDB clusters to run the proxy against.
 
+pub mod cli;
 pub mod diff;
 pub mod proxy;
 pub mod raw;
