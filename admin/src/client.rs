@@ -354,7 +354,8 @@ mod tests {
             queries: 600,
             errors: 7,
             avg_latency_us: 850,
-            lag_seconds: None,
+            lag_seconds: Some(12),
+            reason: Some("replication lag 12s over the limit".into()),
         }];
         assert_eq!(
             rows_of::<BackendStats>(&tables::table_of(&stats)).unwrap(),

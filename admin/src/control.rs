@@ -20,6 +20,9 @@ pub enum BackendState {
     Offline,
     /// Not probed yet (Atlas puts a backend here after `SET ONLINE`).
     Unknown,
+    /// A replica that answers but is kept out of the read pool by the health monitor
+    /// (replication stopped or lagging); `stats` says why.
+    Excluded,
 }
 
 impl BackendState {
@@ -29,6 +32,7 @@ impl BackendState {
             BackendState::Down => "down",
             BackendState::Offline => "offline",
             BackendState::Unknown => "unknown",
+            BackendState::Excluded => "excluded",
         }
     }
 }
@@ -47,6 +51,7 @@ impl FromStr for BackendState {
             "down" => Ok(BackendState::Down),
             "offline" => Ok(BackendState::Offline),
             "unknown" => Ok(BackendState::Unknown),
+            "excluded" => Ok(BackendState::Excluded),
             _ => Err(format!("unknown backend state '{s}'")),
         }
     }
@@ -125,6 +130,8 @@ pub struct BackendStats {
     pub avg_latency_us: u64,
     /// Replication lag in seconds; `None` for the master or when unknown.
     pub lag_seconds: Option<u64>,
+    /// Why the backend is out of service (`down`, `excluded`), as the monitor saw it.
+    pub reason: Option<String>,
 }
 
 /// One row of `SELECT * FROM sessions`: a client connected to the proxy port.

@@ -17,7 +17,7 @@ pub const PWD_COLUMNS: [&str; 2] = ["username", "password"];
 pub const VERSION_COLUMNS: [&str; 1] = ["version"];
 /// Atlas's (always empty) answer to ADD/REMOVE/SAVE.
 pub const STATUS_COLUMNS: [&str; 1] = ["status"];
-pub const STATS_COLUMNS: [&str; 11] = [
+pub const STATS_COLUMNS: [&str; 12] = [
     "backend_ndx",
     "address",
     "state",
@@ -29,6 +29,7 @@ pub const STATS_COLUMNS: [&str; 11] = [
     "errors",
     "avg_latency_us",
     "lag_seconds",
+    "reason",
 ];
 pub const SESSION_COLUMNS: [&str; 8] = [
     "id",
@@ -175,6 +176,7 @@ impl Table for BackendStats {
             some(self.errors),
             some(self.avg_latency_us),
             self.lag_seconds.map(|v| v.to_string()),
+            self.reason.clone(),
         ]
     }
 
@@ -191,6 +193,7 @@ impl Table for BackendStats {
             errors: row.parse("errors")?,
             avg_latency_us: row.parse("avg_latency_us")?,
             lag_seconds: row.parse_opt("lag_seconds")?,
+            reason: row.opt("reason")?.map(str::to_string),
         })
     }
 }

@@ -174,6 +174,7 @@ impl ControlPlane for Memory {
                 errors: 0,
                 avg_latency_us: 450,
                 lag_seconds: (b.role == BackendRole::ReadOnly).then_some(0),
+                reason: None,
             })
             .collect()
     }
@@ -372,7 +373,8 @@ fn extra_tables() {
             "queries",
             "errors",
             "avg_latency_us",
-            "lag_seconds"
+            "lag_seconds",
+            "reason"
         ]
     );
     assert_eq!(
@@ -388,6 +390,7 @@ fn extra_tables() {
             "30",
             "0",
             "450",
+            "NULL",
             "NULL"
         ]
     );

@@ -1,3 +1,7 @@
-//! rwproxy's high availability: VRRP speaker (keepalived-compatible), virtual IPs, notify hooks.
+//! rwproxy's high availability: VRRP speaker (keepalived-compatible), virtual IPs, notify hooks,
+//! IPVS for the read VIP, and the database-side operations (health probes, promotion) they
+//! drive.
 
+pub mod db;
+pub mod ipvs;
 pub mod vrrp;

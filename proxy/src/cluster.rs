@@ -29,6 +29,8 @@ pub struct Cluster {
     /// (admin `SET drain_timeout = seconds`).
     drain_timeout_ms: AtomicU64,
     pub connect_timeout: Duration,
+    read_only_check: bool,
+    write_wait: Duration,
 }
 
 /// Default for how long sessions may finish their work on a backend taken offline.
@@ -80,6 +82,8 @@ impl Cluster {
             lvs_offline: AtomicBool::new(false),
             drain_timeout_ms: AtomicU64::new(DEFAULT_DRAIN_TIMEOUT.as_millis() as u64),
             connect_timeout: cfg.connect_timeout,
+            read_only_check: cfg.monitor.read_only_check,
+            write_wait: cfg.monitor.write_wait,
         })
     }
 
@@ -290,7 +294,7 @@ impl Cluster {
         let all = self.backends();
         let mut rw = all.iter().filter(|b| b.role == Role::ReadWrite);
         let first_not_offline = rw.clone().find(|b| b.health() != Health::Offline);
-        rw.find(|b| b.is_up()).or(first_not_offline).cloned()
+        rw.find(|b| b.serves()).or(first_not_offline).cloned()
     }
 
     /// A healthy read-only backend picked at random in proportion to its weight, skipping
@@ -300,7 +304,7 @@ impl Cluster {
         let all = self.backends();
         let candidates = || {
             all.iter().filter(|b| {
-                b.role == Role::ReadOnly && b.is_up() && !exclude.iter().any(|e| Arc::ptr_eq(e, b))
+                b.role == Role::ReadOnly && b.serves() && !exclude.iter().any(|e| Arc::ptr_eq(e, b))
             })
         };
         let total: u64 = candidates()
@@ -320,8 +324,7 @@ impl Cluster {
         None
     }
 
-    /// Background upkeep: brings `Down` backends back once they accept connections again and
-    /// closes long-idle pooled connections.
+    /// Background upkeep: closes long-idle pooled connections. (Health is the monitor's.)
     pub fn spawn_maintenance(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -331,21 +334,38 @@ impl Cluster {
                 let Some(cluster) = me.upgrade() else { return };
                 for b in cluster.backends().iter() {
                     b.pool.reap();
-                    if b.health() == Health::Down {
-                        let probe = tokio::time::timeout(
-                            cluster.connect_timeout,
-                            tokio::net::TcpStream::connect(&b.address),
-                        )
-                        .await;
-                        if matches!(probe, Ok(Ok(_))) {
-                            b.mark_up();
-                        }
-                    }
                 }
             }
         });
     }
+
+    /// The write backend once it is writable: while the monitor sees `read_only=ON` on it
+    /// (a VIP that moved to a server not promoted yet), wait up to `write-wait-ms` for it
+    /// — or for an operator to point writes elsewhere — and then give up with the backend
+    /// that stayed read-only.
+    pub async fn writable_backend(&self) -> Result<Option<Arc<Backend>>, Arc<Backend>> {
+        let deadline = tokio::time::Instant::now() + self.write_wait;
+        loop {
+            let Some(b) = self.write_backend() else {
+                return Ok(None);
+            };
+            if !self.read_only_check || !b.read_only() {
+                return Ok(Some(b));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(b);
+            }
+            tokio::time::sleep(WRITABLE_POLL).await;
+        }
+    }
+
+    pub fn write_wait(&self) -> Duration {
+        self.write_wait
+    }
 }
+
+/// How often a waiting write looks again for a writable backend.
+const WRITABLE_POLL: Duration = Duration::from_millis(50);
 
 /// Read-write backends first (Atlas numbers masters before slaves), otherwise in the order
 /// they were configured or added.

@@ -46,6 +46,21 @@ enum Command {
         state: String,
         priority: u8,
     },
+    /// The kernel's IPVS table (the read VIP's director), printed like `ipvsadm -Ln`.
+    Ipvs {
+        #[command(subcommand)]
+        command: IpvsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IpvsCommand {
+    /// Virtual services and their real servers (`ipvsadm -Ln`).
+    List {
+        /// Traffic counters instead of weights and connections (`ipvsadm -Ln --stats`).
+        #[arg(long)]
+        stats: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +94,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             // keepalived logs hooks' stderr; this is the record of the transition.
             eprintln!("rwproxy notify: {kind} {name} is now {state} (priority {priority})");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ipvs {
+            command: IpvsCommand::List { stats },
+        } => {
+            use rwproxy_ha::ipvs::{table, Ipvs};
+            let ipvs = Ipvs::connect()?;
+            let format = if stats {
+                table::Format::Stats
+            } else {
+                table::Format::Plain
+            };
+            print!(
+                "{}",
+                table::render(&ipvs.info()?, &ipvs.services()?, format)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {
@@ -142,6 +173,7 @@ async fn serve(cfg: config::Config) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let cluster = Cluster::new(&cfg);
     cluster.spawn_maintenance();
+    rwproxy::monitor::spawn(&cluster, cfg.monitor.clone());
     let listener = rwproxy::server::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -159,6 +191,22 @@ async fn serve(cfg: config::Config) -> Result<()> {
             })
         })
         .collect();
+    let director = if cfg.ipvs.virtual_servers.is_empty() {
+        None
+    } else {
+        let follow = cfg.ipvs.vrrp_instance.as_ref().and_then(|name| {
+            vrrp.iter()
+                .find(|r| r.status.borrow().instance == *name)
+                .map(|r| r.status.clone())
+        });
+        let mut stopping = stopping.clone();
+        Some(
+            rwproxy_ha::ipvs::director::run(cfg.ipvs.clone(), follow, async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            })
+            .context("cannot start the IPVS director ([ha.ipvs])")?,
+        )
+    };
     let settings = Arc::new(rwproxy::server::client_settings(&cfg, &cluster, stopping).await);
     let control = Arc::new(ProxyControl::new(
         cluster.clone(),
@@ -166,6 +214,16 @@ async fn serve(cfg: config::Config) -> Result<()> {
         &settings,
         vrrp.iter().map(|r| r.status.clone()).collect(),
     ));
+    if let Some(addr) = cfg.metrics_listen {
+        let sources = rwproxy::stats::exporter::Sources {
+            cluster: cluster.clone(),
+            stats: settings.stats.clone(),
+            active_clients: settings.active.clone(),
+        };
+        rwproxy::stats::exporter::start(addr, sources)
+            .await
+            .with_context(|| format!("cannot listen on metrics.listen {addr}"))?;
+    }
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
@@ -225,6 +283,15 @@ async fn serve(cfg: config::Config) -> Result<()> {
             Ok(Ok(Err(e))) => tracing::error!("VRRP instance stopped with an error: {e}"),
             Ok(Err(e)) => tracing::error!("VRRP instance task failed: {e}"),
             Err(_) => tracing::warn!("VRRP instance did not stop in time"),
+        }
+    }
+    // The director removes the virtual services it owns, as keepalived does on exit.
+    if let Some(d) = director {
+        match tokio::time::timeout(std::time::Duration::from_secs(15), d.handle).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!("IPVS director stopped with an error: {e}"),
+            Ok(Err(e)) => tracing::error!("IPVS director task failed: {e}"),
+            Err(_) => tracing::warn!("IPVS director did not stop in time"),
         }
     }
     tracing::info!("stopped");

@@ -43,7 +43,19 @@ pub async fn client_settings(
         shutdown,
         active: Arc::default(),
         registry: Arc::default(),
-        digests: Arc::default(),
+        stats: Arc::new(crate::stats::Stats {
+            sql_log: crate::stats::sql_log::SqlLogger::start(
+                cfg.sql_log,
+                cfg.log_path.as_deref(),
+                &cfg.instance,
+                cfg.sql_log_slow_ms,
+            )
+            .unwrap_or_else(|e| {
+                tracing::error!("cannot open the SQL log: {e}; statements are not logged");
+                Default::default()
+            }),
+            ..Default::default()
+        }),
     }
 }
 
@@ -89,6 +101,10 @@ pub async fn serve(
             }
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
+        info.stats
+            .counters
+            .clients_accepted
+            .fetch_add(1, Ordering::Relaxed);
         if cluster.refuses_lvs(peer.ip()) {
             tracing::debug!(client = %peer, "LVS director refused: offline for LVS (SIGUSR1)");
             drop(stream);
@@ -96,6 +112,9 @@ pub async fn serve(
         }
         if !cluster.client_allowed(peer.ip()) {
             tracing::warn!(client = %peer, "client address not in client-ips; refused");
+            info.stats
+                .counters
+                .error(crate::stats::counters::ErrorKind::Auth);
             tokio::spawn(async move {
                 let mut w = PacketWriter::new(stream);
                 let e = err(

@@ -18,6 +18,8 @@ pub struct Proxy {
     /// The admin console (Atlas's command language).
     pub admin_addr: SocketAddr,
     pub backends: Arc<Backends>,
+    /// The Prometheus exporter, when the config has `[metrics]`.
+    pub metrics_addr: Option<SocketAddr>,
     /// Asks sessions to close once they hold no transaction (what SIGTERM does).
     pub stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -66,12 +68,27 @@ pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
     cfg.admin_listen.set_port(0);
     let backends = Backends::new(&cfg);
     backends.spawn_maintenance();
+    rwproxy::monitor::spawn(&backends, cfg.monitor.clone());
     let listener = rwproxy::server::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     let admin = rwproxy::server::bind(cfg.admin_listen).await?;
     let admin_addr = admin.local_addr()?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let settings = Arc::new(rwproxy::server::client_settings(&cfg, &backends, stopping).await);
+    let metrics_addr = match cfg.metrics_listen {
+        Some(addr) => Some(
+            rwproxy::stats::exporter::start(
+                addr,
+                rwproxy::stats::exporter::Sources {
+                    cluster: backends.clone(),
+                    stats: settings.stats.clone(),
+                    active_clients: settings.active.clone(),
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let control = Arc::new(ProxyControl::new(
         backends.clone(),
         cfg,
@@ -91,6 +108,7 @@ pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
         addr,
         admin_addr,
         backends,
+        metrics_addr,
         stop,
         tasks,
     })

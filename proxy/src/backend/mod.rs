@@ -6,19 +6,50 @@ pub mod relay;
 
 use crate::config::{BackendConfig, Role};
 use pool::Pool;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
 /// Whether a backend gets new work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Health {
-    /// Serving, or never tried yet.
-    Up = 0,
-    /// The last connection attempt failed; a prober brings it back.
-    Down = 1,
+    /// Not probed yet: served optimistically, so a restart does not wait for the monitor.
+    Unknown = 0,
+    Up = 1,
+    /// Unreachable (failed probes or a failed connect); the monitor brings it back.
+    Down = 2,
     /// Taken out by an operator; only an operator brings it back.
-    Offline = 2,
+    Offline = 3,
+    /// A replica that answers but must not serve reads (replication stopped or lagging);
+    /// the monitor brings it back once it has caught up.
+    Excluded = 4,
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Health {
+        match v {
+            0 => Health::Unknown,
+            1 => Health::Up,
+            2 => Health::Down,
+            3 => Health::Offline,
+            _ => Health::Excluded,
+        }
+    }
+
+    /// Whether new statements may be sent to a backend in this state.
+    pub fn serves(self) -> bool {
+        matches!(self, Health::Up | Health::Unknown)
+    }
+}
+
+/// What the monitor last saw of a backend, for the admin console and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Why the backend is not serving (down, excluded), in words a DBA reads.
+    pub reason: Option<String>,
+    /// Replication lag in seconds, for replicas that report one.
+    pub lag_seconds: Option<u64>,
+    pub read_only: Option<bool>,
 }
 
 pub struct Backend {
@@ -35,6 +66,10 @@ pub struct Backend {
     /// When an operator took it offline: sessions still pinned to it get until then plus the
     /// drain timeout.
     offline_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Set by the monitor when the server reports `read_only=ON` (checked on every write
+    /// checkout, so an atomic rather than behind `observed`'s lock).
+    read_only: AtomicBool,
+    observed: std::sync::Mutex<Observed>,
 }
 
 impl Backend {
@@ -44,12 +79,14 @@ impl Backend {
             role: cfg.role,
             weight: AtomicU32::new(cfg.weight.max(1)),
             max_connections: cfg.max_connections,
-            health: AtomicU8::new(Health::Up as u8),
+            health: AtomicU8::new(Health::Unknown as u8),
             pool: Pool::new(cfg.max_connections, connect_timeout),
             queries: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latency_us: AtomicU64::new(0),
             offline_since: std::sync::Mutex::new(None),
+            read_only: AtomicBool::new(false),
+            observed: Default::default(),
         }
     }
 
@@ -74,10 +111,11 @@ impl Backend {
         tracing::info!(backend = %self.address, "backend set offline");
     }
 
-    /// An operator's `SET ONLINE`: back in service; a failed connection marks it down again.
+    /// An operator's `SET ONLINE`: back in service as `Unknown` until the next probe says more
+    /// (Atlas does the same).
     pub fn set_online(&self) {
         *self.offline_since.lock().expect("offline lock") = None;
-        self.health.store(Health::Up as u8, Ordering::Relaxed);
+        self.health.store(Health::Unknown as u8, Ordering::Relaxed);
         tracing::info!(backend = %self.address, "backend set online");
     }
 
@@ -92,46 +130,83 @@ impl Backend {
     }
 
     pub fn health(&self) -> Health {
-        match self.health.load(Ordering::Relaxed) {
-            0 => Health::Up,
-            1 => Health::Down,
-            _ => Health::Offline,
+        Health::from_u8(self.health.load(Ordering::Relaxed))
+    }
+
+    /// Whether new statements may be sent here.
+    pub fn serves(&self) -> bool {
+        self.health().serves()
+    }
+
+    /// Whether the server last reported `read_only=ON`.
+    pub fn read_only(&self) -> bool {
+        self.read_only.load(Ordering::Relaxed)
+    }
+
+    pub fn observed(&self) -> Observed {
+        self.observed.lock().expect("observed lock").clone()
+    }
+
+    /// Records what a probe saw (not the verdict: see [`Backend::transition`]).
+    pub fn observe(&self, read_only: Option<bool>, lag_seconds: Option<u64>) {
+        if let Some(ro) = read_only {
+            let was = self.read_only.swap(ro, Ordering::Relaxed);
+            if was != ro && self.role == Role::ReadWrite {
+                if ro {
+                    tracing::warn!(backend = %self.address, "write backend reports read_only=ON: writes wait for it to become writable");
+                } else {
+                    tracing::info!(backend = %self.address, "write backend writable again (read_only=OFF)");
+                }
+            }
         }
+        let mut o = self.observed.lock().expect("observed lock");
+        o.read_only = read_only;
+        o.lag_seconds = lag_seconds;
     }
 
-    pub fn is_up(&self) -> bool {
-        self.health() == Health::Up
-    }
-
-    /// Records a failed connection attempt; an operator's `Offline` is never overridden.
-    pub fn mark_down(&self, why: &dyn std::fmt::Display) {
-        if self
-            .health
-            .compare_exchange(
-                Health::Up as u8,
-                Health::Down as u8,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-        {
-            tracing::warn!(backend = %self.address, "backend down: {why}");
+    /// Moves to `to` unless an operator's `Offline` stands (that always wins), logging why.
+    /// Leaving service closes the idle pooled connections.
+    pub fn transition(&self, to: Health, reason: Option<String>) {
+        let from = loop {
+            let cur = self.health.load(Ordering::Relaxed);
+            if cur == Health::Offline as u8 || cur == to as u8 {
+                self.observed.lock().expect("observed lock").reason =
+                    reason.filter(|_| cur != Health::Offline as u8 && !to.serves());
+                return;
+            }
+            if self
+                .health
+                .compare_exchange(cur, to as u8, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                break Health::from_u8(cur);
+            }
+        };
+        let why = reason.as_deref().unwrap_or("healthy");
+        match to {
+            Health::Up if from == Health::Unknown => {
+                tracing::debug!(backend = %self.address, "backend up")
+            }
+            Health::Up => {
+                tracing::info!(backend = %self.address, "backend back in service ({why})")
+            }
+            Health::Down => tracing::warn!(backend = %self.address, "backend down: {why}"),
+            Health::Excluded => {
+                tracing::warn!(backend = %self.address, "replica leaves the read pool: {why}")
+            }
+            Health::Unknown | Health::Offline => {}
+        }
+        if !to.serves() {
             self.pool.clear_idle();
         }
+        self.observed.lock().expect("observed lock").reason = reason.filter(|_| !to.serves());
     }
 
-    pub fn mark_up(&self) {
-        if self
-            .health
-            .compare_exchange(
-                Health::Down as u8,
-                Health::Up as u8,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-        {
-            tracing::info!(backend = %self.address, "backend up again");
+    /// A connection attempt failed: out of service at once (not after `fall` probes), so the
+    /// next statements go elsewhere; the monitor brings it back.
+    pub fn mark_down(&self, why: &dyn std::fmt::Display) {
+        if self.serves() || self.health() == Health::Excluded {
+            self.transition(Health::Down, Some(why.to_string()));
         }
     }
 }

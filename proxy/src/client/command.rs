@@ -6,6 +6,7 @@ use super::{ClientIo, SessionEnd};
 use crate::protocol::handshake;
 use crate::protocol::message::{self, codes};
 use crate::router::Target;
+use crate::stats::counters::ErrorKind;
 use mysql_common::constants::CapabilityFlags;
 
 /// Failed `COM_CHANGE_USER` attempts after which a connection gets no more (MariaDB's rule).
@@ -79,6 +80,7 @@ pub async fn change_user(
         }
         Err(e) => {
             tracing::info!(session = s.id, "change user refused: {e}");
+            s.stats.counters.error(ErrorKind::Auth);
             s.failed_change_user += 1;
             // The server keeps the packet's collation even then.
             s.switch_user(&old.0, old.1, collation);

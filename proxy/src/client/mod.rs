@@ -14,6 +14,7 @@ use crate::protocol::handshake::{self, ClientLogin, Greeting, LoginError};
 use crate::protocol::message::{self, codes, Completion, SqlError};
 use crate::protocol::packet::{PacketReader, PacketWriter};
 use crate::router::Target;
+use crate::stats::counters::{ErrorKind, Route};
 use session::{Checkout, Session};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,7 +95,8 @@ pub struct ClientSettings {
     pub active: Arc<std::sync::atomic::AtomicUsize>,
     /// What each session is doing, for the admin console.
     pub registry: Arc<registry::Registry>,
-    pub digests: Arc<crate::stats::digest::Digests>,
+    /// Digests, counters and the SQL log every session records into.
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 /// Counts a session as alive for as long as it exists.
@@ -143,6 +145,7 @@ pub async fn serve(
         Ok(l) => l,
         Err(LoginError::Rejected(e)) => {
             tracing::info!(client = %peer, "login refused: {e}");
+            info.stats.counters.error(ErrorKind::Auth);
             return;
         }
         Err(LoginError::Io(e)) => {
@@ -448,6 +451,7 @@ pub async fn execute(
         let mut c: Checkout = match s.checkout(target, &mut exclude).await {
             Ok(c) => c,
             Err(e) => {
+                s.stats.counters.error(ErrorKind::NoBackend);
                 io.error(&e).await?;
                 // A pinned session that lost its connection lost its transaction too: end
                 // it rather than let later statements run outside it.
@@ -484,10 +488,25 @@ pub async fn execute(
         s.status.stop_running().await;
         match result {
             Ok(mut r) => {
-                r.latency_us = started.elapsed().as_micros() as u64;
+                let latency = started.elapsed();
+                r.latency_us = latency.as_micros() as u64;
                 c.backend
                     .latency_us
                     .fetch_add(r.latency_us, std::sync::atomic::Ordering::Relaxed);
+                let route = match target {
+                    _ if was_pinned => Route::Session,
+                    Target::Diagnostics => Route::Session,
+                    Target::Read => Route::Read,
+                    Target::Write => Route::Write,
+                };
+                let counters = &s.stats.counters;
+                counters.statement(route, latency);
+                if r.error.is_some() {
+                    counters.error(ErrorKind::Server);
+                }
+                if s.stats.sql_log.enabled() {
+                    log_statement(s, &c.backend.address, packet, &r, latency);
+                }
                 after(s, c.conn(), &r);
                 let messages =
                     r.completion.warnings > 0 || r.error.is_some() || target == Target::Diagnostics;
@@ -496,6 +515,7 @@ pub async fn execute(
             }
             Err(RelayError::Client(e)) => {
                 drop(c);
+                s.stats.counters.error(ErrorKind::Client);
                 return Err(SessionEnd::Client(e));
             }
             // `KILL CONNECTION` closed the backend connection under the statement.
@@ -506,6 +526,7 @@ pub async fn execute(
                 c.backend
                     .errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                s.stats.counters.error(ErrorKind::BackendLost);
                 // A read may try each replica once (their pooled connections can all be
                 // stale after a crash), then the write backend.
                 let retryable = !sent
@@ -535,6 +556,30 @@ pub async fn execute(
             }
         }
     }
+}
+
+/// Writes the SQL log line of a statement: the text of a `COM_QUERY`, or of the prepared
+/// statement a `COM_STMT_EXECUTE` runs; other commands are not logged (Atlas logs queries).
+fn log_statement(
+    s: &Session,
+    backend: &str,
+    packet: &[u8],
+    r: &relay::Relayed,
+    latency: std::time::Duration,
+) {
+    let sql = match packet.first() {
+        Some(&COM_QUERY) => &packet[1..],
+        Some(&COM_STMT_EXECUTE) => {
+            match prepared::stmt_id(packet).and_then(|id| s.stmts.get(&id)) {
+                Some(p) => p.sql.as_bytes(),
+                None => return,
+            }
+        }
+        _ => return,
+    };
+    s.stats
+        .sql_log
+        .log(s.peer, backend, r.error.is_none(), latency, sql);
 }
 
 /// Commands whose reply needs nothing from the proxy but forwarding.

@@ -12,7 +12,7 @@ use crate::cluster::Cluster;
 use crate::protocol::message::{self, codes, SqlError, SERVER_STATUS_AUTOCOMMIT};
 use crate::router::Target;
 use crate::session::state::SessionState;
-use crate::stats::digest::Digests;
+use crate::stats::Stats;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -83,7 +83,9 @@ pub struct Session {
     /// Atlas's `charset`: every session starts with `SET NAMES <charset>`, also after a
     /// reset or a change of user.
     charset: Option<String>,
-    digests: Arc<Digests>,
+    pub stats: Arc<Stats>,
+    /// The client's address, for the SQL log.
+    pub peer: std::net::SocketAddr,
     /// Reused for normalising statements into digests.
     digest_buf: Vec<u8>,
 }
@@ -109,12 +111,13 @@ impl Session {
             last_insert_id: 0,
             stmts: HashMap::new(),
             next_stmt_id: 1,
+            peer: status.client,
             status,
             registry: info.registry.clone(),
             scramble,
             failed_change_user: 0,
             charset: info.charset.clone(),
-            digests: info.digests.clone(),
+            stats: info.stats.clone(),
             digest_buf: Vec::new(),
         };
         s.apply_charset();
@@ -164,7 +167,8 @@ impl Session {
         } else {
             r.completion.affected_rows
         };
-        self.digests
+        self.stats
+            .digests
             .record(sql, &mut self.digest_buf, r.latency_us, rows);
     }
 
@@ -214,15 +218,7 @@ impl Session {
             };
             let (backend, is_write) = match backend {
                 Some(b) => (b, false),
-                None => match self.cluster.write_backend() {
-                    Some(b) => (b, true),
-                    None => {
-                        return Err(message::err(
-                            codes::CONN_HOST_ERROR,
-                            "rwproxy: no write backend configured or online",
-                        ))
-                    }
-                },
+                None => (self.write_backend(target).await?, true),
             };
             match backend
                 .pool
@@ -271,6 +267,31 @@ impl Session {
                     exclude.push(backend);
                 }
             }
+        }
+    }
+
+    /// The write backend; for a statement that writes, one that is writable (see
+    /// [`Cluster::writable_backend`]). Reads falling back to it need not wait.
+    async fn write_backend(&self, target: Target) -> Result<Arc<Backend>, SqlError> {
+        let picked = if target == Target::Write {
+            self.cluster.writable_backend().await
+        } else {
+            Ok(self.cluster.write_backend())
+        };
+        match picked {
+            Ok(Some(b)) => Ok(b),
+            Ok(None) => Err(message::err(
+                codes::CONN_HOST_ERROR,
+                "rwproxy: no write backend configured or online",
+            )),
+            Err(b) => Err(message::err(
+                codes::OPTION_PREVENTS_STATEMENT,
+                format!(
+                    "rwproxy: write backend {} is read-only (read_only=ON) and did not become writable within {} ms",
+                    b.address,
+                    self.cluster.write_wait().as_millis()
+                ),
+            )),
         }
     }
 

@@ -226,7 +226,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         wait_timeout: None,
         connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
         lvs_ips: Vec::new(),
+        monitor: Default::default(),
+        metrics_listen: None,
         vrrp: Vec::new(),
+        ipvs: Default::default(),
     };
     let mut rw: Option<Vec<(String, u32)>> = None;
     let mut ro: Vec<(String, u32)> = Vec::new();

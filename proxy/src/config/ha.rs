@@ -1,8 +1,12 @@
-//! The `[ha]` section of rwproxy's TOML: VRRP instances for the write VIP.
+//! The `[ha]` section of rwproxy's TOML: VRRP instances for the write VIP, IPVS virtual
+//! servers for the read VIP.
 //!
 //! Keys keep keepalived's names (underscores included) so a `vrrp_instance` block of a
 //! keepalived.conf translates line by line; see `conf/rwproxy.toml` for the reference.
 
+use rwproxy_ha::ipvs::check::{Check, RealServer, VirtualServer};
+use rwproxy_ha::ipvs::director::DirectorConfig;
+use rwproxy_ha::ipvs::{Family, Forward, Protocol, Service, ServiceKey};
 use rwproxy_ha::vrrp::{Instance, NotifyConfig, TrackScript, Version, Vip};
 use serde::Deserialize;
 use std::net::Ipv4Addr;
@@ -14,6 +18,54 @@ pub(super) struct HaToml {
     notify_timeout: Option<DurationToml>,
     #[serde(default)]
     vrrp: Vec<VrrpToml>,
+    ipvs: Option<IpvsToml>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IpvsToml {
+    vrrp_instance: Option<String>,
+    #[serde(default)]
+    virtual_server: Vec<VirtualServerToml>,
+}
+
+/// keepalived's `virtual_server` block; `check` chooses between the built-in
+/// `check_slave.sh` and a `MISC_CHECK` script.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VirtualServerToml {
+    ip: Option<std::net::IpAddr>,
+    port: Option<u16>,
+    fwmark: Option<u32>,
+    protocol: Option<String>,
+    lb_algo: Option<String>,
+    lb_kind: Option<String>,
+    persistence_timeout: Option<u32>,
+    persistence_granularity: Option<String>,
+    delay_loop: Option<DurationToml>,
+    quorum: Option<u32>,
+    sorry_server: Option<std::net::SocketAddr>,
+    #[serde(default)]
+    inhibit_on_failure: bool,
+    check: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    max_lag: Option<DurationToml>,
+    connect_timeout: Option<DurationToml>,
+    misc_path: Option<String>,
+    misc_timeout: Option<DurationToml>,
+    #[serde(default)]
+    misc_dynamic: bool,
+    #[serde(default)]
+    real_server: Vec<RealServerToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RealServerToml {
+    ip: std::net::IpAddr,
+    port: Option<u16>,
+    weight: Option<u32>,
 }
 
 /// keepalived writes intervals in (fractional) seconds; `"100ms"`, `"1.5s"`, `"2m"` are
@@ -179,6 +231,189 @@ pub(super) fn instances(ha: &HaToml) -> Result<Vec<Instance>, (String, String)> 
     Ok(out)
 }
 
+/// `persistence_granularity`: a netmask (`255.255.255.0`, as keepalived) or a prefix length.
+fn granularity(s: &str, family: Family) -> Result<u8, String> {
+    let max = if family == Family::V4 { 32 } else { 128 };
+    if let Ok(n) = s.parse::<u8>() {
+        if n <= max {
+            return Ok(n);
+        }
+    }
+    if family == Family::V4 {
+        if let Ok(mask) = s.parse::<Ipv4Addr>() {
+            let bits = u32::from(mask);
+            if bits.leading_ones() + bits.trailing_zeros() == 32 {
+                return Ok(bits.leading_ones() as u8);
+            }
+        }
+    }
+    Err(format!(
+        "'{s}': expected a netmask like 255.255.255.0 or a prefix length 0-{max}"
+    ))
+}
+
+/// The `[ha.ipvs]` section. Virtual servers without `real_server` tables balance over the
+/// proxy's read backends (`read_backends`: address, weight), resolved now.
+pub(super) fn ipvs(
+    ha: &HaToml,
+    read_backends: &[(String, u32)],
+) -> Result<DirectorConfig, (String, String)> {
+    let Some(section) = &ha.ipvs else {
+        return Ok(DirectorConfig::default());
+    };
+    if let Some(name) = &section.vrrp_instance {
+        if !ha.vrrp.iter().any(|v| &v.name == name) {
+            return Err((
+                "ha.ipvs.vrrp_instance".into(),
+                format!("no [[ha.vrrp]] instance is named '{name}'"),
+            ));
+        }
+    }
+    let mut out = Vec::with_capacity(section.virtual_server.len());
+    for (i, v) in section.virtual_server.iter().enumerate() {
+        let key = |k: &str| format!("ha.ipvs.virtual_server[{i}].{k}");
+        let dur = |d: &Option<DurationToml>, k: &str, default: Duration| {
+            d.as_ref()
+                .map(duration)
+                .transpose()
+                .map(|d| d.unwrap_or(default))
+                .map_err(|m| (key(k), m))
+        };
+        let protocol = match &v.protocol {
+            Some(p) => p.parse::<Protocol>().map_err(|m| (key("protocol"), m))?,
+            None => Protocol::Tcp,
+        };
+        let svc_key = match (v.ip, v.port, v.fwmark) {
+            (Some(addr), Some(port), None) => ServiceKey::Addr {
+                protocol,
+                addr,
+                port,
+            },
+            (None, None, Some(mark)) if mark > 0 => ServiceKey::Fwmark {
+                family: Family::V4,
+                mark,
+            },
+            _ => {
+                return Err((
+                    key("ip"),
+                    "give either ip and port, or a non-zero fwmark".into(),
+                ))
+            }
+        };
+        let scheduler = v.lb_algo.clone().unwrap_or_else(|| "wrr".into());
+        if scheduler.is_empty()
+            || !scheduler
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err((
+                key("lb_algo"),
+                format!("'{scheduler}': not a scheduler name (rr, wrr, lc, wlc, sh, ...)"),
+            ));
+        }
+        let forward = match &v.lb_kind {
+            Some(k) => k.parse::<Forward>().map_err(|m| (key("lb_kind"), m))?,
+            None => Forward::Route,
+        };
+        let mut service = Service::new(svc_key, &scheduler);
+        if let Some(t) = v.persistence_timeout.filter(|&t| t > 0) {
+            let family = svc_key.family();
+            let prefix = match &v.persistence_granularity {
+                Some(g) => {
+                    granularity(g, family).map_err(|m| (key("persistence_granularity"), m))?
+                }
+                None if family == Family::V4 => 32,
+                None => 128,
+            };
+            service = service.with_persistence(t, prefix);
+        }
+        let default_port = v.port.unwrap_or(3306);
+        let real_servers = if v.real_server.is_empty() {
+            let mut rs = Vec::new();
+            for (address, weight) in read_backends {
+                use std::net::ToSocketAddrs;
+                let addr = address
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        (
+                            key("real_server"),
+                            format!("read backend '{address}' does not resolve to an address"),
+                        )
+                    })?;
+                rs.push(RealServer {
+                    addr,
+                    weight: *weight,
+                });
+            }
+            rs
+        } else {
+            v.real_server
+                .iter()
+                .map(|r| RealServer {
+                    addr: std::net::SocketAddr::new(r.ip, r.port.unwrap_or(default_port)),
+                    weight: r.weight.unwrap_or(1),
+                })
+                .collect()
+        };
+        if real_servers.is_empty() {
+            return Err((
+                key("real_server"),
+                "no [[...real_server]] tables and no read backends to take them from".into(),
+            ));
+        }
+        let check = match v.check.as_deref().unwrap_or("replication") {
+            "replication" => Check::Replication {
+                user: v.user.clone().ok_or_else(|| {
+                    (
+                        key("user"),
+                        "required for check = \"replication\"".to_string(),
+                    )
+                })?,
+                password: v.password.clone().unwrap_or_default(),
+                max_lag: dur(&v.max_lag, "max_lag", Duration::from_secs(60))?,
+                timeout: dur(
+                    &v.connect_timeout,
+                    "connect_timeout",
+                    Duration::from_secs(3),
+                )?,
+            },
+            "misc" => Check::Misc {
+                script: v.misc_path.clone().ok_or_else(|| {
+                    (
+                        key("misc_path"),
+                        "required for check = \"misc\"".to_string(),
+                    )
+                })?,
+                timeout: dur(&v.misc_timeout, "misc_timeout", Duration::from_secs(5))?,
+                dynamic: v.misc_dynamic,
+            },
+            "none" => Check::None,
+            other => {
+                return Err((
+                    key("check"),
+                    format!("'{other}': expected replication, misc or none"),
+                ))
+            }
+        };
+        out.push(VirtualServer {
+            service,
+            forward,
+            real_servers,
+            check,
+            delay_loop: dur(&v.delay_loop, "delay_loop", Duration::from_secs(6))?,
+            inhibit_on_failure: v.inhibit_on_failure,
+            quorum: v.quorum.unwrap_or(1),
+            sorry_server: v.sorry_server,
+        });
+    }
+    Ok(DirectorConfig {
+        virtual_servers: out,
+        vrrp_instance: section.vrrp_instance.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +460,106 @@ mod tests {
         .unwrap();
         assert_eq!(instances(&bad).unwrap_err().0, "ha.vrrp[0].version");
         assert!(toml::from_str::<HaToml>("[[vrrp]]\nnam='x'\n").is_err());
+    }
+
+    #[test]
+    fn ipvs_section() {
+        let text = r#"
+            [[vrrp]]
+            name = "VI_1"
+            interface = "eth0"
+            virtual_router_id = 51
+            priority = 150
+            virtual_ipaddress = ["192.0.2.100/24"]
+            [ipvs]
+            vrrp_instance = "VI_1"
+            [[ipvs.virtual_server]]
+            ip = "192.0.2.200"
+            port = 3306
+            lb_algo = "wlc"
+            lb_kind = "NAT"
+            persistence_timeout = 300
+            persistence_granularity = "255.255.255.0"
+            quorum = 2
+            sorry_server = "192.0.2.10:3306"
+            inhibit_on_failure = true
+            user = "monitor"
+            max_lag = 30
+            [[ipvs.virtual_server.real_server]]
+            ip = "192.0.2.21"
+            weight = 3
+            [[ipvs.virtual_server]]
+            fwmark = 7
+            check = "misc"
+            misc_path = "/usr/local/bin/check_slave.sh"
+            misc_dynamic = true
+        "#;
+        let ha: HaToml = toml::from_str(text).unwrap();
+        let backends = [("127.0.0.1:3307".to_string(), 2)];
+        let d = ipvs(&ha, &backends).unwrap();
+        assert_eq!(d.vrrp_instance.as_deref(), Some("VI_1"));
+        let v = &d.virtual_servers[0];
+        assert_eq!(v.service.scheduler, "wlc");
+        assert_eq!(v.service.netmask_v4(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(v.service.timeout, 300);
+        assert_eq!(v.forward, Forward::Masq);
+        assert_eq!(
+            v.real_servers,
+            vec![RealServer {
+                addr: "192.0.2.21:3306".parse().unwrap(),
+                weight: 3
+            }]
+        );
+        assert_eq!(
+            v.check,
+            Check::Replication {
+                user: "monitor".into(),
+                password: String::new(),
+                max_lag: Duration::from_secs(30),
+                timeout: Duration::from_secs(3)
+            }
+        );
+        // No real_server tables: the proxy's read backends.
+        let f = &d.virtual_servers[1];
+        assert_eq!(
+            f.real_servers,
+            vec![RealServer {
+                addr: "127.0.0.1:3307".parse().unwrap(),
+                weight: 2
+            }]
+        );
+        assert!(matches!(f.check, Check::Misc { dynamic: true, .. }));
+
+        let err = |t: &str| ipvs(&toml::from_str::<HaToml>(t).unwrap(), &backends).unwrap_err();
+        let vs = "[[ipvs.virtual_server]]\nip = '192.0.2.1'\nport = 3306\nuser = 'm'\n";
+        assert_eq!(
+            err("[ipvs]\nvrrp_instance = 'nope'\n").0,
+            "ha.ipvs.vrrp_instance"
+        );
+        assert_eq!(
+            err(&format!("{vs}lb_kind = 'XX'\n")).0,
+            "ha.ipvs.virtual_server[0].lb_kind"
+        );
+        assert_eq!(
+            err(&format!("{vs}check = 'tcp'\n")).0,
+            "ha.ipvs.virtual_server[0].check"
+        );
+        assert_eq!(
+            err(&format!(
+                "{vs}persistence_timeout = 1\npersistence_granularity = '255.0.255.0'\n"
+            ))
+            .0,
+            "ha.ipvs.virtual_server[0].persistence_granularity"
+        );
+        assert_eq!(
+            err("[[ipvs.virtual_server]]\nip = '192.0.2.1'\nport = 1\n").0,
+            "ha.ipvs.virtual_server[0].user"
+        );
+        assert_eq!(
+            err("[[ipvs.virtual_server]]\nport = 1\n").0,
+            "ha.ipvs.virtual_server[0].ip"
+        );
+        assert!(ipvs(&toml::from_str::<HaToml>(vs).unwrap(), &[]).is_err());
     }
 
     #[test]

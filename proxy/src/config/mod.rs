@@ -12,11 +12,13 @@ use std::time::Duration;
 mod atlas;
 mod client_filter;
 mod ha;
+mod monitor;
 pub mod pwcrypt;
 pub mod save;
 mod toml_format;
 
 pub use client_filter::ClientFilter;
+pub use monitor::MonitorConfig;
 pub use pwcrypt::{atlas_decrypt, atlas_encrypt, DecryptError};
 pub use save::{save, Snapshot};
 
@@ -26,6 +28,8 @@ pub mod defaults {
     pub const LISTEN: &str = "0.0.0.0:1234";
     /// Admin listener. Atlas binds `0.0.0.0:2345`; rwproxy only binds the loopback unless told.
     pub const ADMIN_LISTEN: &str = "127.0.0.1:2345";
+    /// Prometheus exporter, when `[metrics]` is present without `listen`.
+    pub const METRICS_LISTEN: &str = "127.0.0.1:9104";
     pub const ADMIN_USERNAME: &str = "admin";
     pub const ADMIN_PASSWORD: &str = "admin";
     /// Instance name for the TOML format (Atlas derives it from the file name).
@@ -117,6 +121,12 @@ pub struct Config {
     pub lvs_ips: Vec<std::net::IpAddr>,
     /// VRRP instances holding the write VIP (`[ha]` in TOML; Atlas files have none).
     pub vrrp: Vec<rwproxy_ha::vrrp::Instance>,
+    /// Backend health probes (`[monitor]` in TOML; Atlas files get the defaults).
+    pub monitor: MonitorConfig,
+    /// Where Prometheus scrapes `/metrics` (`[metrics] listen`); `None`: no exporter.
+    pub metrics_listen: Option<SocketAddr>,
+    /// IPVS virtual servers for the read VIP (`[ha.ipvs]` in TOML).
+    pub ipvs: rwproxy_ha::ipvs::director::DirectorConfig,
 }
 
 /// Why a configuration file could not be loaded. `Display` always names the file, and the line

@@ -37,6 +37,15 @@ struct File {
     user: Vec<User>,
     #[serde(default)]
     ha: super::ha::HaToml,
+    #[serde(default)]
+    monitor: super::monitor::MonitorToml,
+    metrics: Option<Metrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metrics {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +121,14 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let p = file.proxy;
     let listen = listen_of(&p.listen, "proxy.listen", defaults::LISTEN)?;
     let admin_listen = listen_of(&file.admin.listen, "admin.listen", defaults::ADMIN_LISTEN)?;
+    let metrics_listen = match &file.metrics {
+        Some(m) => Some(listen_of(
+            &m.listen,
+            "metrics.listen",
+            defaults::METRICS_LISTEN,
+        )?),
+        None => None,
+    };
 
     for ip in &p.client_ips {
         client_filter::check_entry(ip.get_ref())
@@ -201,8 +218,17 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let vrrp = super::ha::instances(&file.ha).map_err(|(key, m)| invalid(None, &key, m))?;
-    // A node may run only the HA part (the write VIP) without proxying anything.
-    if backends.is_empty() && vrrp.is_empty() {
+    let monitor =
+        super::monitor::monitor(&file.monitor).map_err(|(key, m)| invalid(None, &key, m))?;
+    let read_backends: Vec<(String, u32)> = backends
+        .iter()
+        .filter(|b| b.role == super::Role::ReadOnly)
+        .map(|b| (b.address.clone(), b.weight))
+        .collect();
+    let ipvs =
+        super::ha::ipvs(&file.ha, &read_backends).map_err(|(key, m)| invalid(None, &key, m))?;
+    // A node may run only the HA part (the write VIP, an IPVS director) without proxying.
+    if backends.is_empty() && vrrp.is_empty() && ipvs.virtual_servers.is_empty() {
         return Err(invalid(
             None,
             "backend",
@@ -288,6 +314,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         connect_timeout: Duration::from_millis(connect_timeout_ms),
         lvs_ips,
         vrrp,
+        monitor,
+        metrics_listen,
+        ipvs,
     })
 }
 

@@ -6,7 +6,7 @@ use crate::client::registry::Registry;
 use crate::client::ClientSettings;
 use crate::cluster::{ChangeError, Cluster};
 use crate::config::{self, atlas_decrypt, atlas_encrypt, BackendConfig, Config, Role};
-use crate::stats::digest::Digests;
+use crate::stats::Stats;
 use rwproxy_admin::{
     AdminError, BackendInfo, BackendRole, BackendState, BackendStats, ControlPlane, DigestInfo,
     SessionInfo, UserPassword, VrrpInfo,
@@ -20,7 +20,7 @@ pub struct ProxyControl {
     /// The VRRP instances this process runs.
     vrrp: Vec<tokio::sync::watch::Receiver<rwproxy_ha::vrrp::Status>>,
     sessions: Arc<Registry>,
-    digests: Arc<Digests>,
+    stats: Arc<Stats>,
     /// The config as loaded: where `SAVE CONFIG` writes, and the admin credentials.
     config: Config,
     version: String,
@@ -38,7 +38,7 @@ impl ProxyControl {
             cluster,
             vrrp,
             sessions: clients.registry.clone(),
-            digests: clients.digests.clone(),
+            stats: clients.stats.clone(),
             config,
             version: clients.version.clone(),
             started: Instant::now(),
@@ -80,6 +80,8 @@ fn state(h: Health) -> BackendState {
         Health::Up => BackendState::Up,
         Health::Down => BackendState::Down,
         Health::Offline => BackendState::Offline,
+        Health::Unknown => BackendState::Unknown,
+        Health::Excluded => BackendState::Excluded,
     }
 }
 
@@ -209,6 +211,7 @@ impl ControlPlane for ProxyControl {
             .enumerate()
             .map(|(i, b)| {
                 let (open, idle) = b.pool.counts();
+                let observed = b.observed();
                 let queries = b.queries.load(Ordering::Relaxed);
                 BackendStats {
                     ndx: i + 1,
@@ -221,7 +224,8 @@ impl ControlPlane for ProxyControl {
                     queries,
                     errors: b.errors.load(Ordering::Relaxed),
                     avg_latency_us: b.latency_us.load(Ordering::Relaxed) / queries.max(1),
-                    lag_seconds: None,
+                    lag_seconds: observed.lag_seconds,
+                    reason: observed.reason,
                 }
             })
             .collect()
@@ -232,7 +236,7 @@ impl ControlPlane for ProxyControl {
     }
 
     fn digests(&self) -> Vec<DigestInfo> {
-        self.digests.view()
+        self.stats.digests.view()
     }
 
     fn vrrp(&self) -> Vec<VrrpInfo> {

@@ -1,0 +1,188 @@
+//! Talking to the MariaDB/MySQL servers themselves, as an operator would: health probes
+//! (`@@read_only`, replication state) and, for failover, promotion and rejoin.
+//!
+//! These connections use their own credentials, never an application user's, and are few:
+//! one per server per prober, kept open between probes.
+
+mod replica;
+
+pub use replica::{BadColumn, IoThread, ReplicaHealth, ReplicaStatus};
+
+use mysql_async::prelude::Queryable;
+use std::time::Duration;
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbTarget {
+    /// `host:port`; a host name is resolved again on every (re)connect, so a VIP given as a
+    /// DNS name follows the name.
+    pub address: String,
+    pub user: String,
+    pub password: String,
+    /// Bound on connecting and on each probe as a whole.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{0}: no answer within {1:?}")]
+    Timeout(String, Duration),
+    #[error("{0}: invalid address (expected host:port)")]
+    BadAddress(String),
+    #[error("{0}: {1}")]
+    Server(String, mysql_async::Error),
+    #[error("{0}: {1}")]
+    Status(String, BadColumn),
+}
+
+impl DbError {
+    /// The server answered with an error (access denied, too many connections…): it is
+    /// reachable, whatever else is wrong.
+    pub fn server_answered(&self) -> bool {
+        matches!(self, DbError::Server(_, mysql_async::Error::Server(_)))
+    }
+}
+
+/// What one probe saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStatus {
+    pub read_only: bool,
+    pub server_id: u32,
+    /// `None`: not configured as a replica.
+    pub replica: Option<ReplicaStatus>,
+}
+
+/// A reusable connection to one server for repeated probes.
+pub struct Prober {
+    target: DbTarget,
+    conn: Option<mysql_async::Conn>,
+}
+
+impl Prober {
+    pub fn new(target: DbTarget) -> Self {
+        Prober { target, conn: None }
+    }
+
+    pub fn target(&self) -> &DbTarget {
+        &self.target
+    }
+
+    /// Pings (connecting first when needed), reads `@@read_only` and the replication status.
+    /// Any failure drops the connection, so the next probe starts from a fresh connect.
+    pub async fn probe(&mut self) -> Result<ServerStatus, DbError> {
+        let timeout = self.target.timeout;
+        let result = match tokio::time::timeout(timeout, self.probe_inner()).await {
+            Ok(r) => r,
+            Err(_) => Err(DbError::Timeout(self.target.address.clone(), timeout)),
+        };
+        if result.is_err() {
+            if let Some(conn) = self.conn.take() {
+                // Closing politely would wait on a server that just failed us.
+                drop(conn);
+            }
+        }
+        result
+    }
+
+    async fn probe_inner(&mut self) -> Result<ServerStatus, DbError> {
+        let addr = self.target.address.clone();
+        let server = |e| DbError::Server(addr.clone(), e);
+        let conn = match &mut self.conn {
+            Some(c) => {
+                c.ping().await.map_err(server)?;
+                c
+            }
+            None => self.conn.insert(connect(&self.target).await?),
+        };
+        let (read_only, server_id): (u8, u32) = conn
+            .query_first("SELECT @@read_only, @@server_id")
+            .await
+            .map_err(server)?
+            .unwrap_or_default();
+        let replica = replica_status(conn)
+            .await
+            .map_err(server)?
+            .map(|row| {
+                let names: Vec<String> = row
+                    .columns_ref()
+                    .iter()
+                    .map(|c| c.name_str().into_owned())
+                    .collect();
+                let values: Vec<Option<String>> = (0..names.len())
+                    .map(|i| row.get::<Option<String>, _>(i).flatten())
+                    .collect();
+                ReplicaStatus::from_columns(
+                    names
+                        .iter()
+                        .map(String::as_str)
+                        .zip(values.iter().map(Option::as_deref)),
+                )
+            })
+            .transpose()
+            .map_err(|e| DbError::Status(addr.clone(), e))?;
+        Ok(ServerStatus {
+            read_only: read_only != 0,
+            server_id,
+            replica,
+        })
+    }
+}
+
+/// Opens an operator connection to `target` (TCP, never the Unix socket, which would bypass
+/// the address the operator configured).
+pub async fn connect(target: &DbTarget) -> Result<mysql_async::Conn, DbError> {
+    let (host, port) = split_address(&target.address)?;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port)
+        .user(Some(target.user.clone()))
+        .pass(Some(target.password.clone()))
+        .prefer_socket(false)
+        .wait_timeout(Some(28_800));
+    match tokio::time::timeout(target.timeout, mysql_async::Conn::new(opts)).await {
+        Ok(r) => r.map_err(|e| DbError::Server(target.address.clone(), e)),
+        Err(_) => Err(DbError::Timeout(target.address.clone(), target.timeout)),
+    }
+}
+
+/// `SHOW REPLICA STATUS` (MariaDB ≥ 10.5, MySQL ≥ 8.0.22; MySQL 8.4 knows no other
+/// spelling), falling back to `SHOW SLAVE STATUS` on servers that predate it.
+async fn replica_status(
+    conn: &mut mysql_async::Conn,
+) -> Result<Option<mysql_async::Row>, mysql_async::Error> {
+    const PARSE_ERROR: u16 = 1064;
+    match conn.query_first("SHOW REPLICA STATUS").await {
+        Err(mysql_async::Error::Server(e)) if e.code == PARSE_ERROR => {
+            conn.query_first("SHOW SLAVE STATUS").await
+        }
+        other => other,
+    }
+}
+
+fn split_address(address: &str) -> Result<(String, u16), DbError> {
+    let bad = || DbError::BadAddress(address.to_string());
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let port = port.parse().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_split() {
+        assert_eq!(split_address("db1:3306").unwrap(), ("db1".into(), 3306));
+        assert_eq!(
+            split_address("[fd00::5]:3307").unwrap(),
+            ("fd00::5".into(), 3307)
+        );
+        assert!(split_address("db1").is_err());
+        assert!(split_address(":3306").is_err());
+        assert!(split_address("db1:x").is_err());
+    }
+}

@@ -1,0 +1,162 @@
+//! Rise/fall damping: how probe results turn into state changes, so that one lost probe does
+//! not empty a pool and one good probe does not bring back a flapping server.
+
+use crate::backend::Health;
+
+/// One probe's finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// Reachable and fit for its role.
+    Good,
+    /// Did not answer (connect, ping or query failed or timed out).
+    Unreachable(String),
+    /// Answers, but as a replica must not serve reads (replication stopped or lagging).
+    Unfit(String),
+}
+
+/// Consecutive good and bad probes of one backend.
+#[derive(Debug, Clone)]
+pub struct Damper {
+    rise: u32,
+    fall: u32,
+    good: u32,
+    bad: u32,
+}
+
+impl Damper {
+    pub fn new(rise: u32, fall: u32) -> Self {
+        Damper {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            good: 0,
+            bad: 0,
+        }
+    }
+
+    /// Counts `finding` and says which state the backend should move to from `current`, with
+    /// the reason to show; `None` leaves it where it is. An operator's `Offline` is never
+    /// left here.
+    pub fn next(&mut self, current: Health, finding: &Finding) -> Option<(Health, Option<String>)> {
+        match finding {
+            Finding::Good => {
+                self.good = self.good.saturating_add(1);
+                self.bad = 0;
+            }
+            Finding::Unreachable(_) | Finding::Unfit(_) => {
+                self.bad = self.bad.saturating_add(1);
+                self.good = 0;
+            }
+        }
+        match (current, finding) {
+            (Health::Offline, _) => None,
+            // The first probe settles an unprobed backend at once: there is no service to
+            // protect from flapping yet.
+            (Health::Unknown, Finding::Good) => Some((Health::Up, None)),
+            (Health::Unknown, Finding::Unreachable(why)) => Some((Health::Down, Some(why.clone()))),
+            (Health::Unknown, Finding::Unfit(why)) => Some((Health::Excluded, Some(why.clone()))),
+            (Health::Up, Finding::Good) => None,
+            (Health::Up, Finding::Unreachable(why)) if self.bad >= self.fall => {
+                Some((Health::Down, Some(why.clone())))
+            }
+            (Health::Up, Finding::Unfit(why)) if self.bad >= self.fall => {
+                Some((Health::Excluded, Some(why.clone())))
+            }
+            (Health::Up, _) => None,
+            (Health::Down | Health::Excluded, Finding::Good) if self.good >= self.rise => {
+                Some((Health::Up, None))
+            }
+            (Health::Down | Health::Excluded, Finding::Good) => None,
+            // Reachable again but not fit: still out, now for the replication reason.
+            (Health::Down, Finding::Unfit(why)) => Some((Health::Excluded, Some(why.clone()))),
+            (Health::Excluded, Finding::Unreachable(why)) => {
+                Some((Health::Down, Some(why.clone())))
+            }
+            // Same state, fresher reason (the lag figure changes).
+            (state, Finding::Unfit(why) | Finding::Unreachable(why)) => {
+                Some((state, Some(why.clone())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn down() -> Finding {
+        Finding::Unreachable("connection refused".into())
+    }
+
+    fn lag() -> Finding {
+        Finding::Unfit("replication lag 40s over the limit".into())
+    }
+
+    /// Feeds findings in order, applying each transition, and returns the states seen.
+    fn run(start: Health, rise: u32, fall: u32, findings: &[Finding]) -> Vec<Health> {
+        let mut d = Damper::new(rise, fall);
+        let mut state = start;
+        findings
+            .iter()
+            .map(|f| {
+                if let Some((to, _)) = d.next(state, f) {
+                    state = to;
+                }
+                state
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_probe_settles_unknown() {
+        use Health::*;
+        assert_eq!(run(Unknown, 2, 3, &[Finding::Good]), [Up]);
+        assert_eq!(run(Unknown, 2, 3, &[down()]), [Down]);
+        assert_eq!(run(Unknown, 2, 3, &[lag()]), [Excluded]);
+    }
+
+    #[test]
+    fn fall_counts_consecutive_failures() {
+        use Health::*;
+        let f = [down(), down(), Finding::Good, down(), down(), down()];
+        assert_eq!(run(Up, 2, 3, &f), [Up, Up, Up, Up, Up, Down]);
+    }
+
+    #[test]
+    fn rise_counts_consecutive_successes() {
+        use Health::*;
+        let f = [Finding::Good, down(), Finding::Good, Finding::Good];
+        assert_eq!(run(Down, 2, 3, &f), [Down, Down, Down, Up]);
+    }
+
+    #[test]
+    fn lagging_replica_leaves_and_returns_after_catching_up() {
+        use Health::*;
+        let f = [lag(), lag(), Finding::Good, Finding::Good];
+        assert_eq!(run(Up, 2, 2, &f), [Up, Excluded, Excluded, Up]);
+    }
+
+    #[test]
+    fn down_replica_coming_back_lagging_stays_out_with_the_new_reason() {
+        let mut d = Damper::new(2, 2);
+        let (to, why) = d.next(Health::Down, &lag()).unwrap();
+        assert_eq!(to, Health::Excluded);
+        assert_eq!(why.unwrap(), "replication lag 40s over the limit");
+    }
+
+    #[test]
+    fn offline_is_never_left() {
+        use Health::*;
+        let f = [Finding::Good, Finding::Good, Finding::Good, down(), lag()];
+        assert_eq!(run(Offline, 1, 1, &f), [Offline; 5]);
+    }
+
+    #[test]
+    fn flapping_server_is_damped() {
+        use Health::*;
+        let f: Vec<Finding> = (0..10)
+            .map(|i| if i % 2 == 0 { down() } else { Finding::Good })
+            .collect();
+        assert!(run(Up, 2, 2, &f).iter().all(|s| *s == Up));
+        assert!(run(Down, 2, 2, &f).iter().all(|s| *s == Down));
+    }
+}

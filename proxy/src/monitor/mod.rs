@@ -1,0 +1,122 @@
+//! The health monitor: probes every backend on an interval and moves it in and out of
+//! service — `auto_maintain_atlas.sh` and keepalived's `check_slave.sh`, built in.
+//!
+//! Each backend gets its own task (a slow server delays only its own probes) that ends when
+//! the backend leaves the cluster. With monitor credentials a probe is a real login, ping,
+//! `@@read_only` and the replication status; without them only TCP reachability is checked.
+
+mod damper;
+
+pub use damper::{Damper, Finding};
+
+use crate::backend::Backend;
+use crate::cluster::Cluster;
+use crate::config::{MonitorConfig, Role};
+use rwproxy_ha::db::{DbTarget, Prober, ServerStatus};
+use std::sync::{Arc, Weak};
+use tokio::time::MissedTickBehavior;
+
+/// Starts watching every backend of `cluster`, including ones added later.
+pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig) {
+    if cfg.user.is_none() {
+        tracing::warn!("no [monitor] user configured: backends are probed for TCP reachability only; read_only and replication are not watched");
+    }
+    let me = Arc::downgrade(cluster);
+    tokio::spawn(async move {
+        let mut watched: Vec<Weak<Backend>> = Vec::new();
+        let mut tick = tokio::time::interval(cfg.interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let Some(cluster) = me.upgrade() else { return };
+            watched.retain(|w| w.strong_count() > 0);
+            for b in cluster.backends().iter() {
+                if !watched.iter().any(|w| w.as_ptr() == Arc::as_ptr(b)) {
+                    watched.push(Arc::downgrade(b));
+                    tokio::spawn(watch(me.clone(), Arc::downgrade(b), cfg.clone()));
+                }
+            }
+            drop(cluster);
+            tick.tick().await;
+        }
+    });
+}
+
+/// Probes one backend until it leaves the cluster.
+async fn watch(cluster: Weak<Cluster>, backend: Weak<Backend>, cfg: MonitorConfig) {
+    let Some(address) = backend.upgrade().map(|b| b.address.clone()) else {
+        return;
+    };
+    let mut prober = cfg.user.as_ref().map(|(user, password)| {
+        Prober::new(DbTarget {
+            address: address.clone(),
+            user: user.clone(),
+            password: password.clone(),
+            timeout: cfg.timeout,
+        })
+    });
+    let mut damper = Damper::new(cfg.rise, cfg.fall);
+    let mut login_refused = false;
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (Some(cluster), Some(b)) = (cluster.upgrade(), backend.upgrade()) else {
+            return;
+        };
+        if !cluster.backends().iter().any(|x| Arc::ptr_eq(x, &b)) {
+            tracing::debug!(backend = %address, "backend left the cluster; monitor stops");
+            return;
+        }
+        drop(cluster);
+        let finding = match &mut prober {
+            Some(p) => match p.probe().await {
+                Ok(status) => {
+                    login_refused = false;
+                    let lag = status.replica.as_ref().and_then(|r| r.seconds_behind);
+                    b.observe(Some(status.read_only), lag);
+                    judge(b.role, &status, &cfg)
+                }
+                Err(e) if e.server_answered() => {
+                    // The server answered: it is up; the monitor's account is the problem,
+                    // which must not take healthy servers out of service.
+                    if !login_refused {
+                        tracing::error!(backend = %address, "monitor cannot query the server, so read_only and replication are not checked: {e}");
+                        login_refused = true;
+                    }
+                    b.observe(None, None);
+                    Finding::Good
+                }
+                Err(e) => Finding::Unreachable(e.to_string()),
+            },
+            None => reachable(&address, cfg.timeout).await,
+        };
+        if let Some((to, why)) = damper.next(b.health(), &finding) {
+            b.transition(to, why);
+        }
+    }
+}
+
+/// Replicas must be replicating and caught up to serve reads; a write backend only has to
+/// answer (`read_only` is handled at write time, see `Backend::read_only`).
+fn judge(role: Role, status: &ServerStatus, cfg: &MonitorConfig) -> Finding {
+    match (role, &status.replica) {
+        (Role::ReadOnly, Some(r)) => {
+            let health = r.health(cfg.max_replication_lag);
+            if health.is_healthy() {
+                Finding::Good
+            } else {
+                Finding::Unfit(health.to_string())
+            }
+        }
+        _ => Finding::Good,
+    }
+}
+
+/// The credential-less probe: does the port accept a TCP connection in time?
+async fn reachable(address: &str, timeout: std::time::Duration) -> Finding {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+        Ok(Ok(_)) => Finding::Good,
+        Ok(Err(e)) => Finding::Unreachable(format!("{address}: {e}")),
+        Err(_) => Finding::Unreachable(format!("{address}: no answer within {timeout:?}")),
+    }
+}

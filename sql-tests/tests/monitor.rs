@@ -1,0 +1,295 @@
+//! The health monitor against real replication: replicas leave the read pool when their
+//! replication stops or lags and come back by themselves once caught up; dead servers go
+//! `down` and return; a read-only write backend holds writes back; the operator's
+//! `SET OFFLINE` wins over the monitor. Every test runs its own cluster.
+
+use mysql_async::prelude::*;
+use rwproxy_admin::control::{BackendState, BackendStats};
+use rwproxy_sql_tests::sandbox::{MONITOR_PASSWORD, MONITOR_USER};
+use rwproxy_sql_tests::sysbench::{run, stat};
+use rwproxy_sql_tests::{proxy, Cluster};
+use std::time::{Duration, Instant};
+
+/// Probes every 200 ms, two bad ones take a backend out, two good ones bring it back.
+fn monitor_section(max_lag: u64) -> String {
+    format!(
+        "[monitor]\nuser = \"{MONITOR_USER}\"\npassword = \"{MONITOR_PASSWORD}\"\n\
+         interval-ms = 200\ntimeout-ms = 1000\nfall = 2\nrise = 2\n\
+         max-replication-lag = {max_lag}\nwrite-wait-ms = 3000\n"
+    )
+}
+
+async fn start(replicas: usize, max_lag: u64) -> (Cluster, proxy::Proxy) {
+    let cluster = Cluster::start(replicas).await.unwrap();
+    let toml = proxy::config_toml(&cluster, &[], "") + &monitor_section(max_lag);
+    let p = proxy::start(&toml).await.unwrap();
+    (cluster, p)
+}
+
+async fn server_id(s: &rwproxy_sql_tests::sandbox::Server) -> u32 {
+    let mut c = s.root_conn().await.unwrap();
+    c.query_first("SELECT @@server_id").await.unwrap().unwrap()
+}
+
+/// Polls the admin `stats` row of `address` until `pred` holds; returns it and the wait.
+async fn wait_stats(
+    p: &proxy::Proxy,
+    address: &str,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&BackendStats) -> bool,
+) -> (BackendStats, Duration) {
+    let mut admin = p.admin().await;
+    let t0 = Instant::now();
+    loop {
+        let row = admin
+            .stats()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.address == address)
+            .expect("backend listed");
+        if pred(&row) {
+            return (row, t0.elapsed());
+        }
+        assert!(
+            t0.elapsed() < within,
+            "{address}: not {what} within {within:?}; last: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_sql_thread_leaves_the_read_pool_and_returns() {
+    let (cluster, p) = start(2, 30).await;
+    let r1 = &cluster.replicas[0];
+    let addr = r1.addr();
+    let (id1, id2) = (server_id(r1).await, server_id(&cluster.replicas[1]).await);
+    wait_stats(&p, &addr, Duration::from_secs(10), "up", |s| {
+        s.state == BackendState::Up
+    })
+    .await;
+    assert_eq!(p.read_ids(60).await, [id1, id2].into());
+
+    let mut root = r1.root_conn().await.unwrap();
+    root.query_drop("STOP SLAVE SQL_THREAD").await.unwrap();
+    let (row, took) = wait_stats(&p, &addr, Duration::from_secs(10), "excluded", |s| {
+        s.state == BackendState::Excluded
+    })
+    .await;
+    let reason = row.reason.unwrap_or_default();
+    assert!(reason.contains("SQL thread stopped"), "reason: {reason}");
+    eprintln!("SQL thread stopped -> excluded after {took:?}");
+    assert_eq!(
+        p.read_ids(60).await,
+        [id2].into(),
+        "reads avoid the stopped replica"
+    );
+
+    root.query_drop("START SLAVE").await.unwrap();
+    let (row, took) = wait_stats(&p, &addr, Duration::from_secs(10), "up", |s| {
+        s.state == BackendState::Up
+    })
+    .await;
+    assert_eq!(row.reason, None);
+    eprintln!("START SLAVE -> up after {took:?}");
+    assert_eq!(p.read_ids(60).await, [id1, id2].into());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_replica_is_excluded_until_caught_up() {
+    // MASTER_DELAY = 4 s against a 1 s limit: a write makes the replica fall behind.
+    let (cluster, p) = start(1, 1).await;
+    let r = &cluster.replicas[0];
+    let addr = r.addr();
+    let mut root = r.root_conn().await.unwrap();
+    root.query_drop("STOP SLAVE").await.unwrap();
+    root.query_drop("CHANGE MASTER TO MASTER_DELAY = 4")
+        .await
+        .unwrap();
+    root.query_drop("START SLAVE").await.unwrap();
+    wait_stats(&p, &addr, Duration::from_secs(10), "up", |s| {
+        s.state == BackendState::Up
+    })
+    .await;
+
+    let mut w = cluster.primary.conn().await.unwrap();
+    w.query_drop("CREATE TABLE IF NOT EXISTS lag_probe (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let (row, took) = wait_stats(&p, &addr, Duration::from_secs(15), "excluded", |s| {
+        s.state == BackendState::Excluded
+    })
+    .await;
+    let reason = row.reason.clone().unwrap_or_default();
+    assert!(reason.contains("lag"), "reason: {reason}");
+    assert!(row.lag_seconds.unwrap_or(0) > 1, "{row:?}");
+    eprintln!("lag over the limit -> excluded after {took:?} ({reason})");
+    // With the only replica out, reads go to the primary.
+    let primary_id = server_id(&cluster.primary).await;
+    assert_eq!(p.read_ids(20).await, [primary_id].into());
+
+    let (row, took) = wait_stats(&p, &addr, Duration::from_secs(20), "up", |s| {
+        s.state == BackendState::Up
+    })
+    .await;
+    assert!(row.lag_seconds.unwrap_or(0) <= 1, "{row:?}");
+    eprintln!("caught up -> up after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_replica_goes_down_and_returns_without_read_errors() {
+    let (cluster, p) = start(2, 30).await;
+    let primary = cluster.primary.port;
+    tokio::task::spawn_blocking(move || {
+        run(
+            "oltp_read_only",
+            primary,
+            &["--tables=1", "--table-size=1000"],
+            "prepare",
+        )
+    })
+    .await
+    .unwrap();
+    cluster.wait_replicas_caught_up().await.unwrap();
+    let r1 = &cluster.replicas[0];
+    let addr = r1.addr();
+    wait_stats(&p, &addr, Duration::from_secs(10), "up", |s| {
+        s.state == BackendState::Up
+    })
+    .await;
+
+    // Autocommit reads (no BEGIN/COMMIT) so they are spread over the replicas.
+    let port = p.addr.port();
+    let bench = tokio::task::spawn_blocking(move || {
+        run(
+            "oltp_read_only",
+            port,
+            &[
+                "--tables=1",
+                "--table-size=1000",
+                "--skip_trx=on",
+                "--threads=8",
+                "--time=12",
+                "--report-interval=0",
+            ],
+            "run",
+        )
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    r1.kill();
+    let (row, took) = wait_stats(&p, &addr, Duration::from_secs(10), "down", |s| {
+        s.state == BackendState::Down
+    })
+    .await;
+    eprintln!("replica killed -> down after {took:?}: {:?}", row.reason);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    r1.restart().await.unwrap();
+    let (_, took) = wait_stats(&p, &addr, Duration::from_secs(15), "up", |s| {
+        s.state == BackendState::Up
+    })
+    .await;
+    eprintln!("replica restarted -> up after {took:?}");
+    let out = bench.await.unwrap();
+    assert_eq!(stat(&out, "ignored errors:"), 0, "{out}");
+    assert_eq!(stat(&out, "reconnects:"), 0, "{out}");
+    assert!(stat(&out, "transactions:") > 0, "{out}");
+    let queries_after = {
+        let before = wait_stats(&p, &addr, Duration::from_secs(1), "listed", |_| true)
+            .await
+            .0
+            .queries;
+        p.read_ids(100).await;
+        wait_stats(&p, &addr, Duration::from_secs(1), "listed", |_| true)
+            .await
+            .0
+            .queries
+            - before
+    };
+    assert!(
+        queries_after > 0,
+        "the restarted replica serves reads again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_write_backend_holds_writes_back() {
+    let (cluster, p) = start(1, 30).await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("CREATE TABLE IF NOT EXISTS ro_probe (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let mut root = cluster.primary.root_conn().await.unwrap();
+    root.query_drop("SET GLOBAL read_only = ON").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // Stays read-only: the write waits write-wait-ms, then fails like the server would.
+    let t0 = Instant::now();
+    let e = c
+        .query_drop("INSERT INTO ro_probe VALUES (1)")
+        .await
+        .unwrap_err();
+    let waited = t0.elapsed();
+    let mysql_async::Error::Server(e) = e else {
+        panic!("expected a server error, got {e}")
+    };
+    assert_eq!((e.code, e.state.as_str()), (1290, "HY000"), "{}", e.message);
+    assert!(e.message.contains("read-only"), "{}", e.message);
+    assert!(waited >= Duration::from_secs(2), "waited only {waited:?}");
+    // Reads are not held back.
+    let n: i64 = c
+        .query_first("SELECT COUNT(*) FROM ro_probe")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0);
+
+    // Becomes writable while a write waits: the write goes through.
+    let writer = tokio::spawn(async move { c.query_drop("INSERT INTO ro_probe VALUES (2)").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    root.query_drop("SET GLOBAL read_only = OFF").await.unwrap();
+    writer.await.unwrap().expect("write after read_only=OFF");
+    let n: i64 = root
+        .query_first("SELECT COUNT(*) FROM rwtest.ro_probe")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_wins_and_bad_monitor_credentials_take_nothing_down() {
+    let cluster = Cluster::start(1).await.unwrap();
+    let toml = proxy::config_toml(&cluster, &[], "")
+        + "[monitor]\nuser = \"monitor\"\npassword = \"wrong\"\ninterval-ms = 200\nfall = 1\n";
+    let p = proxy::start(&toml).await.unwrap();
+    let addr = cluster.replicas[0].addr();
+    // Refused logins mean the server is there: it must stay in service.
+    wait_stats(&p, &addr, Duration::from_secs(5), "up", |s| {
+        s.state == BackendState::Up
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut admin = p.admin().await;
+    assert!(admin
+        .stats()
+        .await
+        .unwrap()
+        .iter()
+        .all(|s| s.state == BackendState::Up));
+
+    admin.set_offline(2).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let row = wait_stats(&p, &addr, Duration::from_secs(1), "offline", |s| {
+        s.state == BackendState::Offline
+    })
+    .await
+    .0;
+    assert_eq!(row.reason, None);
+    admin.set_online(2).await.unwrap();
+    wait_stats(&p, &addr, Duration::from_secs(5), "up", |s| {
+        s.state == BackendState::Up
+    })
+    .await;
+}

@@ -1,0 +1,217 @@
+//! Observability: the Prometheus exporter scraped over HTTP and parsed with a Prometheus
+//! text-format parser, and Atlas's SQL log written by a proxy in front of a real cluster.
+
+use mysql_async::prelude::*;
+use prometheus_parse::{Scrape, Value};
+use rwproxy_sql_tests::sandbox::{MONITOR_PASSWORD, MONITOR_USER};
+use rwproxy_sql_tests::{proxy, Cluster};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends one HTTP/1.1 request and returns (status line, body).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> Scrape {
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("valid exposition text")
+}
+
+/// The value of the sample `name` whose labels include all of `labels`.
+fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let sample = s
+        .samples
+        .iter()
+        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("no sample {name}{labels:?}"));
+    match &sample.value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        other => panic!("{name}: unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_scraped_and_parsed() {
+    let cluster = Cluster::start(2).await.unwrap();
+    let toml = proxy::config_toml(&cluster, &[], "")
+        + &format!(
+            "[monitor]\nuser = \"{MONITOR_USER}\"\npassword = \"{MONITOR_PASSWORD}\"\ninterval-ms = 200\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n"
+        );
+    let p = proxy::start(&toml).await.unwrap();
+    let addr = p.metrics_addr.expect("exporter started");
+
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("CREATE TABLE IF NOT EXISTS m (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let _: Option<u32> = c.query_first("SELECT @@server_id").await.unwrap();
+        c.query_drop(format!("REPLACE INTO m VALUES ({i})"))
+            .await
+            .unwrap();
+    }
+    c.query_drop("BEGIN").await.unwrap();
+    for _ in 0..5 {
+        let _: Option<i64> = c.query_first("SELECT COUNT(*) FROM m").await.unwrap();
+    }
+    c.query_drop("COMMIT").await.unwrap();
+    assert!(c.query_drop("SELECT * FROM no_such_table").await.is_err());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let s = scrape(addr).await;
+    let read = value(&s, "rwproxy_queries_total", &[("route", "read")]);
+    let write = value(&s, "rwproxy_queries_total", &[("route", "write")]);
+    let session = value(&s, "rwproxy_queries_total", &[("route", "session")]);
+    assert!(read >= 21.0, "read {read}");
+    assert!(write >= 22.0, "write {write}");
+    assert!(session >= 6.0, "session {session}");
+    let hist = s
+        .samples
+        .iter()
+        .find(|x| {
+            x.metric == "rwproxy_query_duration_seconds" && x.labels.get("route") == Some("read")
+        })
+        .expect("latency histogram");
+    let Value::Histogram(buckets) = &hist.value else {
+        panic!("{:?}", hist.value)
+    };
+    let inf = buckets.last().unwrap();
+    assert!(
+        inf.less_than.is_infinite() && inf.count == read,
+        "{buckets:?}"
+    );
+    assert!(
+        value(&s, "rwproxy_errors_total", &[("kind", "server_error")]) >= 1.0,
+        "the failed SELECT is counted"
+    );
+    assert_eq!(value(&s, "rwproxy_client_connections", &[]), 1.0);
+    for b in std::iter::once(cluster.primary_addr()).chain(cluster.replica_addrs()) {
+        let labels = [("backend", b.as_str()), ("state", "up")];
+        assert_eq!(value(&s, "rwproxy_backend_state", &labels), 1.0, "{b}");
+        assert!(value(&s, "rwproxy_backend_queries_total", &[("backend", &b)]) > 0.0);
+        let in_use = [("backend", b.as_str()), ("state", "idle")];
+        assert!(value(&s, "rwproxy_backend_connections", &in_use) >= 0.0);
+    }
+    for r in cluster.replica_addrs() {
+        assert_eq!(
+            value(
+                &s,
+                "rwproxy_backend_replication_lag_seconds",
+                &[("backend", &r)]
+            ),
+            0.0
+        );
+        assert_eq!(
+            value(&s, "rwproxy_backend_read_only", &[("backend", &r)]),
+            1.0
+        );
+    }
+    assert_eq!(
+        value(
+            &s,
+            "rwproxy_backend_read_only",
+            &[("backend", &cluster.primary_addr())]
+        ),
+        0.0
+    );
+    drop(c);
+
+    let (status, _) = http_get(addr, "/other").await;
+    assert!(status.contains("404"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_log_writes_atlas_lines_and_honours_the_slow_threshold() {
+    let cluster = Cluster::start(1).await.unwrap();
+    let dir = tempdir("sqllog");
+    let toml = proxy::config_toml(&cluster, &[], "").replacen(
+        "[proxy]\n",
+        &format!(
+            "[proxy]\ninstance = \"t\"\nlog-path = \"{}\"\nsql-log = \"REALTIME\"\n",
+            dir.display()
+        ),
+        1,
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    let mut c = p.conn().await.unwrap();
+    let _: Option<u32> = c.query_first("SELECT 41 + 1").await.unwrap();
+    assert!(c.query_drop("SELECT * FROM no_such_table").await.is_err());
+    let _: Vec<u32> = c.exec("SELECT ? + 1", (1,)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let log = std::fs::read_to_string(dir.join("sql_t.log")).expect("sql_t.log written");
+    let lines: Vec<&str> = log.lines().collect();
+    let ok = lines
+        .iter()
+        .find(|l| l.ends_with("\"SELECT 41 + 1\""))
+        .unwrap_or_else(|| panic!("no line for SELECT 41 + 1 in:\n{log}"));
+    // [MM/DD/YYYY HH:MM:SS] C:client S:backend OK latency "sql"
+    let (stamp, rest) = ok.split_once("] ").unwrap();
+    let b = stamp.as_bytes();
+    assert!(
+        b[0] == b'[' && b[3] == b'/' && b[6] == b'/' && b[11] == b' ',
+        "{ok}"
+    );
+    let fields: Vec<&str> = rest.splitn(5, ' ').collect();
+    assert!(fields[0].starts_with("C:127.0.0.1:"), "{ok}");
+    assert!(fields[1].starts_with("S:127.0.0.1:"), "{ok}");
+    assert_eq!(fields[2], "OK");
+    assert!(fields[3].parse::<f64>().is_ok(), "latency in ms: {ok}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" ERR ") && l.ends_with("\"SELECT * FROM no_such_table\"")),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with("\"SELECT ? + 1\"")),
+        "prepared statements are logged with their text:\n{log}"
+    );
+    drop(c);
+    drop(p);
+
+    // sql-log-slow: only statements slower than the threshold.
+    let toml = proxy::config_toml(&cluster, &[], "").replacen(
+        "[proxy]\n",
+        &format!(
+            "[proxy]\ninstance = \"slow\"\nlog-path = \"{}\"\nsql-log = \"ON\"\nsql-log-slow = 300\n",
+            dir.display()
+        ),
+        1,
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    let mut c = p.conn().await.unwrap();
+    let _: Option<u32> = c.query_first("SELECT 1").await.unwrap();
+    let _: Option<u32> = c.query_first("SELECT SLEEP(0.5)").await.unwrap();
+    // ON mode flushes at least once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let log = std::fs::read_to_string(dir.join("sql_slow.log")).unwrap();
+    assert!(log.contains("\"SELECT SLEEP(0.5)\""), "{log}");
+    assert!(!log.contains("\"SELECT 1\""), "{log}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let d = rwproxy_sql_tests::sandbox::scratch_root().join(format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
