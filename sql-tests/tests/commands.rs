@@ -2,11 +2,12 @@
 //! direct connection: unknown and unsupported command bytes, COM_DEBUG/COM_REFRESH,
 //! COM_PING, COM_STATISTICS, COM_FIELD_LIST, COM_SET_OPTION, multi-statements and CALL with
 //! several result sets (mysql_async text and binary protocol, the `mariadb` CLI),
-//! CONNECTION_ID(), KILL and COM_PROCESS_KILL, COM_CHANGE_USER, COM_RESET_CONNECTION and
-//! text-protocol prepared statements.
+//! CONNECTION_ID(), KILL and COM_PROCESS_KILL (and the admin console's KILL),
+//! COM_CHANGE_USER, COM_RESET_CONNECTION and text-protocol prepared statements.
 
 use mysql_async::prelude::*;
 use mysql_async::{ChangeUserOpts, Conn, Value};
+use rwproxy_admin::client::AdminClient;
 use rwproxy_sql_tests::cli::mariadb;
 use rwproxy_sql_tests::diff::{self, Normalizer, Outcome};
 use rwproxy_sql_tests::raw::{err_text, RawConn};
@@ -345,6 +346,8 @@ enum Killer {
     Statement(Conn, String),
     /// A raw command (COM_PROCESS_KILL); OK, or 1094 once the victim is gone.
     Command(RawConn, Vec<u8>),
+    /// A `KILL` on the admin console.
+    Admin(AdminClient, String),
 }
 
 impl Killer {
@@ -357,6 +360,9 @@ impl Killer {
                     reply[0][0] == 0 || err_text(&reply[0]).starts_with("1094"),
                     "{reply:?}"
                 );
+            }
+            Killer::Admin(a, sql) => {
+                a.execute(sql).await.unwrap();
             }
         }
     }
@@ -553,6 +559,32 @@ async fn kill_connection_and_kill_errors() {
     }
     assert!(via.read().await.is_err(), "closed after killing itself");
     assert!(direct.read().await.is_err());
+}
+
+/// The admin console may kill any user's session or statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_console_kills_any_session() {
+    let (_c, p) = setup().await;
+    let plain = mysql_async::OptsBuilder::from_opts(p.opts())
+        .user(Some(PLAIN_USER))
+        .pass(Some(PLAIN_PASSWORD));
+    let victim = Conn::new(plain.clone()).await.unwrap();
+    let vid = victim.id();
+    let mut killer = Killer::Admin(p.admin().await, format!("KILL QUERY {vid}"));
+    let (victim, r) = kill_while_sleeping(victim, &mut killer).await;
+    let e = server_error(&r.unwrap_err()).expect("a server error");
+    assert_eq!(e.0, 1317, "{e:?}");
+    let mut admin = p.admin().await;
+    admin.execute(&format!("KILL {vid}")).await.unwrap();
+    let mut victim = victim;
+    let t0 = Instant::now();
+    // The kill runs in the background: the session closes shortly after.
+    while victim.query_drop("SELECT 1").await.is_ok() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "session not closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = admin.execute("KILL 4000000").await.unwrap_err().to_string();
+    assert!(e.contains("Unknown thread id: 4000000"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,14 +2,16 @@
 //! its client in the greeting. Backend thread ids mean nothing to clients (and forwarding
 //! them would kill an unrelated pooled connection), so the proxy finds the session in its
 //! registry and kills what runs for it: the statement on the backend connection where it
-//! actually runs, from a fresh connection as the same user, or the whole session.
+//! actually runs, from a fresh connection as the same user, or the whole session. The admin
+//! console's `KILL` may kill any session.
 
-use super::registry::Running;
+use super::registry::{Running, SessionStatus};
 use super::session::Session;
 use super::{ClientIo, SessionEnd};
-use crate::backend::conn::{BackendConn, BackendError, COM_QUIT};
+use crate::backend::conn::{BackendConn, BackendError, ConnKey, COM_QUIT};
 use crate::protocol::message::{self, codes, SqlError};
 use crate::router::classify;
+use std::time::Duration;
 
 /// Server error for a thread that is gone between lookup and kill.
 const UNKNOWN_THREAD: u16 = codes::UNKNOWN_THREAD.0;
@@ -86,18 +88,14 @@ async fn kill(
         }
         return Ok(());
     }
-    if !query_only {
-        // First, so that the session ends (rather than retrying) when its backend
-        // connection is closed under it, and closes at once when idle.
-        target.kill();
-    }
-    let outcome = {
-        let running = target.lock_running().await;
-        match running.as_ref() {
-            Some(r) => kill_on_backend(s, r, query_only).await,
-            None => Ok(()),
-        }
-    };
+    let outcome = kill_session(
+        &target,
+        query_only,
+        s.key.clone(),
+        s.password(),
+        s.cluster.connect_timeout,
+    )
+    .await;
     match outcome {
         Ok(()) => io.ok(s.status()).await?,
         Err(e) => io.error(&e).await?,
@@ -111,18 +109,40 @@ async fn kill(
     Ok(())
 }
 
+/// Kills `target`'s running statement, or the whole session, logging in to the backend as
+/// `key`'s user (one allowed to kill that user's backend threads).
+pub async fn kill_session(
+    target: &SessionStatus,
+    query_only: bool,
+    key: ConnKey,
+    password: &str,
+    connect_timeout: Duration,
+) -> Result<(), SqlError> {
+    if !query_only {
+        // First, so that the session ends (rather than retrying) when its backend
+        // connection is closed under it, and closes at once when idle.
+        target.kill();
+    }
+    let running = target.lock_running().await;
+    match running.as_ref() {
+        Some(r) => kill_on_backend(r, query_only, key, password, connect_timeout).await,
+        None => Ok(()),
+    }
+}
+
 /// Kills the statement (or the connection) `r` on its backend. The caller holds the lock on
 /// `r`, so the connection is still the session's while this runs.
-async fn kill_on_backend(s: &Session, r: &Running, query_only: bool) -> Result<(), SqlError> {
+async fn kill_on_backend(
+    r: &Running,
+    query_only: bool,
+    key: ConnKey,
+    password: &str,
+    connect_timeout: Duration,
+) -> Result<(), SqlError> {
     let what = format!("backend {}", r.backend.address);
-    let mut conn = BackendConn::connect(
-        &r.backend.address,
-        s.key.clone(),
-        s.password(),
-        s.cluster.connect_timeout,
-    )
-    .await
-    .map_err(|e| e.to_sql_error(&what))?;
+    let mut conn = BackendConn::connect(&r.backend.address, key, password, connect_timeout)
+        .await
+        .map_err(|e| e.to_sql_error(&what))?;
     let scope = if query_only { "QUERY" } else { "CONNECTION" };
     let result = conn.run(&format!("KILL {scope} {}", r.thread_id)).await;
     let _ = conn.send_command(&[COM_QUIT]).await;
