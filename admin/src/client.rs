@@ -370,6 +370,7 @@ mod tests {
             in_transaction: true,
             statement: Some("SELECT 1".into()),
             statement_age_ms: Some(12),
+            last_gtid: Some("0-1-42".into()),
         }];
         assert_eq!(
             rows_of::<SessionInfo>(&tables::table_of(&sessions)).unwrap(),

@@ -150,6 +150,9 @@ pub struct SessionInfo {
     pub statement: Option<String>,
     /// How long `statement` has been running, in milliseconds.
     pub statement_age_ms: Option<u64>,
+    /// The GTID the session's last write committed as: a replica that has applied it shows
+    /// the session its own writes.
+    pub last_gtid: Option<String>,
 }
 
 /// One row of `SELECT * FROM digests`: statements grouped by normalised text.

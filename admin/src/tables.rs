@@ -31,7 +31,7 @@ pub const STATS_COLUMNS: [&str; 12] = [
     "lag_seconds",
     "reason",
 ];
-pub const SESSION_COLUMNS: [&str; 8] = [
+pub const SESSION_COLUMNS: [&str; 9] = [
     "id",
     "client",
     "user",
@@ -40,6 +40,7 @@ pub const SESSION_COLUMNS: [&str; 8] = [
     "in_transaction",
     "statement",
     "statement_age_ms",
+    "last_gtid",
 ];
 pub const DIGEST_COLUMNS: [&str; 5] = ["digest", "count", "total_time_us", "max_time_us", "rows"];
 pub const VRRP_COLUMNS: [&str; 8] = [
@@ -211,6 +212,7 @@ impl Table for SessionInfo {
             some(u8::from(self.in_transaction)),
             self.statement.clone(),
             self.statement_age_ms.map(|v| v.to_string()),
+            self.last_gtid.clone(),
         ]
     }
 
@@ -224,6 +226,7 @@ impl Table for SessionInfo {
             in_transaction: parse_bool(&row, "in_transaction")?,
             statement: row.opt("statement")?.map(str::to_string),
             statement_age_ms: row.parse_opt("statement_age_ms")?,
+            last_gtid: row.opt("last_gtid")?.map(str::to_string),
         })
     }
 }

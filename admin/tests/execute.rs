@@ -191,6 +191,7 @@ impl ControlPlane for Memory {
             in_transaction: true,
             statement: Some("UPDATE t SET a = 1".into()),
             statement_age_ms: Some(15),
+            last_gtid: Some("0-1-7".into()),
         }]
     }
     fn digests(&self) -> Vec<DigestInfo> {

@@ -3,6 +3,7 @@
 
 use crate::backend::{Backend, Health};
 use crate::config::{BackendConfig, ClientFilter, Config, Role, UserConfig};
+use crate::session::read_your_writes::Settings as ReadYourWrites;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +32,7 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     read_only_check: bool,
     write_wait: Duration,
+    read_your_writes: RwLock<Arc<ReadYourWrites>>,
 }
 
 /// Default for how long sessions may finish their work on a backend taken offline.
@@ -84,6 +86,7 @@ impl Cluster {
             connect_timeout: cfg.connect_timeout,
             read_only_check: cfg.monitor.read_only_check,
             write_wait: cfg.monitor.write_wait,
+            read_your_writes: RwLock::new(Arc::new(cfg.read_your_writes.clone())),
         })
     }
 
@@ -252,6 +255,7 @@ impl Cluster {
             .map(|u| (u.name.clone(), u.password.clone()))
             .collect();
         *self.users.write().expect("users lock") = Arc::new(users);
+        *self.read_your_writes.write().expect("ryw lock") = Arc::new(cfg.read_your_writes.clone());
         *self.clients.write().expect("clients lock") = Arc::new(Clients {
             entries: cfg.client_ips.clone(),
             filter,
@@ -282,6 +286,11 @@ impl Cluster {
 
     pub fn backends(&self) -> Arc<Vec<Arc<Backend>>> {
         self.backends.read().expect("backends lock").clone()
+    }
+
+    /// Read-your-writes settings for new sessions.
+    pub fn read_your_writes(&self) -> Arc<ReadYourWrites> {
+        self.read_your_writes.read().expect("ryw lock").clone()
     }
 
     pub fn password_of(&self, user: &str) -> Option<String> {

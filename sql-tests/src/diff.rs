@@ -210,11 +210,6 @@ impl Outcome {
     pub fn is_error(&self) -> bool {
         self.error.is_some()
     }
-
-    /// Whether the statement itself left warnings or an error.
-    pub fn own_messages(&self) -> bool {
-        self.is_error() || self.results.iter().any(|r| r.warnings > 0)
-    }
 }
 
 /// Replaces the side-specific schema name so the two sides compare equal.

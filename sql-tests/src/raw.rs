@@ -19,6 +19,24 @@ pub struct RawConn {
     nonce: Vec<u8>,
     /// The thread id from the greeting.
     pub id: u32,
+    /// The server's final login reply (OK, or ERR when logging in failed).
+    pub login_reply: Vec<u8>,
+}
+
+/// What a raw login asks for beyond the basics.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginOptions {
+    pub extra_capabilities: Cap,
+    pub collation: u8,
+}
+
+impl Default for LoginOptions {
+    fn default() -> Self {
+        LoginOptions {
+            extra_capabilities: Cap::empty(),
+            collation: 45,
+        }
+    }
 }
 
 /// SERVER_MORE_RESULTS_EXISTS in OK/EOF status flags.
@@ -26,6 +44,21 @@ const MORE_RESULTS: u16 = 0x0008;
 
 impl RawConn {
     pub async fn connect(addr: SocketAddr, user: &str, pass: &str, db: &str) -> Result<RawConn> {
+        let c = Self::login(addr, user, pass, db, LoginOptions::default()).await?;
+        if c.login_reply.first() != Some(&0) {
+            bail!("login failed: {}", err_text(&c.login_reply));
+        }
+        Ok(c)
+    }
+
+    /// Logs in with the given capabilities and collation; the reply is in `login_reply`.
+    pub async fn login(
+        addr: SocketAddr,
+        user: &str,
+        pass: &str,
+        db: &str,
+        opts: LoginOptions,
+    ) -> Result<RawConn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut c = RawConn {
@@ -33,6 +66,7 @@ impl RawConn {
             seq: 0,
             nonce: Vec::new(),
             id: 0,
+            login_reply: Vec::new(),
         };
         let hs = c.read().await?;
         let hs = HandshakePacket::deserialize((), &mut ParseBuf(&hs)).context("handshake")?;
@@ -46,11 +80,12 @@ impl RawConn {
             | Cap::CLIENT_PLUGIN_AUTH
             | Cap::CLIENT_MULTI_STATEMENTS
             | Cap::CLIENT_MULTI_RESULTS
-            | Cap::CLIENT_PS_MULTI_RESULTS;
+            | Cap::CLIENT_PS_MULTI_RESULTS
+            | opts.extra_capabilities;
         let mut p = Vec::new();
         p.extend_from_slice(&caps.bits().to_le_bytes());
         p.extend_from_slice(&(16u32 << 20).to_le_bytes());
-        p.push(45);
+        p.push(opts.collation);
         p.extend_from_slice(&[0; 23]);
         p.extend_from_slice(user.as_bytes());
         p.push(0);
@@ -63,11 +98,22 @@ impl RawConn {
         p.push(0);
         p.extend_from_slice(b"mysql_native_password\0");
         c.write(&p).await?;
-        let reply = c.read().await?;
-        if reply.first() != Some(&0) {
-            bail!("login failed: {}", err_text(&reply));
-        }
+        c.login_reply = c.read().await?;
         Ok(c)
+    }
+
+    /// Runs a text query and returns every reply packet up to the end of its last result.
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<Vec<u8>>> {
+        self.command(&[&[0x03][..], sql.as_bytes()].concat()).await
+    }
+
+    /// Answers a `LOCAL INFILE` request with the given packets (an empty one is added).
+    pub async fn send_file(&mut self, chunks: &[&[u8]]) -> Result<Vec<u8>> {
+        for c in chunks {
+            self.write(c).await?;
+        }
+        self.write(&[]).await?;
+        self.read().await
     }
 
     async fn write(&mut self, payload: &[u8]) -> Result<()> {
@@ -104,41 +150,31 @@ impl RawConn {
         self.read_reply().await
     }
 
-    /// COM_QUERY with [`RawConn::command`].
-    pub async fn query(&mut self, sql: &str) -> Result<Vec<Vec<u8>>> {
-        self.command(&[&[0x03][..], sql.as_bytes()].concat()).await
-    }
-
-    /// Reads a reply to a command: OK, EOF or ERR, or result sets (text protocol) until one
-    /// ends without SERVER_MORE_RESULTS_EXISTS.
+    /// Reads a reply to a command: OK, EOF, ERR or a LOCAL INFILE request, or result sets
+    /// (text protocol) until one ends without SERVER_MORE_RESULTS_EXISTS.
     pub async fn read_reply(&mut self) -> Result<Vec<Vec<u8>>> {
-        let status = |p: &[u8]| u16::from_le_bytes([p[p.len() - 4], p[p.len() - 3]]);
         let mut out = Vec::new();
         loop {
             let first = self.read().await?;
             out.push(first.clone());
             match first[0] {
-                0xff | 0xfe => return Ok(out),
-                0x00 if status(&first) & MORE_RESULTS == 0 => return Ok(out),
+                0xff | 0xfe | 0xfb => return Ok(out),
+                0x00 if ok_status(&first) & MORE_RESULTS == 0 => return Ok(out),
                 0x00 => continue,
                 _ => {}
             }
+            // Column definitions and rows, each run ending with an EOF.
             let mut eofs = 0;
-            let last = loop {
+            while eofs < 2 {
                 let p = self.read().await?;
-                out.push(p.clone());
-                match p[0] {
-                    0xff => return Ok(out),
-                    0xfe if p.len() < 9 => {
-                        eofs += 1;
-                        if eofs == 2 {
-                            break p;
-                        }
-                    }
-                    _ => {}
+                let err = p[0] == 0xff;
+                eofs += usize::from(p[0] == 0xfe && p.len() < 9);
+                out.push(p);
+                if err {
+                    return Ok(out);
                 }
-            };
-            if u16::from_le_bytes([last[3], last[4]]) & MORE_RESULTS == 0 {
+            }
+            if status_of_last(&out) & MORE_RESULTS == 0 {
                 return Ok(out);
             }
         }
@@ -263,6 +299,26 @@ impl RawConn {
             }
         }
     }
+}
+
+/// Status flags of an OK packet.
+pub fn ok_status(p: &[u8]) -> u16 {
+    let mut b = &p[1..];
+    for _ in 0..2 {
+        let skip = match b[0] {
+            0xfc => 3,
+            0xfd => 4,
+            0xfe => 9,
+            _ => 1,
+        };
+        b = &b[skip..];
+    }
+    u16::from_le_bytes([b[0], b[1]])
+}
+
+fn status_of_last(packets: &[Vec<u8>]) -> u16 {
+    let p = packets.last().expect("a packet");
+    u16::from_le_bytes([p[3], p[4]])
 }
 
 /// `code (state): message` of an ERR packet.

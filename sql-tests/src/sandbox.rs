@@ -474,6 +474,8 @@ impl Server {
             // What a Debian-configured server uses, rather than latin1.
             "--character-set-server=utf8mb4".into(),
             "--collation-server=utf8mb4_general_ci".into(),
+            // Room for the 40 MB BLOBs of the large-packet tests (the default is 16 MiB).
+            "--max-allowed-packet=256M".into(),
         ];
         a.extend(INNODB_ARGS.iter().map(|s| s.to_string()));
         if self.read_only {

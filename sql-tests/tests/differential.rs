@@ -119,12 +119,16 @@ async fn run(protocol: Protocol) -> usize {
             }
         };
         let mut direct = direct;
-        // Documented deviation: MariaDB keeps the messages of the last statement that left
-        // any until a statement touches a table, so `SHOW WARNINGS` after a message-free
-        // `SELECT 1` can still show older ones. rwproxy keeps a statement's messages for the
-        // statement right after it (pooled connections are reset before reuse), so after a
-        // statement without messages of its own it shows none.
-        if !direct.own_messages() && via_proxy.show_warnings.is_empty() {
+        // Documented deviation: a server keeps the previous statement's messages after any
+        // statement that uses no tables and raises none. rwproxy knows that of `SELECT`,
+        // `SET` and `DO` without tables (see `router::diag_effect`); other message-free
+        // statements (`CREATE PROCEDURE`, `BEGIN`, `HELP` ...) leave the decision to the
+        // server when they ran where the messages are, and otherwise show none.
+        if direct.error.is_none()
+            && direct.results.iter().all(|r| r.warnings == 0)
+            && via_proxy.show_warnings.is_empty()
+            && rwproxy::router::diag_effect(st.sql.as_bytes()) != rwproxy::router::DiagEffect::Keeps
+        {
             direct.show_warnings.clear();
         }
         if !diff::is_read(&st.sql) {

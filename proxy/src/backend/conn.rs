@@ -8,6 +8,7 @@ use crate::protocol::message::{
     self, codes, Completion, SqlError, SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_AUTOCOMMIT,
 };
 use crate::protocol::packet::{read_lenenc, PacketReader, PacketWriter, RawPacket};
+use crate::protocol::session_track::SERVER_SESSION_STATE_CHANGED;
 use crate::session::state::SessionState;
 use mysql_common::constants::CapabilityFlags;
 use mysql_common::io::ParseBuf;
@@ -75,11 +76,11 @@ impl BackendError {
 }
 
 /// Capabilities the proxy asks of backends: the same framing it offers clients (no
-/// DEPRECATE_EOF, no session tracking) so results forward unchanged, plus multi-results.
+/// DEPRECATE_EOF) so results forward unchanged, plus multi-results, and session tracking,
+/// whose OK-packet additions the relay fits to each client (see `session_track`).
 fn backend_capabilities(client: CapabilityFlags) -> CapabilityFlags {
     let base = CapabilityFlags::CLIENT_LONG_PASSWORD
         | CapabilityFlags::CLIENT_LONG_FLAG
-        | CapabilityFlags::CLIENT_LOCAL_FILES
         | CapabilityFlags::CLIENT_PROTOCOL_41
         | CapabilityFlags::CLIENT_TRANSACTIONS
         | CapabilityFlags::CLIENT_SECURE_CONNECTION
@@ -87,17 +88,64 @@ fn backend_capabilities(client: CapabilityFlags) -> CapabilityFlags {
         | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
         | CapabilityFlags::CLIENT_PLUGIN_AUTH
         | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
-        | CapabilityFlags::CLIENT_CONNECT_ATTRS;
+        | CapabilityFlags::CLIENT_CONNECT_ATTRS
+        | CapabilityFlags::CLIENT_SESSION_TRACK;
     base | (client & session_capabilities())
 }
 
 /// Client capabilities that change statement semantics, so pooled connections are kept
-/// apart by them.
+/// apart by them. `CLIENT_LOCAL_FILES`: a server refuses `LOAD DATA LOCAL` to a client that
+/// does not offer it, with its own error, rather than asking it for a file.
 pub fn session_capabilities() -> CapabilityFlags {
     CapabilityFlags::CLIENT_FOUND_ROWS
+        | CapabilityFlags::CLIENT_LOCAL_FILES
         | CapabilityFlags::CLIENT_MULTI_STATEMENTS
         | CapabilityFlags::CLIENT_IGNORE_SPACE
         | CapabilityFlags::CLIENT_INTERACTIVE
+}
+
+/// System variables the proxy has every backend connection track, on top of whatever the
+/// client asked for: `last_gtid` (the GTID each write committed as, for read-your-writes) and
+/// the session variables a statement can change behind the classifier's back (a procedure
+/// or function setting them), so the session's picture of itself stays exact. Not `sql_mode`:
+/// routines run under their own and restore the caller's.
+pub const PROXY_TRACKED: [&str; 7] = [
+    "last_gtid",
+    "autocommit",
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "collation_connection",
+    "time_zone",
+];
+
+/// The variable listing the tracked variables; the proxy adds its own to whatever a client
+/// sets it to.
+pub const TRACKED_LIST: &str = "session_track_system_variables";
+
+/// The names of a `Tracking::hidden` mask.
+pub fn hidden_names(mask: u8) -> Vec<&'static str> {
+    PROXY_TRACKED
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect()
+}
+
+/// Session tracking on a backend connection: what the client may see of it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tracking {
+    /// Bits over `PROXY_TRACKED`: variables tracked only because the proxy asked, whose
+    /// changes the client must not see.
+    pub hidden: u8,
+    /// The session using the connection negotiated `CLIENT_SESSION_TRACK`.
+    pub client_tracks: bool,
+    /// The client changed `session_track_system_variables`: the proxy's additions must be
+    /// put back before the connection's next reply is relayed.
+    pub stale: bool,
+    /// The server accepted `CLIENT_SESSION_TRACK` at login.
+    pub supported: bool,
 }
 
 /// What a backend connection is opened as.
@@ -144,6 +192,7 @@ pub struct BackendConn {
     pub idle_since: Instant,
     /// Set when an exchange was cut off mid-way: the connection must not be reused.
     pub broken: bool,
+    pub track: Tracking,
 }
 
 impl BackendConn {
@@ -178,8 +227,14 @@ impl BackendConn {
             stmts: HashMap::new(),
             idle_since: Instant::now(),
             broken: false,
+            track: Tracking::default(),
         };
-        match tokio::time::timeout(timeout, conn.login(password)).await {
+        let setup = async {
+            conn.login(password).await?;
+            conn.track_session().await
+        };
+        let done = tokio::time::timeout(timeout, setup).await;
+        match done {
             Err(_) => Err(BackendError::ConnectTimeout { addr: addr_s }),
             Ok(Err(BackendError::Server(error))) => Err(BackendError::Login {
                 addr: addr_s,
@@ -213,6 +268,7 @@ impl BackendConn {
             .unwrap_or((5, 7, 0));
         let caps = backend_capabilities(CapabilityFlags::from_bits_truncate(self.key.capabilities))
             & hello.capabilities();
+        self.track.supported = caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK);
         let scramble = auth_reply(&plugin, &nonce, password);
         let resp = HandshakeResponse::new(
             Some(scramble),
@@ -272,6 +328,96 @@ impl BackendConn {
         }
     }
 
+    /// Adds the proxy's variables (`PROXY_TRACKED`) to the session's tracked ones, remembering
+    /// which of them the client did not ask for. Needed after login, a reset, and whenever the
+    /// client sets `session_track_system_variables` itself.
+    pub async fn track_session(&mut self) -> Result<(), BackendError> {
+        self.track.stale = false;
+        if !self.track.supported {
+            return Ok(());
+        }
+        let list = self
+            .query_value("SELECT @@session.session_track_system_variables")
+            .await?
+            .unwrap_or_default();
+        let tracked: Vec<&str> = list.split(',').map(str::trim).collect();
+        let all = tracked.contains(&"*");
+        let mut hidden = 0u8;
+        let mut missing = Vec::new();
+        for (i, name) in PROXY_TRACKED.iter().enumerate() {
+            if !all && !tracked.iter().any(|t| t.eq_ignore_ascii_case(name)) {
+                hidden |= 1 << i;
+                missing.push(*name);
+            }
+        }
+        if !missing.is_empty() {
+            let mut full: Vec<&str> = tracked.into_iter().filter(|t| !t.is_empty()).collect();
+            full.extend(missing);
+            let set = format!(
+                "SET SESSION session_track_system_variables = '{}'",
+                full.join(",")
+            );
+            match self.run(&set).await {
+                Ok(_) => {}
+                // A server that knows fewer variables: the client's tracking stays as it was.
+                Err(BackendError::Server(e)) => {
+                    tracing::debug!("backend refused the proxy's session tracking: {e}");
+                    hidden = 0;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.track.hidden = hidden;
+        Ok(())
+    }
+
+    /// The first column of the first row of a one-row query the proxy asks itself.
+    pub async fn query_value(&mut self, sql: &str) -> Result<Option<String>, BackendError> {
+        let mut cmd = Vec::with_capacity(sql.len() + 1);
+        cmd.push(COM_QUERY);
+        cmd.extend_from_slice(sql.as_bytes());
+        self.broken = true;
+        self.send_command(&cmd).await?;
+        let first = self.reader.read_raw().await?;
+        let body = first.payload();
+        if message::is_err(body) {
+            self.broken = false;
+            return Err(BackendError::Server(
+                SqlError::parse(body).unwrap_or_else(|| bad("error")),
+            ));
+        }
+        let mut b = body;
+        let columns = read_lenenc(&mut b).ok_or_else(|| proto("bad column count"))?;
+        for _ in 0..=columns {
+            self.reader.read_raw().await?;
+        }
+        let mut value = None;
+        loop {
+            let p = self.reader.read_raw().await?;
+            let body = p.payload();
+            if message::is_eof(body) {
+                self.finish(message::parse_eof(body).unwrap_or_default());
+                break;
+            }
+            if message::is_err(body) {
+                self.broken = false;
+                return Err(BackendError::Server(
+                    SqlError::parse(body).unwrap_or_else(|| bad("error")),
+                ));
+            }
+            if value.is_none() {
+                let mut b = body;
+                if b.first() != Some(&0xFB) {
+                    let len = read_lenenc(&mut b).ok_or_else(|| proto("bad row"))? as usize;
+                    let v = b.get(..len).ok_or_else(|| proto("bad row"))?;
+                    value = Some(String::from_utf8_lossy(v).into_owned());
+                }
+            }
+        }
+        self.broken = false;
+        Ok(value)
+    }
+
     /// Sends a command as a fresh exchange (sequence id 0).
     pub async fn send_command(&mut self, payload: &[u8]) -> io::Result<()> {
         self.writer.write_packet(0, payload).await?;
@@ -289,6 +435,20 @@ impl BackendConn {
 
     /// Sends any command answered by OK/ERR or result sets, draining them.
     pub async fn command(&mut self, payload: &[u8]) -> Result<Completion, BackendError> {
+        self.command_rows(payload).await.map(|(c, _)| c)
+    }
+
+    /// Runs a statement and counts the rows it returned (all result sets), discarding them:
+    /// for checks whose answer is "a row or none".
+    pub async fn count_rows(&mut self, sql: &str) -> Result<u64, BackendError> {
+        let mut cmd = Vec::with_capacity(sql.len() + 1);
+        cmd.push(COM_QUERY);
+        cmd.extend_from_slice(sql.as_bytes());
+        self.command_rows(&cmd).await.map(|(_, rows)| rows)
+    }
+
+    async fn command_rows(&mut self, payload: &[u8]) -> Result<(Completion, u64), BackendError> {
+        let mut rows = 0;
         self.broken = true;
         self.send_command(payload).await?;
         let mut in_rows = false;
@@ -309,7 +469,7 @@ impl BackendConn {
                         continue;
                     }
                     self.broken = false;
-                    return Ok(c);
+                    return Ok((c, rows));
                 }
                 if message::is_err(body) {
                     self.broken = false;
@@ -317,6 +477,7 @@ impl BackendConn {
                         SqlError::parse(body).unwrap_or_else(|| bad("error")),
                     ));
                 }
+                rows += 1;
                 continue;
             }
             match body.first() {
@@ -329,7 +490,7 @@ impl BackendConn {
                         self.broken = false;
                         return match err {
                             Some(e) => Err(e),
-                            None => Ok(c),
+                            None => Ok((c, rows)),
                         };
                     }
                 }
@@ -359,7 +520,7 @@ impl BackendConn {
 
     /// Records a completion's status; true when no further result follows.
     pub fn finish(&mut self, c: Completion) -> bool {
-        self.status = c.status;
+        self.status = c.status & !SERVER_SESSION_STATE_CHANGED;
         c.status & SERVER_MORE_RESULTS_EXISTS == 0
     }
 
@@ -367,6 +528,7 @@ impl BackendConn {
     /// tables, user variables, locks and prepared statements.
     pub async fn reset(&mut self) -> Result<(), BackendError> {
         self.command(&[COM_RESET_CONNECTION]).await?;
+        self.track_session().await?;
         self.state = SessionState::default_after_reset(&self.state);
         self.dirty = false;
         self.stmts.clear();

@@ -7,6 +7,7 @@ use crate::protocol::message::{
     self, Completion, SqlError, SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_CURSOR_EXISTS,
 };
 use crate::protocol::packet::{frame_len, read_lenenc, PacketReader, PacketWriter, MAX_PAYLOAD};
+use crate::protocol::session_track::{self, StateChanges, SERVER_SESSION_STATE_CHANGED};
 use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -35,6 +36,8 @@ pub struct Relayed {
     pub rows: u64,
     /// From sending the command to the reply's last packet; set by the caller that timed it.
     pub latency_us: u64,
+    /// What the server's session tracking reported, over all OK packets of the reply.
+    pub changes: StateChanges,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,10 @@ pub enum RelayError {
     #[error("client connection failed: {0}")]
     Client(io::Error),
 }
+
+/// Packets longer than this are forwarded piecewise as they arrive (rows only), so a huge
+/// BLOB never sits whole in the proxy's memory.
+const STREAM_AT: usize = 256 * 1024;
 
 enum Phase {
     Start,
@@ -69,11 +76,19 @@ struct Scanner {
     out: Relayed,
     /// Status of the last OK/EOF, for the connection.
     status: Option<u16>,
+    /// What the client may see of session tracking (see `Tracking`).
+    client_tracks: bool,
+    hidden: u8,
+    /// The current packet as the client must get it, when that differs from the backend's.
+    replacement: Option<Vec<u8>>,
 }
 
 impl Scanner {
-    fn new(expect: Expect) -> Self {
+    fn new(expect: Expect, client_tracks: bool, hidden: u8) -> Self {
         Scanner {
+            client_tracks,
+            hidden,
+            replacement: None,
             expect,
             phase: match expect {
                 Expect::Rows => Phase::Rows,
@@ -92,6 +107,44 @@ impl Scanner {
         c.status & SERVER_MORE_RESULTS_EXISTS == 0
     }
 
+    /// An OK packet: learns its session-state changes and decides what the client gets.
+    fn ok(&mut self, body: &[u8]) -> Completion {
+        let c = message::parse_ok(body).unwrap_or_default();
+        if c.status & SERVER_SESSION_STATE_CHANGED != 0 {
+            if let Some(changes) = session_track::parse(body) {
+                self.out.changes.merge(changes);
+            }
+            self.replacement = session_track::client_ok(
+                body,
+                self.client_tracks,
+                &super::conn::hidden_names(self.hidden),
+            );
+        }
+        c
+    }
+
+    fn eof(&mut self, body: &[u8]) -> Completion {
+        let c = message::parse_eof(body).unwrap_or_default();
+        if c.status & SERVER_SESSION_STATE_CHANGED != 0 {
+            self.replacement = session_track::client_eof(body, self.client_tracks);
+        }
+        c
+    }
+
+    /// A packet too large to buffer whole, seen by its length and first byte only. Only rows
+    /// and their continuations get that large; `false` means it must be buffered after all.
+    fn large(&mut self, len: usize, first: u8) -> bool {
+        let streamable = self.continuation
+            || (matches!(self.phase, Phase::Rows) && first != 0xFF && first != 0xFE);
+        if streamable {
+            if !self.continuation {
+                self.out.rows += 1;
+            }
+            self.continuation = len == MAX_PAYLOAD;
+        }
+        streamable
+    }
+
     fn packet(&mut self, body: &[u8]) -> Step {
         let was_continuation = self.continuation;
         self.continuation = body.len() == MAX_PAYLOAD;
@@ -106,7 +159,7 @@ impl Scanner {
                     self.out.error = SqlError::parse(body);
                     true
                 } else if message::is_eof(body) {
-                    self.out.completion = message::parse_eof(body).unwrap_or_default();
+                    self.out.completion = self.eof(body);
                     true
                 } else {
                     false
@@ -114,7 +167,10 @@ impl Scanner {
             }
             Expect::Results | Expect::Rows => match self.phase {
                 Phase::Start => match body.first() {
-                    Some(0x00) => self.complete(message::parse_ok(body).unwrap_or_default()),
+                    Some(0x00) => {
+                        let c = self.ok(body);
+                        self.complete(c)
+                    }
                     Some(0xFF) => {
                         self.out.error = SqlError::parse(body);
                         true
@@ -128,7 +184,7 @@ impl Scanner {
                 },
                 Phase::Columns(0) => {
                     // The EOF closing the column definitions.
-                    let c = message::parse_eof(body).unwrap_or_default();
+                    let c = self.eof(body);
                     if c.status & SERVER_STATUS_CURSOR_EXISTS != 0 {
                         // A cursor was opened: rows come later through COM_STMT_FETCH.
                         self.complete(c);
@@ -145,7 +201,8 @@ impl Scanner {
                 Phase::Rows => {
                     if message::is_eof(body) {
                         self.phase = Phase::Start;
-                        let last = self.complete(message::parse_eof(body).unwrap_or_default());
+                        let c = self.eof(body);
+                        let last = self.complete(c);
                         last || self.expect == Expect::Rows
                     } else if message::is_err(body) {
                         self.out.error = SqlError::parse(body);
@@ -176,24 +233,34 @@ where
     CW: AsyncWrite + Unpin,
 {
     conn.broken = true;
-    let mut scan = Scanner::new(expect);
+    let mut scan = Scanner::new(expect, conn.track.client_tracks, conn.track.hidden);
     let mut sent = false;
     loop {
         // Walk the complete packets already received, then pass them on in one write.
         let buf = conn.reader.buffered();
         let mut pos = 0;
         let mut step = Step::More;
+        let mut replace = None;
+        let mut stream_left = 0;
         while let Some(len) = frame_len(&buf[pos..]) {
             if buf.len() - pos < len {
+                // A large row is passed on as it arrives instead of being buffered whole.
+                if len > STREAM_AT && buf.len() - pos > 4 && scan.large(len - 4, buf[pos + 4]) {
+                    stream_left = len - (buf.len() - pos);
+                    pos = buf.len();
+                }
                 break;
             }
             step = scan.packet(&buf[pos + 4..pos + len]);
+            if let Some(p) = scan.replacement.take() {
+                replace = Some((buf[pos + 3], len, p));
+                break;
+            }
             pos += len;
             if step != Step::More {
                 break;
             }
         }
-        let partial = frame_len(&buf[pos..]);
         if pos > 0 {
             client_out
                 .write_through(&buf[..pos])
@@ -202,21 +269,55 @@ where
             conn.reader.consume(pos);
             sent = true;
         }
+        if let Some((seq, len, payload)) = replace {
+            conn.reader.consume(len);
+            client_out
+                .write_packet(seq, &payload)
+                .await
+                .map_err(RelayError::Client)?;
+            sent = true;
+        }
+        while stream_left > 0 {
+            if conn.reader.buffered().is_empty() {
+                conn.reader
+                    .fill_to(1)
+                    .await
+                    .map_err(|source| RelayError::Backend { source, sent })?;
+            }
+            let chunk = &conn.reader.buffered()[..stream_left.min(conn.reader.buffered().len())];
+            let n = chunk.len();
+            client_out
+                .write_through(chunk)
+                .await
+                .map_err(RelayError::Client)?;
+            conn.reader.consume(n);
+            stream_left -= n;
+        }
         match step {
             Step::Done => break,
             Step::LocalInfile => {
                 client_out.flush().await.map_err(RelayError::Client)?;
                 local_infile(conn, client_in).await?;
             }
-            Step::More => conn
-                .reader
-                .fill_to(partial.unwrap_or(4))
-                .await
-                .map_err(|source| RelayError::Backend { source, sent })?,
+            Step::More => {
+                let buf = conn.reader.buffered();
+                let want = match frame_len(buf) {
+                    // Complete packets wait behind a replaced or streamed one.
+                    Some(len) if buf.len() >= len => continue,
+                    // Enough to decide whether a large packet can be streamed.
+                    Some(len) if len > STREAM_AT && buf.len() < 5 => 5,
+                    Some(len) => len,
+                    None => 4,
+                };
+                conn.reader
+                    .fill_to(want)
+                    .await
+                    .map_err(|source| RelayError::Backend { source, sent })?
+            }
         }
     }
     if let Some(status) = scan.status {
-        conn.status = status;
+        conn.status = status & !SERVER_SESSION_STATE_CHANGED;
     }
     if scan.out.completion.last_insert_id != 0 {
         conn.last_insert_id = scan.out.completion.last_insert_id;

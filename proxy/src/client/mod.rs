@@ -15,7 +15,7 @@ use crate::protocol::message::{self, codes, Completion, SqlError};
 use crate::protocol::packet::{PacketReader, PacketWriter};
 use crate::router::Target;
 use crate::stats::counters::{ErrorKind, Route};
-use session::{Checkout, Session};
+use session::{Checkout, Diag, Session};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -168,6 +168,9 @@ pub async fn serve(
         entry.status.clone(),
         login.scramble,
     );
+    session.client_tracks = login
+        .capabilities
+        .contains(mysql_common::constants::CapabilityFlags::CLIENT_SESSION_TRACK);
     tracing::debug!(client = %peer, user = %login.user, session = id, "logged in");
     if let Some(db) = &login.database {
         // A server refuses a login naming an unknown schema (1049); so does the proxy, by
@@ -322,6 +325,7 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
             s.pinned
                 .as_ref()
                 .is_some_and(|c| c.lease.conn.in_transaction()),
+            s.last_write_gtid(),
         );
     }
 }
@@ -464,7 +468,7 @@ pub async fn execute(
         let rewritten = match prep.apply(s, c.conn(), packet).await {
             Ok(p) => p,
             Err(e) => {
-                s.finish(c, true).await;
+                s.finish(c, Diag::Left).await;
                 io.error(&e).await?;
                 return Ok(None);
             }
@@ -473,6 +477,7 @@ pub async fn execute(
         c.backend
             .queries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.conn().track.client_tracks = s.client_tracks;
         let started = std::time::Instant::now();
         s.status
             .start_running(&c.backend, c.lease.conn.thread_id)
@@ -493,6 +498,7 @@ pub async fn execute(
                 c.backend
                     .latency_us
                     .fetch_add(r.latency_us, std::sync::atomic::Ordering::Relaxed);
+                s.absorb(c.conn(), packet, &r.changes);
                 let route = match target {
                     _ if was_pinned => Route::Session,
                     Target::Diagnostics => Route::Session,
@@ -508,9 +514,21 @@ pub async fn execute(
                     log_statement(s, &c.backend.address, packet, &r, latency);
                 }
                 after(s, c.conn(), &r);
-                let messages =
-                    r.completion.warnings > 0 || r.error.is_some() || target == Target::Diagnostics;
-                s.finish(c, messages).await;
+                if c.conn().track.stale {
+                    if let Err(e) = c.conn().track_session().await {
+                        tracing::warn!(session = s.id, "could not restore session tracking: {e}");
+                        c.conn().broken = true;
+                    }
+                }
+                let diag = if r.completion.warnings > 0
+                    || r.error.is_some()
+                    || target == Target::Diagnostics
+                {
+                    Diag::Left
+                } else {
+                    diag_of(s, packet)
+                };
+                s.finish(c, diag).await;
                 return Ok(Some(r));
             }
             Err(RelayError::Client(e)) => {
@@ -558,8 +576,26 @@ pub async fn execute(
     }
 }
 
-/// Writes the SQL log line of a statement: the text of a `COM_QUERY`, or of the prepared
-/// statement a `COM_STMT_EXECUTE` runs; other commands are not logged (Atlas logs queries).
+/// The SQL a command runs: a `COM_QUERY`'s text, or that of the prepared statement a
+/// `COM_STMT_EXECUTE` runs.
+fn statement_sql<'a>(s: &'a Session, packet: &'a [u8]) -> Option<&'a [u8]> {
+    match packet.first() {
+        Some(&COM_QUERY) => Some(&packet[1..]),
+        Some(&COM_STMT_EXECUTE) => prepared::stmt_id(packet)
+            .and_then(|id| s.stmts.get(&id))
+            .map(|p| p.sql.as_bytes()),
+        _ => None,
+    }
+}
+
+/// What a statement that raised no messages did to the previous statement's.
+fn diag_of(s: &Session, packet: &[u8]) -> Diag {
+    statement_sql(s, packet).map_or(Diag::Unknown, |sql| {
+        Diag::of(crate::router::diag_effect(sql))
+    })
+}
+
+/// Writes the SQL log line of a statement (Atlas logs queries; other commands are not).
 fn log_statement(
     s: &Session,
     backend: &str,
@@ -567,19 +603,11 @@ fn log_statement(
     r: &relay::Relayed,
     latency: std::time::Duration,
 ) {
-    let sql = match packet.first() {
-        Some(&COM_QUERY) => &packet[1..],
-        Some(&COM_STMT_EXECUTE) => {
-            match prepared::stmt_id(packet).and_then(|id| s.stmts.get(&id)) {
-                Some(p) => p.sql.as_bytes(),
-                None => return,
-            }
-        }
-        _ => return,
-    };
-    s.stats
-        .sql_log
-        .log(s.peer, backend, r.error.is_none(), latency, sql);
+    if let Some(sql) = statement_sql(s, packet) {
+        s.stats
+            .sql_log
+            .log(s.peer, backend, r.error.is_none(), latency, sql);
+    }
 }
 
 /// Commands whose reply needs nothing from the proxy but forwarding.

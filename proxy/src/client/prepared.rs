@@ -3,7 +3,7 @@
 //! and ids are rewritten on the way through. "Unknown prepared statement handler" cannot
 //! happen because a session's statements never depend on one connection.
 
-use super::session::Session;
+use super::session::{Diag, Session};
 use super::{ClientIo, Prep, SessionEnd};
 use crate::backend::conn::{BackendConn, BackendError, BackendStmt};
 use crate::backend::relay::Expect;
@@ -71,8 +71,12 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
             return Ok(());
         }
     };
-    s.finish(c, reply.is_err() || target == Target::Diagnostics)
-        .await;
+    let diag = if reply.is_err() || target == Target::Diagnostics {
+        Diag::Left
+    } else {
+        Diag::of(router::diag_effect(sql.as_bytes()))
+    };
+    s.finish(c, diag).await;
     match reply {
         Err(e) => io.error(&e).await?,
         Ok(st) => {
@@ -254,7 +258,7 @@ pub async fn send_long_data(
         Err(_) => true,
     };
     if sent {
-        s.finish(c, false).await;
+        s.finish(c, Diag::Kept).await;
         Ok(())
     } else {
         drop(c);

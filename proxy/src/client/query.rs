@@ -3,7 +3,7 @@
 
 use super::session::{NextTransaction, Session};
 use super::{execute, ClientIo, Prep, SessionEnd};
-use crate::backend::conn::BackendConn;
+use crate::backend::conn::{BackendConn, TRACKED_LIST};
 use crate::backend::relay::{Expect, Relayed};
 use crate::protocol::message::{self, codes};
 use crate::router::classify::{self, Flags, StmtKind};
@@ -171,6 +171,9 @@ fn set_schema(s: &mut Session, conn: &mut BackendConn, db: String) {
 fn record_set(s: &mut Session, conn: &mut BackendConn, assignments: &[Assignment]) {
     for a in assignments {
         if let Assignment::Session { key, text } = a {
+            if key == TRACKED_LIST {
+                conn.track.stale = true;
+            }
             conn.state.set_var(key.clone(), text.clone());
             s.state.set_var(key.clone(), text.clone());
         }

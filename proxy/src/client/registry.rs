@@ -49,6 +49,7 @@ struct Now {
     in_transaction: bool,
     statement: String,
     since: Option<Instant>,
+    last_gtid: Option<String>,
 }
 
 impl Registry {
@@ -94,6 +95,7 @@ impl Registry {
                     in_transaction: now.in_transaction,
                     statement: now.since.map(|_| now.statement.clone()),
                     statement_age_ms: now.since.map(|t| t.elapsed().as_millis() as u64),
+                    last_gtid: now.last_gtid.clone(),
                 }
             })
             .collect();
@@ -125,8 +127,17 @@ impl SessionStatus {
     }
 
     /// The command finished; what the session holds now.
-    pub fn end(&self, schema: Option<&str>, backend: Option<&str>, in_transaction: bool) {
+    pub fn end(
+        &self,
+        schema: Option<&str>,
+        backend: Option<&str>,
+        in_transaction: bool,
+        last_gtid: Option<&str>,
+    ) {
         let mut now = self.now.lock().expect("session status lock");
+        if now.last_gtid.as_deref() != last_gtid {
+            now.last_gtid = last_gtid.map(str::to_string);
+        }
         now.since = None;
         now.in_transaction = in_transaction;
         if now.schema.as_deref() != schema {

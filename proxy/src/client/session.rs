@@ -1,7 +1,7 @@
 //! A client session's server-side half: which backend connection it holds (if any), what
 //! state it expects a connection to carry, and when it may let go of a connection.
 
-use crate::backend::conn::{BackendConn, BackendError, ConnKey};
+use crate::backend::conn::{BackendConn, BackendError, ConnKey, PROXY_TRACKED, TRACKED_LIST};
 use crate::backend::pool::Lease;
 use crate::backend::relay::Relayed;
 use crate::backend::{Backend, Health};
@@ -10,7 +10,10 @@ use crate::client::registry::{Registry, SessionStatus};
 use crate::client::ClientSettings;
 use crate::cluster::Cluster;
 use crate::protocol::message::{self, codes, SqlError, SERVER_STATUS_AUTOCOMMIT};
-use crate::router::Target;
+use crate::protocol::session_track::StateChanges;
+use crate::router::classify::{self, Flags, StmtKind};
+use crate::router::{DiagEffect, Target};
+use crate::session::read_your_writes::{self, ReadPlan};
 use crate::session::state::SessionState;
 use crate::stats::Stats;
 use std::collections::HashMap;
@@ -44,6 +47,30 @@ impl Sticky {
     }
 }
 
+/// What a finished statement did to the server's diagnostics area (`SHOW WARNINGS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Diag {
+    /// It left warnings or an error of its own.
+    Left,
+    /// It left none and used no tables: the previous statement's messages are still shown.
+    Kept,
+    /// It left none; whether the previous ones survive only the server that ran it knows.
+    Unknown,
+    /// It left none and replaced whatever was there.
+    Cleared,
+}
+
+impl Diag {
+    /// For a statement that raised no messages.
+    pub fn of(effect: DiagEffect) -> Diag {
+        match effect {
+            DiagEffect::Keeps => Diag::Kept,
+            DiagEffect::Clears => Diag::Cleared,
+            DiagEffect::Unknown => Diag::Unknown,
+        }
+    }
+}
+
 /// A backend connection in use by a statement.
 pub struct Checkout {
     pub backend: Arc<Backend>,
@@ -66,6 +93,8 @@ pub struct Session {
     /// The connection of the last statement that left warnings or an error, kept for a
     /// following `SHOW WARNINGS` (see `finish`).
     pub held: Option<Checkout>,
+    /// The running statement got the held connection.
+    on_held: bool,
     pub sticky: Sticky,
     /// `LAST_INSERT_ID()` as this session would see it on a dedicated connection.
     pub last_insert_id: u64,
@@ -86,8 +115,15 @@ pub struct Session {
     pub stats: Arc<Stats>,
     /// The client's address, for the SQL log.
     pub peer: std::net::SocketAddr,
+    /// Read-your-writes bookkeeping (a no-op when the mode is off).
+    pub ryw: read_your_writes::Tracker,
     /// Reused for normalising statements into digests.
     digest_buf: Vec<u8>,
+    /// The client negotiated `CLIENT_SESSION_TRACK`: it gets the session-state information
+    /// a server would send it.
+    pub client_tracks: bool,
+    /// The GTID the session's last write committed as (the server's `last_gtid`).
+    last_write_gtid: Option<String>,
 }
 
 impl Session {
@@ -99,6 +135,7 @@ impl Session {
         status: Arc<SessionStatus>,
         scramble: [u8; 20],
     ) -> Self {
+        let ryw = read_your_writes::Tracker::new(&cluster.read_your_writes(), &key.user);
         let mut s = Session {
             id: status.id,
             cluster,
@@ -107,6 +144,7 @@ impl Session {
             state: SessionState::default(),
             pinned: None,
             held: None,
+            on_held: false,
             sticky: Sticky::default(),
             last_insert_id: 0,
             stmts: HashMap::new(),
@@ -118,7 +156,10 @@ impl Session {
             failed_change_user: 0,
             charset: info.charset.clone(),
             stats: info.stats.clone(),
+            ryw,
             digest_buf: Vec::new(),
+            client_tracks: false,
+            last_write_gtid: None,
         };
         s.apply_charset();
         s
@@ -130,6 +171,47 @@ impl Session {
         }
     }
 
+    /// The GTID of this session's last committed write, as the write backend reported it;
+    /// a replica that has applied it shows the session its own writes.
+    pub fn last_write_gtid(&self) -> Option<&str> {
+        self.last_write_gtid.as_deref()
+    }
+
+    /// Brings the session's picture of itself (and of the connection that ran `packet`) up to
+    /// date with what the server's session tracking reported.
+    pub fn absorb(&mut self, conn: &mut BackendConn, packet: &[u8], changes: &StateChanges) {
+        if changes.is_empty() {
+            return;
+        }
+        if let Some(db) = &changes.schema {
+            // Dropping the current schema leaves none selected.
+            let db = Some(db.clone()).filter(|d| !d.is_empty());
+            conn.state.schema.clone_from(&db);
+            self.state.schema = db;
+        }
+        // A plain `SET` was recorded by the proxy in the client's own words already.
+        let plain_set = packet.first() == Some(&crate::backend::conn::COM_QUERY) && {
+            let c = classify::classify(&packet[1..]);
+            c.kind == StmtKind::Set && !c.flags.contains(Flags::MULTI_STATEMENT)
+        };
+        for (name, value) in &changes.vars {
+            if name == "last_gtid" {
+                if !value.is_empty() {
+                    // A transaction committed: the session's reads must now see it.
+                    self.ryw.wrote(Some(value));
+                    self.last_write_gtid = Some(value.clone());
+                }
+                continue;
+            }
+            if plain_set || !PROXY_TRACKED.contains(&name.as_str()) {
+                continue;
+            }
+            let text = format!("@@session.{name} = {}", sql_value(name, value));
+            conn.state.set_var(name.clone(), text.clone());
+            self.state.set_var(name.clone(), text);
+        }
+    }
+
     /// The password the session's backend connections log in with.
     pub fn password(&self) -> &str {
         &self.password
@@ -138,6 +220,10 @@ impl Session {
     /// Later statements run as `user` (pools are keyed by user), on connections opened with
     /// `collation`.
     pub fn switch_user(&mut self, user: &str, password: String, collation: u8) {
+        if *self.key.user != *user {
+            // Read-your-writes may be set per user.
+            self.ryw = read_your_writes::Tracker::new(&self.cluster.read_your_writes(), user);
+        }
         self.key.user = user.into();
         self.key.collation = collation;
         self.password = password;
@@ -187,6 +273,14 @@ impl Session {
         target: Target,
         exclude: &mut Vec<Arc<Backend>>,
     ) -> Result<Checkout, SqlError> {
+        // Messages stay where they were raised, even when the session has since been
+        // pinned to another connection.
+        if target == Target::Diagnostics {
+            if let Some(c) = self.held.take() {
+                self.on_held = true;
+                return Ok(c);
+            }
+        }
         if let Some(c) = self.pinned.take() {
             let drain = self.cluster.drain_timeout();
             if c.backend.drained(drain) {
@@ -203,14 +297,46 @@ impl Session {
             }
             return Ok(c);
         }
-        if target == Target::Diagnostics {
-            if let Some(c) = self.held.take() {
-                return Ok(c);
+        // A statement right after one that left messages runs where they are when it may, so
+        // the server itself decides whether it clears them; otherwise they stay held until
+        // the statement's outcome says (see `finish`).
+        if let Some(h) = &self.held {
+            // Only when bringing it to the session's state needs no reset (which would clear
+            // the messages).
+            let conn = &h.lease.conn;
+            let syncable = self.state.vars_delta(&conn.state).is_some()
+                && (self.state.schema.is_some() || conn.state.schema.is_none());
+            let fits = syncable
+                && match target {
+                    Target::Diagnostics => false,
+                    Target::Read => {
+                        h.backend.serves() && !exclude.iter().any(|b| Arc::ptr_eq(b, &h.backend))
+                    }
+                    Target::Write => self
+                        .cluster
+                        .write_backend()
+                        .is_some_and(|w| Arc::ptr_eq(&w, &h.backend)),
+                };
+            if fits {
+                let mut c = self.held.take().expect("checked");
+                let addr = c.backend.address.clone();
+                match self.sync_state(&addr, &mut c.lease.conn).await {
+                    Ok(()) => {
+                        self.on_held = true;
+                        return Ok(c);
+                    }
+                    Err(e) => {
+                        tracing::debug!(session = self.id, "held connection unusable: {e}");
+                        drop(c);
+                    }
+                }
             }
         }
-        self.release_held().await;
+        // Read-your-writes may send a read to the write backend after all.
+        let mut primary_only = target == Target::Read && self.ryw.plan("") == ReadPlan::Primary;
         loop {
             let backend = match target {
+                _ if primary_only => None,
                 // With nothing held, the session's last statement left no messages, and a
                 // pooled connection (reset after any) has none either.
                 Target::Read | Target::Diagnostics => self.cluster.read_backend(exclude),
@@ -233,7 +359,14 @@ impl Session {
                 Ok(lease) => {
                     let mut c = Checkout { backend, lease };
                     match self.sync_state(&c.backend.address, &mut c.lease.conn).await {
-                        Ok(()) => return Ok(c),
+                        Ok(()) if is_write || target != Target::Read => return Ok(c),
+                        Ok(()) => {
+                            if self.replica_has_our_writes(&mut c).await {
+                                return Ok(c);
+                            }
+                            self.release(c).await;
+                            primary_only = true;
+                        }
                         Err(BackendError::Server(e)) => {
                             self.release(c).await;
                             return Err(e);
@@ -266,6 +399,29 @@ impl Session {
                     tracing::warn!(backend = %backend.address, "read backend failed, trying another: {e}");
                     exclude.push(backend);
                 }
+            }
+        }
+    }
+
+    /// Causal read-your-writes: whether the replica behind `c` has applied the session's
+    /// last write, waiting for it (`MASTER_GTID_WAIT`) up to the configured timeout.
+    async fn replica_has_our_writes(&mut self, c: &mut Checkout) -> bool {
+        let ReadPlan::WaitFor(gtid, timeout) = self.ryw.plan(&c.backend.address) else {
+            return true;
+        };
+        let wait = read_your_writes::wait_statement(gtid, timeout);
+        match c.lease.conn.count_rows(&wait).await {
+            Ok(1) => {
+                self.ryw.caught_up(&c.backend.address);
+                true
+            }
+            Ok(_) => {
+                tracing::debug!(backend = %c.backend.address, session = self.id, "replica did not apply the session's last write in time; reading from the write backend");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(backend = %c.backend.address, session = self.id, "read-your-writes wait failed ({e}); reading from the write backend");
+                false
             }
         }
     }
@@ -328,6 +484,9 @@ impl Session {
         let delta = self.state.vars_delta(&conn.state).unwrap_or(&[]).to_vec();
         for (k, text) in delta {
             conn.run(&format!("SET {text}")).await?;
+            if k == TRACKED_LIST {
+                conn.track_session().await?;
+            }
             conn.state.set_var(k, text);
         }
         Ok(())
@@ -336,10 +495,18 @@ impl Session {
     /// After a statement: keep the connection if the session must stay on it, else give it
     /// back to its pool.
     ///
-    /// `messages`: the statement left warnings or an error behind. The session then keeps
-    /// the connection until its next statement, so `SHOW WARNINGS` sees them; such a
-    /// connection is reset before anyone else uses it.
-    pub async fn finish(&mut self, mut c: Checkout, messages: bool) {
+    /// A statement that left messages (`Diag::Left`) has its connection held until a later
+    /// statement clears them, so `SHOW WARNINGS` and `@@warning_count` see what a direct
+    /// connection would; a held connection is reset before anyone else uses it.
+    pub async fn finish(&mut self, mut c: Checkout, diag: Diag) {
+        let on_held = std::mem::take(&mut self.on_held);
+        let messages = diag == Diag::Left;
+        // A statement that ran where the messages are leaves the server to decide.
+        let kept = diag == Diag::Kept || (on_held && diag == Diag::Unknown);
+        if !kept {
+            // Whatever was held before this statement shows nothing any more.
+            self.release_held().await;
+        }
         let in_txn = c.conn().in_transaction();
         self.sticky.next_transaction = match (self.sticky.next_transaction, in_txn) {
             (NextTransaction::Pending, true) => NextTransaction::Started,
@@ -349,9 +516,17 @@ impl Session {
         if self.sticky.server_state || messages {
             c.conn().dirty = true;
         }
-        if in_txn || self.sticky.any() {
+        let keep_held = messages || (on_held && kept);
+        if on_held && self.pinned.is_some() {
+            // A diagnostics statement of a session pinned elsewhere.
+            if keep_held {
+                self.held = Some(c);
+            } else {
+                self.release(c).await;
+            }
+        } else if in_txn || self.sticky.any() {
             self.pinned = Some(c);
-        } else if messages {
+        } else if keep_held {
             self.held = Some(c);
         } else {
             self.release(c).await;
@@ -392,6 +567,24 @@ impl Session {
         }
         self.release_held().await;
     }
+}
+
+/// A tracked variable's value as SQL: a string literal, except the empty character set a
+/// server reports for `character_set_results = NULL`.
+fn sql_value(name: &str, value: &str) -> String {
+    if value.is_empty() && name.starts_with("character_set_") {
+        return "NULL".into();
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for ch in value.chars() {
+        if ch == '\'' || ch == '\\' {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out.push('\'');
+    out
 }
 
 /// A read backend's connection broke while being brought to the session's state.

@@ -228,6 +228,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         lvs_ips: Vec::new(),
         monitor: Default::default(),
         metrics_listen: None,
+        read_your_writes: Default::default(),
         vrrp: Vec::new(),
         ipvs: Default::default(),
     };

@@ -125,6 +125,8 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// Where Prometheus scrapes `/metrics` (`[metrics] listen`); `None`: no exporter.
     pub metrics_listen: Option<SocketAddr>,
+    /// Read-your-writes for sessions (`[proxy] read-your-writes…`, per `[[user]]`).
+    pub read_your_writes: crate::session::read_your_writes::Settings,
     /// IPVS virtual servers for the read VIP (`[ha.ipvs]` in TOML).
     pub ipvs: rwproxy_ha::ipvs::director::DirectorConfig,
 }

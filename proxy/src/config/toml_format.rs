@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::session::read_your_writes::{Mode, Settings as ReadYourWrites};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -69,6 +70,9 @@ struct Proxy {
     log_path: Option<PathBuf>,
     sql_log: Option<Spanned<String>>,
     sql_log_slow: Option<u64>,
+    read_your_writes: Option<Spanned<String>>,
+    read_your_writes_window_ms: Option<u64>,
+    read_your_writes_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +106,7 @@ struct User {
     name: Spanned<String>,
     password: Option<String>,
     encrypted_password: Option<Spanned<String>>,
+    read_your_writes: Option<Spanned<String>>,
 }
 
 pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
@@ -237,6 +242,20 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         ));
     }
 
+    let mut ryw = ReadYourWrites {
+        mode: match &p.read_your_writes {
+            Some(m) => ryw_mode(m.get_ref())
+                .map_err(|msg| invalid(at(m.span().start), "proxy.read-your-writes", msg))?,
+            None => Mode::Off,
+        },
+        ..Default::default()
+    };
+    if let Some(ms) = p.read_your_writes_window_ms {
+        ryw.window = Duration::from_millis(ms);
+    }
+    if let Some(ms) = p.read_your_writes_timeout_ms {
+        ryw.timeout = Duration::from_millis(ms);
+    }
     let mut users = Vec::with_capacity(file.user.len());
     for (i, u) in file.user.iter().enumerate() {
         let line = at(u.name.span().start);
@@ -272,6 +291,16 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 ))
             }
         };
+        if let Some(m) = &u.read_your_writes {
+            let mode = ryw_mode(m.get_ref()).map_err(|msg| {
+                invalid(
+                    at(m.span().start),
+                    &format!("user[{i}].read-your-writes"),
+                    msg,
+                )
+            })?;
+            ryw.per_user.insert(name.clone(), mode);
+        }
         users.push(UserConfig { name, password });
     }
     check_unique_users(path, &users, |i| {
@@ -317,6 +346,13 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         monitor,
         metrics_listen,
         ipvs,
+        read_your_writes: ryw,
+    })
+}
+
+fn ryw_mode(s: &str) -> Result<Mode, String> {
+    Mode::parse(s).ok_or_else(|| {
+        format!("unknown mode '{s}' (expected \"off\", \"causal\" or \"primary-window\")")
     })
 }
 

@@ -6,7 +6,8 @@
 //! fast-path reply, which MySQL 8 drivers send by default.
 
 use super::message::{codes, err, ok_payload, Completion, SqlError, SERVER_STATUS_AUTOCOMMIT};
-use super::packet::{PacketReader, PacketWriter};
+use super::packet::{write_lenenc, PacketReader, PacketWriter};
+use super::session_track::{schema_block, SERVER_SESSION_STATE_CHANGED};
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthSwitchRequest, HandshakePacket, HandshakeResponse};
@@ -21,7 +22,7 @@ const CACHING_SHA2: &[u8] = b"caching_sha2_password";
 /// What the proxy offers clients. Notably absent: `CLIENT_DEPRECATE_EOF` (backend connections
 /// are opened without it too, so result sets are framed identically on both sides and can be
 /// forwarded raw), `CLIENT_SSL` (only when TLS is configured: drivers switch to TLS whenever it
-/// is offered), compression and session tracking.
+/// is offered) and compression.
 pub fn server_capabilities() -> CapabilityFlags {
     CapabilityFlags::CLIENT_LONG_PASSWORD
         | CapabilityFlags::CLIENT_FOUND_ROWS
@@ -39,6 +40,7 @@ pub fn server_capabilities() -> CapabilityFlags {
         | CapabilityFlags::CLIENT_PLUGIN_AUTH
         | CapabilityFlags::CLIENT_CONNECT_ATTRS
         | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+        | CapabilityFlags::CLIENT_SESSION_TRACK
 }
 
 /// A client that has logged in.
@@ -61,13 +63,25 @@ pub async fn admit<W: AsyncWrite + Unpin>(
     writer: &mut PacketWriter<W>,
     login: &ClientLogin,
 ) -> io::Result<()> {
-    let done = Completion {
+    let mut done = Completion {
         status: SERVER_STATUS_AUTOCOMMIT,
         ..Completion::default()
     };
-    writer
-        .write_packet(login.next_seq, &ok_payload(&done))
-        .await?;
+    let mut payload = ok_payload(&done);
+    // A server reports the login's schema to a client that tracks session state.
+    if let Some(db) = login.database.as_deref().filter(|_| {
+        login
+            .capabilities
+            .contains(CapabilityFlags::CLIENT_SESSION_TRACK)
+    }) {
+        done.status |= SERVER_SESSION_STATE_CHANGED;
+        payload = ok_payload(&done);
+        let block = schema_block(db);
+        write_lenenc(&mut payload, 0);
+        write_lenenc(&mut payload, block.len() as u64);
+        payload.extend_from_slice(&block);
+    }
+    writer.write_packet(login.next_seq, &payload).await?;
     writer.flush().await
 }
 

@@ -5,3 +5,4 @@ pub mod handshake;
 pub mod message;
 pub mod packet;
 pub mod resultset;
+pub mod session_track;

@@ -110,8 +110,9 @@ impl Flags {
     /// SHOW MASTER STATUS/LOGS, SHOW BINARY LOGS, SHOW BINARY LOG STATUS, SHOW BINLOG ...: replicas have
     /// their own binlog, so these only make sense on the primary.
     pub const MASTER_STATUS: Flags = Flags(1 << 16);
-    /// SHOW WARNINGS / SHOW ERRORS / SHOW COUNT(*) WARNINGS|ERRORS: about the previous
-    /// statement, so they must run where it ran.
+    /// SHOW WARNINGS / SHOW ERRORS / SHOW COUNT(*) WARNINGS|ERRORS, and reads of
+    /// `@@warning_count` / `@@error_count`: about the previous statement, so they must run
+    /// where it ran.
     pub const DIAGNOSTICS: Flags = Flags(1 << 17);
     /// CONNECTION_ID( — the proxy answers it with the id it gave the client; see
     /// [`replace_connection_id`].
@@ -598,9 +599,10 @@ enum Sym {
     Str,
     /// `@name`, `@'name'`, `` @`name` ``
     UserVar,
-    /// `@@[scope.]name`; whether the name is `autocommit`.
+    /// `@@[scope.]name`; whether the name is `autocommit`, `warning_count` or `error_count`.
     SysVar {
         autocommit: bool,
+        diagnostics: bool,
     },
     /// `:=`
     Assign,
@@ -748,8 +750,11 @@ impl<'a> Lexer<'a> {
                 i += 1;
             }
             self.pos = i;
+            let name = &s[name..i];
             return Sym::SysVar {
-                autocommit: s[name..i].eq_ignore_ascii_case(b"autocommit"),
+                autocommit: name.eq_ignore_ascii_case(b"autocommit"),
+                diagnostics: name.eq_ignore_ascii_case(b"warning_count")
+                    || name.eq_ignore_ascii_case(b"error_count"),
             };
         }
         if self.after_quoted {
@@ -1201,6 +1206,10 @@ impl<'a> Classifier<'a> {
             }
             Sym::Kw(Kw::Into) if ctx.read => self.flags |= Flags::SELECT_INTO,
             Sym::Kw(Kw::SqlCalcFoundRows) => self.flags |= Flags::CALC_FOUND_ROWS,
+            // Counts of the previous statement's messages, kept where it ran.
+            Sym::SysVar {
+                diagnostics: true, ..
+            } if ctx.read => self.flags |= Flags::DIAGNOSTICS,
             Sym::UserVar => {
                 self.flags |= Flags::USER_VAR_READ;
                 if self.into_list {
@@ -1227,7 +1236,11 @@ impl<'a> Classifier<'a> {
                 if set_target
                     && matches!(
                         h1,
-                        Sym::Kw(Kw::Autocommit) | Sym::SysVar { autocommit: true }
+                        Sym::Kw(Kw::Autocommit)
+                            | Sym::SysVar {
+                                autocommit: true,
+                                ..
+                            }
                     )
                 {
                     self.flags |= Flags::AUTOCOMMIT_SET;
@@ -1386,6 +1399,9 @@ mod tests {
         ("SHOW ERRORS", R, &[F::DIAGNOSTICS]),
         ("SHOW COUNT(*) WARNINGS", R, &[F::DIAGNOSTICS]),
         ("SHOW COUNT ( * ) ERRORS", R, &[F::DIAGNOSTICS]),
+        ("SELECT @@warning_count", R, &[F::DIAGNOSTICS]),
+        ("SELECT @@session.error_count, @@warning_count", R, &[F::DIAGNOSTICS]),
+        ("SELECT @@warning_counts", R, &[]),
         ("SHOW REPLICA STATUS", R, &[]),
         ("DESC t", R, &[]),
         ("DESCRIBE t", R, &[]),

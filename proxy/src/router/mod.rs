@@ -2,7 +2,7 @@
 //!
 //! | statement | target |
 //! |---|---|
-//! | `SHOW WARNINGS`/`SHOW ERRORS`/`SHOW COUNT(*) …` | the connection of the previous statement |
+//! | `SHOW WARNINGS`/`SHOW ERRORS`/`SHOW COUNT(*) …`, reads of `@@warning_count`/`@@error_count` | the connection holding the last messages |
 //! | `/*master*/` hint | write |
 //! | `/*slave*/` hint on a read-only statement kind | read |
 //! | `SELECT`/`SHOW`/`DESC`/`EXPLAIN` without any of the flags below | read |
@@ -37,6 +37,59 @@ const NEEDS_PRIMARY: Flags = Flags::LOCKING_READ
     .union(Flags::SEQUENCE)
     .union(Flags::MULTI_STATEMENT)
     .union(Flags::MASTER_STATUS);
+
+/// What a statement that raises no messages does to the previous statement's, as far as the
+/// scan can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiagEffect {
+    /// Uses no tables: servers keep the messages (`SELECT 1`, `SET @a = 1`, `DO ...`,
+    /// `SELECT @@warning_count`).
+    Keeps,
+    /// Uses tables: servers clear them.
+    Clears,
+    /// Anything else (`BEGIN`, `CREATE PROCEDURE`, ...): only the server that runs it knows.
+    Unknown,
+}
+
+pub fn diag_effect(sql: &[u8]) -> DiagEffect {
+    let head = sql.trim_ascii_start();
+    let starts = |w: &[u8]| {
+        head.len() > w.len()
+            && head[..w.len()].eq_ignore_ascii_case(w)
+            && !head[w.len()].is_ascii_alphanumeric()
+            && head[w.len()] != b'_'
+    };
+    if classify::classify(sql)
+        .flags
+        .contains(Flags::MULTI_STATEMENT)
+    {
+        DiagEffect::Unknown
+    } else if starts(b"SELECT") || starts(b"SET") || starts(b"DO") {
+        if has_word(head, b"from") {
+            DiagEffect::Clears
+        } else {
+            DiagEffect::Keeps
+        }
+    } else if [&b"INSERT"[..], b"UPDATE", b"DELETE", b"REPLACE"]
+        .iter()
+        .any(|w| starts(w))
+    {
+        DiagEffect::Clears
+    } else {
+        DiagEffect::Unknown
+    }
+}
+
+/// `word` appears in `sql` as a whole word, ignoring case (inside literals too, which only
+/// makes [`diag_effect`] more conservative).
+fn has_word(sql: &[u8], word: &[u8]) -> bool {
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
+    sql.windows(word.len()).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(word)
+            && (i == 0 || !ident(sql[i - 1]))
+            && sql.get(i + word.len()).is_none_or(|b| !ident(*b))
+    })
+}
 
 pub fn target(c: &Classification) -> Target {
     if c.flags.contains(Flags::DIAGNOSTICS) {

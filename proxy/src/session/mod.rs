@@ -1,4 +1,5 @@
 //! Session state the proxy tracks on the client's behalf.
 
+pub mod read_your_writes;
 pub mod set_stmt;
 pub mod state;

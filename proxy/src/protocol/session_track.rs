@@ -1,0 +1,338 @@
+//! Session-state information in OK packets (`CLIENT_SESSION_TRACK`).
+//!
+//! Backend connections always ask for it, so the proxy learns what a statement did to the
+//! session even when it cannot tell from the SQL (a procedure changing `time_zone`, the GTID a
+//! write was committed under). Clients get exactly what the server would send them directly:
+//! nothing when they did not ask for tracking, and without the entries only the proxy asked
+//! for when they did.
+
+use super::packet::{read_lenenc, write_lenenc};
+
+/// Status flag: the OK packet carries a session-state block.
+pub const SERVER_SESSION_STATE_CHANGED: u16 = 0x4000;
+
+/// Entry types of the session-state block.
+const SESSION_TRACK_SYSTEM_VARIABLES: u8 = 0;
+const SESSION_TRACK_SCHEMA: u8 = 1;
+
+/// What one reply told the proxy about the session, in order of arrival.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StateChanges {
+    /// The new default schema.
+    pub schema: Option<String>,
+    /// (variable name, new value) for each tracked system variable the statement changed.
+    pub vars: Vec<(String, String)>,
+}
+
+impl StateChanges {
+    pub fn is_empty(&self) -> bool {
+        self.schema.is_none() && self.vars.is_empty()
+    }
+
+    /// The last reported value of `name`.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Later replies of one exchange (multi-results) override earlier ones.
+    pub fn merge(&mut self, later: StateChanges) {
+        if later.schema.is_some() {
+            self.schema = later.schema;
+        }
+        self.vars.extend(later.vars);
+    }
+}
+
+/// Byte ranges of an OK packet sent to a client with `CLIENT_SESSION_TRACK`.
+struct OkLayout {
+    /// Offset of the two status bytes.
+    status_at: usize,
+    /// The info string's contents.
+    info: std::ops::Range<usize>,
+    /// The session-state block's contents, when the status flag announces one.
+    state: Option<std::ops::Range<usize>>,
+}
+
+fn layout(payload: &[u8]) -> Option<OkLayout> {
+    let mut b = payload.get(1..)?;
+    read_lenenc(&mut b)?;
+    read_lenenc(&mut b)?;
+    let status_at = payload.len() - b.len();
+    if b.len() < 4 {
+        return None;
+    }
+    let status = u16::from_le_bytes([b[0], b[1]]);
+    b = &b[4..];
+    if b.is_empty() {
+        let end = payload.len();
+        return Some(OkLayout {
+            status_at,
+            info: end..end,
+            state: None,
+        });
+    }
+    let info_len = usize::try_from(read_lenenc(&mut b)?).ok()?;
+    let info_start = payload.len() - b.len();
+    let info = info_start..info_start.checked_add(info_len)?;
+    if info.end > payload.len() {
+        return None;
+    }
+    let mut state = None;
+    if status & SERVER_SESSION_STATE_CHANGED != 0 {
+        let mut rest = &payload[info.end..];
+        let len = usize::try_from(read_lenenc(&mut rest)?).ok()?;
+        let start = payload.len() - rest.len();
+        let end = start.checked_add(len)?;
+        if end > payload.len() {
+            return None;
+        }
+        state = Some(start..end);
+    }
+    Some(OkLayout {
+        status_at,
+        info,
+        state,
+    })
+}
+
+/// One entry of a session-state block: its type and its whole encoding.
+fn entries(block: &[u8]) -> impl Iterator<Item = (u8, &[u8], &[u8])> {
+    let mut rest = block;
+    std::iter::from_fn(move || {
+        let start = rest;
+        let (&kind, mut b) = rest.split_first()?;
+        let len = usize::try_from(read_lenenc(&mut b)?).ok()?;
+        let data = b.get(..len)?;
+        rest = &b[len..];
+        let whole = &start[..start.len() - rest.len()];
+        Some((kind, data, whole))
+    })
+}
+
+fn lenenc_str<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = usize::try_from(read_lenenc(b)?).ok()?;
+    let s = b.get(..len)?;
+    *b = &b[len..];
+    Some(s)
+}
+
+/// The system variable an entry reports, as (name, value).
+fn variable(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut b = data;
+    let name = lenenc_str(&mut b)?;
+    let value = lenenc_str(&mut b)?;
+    Some((name, value))
+}
+
+/// Reads the session-state block of an OK packet from a backend; `None` when the packet
+/// carries none (or is malformed, which the proxy then simply does not learn from).
+pub fn parse(payload: &[u8]) -> Option<StateChanges> {
+    let range = layout(payload)?.state?;
+    let mut out = StateChanges::default();
+    for (kind, data, _) in entries(&payload[range]) {
+        match kind {
+            SESSION_TRACK_SYSTEM_VARIABLES => {
+                if let Some((name, value)) = variable(data) {
+                    out.vars.push((
+                        String::from_utf8_lossy(name).to_ascii_lowercase(),
+                        String::from_utf8_lossy(value).into_owned(),
+                    ));
+                }
+            }
+            SESSION_TRACK_SCHEMA => {
+                let mut b = data;
+                if let Some(db) = lenenc_str(&mut b) {
+                    out.schema = Some(String::from_utf8_lossy(db).into_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// The OK packet a client should get instead of `payload`, or `None` when it can have the
+/// backend's as is. `client_tracks`: the client negotiated `CLIENT_SESSION_TRACK`; `hidden`:
+/// system variables only the proxy asked the backend to track.
+pub fn client_ok(payload: &[u8], client_tracks: bool, hidden: &[&str]) -> Option<Vec<u8>> {
+    let l = layout(payload)?;
+    let state = l.state.clone()?;
+    let kept: Vec<u8> = if client_tracks {
+        let mut kept = Vec::with_capacity(state.len());
+        let mut dropped = false;
+        for (kind, data, whole) in entries(&payload[state.clone()]) {
+            let hide = kind == SESSION_TRACK_SYSTEM_VARIABLES
+                && variable(data).is_some_and(|(name, _)| {
+                    hidden
+                        .iter()
+                        .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+                });
+            if hide {
+                dropped = true;
+            } else {
+                kept.extend_from_slice(whole);
+            }
+        }
+        if !dropped {
+            return None;
+        }
+        kept
+    } else {
+        Vec::new()
+    };
+    let mut out = Vec::with_capacity(payload.len());
+    out.extend_from_slice(&payload[..l.status_at]);
+    let mut status = u16::from_le_bytes([payload[l.status_at], payload[l.status_at + 1]]);
+    if kept.is_empty() {
+        status &= !SERVER_SESSION_STATE_CHANGED;
+    }
+    out.extend_from_slice(&status.to_le_bytes());
+    out.extend_from_slice(&payload[l.status_at + 2..l.status_at + 4]);
+    // A server writes the info string only when it has one or a state block follows.
+    if !kept.is_empty() || !l.info.is_empty() {
+        write_lenenc(&mut out, l.info.len() as u64);
+        out.extend_from_slice(&payload[l.info.clone()]);
+    }
+    if !kept.is_empty() {
+        write_lenenc(&mut out, kept.len() as u64);
+        out.extend_from_slice(&kept);
+    }
+    Some(out)
+}
+
+/// The EOF packet a client without session tracking should get instead of `payload`: a
+/// server never sets the state-changed flag for such a client.
+pub fn client_eof(payload: &[u8], client_tracks: bool) -> Option<Vec<u8>> {
+    let status = u16::from_le_bytes([*payload.get(3)?, *payload.get(4)?]);
+    if client_tracks || status & SERVER_SESSION_STATE_CHANGED == 0 {
+        return None;
+    }
+    let mut out = payload.to_vec();
+    out[3..5].copy_from_slice(&(status & !SERVER_SESSION_STATE_CHANGED).to_le_bytes());
+    Some(out)
+}
+
+/// A schema-change entry, as a server puts in its login OK for a client that tracks schemas.
+pub fn schema_block(db: &str) -> Vec<u8> {
+    let mut data = Vec::with_capacity(db.len() + 2);
+    write_lenenc(&mut data, db.len() as u64);
+    data.extend_from_slice(db.as_bytes());
+    let mut entry = vec![SESSION_TRACK_SCHEMA];
+    write_lenenc(&mut entry, data.len() as u64);
+    entry.extend_from_slice(&data);
+    entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// `COMMIT` with `session_track_system_variables` including `last_gtid`, captured from
+    /// MariaDB 10.11.
+    const COMMIT_OK: &str = "0000000240000000130011096c6173745f6774696406302d312d3231";
+    /// `SET NAMES latin1` with the default tracked variables plus `last_gtid`.
+    const SET_NAMES_OK: &str = "00000002400000005f001d156368617261637465725f7365745f726573756c7473066c6174696e31001c146368617261637465725f7365745f636c69656e74066c6174696e310020186368617261637465725f7365745f636f6e6e656374696f6e066c6174696e31";
+    /// `USE mysql`.
+    const USE_OK: &str = "0000000240000000080106056d7973716c";
+
+    #[test]
+    fn parses_variables_and_schema() {
+        let c = parse(&hex(COMMIT_OK)).unwrap();
+        assert_eq!(c.var("last_gtid"), Some("0-1-21"));
+        assert_eq!(c.schema, None);
+        let c = parse(&hex(SET_NAMES_OK)).unwrap();
+        assert_eq!(c.vars.len(), 3);
+        assert_eq!(c.var("character_set_client"), Some("latin1"));
+        assert_eq!(
+            parse(&hex(USE_OK)).unwrap().schema.as_deref(),
+            Some("mysql")
+        );
+        assert_eq!(parse(&hex("00000002000000")), None);
+    }
+
+    #[test]
+    fn client_without_tracking_gets_a_plain_ok() {
+        assert_eq!(
+            client_ok(&hex(COMMIT_OK), false, &[]).unwrap(),
+            hex("00000002000000")
+        );
+        assert_eq!(client_ok(&hex("00000002000000"), false, &[]), None);
+    }
+
+    #[test]
+    fn hidden_variables_are_filtered() {
+        // Only last_gtid: the whole block goes.
+        assert_eq!(
+            client_ok(&hex(COMMIT_OK), true, &["last_gtid"]).unwrap(),
+            hex("00000002000000")
+        );
+        // Nothing hidden is in it: forwarded unchanged.
+        assert_eq!(client_ok(&hex(SET_NAMES_OK), true, &["last_gtid"]), None);
+        let out = client_ok(&hex(SET_NAMES_OK), true, &["CHARACTER_SET_RESULTS"]).unwrap();
+        let c = parse(&out).unwrap();
+        assert_eq!(c.vars.len(), 2);
+        assert_eq!(c.var("character_set_results"), None);
+        assert_eq!(c.var("character_set_connection"), Some("latin1"));
+    }
+
+    #[test]
+    fn info_survives_stripping() {
+        // "Rows matched: 1  Changed: 1  Warnings: 0" style info, then a last_gtid block.
+        let mut p = hex("00010002400000");
+        write_lenenc(&mut p, 4);
+        p.extend_from_slice(b"info");
+        let gtid = &hex(COMMIT_OK)[8..];
+        p.extend_from_slice(gtid);
+        assert_eq!(parse(&p).unwrap().var("last_gtid"), Some("0-1-21"));
+        let out = client_ok(&p, false, &[]).unwrap();
+        assert_eq!(out, [&hex("00010002000000")[..], b"\x04info"].concat());
+    }
+
+    #[test]
+    fn login_schema_block_matches_server() {
+        let mut p = hex("0000000240000000");
+        let block = schema_block("rwtest");
+        write_lenenc(&mut p, block.len() as u64);
+        p.extend_from_slice(&block);
+        assert_eq!(p, hex("000000024000000009010706727774657374"));
+    }
+
+    #[test]
+    fn eof_flag_cleared_for_plain_clients() {
+        assert_eq!(
+            client_eof(&hex("fe00000240"), false).unwrap(),
+            hex("fe00000200")
+        );
+        assert_eq!(client_eof(&hex("fe00000240"), true), None);
+        assert_eq!(client_eof(&hex("fe00000200"), false), None);
+    }
+
+    #[test]
+    fn junk_never_panics() {
+        for p in [
+            "",
+            "00",
+            "0000000240",
+            "000000024000000009",
+            "0000000240000000ff",
+            "00000002400000000501ff",
+            "0000000240000000050005ff",
+        ] {
+            let _ = parse(&hex(p));
+            let _ = client_ok(&hex(p), true, &["x"]);
+            let _ = client_ok(&hex(p), false, &[]);
+            let _ = client_eof(&hex(p), false);
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! Protocol details a driver can observe, each compared with a direct connection to the
+//! primary: session tracking in OK packets, warnings across backends, packets of 16 MiB and
+//! more, `LOAD DATA LOCAL INFILE`, and handshake collations.
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, OptsBuilder, WhiteListFsHandler};
+use mysql_common::constants::CapabilityFlags as Cap;
+use rwproxy_sql_tests::raw::{self, LoginOptions, RawConn};
+use rwproxy_sql_tests::sandbox::{APP_PASSWORD, APP_USER, DATABASE};
+use rwproxy_sql_tests::{proxy, Cluster};
+use std::net::SocketAddr;
+use tokio::sync::OnceCell;
+
+static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+
+async fn cluster() -> &'static Cluster {
+    CLUSTER
+        .get_or_init(|| async { Cluster::start(1).await.expect("sandbox cluster") })
+        .await
+}
+
+fn primary_addr(c: &Cluster) -> SocketAddr {
+    c.primary_addr().parse().unwrap()
+}
+
+async fn raw(addr: SocketAddr, opts: LoginOptions) -> RawConn {
+    let c = RawConn::login(addr, APP_USER, APP_PASSWORD, DATABASE, opts)
+        .await
+        .unwrap();
+    assert_eq!(c.login_reply[0], 0, "{}", raw::err_text(&c.login_reply));
+    c
+}
+
+fn tracking() -> LoginOptions {
+    LoginOptions {
+        extra_capabilities: Cap::CLIENT_SESSION_TRACK,
+        ..LoginOptions::default()
+    }
+}
+
+/// The last packet of a reply: its OK, ERR or final EOF.
+fn last(reply: &[Vec<u8>]) -> Vec<u8> {
+    reply.last().unwrap().clone()
+}
+
+/// Session-state changes reach the client exactly as from a server: the login's schema, the
+/// default tracked variables and schema changes for a client that asked for tracking, nothing
+/// for one that did not, and never the proxy's own `last_gtid` unless the client tracks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_tracking_matches_direct() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let mut setup = cluster.primary.conn().await.unwrap();
+    setup
+        .query_drop("CREATE TABLE IF NOT EXISTS track_t (v INT)")
+        .await
+        .unwrap();
+    let script = [
+        "SET time_zone = '+01:00'",
+        "INSERT INTO track_t VALUES (1)",
+        "BEGIN",
+        "INSERT INTO track_t VALUES (1)",
+        "COMMIT",
+        "SET NAMES latin1",
+        "SELECT 1",
+        "USE mysql",
+        // Not a tracked variable: a tracked one's restored value would be reported on the
+        // connection that ran the read, after a later statement there (see README).
+        "SET STATEMENT sql_mode = '' FOR SELECT 1",
+        "DO 1",
+        "USE rwtest",
+    ];
+    for opts in [tracking(), LoginOptions::default()] {
+        let mut direct = raw(primary_addr(cluster), opts).await;
+        let mut via = raw(p.addr, opts).await;
+        assert_eq!(via.login_reply, direct.login_reply, "login OK, {opts:?}");
+        for sql in script {
+            let d = direct.query(sql).await.unwrap();
+            let v = via.query(sql).await.unwrap();
+            assert_eq!(v, d, "{sql} with {opts:?}");
+        }
+    }
+
+    // A client tracking `last_gtid` itself gets it, with the GTID its write really got.
+    let mut via = raw(p.addr, tracking()).await;
+    let ok = last(
+        &via.query("SET session_track_system_variables = 'last_gtid'")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(ok[0], 0, "{}", raw::err_text(&ok));
+    let ok = last(&via.query("INSERT INTO track_t VALUES (1)").await.unwrap());
+    let reported = gtid_in(&ok).expect("last_gtid in the OK packet");
+    let binlog: String = setup
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    let seq = |g: &str| -> u64 { g.rsplit('-').next().unwrap().parse().unwrap() };
+    assert!(
+        seq(&reported) <= seq(&binlog) && reported.starts_with("0-1-"),
+        "reported {reported}, binlog at {binlog}"
+    );
+    // After a reset the client's own list is what a fresh server session has again.
+    let ok = last(
+        &via.query("SET session_track_system_variables = DEFAULT")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(ok[0], 0);
+    let ok = last(&via.query("INSERT INTO track_t VALUES (1)").await.unwrap());
+    assert_eq!(gtid_in(&ok), None, "{ok:02x?}");
+}
+
+/// The `last_gtid` value in an OK packet's session-state block.
+fn gtid_in(ok: &[u8]) -> Option<String> {
+    let needle = b"\x09last_gtid";
+    let at = ok.windows(needle.len()).position(|w| w == needle)? + needle.len();
+    let len = usize::from(ok[at]);
+    Some(String::from_utf8_lossy(&ok[at + 1..at + 1 + len]).into_owned())
+}
+
+/// The proxy learns each write's GTID (for read-your-writes) and shows it per session on the
+/// admin console; a replica that waited for it has the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_write_gtid_is_tracked() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("CREATE TABLE IF NOT EXISTS gtid_t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let mut admin = p.admin().await;
+    let mut last = None;
+    for id in 1..=3 {
+        c.exec_drop("INSERT INTO gtid_t VALUES (?)", (id,))
+            .await
+            .unwrap();
+        let sessions = admin.sessions().await.unwrap();
+        assert_eq!(sessions.len(), 1, "{sessions:?}");
+        let gtid = sessions[0].last_gtid.clone().expect("a GTID after a write");
+        assert_ne!(Some(&gtid), last.as_ref(), "a new GTID per write");
+        let mut replica = cluster.replicas[0].root_conn().await.unwrap();
+        let waited: i64 = replica
+            .exec_first("SELECT MASTER_GTID_WAIT(?, 30)", (&gtid,))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(waited, 0, "replica reached {gtid}");
+        let seen: Option<u32> = replica
+            .exec_first("SELECT id FROM rwtest.gtid_t WHERE id = ?", (id,))
+            .await
+            .unwrap();
+        assert_eq!(seen, Some(id));
+        last = Some(gtid);
+    }
+}
+
+/// A procedure changing `time_zone` is invisible to the classifier; session tracking tells
+/// the proxy, so the session's next read on another connection has the same time zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_set_by_a_procedure_follow_the_session() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let mut setup = cluster.primary.conn().await.unwrap();
+    setup
+        .query_drop(
+            "CREATE OR REPLACE PROCEDURE set_tz() BEGIN SET SESSION time_zone = '+03:00'; END",
+        )
+        .await
+        .unwrap();
+    cluster.wait_replicas_caught_up().await.unwrap();
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("CALL set_tz()").await.unwrap();
+    for _ in 0..5 {
+        let (tz, id): (String, u32) = c
+            .query_first("SELECT @@time_zone, @@server_id")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(tz, "+03:00", "on server {id}");
+    }
+}
+
+/// What `SHOW WARNINGS`, `SHOW COUNT(*) WARNINGS` and `@@warning_count` return after each
+/// statement of a script, through any connection.
+async fn diagnostics_after(c: &mut Conn, script: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, sql) in script.iter().enumerate() {
+        let r = c.query_drop(*sql).await;
+        out.push(format!("{i} {sql}: {:?}", r.err().map(|e| e.to_string())));
+        if sql.starts_with("SHOW") || sql.contains("warning_count") {
+            continue;
+        }
+        let w: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").await.unwrap();
+        out.push(format!("  show warnings: {w:?}"));
+    }
+    out
+}
+
+/// Messages survive statements that use no tables and raise none (`SELECT 1`, `SET @a`,
+/// `DO`), wherever those run, and are gone after one that uses a table, as on a server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_follow_the_statement_that_raised_them() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let mut setup = cluster.primary.conn().await.unwrap();
+    setup
+        .query_drop("CREATE OR REPLACE TABLE warn_t (v VARCHAR(3))")
+        .await
+        .unwrap();
+    cluster.wait_replicas_caught_up().await.unwrap();
+    let script = [
+        // A read with a warning (on a replica through the proxy), then message-free ones.
+        "SELECT 1/0",
+        "SELECT 1",
+        "SELECT @@warning_count",
+        "SHOW COUNT(*) WARNINGS",
+        "SET @a = 1",
+        "DO 2",
+        "SELECT * FROM warn_t",
+        // A write with a warning, then a read that could run on a replica.
+        "INSERT INTO warn_t VALUES ('abcdef')",
+        "SELECT 2",
+        "SELECT @@warning_count, @@error_count",
+        "SELECT COUNT(*) FROM warn_t",
+        // An error, then a statement using no tables.
+        "SELECT * FROM no_such_table",
+        "SELECT 3",
+        "SHOW ERRORS",
+        "INSERT INTO warn_t VALUES ('a')",
+        // A warning on the primary, then a table read that runs on a replica.
+        "INSERT INTO warn_t VALUES ('wxyz')",
+        "SELECT v FROM warn_t LIMIT 1",
+    ];
+    let mut via = p.conn().await.unwrap();
+    let mut direct = cluster.primary.conn().await.unwrap();
+    let v = diagnostics_after(&mut via, &script).await;
+    let d = diagnostics_after(&mut direct, &script).await;
+    assert_eq!(v, d);
+    // The counts themselves, read after a warning elsewhere.
+    for c in [&mut via, &mut direct] {
+        c.query_drop("SELECT 1/0").await.unwrap();
+        let n: (u32, u32) = c
+            .query_first("SELECT @@warning_count, @@error_count")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, (1, 0));
+    }
+}
+
+/// A 40 MB BLOB (three 16 MiB packets) goes in and comes back byte-identical through the
+/// text and the binary protocol, as it does directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_megabyte_blob_round_trips() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let blob: Vec<u8> = (0..40_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("CREATE OR REPLACE TABLE blob_t (id INT PRIMARY KEY, b LONGBLOB) ENGINE=Aria")
+        .await
+        .unwrap();
+    // Binary protocol in (mysql_async sends it as long data), text protocol in.
+    c.exec_drop("INSERT INTO blob_t VALUES (1, ?)", (&blob,))
+        .await
+        .unwrap();
+    let hex: String = blob.iter().map(|b| format!("{b:02x}")).collect();
+    c.query_drop(format!("INSERT INTO blob_t VALUES (2, x'{hex}')"))
+        .await
+        .unwrap();
+    drop(hex);
+    cluster.wait_replicas_caught_up().await.unwrap();
+    for id in [1, 2] {
+        let text: Vec<u8> = c
+            .query_first(format!("SELECT b FROM blob_t WHERE id = {id}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            text == blob,
+            "text protocol, row {id}: {} bytes",
+            text.len()
+        );
+        let bin: Vec<u8> = c
+            .exec_first("SELECT b FROM blob_t WHERE id = ?", (id,))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            bin == blob,
+            "binary protocol, row {id}: {} bytes",
+            bin.len()
+        );
+    }
+    // Two 40 MB rows in one result set, then the connection is still in step.
+    let rows: Vec<Vec<u8>> = c.query("SELECT b FROM blob_t ORDER BY id").await.unwrap();
+    assert!(rows.len() == 2 && rows.iter().all(|r| *r == blob));
+    let one: u32 = c.query_first("SELECT 1").await.unwrap().unwrap();
+    assert_eq!(one, 1);
+}
+
+fn infile(rows: usize) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("rwproxy-infile-{}-{rows}.tsv", std::process::id()));
+    let mut data = String::with_capacity(rows * 100);
+    for i in 0..rows {
+        data += &format!("{i}\t{}\n", "x".repeat(90));
+    }
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+/// `LOAD DATA LOCAL INFILE` with a 100 MB file, through mysql_async's handler and through the
+/// `mariadb --local-infile` CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_data_local_infile_100mb() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let rows = 1_050_000;
+    let path = infile(rows);
+    assert!(std::fs::metadata(&path).unwrap().len() > 100_000_000);
+    let opts = OptsBuilder::from_opts(p.opts())
+        .local_infile_handler(Some(WhiteListFsHandler::new(&[&path][..])));
+    let mut c = Conn::new(opts).await.unwrap();
+    c.query_drop(
+        "CREATE OR REPLACE TABLE infile_t (id INT PRIMARY KEY, v VARCHAR(100)) ENGINE=Aria",
+    )
+    .await
+    .unwrap();
+    c.query_drop(format!(
+        "LOAD DATA LOCAL INFILE '{}' INTO TABLE infile_t",
+        path.display()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(c.affected_rows(), rows as u64);
+    let n: u64 = c
+        .query_first("/*master*/ SELECT COUNT(*) FROM infile_t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, rows as u64);
+
+    c.query_drop("TRUNCATE infile_t").await.unwrap();
+    let out = std::process::Command::new("mariadb")
+        .args([
+            "--local-infile=1",
+            "-h127.0.0.1",
+            &format!("-P{}", p.addr.port()),
+            &format!("-u{APP_USER}"),
+            &format!("-p{APP_PASSWORD}"),
+            DATABASE,
+            "-e",
+            &format!(
+                "LOAD DATA LOCAL INFILE '{}' INTO TABLE infile_t; SELECT ROW_COUNT()",
+                path.display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: u64 = c
+        .query_first("/*master*/ SELECT COUNT(*) FROM infile_t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, rows as u64);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A client without `CLIENT_LOCAL_FILES` gets the server's refusal; one that answers the
+/// file request with nothing loads nothing; both sessions stay usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_data_local_refused_like_a_server() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let mut setup = cluster.primary.conn().await.unwrap();
+    setup
+        .query_drop("CREATE OR REPLACE TABLE refuse_t (id INT, v TEXT)")
+        .await
+        .unwrap();
+    let load = "LOAD DATA LOCAL INFILE '/nonexistent' INTO TABLE refuse_t";
+    for (addr, who) in [(primary_addr(cluster), "direct"), (p.addr, "proxy")] {
+        let mut plain = raw(addr, LoginOptions::default()).await;
+        let reply = last(&plain.query(load).await.unwrap());
+        assert_eq!(
+            raw::err_text(&reply),
+            "4166 (HY000): The used command is not allowed because the MariaDB server or client has disabled the local infile capability",
+            "{who}"
+        );
+        let ok = last(&plain.query("SELECT 1").await.unwrap());
+        assert_eq!(ok[0], 0xfe, "{who}: usable after the refusal");
+
+        let mut willing = raw(
+            addr,
+            LoginOptions {
+                extra_capabilities: Cap::CLIENT_LOCAL_FILES,
+                ..LoginOptions::default()
+            },
+        )
+        .await;
+        let request = last(&willing.query(load).await.unwrap());
+        assert_eq!(request, b"\xfb/nonexistent", "{who}");
+        let ok = willing.send_file(&[]).await.unwrap();
+        assert_eq!(ok[..3], [0, 0, 0], "{who}: {}", raw::err_text(&ok));
+        let ok = last(&willing.query("SELECT 1").await.unwrap());
+        assert_eq!(ok[0], 0xfe, "{who}: usable after an empty file");
+    }
+}
+
+/// Every collation id a client can put in its login: the session gets what a direct login
+/// gets (including the server's fallback for ids it does not know), and text in 4-byte UTF-8
+/// comes back byte-identical through both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_collations_and_emoji() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let sql = "SELECT @@character_set_client, @@collation_connection, @@character_set_results";
+    let mut differ = Vec::new();
+    for id in 1..=255u8 {
+        let opts = LoginOptions {
+            collation: id,
+            ..LoginOptions::default()
+        };
+        let mut d = RawConn::login(
+            primary_addr(cluster),
+            APP_USER,
+            APP_PASSWORD,
+            DATABASE,
+            opts,
+        )
+        .await
+        .unwrap();
+        let mut v = RawConn::login(p.addr, APP_USER, APP_PASSWORD, DATABASE, opts)
+            .await
+            .unwrap();
+        let (dr, vr) = if d.login_reply[0] == 0 && v.login_reply[0] == 0 {
+            (d.query(sql).await.unwrap(), v.query(sql).await.unwrap())
+        } else {
+            (vec![d.login_reply.clone()], vec![v.login_reply.clone()])
+        };
+        if dr != vr {
+            differ.push(format!("{id}: direct {dr:02x?}\n  proxy {vr:02x?}"));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+
+    let text = "emoji 😀🎉 𝔘𝔫𝔦 🏳️‍🌈 ✓ 中文";
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("CREATE OR REPLACE TABLE emoji_t (id INT PRIMARY KEY, s VARCHAR(100)) DEFAULT CHARSET=utf8mb4")
+        .await
+        .unwrap();
+    c.exec_drop("INSERT INTO emoji_t VALUES (1, ?)", (text,))
+        .await
+        .unwrap();
+    c.query_drop(format!("INSERT INTO emoji_t VALUES (2, '{text}')"))
+        .await
+        .unwrap();
+    cluster.wait_replicas_caught_up().await.unwrap();
+    for id in [1, 2] {
+        let t: Vec<u8> = c
+            .query_first(format!("SELECT s FROM emoji_t WHERE id = {id}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let b: Vec<u8> = c
+            .exec_first("SELECT s FROM emoji_t WHERE id = ?", (id,))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(t, text.as_bytes());
+        assert_eq!(b, text.as_bytes());
+        let hex: String = c
+            .query_first(format!("SELECT HEX(s) FROM emoji_t WHERE id = {id}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let want: String = text.bytes().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(hex, want);
+    }
+}

@@ -1,0 +1,138 @@
+//! Read-your-writes against real replication whose SQL thread runs 2 s behind
+//! (`MASTER_DELAY`): with the mode off a read right after a write misses it on the replica
+//! (which proves the setup), `causal` sees it every time (waiting on the replica, or on the
+//! write backend when the wait times out), and so does `primary-window`.
+
+use mysql_async::prelude::*;
+use rwproxy_sql_tests::{proxy, Cluster, APP_USER};
+use std::time::Instant;
+
+const DELAY_SECS: u32 = 2;
+
+async fn delayed_cluster() -> Cluster {
+    let cluster = Cluster::start(1).await.unwrap();
+    let mut p = cluster.primary.conn().await.unwrap();
+    p.query_drop("CREATE TABLE IF NOT EXISTS ryw (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    cluster.wait_replicas_caught_up().await.unwrap();
+    let mut root = cluster.replicas[0].root_conn().await.unwrap();
+    root.query_drop("STOP SLAVE").await.unwrap();
+    root.query_drop(format!("CHANGE MASTER TO MASTER_DELAY = {DELAY_SECS}"))
+        .await
+        .unwrap();
+    root.query_drop("START SLAVE").await.unwrap();
+    cluster
+}
+
+/// Writes `n` rows through the proxy, each immediately read back; returns how many reads
+/// saw their row and the server ids that answered.
+async fn write_then_read(p: &proxy::Proxy, first_id: u32, n: u32) -> (u32, Vec<u32>) {
+    let mut c = p.conn().await.unwrap();
+    let mut seen = 0;
+    let mut servers = Vec::new();
+    for id in first_id..first_id + n {
+        c.query_drop(format!("INSERT INTO ryw VALUES ({id})"))
+            .await
+            .unwrap();
+        let (count, server): (u32, u32) = c
+            .query_first(format!(
+                "SELECT COUNT(*), @@server_id FROM ryw WHERE id = {id}"
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        seen += count;
+        servers.push(server);
+    }
+    (seen, servers)
+}
+
+async fn ids(cluster: &Cluster) -> (u32, u32) {
+    let mut ids = Vec::new();
+    for s in [&cluster.primary, &cluster.replicas[0]] {
+        let mut c = s.root_conn().await.unwrap();
+        ids.push(c.query_first("SELECT @@server_id").await.unwrap().unwrap());
+    }
+    (ids[0], ids[1])
+}
+
+fn config(cluster: &Cluster, proxy_keys: &str, user_keys: &str) -> String {
+    proxy::config_toml(cluster, &[], "")
+        .replacen("[proxy]\n", &format!("[proxy]\n{proxy_keys}"), 1)
+        .replacen(
+            &format!("name = \"{APP_USER}\"\n"),
+            &format!("name = \"{APP_USER}\"\n{user_keys}"),
+            1,
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_read_your_writes_the_replica_misses_fresh_writes() {
+    let cluster = delayed_cluster().await;
+    let p = proxy::start(&config(&cluster, "", "")).await.unwrap();
+    let (_, replica) = ids(&cluster).await;
+    let (seen, servers) = write_then_read(&p, 1, 5).await;
+    assert!(servers.iter().all(|s| *s == replica), "{servers:?}");
+    assert!(
+        seen < 5,
+        "a 2 s delayed replica saw {seen} of 5 fresh writes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn causal_waits_on_the_replica_until_it_has_the_write() {
+    let cluster = delayed_cluster().await;
+    let toml = config(
+        &cluster,
+        "read-your-writes = \"causal\"\nread-your-writes-timeout-ms = 10000\n",
+        "",
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    let (_, replica) = ids(&cluster).await;
+    let t0 = Instant::now();
+    let (seen, servers) = write_then_read(&p, 100, 3).await;
+    assert_eq!(seen, 3, "every read sees its write");
+    assert!(
+        servers.iter().all(|s| *s == replica),
+        "the replica answered after catching up: {servers:?}"
+    );
+    eprintln!(
+        "3 causal reads on a {DELAY_SECS} s delayed replica took {:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn causal_reads_move_to_the_write_backend_when_the_wait_times_out() {
+    let cluster = delayed_cluster().await;
+    // Per user: the default stays off, the application user is causal.
+    let toml = config(
+        &cluster,
+        "read-your-writes-timeout-ms = 200\n",
+        "read-your-writes = \"causal\"\n",
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    let (primary, _) = ids(&cluster).await;
+    let (seen, servers) = write_then_read(&p, 200, 5).await;
+    assert_eq!(seen, 5);
+    assert!(servers.iter().all(|s| *s == primary), "{servers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_window_keeps_reads_on_the_write_backend_after_a_write() {
+    let cluster = delayed_cluster().await;
+    let toml = config(
+        &cluster,
+        "read-your-writes = \"primary-window\"\nread-your-writes-window-ms = 3000\n",
+        "",
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    let (primary, replica) = ids(&cluster).await;
+    let (seen, servers) = write_then_read(&p, 300, 5).await;
+    assert_eq!(seen, 5);
+    assert!(servers.iter().all(|s| *s == primary), "{servers:?}");
+    // Once the window has passed, reads spread to the replica again.
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
+    assert_eq!(p.read_ids(10).await, [replica].into());
+}
