@@ -1,7 +1,7 @@
 //! Commands that change the session itself rather than run a statement: `COM_CHANGE_USER`
 //! and `COM_SET_OPTION`.
 
-use super::session::Session;
+use super::session::{Checkout, Session};
 use super::{ClientIo, SessionEnd};
 use crate::protocol::handshake;
 use crate::protocol::message::{self, codes};
@@ -112,8 +112,8 @@ async fn enter(
 }
 
 /// `COM_SET_OPTION`: multi-statements on (0) or off (1). Pools are keyed by capabilities, so
-/// later statements take connections opened the new way; a pinned connection is switched
-/// in place. Answered with EOF, as a server does.
+/// later statements take connections opened the new way; a pinned or held connection is
+/// switched in place. Answered with EOF, as a server does.
 pub async fn set_option(
     s: &mut Session,
     io: &mut ClientIo,
@@ -136,19 +136,40 @@ pub async fn set_option(
     };
     s.key.capabilities = capabilities;
     if let Some(c) = s.pinned.as_mut() {
-        let conn = c.conn();
-        conn.broken = true;
-        conn.send_command(packet)
-            .await
-            .map_err(|_| SessionEnd::BackendLost)?;
-        let reply = conn.read_raw().await.map_err(|_| SessionEnd::BackendLost)?;
-        conn.broken = false;
-        if let Some(e) = message::SqlError::parse(reply.payload()) {
-            io.error(&e).await?;
-            return Ok(());
+        match switch_in_place(c, packet, capabilities).await {
+            Ok(None) => {}
+            Ok(Some(e)) => {
+                io.error(&e).await?;
+                return Ok(());
+            }
+            Err(_) => return Err(SessionEnd::BackendLost),
         }
-        conn.key.capabilities = capabilities;
+    }
+    // The connection kept for `SHOW WARNINGS` may run the next statement too.
+    if let Some(c) = s.held.as_mut() {
+        if !matches!(switch_in_place(c, packet, capabilities).await, Ok(None)) {
+            s.held = None;
+        }
     }
     io.reply(&message::eof_payload(0, s.status())).await?;
     Ok(())
+}
+
+/// Sends `COM_SET_OPTION` on a connection the session keeps, which is then filed under the
+/// new capabilities; the server's error, if it refused.
+async fn switch_in_place(
+    c: &mut Checkout,
+    packet: &[u8],
+    capabilities: u32,
+) -> std::io::Result<Option<message::SqlError>> {
+    let conn = c.conn();
+    conn.broken = true;
+    conn.send_command(packet).await?;
+    let reply = conn.read_raw().await?;
+    conn.broken = false;
+    if let Some(e) = message::SqlError::parse(reply.payload()) {
+        return Ok(Some(e));
+    }
+    conn.key.capabilities = capabilities;
+    Ok(None)
 }
