@@ -1,10 +1,11 @@
 //! Arbitrary bytes into every parser that reads what a network peer sent: packet framing,
-//! OK/EOF/ERR, COM_CHANGE_USER, length-encoded integers, `SET` statements, and the server
-//! side of the login handshake with the input as the client's half of the conversation.
+//! OK/EOF/ERR, COM_CHANGE_USER, length-encoded integers, `SET` statements, and the server side of the login
+//! handshake with the input as the client's half of the conversation, on plain TCP and as if
+//! over TLS (where `caching_sha2_password` full authentication is reachable).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rwproxy::protocol::handshake::{accept, parse_change_user, Greeting};
+use rwproxy::protocol::handshake::{accept, authenticate, parse_change_user, Greeting, Hello};
 use rwproxy::protocol::message::{parse_eof, parse_ok, SqlError};
 use rwproxy::protocol::packet::{read_lenenc, PacketReader, PacketWriter};
 use std::sync::OnceLock;
@@ -62,7 +63,7 @@ fn messages(payload: &[u8]) {
     }
 }
 
-async fn handshake(data: &[u8]) {
+async fn handshake(data: &[u8], tls: bool) {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let (sr, sw) = tokio::io::split(server);
     let (mut cr, mut cw) = tokio::io::split(client);
@@ -74,7 +75,32 @@ async fn handshake(data: &[u8]) {
             connection_id: 7,
             collation: 45,
         };
-        let _ = accept(&mut reader, &mut writer, &greeting, "127.0.0.1", password_of).await;
+        if tls {
+            // What follows the SSLRequest and the TLS handshake.
+            let hello = Hello::new(true, true);
+            let mut first = Vec::new();
+            if let Ok(seq) = reader.read_logical(&mut first).await {
+                let _ = authenticate(
+                    &mut reader,
+                    &mut writer,
+                    &hello,
+                    (seq, &first),
+                    true,
+                    "127.0.0.1",
+                    password_of,
+                )
+                .await;
+            }
+        } else {
+            let _ = accept(
+                &mut reader,
+                &mut writer,
+                &greeting,
+                "127.0.0.1",
+                password_of,
+            )
+            .await;
+        }
     };
     let client_send = async move {
         let _ = cw.write_all(data).await;
@@ -97,6 +123,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = rwproxy::session::set_stmt::parse(&String::from_utf8_lossy(data));
     runtime().block_on(async {
         framing(data).await;
-        handshake(data).await;
+        handshake(data, false).await;
+        handshake(data, true).await;
     });
 });

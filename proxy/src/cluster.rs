@@ -1,6 +1,7 @@
 //! The live set of backends and users the proxy serves, shared by every session and changed
 //! at run time by the admin console and the health prober.
 
+use crate::backend::conn::Dial;
 use crate::backend::{Backend, Health};
 use crate::config::{BackendConfig, ClientFilter, Config, Role, UserConfig};
 use crate::session::read_your_writes::Settings as ReadYourWrites;
@@ -29,7 +30,8 @@ pub struct Cluster {
     /// How long sessions pinned to an offline or removed backend may keep using it
     /// (admin `SET drain_timeout = seconds`).
     drain_timeout_ms: AtomicU64,
-    pub connect_timeout: Duration,
+    /// How backend connections are opened (timeout, TLS).
+    pub dial: Dial,
     read_only_check: bool,
     write_wait: Duration,
     read_your_writes: RwLock<Arc<ReadYourWrites>>,
@@ -59,10 +61,14 @@ pub enum ChangeError {
 
 impl Cluster {
     pub fn new(cfg: &Config) -> Arc<Self> {
+        let dial = Dial {
+            timeout: cfg.connect_timeout,
+            tls: cfg.backend_tls.as_ref().map(|t| t.connector()),
+        };
         let backends = cfg
             .backends
             .iter()
-            .map(|b| Arc::new(Backend::new(b, cfg.connect_timeout)))
+            .map(|b| Arc::new(Backend::new(b, &dial)))
             .collect();
         let users = cfg
             .users
@@ -83,7 +89,7 @@ impl Cluster {
             clients: RwLock::new(Arc::new(clients)),
             lvs_offline: AtomicBool::new(false),
             drain_timeout_ms: AtomicU64::new(DEFAULT_DRAIN_TIMEOUT.as_millis() as u64),
-            connect_timeout: cfg.connect_timeout,
+            dial,
             read_only_check: cfg.monitor.read_only_check,
             write_wait: cfg.monitor.write_wait,
             read_your_writes: RwLock::new(Arc::new(cfg.read_your_writes.clone())),
@@ -196,7 +202,7 @@ impl Cluster {
             return Err(ChangeError::DuplicateBackend(cfg.address.clone()));
         }
         let mut list = (**guard).clone();
-        list.push(Arc::new(Backend::new(cfg, self.connect_timeout)));
+        list.push(Arc::new(Backend::new(cfg, &self.dial)));
         *guard = Arc::new(sort_backends(list));
         tracing::info!(backend = %cfg.address, role = %cfg.role, "backend added");
         Ok(())
@@ -237,7 +243,7 @@ impl Cluster {
                     }
                     None => {
                         tracing::info!(backend = %b.address, role = %b.role, "reload: backend added");
-                        list.push(Arc::new(Backend::new(b, self.connect_timeout)));
+                        list.push(Arc::new(Backend::new(b, &self.dial)));
                     }
                 }
             }

@@ -56,6 +56,8 @@ pub async fn client_settings(
             }),
             ..Default::default()
         }),
+        tls: cfg.client_tls.as_ref().map(|t| t.acceptor()),
+        require_secure_transport: cfg.require_secure_transport,
     }
 }
 
@@ -63,7 +65,7 @@ async fn backend_version(cluster: &Cluster) -> String {
     let Some(b) = cluster.write_backend() else {
         return FALLBACK_VERSION.into();
     };
-    let probe = tokio::time::timeout(cluster.connect_timeout, async {
+    let probe = tokio::time::timeout(cluster.dial.timeout, async {
         use crate::protocol::packet::PacketReader;
         let s = tokio::net::TcpStream::connect(&b.address).await?;
         let mut r = PacketReader::new(s);

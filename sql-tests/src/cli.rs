@@ -1,11 +1,11 @@
-//! The `mariadb` command-line client, run the way the suites compare the proxy with a direct
-//! connection.
+//! The `mariadb` command-line client, run as a user would run it.
 
-use crate::{APP_USER, DATABASE};
+use crate::sandbox::{APP_USER, DATABASE};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-/// `mariadb` with `args` against port, stdin fed from `input`; (exit ok, stdout, stderr).
+/// `mariadb` as the app user on `port` with `args`, stdin fed from `input`;
+/// (exit ok, stdout, stderr).
 pub fn mariadb(
     port: u16,
     pass: &str,

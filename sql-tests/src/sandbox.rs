@@ -80,6 +80,15 @@ pub struct Options {
     pub base_port: Option<u16>,
     /// Servers outlive this process (for `sandbox up`): no watchdog, no kill on drop.
     pub detached: bool,
+    /// Every server offers TLS with this certificate (`--ssl-cert`, `--ssl-key`).
+    pub tls: Option<ServerCert>,
+}
+
+/// PEM files of a server certificate (the chain, then the key).
+#[derive(Debug, Clone)]
+pub struct ServerCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A primary with its replicas.
@@ -102,6 +111,7 @@ pub struct Server {
     pub error_log: PathBuf,
     read_only: bool,
     mariadbd: PathBuf,
+    tls: Option<ServerCert>,
     pid: AtomicU32,
     child: Mutex<Option<Child>>,
 }
@@ -154,6 +164,7 @@ impl Cluster {
                 dir: node_dir,
                 read_only: i > 0,
                 mariadbd: mariadbd.clone(),
+                tls: opts.tls.clone(),
                 pid: AtomicU32::new(0),
                 child: Mutex::new(None),
             });
@@ -481,6 +492,10 @@ impl Server {
         if self.read_only {
             a.push("--read-only=1".into());
         }
+        if let Some(t) = &self.tls {
+            a.push(format!("--ssl-cert={}", t.cert.display()));
+            a.push(format!("--ssl-key={}", t.key.display()));
+        }
         a
     }
 
@@ -711,6 +726,15 @@ pub fn ensure_installed(binary: &str, packages: &[&str]) -> Result<()> {
     args.extend_from_slice(packages);
     apt(&args)?;
     find_binary(binary).map(|_| ())
+}
+
+/// A fresh directory for files a test makes (certificates, ...), removed with this process's
+/// sandboxes when it exits.
+pub fn scratch_dir(name: &str) -> Result<PathBuf> {
+    let d = scratch_root().join(format!("{DIR_PREFIX}{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
 }
 
 /// Looks in PATH and then the sbin directories, which a non-login PATH often lacks.

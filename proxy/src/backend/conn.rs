@@ -7,8 +7,11 @@
 use crate::protocol::message::{
     self, codes, Completion, SqlError, SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_AUTOCOMMIT,
 };
-use crate::protocol::packet::{read_lenenc, PacketReader, PacketWriter, RawPacket};
+use crate::protocol::packet::{
+    read_handshake_packet, read_lenenc, PacketReader, PacketWriter, RawPacket,
+};
 use crate::protocol::session_track::SERVER_SESSION_STATE_CHANGED;
+use crate::protocol::stream::{self, StreamRead, StreamWrite};
 use crate::session::state::SessionState;
 use mysql_common::constants::CapabilityFlags;
 use mysql_common::io::ParseBuf;
@@ -19,7 +22,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 pub const COM_QUIT: u8 = 0x01;
@@ -36,6 +39,9 @@ pub enum BackendError {
     Connect { addr: String, source: io::Error },
     #[error("timed out connecting to {addr}")]
     ConnectTimeout { addr: String },
+    /// TLS to the backend failed: it does not offer TLS, or its certificate did not verify.
+    #[error("TLS to {addr} failed: {message}")]
+    Tls { addr: String, message: String },
     #[error("{addr} refused login: {error}")]
     Login { addr: String, error: SqlError },
     #[error("{0}")]
@@ -173,9 +179,18 @@ pub struct BackendStmt {
 /// server's default `max_prepared_stmt_count` even with many connections.
 const MAX_STMTS_PER_CONN: usize = 256;
 
+/// How connections to backends are opened.
+#[derive(Clone)]
+pub struct Dial {
+    /// For the TCP connect and, separately, for the whole login.
+    pub timeout: Duration,
+    /// TLS with certificate verification (`backend-ssl`).
+    pub tls: Option<tokio_rustls::TlsConnector>,
+}
+
 pub struct BackendConn {
-    pub reader: PacketReader<OwnedReadHalf>,
-    pub writer: PacketWriter<OwnedWriteHalf>,
+    pub reader: PacketReader<StreamRead>,
+    pub writer: PacketWriter<StreamWrite>,
     /// The server's thread id, for `KILL`.
     pub thread_id: u32,
     pub key: ConnKey,
@@ -188,7 +203,7 @@ pub struct BackendConn {
     /// `LAST_INSERT_ID()` as the server would answer it now.
     pub last_insert_id: u64,
     /// Prepared statements by SQL text, shared by every session that uses this connection.
-    pub stmts: HashMap<Arc<str>, BackendStmt>,
+    pub stmts: rustc_hash::FxHashMap<Arc<str>, BackendStmt>,
     pub idle_since: Instant,
     /// Set when an exchange was cut off mid-way: the connection must not be reused.
     pub broken: bool,
@@ -200,10 +215,10 @@ impl BackendConn {
         addr: &str,
         key: ConnKey,
         password: &str,
-        timeout: Duration,
+        dial: &Dial,
     ) -> Result<Self, BackendError> {
         let addr_s = addr.to_string();
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        let stream = match tokio::time::timeout(dial.timeout, TcpStream::connect(addr)).await {
             Err(_) => return Err(BackendError::ConnectTimeout { addr: addr_s }),
             Ok(Err(e)) => {
                 return Err(BackendError::Connect {
@@ -214,39 +229,26 @@ impl BackendConn {
             Ok(Ok(s)) => s,
         };
         stream.set_nodelay(true)?;
-        let (r, w) = stream.into_split();
-        let mut conn = BackendConn {
-            reader: PacketReader::new(r),
-            writer: PacketWriter::new(w),
-            thread_id: 0,
-            key,
-            state: SessionState::default(),
-            dirty: false,
-            status: SERVER_STATUS_AUTOCOMMIT,
-            last_insert_id: 0,
-            stmts: HashMap::new(),
-            idle_since: Instant::now(),
-            broken: false,
-            track: Tracking::default(),
-        };
-        let setup = async {
-            conn.login(password).await?;
-            conn.track_session().await
-        };
-        let done = tokio::time::timeout(timeout, setup).await;
-        match done {
+        let login = Self::login(stream, addr, key, password, dial.tls.as_ref());
+        match tokio::time::timeout(dial.timeout, login).await {
             Err(_) => Err(BackendError::ConnectTimeout { addr: addr_s }),
             Ok(Err(BackendError::Server(error))) => Err(BackendError::Login {
                 addr: addr_s,
                 error,
             }),
-            Ok(r) => r.map(|()| conn),
+            Ok(r) => r,
         }
     }
 
-    async fn login(&mut self, password: &str) -> Result<(), BackendError> {
-        let mut payload = Vec::new();
-        let seq = self.reader.read_logical(&mut payload).await?;
+    /// The connection phase: greeting, TLS if configured, login request, authentication.
+    async fn login(
+        mut stream: TcpStream,
+        addr: &str,
+        key: ConnKey,
+        password: &str,
+        tls: Option<&tokio_rustls::TlsConnector>,
+    ) -> Result<Self, BackendError> {
+        let (seq, payload) = read_handshake_packet(&mut stream).await?;
         if message::is_err(&payload) {
             return Err(BackendError::Server(
                 SqlError::parse(&payload).unwrap_or_else(|| bad("greeting")),
@@ -255,7 +257,65 @@ impl BackendConn {
         let hello = ParseBuf(&payload)
             .parse::<HandshakePacket>(())
             .map_err(|e| BackendError::Protocol(format!("bad greeting: {e}")))?;
-        self.thread_id = hello.connection_id();
+        let mut caps = backend_capabilities(CapabilityFlags::from_bits_truncate(key.capabilities))
+            & hello.capabilities();
+        let mut seq = seq.wrapping_add(1);
+        let halves = match tls {
+            None => stream::plain(stream),
+            Some(connector) => {
+                let tls_err = |message: String| BackendError::Tls {
+                    addr: addr.to_string(),
+                    message,
+                };
+                if !hello.capabilities().contains(CapabilityFlags::CLIENT_SSL) {
+                    return Err(tls_err(
+                        "the server does not offer TLS (start it with --ssl-cert and --ssl-key)"
+                            .into(),
+                    ));
+                }
+                caps |= CapabilityFlags::CLIENT_SSL;
+                let mut request = Vec::with_capacity(36);
+                request.extend_from_slice(&[32, 0, 0, seq]);
+                request.extend_from_slice(&caps.bits().to_le_bytes());
+                request.extend_from_slice(&(16u32 << 20).to_le_bytes());
+                request.push(key.collation);
+                request.extend_from_slice(&[0; 23]);
+                stream.write_all(&request).await?;
+                seq = seq.wrapping_add(1);
+                let name = server_name(addr).map_err(tls_err)?;
+                let tls = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| tls_err(e.to_string()))?;
+                stream::tls(tls)
+            }
+        };
+        let mut conn = BackendConn {
+            reader: PacketReader::new(halves.0),
+            writer: PacketWriter::new(halves.1),
+            thread_id: hello.connection_id(),
+            key,
+            state: SessionState::default(),
+            dirty: false,
+            status: SERVER_STATUS_AUTOCOMMIT,
+            last_insert_id: 0,
+            stmts: Default::default(),
+            idle_since: Instant::now(),
+            broken: false,
+            track: Tracking::default(),
+        };
+        conn.authenticate(&hello, caps, seq, password).await?;
+        conn.track_session().await?;
+        Ok(conn)
+    }
+
+    async fn authenticate(
+        &mut self,
+        hello: &HandshakePacket<'_>,
+        caps: CapabilityFlags,
+        seq: u8,
+        password: &str,
+    ) -> Result<(), BackendError> {
         let nonce = hello.nonce();
         let plugin = hello
             .auth_plugin_name_ref()
@@ -266,8 +326,6 @@ impl BackendConn {
             .maria_db_server_version_parsed()
             .or_else(|| hello.server_version_parsed())
             .unwrap_or((5, 7, 0));
-        let caps = backend_capabilities(CapabilityFlags::from_bits_truncate(self.key.capabilities))
-            & hello.capabilities();
         self.track.supported = caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK);
         let scramble = auth_reply(&plugin, &nonce, password);
         let resp = HandshakeResponse::new(
@@ -288,8 +346,9 @@ impl BackendConn {
         // mysql_common always asks for utf8mb4_general_ci; the client's own collation goes in
         // the byte after the capability flags and max packet size.
         buf[8] = self.key.collation;
-        self.writer.write_packet(seq.wrapping_add(1), &buf).await?;
+        self.writer.write_packet(seq, &buf).await?;
         self.writer.flush().await?;
+        let mut payload = Vec::new();
         loop {
             let s = self.reader.read_logical(&mut payload).await?;
             match payload.first() {
@@ -316,10 +375,18 @@ impl BackendConn {
                 }
                 // caching_sha2_password: 0x01 0x03 = fast auth done, OK follows.
                 Some(0x01) if payload.get(1) == Some(&0x03) => continue,
+                // caching_sha2_password: 0x01 0x04 = full authentication. Over TLS the
+                // password goes in clear; without it the server's RSA key would be needed.
+                Some(0x01) if payload.get(1) == Some(&0x04) && self.reader.get_ref().is_tls() => {
+                    let mut clear = password.as_bytes().to_vec();
+                    clear.push(0);
+                    self.writer.write_packet(s.wrapping_add(1), &clear).await?;
+                    self.writer.flush().await?;
+                }
                 Some(0x01) => {
                     return Err(BackendError::Protocol(
                         "backend wants caching_sha2_password full authentication, which needs \
-                         TLS; use mysql_native_password for proxy users"
+                         TLS (backend-ssl) or mysql_native_password for proxy users"
                             .into(),
                     ))
                 }
@@ -548,15 +615,8 @@ impl BackendConn {
 
     /// A connection idle in the pool may have been closed by the server (`wait_timeout`,
     /// restart); a readable socket with nothing asked means EOF or garbage.
-    pub fn looks_closed(&self) -> bool {
-        if self.reader.has_buffered() {
-            return true;
-        }
-        let mut probe = [0u8; 1];
-        match self.reader.get_ref().try_read(&mut probe) {
-            Ok(_) => true,
-            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-        }
+    pub fn looks_closed(&mut self) -> bool {
+        self.reader.has_buffered() || self.reader.get_mut().closed_or_garbage()
     }
 
     /// The backend id of `sql` prepared on this connection, preparing it now if needed.
@@ -648,4 +708,12 @@ fn bad(what: &str) -> SqlError {
 
 fn proto(what: &str) -> BackendError {
     BackendError::Protocol(what.to_string())
+}
+
+/// The name a backend's certificate must carry: the host of its address (a DNS name or an IP).
+fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>, String> {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("'{host}' is not a valid TLS server name: {e}"))
 }

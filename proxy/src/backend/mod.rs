@@ -5,6 +5,7 @@ pub mod pool;
 pub mod relay;
 
 use crate::config::{BackendConfig, Role};
+use conn::Dial;
 use pool::Pool;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
@@ -73,14 +74,14 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn new(cfg: &BackendConfig, connect_timeout: Duration) -> Self {
+    pub fn new(cfg: &BackendConfig, dial: &Dial) -> Self {
         Backend {
             address: cfg.address.clone(),
             role: cfg.role,
             weight: AtomicU32::new(cfg.weight.max(1)),
             max_connections: cfg.max_connections,
             health: AtomicU8::new(Health::Unknown as u8),
-            pool: Pool::new(cfg.max_connections, connect_timeout),
+            pool: Pool::new(cfg.max_connections, dial.clone()),
             queries: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latency_us: AtomicU64::new(0),

@@ -5,8 +5,8 @@
 //! holds a connection only while a statement runs or while its session is pinned, so many idle
 //! clients share a few connections.
 
-use super::conn::{BackendConn, BackendError, ConnKey};
-use std::collections::HashMap;
+use super::conn::{BackendConn, BackendError, ConnKey, Dial};
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -17,10 +17,12 @@ struct Idle {
 }
 
 pub struct Pool {
-    idle: Mutex<HashMap<ConnKey, Vec<Idle>>>,
+    /// Looked up twice per statement (acquire, release): FxHash, not SipHash — the keys are
+    /// the proxy's own, not attacker-chosen collisions.
+    idle: Mutex<FxHashMap<ConnKey, Vec<Idle>>>,
     permits: Arc<Semaphore>,
     max: u32,
-    connect_timeout: Duration,
+    dial: Dial,
 }
 
 /// A connection checked out of a pool. Dropping it closes the connection; `Pool::release`
@@ -37,12 +39,12 @@ pub struct Lease {
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Pool {
-    pub fn new(max: u32, connect_timeout: Duration) -> Self {
+    pub fn new(max: u32, dial: Dial) -> Self {
         Pool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(FxHashMap::default()),
             permits: Arc::new(Semaphore::new(max as usize)),
             max,
-            connect_timeout,
+            dial,
         }
     }
 
@@ -69,7 +71,7 @@ impl Pool {
                     Some(v.remove(at))
                 });
             match found {
-                Some(Idle { conn, permit }) => {
+                Some(Idle { mut conn, permit }) => {
                     if conn.idle_since.elapsed() > Duration::from_secs(1) && conn.looks_closed() {
                         continue;
                     }
@@ -89,7 +91,7 @@ impl Pool {
                 if let Some(idle) = self.take_any_idle() {
                     idle.permit
                 } else {
-                    tokio::time::timeout(self.connect_timeout, self.permits.clone().acquire_owned())
+                    tokio::time::timeout(self.dial.timeout, self.permits.clone().acquire_owned())
                         .await
                         .map_err(|_| BackendError::PoolExhausted {
                             addr: addr.to_string(),
@@ -99,7 +101,7 @@ impl Pool {
                 }
             }
         };
-        let conn = BackendConn::connect(addr, key.clone(), password, self.connect_timeout).await?;
+        let conn = BackendConn::connect(addr, key.clone(), password, &self.dial).await?;
         Ok(Lease {
             conn,
             permit,

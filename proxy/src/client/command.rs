@@ -43,7 +43,7 @@ pub async fn change_user(
         true => (s.scramble, req.plugin.as_deref(), &req.auth_data[..]),
         false => (handshake::random_scramble(), None, &[][..]),
     };
-    let (ok, seq) = handshake::authenticate(
+    let (ok, seq) = handshake::check_reply(
         &mut io.reader,
         &mut io.writer,
         &scramble,
@@ -51,6 +51,7 @@ pub async fn change_user(
         data,
         1,
         password.clone(),
+        false,
     )
     .await?;
     let old = (s.key.user.clone(), s.password().to_string());

@@ -8,10 +8,9 @@
 use super::registry::{Running, SessionStatus};
 use super::session::Session;
 use super::{ClientIo, SessionEnd};
-use crate::backend::conn::{BackendConn, BackendError, ConnKey, COM_QUIT};
+use crate::backend::conn::{BackendConn, BackendError, ConnKey, Dial, COM_QUIT};
 use crate::protocol::message::{self, codes, SqlError};
 use crate::router::classify;
-use std::time::Duration;
 
 /// Server error for a thread that is gone between lookup and kill.
 const UNKNOWN_THREAD: u16 = codes::UNKNOWN_THREAD.0;
@@ -93,7 +92,7 @@ async fn kill(
         query_only,
         s.key.clone(),
         s.password(),
-        s.cluster.connect_timeout,
+        &s.cluster.dial,
     )
     .await;
     match outcome {
@@ -116,7 +115,7 @@ pub async fn kill_session(
     query_only: bool,
     key: ConnKey,
     password: &str,
-    connect_timeout: Duration,
+    dial: &Dial,
 ) -> Result<(), SqlError> {
     if !query_only {
         // First, so that the session ends (rather than retrying) when its backend
@@ -125,7 +124,7 @@ pub async fn kill_session(
     }
     let running = target.lock_running().await;
     match running.as_ref() {
-        Some(r) => kill_on_backend(r, query_only, key, password, connect_timeout).await,
+        Some(r) => kill_on_backend(r, query_only, key, password, dial).await,
         None => Ok(()),
     }
 }
@@ -137,10 +136,10 @@ async fn kill_on_backend(
     query_only: bool,
     key: ConnKey,
     password: &str,
-    connect_timeout: Duration,
+    dial: &Dial,
 ) -> Result<(), SqlError> {
     let what = format!("backend {}", r.backend.address);
-    let mut conn = BackendConn::connect(&r.backend.address, key, password, connect_timeout)
+    let mut conn = BackendConn::connect(&r.backend.address, key, password, dial)
         .await
         .map_err(|e| e.to_sql_error(&what))?;
     let scope = if query_only { "QUERY" } else { "CONNECTION" };

@@ -10,15 +10,15 @@ pub mod session;
 use crate::backend::conn::{BackendConn, ConnKey};
 use crate::backend::relay::{self, Expect, RelayError};
 use crate::cluster::Cluster;
-use crate::protocol::handshake::{self, ClientLogin, Greeting, LoginError};
+use crate::protocol::handshake::{self, ClientLogin, Greeting, Hello, LoginError};
 use crate::protocol::message::{self, codes, Completion, SqlError};
-use crate::protocol::packet::{PacketReader, PacketWriter};
+use crate::protocol::packet::{read_handshake_packet, PacketReader, PacketWriter};
+use crate::protocol::stream::{self, StreamRead, StreamWrite};
 use crate::router::Target;
 use crate::stats::counters::{ErrorKind, Route};
 use session::{Checkout, Diag, Session};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 pub const COM_QUIT: u8 = 0x01;
@@ -46,11 +46,18 @@ const HOLD_FOR_DIAGNOSTICS: std::time::Duration = std::time::Duration::from_secs
 
 /// The client's side of the socket.
 pub struct ClientIo {
-    pub reader: PacketReader<OwnedReadHalf>,
-    pub writer: PacketWriter<OwnedWriteHalf>,
+    pub reader: PacketReader<StreamRead>,
+    pub writer: PacketWriter<StreamWrite>,
 }
 
 impl ClientIo {
+    fn new((r, w): (StreamRead, StreamWrite)) -> Self {
+        ClientIo {
+            reader: PacketReader::new(r),
+            writer: PacketWriter::new(w),
+        }
+    }
+
     /// Sends a reply the proxy made itself (sequence 1: the answer to a fresh command).
     pub async fn reply(&mut self, payload: &[u8]) -> std::io::Result<()> {
         self.writer.write_packet(1, payload).await?;
@@ -97,6 +104,10 @@ pub struct ClientSettings {
     pub registry: Arc<registry::Registry>,
     /// Digests, counters and the SQL log every session records into.
     pub stats: Arc<crate::stats::Stats>,
+    /// Offered to clients when configured (`ssl-cert`, `ssl-key`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `require-secure-transport`: plain-TCP logins are refused.
+    pub require_secure_transport: bool,
 }
 
 /// Counts a session as alive for as long as it exists.
@@ -123,26 +134,8 @@ pub async fn serve(
     info: Arc<ClientSettings>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
-    let mut io = ClientIo {
-        reader: PacketReader::new(r),
-        writer: PacketWriter::new(w),
-    };
-    let greeting = Greeting {
-        server_version: &info.version,
-        connection_id: id,
-        collation: 45, // utf8mb4_general_ci
-    };
-    let login = handshake::accept(
-        &mut io.reader,
-        &mut io.writer,
-        &greeting,
-        &peer.ip().to_string(),
-        |u| cluster.password_of(u),
-    )
-    .await;
-    let login: ClientLogin = match login {
-        Ok(l) => l,
+    let (mut io, login) = match login(stream, peer, id, &cluster, &info).await {
+        Ok(x) => x,
         Err(LoginError::Rejected(e)) => {
             tracing::info!(client = %peer, "login refused: {e}");
             info.stats.counters.error(ErrorKind::Auth);
@@ -198,6 +191,51 @@ pub async fn serve(
     }
 }
 
+/// Greets the client, switches to TLS if it asks, and authenticates it.
+async fn login(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: u32,
+    cluster: &Cluster,
+    info: &ClientSettings,
+) -> Result<(ClientIo, ClientLogin), LoginError> {
+    let greeting = Greeting {
+        server_version: &info.version,
+        connection_id: id,
+        collation: 45, // utf8mb4_general_ci
+    };
+    let hello = Hello::new(info.tls.is_some(), info.require_secure_transport);
+    let mut w = PacketWriter::new(&mut stream);
+    w.write_packet(0, &hello.payload(&greeting)).await?;
+    w.flush().await?;
+    let (seq, first) = read_handshake_packet(&mut stream).await?;
+    let (mut io, seq, first) = match &info.tls {
+        Some(acceptor) if handshake::is_ssl_request(&first) => {
+            let mut tls = acceptor.accept(stream).await.map_err(|e| {
+                LoginError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("TLS handshake failed: {e}"),
+                ))
+            })?;
+            let (seq, login_request) = read_handshake_packet(&mut tls).await?;
+            (ClientIo::new(stream::tls(tls)), seq, login_request)
+        }
+        _ => (ClientIo::new(stream::plain(stream)), seq, first),
+    };
+    let secure = io.reader.get_ref().is_tls();
+    let login = handshake::authenticate(
+        &mut io.reader,
+        &mut io.writer,
+        &hello,
+        (seq, &first),
+        secure,
+        &peer.ip().to_string(),
+        |u| cluster.password_of(u),
+    )
+    .await?;
+    Ok((io, login))
+}
+
 /// Why the wait for a client's next command ended.
 enum Wake {
     Command,
@@ -207,14 +245,16 @@ enum Wake {
     Shutdown,
     /// `KILL CONNECTION` from another session.
     Killed,
+    /// The client closed the connection.
+    Closed,
 }
 
 /// Waits until the client sends something, releasing a connection kept for `SHOW WARNINGS`
 /// once the client falls silent, and ending idle sessions on `wait-timeout` or shutdown.
-/// Only waits for readiness, so nothing is lost when a timer wins.
+/// A read that loses to a timer is cancelled without losing bytes.
 async fn wait_for_command(
     s: &mut Session,
-    io: &ClientIo,
+    io: &mut ClientIo,
     info: &ClientSettings,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<Wake> {
@@ -234,7 +274,14 @@ async fn wait_for_command(
         let hold = s.held.is_some();
         let deadline = info.wait_timeout.map(|t| idle_since + t);
         tokio::select! {
-            r = io.reader.get_ref().readable() => return r.map(|()| Wake::Command),
+            // Reads rather than waits for readiness: over TLS, decrypted bytes may already
+            // sit in the TLS layer while the socket has nothing more. A cancelled read
+            // loses nothing.
+            r = io.reader.fill_to(1) => return match r {
+                Ok(()) => Ok(Wake::Command),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Wake::Closed),
+                Err(e) => Err(e),
+            },
             // A connection kept only for a possible `SHOW WARNINGS` goes back to the pool if
             // the client falls silent, so idle clients never sit on backend connections.
             () = tokio::time::sleep(HOLD_FOR_DIAGNOSTICS), if hold => s.release_held().await,
@@ -277,6 +324,7 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
                 return Ok(());
             }
             Wake::Killed => return Err(SessionEnd::Killed),
+            Wake::Closed => return Ok(()),
         }
         let read = io.reader.read_logical(&mut packet).await;
         match read {

@@ -20,6 +20,8 @@ pub struct PreparedStmt {
     /// Parameter types from the last execute that sent them: clients send types once, but
     /// the next execute may run on a connection that never saw them.
     pub param_types: Option<Vec<u8>>,
+    /// Digest key, computed once here rather than on every execute.
+    pub digest: u64,
 }
 
 /// `CURSOR_TYPE_READ_ONLY` and friends in COM_STMT_EXECUTE's flags byte.
@@ -82,6 +84,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         Ok(st) => {
             let id = s.next_stmt_id;
             s.next_stmt_id = s.next_stmt_id.wrapping_add(1).max(1);
+            let digest = crate::stats::digest::key_of(sql.as_bytes(), &mut Vec::new());
             s.stmts.insert(
                 id,
                 PreparedStmt {
@@ -90,6 +93,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
                     columns: st.columns,
                     class,
                     param_types: None,
+                    digest,
                 },
             );
             write_prepare_reply(io, id, &st).await?;
@@ -182,7 +186,7 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     } else {
         target_of(s, &stmt.class)
     };
-    let sql = stmt.sql.clone();
+    let (sql, digest) = (stmt.sql.clone(), stmt.digest);
     let relayed = super::execute(
         s,
         io,
@@ -201,7 +205,7 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     )
     .await?;
     if let Some(r) = relayed {
-        s.record_digest(sql.as_bytes(), &r);
+        s.record_digest_keyed(digest, sql.as_bytes(), &r);
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use crate::router::{DiagEffect, Target};
 use crate::session::read_your_writes::{self, ReadPlan};
 use crate::session::state::SessionState;
 use crate::stats::Stats;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 /// Why a session must stay on its connection even outside a transaction.
@@ -98,7 +98,7 @@ pub struct Session {
     pub sticky: Sticky,
     /// `LAST_INSERT_ID()` as this session would see it on a dedicated connection.
     pub last_insert_id: u64,
-    pub stmts: HashMap<u32, PreparedStmt>,
+    pub stmts: FxHashMap<u32, PreparedStmt>,
     pub next_stmt_id: u32,
     /// This session's entry in the registry, where `KILL` finds it.
     pub status: Arc<SessionStatus>,
@@ -147,7 +147,7 @@ impl Session {
             on_held: false,
             sticky: Sticky::default(),
             last_insert_id: 0,
-            stmts: HashMap::new(),
+            stmts: FxHashMap::default(),
             next_stmt_id: 1,
             peer: status.client,
             status,
@@ -248,6 +248,12 @@ impl Session {
 
     /// Counts a finished statement in the digest table: rows read, or else rows changed.
     pub fn record_digest(&mut self, sql: &[u8], r: &Relayed) {
+        let key = crate::stats::digest::key_of(sql, &mut self.digest_buf);
+        self.record_digest_keyed(key, sql, r);
+    }
+
+    /// [`Session::record_digest`] with the digest key already known.
+    pub fn record_digest_keyed(&mut self, key: u64, sql: &[u8], r: &Relayed) {
         let rows = if r.rows > 0 {
             r.rows
         } else {
@@ -255,7 +261,7 @@ impl Session {
         };
         self.stats
             .digests
-            .record(sql, &mut self.digest_buf, r.latency_us, rows);
+            .record_keyed(key, sql, &mut self.digest_buf, r.latency_us, rows);
     }
 
     /// Status flags for replies the proxy writes itself.
@@ -469,7 +475,7 @@ impl Session {
                         addr,
                         self.key.clone(),
                         &self.password,
-                        self.cluster.connect_timeout,
+                        &self.cluster.dial,
                     )
                     .await?;
                 }

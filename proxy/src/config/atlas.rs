@@ -231,6 +231,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         read_your_writes: Default::default(),
         vrrp: Vec::new(),
         ipvs: Default::default(),
+        client_tls: None,
+        require_secure_transport: false,
+        backend_tls: None,
     };
     let mut rw: Option<Vec<(String, u32)>> = None;
     let mut ro: Vec<(String, u32)> = Vec::new();
@@ -348,6 +351,20 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                     0 => u32::MAX,
                     n => u32::try_from(n).map_err(|_| err(format!("value {n} is too large")))?,
                 }
+            }
+            // Atlas had no TLS; rwproxy's TLS options are in its own format only, so an
+            // Atlas file keeps meaning what it meant to Atlas.
+            "ssl-cert"
+            | "ssl-key"
+            | "ssl-ca"
+            | "require-secure-transport"
+            | "backend-ssl"
+            | "backend-ssl-ca" => {
+                return Err(err(
+                    "TLS is configured in rwproxy's TOML format ([proxy] section), \
+                     not in an Atlas .cnf file"
+                        .into(),
+                ))
             }
             k if IGNORED.contains(&k) => tracing::warn!(
                 "{}:{line}: ignoring Atlas option '{k}': it has no meaning in rwproxy",
@@ -540,6 +557,15 @@ plugins = admin, proxy
         assert_eq!(
             err("[mysql-proxy]\n\n# c\nproxy-adress = 0.0.0.0:1\n"),
             "conf/x.cnf:4: unknown key 'proxy-adress' in [mysql-proxy]"
+        );
+    }
+
+    #[test]
+    fn tls_keys_point_to_the_toml_format() {
+        assert_eq!(
+            err("[mysql-proxy]\nssl-cert = /etc/cert.pem\n"),
+            "conf/x.cnf:2: ssl-cert: TLS is configured in rwproxy's TOML format ([proxy] section), \
+             not in an Atlas .cnf file"
         );
     }
 

@@ -129,6 +129,13 @@ pub struct Config {
     pub read_your_writes: crate::session::read_your_writes::Settings,
     /// IPVS virtual servers for the read VIP (`[ha.ipvs]` in TOML).
     pub ipvs: rwproxy_ha::ipvs::director::DirectorConfig,
+    /// The proxy's certificate for clients (`ssl-cert`/`ssl-key`). Without it `CLIENT_SSL`
+    /// is not offered: several drivers switch to TLS whenever a server offers it.
+    pub client_tls: Option<crate::tls::ServerTls>,
+    /// Refuse clients that did not switch to TLS, as a server with `require_secure_transport`.
+    pub require_secure_transport: bool,
+    /// TLS to every backend, its certificate verified against `backend-ssl-ca`.
+    pub backend_tls: Option<crate::tls::BackendTls>,
 }
 
 /// Why a configuration file could not be loaded. `Display` always names the file, and the line

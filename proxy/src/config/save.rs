@@ -301,6 +301,31 @@ fn max_position(table: &Table) -> Option<isize> {
     max
 }
 
+/// The table printed first after position `after` (top-level tables and arrays' tables).
+fn next_table_after(doc: &mut Table, after: isize) -> Option<&mut Table> {
+    let mut best: Option<&mut Table> = None;
+    for (_, item) in doc.iter_mut() {
+        let candidates: Vec<&mut Table> = match item {
+            Item::Table(t) => vec![t],
+            Item::ArrayOfTables(a) => a.iter_mut().collect(),
+            _ => Vec::new(),
+        };
+        for t in candidates {
+            let Some(p) = t.position().filter(|p| *p > after) else {
+                continue;
+            };
+            if best
+                .as_ref()
+                .and_then(|b| b.position())
+                .is_none_or(|b| p < b)
+            {
+                best = Some(t);
+            }
+        }
+    }
+    best
+}
+
 /// The tables of the array `key` (also when written inline as `key = [{...}]`), leaving the
 /// key in place (so the document's key order is kept) with an empty value.
 fn take_tables(path: &Path, doc: &mut DocumentMut, key: &str) -> Result<Vec<Table>, ConfigError> {
@@ -337,12 +362,26 @@ fn put_tables(
         .unwrap_or(next_position);
     if new.is_empty() {
         doc.remove(key);
-        // Keep the section's comment when the array was at the end of the file.
-        let was_last = old.first().and_then(Table::position).is_some()
-            && old.iter().filter_map(Table::position).max() >= max_position(doc.as_table());
-        if let (Some(lead), true) = (lead, was_last) {
-            let trailing = doc.trailing().as_str().unwrap_or_default().to_string();
-            doc.set_trailing(format!("{lead}{trailing}"));
+        // Keep the section's comment: in front of whatever table came next, or at the end
+        // of the file when the array was last.
+        let Some(lead) = lead else { return };
+        let Some(last_old) = old.iter().filter_map(Table::position).max() else {
+            return;
+        };
+        match next_table_after(doc.as_table_mut(), last_old) {
+            Some(next) => {
+                let own = next
+                    .decor()
+                    .prefix()
+                    .and_then(|p| p.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                next.decor_mut().set_prefix(format!("{lead}{own}"));
+            }
+            None => {
+                let trailing = doc.trailing().as_str().unwrap_or_default().to_string();
+                doc.set_trailing(format!("{lead}{trailing}"));
+            }
         }
         return;
     }

@@ -3,7 +3,8 @@
 //! ```toml
 //! [proxy]            # listen, instance, charset, event-threads, client-ips, wait-timeout,
 //!                    # connect-timeout-ms, keepalive, daemon, log-level, log-path, sql-log,
-//!                    # sql-log-slow
+//!                    # sql-log-slow, ssl-cert, ssl-key, ssl-ca, require-secure-transport,
+//!                    # backend-ssl, backend-ssl-ca
 //! [admin]            # listen, username, password
 //! [[backend]]        # address, role, weight, max-connections   (one table per server)
 //! [[user]]           # name, password | encrypted-password       (one table per user)
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::session::read_your_writes::{Mode, Settings as ReadYourWrites};
+use crate::tls::{BackendTls, ServerTls, TlsError};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -70,6 +72,12 @@ struct Proxy {
     log_path: Option<PathBuf>,
     sql_log: Option<Spanned<String>>,
     sql_log_slow: Option<u64>,
+    ssl_cert: Option<Spanned<PathBuf>>,
+    ssl_key: Option<Spanned<PathBuf>>,
+    ssl_ca: Option<Spanned<PathBuf>>,
+    require_secure_transport: Option<Spanned<bool>>,
+    backend_ssl: Option<Spanned<bool>>,
+    backend_ssl_ca: Option<Spanned<PathBuf>>,
     read_your_writes: Option<Spanned<String>>,
     read_your_writes_window_ms: Option<u64>,
     read_your_writes_timeout_ms: Option<u64>,
@@ -174,6 +182,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         None => defaults::CONNECT_TIMEOUT_MS,
     };
     let wait_timeout = p.wait_timeout.unwrap_or(defaults::WAIT_TIMEOUT_SECS);
+    let (client_tls, require_secure_transport, backend_tls) = tls(&p, &at, &invalid)?;
 
     let mut backends = Vec::with_capacity(file.backend.len());
     for (i, b) in file.backend.iter().enumerate() {
@@ -343,6 +352,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         connect_timeout: Duration::from_millis(connect_timeout_ms),
         lvs_ips,
         vrrp,
+        client_tls,
+        require_secure_transport,
+        backend_tls,
         monitor,
         metrics_listen,
         ipvs,
@@ -354,6 +366,98 @@ fn ryw_mode(s: &str) -> Result<Mode, String> {
     Mode::parse(s).ok_or_else(|| {
         format!("unknown mode '{s}' (expected \"off\", \"causal\" or \"primary-window\")")
     })
+}
+
+type Tls = (Option<ServerTls>, bool, Option<BackendTls>);
+
+/// The TLS keys of `[proxy]`: which go together, and whether their files load.
+fn tls(
+    p: &Proxy,
+    at: &dyn Fn(usize) -> Option<usize>,
+    invalid: &dyn Fn(Option<usize>, &str, String) -> ConfigError,
+) -> Result<Tls, ConfigError> {
+    let line = |v: &Spanned<PathBuf>| at(v.span().start);
+    // A TLS file error names the key of the file it came from.
+    let file_error = |e: TlsError| {
+        let spanned = match e.key {
+            "ssl-key" => p.ssl_key.as_ref(),
+            "ssl-ca" => p.ssl_ca.as_ref(),
+            "backend-ssl-ca" => p.backend_ssl_ca.as_ref(),
+            _ => p.ssl_cert.as_ref(),
+        };
+        invalid(
+            spanned.and_then(line),
+            &format!("proxy.{}", e.key),
+            e.message,
+        )
+    };
+    let client_tls = match (&p.ssl_cert, &p.ssl_key) {
+        (Some(cert), Some(key)) => Some(
+            ServerTls::load(
+                cert.get_ref().clone(),
+                key.get_ref().clone(),
+                p.ssl_ca.as_ref().map(|c| c.get_ref().clone()),
+            )
+            .map_err(file_error)?,
+        ),
+        (Some(cert), None) => {
+            return Err(invalid(
+                line(cert),
+                "proxy.ssl-key",
+                "missing: ssl-cert needs the private key of its certificate in ssl-key".into(),
+            ))
+        }
+        (None, Some(key)) => {
+            return Err(invalid(
+                line(key),
+                "proxy.ssl-cert",
+                "missing: ssl-key needs the certificate chain in ssl-cert".into(),
+            ))
+        }
+        (None, None) => {
+            if let Some(ca) = &p.ssl_ca {
+                return Err(invalid(
+                    line(ca),
+                    "proxy.ssl-ca",
+                    "client certificates need TLS: set ssl-cert and ssl-key too".into(),
+                ));
+            }
+            None
+        }
+    };
+    let require = match &p.require_secure_transport {
+        Some(r) if *r.get_ref() && client_tls.is_none() => {
+            return Err(invalid(
+                at(r.span().start),
+                "proxy.require-secure-transport",
+                "no client could connect: set ssl-cert and ssl-key to offer TLS".into(),
+            ))
+        }
+        Some(r) => *r.get_ref(),
+        None => false,
+    };
+    let backend_ssl = p.backend_ssl.as_ref().is_some_and(|b| *b.get_ref());
+    let backend_tls = match (&p.backend_ssl, &p.backend_ssl_ca) {
+        (_, Some(ca)) if backend_ssl => {
+            Some(BackendTls::load(ca.get_ref().clone()).map_err(file_error)?)
+        }
+        (Some(b), None) if backend_ssl => {
+            return Err(invalid(
+                at(b.span().start),
+                "proxy.backend-ssl-ca",
+                "missing: backend-ssl needs the CA that signed the backends' certificates".into(),
+            ))
+        }
+        (_, Some(ca)) => {
+            return Err(invalid(
+                line(ca),
+                "proxy.backend-ssl",
+                "backend-ssl-ca is set but backend-ssl is not true".into(),
+            ))
+        }
+        _ => None,
+    };
+    Ok((client_tls, require, backend_tls))
 }
 
 #[cfg(test)]
@@ -563,6 +667,70 @@ encrypted-password = "HJBoxfRsjeI="
         );
         let e = err("[proxy\n");
         assert!(e.starts_with("conf/x.toml:1: "), "{e}");
+    }
+
+    #[test]
+    fn tls_keys_go_together_and_name_their_file() {
+        let proxy = |keys: &str| err(&format!("[proxy]\n{keys}\n{ONE_BACKEND}"));
+        let e = proxy("ssl-cert = \"/c.pem\"");
+        assert!(
+            e.starts_with("conf/x.toml:2: proxy.ssl-key: missing"),
+            "{e}"
+        );
+        let e = proxy("ssl-key = \"/k.pem\"");
+        assert!(
+            e.starts_with("conf/x.toml:2: proxy.ssl-cert: missing"),
+            "{e}"
+        );
+        let e = proxy("ssl-ca = \"/ca.pem\"");
+        assert!(e.starts_with("conf/x.toml:2: proxy.ssl-ca: "), "{e}");
+        let e = proxy("require-secure-transport = true");
+        assert!(
+            e.starts_with("conf/x.toml:2: proxy.require-secure-transport: no client could connect"),
+            "{e}"
+        );
+        let e = proxy("backend-ssl = true");
+        assert!(
+            e.starts_with("conf/x.toml:2: proxy.backend-ssl-ca: missing"),
+            "{e}"
+        );
+        let e = proxy("backend-ssl-ca = \"/ca.pem\"");
+        assert!(e.starts_with("conf/x.toml:2: proxy.backend-ssl: "), "{e}");
+        let e = proxy("ssl-cert = \"/nonexistent/c.pem\"\nssl-key = \"/nonexistent/k.pem\"");
+        assert!(
+            e.starts_with(
+                "conf/x.toml:2: proxy.ssl-cert: cannot read certificates from /nonexistent/c.pem"
+            ),
+            "{e}"
+        );
+        let e = proxy("backend-ssl = true\nbackend-ssl-ca = \"/nonexistent/ca.pem\"");
+        assert!(
+            e.starts_with("conf/x.toml:3: proxy.backend-ssl-ca: cannot read"),
+            "{e}"
+        );
+        // A file with no PEM certificate in it.
+        let dir = std::env::temp_dir().join(format!("rwproxy-tls-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = proxy(&format!(
+            "backend-ssl = true\nbackend-ssl-ca = {:?}",
+            empty.display().to_string()
+        ));
+        assert!(
+            e.contains("proxy.backend-ssl-ca: no PEM certificate in"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        // Off is off.
+        let c = parse(
+            Path::new("conf/x.toml"),
+            &format!(
+                "[proxy]\nrequire-secure-transport = false\nbackend-ssl = false\n{ONE_BACKEND}"
+            ),
+        )
+        .unwrap();
+        assert!(c.client_tls.is_none() && c.backend_tls.is_none() && !c.require_secure_transport);
     }
 
     #[test]

@@ -262,9 +262,9 @@ impl ControlPlane for ProxyControl {
             collation: 45, // utf8mb4_general_ci; nothing but KILL runs on it
             capabilities: 0,
         };
-        let timeout = self.cluster.connect_timeout;
+        let dial = self.cluster.dial.clone();
         tokio::spawn(async move {
-            if let Err(e) = kill_session(&target, query_only, key, &password, timeout).await {
+            if let Err(e) = kill_session(&target, query_only, key, &password, &dial).await {
                 tracing::warn!(session = target.id, "admin KILL failed: {e}");
             }
         });

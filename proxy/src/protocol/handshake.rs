@@ -2,8 +2,12 @@
 //!
 //! The proxy authenticates clients itself (it knows every user's password) so that it can
 //! answer before any backend is involved and then serve the session from pooled backend
-//! connections. It offers `mysql_native_password` and also accepts a `caching_sha2_password`
-//! fast-path reply, which MySQL 8 drivers send by default.
+//! connections. It offers `mysql_native_password` and also accepts `caching_sha2_password`,
+//! which MySQL 8 drivers send by default: the fast path, and full authentication over TLS.
+//!
+//! With TLS configured the greeting offers `CLIENT_SSL`; a client that wants it sends an
+//! SSLRequest, the caller switches the socket to TLS and passes the real login request to
+//! [`authenticate`].
 
 use super::message::{codes, err, ok_payload, Completion, SqlError, SERVER_STATUS_AUTOCOMMIT};
 use super::packet::{write_lenenc, PacketReader, PacketWriter};
@@ -53,7 +57,8 @@ pub struct ClientLogin {
     pub collation: u8,
     /// Sequence id of the proxy's next packet to this client: the login's final OK or ERR.
     pub next_seq: u8,
-    /// The greeting's scramble: `COM_CHANGE_USER` answers it again.
+    /// The greeting's scramble: a `COM_CHANGE_USER` with caching_sha2_password answers it
+    /// again.
     pub scramble: [u8; 20],
 }
 
@@ -121,7 +126,59 @@ pub fn random_scramble() -> [u8; 20] {
     s
 }
 
-/// Runs the connection phase. `password_of` returns the configured password of a user.
+/// The greeting as sent: its scramble is what the client's reply is checked against.
+pub struct Hello {
+    scramble: [u8; 20],
+    /// `CLIENT_SSL` was offered: TLS is configured.
+    tls: bool,
+    /// Clients that did not switch to TLS are refused (`require-secure-transport`).
+    require_secure: bool,
+}
+
+impl Hello {
+    pub fn new(tls: bool, require_secure: bool) -> Self {
+        Hello {
+            scramble: random_scramble(),
+            tls,
+            require_secure,
+        }
+    }
+
+    /// The greeting's payload (sequence id 0).
+    pub fn payload(&self, greeting: &Greeting<'_>) -> Vec<u8> {
+        let mut scramble_2 = self.scramble[8..].to_vec();
+        scramble_2.push(0);
+        let mut caps = server_capabilities();
+        if self.tls {
+            caps |= CapabilityFlags::CLIENT_SSL;
+        }
+        let hello = HandshakePacket::new(
+            10,
+            greeting.server_version.as_bytes(),
+            greeting.connection_id,
+            self.scramble[..8].try_into().expect("8 bytes"),
+            Some(scramble_2),
+            caps,
+            greeting.collation,
+            StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            Some(NATIVE),
+        );
+        let mut buf = Vec::with_capacity(128);
+        hello.serialize(&mut buf);
+        buf
+    }
+}
+
+/// An SSLRequest: the first 32 bytes of a login request, with `CLIENT_SSL`, and nothing else.
+pub fn is_ssl_request(payload: &[u8]) -> bool {
+    payload.len() == 32
+        && CapabilityFlags::from_bits_truncate(u32::from_le_bytes(
+            payload[..4].try_into().expect("4 bytes"),
+        ))
+        .contains(CapabilityFlags::CLIENT_SSL)
+}
+
+/// Runs the connection phase on a connection that never switches to TLS (the admin port).
 pub async fn accept<R, W>(
     reader: &mut PacketReader<R>,
     writer: &mut PacketWriter<W>,
@@ -133,37 +190,49 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let scramble = random_scramble();
-    let mut scramble_2 = scramble[8..].to_vec();
-    scramble_2.push(0);
-    let hello = HandshakePacket::new(
-        10,
-        greeting.server_version.as_bytes(),
-        greeting.connection_id,
-        scramble[..8].try_into().expect("8 bytes"),
-        Some(scramble_2),
-        server_capabilities(),
-        greeting.collation,
-        StatusFlags::SERVER_STATUS_AUTOCOMMIT,
-        Some(NATIVE),
-    );
-    let mut buf = Vec::with_capacity(128);
-    hello.serialize(&mut buf);
-    writer.write_packet(0, &buf).await?;
+    let hello = Hello::new(false, false);
+    writer.write_packet(0, &hello.payload(greeting)).await?;
     writer.flush().await?;
-
     let mut payload = Vec::new();
     let seq = reader.read_logical(&mut payload).await?;
+    authenticate(
+        reader,
+        writer,
+        &hello,
+        (seq, &payload),
+        false,
+        peer_host,
+        password_of,
+    )
+    .await
+}
+
+/// Checks the login request `first` (with its sequence id), which arrived after `hello`;
+/// `secure` says whether it came over TLS. `password_of` returns a user's configured password.
+pub async fn authenticate<R, W>(
+    reader: &mut PacketReader<R>,
+    writer: &mut PacketWriter<W>,
+    hello: &Hello,
+    (seq, first): (u8, &[u8]),
+    secure: bool,
+    peer_host: &str,
+    password_of: impl Fn(&str) -> Option<String>,
+) -> Result<ClientLogin, LoginError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let scramble = hello.scramble;
     let reply_seq = seq.wrapping_add(1);
-    // A 32-byte login request is an SSLRequest: TLS was not offered, so this client is broken.
-    if payload.len() == 32 {
+    // An SSLRequest here means TLS was not offered, so this client is broken.
+    if first.len() == 32 {
         let e = err(
             codes::HANDSHAKE_ERROR,
             "Bad handshake: TLS requested but not configured on rwproxy",
         );
         return reject(writer, reply_seq, e).await;
     }
-    let Ok(resp) = ParseBuf(&payload).parse::<HandshakeResponse>(()) else {
+    let Ok(resp) = ParseBuf(first).parse::<HandshakeResponse>(()) else {
         return reject(
             writer,
             reply_seq,
@@ -187,7 +256,17 @@ where
     let collation = resp.collation();
     let plugin = resp.auth_plugin().map(|p| p.as_bytes().to_vec());
     let auth_data = resp.scramble_buf().to_vec();
-    let (ok, next_seq) = authenticate(
+    // MariaDB 10.11 answers a plain-TCP login under require_secure_transport with this very
+    // Access denied (1045, 28000), whatever the password; MySQL's 3159 is not a MariaDB code.
+    if hello.require_secure && !secure {
+        return reject(
+            writer,
+            reply_seq,
+            denied(&user, peer_host, !auth_data.is_empty()),
+        )
+        .await;
+    }
+    let (ok, next_seq) = check_reply(
         reader,
         writer,
         &scramble,
@@ -195,6 +274,7 @@ where
         &auth_data,
         reply_seq,
         password_of(&user),
+        secure,
     )
     .await?;
     if !ok {
@@ -222,50 +302,67 @@ pub fn denied(user: &str, peer_host: &str, sent_password: bool) -> SqlError {
     )
 }
 
-/// Checks a client's first authentication reply against `password` (`None`: unknown user)
-/// with the plugin the client chose; any plugin but the two the proxy verifies gets an auth
-/// switch to `mysql_native_password`. Shared by the login and `COM_CHANGE_USER`. Returns
+/// Checks a client's first authentication reply `auth_data` against `password` (`None`: an
+/// unknown user) with the plugin the client chose, switching plugins or asking for more as
+/// that plugin needs; `secure`: over TLS. Shared by the login and `COM_CHANGE_USER`. Returns
 /// whether the password matched and the sequence id of the final OK/ERR, which the caller
 /// sends.
-pub async fn authenticate<R, W>(
+#[allow(clippy::too_many_arguments)]
+pub async fn check_reply<R, W>(
     reader: &mut PacketReader<R>,
     writer: &mut PacketWriter<W>,
     scramble: &[u8; 20],
     plugin: Option<&[u8]>,
     auth_data: &[u8],
-    mut next_seq: u8,
+    reply_seq: u8,
     password: Option<String>,
+    secure: bool,
 ) -> io::Result<(bool, u8)>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let scramble = *scramble;
+    let mut next_seq = reply_seq;
+    let mut payload = Vec::new();
+    let sha2 = |pw: &[u8]| scramble_sha256(&scramble, pw).map(|s| s.to_vec());
     let ok = match plugin {
         Some(p) if p == CACHING_SHA2 => {
-            let good = check(&password, auth_data, |pw| {
-                scramble_sha256(scramble, pw).map(|s| s.to_vec())
-            });
-            if good {
+            let mut reply = auth_data;
+            if reply.is_empty() && !check(&password, reply, sha2) {
+                // A client whose default plugin differs from the greeting's (mariadb
+                // --default-auth=caching_sha2_password) sends no scramble and waits for this
+                // plugin's own challenge, as a server sends when switching plugins.
+                switch_plugin(writer, next_seq, CACHING_SHA2, &scramble).await?;
+                next_seq = reader.read_logical(&mut payload).await?.wrapping_add(1);
+                reply = &payload;
+            }
+            if check(&password, reply, sha2) {
                 // "fast auth success": the client then waits for the final OK.
                 next_seq = writer.write_packet(next_seq, &[0x01, 0x03]).await?;
+                true
+            } else if secure {
+                // "perform full authentication": over TLS the client answers with its
+                // password in clear. On plain TCP it would need the server's RSA key, which
+                // the proxy does not have; a failed fast path there is simply a wrong password.
+                writer.write_packet(next_seq, &[0x01, 0x04]).await?;
+                writer.flush().await?;
+                let mut clear = Vec::new();
+                next_seq = reader.read_logical(&mut clear).await?.wrapping_add(1);
+                let clear = clear.strip_suffix(&[0]).unwrap_or(&clear);
+                check(&password, clear, |pw| (!pw.is_empty()).then(|| pw.to_vec()))
+            } else {
+                false
             }
-            good
         }
         Some(p) if p == NATIVE => check(&password, auth_data, |pw| {
-            scramble_native(scramble, pw).map(|s| s.to_vec())
+            scramble_native(&scramble, pw).map(|s| s.to_vec())
         }),
         _ => {
-            let mut data = scramble.to_vec();
-            data.push(0);
-            let mut sw = Vec::new();
-            AuthSwitchRequest::new(NATIVE, data).serialize(&mut sw);
-            writer.write_packet(next_seq, &sw).await?;
-            writer.flush().await?;
-            let mut reply = Vec::new();
-            let seq = reader.read_logical(&mut reply).await?;
-            next_seq = seq.wrapping_add(1);
-            check(&password, &reply, |pw| {
-                scramble_native(scramble, pw).map(|s| s.to_vec())
+            switch_plugin(writer, next_seq, NATIVE, &scramble).await?;
+            next_seq = reader.read_logical(&mut payload).await?.wrapping_add(1);
+            check(&password, &payload, |pw| {
+                scramble_native(&scramble, pw).map(|s| s.to_vec())
             })
         }
     };
@@ -319,6 +416,21 @@ pub fn parse_change_user(payload: &[u8]) -> Option<ChangeUser> {
         collation,
         plugin,
     })
+}
+
+/// Asks the client to authenticate with `plugin` against `scramble`; its answer follows.
+async fn switch_plugin<W: AsyncWrite + Unpin>(
+    writer: &mut PacketWriter<W>,
+    seq: u8,
+    plugin: &[u8],
+    scramble: &[u8; 20],
+) -> io::Result<()> {
+    let mut data = scramble.to_vec();
+    data.push(0);
+    let mut sw = Vec::new();
+    AuthSwitchRequest::new(plugin, data).serialize(&mut sw);
+    writer.write_packet(seq, &sw).await?;
+    writer.flush().await
 }
 
 async fn reject<W: AsyncWrite + Unpin>(

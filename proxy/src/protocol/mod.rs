@@ -6,3 +6,4 @@ pub mod message;
 pub mod packet;
 pub mod resultset;
 pub mod session_track;
+pub mod stream;

@@ -108,6 +108,10 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         &self.inner
     }
 
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
     async fn fill(&mut self) -> io::Result<()> {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(16 * 1024);
@@ -118,6 +122,29 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         }
         Ok(())
     }
+}
+
+/// Longest packet accepted before a connection is authenticated, in either direction: a
+/// greeting or a login request with connection attributes is a few hundred bytes.
+pub const MAX_HANDSHAKE: usize = 64 * 1024;
+
+/// Reads one packet of the connection phase without reading past it, so that a TLS handshake
+/// that may follow (after an SSLRequest) finds its first bytes still in the socket.
+pub async fn read_handshake_packet<R: AsyncRead + Unpin>(
+    stream: &mut R,
+) -> io::Result<(u8, Vec<u8>)> {
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).await?;
+    let len = usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
+    if len > MAX_HANDSHAKE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{len}-byte packet during the connection phase"),
+        ));
+    }
+    let mut payload = vec![0; len];
+    stream.read_exact(&mut payload).await?;
+    Ok((header[3], payload))
 }
 
 /// Buffered packet writer: packets accumulate until `flush`, so a result set costs one

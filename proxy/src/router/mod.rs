@@ -59,9 +59,11 @@ pub fn diag_effect(sql: &[u8]) -> DiagEffect {
             && !head[w.len()].is_ascii_alphanumeric()
             && head[w.len()] != b'_'
     };
-    if classify::classify(sql)
-        .flags
-        .contains(Flags::MULTI_STATEMENT)
+    // Classifying again is costly on every statement; only a `;` can make a multi-statement.
+    if sql.contains(&b';')
+        && classify::classify(sql)
+            .flags
+            .contains(Flags::MULTI_STATEMENT)
     {
         DiagEffect::Unknown
     } else if starts(b"SELECT") || starts(b"SET") || starts(b"DO") {

@@ -14,9 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const MAX_DIGESTS: usize = 10_000;
 const OTHER: &str = "(other statements beyond the digest table's limit)";
 
+/// Keys are already hashes of the digest text: the map need not hash them again.
+type KeyHasher = std::hash::BuildHasherDefault<rustc_hash::FxHasher>;
+
 #[derive(Default)]
 pub struct Digests {
-    map: DashMap<u64, Entry>,
+    map: DashMap<u64, Entry, KeyHasher>,
 }
 
 struct Entry {
@@ -30,11 +33,27 @@ struct Entry {
 impl Digests {
     /// Records one execution of `sql`; `scratch` is the caller's reusable buffer.
     pub fn record(&self, sql: &[u8], scratch: &mut Vec<u8>, micros: u64, rows: u64) {
+        let key = key_of(sql, scratch);
+        self.record_keyed(key, sql, scratch, micros, rows);
+    }
+
+    /// [`Digests::record`] for a statement whose [`key_of`] is known (prepared statements
+    /// compute it once, not on every execute); `sql` is only normalised again the first time.
+    pub fn record_keyed(
+        &self,
+        mut key: u64,
+        sql: &[u8],
+        scratch: &mut Vec<u8>,
+        micros: u64,
+        rows: u64,
+    ) {
+        // The common case, a known digest, takes only a shared lock.
+        if let Some(entry) = self.map.get(&key) {
+            entry.add(micros, rows);
+            return;
+        }
         normalise(sql, scratch);
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        scratch.hash(&mut h);
-        let mut key = h.finish();
-        if !self.map.contains_key(&key) && self.map.len() >= MAX_DIGESTS {
+        if self.map.len() >= MAX_DIGESTS {
             key = 0;
         }
         let entry = self.map.entry(key).or_insert_with(|| Entry {
@@ -48,10 +67,7 @@ impl Digests {
             max_us: AtomicU64::new(0),
             rows: AtomicU64::new(0),
         });
-        entry.count.fetch_add(1, Ordering::Relaxed);
-        entry.total_us.fetch_add(micros, Ordering::Relaxed);
-        entry.max_us.fetch_max(micros, Ordering::Relaxed);
-        entry.rows.fetch_add(rows, Ordering::Relaxed);
+        entry.add(micros, rows);
     }
 
     /// All digests, most total time first.
@@ -73,6 +89,25 @@ impl Digests {
                 .then_with(|| a.digest.cmp(&b.digest))
         });
         v
+    }
+}
+
+/// The digest key of `sql`: a hash of its normalised text (left in `scratch`). FxHash: a fast
+/// non-cryptographic hash is enough to name a statement shape; a collision would only merge
+/// two digests' counters.
+pub fn key_of(sql: &[u8], scratch: &mut Vec<u8>) -> u64 {
+    normalise(sql, scratch);
+    let mut h = rustc_hash::FxHasher::default();
+    scratch.hash(&mut h);
+    h.finish()
+}
+
+impl Entry {
+    fn add(&self, micros: u64, rows: u64) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.total_us.fetch_add(micros, Ordering::Relaxed);
+        self.max_us.fetch_max(micros, Ordering::Relaxed);
+        self.rows.fetch_add(rows, Ordering::Relaxed);
     }
 }
 

@@ -94,6 +94,7 @@ async fn up(
         dir: Some(dir.clone()),
         base_port,
         detached: true,
+        tls: None,
     })
     .await?;
     let elapsed = t0.elapsed();
