@@ -63,6 +63,11 @@ pub enum Command {
     ShowTables,
     ShowWarnings,
     Use(String),
+    /// `KILL [CONNECTION | QUERY] id`: a client session of the proxy, or its statement.
+    Kill {
+        id: u64,
+        query_only: bool,
+    },
     /// Session statements with no meaning on the admin port (`SET NAMES`, `SET autocommit=1`,
     /// user variables): answered OK so drivers that send them on connect work.
     Noop,
@@ -289,6 +294,7 @@ pub fn parse(sql: &str) -> Result<Command, AdminError> {
         )),
 
         ["save", "config"] => Ok(Command::SaveConfig),
+        ["kill", rest @ ..] => parse_kill(rest),
 
         ["show", "databases"] | ["show", "schemas"] => Ok(Command::ShowDatabases),
         ["show", "tables"] | ["show", "full", "tables"] => Ok(Command::ShowTables),
@@ -308,6 +314,22 @@ pub fn parse(sql: &str) -> Result<Command, AdminError> {
 }
 
 /// Drop surrounding whitespace and any trailing `;`.
+fn parse_kill(args: &[&str]) -> Result<Command, AdminError> {
+    let (query_only, id) = match args {
+        ["query", id] => (true, id),
+        ["connection", id] | [id] => (false, id),
+        _ => {
+            return Err(AdminError::syntax(
+                "usage: KILL [CONNECTION | QUERY] $session_id",
+            ))
+        }
+    };
+    let id = id
+        .parse()
+        .map_err(|_| AdminError::syntax(format!("KILL: '{id}' is not a session id")))?;
+    Ok(Command::Kill { id, query_only })
+}
+
 fn trim_statement(sql: &str) -> &str {
     let mut s = sql.trim();
     while let Some(t) = s.strip_suffix(';') {
@@ -963,6 +985,29 @@ mod tests {
     #[test]
     fn save_config() {
         assert_eq!(p("SAVE CONFIG"), Command::SaveConfig);
+        assert_eq!(
+            p("kill 12;"),
+            Command::Kill {
+                id: 12,
+                query_only: false
+            }
+        );
+        assert_eq!(
+            p("KILL QUERY 7"),
+            Command::Kill {
+                id: 7,
+                query_only: true
+            }
+        );
+        assert_eq!(
+            p("Kill Connection 7"),
+            Command::Kill {
+                id: 7,
+                query_only: false
+            }
+        );
+        assert!(err("KILL").contains("usage: KILL"));
+        assert!(err("KILL QUERY x").contains("not a session id"));
         assert_eq!(p("save\n\tconfig ;"), Command::SaveConfig);
     }
 

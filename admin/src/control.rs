@@ -253,6 +253,10 @@ pub trait ControlPlane: Send + Sync {
         ))
     }
 
+    /// `KILL [CONNECTION | QUERY] id` of a client session (ids as in `sessions`); an unknown
+    /// id → [`AdminError::Failed`].
+    fn kill_session(&self, id: u64, query_only: bool) -> Result<(), AdminError>;
+
     /// Runtime settings as `(name, value)`, for `SHOW VARIABLES` and `SELECT @@name`.
     fn variables(&self) -> Vec<(String, String)>;
     /// Change a runtime setting; unknown names → [`AdminError::UnknownVariable`].

@@ -137,6 +137,10 @@ pub fn execute_in(
             ctx.schema = Some(db);
             Ok(Reply::ok())
         }
+        Command::Kill { id, query_only } => {
+            cp.kill_session(id, query_only)?;
+            Ok(Reply::ok())
+        }
         Command::Noop => Ok(Reply::ok()),
     }
 }
@@ -185,6 +189,7 @@ fn help() -> ResultSet {
         ("SWITCHOVER", "on the primary's node: read-only, replicas sent everything, VIP handed over; the replica promotes (writes wait, or get ERR 1290 after write-wait-ms: retry)"),
         ("SHOW VARIABLES [LIKE 'pattern']", "lists the runtime settings"),
         ("SET $name = $value", "changes a runtime setting"),
+        ("KILL [CONNECTION | QUERY] $session_id", "ends a client session, or only its running statement (id as in sessions)"),
     ];
     let mut rs = ResultSet::new(HELP_COLUMNS);
     for (cmd, desc) in ROWS {

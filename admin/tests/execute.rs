@@ -16,6 +16,8 @@ struct State {
     users: Vec<(String, String)>,
     vars: Vec<(String, String)>,
     saves: usize,
+    /// (session id, query only) of each KILL.
+    kills: Vec<(u64, bool)>,
 }
 
 /// A control plane over plain collections, standing in for the proxy.
@@ -51,6 +53,7 @@ impl Memory {
                 ("read_your_writes".into(), "OFF".into()),
             ],
             saves: 0,
+            kills: Vec::new(),
         };
         Memory(Mutex::new(s))
     }
@@ -206,6 +209,13 @@ impl ControlPlane for Memory {
     fn variables(&self) -> Vec<(String, String)> {
         self.0.lock().unwrap().vars.clone()
     }
+    fn kill_session(&self, id: u64, query_only: bool) -> Result<(), AdminError> {
+        if id > 100 {
+            return Err(AdminError::failed(format!("Unknown thread id: {id}")));
+        }
+        self.0.lock().unwrap().kills.push((id, query_only));
+        Ok(())
+    }
     fn set_variable(&self, name: &str, value: &str) -> Result<(), AdminError> {
         let mut s = self.0.lock().unwrap();
         match s.vars.iter_mut().find(|v| v.0 == name) {
@@ -230,6 +240,23 @@ fn text(rs: &ResultSet) -> Vec<Vec<&str>> {
         .iter()
         .map(|r| r.iter().map(|v| v.as_deref().unwrap_or("NULL")).collect())
         .collect()
+}
+
+#[test]
+fn kill_reaches_the_control_plane() {
+    let cp = Memory::new();
+    for sql in ["KILL 3", "kill query 4;", "KILL CONNECTION 5"] {
+        assert!(matches!(execute(sql, &cp), Ok(Reply::Ok { .. })), "{sql}");
+    }
+    assert_eq!(
+        cp.0.lock().unwrap().kills,
+        [(3, false), (4, true), (5, false)]
+    );
+    let e = execute("KILL 999", &cp).unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (1105, "Unknown thread id: 999".into())
+    );
 }
 
 #[test]

@@ -1,11 +1,11 @@
 //! Arbitrary bytes into every parser that reads what a network peer sent: packet framing,
-//! OK/EOF/ERR, length-encoded integers, `SET` statements, and the server side of the login
+//! OK/EOF/ERR, COM_CHANGE_USER, length-encoded integers, `SET` statements, and the server side of the login
 //! handshake with the input as the client's half of the conversation, on plain TCP and as if
 //! over TLS (where `caching_sha2_password` full authentication is reachable).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rwproxy::protocol::handshake::{accept, authenticate, Greeting, Hello};
+use rwproxy::protocol::handshake::{accept, authenticate, parse_change_user, Greeting, Hello};
 use rwproxy::protocol::message::{parse_eof, parse_ok, SqlError};
 use rwproxy::protocol::packet::{read_lenenc, PacketReader, PacketWriter};
 use std::sync::OnceLock;
@@ -46,6 +46,7 @@ async fn framing(data: &[u8]) {
 }
 
 fn messages(payload: &[u8]) {
+    let _ = parse_change_user(payload);
     let _ = parse_ok(payload);
     let _ = parse_eof(payload);
     if let Some(e) = SqlError::parse(payload) {

@@ -1,6 +1,7 @@
 //! A tiny raw-protocol MySQL client for commands high-level drivers do not expose (cursors
-//! with COM_STMT_FETCH, COM_STMT_SEND_LONG_DATA, COM_STMT_RESET): log in with
-//! `mysql_native_password`, then send packets and read replies as raw payloads.
+//! with COM_STMT_FETCH, COM_STMT_SEND_LONG_DATA, COM_STMT_RESET, COM_CHANGE_USER with any
+//! plugin and collation, unknown command bytes): log in with `mysql_native_password`, then
+//! send packets and read replies as raw payloads.
 
 use anyhow::{bail, Context, Result};
 use mysql_common::constants::CapabilityFlags as Cap;
@@ -14,6 +15,10 @@ use tokio::net::TcpStream;
 pub struct RawConn {
     stream: TcpStream,
     seq: u8,
+    /// The greeting's scramble, which COM_CHANGE_USER answers again.
+    nonce: Vec<u8>,
+    /// The thread id from the greeting.
+    pub id: u32,
     /// The server's final login reply (OK, or ERR when logging in failed).
     pub login_reply: Vec<u8>,
 }
@@ -33,6 +38,9 @@ impl Default for LoginOptions {
         }
     }
 }
+
+/// SERVER_MORE_RESULTS_EXISTS in OK/EOF status flags.
+const MORE_RESULTS: u16 = 0x0008;
 
 impl RawConn {
     pub async fn connect(addr: SocketAddr, user: &str, pass: &str, db: &str) -> Result<RawConn> {
@@ -56,17 +64,23 @@ impl RawConn {
         let mut c = RawConn {
             stream,
             seq: 0,
+            nonce: Vec::new(),
+            id: 0,
             login_reply: Vec::new(),
         };
         let hs = c.read().await?;
         let hs = HandshakePacket::deserialize((), &mut ParseBuf(&hs)).context("handshake")?;
+        c.nonce = hs.nonce();
+        c.id = hs.connection_id();
         let caps = Cap::CLIENT_PROTOCOL_41
             | Cap::CLIENT_SECURE_CONNECTION
             | Cap::CLIENT_LONG_PASSWORD
             | Cap::CLIENT_TRANSACTIONS
             | Cap::CLIENT_CONNECT_WITH_DB
             | Cap::CLIENT_PLUGIN_AUTH
+            | Cap::CLIENT_MULTI_STATEMENTS
             | Cap::CLIENT_MULTI_RESULTS
+            | Cap::CLIENT_PS_MULTI_RESULTS
             | opts.extra_capabilities;
         let mut p = Vec::new();
         p.extend_from_slice(&caps.bits().to_le_bytes());
@@ -90,44 +104,7 @@ impl RawConn {
 
     /// Runs a text query and returns every reply packet up to the end of its last result.
     pub async fn query(&mut self, sql: &str) -> Result<Vec<Vec<u8>>> {
-        let mut p = vec![0x03];
-        p.extend_from_slice(sql.as_bytes());
-        self.send(&p).await?;
-        let mut out = Vec::new();
-        loop {
-            let first = self.read().await?;
-            let more = match first[0] {
-                0x00 => ok_status(&first) & 0x08 != 0,
-                0xff | 0xfb => false,
-                _ => {
-                    out.push(first);
-                    let n = usize::from(out.last().unwrap()[0]);
-                    for _ in 0..=n {
-                        out.push(self.read().await?);
-                    }
-                    loop {
-                        let p = self.read().await?;
-                        let eof = p[0] == 0xfe && p.len() < 9;
-                        let err = p[0] == 0xff;
-                        out.push(p);
-                        if err {
-                            return Ok(out);
-                        }
-                        if eof {
-                            break;
-                        }
-                    }
-                    if status_of_last(&out) & 0x08 != 0 {
-                        continue;
-                    }
-                    return Ok(out);
-                }
-            };
-            out.push(first);
-            if !more {
-                return Ok(out);
-            }
-        }
+        self.command(&[&[0x03][..], sql.as_bytes()].concat()).await
     }
 
     /// Answers a `LOCAL INFILE` request with the given packets (an empty one is added).
@@ -164,6 +141,110 @@ impl RawConn {
     pub async fn send(&mut self, payload: &[u8]) -> Result<()> {
         self.seq = 0;
         self.write(payload).await
+    }
+
+    /// Sends a command and reads its whole reply: every packet up to the OK, EOF or ERR that
+    /// ends it (through all result sets of a multi-result reply).
+    pub async fn command(&mut self, payload: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.send(payload).await?;
+        self.read_reply().await
+    }
+
+    /// Reads a reply to a command: OK, EOF, ERR or a LOCAL INFILE request, or result sets
+    /// (text protocol) until one ends without SERVER_MORE_RESULTS_EXISTS.
+    pub async fn read_reply(&mut self) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        loop {
+            let first = self.read().await?;
+            out.push(first.clone());
+            match first[0] {
+                0xff | 0xfe | 0xfb => return Ok(out),
+                0x00 if ok_status(&first) & MORE_RESULTS == 0 => return Ok(out),
+                0x00 => continue,
+                _ => {}
+            }
+            // Column definitions and rows, each run ending with an EOF.
+            let mut eofs = 0;
+            while eofs < 2 {
+                let p = self.read().await?;
+                let err = p[0] == 0xff;
+                eofs += usize::from(p[0] == 0xfe && p.len() < 9);
+                out.push(p);
+                if err {
+                    return Ok(out);
+                }
+            }
+            if status_of_last(&out) & MORE_RESULTS == 0 {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Reads packets up to and including an EOF or ERR (the reply to COM_FIELD_LIST).
+    pub async fn read_until_eof(&mut self) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        loop {
+            let p = self.read().await?;
+            let end = p[0] == 0xff || (p[0] == 0xfe && p.len() < 9);
+            out.push(p);
+            if end {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// COM_CHANGE_USER answering the greeting's scramble with `plugin`'s reply (an unknown
+    /// plugin sends an empty reply), following an auth switch to `mysql_native_password` or
+    /// a caching_sha2 fast-auth notice. Returns every packet the server sent.
+    pub async fn change_user(
+        &mut self,
+        user: &str,
+        pass: &str,
+        db: &str,
+        collation: u16,
+        plugin: &str,
+    ) -> Result<Vec<Vec<u8>>> {
+        let auth = match plugin {
+            "mysql_native_password" => {
+                mysql_common::scramble::scramble_native(&self.nonce, pass.as_bytes())
+                    .map(|a| a.to_vec())
+            }
+            "caching_sha2_password" => {
+                mysql_common::scramble::scramble_sha256(&self.nonce, pass.as_bytes())
+                    .map(|a| a.to_vec())
+            }
+            _ => None,
+        }
+        .unwrap_or_default();
+        let mut p = vec![0x11];
+        p.extend_from_slice(user.as_bytes());
+        p.push(0);
+        p.push(auth.len() as u8);
+        p.extend_from_slice(&auth);
+        p.extend_from_slice(db.as_bytes());
+        p.push(0);
+        p.extend_from_slice(&collation.to_le_bytes());
+        p.extend_from_slice(plugin.as_bytes());
+        p.push(0);
+        self.send(&p).await?;
+        let mut out = Vec::new();
+        loop {
+            let r = self.read().await?;
+            out.push(r.clone());
+            match r.as_slice() {
+                [0xfe, rest @ ..] => {
+                    let nul = rest.iter().position(|b| *b == 0).context("switch")?;
+                    let nonce = &rest[nul + 1..];
+                    let nonce = nonce.strip_suffix(&[0]).unwrap_or(nonce);
+                    let reply = mysql_common::scramble::scramble_native(nonce, pass.as_bytes())
+                        .map(|a| a.to_vec())
+                        .unwrap_or_default();
+                    self.write(&reply).await?;
+                }
+                [0x01, 0x03] => {}
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// COM_STMT_PREPARE: returns (statement id, columns, params) after reading the definitions.

@@ -1,5 +1,5 @@
 //! Where statements go, observed on real servers: every statement that reveals its server
-//! (`@@server_id`, `@@port`, `CONNECTION_ID()`) is checked against the routing rules of
+//! (`@@server_id`, `@@port`, `@@pseudo_thread_id`) is checked against the routing rules of
 //! DESIGN.md. Primary is server_id 1, the replicas 2 and 3.
 //!
 //! One cluster is shared by every test of this binary (servers only: connections belong to a
@@ -52,8 +52,10 @@ async fn sid(c: &mut Conn, sql: &str) -> u32 {
         .unwrap()
 }
 
+/// The thread id of the backend connection that runs the statement (`CONNECTION_ID()` is
+/// the proxy's id for the whole session; the variable defaults to the server's own id).
 async fn conn_id(c: &mut Conn) -> u64 {
-    c.query_first("SELECT CONNECTION_ID()")
+    c.query_first("SELECT @@pseudo_thread_id")
         .await
         .unwrap()
         .unwrap()

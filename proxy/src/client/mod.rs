@@ -1,5 +1,7 @@
 //! One client connection: login, then a loop reading commands and dispatching them.
 
+pub mod command;
+pub mod kill;
 pub mod prepared;
 pub mod query;
 pub mod registry;
@@ -23,13 +25,18 @@ pub const COM_QUIT: u8 = 0x01;
 pub const COM_INIT_DB: u8 = 0x02;
 pub const COM_QUERY: u8 = 0x03;
 pub const COM_FIELD_LIST: u8 = 0x04;
+pub const COM_REFRESH: u8 = 0x07;
 pub const COM_STATISTICS: u8 = 0x09;
+pub const COM_PROCESS_KILL: u8 = 0x0C;
+pub const COM_DEBUG: u8 = 0x0D;
 pub const COM_PING: u8 = 0x0E;
+pub const COM_CHANGE_USER: u8 = 0x11;
 pub const COM_STMT_PREPARE: u8 = 0x16;
 pub const COM_STMT_EXECUTE: u8 = 0x17;
 pub const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
 pub const COM_STMT_CLOSE: u8 = 0x19;
 pub const COM_STMT_RESET: u8 = 0x1A;
+pub const COM_SET_OPTION: u8 = 0x1B;
 pub const COM_STMT_FETCH: u8 = 0x1C;
 pub const COM_RESET_CONNECTION: u8 = 0x1F;
 
@@ -77,6 +84,8 @@ pub enum SessionEnd {
     Client(#[from] std::io::Error),
     #[error("backend lost mid-reply or mid-transaction; client disconnected")]
     BackendLost,
+    #[error("killed by KILL CONNECTION")]
+    Killed,
 }
 
 /// What the listener tells every session.
@@ -143,14 +152,19 @@ pub async fn serve(
         collation: login.collation,
         capabilities: (login.capabilities & crate::backend::conn::session_capabilities()).bits(),
     };
-    let mut session = Session::new(id, cluster, key, password, info.stats.clone(), peer);
+    let entry = info.registry.enter(id, peer, &login.user);
+    let mut session = Session::new(
+        cluster,
+        key,
+        password,
+        &info,
+        entry.status.clone(),
+        login.scramble,
+    );
     session.client_tracks = login
         .capabilities
         .contains(mysql_common::constants::CapabilityFlags::CLIENT_SESSION_TRACK);
     tracing::debug!(client = %peer, user = %login.user, session = id, "logged in");
-    if let Some(cs) = &info.charset {
-        session.state.set_var("names".into(), format!("NAMES {cs}"));
-    }
     if let Some(db) = &login.database {
         // A server refuses a login naming an unknown schema (1049); so does the proxy, by
         // bringing a pooled connection to it (free when one is already there). A read
@@ -170,8 +184,7 @@ pub async fn serve(
         return;
     }
     let _active = ActiveSession::new(&info.active);
-    let entry = info.registry.enter(id, peer, &login.user);
-    let end = run(&mut session, &mut io, &info, &entry.status).await;
+    let end = run(&mut session, &mut io, &info).await;
     session.close().await;
     if let Err(e) = end {
         tracing::debug!(client = %peer, session = id, "session ended: {e}");
@@ -230,6 +243,8 @@ enum Wake {
     IdleTimeout,
     /// The proxy is shutting down and this session holds no transaction.
     Shutdown,
+    /// `KILL CONNECTION` from another session.
+    Killed,
     /// The client closed the connection.
     Closed,
 }
@@ -247,6 +262,7 @@ async fn wait_for_command(
         return Ok(Wake::Command);
     }
     let idle_since = tokio::time::Instant::now();
+    let status = s.status.clone();
     loop {
         let in_transaction = s
             .pinned
@@ -270,6 +286,7 @@ async fn wait_for_command(
             // the client falls silent, so idle clients never sit on backend connections.
             () = tokio::time::sleep(HOLD_FOR_DIAGNOSTICS), if hold => s.release_held().await,
             () = sleep_until(deadline) => return Ok(Wake::IdleTimeout),
+            () = status.killed() => return Ok(Wake::Killed),
             r = shutdown.changed() => {
                 if r.is_err() {
                     // The sender is gone: nobody will ask this session to stop any more.
@@ -287,15 +304,15 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn run(
-    s: &mut Session,
-    io: &mut ClientIo,
-    info: &ClientSettings,
-    status: &registry::SessionStatus,
-) -> Result<(), SessionEnd> {
+async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Result<(), SessionEnd> {
     let mut packet = Vec::with_capacity(1024);
     let mut shutdown = info.shutdown.clone();
+    let status = s.status.clone();
     loop {
+        if status.is_killed() {
+            // Like a server, close without a word.
+            return Err(SessionEnd::Killed);
+        }
         match wait_for_command(s, io, info, &mut shutdown).await? {
             Wake::Command => {}
             Wake::IdleTimeout => {
@@ -306,6 +323,7 @@ async fn run(
                 tracing::debug!(session = s.id, "proxy shutting down; closing idle session");
                 return Ok(());
             }
+            Wake::Killed => return Err(SessionEnd::Killed),
             Wake::Closed => return Ok(()),
         }
         let read = io.reader.read_logical(&mut packet).await;
@@ -374,6 +392,11 @@ fn command_name(cmd: u8) -> &'static str {
         COM_STMT_RESET => "Reset stmt",
         COM_STMT_FETCH => "Fetch",
         COM_RESET_CONNECTION => "Reset connection",
+        COM_CHANGE_USER => "Change user",
+        COM_SET_OPTION => "Set option",
+        COM_PROCESS_KILL => "Kill",
+        COM_DEBUG => "Debug",
+        COM_REFRESH => "Refresh",
         _ => "Command",
     }
 }
@@ -391,6 +414,12 @@ async fn dispatch(
         COM_INIT_DB => query::init_db(s, io, packet).await?,
         COM_FIELD_LIST => passthrough(s, io, packet, Target::Read, Expect::UntilEof).await?,
         COM_STATISTICS => passthrough(s, io, packet, Target::Read, Expect::One).await?,
+        // Answered by the server, whose privilege checks decide (OK/EOF or ERR 1227): a
+        // debug dump to its error log, or a FLUSH.
+        COM_DEBUG | COM_REFRESH => passthrough(s, io, packet, Target::Write, Expect::One).await?,
+        COM_CHANGE_USER => command::change_user(s, io, packet).await?,
+        COM_SET_OPTION => command::set_option(s, io, packet).await?,
+        COM_PROCESS_KILL => kill::process_kill(s, io, packet).await?,
         COM_STMT_PREPARE => prepared::prepare(s, io, packet).await?,
         COM_STMT_EXECUTE => prepared::execute(s, io, packet).await?,
         COM_STMT_SEND_LONG_DATA => prepared::send_long_data(s, io, packet).await?,
@@ -398,15 +427,12 @@ async fn dispatch(
         COM_STMT_RESET => prepared::reset(s, io, packet).await?,
         COM_STMT_FETCH => prepared::fetch(s, io, packet).await?,
         COM_RESET_CONNECTION => {
-            s.close().await;
             let schema = s.state.schema.take();
-            s.state = Default::default();
-            s.state.schema = schema;
-            s.sticky = Default::default();
-            s.stmts.clear();
-            s.last_insert_id = 0;
+            s.start_over(schema).await;
             io.ok(s.status()).await?;
         }
+        // What a server answers for commands it does not know; the replication protocol
+        // (COM_BINLOG_DUMP, COM_REGISTER_SLAVE...) and COM_SHUTDOWN are among them here.
         _ => {
             io.error(&message::err(codes::UNKNOWN_COM, "Unknown command"))
                 .await?
@@ -501,6 +527,9 @@ pub async fn execute(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         c.conn().track.client_tracks = s.client_tracks;
         let started = std::time::Instant::now();
+        s.status
+            .start_running(&c.backend, c.lease.conn.thread_id)
+            .await;
         let sent = c.conn().send_command(payload).await;
         let result = match sent {
             Ok(()) => relay::relay(c.conn(), &mut io.reader, &mut io.writer, expect).await,
@@ -509,6 +538,7 @@ pub async fn execute(
                 sent: false,
             }),
         };
+        s.status.stop_running().await;
         match result {
             Ok(mut r) => {
                 let latency = started.elapsed();
@@ -553,6 +583,10 @@ pub async fn execute(
                 drop(c);
                 s.stats.counters.error(ErrorKind::Client);
                 return Err(SessionEnd::Client(e));
+            }
+            // `KILL CONNECTION` closed the backend connection under the statement.
+            Err(RelayError::Backend { .. }) if s.status.is_killed() => {
+                return Err(SessionEnd::Killed)
             }
             Err(RelayError::Backend { source, sent }) => {
                 c.backend

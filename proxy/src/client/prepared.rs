@@ -8,7 +8,7 @@ use super::{ClientIo, Prep, SessionEnd};
 use crate::backend::conn::{BackendConn, BackendError, BackendStmt};
 use crate::backend::relay::Expect;
 use crate::protocol::message::{self, codes, SqlError};
-use crate::router::classify::{self, Classification};
+use crate::router::classify::{self, Classification, Flags};
 use crate::router::{self, Target};
 use std::sync::Arc;
 
@@ -47,8 +47,13 @@ fn target_of(s: &Session, class: &Classification) -> Target {
 }
 
 pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
-    let sql: Arc<str> = String::from_utf8_lossy(&packet[1..]).into();
-    let class = classify::classify(sql.as_bytes());
+    let class = classify::classify(&packet[1..]);
+    let sql: Arc<str> = if class.flags.contains(Flags::CONNECTION_ID) {
+        let p = super::query::with_proxy_connection_id(packet, s.id);
+        String::from_utf8_lossy(&p[1..]).into()
+    } else {
+        String::from_utf8_lossy(&packet[1..]).into()
+    };
     let target = target_of(s, &class);
     let mut exclude = Vec::new();
     let mut c = match s.checkout(target, &mut exclude).await {

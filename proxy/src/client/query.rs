@@ -56,14 +56,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         }
         // Thread ids differ between the proxy and each backend: forwarding `KILL n` would kill
         // an unrelated backend connection.
-        StmtKind::Kill => {
-            io.error(&message::err(
-                codes::NOT_SUPPORTED,
-                "KILL is not supported through rwproxy yet; connect to the backend directly",
-            ))
-            .await?;
-            return Ok(());
-        }
+        StmtKind::Kill => return super::kill::kill_statement(s, io, sql).await,
         StmtKind::Set if !c.flags.contains(Flags::MULTI_STATEMENT) => {
             assignments = set_stmt::parse(&String::from_utf8_lossy(sql));
             Target::Write
@@ -91,6 +84,13 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     }
     let wants_last_id = c.flags.contains(Flags::LAST_INSERT_ID);
     let kind = c.kind;
+    let rewritten;
+    let packet = if c.flags.contains(Flags::CONNECTION_ID) {
+        rewritten = with_proxy_connection_id(packet, s.id);
+        &rewritten[..]
+    } else {
+        packet
+    };
     let relayed = execute(
         s,
         io,
@@ -130,6 +130,16 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         s.record_digest(sql, &r);
     }
     Ok(())
+}
+
+/// `CONNECTION_ID()` answers the id the client got in the proxy's greeting, for the whole
+/// session, whichever pooled backend connections its statements run on (each has its own
+/// server-side id). `KILL` takes the same id.
+pub(crate) fn with_proxy_connection_id(packet: &[u8], id: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(packet.len() + 40);
+    out.push(packet[0]);
+    out.extend(classify::replace_connection_id(&packet[1..], id));
+    out
 }
 
 pub async fn init_db(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {

@@ -1,11 +1,14 @@
-//! A live view of every client session, for the admin console's `SELECT * FROM sessions`.
+//! A live view of every client session: what the admin console's `SELECT * FROM sessions`
+//! shows, and what `KILL` needs to find a session by the id its client saw.
 //!
 //! Each session owns an `Arc<SessionStatus>` it updates around each command (one uncontended
 //! lock, no allocation once the statement buffer has grown); the console only reads.
 
+use crate::backend::Backend;
 use dashmap::DashMap;
 use rwproxy_admin::SessionInfo;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -20,12 +23,27 @@ pub struct Registry {
 pub struct SessionStatus {
     pub id: u32,
     pub client: SocketAddr,
-    pub user: String,
     now: Mutex<Now>,
+    /// Where the session's statement runs right now. An async lock because `KILL QUERY`
+    /// holds it until the backend has taken the kill: meanwhile the session cannot hand the
+    /// connection back to the pool, so the kill can never hit another session's statement.
+    running: tokio::sync::Mutex<Option<Running>>,
+    /// `KILL CONNECTION` was issued against this session.
+    killed: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+/// A statement in progress on a backend connection.
+pub struct Running {
+    pub backend: Arc<Backend>,
+    /// The server's id of the connection running it.
+    pub thread_id: u32,
 }
 
 #[derive(Default)]
 struct Now {
+    /// Changes on `COM_CHANGE_USER`.
+    user: String,
     schema: Option<String>,
     backend: Option<String>,
     in_transaction: bool,
@@ -40,14 +58,24 @@ impl Registry {
         let status = Arc::new(SessionStatus {
             id,
             client,
-            user: user.to_string(),
-            now: Mutex::new(Now::default()),
+            now: Mutex::new(Now {
+                user: user.to_string(),
+                ..Now::default()
+            }),
+            running: tokio::sync::Mutex::new(None),
+            killed: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
         });
         self.sessions.insert(id, status.clone());
         Entry {
             registry: self.clone(),
             status,
         }
+    }
+
+    /// The session whose client was given `id` in its greeting.
+    pub fn get(&self, id: u32) -> Option<Arc<SessionStatus>> {
+        self.sessions.get(&id).map(|e| e.value().clone())
     }
 
     /// Every session as the console's `sessions` table shows it, oldest first.
@@ -61,7 +89,7 @@ impl Registry {
                 SessionInfo {
                     id: u64::from(s.id),
                     client: s.client.to_string(),
-                    user: s.user.clone(),
+                    user: now.user.clone(),
                     schema: now.schema.clone(),
                     backend: now.backend.clone(),
                     in_transaction: now.in_transaction,
@@ -117,6 +145,51 @@ impl SessionStatus {
         }
         if now.backend.as_deref() != backend {
             now.backend = backend.map(str::to_string);
+        }
+    }
+
+    pub fn user(&self) -> String {
+        self.now.lock().expect("session status lock").user.clone()
+    }
+
+    pub fn set_user(&self, user: &str) {
+        user.clone_into(&mut self.now.lock().expect("session status lock").user);
+    }
+
+    /// The session's statement is about to go out on `thread_id` of `backend`.
+    pub async fn start_running(&self, backend: &Arc<Backend>, thread_id: u32) {
+        *self.running.lock().await = Some(Running {
+            backend: backend.clone(),
+            thread_id,
+        });
+    }
+
+    /// The statement's reply is complete. Waits for a `KILL QUERY` in flight to be done
+    /// before the connection can go back to the pool.
+    pub async fn stop_running(&self) {
+        *self.running.lock().await = None;
+    }
+
+    /// Locks the running statement (if any) for a kill; the session cannot release its
+    /// connection while the guard lives.
+    pub async fn lock_running(&self) -> tokio::sync::MutexGuard<'_, Option<Running>> {
+        self.running.lock().await
+    }
+
+    /// Marks the session for closing and wakes it if it is waiting for its client.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once `kill` has been called.
+    pub async fn killed(&self) {
+        while !self.is_killed() {
+            self.wake.notified().await;
         }
     }
 }

@@ -6,6 +6,8 @@ use crate::backend::pool::Lease;
 use crate::backend::relay::Relayed;
 use crate::backend::{Backend, Health};
 use crate::client::prepared::PreparedStmt;
+use crate::client::registry::{Registry, SessionStatus};
+use crate::client::ClientSettings;
 use crate::cluster::Cluster;
 use crate::protocol::message::{self, codes, SqlError, SERVER_STATUS_AUTOCOMMIT};
 use crate::protocol::session_track::StateChanges;
@@ -98,6 +100,18 @@ pub struct Session {
     pub last_insert_id: u64,
     pub stmts: FxHashMap<u32, PreparedStmt>,
     pub next_stmt_id: u32,
+    /// This session's entry in the registry, where `KILL` finds it.
+    pub status: Arc<SessionStatus>,
+    /// Every session, for `KILL`.
+    pub registry: Arc<Registry>,
+    /// The greeting's scramble, which a `COM_CHANGE_USER` with caching_sha2_password
+    /// answers again.
+    pub scramble: [u8; 20],
+    /// Refused `COM_CHANGE_USER` attempts so far.
+    pub failed_change_user: u8,
+    /// Atlas's `charset`: every session starts with `SET NAMES <charset>`, also after a
+    /// reset or a change of user.
+    charset: Option<String>,
     pub stats: Arc<Stats>,
     /// The client's address, for the SQL log.
     pub peer: std::net::SocketAddr,
@@ -114,16 +128,16 @@ pub struct Session {
 
 impl Session {
     pub fn new(
-        id: u32,
         cluster: Arc<Cluster>,
         key: ConnKey,
         password: String,
-        stats: Arc<Stats>,
-        peer: std::net::SocketAddr,
+        info: &ClientSettings,
+        status: Arc<SessionStatus>,
+        scramble: [u8; 20],
     ) -> Self {
         let ryw = read_your_writes::Tracker::new(&cluster.read_your_writes(), &key.user);
-        Session {
-            id,
+        let mut s = Session {
+            id: status.id,
             cluster,
             key,
             password,
@@ -135,12 +149,25 @@ impl Session {
             last_insert_id: 0,
             stmts: FxHashMap::default(),
             next_stmt_id: 1,
-            stats,
-            peer,
+            peer: status.client,
+            status,
+            registry: info.registry.clone(),
+            scramble,
+            failed_change_user: 0,
+            charset: info.charset.clone(),
+            stats: info.stats.clone(),
             ryw,
             digest_buf: Vec::new(),
             client_tracks: false,
             last_write_gtid: None,
+        };
+        s.apply_charset();
+        s
+    }
+
+    fn apply_charset(&mut self) {
+        if let Some(cs) = &self.charset {
+            self.state.set_var("names".into(), format!("NAMES {cs}"));
         }
     }
 
@@ -183,6 +210,40 @@ impl Session {
             conn.state.set_var(name.clone(), text.clone());
             self.state.set_var(name.clone(), text);
         }
+    }
+
+    /// The password the session's backend connections log in with.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// Later statements run as `user` (pools are keyed by user), on connections opened with
+    /// `collation`.
+    pub fn switch_user(&mut self, user: &str, password: String, collation: u8) {
+        if *self.key.user != *user {
+            // Read-your-writes may be set per user.
+            self.ryw = read_your_writes::Tracker::new(&self.cluster.read_your_writes(), user);
+        }
+        self.key.user = user.into();
+        self.key.collation = collation;
+        self.password = password;
+        self.status.set_user(user);
+    }
+
+    /// Starts the session over, as `COM_RESET_CONNECTION` and `COM_CHANGE_USER` do on a
+    /// server: its connections go back (rolled back and reset before anyone reuses them),
+    /// variables, prepared statements and reasons to stay pinned are forgotten, and the
+    /// schema is `schema`.
+    pub async fn start_over(&mut self, schema: Option<String>) {
+        self.close().await;
+        self.state = SessionState {
+            schema,
+            vars: Vec::new(),
+        };
+        self.apply_charset();
+        self.sticky = Sticky::default();
+        self.stmts.clear();
+        self.last_insert_id = 0;
     }
 
     /// Counts a finished statement in the digest table: rows read, or else rows changed.
@@ -502,7 +563,12 @@ impl Session {
 
     /// Ends the session: a held connection is rolled back / reset before anyone else gets it.
     pub async fn close(&mut self) {
-        if let Some(c) = self.pinned.take() {
+        if let Some(mut c) = self.pinned.take() {
+            // `LOCK TABLES` and a pending `SET TRANSACTION` leave no other trace on the
+            // connection that says it must be reset.
+            if self.sticky.any() {
+                c.conn().dirty = true;
+            }
             self.release(c).await;
         }
         self.release_held().await;

@@ -1,7 +1,9 @@
 //! The proxy's side of the admin console: `rwproxy_admin::ControlPlane` over the live
 //! [`Cluster`], so every change takes effect for the next statement without a restart.
 
+use crate::backend::conn::ConnKey;
 use crate::backend::Health;
+use crate::client::kill::kill_session;
 use crate::client::registry::Registry;
 use crate::client::ClientSettings;
 use crate::cluster::{ChangeError, Cluster};
@@ -277,6 +279,30 @@ impl ControlPlane for ProxyControl {
                 "SWITCHOVER: no failover actions run in this process ([ha.failover])",
             )),
         }
+    }
+
+    /// Starts the kill and returns: the console's calls are synchronous, and a kill waits
+    /// for the backend.
+    fn kill_session(&self, id: u64, query_only: bool) -> Result<(), AdminError> {
+        let target = u32::try_from(id)
+            .ok()
+            .and_then(|n| self.sessions.get(n))
+            .ok_or_else(|| AdminError::failed(format!("Unknown thread id: {id}")))?;
+        let user = target.user();
+        let password = self.cluster.password_of(&user).unwrap_or_default();
+        let key = ConnKey {
+            user: user.into(),
+            collation: 45, // utf8mb4_general_ci; nothing but KILL runs on it
+            capabilities: 0,
+        };
+        let dial = self.cluster.dial.clone();
+        tokio::spawn(async move {
+            if let Err(e) = kill_session(&target, query_only, key, &password, &dial).await {
+                tracing::warn!(session = target.id, "admin KILL failed: {e}");
+            }
+        });
+        tracing::info!(session = id, query_only, "killed from the admin console");
+        Ok(())
     }
 
     fn variables(&self) -> Vec<(String, String)> {

@@ -57,6 +57,9 @@ pub struct ClientLogin {
     pub collation: u8,
     /// Sequence id of the proxy's next packet to this client: the login's final OK or ERR.
     pub next_seq: u8,
+    /// The greeting's scramble: a `COM_CHANGE_USER` with caching_sha2_password answers it
+    /// again.
+    pub scramble: [u8; 20],
 }
 
 /// Ends the connection phase with OK. Kept apart from [`accept`] so the caller can still
@@ -113,7 +116,7 @@ pub struct Greeting<'a> {
     pub collation: u8,
 }
 
-fn random_scramble() -> [u8; 20] {
+pub fn random_scramble() -> [u8; 20] {
     // Printable bytes only: some clients treat the scramble as a C string, and it must not
     // contain NUL since the greeting terminates it with one.
     let mut s = [0u8; 20];
@@ -253,28 +256,79 @@ where
     let collation = resp.collation();
     let plugin = resp.auth_plugin().map(|p| p.as_bytes().to_vec());
     let auth_data = resp.scramble_buf().to_vec();
-    let denied = |sent_password: bool| {
-        err(
-            codes::ACCESS_DENIED,
-            format!(
-                "Access denied for user '{user}'@'{peer_host}' (using password: {})",
-                if sent_password { "YES" } else { "NO" }
-            ),
-        )
-    };
     // MariaDB 10.11 answers a plain-TCP login under require_secure_transport with this very
     // Access denied (1045, 28000), whatever the password; MySQL's 3159 is not a MariaDB code.
     if hello.require_secure && !secure {
-        return reject(writer, reply_seq, denied(!auth_data.is_empty())).await;
+        return reject(
+            writer,
+            reply_seq,
+            denied(&user, peer_host, !auth_data.is_empty()),
+        )
+        .await;
     }
-    let password = password_of(&user);
+    let (ok, next_seq) = check_reply(
+        reader,
+        writer,
+        &scramble,
+        plugin.as_deref(),
+        &auth_data,
+        reply_seq,
+        password_of(&user),
+        secure,
+    )
+    .await?;
+    if !ok {
+        let e = denied(&user, peer_host, !auth_data.is_empty());
+        return reject(writer, next_seq, e).await;
+    }
+    Ok(ClientLogin {
+        user,
+        database,
+        capabilities,
+        collation,
+        next_seq,
+        scramble,
+    })
+}
 
+/// The server's wording for a wrong user or password.
+pub fn denied(user: &str, peer_host: &str, sent_password: bool) -> SqlError {
+    err(
+        codes::ACCESS_DENIED,
+        format!(
+            "Access denied for user '{user}'@'{peer_host}' (using password: {})",
+            if sent_password { "YES" } else { "NO" }
+        ),
+    )
+}
+
+/// Checks a client's first authentication reply `auth_data` against `password` (`None`: an
+/// unknown user) with the plugin the client chose, switching plugins or asking for more as
+/// that plugin needs; `secure`: over TLS. Shared by the login and `COM_CHANGE_USER`. Returns
+/// whether the password matched and the sequence id of the final OK/ERR, which the caller
+/// sends.
+#[allow(clippy::too_many_arguments)]
+pub async fn check_reply<R, W>(
+    reader: &mut PacketReader<R>,
+    writer: &mut PacketWriter<W>,
+    scramble: &[u8; 20],
+    plugin: Option<&[u8]>,
+    auth_data: &[u8],
+    reply_seq: u8,
+    password: Option<String>,
+    secure: bool,
+) -> io::Result<(bool, u8)>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let scramble = *scramble;
     let mut next_seq = reply_seq;
     let mut payload = Vec::new();
     let sha2 = |pw: &[u8]| scramble_sha256(&scramble, pw).map(|s| s.to_vec());
-    let ok = match plugin.as_deref() {
+    let ok = match plugin {
         Some(p) if p == CACHING_SHA2 => {
-            let mut reply = auth_data.as_slice();
+            let mut reply = auth_data;
             if reply.is_empty() && !check(&password, reply, sha2) {
                 // A client whose default plugin differs from the greeting's (mariadb
                 // --default-auth=caching_sha2_password) sends no scramble and waits for this
@@ -301,7 +355,7 @@ where
                 false
             }
         }
-        Some(p) if p == NATIVE => check(&password, &auth_data, |pw| {
+        Some(p) if p == NATIVE => check(&password, auth_data, |pw| {
             scramble_native(&scramble, pw).map(|s| s.to_vec())
         }),
         _ => {
@@ -312,15 +366,55 @@ where
             })
         }
     };
-    if !ok {
-        return reject(writer, next_seq, denied(!auth_data.is_empty())).await;
+    Ok((ok, next_seq))
+}
+
+/// A `COM_CHANGE_USER` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeUser {
+    pub user: String,
+    pub auth_data: Vec<u8>,
+    pub database: Option<String>,
+    /// Absent in requests from very old clients, which keep the current one.
+    pub collation: Option<u16>,
+    pub plugin: Option<Vec<u8>>,
+}
+
+/// Parses `COM_CHANGE_USER` (command byte included): user, length-prefixed auth reply,
+/// schema, then optionally collation, plugin name and connection attributes (ignored, as at
+/// login). `None` when the mandatory part is cut short.
+pub fn parse_change_user(payload: &[u8]) -> Option<ChangeUser> {
+    fn cstr<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let end = b.iter().position(|c| *c == 0)?;
+        let s = &b[..end];
+        *b = &b[end + 1..];
+        Some(s)
     }
-    Ok(ClientLogin {
+    let mut b = payload.get(1..)?;
+    let user = String::from_utf8_lossy(cstr(&mut b)?).into_owned();
+    let (&len, rest) = b.split_first()?;
+    let auth_data = rest.get(..usize::from(len))?.to_vec();
+    b = &rest[usize::from(len)..];
+    // Old clients may end the packet right after the schema, without its NUL.
+    let database = match cstr(&mut b) {
+        Some(d) => d,
+        None => std::mem::take(&mut b),
+    };
+    let database = (!database.is_empty()).then(|| String::from_utf8_lossy(database).into_owned());
+    let collation = match b {
+        [lo, hi, rest @ ..] => {
+            b = rest;
+            Some(u16::from_le_bytes([*lo, *hi]))
+        }
+        _ => None,
+    };
+    let plugin = cstr(&mut b).filter(|p| !p.is_empty()).map(<[u8]>::to_vec);
+    Some(ChangeUser {
         user,
+        auth_data,
         database,
-        capabilities,
         collation,
-        next_seq,
+        plugin,
     })
 }
 
@@ -364,6 +458,46 @@ fn check(
         Some(want) => {
             want.len() == reply.len()
                 && want.iter().zip(reply).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_user_packets() {
+        let mut p = vec![0x11];
+        p.extend_from_slice(b"bob\0");
+        p.push(3);
+        p.extend_from_slice(b"xyz");
+        p.extend_from_slice(b"db1\0");
+        p.extend_from_slice(&224u16.to_le_bytes());
+        p.extend_from_slice(b"mysql_native_password\0");
+        p.extend_from_slice(&[0]); // empty connection attributes
+        let c = parse_change_user(&p).unwrap();
+        assert_eq!(c.user, "bob");
+        assert_eq!(c.auth_data, b"xyz");
+        assert_eq!(c.database.as_deref(), Some("db1"));
+        assert_eq!(c.collation, Some(224));
+        assert_eq!(c.plugin.as_deref(), Some(NATIVE));
+
+        // An old client: no schema terminator, nothing after it.
+        let old = [&[0x11][..], b"bob\0", &[0], b"db"].concat();
+        let c = parse_change_user(&old).unwrap();
+        assert_eq!(
+            (c.database.as_deref(), c.collation, c.plugin),
+            (Some("db"), None, None)
+        );
+
+        let no_db = [&[0x11][..], b"bob\0", &[0], b"\0"].concat();
+        assert_eq!(parse_change_user(&no_db).unwrap().database, None);
+
+        // Cut short before the auth reply ends: refused, never a panic.
+        assert_eq!(parse_change_user(&[0x11, b'a', 0, 5, 1]), None);
+        for end in 0..p.len() {
+            let _ = parse_change_user(&p[..end]);
         }
     }
 }

@@ -157,6 +157,9 @@ pub mod codes {
     pub const NOT_SUPPORTED: (u16, &str) = (1235, "42000");
     pub const WRONG_ARGUMENTS: (u16, &str) = (1210, "HY000");
     pub const CONNECTION_KILLED: (u16, &str) = (1927, "70100");
+    pub const UNKNOWN_THREAD: (u16, &str) = (1094, "HY000");
+    pub const KILL_DENIED: (u16, &str) = (1095, "HY000");
+    pub const QUERY_INTERRUPTED: (u16, &str) = (1317, "70100");
     /// ER_OPTION_PREVENTS_STATEMENT: what a server says to a write under `read_only=ON`.
     pub const OPTION_PREVENTS_STATEMENT: (u16, &str) = (1290, "HY000");
 }

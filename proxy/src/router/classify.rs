@@ -114,8 +114,11 @@ impl Flags {
     /// `@@warning_count` / `@@error_count`: about the previous statement, so they must run
     /// where it ran.
     pub const DIAGNOSTICS: Flags = Flags(1 << 17);
+    /// CONNECTION_ID( — the proxy answers it with the id it gave the client; see
+    /// [`replace_connection_id`].
+    pub const CONNECTION_ID: Flags = Flags(1 << 18);
 
-    const NAMES: [(Flags, &'static str); 18] = [
+    const NAMES: [(Flags, &'static str); 19] = [
         (Flags::HINT_MASTER, "HINT_MASTER"),
         (Flags::HINT_SLAVE, "HINT_SLAVE"),
         (Flags::LOCKING_READ, "LOCKING_READ"),
@@ -134,6 +137,7 @@ impl Flags {
         (Flags::SET_TRANSACTION, "SET_TRANSACTION"),
         (Flags::MASTER_STATUS, "MASTER_STATUS"),
         (Flags::DIAGNOSTICS, "DIAGNOSTICS"),
+        (Flags::CONNECTION_ID, "CONNECTION_ID"),
     ];
 
     pub const fn empty() -> Flags {
@@ -269,6 +273,141 @@ pub fn use_schema(sql: &[u8]) -> Option<String> {
     }
 }
 
+/// What a `KILL` statement names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KillTarget {
+    /// `KILL QUERY`: only the running statement; otherwise the whole connection.
+    pub query_only: bool,
+    /// The thread id as written (`None`: `CONNECTION_ID()`, the session itself).
+    pub id: Option<u64>,
+}
+
+/// Parses `KILL [HARD | SOFT] [CONNECTION | QUERY] id` where id is an integer literal
+/// (negative ones wrap, as on the server) or `CONNECTION_ID()`. `None` for every other form
+/// (`KILL USER`, `KILL QUERY ID`, expressions), which the proxy does not support.
+pub fn kill_target(sql: &[u8]) -> Option<KillTarget> {
+    let mut lx = Lexer::new(sql);
+    if lx.next().sym != Sym::Kw(Kw::Kill) {
+        return None;
+    }
+    let word =
+        |t: &Tok, w: &[u8]| t.sym == Sym::Word && sql[t.start..t.end].eq_ignore_ascii_case(w);
+    let mut t = lx.next();
+    if word(&t, b"HARD") || word(&t, b"SOFT") {
+        t = lx.next();
+    }
+    let mut query_only = false;
+    if word(&t, b"CONNECTION") {
+        t = lx.next();
+    } else if word(&t, b"QUERY") {
+        query_only = true;
+        t = lx.next();
+    }
+    let id = match t.sym {
+        Sym::Kw(Kw::ConnectionId) => {
+            if lx.next().sym != Sym::Punct(b'(') || lx.next().sym != Sym::Punct(b')') {
+                return None;
+            }
+            None
+        }
+        Sym::Punct(b'-') => {
+            let n = lx.next();
+            let v: u64 = std::str::from_utf8(&sql[n.start..n.end])
+                .ok()?
+                .parse()
+                .ok()?;
+            Some(v.wrapping_neg())
+        }
+        Sym::Word => Some(
+            std::str::from_utf8(&sql[t.start..t.end])
+                .ok()?
+                .parse()
+                .ok()?,
+        ),
+        _ => return None,
+    };
+    match lx.next().sym {
+        Sym::End | Sym::Punct(b';') if !lx.broken => Some(KillTarget { query_only, id }),
+        _ => None,
+    }
+}
+
+/// Replaces every `CONNECTION_ID()` call by the constant `id`, written as an expression with
+/// the very column metadata the function has (`CAST(<10 digits> AS UNSIGNED)`: LONG, length
+/// 10, unsigned), and, for a select item that is nothing but the call, an alias spelling the
+/// call as written, which is the column name a server gives it.
+pub fn replace_connection_id(sql: &[u8], id: u32) -> Vec<u8> {
+    let value = format!("CAST({id:010} AS UNSIGNED)");
+    let mut out = Vec::with_capacity(sql.len() + 32);
+    let mut lx = Lexer::new(sql);
+    let mut copied = 0;
+    let mut prev = Sym::None;
+    loop {
+        let t = lx.next();
+        match t.sym {
+            Sym::End => break,
+            Sym::Kw(Kw::ConnectionId) => {
+                let mut ahead = lx.clone();
+                let (open, close) = (ahead.next(), ahead.next());
+                // `db.connection_id()` is a stored function of that name.
+                let call = prev != Sym::Punct(b'.')
+                    && open.sym == Sym::Punct(b'(')
+                    && close.sym == Sym::Punct(b')');
+                if !call {
+                    prev = t.sym;
+                    continue;
+                }
+                lx = ahead;
+                out.extend_from_slice(&sql[copied..t.start]);
+                out.extend_from_slice(value.as_bytes());
+                copied = close.end;
+                let starts_item = matches!(prev, Sym::Kw(Kw::Select) | Sym::Punct(b','));
+                if starts_item && ends_item(sql, lx.clone().next()) {
+                    out.extend_from_slice(b" AS `");
+                    for &b in &sql[t.start..close.end] {
+                        if b == b'`' {
+                            out.push(b'`');
+                        }
+                        out.push(b);
+                    }
+                    out.push(b'`');
+                }
+                prev = close.sym;
+            }
+            sym => prev = sym,
+        }
+    }
+    out.extend_from_slice(&sql[copied..]);
+    out
+}
+
+/// Whether `next` ends a select item without giving it an alias.
+fn ends_item(sql: &[u8], next: Tok) -> bool {
+    const CLAUSES: &[&[u8]] = &[
+        b"FROM",
+        b"WHERE",
+        b"GROUP",
+        b"HAVING",
+        b"ORDER",
+        b"LIMIT",
+        b"UNION",
+        b"EXCEPT",
+        b"INTERSECT",
+        b"WINDOW",
+        b"PROCEDURE",
+        b"RETURNING",
+    ];
+    match next.sym {
+        Sym::End | Sym::Punct(b',' | b';' | b')') => true,
+        Sym::Kw(Kw::Into | Kw::For | Kw::Lock) => true,
+        Sym::Word => {
+            let w = &sql[next.start..next.end];
+            CLAUSES.iter().any(|c| w.eq_ignore_ascii_case(c))
+        }
+        _ => false,
+    }
+}
+
 /// Keywords the classifier cares about. Everything else lexes as [`Sym::Word`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kw {
@@ -350,6 +489,7 @@ enum Kw {
     Nextval,
     Lastval,
     Setval,
+    ConnectionId,
 }
 
 const MAX_KW_LEN: usize = 19; // SQL_CALC_FOUND_ROWS
@@ -438,6 +578,7 @@ fn keyword(w: &[u8]) -> Sym {
         b"NEXTVAL" => Kw::Nextval,
         b"LASTVAL" => Kw::Lastval,
         b"SETVAL" => Kw::Setval,
+        b"CONNECTION_ID" => Kw::ConnectionId,
         _ => return Sym::Word,
     };
     Sym::Kw(k)
@@ -1043,6 +1184,7 @@ impl<'a> Classifier<'a> {
                         Kw::LastInsertId => Flags::LAST_INSERT_ID,
                         Kw::FoundRows | Kw::RowCount => Flags::FOUND_ROWS,
                         Kw::Nextval | Kw::Lastval | Kw::Setval => Flags::SEQUENCE,
+                        Kw::ConnectionId => Flags::CONNECTION_ID,
                         _ => Flags::empty(),
                     };
                 }
@@ -1369,6 +1511,10 @@ mod tests {
         ("DEALLOCATE PREPARE s", PrepareText, &[]),
         ("DROP PREPARE s", PrepareText, &[]),
         ("KILL 42", Kill, &[]),
+        ("SELECT CONNECTION_ID()", R, &[F::CONNECTION_ID]),
+        ("select connection_id() + 1 from t", R, &[F::CONNECTION_ID]),
+        ("SELECT connection_id FROM t", R, &[]),
+        ("INSERT INTO log VALUES (CONNECTION_ID())", W, &[F::CONNECTION_ID]),
         ("KILL QUERY 42", Kill, &[]),
         ("KILL CONNECTION 42", Kill, &[]),
         // empty
@@ -1468,6 +1614,77 @@ mod tests {
     }
 
     #[test]
+    fn kill_targets() {
+        let k = |query_only, id| Some(KillTarget { query_only, id });
+        let cases: &[(&str, Option<KillTarget>)] = &[
+            ("KILL 42", k(false, Some(42))),
+            ("kill connection 42;", k(false, Some(42))),
+            ("KILL QUERY 7", k(true, Some(7))),
+            ("/* c */ KILL HARD QUERY 7", k(true, Some(7))),
+            ("KILL SOFT CONNECTION 7", k(false, Some(7))),
+            ("KILL -1", k(false, Some(u64::MAX))),
+            ("KILL CONNECTION_ID()", k(false, None)),
+            ("KILL QUERY connection_id ( )", k(true, None)),
+            ("KILL 99999999999999", k(false, Some(99_999_999_999_999))),
+            ("KILL QUERY ID 5", None),
+            ("KILL USER app", None),
+            ("KILL 1+1", None),
+            ("KILL abc", None),
+            ("KILL", None),
+            ("KILL 5 6", None),
+            ("SELECT 5", None),
+        ];
+        for &(sql, want) in cases {
+            assert_eq!(kill_target(sql.as_bytes()), want, "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn connection_id_rewrites() {
+        let id = "CAST(0000000042 AS UNSIGNED)";
+        let cases: &[(&str, String)] = &[
+            (
+                "SELECT CONNECTION_ID()",
+                format!("SELECT {id} AS `CONNECTION_ID()`"),
+            ),
+            (
+                "select connection_id ( ), 1 from dual",
+                format!("select {id} AS `connection_id ( )`, 1 from dual"),
+            ),
+            ("SELECT CONNECTION_ID() AS me", format!("SELECT {id} AS me")),
+            ("SELECT CONNECTION_ID() me", format!("SELECT {id} me")),
+            (
+                "SELECT a FROM t WHERE b = CONNECTION_ID()",
+                format!("SELECT a FROM t WHERE b = {id}"),
+            ),
+            (
+                "SELECT CONNECTION_ID()+1, 'CONNECTION_ID()' FROM t",
+                format!("SELECT {id}+1, 'CONNECTION_ID()' FROM t"),
+            ),
+            (
+                "SELECT 1, CONNECTION_ID() INTO @a, @b",
+                format!("SELECT 1, {id} AS `CONNECTION_ID()` INTO @a, @b"),
+            ),
+            (
+                "SELECT connection_id FROM t",
+                "SELECT connection_id FROM t".into(),
+            ),
+            (
+                "SELECT db.CONNECTION_ID()",
+                "SELECT db.CONNECTION_ID()".into(),
+            ),
+            (
+                "SELECT CONNECTION_ID(); SELECT CONNECTION_ID()",
+                format!("SELECT {id} AS `CONNECTION_ID()`; SELECT {id} AS `CONNECTION_ID()`"),
+            ),
+        ];
+        for (sql, want) in cases {
+            let got = replace_connection_id(sql.as_bytes(), 42);
+            assert_eq!(String::from_utf8_lossy(&got), *want, "{sql:?}");
+        }
+    }
+
+    #[test]
     fn flags_api() {
         let f = Flags::GET_LOCK | Flags::SEQUENCE;
         assert!(f.contains(Flags::GET_LOCK));
@@ -1559,6 +1776,8 @@ mod tests {
             let c = classify(&buf);
             assert_eq!(classify(&buf), c, "not deterministic on {buf:?}");
             let _ = use_schema(&buf);
+            let _ = kill_target(&buf);
+            let _ = replace_connection_id(&buf, 7);
         }
         for &(sql, _, _) in CASES {
             for end in 0..=sql.len() {

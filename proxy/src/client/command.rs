@@ -1,0 +1,176 @@
+//! Commands that change the session itself rather than run a statement: `COM_CHANGE_USER`
+//! and `COM_SET_OPTION`.
+
+use super::session::{Checkout, Session};
+use super::{ClientIo, SessionEnd};
+use crate::protocol::handshake;
+use crate::protocol::message::{self, codes};
+use crate::router::Target;
+use crate::stats::counters::ErrorKind;
+use mysql_common::constants::CapabilityFlags;
+
+/// Failed `COM_CHANGE_USER` attempts after which a connection gets no more (MariaDB's rule).
+const MAX_FAILED_CHANGE_USER: u8 = 3;
+
+/// `COM_CHANGE_USER`: the proxy authenticates the new user itself, as at login. Like a
+/// server, it first starts the session over (transaction rolled back, variables, prepared
+/// statements and pins dropped), and a refused change leaves the session as the old user, in
+/// the old schema; after three refusals the command is refused outright.
+pub async fn change_user(
+    s: &mut Session,
+    io: &mut ClientIo,
+    packet: &[u8],
+) -> Result<(), SessionEnd> {
+    // MariaDB's guard against password guessing on an open connection.
+    if s.failed_change_user >= MAX_FAILED_CHANGE_USER {
+        io.error(&message::err(codes::UNKNOWN_COM, "Unknown command"))
+            .await?;
+        return Ok(());
+    }
+    let old_schema = s.state.schema.take();
+    s.start_over(old_schema.clone()).await;
+    let Some(req) = handshake::parse_change_user(packet) else {
+        io.error(&message::err(codes::UNKNOWN_COM, "Unknown command"))
+            .await?;
+        return Ok(());
+    };
+    let password = s.cluster.password_of(&req.user);
+    // The greeting's scramble was spent on the login. Like MariaDB, ask for a reply to a
+    // fresh one with an auth switch to mysql_native_password; MySQL 8 drivers answering
+    // with caching_sha2_password get its fast path, as MySQL gives them.
+    let sha2 = req.plugin.as_deref() == Some(b"caching_sha2_password".as_slice());
+    let (scramble, plugin, data) = match sha2 {
+        true => (s.scramble, req.plugin.as_deref(), &req.auth_data[..]),
+        false => (handshake::random_scramble(), None, &[][..]),
+    };
+    let (ok, seq) = handshake::check_reply(
+        &mut io.reader,
+        &mut io.writer,
+        &scramble,
+        plugin,
+        data,
+        1,
+        password.clone(),
+        false,
+    )
+    .await?;
+    let old = (s.key.user.clone(), s.password().to_string());
+    // Connections are opened with one-byte collation ids; a larger one keeps the current.
+    let collation = req
+        .collation
+        .and_then(|c| u8::try_from(c).ok())
+        .unwrap_or(s.key.collation);
+    let result = match ok {
+        true => enter(s, &req, password, collation).await,
+        false => {
+            let host = s.status.client.ip().to_string();
+            Err(handshake::denied(
+                &req.user,
+                &host,
+                !req.auth_data.is_empty(),
+            ))
+        }
+    };
+    let reply = match result {
+        Ok(()) => {
+            tracing::debug!(session = s.id, user = %req.user, "changed user");
+            message::ok_payload(&message::Completion {
+                status: s.status(),
+                ..Default::default()
+            })
+        }
+        Err(e) => {
+            tracing::info!(session = s.id, "change user refused: {e}");
+            s.stats.counters.error(ErrorKind::Auth);
+            s.failed_change_user += 1;
+            // The server keeps the packet's collation even then.
+            s.switch_user(&old.0, old.1, collation);
+            s.state.schema = old_schema;
+            e.payload()
+        }
+    };
+    io.writer.write_packet(seq, &reply).await?;
+    io.writer.flush().await?;
+    Ok(())
+}
+
+/// Makes the session the new user's, in the requested schema. A server refuses an unknown
+/// schema (1049, or 1044 without rights to it) here as at login; so does the proxy, by
+/// bringing a connection of the new user to it.
+async fn enter(
+    s: &mut Session,
+    req: &handshake::ChangeUser,
+    password: Option<String>,
+    collation: u8,
+) -> Result<(), message::SqlError> {
+    s.switch_user(&req.user, password.unwrap_or_default(), collation);
+    s.state.schema = req.database.clone();
+    if req.database.is_some() {
+        let c = s.checkout(Target::Read, &mut Vec::new()).await?;
+        s.release(c).await;
+    }
+    Ok(())
+}
+
+/// `COM_SET_OPTION`: multi-statements on (0) or off (1). Pools are keyed by capabilities, so
+/// later statements take connections opened the new way; a pinned or held connection is
+/// switched in place. Answered with EOF, as a server does.
+pub async fn set_option(
+    s: &mut Session,
+    io: &mut ClientIo,
+    packet: &[u8],
+) -> Result<(), SessionEnd> {
+    // A server reads two bytes whatever was sent; missing ones read as 0.
+    let option = u16::from_le_bytes([
+        packet.get(1).copied().unwrap_or(0),
+        packet.get(2).copied().unwrap_or(0),
+    ]);
+    let multi = CapabilityFlags::CLIENT_MULTI_STATEMENTS.bits();
+    let capabilities = match option {
+        0 => s.key.capabilities | multi,
+        1 => s.key.capabilities & !multi,
+        _ => {
+            io.error(&message::err(codes::UNKNOWN_COM, "Unknown command"))
+                .await?;
+            return Ok(());
+        }
+    };
+    s.key.capabilities = capabilities;
+    if let Some(c) = s.pinned.as_mut() {
+        match switch_in_place(c, packet, capabilities).await {
+            Ok(None) => {}
+            Ok(Some(e)) => {
+                io.error(&e).await?;
+                return Ok(());
+            }
+            Err(_) => return Err(SessionEnd::BackendLost),
+        }
+    }
+    // The connection kept for `SHOW WARNINGS` may run the next statement too.
+    if let Some(c) = s.held.as_mut() {
+        if !matches!(switch_in_place(c, packet, capabilities).await, Ok(None)) {
+            s.held = None;
+        }
+    }
+    io.reply(&message::eof_payload(0, s.status())).await?;
+    Ok(())
+}
+
+/// Sends `COM_SET_OPTION` on a connection the session keeps, which is then filed under the
+/// new capabilities; the server's error, if it refused.
+async fn switch_in_place(
+    c: &mut Checkout,
+    packet: &[u8],
+    capabilities: u32,
+) -> std::io::Result<Option<message::SqlError>> {
+    let conn = c.conn();
+    conn.broken = true;
+    conn.send_command(packet).await?;
+    let reply = conn.read_raw().await?;
+    conn.broken = false;
+    if let Some(e) = message::SqlError::parse(reply.payload()) {
+        return Ok(Some(e));
+    }
+    conn.key.capabilities = capabilities;
+    Ok(None)
+}

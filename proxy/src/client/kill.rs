@@ -1,0 +1,154 @@
+//! `KILL [CONNECTION | QUERY] n` and `COM_PROCESS_KILL n`, where n is the id the proxy gave
+//! its client in the greeting. Backend thread ids mean nothing to clients (and forwarding
+//! them would kill an unrelated pooled connection), so the proxy finds the session in its
+//! registry and kills what runs for it: the statement on the backend connection where it
+//! actually runs, from a fresh connection as the same user, or the whole session. The admin
+//! console's `KILL` may kill any session.
+
+use super::registry::{Running, SessionStatus};
+use super::session::Session;
+use super::{ClientIo, SessionEnd};
+use crate::backend::conn::{BackendConn, BackendError, ConnKey, Dial, COM_QUIT};
+use crate::protocol::message::{self, codes, SqlError};
+use crate::router::classify;
+
+/// Server error for a thread that is gone between lookup and kill.
+const UNKNOWN_THREAD: u16 = codes::UNKNOWN_THREAD.0;
+
+pub async fn kill_statement(
+    s: &mut Session,
+    io: &mut ClientIo,
+    sql: &[u8],
+) -> Result<(), SessionEnd> {
+    let Some(t) = classify::kill_target(sql) else {
+        io.error(&message::err(
+            codes::NOT_SUPPORTED,
+            "rwproxy supports only KILL [HARD | SOFT] [CONNECTION | QUERY] <thread id>",
+        ))
+        .await?;
+        return Ok(());
+    };
+    let id = t.id.unwrap_or(u64::from(s.id));
+    kill(s, io, id, t.query_only).await
+}
+
+/// `COM_PROCESS_KILL`: kills the connection. A server reads the 4-byte id from whatever was
+/// sent, so a short packet names a small id rather than being an error.
+pub async fn process_kill(
+    s: &mut Session,
+    io: &mut ClientIo,
+    packet: &[u8],
+) -> Result<(), SessionEnd> {
+    let mut id = [0u8; 4];
+    for (d, b) in id.iter_mut().zip(packet.iter().skip(1)) {
+        *d = *b;
+    }
+    kill(s, io, u64::from(u32::from_le_bytes(id)), false).await
+}
+
+async fn kill(
+    s: &mut Session,
+    io: &mut ClientIo,
+    id: u64,
+    query_only: bool,
+) -> Result<(), SessionEnd> {
+    let target = u32::try_from(id).ok().and_then(|n| s.registry.get(n));
+    let Some(target) = target else {
+        io.error(&message::err(
+            codes::UNKNOWN_THREAD,
+            format!("Unknown thread id: {id}"),
+        ))
+        .await?;
+        return Ok(());
+    };
+    if target.user() != s.status.user() {
+        io.error(&message::err(
+            codes::KILL_DENIED,
+            format!("You are not owner of thread {id}"),
+        ))
+        .await?;
+        return Ok(());
+    }
+    if target.id == s.id {
+        // What a server answers a session killing itself; the connection then closes.
+        if query_only {
+            io.error(&message::err(
+                codes::QUERY_INTERRUPTED,
+                "Query execution was interrupted",
+            ))
+            .await?;
+        } else {
+            s.status.kill();
+            io.error(&message::err(
+                codes::CONNECTION_KILLED,
+                "Connection was killed",
+            ))
+            .await?;
+        }
+        return Ok(());
+    }
+    let outcome = kill_session(
+        &target,
+        query_only,
+        s.key.clone(),
+        s.password(),
+        &s.cluster.dial,
+    )
+    .await;
+    match outcome {
+        Ok(()) => io.ok(s.status()).await?,
+        Err(e) => io.error(&e).await?,
+    }
+    tracing::info!(
+        session = s.id,
+        target = target.id,
+        query_only,
+        "killed by client"
+    );
+    Ok(())
+}
+
+/// Kills `target`'s running statement, or the whole session, logging in to the backend as
+/// `key`'s user (one allowed to kill that user's backend threads).
+pub async fn kill_session(
+    target: &SessionStatus,
+    query_only: bool,
+    key: ConnKey,
+    password: &str,
+    dial: &Dial,
+) -> Result<(), SqlError> {
+    if !query_only {
+        // First, so that the session ends (rather than retrying) when its backend
+        // connection is closed under it, and closes at once when idle.
+        target.kill();
+    }
+    let running = target.lock_running().await;
+    match running.as_ref() {
+        Some(r) => kill_on_backend(r, query_only, key, password, dial).await,
+        None => Ok(()),
+    }
+}
+
+/// Kills the statement (or the connection) `r` on its backend. The caller holds the lock on
+/// `r`, so the connection is still the session's while this runs.
+async fn kill_on_backend(
+    r: &Running,
+    query_only: bool,
+    key: ConnKey,
+    password: &str,
+    dial: &Dial,
+) -> Result<(), SqlError> {
+    let what = format!("backend {}", r.backend.address);
+    let mut conn = BackendConn::connect(&r.backend.address, key, password, dial)
+        .await
+        .map_err(|e| e.to_sql_error(&what))?;
+    let scope = if query_only { "QUERY" } else { "CONNECTION" };
+    let result = conn.run(&format!("KILL {scope} {}", r.thread_id)).await;
+    let _ = conn.send_command(&[COM_QUIT]).await;
+    match result {
+        Ok(_) => Ok(()),
+        // The backend connection closed meanwhile: nothing is left to kill.
+        Err(BackendError::Server(e)) if e.code == UNKNOWN_THREAD => Ok(()),
+        Err(e) => Err(e.to_sql_error(&what)),
+    }
+}

@@ -1,0 +1,823 @@
+//! Protocol commands through the proxy, each compared with what the primary answers on a
+//! direct connection: unknown and unsupported command bytes, COM_DEBUG/COM_REFRESH,
+//! COM_PING, COM_STATISTICS, COM_FIELD_LIST, COM_SET_OPTION, multi-statements and CALL with
+//! several result sets (mysql_async text and binary protocol, the `mariadb` CLI),
+//! CONNECTION_ID(), KILL and COM_PROCESS_KILL (and the admin console's KILL),
+//! COM_CHANGE_USER, COM_RESET_CONNECTION and text-protocol prepared statements.
+
+use mysql_async::prelude::*;
+use mysql_async::{ChangeUserOpts, Conn, Value};
+use rwproxy_admin::client::AdminClient;
+use rwproxy_sql_tests::cli::mariadb;
+use rwproxy_sql_tests::diff::{self, Normalizer, Outcome};
+use rwproxy_sql_tests::raw::{err_text, RawConn};
+use rwproxy_sql_tests::{proxy, Cluster, APP_PASSWORD, APP_USER, DATABASE};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+/// A second application user with only SELECT on the test schema.
+const PLAIN_USER: &str = "cmd_plain";
+const PLAIN_PASSWORD: &str = "cmd_plain_pw";
+
+static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+
+async fn cluster() -> &'static Cluster {
+    CLUSTER
+        .get_or_init(|| async {
+            let c = Cluster::start(2).await.expect("sandbox cluster");
+            let mut root = c.primary.root_conn().await.expect("root");
+            for sql in [
+                format!("CREATE USER '{PLAIN_USER}'@'127.0.0.1' IDENTIFIED BY '{PLAIN_PASSWORD}'"),
+                format!("GRANT SELECT ON {DATABASE}.* TO '{PLAIN_USER}'@'127.0.0.1'"),
+            ] {
+                root.query_drop(sql).await.expect("plain user");
+            }
+            c.wait_replicas_caught_up().await.expect("replicas");
+            c
+        })
+        .await
+}
+
+/// A proxy in front of the cluster that knows both users.
+async fn setup() -> (&'static Cluster, proxy::Proxy) {
+    let c = cluster().await;
+    let plain = format!("[[user]]\nname = \"{PLAIN_USER}\"\npassword = \"{PLAIN_PASSWORD}\"\n");
+    let p = proxy::start(&proxy::config_toml(c, &[1, 1], &plain))
+        .await
+        .unwrap();
+    (c, p)
+}
+
+fn primary_addr(c: &Cluster) -> SocketAddr {
+    c.primary_addr().parse().unwrap()
+}
+
+/// Raw connections as `user`: (through the proxy, directly to the primary).
+async fn raw_pair(c: &Cluster, p: &proxy::Proxy, user: &str, pass: &str) -> (RawConn, RawConn) {
+    let via = RawConn::connect(p.addr, user, pass, DATABASE)
+        .await
+        .unwrap();
+    let direct = RawConn::connect(primary_addr(c), user, pass, DATABASE)
+        .await
+        .unwrap();
+    (via, direct)
+}
+
+fn norm() -> Normalizer {
+    Normalizer {
+        schema: DATABASE.into(),
+    }
+}
+
+fn assert_same(sql: &str, via: &Outcome, direct: &Outcome) {
+    assert_eq!(
+        via,
+        direct,
+        "{sql}\nthrough the proxy:\n{}directly:\n{}",
+        diff::render(via),
+        diff::render(direct)
+    );
+}
+
+fn server_error(e: &mysql_async::Error) -> Option<(u16, String, String)> {
+    match e {
+        mysql_async::Error::Server(se) => Some((se.code, se.state.clone(), se.message.clone())),
+        _ => None,
+    }
+}
+
+fn com_process_kill(id: u32) -> Vec<u8> {
+    [&[0x0C][..], &id.to_le_bytes()].concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_unsupported_commands_get_the_servers_error() {
+    let (c, p) = setup().await;
+    let (mut via, mut direct) = raw_pair(c, &p, APP_USER, APP_PASSWORD).await;
+    let want = direct.command(&[0xEE]).await.unwrap();
+    assert_eq!(err_text(&want[0]), "1047 (08S01): Unknown command");
+    // Sent directly, these would start a binlog dump, register a replica or stop the server:
+    // through the proxy they are commands it does not know, answered as the server answers
+    // garbage.
+    for cmd in [0x00u8, 0x08, 0x12, 0x15, 0x1E, 0xEE, 0xFF] {
+        let got = via.command(&[cmd, 0, 0, 0, 0]).await.unwrap();
+        assert_eq!(got, want, "command {cmd:#04x}");
+        // Never a dropped session.
+        let one = via.query("SELECT 1").await.unwrap();
+        assert_eq!(one[3], b"\x011", "after command {cmd:#04x}: {one:?}");
+    }
+    for cmd in [0x00u8, 0xFF] {
+        assert_eq!(direct.command(&[cmd]).await.unwrap(), want);
+    }
+}
+
+/// COM_DEBUG and COM_REFRESH go to the primary, whose privilege checks answer: EOF/OK for
+/// the app user (it has SUPER and RELOAD), ERR 1227 for the plain user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_and_refresh_answer_as_the_server() {
+    let (c, p) = setup().await;
+    for (user, pass) in [(APP_USER, APP_PASSWORD), (PLAIN_USER, PLAIN_PASSWORD)] {
+        let (mut via, mut direct) = raw_pair(c, &p, user, pass).await;
+        for cmd in [&[0x0D][..], &[0x07, 0x00]] {
+            let got = via.command(cmd).await.unwrap();
+            let want = direct.command(cmd).await.unwrap();
+            assert_eq!(got, want, "{user}: command {cmd:?}");
+            if user == PLAIN_USER {
+                assert!(err_text(&got[0]).starts_with("1227 (42000)"), "{got:?}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_statistics_and_field_list() {
+    let (c, p) = setup().await;
+    let mut d = c.primary.conn().await.unwrap();
+    d.query_drop(
+        "CREATE TABLE IF NOT EXISTS fl_t (id INT PRIMARY KEY, name VARCHAR(20) DEFAULT 'x', \
+         n DECIMAL(5,2), note TEXT)",
+    )
+    .await
+    .unwrap();
+    c.wait_replicas_caught_up().await.unwrap();
+    let (mut via, mut direct) = raw_pair(c, &p, APP_USER, APP_PASSWORD).await;
+
+    // COM_PING is answered by the proxy, with the session's status flags.
+    assert_eq!(
+        via.command(&[0x0E]).await.unwrap(),
+        direct.command(&[0x0E]).await.unwrap()
+    );
+    via.query("BEGIN").await.unwrap();
+    direct.query("BEGIN").await.unwrap();
+    let ping = via.command(&[0x0E]).await.unwrap();
+    assert_eq!(ping, direct.command(&[0x0E]).await.unwrap());
+    assert_eq!(ping, vec![vec![0, 0, 0, 3, 0, 0, 0]], "in transaction");
+    via.query("ROLLBACK").await.unwrap();
+    direct.query("ROLLBACK").await.unwrap();
+
+    // COM_FIELD_LIST: column definitions of a table in the session's schema, with a
+    // wildcard, of a missing table and of no table; and of a temporary table, which only
+    // exists on the connection the session is pinned to.
+    via.query("CREATE TEMPORARY TABLE fl_tmp (a INT NOT NULL DEFAULT 7)")
+        .await
+        .unwrap();
+    direct
+        .query("CREATE TEMPORARY TABLE fl_tmp (a INT NOT NULL DEFAULT 7)")
+        .await
+        .unwrap();
+    for arg in [
+        &b"fl_t\0"[..],
+        b"fl_t\0n%",
+        b"no_such_t\0",
+        b"",
+        b"fl_tmp\0",
+    ] {
+        let cmd = [&[0x04][..], arg].concat();
+        via.send(&cmd).await.unwrap();
+        direct.send(&cmd).await.unwrap();
+        let got = via.read_until_eof().await.unwrap();
+        let want = direct.read_until_eof().await.unwrap();
+        assert_eq!(got, want, "COM_FIELD_LIST {arg:?}");
+    }
+
+    // COM_STATISTICS: a server's status line (of one of the backends).
+    via.send(&[0x09]).await.unwrap();
+    let stats = String::from_utf8(via.read().await.unwrap()).unwrap();
+    assert!(
+        stats.starts_with("Uptime: ") && stats.contains("Threads: "),
+        "{stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_option_switches_multi_statements() {
+    let (c, p) = setup().await;
+    let (mut via, mut direct) = raw_pair(c, &p, APP_USER, APP_PASSWORD).await;
+    let multi = b"\x03SELECT 1; SELECT 'two'".to_vec();
+    let steps: [(&str, Vec<u8>); 12] = [
+        ("off", vec![0x1B, 1, 0]),
+        ("multi refused", multi.clone()),
+        ("unknown option", vec![0x1B, 9, 0]),
+        ("on", vec![0x1B, 0, 0]),
+        ("multi runs", multi.clone()),
+        ("begin", b"\x03BEGIN".to_vec()),
+        ("off in transaction", vec![0x1B, 1, 0]),
+        ("multi refused in transaction", multi.clone()),
+        ("on in transaction", vec![0x1B, 0, 0]),
+        ("multi in transaction", multi.clone()),
+        ("rollback", b"\x03ROLLBACK".to_vec()),
+        ("multi after", multi.clone()),
+    ];
+    for (step, cmd) in steps {
+        let got = via.command(&cmd).await.unwrap();
+        let want = direct.command(&cmd).await.unwrap();
+        assert_eq!(got, want, "{step}");
+        if step.starts_with("multi refused") {
+            assert!(err_text(&got[0]).starts_with("1064 (42000)"), "{got:?}");
+        }
+        if step.starts_with("multi runs") {
+            assert_eq!(got.len(), 10, "two result sets: {got:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_statements_and_call_with_two_result_sets() {
+    let (c, p) = setup().await;
+    let mut d = c.primary.conn().await.unwrap();
+    d.query_drop(
+        "CREATE OR REPLACE PROCEDURE two_sets(IN n INT) \
+         BEGIN SELECT n AS a, 'x' AS b; SELECT n * 2 AS c UNION SELECT n * 3; END",
+    )
+    .await
+    .unwrap();
+    c.wait_replicas_caught_up().await.unwrap();
+    let mut v = p.conn().await.unwrap();
+    let n = norm();
+    for sql in [
+        "CALL two_sets(1)",
+        "SELECT 1; SELECT 2, 3; DO 1",
+        "SELECT 1; CALL two_sets(5); SELECT 'end'",
+    ] {
+        let via = diff::run_text(&mut v, sql, &n).await;
+        let direct = diff::run_text(&mut d, sql, &n).await;
+        assert_same(sql, &via, &direct);
+        assert!(via.results.len() >= 2, "{sql}: {}", diff::render(&via));
+    }
+    // CALL: two result sets, then the OK of the CALL itself, packet for packet.
+    let (mut raw_via, mut raw_direct) = raw_pair(c, &p, APP_USER, APP_PASSWORD).await;
+    let got = raw_via.query("CALL two_sets(1)").await.unwrap();
+    assert_eq!(got, raw_direct.query("CALL two_sets(1)").await.unwrap());
+    assert_eq!(got.last().unwrap()[0], 0, "ends with an OK: {got:?}");
+    assert_eq!(
+        got.iter().filter(|p| p.len() == 5 && p[0] == 0xFE).count(),
+        4
+    );
+
+    // The binary protocol (SERVER_MORE_RESULTS_EXISTS after a COM_STMT_EXECUTE).
+    for (sql, params) in [
+        ("CALL two_sets(?)", vec![Value::Int(4)]),
+        ("CALL two_sets(7)", vec![]),
+    ] {
+        let via = diff::run_binary(&mut v, sql, &params, &n).await;
+        let direct = diff::run_binary(&mut d, sql, &params, &n).await;
+        assert_same(sql, &via, &direct);
+        assert_eq!(via.results.len(), 2, "{}", diff::render(&via));
+    }
+
+    // A multi-statement stops at its first error. (Last: the error stays in the primary
+    // connection's diagnostics area through statements that touch no table, such as the
+    // CALLs above, which the proxy need not run on the same connection.)
+    let sql = "CALL two_sets(2); SELECT * FROM no_such_t; SELECT 'never'";
+    let via = diff::run_text(&mut v, sql, &n).await;
+    let direct = diff::run_text(&mut d, sql, &n).await;
+    assert_same(sql, &via, &direct);
+    let got = raw_via.query(sql).await.unwrap();
+    assert_eq!(got, raw_direct.query(sql).await.unwrap());
+    assert!(err_text(got.last().unwrap()).starts_with("1146"), "{got:?}");
+
+    // The mariadb CLI, which prints every result set.
+    for q in ["CALL two_sets(2)", "SELECT 1; SELECT 2; CALL two_sets(3)"] {
+        for mode in ["--batch", "--table"] {
+            let args = [mode, "-e", q];
+            let got = mariadb(p.addr.port(), APP_PASSWORD, &args, None);
+            let want = mariadb(c.primary.port, APP_PASSWORD, &args, None);
+            assert!(want.0, "direct {q}: {}", want.2);
+            assert_eq!(got, want, "mariadb {args:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_id_is_the_id_the_client_was_given() {
+    let (c, p) = setup().await;
+    let mut v = p.conn().await.unwrap();
+    let id = v.id();
+    // Reads spread over both replicas, a transaction on the primary, the binary protocol.
+    for _ in 0..10 {
+        let got: Option<u32> = v.query_first("SELECT CONNECTION_ID()").await.unwrap();
+        assert_eq!(got, Some(id));
+    }
+    v.query_drop("BEGIN").await.unwrap();
+    let got: Option<u32> = v.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    assert_eq!(got, Some(id));
+    v.query_drop("COMMIT").await.unwrap();
+    let got: Option<u32> = v.exec_first("SELECT CONNECTION_ID()", ()).await.unwrap();
+    assert_eq!(got, Some(id));
+    let got: Option<u64> = v
+        .exec_first("SELECT CONNECTION_ID() + ?", (1,))
+        .await
+        .unwrap();
+    assert_eq!(got, Some(u64::from(id) + 1));
+    v.query_drop("CREATE TABLE IF NOT EXISTS cid_t (id INT UNSIGNED)")
+        .await
+        .unwrap();
+    v.query_drop("INSERT INTO cid_t VALUES (CONNECTION_ID())")
+        .await
+        .unwrap();
+    let stored: Option<u32> = v
+        .query_first("/*master*/ SELECT id FROM cid_t WHERE id = CONNECTION_ID()")
+        .await
+        .unwrap();
+    assert_eq!(stored, Some(id));
+
+    // The same column as a server sends: name (as written), type, length, flags.
+    let mut d = c.primary.conn().await.unwrap();
+    let n = norm();
+    for sql in [
+        "SELECT CONNECTION_ID()",
+        "select connection_id() AS me, 1",
+        "SELECT 1, CONNECTION_ID() FROM DUAL",
+    ] {
+        let via = diff::run_text(&mut v, sql, &n).await;
+        let direct = diff::run_text(&mut d, sql, &n).await;
+        assert_eq!(via.results[0].columns, direct.results[0].columns, "{sql}");
+        let via = diff::run_binary(&mut v, sql, &[], &n).await;
+        let direct = diff::run_binary(&mut d, sql, &[], &n).await;
+        assert_eq!(via.prepared, direct.prepared, "{sql}");
+        assert_eq!(via.results[0].columns, direct.results[0].columns, "{sql}");
+    }
+}
+
+/// Who sends the kills in [`kill_while_sleeping`].
+enum Killer {
+    /// A `KILL` statement from a mysql_async connection.
+    Statement(Conn, String),
+    /// A raw command (COM_PROCESS_KILL); OK, or 1094 once the victim is gone.
+    Command(RawConn, Vec<u8>),
+    /// A `KILL` on the admin console.
+    Admin(AdminClient, String),
+}
+
+impl Killer {
+    async fn fire(&mut self) {
+        match self {
+            Killer::Statement(c, sql) => c.query_drop(sql.as_str()).await.unwrap(),
+            Killer::Command(r, cmd) => {
+                let reply = r.command(cmd).await.unwrap();
+                assert!(
+                    reply[0][0] == 0 || err_text(&reply[0]).starts_with("1094"),
+                    "{reply:?}"
+                );
+            }
+            Killer::Admin(a, sql) => {
+                a.execute(sql).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Runs `SELECT SLEEP(60)` on `victim` and fires `killer` until the statement ends: a kill
+/// that lands before the statement reached its backend finds nothing to kill. Returns the
+/// victim and what its statement got.
+async fn kill_while_sleeping(
+    mut victim: Conn,
+    killer: &mut Killer,
+) -> (Conn, mysql_async::Result<Option<i64>>) {
+    let t0 = Instant::now();
+    let sleeping = tokio::spawn(async move {
+        let r = victim.query_first::<i64, _>("SELECT SLEEP(60)").await;
+        (victim, r)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while !sleeping.is_finished() {
+        killer.fire().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            t0.elapsed() < Duration::from_secs(45),
+            "statement not killed"
+        );
+    }
+    sleeping.await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_query_stops_the_statement_where_it_runs() {
+    let (c, p) = setup().await;
+    let mut d = c.primary.conn().await.unwrap();
+    d.query_drop("CREATE TABLE IF NOT EXISTS kill_t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    d.query_drop("DELETE FROM kill_t").await.unwrap();
+    c.wait_replicas_caught_up().await.unwrap();
+
+    // What a server does.
+    let victim = c.primary.conn().await.unwrap();
+    let vid = victim.id();
+    let mut killer =
+        Killer::Statement(c.primary.conn().await.unwrap(), format!("KILL QUERY {vid}"));
+    let (_, r) = kill_while_sleeping(victim, &mut killer).await;
+    let want = server_error(&r.unwrap_err()).expect("a server error");
+    assert_eq!(
+        want,
+        (
+            1317,
+            "70100".into(),
+            "Query execution was interrupted".into()
+        )
+    );
+
+    // Through the proxy: an autocommit read sleeping on a replica, then a statement inside a
+    // transaction on the primary. Another session of the same user sleeps meanwhile and must
+    // not be touched.
+    for in_transaction in [false, true] {
+        let mut victim = p.conn().await.unwrap();
+        let vid = victim.id();
+        if in_transaction {
+            victim.query_drop("BEGIN").await.unwrap();
+            victim
+                .query_drop("INSERT INTO kill_t VALUES (1)")
+                .await
+                .unwrap();
+        }
+        let mut bystander = p.conn().await.unwrap();
+        let other = tokio::spawn(async move {
+            bystander
+                .query_first::<i64, _>("SELECT SLEEP(3)")
+                .await
+                .unwrap()
+        });
+        let mut killer = Killer::Statement(p.conn().await.unwrap(), format!("KILL QUERY {vid}"));
+        let t0 = Instant::now();
+        let (mut victim, r) = kill_while_sleeping(victim, &mut killer).await;
+        assert!(t0.elapsed() < Duration::from_secs(45));
+        let got = server_error(&r.unwrap_err()).expect("a server error");
+        assert_eq!(got, want, "in transaction: {in_transaction}");
+        assert_eq!(
+            other.await.unwrap(),
+            Some(0),
+            "the bystander ran to its end"
+        );
+        // The session lives on, its transaction too.
+        let in_txn: Option<i64> = victim.query_first("SELECT @@in_transaction").await.unwrap();
+        assert_eq!(in_txn, Some(i64::from(in_transaction)));
+        let rows: Option<i64> = victim
+            .query_first("/*master*/ SELECT COUNT(*) FROM kill_t")
+            .await
+            .unwrap();
+        assert_eq!(rows, Some(i64::from(in_transaction)));
+        victim.query_drop("ROLLBACK").await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_connection_and_kill_errors() {
+    let (c, p) = setup().await;
+
+    // KILL CONNECTION of an idle session: the server closes it without a word; so does the
+    // proxy, and the session leaves the console's list.
+    let mut victim = p.conn().await.unwrap();
+    let vid = victim.id();
+    let mut killer = p.conn().await.unwrap();
+    killer
+        .query_drop(format!("KILL CONNECTION {vid}"))
+        .await
+        .unwrap();
+    let e = victim.query_drop("SELECT 1").await.unwrap_err();
+    assert!(server_error(&e).is_none(), "closed, no error packet: {e:?}");
+    let mut admin = p.admin().await;
+    let t0 = Instant::now();
+    while admin
+        .sessions()
+        .await
+        .unwrap()
+        .iter()
+        .any(|s| s.id == u64::from(vid))
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "session still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // COM_PROCESS_KILL of a session running a statement: its backend connection is closed
+    // under it, and the client's connection closes as a server closes it.
+    let direct_victim = c.primary.conn().await.unwrap();
+    let did = direct_victim.id();
+    let raw = RawConn::connect(primary_addr(c), APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let mut killer = Killer::Command(raw, com_process_kill(did));
+    let (_, r) = kill_while_sleeping(direct_victim, &mut killer).await;
+    let direct_error = r.unwrap_err();
+    assert!(server_error(&direct_error).is_none(), "{direct_error:?}");
+    let victim = p.conn().await.unwrap();
+    let vid = victim.id();
+    let raw = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let mut killer = Killer::Command(raw, com_process_kill(vid));
+    let (_, r) = kill_while_sleeping(victim, &mut killer).await;
+    let e = r.unwrap_err();
+    assert!(server_error(&e).is_none(), "{e:?}");
+
+    // Errors, compared with the server's.
+    let (mut via, mut direct) = raw_pair(c, &p, APP_USER, APP_PASSWORD).await;
+    for sql in [
+        "KILL 4000000",
+        "KILL QUERY 99999999999",
+        "KILL CONNECTION -1",
+    ] {
+        assert_eq!(
+            via.query(sql).await.unwrap(),
+            direct.query(sql).await.unwrap(),
+            "{sql}"
+        );
+    }
+    assert_eq!(
+        via.command(&com_process_kill(4_000_000)).await.unwrap(),
+        direct.command(&com_process_kill(4_000_000)).await.unwrap()
+    );
+    let unsupported = via.query("KILL USER app").await.unwrap();
+    assert!(
+        err_text(&unsupported[0]).starts_with("1235 (42000)"),
+        "{unsupported:?}"
+    );
+
+    // Another user's session: not the killer's to kill.
+    let (mut plain_via, mut plain_direct) = raw_pair(c, &p, PLAIN_USER, PLAIN_PASSWORD).await;
+    let got = plain_via.query(&format!("KILL {}", via.id)).await.unwrap();
+    let want = plain_direct
+        .query(&format!("KILL {}", direct.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        err_text(&got[0]).replace(&format!("thread {}", via.id), "thread N"),
+        err_text(&want[0]).replace(&format!("thread {}", direct.id), "thread N")
+    );
+    assert!(err_text(&got[0]).starts_with("1095 (HY000)"), "{got:?}");
+    let alive = via.query("SELECT 1").await.unwrap();
+    assert_eq!(alive[3], b"\x011");
+
+    // Killing oneself: the statement, then the connection.
+    for sql in ["KILL QUERY CONNECTION_ID()", "KILL CONNECTION_ID()"] {
+        let got = via.query(sql).await.unwrap();
+        let want = direct.query(sql).await.unwrap();
+        assert_eq!(got, want, "{sql}");
+    }
+    assert!(via.read().await.is_err(), "closed after killing itself");
+    assert!(direct.read().await.is_err());
+}
+
+/// The admin console may kill any user's session or statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_console_kills_any_session() {
+    let (_c, p) = setup().await;
+    let plain = mysql_async::OptsBuilder::from_opts(p.opts())
+        .user(Some(PLAIN_USER))
+        .pass(Some(PLAIN_PASSWORD));
+    let victim = Conn::new(plain.clone()).await.unwrap();
+    let vid = victim.id();
+    let mut killer = Killer::Admin(p.admin().await, format!("KILL QUERY {vid}"));
+    let (victim, r) = kill_while_sleeping(victim, &mut killer).await;
+    let e = server_error(&r.unwrap_err()).expect("a server error");
+    assert_eq!(e.0, 1317, "{e:?}");
+    let mut admin = p.admin().await;
+    admin.execute(&format!("KILL {vid}")).await.unwrap();
+    let mut victim = victim;
+    let t0 = Instant::now();
+    // The kill runs in the background: the session closes shortly after.
+    while victim.query_drop("SELECT 1").await.is_ok() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "session not closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = admin.execute("KILL 4000000").await.unwrap_err().to_string();
+    assert!(e.contains("Unknown thread id: 4000000"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_user_reauthenticates_and_resets_the_session() {
+    let (c, p) = setup().await;
+    let mut d = c.primary.conn().await.unwrap();
+    d.query_drop("CREATE TABLE IF NOT EXISTS cu_t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    d.query_drop("DELETE FROM cu_t").await.unwrap();
+    c.wait_replicas_caught_up().await.unwrap();
+    let mut v = p.conn().await.unwrap();
+    let to_plain = ChangeUserOpts::default()
+        .with_user(Some(PLAIN_USER.into()))
+        .with_pass(Some(PLAIN_PASSWORD.into()))
+        .with_db_name(Some(DATABASE.into()));
+    for (conn, row) in [(&mut v, 1), (&mut d, 2)] {
+        for sql in [
+            "SET @v = 1, SESSION sql_mode = 'ANSI_QUOTES'".to_string(),
+            "CREATE TEMPORARY TABLE cu_tmp (a INT)".into(),
+            "PREPARE s FROM 'SELECT 1'".into(),
+            "BEGIN".into(),
+            format!("INSERT INTO cu_t VALUES ({row})"),
+        ] {
+            conn.query_drop(sql).await.unwrap();
+        }
+        conn.change_user(to_plain.clone()).await.unwrap();
+    }
+    // Everything of the old session is gone, statements run as the new user (the proxy
+    // takes connections from that user's pools), and its transaction was rolled back.
+    let n = norm();
+    for sql in [
+        "SELECT CURRENT_USER(), USER(), DATABASE(), @v, @@sql_mode = @@global.sql_mode, \
+         @@in_transaction",
+        "SELECT * FROM cu_tmp",
+        "EXECUTE s",
+        "INSERT INTO cu_t VALUES (9)",
+        "SELECT COUNT(*) FROM cu_t",
+    ] {
+        let via = diff::run_text(&mut v, sql, &n).await;
+        let direct = diff::run_text(&mut d, sql, &n).await;
+        assert_same(sql, &via, &direct);
+    }
+    let user: Option<String> = v.query_first("SELECT CURRENT_USER()").await.unwrap();
+    assert_eq!(user.as_deref(), Some("cmd_plain@127.0.0.1"));
+    let sessions = p.admin().await.sessions().await.unwrap();
+    let me = sessions.iter().find(|s| s.id == u64::from(v.id())).unwrap();
+    assert_eq!(me.user, PLAIN_USER);
+
+    // Raw COM_CHANGE_USER, side by side.
+    let (mut via, mut direct) = raw_pair(c, &p, APP_USER, APP_PASSWORD).await;
+    let whoami =
+        "SELECT CURRENT_USER(), DATABASE(), @@character_set_client, @@collation_connection";
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a str, u16, &'a str);
+    let cases: [Case; 6] = [
+        // The collation from the packet, and no schema.
+        (
+            "latin1, no schema",
+            PLAIN_USER,
+            PLAIN_PASSWORD,
+            "",
+            8,
+            "mysql_native_password",
+        ),
+        // A plugin neither side verifies; MariaDB switches to mysql_native_password anyway.
+        (
+            "other plugin",
+            APP_USER,
+            APP_PASSWORD,
+            DATABASE,
+            224,
+            "dialog",
+        ),
+        // Refusals as by the server; the session stays the old user's.
+        (
+            "wrong password",
+            PLAIN_USER,
+            "wrong",
+            DATABASE,
+            45,
+            "mysql_native_password",
+        ),
+        (
+            "unknown user",
+            "nobody",
+            "x",
+            DATABASE,
+            45,
+            "mysql_native_password",
+        ),
+        (
+            "unknown schema",
+            PLAIN_USER,
+            PLAIN_PASSWORD,
+            "no_such_db",
+            45,
+            "mysql_native_password",
+        ),
+        // After three refusals, no more tries on this connection.
+        (
+            "fourth try",
+            PLAIN_USER,
+            PLAIN_PASSWORD,
+            DATABASE,
+            45,
+            "mysql_native_password",
+        ),
+    ];
+    for (what, user, pass, db, collation, plugin) in cases {
+        let got = via
+            .change_user(user, pass, db, collation, plugin)
+            .await
+            .unwrap();
+        let want = direct
+            .change_user(user, pass, db, collation, plugin)
+            .await
+            .unwrap();
+        let last = |r: &[Vec<u8>]| match r.last().unwrap()[0] {
+            0xff => err_text(r.last().unwrap()),
+            _ => "OK".to_string(),
+        };
+        assert_eq!(last(&got), last(&want), "{what}: {got:?} vs {want:?}");
+        assert_eq!(got.len(), want.len(), "{what}: auth switch or not");
+        assert_eq!(
+            via.query(whoami).await.unwrap(),
+            direct.query(whoami).await.unwrap(),
+            "{what}"
+        );
+    }
+
+    // caching_sha2_password, which MySQL 8 drivers use: fast auth, as at login.
+    let mut via = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let got = via
+        .change_user(
+            PLAIN_USER,
+            PLAIN_PASSWORD,
+            DATABASE,
+            45,
+            "caching_sha2_password",
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, vec![vec![0x01, 0x03], vec![0, 0, 0, 2, 0, 0, 0]]);
+    let me = via.query("SELECT CURRENT_USER()").await.unwrap();
+    assert_eq!(&me[3][1..], b"cmd_plain@127.0.0.1");
+    let refused = via
+        .change_user(APP_USER, "wrong", DATABASE, 45, "caching_sha2_password")
+        .await
+        .unwrap();
+    assert!(
+        err_text(&refused[0]).starts_with("1045 (28000)"),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_connection_clears_the_session_but_keeps_the_schema() {
+    let (c, p) = setup().await;
+    let mut d = c.primary.conn().await.unwrap();
+    d.query_drop("CREATE TABLE IF NOT EXISTS rc_t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    d.query_drop("DELETE FROM rc_t").await.unwrap();
+    c.wait_replicas_caught_up().await.unwrap();
+    let mut v = p.conn().await.unwrap();
+    for (conn, row) in [(&mut v, 1), (&mut d, 2)] {
+        for sql in [
+            "SET @v = 1, SESSION time_zone = '+05:00'".to_string(),
+            "CREATE TEMPORARY TABLE rc_tmp (a INT)".into(),
+            "PREPARE s FROM 'SELECT 1'".into(),
+            "LOCK TABLES rc_t WRITE".into(),
+            "UNLOCK TABLES".into(),
+            "BEGIN".into(),
+            format!("INSERT INTO rc_t VALUES ({row})"),
+        ] {
+            conn.query_drop(sql).await.unwrap();
+        }
+        assert!(
+            conn.reset().await.unwrap(),
+            "COM_RESET_CONNECTION supported"
+        );
+    }
+    let n = norm();
+    for sql in [
+        "SELECT DATABASE(), @v, @@time_zone, @@in_transaction",
+        "SELECT * FROM rc_tmp",
+        "EXECUTE s",
+        "SELECT COUNT(*) FROM rc_t",
+    ] {
+        let via = diff::run_text(&mut v, sql, &n).await;
+        let direct = diff::run_text(&mut d, sql, &n).await;
+        assert_same(sql, &via, &direct);
+    }
+}
+
+/// `PREPARE ... FROM` leaves a statement on one server connection, so the session stays on
+/// it until it ends: every EXECUTE finds it, on the backend where it was prepared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_prepared_statements_pin_the_session() {
+    let (c, p) = setup().await;
+    let mut v = p.conn().await.unwrap();
+    let mut d = c.primary.conn().await.unwrap();
+    let n = norm();
+    let mut servers = std::collections::BTreeSet::new();
+    for sql in [
+        "PREPARE ps FROM 'SELECT @@server_id, ? + 1'",
+        "SET @x = 41",
+        "EXECUTE ps USING @x",
+        "EXECUTE ps USING 1",
+        "DEALLOCATE PREPARE ps",
+        "EXECUTE ps USING @x",
+        "PREPARE ps2 FROM 'SELECT @@server_id'",
+        "DROP PREPARE ps2",
+        "EXECUTE ps2",
+    ] {
+        let via = diff::run_text(&mut v, sql, &n).await;
+        let direct = diff::run_text(&mut d, sql, &n).await;
+        assert_same(sql, &via, &direct);
+    }
+    v.query_drop("PREPARE ps FROM 'SELECT @@server_id'")
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        let id: Option<u32> = v.query_first("EXECUTE ps").await.unwrap();
+        servers.insert(id.unwrap());
+        // Reads in between go where they would go in a pinned session.
+        let _: Option<u32> = v.query_first("SELECT @@server_id").await.unwrap();
+    }
+    assert_eq!(
+        servers.len(),
+        1,
+        "every EXECUTE on one backend: {servers:?}"
+    );
+}
