@@ -434,7 +434,8 @@ fn extra_tables() {
             "backend",
             "in_transaction",
             "statement",
-            "statement_age_ms"
+            "statement_age_ms",
+            "last_gtid"
         ]
     );
     assert_eq!(
@@ -447,7 +448,8 @@ fn extra_tables() {
             "10.0.0.1:3306",
             "1",
             "UPDATE t SET a = 1",
-            "15"
+            "15",
+            "0-1-7"
         ]]
     );
     let rs = rows("select * from digests", &cp);

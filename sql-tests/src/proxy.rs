@@ -104,6 +104,7 @@ pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
             let _ = rwproxy::console::serve(admin, control).await;
         }),
     ];
+    settle(&backends).await;
     Ok(Proxy {
         addr,
         admin_addr,
@@ -112,6 +113,21 @@ pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
         stop,
         tasks,
     })
+}
+
+/// Waits (a few seconds at most) until the monitor has probed every backend once, so tests
+/// start from `up`/`down` rather than the `unknown` of a proxy that just started.
+async fn settle(backends: &Backends) {
+    for _ in 0..100 {
+        if backends
+            .backends()
+            .iter()
+            .all(|b| b.health() != rwproxy::backend::Health::Unknown)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 impl Proxy {

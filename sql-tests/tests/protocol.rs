@@ -50,7 +50,7 @@ fn same_reply(via: &[Vec<u8>], direct: &[Vec<u8>]) -> bool {
     use rwproxy::protocol::session_track::parse;
     let unordered = |a: &Vec<u8>, b: &Vec<u8>| {
         a.len() == b.len()
-            && a.first() == Some(&0)
+            && a.as_slice().first() == Some(&0)
             && match (parse(a), parse(b)) {
                 (Some(mut x), Some(mut y)) => {
                     x.vars.sort();
