@@ -502,20 +502,6 @@ impl BackendConn {
 
     /// Sends any command answered by OK/ERR or result sets, draining them.
     pub async fn command(&mut self, payload: &[u8]) -> Result<Completion, BackendError> {
-        self.command_rows(payload).await.map(|(c, _)| c)
-    }
-
-    /// Runs a statement and counts the rows it returned (all result sets), discarding them:
-    /// for checks whose answer is "a row or none".
-    pub async fn count_rows(&mut self, sql: &str) -> Result<u64, BackendError> {
-        let mut cmd = Vec::with_capacity(sql.len() + 1);
-        cmd.push(COM_QUERY);
-        cmd.extend_from_slice(sql.as_bytes());
-        self.command_rows(&cmd).await.map(|(_, rows)| rows)
-    }
-
-    async fn command_rows(&mut self, payload: &[u8]) -> Result<(Completion, u64), BackendError> {
-        let mut rows = 0;
         self.broken = true;
         self.send_command(payload).await?;
         let mut in_rows = false;
@@ -536,7 +522,7 @@ impl BackendConn {
                         continue;
                     }
                     self.broken = false;
-                    return Ok((c, rows));
+                    return Ok(c);
                 }
                 if message::is_err(body) {
                     self.broken = false;
@@ -544,7 +530,6 @@ impl BackendConn {
                         SqlError::parse(body).unwrap_or_else(|| bad("error")),
                     ));
                 }
-                rows += 1;
                 continue;
             }
             match body.first() {
@@ -557,7 +542,7 @@ impl BackendConn {
                         self.broken = false;
                         return match err {
                             Some(e) => Err(e),
-                            None => Ok((c, rows)),
+                            None => Ok(c),
                         };
                     }
                 }

@@ -416,8 +416,8 @@ impl Session {
             return true;
         };
         let wait = read_your_writes::wait_statement(gtid, timeout);
-        match c.lease.conn.count_rows(&wait).await {
-            Ok(1) => {
+        match c.lease.conn.query_value(&wait).await {
+            Ok(Some(v)) if v == "0" => {
                 self.ryw.caught_up(&c.backend.address);
                 true
             }

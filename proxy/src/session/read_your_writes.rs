@@ -155,11 +155,11 @@ fn is_gtid_list(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
 }
 
-/// The statement a replica runs before a causal read: one row when it has applied `gtid`
-/// within `timeout`, none when it timed out.
+/// The statement a replica runs before a causal read: `0` when it has applied `gtid` within
+/// `timeout`, `-1` when it timed out.
 pub fn wait_statement(gtid: &str, timeout: Duration) -> String {
     format!(
-        "SELECT 1 FROM DUAL WHERE MASTER_GTID_WAIT('{gtid}', {:.3}) = 0",
+        "SELECT MASTER_GTID_WAIT('{gtid}', {:.3})",
         timeout.as_secs_f64()
     )
 }
@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(s.mode_for("app"), Mode::Off);
         assert_eq!(
             wait_statement("0-1-5", Duration::from_millis(1500)),
-            "SELECT 1 FROM DUAL WHERE MASTER_GTID_WAIT('0-1-5', 1.500) = 0"
+            "SELECT MASTER_GTID_WAIT('0-1-5', 1.500)"
         );
     }
 }
