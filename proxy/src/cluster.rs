@@ -202,7 +202,10 @@ impl Cluster {
             return Err(ChangeError::DuplicateBackend(cfg.address.clone()));
         }
         let mut list = (**guard).clone();
-        list.push(Arc::new(Backend::new(cfg, &self.dial)));
+        let added = Arc::new(Backend::new(cfg, &self.dial));
+        // An operator's ADD puts it in service at once, as SET ONLINE does.
+        added.set_online();
+        list.push(added);
         *guard = Arc::new(sort_backends(list));
         tracing::info!(backend = %cfg.address, role = %cfg.role, "backend added");
         Ok(())

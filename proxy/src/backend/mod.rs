@@ -112,11 +112,11 @@ impl Backend {
         tracing::info!(backend = %self.address, "backend set offline");
     }
 
-    /// An operator's `SET ONLINE`: back in service as `Unknown` until the next probe says more
-    /// (Atlas does the same).
+    /// An operator's `SET ONLINE` (or `ADD`): in service at once, as the operator said; the
+    /// monitor takes it out again if its probes disagree.
     pub fn set_online(&self) {
         *self.offline_since.lock().expect("offline lock") = None;
-        self.health.store(Health::Unknown as u8, Ordering::Relaxed);
+        self.health.store(Health::Up as u8, Ordering::Relaxed);
         tracing::info!(backend = %self.address, "backend set online");
     }
 
