@@ -11,6 +11,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod console;
+pub mod event_threads;
 pub mod monitor;
 pub mod process;
 pub mod protocol;

@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use rwproxy::cluster::Cluster;
 use rwproxy::console::control::ProxyControl;
+use rwproxy::event_threads::EventThreads;
 use rwproxy::{config, process};
 use rwproxy_ha::vrrp::state::NotifyKind;
 use rwproxy_ha::{failover, vrrp};
@@ -146,13 +147,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if cfg.keepalive && !process::is_supervised() {
                 return Ok(process::supervise());
             }
-            let threads = if cfg.event_threads == 0 {
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            } else {
-                cfg.event_threads
-            };
+            // Sessions run on their own event threads (see `event_threads`); this runtime
+            // has the listener, the console, the monitor and HA, which mostly sleep.
             tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
+                .worker_threads(CONTROL_THREADS)
                 .enable_all()
                 .build()?
                 .block_on(serve(cfg))?;
@@ -239,6 +237,10 @@ fn init_logging(cfg: &config::Config) -> Result<()> {
     Ok(())
 }
 
+/// Worker threads of the main runtime (everything but client sessions): two, so a slow
+/// netlink or DNS call in one task never holds up accepting clients.
+const CONTROL_THREADS: usize = 2;
+
 /// How long a stopping proxy waits for sessions in a transaction to finish.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -250,6 +252,9 @@ async fn serve(cfg: config::Config) -> Result<()> {
     let listener = rwproxy::server::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let threads = Arc::new(
+        EventThreads::start(cfg.event_thread_count()).context("cannot start event threads")?,
+    );
     let admin = rwproxy::server::bind(cfg.admin_listen)
         .await
         .with_context(|| format!("cannot listen on admin-address {}", cfg.admin_listen))?;
@@ -339,7 +344,8 @@ async fn serve(cfg: config::Config) -> Result<()> {
     let proxying = !cfg.backends.is_empty();
     let mut proxy = Box::pin(async {
         if proxying {
-            rwproxy::server::serve(listener, cluster.clone(), settings.clone()).await
+            rwproxy::server::serve(listener, cluster.clone(), settings.clone(), threads.clone())
+                .await
         } else {
             drop(listener);
             std::future::pending().await

@@ -1,9 +1,10 @@
-//! The proxy listener: accepts clients, applies the client address filter, and spawns one
-//! task per session.
+//! The proxy listener: accepts clients, applies the client address filter, and hands each
+//! session to an event thread.
 
 use crate::client::{self, ClientSettings};
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::event_threads::EventThreads;
 use crate::protocol::message::{codes, err};
 use crate::protocol::packet::PacketWriter;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -89,6 +90,7 @@ pub async fn serve(
     listener: TcpListener,
     cluster: Arc<Cluster>,
     info: Arc<ClientSettings>,
+    threads: Arc<EventThreads>,
 ) -> std::io::Result<()> {
     tracing::info!(listen = %listener.local_addr()?, version = %info.version, "proxy listening");
     let ids = AtomicU32::new(1);
@@ -136,8 +138,21 @@ pub async fn serve(
             });
             continue;
         }
+        // Leaves this runtime's reactor; the event thread registers it with its own.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(client = %peer, "cannot hand the client to an event thread: {e}");
+                continue;
+            }
+        };
         let cluster = cluster.clone();
         let info = info.clone();
-        tokio::spawn(client::serve(stream, peer, id, cluster, info));
+        threads.spawn(async move {
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => client::serve(stream, peer, id, cluster, info).await,
+                Err(e) => tracing::warn!(client = %peer, "cannot adopt the client socket: {e}"),
+            }
+        });
     }
 }

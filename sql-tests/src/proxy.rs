@@ -7,6 +7,7 @@ use mysql_async::{Conn, Opts, OptsBuilder};
 use rwproxy::cluster::Cluster as Backends;
 use rwproxy::config::{self, Config, ConfigFormat};
 use rwproxy::console::control::ProxyControl;
+use rwproxy::event_threads::EventThreads;
 use rwproxy_admin::client::AdminClient;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -23,6 +24,8 @@ pub struct Proxy {
     /// Asks sessions to close once they hold no transaction (what SIGTERM does).
     pub stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Where the sessions run; dropped with the proxy, which ends them.
+    _threads: Arc<EventThreads>,
 }
 
 impl Drop for Proxy {
@@ -70,6 +73,7 @@ pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
     backends.spawn_maintenance();
     rwproxy::monitor::spawn(&backends, cfg.monitor.clone());
     let listener = rwproxy::server::bind(cfg.listen).await?;
+    let threads = Arc::new(EventThreads::start(cfg.event_thread_count())?);
     let addr = listener.local_addr()?;
     let admin = rwproxy::server::bind(cfg.admin_listen).await?;
     let admin_addr = admin.local_addr()?;
@@ -96,9 +100,10 @@ pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
         Vec::new(),
     ));
     let b = backends.clone();
+    let sessions_threads = threads.clone();
     let tasks = vec![
         tokio::spawn(async move {
-            let _ = rwproxy::server::serve(listener, b, settings).await;
+            let _ = rwproxy::server::serve(listener, b, settings, sessions_threads).await;
         }),
         tokio::spawn(async move {
             let _ = rwproxy::console::serve(admin, control).await;
@@ -112,6 +117,7 @@ pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
         metrics_addr,
         stop,
         tasks,
+        _threads: threads,
     })
 }
 

@@ -4,12 +4,23 @@
 //! at login; a semaphore bounds all of a backend's connections, idle ones included. A client
 //! holds a connection only while a statement runs or while its session is pinned, so many idle
 //! clients share a few connections.
+//!
+//! Idle connections are kept per event thread (see `event_threads`): a connection's socket is
+//! registered with the reactor of the thread that opened it, so only sessions of that thread
+//! take it again. The bound on open connections is shared by all threads.
 
 use super::conn::{BackendConn, BackendError, ConnKey, Dial};
 use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Which event thread's idle list (`usize::MAX`: callers on no event thread).
+type Slot = usize;
+
+fn slot() -> Slot {
+    crate::event_threads::current().unwrap_or(usize::MAX)
+}
 
 struct Idle {
     conn: BackendConn,
@@ -19,7 +30,7 @@ struct Idle {
 pub struct Pool {
     /// Looked up twice per statement (acquire, release): FxHash, not SipHash — the keys are
     /// the proxy's own, not attacker-chosen collisions.
-    idle: Mutex<FxHashMap<ConnKey, Vec<Idle>>>,
+    idle: Mutex<FxHashMap<Slot, FxHashMap<ConnKey, Vec<Idle>>>>,
     permits: Arc<Semaphore>,
     max: u32,
     dial: Dial,
@@ -57,12 +68,14 @@ impl Pool {
         password: &str,
         schema: Option<&str>,
     ) -> Result<Lease, BackendError> {
+        let slot = slot();
         loop {
             let found = self
                 .idle
                 .lock()
                 .expect("pool lock")
-                .get_mut(key)
+                .get_mut(&slot)
+                .and_then(|by_key| by_key.get_mut(key))
                 .and_then(|v| {
                     let at = v
                         .iter()
@@ -116,35 +129,43 @@ impl Pool {
             return;
         }
         lease.conn.idle_since = Instant::now();
-        self.idle
-            .lock()
-            .expect("pool lock")
-            .entry(lease.conn.key.clone())
-            .or_default()
-            .push(Idle {
-                conn: lease.conn,
-                permit: lease.permit,
-            });
+        let mut idle = self.idle.lock().expect("pool lock");
+        let by_key = idle.entry(slot()).or_default();
+        let conn = Idle {
+            conn: lease.conn,
+            permit: lease.permit,
+        };
+        // No key clone (an atomic increment) when the list exists, as it almost always does.
+        match by_key.get_mut(&conn.conn.key) {
+            Some(v) => v.push(conn),
+            None => {
+                by_key.insert(conn.conn.key.clone(), vec![conn]);
+            }
+        }
     }
 
     fn take_any_idle(&self) -> Option<Idle> {
         let mut idle = self.idle.lock().expect("pool lock");
-        idle.values_mut().find_map(|v| {
-            if v.is_empty() {
-                None
-            } else {
-                Some(v.remove(0))
-            }
-        })
+        idle.values_mut()
+            .flat_map(|by_key| by_key.values_mut())
+            .find_map(|v| {
+                if v.is_empty() {
+                    None
+                } else {
+                    Some(v.remove(0))
+                }
+            })
     }
 
     /// Closes connections idle past the timeout.
     pub fn reap(&self) {
         let mut idle = self.idle.lock().expect("pool lock");
-        for v in idle.values_mut() {
-            v.retain(|i| i.conn.idle_since.elapsed() < IDLE_TIMEOUT);
+        for by_key in idle.values_mut() {
+            for v in by_key.values_mut() {
+                v.retain(|i| i.conn.idle_since.elapsed() < IDLE_TIMEOUT);
+            }
+            by_key.retain(|_, v| !v.is_empty());
         }
-        idle.retain(|_, v| !v.is_empty());
     }
 
     pub fn clear_idle(&self) {
@@ -158,6 +179,7 @@ impl Pool {
             .lock()
             .expect("pool lock")
             .values()
+            .flat_map(|by_key| by_key.values())
             .map(Vec::len)
             .sum();
         (self.max as usize - self.permits.available_permits(), idle)

@@ -255,6 +255,14 @@ pub fn check(path: &Path) -> Result<String, ConfigError> {
 }
 
 impl Config {
+    /// How many event threads to run: `event-threads`, or one per CPU when it is 0.
+    pub fn event_thread_count(&self) -> usize {
+        match self.event_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// The client allow-list. Entries were validated by [`load`]; a hand-built `Config` with a
     /// bad entry gets the error here.
     pub fn client_filter(&self) -> Result<ClientFilter, String> {

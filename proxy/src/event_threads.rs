@@ -1,0 +1,138 @@
+//! Event threads (`event-threads`): the threads client sessions run on.
+//!
+//! Each event thread drives a current-thread tokio runtime of its own. The listener hands every
+//! accepted client to the thread running the fewest sessions, and the session stays there for
+//! life: its client socket, the backend connections it takes from the pool (see
+//! `backend::pool`, which keeps idle connections per thread) and its timers are all served by
+//! that thread's epoll. A statement's four socket operations then never wait for a wake-up
+//! from another thread, which on a work-stealing runtime costs a futex wake and often a
+//! context switch per hop — the same model as Atlas's event threads and HAProxy's threads.
+//!
+//! The rest of the proxy (listener, admin console, monitor, HA) runs on the main runtime.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+thread_local! {
+    static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The event thread the caller runs on, if it is one.
+pub fn current() -> Option<usize> {
+    INDEX.get()
+}
+
+/// The running event threads. Dropping this ends them, and with them every session they run:
+/// keep it alive until sessions have finished.
+pub struct EventThreads {
+    threads: Vec<Thread>,
+}
+
+struct Thread {
+    jobs: mpsc::UnboundedSender<Job>,
+    sessions: Arc<AtomicUsize>,
+}
+
+/// Counts a session against its thread for as long as it runs.
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl EventThreads {
+    /// Starts `n` event threads (at least one).
+    pub fn start(n: usize) -> std::io::Result<Self> {
+        let mut threads = Vec::with_capacity(n.max(1));
+        for i in 0..n.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+            std::thread::Builder::new()
+                .name(format!("rwproxy-event-{i}"))
+                .spawn(move || {
+                    INDEX.set(Some(i));
+                    runtime.block_on(async move {
+                        while let Some(job) = queue.recv().await {
+                            tokio::spawn(job);
+                        }
+                    });
+                })?;
+            threads.push(Thread {
+                jobs,
+                sessions: Arc::default(),
+            });
+        }
+        Ok(EventThreads { threads })
+    }
+
+    /// Runs `session` on the event thread with the fewest sessions. The future is first
+    /// polled there, so sockets it creates or adopts (`TcpStream::from_std`) register with
+    /// that thread's reactor.
+    pub fn spawn(&self, session: impl Future<Output = ()> + Send + 'static) {
+        let thread = self
+            .threads
+            .iter()
+            .min_by_key(|t| t.sessions.load(Ordering::Relaxed))
+            .expect("at least one event thread");
+        thread.sessions.fetch_add(1, Ordering::Relaxed);
+        let running = Running(thread.sessions.clone());
+        let job: Job = Box::pin(async move {
+            let _running = running;
+            session.await;
+        });
+        if thread.jobs.send(job).is_err() {
+            tracing::error!("event thread gone; client dropped");
+        }
+    }
+
+    /// Sessions running on each thread.
+    pub fn sessions(&self) -> Vec<usize> {
+        self.threads
+            .iter()
+            .map(|t| t.sessions.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_go_to_the_least_busy_thread_and_run_there() {
+        let threads = EventThreads::start(2).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (hold, release) = tokio::sync::watch::channel(false);
+        for _ in 0..4 {
+            let tx = tx.clone();
+            let mut release = release.clone();
+            threads.spawn(async move {
+                tx.send(current()).unwrap();
+                let _ = release.wait_for(|r| *r).await;
+            });
+        }
+        let mut seen: Vec<_> = (0..4).map(|_| rx.recv().unwrap()).collect();
+        seen.sort();
+        assert_eq!(seen, vec![Some(0), Some(0), Some(1), Some(1)]);
+        assert_eq!(threads.sessions(), vec![2, 2]);
+        hold.send(true).unwrap();
+        for _ in 0..200 {
+            if threads.sessions() == vec![0, 0] {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(threads.sessions(), vec![0, 0]);
+        assert_eq!(current(), None);
+    }
+}
