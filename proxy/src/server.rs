@@ -31,19 +31,26 @@ pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// What every session is told: the greeting's version (the write backend's, so clients see
-/// the real server's features) and the config's per-session settings.
+/// the real server's features) and the config's per-session settings. Sessions are asked to
+/// close (see `Registry::shut_down`) once `shutdown` turns true.
 pub async fn client_settings(
     cfg: &Config,
     cluster: &Cluster,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> ClientSettings {
+    let registry: Arc<crate::client::registry::Registry> = Arc::default();
+    let sessions = registry.clone();
+    tokio::spawn(async move {
+        if shutdown.wait_for(|stop| *stop).await.is_ok() {
+            sessions.shut_down();
+        }
+    });
     ClientSettings {
         version: backend_version(cluster).await,
         wait_timeout: cfg.wait_timeout,
         charset: cfg.charset.clone(),
-        shutdown,
         active: Arc::default(),
-        registry: Arc::default(),
+        registry,
         stats: Arc::new(crate::stats::Stats {
             sql_log: crate::stats::sql_log::SqlLogger::start(
                 cfg.sql_log,

@@ -102,3 +102,28 @@ async fn reload_applies_backends_users_and_clients() {
     assert_eq!(p.read_ids(60).await, BTreeSet::from([r1, r2]));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_timeout_closes_idle_sessions_only() {
+    let cl = cluster().await;
+    let toml = proxy::config_toml(cl, &[1, 1], "").replacen(
+        "connect-timeout-ms = 1000\n",
+        "connect-timeout-ms = 1000\nwait-timeout = 1\n",
+        1,
+    );
+    assert!(toml.contains("wait-timeout = 1"));
+    let p = proxy::start(&toml).await.unwrap();
+    let mut idle = p.conn().await.unwrap();
+    let mut busy = p.conn().await.unwrap();
+    let _: Option<u32> = idle.query_first("SELECT 1").await.unwrap();
+    // A statement every 300 ms for 2.4 s: never idle for the timeout, though its session
+    // outlives it twice over (the session's one timer fires early and is moved on).
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let one: Option<u32> = busy.query_first("SELECT 1").await.unwrap();
+        assert_eq!(one, Some(1));
+    }
+    assert!(idle.query_drop("SELECT 1").await.is_err());
+    let one: Option<u32> = busy.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+}

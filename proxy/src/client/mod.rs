@@ -96,8 +96,6 @@ pub struct ClientSettings {
     pub wait_timeout: Option<std::time::Duration>,
     /// Atlas's `charset`: every session starts with `SET NAMES <charset>`.
     pub charset: Option<String>,
-    /// Set to true on shutdown: sessions close as soon as they hold no transaction.
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Client sessions alive now.
     pub active: Arc<std::sync::atomic::AtomicUsize>,
     /// What each session is doing, for the admin console.
@@ -249,14 +247,49 @@ enum Wake {
     Closed,
 }
 
+/// A session's `wait-timeout` clock: one timer for the whole session, moved forward only when
+/// it fires early, so waiting for each command registers no timer (a registration that
+/// becomes the earliest deadline wakes the event thread's reactor with a syscall).
+struct IdleClock {
+    timeout: Option<std::time::Duration>,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl IdleClock {
+    fn new(timeout: Option<std::time::Duration>) -> Self {
+        IdleClock {
+            timeout,
+            timer: None,
+        }
+    }
+
+    /// Resolves once the session has been idle since `idle_since` for the whole timeout;
+    /// never without a timeout.
+    async fn expired(&mut self, idle_since: tokio::time::Instant) {
+        let Some(timeout) = self.timeout else {
+            return std::future::pending().await;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(idle_since + timeout)));
+        loop {
+            timer.as_mut().await;
+            let due = idle_since + timeout;
+            if tokio::time::Instant::now() >= due {
+                return;
+            }
+            timer.as_mut().reset(due);
+        }
+    }
+}
+
 /// Waits until the client sends something, releasing a connection kept for `SHOW WARNINGS`
 /// once the client falls silent, and ending idle sessions on `wait-timeout` or shutdown.
 /// A read that loses to a timer is cancelled without losing bytes.
 async fn wait_for_command(
     s: &mut Session,
     io: &mut ClientIo,
-    info: &ClientSettings,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    idle: &mut IdleClock,
 ) -> std::io::Result<Wake> {
     if io.reader.has_buffered() {
         return Ok(Wake::Command);
@@ -264,15 +297,17 @@ async fn wait_for_command(
     let idle_since = tokio::time::Instant::now();
     let status = s.status.clone();
     loop {
+        if status.is_killed() {
+            return Ok(Wake::Killed);
+        }
         let in_transaction = s
             .pinned
             .as_ref()
             .is_some_and(|c| c.lease.conn.in_transaction());
-        if *shutdown.borrow() && !in_transaction {
+        if s.registry.is_shutting_down() && !in_transaction {
             return Ok(Wake::Shutdown);
         }
-        let hold = s.held.is_some();
-        let deadline = info.wait_timeout.map(|t| idle_since + t);
+        let hold_until = s.held.is_some().then(|| idle_since + HOLD_FOR_DIAGNOSTICS);
         tokio::select! {
             // Reads rather than waits for readiness: over TLS, decrypted bytes may already
             // sit in the TLS layer while the socket has nothing more. A cancelled read
@@ -284,15 +319,10 @@ async fn wait_for_command(
             },
             // A connection kept only for a possible `SHOW WARNINGS` goes back to the pool if
             // the client falls silent, so idle clients never sit on backend connections.
-            () = tokio::time::sleep(HOLD_FOR_DIAGNOSTICS), if hold => s.release_held().await,
-            () = sleep_until(deadline) => return Ok(Wake::IdleTimeout),
-            () = status.killed() => return Ok(Wake::Killed),
-            r = shutdown.changed() => {
-                if r.is_err() {
-                    // The sender is gone: nobody will ask this session to stop any more.
-                    std::future::pending::<()>().await;
-                }
-            }
+            () = sleep_until(hold_until) => s.release_held().await,
+            () = idle.expired(idle_since) => return Ok(Wake::IdleTimeout),
+            // Killed or shutting down: the checks above say which.
+            () = status.interrupted() => {}
         }
     }
 }
@@ -306,14 +336,14 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Result<(), SessionEnd> {
     let mut packet = Vec::with_capacity(1024);
-    let mut shutdown = info.shutdown.clone();
+    let mut idle = IdleClock::new(info.wait_timeout);
     let status = s.status.clone();
     loop {
         if status.is_killed() {
             // Like a server, close without a word.
             return Err(SessionEnd::Killed);
         }
-        match wait_for_command(s, io, info, &mut shutdown).await? {
+        match wait_for_command(s, io, &mut idle).await? {
             Wake::Command => {}
             Wake::IdleTimeout => {
                 tracing::debug!(session = s.id, "idle past wait-timeout; closing");

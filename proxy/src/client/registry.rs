@@ -18,6 +18,8 @@ const MAX_SHOWN: usize = 1024;
 #[derive(Default)]
 pub struct Registry {
     sessions: DashMap<u32, Arc<SessionStatus>>,
+    /// The proxy is stopping: sessions close as soon as they hold no transaction.
+    shutting_down: AtomicBool,
 }
 
 pub struct SessionStatus {
@@ -30,6 +32,8 @@ pub struct SessionStatus {
     running: tokio::sync::Mutex<Option<Running>>,
     /// `KILL CONNECTION` was issued against this session.
     killed: AtomicBool,
+    /// Wakes the session from its wait for the client: a kill, or the proxy stopping. Per
+    /// session, so waiting for a command touches no lock another thread uses.
     wake: tokio::sync::Notify,
 }
 
@@ -71,6 +75,19 @@ impl Registry {
             registry: self.clone(),
             status,
         }
+    }
+
+    /// Asks every session to close once it holds no transaction, and sessions that start
+    /// from now on to close at once.
+    pub fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for s in self.sessions.iter() {
+            s.value().wake.notify_one();
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
     }
 
     /// The session whose client was given `id` in its greeting.
@@ -186,10 +203,9 @@ impl SessionStatus {
         self.killed.load(Ordering::SeqCst)
     }
 
-    /// Resolves once `kill` has been called.
-    pub async fn killed(&self) {
-        while !self.is_killed() {
-            self.wake.notified().await;
-        }
+    /// Resolves when the session is killed or the proxy stops (check which), or once for a
+    /// wake that came while the session was not waiting.
+    pub async fn interrupted(&self) {
+        self.wake.notified().await;
     }
 }
