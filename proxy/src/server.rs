@@ -51,8 +51,9 @@ pub async fn client_settings(
         charset: cfg.charset.clone(),
         active: Arc::default(),
         registry,
-        stats: Arc::new(crate::stats::Stats {
-            sql_log: crate::stats::sql_log::SqlLogger::start(
+        stats: Arc::new(crate::stats::Stats::new(
+            cfg.event_thread_count(),
+            crate::stats::sql_log::SqlLogger::start(
                 cfg.sql_log,
                 cfg.log_path.as_deref(),
                 &cfg.instance,
@@ -62,8 +63,7 @@ pub async fn client_settings(
                 tracing::error!("cannot open the SQL log: {e}; statements are not logged");
                 Default::default()
             }),
-            ..Default::default()
-        }),
+        )),
         tls: cfg.client_tls.as_ref().map(|t| t.acceptor()),
         require_secure_transport: cfg.require_secure_transport,
     }

@@ -2,6 +2,7 @@
 //! errors by kind, client connections. Plain atomics, so counting never takes a lock; the
 //! Prometheus exporter and the admin console read them.
 
+use crate::event_threads::PerThread;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -101,31 +102,54 @@ impl Histogram {
     }
 }
 
-#[derive(Debug, Default)]
+/// Statement latencies and errors, kept per event thread (see `PerThread`).
 pub struct Counters {
-    latency: [Histogram; 3],
-    errors: [AtomicU64; 5],
-    /// Client connections accepted since start.
+    parts: PerThread<Part>,
     pub clients_accepted: AtomicU64,
-    /// SQL log lines dropped because the writer fell behind.
     pub sql_log_dropped: AtomicU64,
 }
 
+#[derive(Default)]
+struct Part {
+    latency: [Histogram; 3],
+    errors: [AtomicU64; 5],
+}
+
 impl Counters {
+    pub fn new(event_threads: usize) -> Self {
+        Counters {
+            parts: PerThread::new(event_threads),
+            clients_accepted: AtomicU64::default(),
+            sql_log_dropped: AtomicU64::default(),
+        }
+    }
+
     pub fn statement(&self, route: Route, latency: Duration) {
-        self.latency[route as usize].observe(latency);
+        self.parts.local().latency[route as usize].observe(latency);
     }
 
     pub fn error(&self, kind: ErrorKind) {
-        self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.parts.local().errors[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn latency(&self, route: Route) -> &Histogram {
-        &self.latency[route as usize]
+    /// Cumulative bucket counts and the sum of latencies (µs) over all threads.
+    pub fn latency(&self, route: Route) -> (Vec<u64>, u64) {
+        let mut total = (vec![0; LATENCY_BOUNDS_US.len() + 1], 0);
+        for part in self.parts.iter() {
+            let (buckets, sum) = part.latency[route as usize].snapshot();
+            for (t, b) in total.0.iter_mut().zip(buckets) {
+                *t += b;
+            }
+            total.1 += sum;
+        }
+        total
     }
 
     pub fn errors(&self, kind: ErrorKind) -> u64 {
-        self.errors[kind as usize].load(Ordering::Relaxed)
+        self.parts
+            .iter()
+            .map(|p| p.errors[kind as usize].load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -150,7 +174,7 @@ mod tests {
 
     #[test]
     fn routes_and_kinds_index_their_arrays() {
-        let c = Counters::default();
+        let c = Counters::new(1);
         for r in Route::ALL {
             c.statement(r, Duration::from_millis(1));
         }
@@ -159,7 +183,7 @@ mod tests {
         }
         assert!(Route::ALL
             .iter()
-            .all(|r| *c.latency(*r).snapshot().0.last().unwrap() == 1));
+            .all(|r| *c.latency(*r).0.last().unwrap() == 1));
         assert!(ErrorKind::ALL.iter().all(|k| c.errors(*k) == 1));
     }
 }

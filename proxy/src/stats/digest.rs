@@ -4,33 +4,41 @@
 //! Normalising runs on the hot path, so it is one pass over the bytes into a buffer the
 //! session reuses; a digest's text is copied only the first time it is seen.
 
-use dashmap::DashMap;
+use crate::event_threads::PerThread;
 use rwproxy_admin::DigestInfo;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
-/// Distinct digests kept; later new ones are counted under one catch-all entry so a
-/// workload of ever-new statement shapes cannot grow memory without bound.
+/// Distinct digests kept per event thread; later new ones are counted under one catch-all
+/// entry so a workload of ever-new statement shapes cannot grow memory without bound.
 const MAX_DIGESTS: usize = 10_000;
 const OTHER: &str = "(other statements beyond the digest table's limit)";
 
 /// Keys are already hashes of the digest text: the map need not hash them again.
 type KeyHasher = std::hash::BuildHasherDefault<rustc_hash::FxHasher>;
 
-#[derive(Default)]
+/// Each event thread counts into its own table (an uncontended lock on a line no other core
+/// writes); the console's view adds the tables up.
 pub struct Digests {
-    map: DashMap<u64, Entry, KeyHasher>,
+    parts: PerThread<Mutex<HashMap<u64, Entry, KeyHasher>>>,
 }
 
 struct Entry {
     text: String,
-    count: AtomicU64,
-    total_us: AtomicU64,
-    max_us: AtomicU64,
-    rows: AtomicU64,
+    count: u64,
+    total_us: u64,
+    max_us: u64,
+    rows: u64,
 }
 
 impl Digests {
+    pub fn new(event_threads: usize) -> Self {
+        Digests {
+            parts: PerThread::new(event_threads),
+        }
+    }
+
     /// Records one execution of `sql`; `scratch` is the caller's reusable buffer.
     pub fn record(&self, sql: &[u8], scratch: &mut Vec<u8>, micros: u64, rows: u64) {
         let key = key_of(sql, scratch);
@@ -38,7 +46,8 @@ impl Digests {
     }
 
     /// [`Digests::record`] for a statement whose [`key_of`] is known (prepared statements
-    /// compute it once, not on every execute); `sql` is only normalised again the first time.
+    /// compute it once, not on every execute); `sql` is only normalised again the first time
+    /// a thread sees it.
     pub fn record_keyed(
         &self,
         mut key: u64,
@@ -47,42 +56,49 @@ impl Digests {
         micros: u64,
         rows: u64,
     ) {
-        // The common case, a known digest, takes only a shared lock.
-        if let Some(entry) = self.map.get(&key) {
+        let mut map = self.parts.local().lock().expect("digest lock");
+        if let Some(entry) = map.get_mut(&key) {
             entry.add(micros, rows);
             return;
         }
         normalise(sql, scratch);
-        if self.map.len() >= MAX_DIGESTS {
+        if map.len() >= MAX_DIGESTS {
             key = 0;
         }
-        let entry = self.map.entry(key).or_insert_with(|| Entry {
-            text: if key == 0 {
-                OTHER.to_string()
-            } else {
-                String::from_utf8_lossy(scratch).into_owned()
-            },
-            count: AtomicU64::new(0),
-            total_us: AtomicU64::new(0),
-            max_us: AtomicU64::new(0),
-            rows: AtomicU64::new(0),
-        });
-        entry.add(micros, rows);
+        map.entry(key)
+            .or_insert_with(|| Entry {
+                text: if key == 0 {
+                    OTHER.to_string()
+                } else {
+                    String::from_utf8_lossy(scratch).into_owned()
+                },
+                count: 0,
+                total_us: 0,
+                max_us: 0,
+                rows: 0,
+            })
+            .add(micros, rows);
     }
 
     /// All digests, most total time first.
     pub fn view(&self) -> Vec<DigestInfo> {
-        let mut v: Vec<DigestInfo> = self
-            .map
-            .iter()
-            .map(|e| DigestInfo {
-                digest: e.text.clone(),
-                count: e.count.load(Ordering::Relaxed),
-                total_time_us: e.total_us.load(Ordering::Relaxed),
-                max_time_us: e.max_us.load(Ordering::Relaxed),
-                rows: e.rows.load(Ordering::Relaxed),
-            })
-            .collect();
+        let mut merged: HashMap<u64, DigestInfo, KeyHasher> = HashMap::default();
+        for part in self.parts.iter() {
+            for (key, e) in part.lock().expect("digest lock").iter() {
+                let d = merged.entry(*key).or_insert_with(|| DigestInfo {
+                    digest: e.text.clone(),
+                    count: 0,
+                    total_time_us: 0,
+                    max_time_us: 0,
+                    rows: 0,
+                });
+                d.count += e.count;
+                d.total_time_us += e.total_us;
+                d.max_time_us = d.max_time_us.max(e.max_us);
+                d.rows += e.rows;
+            }
+        }
+        let mut v: Vec<DigestInfo> = merged.into_values().collect();
         v.sort_by(|a, b| {
             b.total_time_us
                 .cmp(&a.total_time_us)
@@ -92,9 +108,7 @@ impl Digests {
     }
 }
 
-/// The digest key of `sql`: a hash of its normalised text (left in `scratch`). FxHash: a fast
-/// non-cryptographic hash is enough to name a statement shape; a collision would only merge
-/// two digests' counters.
+/// The digest key of `sql`: a hash of its normalised text (left in `scratch`).
 pub fn key_of(sql: &[u8], scratch: &mut Vec<u8>) -> u64 {
     normalise(sql, scratch);
     let mut h = rustc_hash::FxHasher::default();
@@ -103,11 +117,11 @@ pub fn key_of(sql: &[u8], scratch: &mut Vec<u8>) -> u64 {
 }
 
 impl Entry {
-    fn add(&self, micros: u64, rows: u64) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.total_us.fetch_add(micros, Ordering::Relaxed);
-        self.max_us.fetch_max(micros, Ordering::Relaxed);
-        self.rows.fetch_add(rows, Ordering::Relaxed);
+    fn add(&mut self, micros: u64, rows: u64) {
+        self.count += 1;
+        self.total_us += micros;
+        self.max_us = self.max_us.max(micros);
+        self.rows += rows;
     }
 }
 
@@ -265,7 +279,7 @@ mod tests {
 
     #[test]
     fn same_shape_same_digest() {
-        let d = Digests::default();
+        let d = Digests::new(1);
         let mut buf = Vec::new();
         for i in 0..5 {
             d.record(

@@ -198,7 +198,7 @@ pub fn render(sources: &Sources) -> String {
 
     header(&mut out, "rwproxy_query_duration_seconds", "histogram", "Statement latency (sent to the backend until the last reply packet), by route: read (replica pool), write (write backend), session (the session's pinned connection: transactions, locks).");
     for route in Route::ALL {
-        let (cumulative, sum_us) = c.latency(route).snapshot();
+        let (cumulative, sum_us) = c.latency(route);
         let r = route.as_str();
         for (bound, n) in LATENCY_BOUNDS_US.iter().zip(&cumulative) {
             let _ = writeln!(
@@ -229,7 +229,7 @@ pub fn render(sources: &Sources) -> String {
         "Statements relayed, by route.",
     );
     for route in Route::ALL {
-        let total = c.latency(route).snapshot().0.last().copied().unwrap_or(0);
+        let total = c.latency(route).0.last().copied().unwrap_or(0);
         let _ = writeln!(
             out,
             "rwproxy_queries_total{{route=\"{}\"}} {total}",
