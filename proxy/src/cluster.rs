@@ -5,10 +5,11 @@ use crate::backend::conn::Dial;
 use crate::backend::{Backend, Health};
 use crate::config::{BackendConfig, ClientFilter, Config, Role, UserConfig};
 use crate::session::read_your_writes::Settings as ReadYourWrites;
+use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// Allowed client addresses as configured, and the matcher built from them.
@@ -20,9 +21,10 @@ struct Clients {
 }
 
 pub struct Cluster {
-    /// Copy-on-write: sessions take a cheap snapshot per statement; the admin console swaps
-    /// in a new list.
-    backends: RwLock<Arc<Vec<Arc<Backend>>>>,
+    /// Copy-on-write: sessions read it on every statement without a lock; changes (admin
+    /// console, reload) swap in a new list, one at a time under `editing`.
+    backends: ArcSwap<Vec<Arc<Backend>>>,
+    editing: Mutex<()>,
     users: RwLock<Arc<BTreeMap<String, String>>>,
     clients: RwLock<Arc<Clients>>,
     /// SIGUSR1 sets it, SIGUSR2 clears it (see `lvs_offline`).
@@ -84,7 +86,8 @@ impl Cluster {
             lvs: cfg.lvs_ips.clone(),
         };
         Arc::new(Cluster {
-            backends: RwLock::new(Arc::new(sort_backends(backends))),
+            backends: ArcSwap::from_pointee(sort_backends(backends)),
+            editing: Mutex::new(()),
             users: RwLock::new(Arc::new(users)),
             clients: RwLock::new(Arc::new(clients)),
             lvs_offline: AtomicBool::new(false),
@@ -197,16 +200,17 @@ impl Cluster {
     }
 
     pub fn add_backend(&self, cfg: &BackendConfig) -> Result<(), ChangeError> {
-        let mut guard = self.backends.write().expect("backends lock");
-        if guard.iter().any(|b| b.address == cfg.address) {
+        let _editing = self.editing.lock().expect("backends edit lock");
+        let current = self.backends.load_full();
+        if current.iter().any(|b| b.address == cfg.address) {
             return Err(ChangeError::DuplicateBackend(cfg.address.clone()));
         }
-        let mut list = (**guard).clone();
+        let mut list = (*current).clone();
         let added = Arc::new(Backend::new(cfg, &self.dial));
         // An operator's ADD puts it in service at once, as SET ONLINE does.
         added.set_online();
         list.push(added);
-        *guard = Arc::new(sort_backends(list));
+        self.backends.store(Arc::new(sort_backends(list)));
         tracing::info!(backend = %cfg.address, role = %cfg.role, "backend added");
         Ok(())
     }
@@ -214,14 +218,15 @@ impl Cluster {
     /// Takes a backend out of the list: no new statement goes to it; sessions using one of
     /// its connections finish with it, and its idle connections are closed.
     pub fn remove_backend(&self, ndx: usize) -> Result<Arc<Backend>, ChangeError> {
-        let mut guard = self.backends.write().expect("backends lock");
+        let _editing = self.editing.lock().expect("backends edit lock");
+        let current = self.backends.load_full();
         let i = ndx
             .checked_sub(1)
-            .filter(|i| *i < guard.len())
+            .filter(|i| *i < current.len())
             .ok_or(ChangeError::NoSuchBackend(ndx))?;
-        let mut list = (**guard).clone();
+        let mut list = (*current).clone();
         let gone = list.remove(i);
-        *guard = Arc::new(list);
+        self.backends.store(Arc::new(list));
         gone.set_offline();
         tracing::info!(backend = %gone.address, "backend removed");
         Ok(gone)
@@ -233,10 +238,11 @@ impl Cluster {
     pub fn reload(&self, cfg: &Config) -> Result<(), ChangeError> {
         let filter = ClientFilter::new(&cfg.client_ips).map_err(ChangeError::BadClient)?;
         {
-            let mut guard = self.backends.write().expect("backends lock");
+            let _editing = self.editing.lock().expect("backends edit lock");
+            let current = self.backends.load_full();
             let mut list = Vec::with_capacity(cfg.backends.len());
             for b in &cfg.backends {
-                match guard
+                match current
                     .iter()
                     .find(|old| old.address == b.address && old.role == b.role)
                 {
@@ -250,13 +256,13 @@ impl Cluster {
                     }
                 }
             }
-            for old in guard.iter() {
+            for old in current.iter() {
                 if !list.iter().any(|b| Arc::ptr_eq(b, old)) {
                     tracing::info!(backend = %old.address, "reload: backend removed");
                     old.set_offline();
                 }
             }
-            *guard = Arc::new(sort_backends(list));
+            self.backends.store(Arc::new(sort_backends(list)));
         }
         let users = cfg
             .users
@@ -294,7 +300,7 @@ impl Cluster {
     }
 
     pub fn backends(&self) -> Arc<Vec<Arc<Backend>>> {
-        self.backends.read().expect("backends lock").clone()
+        self.backends.load_full()
     }
 
     /// Read-your-writes settings for new sessions.
@@ -309,7 +315,7 @@ impl Cluster {
     /// The backend writes go to: the first read-write backend an operator has not taken
     /// offline. A `Down` one is still returned so the client's error names it.
     pub fn write_backend(&self) -> Option<Arc<Backend>> {
-        let all = self.backends();
+        let all = self.backends.load();
         let mut rw = all.iter().filter(|b| b.role == Role::ReadWrite);
         let first_not_offline = rw.clone().find(|b| b.health() != Health::Offline);
         rw.find(|b| b.serves()).or(first_not_offline).cloned()
@@ -319,7 +325,7 @@ impl Cluster {
     /// `exclude` (backends that already failed this statement). `None`: reads go to the
     /// write backend.
     pub fn read_backend(&self, exclude: &[Arc<Backend>]) -> Option<Arc<Backend>> {
-        let all = self.backends();
+        let all = self.backends.load();
         let candidates = || {
             all.iter().filter(|b| {
                 b.role == Role::ReadOnly && b.serves() && !exclude.iter().any(|e| Arc::ptr_eq(e, b))
