@@ -10,7 +10,6 @@
 //! take it again. The bound on open connections is shared by all threads.
 
 use super::conn::{BackendConn, BackendError, ConnKey, Dial};
-use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -23,14 +22,49 @@ fn slot() -> Slot {
 }
 
 struct Idle {
-    conn: BackendConn,
+    conn: Box<BackendConn>,
     permit: OwnedSemaphorePermit,
 }
 
+/// Idle connections by event thread, then by key. Both levels hold a handful of entries
+/// (threads; users × collations), and they are looked up twice per statement: a linear scan
+/// (the key's user is compared by pointer first) beats hashing the user name each time.
+#[derive(Default)]
+struct IdleLists(Vec<(Slot, ByKey)>);
+
+/// One event thread's idle connections, by key.
+type ByKey = Vec<(ConnKey, Vec<Idle>)>;
+
+impl IdleLists {
+    fn get_mut(&mut self, slot: Slot, key: &ConnKey) -> Option<&mut Vec<Idle>> {
+        let (_, by_key) = self.0.iter_mut().find(|(s, _)| *s == slot)?;
+        by_key.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    fn push(&mut self, slot: Slot, idle: Idle) {
+        let i = match self.0.iter().position(|(s, _)| *s == slot) {
+            Some(i) => i,
+            None => {
+                self.0.push((slot, Vec::new()));
+                self.0.len() - 1
+            }
+        };
+        let by_key = &mut self.0[i].1;
+        match by_key.iter_mut().find(|(k, _)| *k == idle.conn.key) {
+            Some((_, v)) => v.push(idle),
+            None => by_key.push((idle.conn.key.clone(), vec![idle])),
+        }
+    }
+
+    fn lists(&mut self) -> impl Iterator<Item = &mut Vec<Idle>> {
+        self.0
+            .iter_mut()
+            .flat_map(|(_, by_key)| by_key.iter_mut().map(|(_, v)| v))
+    }
+}
+
 pub struct Pool {
-    /// Looked up twice per statement (acquire, release): FxHash, not SipHash — the keys are
-    /// the proxy's own, not attacker-chosen collisions.
-    idle: Mutex<FxHashMap<Slot, FxHashMap<ConnKey, Vec<Idle>>>>,
+    idle: Mutex<IdleLists>,
     permits: Arc<Semaphore>,
     max: u32,
     dial: Dial,
@@ -39,7 +73,9 @@ pub struct Pool {
 /// A connection checked out of a pool. Dropping it closes the connection; `Pool::release`
 /// gives it back.
 pub struct Lease {
-    pub conn: BackendConn,
+    /// Boxed: a lease moves several times per statement (pool, session, relay), and a
+    /// connection is a few hundred bytes.
+    pub conn: Box<BackendConn>,
     permit: OwnedSemaphorePermit,
     /// Taken from the idle list rather than freshly opened: a failure before any reply may
     /// just mean the server closed it while idle.
@@ -52,7 +88,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 impl Pool {
     pub fn new(max: u32, dial: Dial) -> Self {
         Pool {
-            idle: Mutex::new(FxHashMap::default()),
+            idle: Mutex::default(),
             permits: Arc::new(Semaphore::new(max as usize)),
             max,
             dial,
@@ -74,8 +110,7 @@ impl Pool {
                 .idle
                 .lock()
                 .expect("pool lock")
-                .get_mut(&slot)
-                .and_then(|by_key| by_key.get_mut(key))
+                .get_mut(slot, key)
                 .and_then(|v| {
                     let at = v
                         .iter()
@@ -114,7 +149,7 @@ impl Pool {
                 }
             }
         };
-        let conn = BackendConn::connect(addr, key.clone(), password, &self.dial).await?;
+        let conn = Box::new(BackendConn::connect(addr, key.clone(), password, &self.dial).await?);
         Ok(Lease {
             conn,
             permit,
@@ -129,47 +164,40 @@ impl Pool {
             return;
         }
         lease.conn.idle_since = Instant::now();
-        let mut idle = self.idle.lock().expect("pool lock");
-        let by_key = idle.entry(slot()).or_default();
-        let conn = Idle {
-            conn: lease.conn,
-            permit: lease.permit,
-        };
-        // No key clone (an atomic increment) when the list exists, as it almost always does.
-        match by_key.get_mut(&conn.conn.key) {
-            Some(v) => v.push(conn),
-            None => {
-                by_key.insert(conn.conn.key.clone(), vec![conn]);
-            }
-        }
+        self.idle.lock().expect("pool lock").push(
+            slot(),
+            Idle {
+                conn: lease.conn,
+                permit: lease.permit,
+            },
+        );
     }
 
     fn take_any_idle(&self) -> Option<Idle> {
         let mut idle = self.idle.lock().expect("pool lock");
-        idle.values_mut()
-            .flat_map(|by_key| by_key.values_mut())
-            .find_map(|v| {
-                if v.is_empty() {
-                    None
-                } else {
-                    Some(v.remove(0))
-                }
-            })
+        let taken = idle.lists().find_map(|v| {
+            if v.is_empty() {
+                None
+            } else {
+                Some(v.remove(0))
+            }
+        });
+        taken
     }
 
     /// Closes connections idle past the timeout.
     pub fn reap(&self) {
         let mut idle = self.idle.lock().expect("pool lock");
-        for by_key in idle.values_mut() {
-            for v in by_key.values_mut() {
-                v.retain(|i| i.conn.idle_since.elapsed() < IDLE_TIMEOUT);
-            }
-            by_key.retain(|_, v| !v.is_empty());
+        for v in idle.lists() {
+            v.retain(|i| i.conn.idle_since.elapsed() < IDLE_TIMEOUT);
+        }
+        for (_, by_key) in &mut idle.0 {
+            by_key.retain(|(_, v)| !v.is_empty());
         }
     }
 
     pub fn clear_idle(&self) {
-        self.idle.lock().expect("pool lock").clear();
+        self.idle.lock().expect("pool lock").0.clear();
     }
 
     /// (open connections, idle connections).
@@ -178,9 +206,8 @@ impl Pool {
             .idle
             .lock()
             .expect("pool lock")
-            .values()
-            .flat_map(|by_key| by_key.values())
-            .map(Vec::len)
+            .lists()
+            .map(|v| v.len())
             .sum();
         (self.max as usize - self.permits.available_permits(), idle)
     }

@@ -122,8 +122,8 @@ pub async fn kill_session(
         // connection is closed under it, and closes at once when idle.
         target.kill();
     }
-    let running = target.lock_running().await;
-    match running.as_ref() {
+    let guard = target.lock_running();
+    match guard.running.as_ref() {
         Some(r) => kill_on_backend(r, query_only, key, password, dial).await,
         None => Ok(()),
     }

@@ -557,9 +557,7 @@ pub async fn execute(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         c.conn().track.client_tracks = s.client_tracks;
         let started = std::time::Instant::now();
-        s.status
-            .start_running(&c.backend, c.lease.conn.thread_id)
-            .await;
+        s.status.start_running(&c.backend, c.lease.conn.thread_id);
         let sent = c.conn().send_command(payload).await;
         let result = match sent {
             Ok(()) => relay::relay(c.conn(), &mut io.reader, &mut io.writer, expect).await,
@@ -603,8 +601,12 @@ pub async fn execute(
                     || target == Target::Diagnostics
                 {
                     Diag::Left
-                } else {
+                } else if s.diagnostics_held() {
                     diag_of(s, packet)
+                } else {
+                    // Nothing to keep or clear: what the statement did to messages does not
+                    // matter, so it is not worked out.
+                    Diag::Unknown
                 };
                 s.finish(c, diag).await;
                 return Ok(Some(r));

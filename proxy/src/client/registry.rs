@@ -26,10 +26,13 @@ pub struct SessionStatus {
     pub id: u32,
     pub client: SocketAddr,
     now: Mutex<Now>,
-    /// Where the session's statement runs right now. An async lock because `KILL QUERY`
-    /// holds it until the backend has taken the kill: meanwhile the session cannot hand the
-    /// connection back to the pool, so the kill can never hit another session's statement.
-    running: tokio::sync::Mutex<Option<Running>>,
+    /// Where the session's statement runs right now, and how many kills are being sent to
+    /// it. While a kill is on its way the session cannot hand the connection back to the
+    /// pool (`stop_running` waits), so the kill can never hit another session's statement.
+    /// A plain lock, held for a few instructions: this is touched twice per statement.
+    running: Mutex<RunningSlot>,
+    /// Wakes a session waiting in `stop_running` when the last kill is done.
+    kills_done: tokio::sync::Notify,
     /// `KILL CONNECTION` was issued against this session.
     killed: AtomicBool,
     /// Wakes the session from its wait for the client: a kill, or the proxy stopping. Per
@@ -37,7 +40,14 @@ pub struct SessionStatus {
     wake: tokio::sync::Notify,
 }
 
+#[derive(Default)]
+struct RunningSlot {
+    now: Option<Running>,
+    kills: u32,
+}
+
 /// A statement in progress on a backend connection.
+#[derive(Clone)]
 pub struct Running {
     pub backend: Arc<Backend>,
     /// The server's id of the connection running it.
@@ -51,7 +61,8 @@ struct Now {
     schema: Option<String>,
     backend: Option<String>,
     in_transaction: bool,
-    statement: String,
+    /// As the client sent it; made text only when someone looks.
+    statement: Vec<u8>,
     since: Option<Instant>,
     last_gtid: Option<String>,
 }
@@ -66,7 +77,8 @@ impl Registry {
                 user: user.to_string(),
                 ..Now::default()
             }),
-            running: tokio::sync::Mutex::new(None),
+            running: Mutex::default(),
+            kills_done: tokio::sync::Notify::new(),
             killed: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
         });
@@ -110,7 +122,9 @@ impl Registry {
                     schema: now.schema.clone(),
                     backend: now.backend.clone(),
                     in_transaction: now.in_transaction,
-                    statement: now.since.map(|_| now.statement.clone()),
+                    statement: now
+                        .since
+                        .map(|_| String::from_utf8_lossy(&now.statement).into_owned()),
                     statement_age_ms: now.since.map(|t| t.elapsed().as_millis() as u64),
                     last_gtid: now.last_gtid.clone(),
                 }
@@ -138,8 +152,8 @@ impl SessionStatus {
     pub fn begin(&self, what: &[u8]) {
         let mut now = self.now.lock().expect("session status lock");
         now.statement.clear();
-        let shown = &what[..what.len().min(MAX_SHOWN)];
-        now.statement.push_str(&String::from_utf8_lossy(shown));
+        now.statement
+            .extend_from_slice(&what[..what.len().min(MAX_SHOWN)]);
         now.since = Some(Instant::now());
     }
 
@@ -174,23 +188,43 @@ impl SessionStatus {
     }
 
     /// The session's statement is about to go out on `thread_id` of `backend`.
-    pub async fn start_running(&self, backend: &Arc<Backend>, thread_id: u32) {
-        *self.running.lock().await = Some(Running {
+    pub fn start_running(&self, backend: &Arc<Backend>, thread_id: u32) {
+        self.running.lock().expect("running lock").now = Some(Running {
             backend: backend.clone(),
             thread_id,
         });
     }
 
-    /// The statement's reply is complete. Waits for a `KILL QUERY` in flight to be done
-    /// before the connection can go back to the pool.
+    /// The statement's reply is complete. Waits for kills in flight to be done before the
+    /// connection can go back to the pool.
     pub async fn stop_running(&self) {
-        *self.running.lock().await = None;
+        {
+            let mut slot = self.running.lock().expect("running lock");
+            slot.now = None;
+            if slot.kills == 0 {
+                return;
+            }
+        }
+        loop {
+            let done = self.kills_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.running.lock().expect("running lock").kills == 0 {
+                return;
+            }
+            done.await;
+        }
     }
 
-    /// Locks the running statement (if any) for a kill; the session cannot release its
+    /// The running statement (if any), for a kill; the session cannot release its
     /// connection while the guard lives.
-    pub async fn lock_running(&self) -> tokio::sync::MutexGuard<'_, Option<Running>> {
-        self.running.lock().await
+    pub fn lock_running(&self) -> KillGuard<'_> {
+        let mut slot = self.running.lock().expect("running lock");
+        slot.kills += 1;
+        KillGuard {
+            status: self,
+            running: slot.now.clone(),
+        }
     }
 
     /// Marks the session for closing and wakes it if it is waiting for its client.
@@ -207,5 +241,21 @@ impl SessionStatus {
     /// wake that came while the session was not waiting.
     pub async fn interrupted(&self) {
         self.wake.notified().await;
+    }
+}
+
+/// A kill on its way to a session's running statement (see `SessionStatus::lock_running`).
+pub struct KillGuard<'a> {
+    status: &'a SessionStatus,
+    pub running: Option<Running>,
+}
+
+impl Drop for KillGuard<'_> {
+    fn drop(&mut self) {
+        let mut slot = self.status.running.lock().expect("running lock");
+        slot.kills -= 1;
+        if slot.kills == 0 {
+            self.status.kills_done.notify_waiters();
+        }
     }
 }

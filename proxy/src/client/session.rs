@@ -539,6 +539,12 @@ impl Session {
         }
     }
 
+    /// A connection is kept for `SHOW WARNINGS`, or the running statement got it: the
+    /// statement's effect on messages decides what `finish` does with it.
+    pub fn diagnostics_held(&self) -> bool {
+        self.held.is_some() || self.on_held
+    }
+
     /// Lets go of the connection kept for `SHOW WARNINGS`.
     pub async fn release_held(&mut self) {
         if let Some(c) = self.held.take() {
