@@ -8,6 +8,7 @@
 #
 # Environment:
 #   BENCH_TIME      seconds per sysbench run            (default 10)
+#   BENCH_ROUNDS    interleaved rounds per row; medians (default 3)
 #   BENCH_THREADS   thread counts                       (default "1 8 32")
 #   BENCH_WORKLOADS sysbench tests                      (default "oltp_point_select oltp_read_only oltp_read_write")
 #   BENCH_PS_MODES  --db-ps-mode values                 (default "auto disable")
@@ -19,6 +20,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_TIME=${BENCH_TIME:-10}
+BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_THREADS=${BENCH_THREADS:-"1 8 32"}
 BENCH_WORKLOADS=${BENCH_WORKLOADS:-"oltp_point_select oltp_read_only oltp_read_write"}
 BENCH_PS_MODES=${BENCH_PS_MODES:-"auto disable"}
@@ -182,45 +184,63 @@ pid_of() {
 
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
+RUNS=$WORK/runs.tsv
+: >"$RUNS"
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 n=0
 for wl in $BENCH_WORKLOADS; do
     for ps in $BENCH_PS_MODES; do
         for th in $BENCH_THREADS; do
+            # Rounds interleave the targets, so a slow minute of the machine (other VMs on the
+            # host, a busy neighbour process) hits every target alike; medians are reported.
+            for round in $(seq "$BENCH_ROUNDS"); do
+                # Each round starts with the next target, so none always runs first.
+                read -r -a ts <<<"$(targets_for "$wl")"
+                for ((i = 0; i < ${#ts[@]}; i++)); do
+                    t=${ts[$(((i + round - 1) % ${#ts[@]}))]}
+                    n=$((n + 1))
+                    port=$(port_of "$t")
+                    pid=$(pid_of "$t")
+                    out=$WORK/run-$n-$wl-$ps-$th-$t.log
+                    kill -0 "$RW_PID" 2>/dev/null || { echo "rwproxy died; see $WORK/rwproxy.log" >&2; cat "$WORK/rwproxy.log" >&2; exit 1; }
+                    c0=""
+                    [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
+                    rc=0
+                    timeout -k 5 $((BENCH_TIME + 60)) sysbench "$wl" "${SB_COMMON[@]}" --mysql-port="$port" \
+                        --db-ps-mode="$ps" --threads="$th" --time="$BENCH_TIME" --report-interval=0 \
+                        --mysql-ignore-errors=all run >"$out" 2>&1 || rc=$?
+                    cpu="-"
+                    queries=$(awk '/queries:/ { print $2; exit }' "$out")
+                    qps=$(awk '/queries:/ { gsub(/\(/, "", $3); print $3; exit }' "$out")
+                    p95=$(awk '/95th percentile:/ { print $3; exit }' "$out")
+                    errs=$(awk '/ignored errors:/ { print $3; exit }' "$out")
+                    if [ $rc -ne 0 ] || [ -z "$queries" ]; then
+                        errs="FAIL(rc=$rc)"
+                        qps=${qps:-0}
+                        p95=${p95:--}
+                    fi
+                    if [ -n "$pid" ] && [ -n "${queries:-}" ] && [ "${queries:-0}" -gt 0 ]; then
+                        c1=$(cpu_ticks "$pid")
+                        cpu=$(awk -v d=$((c1 - c0)) -v t="$TCK" -v q="$queries" 'BEGIN { printf "%.1f", d * 1e6 / t / q }')
+                    fi
+                    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$ps" "$th" "$t" "$round" "$qps" "$p95" "$errs" "$cpu" >>"$RUNS"
+                    log "$(tail -n1 "$RUNS")"
+                    if [ $rc -ne 0 ]; then tail -n 5 "$out" | sed 's/^/#   /' >&2; fi
+                done
+            done
             direct_qps=""
             for t in $(targets_for "$wl"); do
-                n=$((n + 1))
-                port=$(port_of "$t")
-                pid=$(pid_of "$t")
-                out=$WORK/run-$n-$wl-$ps-$th-$t.log
-                kill -0 "$RW_PID" 2>/dev/null || { echo "rwproxy died; see $WORK/rwproxy.log" >&2; cat "$WORK/rwproxy.log" >&2; exit 1; }
-                c0=""
-                [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
-                rc=0
-                timeout -k 5 $((BENCH_TIME + 60)) sysbench "$wl" "${SB_COMMON[@]}" --mysql-port="$port" \
-                    --db-ps-mode="$ps" --threads="$th" --time="$BENCH_TIME" --report-interval=0 \
-                    --mysql-ignore-errors=all run >"$out" 2>&1 || rc=$?
-                cpu="-"
-                queries=$(awk '/queries:/ { print $2; exit }' "$out")
-                qps=$(awk '/queries:/ { gsub(/\(/, "", $3); print $3; exit }' "$out")
-                p95=$(awk '/95th percentile:/ { print $3; exit }' "$out")
-                errs=$(awk '/ignored errors:/ { print $3; exit }' "$out")
-                if [ $rc -ne 0 ] || [ -z "$queries" ]; then
-                    errs="FAIL(rc=$rc)"
-                    qps=${qps:-0}
-                    p95=${p95:--}
-                fi
-                if [ -n "$pid" ] && [ -n "${queries:-}" ] && [ "${queries:-0}" -gt 0 ]; then
-                    c1=$(cpu_ticks "$pid")
-                    cpu=$(awk -v d=$((c1 - c0)) -v t="$TCK" -v q="$queries" 'BEGIN { printf "%.1f", d * 1e6 / t / q }')
-                fi
+                cell() { awk -F'\t' -v w="$wl" -v p="$ps" -v h="$th" -v t="$t" -v c="$1" '$1 == w && $2 == p && $3 == h && $4 == t { print $c }' "$RUNS"; }
+                qps=$(cell 6 | median)
+                p95=$(cell 7 | awk '$1 != "-"' | median)
+                if cell 8 | grep -q FAIL; then errs=FAIL; else errs=$(cell 8 | awk '{ s += $1 } END { print s + 0 }'); fi
+                cpu=$(cell 9 | awk '$1 != "-"' | median)
                 [ "$t" = direct ] && direct_qps=$qps
                 ratio="-"
                 if [ "$t" != direct ] && [ -n "$direct_qps" ]; then
                     ratio=$(awk -v a="$qps" -v b="$direct_qps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
                 fi
                 printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$ps" "$th" "$t" "$qps" "$p95" "$errs" "$cpu" "$ratio" >>"$RESULTS"
-                log "$(tail -n1 "$RESULTS")"
-                if [ $rc -ne 0 ]; then tail -n 5 "$out" | sed 's/^/#   /' >&2; fi
             done
         done
     done
@@ -228,7 +248,8 @@ done
 
 # --- table ---------------------------------------------------------------------------------
 echo
-echo "sysbench ${BENCH_TIME}s per run, --tables=$BENCH_TABLES --table-size=$BENCH_TABLE_SIZE."
+echo "sysbench ${BENCH_TIME}s per run, $BENCH_ROUNDS interleaved rounds per row (medians; errors summed),"
+echo "--tables=$BENCH_TABLES --table-size=$BENCH_TABLE_SIZE."
 echo "direct = primary; rwproxy = all 3 servers (reads to replicas); haproxy = TCP -> primary;"
 echo "haproxy-ro = TCP round-robin over the 2 replicas (rwproxy's like-for-like for point selects)."
 echo "CPU us/q = proxy process utime+stime delta / queries. ratio = QPS / QPS(direct)."
@@ -240,6 +261,22 @@ while IFS=$'\t' read -r wl ps th t qps p95 errs cpu ratio; do
     printf '| %-17s | %-7s | %7s | %-10s | %10s | %8s | %6s | %9s | %5s |\n' \
         "$wl" "$ps" "$th" "$t" "$qps" "$p95" "$errs" "$cpu" "$ratio"
 done <"$RESULTS"
+# rwproxy against the HAProxy row it is measured against: haproxy-ro for point selects (both
+# read from the replicas), haproxy for the transactional workloads (both use the primary).
+echo
+echo "rwproxy vs HAProxy (QPS ratio >= 1 and CPU ratio <= 1 meet the target):"
+echo
+printf '| %-17s | %-7s | %7s | %-10s | %9s | %9s |\n' workload ps-mode threads against "QPS ratio" "CPU ratio"
+echo '|-------------------|---------|--------:|------------|----------:|----------:|'
+awk -F'\t' '
+    { qps[$1 FS $2 FS $3 FS $4] = $5; cpu[$1 FS $2 FS $3 FS $4] = $8 }
+    $4 == "rwproxy" {
+        ha = ($1 == "oltp_point_select") ? "haproxy-ro" : "haproxy"
+        k = $1 FS $2 FS $3 FS ha
+        qr = (qps[k] > 0) ? sprintf("%.2f", $5 / qps[k]) : "-"
+        cr = (cpu[k] > 0) ? sprintf("%.2f", $8 / cpu[k]) : "-"
+        printf "| %-17s | %-7s | %7s | %-10s | %9s | %9s |\n", $1, $2, $3, ha, qr, cr
+    }' <(awk -F'\t' '$4 != "rwproxy"' "$RESULTS"; awk -F'\t' '$4 == "rwproxy"' "$RESULTS")
 if grep -qiE 'error|panic' "$WORK/rwproxy.log"; then
     echo
     echo "rwproxy log (errors):"
