@@ -48,38 +48,46 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
 
     /// Reads one physical packet. EOF before a header is `UnexpectedEof` like any other cut.
     pub async fn read_raw(&mut self) -> io::Result<RawPacket> {
+        let total = self.buffer_frame().await?;
+        Ok(RawPacket(self.buf.split_to(total).freeze()))
+    }
+
+    /// Reads a whole logical packet (joining continuations); returns the last sequence id.
+    /// Copies straight out of the read buffer: no `Bytes` handle per packet (every command
+    /// comes this way).
+    pub async fn read_logical(&mut self, out: &mut Vec<u8>) -> io::Result<u8> {
+        out.clear();
+        loop {
+            let total = self.buffer_frame().await?;
+            let len = total - 4;
+            if out.len() + len > MAX_LOGICAL {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "packet larger than 1 GiB",
+                ));
+            }
+            let seq = self.buf[3];
+            out.extend_from_slice(&self.buf[4..total]);
+            self.buf.advance(total);
+            if len != MAX_PAYLOAD {
+                return Ok(seq);
+            }
+        }
+    }
+
+    /// Waits until a whole physical packet is buffered; returns its length, header included.
+    async fn buffer_frame(&mut self) -> io::Result<usize> {
         while self.buf.len() < 4 {
             self.fill().await?;
         }
-        let len = usize::from(self.buf[0])
-            | usize::from(self.buf[1]) << 8
-            | usize::from(self.buf[2]) << 16;
-        let total = len + 4;
+        let total = frame_len(&self.buf).expect("a header is buffered");
         if self.buf.len() < total {
             self.buf.reserve(total - self.buf.len());
             while self.buf.len() < total {
                 self.fill().await?;
             }
         }
-        Ok(RawPacket(self.buf.split_to(total).freeze()))
-    }
-
-    /// Reads a whole logical packet (joining continuations); returns the last sequence id.
-    pub async fn read_logical(&mut self, out: &mut Vec<u8>) -> io::Result<u8> {
-        out.clear();
-        loop {
-            let p = self.read_raw().await?;
-            if out.len() + p.payload().len() > MAX_LOGICAL {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "packet larger than 1 GiB",
-                ));
-            }
-            out.extend_from_slice(p.payload());
-            if !p.continues() {
-                return Ok(p.seq());
-            }
-        }
+        Ok(total)
     }
 
     /// True when bytes are already buffered: a peer that sent something we did not ask for.

@@ -492,96 +492,131 @@ enum Kw {
     ConnectionId,
 }
 
-const MAX_KW_LEN: usize = 19; // SQL_CALC_FOUND_ROWS
+/// Every keyword the classifier knows, as written in SQL (upper case).
+const KEYWORDS: [(&[u8], Kw); 76] = [
+    (b"SELECT", Kw::Select),
+    (b"VALUES", Kw::Values),
+    (b"TABLE", Kw::Table),
+    (b"WITH", Kw::With),
+    (b"SHOW", Kw::Show),
+    (b"DESC", Kw::Desc),
+    (b"DESCRIBE", Kw::Describe),
+    (b"EXPLAIN", Kw::Explain),
+    (b"HELP", Kw::Help),
+    (b"SET", Kw::Set),
+    (b"USE", Kw::Use),
+    (b"BEGIN", Kw::Begin),
+    (b"START", Kw::Start),
+    (b"COMMIT", Kw::Commit),
+    (b"ROLLBACK", Kw::Rollback),
+    (b"LOCK", Kw::Lock),
+    (b"UNLOCK", Kw::Unlock),
+    (b"PREPARE", Kw::Prepare),
+    (b"EXECUTE", Kw::Execute),
+    (b"DEALLOCATE", Kw::Deallocate),
+    (b"DROP", Kw::Drop),
+    (b"CREATE", Kw::Create),
+    (b"KILL", Kw::Kill),
+    (b"ANALYZE", Kw::Analyze),
+    (b"AUTOCOMMIT", Kw::Autocommit),
+    (b"BINARY", Kw::Binary),
+    (b"BINLOG", Kw::Binlog),
+    (b"DEFAULT", Kw::Default),
+    (b"DELETE", Kw::Delete),
+    (b"FOR", Kw::For),
+    (b"GLOBAL", Kw::Global),
+    (b"IMMEDIATE", Kw::Immediate),
+    (b"IN", Kw::In),
+    (b"INSERT", Kw::Insert),
+    (b"INTO", Kw::Into),
+    (b"LOCAL", Kw::Local),
+    (b"LOG", Kw::Log),
+    (b"LOGS", Kw::Logs),
+    (b"MASTER", Kw::Master),
+    (b"MODE", Kw::Mode),
+    (b"NEXT", Kw::Next),
+    (b"ONLY", Kw::Only),
+    (b"OR", Kw::Or),
+    (b"PASSWORD", Kw::Password),
+    (b"PERSIST", Kw::Persist),
+    (b"PERSIST_ONLY", Kw::PersistOnly),
+    (b"PREVIOUS", Kw::Previous),
+    (b"READ", Kw::Read),
+    (b"REPLACE", Kw::Replace),
+    (b"ROLE", Kw::Role),
+    (b"SESSION", Kw::Session),
+    (b"SHARE", Kw::Share),
+    (b"SQL_CALC_FOUND_ROWS", Kw::SqlCalcFoundRows),
+    (b"STATEMENT", Kw::Statement),
+    (b"STATUS", Kw::Status),
+    (b"TABLES", Kw::Tables),
+    (b"TEMPORARY", Kw::Temporary),
+    (b"TO", Kw::To),
+    (b"TRANSACTION", Kw::Transaction),
+    (b"UPDATE", Kw::Update),
+    (b"VALUE", Kw::Value),
+    (b"WORK", Kw::Work),
+    (b"WARNINGS", Kw::Warnings),
+    (b"ERRORS", Kw::Errors),
+    (b"GET_LOCK", Kw::GetLock),
+    (b"RELEASE_LOCK", Kw::ReleaseLock),
+    (b"RELEASE_ALL_LOCKS", Kw::ReleaseAllLocks),
+    (b"IS_USED_LOCK", Kw::IsUsedLock),
+    (b"IS_FREE_LOCK", Kw::IsFreeLock),
+    (b"LAST_INSERT_ID", Kw::LastInsertId),
+    (b"FOUND_ROWS", Kw::FoundRows),
+    (b"ROW_COUNT", Kw::RowCount),
+    (b"NEXTVAL", Kw::Nextval),
+    (b"LASTVAL", Kw::Lastval),
+    (b"SETVAL", Kw::Setval),
+    (b"CONNECTION_ID", Kw::ConnectionId),
+];
+
+/// Slots of the keyword table; the hash below puts no two keywords in one slot (checked when
+/// the table is built, and by a unit test).
+const KW_SLOTS: usize = 256;
+
+/// Where a word would sit in the keyword table: from its length and its first, middle and last
+/// bytes, case folded (the multipliers were searched for a collision-free table). A few
+/// operations instead of upper-casing every word and comparing it with every keyword of its
+/// length — the lexer runs this on each identifier of each statement.
+#[inline]
+fn kw_slot(w: &[u8]) -> usize {
+    let byte = |i: usize| usize::from(w[i] | 0x20);
+    (w.len() * 4 + byte(0) * 25 + byte(w.len() - 1) * 22 + byte(w.len() / 2) * 14) % KW_SLOTS
+}
+
+/// Index into [`KEYWORDS`] + 1 per slot (0 = empty).
+static KW_TABLE: std::sync::LazyLock<[u8; KW_SLOTS]> = std::sync::LazyLock::new(|| {
+    let mut t = [0u8; KW_SLOTS];
+    for (i, (w, _)) in KEYWORDS.iter().enumerate() {
+        let slot = kw_slot(w);
+        assert_eq!(
+            t[slot],
+            0,
+            "keyword table collision for {}",
+            String::from_utf8_lossy(w)
+        );
+        t[slot] = u8::try_from(i + 1).expect("fewer than 255 keywords");
+    }
+    t
+});
 
 fn keyword(w: &[u8]) -> Sym {
-    if w.len() < 2 || w.len() > MAX_KW_LEN || w[0].is_ascii_digit() {
+    if w.len() < 2 || w[0].is_ascii_digit() {
         return Sym::Word;
     }
-    let mut buf = [0u8; MAX_KW_LEN];
-    for (d, s) in buf.iter_mut().zip(w) {
-        *d = s.to_ascii_uppercase();
+    match KW_TABLE[kw_slot(w)] {
+        0 => Sym::Word,
+        i => {
+            let (kw, k) = KEYWORDS[usize::from(i) - 1];
+            if kw.eq_ignore_ascii_case(w) {
+                Sym::Kw(k)
+            } else {
+                Sym::Word
+            }
+        }
     }
-    let k = match &buf[..w.len()] {
-        b"SELECT" => Kw::Select,
-        b"VALUES" => Kw::Values,
-        b"TABLE" => Kw::Table,
-        b"WITH" => Kw::With,
-        b"SHOW" => Kw::Show,
-        b"DESC" => Kw::Desc,
-        b"DESCRIBE" => Kw::Describe,
-        b"EXPLAIN" => Kw::Explain,
-        b"HELP" => Kw::Help,
-        b"SET" => Kw::Set,
-        b"USE" => Kw::Use,
-        b"BEGIN" => Kw::Begin,
-        b"START" => Kw::Start,
-        b"COMMIT" => Kw::Commit,
-        b"ROLLBACK" => Kw::Rollback,
-        b"LOCK" => Kw::Lock,
-        b"UNLOCK" => Kw::Unlock,
-        b"PREPARE" => Kw::Prepare,
-        b"EXECUTE" => Kw::Execute,
-        b"DEALLOCATE" => Kw::Deallocate,
-        b"DROP" => Kw::Drop,
-        b"CREATE" => Kw::Create,
-        b"KILL" => Kw::Kill,
-        b"ANALYZE" => Kw::Analyze,
-        b"AUTOCOMMIT" => Kw::Autocommit,
-        b"BINARY" => Kw::Binary,
-        b"BINLOG" => Kw::Binlog,
-        b"DEFAULT" => Kw::Default,
-        b"DELETE" => Kw::Delete,
-        b"FOR" => Kw::For,
-        b"GLOBAL" => Kw::Global,
-        b"IMMEDIATE" => Kw::Immediate,
-        b"IN" => Kw::In,
-        b"INSERT" => Kw::Insert,
-        b"INTO" => Kw::Into,
-        b"LOCAL" => Kw::Local,
-        b"LOG" => Kw::Log,
-        b"LOGS" => Kw::Logs,
-        b"MASTER" => Kw::Master,
-        b"MODE" => Kw::Mode,
-        b"NEXT" => Kw::Next,
-        b"ONLY" => Kw::Only,
-        b"OR" => Kw::Or,
-        b"PASSWORD" => Kw::Password,
-        b"PERSIST" => Kw::Persist,
-        b"PERSIST_ONLY" => Kw::PersistOnly,
-        b"PREVIOUS" => Kw::Previous,
-        b"READ" => Kw::Read,
-        b"REPLACE" => Kw::Replace,
-        b"ROLE" => Kw::Role,
-        b"SESSION" => Kw::Session,
-        b"SHARE" => Kw::Share,
-        b"SQL_CALC_FOUND_ROWS" => Kw::SqlCalcFoundRows,
-        b"STATEMENT" => Kw::Statement,
-        b"STATUS" => Kw::Status,
-        b"TABLES" => Kw::Tables,
-        b"TEMPORARY" => Kw::Temporary,
-        b"TO" => Kw::To,
-        b"TRANSACTION" => Kw::Transaction,
-        b"UPDATE" => Kw::Update,
-        b"VALUE" => Kw::Value,
-        b"WORK" => Kw::Work,
-        b"WARNINGS" => Kw::Warnings,
-        b"ERRORS" => Kw::Errors,
-        b"GET_LOCK" => Kw::GetLock,
-        b"RELEASE_LOCK" => Kw::ReleaseLock,
-        b"RELEASE_ALL_LOCKS" => Kw::ReleaseAllLocks,
-        b"IS_USED_LOCK" => Kw::IsUsedLock,
-        b"IS_FREE_LOCK" => Kw::IsFreeLock,
-        b"LAST_INSERT_ID" => Kw::LastInsertId,
-        b"FOUND_ROWS" => Kw::FoundRows,
-        b"ROW_COUNT" => Kw::RowCount,
-        b"NEXTVAL" => Kw::Nextval,
-        b"LASTVAL" => Kw::Lastval,
-        b"SETVAL" => Kw::Setval,
-        b"CONNECTION_ID" => Kw::ConnectionId,
-        _ => return Sym::Word,
-    };
-    Sym::Kw(k)
 }
 
 /// One lexical token, with everything the rules need folded in so history comparisons are
@@ -630,7 +665,7 @@ static IDENT: [bool; 256] = {
 };
 
 #[inline]
-fn is_ident(b: u8) -> bool {
+pub(crate) fn is_ident(b: u8) -> bool {
     IDENT[b as usize]
 }
 
@@ -1263,6 +1298,38 @@ mod tests {
     use StmtKind::*;
 
     type F = Flags;
+
+    #[test]
+    fn every_keyword_is_found_in_any_case_and_nothing_else_is() {
+        for (w, k) in KEYWORDS {
+            let lower = w.to_ascii_lowercase();
+            assert_eq!(keyword(w), Sym::Kw(k));
+            assert_eq!(keyword(&lower), Sym::Kw(k));
+            // A word that differs (`SELECTS`, and `SELECTX` in the same slot by first and
+            // last letters) is not mistaken for it, unless it is a keyword itself (`TABLES`).
+            for extra in [b'S', b'X'] {
+                let mut longer = w.to_vec();
+                longer.push(extra);
+                let expected = KEYWORDS
+                    .iter()
+                    .find(|(kw, _)| **kw == longer[..])
+                    .map_or(Sym::Word, |(_, k)| Sym::Kw(*k));
+                assert_eq!(keyword(&longer), expected);
+            }
+        }
+        for w in [
+            &b"sbtest1"[..],
+            b"id",
+            b"c",
+            b"k",
+            b"users",
+            b"_",
+            b"$x",
+            b"\xc3\xa9t\xc3\xa9",
+        ] {
+            assert_eq!(keyword(w), Sym::Word, "{}", String::from_utf8_lossy(w));
+        }
+    }
 
     const R: StmtKind = Read;
     const W: StmtKind = Write;

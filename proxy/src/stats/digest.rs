@@ -128,15 +128,20 @@ impl Entry {
 /// Writes `sql` with literals replaced by `?`, lists of them folded to `?,...`, comments
 /// dropped and whitespace collapsed.
 pub fn normalise(sql: &[u8], out: &mut Vec<u8>) {
+    use crate::router::classify::is_ident as ident;
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
     out.clear();
+    out.reserve(sql.len());
     let mut i = 0;
     let n = sql.len();
-    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
     while i < n {
         let b = sql[i];
         match b {
-            b' ' | b'\t' | b'\n' | b'\r' => {
+            _ if is_space(b) => {
                 i += 1;
+                while i < n && is_space(sql[i]) {
+                    i += 1;
+                }
                 space(out);
             }
             b'/' if sql.get(i + 1) == Some(&b'*') => {
