@@ -99,7 +99,8 @@ impl EventThreads {
     }
 
     /// Sessions running on each thread.
-    pub fn sessions(&self) -> Vec<usize> {
+    #[cfg(test)]
+    fn sessions(&self) -> Vec<usize> {
         self.threads
             .iter()
             .map(|t| t.sessions.load(Ordering::Relaxed))
