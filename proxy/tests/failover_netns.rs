@@ -371,6 +371,18 @@ impl Site {
         })
     }
 
+    /// Waits until server `i` commits semi-synchronously (its replica acknowledges every
+    /// transaction): the lab's lossless failover stands on it.
+    fn wait_semi_sync(&self, i: usize) {
+        let sql = "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+                   WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS'";
+        self.lab.wait(
+            &format!("semi-sync replication on s{}", i + 1),
+            LONG,
+            |_| self.db::<String>(i, sql) == "ON",
+        );
+    }
+
     fn ids(&self, i: usize) -> HashSet<u64> {
         self.rt.block_on(async {
             let mut c = self.dbs[i].0.root_conn().await.unwrap();
@@ -472,6 +484,7 @@ fn run_in_client_namespace(vrrp: Vrrp, failovers: usize, errant: bool) -> Vec<Du
     let mut primary = 0;
     for round in 0..failovers {
         let (dead, next) = (primary, 1 - primary);
+        site.wait_semi_sync(dead);
         // Scenario 1: the primary's server dies hard.
         site.kill_node(dead);
         // From the moment both processes are gone: a write in flight during the kill may

@@ -69,6 +69,20 @@ const INNODB_ARGS: &[&str] = &[
     "--innodb-use-native-aio=0",
 ];
 
+/// Semi-synchronous replication of a failover lab node (see `Server::args`). The timeout is
+/// how long a commit waits for a replica that stopped answering without disconnecting (a
+/// partition) before the primary falls back to asynchronous replication.
+const SEMI_SYNC_ARGS: &[&str] = &[
+    "--rpl-semi-sync-master-enabled=ON",
+    "--rpl-semi-sync-slave-enabled=ON",
+    "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
+    "--rpl-semi-sync-master-wait-no-slave=OFF",
+    "--rpl-semi-sync-master-timeout=10000",
+    // Whatever the node was, it boots as a replica-to-be: crash recovery then truncates the
+    // binlog of transactions that were never acknowledged (MariaDB >= 10.6.19 / 10.11.9).
+    "--init-rpl-role=SLAVE",
+];
+
 /// How to start a cluster; `Cluster::start` covers the common case.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -539,6 +553,14 @@ impl Server {
             // How a failover node boots: its role is decided by whoever manages it, not by
             // leftover replication settings.
             a.push("--skip-slave-start".into());
+            // Lossless failover: a commit returns to the client only once a replica has the
+            // transaction in its relay log (AFTER_SYNC), so the promoted replica holds every
+            // acknowledged write. Every node is configured for both roles. A lone primary does
+            // not wait for a replica it does not have; and a crashed primary coming back as a
+            // replica drops from its binlog what it wrote but never got acknowledged (MariaDB's
+            // semi-sync crash recovery, see `--init-rpl-role`), instead of holding it as an
+            // errant transaction.
+            a.extend(SEMI_SYNC_ARGS.iter().map(|s| s.to_string()));
         }
         if let Some(t) = &self.tls {
             a.push(format!("--ssl-cert={}", t.cert.display()));

@@ -111,13 +111,53 @@ fn list(g: &[Gtid]) -> String {
     g.iter().map(Gtid::to_string).collect::<Vec<_>>().join(",")
 }
 
+/// How many times `read_only` ends the commits that block it before giving up.
+const READ_ONLY_ATTEMPTS: usize = 5;
+
 /// `SET GLOBAL read_only = ON`: the first thing a node that is not MASTER does.
+///
+/// The statement waits for commits in progress. Under semi-synchronous replication a commit
+/// cut off from its replica (a partition) waits for an acknowledgement up to
+/// `rpl_semi_sync_master_timeout` and then commits and answers its client anyway — from the
+/// side that has just lost the write VIP. So the wait is bounded (`lock_wait_timeout`), and
+/// those sessions are killed: their clients see a lost connection (outcome unknown), never an
+/// acknowledgement, and the transaction stays local (an errant GTID if the node rejoins).
 pub async fn read_only(target: &DbTarget) -> Result<(), DbError> {
+    let addr = &target.address;
+    let err = |e| DbError::Server(addr.clone(), e);
     let mut conn = connect(target).await?;
-    conn.query_drop("SET GLOBAL read_only = ON")
+    conn.query_drop("SET SESSION lock_wait_timeout = 1")
         .await
-        .map_err(|e| DbError::Server(target.address.clone(), e))
+        .map_err(err)?;
+    let mut attempt = 1;
+    loop {
+        match conn.query_drop("SET GLOBAL read_only = ON").await {
+            Err(mysql_async::Error::Server(e))
+                if e.code == ER_LOCK_WAIT_TIMEOUT && attempt < READ_ONLY_ATTEMPTS =>
+            {
+                attempt += 1;
+                let waiting: Vec<u64> = conn
+                    .query(
+                        "SELECT ID FROM information_schema.PROCESSLIST \
+                         WHERE STATE = 'Waiting for semi-sync ACK from slave'",
+                    )
+                    .await
+                    .map_err(err)?;
+                if !waiting.is_empty() {
+                    tracing::warn!(server = %addr, sessions = ?waiting, "read_only=ON waits for commits no replica acknowledges: killing those sessions (their clients get no acknowledgement)");
+                }
+                for id in waiting {
+                    // Gone already is fine: its commit is no longer in the way.
+                    let _ = conn.query_drop(format!("KILL CONNECTION {id}")).await;
+                }
+            }
+            r => return r.map_err(err),
+        }
+    }
 }
+
+/// `ER_LOCK_WAIT_TIMEOUT`: `lock_wait_timeout` expired.
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 
 /// Makes the server at `local` a read-only replica of `repl`'s primary, reached for the GTID
 /// check as `primary` (operator credentials). Errant transactions stop it before anything
