@@ -12,7 +12,7 @@ pub use damper::{Damper, Finding};
 use crate::backend::Backend;
 use crate::cluster::Cluster;
 use crate::config::{MonitorConfig, Role};
-use rwproxy_ha::db::{DbTarget, Prober, ServerStatus};
+use rwproxy_ha::db::{DbTarget, Prober, ReplicaHealth, ServerStatus};
 use std::sync::{Arc, Weak};
 use tokio::time::MissedTickBehavior;
 
@@ -60,21 +60,25 @@ async fn watch(cluster: Weak<Cluster>, backend: Weak<Backend>, cfg: MonitorConfi
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (Some(cluster), Some(b)) = (cluster.upgrade(), backend.upgrade()) else {
+        let (Some(live), Some(b)) = (cluster.upgrade(), backend.upgrade()) else {
             return;
         };
-        if !cluster.backends().iter().any(|x| Arc::ptr_eq(x, &b)) {
+        if !live.backends().iter().any(|x| Arc::ptr_eq(x, &b)) {
             tracing::debug!(backend = %address, "backend left the cluster; monitor stops");
             return;
         }
-        drop(cluster);
+        drop(live);
         let finding = match &mut prober {
             Some(p) => match p.probe().await {
                 Ok(status) => {
                     login_refused = false;
                     let lag = status.replica.as_ref().and_then(|r| r.seconds_behind);
                     b.observe(Some(status.read_only), lag);
-                    judge(b.role, &status, &cfg)
+                    let primary_serves = cluster
+                        .upgrade()
+                        .and_then(|c| c.write_backend())
+                        .is_some_and(|w| w.serves());
+                    judge(b.role, &status, &cfg, primary_serves)
                 }
                 Err(e) if e.server_answered() => {
                     // The server answered: it is up; the monitor's account is the problem,
@@ -98,16 +102,18 @@ async fn watch(cluster: Weak<Cluster>, backend: Weak<Backend>, cfg: MonitorConfi
 
 /// Replicas must be replicating and caught up to serve reads; a write backend only has to
 /// answer (`read_only` is handled at write time, see `Backend::read_only`).
-fn judge(role: Role, status: &ServerStatus, cfg: &MonitorConfig) -> Finding {
+///
+/// Except when the primary is down (`primary_serves` false) and the replica's IO thread is
+/// only trying to reach it: the replica then holds everything the primary sent, nothing
+/// reachable is more current, and taking every replica out would fail the reads as well as
+/// the writes.
+fn judge(role: Role, status: &ServerStatus, cfg: &MonitorConfig, primary_serves: bool) -> Finding {
     match (role, &status.replica) {
-        (Role::ReadOnly, Some(r)) => {
-            let health = r.health(cfg.max_replication_lag);
-            if health.is_healthy() {
-                Finding::Good
-            } else {
-                Finding::Unfit(health.to_string())
-            }
-        }
+        (Role::ReadOnly, Some(r)) => match r.health(cfg.max_replication_lag) {
+            h if h.is_healthy() => Finding::Good,
+            ReplicaHealth::IoConnecting(_) if !primary_serves => Finding::Good,
+            h => Finding::Unfit(h.to_string()),
+        },
         _ => Finding::Good,
     }
 }
