@@ -8,7 +8,7 @@ use crate::backend::{Backend, Health};
 use crate::client::prepared::PreparedStmt;
 use crate::client::registry::{Registry, SessionStatus};
 use crate::client::ClientSettings;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ReadPicker};
 use crate::protocol::message::{self, codes, SqlError, SERVER_STATUS_AUTOCOMMIT};
 use crate::protocol::session_track::StateChanges;
 use crate::router::classify::{self, Flags, StmtKind};
@@ -17,6 +17,7 @@ use crate::session::read_your_writes::{self, ReadPlan};
 use crate::session::state::SessionState;
 use crate::stats::Stats;
 use rustc_hash::FxHashMap;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Why a session must stay on its connection even outside a transaction.
@@ -117,6 +118,11 @@ pub struct Session {
     pub peer: std::net::SocketAddr,
     /// Read-your-writes bookkeeping (a no-op when the mode is off).
     pub ryw: read_your_writes::Tracker,
+    /// Which replica the session's reads go to.
+    reads: ReadPicker,
+    /// Server thread id of the last connection the session gave back: the one it asks the
+    /// pool for first (a thread id is only unique per server; a clash just picks another).
+    last_conn: AtomicU32,
     /// Reused for normalising statements into digests.
     digest_buf: Vec<u8>,
     /// The client negotiated `CLIENT_SESSION_TRACK`: it gets the session-state information
@@ -157,6 +163,8 @@ impl Session {
             charset: info.charset.clone(),
             stats: info.stats.clone(),
             ryw,
+            reads: ReadPicker::new(),
+            last_conn: AtomicU32::new(0),
             digest_buf: Vec::new(),
             client_tracks: false,
             last_write_gtid: None,
@@ -345,7 +353,9 @@ impl Session {
                 _ if primary_only => None,
                 // With nothing held, the session's last statement left no messages, and a
                 // pooled connection (reset after any) has none either.
-                Target::Read | Target::Diagnostics => self.cluster.read_backend(exclude),
+                Target::Read | Target::Diagnostics => {
+                    self.cluster.read_backend(&mut self.reads, exclude)
+                }
                 Target::Write => None,
             };
             let (backend, is_write) = match backend {
@@ -359,6 +369,7 @@ impl Session {
                     &self.key,
                     &self.password,
                     self.state.schema.as_deref(),
+                    self.last_conn.load(Relaxed),
                 )
                 .await
             {
@@ -554,6 +565,8 @@ impl Session {
 
     pub async fn release(&self, c: Checkout) {
         let Checkout { backend, lease } = c;
+        // Atomic only because `release` takes `&self`; nothing else touches it.
+        self.last_conn.store(lease.conn.thread_id, Relaxed);
         if backend.health() == Health::Offline {
             // Taken out by an operator: its connections close as their sessions let go.
             return;
