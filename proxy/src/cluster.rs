@@ -450,3 +450,84 @@ fn sort_backends(mut list: Vec<Arc<Backend>>) -> Vec<Arc<Backend>> {
     list.sort_by_key(|b| b.role != Role::ReadWrite);
     list
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_str, ConfigFormat};
+    use std::path::Path;
+
+    /// A write backend and two replicas (`:11`, `:12`) of the given weights.
+    fn cluster(w11: u32, w12: u32) -> Arc<Cluster> {
+        let text = format!(
+            "[[backend]]\naddress = \"127.0.0.1:10\"\nrole = \"rw\"\n\
+             [[backend]]\naddress = \"127.0.0.1:11\"\nrole = \"ro\"\nweight = {w11}\n\
+             [[backend]]\naddress = \"127.0.0.1:12\"\nrole = \"ro\"\nweight = {w12}\n"
+        );
+        Cluster::new(&parse_str(Path::new("t.toml"), &text, ConfigFormat::Toml).unwrap())
+    }
+
+    fn port(b: &Option<Arc<Backend>>) -> &str {
+        b.as_ref().map_or("none", |b| &b.address[10..])
+    }
+
+    fn backend(c: &Cluster, port: &str) -> Arc<Backend> {
+        c.backends()
+            .iter()
+            .find(|b| b.address.ends_with(port))
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn reads_come_in_runs_that_follow_the_weights() {
+        let c = cluster(1, 3);
+        let mut p = ReadPicker::new();
+        let picks: Vec<String> = (0..16 * 400)
+            .map(|_| port(&c.read_backend(&mut p, &[])).to_string())
+            .collect();
+        for run in picks.chunks(READ_RUN as usize) {
+            assert!(run.iter().all(|x| *x == run[0]), "{run:?}");
+        }
+        let on_11 = picks.iter().filter(|x| *x == "11").count();
+        // 400 runs: a quarter of them within a few runs (random picks: +-9 runs, 1 sigma).
+        assert!(
+            (on_11 as i64 - 1600).abs() <= 3 * 16,
+            "{on_11} of 6400 on :11"
+        );
+    }
+
+    #[test]
+    fn a_run_ends_when_its_replica_stops_serving_or_leaves() {
+        let c = cluster(1, 1);
+        let mut p = ReadPicker::new();
+        let first = c.read_backend(&mut p, &[]).unwrap();
+        first.transition(Health::Down, Some("test".into()));
+        for _ in 0..20 {
+            let b = c.read_backend(&mut p, &[]).unwrap();
+            assert!(!Arc::ptr_eq(&b, &first));
+        }
+        first.transition(Health::Up, None);
+        // The other replica leaves the cluster: the next read goes back to the first.
+        let other = c.read_backend(&mut p, &[]).unwrap();
+        let ndx = c
+            .backends()
+            .iter()
+            .position(|b| Arc::ptr_eq(b, &other))
+            .unwrap();
+        c.remove_backend(ndx + 1).unwrap();
+        assert!(Arc::ptr_eq(&c.read_backend(&mut p, &[]).unwrap(), &first));
+    }
+
+    #[test]
+    fn excluded_replicas_are_skipped_and_none_left_means_the_write_backend() {
+        let c = cluster(1, 1);
+        let mut p = ReadPicker::new();
+        let (r11, r12) = (backend(&c, ":11"), backend(&c, ":12"));
+        for _ in 0..40 {
+            let b = c.read_backend(&mut p, std::slice::from_ref(&r11));
+            assert_eq!(port(&b), "12");
+        }
+        assert!(c.read_backend(&mut p, &[r11, r12]).is_none());
+    }
+}

@@ -272,7 +272,7 @@ async fn read_only_transaction_stays_on_one_server() {
     }
     println!("READ ONLY transactions ran on {servers_used:?}");
     assert_replicas_only(
-        &ids_over(&mut c, "SELECT @@server_id", 40).await,
+        &ids_over(&mut c, "SELECT @@server_id", 60).await,
         "after READ ONLY transactions",
     );
 }

@@ -104,14 +104,14 @@ async fn watch(cluster: Weak<Cluster>, backend: Weak<Backend>, cfg: MonitorConfi
 /// answer (`read_only` is handled at write time, see `Backend::read_only`).
 ///
 /// Except when the primary is down (`primary_serves` false) and the replica's IO thread is
-/// only trying to reach it: the replica then holds everything the primary sent, nothing
+/// only trying to reach it (its SQL thread still applying): the replica then holds everything the primary sent, nothing
 /// reachable is more current, and taking every replica out would fail the reads as well as
 /// the writes.
 fn judge(role: Role, status: &ServerStatus, cfg: &MonitorConfig, primary_serves: bool) -> Finding {
     match (role, &status.replica) {
         (Role::ReadOnly, Some(r)) => match r.health(cfg.max_replication_lag) {
             h if h.is_healthy() => Finding::Good,
-            ReplicaHealth::IoConnecting(_) if !primary_serves => Finding::Good,
+            ReplicaHealth::IoConnecting(_) if !primary_serves && r.sql_running => Finding::Good,
             h => Finding::Unfit(h.to_string()),
         },
         _ => Finding::Good,
@@ -124,5 +124,54 @@ async fn reachable(address: &str, timeout: std::time::Duration) -> Finding {
         Ok(Ok(_)) => Finding::Good,
         Ok(Err(e)) => Finding::Unreachable(format!("{address}: {e}")),
         Err(_) => Finding::Unreachable(format!("{address}: no answer within {timeout:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rwproxy_ha::db::{IoThread, ReplicaStatus};
+
+    fn replica(io_thread: IoThread, sql_running: bool) -> ServerStatus {
+        ServerStatus {
+            read_only: true,
+            server_id: 2,
+            replica: Some(ReplicaStatus {
+                primary_host: "10.0.0.1".into(),
+                primary_port: 3306,
+                io_thread,
+                sql_running,
+                seconds_behind: None,
+                last_io_error: "error connecting to master".into(),
+                last_sql_error: String::new(),
+                last_sql_errno: 0,
+                gtid_io_pos: String::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_replica_that_cannot_reach_a_dead_primary_keeps_serving_reads() {
+        let cfg = MonitorConfig::default();
+        let connecting = replica(IoThread::Connecting, true);
+        assert_eq!(
+            judge(Role::ReadOnly, &connecting, &cfg, false),
+            Finding::Good
+        );
+        // The primary is fine, so the replica's own link is broken: out.
+        assert!(matches!(
+            judge(Role::ReadOnly, &connecting, &cfg, true),
+            Finding::Unfit(_)
+        ));
+        // Not applying what it has either, or replication stopped on purpose: out.
+        for status in [
+            replica(IoThread::Connecting, false),
+            replica(IoThread::Stopped, true),
+        ] {
+            assert!(matches!(
+                judge(Role::ReadOnly, &status, &cfg, false),
+                Finding::Unfit(_)
+            ));
+        }
     }
 }
