@@ -62,6 +62,10 @@ async fn metrics_are_scraped_and_parsed() {
             .await
             .unwrap();
     }
+    // Enough reads for both replicas: a session reads from one for runs of 16.
+    for _ in 0..40 {
+        let _: Option<u32> = c.query_first("SELECT @@server_id").await.unwrap();
+    }
     c.query_drop("BEGIN").await.unwrap();
     for _ in 0..5 {
         let _: Option<i64> = c.query_first("SELECT COUNT(*) FROM m").await.unwrap();
