@@ -105,7 +105,8 @@ Connect through the proxy:
 
 See the split (reads go to replicas, transactions stay on the primary):
   mariadb -h127.0.0.1 -P$PROXY_PORT -uapp -papp_pw rwtest \\
-    -e 'SELECT @@server_id; SELECT @@server_id; SELECT @@server_id;'      # replica ids (2, 3)
+    -e 'SELECT @@server_id; SELECT @@server_id;'    # a replica's id (2 or 3; a session stays
+                                                    # on one replica for runs of 16 reads)
   mariadb -h127.0.0.1 -P$PROXY_PORT -uapp -papp_pw rwtest \\
     -e 'BEGIN; SELECT @@server_id; COMMIT;'                               # the primary's id (1)
 
