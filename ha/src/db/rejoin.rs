@@ -122,6 +122,7 @@ const READ_ONLY_ATTEMPTS: usize = 5;
 /// side that has just lost the write VIP. So the wait is bounded (`lock_wait_timeout`), and
 /// those sessions are killed: their clients see a lost connection (outcome unknown), never an
 /// acknowledgement, and the transaction stays local (an errant GTID if the node rejoins).
+/// (The state ends in "slave" on MariaDB and MySQL 5.7, "replica" on MySQL 8.0.26+.)
 pub async fn read_only(target: &DbTarget) -> Result<(), DbError> {
     let addr = &target.address;
     let err = |e| DbError::Server(addr.clone(), e);
@@ -139,7 +140,7 @@ pub async fn read_only(target: &DbTarget) -> Result<(), DbError> {
                 let waiting: Vec<u64> = conn
                     .query(
                         "SELECT ID FROM information_schema.PROCESSLIST \
-                         WHERE STATE = 'Waiting for semi-sync ACK from slave'",
+                         WHERE STATE LIKE 'Waiting for semi-sync ACK from %'",
                     )
                     .await
                     .map_err(err)?;
