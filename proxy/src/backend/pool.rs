@@ -96,17 +96,13 @@ impl Pool {
     }
 
     /// A connection for `key`, preferring an idle one already in `schema` (switching schema
-    /// costs a round trip, and leaving one is impossible without a new connection), and
-    /// among those the one with server thread id `prefer`: the caller's previous connection.
-    /// Each client then keeps talking to one server thread, warm in the CPU caches, which the
-    /// kernel can schedule next to the proxy's thread.
+    /// costs a round trip, and leaving one is impossible without a new connection).
     pub async fn acquire(
         &self,
         addr: &str,
         key: &ConnKey,
         password: &str,
         schema: Option<&str>,
-        prefer: u32,
     ) -> Result<Lease, BackendError> {
         let slot = slot();
         loop {
@@ -116,11 +112,9 @@ impl Pool {
                 .expect("pool lock")
                 .get_mut(slot, key)
                 .and_then(|v| {
-                    let fits = |i: &Idle| i.conn.state.schema.as_deref() == schema;
                     let at = v
                         .iter()
-                        .rposition(|i| i.conn.thread_id == prefer && fits(i))
-                        .or_else(|| v.iter().rposition(fits))
+                        .rposition(|i| i.conn.state.schema.as_deref() == schema)
                         .or_else(|| v.len().checked_sub(1))?;
                     Some(v.remove(at))
                 });

@@ -17,7 +17,6 @@ use crate::session::read_your_writes::{self, ReadPlan};
 use crate::session::state::SessionState;
 use crate::stats::Stats;
 use rustc_hash::FxHashMap;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Why a session must stay on its connection even outside a transaction.
@@ -120,9 +119,6 @@ pub struct Session {
     pub ryw: read_your_writes::Tracker,
     /// Which replica the session's reads go to.
     reads: ReadPicker,
-    /// Server thread id of the last connection the session gave back: the one it asks the
-    /// pool for first (a thread id is only unique per server; a clash just picks another).
-    last_conn: AtomicU32,
     /// Reused for normalising statements into digests.
     digest_buf: Vec<u8>,
     /// The client negotiated `CLIENT_SESSION_TRACK`: it gets the session-state information
@@ -164,7 +160,6 @@ impl Session {
             stats: info.stats.clone(),
             ryw,
             reads: ReadPicker::new(),
-            last_conn: AtomicU32::new(0),
             digest_buf: Vec::new(),
             client_tracks: false,
             last_write_gtid: None,
@@ -369,7 +364,6 @@ impl Session {
                     &self.key,
                     &self.password,
                     self.state.schema.as_deref(),
-                    self.last_conn.load(Relaxed),
                 )
                 .await
             {
@@ -565,8 +559,6 @@ impl Session {
 
     pub async fn release(&self, c: Checkout) {
         let Checkout { backend, lease } = c;
-        // Atomic only because `release` takes `&self`; nothing else touches it.
-        self.last_conn.store(lease.conn.thread_id, Relaxed);
         if backend.health() == Health::Offline {
             // Taken out by an operator: its connections close as their sessions let go.
             return;
