@@ -51,7 +51,7 @@ const GOLDEN_RATIO_FRACTION: u64 = 0x9E37_79B9_7F4A_7C15;
 /// lands on another server thread, cold, and the kernel can no longer keep the proxy's thread
 /// and the server's on one CPU: one sysbench client through two replicas ran at 0.8x the QPS
 /// and 1.2x the proxy CPU per query of the same client through one. So a session keeps its
-/// replica for `READ_RUN` reads (less if it fails, leaves the pool or loses its weight), then
+/// replica for `READ_RUN` reads (fewer if it fails or leaves the pool), then
 /// picks the next. Picks follow a golden-ratio sequence over the weights from a random phase:
 /// each session's reads match the configured split within a few runs, where random picks
 /// would wander.
@@ -373,12 +373,10 @@ impl Cluster {
         };
         let weight = |b: &Arc<Backend>| u64::from(b.weight.load(Ordering::Relaxed));
         if picker.left > 0 {
-            if let Some(cur) = &picker.current {
-                // Still listed (not removed), serving, and still given reads.
-                if all.iter().any(|b| Arc::ptr_eq(b, cur)) && eligible(cur) && weight(cur) > 0 {
-                    picker.left -= 1;
-                    return Some(cur.clone());
-                }
+            // A removed backend is offline, so it no longer serves either.
+            if let Some(cur) = picker.current.as_ref().filter(|b| eligible(b)) {
+                picker.left -= 1;
+                return Some(cur.clone());
             }
         }
         picker.current = None;
