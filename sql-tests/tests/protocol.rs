@@ -166,9 +166,18 @@ async fn last_write_gtid_is_tracked() {
         c.exec_drop("INSERT INTO gtid_t VALUES (?)", (id,))
             .await
             .unwrap();
-        let sessions = admin.sessions().await.unwrap();
-        assert_eq!(sessions.len(), 1, "{sessions:?}");
-        let gtid = sessions[0].last_gtid.clone().expect("a GTID after a write");
+        // The session publishes the GTID right after the client got its OK: poll briefly.
+        let mut tries = 0;
+        let gtid = loop {
+            let sessions = admin.sessions().await.unwrap();
+            assert_eq!(sessions.len(), 1, "{sessions:?}");
+            let gtid = sessions[0].last_gtid.clone();
+            tries += 1;
+            if (gtid.is_some() && gtid != last) || tries == 50 {
+                break gtid.expect("a GTID after a write");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
         assert_ne!(Some(&gtid), last.as_ref(), "a new GTID per write");
         let mut replica = cluster.replicas[0].root_conn().await.unwrap();
         let waited: i64 = replica
