@@ -16,6 +16,12 @@
 #   BENCH_NO_BUILD=1  skip cargo build
 #   CARGO_TARGET_DIR  where the release binaries are    (default ./target)
 #   BENCH_KEEP_DIR=1  keep the work dir (logs) after the run
+#   BENCH_PAIRED    rounds of the paired comparison      (default 3; 0 skips it)
+#
+# The paired comparison runs rwproxy and its HAProxy counterpart at the same time, each
+# with its own sysbench of the same thread count, so whatever the host does during a round
+# it does to both; its per-round ratios vary far less than those of runs taken one after
+# the other (in which the host's load can move by 25 % from one run to the next).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +32,7 @@ BENCH_WORKLOADS=${BENCH_WORKLOADS:-"oltp_point_select oltp_read_only oltp_read_w
 BENCH_PS_MODES=${BENCH_PS_MODES:-"auto disable"}
 BENCH_TABLES=${BENCH_TABLES:-4}
 BENCH_TABLE_SIZE=${BENCH_TABLE_SIZE:-10000}
+BENCH_PAIRED=${BENCH_PAIRED:-3}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
 USER_=app
@@ -246,6 +253,51 @@ for wl in $BENCH_WORKLOADS; do
     done
 done
 
+# --- paired runs ---------------------------------------------------------------------------
+# rwproxy and the HAProxy frontend it is measured against, loaded at the same time.
+counterpart() { if [ "$1" = oltp_point_select ]; then echo haproxy-ro; else echo haproxy; fi; }
+PAIRS=$WORK/pairs.tsv
+: >"$PAIRS"
+if [ "$BENCH_PAIRED" -gt 0 ]; then
+    for wl in $BENCH_WORKLOADS; do
+        for ps in $BENCH_PS_MODES; do
+            for th in $BENCH_THREADS; do
+                ha=$(counterpart "$wl")
+                for round in $(seq "$BENCH_PAIRED"); do
+                    n=$((n + 1))
+                    kill -0 "$RW_PID" 2>/dev/null || { echo "rwproxy died; see $WORK/rwproxy.log" >&2; cat "$WORK/rwproxy.log" >&2; exit 1; }
+                    rw0=$(cpu_ticks "$RW_PID")
+                    ha0=$(cpu_ticks "$HA_PID")
+                    sb=()
+                    for t in rwproxy "$ha"; do
+                        timeout -k 5 $((BENCH_TIME + 60)) sysbench "$wl" "${SB_COMMON[@]}" --mysql-port="$(port_of "$t")" \
+                            --db-ps-mode="$ps" --threads="$th" --time="$BENCH_TIME" --report-interval=0 \
+                            --mysql-ignore-errors=all run >"$WORK/pair-$n-$t.log" 2>&1 &
+                        sb+=($!)
+                    done
+                    rc=0
+                    for p in "${sb[@]}"; do wait "$p" || rc=$?; done
+                    rw1=$(cpu_ticks "$RW_PID")
+                    ha1=$(cpu_ticks "$HA_PID")
+                    rq=$(awk '/queries:/ { print $2; exit }' "$WORK/pair-$n-rwproxy.log")
+                    hq=$(awk '/queries:/ { print $2; exit }' "$WORK/pair-$n-$ha.log")
+                    re=$(awk '/ignored errors:/ { print $3; exit }' "$WORK/pair-$n-rwproxy.log")
+                    he=$(awk '/ignored errors:/ { print $3; exit }' "$WORK/pair-$n-$ha.log")
+                    if [ $rc -ne 0 ] || [ -z "$rq" ] || [ -z "$hq" ] || [ "$rq" -eq 0 ] || [ "$hq" -eq 0 ]; then
+                        printf '%s\t%s\t%s\t%s\t%s\tFAIL\tFAIL\t-\t-\t-\t-\n' "$wl" "$ps" "$th" "$ha" "$round" >>"$PAIRS"
+                    else
+                        awk -v w="$wl" -v p="$ps" -v h="$th" -v a="$ha" -v r="$round" -v rq="$rq" -v hq="$hq" \
+                            -v rc=$((rw1 - rw0)) -v hc=$((ha1 - ha0)) -v t="$BENCH_TIME" -v k="$TCK" -v re="$re" -v he="$he" \
+                            'BEGIN { printf "%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%.1f\t%.1f\t%d\t%d\n", w, p, h, a, r,
+                                     rq / t, hq / t, rc * 1e6 / k / rq, hc * 1e6 / k / hq, re, he }' >>"$PAIRS"
+                    fi
+                    log "paired: $(tail -n1 "$PAIRS")"
+                done
+            done
+        done
+    done
+fi
+
 # --- table ---------------------------------------------------------------------------------
 echo
 echo "sysbench ${BENCH_TIME}s per run, $BENCH_ROUNDS interleaved rounds per row (medians; errors summed),"
@@ -277,6 +329,37 @@ awk -F'\t' '
         cr = (cpu[k] > 0) ? sprintf("%.2f", $8 / cpu[k]) : "-"
         printf "| %-17s | %-7s | %7s | %-10s | %9s | %9s |\n", $1, $2, $3, ha, qr, cr
     }' <(awk -F'\t' '$4 != "rwproxy"' "$RESULTS"; awk -F'\t' '$4 == "rwproxy"' "$RESULTS")
+if [ -s "$PAIRS" ]; then
+    echo
+    echo "Paired: rwproxy and the same HAProxy row loaded at the same time (each its own sysbench,"
+    echo "same thread count), $BENCH_PAIRED rounds of ${BENCH_TIME}s; ratios per round, median and range."
+    echo "QPS here is each side's share of a shared machine, not comparable with the table above."
+    echo
+    printf '| %-17s | %-7s | %7s | %-10s | %8s | %8s | %-15s | %-15s | %6s |\n' \
+        workload ps-mode threads against "rw QPS" "ha QPS" "QPS ratio" "CPU ratio" errors
+    echo '|-------------------|---------|--------:|------------|---------:|---------:|-----------------|-----------------|-------:|'
+    awk -F'\t' '
+        function med(a, n,    i, j, t) {
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+            return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        function row(    lo, hi, i, qmed, cmed, q2, c2) {
+            if (!key) return
+            if (fail) { printf "| %-17s | %-7s | %7s | %-10s | %8s | %8s | %-15s | %-15s | %6s |\n", w, p, h, a, "-", "-", "FAIL", "FAIL", "-"; return }
+            for (i = 1; i <= n; i++) { q2[i] = q[i]; c2[i] = c[i] }
+            qmed = med(q2, n); cmed = med(c2, n)
+            printf "| %-17s | %-7s | %7s | %-10s | %8.0f | %8.0f | %-15s | %-15s | %6d |\n", w, p, h, a, rqs / n, hqs / n,
+                sprintf("%.3f %.2f-%.2f", qmed, qlo, qhi), sprintf("%.3f %.2f-%.2f", cmed, clo, chi), errs
+        }
+        {
+            k = $1 FS $2 FS $3
+            if (k != key) { row(); key = k; w = $1; p = $2; h = $3; a = $4; n = 0; fail = 0; rqs = 0; hqs = 0; errs = 0; qlo = 1e9; qhi = 0; clo = 1e9; chi = 0 }
+            if ($6 == "FAIL") { fail = 1; next }
+            n++; q[n] = $6 / $7; c[n] = $8 / $9; rqs += $6; hqs += $7; errs += $10 + $11
+            if (q[n] < qlo) qlo = q[n]; if (q[n] > qhi) qhi = q[n]; if (c[n] < clo) clo = c[n]; if (c[n] > chi) chi = c[n]
+        }
+        END { row() }' "$PAIRS"
+fi
 if grep -qiE 'error|panic' "$WORK/rwproxy.log"; then
     echo
     echo "rwproxy log (errors):"
