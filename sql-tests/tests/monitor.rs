@@ -293,3 +293,53 @@ async fn offline_wins_and_bad_monitor_credentials_take_nothing_down() {
     })
     .await;
 }
+
+/// The primary dies: the monitor takes it out, while the replicas, whose IO threads now only
+/// retry it, stay in the read pool, so reads keep working and writes fail naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_primary_leaves_the_replicas_serving_reads() {
+    let (cluster, p) = start(2, 30).await;
+    for r in &cluster.replicas {
+        wait_stats(&p, &r.addr(), Duration::from_secs(10), "up", |s| {
+            s.state == BackendState::Up
+        })
+        .await;
+    }
+    let replica_ids: std::collections::BTreeSet<u32> =
+        cluster.replicas.iter().map(|r| r.server_id).collect();
+
+    cluster.primary.kill();
+    // From the kill until ten probe intervals after the primary is out (by then every
+    // replica has seen its IO thread fail to reconnect), no replica may leave the pool.
+    let mut admin = p.admin().await;
+    let t0 = Instant::now();
+    let mut down_at = None;
+    while down_at.is_none_or(|d: Duration| t0.elapsed() < d + Duration::from_secs(2)) {
+        for s in admin.stats().await.unwrap() {
+            if s.address == cluster.primary_addr() {
+                if down_at.is_none() && s.state == BackendState::Down {
+                    eprintln!(
+                        "primary killed -> down after {:?}: {:?}",
+                        t0.elapsed(),
+                        s.reason
+                    );
+                    down_at = Some(t0.elapsed());
+                }
+            } else {
+                assert_eq!(s.state, BackendState::Up, "{s:?}");
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "primary not down after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(p.read_ids(60).await, replica_ids);
+    let mut c = p.conn().await.unwrap();
+    let e = c
+        .query_drop("CREATE TABLE dead_primary (id INT)")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains(&cluster.primary_addr()), "{e}");
+}
