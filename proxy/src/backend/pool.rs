@@ -103,6 +103,7 @@ impl Pool {
         key: &ConnKey,
         password: &str,
         schema: Option<&str>,
+        now: Instant,
     ) -> Result<Lease, BackendError> {
         let slot = slot();
         loop {
@@ -120,7 +121,9 @@ impl Pool {
                 });
             match found {
                 Some(Idle { mut conn, permit }) => {
-                    if conn.idle_since.elapsed() > Duration::from_secs(1) && conn.looks_closed() {
+                    if now.saturating_duration_since(conn.idle_since) > Duration::from_secs(1)
+                        && conn.looks_closed()
+                    {
                         continue;
                     }
                     return Ok(Lease {
@@ -159,11 +162,12 @@ impl Pool {
 
     /// Takes a connection back. It must carry no session-owned server state: callers reset
     /// dirty connections first.
-    pub fn release(&self, mut lease: Lease) {
+    /// `now` is the caller's latest clock reading.
+    pub fn release(&self, mut lease: Lease, now: Instant) {
         if lease.conn.broken || lease.conn.needs_reset() {
             return;
         }
-        lease.conn.idle_since = Instant::now();
+        lease.conn.idle_since = now;
         self.idle.lock().expect("pool lock").push(
             slot(),
             Idle {
@@ -222,6 +226,6 @@ impl Lease {
                 return;
             }
         }
-        pool.release(self);
+        pool.release(self, Instant::now());
     }
 }

@@ -294,7 +294,9 @@ async fn wait_for_command(
     if io.reader.has_buffered() {
         return Ok(Wake::Command);
     }
-    let idle_since = tokio::time::Instant::now();
+    // Idle since the last reply went out; a command that ran no statement reads the clock.
+    let idle_since =
+        tokio::time::Instant::from_std(s.replied_at.unwrap_or_else(std::time::Instant::now));
     let status = s.status.clone();
     loop {
         if status.is_killed() {
@@ -386,13 +388,18 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
                 .await?;
             continue;
         };
-        status.begin(match cmd {
-            COM_QUERY => &packet[1..],
-            COM_STMT_EXECUTE => prepared::stmt_id(&packet)
-                .and_then(|id| s.stmts.get(&id))
-                .map_or(b"EXECUTE", |st| st.sql.as_bytes()),
-            _ => command_name(cmd).as_bytes(),
-        });
+        s.command_at = std::time::Instant::now();
+        s.replied_at = None;
+        status.begin(
+            match cmd {
+                COM_QUERY => &packet[1..],
+                COM_STMT_EXECUTE => prepared::stmt_id(&packet)
+                    .and_then(|id| s.stmts.get(&id))
+                    .map_or(b"EXECUTE", |st| st.sql.as_bytes()),
+                _ => command_name(cmd).as_bytes(),
+            },
+            s.command_at,
+        );
         dispatch(s, io, cmd, &packet).await?;
         if cmd == COM_QUIT {
             return Ok(());
@@ -569,7 +576,9 @@ pub async fn execute(
         s.status.stop_running().await;
         match result {
             Ok(mut r) => {
-                let latency = started.elapsed();
+                let replied = std::time::Instant::now();
+                s.replied_at = Some(replied);
+                let latency = replied.saturating_duration_since(started);
                 r.latency_us = latency.as_micros() as u64;
                 c.backend
                     .latency_us

@@ -149,12 +149,12 @@ impl Drop for Entry {
 
 impl SessionStatus {
     /// A command starts running.
-    pub fn begin(&self, what: &[u8]) {
+    pub fn begin(&self, what: &[u8], at: Instant) {
         let mut now = self.now.lock().expect("session status lock");
         now.statement.clear();
         now.statement
             .extend_from_slice(&what[..what.len().min(MAX_SHOWN)]);
-        now.since = Some(Instant::now());
+        now.since = Some(at);
     }
 
     /// The command finished; what the session holds now.

@@ -18,6 +18,7 @@ use crate::session::state::SessionState;
 use crate::stats::Stats;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Why a session must stay on its connection even outside a transaction.
 #[derive(Debug, Default, Clone, Copy)]
@@ -126,6 +127,11 @@ pub struct Session {
     pub client_tracks: bool,
     /// The GTID the session's last write committed as (the server's `last_gtid`).
     last_write_gtid: Option<String>,
+    /// When the current command arrived, and when the reply of its last statement was
+    /// complete: the clock is read once for each, and the pool's idle stamps and the idle
+    /// timer reuse the readings (a clock read costs as much as a small statement's routing).
+    pub command_at: Instant,
+    pub replied_at: Option<Instant>,
 }
 
 impl Session {
@@ -163,6 +169,8 @@ impl Session {
             digest_buf: Vec::new(),
             client_tracks: false,
             last_write_gtid: None,
+            command_at: Instant::now(),
+            replied_at: None,
         };
         s.apply_charset();
         s
@@ -364,6 +372,7 @@ impl Session {
                     &self.key,
                     &self.password,
                     self.state.schema.as_deref(),
+                    self.command_at,
                 )
                 .await
             {
@@ -568,7 +577,9 @@ impl Session {
                 lease.reset_and_release(&backend.pool).await;
             });
         } else {
-            backend.pool.release(lease);
+            backend
+                .pool
+                .release(lease, self.replied_at.unwrap_or(self.command_at));
         }
     }
 
