@@ -37,7 +37,9 @@ pub struct SessionStatus {
     killed: AtomicBool,
     /// Wakes the session from its wait for the client: a kill, or the proxy stopping. Per
     /// session, so waiting for a command touches no lock another thread uses.
-    wake: tokio::sync::Notify,
+    wake: atomic_waker::AtomicWaker,
+    /// A wake is due: set before `wake` is woken, taken by `interrupted`.
+    woken: AtomicBool,
 }
 
 #[derive(Default)]
@@ -80,7 +82,8 @@ impl Registry {
             running: Mutex::default(),
             kills_done: tokio::sync::Notify::new(),
             killed: AtomicBool::new(false),
-            wake: tokio::sync::Notify::new(),
+            wake: atomic_waker::AtomicWaker::new(),
+            woken: AtomicBool::new(false),
         });
         self.sessions.insert(id, status.clone());
         Entry {
@@ -94,7 +97,7 @@ impl Registry {
     pub fn shut_down(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         for s in self.sessions.iter() {
-            s.value().wake.notify_one();
+            s.value().interrupt();
         }
     }
 
@@ -230,7 +233,12 @@ impl SessionStatus {
     /// Marks the session for closing and wakes it if it is waiting for its client.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
-        self.wake.notify_one();
+        self.interrupt();
+    }
+
+    fn interrupt(&self) {
+        self.woken.store(true, Ordering::SeqCst);
+        self.wake.wake();
     }
 
     pub fn is_killed(&self) -> bool {
@@ -240,7 +248,16 @@ impl SessionStatus {
     /// Resolves when the session is killed or the proxy stops (check which), or once for a
     /// wake that came while the session was not waiting.
     pub async fn interrupted(&self) {
-        self.wake.notified().await;
+        std::future::poll_fn(|cx| {
+            // Registered before the flag is looked at, so a wake in between is not lost.
+            self.wake.register(cx.waker());
+            if self.woken.swap(false, Ordering::SeqCst) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
     }
 }
 
