@@ -311,6 +311,10 @@ async fn wait_for_command(
         }
         let hold_until = s.held.is_some().then(|| idle_since + HOLD_FOR_DIAGNOSTICS);
         tokio::select! {
+            // The client's bytes first: when they are what woke the session, the timers and
+            // the kill/shutdown wake are not polled at all (the loop's checks above see a
+            // kill or shutdown before the next wait anyway).
+            biased;
             // Reads rather than waits for readiness: over TLS, decrypted bytes may already
             // sit in the TLS layer while the socket has nothing more. A cancelled read
             // loses nothing.
