@@ -581,26 +581,27 @@ const KW_SLOTS: usize = 256;
 /// operations instead of upper-casing every word and comparing it with every keyword of its
 /// length — the lexer runs this on each identifier of each statement.
 #[inline]
-fn kw_slot(w: &[u8]) -> usize {
-    let byte = |i: usize| usize::from(w[i] | 0x20);
-    (w.len() * 4 + byte(0) * 25 + byte(w.len() - 1) * 22 + byte(w.len() / 2) * 14) % KW_SLOTS
+const fn kw_slot(w: &[u8]) -> usize {
+    let n = w.len();
+    let b0 = (w[0] | 0x20) as usize;
+    let last = (w[n - 1] | 0x20) as usize;
+    let mid = (w[n / 2] | 0x20) as usize;
+    (n * 4 + b0 * 25 + last * 22 + mid * 14) % KW_SLOTS
 }
 
-/// Index into [`KEYWORDS`] + 1 per slot (0 = empty).
-static KW_TABLE: std::sync::LazyLock<[u8; KW_SLOTS]> = std::sync::LazyLock::new(|| {
+/// Index into [`KEYWORDS`] + 1 per slot (0 = empty). Built at compile time, where a
+/// collision fails the build.
+static KW_TABLE: [u8; KW_SLOTS] = {
     let mut t = [0u8; KW_SLOTS];
-    for (i, (w, _)) in KEYWORDS.iter().enumerate() {
-        let slot = kw_slot(w);
-        assert_eq!(
-            t[slot],
-            0,
-            "keyword table collision for {}",
-            String::from_utf8_lossy(w)
-        );
-        t[slot] = u8::try_from(i + 1).expect("fewer than 255 keywords");
+    let mut i = 0;
+    while i < KEYWORDS.len() {
+        let slot = kw_slot(KEYWORDS[i].0);
+        assert!(t[slot] == 0, "keyword table collision");
+        t[slot] = (i + 1) as u8;
+        i += 1;
     }
     t
-});
+};
 
 fn keyword(w: &[u8]) -> Sym {
     if w.len() < 2 || w[0].is_ascii_digit() {
