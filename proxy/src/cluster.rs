@@ -34,6 +34,8 @@ pub struct Cluster {
     drain_timeout_ms: AtomicU64,
     /// How backend connections are opened (timeout, TLS).
     pub dial: Dial,
+    /// Pools keep idle connections per event thread.
+    event_threads: usize,
     read_only_check: bool,
     write_wait: Duration,
     read_your_writes: RwLock<Arc<ReadYourWrites>>,
@@ -109,7 +111,7 @@ impl Cluster {
         let backends = cfg
             .backends
             .iter()
-            .map(|b| Arc::new(Backend::new(b, &dial)))
+            .map(|b| Arc::new(Backend::new(b, &dial, cfg.event_thread_count())))
             .collect();
         let users = cfg
             .users
@@ -132,6 +134,7 @@ impl Cluster {
             lvs_offline: AtomicBool::new(false),
             drain_timeout_ms: AtomicU64::new(DEFAULT_DRAIN_TIMEOUT.as_millis() as u64),
             dial,
+            event_threads: cfg.event_thread_count(),
             read_only_check: cfg.monitor.read_only_check,
             write_wait: cfg.monitor.write_wait,
             read_your_writes: RwLock::new(Arc::new(cfg.read_your_writes.clone())),
@@ -245,7 +248,7 @@ impl Cluster {
             return Err(ChangeError::DuplicateBackend(cfg.address.clone()));
         }
         let mut list = (*current).clone();
-        let added = Arc::new(Backend::new(cfg, &self.dial));
+        let added = Arc::new(Backend::new(cfg, &self.dial, self.event_threads));
         // An operator's ADD puts it in service at once, as SET ONLINE does.
         added.set_online();
         list.push(added);
@@ -291,7 +294,7 @@ impl Cluster {
                     }
                     None => {
                         tracing::info!(backend = %b.address, role = %b.role, "reload: backend added");
-                        list.push(Arc::new(Backend::new(b, &self.dial)));
+                        list.push(Arc::new(Backend::new(b, &self.dial, self.event_threads)));
                     }
                 }
             }

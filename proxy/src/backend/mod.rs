@@ -74,14 +74,14 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn new(cfg: &BackendConfig, dial: &Dial) -> Self {
+    pub fn new(cfg: &BackendConfig, dial: &Dial, event_threads: usize) -> Self {
         Backend {
             address: cfg.address.clone(),
             role: cfg.role,
             weight: AtomicU32::new(cfg.weight.max(1)),
             max_connections: cfg.max_connections,
             health: AtomicU8::new(Health::Unknown as u8),
-            pool: Pool::new(cfg.max_connections, dial.clone()),
+            pool: Pool::new(cfg.max_connections, dial.clone(), event_threads),
             queries: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latency_us: AtomicU64::new(0),

@@ -10,61 +10,43 @@
 //! take it again. The bound on open connections is shared by all threads.
 
 use super::conn::{BackendConn, BackendError, ConnKey, Dial};
+use crate::event_threads::PerThread;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-/// Which event thread's idle list (`usize::MAX`: callers on no event thread).
-type Slot = usize;
-
-fn slot() -> Slot {
-    crate::event_threads::current().unwrap_or(usize::MAX)
-}
 
 struct Idle {
     conn: Box<BackendConn>,
     permit: OwnedSemaphorePermit,
 }
 
-/// Idle connections by event thread, then by key. Both levels hold a handful of entries
-/// (threads; users × collations), and they are looked up twice per statement: a linear scan
-/// (the key's user is compared by pointer first) beats hashing the user name each time.
+/// One event thread's idle connections, by key. It holds a handful of entries (users ×
+/// collations) and is looked up twice per statement: a linear scan (the key's user is
+/// compared by pointer first) beats hashing the user name each time.
 #[derive(Default)]
-struct IdleLists(Vec<(Slot, ByKey)>);
+struct ByKey(Vec<(ConnKey, Vec<Idle>)>);
 
-/// One event thread's idle connections, by key.
-type ByKey = Vec<(ConnKey, Vec<Idle>)>;
-
-impl IdleLists {
-    fn get_mut(&mut self, slot: Slot, key: &ConnKey) -> Option<&mut Vec<Idle>> {
-        let (_, by_key) = self.0.iter_mut().find(|(s, _)| *s == slot)?;
-        by_key.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)
+impl ByKey {
+    fn get_mut(&mut self, key: &ConnKey) -> Option<&mut Vec<Idle>> {
+        self.0.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
-    fn push(&mut self, slot: Slot, idle: Idle) {
-        let i = match self.0.iter().position(|(s, _)| *s == slot) {
-            Some(i) => i,
-            None => {
-                self.0.push((slot, Vec::new()));
-                self.0.len() - 1
-            }
-        };
-        let by_key = &mut self.0[i].1;
-        match by_key.iter_mut().find(|(k, _)| *k == idle.conn.key) {
+    fn push(&mut self, idle: Idle) {
+        match self.0.iter_mut().find(|(k, _)| *k == idle.conn.key) {
             Some((_, v)) => v.push(idle),
-            None => by_key.push((idle.conn.key.clone(), vec![idle])),
+            None => self.0.push((idle.conn.key.clone(), vec![idle])),
         }
     }
 
     fn lists(&mut self) -> impl Iterator<Item = &mut Vec<Idle>> {
-        self.0
-            .iter_mut()
-            .flat_map(|(_, by_key)| by_key.iter_mut().map(|(_, v)| v))
+        self.0.iter_mut().map(|(_, v)| v)
     }
 }
 
 pub struct Pool {
-    idle: Mutex<IdleLists>,
+    /// Each event thread's lock sits on cache lines of its own, so taking and returning a
+    /// connection (twice per statement) never moves a line between cores.
+    idle: PerThread<Mutex<ByKey>>,
     permits: Arc<Semaphore>,
     max: u32,
     dial: Dial,
@@ -86,9 +68,9 @@ pub struct Lease {
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Pool {
-    pub fn new(max: u32, dial: Dial) -> Self {
+    pub fn new(max: u32, dial: Dial, event_threads: usize) -> Self {
         Pool {
-            idle: Mutex::default(),
+            idle: PerThread::new(event_threads),
             permits: Arc::new(Semaphore::new(max as usize)),
             max,
             dial,
@@ -105,13 +87,13 @@ impl Pool {
         schema: Option<&str>,
         now: Instant,
     ) -> Result<Lease, BackendError> {
-        let slot = slot();
         loop {
             let found = self
                 .idle
+                .local()
                 .lock()
                 .expect("pool lock")
-                .get_mut(slot, key)
+                .get_mut(key)
                 .and_then(|v| {
                     let at = v
                         .iter()
@@ -168,50 +150,50 @@ impl Pool {
             return;
         }
         lease.conn.idle_since = now;
-        self.idle.lock().expect("pool lock").push(
-            slot(),
-            Idle {
-                conn: lease.conn,
-                permit: lease.permit,
-            },
-        );
+        self.idle.local().lock().expect("pool lock").push(Idle {
+            conn: lease.conn,
+            permit: lease.permit,
+        });
     }
 
     fn take_any_idle(&self) -> Option<Idle> {
-        let mut idle = self.idle.lock().expect("pool lock");
-        let taken = idle.lists().find_map(|v| {
-            if v.is_empty() {
-                None
-            } else {
-                Some(v.remove(0))
-            }
-        });
-        taken
+        self.idle.iter().find_map(|part| {
+            part.lock()
+                .expect("pool lock")
+                .lists()
+                .find_map(|v| (!v.is_empty()).then(|| v.remove(0)))
+        })
     }
 
     /// Closes connections idle past the timeout.
     pub fn reap(&self) {
-        let mut idle = self.idle.lock().expect("pool lock");
-        for v in idle.lists() {
-            v.retain(|i| i.conn.idle_since.elapsed() < IDLE_TIMEOUT);
-        }
-        for (_, by_key) in &mut idle.0 {
-            by_key.retain(|(_, v)| !v.is_empty());
+        for part in self.idle.iter() {
+            let mut idle = part.lock().expect("pool lock");
+            for v in idle.lists() {
+                v.retain(|i| i.conn.idle_since.elapsed() < IDLE_TIMEOUT);
+            }
+            idle.0.retain(|(_, v)| !v.is_empty());
         }
     }
 
     pub fn clear_idle(&self) {
-        self.idle.lock().expect("pool lock").0.clear();
+        for part in self.idle.iter() {
+            part.lock().expect("pool lock").0.clear();
+        }
     }
 
     /// (open connections, idle connections).
     pub fn counts(&self) -> (usize, usize) {
         let idle = self
             .idle
-            .lock()
-            .expect("pool lock")
-            .lists()
-            .map(|v| v.len())
+            .iter()
+            .map(|part| {
+                part.lock()
+                    .expect("pool lock")
+                    .lists()
+                    .map(|v| v.len())
+                    .sum::<usize>()
+            })
             .sum();
         (self.max as usize - self.permits.available_permits(), idle)
     }
