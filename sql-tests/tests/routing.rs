@@ -507,12 +507,7 @@ async fn locking_reads_go_to_primary() {
     // primary that answers: compare the proxy's per-backend query counters.
     let sql = "SELECT @@server_id FROM rows10 WHERE id = 1 FOR SHARE";
     let direct = cl.primary.conn().await.unwrap().query_drop(sql).await;
-    let before: Vec<u64> = p
-        .backends
-        .backends()
-        .iter()
-        .map(|b| b.queries.load(std::sync::atomic::Ordering::Relaxed))
-        .collect();
+    let before: Vec<u64> = p.backends.backends().iter().map(|b| b.queries()).collect();
     for _ in 0..10 {
         match c.query_first::<u32, _>(sql).await {
             Ok(id) => {
@@ -525,12 +520,7 @@ async fn locking_reads_go_to_primary() {
             }
         }
     }
-    let after: Vec<u64> = p
-        .backends
-        .backends()
-        .iter()
-        .map(|b| b.queries.load(std::sync::atomic::Ordering::Relaxed))
-        .collect();
+    let after: Vec<u64> = p.backends.backends().iter().map(|b| b.queries()).collect();
     assert_eq!(
         after[0] - before[0],
         10,

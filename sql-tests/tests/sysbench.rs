@@ -77,7 +77,7 @@ async fn oltp_read_write_through_proxy() {
         .backends()
         .iter()
         .skip(1)
-        .map(|b| b.queries.load(std::sync::atomic::Ordering::Relaxed))
+        .map(|b| b.queries())
         .sum();
     println!("{}\nqueries on replicas: {reads}", report.join("\n"));
 }

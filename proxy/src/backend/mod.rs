@@ -5,6 +5,7 @@ pub mod pool;
 pub mod relay;
 
 use crate::config::{BackendConfig, Role};
+use crate::event_threads::PerThread;
 use conn::Dial;
 use pool::Pool;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -53,6 +54,14 @@ pub struct Observed {
     pub read_only: Option<bool>,
 }
 
+#[derive(Default)]
+struct Counters {
+    queries: AtomicU64,
+    errors: AtomicU64,
+    /// Sum of statement latencies (send to last reply packet), for the average in `stats`.
+    latency_us: AtomicU64,
+}
+
 pub struct Backend {
     pub address: String,
     pub role: Role,
@@ -60,10 +69,9 @@ pub struct Backend {
     max_connections: u32,
     health: AtomicU8,
     pub pool: Pool,
-    pub queries: AtomicU64,
-    pub errors: AtomicU64,
-    /// Sum of statement latencies (send to last reply packet), for the average in `stats`.
-    pub latency_us: AtomicU64,
+    /// Per event thread: every statement adds to them, and one shared line would move
+    /// between cores (and away from `health`, which every statement reads) each time.
+    counters: PerThread<Counters>,
     /// When an operator took it offline: sessions still pinned to it get until then plus the
     /// drain timeout.
     offline_since: std::sync::Mutex<Option<std::time::Instant>>,
@@ -74,6 +82,46 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// A statement is sent to it.
+    pub fn count_query(&self) {
+        self.counters
+            .local()
+            .queries
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A statement's reply is complete, `us` after it was sent.
+    pub fn add_latency(&self, us: u64) {
+        self.counters
+            .local()
+            .latency_us
+            .fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// A failed connect, or a connection lost.
+    pub fn count_error(&self) {
+        self.counters.local().errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn queries(&self) -> u64 {
+        self.sum(|c| &c.queries)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.sum(|c| &c.errors)
+    }
+
+    pub fn latency_us(&self) -> u64 {
+        self.sum(|c| &c.latency_us)
+    }
+
+    fn sum(&self, field: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+        self.counters
+            .iter()
+            .map(|c| field(c).load(Ordering::Relaxed))
+            .sum()
+    }
+
     pub fn new(cfg: &BackendConfig, dial: &Dial, event_threads: usize) -> Self {
         Backend {
             address: cfg.address.clone(),
@@ -82,9 +130,7 @@ impl Backend {
             max_connections: cfg.max_connections,
             health: AtomicU8::new(Health::Unknown as u8),
             pool: Pool::new(cfg.max_connections, dial.clone(), event_threads),
-            queries: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            latency_us: AtomicU64::new(0),
+            counters: PerThread::new(event_threads),
             offline_since: std::sync::Mutex::new(None),
             read_only: AtomicBool::new(false),
             observed: Default::default(),

@@ -563,9 +563,7 @@ pub async fn execute(
             }
         };
         let payload = rewritten.as_deref().unwrap_or(packet);
-        c.backend
-            .queries
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.backend.count_query();
         c.conn().track.client_tracks = s.client_tracks;
         let started = std::time::Instant::now();
         s.status.start_running(&c.backend, c.lease.conn.thread_id);
@@ -584,9 +582,7 @@ pub async fn execute(
                 s.replied_at = Some(replied);
                 let latency = replied.saturating_duration_since(started);
                 r.latency_us = latency.as_micros() as u64;
-                c.backend
-                    .latency_us
-                    .fetch_add(r.latency_us, std::sync::atomic::Ordering::Relaxed);
+                c.backend.add_latency(r.latency_us);
                 s.absorb(c.conn(), packet, &r.changes);
                 let route = match target {
                     _ if was_pinned => Route::Session,
@@ -634,9 +630,7 @@ pub async fn execute(
                 return Err(SessionEnd::Killed)
             }
             Err(RelayError::Backend { source, sent }) => {
-                c.backend
-                    .errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                c.backend.count_error();
                 s.stats.counters.error(ErrorKind::BackendLost);
                 // A read may try each replica once (their pooled connections can all be
                 // stale after a crash), then the write backend.

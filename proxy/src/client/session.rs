@@ -404,9 +404,7 @@ impl Session {
                     }
                 }
                 Err(e) => {
-                    backend
-                        .errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    backend.count_error();
                     if e.means_down() {
                         backend.mark_down(&e);
                     }
@@ -617,9 +615,7 @@ fn sql_value(name: &str, value: &str) -> String {
 
 /// A read backend's connection broke while being brought to the session's state.
 fn backend_failed(backend: &Backend, e: &BackendError, reused: bool) {
-    backend
-        .errors
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    backend.count_error();
     if !reused {
         backend.mark_down(e);
     }

@@ -79,7 +79,7 @@ impl ProxyControl {
     /// The line `COM_STATISTICS` (the CLI's `status`) shows.
     pub fn statistics_line(&self) -> String {
         let b = self.cluster.backends();
-        let queries: u64 = b.iter().map(|b| b.queries.load(Ordering::Relaxed)).sum();
+        let queries: u64 = b.iter().map(|b| b.queries()).sum();
         format!(
             "Uptime: {}  Backends: {}  Queries: {queries}",
             self.started.elapsed().as_secs(),
@@ -232,7 +232,7 @@ impl ControlPlane for ProxyControl {
             .map(|(i, b)| {
                 let (open, idle) = b.pool.counts();
                 let observed = b.observed();
-                let queries = b.queries.load(Ordering::Relaxed);
+                let queries = b.queries();
                 BackendStats {
                     ndx: i + 1,
                     address: b.address.clone(),
@@ -242,8 +242,8 @@ impl ControlPlane for ProxyControl {
                     conns_in_use: open.saturating_sub(idle) as u64,
                     conns_idle: idle as u64,
                     queries,
-                    errors: b.errors.load(Ordering::Relaxed),
-                    avg_latency_us: b.latency_us.load(Ordering::Relaxed) / queries.max(1),
+                    errors: b.errors(),
+                    avg_latency_us: b.latency_us() / queries.max(1),
                     lag_seconds: observed.lag_seconds,
                     reason: observed.reason,
                 }

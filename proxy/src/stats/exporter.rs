@@ -178,7 +178,7 @@ pub fn render(sources: &Sources) -> String {
             out,
             "rwproxy_backend_queries_total{{backend=\"{}\"}} {}",
             escape(&b.address),
-            b.queries.load(Ordering::Relaxed)
+            b.queries()
         );
     }
     header(
@@ -192,7 +192,7 @@ pub fn render(sources: &Sources) -> String {
             out,
             "rwproxy_backend_errors_total{{backend=\"{}\"}} {}",
             escape(&b.address),
-            b.errors.load(Ordering::Relaxed)
+            b.errors()
         );
     }
 
