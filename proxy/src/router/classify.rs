@@ -756,17 +756,23 @@ impl<'a> Lexer<'a> {
     fn skip_quoted(&mut self, q: u8) -> bool {
         let s = self.s;
         let mut i = self.pos + 1;
-        while i < s.len() {
-            let b = s[i];
-            if b == q {
-                if s.get(i + 1) == Some(&q) {
-                    i += 2;
-                    continue;
-                }
-                self.pos = i + 1;
+        while let Some(rest) = s.get(i..) {
+            let hit = if q == b'`' {
+                memchr::memchr(q, rest)
+            } else {
+                memchr::memchr2(q, b'\\', rest)
+            };
+            let Some(k) = hit else { break };
+            let j = i + k;
+            if s[j] != q {
+                // A backslash: the next byte is escaped.
+                i = j + 2;
+            } else if s.get(j + 1) == Some(&q) {
+                i = j + 2;
+            } else {
+                self.pos = j + 1;
                 return true;
             }
-            i += if b == b'\\' && q != b'`' { 2 } else { 1 };
         }
         self.broken = true;
         self.pos = s.len();

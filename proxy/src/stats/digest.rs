@@ -224,18 +224,16 @@ fn placeholder(out: &mut Vec<u8>) {
 fn skip_quoted(sql: &[u8], start: usize) -> usize {
     let q = sql[start];
     let mut i = start + 1;
-    while i < sql.len() {
-        match sql[i] {
-            b'\\' => i += 2,
-            c if c == q => {
-                if sql.get(i + 1) == Some(&q) {
-                    i += 2;
-                } else {
-                    return i + 1;
-                }
-            }
-            _ => i += 1,
+    while let Some(k) = sql
+        .get(i..)
+        .and_then(|rest| memchr::memchr2(q, b'\\', rest))
+    {
+        let j = i + k;
+        if sql[j] == q && sql.get(j + 1) != Some(&q) {
+            return j + 1;
         }
+        // A backslash escapes the next byte; a doubled quote is one quote.
+        i = j + 2;
     }
     sql.len()
 }
