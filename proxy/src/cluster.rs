@@ -422,7 +422,9 @@ impl Cluster {
     /// — or for an operator to point writes elsewhere — and then give up with the backend
     /// that stayed read-only.
     pub async fn writable_backend(&self) -> Result<Option<Arc<Backend>>, Arc<Backend>> {
-        let deadline = tokio::time::Instant::now() + self.write_wait;
+        // The clock is read only once the backend turns out read-only: every write
+        // checkout comes through here.
+        let mut deadline = None;
         loop {
             let Some(b) = self.write_backend() else {
                 return Ok(None);
@@ -430,7 +432,8 @@ impl Cluster {
             if !self.read_only_check || !b.read_only() {
                 return Ok(Some(b));
             }
-            if tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if now >= *deadline.get_or_insert(now + self.write_wait) {
                 return Err(b);
             }
             tokio::time::sleep(WRITABLE_POLL).await;
