@@ -14,7 +14,10 @@
 #   BENCH_PS_MODES  --db-ps-mode values                 (default "auto disable")
 #   BENCH_TABLES / BENCH_TABLE_SIZE                     (default 4 / 10000)
 #   BENCH_NO_BUILD=1  skip cargo build
-#   CARGO_TARGET_DIR  where the release binaries are    (default ./target)
+#   CARGO_TARGET_DIR  where the binaries are            (default ./target)
+#
+# rwproxy is measured as it ships: built with the `dist` profile (release + fat LTO, one
+# codegen unit; see Cargo.toml). The sandbox tool comes from the plain release build.
 #   BENCH_KEEP_DIR=1  keep the work dir (logs) after the run
 #   BENCH_PAIRED    rounds of the paired comparison      (default 3; 0 skips it)
 #
@@ -35,6 +38,7 @@ BENCH_TABLE_SIZE=${BENCH_TABLE_SIZE:-10000}
 BENCH_PAIRED=${BENCH_PAIRED:-3}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
+PROXY_BIN=$TARGET_DIR/dist/rwproxy
 USER_=app
 PASS=app_pw
 DB=rwtest
@@ -78,8 +82,9 @@ sql() { # port sql
 }
 
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
-    log "building release binaries"
-    (cd "$ROOT" && cargo build --release -p rwproxy -p rwproxy-sql-tests >&2)
+    log "building rwproxy (dist profile) and the sandbox tool (release)"
+    (cd "$ROOT" && cargo build --profile dist -p rwproxy --bin rwproxy >&2)
+    (cd "$ROOT" && cargo build --release -p rwproxy-sql-tests >&2)
 fi
 
 # --- cluster -------------------------------------------------------------------------------
@@ -115,7 +120,7 @@ max-connections = 200
 name = "$USER_"
 password = "$PASS"
 EOF
-"$BIN/rwproxy" serve -c "$WORK/rwproxy.toml" >"$WORK/rwproxy.log" 2>&1 &
+"$PROXY_BIN" serve -c "$WORK/rwproxy.toml" >"$WORK/rwproxy.log" 2>&1 &
 RW_PID=$!
 PIDS+=("$RW_PID")
 
