@@ -84,7 +84,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         Ok(st) => {
             let id = s.next_stmt_id;
             s.next_stmt_id = s.next_stmt_id.wrapping_add(1).max(1);
-            let digest = crate::stats::digest::key_of(sql.as_bytes(), &mut Vec::new());
+            let digest = crate::stats::digest::key_of(sql.as_bytes(), &mut Vec::new()).key;
             s.stmts.insert(
                 id,
                 PreparedStmt {

@@ -9,6 +9,7 @@ use crate::protocol::message::{self, codes};
 use crate::router::classify::{self, Flags, StmtKind};
 use crate::router::{self, Target};
 use crate::session::set_stmt::{self, Assignment};
+use crate::stats::digest;
 
 /// Statement flags that leave state on the server connection the proxy cannot move.
 pub(crate) const SERVER_STATE: Flags = Flags::TEMP_TABLE
@@ -46,7 +47,8 @@ fn multi_changes_session(sql: &[u8], first: StmtKind) -> bool {
 
 pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
     let sql = &packet[1..];
-    let c = classify::classify(sql);
+    let shape = digest::key_of(sql, &mut s.digest_buf);
+    let c = router::cache::classify_shaped(sql, shape, &s.digest_buf);
     let mut assignments = Vec::new();
     let target = match c.kind {
         StmtKind::Empty => {
@@ -127,7 +129,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     )
     .await?;
     if let Some(r) = relayed {
-        s.record_digest(sql, &r);
+        s.record_digest_keyed(shape.key, sql, &r);
     }
     Ok(())
 }

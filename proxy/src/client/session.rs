@@ -121,7 +121,7 @@ pub struct Session {
     /// Which replica the session's reads go to.
     reads: ReadPicker,
     /// Reused for normalising statements into digests.
-    digest_buf: Vec<u8>,
+    pub digest_buf: Vec<u8>,
     /// The client negotiated `CLIENT_SESSION_TRACK`: it gets the session-state information
     /// a server would send it.
     pub client_tracks: bool,
@@ -257,13 +257,8 @@ impl Session {
         self.last_insert_id = 0;
     }
 
-    /// Counts a finished statement in the digest table: rows read, or else rows changed.
-    pub fn record_digest(&mut self, sql: &[u8], r: &Relayed) {
-        let key = crate::stats::digest::key_of(sql, &mut self.digest_buf);
-        self.record_digest_keyed(key, sql, r);
-    }
-
-    /// [`Session::record_digest`] with the digest key already known.
+    /// Counts a finished statement in the digest table under its key
+    /// ([`crate::stats::digest::key_of`]): rows read, or else rows changed.
     pub fn record_digest_keyed(&mut self, key: u64, sql: &[u8], r: &Relayed) {
         let rows = if r.rows > 0 {
             r.rows

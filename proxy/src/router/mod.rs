@@ -13,6 +13,7 @@
 //! Session rules (transactions, `autocommit=0`, `LOCK TABLES`, server-held state) are applied
 //! by the session, which pins itself to a connection and ignores this decision while pinned.
 
+pub mod cache;
 pub mod classify;
 
 use classify::{Classification, Flags, StmtKind};

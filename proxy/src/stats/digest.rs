@@ -41,7 +41,7 @@ impl Digests {
 
     /// Records one execution of `sql`; `scratch` is the caller's reusable buffer.
     pub fn record(&self, sql: &[u8], scratch: &mut Vec<u8>, micros: u64, rows: u64) {
-        let key = key_of(sql, scratch);
+        let key = key_of(sql, scratch).key;
         self.record_keyed(key, sql, scratch, micros, rows);
     }
 
@@ -108,12 +108,25 @@ impl Digests {
     }
 }
 
+/// A statement's digest key, and what normalising it took out.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Hash of the normalised text.
+    pub key: u64,
+    /// Only literal values and whitespace were taken out: no comment, nothing unterminated.
+    /// Two such statements with the same text differ in nothing a parser reads as code.
+    pub literal_only: bool,
+}
+
 /// The digest key of `sql`: a hash of its normalised text (left in `scratch`).
-pub fn key_of(sql: &[u8], scratch: &mut Vec<u8>) -> u64 {
-    normalise(sql, scratch);
+pub fn key_of(sql: &[u8], scratch: &mut Vec<u8>) -> Shape {
+    let literal_only = normalise(sql, scratch);
     let mut h = rustc_hash::FxHasher::default();
     scratch.hash(&mut h);
-    h.finish()
+    Shape {
+        key: h.finish(),
+        literal_only,
+    }
 }
 
 impl Entry {
@@ -126,12 +139,15 @@ impl Entry {
 }
 
 /// Writes `sql` with literals replaced by `?`, lists of them folded to `?,...`, comments
-/// dropped and whitespace collapsed.
-pub fn normalise(sql: &[u8], out: &mut Vec<u8>) {
+/// dropped and whitespace collapsed. Returns false if it dropped a comment or met an
+/// unterminated literal, identifier or comment: then the text no longer says everything
+/// about the statement's code.
+pub fn normalise(sql: &[u8], out: &mut Vec<u8>) -> bool {
     use crate::router::classify::is_ident as ident;
     let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
     out.clear();
     out.reserve(sql.len());
+    let mut literal_only = true;
     let mut i = 0;
     let n = sql.len();
     while i < n {
@@ -146,32 +162,49 @@ pub fn normalise(sql: &[u8], out: &mut Vec<u8>) {
             }
             b'/' if sql.get(i + 1) == Some(&b'*') => {
                 i = find(sql, i + 2, b"*/").map_or(n, |e| e + 2);
+                literal_only = false;
                 space(out);
             }
             b'#' => {
                 i = find(sql, i, b"\n").unwrap_or(n);
+                literal_only = false;
                 space(out);
             }
-            b'-' if sql.get(i + 1) == Some(&b'-')
-                && sql.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
-            {
+            // The server's rule (and the classifier's): `--` then a space, a control
+            // character or the end.
+            b'-' if sql.get(i + 1) == Some(&b'-') && sql.get(i + 2).is_none_or(|&c| c <= b' ') => {
                 i = find(sql, i, b"\n").unwrap_or(n);
+                literal_only = false;
                 space(out);
             }
             b'\'' | b'"' => {
-                i = skip_quoted(sql, i);
+                i = match skip_quoted(sql, i) {
+                    Some(end) => end,
+                    None => {
+                        literal_only = false;
+                        n
+                    }
+                };
                 placeholder(out);
             }
             b'`' => {
-                let end = find(sql, i + 1, b"`").map_or(n, |e| e + 1);
+                let end = match find(sql, i + 1, b"`") {
+                    Some(e) => e + 1,
+                    None => {
+                        literal_only = false;
+                        n
+                    }
+                };
                 out.extend_from_slice(&sql[i..end]);
                 i = end;
             }
             b'0'..=b'9' if out.last().is_none_or(|c| !ident(*c)) => {
                 i += 1;
                 while i < n && (ident(sql[i]) || sql[i] == b'.') {
-                    // Exponent signs: 1e-5.
-                    if matches!(sql[i], b'e' | b'E') && matches!(sql.get(i + 1), Some(b'+' | b'-'))
+                    // Exponent signs: 1e-5 (only before a digit: in `1e-x` the `-` is code).
+                    if matches!(sql[i], b'e' | b'E')
+                        && matches!(sql.get(i + 1), Some(b'+' | b'-'))
+                        && sql.get(i + 2).is_some_and(u8::is_ascii_digit)
                     {
                         i += 1;
                     }
@@ -198,6 +231,7 @@ pub fn normalise(sql: &[u8], out: &mut Vec<u8>) {
     while out.last() == Some(&b' ') || out.last() == Some(&b';') {
         out.pop();
     }
+    literal_only
 }
 
 fn space(out: &mut Vec<u8>) {
@@ -221,7 +255,8 @@ fn placeholder(out: &mut Vec<u8>) {
     out.push(b'?');
 }
 
-fn skip_quoted(sql: &[u8], start: usize) -> usize {
+/// The end of the quoted literal at `start`, or `None` if it never closes.
+fn skip_quoted(sql: &[u8], start: usize) -> Option<usize> {
     let q = sql[start];
     let mut i = start + 1;
     while let Some(k) = sql
@@ -230,12 +265,12 @@ fn skip_quoted(sql: &[u8], start: usize) -> usize {
     {
         let j = i + k;
         if sql[j] == q && sql.get(j + 1) != Some(&q) {
-            return j + 1;
+            return Some(j + 1);
         }
         // A backslash escapes the next byte; a doubled quote is one quote.
         i = j + 2;
     }
-    sql.len()
+    None
 }
 
 fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
