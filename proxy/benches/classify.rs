@@ -1,10 +1,14 @@
-//! Micro benchmark for the statement classifier, which runs once per query on the hot path.
-//! Plain `std::time` so it needs no extra dependency: `cargo bench -p rwproxy --bench classify`.
+//! Micro benchmark for what every `COM_QUERY` costs before it is forwarded: the statement
+//! classifier, digest normalisation, and the two as the hot path runs them (normalise, then
+//! look the shape's classification up). Plain `std::time` so it needs no extra dependency:
+//! `cargo bench -p rwproxy --bench classify`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use rwproxy::router::cache::classify_shaped;
 use rwproxy::router::classify::classify;
+use rwproxy::stats::digest::{key_of, normalise};
 
 /// A mix shaped like OLTP traffic: mostly short point queries and DML, some session and
 /// transaction statements, a few long or comment-heavy ones.
@@ -45,13 +49,35 @@ const CORPUS: &[&str] = &[
 
 fn main() {
     let stmts: Vec<&[u8]> = CORPUS.iter().map(|s| s.as_bytes()).collect();
-    let bytes: usize = stmts.iter().map(|s| s.len()).sum();
+    let mut buf = Vec::new();
+    measure("classify", &stmts, |s| {
+        black_box(classify(s));
+    });
+    measure("normalise", &stmts, |s| {
+        black_box(normalise(s, &mut buf));
+    });
+    measure("normalise+cached classify", &stmts, |s| {
+        let shape = key_of(s, &mut buf);
+        black_box(classify_shaped(s, shape, &buf));
+    });
+}
 
+/// Runs `f` over the corpus for about a second, five times, and prints the best time per
+/// statement.
+fn measure(what: &str, stmts: &[&[u8]], mut f: impl FnMut(&[u8])) {
+    let bytes: usize = stmts.iter().map(|s| s.len()).sum();
+    let mut run = |rounds: u64| {
+        for _ in 0..rounds {
+            for s in stmts {
+                f(black_box(s));
+            }
+        }
+    };
     // Warm up, then size the run to about one second.
     let mut rounds = 1u64;
     loop {
         let start = Instant::now();
-        run(&stmts, rounds);
+        run(rounds);
         if start.elapsed() > Duration::from_millis(100) {
             rounds *= 10;
             break;
@@ -64,20 +90,20 @@ fn main() {
     for _ in 0..5 {
         let cpu0 = cpu_ns();
         let start = Instant::now();
-        run(&stmts, rounds);
+        run(rounds);
         best_wall = best_wall.min(per_stmt(start.elapsed().as_nanos() as u64));
         if let (Some(a), Some(b)) = (cpu0, cpu_ns()) {
             best_cpu = best_cpu.min(per_stmt(b - a));
         }
     }
     println!(
-        "classify: {best_wall:.1} ns/statement wall (best of 5; {} statements, mean {} bytes, {} rounds)",
+        "{what}: {best_wall:.1} ns/statement wall (best of 5; {} statements, mean {} bytes, {} rounds)",
         stmts.len(),
         bytes / stmts.len(),
         rounds
     );
     if best_cpu < f64::MAX {
-        println!("classify: {best_cpu:.1} ns/statement on-CPU (best of 5)");
+        println!("{what}: {best_cpu:.1} ns/statement on-CPU (best of 5)");
     }
 }
 
@@ -86,12 +112,4 @@ fn main() {
 fn cpu_ns() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     s.split_whitespace().next()?.parse().ok()
-}
-
-fn run(stmts: &[&[u8]], rounds: u64) {
-    for _ in 0..rounds {
-        for s in stmts {
-            black_box(classify(black_box(s)));
-        }
-    }
 }
