@@ -145,6 +145,32 @@ impl Scanner {
         streamable
     }
 
+    /// Walks the plain rows at the start of `buf` — complete row packets that are not EOF,
+    /// ERR, empty or of the maximum size — and returns their length. Rows are the bulk of a
+    /// result; this reads a header and compares a byte per row where [`Scanner::packet`]
+    /// dispatches on the reply's shape for each.
+    fn skip_rows(&mut self, buf: &[u8]) -> usize {
+        if !matches!(self.phase, Phase::Rows) || self.continuation {
+            return 0;
+        }
+        let mut pos = 0;
+        let mut rows = 0;
+        while let Some(len) = frame_len(&buf[pos..]) {
+            let payload = len - 4;
+            if buf.len() - pos < len || payload == 0 || payload == MAX_PAYLOAD {
+                break;
+            }
+            let body = &buf[pos + 4..pos + len];
+            if message::is_eof(body) || message::is_err(body) {
+                break;
+            }
+            rows += 1;
+            pos += len;
+        }
+        self.out.rows += rows;
+        pos
+    }
+
     fn packet(&mut self, body: &[u8]) -> Step {
         let was_continuation = self.continuation;
         self.continuation = body.len() == MAX_PAYLOAD;
@@ -242,7 +268,11 @@ where
         let mut step = Step::More;
         let mut replace = None;
         let mut stream_left = 0;
-        while let Some(len) = frame_len(&buf[pos..]) {
+        loop {
+            pos += scan.skip_rows(&buf[pos..]);
+            let Some(len) = frame_len(&buf[pos..]) else {
+                break;
+            };
             if buf.len() - pos < len {
                 // A large row is passed on as it arrives instead of being buffered whole.
                 if len > STREAM_AT && buf.len() - pos > 4 && scan.large(len - 4, buf[pos + 4]) {
