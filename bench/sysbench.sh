@@ -15,11 +15,11 @@
 #   BENCH_TABLES / BENCH_TABLE_SIZE                     (default 4 / 10000)
 #   BENCH_NO_BUILD=1  skip cargo build
 #   CARGO_TARGET_DIR  where the binaries are            (default ./target)
+#   BENCH_KEEP_DIR=1  keep the work dir (logs) after the run
+#   BENCH_PAIRED    rounds of the paired comparison      (default 3; 0 skips it)
 #
 # rwproxy is measured as it ships: built with the `dist` profile (release + fat LTO, one
 # codegen unit; see Cargo.toml). The sandbox tool comes from the plain release build.
-#   BENCH_KEEP_DIR=1  keep the work dir (logs) after the run
-#   BENCH_PAIRED    rounds of the paired comparison      (default 3; 0 skips it)
 #
 # The paired comparison runs rwproxy and its HAProxy counterpart at the same time, each
 # with its own sysbench of the same thread count, so whatever the host does during a round
