@@ -304,3 +304,42 @@ async fn raw_cursor_fetch_long_data_and_reset() {
     );
     assert_eq!(rows[1], (300_000, md5.unwrap()));
 }
+
+/// A statement resolves its tables against the schema current when it was prepared, on the
+/// server as through the proxy: after `USE` another schema, executing it again still reads
+/// the first schema's table, however many backend connections the proxy prepared it on,
+/// and the session keeps its new schema and variables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statement_keeps_the_schema_it_was_prepared_in() {
+    let (c, p) = setup().await;
+    let mut root = c.primary.root_conn().await.unwrap();
+    for sql in [
+        "CREATE DATABASE IF NOT EXISTS ps_schema_a",
+        "CREATE DATABASE IF NOT EXISTS ps_schema_b",
+        "CREATE OR REPLACE TABLE ps_schema_a.t (v VARCHAR(5))",
+        "CREATE OR REPLACE TABLE ps_schema_b.t (v VARCHAR(5))",
+        "INSERT INTO ps_schema_a.t VALUES ('a')",
+        "INSERT INTO ps_schema_b.t VALUES ('b')",
+    ] {
+        root.query_drop(sql).await.unwrap();
+    }
+    c.wait_replicas_caught_up().await.unwrap();
+    async fn run(mut conn: Conn) -> Vec<Option<String>> {
+        let mut seen = Vec::new();
+        conn.query_drop("USE ps_schema_a").await.unwrap();
+        let st = conn.prep("SELECT v FROM t").await.unwrap();
+        seen.push(conn.exec_first(&st, ()).await.unwrap());
+        conn.query_drop("USE ps_schema_b").await.unwrap();
+        conn.query_drop("SET time_zone = '+01:00'").await.unwrap();
+        for _ in 0..6 {
+            seen.push(conn.exec_first(&st, ()).await.unwrap());
+        }
+        // Preparing in the old state left the session's own state in place.
+        seen.push(conn.query_first("SELECT v FROM t").await.unwrap());
+        seen.push(conn.query_first("SELECT @@time_zone").await.unwrap());
+        seen
+    }
+    let direct = run(c.primary.conn().await.unwrap()).await;
+    assert_eq!(direct[..2], [Some("a".into()), Some("a".into())]);
+    assert_eq!(run(p.conn().await.unwrap()).await, direct);
+}

@@ -1,15 +1,17 @@
 //! The binary protocol. The proxy hands out its own statement ids and remembers each
-//! statement's SQL; a statement is prepared lazily on whichever backend connection runs it,
-//! and ids are rewritten on the way through. "Unknown prepared statement handler" cannot
+//! statement's SQL and the session state it was prepared in; a statement is prepared lazily,
+//! under that state, on whichever backend connection runs it, and ids are rewritten on the
+//! way through. "Unknown prepared statement handler" cannot
 //! happen because a session's statements never depend on one connection.
 
-use super::session::{Diag, Session};
+use super::session::{Checkout, Diag, Session};
 use super::{ClientIo, Prep, SessionEnd};
-use crate::backend::conn::{BackendConn, BackendError, BackendStmt};
+use crate::backend::conn::{BackendError, BackendStmt};
 use crate::backend::relay::Expect;
 use crate::protocol::message::{self, codes, SqlError};
 use crate::router::classify::{self, Classification, Flags};
 use crate::router::{self, Target};
+use crate::session::state::SessionState;
 use std::sync::Arc;
 
 pub struct PreparedStmt {
@@ -22,6 +24,10 @@ pub struct PreparedStmt {
     pub param_types: Option<Vec<u8>>,
     /// Digest key, computed once here rather than on every execute.
     pub digest: u64,
+    /// The session state when the client prepared it. The server binds a statement's tables
+    /// to the schema current at prepare time (a later `USE` does not move them), so a
+    /// backend connection runs it only as prepared under this state.
+    pub state: SessionState,
 }
 
 /// `CURSOR_TYPE_READ_ONLY` and friends in COM_STMT_EXECUTE's flags byte.
@@ -63,7 +69,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
             return Ok(());
         }
     };
-    let result = c.conn().prepare(&sql).await;
+    let result = c.conn().prepare(&sql).await.cloned();
     let reply = match result {
         Ok(st) => Ok(st),
         Err(BackendError::Server(e)) => Err(e),
@@ -94,6 +100,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
                     class,
                     param_types: None,
                     digest,
+                    state: s.state.clone(),
                 },
             );
             write_prepare_reply(io, id, &st).await?;
@@ -210,24 +217,28 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     Ok(())
 }
 
-/// Prepares statement `id` on `conn` if needed and rewrites a command that carries the id
-/// right after the command byte to the backend's id (and, for execute, the parameter types).
+/// Prepares statement `id` on the checked-out connection if needed and rewrites a command
+/// that carries the id right after the command byte to the backend's id (and, for execute,
+/// the parameter types).
 pub async fn rewrite(
     s: &mut Session,
-    conn: &mut BackendConn,
+    c: &mut Checkout,
     id: u32,
     packet: &[u8],
     execute: bool,
 ) -> Result<Vec<u8>, SqlError> {
-    let sql = match s.stmts.get(&id) {
-        Some(st) => st.sql.clone(),
-        None => return Err(unknown_handler(id, "mysqld_stmt")),
+    let Some(st) = s.stmts.get(&id) else {
+        return Err(unknown_handler(id, "mysqld_stmt"));
     };
-    let backend_id = conn
-        .prepare(&sql)
-        .await
-        .map(|st| st.id)
-        .map_err(|e| e.to_sql_error("backend"))?;
+    let backend_id = match c.conn().prepared_id(&st.sql, &st.state) {
+        Some(backend_id) => backend_id,
+        None => {
+            let (sql, state) = (st.sql.clone(), st.state.clone());
+            prepare_under(s, c, &sql, &state)
+                .await
+                .map_err(|e| e.to_sql_error("backend"))?
+        }
+    };
     match s.stmts.get_mut(&id) {
         Some(stmt) if execute => execute_stmt_packet(packet, stmt, backend_id),
         _ => {
@@ -236,6 +247,27 @@ pub async fn rewrite(
             Ok(out)
         }
     }
+}
+
+/// Prepares `sql` on the checked-out connection under `state`, the session state the client
+/// prepared it in, and leaves the connection in the session's current state. A session that
+/// has not changed its state since (the common case) switches nothing.
+async fn prepare_under(
+    s: &Session,
+    c: &mut Checkout,
+    sql: &Arc<str>,
+    state: &SessionState,
+) -> Result<u32, BackendError> {
+    let addr = c.backend.address.clone();
+    let switch = c.conn().state != *state;
+    if switch {
+        s.sync_to(&addr, c.conn(), state).await?;
+    }
+    let prepared = c.conn().prepare(sql).await.map(|st| st.id);
+    if switch {
+        s.sync_to(&addr, c.conn(), &s.state).await?;
+    }
+    prepared
 }
 
 pub async fn send_long_data(
@@ -257,7 +289,7 @@ pub async fn send_long_data(
             return Ok(());
         }
     };
-    let sent = match rewrite(s, c.conn(), id, packet, false).await {
+    let sent = match rewrite(s, &mut c, id, packet, false).await {
         Ok(p) => c.conn().send_command(&p).await.is_ok(),
         Err(_) => true,
     };

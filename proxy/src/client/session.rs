@@ -466,8 +466,19 @@ impl Session {
 
     /// Brings a connection's schema and session variables to this session's.
     async fn sync_state(&self, addr: &str, conn: &mut BackendConn) -> Result<(), BackendError> {
-        if conn.state.schema != self.state.schema {
-            match &self.state.schema {
+        self.sync_to(addr, conn, &self.state).await
+    }
+
+    /// Brings a connection's schema and session variables to `state`: this session's, or
+    /// the one a statement was prepared under (see `prepared::rewrite`).
+    pub async fn sync_to(
+        &self,
+        addr: &str,
+        conn: &mut BackendConn,
+        state: &SessionState,
+    ) -> Result<(), BackendError> {
+        if conn.state.schema != state.schema {
+            match &state.schema {
                 Some(db) => {
                     let mut cmd = vec![crate::backend::conn::COM_INIT_DB];
                     cmd.extend_from_slice(db.as_bytes());
@@ -488,13 +499,13 @@ impl Session {
                 }
             }
         }
-        if self.state.vars_delta(&conn.state).is_none() {
+        if state.vars_delta(&conn.state).is_none() {
             conn.reset().await?;
-            if conn.state.schema != self.state.schema {
-                return Box::pin(self.sync_state(addr, conn)).await;
+            if conn.state.schema != state.schema {
+                return Box::pin(self.sync_to(addr, conn, state)).await;
             }
         }
-        let delta = self.state.vars_delta(&conn.state).unwrap_or(&[]).to_vec();
+        let delta = state.vars_delta(&conn.state).unwrap_or(&[]).to_vec();
         for (k, text) in delta {
             conn.run(&format!("SET {text}")).await?;
             if k == TRACKED_LIST {

@@ -6,7 +6,7 @@
 /// Order matters (`SET sql_mode = CONCAT(@@sql_mode, ...)` depends on what came before), so a
 /// re-assigned variable moves to the end. A connection whose list is a prefix of the
 /// session's only needs the tail replayed; anything else is reset and replayed from scratch.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionState {
     pub schema: Option<String>,
     /// (normalised variable name, assignment text to put after `SET `).
@@ -27,15 +27,6 @@ impl SessionState {
         } else {
             None
         }
-    }
-
-    /// A digest of the whole state: a statement prepared under one state (charset, sql_mode,
-    /// schema) may mean something else under another.
-    pub fn fingerprint(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.hash(&mut h);
-        h.finish()
     }
 
     /// `COM_RESET_CONNECTION` clears session variables but keeps the current schema.
