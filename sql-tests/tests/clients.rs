@@ -328,6 +328,10 @@ async fn prepared_statement_keeps_the_schema_it_was_prepared_in() {
         let mut seen = Vec::new();
         conn.query_drop("USE ps_schema_a").await.unwrap();
         let st = conn.prep("SELECT v FROM t").await.unwrap();
+        let count = conn
+            .prep("SELECT CAST(COUNT(*) AS CHAR) FROM t")
+            .await
+            .unwrap();
         seen.push(conn.exec_first(&st, ()).await.unwrap());
         conn.query_drop("USE ps_schema_b").await.unwrap();
         conn.query_drop("SET time_zone = '+01:00'").await.unwrap();
@@ -337,6 +341,15 @@ async fn prepared_statement_keeps_the_schema_it_was_prepared_in() {
         // Preparing in the old state left the session's own state in place.
         seen.push(conn.query_first("SELECT v FROM t").await.unwrap());
         seen.push(conn.query_first("SELECT @@time_zone").await.unwrap());
+        // First executed inside a transaction: preparing it in the old schema must not
+        // disturb the transaction (a connection reset would roll it back).
+        conn.query_drop("BEGIN").await.unwrap();
+        conn.query_drop("INSERT INTO t VALUES ('x')").await.unwrap();
+        seen.push(conn.exec_first(&count, ()).await.unwrap());
+        let mine = "SELECT CAST(COUNT(*) AS CHAR) FROM t WHERE v = 'x'";
+        seen.push(conn.query_first(mine).await.unwrap());
+        conn.query_drop("ROLLBACK").await.unwrap();
+        seen.push(conn.query_first(mine).await.unwrap());
         seen
     }
     let direct = run(c.primary.conn().await.unwrap()).await;

@@ -617,21 +617,40 @@ impl BackendConn {
     }
 
     /// The backend id of `sql` prepared on this connection, preparing it now if needed.
-    /// The id of statement `sql` as prepared on this connection under `state`, if it is.
-    pub fn prepared_id(&self, sql: &str, state: &SessionState) -> Option<u32> {
+    /// The id of statement `sql` as prepared on this connection in schema `schema` (any,
+    /// for `None`: a statement prepared without a schema names none it depends on) and under
+    /// the connection's current session variables, if it is.
+    pub fn prepared_id(&self, sql: &str, schema: Option<&str>) -> Option<u32> {
         self.stmts
             .get(sql)
-            .filter(|st| st.state == *state)
+            .filter(|st| {
+                st.state.vars == self.state.vars
+                    && (schema.is_none() || st.state.schema.as_deref() == schema)
+            })
             .map(|st| st.id)
     }
 
     /// Statement `sql` as prepared on this connection under its current session state,
     /// preparing it first when it is not (or was under another state).
     pub async fn prepare(&mut self, sql: &Arc<str>) -> Result<&BackendStmt, BackendError> {
-        if self.prepared_id(sql, &self.state).is_none() {
+        if self
+            .prepared_id(sql, self.state.schema.as_deref())
+            .is_none()
+        {
             self.prepare_now(sql).await?;
         }
         Ok(self.stmts.get(sql).expect("prepared above"))
+    }
+
+    /// Makes `db` the default schema (`COM_INIT_DB`: unlike a reset, harmless inside a
+    /// transaction).
+    pub async fn use_schema(&mut self, db: &str) -> Result<(), BackendError> {
+        let mut cmd = Vec::with_capacity(db.len() + 1);
+        cmd.push(COM_INIT_DB);
+        cmd.extend_from_slice(db.as_bytes());
+        self.command(&cmd).await?;
+        self.state.schema = Some(db.to_owned());
+        Ok(())
     }
 
     async fn prepare_now(&mut self, sql: &Arc<str>) -> Result<(), BackendError> {

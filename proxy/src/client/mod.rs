@@ -500,13 +500,12 @@ impl Prep {
     async fn apply(
         self,
         s: &mut Session,
-        c: &mut Checkout,
+        conn: &mut BackendConn,
         packet: &[u8],
     ) -> Result<Option<Vec<u8>>, SqlError> {
         match self {
             Prep::Nothing => Ok(None),
             Prep::LastInsertId => {
-                let conn = c.conn();
                 if conn.last_insert_id != s.last_insert_id {
                     let sync = format!("DO LAST_INSERT_ID({})", s.last_insert_id);
                     conn.run(&sync)
@@ -516,9 +515,9 @@ impl Prep {
                 }
                 Ok(None)
             }
-            Prep::Stmt { id, execute } => {
-                prepared::rewrite(s, c, id, packet, execute).await.map(Some)
-            }
+            Prep::Stmt { id, execute } => prepared::rewrite(s, conn, id, packet, execute)
+                .await
+                .map(Some),
         }
     }
 }
@@ -555,7 +554,7 @@ pub async fn execute(
                 return Ok(None);
             }
         };
-        let rewritten = match prep.apply(s, &mut c, packet).await {
+        let rewritten = match prep.apply(s, c.conn(), packet).await {
             Ok(p) => p,
             Err(e) => {
                 s.finish(c, Diag::Left).await;

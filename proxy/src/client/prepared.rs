@@ -1,17 +1,16 @@
 //! The binary protocol. The proxy hands out its own statement ids and remembers each
-//! statement's SQL and the session state it was prepared in; a statement is prepared lazily,
-//! under that state, on whichever backend connection runs it, and ids are rewritten on the
+//! statement's SQL and the schema it was prepared in; a statement is prepared lazily, in
+//! that schema, on whichever backend connection runs it, and ids are rewritten on the
 //! way through. "Unknown prepared statement handler" cannot
 //! happen because a session's statements never depend on one connection.
 
-use super::session::{Checkout, Diag, Session};
+use super::session::{Diag, Session};
 use super::{ClientIo, Prep, SessionEnd};
-use crate::backend::conn::{BackendError, BackendStmt};
+use crate::backend::conn::{BackendConn, BackendError, BackendStmt};
 use crate::backend::relay::Expect;
 use crate::protocol::message::{self, codes, SqlError};
 use crate::router::classify::{self, Classification, Flags};
 use crate::router::{self, Target};
-use crate::session::state::SessionState;
 use std::sync::Arc;
 
 pub struct PreparedStmt {
@@ -24,10 +23,10 @@ pub struct PreparedStmt {
     pub param_types: Option<Vec<u8>>,
     /// Digest key, computed once here rather than on every execute.
     pub digest: u64,
-    /// The session state when the client prepared it. The server binds a statement's tables
-    /// to the schema current at prepare time (a later `USE` does not move them), so a
-    /// backend connection runs it only as prepared under this state.
-    pub state: SessionState,
+    /// The default schema when the client prepared it. The server binds a statement's
+    /// tables to the schema current at prepare time (a later `USE` does not move them), so
+    /// a backend connection runs it only as prepared in this schema.
+    pub schema: Option<String>,
 }
 
 /// `CURSOR_TYPE_READ_ONLY` and friends in COM_STMT_EXECUTE's flags byte.
@@ -100,7 +99,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
                     class,
                     param_types: None,
                     digest,
-                    state: s.state.clone(),
+                    schema: s.state.schema.clone(),
                 },
             );
             write_prepare_reply(io, id, &st).await?;
@@ -217,12 +216,11 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     Ok(())
 }
 
-/// Prepares statement `id` on the checked-out connection if needed and rewrites a command
-/// that carries the id right after the command byte to the backend's id (and, for execute,
-/// the parameter types).
+/// Prepares statement `id` on `conn` if needed and rewrites a command that carries the id
+/// right after the command byte to the backend's id (and, for execute, the parameter types).
 pub async fn rewrite(
     s: &mut Session,
-    c: &mut Checkout,
+    conn: &mut BackendConn,
     id: u32,
     packet: &[u8],
     execute: bool,
@@ -230,11 +228,11 @@ pub async fn rewrite(
     let Some(st) = s.stmts.get(&id) else {
         return Err(unknown_handler(id, "mysqld_stmt"));
     };
-    let backend_id = match c.conn().prepared_id(&st.sql, &st.state) {
+    let backend_id = match conn.prepared_id(&st.sql, st.schema.as_deref()) {
         Some(backend_id) => backend_id,
         None => {
-            let (sql, state) = (st.sql.clone(), st.state.clone());
-            prepare_under(s, c, &sql, &state)
+            let (sql, schema) = (st.sql.clone(), st.schema.clone());
+            prepare_in(conn, &sql, schema.as_deref())
                 .await
                 .map_err(|e| e.to_sql_error("backend"))?
         }
@@ -249,23 +247,28 @@ pub async fn rewrite(
     }
 }
 
-/// Prepares `sql` on the checked-out connection under `state`, the session state the client
-/// prepared it in, and leaves the connection in the session's current state. A session that
-/// has not changed its state since (the common case) switches nothing.
-async fn prepare_under(
-    s: &Session,
-    c: &mut Checkout,
+/// Prepares `sql` on `conn` in `schema`, the one the client prepared it in, and gives the
+/// connection its schema back. Only the schema is switched: `USE` is harmless inside a
+/// transaction, where a reset to replay older session variables would roll it back; the
+/// statement is prepared under the session's current variables (character set, `sql_mode`)
+/// as before. A session that has not changed schema since (the common case) switches nothing.
+async fn prepare_in(
+    conn: &mut BackendConn,
     sql: &Arc<str>,
-    state: &SessionState,
+    schema: Option<&str>,
 ) -> Result<u32, BackendError> {
-    let addr = c.backend.address.clone();
-    let switch = c.conn().state != *state;
-    if switch {
-        s.sync_to(&addr, c.conn(), state).await?;
-    }
-    let prepared = c.conn().prepare(sql).await.map(|st| st.id);
-    if switch {
-        s.sync_to(&addr, c.conn(), &s.state).await?;
+    let back = match (schema, conn.state.schema.clone()) {
+        (Some(want), Some(now)) if want != now => {
+            conn.use_schema(want).await?;
+            Some(now)
+        }
+        // No schema to keep (a statement prepared without one names its tables in full),
+        // or none to return to (a session cannot lose its schema; defensive).
+        _ => None,
+    };
+    let prepared = conn.prepare(sql).await.map(|st| st.id);
+    if let Some(now) = back {
+        conn.use_schema(&now).await?;
     }
     prepared
 }
@@ -289,7 +292,7 @@ pub async fn send_long_data(
             return Ok(());
         }
     };
-    let sent = match rewrite(s, &mut c, id, packet, false).await {
+    let sent = match rewrite(s, c.conn(), id, packet, false).await {
         Ok(p) => c.conn().send_command(&p).await.is_ok(),
         Err(_) => true,
     };
