@@ -350,6 +350,16 @@ async fn prepared_statement_keeps_the_schema_it_was_prepared_in() {
         seen.push(conn.query_first(mine).await.unwrap());
         conn.query_drop("ROLLBACK").await.unwrap();
         seen.push(conn.query_first(mine).await.unwrap());
+        // The session's own schema dropped under it: the statement still reads its own.
+        conn.query_drop("CREATE DATABASE ps_schema_c")
+            .await
+            .unwrap();
+        conn.query_drop("USE ps_schema_c").await.unwrap();
+        conn.query_drop("DROP DATABASE ps_schema_c").await.unwrap();
+        for _ in 0..3 {
+            seen.push(conn.exec_first(&st, ()).await.unwrap());
+        }
+        seen.push(conn.query_first("SELECT IFNULL(DATABASE(), '-')").await.unwrap());
         seen
     }
     let direct = run(c.primary.conn().await.unwrap()).await;

@@ -616,7 +616,6 @@ impl BackendConn {
         self.reader.has_buffered() || self.reader.get_mut().closed_or_garbage()
     }
 
-    /// The backend id of `sql` prepared on this connection, preparing it now if needed.
     /// The id of statement `sql` as prepared on this connection in schema `schema` (any,
     /// for `None`: a statement prepared without a schema names none it depends on) and under
     /// the connection's current session variables, if it is.
@@ -633,10 +632,9 @@ impl BackendConn {
     /// Statement `sql` as prepared on this connection under its current session state,
     /// preparing it first when it is not (or was under another state).
     pub async fn prepare(&mut self, sql: &Arc<str>) -> Result<&BackendStmt, BackendError> {
-        if self
-            .prepared_id(sql, self.state.schema.as_deref())
-            .is_none()
-        {
+        // Exactly this state: a schema of `None` here means none, not any (a client prepare
+        // in a session whose schema was dropped must fail as it would on the server).
+        if !self.stmts.get(sql).is_some_and(|st| st.state == self.state) {
             self.prepare_now(sql).await?;
         }
         Ok(self.stmts.get(sql).expect("prepared above"))

@@ -257,17 +257,17 @@ async fn prepare_in(
     sql: &Arc<str>,
     schema: Option<&str>,
 ) -> Result<u32, BackendError> {
-    let back = match (schema, conn.state.schema.clone()) {
-        (Some(want), Some(now)) if want != now => {
-            conn.use_schema(want).await?;
-            Some(now)
-        }
-        // No schema to keep (a statement prepared without one names its tables in full),
-        // or none to return to (a session cannot lose its schema; defensive).
-        _ => None,
-    };
+    let now = conn.state.schema.clone();
+    let switch = schema.filter(|want| now.as_deref() != Some(*want));
+    if let Some(want) = switch {
+        conn.use_schema(want).await?;
+    }
     let prepared = conn.prepare(sql).await.map(|st| st.id);
-    if let Some(now) = back {
+    // With no schema to return to (the session's was dropped: `DROP DATABASE` of the current
+    // one), the connection stays in `want` and says so; the session's next sync reconnects.
+    // If the way back fails, the connection's state says where it is, and the error reaches
+    // the client.
+    if let (Some(_), Some(now)) = (switch, now) {
         conn.use_schema(&now).await?;
     }
     prepared
