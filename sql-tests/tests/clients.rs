@@ -359,7 +359,11 @@ async fn prepared_statement_keeps_the_schema_it_was_prepared_in() {
         for _ in 0..3 {
             seen.push(conn.exec_first(&st, ()).await.unwrap());
         }
-        seen.push(conn.query_first("SELECT IFNULL(DATABASE(), '-')").await.unwrap());
+        seen.push(
+            conn.query_first("SELECT IFNULL(DATABASE(), '-')")
+                .await
+                .unwrap(),
+        );
         seen
     }
     let direct = run(c.primary.conn().await.unwrap()).await;
