@@ -8,7 +8,9 @@ use rwproxy_ha::vrrp::packet::Advert;
 fuzz_target!(|data: &[u8]| {
     if let Ok((ip, advert)) = Advert::decode_ip(data) {
         let msg = &data[ip.header_len..ip.total_len];
-        let again = advert.encode(ip.src, ip.dst).expect("a decoded advert encodes");
+        let again = advert
+            .encode(ip.src, ip.dst)
+            .expect("a decoded advert encodes");
         // v3's 4 reserved bits are ignored on receipt and sent as zero: that changes the
         // checksum too, so compare only packets that had them clear.
         let reserved_set = msg[0] >> 4 == 3 && msg[4] & 0xf0 != 0;
