@@ -370,3 +370,66 @@ async fn prepared_statement_keeps_the_schema_it_was_prepared_in() {
     assert_eq!(direct[..2], [Some("a".into()), Some("a".into())]);
     assert_eq!(run(p.conn().await.unwrap()).await, direct);
 }
+
+/// One text prepared in two schemas by one session: both stay prepared on the backend
+/// connection, so executing one does not close the other's copy and with it the cursor
+/// open on it (a direct connection keeps both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_text_in_two_schemas_keeps_a_cursor_open() {
+    let (c, p) = setup().await;
+    let mut root = c.primary.root_conn().await.unwrap();
+    for sql in [
+        "CREATE DATABASE IF NOT EXISTS ps_cur_a",
+        "CREATE DATABASE IF NOT EXISTS ps_cur_b",
+        "CREATE OR REPLACE TABLE ps_cur_a.t (v VARCHAR(5))",
+        "CREATE OR REPLACE TABLE ps_cur_b.t (v VARCHAR(5))",
+        "INSERT INTO ps_cur_a.t VALUES ('a1'), ('a2'), ('a3')",
+        "INSERT INTO ps_cur_b.t VALUES ('b1')",
+    ] {
+        root.query_drop(sql).await.unwrap();
+    }
+    c.wait_replicas_caught_up().await.unwrap();
+    let execute = |id: u32, cursor: bool| {
+        let mut p = vec![0x17];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.push(u8::from(cursor)); // CURSOR_TYPE_READ_ONLY
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p
+    };
+    let fetch = |id: u32| {
+        let mut p = vec![0x1c];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p
+    };
+    async fn rows(r: &mut RawConn) -> String {
+        match r.read_rows().await {
+            Ok((rows, _)) => format!("{rows:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+    let script = |addr| async move {
+        let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_cur_a")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let (in_a, _, _) = r.prepare("SELECT v FROM t ORDER BY v").await.unwrap();
+        r.query("USE ps_cur_b").await.unwrap();
+        let (in_b, _, _) = r.prepare("SELECT v FROM t ORDER BY v").await.unwrap();
+        r.send(&execute(in_a, true)).await.unwrap();
+        r.read_columns().await.unwrap();
+        r.send(&fetch(in_a)).await.unwrap();
+        seen.push(rows(&mut r).await);
+        for _ in 0..2 {
+            r.send(&execute(in_b, false)).await.unwrap();
+            r.read_columns().await.unwrap();
+            seen.push(rows(&mut r).await);
+            r.send(&fetch(in_a)).await.unwrap();
+            seen.push(rows(&mut r).await);
+        }
+        seen
+    };
+    let direct = script(c.primary_addr().parse().unwrap()).await;
+    assert!(direct.iter().all(|s| s.starts_with("[[")), "{direct:?}");
+    assert_eq!(script(p.addr).await, direct);
+}

@@ -204,8 +204,10 @@ pub struct BackendConn {
     pub status: u16,
     /// `LAST_INSERT_ID()` as the server would answer it now.
     pub last_insert_id: u64,
-    /// Prepared statements by SQL text, shared by every session that uses this connection.
-    pub stmts: rustc_hash::FxHashMap<Arc<str>, BackendStmt>,
+    /// Prepared statements by SQL text, shared by every session that uses this connection:
+    /// one per schema the text was prepared in, so sessions in different schemas running the
+    /// same text do not close each other's copy (and with it an open cursor).
+    pub stmts: rustc_hash::FxHashMap<Arc<str>, Vec<BackendStmt>>,
     pub idle_since: Instant,
     /// Set when an exchange was cut off mid-way: the connection must not be reused.
     pub broken: bool,
@@ -621,8 +623,9 @@ impl BackendConn {
     /// the connection's current session variables, if it is.
     pub fn prepared_id(&self, sql: &str, schema: Option<&str>) -> Option<u32> {
         self.stmts
-            .get(sql)
-            .filter(|st| {
+            .get(sql)?
+            .iter()
+            .find(|st| {
                 st.state.vars == self.state.vars
                     && (schema.is_none() || st.state.schema.as_deref() == schema)
             })
@@ -634,10 +637,14 @@ impl BackendConn {
     pub async fn prepare(&mut self, sql: &Arc<str>) -> Result<&BackendStmt, BackendError> {
         // Exactly this state: a schema of `None` here means none, not any (a client prepare
         // in a session whose schema was dropped must fail as it would on the server).
-        if !self.stmts.get(sql).is_some_and(|st| st.state == self.state) {
-            self.prepare_now(sql).await?;
-        }
-        Ok(self.stmts.get(sql).expect("prepared above"))
+        let found = |stmts: &[BackendStmt], state: &SessionState| {
+            stmts.iter().position(|st| st.state == *state)
+        };
+        let at = match self.stmts.get(sql).and_then(|v| found(v, &self.state)) {
+            Some(at) => at,
+            None => self.prepare_now(sql).await?,
+        };
+        Ok(&self.stmts[sql][at])
     }
 
     /// Makes `db` the default schema (`COM_INIT_DB`: unlike a reset, harmless inside a
@@ -651,14 +658,32 @@ impl BackendConn {
         Ok(())
     }
 
-    async fn prepare_now(&mut self, sql: &Arc<str>) -> Result<(), BackendError> {
-        if let Some(old) = self.stmts.remove(sql) {
-            self.close_stmt(old.id).await?;
+    /// Prepares `sql` under the current state; returns its index among the text's copies.
+    async fn prepare_now(&mut self, sql: &Arc<str>) -> Result<usize, BackendError> {
+        // A copy in this schema under other session variables will not be used again.
+        let mut stale = Vec::new();
+        if let Some(copies) = self.stmts.get_mut(sql) {
+            copies.retain(|st| {
+                let other_schema = st.state.schema != self.state.schema;
+                if !other_schema {
+                    stale.push(st.id);
+                }
+                other_schema
+            });
         }
-        if self.stmts.len() >= MAX_STMTS_PER_CONN {
-            if let Some(k) = self.stmts.keys().next().cloned() {
-                let old = self.stmts.remove(&k).expect("present");
-                self.close_stmt(old.id).await?;
+        for id in stale {
+            self.close_stmt(id).await?;
+        }
+        if self.stmts.values().map(Vec::len).sum::<usize>() >= MAX_STMTS_PER_CONN {
+            let victim = self.stmts.iter_mut().find_map(|(k, v)| {
+                let st = v.pop()?;
+                Some((k.clone(), st.id, v.is_empty()))
+            });
+            if let Some((k, id, emptied)) = victim {
+                if emptied {
+                    self.stmts.remove(&k);
+                }
+                self.close_stmt(id).await?;
             }
         }
         let mut cmd = Vec::with_capacity(sql.len() + 1);
@@ -693,8 +718,9 @@ impl BackendConn {
             state: self.state.clone(),
             reply: Arc::new(packets),
         };
-        self.stmts.insert(sql.clone(), st);
-        Ok(())
+        let copies = self.stmts.entry(sql.clone()).or_default();
+        copies.push(st);
+        Ok(copies.len() - 1)
     }
 
     async fn close_stmt(&mut self, id: u32) -> io::Result<()> {
