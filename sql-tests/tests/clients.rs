@@ -305,6 +305,15 @@ async fn raw_cursor_fetch_long_data_and_reset() {
     assert_eq!(rows[1], (300_000, md5.unwrap()));
 }
 
+/// Runs `sqls` on the primary as root and waits for the replicas to apply them.
+async fn as_root(c: &Cluster, sqls: &[&str]) {
+    let mut root = c.primary.root_conn().await.unwrap();
+    for sql in sqls {
+        root.query_drop(*sql).await.unwrap();
+    }
+    c.wait_replicas_caught_up().await.unwrap();
+}
+
 /// A statement resolves its tables against the schema current when it was prepared, on the
 /// server as through the proxy: after `USE` another schema, executing it again still reads
 /// the first schema's table, however many backend connections the proxy prepared it on,
@@ -312,18 +321,18 @@ async fn raw_cursor_fetch_long_data_and_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statement_keeps_the_schema_it_was_prepared_in() {
     let (c, p) = setup().await;
-    let mut root = c.primary.root_conn().await.unwrap();
-    for sql in [
-        "CREATE DATABASE IF NOT EXISTS ps_schema_a",
-        "CREATE DATABASE IF NOT EXISTS ps_schema_b",
-        "CREATE OR REPLACE TABLE ps_schema_a.t (v VARCHAR(5))",
-        "CREATE OR REPLACE TABLE ps_schema_b.t (v VARCHAR(5))",
-        "INSERT INTO ps_schema_a.t VALUES ('a')",
-        "INSERT INTO ps_schema_b.t VALUES ('b')",
-    ] {
-        root.query_drop(sql).await.unwrap();
-    }
-    c.wait_replicas_caught_up().await.unwrap();
+    as_root(
+        c,
+        &[
+            "CREATE DATABASE IF NOT EXISTS ps_schema_a",
+            "CREATE DATABASE IF NOT EXISTS ps_schema_b",
+            "CREATE OR REPLACE TABLE ps_schema_a.t (v VARCHAR(5))",
+            "CREATE OR REPLACE TABLE ps_schema_b.t (v VARCHAR(5))",
+            "INSERT INTO ps_schema_a.t VALUES ('a')",
+            "INSERT INTO ps_schema_b.t VALUES ('b')",
+        ],
+    )
+    .await;
     async fn run(mut conn: Conn) -> Vec<Option<String>> {
         let mut seen = Vec::new();
         conn.query_drop("USE ps_schema_a").await.unwrap();
@@ -377,18 +386,18 @@ async fn prepared_statement_keeps_the_schema_it_was_prepared_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_text_in_two_schemas_keeps_a_cursor_open() {
     let (c, p) = setup().await;
-    let mut root = c.primary.root_conn().await.unwrap();
-    for sql in [
-        "CREATE DATABASE IF NOT EXISTS ps_cur_a",
-        "CREATE DATABASE IF NOT EXISTS ps_cur_b",
-        "CREATE OR REPLACE TABLE ps_cur_a.t (v VARCHAR(5))",
-        "CREATE OR REPLACE TABLE ps_cur_b.t (v VARCHAR(5))",
-        "INSERT INTO ps_cur_a.t VALUES ('a1'), ('a2'), ('a3')",
-        "INSERT INTO ps_cur_b.t VALUES ('b1')",
-    ] {
-        root.query_drop(sql).await.unwrap();
-    }
-    c.wait_replicas_caught_up().await.unwrap();
+    as_root(
+        c,
+        &[
+            "CREATE DATABASE IF NOT EXISTS ps_cur_a",
+            "CREATE DATABASE IF NOT EXISTS ps_cur_b",
+            "CREATE OR REPLACE TABLE ps_cur_a.t (v VARCHAR(5))",
+            "CREATE OR REPLACE TABLE ps_cur_b.t (v VARCHAR(5))",
+            "INSERT INTO ps_cur_a.t VALUES ('a1'), ('a2'), ('a3')",
+            "INSERT INTO ps_cur_b.t VALUES ('b1')",
+        ],
+    )
+    .await;
     let execute = |id: u32, cursor: bool| {
         let mut p = vec![0x17];
         p.extend_from_slice(&id.to_le_bytes());
