@@ -670,6 +670,9 @@ impl BackendConn {
                 }
                 other_schema
             });
+            if copies.is_empty() {
+                self.stmts.remove(sql);
+            }
         }
         for id in stale {
             self.close_stmt(id).await?;
@@ -723,10 +726,15 @@ impl BackendConn {
         Ok(copies.len() - 1)
     }
 
+    /// The statement has already left `stmts`: if the close cannot be sent, the server may
+    /// keep it, so the connection is not pooled again.
     async fn close_stmt(&mut self, id: u32) -> io::Result<()> {
         let mut cmd = vec![COM_STMT_CLOSE];
         cmd.extend_from_slice(&id.to_le_bytes());
-        self.send_command(&cmd).await
+        self.broken = true;
+        self.send_command(&cmd).await?;
+        self.broken = false;
+        Ok(())
     }
 
     pub async fn read_raw(&mut self) -> io::Result<RawPacket> {
