@@ -442,3 +442,43 @@ async fn same_text_in_two_schemas_keeps_a_cursor_open() {
     assert!(direct.iter().all(|s| s.starts_with("[[")), "{direct:?}");
     assert_eq!(script(p.addr).await, direct);
 }
+
+/// A prepared `SET` makes the proxy stop using the statements prepared on that connection
+/// (it cannot see what the `SET` changed); the server's copies must be closed, not just
+/// forgotten, or a session alternating it with another statement leaks one server-side
+/// statement per round towards the server-wide `max_prepared_stmt_count`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_prepared_statements_are_closed_on_the_server() {
+    const ROUNDS: u64 = 400;
+    let (c, p) = setup().await;
+    async fn open_on_servers(c: &Cluster) -> u64 {
+        let mut total = 0;
+        for server in std::iter::once(&c.primary).chain(&c.replicas) {
+            let mut root = server.root_conn().await.unwrap();
+            let n: Option<(String, u64)> = root
+                .query_first("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
+                .await
+                .unwrap();
+            total += n.unwrap().1;
+        }
+        total
+    }
+    let mut conn = p.conn().await.unwrap();
+    let set = conn.prep("SET time_zone = ?").await.unwrap();
+    let select = conn.prep("SELECT @@time_zone").await.unwrap();
+    conn.exec_drop(&set, ("+00:00",)).await.unwrap();
+    let before = open_on_servers(c).await;
+    for round in 0..ROUNDS {
+        let zone = format!("+0{}:00", round % 10);
+        conn.exec_drop(&set, (zone.as_str(),)).await.unwrap();
+        let seen: Option<String> = conn.exec_first(&select, ()).await.unwrap();
+        assert_eq!(seen.as_deref(), Some(zone.as_str()));
+    }
+    let after = open_on_servers(c).await;
+    // Other tests share the servers and prepare statements of their own meanwhile: the
+    // margin is theirs; a leak would add one per round.
+    assert!(
+        after < before + ROUNDS / 2,
+        "server-side prepared statements grew from {before} to {after} over {ROUNDS} rounds"
+    );
+}

@@ -208,6 +208,9 @@ pub struct BackendConn {
     /// one per schema the text was prepared in, so sessions in different schemas running the
     /// same text do not close each other's copy (and with it an open cursor).
     pub stmts: rustc_hash::FxHashMap<Arc<str>, Vec<BackendStmt>>,
+    /// Server-side ids of statements no longer used here but not yet closed (see
+    /// [`BackendConn::retire_stmts`]); closed before the next prepare.
+    retired: Vec<u32>,
     pub idle_since: Instant,
     /// Set when an exchange was cut off mid-way: the connection must not be reused.
     pub broken: bool,
@@ -304,6 +307,7 @@ impl BackendConn {
             status: SERVER_STATUS_AUTOCOMMIT,
             last_insert_id: 0,
             stmts: Default::default(),
+            retired: Vec::new(),
             idle_since: Instant::now(),
             broken: false,
             track: Tracking::default(),
@@ -598,6 +602,7 @@ impl BackendConn {
         self.state = SessionState::default_after_reset(&self.state);
         self.dirty = false;
         self.stmts.clear();
+        self.retired.clear();
         self.last_insert_id = 0;
         Ok(())
     }
@@ -659,8 +664,25 @@ impl BackendConn {
         Ok(())
     }
 
+    /// Stops using every statement prepared here, when the session may have changed in ways
+    /// the proxy did not see (a prepared `SET`). Forgetting them would leave the server
+    /// holding them for as long as the connection lives: a session that keeps re-preparing
+    /// on one connection would then count up to the server-wide `max_prepared_stmt_count`
+    /// and make every client's prepare fail. Their closes go out with the next prepare.
+    pub fn retire_stmts(&mut self) {
+        self.retired.extend(
+            self.stmts
+                .drain()
+                .flat_map(|(_, copies)| copies)
+                .map(|st| st.id),
+        );
+    }
+
     /// Prepares `sql` under the current state; returns its index among the text's copies.
     async fn prepare_now(&mut self, sql: &Arc<str>) -> Result<usize, BackendError> {
+        while let Some(id) = self.retired.pop() {
+            self.close_stmt(id).await?;
+        }
         // A copy in this schema under other session variables will not be used again.
         let mut stale = Vec::new();
         if let Some(copies) = self.stmts.get_mut(sql) {

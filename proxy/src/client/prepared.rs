@@ -202,10 +202,9 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         Prep::Stmt { id, execute: true },
         |_, conn, _| {
             // Statements prepared here before a `SET NAMES`/`SET sql_mode` may now mean
-            // something else; they are re-prepared on next use (and the server's copies go
-            // away with the reset this connection gets before reuse).
+            // something else; they are re-prepared on next use.
             if changes_session {
-                conn.stmts.clear();
+                conn.retire_stmts();
             }
         },
     )
