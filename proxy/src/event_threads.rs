@@ -180,15 +180,20 @@ mod tests {
         let parts = Arc::new(PerThread::<AtomicU64>::new(2));
         let threads = EventThreads::start(2).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        // Both sessions run until both have counted: one that ended first would leave its
+        // thread the least busy again, and the second would go there too.
+        let (hold, release) = tokio::sync::watch::channel(false);
         for _ in 0..2 {
-            let (parts, tx) = (parts.clone(), tx.clone());
+            let (parts, tx, mut release) = (parts.clone(), tx.clone(), release.clone());
             threads.spawn(async move {
                 parts.local().fetch_add(1, Ordering::Relaxed);
                 tx.send(()).unwrap();
+                let _ = release.wait_for(|r| *r).await;
             });
         }
         rx.recv().unwrap();
         rx.recv().unwrap();
+        hold.send(true).unwrap();
         parts.local().fetch_add(5, Ordering::Relaxed);
         let seen: Vec<u64> = parts.iter().map(|p| p.load(Ordering::Relaxed)).collect();
         assert_eq!(seen, vec![5, 1, 1]);
