@@ -482,3 +482,51 @@ async fn re_prepared_statements_are_closed_on_the_server() {
         "server-side prepared statements grew from {before} to {after} over {ROUNDS} rounds"
     );
 }
+
+/// A session with an open cursor that prepares many more statements than a backend
+/// connection keeps (256): the proxy closes older ones to stay under the limit, but never the
+/// one the cursor is open on while others can go, so fetching goes on as on a direct
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_prepares_keep_an_open_cursor() {
+    let (c, p) = setup().await;
+    as_root(
+        c,
+        &[
+            "CREATE DATABASE IF NOT EXISTS ps_many",
+            "CREATE OR REPLACE TABLE ps_many.t (id INT PRIMARY KEY)",
+            "INSERT INTO ps_many.t SELECT seq FROM ps_many.seq_1_to_10",
+        ],
+    )
+    .await;
+    let script = |addr| async move {
+        let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_many")
+            .await
+            .unwrap();
+        let (id, _, _) = r.prepare("SELECT id FROM t ORDER BY id").await.unwrap();
+        let mut exec = vec![0x17];
+        exec.extend_from_slice(&id.to_le_bytes());
+        exec.push(0x01); // CURSOR_TYPE_READ_ONLY
+        exec.extend_from_slice(&1u32.to_le_bytes());
+        r.send(&exec).await.unwrap();
+        r.read_columns().await.unwrap();
+        let mut fetch = vec![0x1c];
+        fetch.extend_from_slice(&id.to_le_bytes());
+        fetch.extend_from_slice(&2u32.to_le_bytes());
+        let mut seen = Vec::new();
+        for round in 0..4 {
+            r.send(&fetch).await.unwrap();
+            seen.push(match r.read_rows().await {
+                Ok((rows, _)) => format!("{rows:?}"),
+                Err(e) => e.to_string(),
+            });
+            for i in 0..600 {
+                r.prepare(&format!("SELECT {round} + {i}")).await.unwrap();
+            }
+        }
+        seen
+    };
+    let direct = script(c.primary_addr().parse().unwrap()).await;
+    assert!(direct.iter().all(|s| s.starts_with("[[")), "{direct:?}");
+    assert_eq!(script(p.addr).await, direct);
+}

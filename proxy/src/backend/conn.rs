@@ -175,6 +175,9 @@ pub struct BackendStmt {
     pub state: SessionState,
     /// The server's prepare reply, replayed to later sessions preparing the same text here.
     pub reply: Arc<Vec<RawPacket>>,
+    /// A cursor was opened or long data sent on it: closing it would lose them, so it is
+    /// the last to go when the connection has too many.
+    pub holds_state: bool,
 }
 
 /// Prepared statements kept per connection before the oldest is closed; well under the
@@ -593,6 +596,10 @@ impl BackendConn {
     /// schema again restores them.
     pub async fn reset(&mut self) -> Result<(), BackendError> {
         self.command(&[COM_RESET_CONNECTION]).await?;
+        // The server has dropped its statements: forgotten here at once, so a failure below
+        // cannot leave ids pointing at nothing.
+        self.stmts.clear();
+        self.retired.clear();
         if let Some(db) = &self.state.schema {
             let mut cmd = vec![COM_INIT_DB];
             cmd.extend_from_slice(db.as_bytes());
@@ -601,8 +608,6 @@ impl BackendConn {
         self.track_session().await?;
         self.state = SessionState::default_after_reset(&self.state);
         self.dirty = false;
-        self.stmts.clear();
-        self.retired.clear();
         self.last_insert_id = 0;
         Ok(())
     }
@@ -653,6 +658,13 @@ impl BackendConn {
         Ok(&self.stmts[sql][at])
     }
 
+    /// Statement `id` now carries a cursor or long data (see [`BackendStmt::holds_state`]).
+    pub fn note_holds_state(&mut self, id: u32) {
+        if let Some(st) = self.stmts.values_mut().flatten().find(|st| st.id == id) {
+            st.holds_state = true;
+        }
+    }
+
     /// Makes `db` the default schema (`COM_INIT_DB`: unlike a reset, harmless inside a
     /// transaction).
     pub async fn use_schema(&mut self, db: &str) -> Result<(), BackendError> {
@@ -701,12 +713,16 @@ impl BackendConn {
             self.close_stmt(id).await?;
         }
         if self.stmts.values().map(Vec::len).sum::<usize>() >= MAX_STMTS_PER_CONN {
-            let victim = self.stmts.iter_mut().find_map(|(k, v)| {
-                let st = v.pop()?;
-                Some((k.clone(), st.id, v.is_empty()))
-            });
-            if let Some((k, id, emptied)) = victim {
-                if emptied {
+            let pick = |holding: bool| {
+                self.stmts.iter().find_map(|(k, copies)| {
+                    let at = copies.iter().position(|st| st.holds_state == holding)?;
+                    Some((k.clone(), at))
+                })
+            };
+            if let Some((k, at)) = pick(false).or_else(|| pick(true)) {
+                let copies = self.stmts.get_mut(&k).expect("just found");
+                let id = copies.remove(at).id;
+                if copies.is_empty() {
                     self.stmts.remove(&k);
                 }
                 self.close_stmt(id).await?;
@@ -743,6 +759,7 @@ impl BackendConn {
             columns,
             state: self.state.clone(),
             reply: Arc::new(packets),
+            holds_state: false,
         };
         let copies = self.stmts.entry(sql.clone()).or_default();
         copies.push(st);

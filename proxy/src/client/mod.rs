@@ -292,6 +292,10 @@ async fn wait_for_command(
     idle: &mut IdleClock,
 ) -> std::io::Result<Wake> {
     if io.reader.has_buffered() {
+        // Pipelined commands come from the buffer, and writes skip tokio's budget (see
+        // `protocol::stream`): without this, a client pipelining thousands of pings would keep
+        // every other session of its event thread waiting.
+        tokio::task::coop::consume_budget().await;
         return Ok(Wake::Command);
     }
     // Idle since the last reply went out; a command that ran no statement reads the clock.
@@ -556,6 +560,14 @@ pub async fn execute(
         };
         let rewritten = match prep.apply(s, c.conn(), packet).await {
             Ok(p) => p,
+            // The connection failed while being prepared for the statement: a pinned one took
+            // the session's transaction or server state with it.
+            Err(_) if c.lease.conn.broken && was_pinned => return Err(SessionEnd::BackendLost),
+            Err(e) if c.lease.conn.broken => {
+                drop(c);
+                io.error(&e).await?;
+                return Ok(None);
+            }
             Err(e) => {
                 s.finish(c, Diag::Left).await;
                 io.error(&e).await?;

@@ -5,7 +5,7 @@
 //! statements never depend on one connection.
 
 use super::session::{Diag, Session};
-use super::{ClientIo, Prep, SessionEnd};
+use super::{ClientIo, Prep, SessionEnd, COM_STMT_SEND_LONG_DATA};
 use crate::backend::conn::{BackendConn, BackendError, BackendStmt};
 use crate::backend::relay::Expect;
 use crate::protocol::message::{self, codes, SqlError};
@@ -61,6 +61,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     };
     let target = target_of(s, &class);
     let mut exclude = Vec::new();
+    let was_pinned = s.pinned.is_some();
     let mut c = match s.checkout(target, &mut exclude).await {
         Ok(c) => c,
         Err(e) => {
@@ -72,6 +73,8 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     let reply = match result {
         Ok(st) => Ok(st),
         Err(BackendError::Server(e)) => Err(e),
+        // The session's transaction or server state went with its connection.
+        Err(_) if was_pinned => return Err(SessionEnd::BackendLost),
         Err(e) => {
             drop(c);
             io.error(&e.to_sql_error("backend")).await?;
@@ -236,6 +239,10 @@ pub async fn rewrite(
                 .map_err(|e| e.to_sql_error("backend"))?
         }
     };
+    let opens_cursor = execute && packet.get(5).is_some_and(|f| f & CURSOR_FLAGS != 0);
+    if opens_cursor || packet.first() == Some(&COM_STMT_SEND_LONG_DATA) {
+        conn.note_holds_state(backend_id);
+    }
     match s.stmts.get_mut(&id) {
         Some(stmt) if execute => execute_stmt_packet(packet, stmt, backend_id),
         _ => {

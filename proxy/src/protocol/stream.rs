@@ -9,8 +9,9 @@
 //! proxied point select); the full path runs only when the socket would block. Reads keep
 //! tokio's path: it clears the readiness after a short read, so the next read waits for the
 //! reactor instead of asking the kernel, and a direct read measured no cheaper. Writes outside
-//! tokio's budget cannot keep a task from yielding: the proxy writes what it has read, and its
-//! reads go through that budget.
+//! tokio's budget cannot keep a task from yielding: the proxy writes what it has read, its
+//! reads go through that budget, and a command taken from what was read already (a client
+//! pipelining) is charged to it by the session (`client::wait_for_command`).
 
 use std::io;
 use std::pin::Pin;
