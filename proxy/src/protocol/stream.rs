@@ -4,9 +4,9 @@
 //! branch per read or write, no allocation and no virtual call. TLS halves share the stream
 //! through `tokio::io::split`, which the relay needs (it reads one side while writing the other).
 //!
-//! A plain socket is written with tokio's `try_write` first, which skips the readiness poll,
-//! cooperative budget and waker bookkeeping of `poll_write` (callgrind: ~120 instructions per
-//! proxied point select); the full path runs only when the socket would block. Reads keep
+//! A plain socket is written with tokio's `try_write` first, which skips the cooperative
+//! budget and the readiness loop of `poll_write` (callgrind: ~120 instructions per proxied
+//! point select); the full path runs only when the socket would block. Reads keep
 //! tokio's path: it clears the readiness after a short read, so the next read waits for the
 //! reactor instead of asking the kernel, and a direct read measured no cheaper. Writes outside
 //! tokio's budget cannot keep a task from yielding: the proxy writes what it has read, its
