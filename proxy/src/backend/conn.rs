@@ -212,7 +212,7 @@ pub struct BackendConn {
     /// same text do not close each other's copy (and with it an open cursor).
     pub stmts: rustc_hash::FxHashMap<Arc<str>, Vec<BackendStmt>>,
     /// Server-side ids of statements no longer used here but not yet closed (see
-    /// [`BackendConn::retire_stmts`]); closed before the next prepare.
+    /// [`BackendConn::retire_stmts`]); `prepare_now` closes them before it prepares.
     retired: Vec<u32>,
     pub idle_since: Instant,
     /// Set when an exchange was cut off mid-way: the connection must not be reused.
@@ -691,26 +691,21 @@ impl BackendConn {
     }
 
     /// Prepares `sql` under the current state; returns its index among the text's copies.
+    /// Statements this connection no longer uses are closed on the server first.
     async fn prepare_now(&mut self, sql: &Arc<str>) -> Result<usize, BackendError> {
-        while let Some(id) = self.retired.pop() {
-            self.close_stmt(id).await?;
-        }
         // A copy in this schema under other session variables will not be used again.
-        let mut stale = Vec::new();
         if let Some(copies) = self.stmts.get_mut(sql) {
+            let (schema, retired) = (&self.state.schema, &mut self.retired);
             copies.retain(|st| {
-                let other_schema = st.state.schema != self.state.schema;
+                let other_schema = st.state.schema != *schema;
                 if !other_schema {
-                    stale.push(st.id);
+                    retired.push(st.id);
                 }
                 other_schema
             });
             if copies.is_empty() {
                 self.stmts.remove(sql);
             }
-        }
-        for id in stale {
-            self.close_stmt(id).await?;
         }
         if self.stmts.values().map(Vec::len).sum::<usize>() >= MAX_STMTS_PER_CONN {
             let pick = |holding: bool| {
@@ -721,12 +716,14 @@ impl BackendConn {
             };
             if let Some((k, at)) = pick(false).or_else(|| pick(true)) {
                 let copies = self.stmts.get_mut(&k).expect("just found");
-                let id = copies.remove(at).id;
+                self.retired.push(copies.remove(at).id);
                 if copies.is_empty() {
                     self.stmts.remove(&k);
                 }
-                self.close_stmt(id).await?;
             }
+        }
+        while let Some(id) = self.retired.pop() {
+            self.close_stmt(id).await?;
         }
         let mut cmd = Vec::with_capacity(sql.len() + 1);
         cmd.push(COM_STMT_PREPARE);
