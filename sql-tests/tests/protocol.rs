@@ -161,7 +161,17 @@ async fn last_write_gtid_is_tracked() {
         .await
         .unwrap();
     let mut admin = p.admin().await;
+    // The CREATE TABLE committed a GTID of its own; the first INSERT's must differ from it,
+    // or a poll that runs before the session publishes the INSERT's would take the old one.
     let mut last = None;
+    for _ in 0..50 {
+        last = admin.sessions().await.unwrap()[0].last_gtid.clone();
+        if last.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(last.is_some(), "a GTID after CREATE TABLE");
     for id in 1..=3 {
         c.exec_drop("INSERT INTO gtid_t VALUES (?)", (id,))
             .await
