@@ -13,13 +13,17 @@
 #   BENCH_WORKLOADS sysbench tests                      (default "oltp_point_select oltp_read_only oltp_read_write")
 #   BENCH_PS_MODES  --db-ps-mode values                 (default "auto disable")
 #   BENCH_TABLES / BENCH_TABLE_SIZE                     (default 4 / 10000)
-#   BENCH_NO_BUILD=1  skip cargo build
+#   BENCH_NO_BUILD=1  skip building; use the binaries already in CARGO_TARGET_DIR
+#   BENCH_NO_PGO=1    measure the plain `dist` build instead of the PGO one
+#   BENCH_PROXY_BIN   the rwproxy binary to measure     (default: what scripts/build-dist.sh builds)
+#   BENCH_TARGETS     only these targets                (default all: direct rwproxy haproxy haproxy-ro)
 #   CARGO_TARGET_DIR  where the binaries are            (default ./target)
 #   BENCH_KEEP_DIR=1  keep the work dir (logs) after the run
 #   BENCH_PAIRED    rounds of the paired comparison      (default 3; 0 skips it)
 #
-# rwproxy is measured as it ships: built with the `dist` profile (release + fat LTO, one
-# codegen unit; see Cargo.toml). The sandbox tool comes from the plain release build.
+# rwproxy is measured as it ships: built by scripts/build-dist.sh (the `dist` profile, release +
+# fat LTO, with profile-guided optimisation trained by a short run of this script). The
+# sandbox tool comes from the plain release build.
 #
 # The paired comparison runs rwproxy and its HAProxy counterpart at the same time, each
 # with its own sysbench of the same thread count, so whatever the host does during a round
@@ -38,7 +42,11 @@ BENCH_TABLE_SIZE=${BENCH_TABLE_SIZE:-10000}
 BENCH_PAIRED=${BENCH_PAIRED:-3}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
-PROXY_BIN=$TARGET_DIR/dist/rwproxy
+if [ -n "${BENCH_NO_PGO:-}" ]; then
+    PROXY_BIN=${BENCH_PROXY_BIN:-$TARGET_DIR/dist/rwproxy}
+else
+    PROXY_BIN=${BENCH_PROXY_BIN:-$TARGET_DIR/pgo-use/dist/rwproxy}
+fi
 USER_=app
 PASS=app_pw
 DB=rwtest
@@ -49,7 +57,13 @@ PIDS=()
 cleanup() {
     set +e
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    sleep 0.3
+    # rwproxy finishes its shutdown (and an instrumented build writes its profile) first.
+    for _ in $(seq 50); do
+        alive=0
+        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
     [ -x "$BIN/sandbox" ] && timeout 30 "$BIN/sandbox" down --dir "$WORK/cluster" >/dev/null 2>&1
     if [ -z "${BENCH_KEEP_DIR:-}" ]; then rm -rf "$WORK"; else echo "logs kept in $WORK" >&2; fi
@@ -82,10 +96,11 @@ sql() { # port sql
 }
 
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
-    log "building rwproxy (dist profile) and the sandbox tool (release)"
-    (cd "$ROOT" && cargo build --profile dist -p rwproxy --bin rwproxy >&2)
+    log "building rwproxy (scripts/build-dist.sh) and the sandbox tool (release)"
     (cd "$ROOT" && cargo build --release -p rwproxy-sql-tests >&2)
+    PROXY_BIN=${BENCH_PROXY_BIN:-$(DIST_NO_PGO=${BENCH_NO_PGO:-} "$ROOT/scripts/build-dist.sh" | tail -n1)}
 fi
+[ -x "$PROXY_BIN" ] || { echo "no rwproxy binary at $PROXY_BIN (build it with scripts/build-dist.sh)" >&2; exit 1; }
 
 # --- cluster -------------------------------------------------------------------------------
 log "starting sandbox cluster in $WORK/cluster"
@@ -173,10 +188,14 @@ done
 # like-for-like comparison; oltp_read_only runs inside BEGIN/COMMIT, which rwproxy (correctly)
 # keeps on the primary, as it does everything in oltp_read_write.
 targets_for() {
+    local all t
     case $1 in
-        oltp_point_select) echo "direct rwproxy haproxy haproxy-ro" ;;
-        *) echo "direct rwproxy haproxy" ;;
+        oltp_point_select) all="direct rwproxy haproxy haproxy-ro" ;;
+        *) all="direct rwproxy haproxy" ;;
     esac
+    for t in $all; do
+        case " ${BENCH_TARGETS:-$all} " in *" $t "*) printf '%s ' "$t" ;; esac
+    done
 }
 port_of() {
     case $1 in
