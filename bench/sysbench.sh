@@ -101,6 +101,13 @@ if [ -z "${BENCH_NO_BUILD:-}" ]; then
     PROXY_BIN=${BENCH_PROXY_BIN:-$(DIST_NO_PGO=${BENCH_NO_PGO:-} "$ROOT/scripts/build-dist.sh" | tail -n1)}
 fi
 [ -x "$PROXY_BIN" ] || { echo "no rwproxy binary at $PROXY_BIN (build it with scripts/build-dist.sh)" >&2; exit 1; }
+log "measuring $PROXY_BIN (built $(date -u -r "$PROXY_BIN" '+%F %T') UTC)"
+if [ -n "$(find "$ROOT/proxy/src" "$ROOT/admin/src" "$ROOT/ha/src" "$ROOT/Cargo.lock" -newer "$PROXY_BIN" -print -quit)" ]; then
+    log "WARNING: sources changed since that binary was built; it may not be the code checked out"
+fi
+for t in ${BENCH_TARGETS:-}; do
+    case $t in direct | rwproxy | haproxy | haproxy-ro) ;; *) echo "unknown target in BENCH_TARGETS: $t (direct, rwproxy, haproxy, haproxy-ro)" >&2; exit 1 ;; esac
+done
 
 # --- cluster -------------------------------------------------------------------------------
 log "starting sandbox cluster in $WORK/cluster"
@@ -140,9 +147,13 @@ RW_PID=$!
 PIDS+=("$RW_PID")
 
 # --- HAProxy -------------------------------------------------------------------------------
-HA_PORT=$(free_port)
-HA_RO_PORT=$(free_port)
-cat >"$WORK/haproxy.cfg" <<EOF
+# Only when a HAProxy target or the paired rounds (rwproxy against HAProxy) will run.
+HA_PORT="" HA_RO_PORT="" HA_PID=""
+case " ${BENCH_TARGETS:-haproxy} " in *" haproxy "* | *" haproxy-ro "*) need_haproxy=1 ;; *) need_haproxy=$((BENCH_PAIRED > 0)) ;; esac
+if [ "$need_haproxy" = 1 ]; then
+    HA_PORT=$(free_port)
+    HA_RO_PORT=$(free_port)
+    cat >"$WORK/haproxy.cfg" <<EOF
 global
     maxconn 4096
     log stdout format raw local0 err
@@ -164,13 +175,16 @@ backend replicas
     server r1 127.0.0.1:$R1
     server r2 127.0.0.1:$R2
 EOF
-haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
-HA_PID=$!
-PIDS+=("$HA_PID")
+    haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+    HA_PID=$!
+    PIDS+=("$HA_PID")
+fi
 
 wait_port "$RW_PORT" 20
-wait_port "$HA_PORT" 20
-wait_port "$HA_RO_PORT" 20
+if [ -n "$HA_PID" ]; then
+    wait_port "$HA_PORT" 20
+    wait_port "$HA_RO_PORT" 20
+fi
 
 # --- data ----------------------------------------------------------------------------------
 SB_COMMON=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-user="$USER_" --mysql-password="$PASS"
@@ -388,4 +402,9 @@ if grep -qiE 'error|panic' "$WORK/rwproxy.log"; then
     echo
     echo "rwproxy log (errors):"
     grep -iE 'error|panic' "$WORK/rwproxy.log" | sort | uniq -c | sort -rn | head -n 10
+fi
+if grep -q FAIL "$RUNS" "$PAIRS"; then
+    echo
+    echo "some runs FAILED (see the rows marked FAIL)" >&2
+    exit 1
 fi
