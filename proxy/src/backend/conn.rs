@@ -722,13 +722,18 @@ impl BackendConn {
                 }
             }
         }
+        // A statement that has left `stmts` but cannot be closed may stay on the server: the
+        // connection is then not pooled again (`broken` stays set when a write fails).
+        self.broken = true;
+        // COM_STMT_CLOSE has no reply, so the closes go out in one write with the prepare.
         while let Some(id) = self.retired.pop() {
-            self.close_stmt(id).await?;
+            let mut close = [COM_STMT_CLOSE; 5];
+            close[1..].copy_from_slice(&id.to_le_bytes());
+            self.writer.write_packet(0, &close).await?;
         }
         let mut cmd = Vec::with_capacity(sql.len() + 1);
         cmd.push(COM_STMT_PREPARE);
         cmd.extend_from_slice(sql.as_bytes());
-        self.broken = true;
         self.send_command(&cmd).await?;
         let first = self.reader.read_raw().await?;
         let body = first.payload();
@@ -761,17 +766,6 @@ impl BackendConn {
         let copies = self.stmts.entry(sql.clone()).or_default();
         copies.push(st);
         Ok(copies.len() - 1)
-    }
-
-    /// The statement has already left `stmts`: if the close cannot be sent, the server may
-    /// keep it, so the connection is not pooled again.
-    async fn close_stmt(&mut self, id: u32) -> io::Result<()> {
-        let mut cmd = vec![COM_STMT_CLOSE];
-        cmd.extend_from_slice(&id.to_le_bytes());
-        self.broken = true;
-        self.send_command(&cmd).await?;
-        self.broken = false;
-        Ok(())
     }
 
     pub async fn read_raw(&mut self) -> io::Result<RawPacket> {
