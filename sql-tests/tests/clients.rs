@@ -443,6 +443,33 @@ async fn same_text_in_two_schemas_keeps_a_cursor_open() {
     assert_eq!(script(p.addr).await, direct);
 }
 
+/// A fetch on a statement that has no open cursor gets the server's 1421, naming the
+/// client's own statement id (the proxy answers it itself when the session holds no
+/// connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_without_a_cursor_names_the_statement() {
+    let (c, p) = setup().await;
+    let script = |addr| async move {
+        let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let (id, _, _) = r.prepare("SELECT 1").await.unwrap();
+            let mut fetch = vec![0x1c];
+            fetch.extend_from_slice(&id.to_le_bytes());
+            fetch.extend_from_slice(&1u32.to_le_bytes());
+            r.send(&fetch).await.unwrap();
+            let reply = raw::err_text(&r.read().await.unwrap());
+            seen.push(reply.replace(&format!("({id})"), "(own id)"));
+        }
+        seen
+    };
+    let direct = script(c.primary_addr().parse().unwrap()).await;
+    assert!(direct.iter().all(|s| s.contains("(own id)")), "{direct:?}");
+    assert_eq!(script(p.addr).await, direct);
+}
+
 /// A prepared `SET` makes the proxy stop using the statements prepared on that connection
 /// (it cannot see what the `SET` changed); the server's copies must be closed, not just
 /// forgotten, or a session alternating it with another statement leaks one server-side

@@ -351,7 +351,7 @@ pub async fn fetch(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     if s.pinned.is_none() {
         io.error(&message::err(
             (1421, "HY000"),
-            "The statement (0) has no open cursor.",
+            format!("The statement ({id}) has no open cursor"),
         ))
         .await?;
         return Ok(());
