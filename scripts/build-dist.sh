@@ -12,7 +12,7 @@
 #   3. build again with those counts (-Cprofile-use): LLVM lays the hot path out together,
 #      inlines along it and moves cold code (errors, logging, setup) out of the way.
 # Measured on the dev VM with callgrind: 8 234 -> 6 979 instructions per proxied point select
-# (-15 %), 8 369 -> 7 219 per oltp_read_write statement; user CPU per statement about -14 %
+# (-15 %), 8 369 -> 7 219 per oltp_read_write statement; user CPU per statement about -13 %
 # in paired sysbench runs (bench/RESULTS.md, eleventh run).
 #
 # The training is OLTP traffic through the data path; code it never ran (the admin console,
