@@ -470,6 +470,70 @@ async fn fetch_without_a_cursor_names_the_statement() {
     assert_eq!(script(p.addr).await, direct);
 }
 
+/// A prepared `SET` while a cursor is open: the proxy stops using the connection's
+/// statements (it cannot see what the `SET` changed) but keeps the one under the cursor,
+/// so the following fetches go on where they were, as on a direct connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_set_keeps_an_open_cursor() {
+    let (c, p) = setup().await;
+    as_root(
+        c,
+        &[
+            "CREATE DATABASE IF NOT EXISTS ps_cur_set",
+            "CREATE OR REPLACE TABLE ps_cur_set.t (v INT)",
+            "INSERT INTO ps_cur_set.t VALUES (1), (2), (3), (4)",
+        ],
+    )
+    .await;
+    let execute = |id: u32, cursor: bool| {
+        let mut p = vec![0x17];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.push(u8::from(cursor)); // CURSOR_TYPE_READ_ONLY
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p
+    };
+    let fetch = |id: u32| {
+        let mut p = vec![0x1c];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p
+    };
+    let script = |addr| async move {
+        let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_cur_set")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let (select, _, _) = r.prepare("SELECT v FROM t ORDER BY v").await.unwrap();
+        let (set, _, _) = r
+            .prepare("SET @@session.time_zone = '+01:00'")
+            .await
+            .unwrap();
+        r.send(&execute(select, true)).await.unwrap();
+        r.read_columns().await.unwrap();
+        for round in 0..3 {
+            if round > 0 {
+                r.send(&execute(set, false)).await.unwrap();
+                let ok = r.read().await.unwrap();
+                assert_eq!(ok[0], 0, "{}", raw::err_text(&ok));
+            }
+            r.send(&fetch(select)).await.unwrap();
+            seen.push(match r.read_rows().await {
+                Ok((rows, _)) => format!(
+                    "{:?}",
+                    rows.iter()
+                        .map(|row| raw::binary_row_int(row, 1))
+                        .collect::<Vec<_>>()
+                ),
+                Err(e) => e.to_string(),
+            });
+        }
+        seen
+    };
+    let direct = script(c.primary_addr().parse().unwrap()).await;
+    assert_eq!(direct, ["[1]", "[2]", "[3]"]);
+    assert_eq!(script(p.addr).await, direct);
+}
+
 /// A prepared `SET` makes the proxy stop using the statements prepared on that connection
 /// (it cannot see what the `SET` changed); the server's copies must be closed, not just
 /// forgotten, or a session alternating it with another statement leaks one server-side

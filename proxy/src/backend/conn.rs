@@ -178,6 +178,10 @@ pub struct BackendStmt {
     /// A cursor was opened or long data sent on it: closing it would lose them, so it is
     /// the last to go when the connection has too many.
     pub holds_state: bool,
+    /// Kept only for the cursor open on it when the connection's statements were retired
+    /// (see [`BackendConn::retire_stmts`]): fetches and resets still reach that cursor, as on
+    /// a server; nothing else uses this copy, and the next prepare of its text closes it.
+    pub cursor_only: bool,
 }
 
 /// Prepared statements kept per connection before the oldest is closed; well under the
@@ -631,13 +635,19 @@ impl BackendConn {
     /// The id of statement `sql` as prepared on this connection in schema `schema` (any,
     /// for `None`: a statement prepared without a schema names none it depends on) and under
     /// the connection's current session variables, if it is.
-    pub fn prepared_id(&self, sql: &str, schema: Option<&str>) -> Option<u32> {
+    /// `for_cursor`: the command works on the statement's open cursor (fetch, reset), which
+    /// may sit on a copy kept only for it.
+    pub fn prepared_id(&self, sql: &str, schema: Option<&str>, for_cursor: bool) -> Option<u32> {
         self.stmts
             .get(sql)?
             .iter()
             .find(|st| {
-                st.state.vars == self.state.vars
-                    && (schema.is_none() || st.state.schema.as_deref() == schema)
+                let usable = if st.cursor_only {
+                    for_cursor
+                } else {
+                    st.state.vars == self.state.vars
+                };
+                usable && (schema.is_none() || st.state.schema.as_deref() == schema)
             })
             .map(|st| st.id)
     }
@@ -647,10 +657,11 @@ impl BackendConn {
     pub async fn prepare(&mut self, sql: &Arc<str>) -> Result<&BackendStmt, BackendError> {
         // Exactly this state: a schema of `None` here means none, not any (a client prepare
         // in a session whose schema was dropped must fail as it would on the server).
-        let current = self
-            .stmts
-            .get(sql)
-            .and_then(|copies| copies.iter().position(|st| st.state == self.state));
+        let current = self.stmts.get(sql).and_then(|copies| {
+            copies
+                .iter()
+                .position(|st| !st.cursor_only && st.state == self.state)
+        });
         let at = match current {
             Some(at) => at,
             None => self.prepare_now(sql).await?,
@@ -681,13 +692,19 @@ impl BackendConn {
     /// holding them for as long as the connection lives: a session that keeps re-preparing
     /// on one connection would then count up to the server-wide `max_prepared_stmt_count`
     /// and make every client's prepare fail. Their closes go out with the next prepare.
+    /// A copy with a cursor or long data stays, for its cursor only (`cursor_only`).
     pub fn retire_stmts(&mut self) {
-        self.retired.extend(
-            self.stmts
-                .drain()
-                .flat_map(|(_, copies)| copies)
-                .map(|st| st.id),
-        );
+        let retired = &mut self.retired;
+        self.stmts.retain(|_, copies| {
+            copies.retain_mut(|st| {
+                st.cursor_only = st.holds_state;
+                if !st.holds_state {
+                    retired.push(st.id);
+                }
+                st.holds_state
+            });
+            !copies.is_empty()
+        });
     }
 
     /// Prepares `sql` under the current state; returns its index among the text's copies.
@@ -762,6 +779,7 @@ impl BackendConn {
             state: self.state.clone(),
             reply: Arc::new(packets),
             holds_state: false,
+            cursor_only: false,
         };
         let copies = self.stmts.entry(sql.clone()).or_default();
         copies.push(st);

@@ -5,7 +5,7 @@
 //! statements never depend on one connection.
 
 use super::session::{Diag, Session};
-use super::{ClientIo, Prep, SessionEnd, COM_STMT_SEND_LONG_DATA};
+use super::{ClientIo, Prep, SessionEnd, COM_STMT_FETCH, COM_STMT_RESET, COM_STMT_SEND_LONG_DATA};
 use crate::backend::conn::{BackendConn, BackendError, BackendStmt};
 use crate::backend::relay::Expect;
 use crate::protocol::message::{self, codes, SqlError};
@@ -230,7 +230,8 @@ pub async fn rewrite(
     let Some(st) = s.stmts.get(&id) else {
         return Err(unknown_handler(id, "mysqld_stmt"));
     };
-    let backend_id = match conn.prepared_id(&st.sql, st.schema.as_deref()) {
+    let for_cursor = matches!(packet.first(), Some(&(COM_STMT_FETCH | COM_STMT_RESET)));
+    let backend_id = match conn.prepared_id(&st.sql, st.schema.as_deref(), for_cursor) {
         Some(backend_id) => backend_id,
         None => {
             let (sql, schema) = (st.sql.clone(), st.schema.clone());
