@@ -301,6 +301,24 @@ impl RawConn {
     }
 }
 
+/// `COM_STMT_EXECUTE` of statement `id` with no parameters; `cursor` asks for a read-only
+/// cursor, whose rows then come by `COM_STMT_FETCH` ([`fetch_packet`]).
+pub fn execute_packet(id: u32, cursor: bool) -> Vec<u8> {
+    let mut p = vec![0x17];
+    p.extend_from_slice(&id.to_le_bytes());
+    p.push(u8::from(cursor)); // CURSOR_TYPE_READ_ONLY
+    p.extend_from_slice(&1u32.to_le_bytes()); // iteration count
+    p
+}
+
+/// `COM_STMT_FETCH` of up to `rows` rows from statement `id`'s cursor.
+pub fn fetch_packet(id: u32, rows: u32) -> Vec<u8> {
+    let mut p = vec![0x1c];
+    p.extend_from_slice(&id.to_le_bytes());
+    p.extend_from_slice(&rows.to_le_bytes());
+    p
+}
+
 /// Status flags of an OK packet.
 pub fn ok_status(p: &[u8]) -> u16 {
     let mut b = &p[1..];

@@ -188,10 +188,10 @@ async fn prepared_statements_with_many_types_on_many_connections() {
     let mut close = vec![0x19];
     close.extend_from_slice(&id.to_le_bytes());
     raw_closed.send(&close).await.unwrap();
-    let mut exec = vec![0x17];
-    exec.extend_from_slice(&id.to_le_bytes());
-    exec.extend_from_slice(&[0, 1, 0, 0, 0]);
-    raw_closed.send(&exec).await.unwrap();
+    raw_closed
+        .send(&raw::execute_packet(id, false))
+        .await
+        .unwrap();
     let r = raw_closed.read().await.unwrap();
     assert!(
         raw::err_text(&r).starts_with("1243 (HY000)"),
@@ -223,19 +223,12 @@ async fn raw_cursor_fetch_long_data_and_reset() {
         .unwrap();
     let (id, cols, params) = r.prepare("SELECT id FROM cur_t ORDER BY id").await.unwrap();
     assert_eq!((cols, params), (1, 0));
-    let mut exec = vec![0x17];
-    exec.extend_from_slice(&id.to_le_bytes());
-    exec.push(0x01); // CURSOR_TYPE_READ_ONLY
-    exec.extend_from_slice(&1u32.to_le_bytes());
-    r.send(&exec).await.unwrap();
+    r.send(&raw::execute_packet(id, true)).await.unwrap();
     assert_eq!(r.read_columns().await.unwrap(), 1);
     let mut got = Vec::new();
     let mut fetches = 0;
     loop {
-        let mut fetch = vec![0x1c];
-        fetch.extend_from_slice(&id.to_le_bytes());
-        fetch.extend_from_slice(&3u32.to_le_bytes());
-        r.send(&fetch).await.unwrap();
+        r.send(&raw::fetch_packet(id, 3)).await.unwrap();
         let (rows, status) = r.read_rows().await.unwrap();
         fetches += 1;
         assert!(rows.len() <= 3);
@@ -398,19 +391,6 @@ async fn same_text_in_two_schemas_keeps_a_cursor_open() {
         ],
     )
     .await;
-    let execute = |id: u32, cursor: bool| {
-        let mut p = vec![0x17];
-        p.extend_from_slice(&id.to_le_bytes());
-        p.push(u8::from(cursor)); // CURSOR_TYPE_READ_ONLY
-        p.extend_from_slice(&1u32.to_le_bytes());
-        p
-    };
-    let fetch = |id: u32| {
-        let mut p = vec![0x1c];
-        p.extend_from_slice(&id.to_le_bytes());
-        p.extend_from_slice(&1u32.to_le_bytes());
-        p
-    };
     async fn rows(r: &mut RawConn) -> String {
         match r.read_rows().await {
             Ok((rows, _)) => format!("{rows:?}"),
@@ -425,15 +405,15 @@ async fn same_text_in_two_schemas_keeps_a_cursor_open() {
         let (in_a, _, _) = r.prepare("SELECT v FROM t ORDER BY v").await.unwrap();
         r.query("USE ps_cur_b").await.unwrap();
         let (in_b, _, _) = r.prepare("SELECT v FROM t ORDER BY v").await.unwrap();
-        r.send(&execute(in_a, true)).await.unwrap();
+        r.send(&raw::execute_packet(in_a, true)).await.unwrap();
         r.read_columns().await.unwrap();
-        r.send(&fetch(in_a)).await.unwrap();
+        r.send(&raw::fetch_packet(in_a, 1)).await.unwrap();
         seen.push(rows(&mut r).await);
         for _ in 0..2 {
-            r.send(&execute(in_b, false)).await.unwrap();
+            r.send(&raw::execute_packet(in_b, false)).await.unwrap();
             r.read_columns().await.unwrap();
             seen.push(rows(&mut r).await);
-            r.send(&fetch(in_a)).await.unwrap();
+            r.send(&raw::fetch_packet(in_a, 1)).await.unwrap();
             seen.push(rows(&mut r).await);
         }
         seen
@@ -456,10 +436,7 @@ async fn fetch_without_a_cursor_names_the_statement() {
         let mut seen = Vec::new();
         for _ in 0..2 {
             let (id, _, _) = r.prepare("SELECT 1").await.unwrap();
-            let mut fetch = vec![0x1c];
-            fetch.extend_from_slice(&id.to_le_bytes());
-            fetch.extend_from_slice(&1u32.to_le_bytes());
-            r.send(&fetch).await.unwrap();
+            r.send(&raw::fetch_packet(id, 1)).await.unwrap();
             let reply = raw::err_text(&r.read().await.unwrap());
             seen.push(reply.replace(&format!("({id})"), "(own id)"));
         }
@@ -485,19 +462,6 @@ async fn prepared_set_keeps_an_open_cursor() {
         ],
     )
     .await;
-    let execute = |id: u32, cursor: bool| {
-        let mut p = vec![0x17];
-        p.extend_from_slice(&id.to_le_bytes());
-        p.push(u8::from(cursor)); // CURSOR_TYPE_READ_ONLY
-        p.extend_from_slice(&1u32.to_le_bytes());
-        p
-    };
-    let fetch = |id: u32| {
-        let mut p = vec![0x1c];
-        p.extend_from_slice(&id.to_le_bytes());
-        p.extend_from_slice(&1u32.to_le_bytes());
-        p
-    };
     let script = |addr| async move {
         let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_cur_set")
             .await
@@ -508,15 +472,15 @@ async fn prepared_set_keeps_an_open_cursor() {
             .prepare("SET @@session.time_zone = '+01:00'")
             .await
             .unwrap();
-        r.send(&execute(select, true)).await.unwrap();
+        r.send(&raw::execute_packet(select, true)).await.unwrap();
         r.read_columns().await.unwrap();
         for round in 0..3 {
             if round > 0 {
-                r.send(&execute(set, false)).await.unwrap();
+                r.send(&raw::execute_packet(set, false)).await.unwrap();
                 let ok = r.read().await.unwrap();
                 assert_eq!(ok[0], 0, "{}", raw::err_text(&ok));
             }
-            r.send(&fetch(select)).await.unwrap();
+            r.send(&raw::fetch_packet(select, 1)).await.unwrap();
             seen.push(match r.read_rows().await {
                 Ok((rows, _)) => format!(
                     "{:?}",
@@ -595,15 +559,9 @@ async fn many_prepares_keep_an_open_cursor() {
             .await
             .unwrap();
         let (id, _, _) = r.prepare("SELECT id FROM t ORDER BY id").await.unwrap();
-        let mut exec = vec![0x17];
-        exec.extend_from_slice(&id.to_le_bytes());
-        exec.push(0x01); // CURSOR_TYPE_READ_ONLY
-        exec.extend_from_slice(&1u32.to_le_bytes());
-        r.send(&exec).await.unwrap();
+        r.send(&raw::execute_packet(id, true)).await.unwrap();
         r.read_columns().await.unwrap();
-        let mut fetch = vec![0x1c];
-        fetch.extend_from_slice(&id.to_le_bytes());
-        fetch.extend_from_slice(&2u32.to_le_bytes());
+        let fetch = raw::fetch_packet(id, 2);
         let mut seen = Vec::new();
         for round in 0..4 {
             r.send(&fetch).await.unwrap();
