@@ -117,7 +117,7 @@ async fn wait_timeout_closes_idle_sessions_only() {
     let mut busy = p.conn().await.unwrap();
     let _: Option<u32> = idle.query_first("SELECT 1").await.unwrap();
     // A statement every 300 ms for 2.4 s: never idle for the timeout, though its session
-    // outlives it twice over (the session's one timer fires early and is moved on).
+    // outlives it twice over (the idle sweeper passes over it about ten times).
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let one: Option<u32> = busy.query_first("SELECT 1").await.unwrap();

@@ -247,49 +247,15 @@ enum Wake {
     Closed,
 }
 
-/// A session's `wait-timeout` clock: one timer for the whole session, moved forward only when
-/// it fires early, so waiting for each command registers no timer (a registration that
-/// becomes the earliest deadline wakes the event thread's reactor with a syscall).
-struct IdleClock {
-    timeout: Option<std::time::Duration>,
-    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl IdleClock {
-    fn new(timeout: Option<std::time::Duration>) -> Self {
-        IdleClock {
-            timeout,
-            timer: None,
-        }
-    }
-
-    /// Resolves once the session has been idle since `idle_since` for the whole timeout;
-    /// never without a timeout.
-    async fn expired(&mut self, idle_since: tokio::time::Instant) {
-        let Some(timeout) = self.timeout else {
-            return std::future::pending().await;
-        };
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(idle_since + timeout)));
-        loop {
-            timer.as_mut().await;
-            let due = idle_since + timeout;
-            if tokio::time::Instant::now() >= due {
-                return;
-            }
-            timer.as_mut().reset(due);
-        }
-    }
-}
-
 /// Waits until the client sends something, releasing a connection kept for `SHOW WARNINGS`
-/// once the client falls silent, and ending idle sessions on `wait-timeout` or shutdown.
-/// A read that loses to a timer is cancelled without losing bytes.
+/// once the client falls silent, and ending sessions idle since `idle_since` for
+/// `wait_timeout` (the registry's sweeper wakes them) or on shutdown. A read that loses to a
+/// timer or a wake is cancelled without losing bytes.
 async fn wait_for_command(
     s: &mut Session,
     io: &mut ClientIo,
-    idle: &mut IdleClock,
+    idle_since: std::time::Instant,
+    wait_timeout: Option<std::time::Duration>,
 ) -> std::io::Result<Wake> {
     if io.reader.has_buffered() {
         // Pipelined commands come from the buffer, and writes skip tokio's budget (see
@@ -298,9 +264,6 @@ async fn wait_for_command(
         tokio::task::coop::consume_budget().await;
         return Ok(Wake::Command);
     }
-    // Idle since the last reply went out; a command that ran no statement reads the clock.
-    let idle_since =
-        tokio::time::Instant::from_std(s.replied_at.unwrap_or_else(std::time::Instant::now));
     let status = s.status.clone();
     loop {
         if status.is_killed() {
@@ -313,7 +276,10 @@ async fn wait_for_command(
         if s.registry.is_shutting_down() && !in_transaction {
             return Ok(Wake::Shutdown);
         }
-        let hold_until = s.held.is_some().then(|| idle_since + HOLD_FOR_DIAGNOSTICS);
+        let hold_until = s
+            .held
+            .is_some()
+            .then(|| tokio::time::Instant::from_std(idle_since + HOLD_FOR_DIAGNOSTICS));
         tokio::select! {
             // The client's bytes first: when they are what woke the session, the timers and
             // the kill/shutdown wake are not polled at all (the loop's checks above see a
@@ -330,9 +296,13 @@ async fn wait_for_command(
             // A connection kept only for a possible `SHOW WARNINGS` goes back to the pool if
             // the client falls silent, so idle clients never sit on backend connections.
             () = sleep_until(hold_until) => s.release_held().await,
-            () = idle.expired(idle_since) => return Ok(Wake::IdleTimeout),
-            // Killed or shutting down: the checks above say which.
-            () = status.interrupted() => {}
+            // Killed, shutting down, or idle too long: the checks above say which of the
+            // first two, the clock whether the sweeper's wake still holds.
+            () = status.interrupted() => {
+                if wait_timeout.is_some_and(|t| idle_since.elapsed() >= t) {
+                    return Ok(Wake::IdleTimeout);
+                }
+            }
         }
     }
 }
@@ -346,14 +316,15 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Result<(), SessionEnd> {
     let mut packet = Vec::with_capacity(1024);
-    let mut idle = IdleClock::new(info.wait_timeout);
+    // When the last reply went out.
+    let mut idle_since = std::time::Instant::now();
     let status = s.status.clone();
     loop {
         if status.is_killed() {
             // Like a server, close without a word.
             return Err(SessionEnd::Killed);
         }
-        match wait_for_command(s, io, &mut idle).await? {
+        match wait_for_command(s, io, idle_since, info.wait_timeout).await? {
             Wake::Command => {}
             Wake::IdleTimeout => {
                 tracing::debug!(session = s.id, "idle past wait-timeout; closing");
@@ -412,7 +383,10 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
         if cmd == COM_QUIT {
             return Ok(());
         }
+        // A command that ran no statement reads the clock.
+        idle_since = s.replied_at.unwrap_or_else(std::time::Instant::now);
         status.end(
+            idle_since,
             s.state.schema.as_deref(),
             s.pinned.as_ref().map(|c| c.backend.address.as_str()),
             s.pinned
