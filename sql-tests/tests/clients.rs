@@ -498,6 +498,55 @@ async fn prepared_set_keeps_an_open_cursor() {
     assert_eq!(script(p.addr).await, direct);
 }
 
+/// A fetch after a cursor ran out, in a transaction: the backend itself raises 1421, naming
+/// its own id for the statement; the client must read its own id there, as on a direct
+/// connection. The prepared `SET` makes the proxy prepare the statement again on the
+/// session's connection, so the two ids differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_errors_name_the_clients_statement_id() {
+    let (c, p) = setup().await;
+    as_root(
+        c,
+        &[
+            "CREATE DATABASE IF NOT EXISTS ps_cur_end",
+            "CREATE OR REPLACE TABLE ps_cur_end.t (v INT)",
+            "INSERT INTO ps_cur_end.t VALUES (1), (2)",
+        ],
+    )
+    .await;
+    let script = |addr| async move {
+        let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_cur_end")
+            .await
+            .unwrap();
+        let (select, _, _) = r.prepare("SELECT v FROM t ORDER BY v").await.unwrap();
+        let (set, _, _) = r
+            .prepare("SET @@session.time_zone = '+01:00'")
+            .await
+            .unwrap();
+        r.query("BEGIN").await.unwrap();
+        r.send(&raw::execute_packet(select, false)).await.unwrap();
+        r.read_columns().await.unwrap();
+        r.read_rows().await.unwrap();
+        r.send(&raw::execute_packet(set, false)).await.unwrap();
+        let ok = r.read().await.unwrap();
+        assert_eq!(ok[0], 0, "{}", raw::err_text(&ok));
+        r.send(&raw::execute_packet(select, true)).await.unwrap();
+        r.read_columns().await.unwrap();
+        r.send(&raw::fetch_packet(select, 10)).await.unwrap();
+        let (rows, _) = r.read_rows().await.unwrap();
+        assert_eq!(rows.len(), 2);
+        r.send(&raw::fetch_packet(select, 1)).await.unwrap();
+        let reply = raw::err_text(&r.read().await.unwrap());
+        reply.replace(&format!("({select})"), "(own id)")
+    };
+    let direct = script(c.primary_addr().parse().unwrap()).await;
+    assert!(
+        direct.contains("1421") && direct.contains("(own id)"),
+        "{direct:?}"
+    );
+    assert_eq!(script(p.addr).await, direct);
+}
+
 /// A prepared `SET` makes the proxy stop using the statements prepared on that connection
 /// (it cannot see what the `SET` changed); the server's copies must be closed, not just
 /// forgotten, or a session alternating it with another statement leaks one server-side

@@ -4,7 +4,7 @@
 
 use super::conn::BackendConn;
 use crate::protocol::message::{
-    self, Completion, SqlError, SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_CURSOR_EXISTS,
+    self, codes, Completion, SqlError, SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_CURSOR_EXISTS,
 };
 use crate::protocol::packet::{frame_len, read_lenenc, PacketReader, PacketWriter, MAX_PAYLOAD};
 use crate::protocol::session_track::{self, StateChanges, SERVER_SESSION_STATE_CHANGED};
@@ -38,6 +38,15 @@ pub struct Relayed {
     pub latency_us: u64,
     /// What the server's session tracking reported, over all OK packets of the reply.
     pub changes: StateChanges,
+}
+
+/// A binary-protocol command's statement id as the backend knows it and as the client does
+/// (see `client::prepared`): the server's errors about a statement name its own id, and the
+/// client must read its id there instead.
+#[derive(Debug, Clone, Copy)]
+pub struct StmtIds {
+    pub backend: u32,
+    pub client: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,14 +90,16 @@ struct Scanner {
     hidden: u8,
     /// The current packet as the client must get it, when that differs from the backend's.
     replacement: Option<Vec<u8>>,
+    ids: Option<StmtIds>,
 }
 
 impl Scanner {
-    fn new(expect: Expect, client_tracks: bool, hidden: u8) -> Self {
+    fn new(expect: Expect, client_tracks: bool, hidden: u8, ids: Option<StmtIds>) -> Self {
         Scanner {
             client_tracks,
             hidden,
             replacement: None,
+            ids,
             expect,
             phase: match expect {
                 Expect::Rows => Phase::Rows,
@@ -121,6 +132,27 @@ impl Scanner {
             );
         }
         c
+    }
+
+    /// An ERR packet. One that names the statement (unknown handler, no open cursor) names
+    /// the backend's id, and is rewritten to name the client's.
+    fn error(&mut self, body: &[u8]) {
+        let mut error = SqlError::parse(body);
+        if let (Some(ids), Some(e)) = (self.ids, error.as_mut()) {
+            let names_statement = [
+                codes::UNKNOWN_STMT_HANDLER.0,
+                codes::STMT_HAS_NO_OPEN_CURSOR.0,
+            ]
+            .contains(&e.code);
+            let backend = format!("({})", ids.backend);
+            if names_statement && ids.backend != ids.client && e.message.contains(&backend) {
+                e.message = e
+                    .message
+                    .replacen(&backend, &format!("({})", ids.client), 1);
+                self.replacement = Some(e.payload());
+            }
+        }
+        self.out.error = error;
     }
 
     fn eof(&mut self, body: &[u8]) -> Completion {
@@ -182,7 +214,7 @@ impl Scanner {
             Expect::One => true,
             Expect::UntilEof => {
                 if message::is_err(body) {
-                    self.out.error = SqlError::parse(body);
+                    self.error(body);
                     true
                 } else if message::is_eof(body) {
                     self.out.completion = self.eof(body);
@@ -198,7 +230,7 @@ impl Scanner {
                         self.complete(c)
                     }
                     Some(0xFF) => {
-                        self.out.error = SqlError::parse(body);
+                        self.error(body);
                         true
                     }
                     Some(0xFB) => return Step::LocalInfile,
@@ -231,7 +263,7 @@ impl Scanner {
                         let last = self.complete(c);
                         last || self.expect == Expect::Rows
                     } else if message::is_err(body) {
-                        self.out.error = SqlError::parse(body);
+                        self.error(body);
                         true
                     } else {
                         self.out.rows += 1;
@@ -253,13 +285,14 @@ pub async fn relay<CR, CW>(
     client_in: &mut PacketReader<CR>,
     client_out: &mut PacketWriter<CW>,
     expect: Expect,
+    ids: Option<StmtIds>,
 ) -> Result<Relayed, RelayError>
 where
     CR: AsyncRead + Unpin,
     CW: AsyncWrite + Unpin,
 {
     conn.broken = true;
-    let mut scan = Scanner::new(expect, conn.track.client_tracks, conn.track.hidden);
+    let mut scan = Scanner::new(expect, conn.track.client_tracks, conn.track.hidden, ids);
     let mut sent = false;
     loop {
         // Walk the complete packets already received, then pass them on in one write.
@@ -377,5 +410,48 @@ async fn local_infile<CR: AsyncRead + Unpin>(
                 .await
                 .map_err(|source| RelayError::Backend { source, sent: true });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scanned_error(message: &str, code: (u16, &str)) -> (Option<SqlError>, Option<Vec<u8>>) {
+        let ids = StmtIds {
+            backend: 17,
+            client: 2,
+        };
+        let mut scan = Scanner::new(Expect::Results, false, 0, Some(ids));
+        assert!(scan.packet(&message::err(code, message).payload()) == Step::Done);
+        (scan.out.error, scan.replacement)
+    }
+
+    #[test]
+    fn statement_errors_name_the_clients_id() {
+        for (code, backend, client) in [
+            (
+                codes::UNKNOWN_STMT_HANDLER,
+                "Unknown prepared statement handler (17) given to mysqld_stmt_execute",
+                "Unknown prepared statement handler (2) given to mysqld_stmt_execute",
+            ),
+            (
+                codes::STMT_HAS_NO_OPEN_CURSOR,
+                "The statement (17) has no open cursor",
+                "The statement (2) has no open cursor",
+            ),
+        ] {
+            let (error, replacement) = scanned_error(backend, code);
+            let error = error.unwrap();
+            assert_eq!(error.message, client);
+            assert_eq!(replacement, Some(message::err(code, client).payload()));
+        }
+    }
+
+    #[test]
+    fn other_errors_pass_untouched() {
+        let (error, replacement) = scanned_error("Table 'x.t (17)' doesn't exist", (1146, "42S02"));
+        assert_eq!(error.unwrap().message, "Table 'x.t (17)' doesn't exist");
+        assert_eq!(replacement, None);
     }
 }

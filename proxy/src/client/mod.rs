@@ -549,13 +549,20 @@ pub async fn execute(
             }
         };
         let payload = rewritten.as_deref().unwrap_or(packet);
+        let ids = match prep {
+            Prep::Stmt { id, .. } => prepared::stmt_id(payload).map(|backend| relay::StmtIds {
+                backend,
+                client: id,
+            }),
+            Prep::Nothing | Prep::LastInsertId => None,
+        };
         c.backend.count_query();
         c.conn().track.client_tracks = s.client_tracks;
         let started = std::time::Instant::now();
         s.status.start_running(&c.backend, c.lease.conn.thread_id);
         let sent = c.conn().send_command(payload).await;
         let result = match sent {
-            Ok(()) => relay::relay(c.conn(), &mut io.reader, &mut io.writer, expect).await,
+            Ok(()) => relay::relay(c.conn(), &mut io.reader, &mut io.writer, expect, ids).await,
             Err(source) => Err(RelayError::Backend {
                 source,
                 sent: false,

@@ -351,7 +351,7 @@ pub async fn fetch(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     };
     if s.pinned.is_none() {
         io.error(&message::err(
-            (1421, "HY000"),
+            codes::STMT_HAS_NO_OPEN_CURSOR,
             format!("The statement ({id}) has no open cursor"),
         ))
         .await?;
