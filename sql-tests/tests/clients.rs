@@ -498,6 +498,73 @@ async fn prepared_set_keeps_an_open_cursor() {
     assert_eq!(script(p.addr).await, direct);
 }
 
+/// Two client statements with the same text are two statements on a server, each with its
+/// own cursor: running one must not close the other's, also after a prepared `SET` (which
+/// makes the proxy prepare the text again on the session's connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_text_statements_keep_their_own_cursors() {
+    let (c, p) = setup().await;
+    as_root(
+        c,
+        &[
+            "CREATE DATABASE IF NOT EXISTS ps_cur_twin",
+            "CREATE OR REPLACE TABLE ps_cur_twin.t (v INT)",
+            "INSERT INTO ps_cur_twin.t VALUES (1), (2), (3), (4)",
+        ],
+    )
+    .await;
+    let script = |addr| async move {
+        let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_cur_twin")
+            .await
+            .unwrap();
+        let text = "SELECT v FROM t ORDER BY v";
+        let (first, _, _) = r.prepare(text).await.unwrap();
+        let (twin, _, _) = r.prepare(text).await.unwrap();
+        let (set, _, _) = r
+            .prepare("SET @@session.time_zone = '+01:00'")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        r.send(&raw::execute_packet(first, true)).await.unwrap();
+        r.read_columns().await.unwrap();
+        for round in 0..3 {
+            r.send(&raw::fetch_packet(first, 1)).await.unwrap();
+            seen.push(match r.read_rows().await {
+                Ok((rows, _)) => format!(
+                    "{:?}",
+                    rows.iter()
+                        .map(|row| raw::binary_row_int(row, 1))
+                        .collect::<Vec<_>>()
+                ),
+                Err(e) => e.to_string(),
+            });
+            if round == 1 {
+                r.send(&raw::execute_packet(set, false)).await.unwrap();
+                let ok = r.read().await.unwrap();
+                assert_eq!(ok[0], 0, "{}", raw::err_text(&ok));
+            }
+            r.send(&raw::execute_packet(twin, false)).await.unwrap();
+            r.read_columns().await.unwrap();
+            let (rows, _) = r.read_rows().await.unwrap();
+            seen.push(format!("twin: {} rows", rows.len()));
+        }
+        seen
+    };
+    let direct = script(c.primary_addr().parse().unwrap()).await;
+    assert_eq!(
+        direct,
+        [
+            "[1]",
+            "twin: 4 rows",
+            "[2]",
+            "twin: 4 rows",
+            "[3]",
+            "twin: 4 rows"
+        ]
+    );
+    assert_eq!(script(p.addr).await, direct);
+}
+
 /// A fetch after a cursor ran out, in a transaction: the backend itself raises 1421, naming
 /// its own id for the statement; the client must read its own id there, as on a direct
 /// connection. The prepared `SET` makes the proxy prepare the statement again on the

@@ -175,9 +175,11 @@ pub struct BackendStmt {
     pub state: SessionState,
     /// The server's prepare reply, replayed to later sessions preparing the same text here.
     pub reply: Arc<Vec<RawPacket>>,
-    /// A cursor was opened or long data sent on it: closing it would lose them, so it is
-    /// the last to go when the connection has too many.
-    pub holds_state: bool,
+    /// The client statement (by the session's id for it) that opened a cursor or sent long
+    /// data on this copy. Closing the copy would lose them, so it is the last to go when the
+    /// connection has too many; and no other client statement of the same text runs here,
+    /// since on a server each statement has its own cursor and long data.
+    pub holder: Option<u32>,
     /// Kept only for the cursor open on it when the connection's statements were retired
     /// (see [`BackendConn::retire_stmts`]): fetches and resets still reach that cursor, as on
     /// a server; nothing else uses this copy, and the next prepare of its text closes it.
@@ -634,45 +636,62 @@ impl BackendConn {
 
     /// The id of statement `sql` as prepared on this connection in schema `schema` (any,
     /// for `None`: a statement prepared without a schema names none it depends on) and under
-    /// the connection's current session variables, if it is.
+    /// the connection's current session variables, if it is, for client statement `client`:
+    /// its own copy if it holds one, else one no client statement holds.
     /// `for_cursor`: the command works on the statement's open cursor (fetch, reset), which
     /// may sit on a copy kept only for it.
-    pub fn prepared_id(&self, sql: &str, schema: Option<&str>, for_cursor: bool) -> Option<u32> {
-        self.stmts
-            .get(sql)?
-            .iter()
-            .find(|st| {
-                let usable = if st.cursor_only {
-                    for_cursor
-                } else {
-                    st.state.vars == self.state.vars
-                };
-                usable && (schema.is_none() || st.state.schema.as_deref() == schema)
+    pub fn prepared_id(
+        &self,
+        sql: &str,
+        schema: Option<&str>,
+        client: u32,
+        for_cursor: bool,
+    ) -> Option<u32> {
+        let copies = self.stmts.get(sql)?;
+        let in_schema =
+            |st: &&BackendStmt| schema.is_none() || st.state.schema.as_deref() == schema;
+        // The client statement's own copy first: its cursor or long data is there.
+        let own = copies.iter().filter(in_schema).find(|st| {
+            st.holder == Some(client) && (for_cursor || st.state.vars == self.state.vars)
+        });
+        own.or_else(|| {
+            copies.iter().filter(in_schema).find(|st| {
+                st.holder.is_none() && !st.cursor_only && st.state.vars == self.state.vars
             })
-            .map(|st| st.id)
+        })
+        .map(|st| st.id)
     }
 
     /// Statement `sql` as prepared on this connection under its current session state,
     /// preparing it first when it is not (or was under another state).
-    pub async fn prepare(&mut self, sql: &Arc<str>) -> Result<&BackendStmt, BackendError> {
+    ///
+    /// `client` is the client statement that will run it; `None` for a client's
+    /// `COM_STMT_PREPARE`, which only needs the reply and may take any copy.
+    pub async fn prepare(
+        &mut self,
+        sql: &Arc<str>,
+        client: Option<u32>,
+    ) -> Result<&BackendStmt, BackendError> {
         // Exactly this state: a schema of `None` here means none, not any (a client prepare
         // in a session whose schema was dropped must fail as it would on the server).
         let current = self.stmts.get(sql).and_then(|copies| {
-            copies
-                .iter()
-                .position(|st| !st.cursor_only && st.state == self.state)
+            copies.iter().position(|st| {
+                let free = client.is_none() || st.holder.is_none() || st.holder == client;
+                free && !st.cursor_only && st.state == self.state
+            })
         });
         let at = match current {
             Some(at) => at,
-            None => self.prepare_now(sql).await?,
+            None => self.prepare_now(sql, client).await?,
         };
         Ok(&self.stmts[sql][at])
     }
 
-    /// Statement `id` now carries a cursor or long data (see [`BackendStmt::holds_state`]).
-    pub fn note_holds_state(&mut self, id: u32) {
+    /// Copy `id` now carries a cursor or long data of client statement `client` (see
+    /// [`BackendStmt::holder`]).
+    pub fn note_holder(&mut self, id: u32, client: u32) {
         if let Some(st) = self.stmts.values_mut().flatten().find(|st| st.id == id) {
-            st.holds_state = true;
+            st.holder = Some(client);
         }
     }
 
@@ -697,28 +716,36 @@ impl BackendConn {
         let retired = &mut self.retired;
         self.stmts.retain(|_, copies| {
             copies.retain_mut(|st| {
-                st.cursor_only = st.holds_state;
-                if !st.holds_state {
+                st.cursor_only = st.holder.is_some();
+                if !st.cursor_only {
                     retired.push(st.id);
                 }
-                st.holds_state
+                st.cursor_only
             });
             !copies.is_empty()
         });
     }
 
-    /// Prepares `sql` under the current state; returns its index among the text's copies.
-    /// Statements this connection no longer uses are closed on the server first.
-    async fn prepare_now(&mut self, sql: &Arc<str>) -> Result<usize, BackendError> {
-        // A copy in this schema under other session variables will not be used again.
+    /// Prepares `sql` under the current state for client statement `client` (see
+    /// [`BackendConn::prepare`]); returns its index among the text's copies. Statements this
+    /// connection no longer uses are closed on the server first.
+    async fn prepare_now(
+        &mut self,
+        sql: &Arc<str>,
+        client: Option<u32>,
+    ) -> Result<usize, BackendError> {
+        // A copy in this schema under other session variables will not be used again, nor
+        // will the client statement's own older copy (running it anew would close its cursor
+        // on a server too); other statements' cursors and long data stay.
         if let Some(copies) = self.stmts.get_mut(sql) {
             let (schema, retired) = (&self.state.schema, &mut self.retired);
             copies.retain(|st| {
-                let other_schema = st.state.schema != *schema;
-                if !other_schema {
+                let keep = st.state.schema != *schema
+                    || st.holder.is_some_and(|h| client.is_none_or(|c| c != h));
+                if !keep {
                     retired.push(st.id);
                 }
-                other_schema
+                keep
             });
             if copies.is_empty() {
                 self.stmts.remove(sql);
@@ -727,7 +754,9 @@ impl BackendConn {
         if self.stmts.values().map(Vec::len).sum::<usize>() >= MAX_STMTS_PER_CONN {
             let pick = |holding: bool| {
                 self.stmts.iter().find_map(|(k, copies)| {
-                    let at = copies.iter().position(|st| st.holds_state == holding)?;
+                    let at = copies
+                        .iter()
+                        .position(|st| st.holder.is_some() == holding)?;
                     Some((k.clone(), at))
                 })
             };
@@ -778,7 +807,7 @@ impl BackendConn {
             columns,
             state: self.state.clone(),
             reply: Arc::new(packets),
-            holds_state: false,
+            holder: None,
             cursor_only: false,
         };
         let copies = self.stmts.entry(sql.clone()).or_default();

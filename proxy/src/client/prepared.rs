@@ -69,7 +69,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
             return Ok(());
         }
     };
-    let result = c.conn().prepare(&sql).await.cloned();
+    let result = c.conn().prepare(&sql, None).await.cloned();
     let reply = match result {
         Ok(st) => Ok(st),
         Err(BackendError::Server(e)) => Err(e),
@@ -231,18 +231,18 @@ pub async fn rewrite(
         return Err(unknown_handler(id, "mysqld_stmt"));
     };
     let for_cursor = matches!(packet.first(), Some(&(COM_STMT_FETCH | COM_STMT_RESET)));
-    let backend_id = match conn.prepared_id(&st.sql, st.schema.as_deref(), for_cursor) {
+    let backend_id = match conn.prepared_id(&st.sql, st.schema.as_deref(), id, for_cursor) {
         Some(backend_id) => backend_id,
         None => {
             let (sql, schema) = (st.sql.clone(), st.schema.clone());
-            prepare_in(conn, &sql, schema.as_deref())
+            prepare_in(conn, &sql, schema.as_deref(), id)
                 .await
                 .map_err(|e| e.to_sql_error("backend"))?
         }
     };
     let opens_cursor = execute && packet.get(5).is_some_and(|f| f & CURSOR_FLAGS != 0);
     if opens_cursor || packet.first() == Some(&COM_STMT_SEND_LONG_DATA) {
-        conn.note_holds_state(backend_id);
+        conn.note_holder(backend_id, id);
     }
     match s.stmts.get_mut(&id) {
         Some(stmt) if execute => execute_stmt_packet(packet, stmt, backend_id),
@@ -254,8 +254,8 @@ pub async fn rewrite(
     }
 }
 
-/// Prepares `sql` on `conn` in `schema`, the one the client prepared it in, and gives the
-/// connection its schema back. Only the schema is switched: `USE` is harmless inside a
+/// Prepares `sql` on `conn` for client statement `client` in `schema`, the one the client
+/// prepared it in, and gives the connection its schema back. Only the schema is switched: `USE` is harmless inside a
 /// transaction, where a reset to replay older session variables would roll it back; the
 /// statement is prepared under the session's current variables (character set, `sql_mode`)
 /// as before. A session that has not changed schema since (the common case) switches nothing.
@@ -263,13 +263,14 @@ async fn prepare_in(
     conn: &mut BackendConn,
     sql: &Arc<str>,
     schema: Option<&str>,
+    client: u32,
 ) -> Result<u32, BackendError> {
     let now = conn.state.schema.clone();
     let switch = schema.filter(|want| now.as_deref() != Some(*want));
     if let Some(want) = switch {
         conn.use_schema(want).await?;
     }
-    let prepared = conn.prepare(sql).await.map(|st| st.id);
+    let prepared = conn.prepare(sql, Some(client)).await.map(|st| st.id);
     // With no schema to return to (the session's was dropped: `DROP DATABASE` of the current
     // one), the connection stays in `want` and says so; the session's next sync reconnects.
     // If the way back fails, the connection's state says where it is, and the error reaches
