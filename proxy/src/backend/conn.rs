@@ -215,7 +215,8 @@ pub struct BackendConn {
     pub last_insert_id: u64,
     /// Prepared statements by SQL text, shared by every session that uses this connection:
     /// one per schema the text was prepared in, so sessions in different schemas running the
-    /// same text do not close each other's copy (and with it an open cursor).
+    /// same text do not close each other's copy (and with it an open cursor), and one more
+    /// per client statement holding a cursor or long data (see [`BackendStmt::holder`]).
     pub stmts: rustc_hash::FxHashMap<Arc<str>, Vec<BackendStmt>>,
     /// Server-side ids of statements no longer used here but not yet closed (see
     /// [`BackendConn::retire_stmts`]); `prepare_now` closes them before it prepares.

@@ -1,8 +1,9 @@
 //! The binary protocol. The proxy hands out its own statement ids and remembers each
 //! statement's SQL and the schema it was prepared in; a statement is prepared lazily, in
 //! that schema, on whichever backend connection runs it, and ids are rewritten on the way
-//! through. "Unknown prepared statement handler" cannot happen because a session's
-//! statements never depend on one connection.
+//! through (and back, in the server's errors that name one: see `backend::relay`).
+//! "Unknown prepared statement handler" cannot happen because a session's statements never
+//! depend on one connection.
 
 use super::session::{Diag, Session};
 use super::{ClientIo, Prep, SessionEnd, COM_STMT_FETCH, COM_STMT_RESET, COM_STMT_SEND_LONG_DATA};
