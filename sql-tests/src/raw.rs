@@ -311,6 +311,13 @@ pub fn execute_packet(id: u32, cursor: bool) -> Vec<u8> {
     p
 }
 
+/// `COM_STMT_CLOSE` of statement `id` (the server sends no reply).
+pub fn close_packet(id: u32) -> Vec<u8> {
+    let mut p = vec![0x19];
+    p.extend_from_slice(&id.to_le_bytes());
+    p
+}
+
 /// `COM_STMT_FETCH` of up to `rows` rows from statement `id`'s cursor.
 pub fn fetch_packet(id: u32, rows: u32) -> Vec<u8> {
     let mut p = vec![0x1c];

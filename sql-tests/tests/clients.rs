@@ -185,9 +185,7 @@ async fn prepared_statements_with_many_types_on_many_connections() {
         .await
         .unwrap();
     let (id, _, _) = raw_closed.prepare("SELECT 1").await.unwrap();
-    let mut close = vec![0x19];
-    close.extend_from_slice(&id.to_le_bytes());
-    raw_closed.send(&close).await.unwrap();
+    raw_closed.send(&raw::close_packet(id)).await.unwrap();
     raw_closed
         .send(&raw::execute_packet(id, false))
         .await
@@ -563,6 +561,93 @@ async fn same_text_statements_keep_their_own_cursors() {
         ]
     );
     assert_eq!(script(p.addr).await, direct);
+}
+
+/// A statement run again with a cursor, after `SET NAMES` and a prepare of the same text,
+/// fetches from its new cursor, as on a server (the proxy prepares the text again for the
+/// new character set, and must not leave the fetch on the old copy's cursor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_run_again_fetches_from_its_new_cursor() {
+    let (c, p) = setup().await;
+    as_root(
+        c,
+        &[
+            "CREATE DATABASE IF NOT EXISTS ps_cur_again",
+            "CREATE OR REPLACE TABLE ps_cur_again.t (v INT)",
+            "INSERT INTO ps_cur_again.t VALUES (1), (2), (3)",
+        ],
+    )
+    .await;
+    let script = |addr| async move {
+        let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_cur_again")
+            .await
+            .unwrap();
+        let text = "SELECT v FROM t ORDER BY v";
+        let (select, _, _) = r.prepare(text).await.unwrap();
+        let mut seen = Vec::new();
+        for round in 0..2 {
+            if round == 1 {
+                r.query("SET NAMES latin1").await.unwrap();
+                r.prepare(text).await.unwrap();
+            }
+            r.send(&raw::execute_packet(select, true)).await.unwrap();
+            r.read_columns().await.unwrap();
+            r.send(&raw::fetch_packet(select, 1)).await.unwrap();
+            let (rows, _) = r.read_rows().await.unwrap();
+            seen.push(
+                rows.iter()
+                    .map(|row| raw::binary_row_int(row, 1))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        seen
+    };
+    let direct = script(c.primary_addr().parse().unwrap()).await;
+    assert_eq!(direct, [[1], [1]]);
+    assert_eq!(script(p.addr).await, direct);
+}
+
+/// Statements closed while they hold a cursor: the proxy closes its server-side copies as
+/// well, or a session preparing, fetching and closing in a loop would leave one statement
+/// per round on the server (up to the connection's limit of copies, and towards the
+/// server-wide `max_prepared_stmt_count`). Counted on the session's own connection (it is
+/// in a transaction), where other tests' statements do not show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_statements_free_their_cursors_on_the_server() {
+    const ROUNDS: u64 = 300;
+    let (_, p) = setup().await;
+    let mut r = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    async fn closes(r: &mut RawConn) -> u64 {
+        let rows = r
+            .query("SHOW SESSION STATUS LIKE 'Com_stmt_close'")
+            .await
+            .unwrap();
+        // Column count, two definitions, EOF, the row, EOF: the value ends the row.
+        let row = String::from_utf8_lossy(&rows[rows.len() - 2]).into_owned();
+        row.rsplit(|c: char| !c.is_ascii_digit())
+            .find(|s| !s.is_empty())
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+    r.query("BEGIN").await.unwrap();
+    let before = closes(&mut r).await;
+    for _ in 0..ROUNDS {
+        let (id, _, _) = r.prepare("SELECT 1 UNION SELECT 2").await.unwrap();
+        r.send(&raw::execute_packet(id, true)).await.unwrap();
+        r.read_columns().await.unwrap();
+        r.send(&raw::fetch_packet(id, 1)).await.unwrap();
+        r.read_rows().await.unwrap();
+        r.send(&raw::close_packet(id)).await.unwrap();
+    }
+    // Each round's copy is closed with the next round's prepare; the last one is not yet.
+    let closed = closes(&mut r).await - before;
+    assert!(
+        closed >= ROUNDS - 1,
+        "{closed} server-side statements closed over {ROUNDS} rounds"
+    );
 }
 
 /// A fetch after a cursor ran out, in a transaction: the backend itself raises 1421, naming

@@ -182,7 +182,8 @@ pub struct BackendStmt {
     pub holder: Option<u32>,
     /// Kept only for the cursor open on it when the connection's statements were retired
     /// (see [`BackendConn::retire_stmts`]): fetches and resets still reach that cursor, as on
-    /// a server; nothing else uses this copy, and the next prepare of its text closes it.
+    /// a server; nothing else uses this copy, and it is closed when its holder runs again
+    /// or is closed.
     pub cursor_only: bool,
 }
 
@@ -653,7 +654,12 @@ impl BackendConn {
             |st: &&BackendStmt| schema.is_none() || st.state.schema.as_deref() == schema;
         // The client statement's own copy first: its cursor or long data is there.
         let own = copies.iter().filter(in_schema).find(|st| {
-            st.holder == Some(client) && (for_cursor || st.state.vars == self.state.vars)
+            let usable = if st.cursor_only {
+                for_cursor
+            } else {
+                for_cursor || st.state.vars == self.state.vars
+            };
+            st.holder == Some(client) && usable
         });
         own.or_else(|| {
             copies.iter().filter(in_schema).find(|st| {
@@ -688,12 +694,40 @@ impl BackendConn {
         Ok(&self.stmts[sql][at])
     }
 
-    /// Copy `id` now carries a cursor or long data of client statement `client` (see
-    /// [`BackendStmt::holder`]).
-    pub fn note_holder(&mut self, id: u32, client: u32) {
+    /// Client statement `client` runs on copy `id`, which then carries its cursor or long
+    /// data if `holds` (see [`BackendStmt::holder`]). Other copies the statement held go:
+    /// running a statement anew closes its earlier cursor on a server too, and a later fetch
+    /// must not find the old one.
+    pub fn note_run(&mut self, id: u32, client: u32, holds: bool) {
+        self.retire_held(client, Some(id));
+        if !holds {
+            return;
+        }
         if let Some(st) = self.stmts.values_mut().flatten().find(|st| st.id == id) {
             st.holder = Some(client);
         }
+    }
+
+    /// Client statement `client` was closed: so are the copies holding its cursor or long
+    /// data, which nothing else would use again.
+    pub fn close_held(&mut self, client: u32) {
+        self.retire_held(client, None);
+    }
+
+    /// Retires the copies `client` holds, but `keep`; they are closed on the server with the
+    /// connection's next prepare, or by its reset.
+    fn retire_held(&mut self, client: u32, keep: Option<u32>) {
+        let retired = &mut self.retired;
+        self.stmts.retain(|_, copies| {
+            copies.retain(|st| {
+                let gone = st.holder == Some(client) && Some(st.id) != keep;
+                if gone {
+                    retired.push(st.id);
+                }
+                !gone
+            });
+            !copies.is_empty()
+        });
     }
 
     /// Makes `db` the default schema (`COM_INIT_DB`: unlike a reset, harmless inside a

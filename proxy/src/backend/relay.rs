@@ -211,7 +211,12 @@ impl Scanner {
             return Step::More;
         }
         let done = match self.expect {
-            Expect::One => true,
+            Expect::One => {
+                if message::is_err(body) {
+                    self.error(body);
+                }
+                true
+            }
             Expect::UntilEof => {
                 if message::is_err(body) {
                     self.error(body);

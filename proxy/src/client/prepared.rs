@@ -2,8 +2,8 @@
 //! statement's SQL and the schema it was prepared in; a statement is prepared lazily, in
 //! that schema, on whichever backend connection runs it, and ids are rewritten on the way
 //! through (and back, in the server's errors that name one: see `backend::relay`).
-//! "Unknown prepared statement handler" cannot happen because a session's statements never
-//! depend on one connection.
+//! A session's statements never depend on one connection, so switching connections cannot
+//! make a server answer "Unknown prepared statement handler".
 
 use super::session::{Diag, Session};
 use super::{ClientIo, Prep, SessionEnd, COM_STMT_FETCH, COM_STMT_RESET, COM_STMT_SEND_LONG_DATA};
@@ -242,8 +242,11 @@ pub async fn rewrite(
         }
     };
     let opens_cursor = execute && packet.get(5).is_some_and(|f| f & CURSOR_FLAGS != 0);
-    if opens_cursor || packet.first() == Some(&COM_STMT_SEND_LONG_DATA) {
-        conn.note_holder(backend_id, id);
+    let holds = opens_cursor || packet.first() == Some(&COM_STMT_SEND_LONG_DATA);
+    // Copies hold a cursor or long data only in a session that keeps its connection for
+    // them: other sessions' executes skip the bookkeeping.
+    if holds || (execute && s.sticky.server_state) {
+        conn.note_run(backend_id, id, holds);
     }
     match s.stmts.get_mut(&id) {
         Some(stmt) if execute => execute_stmt_packet(packet, stmt, backend_id),
@@ -318,6 +321,10 @@ pub async fn send_long_data(
 pub fn close(s: &mut Session, packet: &[u8]) {
     if let Some(id) = stmt_id(packet) {
         s.stmts.remove(&id);
+        // Only a pinned connection holds a statement's cursor or long data.
+        if let Some(c) = s.pinned.as_mut() {
+            c.conn().close_held(id);
+        }
     }
 }
 

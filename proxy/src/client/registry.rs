@@ -40,8 +40,9 @@ pub struct SessionStatus {
     kills_done: tokio::sync::Notify,
     /// `KILL CONNECTION` was issued against this session.
     killed: AtomicBool,
-    /// Wakes the session from its wait for the client: a kill, or the proxy stopping. Per
-    /// session, so waiting for a command touches no lock another thread uses.
+    /// Wakes the session from its wait for the client: a kill, the proxy stopping, or the
+    /// idle sweeper. Per session, so waiting for a command touches no lock another thread
+    /// uses.
     wake: atomic_waker::AtomicWaker,
     /// A wake is due: set before `wake` is woken, taken by `interrupted`.
     woken: AtomicBool,
@@ -286,8 +287,9 @@ impl SessionStatus {
         self.killed.load(Ordering::SeqCst)
     }
 
-    /// Resolves when the session is killed or the proxy stops (check which), or once for a
-    /// wake that came while the session was not waiting.
+    /// Resolves when the session is killed, the proxy stops, or the idle sweeper found it idle
+    /// past `wait-timeout` (check which; for the last, with the session's own clock), or once
+    /// for a wake that came while the session was not waiting.
     pub async fn interrupted(&self) {
         std::future::poll_fn(|cx| {
             // Registered before the flag is looked at, so a wake in between is not lost.
