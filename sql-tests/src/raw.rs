@@ -126,6 +126,11 @@ impl RawConn {
         Ok(())
     }
 
+    /// The socket after login, for a test that writes and reads at once (pipelining).
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Reads one packet's payload (replies here stay under 16 MiB).
     pub async fn read(&mut self) -> Result<Vec<u8>> {
         let mut h = [0u8; 4];

@@ -3,7 +3,8 @@
 //! COM_PING, COM_STATISTICS, COM_FIELD_LIST, COM_SET_OPTION, multi-statements and CALL with
 //! several result sets (mysql_async text and binary protocol, the `mariadb` CLI),
 //! CONNECTION_ID(), KILL and COM_PROCESS_KILL (and the admin console's KILL),
-//! COM_CHANGE_USER, COM_RESET_CONNECTION and text-protocol prepared statements.
+//! COM_CHANGE_USER, COM_RESET_CONNECTION and text-protocol prepared statements; and a client
+//! pipelining commands next to another client on the same event thread.
 
 use mysql_async::prelude::*;
 use mysql_async::{ChangeUserOpts, Conn, Value};
@@ -819,5 +820,77 @@ async fn text_prepared_statements_pin_the_session() {
         servers.len(),
         1,
         "every EXECUTE on one backend: {servers:?}"
+    );
+}
+
+/// A client pipelining a long run of COM_PING in one stream gets every reply, in order, and
+/// does not starve the other sessions of its event thread (the proxy runs one here, so both
+/// clients share it): another client's statements complete while the run is still being
+/// answered. Without the session yielding between pipelined commands, the whole run would
+/// be answered first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_commands_do_not_starve_other_sessions() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PINGS: usize = 300_000;
+    const PING: [u8; 5] = [1, 0, 0, 0, 0x0e];
+    let c = cluster().await;
+    let toml =
+        proxy::config_toml(c, &[1, 1], "").replacen("[proxy]\n", "[proxy]\nevent-threads = 1\n", 1);
+    assert!(toml.contains("event-threads = 1"));
+    let p = proxy::start(&toml).await.unwrap();
+    let mut other = p.conn().await.unwrap();
+    let stream = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap()
+        .into_stream();
+    let (mut from_proxy, mut to_proxy) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        to_proxy.write_all(&PING.repeat(PINGS)).await.unwrap();
+        to_proxy
+    });
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    let reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        while count.load(Ordering::Relaxed) < PINGS {
+            let n = from_proxy.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "proxy closed the pipelining client");
+            buf.extend_from_slice(&chunk[..n]);
+            let mut at = 0;
+            while buf.len() - at >= 4 {
+                let len = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], 0]) as usize;
+                if buf.len() - at < 4 + len {
+                    break;
+                }
+                // Each reply: an OK packet, sequence 1.
+                assert_eq!(
+                    (buf[at + 3], buf[at + 4]),
+                    (1, 0),
+                    "reply {}",
+                    count.load(Ordering::Relaxed)
+                );
+                count.fetch_add(1, Ordering::Relaxed);
+                at += 4 + len;
+            }
+            buf.drain(..at);
+        }
+    });
+    // The run is under way before the other client starts.
+    while answered.load(Ordering::Relaxed) < 1_000 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for i in 0..20u32 {
+        let v: Option<u32> = other.query_first(format!("SELECT {i}")).await.unwrap();
+        assert_eq!(v, Some(i));
+    }
+    let when_done = answered.load(Ordering::Relaxed);
+    reader.await.unwrap();
+    writer.await.unwrap();
+    assert!(
+        when_done < PINGS,
+        "the other session's 20 statements waited for all {PINGS} pipelined pings"
     );
 }
