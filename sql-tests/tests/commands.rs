@@ -827,7 +827,9 @@ async fn text_prepared_statements_pin_the_session() {
 /// does not starve the other sessions of its event thread (the proxy runs one here, so both
 /// clients share it): another client's statements complete while the run is still being
 /// answered. Without the session yielding between pipelined commands, the whole run would
-/// be answered first.
+/// be answered first: it arrives in fewer socket reads than tokio's budget lets a task make
+/// before it must yield (a loaded machine can still stall the run and let the other client
+/// in, so this catches a regression on a quiet one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_commands_do_not_starve_other_sessions() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -878,16 +880,29 @@ async fn pipelined_commands_do_not_starve_other_sessions() {
             buf.drain(..at);
         }
     });
+    // Bounded, so a failure fails rather than hangs.
+    let bound = Duration::from_secs(120);
     // The run is under way before the other client starts.
     while answered.load(Ordering::Relaxed) < 1_000 {
+        assert!(
+            !reader.is_finished(),
+            "the pipelining client's reader stopped"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    for i in 0..20u32 {
-        let v: Option<u32> = other.query_first(format!("SELECT {i}")).await.unwrap();
-        assert_eq!(v, Some(i));
-    }
+    tokio::time::timeout(bound, async {
+        for i in 0..20u32 {
+            let v: Option<u32> = other.query_first(format!("SELECT {i}")).await.unwrap();
+            assert_eq!(v, Some(i));
+        }
+    })
+    .await
+    .expect("the other session's statements");
     let when_done = answered.load(Ordering::Relaxed);
-    reader.await.unwrap();
+    tokio::time::timeout(bound, reader)
+        .await
+        .expect("replies to the pipelined pings")
+        .unwrap();
     writer.await.unwrap();
     assert!(
         when_done < PINGS,

@@ -176,14 +176,16 @@ pub struct BackendStmt {
     /// The server's prepare reply, replayed to later sessions preparing the same text here.
     pub reply: Arc<Vec<RawPacket>>,
     /// The client statement (by the session's id for it) that opened a cursor or sent long
-    /// data on this copy. Closing the copy would lose them, so it is the last to go when the
-    /// connection has too many; and no other client statement of the same text runs here,
-    /// since on a server each statement has its own cursor and long data.
+    /// data on this copy, last. Closing the copy would lose them, so it is the last to go
+    /// when the connection has too many; and no other client statement of the same text runs
+    /// here, since on a server each statement has its own cursor and long data. It is
+    /// retired when its holder is executed on another copy or closed.
     pub holder: Option<u32>,
     /// Kept only for the cursor open on it when the connection's statements were retired
     /// (see [`BackendConn::retire_stmts`]): fetches and resets still reach that cursor, as on
-    /// a server; nothing else uses this copy, and it is closed when its holder runs again
-    /// or is closed.
+    /// a server; nothing executes this copy again. A copy that held only long data is kept
+    /// the same way, so its statement is prepared afresh and the long data is lost (a server
+    /// would keep both).
     pub cursor_only: bool,
 }
 
@@ -220,7 +222,8 @@ pub struct BackendConn {
     /// per client statement holding a cursor or long data (see [`BackendStmt::holder`]).
     pub stmts: rustc_hash::FxHashMap<Arc<str>, Vec<BackendStmt>>,
     /// Server-side ids of statements no longer used here but not yet closed (see
-    /// [`BackendConn::retire_stmts`]); `prepare_now` closes them before it prepares.
+    /// [`BackendConn::retire_stmts`] and [`BackendConn::note_run`]); `prepare_now` closes
+    /// them before it prepares, a reset drops them.
     retired: Vec<u32>,
     pub idle_since: Instant,
     /// Set when an exchange was cut off mid-way: the connection must not be reused.
@@ -689,45 +692,54 @@ impl BackendConn {
         });
         let at = match current {
             Some(at) => at,
-            None => self.prepare_now(sql, client).await?,
+            None => self.prepare_now(sql).await?,
         };
         Ok(&self.stmts[sql][at])
     }
 
-    /// Client statement `client` runs on copy `id`, which then carries its cursor or long
-    /// data if `holds` (see [`BackendStmt::holder`]). Other copies the statement held go:
-    /// running a statement anew closes its earlier cursor on a server too, and a later fetch
-    /// must not find the old one.
-    pub fn note_run(&mut self, id: u32, client: u32, holds: bool) {
-        self.retire_held(client, Some(id));
+    /// Client statement `client` (text `sql`) was sent to copy `id`, which now carries its
+    /// cursor or long data if `holds` (see [`BackendStmt::holder`]). When it was `executed`,
+    /// the other copies it held go: on a server an execute closes the statement's earlier
+    /// cursor, and a later fetch must not find the old one here. Sending long data leaves
+    /// them.
+    pub fn note_run(&mut self, sql: &str, id: u32, client: u32, holds: bool, executed: bool) {
+        if executed {
+            self.retire_held(sql, client, Some(id));
+        }
         if !holds {
             return;
         }
-        if let Some(st) = self.stmts.values_mut().flatten().find(|st| st.id == id) {
+        let copy = self
+            .stmts
+            .get_mut(sql)
+            .and_then(|copies| copies.iter_mut().find(|st| st.id == id));
+        if let Some(st) = copy {
             st.holder = Some(client);
         }
     }
 
-    /// Client statement `client` was closed: so are the copies holding its cursor or long
-    /// data, which nothing else would use again.
-    pub fn close_held(&mut self, client: u32) {
-        self.retire_held(client, None);
+    /// Client statement `client` (text `sql`) was closed: so are the copies holding its
+    /// cursor or long data, which nothing else would use again.
+    pub fn close_held(&mut self, sql: &str, client: u32) {
+        self.retire_held(sql, client, None);
     }
 
-    /// Retires the copies `client` holds, but `keep`; they are closed on the server with the
-    /// connection's next prepare, or by its reset.
-    fn retire_held(&mut self, client: u32, keep: Option<u32>) {
+    /// Retires the copies of `sql` that `client` holds, but `keep`.
+    fn retire_held(&mut self, sql: &str, client: u32, keep: Option<u32>) {
+        let Some(copies) = self.stmts.get_mut(sql) else {
+            return;
+        };
         let retired = &mut self.retired;
-        self.stmts.retain(|_, copies| {
-            copies.retain(|st| {
-                let gone = st.holder == Some(client) && Some(st.id) != keep;
-                if gone {
-                    retired.push(st.id);
-                }
-                !gone
-            });
-            !copies.is_empty()
+        copies.retain(|st| {
+            let gone = st.holder == Some(client) && Some(st.id) != keep;
+            if gone {
+                retired.push(st.id);
+            }
+            !gone
         });
+        if copies.is_empty() {
+            self.stmts.remove(sql);
+        }
     }
 
     /// Makes `db` the default schema (`COM_INIT_DB`: unlike a reset, harmless inside a
@@ -761,22 +773,16 @@ impl BackendConn {
         });
     }
 
-    /// Prepares `sql` under the current state for client statement `client` (see
-    /// [`BackendConn::prepare`]); returns its index among the text's copies. Statements this
-    /// connection no longer uses are closed on the server first.
-    async fn prepare_now(
-        &mut self,
-        sql: &Arc<str>,
-        client: Option<u32>,
-    ) -> Result<usize, BackendError> {
-        // A copy in this schema under other session variables will not be used again, nor
-        // will the client statement's own older copy (running it anew would close its cursor
-        // on a server too); other statements' cursors and long data stay.
+    /// Prepares `sql` under the current state; returns its index among the text's copies.
+    /// Statements this connection no longer uses are closed on the server first.
+    async fn prepare_now(&mut self, sql: &Arc<str>) -> Result<usize, BackendError> {
+        // A copy in this schema under other session variables will not be used again, unless
+        // it carries a statement's cursor or long data (`note_run` retires it when that
+        // statement is executed again).
         if let Some(copies) = self.stmts.get_mut(sql) {
             let (schema, retired) = (&self.state.schema, &mut self.retired);
             copies.retain(|st| {
-                let keep = st.state.schema != *schema
-                    || st.holder.is_some_and(|h| client.is_none_or(|c| c != h));
+                let keep = st.state.schema != *schema || st.holder.is_some();
                 if !keep {
                     retired.push(st.id);
                 }

@@ -28,6 +28,9 @@ pub struct PreparedStmt {
     /// tables to the schema current at prepare time (a later `USE` does not move them), so
     /// a backend connection runs it only as prepared in this schema.
     pub schema: Option<String>,
+    /// A backend copy carries (or carried) this statement's cursor or long data (see
+    /// `BackendConn::note_run`); only then does an execute look for other copies to retire.
+    pub holds_copy: bool,
 }
 
 /// `CURSOR_TYPE_READ_ONLY` and friends in COM_STMT_EXECUTE's flags byte.
@@ -104,6 +107,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
                     param_types: None,
                     digest,
                     schema: s.state.schema.clone(),
+                    holds_copy: false,
                 },
             );
             write_prepare_reply(io, id, &st).await?;
@@ -241,28 +245,31 @@ pub async fn rewrite(
                 .map_err(|e| e.to_sql_error("backend"))?
         }
     };
+    let Some(stmt) = s.stmts.get_mut(&id) else {
+        return Err(unknown_handler(id, "mysqld_stmt"));
+    };
+    let out = if execute {
+        execute_stmt_packet(packet, stmt, backend_id)?
+    } else {
+        let mut out = packet.to_vec();
+        out[1..5].copy_from_slice(&backend_id.to_le_bytes());
+        out
+    };
     let opens_cursor = execute && packet.get(5).is_some_and(|f| f & CURSOR_FLAGS != 0);
     let holds = opens_cursor || packet.first() == Some(&COM_STMT_SEND_LONG_DATA);
-    // Copies hold a cursor or long data only in a session that keeps its connection for
-    // them: other sessions' executes skip the bookkeeping.
-    if holds || (execute && s.sticky.server_state) {
-        conn.note_run(backend_id, id, holds);
+    if holds || (execute && stmt.holds_copy) {
+        conn.note_run(&stmt.sql, backend_id, id, holds, execute);
+        stmt.holds_copy = true;
     }
-    match s.stmts.get_mut(&id) {
-        Some(stmt) if execute => execute_stmt_packet(packet, stmt, backend_id),
-        _ => {
-            let mut out = packet.to_vec();
-            out[1..5].copy_from_slice(&backend_id.to_le_bytes());
-            Ok(out)
-        }
-    }
+    Ok(out)
 }
 
 /// Prepares `sql` on `conn` for client statement `client` in `schema`, the one the client
-/// prepared it in, and gives the connection its schema back. Only the schema is switched: `USE` is harmless inside a
-/// transaction, where a reset to replay older session variables would roll it back; the
-/// statement is prepared under the session's current variables (character set, `sql_mode`)
-/// as before. A session that has not changed schema since (the common case) switches nothing.
+/// prepared it in, and gives the connection its schema back. Only the schema is switched:
+/// `USE` is harmless inside a transaction, where a reset to replay older session variables
+/// would roll it back; the statement is prepared under the session's current variables
+/// (character set, `sql_mode`) as before. A session that has not changed schema since (the
+/// common case) switches nothing.
 async fn prepare_in(
     conn: &mut BackendConn,
     sql: &Arc<str>,
@@ -319,12 +326,13 @@ pub async fn send_long_data(
 }
 
 pub fn close(s: &mut Session, packet: &[u8]) {
-    if let Some(id) = stmt_id(packet) {
-        s.stmts.remove(&id);
-        // Only a pinned connection holds a statement's cursor or long data.
-        if let Some(c) = s.pinned.as_mut() {
-            c.conn().close_held(id);
-        }
+    let Some(id) = stmt_id(packet) else { return };
+    let Some(st) = s.stmts.remove(&id) else {
+        return;
+    };
+    // Only a pinned connection holds a statement's cursor or long data.
+    if let (true, Some(c)) = (st.holds_copy, s.pinned.as_mut()) {
+        c.conn().close_held(&st.sql, id);
     }
 }
 
