@@ -316,6 +316,25 @@ pub fn execute_packet(id: u32, cursor: bool) -> Vec<u8> {
     p
 }
 
+/// `COM_STMT_EXECUTE` of statement `id` with one parameter, bound as a BLOB whose value was
+/// sent as long data ([`long_data_packet`]); `cursor` as in [`execute_packet`].
+pub fn execute_blob_packet(id: u32, cursor: bool) -> Vec<u8> {
+    let mut p = execute_packet(id, cursor);
+    p.push(0); // NULL bitmap
+    p.push(1); // new params bound
+    p.extend_from_slice(&[0xfc, 0]); // MYSQL_TYPE_BLOB; the value came as long data
+    p
+}
+
+/// `COM_STMT_SEND_LONG_DATA`: `data` for parameter 0 of statement `id` (no reply).
+pub fn long_data_packet(id: u32, data: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x18];
+    p.extend_from_slice(&id.to_le_bytes());
+    p.extend_from_slice(&0u16.to_le_bytes());
+    p.extend_from_slice(data);
+    p
+}
+
 /// `COM_STMT_CLOSE` of statement `id` (the server sends no reply).
 pub fn close_packet(id: u32) -> Vec<u8> {
     let mut p = vec![0x19];

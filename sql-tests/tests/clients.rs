@@ -243,39 +243,24 @@ async fn raw_cursor_fetch_long_data_and_reset() {
     let (id, _, params) = r.prepare("INSERT INTO ld_t (b) VALUES (?)").await.unwrap();
     assert_eq!(params, 1);
     let chunk = |n: u8| vec![n; 100_000];
-    let long_data = |id: u32, data: &[u8]| {
-        let mut p = vec![0x18];
-        p.extend_from_slice(&id.to_le_bytes());
-        p.extend_from_slice(&0u16.to_le_bytes());
-        p.extend_from_slice(data);
-        p
-    };
-    let exec_blob = |id: u32| {
-        let mut p = vec![0x17];
-        p.extend_from_slice(&id.to_le_bytes());
-        p.push(0);
-        p.extend_from_slice(&1u32.to_le_bytes());
-        p.push(0); // NULL bitmap
-        p.push(1); // new params bound
-        p.extend_from_slice(&[0xfc, 0]); // MYSQL_TYPE_BLOB; the value came as long data
-        p
-    };
     for n in 1..=3 {
-        r.send(&long_data(id, &chunk(n))).await.unwrap();
+        r.send(&raw::long_data_packet(id, &chunk(n))).await.unwrap();
     }
-    r.send(&exec_blob(id)).await.unwrap();
+    r.send(&raw::execute_blob_packet(id, false)).await.unwrap();
     let ok = r.read().await.unwrap();
     assert_eq!(ok[0], 0, "{}", raw::err_text(&ok));
 
     // COM_STMT_RESET drops long data sent so far.
-    r.send(&long_data(id, b"discarded")).await.unwrap();
+    r.send(&raw::long_data_packet(id, b"discarded"))
+        .await
+        .unwrap();
     let mut reset = vec![0x1a];
     reset.extend_from_slice(&id.to_le_bytes());
     r.send(&reset).await.unwrap();
     let ok = r.read().await.unwrap();
     assert_eq!(ok[0], 0, "reset: {}", raw::err_text(&ok));
-    r.send(&long_data(id, b"kept")).await.unwrap();
-    r.send(&exec_blob(id)).await.unwrap();
+    r.send(&raw::long_data_packet(id, b"kept")).await.unwrap();
+    r.send(&raw::execute_blob_packet(id, false)).await.unwrap();
     let ok = r.read().await.unwrap();
     assert_eq!(ok[0], 0, "{}", raw::err_text(&ok));
 
@@ -604,6 +589,57 @@ async fn a_statement_run_again_fetches_from_its_new_cursor() {
     };
     let direct = script(c.primary_addr().parse().unwrap()).await;
     assert_eq!(direct, [[1], [1]]);
+    assert_eq!(script(p.addr).await, direct);
+}
+
+/// Long data sent for a statement whose cursor is open leaves the cursor open, as on a
+/// server, also when the proxy has to send it to a new copy of the statement (after
+/// `SET NAMES`, a prepare of the same text made one under the new character set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_data_leaves_an_open_cursor() {
+    let (c, p) = setup().await;
+    as_root(
+        c,
+        &[
+            "CREATE DATABASE IF NOT EXISTS ps_cur_ld",
+            "CREATE OR REPLACE TABLE ps_cur_ld.t (v INT)",
+            "INSERT INTO ps_cur_ld.t VALUES (1), (2), (3)",
+        ],
+    )
+    .await;
+    let script = |addr| async move {
+        let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_cur_ld")
+            .await
+            .unwrap();
+        let text = "SELECT v FROM t WHERE ? IS NOT NULL ORDER BY v";
+        let (select, _, _) = r.prepare(text).await.unwrap();
+        let mut seen = Vec::new();
+        r.send(&raw::long_data_packet(select, b"a")).await.unwrap();
+        r.send(&raw::execute_blob_packet(select, true))
+            .await
+            .unwrap();
+        r.read_columns().await.unwrap();
+        for round in 0..2 {
+            if round == 1 {
+                r.query("SET NAMES latin1").await.unwrap();
+                r.prepare(text).await.unwrap();
+                r.send(&raw::long_data_packet(select, b"b")).await.unwrap();
+            }
+            r.send(&raw::fetch_packet(select, 1)).await.unwrap();
+            seen.push(match r.read_rows().await {
+                Ok((rows, _)) => format!(
+                    "{:?}",
+                    rows.iter()
+                        .map(|row| raw::binary_row_int(row, 1))
+                        .collect::<Vec<_>>()
+                ),
+                Err(e) => e.to_string(),
+            });
+        }
+        seen
+    };
+    let direct = script(c.primary_addr().parse().unwrap()).await;
+    assert_eq!(direct, ["[1]", "[2]"]);
     assert_eq!(script(p.addr).await, direct);
 }
 
