@@ -281,6 +281,32 @@ async fn raw_cursor_fetch_long_data_and_reset() {
     assert_eq!(rows[1], (300_000, md5.unwrap()));
 }
 
+/// Schema `db` with a table `t (v INT)` holding `values` (an SQL list of rows), everywhere.
+async fn cursor_table(c: &Cluster, db: &str, values: &str) {
+    as_root(
+        c,
+        &[
+            &format!("CREATE DATABASE IF NOT EXISTS {db}"),
+            &format!("CREATE OR REPLACE TABLE {db}.t (v INT)"),
+            &format!("INSERT INTO {db}.t VALUES {values}"),
+        ],
+    )
+    .await;
+}
+
+/// What a fetch from a cursor over `t` returned: the values, or the error.
+async fn fetched(r: &mut RawConn) -> String {
+    match r.read_rows().await {
+        Ok((rows, _)) => format!(
+            "{:?}",
+            rows.iter()
+                .map(|row| raw::binary_row_int(row, 1))
+                .collect::<Vec<_>>()
+        ),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// Runs `sqls` on the primary as root and waits for the replicas to apply them.
 async fn as_root(c: &Cluster, sqls: &[&str]) {
     let mut root = c.primary.root_conn().await.unwrap();
@@ -436,15 +462,7 @@ async fn fetch_without_a_cursor_names_the_statement() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_set_keeps_an_open_cursor() {
     let (c, p) = setup().await;
-    as_root(
-        c,
-        &[
-            "CREATE DATABASE IF NOT EXISTS ps_cur_set",
-            "CREATE OR REPLACE TABLE ps_cur_set.t (v INT)",
-            "INSERT INTO ps_cur_set.t VALUES (1), (2), (3), (4)",
-        ],
-    )
-    .await;
+    cursor_table(c, "ps_cur_set", "(1), (2), (3), (4)").await;
     let script = |addr| async move {
         let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_cur_set")
             .await
@@ -464,15 +482,7 @@ async fn prepared_set_keeps_an_open_cursor() {
                 assert_eq!(ok[0], 0, "{}", raw::err_text(&ok));
             }
             r.send(&raw::fetch_packet(select, 1)).await.unwrap();
-            seen.push(match r.read_rows().await {
-                Ok((rows, _)) => format!(
-                    "{:?}",
-                    rows.iter()
-                        .map(|row| raw::binary_row_int(row, 1))
-                        .collect::<Vec<_>>()
-                ),
-                Err(e) => e.to_string(),
-            });
+            seen.push(fetched(&mut r).await);
         }
         seen
     };
@@ -487,15 +497,7 @@ async fn prepared_set_keeps_an_open_cursor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_text_statements_keep_their_own_cursors() {
     let (c, p) = setup().await;
-    as_root(
-        c,
-        &[
-            "CREATE DATABASE IF NOT EXISTS ps_cur_twin",
-            "CREATE OR REPLACE TABLE ps_cur_twin.t (v INT)",
-            "INSERT INTO ps_cur_twin.t VALUES (1), (2), (3), (4)",
-        ],
-    )
-    .await;
+    cursor_table(c, "ps_cur_twin", "(1), (2), (3), (4)").await;
     let script = |addr| async move {
         let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_cur_twin")
             .await
@@ -512,15 +514,7 @@ async fn same_text_statements_keep_their_own_cursors() {
         r.read_columns().await.unwrap();
         for round in 0..3 {
             r.send(&raw::fetch_packet(first, 1)).await.unwrap();
-            seen.push(match r.read_rows().await {
-                Ok((rows, _)) => format!(
-                    "{:?}",
-                    rows.iter()
-                        .map(|row| raw::binary_row_int(row, 1))
-                        .collect::<Vec<_>>()
-                ),
-                Err(e) => e.to_string(),
-            });
+            seen.push(fetched(&mut r).await);
             if round == 1 {
                 r.send(&raw::execute_packet(set, false)).await.unwrap();
                 let ok = r.read().await.unwrap();
@@ -554,15 +548,7 @@ async fn same_text_statements_keep_their_own_cursors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_run_again_fetches_from_its_new_cursor() {
     let (c, p) = setup().await;
-    as_root(
-        c,
-        &[
-            "CREATE DATABASE IF NOT EXISTS ps_cur_again",
-            "CREATE OR REPLACE TABLE ps_cur_again.t (v INT)",
-            "INSERT INTO ps_cur_again.t VALUES (1), (2), (3)",
-        ],
-    )
-    .await;
+    cursor_table(c, "ps_cur_again", "(1), (2), (3)").await;
     let script = |addr| async move {
         let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_cur_again")
             .await
@@ -578,17 +564,12 @@ async fn a_statement_run_again_fetches_from_its_new_cursor() {
             r.send(&raw::execute_packet(select, true)).await.unwrap();
             r.read_columns().await.unwrap();
             r.send(&raw::fetch_packet(select, 1)).await.unwrap();
-            let (rows, _) = r.read_rows().await.unwrap();
-            seen.push(
-                rows.iter()
-                    .map(|row| raw::binary_row_int(row, 1))
-                    .collect::<Vec<_>>(),
-            );
+            seen.push(fetched(&mut r).await);
         }
         seen
     };
     let direct = script(c.primary_addr().parse().unwrap()).await;
-    assert_eq!(direct, [[1], [1]]);
+    assert_eq!(direct, ["[1]", "[1]"]);
     assert_eq!(script(p.addr).await, direct);
 }
 
@@ -598,15 +579,7 @@ async fn a_statement_run_again_fetches_from_its_new_cursor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_data_leaves_an_open_cursor() {
     let (c, p) = setup().await;
-    as_root(
-        c,
-        &[
-            "CREATE DATABASE IF NOT EXISTS ps_cur_ld",
-            "CREATE OR REPLACE TABLE ps_cur_ld.t (v INT)",
-            "INSERT INTO ps_cur_ld.t VALUES (1), (2), (3)",
-        ],
-    )
-    .await;
+    cursor_table(c, "ps_cur_ld", "(1), (2), (3)").await;
     let script = |addr| async move {
         let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_cur_ld")
             .await
@@ -626,15 +599,7 @@ async fn long_data_leaves_an_open_cursor() {
                 r.send(&raw::long_data_packet(select, b"b")).await.unwrap();
             }
             r.send(&raw::fetch_packet(select, 1)).await.unwrap();
-            seen.push(match r.read_rows().await {
-                Ok((rows, _)) => format!(
-                    "{:?}",
-                    rows.iter()
-                        .map(|row| raw::binary_row_int(row, 1))
-                        .collect::<Vec<_>>()
-                ),
-                Err(e) => e.to_string(),
-            });
+            seen.push(fetched(&mut r).await);
         }
         seen
     };
@@ -693,15 +658,7 @@ async fn closed_statements_free_their_cursors_on_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_errors_name_the_clients_statement_id() {
     let (c, p) = setup().await;
-    as_root(
-        c,
-        &[
-            "CREATE DATABASE IF NOT EXISTS ps_cur_end",
-            "CREATE OR REPLACE TABLE ps_cur_end.t (v INT)",
-            "INSERT INTO ps_cur_end.t VALUES (1), (2)",
-        ],
-    )
-    .await;
+    cursor_table(c, "ps_cur_end", "(1), (2)").await;
     let script = |addr| async move {
         let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_cur_end")
             .await
