@@ -316,13 +316,22 @@ pub fn execute_packet(id: u32, cursor: bool) -> Vec<u8> {
     p
 }
 
-/// `COM_STMT_EXECUTE` of statement `id` with one parameter, bound as a BLOB whose value was
-/// sent as long data ([`long_data_packet`]); `cursor` as in [`execute_packet`].
-pub fn execute_blob_packet(id: u32, cursor: bool) -> Vec<u8> {
+/// `COM_STMT_EXECUTE` of statement `id` with one parameter: `value` as a string, or with
+/// `None` a BLOB whose value was sent as long data ([`long_data_packet`]); `cursor` as in
+/// [`execute_packet`].
+pub fn execute_param_packet(id: u32, cursor: bool, value: Option<&str>) -> Vec<u8> {
     let mut p = execute_packet(id, cursor);
     p.push(0); // NULL bitmap
     p.push(1); // new params bound
-    p.extend_from_slice(&[0xfc, 0]); // MYSQL_TYPE_BLOB; the value came as long data
+    match value {
+        // MYSQL_TYPE_VAR_STRING, then the value (short: a one-byte length).
+        Some(v) => {
+            p.extend_from_slice(&[0xfd, 0, v.len() as u8]);
+            p.extend_from_slice(v.as_bytes());
+        }
+        // MYSQL_TYPE_BLOB; the value came as long data.
+        None => p.extend_from_slice(&[0xfc, 0]),
+    }
     p
 }
 
@@ -332,6 +341,13 @@ pub fn long_data_packet(id: u32, data: &[u8]) -> Vec<u8> {
     p.extend_from_slice(&id.to_le_bytes());
     p.extend_from_slice(&0u16.to_le_bytes());
     p.extend_from_slice(data);
+    p
+}
+
+/// `COM_STMT_RESET` of statement `id`: ends its cursor and drops its long data.
+pub fn reset_packet(id: u32) -> Vec<u8> {
+    let mut p = vec![0x1a];
+    p.extend_from_slice(&id.to_le_bytes());
     p
 }
 

@@ -246,7 +246,9 @@ async fn raw_cursor_fetch_long_data_and_reset() {
     for n in 1..=3 {
         r.send(&raw::long_data_packet(id, &chunk(n))).await.unwrap();
     }
-    r.send(&raw::execute_blob_packet(id, false)).await.unwrap();
+    r.send(&raw::execute_param_packet(id, false, None))
+        .await
+        .unwrap();
     let ok = r.read().await.unwrap();
     assert_eq!(ok[0], 0, "{}", raw::err_text(&ok));
 
@@ -254,13 +256,13 @@ async fn raw_cursor_fetch_long_data_and_reset() {
     r.send(&raw::long_data_packet(id, b"discarded"))
         .await
         .unwrap();
-    let mut reset = vec![0x1a];
-    reset.extend_from_slice(&id.to_le_bytes());
-    r.send(&reset).await.unwrap();
+    r.send(&raw::reset_packet(id)).await.unwrap();
     let ok = r.read().await.unwrap();
     assert_eq!(ok[0], 0, "reset: {}", raw::err_text(&ok));
     r.send(&raw::long_data_packet(id, b"kept")).await.unwrap();
-    r.send(&raw::execute_blob_packet(id, false)).await.unwrap();
+    r.send(&raw::execute_param_packet(id, false, None))
+        .await
+        .unwrap();
     let ok = r.read().await.unwrap();
     assert_eq!(ok[0], 0, "{}", raw::err_text(&ok));
 
@@ -588,7 +590,7 @@ async fn long_data_leaves_an_open_cursor() {
         let (select, _, _) = r.prepare(text).await.unwrap();
         let mut seen = Vec::new();
         r.send(&raw::long_data_packet(select, b"a")).await.unwrap();
-        r.send(&raw::execute_blob_packet(select, true))
+        r.send(&raw::execute_param_packet(select, true, None))
             .await
             .unwrap();
         r.read_columns().await.unwrap();
@@ -605,6 +607,40 @@ async fn long_data_leaves_an_open_cursor() {
     };
     let direct = script(c.primary_addr().parse().unwrap()).await;
     assert_eq!(direct, ["[1]", "[2]"]);
+    assert_eq!(script(p.addr).await, direct);
+}
+
+/// `COM_STMT_RESET` discards a statement's long data wherever the proxy sent it: here the
+/// cursor is on one copy of the statement and, after `SET NAMES`, the long data on another.
+/// The execute after the reset must use the value in its own packet, as on a server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_discards_long_data_on_every_copy() {
+    let (c, p) = setup().await;
+    let script = |addr| async move {
+        let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+        let (id, _, _) = r.prepare("SELECT CONCAT('<', ?, '>')").await.unwrap();
+        r.send(&raw::execute_param_packet(id, true, Some("first")))
+            .await
+            .unwrap();
+        r.read_columns().await.unwrap();
+        r.query("SET NAMES latin1").await.unwrap();
+        r.send(&raw::long_data_packet(id, b"stale")).await.unwrap();
+        r.send(&raw::reset_packet(id)).await.unwrap();
+        let ok = r.read().await.unwrap();
+        assert_eq!(ok[0], 0, "reset: {}", raw::err_text(&ok));
+        r.send(&raw::execute_param_packet(id, false, Some("fresh")))
+            .await
+            .unwrap();
+        r.read_columns().await.unwrap();
+        let (rows, _) = r.read_rows().await.unwrap();
+        // A binary row: header, NULL bitmap, then the string with a one-byte length.
+        let row = &rows[0];
+        String::from_utf8_lossy(&row[3..3 + usize::from(row[2])]).into_owned()
+    };
+    let direct = script(c.primary_addr().parse().unwrap()).await;
+    assert_eq!(direct, "<fresh>");
     assert_eq!(script(p.addr).await, direct);
 }
 

@@ -698,12 +698,12 @@ impl BackendConn {
     }
 
     /// Client statement `client` (text `sql`) was sent to copy `id`, which now carries its
-    /// cursor or long data if `holds` (see [`BackendStmt::holder`]). When it was `executed`,
-    /// the other copies it held go: on a server an execute closes the statement's earlier
-    /// cursor, and a later fetch must not find the old one here. Sending long data leaves
-    /// them.
-    pub fn note_run(&mut self, sql: &str, id: u32, client: u32, holds: bool, executed: bool) {
-        if executed {
+    /// cursor or long data if `holds` (see [`BackendStmt::holder`]). When it was executed or
+    /// reset (`anew`), the other copies it held go: on a server either ends the statement's
+    /// cursor and long data, and neither may be found on an old copy here later. Sending
+    /// long data leaves them.
+    pub fn note_run(&mut self, sql: &str, id: u32, client: u32, holds: bool, anew: bool) {
+        if anew {
             self.retire_held(sql, client, Some(id));
         }
         if !holds {

@@ -257,8 +257,10 @@ pub async fn rewrite(
     };
     let opens_cursor = execute && packet.get(5).is_some_and(|f| f & CURSOR_FLAGS != 0);
     let holds = opens_cursor || packet.first() == Some(&COM_STMT_SEND_LONG_DATA);
-    if holds || (execute && stmt.holds_copy) {
-        conn.note_run(&stmt.sql, backend_id, id, holds, execute);
+    // Both end the statement's cursor and long data on a server.
+    let anew = execute || packet.first() == Some(&COM_STMT_RESET);
+    if holds || (anew && stmt.holds_copy) {
+        conn.note_run(&stmt.sql, backend_id, id, holds, anew);
         stmt.holds_copy = true;
     }
     Ok(out)
