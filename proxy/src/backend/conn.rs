@@ -222,8 +222,8 @@ pub struct BackendConn {
     /// per client statement holding a cursor or long data (see [`BackendStmt::holder`]).
     pub stmts: rustc_hash::FxHashMap<Arc<str>, Vec<BackendStmt>>,
     /// Server-side ids of statements no longer used here but not yet closed (see
-    /// [`BackendConn::retire_stmts`] and [`BackendConn::note_run`]); `prepare_now` closes
-    /// them before it prepares, a reset drops them.
+    /// [`BackendConn::retire_stmts`] and [`BackendConn::note_run`]); `send_command` closes
+    /// them before the next command, a reset drops them.
     retired: Vec<u32>,
     pub idle_since: Instant,
     /// Set when an exchange was cut off mid-way: the connection must not be reused.
@@ -508,9 +508,26 @@ impl BackendConn {
     }
 
     /// Sends a command as a fresh exchange (sequence id 0).
+    /// Sends one command, after the closes of the statements this connection has retired:
+    /// `COM_STMT_CLOSE` has no reply, so they share the command's write, and a retired
+    /// statement never outlives the next command on the server.
     pub async fn send_command(&mut self, payload: &[u8]) -> io::Result<()> {
+        if self.retired.is_empty() {
+            self.writer.write_packet(0, payload).await?;
+            return self.writer.flush().await;
+        }
+        // A statement that has left `stmts` but cannot be closed may stay on the server: the
+        // connection is not pooled again (`broken` stays set) when a write fails.
+        let was_broken = std::mem::replace(&mut self.broken, true);
+        while let Some(id) = self.retired.pop() {
+            let mut close = [COM_STMT_CLOSE; 5];
+            close[1..].copy_from_slice(&id.to_le_bytes());
+            self.writer.write_packet(0, &close).await?;
+        }
         self.writer.write_packet(0, payload).await?;
-        self.writer.flush().await
+        self.writer.flush().await?;
+        self.broken = was_broken;
+        Ok(())
     }
 
     /// Runs a statement whose rows the proxy discards (state replay, `DO ...`), returning its
@@ -757,7 +774,7 @@ impl BackendConn {
     /// the proxy did not see (a prepared `SET`). Forgetting them would leave the server
     /// holding them for as long as the connection lives: a session that keeps re-preparing
     /// on one connection would then count up to the server-wide `max_prepared_stmt_count`
-    /// and make every client's prepare fail. Their closes go out with the next prepare.
+    /// and make every client's prepare fail. Their closes go out with the next command.
     /// A copy with a cursor or long data stays, for its cursor only (`cursor_only`).
     pub fn retire_stmts(&mut self) {
         let retired = &mut self.retired;
@@ -809,15 +826,9 @@ impl BackendConn {
                 }
             }
         }
-        // A statement that has left `stmts` but cannot be closed may stay on the server: the
-        // connection is then not pooled again (`broken` stays set when a write fails).
+        // The prepare's reply is read in parts: until the whole of it is, the connection is
+        // mid-exchange.
         self.broken = true;
-        // COM_STMT_CLOSE has no reply, so the closes go out in one write with the prepare.
-        while let Some(id) = self.retired.pop() {
-            let mut close = [COM_STMT_CLOSE; 5];
-            close[1..].copy_from_slice(&id.to_le_bytes());
-            self.writer.write_packet(0, &close).await?;
-        }
         let mut cmd = Vec::with_capacity(sql.len() + 1);
         cmd.push(COM_STMT_PREPARE);
         cmd.extend_from_slice(sql.as_bytes());
