@@ -630,17 +630,58 @@ async fn reset_discards_long_data_on_every_copy() {
         r.send(&raw::reset_packet(id)).await.unwrap();
         let ok = r.read().await.unwrap();
         assert_eq!(ok[0], 0, "reset: {}", raw::err_text(&ok));
-        r.send(&raw::execute_param_packet(id, false, Some("fresh")))
-            .await
-            .unwrap();
-        r.read_columns().await.unwrap();
-        let (rows, _) = r.read_rows().await.unwrap();
-        // A binary row: header, NULL bitmap, then the string with a one-byte length.
-        let row = &rows[0];
-        String::from_utf8_lossy(&row[3..3 + usize::from(row[2])]).into_owned()
+        single_string(&mut r, &raw::execute_param_packet(id, false, Some("fresh"))).await
     };
     let direct = script(c.primary_addr().parse().unwrap()).await;
     assert_eq!(direct, "<fresh>");
+    assert_eq!(script(p.addr).await, direct);
+}
+
+/// Sends `execute` and returns the one string value of its one binary row, or the error.
+async fn single_string(r: &mut RawConn, execute: &[u8]) -> String {
+    r.send(execute).await.unwrap();
+    if let Err(e) = r.read_columns().await {
+        return e.to_string();
+    }
+    let (rows, _) = r.read_rows().await.unwrap();
+    // A binary row: header, NULL bitmap (the first column's bit is the third), then the
+    // string with a one-byte length.
+    match rows[0].as_slice() {
+        [_, bitmap, ..] if bitmap & 0x04 != 0 => "NULL".into(),
+        row => String::from_utf8_lossy(&row[3..3 + usize::from(row[2])]).into_owned(),
+    }
+}
+
+/// A statement's long data stays with it whatever the session does between the chunks and
+/// the execute, as on a server: here `SET NAMES` (after which the proxy prepares the text
+/// again for other statements) and a prepared `SET` (after which it prepares every
+/// statement again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_data_outlasts_session_changes() {
+    let (c, p) = setup().await;
+    let script = |addr| async move {
+        let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+        let (id, _, _) = r.prepare("SELECT CONCAT('<', ?, '>')").await.unwrap();
+        let (set, _, _) = r
+            .prepare("SET @@session.time_zone = '+01:00'")
+            .await
+            .unwrap();
+        let execute = raw::execute_param_packet(id, false, None);
+        r.send(&raw::long_data_packet(id, b"part")).await.unwrap();
+        r.query("SET NAMES latin1").await.unwrap();
+        r.send(&raw::long_data_packet(id, b" two")).await.unwrap();
+        let split = single_string(&mut r, &execute).await;
+        r.send(&raw::long_data_packet(id, b"kept")).await.unwrap();
+        r.send(&raw::execute_packet(set, false)).await.unwrap();
+        let ok = r.read().await.unwrap();
+        assert_eq!(ok[0], 0, "{}", raw::err_text(&ok));
+        let after_set = single_string(&mut r, &execute).await;
+        [split, after_set]
+    };
+    let direct = script(c.primary_addr().parse().unwrap()).await;
+    assert_eq!(direct, ["<part two>", "<kept>"]);
     assert_eq!(script(p.addr).await, direct);
 }
 

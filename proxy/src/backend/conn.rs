@@ -181,12 +181,23 @@ pub struct BackendStmt {
     /// here, since on a server each statement has its own cursor and long data. It is
     /// retired when its holder is executed on another copy or closed.
     pub holder: Option<u32>,
-    /// Kept only for the cursor open on it when the connection's statements were retired
-    /// (see [`BackendConn::retire_stmts`]): fetches and resets still reach that cursor, as on
-    /// a server; nothing executes this copy again. A copy that held only long data is kept
-    /// the same way, so its statement is prepared afresh and the long data is lost (a server
-    /// would keep both).
+    /// The holder sent long data here that no execute or reset has used up yet. Its next
+    /// long data and its execute come here whatever changed in the session meanwhile: a
+    /// server keeps one statement, with all of its long data.
+    pub long_data: bool,
+    /// Kept only for the cursor or long data on it when the connection's statements were
+    /// retired (see [`BackendConn::retire_stmts`]): fetches and resets still reach that
+    /// cursor, and an execute its long data, as on a server; no other execute runs this copy
+    /// again.
     pub cursor_only: bool,
+}
+
+/// What a command leaves on the statement copy it ran on, for its client statement alone.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Hold {
+    Nothing,
+    Cursor,
+    LongData,
 }
 
 /// Prepared statements kept per connection before the oldest is closed; well under the
@@ -674,11 +685,8 @@ impl BackendConn {
             |st: &&BackendStmt| schema.is_none() || st.state.schema.as_deref() == schema;
         // The client statement's own copy first: its cursor or long data is there.
         let own = copies.iter().filter(in_schema).find(|st| {
-            let usable = if st.cursor_only {
-                for_cursor
-            } else {
-                for_cursor || st.state.vars == self.state.vars
-            };
+            let usable =
+                st.long_data || for_cursor || (!st.cursor_only && st.state.vars == self.state.vars);
             st.holder == Some(client) && usable
         });
         own.or_else(|| {
@@ -714,24 +722,30 @@ impl BackendConn {
         Ok(&self.stmts[sql][at])
     }
 
-    /// Client statement `client` (text `sql`) was sent to copy `id`, which now carries its
-    /// cursor or long data if `holds` (see [`BackendStmt::holder`]). When it was executed or
-    /// reset (`anew`), the other copies it held go: on a server either ends the statement's
-    /// cursor and long data, and neither may be found on an old copy here later. Sending
-    /// long data leaves them.
-    pub fn note_run(&mut self, sql: &str, id: u32, client: u32, holds: bool, anew: bool) {
+    /// Client statement `client` (text `sql`) was sent to copy `id`, which now carries what
+    /// `hold` says (see [`BackendStmt::holder`]). When it was executed or reset (`anew`), its
+    /// long data is used up and the other copies it held go: on a server either ends the
+    /// statement's cursor and long data, and neither may be found on an old copy here later.
+    /// Sending long data leaves them.
+    pub fn note_run(&mut self, sql: &str, id: u32, client: u32, hold: Hold, anew: bool) {
         if anew {
             self.retire_held(sql, client, Some(id));
-        }
-        if !holds {
-            return;
         }
         let copy = self
             .stmts
             .get_mut(sql)
             .and_then(|copies| copies.iter_mut().find(|st| st.id == id));
-        if let Some(st) = copy {
-            st.holder = Some(client);
+        let Some(st) = copy else { return };
+        if anew {
+            st.long_data = false;
+        }
+        match hold {
+            Hold::Nothing => {}
+            Hold::Cursor => st.holder = Some(client),
+            Hold::LongData => {
+                st.holder = Some(client);
+                st.long_data = true;
+            }
         }
     }
 
@@ -775,7 +789,7 @@ impl BackendConn {
     /// holding them for as long as the connection lives: a session that keeps re-preparing
     /// on one connection would then count up to the server-wide `max_prepared_stmt_count`
     /// and make every client's prepare fail. Their closes go out with the next command.
-    /// A copy with a cursor or long data stays, for its cursor only (`cursor_only`).
+    /// A copy with a cursor or long data stays, for those only (`cursor_only`).
     pub fn retire_stmts(&mut self) {
         let retired = &mut self.retired;
         self.stmts.retain(|_, copies| {
@@ -860,6 +874,7 @@ impl BackendConn {
             state: self.state.clone(),
             reply: Arc::new(packets),
             holder: None,
+            long_data: false,
             cursor_only: false,
         };
         let copies = self.stmts.entry(sql.clone()).or_default();

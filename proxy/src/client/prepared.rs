@@ -7,7 +7,7 @@
 
 use super::session::{Diag, Session};
 use super::{ClientIo, Prep, SessionEnd, COM_STMT_FETCH, COM_STMT_RESET, COM_STMT_SEND_LONG_DATA};
-use crate::backend::conn::{BackendConn, BackendError, BackendStmt};
+use crate::backend::conn::{BackendConn, BackendError, BackendStmt, Hold};
 use crate::backend::relay::Expect;
 use crate::protocol::message::{self, codes, SqlError};
 use crate::router::classify::{self, Classification, Flags};
@@ -255,12 +255,17 @@ pub async fn rewrite(
         out[1..5].copy_from_slice(&backend_id.to_le_bytes());
         out
     };
-    let opens_cursor = execute && packet.get(5).is_some_and(|f| f & CURSOR_FLAGS != 0);
-    let holds = opens_cursor || packet.first() == Some(&COM_STMT_SEND_LONG_DATA);
+    let hold = if execute && packet.get(5).is_some_and(|f| f & CURSOR_FLAGS != 0) {
+        Hold::Cursor
+    } else if packet.first() == Some(&COM_STMT_SEND_LONG_DATA) {
+        Hold::LongData
+    } else {
+        Hold::Nothing
+    };
     // Both end the statement's cursor and long data on a server.
     let anew = execute || packet.first() == Some(&COM_STMT_RESET);
-    if holds || (anew && stmt.holds_copy) {
-        conn.note_run(&stmt.sql, backend_id, id, holds, anew);
+    if hold != Hold::Nothing || (anew && stmt.holds_copy) {
+        conn.note_run(&stmt.sql, backend_id, id, hold, anew);
         stmt.holds_copy = true;
     }
     Ok(out)
