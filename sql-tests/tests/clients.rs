@@ -653,9 +653,9 @@ async fn single_string(r: &mut RawConn, execute: &[u8]) -> String {
 }
 
 /// A statement's long data stays with it whatever the session does between the chunks and
-/// the execute, as on a server: here `SET NAMES` (after which the proxy prepares the text
-/// again for other statements) and a prepared `SET` (after which it prepares every
-/// statement again).
+/// the execute, as on a server: here `SET NAMES` back and forth (the proxy prepares the
+/// text again under each; the statement's cursor holds the first copy) and a prepared
+/// `SET` (after which it prepares every statement again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_data_outlasts_session_changes() {
     let (c, p) = setup().await;
@@ -663,12 +663,18 @@ async fn long_data_outlasts_session_changes() {
         let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
             .await
             .unwrap();
+        r.query("SET NAMES latin1").await.unwrap();
         let (id, _, _) = r.prepare("SELECT CONCAT('<', ?, '>')").await.unwrap();
         let (set, _, _) = r
             .prepare("SET @@session.time_zone = '+01:00'")
             .await
             .unwrap();
         let execute = raw::execute_param_packet(id, false, None);
+        r.send(&raw::execute_param_packet(id, true, Some("cursor")))
+            .await
+            .unwrap();
+        r.read_columns().await.unwrap();
+        r.query("SET NAMES utf8mb4").await.unwrap();
         r.send(&raw::long_data_packet(id, b"part")).await.unwrap();
         r.query("SET NAMES latin1").await.unwrap();
         r.send(&raw::long_data_packet(id, b" two")).await.unwrap();
@@ -682,6 +688,31 @@ async fn long_data_outlasts_session_changes() {
     };
     let direct = script(c.primary_addr().parse().unwrap()).await;
     assert_eq!(direct, ["<part two>", "<kept>"]);
+    assert_eq!(script(p.addr).await, direct);
+}
+
+/// A read's long data may go to a replica; the session's later writes must still reach the
+/// write backend (the connection the long data went to must not keep them on a read-only
+/// replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_data_for_a_read_leaves_writes_working() {
+    let (c, p) = setup().await;
+    cursor_table(c, "ps_ld_write", "(1)").await;
+    let script = |addr| async move {
+        let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_ld_write")
+            .await
+            .unwrap();
+        let (id, _, _) = r.prepare("SELECT CONCAT('<', ?, '>')").await.unwrap();
+        r.send(&raw::long_data_packet(id, b"read")).await.unwrap();
+        let read = single_string(&mut r, &raw::execute_param_packet(id, false, None)).await;
+        let write = match r.query("INSERT INTO t VALUES (2)").await {
+            Ok(_) => "inserted".to_string(),
+            Err(e) => e.to_string(),
+        };
+        [read, write]
+    };
+    let direct = script(c.primary_addr().parse().unwrap()).await;
+    assert_eq!(direct, ["<read>", "inserted"]);
     assert_eq!(script(p.addr).await, direct);
 }
 

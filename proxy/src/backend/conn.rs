@@ -183,13 +183,13 @@ pub struct BackendStmt {
     pub holder: Option<u32>,
     /// The holder sent long data here that no execute or reset has used up yet. Its next
     /// long data and its execute come here whatever changed in the session meanwhile: a
-    /// server keeps one statement, with all of its long data.
+    /// server keeps one statement, with all of its long data. (Unless every copy on the
+    /// connection is held and a prepare must close one: see [`MAX_STMTS_PER_CONN`].)
     pub long_data: bool,
-    /// Kept only for the cursor or long data on it when the connection's statements were
-    /// retired (see [`BackendConn::retire_stmts`]): fetches and resets still reach that
-    /// cursor, and an execute its long data, as on a server; no other execute runs this copy
-    /// again.
-    pub cursor_only: bool,
+    /// Kept only for its holder when the connection's statements were retired (see
+    /// [`BackendConn::retire_stmts`]): fetches and resets still reach its cursor, and an
+    /// execute its long data, as on a server; no other execute runs this copy again.
+    pub holder_only: bool,
 }
 
 /// What a command leaves on the statement copy it ran on, for its client statement alone.
@@ -234,7 +234,7 @@ pub struct BackendConn {
     pub stmts: rustc_hash::FxHashMap<Arc<str>, Vec<BackendStmt>>,
     /// Server-side ids of statements no longer used here but not yet closed (see
     /// [`BackendConn::retire_stmts`] and [`BackendConn::note_run`]); `send_command` closes
-    /// them before the next command, a reset drops them.
+    /// them ahead of the next command.
     retired: Vec<u32>,
     pub idle_since: Instant,
     /// Set when an exchange was cut off mid-way: the connection must not be reused.
@@ -518,17 +518,17 @@ impl BackendConn {
         Ok(value)
     }
 
-    /// Sends a command as a fresh exchange (sequence id 0).
-    /// Sends one command, after the closes of the statements this connection has retired:
-    /// `COM_STMT_CLOSE` has no reply, so they share the command's write, and a retired
-    /// statement never outlives the next command on the server.
+    /// Sends a command as a fresh exchange (sequence id 0), after the closes of the
+    /// statements this connection has retired: `COM_STMT_CLOSE` has no reply, so they share
+    /// the command's write, and a retired statement never outlives the next command on the
+    /// server.
     pub async fn send_command(&mut self, payload: &[u8]) -> io::Result<()> {
         if self.retired.is_empty() {
             self.writer.write_packet(0, payload).await?;
             return self.writer.flush().await;
         }
-        // A statement that has left `stmts` but cannot be closed may stay on the server: the
-        // connection is not pooled again (`broken` stays set) when a write fails.
+        // A statement that has left `stmts` but cannot be closed may stay on the server: when
+        // a write fails, `broken` stays set and the connection is not pooled again.
         let was_broken = std::mem::replace(&mut self.broken, true);
         while let Some(id) = self.retired.pop() {
             let mut close = [COM_STMT_CLOSE; 5];
@@ -668,11 +668,12 @@ impl BackendConn {
     }
 
     /// The id of statement `sql` as prepared on this connection in schema `schema` (any,
-    /// for `None`: a statement prepared without a schema names none it depends on) and under
-    /// the connection's current session variables, if it is, for client statement `client`:
-    /// its own copy if it holds one, else one no client statement holds.
+    /// for `None`: a statement prepared without a schema names none it depends on), if it
+    /// is, for client statement `client`: the copy holding its unused long data, whatever
+    /// the session variables; else its own copy under the connection's current variables;
+    /// else such a copy no client statement holds.
     /// `for_cursor`: the command works on the statement's open cursor (fetch, reset), which
-    /// may sit on a copy kept only for it.
+    /// sits on its own copy, kept for it whatever the variables.
     pub fn prepared_id(
         &self,
         sql: &str,
@@ -684,14 +685,20 @@ impl BackendConn {
         let in_schema =
             |st: &&BackendStmt| schema.is_none() || st.state.schema.as_deref() == schema;
         // The client statement's own copy first: its cursor or long data is there.
-        let own = copies.iter().filter(in_schema).find(|st| {
-            let usable =
-                st.long_data || for_cursor || (!st.cursor_only && st.state.vars == self.state.vars);
-            st.holder == Some(client) && usable
-        });
+        let mut mine = copies
+            .iter()
+            .filter(in_schema)
+            .filter(|st| st.holder == Some(client));
+        let own = if for_cursor {
+            mine.next()
+        } else {
+            mine.clone()
+                .find(|st| st.long_data)
+                .or_else(|| mine.find(|st| !st.holder_only && st.state.vars == self.state.vars))
+        };
         own.or_else(|| {
             copies.iter().filter(in_schema).find(|st| {
-                st.holder.is_none() && !st.cursor_only && st.state.vars == self.state.vars
+                st.holder.is_none() && !st.holder_only && st.state.vars == self.state.vars
             })
         })
         .map(|st| st.id)
@@ -712,7 +719,7 @@ impl BackendConn {
         let current = self.stmts.get(sql).and_then(|copies| {
             copies.iter().position(|st| {
                 let free = client.is_none() || st.holder.is_none() || st.holder == client;
-                free && !st.cursor_only && st.state == self.state
+                free && !st.holder_only && st.state == self.state
             })
         });
         let at = match current {
@@ -789,16 +796,17 @@ impl BackendConn {
     /// holding them for as long as the connection lives: a session that keeps re-preparing
     /// on one connection would then count up to the server-wide `max_prepared_stmt_count`
     /// and make every client's prepare fail. Their closes go out with the next command.
-    /// A copy with a cursor or long data stays, for those only (`cursor_only`).
+    /// A copy a client statement holds stays, for that statement's cursor and long data only
+    /// (`holder_only`).
     pub fn retire_stmts(&mut self) {
         let retired = &mut self.retired;
         self.stmts.retain(|_, copies| {
             copies.retain_mut(|st| {
-                st.cursor_only = st.holder.is_some();
-                if !st.cursor_only {
+                st.holder_only = st.holder.is_some();
+                if !st.holder_only {
                     retired.push(st.id);
                 }
-                st.cursor_only
+                st.holder_only
             });
             !copies.is_empty()
         });
@@ -875,7 +883,7 @@ impl BackendConn {
             reply: Arc::new(packets),
             holder: None,
             long_data: false,
-            cursor_only: false,
+            holder_only: false,
         };
         let copies = self.stmts.entry(sql.clone()).or_default();
         copies.push(st);
