@@ -406,7 +406,7 @@ impl Cluster {
     pub fn spawn_maintenance(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = crate::timer::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 let Some(cluster) = me.upgrade() else { return };
@@ -436,7 +436,7 @@ impl Cluster {
             if now >= *deadline.get_or_insert(now + self.write_wait) {
                 return Err(b);
             }
-            tokio::time::sleep(WRITABLE_POLL).await;
+            crate::timer::sleep(WRITABLE_POLL).await;
         }
     }
 

@@ -2,9 +2,9 @@
 //!
 //! Each event thread drives a current-thread tokio runtime of its own. The listener hands every
 //! accepted client to the thread running the fewest sessions, and the session stays there for
-//! life: its client socket, the backend connections it takes from the pool (see
-//! `backend::pool`, which keeps idle connections per thread) and its timers are all served by
-//! that thread's epoll. A statement's four socket operations then never wait for a wake-up
+//! life: its client socket and the backend connections it takes from the pool (see
+//! `backend::pool`, which keeps idle connections per thread) are all served by that thread's
+//! epoll. Its rare timers are served by the main runtime (see `timer`). A statement's four socket operations then never wait for a wake-up
 //! from another thread, which on a work-stealing runtime costs a futex wake and often a
 //! context switch per hop — the same model as Atlas's event threads and HAProxy's threads.
 //!
@@ -49,22 +49,24 @@ impl Drop for Running {
 }
 
 impl EventThreads {
-    /// Starts `n` event threads (at least one).
-    pub fn start(n: usize) -> std::io::Result<Self> {
+    /// Starts `n` event threads (at least one), whose timers `timers` serves (see `timer`):
+    /// a runtime that keeps running while they do.
+    pub fn start(n: usize, timers: &tokio::runtime::Handle) -> std::io::Result<Self> {
         let mut threads = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
-            // Only I/O and timers. tokio still adds its signal and process drivers to every
-            // runtime with I/O (the workspace needs those features for HA hooks); they cost
-            // ~50 instructions each time the thread parks (callgrind).
+            // Only I/O. tokio still adds its signal and process drivers to every runtime with
+            // I/O (the workspace needs those features for HA hooks); they cost ~50
+            // instructions each time the thread parks (callgrind).
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_io()
-                .enable_time()
                 .build()?;
             let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+            let timers = timers.clone();
             std::thread::Builder::new()
                 .name(format!("rwproxy-event-{i}"))
                 .spawn(move || {
                     INDEX.set(Some(i));
+                    crate::timer::serve_this_thread_from(timers);
                     runtime.block_on(async move {
                         while let Some(job) = queue.recv().await {
                             tokio::spawn(job);
@@ -145,10 +147,36 @@ impl<T> PerThread<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// A runtime of its own to serve the event threads' timers, running until dropped.
+    fn timer_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn timers_fire_on_event_threads() {
+        let timers = timer_runtime();
+        let threads = EventThreads::start(1, timers.handle()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        threads.spawn(async move {
+            crate::timer::sleep(Duration::from_millis(5)).await;
+            let waited =
+                crate::timer::timeout(Duration::from_millis(5), std::future::pending::<()>()).await;
+            tx.send((current(), waited.is_err())).unwrap();
+        });
+        let fired = rx.recv_timeout(Duration::from_secs(10));
+        assert_eq!(fired, Ok((Some(0), true)));
+    }
 
     #[test]
     fn sessions_go_to_the_least_busy_thread_and_run_there() {
-        let threads = EventThreads::start(2).unwrap();
+        let timers = timer_runtime();
+        let threads = EventThreads::start(2, timers.handle()).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let (hold, release) = tokio::sync::watch::channel(false);
         for _ in 0..4 {
@@ -178,7 +206,8 @@ mod tests {
     fn each_thread_counts_in_its_own_part() {
         use std::sync::atomic::AtomicU64;
         let parts = Arc::new(PerThread::<AtomicU64>::new(2));
-        let threads = EventThreads::start(2).unwrap();
+        let timers = timer_runtime();
+        let threads = EventThreads::start(2, timers.handle()).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         // Both sessions run until both have counted: one that ended first would leave its
         // thread the least busy again, and the second would go there too.

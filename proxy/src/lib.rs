@@ -19,4 +19,5 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod timer;
 pub mod tls;

@@ -253,7 +253,8 @@ async fn serve(cfg: config::Config) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let threads = Arc::new(
-        EventThreads::start(cfg.event_thread_count()).context("cannot start event threads")?,
+        EventThreads::start(cfg.event_thread_count(), &tokio::runtime::Handle::current())
+            .context("cannot start event threads")?,
     );
     let admin = rwproxy::server::bind(cfg.admin_listen)
         .await
@@ -386,12 +387,12 @@ async fn serve(cfg: config::Config) -> Result<()> {
             );
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        rwproxy::timer::sleep(std::time::Duration::from_millis(50)).await;
     }
     // VRRP instances stopped with the same signal: a MASTER sends its priority-0 advert and
     // drops the VIP so a backup takes over at once; wait for that.
     for r in vrrp {
-        match tokio::time::timeout(std::time::Duration::from_secs(15), r.handle).await {
+        match rwproxy::timer::timeout(std::time::Duration::from_secs(15), r.handle).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!("VRRP instance stopped with an error: {e}"),
             Ok(Err(e)) => tracing::error!("VRRP instance task failed: {e}"),
@@ -400,7 +401,7 @@ async fn serve(cfg: config::Config) -> Result<()> {
     }
     // The failover task sets the local database read-only on its way out.
     if let Some(f) = failover {
-        if tokio::time::timeout(std::time::Duration::from_secs(15), f)
+        if rwproxy::timer::timeout(std::time::Duration::from_secs(15), f)
             .await
             .is_err()
         {
@@ -409,7 +410,7 @@ async fn serve(cfg: config::Config) -> Result<()> {
     }
     // The director removes the virtual services it owns, as keepalived does on exit.
     if let Some(d) = director {
-        match tokio::time::timeout(std::time::Duration::from_secs(15), d.handle).await {
+        match rwproxy::timer::timeout(std::time::Duration::from_secs(15), d.handle).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!("IPVS director stopped with an error: {e}"),
             Ok(Err(e)) => tracing::error!("IPVS director task failed: {e}"),

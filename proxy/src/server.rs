@@ -77,7 +77,7 @@ async fn backend_version(cluster: &Cluster) -> String {
     let Some(b) = cluster.write_backend() else {
         return FALLBACK_VERSION.into();
     };
-    let probe = tokio::time::timeout(cluster.dial.timeout, async {
+    let probe = crate::timer::timeout(cluster.dial.timeout, async {
         use crate::protocol::packet::PacketReader;
         let s = tokio::net::TcpStream::connect(&b.address).await?;
         let mut r = PacketReader::new(s);
@@ -111,7 +111,7 @@ pub async fn serve(
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                crate::timer::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };

@@ -73,7 +73,10 @@ pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
     backends.spawn_maintenance();
     rwproxy::monitor::spawn(&backends, cfg.monitor.clone());
     let listener = rwproxy::server::bind(cfg.listen).await?;
-    let threads = Arc::new(EventThreads::start(cfg.event_thread_count())?);
+    let threads = Arc::new(EventThreads::start(
+        cfg.event_thread_count(),
+        &tokio::runtime::Handle::current(),
+    )?);
     let addr = listener.local_addr()?;
     let admin = rwproxy::server::bind(cfg.admin_listen).await?;
     let admin_addr = admin.local_addr()?;

@@ -250,7 +250,7 @@ impl BackendConn {
         dial: &Dial,
     ) -> Result<Self, BackendError> {
         let addr_s = addr.to_string();
-        let stream = match tokio::time::timeout(dial.timeout, TcpStream::connect(addr)).await {
+        let stream = match crate::timer::timeout(dial.timeout, TcpStream::connect(addr)).await {
             Err(_) => return Err(BackendError::ConnectTimeout { addr: addr_s }),
             Ok(Err(e)) => {
                 return Err(BackendError::Connect {
@@ -262,7 +262,7 @@ impl BackendConn {
         };
         stream.set_nodelay(true)?;
         let login = Self::login(stream, addr, key, password, dial.tls.as_ref());
-        match tokio::time::timeout(dial.timeout, login).await {
+        match crate::timer::timeout(dial.timeout, login).await {
             Err(_) => Err(BackendError::ConnectTimeout { addr: addr_s }),
             Ok(Err(BackendError::Server(error))) => Err(BackendError::Login {
                 addr: addr_s,

@@ -124,7 +124,7 @@ impl Pool {
                 if let Some(idle) = self.take_any_idle() {
                     idle.permit
                 } else {
-                    tokio::time::timeout(self.dial.timeout, self.permits.clone().acquire_owned())
+                    crate::timer::timeout(self.dial.timeout, self.permits.clone().acquire_owned())
                         .await
                         .map_err(|_| BackendError::PoolExhausted {
                             addr: addr.to_string(),

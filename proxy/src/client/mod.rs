@@ -309,7 +309,7 @@ async fn wait_for_command(
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+        Some(d) => crate::timer::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }

@@ -125,7 +125,7 @@ impl Registry {
         let me: Weak<Self> = Arc::downgrade(self);
         let every = (timeout / 4).min(Duration::from_secs(1));
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            let mut tick = crate::timer::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;

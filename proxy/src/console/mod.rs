@@ -28,7 +28,7 @@ pub async fn serve(listener: TcpListener, control: Arc<ProxyControl>) -> std::io
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!("admin accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                crate::timer::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };

@@ -24,7 +24,7 @@ pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig) {
     let me = Arc::downgrade(cluster);
     tokio::spawn(async move {
         let mut watched: Vec<Weak<Backend>> = Vec::new();
-        let mut tick = tokio::time::interval(cfg.interval);
+        let mut tick = crate::timer::interval(cfg.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let Some(cluster) = me.upgrade() else { return };
@@ -56,7 +56,7 @@ async fn watch(cluster: Weak<Cluster>, backend: Weak<Backend>, cfg: MonitorConfi
     });
     let mut damper = Damper::new(cfg.rise, cfg.fall);
     let mut login_refused = false;
-    let mut tick = tokio::time::interval(cfg.interval);
+    let mut tick = crate::timer::interval(cfg.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -120,7 +120,7 @@ fn judge(role: Role, status: &ServerStatus, cfg: &MonitorConfig, primary_serves:
 
 /// The credential-less probe: does the port accept a TCP connection in time?
 async fn reachable(address: &str, timeout: std::time::Duration) -> Finding {
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+    match crate::timer::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
         Ok(Ok(_)) => Finding::Good,
         Ok(Err(e)) => Finding::Unreachable(format!("{address}: {e}")),
         Err(_) => Finding::Unreachable(format!("{address}: no answer within {timeout:?}")),

@@ -46,7 +46,7 @@ async fn serve(listener: TcpListener, sources: Sources) {
             Ok((s, _)) => s,
             Err(e) => {
                 tracing::warn!("metrics: accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                crate::timer::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };

@@ -107,7 +107,7 @@ async fn write_lines(
         let entry = if realtime {
             rx.recv().await
         } else {
-            match tokio::time::timeout(FLUSH_EVERY, rx.recv()).await {
+            match crate::timer::timeout(FLUSH_EVERY, rx.recv()).await {
                 Ok(e) => e,
                 Err(_) => {
                     flush(&mut out, &path);
