@@ -308,8 +308,11 @@ pub async fn send_long_data(
     let Some(id) = stmt_id(packet).filter(|id| s.stmts.contains_key(id)) else {
         return Ok(());
     };
+    // Long data pins the session to the connection it goes to, like a cursor (see
+    // `execute`): on a replica, every later write of the session would fail with
+    // --read-only.
     s.sticky.server_state = true;
-    let target = target_of(s, &s.stmts[&id].class);
+    let target = Target::Write;
     let mut exclude = Vec::new();
     let mut c = match s.checkout(target, &mut exclude).await {
         Ok(c) => c,
