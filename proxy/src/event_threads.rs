@@ -4,9 +4,10 @@
 //! accepted client to the thread running the fewest sessions, and the session stays there for
 //! life: its client socket and the backend connections it takes from the pool (see
 //! `backend::pool`, which keeps idle connections per thread) are all served by that thread's
-//! epoll. Its rare timers are served by the main runtime (see `timer`). A statement's four socket operations then never wait for a wake-up
-//! from another thread, which on a work-stealing runtime costs a futex wake and often a
-//! context switch per hop — the same model as Atlas's event threads and HAProxy's threads.
+//! epoll; its rare timers, by the main runtime (see `timer`). A statement's four socket
+//! operations then never wait for a wake-up from another thread, which on a work-stealing
+//! runtime costs a futex wake and often a context switch per hop — the same model as Atlas's
+//! event threads and HAProxy's threads.
 //!
 //! The rest of the proxy (listener, admin console, monitor, HA) runs on the main runtime.
 
