@@ -842,10 +842,41 @@ async fn re_prepared_statements_are_closed_on_the_server() {
     );
 }
 
+/// A session with more open cursors than a backend connection keeps statements (256): the
+/// proxy may not close any statement holding one, so every cursor still fetches, as on a
+/// direct connection (the server's limit is `max_prepared_stmt_count`, far higher).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_open_cursors_than_the_statement_limit() {
+    let (c, p) = setup().await;
+    cursor_table(c, "ps_cur_over", "(1), (2), (3), (4), (5), (6)").await;
+    let script = |addr| async move {
+        let mut r = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_cur_over")
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for i in 0..300 {
+            let text = format!("SELECT v FROM t WHERE v > {} ORDER BY v", i % 5);
+            let (id, _, _) = r.prepare(&format!("{text} /* {i} */")).await.unwrap();
+            r.send(&raw::execute_packet(id, true)).await.unwrap();
+            r.read_columns().await.unwrap();
+            ids.push(id);
+        }
+        let mut seen = Vec::new();
+        for id in ids {
+            r.send(&raw::fetch_packet(id, 1)).await.unwrap();
+            seen.push(fetched(&mut r).await);
+        }
+        seen
+    };
+    let direct = script(c.primary_addr().parse().unwrap()).await;
+    let expected: Vec<String> = (0..300).map(|i| format!("[{}]", i % 5 + 1)).collect();
+    assert_eq!(direct, expected);
+    assert_eq!(script(p.addr).await, direct);
+}
+
 /// A session with an open cursor that prepares many more statements than a backend
 /// connection keeps (256): the proxy closes older ones to stay under the limit, but never the
-/// one the cursor is open on while others can go, so fetching goes on as on a direct
-/// connection.
+/// one the cursor is open on, so fetching goes on as on a direct connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_prepares_keep_an_open_cursor() {
     let (c, p) = setup().await;

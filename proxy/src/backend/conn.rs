@@ -176,15 +176,14 @@ pub struct BackendStmt {
     /// The server's prepare reply, replayed to later sessions preparing the same text here.
     pub reply: Arc<Vec<RawPacket>>,
     /// The client statement (by the session's id for it) that opened a cursor or sent long
-    /// data on this copy, last. Closing the copy would lose them, so it is the last to go
-    /// when the connection has too many; and no other client statement of the same text runs
+    /// data on this copy, last. Closing the copy would lose them, so it is not closed when
+    /// the connection has too many; and no other client statement of the same text runs
     /// here, since on a server each statement has its own cursor and long data. It is
     /// retired when its holder is executed on another copy or closed.
     pub holder: Option<u32>,
     /// The holder sent long data here that no execute or reset has used up yet. Its next
     /// long data and its execute come here whatever changed in the session meanwhile: a
-    /// server keeps one statement, with all of its long data. (Unless every copy on the
-    /// connection is held and a prepare must close one: see [`MAX_STMTS_PER_CONN`].)
+    /// server keeps one statement, with all of its long data.
     pub long_data: bool,
     /// Kept only for its holder when the connection's statements were retired (see
     /// [`BackendConn::retire_stmts`]): fetches and resets still reach its cursor, and an
@@ -200,8 +199,10 @@ pub enum Hold {
     LongData,
 }
 
-/// Prepared statements kept per connection before the oldest is closed; well under the
-/// server's default `max_prepared_stmt_count` even with many connections.
+/// Prepared statements kept per connection before one is closed; well under the server's
+/// default `max_prepared_stmt_count` even with many connections. Copies holding a cursor or
+/// long data are never closed for it: a connection goes over the limit instead, by no more
+/// than the statements its one pinned session holds open (which the server limits).
 const MAX_STMTS_PER_CONN: usize = 256;
 
 /// How connections to backends are opened.
@@ -832,15 +833,11 @@ impl BackendConn {
             }
         }
         if self.stmts.values().map(Vec::len).sum::<usize>() >= MAX_STMTS_PER_CONN {
-            let pick = |holding: bool| {
-                self.stmts.iter().find_map(|(k, copies)| {
-                    let at = copies
-                        .iter()
-                        .position(|st| st.holder.is_some() == holding)?;
-                    Some((k.clone(), at))
-                })
-            };
-            if let Some((k, at)) = pick(false).or_else(|| pick(true)) {
+            let unheld = self.stmts.iter().find_map(|(k, copies)| {
+                let at = copies.iter().position(|st| st.holder.is_none())?;
+                Some((k.clone(), at))
+            });
+            if let Some((k, at)) = unheld {
                 let copies = self.stmts.get_mut(&k).expect("just found");
                 self.retired.push(copies.remove(at).id);
                 if copies.is_empty() {
