@@ -102,8 +102,18 @@ impl RawConn {
         Ok(c)
     }
 
-    /// Runs a text query and returns every reply packet up to the end of its last result.
+    /// Runs a text query that must succeed and returns every reply packet up to the end of
+    /// its last result; an ERR packet anywhere in the reply is an `Err` naming it.
     pub async fn query(&mut self, sql: &str) -> Result<Vec<Vec<u8>>> {
+        let reply = self.query_reply(sql).await?;
+        match reply.iter().find(|p| p.first() == Some(&0xff)) {
+            Some(err) => bail!("{sql}: {}", err_text(err)),
+            None => Ok(reply),
+        }
+    }
+
+    /// Runs a text query and returns its reply as it came, an ERR packet included.
+    pub async fn query_reply(&mut self, sql: &str) -> Result<Vec<Vec<u8>>> {
         self.command(&[&[0x03][..], sql.as_bytes()].concat()).await
     }
 

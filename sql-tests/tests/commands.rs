@@ -274,8 +274,8 @@ async fn multi_statements_and_call_with_two_result_sets() {
     let via = diff::run_text(&mut v, sql, &n).await;
     let direct = diff::run_text(&mut d, sql, &n).await;
     assert_same(sql, &via, &direct);
-    let got = raw_via.query(sql).await.unwrap();
-    assert_eq!(got, raw_direct.query(sql).await.unwrap());
+    let got = raw_via.query_reply(sql).await.unwrap();
+    assert_eq!(got, raw_direct.query_reply(sql).await.unwrap());
     assert!(err_text(got.last().unwrap()).starts_with("1146"), "{got:?}");
 
     // The mariadb CLI, which prints every result set.
@@ -522,8 +522,8 @@ async fn kill_connection_and_kill_errors() {
         "KILL CONNECTION -1",
     ] {
         assert_eq!(
-            via.query(sql).await.unwrap(),
-            direct.query(sql).await.unwrap(),
+            via.query_reply(sql).await.unwrap(),
+            direct.query_reply(sql).await.unwrap(),
             "{sql}"
         );
     }
@@ -531,7 +531,7 @@ async fn kill_connection_and_kill_errors() {
         via.command(&com_process_kill(4_000_000)).await.unwrap(),
         direct.command(&com_process_kill(4_000_000)).await.unwrap()
     );
-    let unsupported = via.query("KILL USER app").await.unwrap();
+    let unsupported = via.query_reply("KILL USER app").await.unwrap();
     assert!(
         err_text(&unsupported[0]).starts_with("1235 (42000)"),
         "{unsupported:?}"
@@ -539,9 +539,12 @@ async fn kill_connection_and_kill_errors() {
 
     // Another user's session: not the killer's to kill.
     let (mut plain_via, mut plain_direct) = raw_pair(c, &p, PLAIN_USER, PLAIN_PASSWORD).await;
-    let got = plain_via.query(&format!("KILL {}", via.id)).await.unwrap();
+    let got = plain_via
+        .query_reply(&format!("KILL {}", via.id))
+        .await
+        .unwrap();
     let want = plain_direct
-        .query(&format!("KILL {}", direct.id))
+        .query_reply(&format!("KILL {}", direct.id))
         .await
         .unwrap();
     assert_eq!(
@@ -554,8 +557,8 @@ async fn kill_connection_and_kill_errors() {
 
     // Killing oneself: the statement, then the connection.
     for sql in ["KILL QUERY CONNECTION_ID()", "KILL CONNECTION_ID()"] {
-        let got = via.query(sql).await.unwrap();
-        let want = direct.query(sql).await.unwrap();
+        let got = via.query_reply(sql).await.unwrap();
+        let want = direct.query_reply(sql).await.unwrap();
         assert_eq!(got, want, "{sql}");
     }
     assert!(via.read().await.is_err(), "closed after killing itself");

@@ -448,7 +448,7 @@ async fn load_data_local_refused_like_a_server() {
     let load = "LOAD DATA LOCAL INFILE '/nonexistent' INTO TABLE refuse_t";
     for (addr, who) in [(primary_addr(cluster), "direct"), (p.addr, "proxy")] {
         let mut plain = raw(addr, LoginOptions::default()).await;
-        let reply = last(&plain.query(load).await.unwrap());
+        let reply = last(&plain.query_reply(load).await.unwrap());
         assert_eq!(
             raw::err_text(&reply),
             "4166 (HY000): The used command is not allowed because the MariaDB server or client has disabled the local infile capability",
