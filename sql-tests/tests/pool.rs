@@ -130,6 +130,69 @@ async fn session_state_does_not_leak_between_clients() {
     }
 }
 
+/// Statements whose effect on the connection the proxy cannot see keep the session on that
+/// connection, and it is reset before another client gets it: a procedure's user and session
+/// variables do not leak to the next client, and `FLUSH TABLES WITH READ LOCK` or an open
+/// `HANDLER` do not outlive the client that took them (on a direct connection the server
+/// releases them when the client leaves; a pooled connection that kept them would block
+/// every write on the primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unseen_connection_state_does_not_outlive_its_client() {
+    let _turn = TURN.lock().await;
+    let cl = cluster().await;
+    let mut root = cl.primary.root_conn().await.unwrap();
+    for sql in [
+        "CREATE DATABASE IF NOT EXISTS pool_unseen",
+        "CREATE OR REPLACE TABLE pool_unseen.t (v INT)",
+        "CREATE OR REPLACE PROCEDURE pool_unseen.p(OUT o INT) \
+         BEGIN SET @secret = 'alice'; SET SESSION sql_safe_updates = 1; SET o = 60; END",
+    ] {
+        root.query_drop(sql).await.unwrap();
+    }
+    // One connection per backend: every client gets the one its predecessor used.
+    let p = proxy::start(&config(cl, 1)).await.unwrap();
+    type Vars = (Option<i64>, Option<String>, i64);
+    const VARS: &str = "SELECT @out, @secret, @@sql_safe_updates";
+
+    let mut a = p.conn().await.unwrap();
+    a.query_drop("CALL pool_unseen.p(@out)").await.unwrap();
+    let own: Vars = a.query_first(VARS).await.unwrap().unwrap();
+    assert_eq!(
+        own,
+        (Some(60), Some("alice".into()), 1),
+        "the caller's session"
+    );
+    a.disconnect().await.unwrap();
+    for hint in ["/*master*/", "/*slave*/"] {
+        let mut b = p.conn().await.unwrap();
+        let next: Vars = b
+            .query_first(format!("{hint} {VARS}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(next, (None, None, 0), "the next client ({hint})");
+        b.disconnect().await.unwrap();
+    }
+
+    for lock in ["FLUSH TABLES WITH READ LOCK", "HANDLER pool_unseen.t OPEN"] {
+        let mut a = p.conn().await.unwrap();
+        a.query_drop(lock).await.unwrap();
+        a.disconnect().await.unwrap();
+        // Blocked by either lock while it is held; the wait covers the proxy's reset.
+        root.query_drop("SET SESSION lock_wait_timeout = 10")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let truncated = root.query_drop("TRUNCATE TABLE pool_unseen.t").await;
+        assert!(
+            truncated.is_ok(),
+            "{lock} outlived its client: {truncated:?} after {:?}",
+            started.elapsed()
+        );
+    }
+    root.disconnect().await.unwrap();
+}
+
 /// `COM_RESET_CONNECTION`, which cleans a pooled connection between clients, keeps the schema
 /// but sets `@@collation_database` back to the server default; the next client must still see
 /// its schema's collation, as on a fresh login. Found by DBD::MariaDB's suite, which refuses to

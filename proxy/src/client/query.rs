@@ -15,7 +15,8 @@ use crate::stats::digest;
 pub(crate) const SERVER_STATE: Flags = Flags::TEMP_TABLE
     .union(Flags::GET_LOCK)
     .union(Flags::USER_VAR_WRITE)
-    .union(Flags::CALC_FOUND_ROWS);
+    .union(Flags::CALC_FOUND_ROWS)
+    .union(Flags::CONNECTION_STATE);
 
 /// Statement kinds that change session state.
 pub(crate) fn changes_session(kind: StmtKind) -> bool {

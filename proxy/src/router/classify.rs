@@ -117,8 +117,13 @@ impl Flags {
     /// CONNECTION_ID( — the proxy answers it with the id it gave the client; see
     /// [`replace_connection_id`].
     pub const CONNECTION_ID: Flags = Flags(1 << 18);
+    /// `CALL`, `EXECUTE IMMEDIATE`, `HANDLER`, `BACKUP STAGE|LOCK`, `LOCK INSTANCE`, and
+    /// `FLUSH` with `LOCK` (`WITH READ LOCK`) or `FOR EXPORT`: they leave state on the connection the proxy cannot
+    /// see or replay — locks that block the whole server, open handlers, and whatever session
+    /// or user variables a procedure or dynamic SQL set.
+    pub const CONNECTION_STATE: Flags = Flags(1 << 19);
 
-    const NAMES: [(Flags, &'static str); 19] = [
+    const NAMES: [(Flags, &'static str); 20] = [
         (Flags::HINT_MASTER, "HINT_MASTER"),
         (Flags::HINT_SLAVE, "HINT_SLAVE"),
         (Flags::LOCKING_READ, "LOCKING_READ"),
@@ -138,6 +143,7 @@ impl Flags {
         (Flags::MASTER_STATUS, "MASTER_STATUS"),
         (Flags::DIAGNOSTICS, "DIAGNOSTICS"),
         (Flags::CONNECTION_ID, "CONNECTION_ID"),
+        (Flags::CONNECTION_STATE, "CONNECTION_STATE"),
     ];
 
     pub const fn empty() -> Flags {
@@ -976,6 +982,9 @@ impl<'a> Classifier<'a> {
             _ => {}
         }
         let (kind, ctx) = self.head(t.sym);
+        if t.sym == Sym::Word && self.leaves_connection_state(t) {
+            self.flags |= Flags::CONNECTION_STATE;
+        }
         let ended = loop {
             match self.lx.next().sym {
                 Sym::End => break Ended::Eof,
@@ -984,6 +993,28 @@ impl<'a> Classifier<'a> {
             }
         };
         (Some(kind), ended)
+    }
+
+    /// Whether a statement starting with the word `t` is one of [`Flags::CONNECTION_STATE`]'s
+    /// (those keywords matter nowhere else, so they are not in the keyword table).
+    fn leaves_connection_state(&self, t: Tok) -> bool {
+        let is = |tok: &Tok, w: &[u8]| self.lx.s[tok.start..tok.end].eq_ignore_ascii_case(w);
+        if is(&t, b"CALL") || is(&t, b"HANDLER") || is(&t, b"BACKUP") {
+            return true;
+        }
+        if !is(&t, b"FLUSH") {
+            return false;
+        }
+        let mut l = self.lx.clone();
+        loop {
+            let tok = l.next();
+            match tok.sym {
+                Sym::End | Sym::Punct(b';') => return false,
+                Sym::Kw(Kw::Lock) => return true,
+                Sym::Word if is(&tok, b"EXPORT") => return true,
+                _ => {}
+            }
+        }
     }
 
     fn peek(&self) -> Sym {
@@ -1072,11 +1103,17 @@ impl<'a> Classifier<'a> {
                 Kw::Lock | Kw::Unlock => match self.peek() {
                     Sym::Kw(Kw::Table | Kw::Tables) if k == Kw::Lock => LockTables,
                     Sym::Kw(Kw::Table | Kw::Tables) => UnlockTables,
+                    // `LOCK INSTANCE FOR BACKUP` (MySQL's backup lock).
+                    _ if k == Kw::Lock => {
+                        self.flags |= Flags::CONNECTION_STATE;
+                        Write
+                    }
                     _ => Write,
                 },
                 Kw::Prepare | Kw::Deallocate => PrepareText,
                 Kw::Execute => {
                     if self.peek() == Sym::Kw(Kw::Immediate) {
+                        self.flags |= Flags::CONNECTION_STATE;
                         Write
                     } else {
                         PrepareText
@@ -1500,17 +1537,24 @@ mod tests {
         ("ALTER TABLE t ADD COLUMN c INT", W, &[]),
         ("TRUNCATE TABLE t", W, &[]),
         ("RENAME TABLE a TO b", W, &[]),
-        ("CALL p(1, @out)", W, &[UV]),
+        ("CALL p(1, @out)", W, &[UV, F::CONNECTION_STATE]),
+        ("call p()", W, &[F::CONNECTION_STATE]),
         ("LOAD DATA LOCAL INFILE '/tmp/x.csv' INTO TABLE t FIELDS TERMINATED BY ','", W, &[]),
         ("DO SLEEP(1)", W, &[]),
         ("XA START 'x'", W, &[]),
         ("XA END 'x'", W, &[]),
         ("XA COMMIT 'x'", W, &[]),
-        ("HANDLER t OPEN", W, &[]),
-        ("HANDLER t READ FIRST", W, &[]),
+        ("HANDLER t OPEN", W, &[F::CONNECTION_STATE]),
+        ("HANDLER t READ FIRST", W, &[F::CONNECTION_STATE]),
         ("CHANGE MASTER TO MASTER_HOST='h', MASTER_PORT=3306", W, &[]),
         ("START SLAVE", W, &[]),
         ("FLUSH TABLES", W, &[]),
+        ("FLUSH LOGS", W, &[]),
+        ("FLUSH TABLES WITH READ LOCK", W, &[F::CONNECTION_STATE]),
+        ("flush tables t1, t2 with read lock", W, &[F::CONNECTION_STATE]),
+        ("FLUSH TABLES t FOR EXPORT", W, &[F::CONNECTION_STATE]),
+        ("BACKUP STAGE START", W, &[F::CONNECTION_STATE]),
+        ("BACKUP LOCK t", W, &[F::CONNECTION_STATE]),
         ("OPTIMIZE TABLE t", W, &[]),
         ("CHECKSUM TABLE t", W, &[]),
         ("GRANT SELECT ON db.* TO 'u'@'%'", W, &[]),
@@ -1519,8 +1563,8 @@ mod tests {
         ("RELEASE SAVEPOINT sp1", W, &[]),
         ("ROLLBACK TO SAVEPOINT sp1", W, &[]),
         ("ROLLBACK WORK TO sp1", W, &[]),
-        ("LOCK INSTANCE FOR BACKUP", W, &[]),
-        ("EXECUTE IMMEDIATE 'DELETE FROM t'", W, &[]),
+        ("LOCK INSTANCE FOR BACKUP", W, &[F::CONNECTION_STATE]),
+        ("EXECUTE IMMEDIATE 'DELETE FROM t'", W, &[F::CONNECTION_STATE]),
         ("SET PASSWORD = PASSWORD('x')", W, &[]),
         ("SET PASSWORD FOR 'u'@'h' = 'x'", W, &[]),
         ("SET DEFAULT ROLE ALL TO 'u'@'h'", W, &[]),
