@@ -490,6 +490,137 @@ async fn last_insert_id_is_this_sessions() {
     }
 }
 
+/// A proxy on one event thread: its sessions share one pool of idle connections, so a test
+/// can make another client take the connection a session's last statement used.
+async fn start_one_thread_proxy() -> (&'static Cluster, proxy::Proxy) {
+    let c = cluster().await;
+    let toml =
+        proxy::config_toml(c, &[1, 1], "").replacen("[proxy]\n", "[proxy]\nevent-threads = 1\n", 1);
+    assert!(toml.contains("event-threads = 1"));
+    (c, proxy::start(&toml).await.unwrap())
+}
+
+/// Makes another client take (and keep, in a transaction) the idle primary connection the
+/// session's last statement returned, so the session's next statement runs on another one.
+async fn take_last_connection(p: &proxy::Proxy) -> Conn {
+    let mut other = p.conn().await.unwrap();
+    other.query_drop("BEGIN").await.unwrap();
+    other
+}
+
+/// `LAST_INSERT_ID()` and its `@@identity` spellings answer the id the session's last
+/// binary-protocol insert generated, in text and prepared statements, also on a connection
+/// other than the insert's (as on a direct connection, where there is only one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_insert_id_follows_prepared_inserts() {
+    let (_cl, p) = start_one_thread_proxy().await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop(
+        "CREATE TABLE IF NOT EXISTS rt_autoinc_ps (id BIGINT AUTO_INCREMENT PRIMARY KEY, v INT)",
+    )
+    .await
+    .unwrap();
+    let mut holders = Vec::new();
+    for (i, read) in [
+        "SELECT LAST_INSERT_ID()",
+        "SELECT @@identity",
+        "SELECT @@last_insert_id",
+        "SELECT LAST_INSERT_ID() + 0 * ?",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        c.exec_drop("INSERT INTO rt_autoinc_ps (v) VALUES (?)", (i,))
+            .await
+            .unwrap();
+        let expected = c.last_insert_id().unwrap();
+        holders.push(take_last_connection(&p).await);
+        let got: u64 = if read.contains('?') {
+            c.exec_first(read, (0,)).await.unwrap().unwrap()
+        } else {
+            c.query_first(read).await.unwrap().unwrap()
+        };
+        assert_eq!(got, expected, "{read} after a prepared insert");
+    }
+}
+
+/// `SET insert_id` is used up by the next insert: a second insert gets the next generated
+/// id, as on a direct connection, not the same one again (the proxy must not replay it on
+/// another connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_id_is_used_once() {
+    let (_cl, p) = start_one_thread_proxy().await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop(
+        "CREATE OR REPLACE TABLE rt_insert_id (id BIGINT AUTO_INCREMENT PRIMARY KEY, v INT)",
+    )
+    .await
+    .unwrap();
+    c.query_drop("SET insert_id = 1000").await.unwrap();
+    c.query_drop("INSERT INTO rt_insert_id (v) VALUES (1)")
+        .await
+        .unwrap();
+    let _holder = take_last_connection(&p).await;
+    c.query_drop("INSERT INTO rt_insert_id (v) VALUES (2)")
+        .await
+        .unwrap();
+    let ids: Vec<u64> = c
+        .query("/*master*/ SELECT id FROM rt_insert_id ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(ids, [1000, 1001]);
+}
+
+/// Session settings built in several `SET`s reach a replica as the session has them: an
+/// isolation level survives a later `SET SESSION TRANSACTION READ WRITE` (JDBC's
+/// `setReadOnly(false)`), and a `sql_mode` computed from the previous one keeps what that
+/// one set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_built_in_steps_follow_to_replicas() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let steps = [
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "SET SESSION TRANSACTION READ WRITE",
+        "SET sql_mode = 'ANSI_QUOTES'",
+        "SET sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')",
+    ];
+    let probe = "SELECT @@tx_isolation, @@tx_read_only, @@sql_mode";
+    let mut direct = cl.primary.conn().await.unwrap();
+    for s in steps {
+        direct.query_drop(s).await.unwrap();
+    }
+    let want: (String, u8, String) = direct.query_first(probe).await.unwrap().unwrap();
+    assert_eq!(
+        want,
+        (
+            "READ-COMMITTED".to_string(),
+            0,
+            "ANSI_QUOTES,STRICT_ALL_TABLES".to_string()
+        )
+    );
+    let mut c = p.conn().await.unwrap();
+    for s in steps {
+        c.query_drop(s).await.unwrap();
+    }
+    let mut seen = BTreeMap::new();
+    for _ in 0..40 {
+        let (iso, ro, mode, id): (String, u8, String, u32) = c
+            .query_first("SELECT @@tx_isolation, @@tx_read_only, @@sql_mode, @@server_id")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((iso, ro, mode), want, "server {id}");
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    assert_replicas_only(&seen, "after the SETs");
+    let on_primary: (String, u8, String) = c
+        .query_first(format!("/*master*/ {probe}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(on_primary, want, "primary");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locking_reads_go_to_primary() {
     let (cl, p) = start_proxy(&[1, 1]).await;

@@ -467,10 +467,12 @@ pub enum Prep {
     /// Make `LAST_INSERT_ID()` answer what this session last generated.
     LastInsertId,
     /// Prepare the statement here if needed and rewrite the packet to the backend's id (and,
-    /// for execute, the parameter types).
+    /// for execute, the parameter types); first, for a statement reading it, make
+    /// `LAST_INSERT_ID()` answer what this session last generated.
     Stmt {
         id: u32,
         execute: bool,
+        last_insert_id: bool,
     },
 }
 
@@ -484,20 +486,36 @@ impl Prep {
         match self {
             Prep::Nothing => Ok(None),
             Prep::LastInsertId => {
-                if conn.last_insert_id != s.last_insert_id {
-                    let sync = format!("DO LAST_INSERT_ID({})", s.last_insert_id);
-                    conn.run(&sync)
-                        .await
-                        .map_err(|e| e.to_sql_error("backend"))?;
-                    conn.last_insert_id = s.last_insert_id;
-                }
+                sync_last_insert_id(s, conn).await?;
                 Ok(None)
             }
-            Prep::Stmt { id, execute } => prepared::rewrite(s, conn, id, packet, execute)
-                .await
-                .map(Some),
+            Prep::Stmt {
+                id,
+                execute,
+                last_insert_id,
+            } => {
+                if last_insert_id {
+                    sync_last_insert_id(s, conn).await?;
+                }
+                prepared::rewrite(s, conn, id, packet, execute)
+                    .await
+                    .map(Some)
+            }
         }
     }
+}
+
+/// Makes `LAST_INSERT_ID()` on `conn` answer what the session last generated, wherever that
+/// was.
+async fn sync_last_insert_id(s: &Session, conn: &mut BackendConn) -> Result<(), SqlError> {
+    if conn.last_insert_id != s.last_insert_id {
+        let sync = format!("DO LAST_INSERT_ID({})", s.last_insert_id);
+        conn.run(&sync)
+            .await
+            .map_err(|e| e.to_sql_error("backend"))?;
+        conn.last_insert_id = s.last_insert_id;
+    }
+    Ok(())
 }
 
 /// Attempts for one read whose backend connections fail before replying.

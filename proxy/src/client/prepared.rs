@@ -201,14 +201,22 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         target_of(s, &stmt.class)
     };
     let (sql, digest) = (stmt.sql.clone(), stmt.digest);
+    let last_insert_id = stmt.class.flags.contains(Flags::LAST_INSERT_ID);
     let relayed = super::execute(
         s,
         io,
         packet,
         target,
         Expect::Results,
-        Prep::Stmt { id, execute: true },
-        |_, conn, _| {
+        Prep::Stmt {
+            id,
+            execute: true,
+            last_insert_id,
+        },
+        |s, conn, r| {
+            if r.completion.last_insert_id != 0 {
+                s.last_insert_id = r.completion.last_insert_id;
+            }
             // Statements prepared here before a `SET NAMES`/`SET sql_mode` may now mean
             // something else; they are re-prepared on next use.
             if changes_session {
@@ -363,7 +371,11 @@ pub async fn reset(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         packet,
         Target::Write,
         Expect::One,
-        Prep::Stmt { id, execute: false },
+        Prep::Stmt {
+            id,
+            execute: false,
+            last_insert_id: false,
+        },
         |_, _, _| {},
     )
     .await?;
@@ -390,7 +402,11 @@ pub async fn fetch(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         packet,
         Target::Write,
         Expect::Rows,
-        Prep::Stmt { id, execute: false },
+        Prep::Stmt {
+            id,
+            execute: false,
+            last_insert_id: false,
+        },
         |_, _, _| {},
     )
     .await?;

@@ -181,4 +181,13 @@ fn record_set(s: &mut Session, conn: &mut BackendConn, assignments: &[Assignment
             s.state.set_var(key.clone(), text.clone());
         }
     }
+    // Values computed from earlier ones are kept with all they build on (see
+    // `SessionState::set_var`); a session that keeps building stays on this connection rather
+    // than have every statement elsewhere replay a growing list.
+    if s.state.vars.len() > MAX_REPLAYED {
+        s.sticky.server_state = true;
+    }
 }
+
+/// Recorded assignments beyond which a session stops being moved between connections.
+const MAX_REPLAYED: usize = 64;

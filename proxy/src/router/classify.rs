@@ -88,7 +88,8 @@ impl Flags {
     pub const USER_VAR_READ: Flags = Flags(1 << 5);
     /// GET_LOCK, RELEASE_LOCK, RELEASE_ALL_LOCKS, IS_USED_LOCK, IS_FREE_LOCK.
     pub const GET_LOCK: Flags = Flags(1 << 6);
-    /// LAST_INSERT_ID( — only meaningful on the connection that inserted.
+    /// LAST_INSERT_ID( or `@@identity`/`@@last_insert_id`/`@@insert_id` — only meaningful on
+    /// the connection that inserted.
     pub const LAST_INSERT_ID: Flags = Flags(1 << 7);
     /// FOUND_ROWS( or ROW_COUNT( — they describe the previous statement on the connection.
     pub const FOUND_ROWS: Flags = Flags(1 << 8);
@@ -641,10 +642,12 @@ enum Sym {
     Str,
     /// `@name`, `@'name'`, `` @`name` ``
     UserVar,
-    /// `@@[scope.]name`; whether the name is `autocommit`, `warning_count` or `error_count`.
+    /// `@@[scope.]name`, and which of the names the rules care about it is.
     SysVar {
         autocommit: bool,
         diagnostics: bool,
+        /// `@@identity`, `@@last_insert_id`, `@@insert_id`: `LAST_INSERT_ID()` by another name.
+        last_insert_id: bool,
     },
     /// `:=`
     Assign,
@@ -803,6 +806,9 @@ impl<'a> Lexer<'a> {
                 autocommit: name.eq_ignore_ascii_case(b"autocommit"),
                 diagnostics: name.eq_ignore_ascii_case(b"warning_count")
                     || name.eq_ignore_ascii_case(b"error_count"),
+                last_insert_id: name.eq_ignore_ascii_case(b"identity")
+                    || name.eq_ignore_ascii_case(b"last_insert_id")
+                    || name.eq_ignore_ascii_case(b"insert_id"),
             };
         }
         if self.after_quoted {
@@ -1289,6 +1295,10 @@ impl<'a> Classifier<'a> {
             Sym::SysVar {
                 diagnostics: true, ..
             } if ctx.read => self.flags |= Flags::DIAGNOSTICS,
+            Sym::SysVar {
+                last_insert_id: true,
+                ..
+            } => self.flags |= Flags::LAST_INSERT_ID,
             Sym::UserVar => {
                 self.flags |= Flags::USER_VAR_READ;
                 if self.into_list {
@@ -1629,6 +1639,9 @@ mod tests {
         ("DEALLOCATE PREPARE s", PrepareText, &[]),
         ("DROP PREPARE s", PrepareText, &[]),
         ("KILL 42", Kill, &[]),
+        ("SELECT @@identity", R, &[F::LAST_INSERT_ID]),
+        ("select @@session.last_insert_id, @@INSERT_ID", R, &[F::LAST_INSERT_ID]),
+        ("SELECT @@identity_x", R, &[]),
         ("SELECT CONNECTION_ID()", R, &[F::CONNECTION_ID]),
         ("select connection_id() + 1 from t", R, &[F::CONNECTION_ID]),
         ("SELECT connection_id FROM t", R, &[]),

@@ -7,7 +7,7 @@
 //! | `/*slave*/` hint on a read-only statement kind | read |
 //! | `SELECT`/`SHOW`/`DESC`/`EXPLAIN` without any of the flags below | read |
 //! | locking reads (`FOR UPDATE`, `LOCK IN SHARE MODE`, `FOR SHARE`), `SELECT … INTO` | write |
-//! | `GET_LOCK` & co, `LAST_INSERT_ID()`, `FOUND_ROWS()`/`ROW_COUNT()`, `SQL_CALC_FOUND_ROWS`, sequences, user variables, `SHOW MASTER STATUS` | write |
+//! | `GET_LOCK` & co, `LAST_INSERT_ID()` (and `@@identity`), `FOUND_ROWS()`/`ROW_COUNT()`, `SQL_CALC_FOUND_ROWS`, sequences, user variables, `SHOW MASTER STATUS` | write |
 //! | multi-statements, writes, DDL, `CALL`, anything unknown | write |
 //!
 //! Session rules (transactions, `autocommit=0`, `LOCK TABLES`, server-held state) are applied

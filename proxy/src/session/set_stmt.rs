@@ -31,16 +31,54 @@ pub fn parse(sql: &str) -> Vec<Assignment> {
     // TRANSACTION clauses contain commas of their own: they take the whole statement.
     let (scope, after_scope) = scope_prefix(rest);
     if let Some(tail) = strip_keyword(after_scope, "TRANSACTION") {
-        return vec![match scope {
-            Scope::Global => Assignment::Global,
-            Scope::Session => Assignment::Session {
-                key: "transaction".into(),
-                text: format!("SESSION TRANSACTION {}", tail.trim()),
-            },
-            Scope::None => Assignment::NextTransaction,
-        }];
+        return match scope {
+            Scope::Global => vec![Assignment::Global],
+            Scope::Session => split_top_level(tail.trim())
+                .into_iter()
+                .map(session_transaction)
+                .collect(),
+            Scope::None => vec![Assignment::NextTransaction],
+        };
     }
     split_top_level(rest).into_iter().map(assignment).collect()
+}
+
+/// One characteristic of `SET SESSION TRANSACTION`, recorded under the variable it sets, so
+/// that a later `SET SESSION TRANSACTION READ WRITE` (what JDBC's `setReadOnly(false)` sends)
+/// does not replace an earlier isolation level.
+fn session_transaction(part: &str) -> Assignment {
+    let part = part.trim();
+    let key = if strip_keyword(part, "ISOLATION").is_some() {
+        "transaction_isolation"
+    } else if strip_keyword(part, "READ").is_some() {
+        "transaction_read_only"
+    } else {
+        return Assignment::Other;
+    };
+    Assignment::Session {
+        key: key.into(),
+        text: format!("SESSION TRANSACTION {part}"),
+    }
+}
+
+/// Variables the server uses up with the next statement that needs them (`insert_id`,
+/// `rand_seed*`) or that the proxy keeps itself (`last_insert_id`): replaying them on another
+/// connection would apply them again, so they keep the session where they ran.
+const NOT_REPLAYABLE: [&str; 5] = [
+    "insert_id",
+    "last_insert_id",
+    "identity",
+    "rand_seed1",
+    "rand_seed2",
+];
+
+/// Older names of variables, recorded under the current name so the last assignment wins.
+fn canonical_name(name: String) -> String {
+    match name.as_str() {
+        "tx_isolation" => "transaction_isolation".into(),
+        "tx_read_only" => "transaction_read_only".into(),
+        _ => name,
+    }
 }
 
 enum Scope {
@@ -106,14 +144,20 @@ fn assignment(item: &str) -> Assignment {
     let after = name_part.trim_start_matches('`')[name.len()..]
         .trim_start_matches('`')
         .trim_start();
-    if name.is_empty() || !(after.starts_with('=') || after.starts_with(":=")) {
+    if name.is_empty()
+        || !(after.starts_with('=') || after.starts_with(":="))
+        || NOT_REPLAYABLE.contains(&name.as_str())
+    {
         return Assignment::Other;
     }
     let text = match scope {
         Scope::Session => format!("SESSION {rest}"),
         _ => rest.to_string(),
     };
-    Assignment::Session { key: name, text }
+    Assignment::Session {
+        key: canonical_name(name),
+        text,
+    }
 }
 
 /// Splits on commas outside quotes, backticks, parentheses and comments.
@@ -226,6 +270,12 @@ mod tests {
         assert_eq!(parse("SET GLOBAL max_connections=10"), vec![Global]);
         assert_eq!(parse("SET @@global.x=1"), vec![Global]);
         assert_eq!(parse("SET PASSWORD = PASSWORD('x')"), vec![Other]);
+        assert_eq!(parse("SET insert_id = 7"), vec![Other]);
+        assert_eq!(parse("SET @@session.last_insert_id = 7"), vec![Other]);
+        assert_eq!(
+            parse("SET rand_seed1 = 1, rand_seed2 = 2"),
+            vec![Other, Other]
+        );
         assert_eq!(
             parse("SET sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), x = 'a,b'"),
             vec![
@@ -242,11 +292,26 @@ mod tests {
     fn transactions() {
         assert_eq!(
             parse("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED, READ ONLY"),
+            vec![
+                s(
+                    "transaction_isolation",
+                    "SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+                ),
+                s("transaction_read_only", "SESSION TRANSACTION READ ONLY")
+            ]
+        );
+        assert_eq!(
+            parse("set local transaction read write"),
+            vec![s("transaction_read_only", "SESSION TRANSACTION read write")]
+        );
+        assert_eq!(
+            parse("SET SESSION tx_isolation = 'READ-COMMITTED'"),
             vec![s(
-                "transaction",
-                "SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED, READ ONLY"
+                "transaction_isolation",
+                "SESSION tx_isolation = 'READ-COMMITTED'"
             )]
         );
+        assert_eq!(parse("SET SESSION TRANSACTION NONSENSE"), vec![Other]);
         assert_eq!(
             parse("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
             vec![NextTransaction]

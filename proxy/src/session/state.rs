@@ -14,8 +14,16 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// Records an assignment. One computed from current values (`CONCAT(@@sql_mode, ...)`)
+    /// keeps the variable's earlier assignments before it: replayed alone on a fresh
+    /// connection it would start from the server's defaults instead of what they set.
     pub fn set_var(&mut self, key: String, assignment: String) {
-        self.vars.retain(|(k, _)| *k != key);
+        let computed = assignment
+            .split_once('=')
+            .is_some_and(|(_, value)| value.contains("@@"));
+        if !computed {
+            self.vars.retain(|(k, _)| *k != key);
+        }
         self.vars.push((key, assignment));
     }
 
@@ -53,5 +61,18 @@ mod tests {
         s.set_var("time_zone".into(), "time_zone='+01:00'".into());
         assert!(s.vars_delta(&conn).is_none());
         assert_eq!(s.vars[1].0, "time_zone");
+    }
+
+    #[test]
+    fn computed_values_keep_what_they_build_on() {
+        let mut s = SessionState::default();
+        s.set_var("sql_mode".into(), "sql_mode='ANSI_QUOTES'".into());
+        s.set_var(
+            "sql_mode".into(),
+            "sql_mode=CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')".into(),
+        );
+        assert_eq!(s.vars.len(), 2);
+        s.set_var("sql_mode".into(), "sql_mode=''".into());
+        assert_eq!(s.vars, [("sql_mode".into(), "sql_mode=''".into())]);
     }
 }
