@@ -621,6 +621,63 @@ async fn settings_built_in_steps_follow_to_replicas() {
     assert_eq!(on_primary, want, "primary");
 }
 
+/// A session held on a replica by state it made there (a user variable under a `/*slave*/`
+/// hint, or in a read-only transaction) gets a clear error for a write, which never runs on
+/// the replica: the test user, like many application users, may bypass `read_only`, and a
+/// write there would change the replica behind replication's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_never_run_on_a_replica() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let mut direct = cl.primary.conn().await.unwrap();
+    direct
+        .query_drop("CREATE OR REPLACE TABLE rt_replica_guard (v INT)")
+        .await
+        .unwrap();
+    cl.wait_replicas_caught_up().await.unwrap();
+    for setup in [
+        &["/*slave*/ SELECT @next := 1"][..],
+        &[
+            "START TRANSACTION READ ONLY",
+            "SELECT @next := COUNT(*) + 1 FROM rt_replica_guard",
+            "COMMIT",
+        ],
+    ] {
+        let mut c = p.conn().await.unwrap();
+        for sql in setup {
+            c.query_drop(*sql).await.unwrap();
+        }
+        let held_on = sid(&mut c, "SELECT @@server_id").await;
+        assert!(REPLICAS.contains(&held_on), "{setup:?}: held on {held_on}");
+        for write in [
+            "INSERT INTO rt_replica_guard VALUES (@next)",
+            "DELETE FROM rt_replica_guard",
+        ] {
+            let e = c.query_drop(write).await.unwrap_err();
+            assert!(
+                e.to_string().contains("1290") && e.to_string().contains("rwproxy"),
+                "{setup:?} then {write}: {e}"
+            );
+        }
+        let e = c
+            .exec_drop("INSERT INTO rt_replica_guard VALUES (?)", (2,))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("rwproxy"), "prepared insert: {e}");
+        // The session itself goes on: its state is still there.
+        let next: Option<i64> = c.query_first("SELECT @next").await.unwrap().unwrap();
+        assert_eq!(next, Some(1));
+        c.disconnect().await.unwrap();
+    }
+    for server in cl.servers() {
+        let mut conn = server.root_conn().await.unwrap();
+        let rows: Option<u64> = conn
+            .query_first("SELECT COUNT(*) FROM rwtest.rt_replica_guard")
+            .await
+            .unwrap();
+        assert_eq!(rows, Some(0), "rows on server {}", server.port);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locking_reads_go_to_primary() {
     let (cl, p) = start_proxy(&[1, 1]).await;

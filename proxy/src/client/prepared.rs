@@ -185,6 +185,10 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     // the way its text form does, but the proxy records none of it from the binary protocol:
     // keep the session on that connection (and reset it before anyone else gets it), as
     // COM_QUERY does for state it cannot replay.
+    if let Some(e) = s.refuse_write_on_replica(stmt.class.kind) {
+        io.error(&e).await?;
+        return Ok(());
+    }
     let changes_session = super::query::changes_session(stmt.class.kind);
     if stmt.class.flags.intersects(super::query::SERVER_STATE) || changes_session {
         s.sticky.server_state = true;

@@ -50,6 +50,10 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     let sql = &packet[1..];
     let shape = digest::key_of(sql, &mut s.digest_buf);
     let c = router::cache::classify_shaped(sql, shape, &s.digest_buf);
+    if let Some(e) = s.refuse_write_on_replica(c.kind) {
+        io.error(&e).await?;
+        return Ok(());
+    }
     let mut assignments = Vec::new();
     let target = match c.kind {
         StmtKind::Empty => {

@@ -550,6 +550,32 @@ impl Session {
         }
     }
 
+    /// Refuses a statement that changes data when the session is held on a replica outside
+    /// a transaction: state the session made there (a user variable or temporary table in a
+    /// read-only transaction or under a `/*slave*/` hint, a named lock) cannot move, and the
+    /// write must not run on a replica, where a user allowed to bypass `read_only` would
+    /// change it behind replication's back.
+    pub fn refuse_write_on_replica(
+        &self,
+        kind: crate::router::classify::StmtKind,
+    ) -> Option<SqlError> {
+        let c = self.pinned.as_ref()?;
+        let on_replica = c.backend.role == crate::config::Role::ReadOnly;
+        if kind != crate::router::classify::StmtKind::Write
+            || !on_replica
+            || c.lease.conn.in_transaction()
+        {
+            return None;
+        }
+        Some(message::err(
+            codes::OPTION_PREVENTS_STATEMENT,
+            format!(
+                "rwproxy: this session keeps server state (user variables, temporary tables, named locks or cursors) on replica {}, where writes cannot run; reconnect to write",
+                c.backend.address
+            ),
+        ))
+    }
+
     /// A connection is kept for `SHOW WARNINGS`, or the running statement got it: the
     /// statement's effect on messages decides what `finish` does with it.
     pub fn diagnostics_held(&self) -> bool {
