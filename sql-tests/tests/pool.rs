@@ -193,6 +193,74 @@ async fn unseen_connection_state_does_not_outlive_its_client() {
     root.disconnect().await.unwrap();
 }
 
+/// A multi-statement whose last statement raised no warning leaves the first one's on the
+/// connection (`SELECT 1/0; SELECT 1`: the second uses no table, so the server keeps them,
+/// and the reply's last EOF counts 0). Its client sees them; the next client of that
+/// connection does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_of_a_multi_statement_stay_with_their_client() {
+    let _turn = TURN.lock().await;
+    let cl = cluster().await;
+    // The primary alone, over one connection.
+    let full = proxy::config_toml(cl, &[1, 1], "");
+    let replicas = full
+        .find(&format!(
+            "[[backend]]\naddress = \"{}\"",
+            cl.replica_addrs()[0]
+        ))
+        .unwrap();
+    let users = full.find("[[user]]").unwrap();
+    let toml = format!("{}{}", &full[..replicas], &full[users..])
+        .replace("max-connections = 50", "max-connections = 1");
+    assert!(!toml.contains("role = \"ro\""), "{toml}");
+    let p = proxy::start(&toml).await.unwrap();
+    type Warning = (String, u32, String);
+    for look in [false, true] {
+        let mut a = p.conn().await.unwrap();
+        a.query_drop("SELECT 1/0; SELECT 1").await.unwrap();
+        if look {
+            let own: Vec<Warning> = a.query("SHOW WARNINGS").await.unwrap();
+            assert_eq!(own.len(), 1, "{own:?}");
+            assert_eq!(own[0].1, 1365, "{own:?}");
+        }
+        a.disconnect().await.unwrap();
+        let mut b = p.conn().await.unwrap();
+        let next: Vec<Warning> = b.query("SHOW WARNINGS").await.unwrap();
+        assert_eq!(next, [], "the next client (after one that looked: {look})");
+        b.disconnect().await.unwrap();
+    }
+}
+
+/// A statement that finds every connection of its backend busy waits for one to be given
+/// back and runs on it, instead of failing at the connect timeout (regression: the wait only
+/// ended when a connection was closed, not when one came back idle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_queues_statements() {
+    let _turn = TURN.lock().await;
+    let cl = cluster().await;
+    // One connection per backend, waits of up to a second (`connect-timeout-ms`).
+    let p = proxy::start(&config(cl, 1)).await.unwrap();
+    let mut holder = p.conn().await.unwrap();
+    holder.query_drop("BEGIN").await.unwrap();
+    holder.query_drop("SELECT 1").await.unwrap();
+    let mut waiters = Vec::new();
+    for i in 0..3 {
+        let mut w = p.conn().await.unwrap();
+        waiters.push(tokio::spawn(async move {
+            let got: Option<(u32, u32)> = w
+                .query_first(format!("/*master*/ SELECT {i}, @@server_id"))
+                .await
+                .unwrap();
+            got
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    holder.query_drop("COMMIT").await.unwrap();
+    for (i, w) in waiters.into_iter().enumerate() {
+        assert_eq!(w.await.unwrap(), Some((i as u32, 1)), "waiter {i}");
+    }
+}
+
 /// `COM_RESET_CONNECTION`, which cleans a pooled connection between clients, keeps the schema
 /// but sets `@@collation_database` back to the server default; the next client must still see
 /// its schema's collation, as on a fresh login. Found by DBD::MariaDB's suite, which refuses to

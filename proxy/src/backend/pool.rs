@@ -11,9 +11,10 @@
 
 use super::conn::{BackendConn, BackendError, ConnKey, Dial};
 use crate::event_threads::PerThread;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 struct Idle {
     conn: Box<BackendConn>,
@@ -50,6 +51,34 @@ pub struct Pool {
     permits: Arc<Semaphore>,
     max: u32,
     dial: Dial,
+    /// Wakes statements waiting for a connection of a full pool when one comes back idle
+    /// (which frees no permit).
+    returned: Notify,
+    /// Statements waiting so: a return notifies only when there are some, so the common
+    /// path only reads a line no core writes.
+    waiting: AtomicUsize,
+}
+
+/// What a statement waiting on a full pool got.
+enum Room {
+    Idle(Lease),
+    Permit(OwnedSemaphorePermit),
+}
+
+/// Counts a statement as waiting for as long as it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A connection checked out of a pool. Dropping it closes the connection; `Pool::release`
@@ -74,6 +103,8 @@ impl Pool {
             permits: Arc::new(Semaphore::new(max as usize)),
             max,
             dial,
+            returned: Notify::new(),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -87,8 +118,41 @@ impl Pool {
         schema: Option<&str>,
         now: Instant,
     ) -> Result<Lease, BackendError> {
+        if let Some(lease) = self.take_idle(key, schema, now) {
+            return Ok(lease);
+        }
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            // Full: close an idle connection opened for someone else, or wait.
+            Err(_) => match self.take_any_idle() {
+                Some(idle) => idle.permit,
+                None => {
+                    match crate::timer::timeout(self.dial.timeout, self.room(key, schema)).await {
+                        Ok(Room::Idle(lease)) => return Ok(lease),
+                        Ok(Room::Permit(p)) => p,
+                        Err(_) => {
+                            return Err(BackendError::PoolExhausted {
+                                addr: addr.to_string(),
+                                max: self.max,
+                            })
+                        }
+                    }
+                }
+            },
+        };
+        let conn = Box::new(BackendConn::connect(addr, key.clone(), password, &self.dial).await?);
+        Ok(Lease {
+            conn,
+            permit,
+            reused: false,
+        })
+    }
+
+    /// This thread's idle connection for `key`, preferring one in `schema`; one idle over a
+    /// second is checked for a close by the server first.
+    fn take_idle(&self, key: &ConnKey, schema: Option<&str>, now: Instant) -> Option<Lease> {
         loop {
-            let found = self
+            let Idle { mut conn, permit } = self
                 .idle
                 .local()
                 .lock()
@@ -100,46 +164,41 @@ impl Pool {
                         .rposition(|i| i.conn.state.schema.as_deref() == schema)
                         .or_else(|| v.len().checked_sub(1))?;
                     Some(v.remove(at))
-                });
-            match found {
-                Some(Idle { mut conn, permit }) => {
-                    if now.saturating_duration_since(conn.idle_since) > Duration::from_secs(1)
-                        && conn.looks_closed()
-                    {
-                        continue;
-                    }
-                    return Ok(Lease {
-                        conn,
-                        permit,
-                        reused: true,
-                    });
+                })?;
+            if now.saturating_duration_since(conn.idle_since) > Duration::from_secs(1)
+                && conn.looks_closed()
+            {
+                continue;
+            }
+            return Some(Lease {
+                conn,
+                permit,
+                reused: true,
+            });
+        }
+    }
+
+    /// Waits until the full pool has room: a connection closed (its permit), or one given
+    /// back idle — here, or on another event thread, where it is closed for its permit.
+    async fn room(&self, key: &ConnKey, schema: Option<&str>) -> Room {
+        let _waiting = Waiting::new(&self.waiting);
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(lease) = self.take_idle(key, schema, Instant::now()) {
+                return Room::Idle(lease);
+            }
+            if let Some(idle) = self.take_any_idle() {
+                return Room::Permit(idle.permit);
+            }
+            tokio::select! {
+                p = self.permits.clone().acquire_owned() => {
+                    return Room::Permit(p.expect("semaphore never closed"));
                 }
-                None => break,
+                () = returned => {}
             }
         }
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                // Full: close an idle connection opened for someone else, or wait.
-                if let Some(idle) = self.take_any_idle() {
-                    idle.permit
-                } else {
-                    crate::timer::timeout(self.dial.timeout, self.permits.clone().acquire_owned())
-                        .await
-                        .map_err(|_| BackendError::PoolExhausted {
-                            addr: addr.to_string(),
-                            max: self.max,
-                        })?
-                        .expect("semaphore never closed")
-                }
-            }
-        };
-        let conn = Box::new(BackendConn::connect(addr, key.clone(), password, &self.dial).await?);
-        Ok(Lease {
-            conn,
-            permit,
-            reused: false,
-        })
     }
 
     /// Takes a connection back. It must carry no session-owned server state: callers reset
@@ -154,6 +213,9 @@ impl Pool {
             conn: lease.conn,
             permit: lease.permit,
         });
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.returned.notify_waiters();
+        }
     }
 
     fn take_any_idle(&self) -> Option<Idle> {

@@ -38,6 +38,9 @@ pub struct Relayed {
     pub latency_us: u64,
     /// What the server's session tracking reported, over all OK packets of the reply.
     pub changes: StateChanges,
+    /// Some result of the reply raised warnings. The last completion's count can be 0 while
+    /// the server still holds an earlier statement's (`SELECT 1/0; SELECT 1`).
+    pub warned: bool,
 }
 
 /// A binary-protocol command's statement id as the backend knows it and as the client does
@@ -114,6 +117,7 @@ impl Scanner {
     /// Records an OK/EOF; true when no further result follows.
     fn complete(&mut self, c: Completion) -> bool {
         self.out.completion = c;
+        self.out.warned |= c.warnings > 0;
         self.status = Some(c.status);
         c.status & SERVER_MORE_RESULTS_EXISTS == 0
     }
@@ -223,6 +227,7 @@ impl Scanner {
                     true
                 } else if message::is_eof(body) {
                     self.out.completion = self.eof(body);
+                    self.out.warned |= self.out.completion.warnings > 0;
                     true
                 } else {
                     false

@@ -616,10 +616,7 @@ pub async fn execute(
                         c.conn().broken = true;
                     }
                 }
-                let diag = if r.completion.warnings > 0
-                    || r.error.is_some()
-                    || target == Target::Diagnostics
-                {
+                let diag = if r.warned || r.error.is_some() || target == Target::Diagnostics {
                     Diag::Left
                 } else if s.diagnostics_held() {
                     diag_of(s, packet)
