@@ -426,6 +426,41 @@ async fn malformed_client_packets() {
     assert!(sid(&mut fresh).await.is_ok());
 }
 
+/// A client that connects and never finishes logging in — silent after the greeting, or
+/// stopping half-way through its login packet — is disconnected after 10 s, as MariaDB does
+/// (`connect_timeout`), instead of holding a socket forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_logins_time_out() {
+    let (turn, cl) = cluster().await;
+    // Only the proxy's greeting matters here: let the other tests have the cluster.
+    drop(turn);
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut sockets = Vec::new();
+    for (addr, who) in [
+        (cl.primary.addr().parse().unwrap(), "direct"),
+        (p.addr, "proxy"),
+    ] {
+        for partial in [&b""[..], b"\x40\x00\x00\x01abc"] {
+            let mut r = Raw::connect(addr).await;
+            r.read_packet().await.unwrap();
+            r.s.write_all(partial).await.unwrap();
+            sockets.push((who, partial.len(), r));
+        }
+    }
+    let started = Instant::now();
+    for (who, sent, mut r) in sockets {
+        let closed = r.read_until_closed(Duration::from_secs(20)).await;
+        let waited = started.elapsed();
+        assert!(closed.is_ok(), "{who}, {sent} bytes of login: {closed:?}");
+        assert!(
+            waited >= Duration::from_secs(8),
+            "{who}: closed after {waited:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_access_denied() {
     let (_turn, cl) = cluster().await;

@@ -40,6 +40,11 @@ pub const COM_SET_OPTION: u8 = 0x1B;
 pub const COM_STMT_FETCH: u8 = 0x1C;
 pub const COM_RESET_CONNECTION: u8 = 0x1F;
 
+/// How long a client has from connecting to being logged in (MariaDB's default
+/// `connect_timeout`): a socket that never finishes its login must not hold a file
+/// descriptor forever.
+const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a session keeps the connection of a statement that left warnings, waiting for
 /// the client's next command (see `Session::finish`).
 const HOLD_FOR_DIAGNOSTICS: std::time::Duration = std::time::Duration::from_secs(1);
@@ -132,7 +137,12 @@ pub async fn serve(
     info: Arc<ClientSettings>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut io, login) = match login(stream, peer, id, &cluster, &info).await {
+    let logged_in = crate::timer::timeout(LOGIN_TIMEOUT, login(stream, peer, id, &cluster, &info));
+    let Ok(logged_in) = logged_in.await else {
+        tracing::info!(client = %peer, "login not completed within {} s; closing", LOGIN_TIMEOUT.as_secs());
+        return;
+    };
+    let (mut io, login) = match logged_in {
         Ok(x) => x,
         Err(LoginError::Rejected(e)) => {
             tracing::info!(client = %peer, "login refused: {e}");
