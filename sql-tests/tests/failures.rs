@@ -461,6 +461,62 @@ async fn unfinished_logins_time_out() {
     }
 }
 
+/// A logged-in client that stops in the middle of a command, here inside a transaction
+/// holding a row lock, is disconnected after 30 s without a byte, and its transaction's lock
+/// is released: the proxy neither waits forever nor keeps the backend connection. (MariaDB
+/// itself waits `wait_timeout`, 8 hours by default, for the rest of a command.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_commands_time_out() {
+    let (turn, cl) = cluster().await;
+    let mut root = cl.primary.conn().await.unwrap();
+    root.query_drop("CREATE OR REPLACE TABLE half_sent (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    root.query_drop("INSERT INTO half_sent VALUES (1), (2)")
+        .await
+        .unwrap();
+    drop(turn);
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut sockets = Vec::new();
+    for (row, partial) in [
+        // A header announcing 32 bytes, and three of them.
+        (1, &[0x20, 0x00, 0x00, 0x00, 0x03, b'S', b'E'][..]),
+        // Half a header.
+        (2, &[0x20, 0x00]),
+    ] {
+        let mut r = Raw::connect(p.addr).await;
+        let reply = r.login(AuthPlugin::MysqlNativePassword, APP_PASSWORD).await;
+        assert_eq!(reply.last().unwrap()[0], 0x00, "login: {reply:?}");
+        r.write_packet(0, b"\x03BEGIN").await;
+        r.read_packet().await.unwrap();
+        let lock = format!("\x03UPDATE half_sent SET id = id WHERE id = {row}");
+        r.write_packet(0, lock.as_bytes()).await;
+        let ok = r.read_packet().await.unwrap().1;
+        assert_eq!(ok[0], 0, "row {row} locked");
+        r.s.write_all(partial).await.unwrap();
+        sockets.push((partial.len(), r));
+    }
+    let started = Instant::now();
+    for (sent, mut r) in sockets {
+        let closed = r.read_until_closed(Duration::from_secs(45)).await;
+        assert!(closed.is_ok(), "{sent} bytes sent: {closed:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(25),
+            "{sent} bytes sent: closed after {waited:?}"
+        );
+    }
+    // The locks went with the connections: another transaction gets the rows at once.
+    root.query_drop("SET SESSION innodb_lock_wait_timeout = 5")
+        .await
+        .unwrap();
+    root.query_drop("UPDATE half_sent SET id = id + 10")
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_access_denied() {
     let (_turn, cl) = cluster().await;

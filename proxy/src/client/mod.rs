@@ -45,6 +45,13 @@ pub const COM_RESET_CONNECTION: u8 = 0x1F;
 /// descriptor forever.
 const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a client may stall in the middle of a packet: a client that stops half-way
+/// through a command must not keep its session, and a transaction's locks, forever.
+/// (MariaDB waits `wait_timeout`, 8 hours by default, for the rest of a command; this is
+/// MariaDB's `net_read_timeout` instead.) The bound is on silence, not on the whole packet,
+/// so a large command over a slow link is not cut off.
+const NET_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long a session keeps the connection of a statement that left warnings, waiting for
 /// the client's next command (see `Session::finish`).
 const HOLD_FOR_DIAGNOSTICS: std::time::Duration = std::time::Duration::from_secs(1);
@@ -58,7 +65,7 @@ pub struct ClientIo {
 impl ClientIo {
     fn new((r, w): (StreamRead, StreamWrite)) -> Self {
         ClientIo {
-            reader: PacketReader::new(r),
+            reader: PacketReader::new(r).stalling_at_most(NET_READ_TIMEOUT),
             writer: PacketWriter::new(w),
         }
     }

@@ -36,6 +36,9 @@ impl RawPacket {
 pub struct PacketReader<R> {
     inner: R,
     buf: BytesMut,
+    /// How long a packet that has started may wait for its next bytes; `None`: as long as
+    /// it takes.
+    stall: Option<std::time::Duration>,
 }
 
 impl<R: AsyncRead + Unpin> PacketReader<R> {
@@ -43,7 +46,15 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         Self {
             inner,
             buf: BytesMut::with_capacity(16 * 1024),
+            stall: None,
         }
+    }
+
+    /// Fails a packet read (`TimedOut`) when the peer sends nothing more of it for `limit`.
+    /// Only reads that wait cost a timer: a packet already buffered whole arms none.
+    pub fn stalling_at_most(mut self, limit: std::time::Duration) -> Self {
+        self.stall = Some(limit);
+        self
     }
 
     /// Reads one physical packet. EOF before a header is `UnexpectedEof` like any other cut.
@@ -78,16 +89,34 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
     /// Waits until a whole physical packet is buffered; returns its length, header included.
     async fn buffer_frame(&mut self) -> io::Result<usize> {
         while self.buf.len() < 4 {
-            self.fill().await?;
+            self.fill_packet().await?;
         }
         let total = frame_len(&self.buf).expect("a header is buffered");
         if self.buf.len() < total {
             self.buf.reserve(total - self.buf.len());
             while self.buf.len() < total {
-                self.fill().await?;
+                self.fill_packet().await?;
             }
         }
         Ok(total)
+    }
+
+    /// [`Self::fill`] for the rest of a packet, within the stall limit.
+    async fn fill_packet(&mut self) -> io::Result<()> {
+        let Some(limit) = self.stall else {
+            return self.fill().await;
+        };
+        crate::timer::timeout(limit, self.fill())
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "peer sent nothing more of a packet for {} s",
+                        limit.as_secs()
+                    ),
+                ))
+            })
     }
 
     /// True when bytes are already buffered: a peer that sent something we did not ask for.
