@@ -140,23 +140,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Serve { config } => {
             let cfg = config::load(&config)?;
-            if cfg.daemon && !process::is_supervised() {
-                process::daemonize().context("cannot daemonize")?;
+            let mut ready = if process::is_supervised() {
+                process::Ready::from_supervisor()
+            } else if cfg.daemon {
+                Some(process::daemonize().context("cannot daemonize")?)
+            } else {
+                None
+            };
+            let logs_to_file = cfg.log_path.is_some();
+            let outcome = start(cfg, &mut ready);
+            if let Err(e) = &outcome {
+                // A daemon's stderr is /dev/null: the log file is where the error stays.
+                if logs_to_file {
+                    tracing::error!("{e:#}");
+                }
+                if let Some(r) = ready.take() {
+                    r.failed(&format!("{e:#}"));
+                }
             }
-            init_logging(&cfg)?;
-            if cfg.keepalive && !process::is_supervised() {
-                return Ok(process::supervise());
-            }
-            // Sessions run on their own event threads (see `event_threads`); this runtime
-            // has the listener, the console, the monitor and HA, which mostly sleep.
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(CONTROL_THREADS)
-                .enable_all()
-                .build()?
-                .block_on(serve(cfg))?;
-            Ok(ExitCode::SUCCESS)
+            outcome
         }
     }
+}
+
+/// `rwproxy serve` once the config is loaded (and the process daemonized): the supervisor
+/// of `keepalive`, or the proxy, which reports on `ready` once it serves.
+fn start(cfg: config::Config, ready: &mut Option<process::Ready>) -> Result<ExitCode> {
+    init_logging(&cfg)?;
+    if cfg.keepalive && !process::is_supervised() {
+        return Ok(process::supervise(ready.take()));
+    }
+    // Sessions run on their own event threads (see `event_threads`); this runtime
+    // has the listener, the console, the monitor and HA, which mostly sleep.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(CONTROL_THREADS)
+        .enable_all()
+        .build()?
+        .block_on(serve(cfg, ready))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `rwproxy notify` with `[ha.failover]`: the action for the transition, then the read pools
@@ -244,7 +265,7 @@ const CONTROL_THREADS: usize = 2;
 /// How long a stopping proxy waits for sessions in a transaction to finish.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-async fn serve(cfg: config::Config) -> Result<()> {
+async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let cluster = Cluster::new(&cfg);
     cluster.spawn_maintenance();
@@ -353,6 +374,9 @@ async fn serve(cfg: config::Config) -> Result<()> {
         }
     });
     let mut console = Box::pin(rwproxy::console::serve(admin, control));
+    if let Some(r) = ready.take() {
+        r.ready();
+    }
     loop {
         tokio::select! {
             r = &mut proxy => return r.context("proxy listener failed"),

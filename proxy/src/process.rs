@@ -4,23 +4,108 @@
 //! Both must run before the tokio runtime starts: `fork` in a multi-threaded process keeps
 //! only the calling thread.
 
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-/// Set in the environment of a child started by the supervisor so it does not supervise too.
+/// Set in the environment of a child started by the supervisor so it does not supervise too;
+/// its value is the descriptor the child reports its startup on (see [`Ready`]).
 const SUPERVISED_ENV: &str = "RWPROXY_SUPERVISED";
 
-/// Detaches from the controlling terminal: fork, the parent exits, the child starts a new
-/// session with stdin/stdout/stderr on /dev/null (logs should go to `log-path`).
-pub fn daemonize() -> std::io::Result<()> {
-    // SAFETY: called before any other thread exists (no runtime yet); the child only calls
-    // async-signal-safe functions before returning to normal execution.
+/// A starting proxy's promise to tell whoever waits for it (the parent of `daemon`, the
+/// supervisor of `keepalive`) whether it started. Without it a daemon's parent would exit 0
+/// before the listeners are even bound, and the error would go to the daemon's /dev/null.
+///
+/// On the pipe: `R` for ready, or `E` and the error message. The end of the pipe without
+/// either means the process died before it could say.
+pub struct Ready(OwnedFd);
+
+impl Ready {
+    /// The report channel the supervisor handed this process, if it is a supervised child.
+    pub fn from_supervisor() -> Option<Ready> {
+        let fd: RawFd = std::env::var(SUPERVISED_ENV).ok()?.parse().ok()?;
+        // Never stdin/stdout/stderr: the supervisor's pipe comes after them.
+        // SAFETY: F_GETFD only asks whether the descriptor is open.
+        if fd <= 2 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            return None;
+        }
+        // SAFETY: the supervisor opened this descriptor for us and nothing else in this
+        // process uses it. FD_CLOEXEC keeps it from hooks this process runs.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            Some(Ready(OwnedFd::from_raw_fd(fd)))
+        }
+    }
+
+    /// The proxy is serving.
+    pub fn ready(self) {
+        self.send(b"R");
+    }
+
+    /// The proxy could not start, because of `error`.
+    pub fn failed(self, error: &str) {
+        self.send(format!("E{error}").as_bytes());
+    }
+
+    fn send(self, report: &[u8]) {
+        // The waiting side may be gone (killed); then nobody is left to tell.
+        let _ = std::fs::File::from(self.0).write_all(report);
+    }
+}
+
+/// What a starting process said on its [`Ready`] pipe; `None` if it said nothing.
+fn read_report(pipe: OwnedFd) -> Option<Result<(), String>> {
+    let mut report = Vec::new();
+    let _ = std::fs::File::from(pipe).read_to_end(&mut report);
+    match report.split_first() {
+        Some((b'R', _)) => Some(Ok(())),
+        Some((b'E', msg)) => Some(Err(String::from_utf8_lossy(msg).into_owned())),
+        _ => None,
+    }
+}
+
+/// A pipe whose ends are both closed on exec: `(read, write)`.
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array, which we then own.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+/// Detaches from the controlling terminal: fork, the child starts a new session with
+/// stdin/stdout/stderr on /dev/null (logs should go to `log-path`). The parent stays until the
+/// child reports on the returned [`Ready`], so `rwproxy serve` exits 0 only once the proxy
+/// serves, and otherwise exits 1 with the child's error on its own stderr.
+pub fn daemonize() -> std::io::Result<Ready> {
+    let (report, ready) = pipe()?;
+    // SAFETY: called before any other thread exists (no runtime yet), so both sides of the
+    // fork may go on as normal single-threaded programs.
     unsafe {
         match libc::fork() {
             -1 => return Err(std::io::Error::last_os_error()),
             0 => {}
-            _ => libc::_exit(0),
+            _ => {
+                drop(ready);
+                let code = match read_report(report) {
+                    Some(Ok(())) => 0,
+                    Some(Err(e)) => {
+                        eprintln!("rwproxy: {e}");
+                        1
+                    }
+                    None => {
+                        eprintln!("rwproxy: the daemon exited while starting");
+                        1
+                    }
+                };
+                std::process::exit(code);
+            }
         }
+        drop(report);
         if libc::setsid() == -1 {
             return Err(std::io::Error::last_os_error());
         }
@@ -34,7 +119,7 @@ pub fn daemonize() -> std::io::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(Ready(ready))
 }
 
 pub fn is_supervised() -> bool {
@@ -43,8 +128,9 @@ pub fn is_supervised() -> bool {
 
 /// Runs this same command line as a child again and again until it exits cleanly. A child
 /// that keeps dying quickly is restarted with a growing delay (up to 30 s) so a broken config
-/// does not spin the CPU.
-pub fn supervise() -> ExitCode {
+/// does not spin the CPU; one that never started (the first) is not restarted at all, since
+/// the same config will fail the same way, and its error goes to `ready`.
+pub fn supervise(mut ready: Option<Ready>) -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -54,16 +140,65 @@ pub fn supervise() -> ExitCode {
     };
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let mut delay = Duration::from_millis(500);
+    let mut served = false;
     loop {
         let started = Instant::now();
-        let status = Command::new(&exe)
-            .args(&args)
-            .env(SUPERVISED_ENV, "1")
-            .status();
-        match status {
+        let (report, child_ready) = match pipe() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("keepalive: cannot start rwproxy: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let fd = child_ready.as_raw_fd();
+        let mut cmd = Command::new(&exe);
+        cmd.args(&args).env(SUPERVISED_ENV, fd.to_string());
+        // SAFETY: only fcntl, which is async-signal-safe, runs between fork and exec. The
+        // child's report descriptor must survive exec; every other one of ours is CLOEXEC.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let spawned = cmd.spawn();
+        drop(child_ready);
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("keepalive: cannot start rwproxy: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let report = read_report(report);
+        if !served {
+            if let Some(Ok(())) = report {
+                served = true;
+                if let Some(r) = ready.take() {
+                    r.ready();
+                }
+            } else {
+                let exited = match child.wait() {
+                    Ok(s) => s.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::error!("keepalive: rwproxy did not start ({exited}); not restarting");
+                let why = match report {
+                    Some(Err(e)) => e,
+                    _ => format!("rwproxy exited while starting ({exited})"),
+                };
+                if let Some(r) = ready.take() {
+                    r.failed(&why);
+                }
+                return ExitCode::FAILURE;
+            }
+        }
+        match child.wait() {
             Ok(s) if s.success() => return ExitCode::SUCCESS,
             Ok(s) => tracing::error!("keepalive: rwproxy exited ({s}); restarting"),
-            Err(e) => tracing::error!("keepalive: cannot start rwproxy: {e}"),
+            Err(e) => tracing::error!("keepalive: cannot wait for rwproxy: {e}"),
         }
         if started.elapsed() > Duration::from_secs(60) {
             delay = Duration::from_millis(500);

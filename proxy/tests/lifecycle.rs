@@ -1,0 +1,132 @@
+//! `daemon` and `keepalive` through the real binary: what `rwproxy serve` reports when it
+//! detaches, and how the supervisor passes signals on.
+
+use rwproxy_sql_tests::sandbox::free_port;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A scratch directory for one test's config and `log-path`.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rwproxy-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A proxy config logging to `dir`. Its backend is a port nobody listens on: nothing here
+/// needs a database.
+fn write_config(dir: &Path, listen: u16, admin: u16, process: &str) -> PathBuf {
+    let path = dir.join("proxy.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:{listen}\"\ninstance = \"life\"\n\
+             log-path = \"{}\"\n{process}\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\nusername = \"admin\"\npassword = \"pw\"\n\
+             [[backend]]\naddress = \"127.0.0.1:{}\"\nrole = \"rw\"\n",
+            dir.display(),
+            free_port().unwrap()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Processes whose command line names `config`: the ones these tests started, however they
+/// detached.
+fn processes_of(config: &Path) -> Vec<i32> {
+    let needle = config.to_str().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).split('\0').any(|a| a == needle))
+                .unwrap_or(false)
+        })
+        .filter(|pid| !zombie(*pid))
+        .collect()
+}
+
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
+fn signal(pid: i32, sig: libc::c_int) {
+    // SAFETY: plain kill(2) on a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid}");
+}
+
+fn log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("life.log")).unwrap_or_default()
+}
+
+fn serve(config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+        .args(["serve", "-c"])
+        .arg(config)
+        .output()
+        .expect("run rwproxy")
+}
+
+#[test]
+fn daemon_reports_whether_it_started() {
+    let dir = scratch("daemon");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let admin = free_port().unwrap();
+
+    // The listen port is taken: serve fails, says why, and logs it; under a supervisor too,
+    // which does not retry a proxy that never started.
+    for process in ["daemon = true\nkeepalive = true", "daemon = true"] {
+        let config = write_config(&dir, busy, admin, process);
+        let out = serve(&config);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{process}: stderr: {stderr}");
+        let why = format!("cannot listen on 127.0.0.1:{busy}");
+        assert!(stderr.contains(&why), "{process}: stderr: {stderr}");
+        assert!(log(&dir).contains(&why), "{process}: log: {}", log(&dir));
+        assert!(log(&dir).contains("ERROR"), "{process}: log: {}", log(&dir));
+        // The failed proxy reports before it exits, so give it a moment to finish.
+        wait_for("the failed proxy to exit", Duration::from_secs(5), || {
+            processes_of(&config).is_empty()
+        });
+        std::fs::remove_file(dir.join("life.log")).unwrap();
+    }
+
+    // With the port free, serve returns once the proxy accepts clients.
+    drop(taken);
+    let config = write_config(&dir, busy, admin, "daemon = true");
+    let out = serve(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let daemon = processes_of(&config);
+    assert_eq!(daemon.len(), 1, "{daemon:?}");
+    TcpStream::connect(("127.0.0.1", busy)).expect("the daemon listens when serve returns");
+    signal(daemon[0], libc::SIGTERM);
+    wait_for("the daemon to stop", Duration::from_secs(10), || {
+        processes_of(&config).is_empty()
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
