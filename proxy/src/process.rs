@@ -6,7 +6,8 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::process::{Command, ExitCode};
+use std::process::{Child, Command, ExitCode, ExitStatus};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Set in the environment of a child started by the supervisor so it does not supervise too;
@@ -126,6 +127,72 @@ pub fn is_supervised() -> bool {
     std::env::var_os(SUPERVISED_ENV).is_some()
 }
 
+/// The supervised proxy's pid, for [`forward`]; 0 while none runs.
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+/// Set by SIGTERM and SIGINT: the supervisor restarts nothing more and exits with the proxy.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// The supervisor's handler: scripts and init systems signal the process they started (or
+/// the pid file's), so the proxy must get what the supervisor gets — SIGHUP reloads,
+/// SIGUSR1/2 drain and restore the LVS pool, SIGTERM stops.
+extern "C" fn forward(sig: libc::c_int) {
+    if sig == libc::SIGTERM || sig == libc::SIGINT {
+        STOPPING.store(true, Ordering::SeqCst);
+    }
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe; `pid` is our unreaped child (see `wait`).
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+fn forward_signals() -> std::io::Result<()> {
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
+        // SAFETY: a zeroed sigaction is valid; the handler only touches atomics and kill.
+        // SA_RESTART keeps the supervisor's blocking reads and waits going.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = forward as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(sig, &action, std::ptr::null_mut()) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the child to exit, and stops forwarding signals to it before it is reaped, when
+/// its pid could go to another process.
+fn wait(child: &mut Child) -> std::io::Result<ExitStatus> {
+    loop {
+        // SAFETY: waitid fills `info`; WNOWAIT leaves the child for `Child::wait` to reap.
+        let r = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                child.id(),
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        let error = std::io::Error::last_os_error();
+        if r == 0 || error.kind() != std::io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    CHILD.store(0, Ordering::SeqCst);
+    child.wait()
+}
+
 /// Runs this same command line as a child again and again until it exits cleanly. A child
 /// that keeps dying quickly is restarted with a growing delay (up to 30 s) so a broken config
 /// does not spin the CPU; one that never started (the first) is not restarted at all, since
@@ -138,10 +205,17 @@ pub fn supervise(mut ready: Option<Ready>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = forward_signals() {
+        tracing::error!("keepalive: cannot handle signals: {e}");
+        return ExitCode::FAILURE;
+    }
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let mut delay = Duration::from_millis(500);
     let mut served = false;
     loop {
+        if STOPPING.load(Ordering::SeqCst) {
+            return ExitCode::SUCCESS;
+        }
         let started = Instant::now();
         let (report, child_ready) = match pipe() {
             Ok(p) => p,
@@ -172,6 +246,11 @@ pub fn supervise(mut ready: Option<Ready>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        CHILD.store(child.id() as i32, Ordering::SeqCst);
+        if STOPPING.load(Ordering::SeqCst) {
+            // The signal came before there was a child to pass it to.
+            forward(libc::SIGTERM);
+        }
         let report = read_report(report);
         if !served {
             if let Some(Ok(())) = report {
@@ -180,7 +259,7 @@ pub fn supervise(mut ready: Option<Ready>) -> ExitCode {
                     r.ready();
                 }
             } else {
-                let exited = match child.wait() {
+                let exited = match wait(&mut child) {
                     Ok(s) => s.to_string(),
                     Err(e) => e.to_string(),
                 };
@@ -195,7 +274,15 @@ pub fn supervise(mut ready: Option<Ready>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        match child.wait() {
+        let status = wait(&mut child);
+        if STOPPING.load(Ordering::SeqCst) {
+            tracing::info!("keepalive: rwproxy stopped; exiting");
+            return match status {
+                Ok(s) if s.success() => ExitCode::SUCCESS,
+                _ => ExitCode::FAILURE,
+            };
+        }
+        match status {
             Ok(s) if s.success() => return ExitCode::SUCCESS,
             Ok(s) => tracing::error!("keepalive: rwproxy exited ({s}); restarting"),
             Err(e) => tracing::error!("keepalive: cannot wait for rwproxy: {e}"),
@@ -203,7 +290,10 @@ pub fn supervise(mut ready: Option<Ready>) -> ExitCode {
         if started.elapsed() > Duration::from_secs(60) {
             delay = Duration::from_millis(500);
         }
-        std::thread::sleep(delay);
+        let restart = Instant::now() + delay;
+        while Instant::now() < restart && !STOPPING.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         delay = (delay * 2).min(Duration::from_secs(30));
     }
 }

@@ -4,7 +4,7 @@
 use rwproxy_sql_tests::sandbox::free_port;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A scratch directory for one test's config and `log-path`.
@@ -128,5 +128,61 @@ fn daemon_reports_whether_it_started() {
     wait_for("the daemon to stop", Duration::from_secs(10), || {
         processes_of(&config).is_empty()
     });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The supervisor's one child: the proxy.
+fn child_of(pid: i32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn keepalive_passes_signals_to_the_proxy() {
+    let dir = scratch("keepalive");
+    let admin = free_port().unwrap();
+    let config = write_config(&dir, free_port().unwrap(), admin, "keepalive = true");
+    let mut supervisor = Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+        .args(["serve", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rwproxy");
+    let parent = supervisor.id() as i32;
+    wait_for("the proxy", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
+    let proxy = child_of(parent).expect("the supervisor's child");
+
+    // SIGHUP reaches the proxy, which reloads; nobody dies.
+    signal(parent, libc::SIGHUP);
+    wait_for("the reload", Duration::from_secs(5), || {
+        log(&dir).contains("SIGHUP: backends, users and client-ips reloaded")
+    });
+    assert!(supervisor.try_wait().unwrap().is_none(), "supervisor died");
+    assert_eq!(child_of(parent), Some(proxy), "the proxy was restarted");
+    assert!(!zombie(proxy));
+
+    // SIGTERM stops both, the proxy first.
+    signal(parent, libc::SIGTERM);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = supervisor.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            let _ = supervisor.kill();
+            signal(proxy, libc::SIGKILL);
+            panic!("the supervisor did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert_eq!(processes_of(&config), Vec::<i32>::new());
     std::fs::remove_dir_all(&dir).unwrap();
 }
