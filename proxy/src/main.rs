@@ -417,8 +417,8 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
     // drops the VIP so a backup takes over at once; wait for that.
     for r in vrrp {
         match rwproxy::timer::timeout(std::time::Duration::from_secs(15), r.handle).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!("VRRP instance stopped with an error: {e}"),
+            // Stopped, cleanly or with an error it logged when it happened.
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!("VRRP instance task failed: {e}"),
             Err(_) => tracing::warn!("VRRP instance did not stop in time"),
         }

@@ -1,6 +1,7 @@
 //! The `rwproxy` command line as a user runs it: exit codes and messages.
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn rwproxy(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rwproxy"))
@@ -9,6 +10,28 @@ fn rwproxy(args: &[&str]) -> Output {
         .env_remove("RUST_LIB_BACKTRACE")
         .output()
         .expect("run rwproxy")
+}
+
+/// [`rwproxy`] for commands that should end by themselves but, if broken, would serve on.
+fn rwproxy_within(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rwproxy");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("{args:?} still running after {limit:?}: {}", stderr(&o));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -44,7 +67,10 @@ fn check_bad(name: &str, text: &str, expect: &[&str]) {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     for cmd in ["check-config", "serve"] {
-        let o = rwproxy(&[cmd, "-c", path.to_str().unwrap()]);
+        let o = rwproxy_within(
+            &[cmd, "-c", path.to_str().unwrap()],
+            Duration::from_secs(10),
+        );
         assert_eq!(o.status.code(), Some(1), "{cmd} {name}");
         let err = stderr(&o);
         for e in expect {
@@ -77,6 +103,37 @@ fn config_errors_name_the_line_and_key() {
         "[[backend]]\naddress = \"nohost\"\nrole = \"rw\"\n",
         &["badaddr.toml:2", "address", "nohost"],
     );
+}
+
+#[test]
+fn vrrp_settings_the_protocol_cannot_use_fail_at_load() {
+    let head = "[admin]\nlisten = \"127.0.0.1:0\"\n[proxy]\nlisten = \"127.0.0.1:0\"\n\
+                [[ha.vrrp]]\nname = \"VI_1\"\ninterface = \"eth0\"\n";
+    for (name, settings, key) in [
+        (
+            "prio0.toml",
+            "virtual_router_id = 51\npriority = 0\nvirtual_ipaddress = [\"192.0.2.1\"]\n",
+            "ha.vrrp[0].priority",
+        ),
+        (
+            "vrid0.toml",
+            "virtual_router_id = 0\npriority = 100\nvirtual_ipaddress = [\"192.0.2.1\"]\n",
+            "ha.vrrp[0].virtual_router_id",
+        ),
+        (
+            "novip.toml",
+            "virtual_router_id = 51\npriority = 100\nvirtual_ipaddress = []\n",
+            "ha.vrrp[0].virtual_ipaddress",
+        ),
+        (
+            "advert.toml",
+            "virtual_router_id = 51\npriority = 100\nadvert_int = 0.5\n\
+             virtual_ipaddress = [\"192.0.2.1\"]\n",
+            "ha.vrrp[0].advert_int",
+        ),
+    ] {
+        check_bad(name, &format!("{head}{settings}"), &[name, key]);
+    }
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! `rwproxy serve` with an `[ha]` section, end to end: in a network namespace made here, the
 //! process becomes VRRP MASTER, adds the VIP, shows it on the admin console, and on SIGTERM
-//! gives the VIP up again.
+//! gives the VIP up again. An instance that cannot start says so at once.
 
 use rwproxy_sql_tests::netns::Lab;
+use rwproxy_sql_tests::sandbox::free_port;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -89,5 +90,50 @@ fn serve_holds_the_vip_and_shows_it_on_the_console() {
     };
     assert!(status.success(), "exit status {status}");
     assert!(!has_vip());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An instance that cannot start (its interface is missing) says so when it stops, not when
+/// the proxy does, and the console shows it as FAULT meanwhile.
+#[test]
+fn a_failed_instance_is_logged_at_once() {
+    let dir = std::env::temp_dir().join(format!("rwproxy-ha-fail-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let admin = free_port().unwrap();
+    let conf = dir.join("ha.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[proxy]\nlog-path = \"{}\"\ninstance = \"ha\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\nusername = \"admin\"\npassword = \"pw\"\n\
+             [[ha.vrrp]]\nname = \"VI_9\"\ninterface = \"rwproxy-none0\"\n\
+             virtual_router_id = 59\npriority = 100\nvirtual_ipaddress = [\"192.0.2.109/24\"]\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Proc(
+        Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+            .args(["serve", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rwproxy"),
+    );
+    let log = || std::fs::read_to_string(dir.join("ha.log")).unwrap_or_default();
+    wait_for("the instance's error", Duration::from_secs(10), || {
+        log()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("VI_9") && l.contains("rwproxy-none0"))
+    });
+    assert!(child.0.try_wait().unwrap().is_none(), "the proxy stopped");
+    let out = Command::new("mariadb")
+        .args(["-h127.0.0.1", &format!("-P{admin}"), "-uadmin", "-ppw"])
+        .args(["--batch", "--skip-column-names", "-e", "SELECT * FROM vrrp"])
+        .output()
+        .expect("run mariadb");
+    let row = String::from_utf8_lossy(&out.stdout);
+    assert!(row.starts_with("VI_9\trwproxy-none0\t59\tFAULT"), "{row}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

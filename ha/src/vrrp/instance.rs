@@ -78,33 +78,36 @@ impl Instance {
         }
     }
 
-    fn validate(&self) -> Result<(), VrrpError> {
-        let bad = |m: String| Err(VrrpError::Config(format!("{}: {m}", self.name)));
+    /// Settings the protocol cannot run with. Config loading calls this so a bad instance
+    /// stops `check-config` and `serve` at once; the instance itself checks again, for
+    /// instances built by hand.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let bad = |key, message| Err(InvalidSetting { key, message });
         if self.virtual_router_id == 0 {
-            return bad("virtual_router_id must be 1-255".into());
+            return bad("virtual_router_id", "must be 1-255");
         }
         if self.priority == 0 {
-            return bad("priority must be 1-255".into());
+            return bad("priority", "must be 1-255");
         }
         match self.version {
             Version::V2 => {
                 let s = self.advert_int.as_secs();
                 if self.advert_int.subsec_nanos() != 0 || !(1..=255).contains(&s) {
-                    return bad("VRRPv2 advert_int must be whole seconds 1-255".into());
+                    return bad("advert_int", "VRRPv2 needs whole seconds 1-255");
                 }
             }
             Version::V3 => {
                 let cs = self.advert_int.as_millis() / 10;
                 if !(1..=4095).contains(&cs) {
-                    return bad("VRRPv3 advert_int must be 0.01-40.95 s".into());
+                    return bad("advert_int", "VRRPv3 needs 0.01-40.95 s");
                 }
                 if self.auth_pass.is_some() {
-                    return bad("VRRPv3 has no authentication".into());
+                    return bad("auth_pass", "VRRPv3 has no authentication");
                 }
             }
         }
         if self.virtual_ipaddress.is_empty() {
-            return bad("no virtual_ipaddress".into());
+            return bad("virtual_ipaddress", "at least one address is needed");
         }
         Ok(())
     }
@@ -122,6 +125,14 @@ impl Instance {
             None => Auth::None([0; 8]),
         }
     }
+}
+
+/// A setting an [`Instance`] cannot run with, by its keepalived key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct InvalidSetting {
+    pub key: &'static str,
+    pub message: &'static str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +218,16 @@ where
         bad_packets: 0,
     });
     let (control, requests) = tokio::sync::mpsc::unbounded_channel();
-    let handle = tokio::spawn(run_instance(instance, shutdown, tx, requests));
+    let handle = tokio::spawn(async move {
+        let name = instance.name.clone();
+        let result = run_instance(instance, shutdown, &tx, requests).await;
+        // Logged now, not when the process stops: until then nothing else would tell.
+        if let Err(e) = &result {
+            tracing::error!(instance = %name, "VRRP instance stopped: {e}");
+            tx.send_modify(|s| s.state = State::Fault);
+        }
+        result
+    });
     Running {
         handle,
         status: rx,
@@ -376,14 +396,15 @@ fn check(
 async fn run_instance<F>(
     inst: Instance,
     shutdown: F,
-    status: watch::Sender<Status>,
+    status: &watch::Sender<Status>,
     mut requests: tokio::sync::mpsc::UnboundedReceiver<Control>,
 ) -> Result<(), VrrpError>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    inst.validate()?;
     let name = inst.name.clone();
+    inst.validate()
+        .map_err(|e| VrrpError::Config(format!("{name}: {e}")))?;
     let ifindex = ctx(netlink::ifindex(&inst.interface), &inst.interface)?;
     let rtnl = ctx(Rtnl::new(), "rtnetlink")?;
     let link = ctx(
@@ -741,10 +762,13 @@ mod tests {
         assert!(i.validate().is_err(), "v3 has no auth");
         let mut i = inst();
         i.virtual_ipaddress.clear();
-        assert!(i.validate().is_err());
+        assert_eq!(i.validate().unwrap_err().key, "virtual_ipaddress");
         let mut i = inst();
         i.virtual_router_id = 0;
-        assert!(i.validate().is_err());
+        assert_eq!(i.validate().unwrap_err().key, "virtual_router_id");
+        let mut i = inst();
+        i.priority = 0;
+        assert_eq!(i.validate().unwrap_err().key, "priority");
     }
 
     #[test]

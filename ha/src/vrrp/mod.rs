@@ -8,7 +8,7 @@ pub mod packet;
 pub mod state;
 pub mod track;
 
-pub use instance::{run, Control, Instance, Running, Status, VrrpError};
+pub use instance::{run, Control, Instance, InvalidSetting, Running, Status, VrrpError};
 pub use netlink::Vip;
 pub use notify::NotifyConfig;
 pub use packet::Version;

@@ -255,6 +255,11 @@ pub(super) fn instances(ha: &HaToml) -> Result<Vec<Instance>, (String, String)> 
                 fall: t.fall.unwrap_or(1),
             });
         }
+        // A missing interface is not an error here: it may come up after rwproxy (a VLAN or
+        // bond made by the network scripts), and check-config may run on another host. The
+        // instance reports it when it starts, and the console shows it as FAULT.
+        inst.validate()
+            .map_err(|e| (key(e.key), e.message.to_string()))?;
         out.push(inst);
     }
     Ok(out)
