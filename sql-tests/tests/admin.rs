@@ -409,3 +409,58 @@ async fn drain_timeout_ends_sessions_left_on_an_offline_backend() {
         .await
         .unwrap();
 }
+
+/// `SAVE CONFIG` after changes that also move settings derived from them: a user's own
+/// `read-your-writes` goes with the user, and a `[ha.ipvs]` virtual server without
+/// `real_server` tables balances over whatever read backends there are. Neither may make the
+/// save refuse (the file cannot be saved otherwise, ever again), and the file must load as
+/// the live configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_config_after_changes_to_derived_settings() {
+    let dir = std::env::temp_dir().join(format!("rwproxy-admin-derived-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rwproxy.toml");
+    // Backends nobody listens on: saving needs no database.
+    let port = || rwproxy_sql_tests::sandbox::free_port().unwrap();
+    let (primary, replica, added) = (port(), port(), port());
+    std::fs::write(
+        &path,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n\
+             [admin]\nusername = \"{ADMIN_USER}\"\npassword = \"{ADMIN_PASSWORD}\"\n\
+             [[backend]]\naddress = \"127.0.0.1:{primary}\"\nrole = \"rw\"\n\
+             [[backend]]\naddress = \"127.0.0.1:{replica}\"\nrole = \"ro\"\n\
+             [[user]]\nname = \"app\"\npassword = \"app_pw\"\n\
+             [[user]]\nname = \"reporting\"\npassword = \"r_pw\"\nread-your-writes = \"causal\"\n\
+             [[ha.ipvs.virtual_server]]\nip = \"192.0.2.200\"\nport = 3306\nuser = \"monitor\"\n"
+        ),
+    )
+    .unwrap();
+    let p = proxy::start_config(rwproxy::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let mut a = p.admin().await;
+
+    a.remove_user("reporting").await.unwrap();
+    a.save_config().await.unwrap();
+    let saved = rwproxy::config::load(&path).unwrap();
+    assert!(!saved.users.iter().any(|u| u.name == "reporting"));
+    assert!(saved.read_your_writes.per_user.is_empty());
+
+    a.add_slave(&format!("127.0.0.1:{added}"), 3).await.unwrap();
+    a.save_config().await.unwrap();
+    let saved = rwproxy::config::load(&path).unwrap();
+    let real: Vec<(u16, u32)> = saved.ipvs.virtual_servers[0]
+        .real_servers
+        .iter()
+        .map(|r| (r.addr.port(), r.weight))
+        .collect();
+    assert_eq!(real, vec![(replica, 1), (added, 3)]);
+
+    a.remove_backend(2).await.unwrap();
+    a.save_config().await.unwrap();
+    let saved = rwproxy::config::load(&path).unwrap();
+    assert_eq!(saved.ipvs.virtual_servers[0].real_servers.len(), 1);
+    assert_eq!(saved.backends.len(), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

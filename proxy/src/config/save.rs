@@ -15,7 +15,8 @@
 //! written encrypted (Atlas's `pwds` encoding, TOML's `encrypted-password`), never in plain text.
 //!
 //! Before anything is written the new text is parsed back; if it would not load as the running
-//! configuration (every other setting unchanged) nothing is written. The file is then replaced
+//! configuration (every other setting unchanged, except what the file derives from the saved
+//! parts) nothing is written. The file is then replaced
 //! atomically: temporary file in the same directory, fsync, original permissions, rename, fsync
 //! of the directory.
 //!
@@ -31,8 +32,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
 
 use super::{
-    atlas, defaults, parse_backend_address, parse_str, pwcrypt, BackendConfig, Config, ConfigError,
-    ConfigFormat, Role, UserConfig,
+    atlas, defaults, parse_backend_address, parse_str, pwcrypt, toml_format, BackendConfig, Config,
+    ConfigError, ConfigFormat, Role, UserConfig,
 };
 
 /// The parts of the running configuration that the admin console can change.
@@ -71,7 +72,7 @@ pub fn save(path: &Path, format: ConfigFormat, snap: &Snapshot) -> Result<(), Co
         ConfigFormat::Toml => toml_text(path, &text, snap)?,
         ConfigFormat::Atlas => atlas_text(path, &text, &current, snap)?,
     };
-    verify(path, &format, &current, &new_text, snap)?;
+    verify(path, &format, &current, &text, &new_text, snap)?;
     if new_text == text {
         return Ok(());
     }
@@ -87,6 +88,7 @@ fn verify(
     path: &Path,
     format: &ConfigFormat,
     current: &Config,
+    old_text: &str,
     new_text: &str,
     snap: &Snapshot,
 ) -> Result<(), ConfigError> {
@@ -96,6 +98,16 @@ fn verify(
     expected.backends = snap.backends.clone();
     expected.users = snap.users.clone();
     expected.client_ips = snap.client_ips.clone();
+    // What the file derives from the saved parts follows them: a user's own read-your-writes
+    // goes with its [[user]] table, and [ha.ipvs] virtual servers without real_server tables
+    // balance over the read backends.
+    expected
+        .read_your_writes
+        .per_user
+        .retain(|name, _| snap.users.iter().any(|u| u.name == *name));
+    if *format == ConfigFormat::Toml {
+        expected.ipvs = toml_format::ipvs_with_backends(path, old_text, &snap.backends)?;
+    }
     if *format == ConfigFormat::Atlas {
         // One global max-connections, and all read-write servers listed first.
         let max = atlas_max_connections(current);

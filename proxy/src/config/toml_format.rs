@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::session::read_your_writes::{Mode, Settings as ReadYourWrites};
 use crate::tls::{BackendTls, ServerTls, TlsError};
+use rwproxy_ha::ipvs::director::DirectorConfig;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -117,11 +118,37 @@ struct User {
     read_your_writes: Option<Spanned<String>>,
 }
 
-pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let file: File = toml::from_str(text).map_err(|e| {
+/// The read backends as `[ha.ipvs]` takes its default real servers from: address, weight.
+fn read_backends(backends: &[BackendConfig]) -> Vec<(String, u32)> {
+    backends
+        .iter()
+        .filter(|b| b.role == Role::ReadOnly)
+        .map(|b| (b.address.clone(), b.weight))
+        .collect()
+}
+
+/// The `[ha.ipvs]` section of `text` as it loads with `backends` in place of the file's own:
+/// what `SAVE CONFIG` must expect back, since virtual servers without `real_server` tables
+/// follow the read backends.
+pub(super) fn ipvs_with_backends(
+    path: &Path,
+    text: &str,
+    backends: &[BackendConfig],
+) -> Result<DirectorConfig, ConfigError> {
+    let file = deserialize(path, text)?;
+    super::ha::ipvs(&file.ha, &read_backends(backends))
+        .map_err(|(key, m)| ConfigError::invalid(path, None, Some(&key), m))
+}
+
+fn deserialize(path: &Path, text: &str) -> Result<File, ConfigError> {
+    toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
         ConfigError::invalid(path, line, None, e.message().trim_end())
-    })?;
+    })
+}
+
+pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let file = deserialize(path, text)?;
     let at = |offset: usize| Some(line_of(text, offset));
     let invalid = |line: Option<usize>, key: &str, msg: String| {
         ConfigError::invalid(path, line, Some(key), msg)
@@ -234,13 +261,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let vrrp = super::ha::instances(&file.ha).map_err(|(key, m)| invalid(None, &key, m))?;
     let monitor =
         super::monitor::monitor(&file.monitor).map_err(|(key, m)| invalid(None, &key, m))?;
-    let read_backends: Vec<(String, u32)> = backends
-        .iter()
-        .filter(|b| b.role == super::Role::ReadOnly)
-        .map(|b| (b.address.clone(), b.weight))
-        .collect();
-    let ipvs =
-        super::ha::ipvs(&file.ha, &read_backends).map_err(|(key, m)| invalid(None, &key, m))?;
+    let ipvs = super::ha::ipvs(&file.ha, &read_backends(&backends))
+        .map_err(|(key, m)| invalid(None, &key, m))?;
     // A node may run only the HA part (the write VIP, an IPVS director) without proxying.
     if backends.is_empty() && vrrp.is_empty() && ipvs.virtual_servers.is_empty() {
         return Err(invalid(
