@@ -168,7 +168,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn start(cfg: config::Config, ready: &mut Option<process::Ready>) -> Result<ExitCode> {
     init_logging(&cfg)?;
     if cfg.keepalive && !process::is_supervised() {
-        return Ok(process::supervise(ready.take()));
+        return Ok(process::supervise(ready.take(), cfg.pid_path()));
     }
     // Sessions run on their own event threads (see `event_threads`); this runtime
     // has the listener, the console, the monitor and HA, which mostly sleep.
@@ -374,6 +374,11 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
         }
     });
     let mut console = Box::pin(rwproxy::console::serve(admin, control));
+    // Under keepalive the supervisor's pid is the one to signal, and it writes the file.
+    let _pid_file = match cfg.pid_path().filter(|_| !process::is_supervised()) {
+        Some(path) => Some(process::PidFile::create(path)?),
+        None => None,
+    };
     if let Some(r) = ready.take() {
         r.ready();
     }

@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, ExitStatus};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
@@ -52,6 +53,27 @@ impl Ready {
     fn send(self, report: &[u8]) {
         // The waiting side may be gone (killed); then nobody is left to tell.
         let _ = std::fs::File::from(self.0).write_all(report);
+    }
+}
+
+/// The pid file: this process's pid, removed again when dropped (a clean exit).
+pub struct PidFile(PathBuf);
+
+impl PidFile {
+    pub fn create(path: PathBuf) -> std::io::Result<PidFile> {
+        match std::fs::write(&path, format!("{}\n", std::process::id())) {
+            Ok(()) => Ok(PidFile(path)),
+            Err(e) => Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot write the pid file {}: {e}", path.display()),
+            )),
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -197,18 +219,25 @@ fn wait(child: &mut Child) -> std::io::Result<ExitStatus> {
 /// that keeps dying quickly is restarted with a growing delay (up to 30 s) so a broken config
 /// does not spin the CPU; one that never started (the first) is not restarted at all, since
 /// the same config will fail the same way, and its error goes to `ready`.
-pub fn supervise(mut ready: Option<Ready>) -> ExitCode {
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
+///
+/// The pid file (`pid_path`) holds the supervisor's pid, not the proxy's: it outlives restarts
+/// and passes signals on.
+pub fn supervise(mut ready: Option<Ready>, pid_path: Option<PathBuf>) -> ExitCode {
+    let setup = std::env::current_exe().and_then(|exe| {
+        forward_signals()?;
+        Ok((exe, pid_path.map(PidFile::create).transpose()?))
+    });
+    let (exe, _pid_file) = match setup {
+        Ok(s) => s,
         Err(e) => {
-            tracing::error!("keepalive: cannot find own executable: {e}");
+            let why = format!("keepalive: cannot start: {e}");
+            tracing::error!("{why}");
+            if let Some(r) = ready.take() {
+                r.failed(&why);
+            }
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = forward_signals() {
-        tracing::error!("keepalive: cannot handle signals: {e}");
-        return ExitCode::FAILURE;
-    }
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let mut delay = Duration::from_millis(500);
     let mut served = false;

@@ -186,3 +186,58 @@ fn keepalive_passes_signals_to_the_proxy() {
     assert_eq!(processes_of(&config), Vec::<i32>::new());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn pid_file(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(dir.join("life.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[test]
+fn pid_file_names_the_process_to_signal() {
+    // A daemon: the file is there when serve returns, and goes when the daemon stops.
+    let dir = scratch("pid-daemon");
+    let config = write_config(
+        &dir,
+        free_port().unwrap(),
+        free_port().unwrap(),
+        "daemon = true",
+    );
+    let out = serve(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let daemon = processes_of(&config);
+    assert_eq!(pid_file(&dir).map(|p| vec![p]), Some(daemon.clone()));
+    signal(daemon[0], libc::SIGTERM);
+    wait_for("the daemon to stop", Duration::from_secs(10), || {
+        processes_of(&config).is_empty()
+    });
+    assert!(!dir.join("life.pid").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // keepalive: the supervisor's pid, the one that passes signals on.
+    let dir = scratch("pid-keepalive");
+    let admin = free_port().unwrap();
+    let config = write_config(&dir, free_port().unwrap(), admin, "keepalive = true");
+    let mut supervisor = Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+        .args(["serve", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rwproxy");
+    wait_for("the proxy", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
+    assert_eq!(pid_file(&dir), Some(supervisor.id() as i32));
+    signal(supervisor.id() as i32, libc::SIGTERM);
+    let status = supervisor.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!dir.join("life.pid").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -255,6 +255,13 @@ pub fn check(path: &Path) -> Result<String, ConfigError> {
 }
 
 impl Config {
+    /// `<log-path>/<instance>.pid`, where scripts find the process to signal; none without
+    /// `log-path`, as in Atlas.
+    pub fn pid_path(&self) -> Option<PathBuf> {
+        let dir = self.log_path.as_ref()?;
+        Some(dir.join(format!("{}.pid", self.instance)))
+    }
+
     /// How many event threads to run: `event-threads`, or one per CPU when it is 0.
     pub fn event_thread_count(&self) -> usize {
         match self.event_threads {
