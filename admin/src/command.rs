@@ -655,12 +655,15 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// A whole keyword, case-insensitive, followed by whitespace or the end.
+    /// A whole keyword, case-insensitive, followed by whitespace or the end. Compared as
+    /// bytes: the statement is any UTF-8 the client sent, and `kw.len()` bytes into it can
+    /// fall inside a character, where slicing the `str` would panic.
     fn keyword(&mut self, kw: &str) -> bool {
-        let r = self.rest();
-        let matches = r.len() >= kw.len()
-            && r[..kw.len()].eq_ignore_ascii_case(kw)
-            && !matches!(r[kw.len()..].chars().next(), Some(c) if !c.is_ascii_whitespace());
+        let r = self.rest().as_bytes();
+        let matches = r
+            .get(..kw.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(kw.as_bytes()))
+            && r.get(kw.len()).is_none_or(|b| b.is_ascii_whitespace());
         if matches {
             self.pos += kw.len();
         }
@@ -804,6 +807,95 @@ mod tests {
             assert_eq!((e.code(), e.sqlstate()), (1064, "42000"));
         }
         assert_eq!(err("   ;  "), "Query was empty");
+    }
+
+    /// The statements of the review that found byte-index slicing in the keyword scanner:
+    /// each panicked the admin session instead of answering a parse error.
+    #[test]
+    fn non_ascii_next_to_a_keyword_is_a_parse_error() {
+        for (sql, says) in [
+            ("SET aaaaé=1", "SET aaaa: expected '='"),
+            ("SET naméé=1", "SET nam: expected '='"),
+            ("SET namesé", "SET names: expected '='"),
+            ("SET globalé x=1", "SET global: expected '='"),
+            ("SET é=1", "expected a variable name at 'é=1'"),
+            ("SHOW VARIABLES liké", "supports only LIKE"),
+            ("SHOW VARIABLES LIKEé 'x'", "supports only LIKE"),
+            ("SHOW VARIABLES lik", "supports only LIKE"),
+            ("SHOW VARIABLES é", "supports only LIKE"),
+        ] {
+            let e = parse(sql).unwrap_err();
+            assert!(e.to_string().contains(says), "{sql:?}: {e}");
+            assert_eq!((e.code(), e.sqlstate()), (1064, "42000"), "{sql:?}");
+        }
+        assert_eq!(
+            p("SET GLOBAL x = 'été'"),
+            Command::SetVariables(vec![("x".into(), "été".into())])
+        );
+        assert_eq!(
+            p("show variables like 'é%'"),
+            Command::ShowVariables {
+                like: Some("é%".into())
+            }
+        );
+    }
+
+    /// Every statement the console knows, cut short at each character and with odd text
+    /// (multi-byte UTF-8, Unicode blanks, quotes, NUL) put in at each character: the parser
+    /// answers a command or a parse error (1064 / 42000), never a panic, which the console
+    /// could only answer by dropping the connection.
+    #[test]
+    fn mangled_statements_never_panic() {
+        let statements = [
+            "SET aaaa=1",
+            "SET GLOBAL x = 1, SESSION y := 'z', LOCAL w=\"v\"",
+            "SET @@global.sql_log = ON, @@session.a=1, @@local.b=2, @u=3",
+            "set `pool.max_idle`='8'",
+            "SET NAMES utf8mb4 COLLATE utf8mb4_bin",
+            "SET CHARACTER SET utf8",
+            "SHOW GLOBAL VARIABLES LIKE 'read%'",
+            "show session variables like 'a\\'b'",
+            "SET OFFLINE 2",
+            "select @@version_comment limit 1",
+            "SELECT @@global.max_allowed_packet AS m, 'x' as `y`, NULL, -1, DATABASE()",
+            "SELECT * FROM backends",
+            "ADD SLAVE [fe80::1]:3306@2",
+            "add master db-1.example.com:3307",
+            "ADD CLIENT 192.168.1.*",
+            "ADD PWD app:'pa;ss'",
+            "ADD ENPWD app:KsWNCR6qyNk=",
+            "REMOVE PWD app",
+            "KILL QUERY 7",
+            "use `mydb`",
+        ];
+        let odd = [
+            "é", "€", "😀", "\u{3000}", "\u{85}", "\u{b}", "\0", "'", "\"", "`", "\\", "@", "@@",
+            ";", "=", ",", ".", ":", "*",
+        ];
+        let check = |sql: &str| {
+            let parsed = std::panic::catch_unwind(|| parse(sql));
+            match parsed {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => assert_eq!((e.code(), e.sqlstate()), (1064, "42000"), "{sql:?}"),
+                Err(_) => panic!("parse panicked on {sql:?}"),
+            }
+        };
+        for stmt in statements {
+            let cuts = stmt.char_indices().map(|(i, _)| i).chain([stmt.len()]);
+            for i in cuts {
+                let (head, tail) = stmt.split_at(i);
+                check(head);
+                check(tail);
+                for o in odd {
+                    check(&format!("{head}{o}{tail}"));
+                    check(&format!("{head}{o}"));
+                    check(&format!("{o}{tail}"));
+                }
+            }
+        }
+        for sql in ["", " ", ";", "\u{3000}", "é", "\0", "SET", "SHOW", "SELECT"] {
+            check(sql);
+        }
     }
 
     #[test]

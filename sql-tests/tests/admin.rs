@@ -2,6 +2,7 @@
 //! keepalived notify scripts run them) and through the typed client, acting on a live proxy.
 
 use mysql_async::prelude::*;
+use rwproxy_admin::client::ClientError;
 use rwproxy_admin::{BackendRole, BackendState};
 use rwproxy_sql_tests::proxy::{self, Proxy, ADMIN_PASSWORD, ADMIN_USER};
 use rwproxy_sql_tests::Cluster;
@@ -99,6 +100,36 @@ async fn atlas_commands_through_the_mariadb_cli() {
         .prefer_socket(false);
     app_on_admin = app_on_admin.stmt_cache_size(0);
     assert!(mysql_async::Conn::new(app_on_admin).await.is_err());
+}
+
+/// Text the console cannot parse, non-ASCII included, gets a parse error and the session goes
+/// on: a non-ASCII character next to a keyword used to panic the session, which dropped the
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_ascii_statements_get_parse_errors() {
+    let cl = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut a = p.admin().await;
+    for sql in [
+        "SET aaaaé=1",
+        "SHOW VARIABLES liké",
+        "SET naméé=1",
+        "SET GLOBAL 😀 = 1",
+        "SHOW VARIABLES LIKE 'é",
+        "SELECT 'é",
+    ] {
+        match a.execute(sql).await {
+            Err(ClientError::Server {
+                code,
+                state,
+                message,
+            }) => assert_eq!((code, state.as_str()), (1064, "42000"), "{sql}: {message}"),
+            other => panic!("{sql}: {other:?}"),
+        }
+        assert_eq!(a.backends().await.unwrap().len(), 3, "after {sql}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
