@@ -258,6 +258,105 @@ async fn read_only_write_backend_holds_writes_back() {
     assert_eq!(n, 1);
 }
 
+/// Changes the monitor account's password on `server` alone (not replicated) and kills its
+/// connections: every later probe is refused at login.
+async fn lock_out_monitor(server: &rwproxy_sql_tests::sandbox::Server) {
+    let mut root = server.root_conn().await.unwrap();
+    root.query_drop("SET SESSION sql_log_bin = 0")
+        .await
+        .unwrap();
+    for host in ["%", "127.0.0.1", "localhost"] {
+        root.query_drop(format!(
+            "ALTER USER '{MONITOR_USER}'@'{host}' IDENTIFIED BY 'changed'"
+        ))
+        .await
+        .unwrap();
+    }
+    let ids: Vec<u64> = root
+        .query(format!(
+            "SELECT id FROM information_schema.processlist WHERE user = '{MONITOR_USER}'"
+        ))
+        .await
+        .unwrap();
+    for id in ids {
+        // It may have gone by itself meanwhile.
+        let _ = root.query_drop(format!("KILL {id}")).await;
+    }
+}
+
+/// The monitor saw the primary read-only and a replica's replication broken, then lost its
+/// login to both: it knows nothing more about either. The primary made writable again takes
+/// writes at once (until the monitor can look again the server is the judge of read_only),
+/// and the broken replica stays out of the read pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_locked_out_keeps_no_stale_read_only_and_brings_back_no_replica() {
+    let (cluster, p) = start(1, 30).await;
+    let replica = &cluster.replicas[0];
+    let addr = replica.addr();
+    wait_stats(&p, &addr, Duration::from_secs(10), "up", |s| {
+        s.state == BackendState::Up
+    })
+    .await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("CREATE TABLE IF NOT EXISTS locked_out (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let mut primary = cluster.primary.root_conn().await.unwrap();
+    primary
+        .query_drop("SET GLOBAL read_only = ON")
+        .await
+        .unwrap();
+    replica
+        .root_conn()
+        .await
+        .unwrap()
+        .query_drop("STOP SLAVE SQL_THREAD")
+        .await
+        .unwrap();
+    wait_stats(&p, &addr, Duration::from_secs(10), "excluded", |s| {
+        s.state == BackendState::Excluded
+    })
+    .await;
+    // Four probe intervals: the primary's probes have seen read_only=ON too.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    lock_out_monitor(&cluster.primary).await;
+    lock_out_monitor(replica).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    primary
+        .query_drop("SET GLOBAL read_only = OFF")
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    c.query_drop("INSERT INTO locked_out VALUES (1)")
+        .await
+        .expect("a write to the writable primary");
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "the write was held back for {:?}",
+        t0.elapsed()
+    );
+
+    // Ten more probe intervals, and the replica is still out, for its replication.
+    let mut admin = p.admin().await;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        let row = admin
+            .stats()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.address == addr)
+            .unwrap();
+        assert_eq!(row.state, BackendState::Excluded, "{row:?}");
+        let reason = row.reason.unwrap_or_default();
+        assert!(reason.contains("SQL thread stopped"), "reason: {reason}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let primary_id = server_id(&cluster.primary).await;
+    assert_eq!(p.read_ids(20).await, [primary_id].into());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_wins_and_bad_monitor_credentials_take_nothing_down() {
     let cluster = Cluster::start(1).await.unwrap();

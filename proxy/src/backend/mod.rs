@@ -194,15 +194,24 @@ impl Backend {
         self.observed.lock().expect("observed lock").clone()
     }
 
-    /// Records what a probe saw (not the verdict: see [`Backend::transition`]).
+    /// Records what a probe saw (not the verdict: see [`Backend::transition`]). A `read_only`
+    /// the probe could not read is unknown, which counts as writable, as before the first
+    /// probe: an `ON` from an older probe would hold back every write for as long as the
+    /// monitor cannot look, even once the server is writable, whereas a server still
+    /// read-only refuses the writes itself.
     pub fn observe(&self, read_only: Option<bool>, lag_seconds: Option<u64>) {
-        if let Some(ro) = read_only {
-            let was = self.read_only.swap(ro, Ordering::Relaxed);
-            if was != ro && self.role == Role::ReadWrite {
-                if ro {
-                    tracing::warn!(backend = %self.address, "write backend reports read_only=ON: writes wait for it to become writable");
-                } else {
-                    tracing::info!(backend = %self.address, "write backend writable again (read_only=OFF)");
+        let ro = read_only.unwrap_or(false);
+        let was = self.read_only.swap(ro, Ordering::Relaxed);
+        if was != ro && self.role == Role::ReadWrite {
+            match read_only {
+                Some(true) => {
+                    tracing::warn!(backend = %self.address, "write backend reports read_only=ON: writes wait for it to become writable")
+                }
+                Some(false) => {
+                    tracing::info!(backend = %self.address, "write backend writable again (read_only=OFF)")
+                }
+                None => {
+                    tracing::warn!(backend = %self.address, "write backend's read_only is unknown (the monitor cannot query it): writes are no longer held back")
                 }
             }
         }

@@ -12,6 +12,9 @@ pub enum Finding {
     Unreachable(String),
     /// Answers, but as a replica must not serve reads (replication stopped or lagging).
     Unfit(String),
+    /// Answers, but the monitor cannot query it (its login is refused, or a query is): the
+    /// server is reachable, and nothing more is known.
+    Answered,
 }
 
 /// Consecutive good and bad probes of one backend.
@@ -21,6 +24,10 @@ pub struct Damper {
     fall: u32,
     good: u32,
     bad: u32,
+    /// What the last probe that could query the server found wrong with it as a replica.
+    /// Probes that cannot query it leave this as it is: they know no better, so a replica
+    /// that goes down and comes back while the monitor cannot query it is still unfit.
+    unfit: Option<String>,
 }
 
 impl Damper {
@@ -30,6 +37,7 @@ impl Damper {
             fall: fall.max(1),
             good: 0,
             bad: 0,
+            unfit: None,
         }
     }
 
@@ -41,20 +49,35 @@ impl Damper {
             Finding::Good => {
                 self.good = self.good.saturating_add(1);
                 self.bad = 0;
+                self.unfit = None;
             }
-            Finding::Unreachable(_) | Finding::Unfit(_) => {
+            // Proof of reachability, which is all a backend that was only unreachable lacks,
+            // but nothing for a replica last found unfit.
+            Finding::Answered => {
+                self.good = match self.unfit {
+                    Some(_) => 0,
+                    None => self.good.saturating_add(1),
+                };
+                self.bad = 0;
+            }
+            Finding::Unreachable(_) => {
                 self.bad = self.bad.saturating_add(1);
                 self.good = 0;
+            }
+            Finding::Unfit(why) => {
+                self.bad = self.bad.saturating_add(1);
+                self.good = 0;
+                self.unfit = Some(why.clone());
             }
         }
         match (current, finding) {
             (Health::Offline, _) => None,
             // The first probe settles an unprobed backend at once: there is no service to
             // protect from flapping yet.
-            (Health::Unknown, Finding::Good) => Some((Health::Up, None)),
+            (Health::Unknown, Finding::Good | Finding::Answered) => Some((Health::Up, None)),
             (Health::Unknown, Finding::Unreachable(why)) => Some((Health::Down, Some(why.clone()))),
             (Health::Unknown, Finding::Unfit(why)) => Some((Health::Excluded, Some(why.clone()))),
-            (Health::Up, Finding::Good) => None,
+            (Health::Up, Finding::Good | Finding::Answered) => None,
             (Health::Up, Finding::Unreachable(why)) if self.bad >= self.fall => {
                 Some((Health::Down, Some(why.clone())))
             }
@@ -62,10 +85,19 @@ impl Damper {
                 Some((Health::Excluded, Some(why.clone())))
             }
             (Health::Up, _) => None,
-            (Health::Down | Health::Excluded, Finding::Good) if self.good >= self.rise => {
+            // Excluded for its replication, which an unqueried probe does not see: it stays
+            // out, with its reason, until a probe can check it again; and one that comes
+            // back from down is still out for it.
+            (Health::Excluded, Finding::Answered) => None,
+            (Health::Down, Finding::Answered) if self.unfit.is_some() => {
+                Some((Health::Excluded, self.unfit.clone()))
+            }
+            (Health::Down | Health::Excluded, Finding::Good | Finding::Answered)
+                if self.good >= self.rise =>
+            {
                 Some((Health::Up, None))
             }
-            (Health::Down | Health::Excluded, Finding::Good) => None,
+            (Health::Down | Health::Excluded, Finding::Good | Finding::Answered) => None,
             // Reachable again but not fit: still out, now for the replication reason.
             (Health::Down, Finding::Unfit(why)) => Some((Health::Excluded, Some(why.clone()))),
             (Health::Excluded, Finding::Unreachable(why)) => {
@@ -140,6 +172,44 @@ mod tests {
         let mut d = Damper::new(2, 2);
         let (to, why) = d.next(Health::Down, &lag()).unwrap();
         assert_eq!(to, Health::Excluded);
+        assert_eq!(why.unwrap(), "replication lag 40s over the limit");
+    }
+
+    #[test]
+    fn an_unqueried_answer_brings_back_a_down_backend_but_not_an_excluded_one() {
+        use Health::*;
+        let answered = [Finding::Answered, Finding::Answered, Finding::Answered];
+        assert_eq!(run(Unknown, 2, 2, &answered), [Up, Up, Up]);
+        assert_eq!(run(Up, 2, 2, &answered), [Up, Up, Up]);
+        assert_eq!(run(Down, 2, 2, &answered), [Down, Up, Up]);
+        assert_eq!(run(Excluded, 2, 2, &answered), [Excluded; 3]);
+        // Once the monitor can query again, `rise` good probes are needed all the same.
+        let f = [
+            lag(),
+            lag(),
+            Finding::Answered,
+            Finding::Good,
+            Finding::Good,
+        ];
+        assert_eq!(run(Up, 2, 2, &f), [Up, Excluded, Excluded, Excluded, Up]);
+        // Excluded, then unreachable for a probe (the monitor's connection was killed), then
+        // answering without a query: still out, for the replication reason.
+        let f = [
+            lag(),
+            down(),
+            Finding::Answered,
+            Finding::Answered,
+            Finding::Answered,
+        ];
+        assert_eq!(
+            run(Up, 2, 1, &f),
+            [Excluded, Down, Excluded, Excluded, Excluded]
+        );
+        let mut d = Damper::new(1, 1);
+        d.next(Up, &lag());
+        d.next(Excluded, &down());
+        let (to, why) = d.next(Down, &Finding::Answered).unwrap();
+        assert_eq!(to, Excluded);
         assert_eq!(why.unwrap(), "replication lag 40s over the limit");
     }
 

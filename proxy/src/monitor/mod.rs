@@ -82,13 +82,14 @@ async fn watch(cluster: Weak<Cluster>, backend: Weak<Backend>, cfg: MonitorConfi
                 }
                 Err(e) if e.server_answered() => {
                     // The server answered: it is up; the monitor's account is the problem,
-                    // which must not take healthy servers out of service.
+                    // which must not take healthy servers out of service, nor bring back
+                    // ones it can no longer check.
                     if !login_refused {
                         tracing::error!(backend = %address, "monitor cannot query the server, so read_only and replication are not checked: {e}");
                         login_refused = true;
                     }
                     b.observe(None, None);
-                    Finding::Good
+                    Finding::Answered
                 }
                 Err(e) => Finding::Unreachable(e.to_string()),
             },
