@@ -258,6 +258,45 @@ async fn read_only_write_backend_holds_writes_back() {
     assert_eq!(n, 1);
 }
 
+/// The reason in `stats` is always the current state's: a replica excluded for its
+/// replication, taken offline, repaired and set online again shows none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_and_online_leave_no_stale_reason() {
+    let (cluster, p) = start(1, 30).await;
+    let r = &cluster.replicas[0];
+    let addr = r.addr();
+    wait_stats(&p, &addr, Duration::from_secs(10), "up", |s| {
+        s.state == BackendState::Up
+    })
+    .await;
+    let mut root = r.root_conn().await.unwrap();
+    root.query_drop("STOP SLAVE SQL_THREAD").await.unwrap();
+    wait_stats(&p, &addr, Duration::from_secs(10), "excluded", |s| {
+        s.state == BackendState::Excluded
+            && s.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("SQL thread stopped")
+    })
+    .await;
+
+    let mut admin = p.admin().await;
+    admin.set_offline(2).await.unwrap();
+    // Probes go on while it is offline, and find it unfit: still no reason.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (row, _) = wait_stats(&p, &addr, Duration::ZERO, "offline", |_| true).await;
+    assert_eq!((row.state, row.reason), (BackendState::Offline, None));
+    root.query_drop("START SLAVE").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    admin.set_online(2).await.unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        let (row, _) = wait_stats(&p, &addr, Duration::ZERO, "up", |_| true).await;
+        assert_eq!((row.state, row.reason), (BackendState::Up, None));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Changes the monitor account's password on `server` alone (not replicated) and kills its
 /// connections: every later probe is refused at login.
 async fn lock_out_monitor(server: &rwproxy_sql_tests::sandbox::Server) {

@@ -153,7 +153,7 @@ impl Backend {
             .lock()
             .expect("offline lock")
             .get_or_insert_with(std::time::Instant::now);
-        self.health.store(Health::Offline as u8, Ordering::Relaxed);
+        self.set_health(Health::Offline);
         self.pool.clear_idle();
         tracing::info!(backend = %self.address, "backend set offline");
     }
@@ -162,8 +162,25 @@ impl Backend {
     /// monitor takes it out again if its probes disagree.
     pub fn set_online(&self) {
         *self.offline_since.lock().expect("offline lock") = None;
-        self.health.store(Health::Up as u8, Ordering::Relaxed);
+        self.set_health(Health::Up);
         tracing::info!(backend = %self.address, "backend set online");
+    }
+
+    /// An operator's state, which has no reason: the monitor's last one (an exclusion, say)
+    /// would otherwise stay next to it, as the monitor sets reasons only when it moves the
+    /// backend. Stored under the `observed` lock, so a monitor's transition racing with it
+    /// cannot write its reason after this one is cleared (see [`Backend::set_reason`]).
+    fn set_health(&self, to: Health) {
+        let mut o = self.observed.lock().expect("observed lock");
+        self.health.store(to as u8, Ordering::Relaxed);
+        o.reason = None;
+    }
+
+    /// Shows `reason` for the state the backend is in now, if that state has one (`Down`,
+    /// `Excluded`), read under the lock that [`Backend::set_health`] changes it under.
+    fn set_reason(&self, reason: Option<String>) {
+        let mut o = self.observed.lock().expect("observed lock");
+        o.reason = reason.filter(|_| matches!(self.health(), Health::Down | Health::Excluded));
     }
 
     /// Offline for longer than `drain`: sessions still on it must let go.
@@ -226,8 +243,7 @@ impl Backend {
         let from = loop {
             let cur = self.health.load(Ordering::Relaxed);
             if cur == Health::Offline as u8 || cur == to as u8 {
-                self.observed.lock().expect("observed lock").reason =
-                    reason.filter(|_| cur != Health::Offline as u8 && !to.serves());
+                self.set_reason(reason);
                 return;
             }
             if self
@@ -255,7 +271,7 @@ impl Backend {
         if !to.serves() {
             self.pool.clear_idle();
         }
-        self.observed.lock().expect("observed lock").reason = reason.filter(|_| !to.serves());
+        self.set_reason(reason);
     }
 
     /// A connection attempt failed: out of service at once (not after `fall` probes), so the
@@ -264,5 +280,50 @@ impl Backend {
         if self.serves() || self.health() == Health::Excluded {
             self.transition(Health::Down, Some(why.to_string()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica() -> Backend {
+        let cfg = BackendConfig {
+            address: "127.0.0.1:1".into(),
+            role: Role::ReadOnly,
+            weight: 1,
+            max_connections: 1,
+        };
+        let dial = Dial {
+            timeout: Duration::from_secs(1),
+            tls: None,
+        };
+        Backend::new(&cfg, &dial, 1)
+    }
+
+    fn shown(b: &Backend) -> (Health, Option<String>) {
+        (b.health(), b.observed().reason)
+    }
+
+    #[test]
+    fn the_reason_shown_is_the_current_states() {
+        let b = replica();
+        let stopped = || Some("replication SQL thread stopped".to_string());
+        b.transition(Health::Excluded, stopped());
+        assert_eq!(shown(&b), (Health::Excluded, stopped()));
+        b.set_offline();
+        assert_eq!(shown(&b), (Health::Offline, None));
+        // The monitor still finds it unfit while it is offline: no state, no reason.
+        b.transition(Health::Excluded, stopped());
+        assert_eq!(shown(&b), (Health::Offline, None));
+        b.set_online();
+        assert_eq!(shown(&b), (Health::Up, None));
+
+        b.transition(Health::Down, Some("connection refused".into()));
+        b.set_online();
+        assert_eq!(shown(&b), (Health::Up, None));
+        b.transition(Health::Excluded, stopped());
+        b.transition(Health::Up, None);
+        assert_eq!(shown(&b), (Health::Up, None));
     }
 }
