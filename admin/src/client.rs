@@ -163,17 +163,17 @@ impl AdminClient {
     }
 
     pub async fn add_user(&mut self, user: &str, password: &str) -> Result<()> {
-        let sql = format!("ADD PWD {}:{}", one_word(user)?, quote(password));
+        let sql = format!("ADD PWD {}:{}", user_name(user)?, quote(password));
         self.execute(&sql).await.map(drop)
     }
 
     pub async fn add_encrypted_user(&mut self, user: &str, encrypted: &str) -> Result<()> {
-        let sql = format!("ADD ENPWD {}:{}", one_word(user)?, quote(encrypted));
+        let sql = format!("ADD ENPWD {}:{}", user_name(user)?, quote(encrypted));
         self.execute(&sql).await.map(drop)
     }
 
     pub async fn remove_user(&mut self, user: &str) -> Result<()> {
-        self.execute(&format!("REMOVE PWD {}", one_word(user)?))
+        self.execute(&format!("REMOVE PWD {}", user_name(user)?))
             .await
             .map(drop)
     }
@@ -248,10 +248,23 @@ fn one_backend(rs: &ResultSet) -> Result<BackendInfo> {
         .ok_or_else(|| RowError("expected the backend's row, got none".into()).into())
 }
 
+/// `s` as one argument of an admin statement: a blank would split it, and a `;` end it.
 fn one_word(s: &str) -> std::result::Result<&str, AdminError> {
-    if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == ';' || c == ':') {
+    if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == ';') {
         return Err(AdminError::syntax(format!(
-            "'{s}' must be one word without ':' or ';'"
+            "'{s}' must be one word without ';'"
+        )));
+    }
+    Ok(s)
+}
+
+/// A user name as one argument, without the `:` that ends it in `ADD PWD user:password`
+/// (IPv6 client entries need theirs).
+fn user_name(s: &str) -> std::result::Result<&str, AdminError> {
+    let s = one_word(s)?;
+    if s.contains(':') {
+        return Err(AdminError::syntax(format!(
+            "user name '{s}' must not contain ':'"
         )));
     }
     Ok(s)

@@ -224,7 +224,11 @@ pub trait ControlPlane: Send + Sync {
 
     /// Allowed client addresses (Atlas `client-ips`); empty means everyone.
     fn clients(&self) -> Vec<String>;
+    /// `ip` is a `client-ips` entry as the operator wrote it, not validated: the
+    /// implementation holds the config's rules for entries, and answers a bad one with
+    /// [`AdminError::Syntax`].
     fn add_client(&self, ip: &str) -> Result<(), AdminError>;
+    /// `ip` as in `add_client`; it matches the entries that admit the same addresses.
     fn remove_client(&self, ip: &str) -> Result<(), AdminError>;
 
     /// Application users as `(name, Atlas-encrypted password)`.

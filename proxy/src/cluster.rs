@@ -3,7 +3,7 @@
 
 use crate::backend::conn::Dial;
 use crate::backend::{Backend, Health};
-use crate::config::{BackendConfig, ClientFilter, Config, Role, UserConfig};
+use crate::config::{BackendConfig, ClientEntry, ClientFilter, Config, Role, UserConfig};
 use crate::session::read_your_writes::Settings as ReadYourWrites;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
@@ -94,7 +94,8 @@ pub enum ChangeError {
     DuplicateClient(String),
     #[error("client {0} does not exist")]
     NoSuchClient(String),
-    #[error("invalid client address: {0}")]
+    /// The message names the entry and what is wrong with it.
+    #[error("{0}")]
     BadClient(String),
     #[error("user {0} does not exist")]
     NoSuchUser(String),
@@ -175,10 +176,13 @@ impl Cluster {
         self.clients.read().expect("clients lock").entries.clone()
     }
 
+    /// Adds an entry as written, unless one admitting the same addresses is there already,
+    /// however written (the file's `192.168.1` is the console's `192.168.1.*`).
     pub fn add_client(&self, entry: &str) -> Result<(), ChangeError> {
+        let new: ClientEntry = entry.parse().map_err(ChangeError::BadClient)?;
         let mut guard = self.clients.write().expect("clients lock");
-        if guard.entries.iter().any(|e| e == entry) {
-            return Err(ChangeError::DuplicateClient(entry.into()));
+        if let Some(old) = guard.entries.iter().find(|e| e.parse() == Ok(new)) {
+            return Err(ChangeError::DuplicateClient(old.clone()));
         }
         let mut entries = guard.entries.clone();
         entries.push(entry.to_string());
@@ -191,12 +195,15 @@ impl Cluster {
         Ok(())
     }
 
+    /// Removes every entry admitting the same addresses as `entry`, however written (the
+    /// file's `FE80::1` is the console's `fe80::1`): one left behind would still admit them.
     pub fn remove_client(&self, entry: &str) -> Result<(), ChangeError> {
+        let gone: ClientEntry = entry.parse().map_err(ChangeError::BadClient)?;
         let mut guard = self.clients.write().expect("clients lock");
         let entries: Vec<String> = guard
             .entries
             .iter()
-            .filter(|e| *e != entry)
+            .filter(|e| e.parse() != Ok(gone))
             .cloned()
             .collect();
         if entries.len() == guard.entries.len() {

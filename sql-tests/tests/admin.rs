@@ -243,6 +243,64 @@ async fn clients_and_users_change_live() {
     assert_eq!(a.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
 }
 
+/// `ADD CLIENT` and `REMOVE CLIENT` take exactly the entries an Atlas file's `client-ips`
+/// takes, and find the file's entries however they are written there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_entries_as_the_config_file_writes_them() {
+    let cl = cluster().await;
+    let cnf = format!(
+        "[mysql-proxy]\nproxy-address = 127.0.0.1:0\nadmin-address = 127.0.0.1:0\n\
+         admin-username = {ADMIN_USER}\nadmin-password = {ADMIN_PASSWORD}\n\
+         proxy-backend-addresses = {}\nproxy-read-only-backend-addresses = {}\n\
+         pwds = app:{}\nclient-ips = 127.0.0.1, FE80::1, 10.1.*\n",
+        cl.primary_addr(),
+        cl.replica_addrs()[0],
+        rwproxy::config::atlas_encrypt(rwproxy_sql_tests::APP_PASSWORD)
+    );
+    let cfg = rwproxy::config::parse_str(
+        std::path::Path::new("atlas.cnf"),
+        &cnf,
+        rwproxy::config::ConfigFormat::Atlas,
+    )
+    .unwrap();
+    let p = proxy::start_config(cfg).await.unwrap();
+    let mut a = p.admin().await;
+
+    a.add_client("192.168.1.*").await.unwrap();
+    p.conn().await.unwrap();
+    // The same addresses written another way are already there, under the name the list has.
+    match a.add_client("192.168.1.0/24").await {
+        Err(ClientError::Server { message, .. }) => assert!(
+            message.contains("client 192.168.1.* already exists"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    a.remove_client("fe80::1").await.unwrap();
+    a.remove_client("10.1.0.0/16").await.unwrap();
+    assert_eq!(a.clients().await.unwrap(), ["127.0.0.1", "192.168.1.*"]);
+
+    // What the file refuses, the console refuses, as a parse error.
+    for bad in ["192.168.1.*.*", "host.example", "10.0.0.0/33", "fe80::g"] {
+        match a.add_client(bad).await {
+            Err(ClientError::Server {
+                code,
+                state,
+                message,
+            }) => {
+                assert_eq!((code, state.as_str()), (1064, "42000"), "{bad}: {message}");
+                assert!(
+                    message.contains(&format!("invalid client address '{bad}'")),
+                    "{message}"
+                );
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    a.remove_client("127.0.0.1").await.unwrap();
+    assert!(p.conn().await.is_err(), "loopback is no longer allowed");
+}
+
 /// `SAVE CONFIG` writes the live backend list, weights, users and clients into the file the
 /// proxy was started with, in its own format; a proxy started from it again is the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,8 +32,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    check_unique_users, client_filter, defaults, map_log_level, parse_backend_address,
-    parse_listen, parse_sql_log, pwcrypt, BackendConfig, Config, ConfigError, ConfigFormat, Role,
+    check_unique_users, defaults, map_log_level, parse_backend_address, parse_listen,
+    parse_sql_log, pwcrypt, BackendConfig, ClientEntry, Config, ConfigError, ConfigFormat, Role,
     SqlLog, UserConfig, LOG_LEVEL_HELP,
 };
 
@@ -300,7 +300,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             "client-ips" => {
                 let ips: Vec<String> = list(v).map(str::to_string).collect();
                 for ip in &ips {
-                    client_filter::check_entry(ip).map_err(err)?;
+                    ip.parse::<ClientEntry>().map_err(err)?;
                 }
                 c.client_ips = ips;
             }

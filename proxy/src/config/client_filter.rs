@@ -1,6 +1,7 @@
 //! Which client source addresses may connect (Atlas `client-ips`).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
 
 /// One parsed `client-ips` entry: an address and how many leading bits must match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,9 +75,18 @@ impl ClientFilter {
     }
 }
 
-/// Validate a single `client-ips` entry (used for error reporting with line numbers).
-pub(crate) fn check_entry(entry: &str) -> Result<(), String> {
-    parse_rule(entry).map(|_| ())
+/// One `client-ips` entry as the addresses it admits, so that entries compare equal however
+/// they are written: `FE80::1` and `fe80::1`; `192.168.1`, `192.168.1.*` and `192.168.1.0/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientEntry(Rule);
+
+impl FromStr for ClientEntry {
+    type Err = String;
+
+    /// Accepts exactly the forms [`ClientFilter`] does; the error names the entry.
+    fn from_str(entry: &str) -> Result<Self, String> {
+        parse_rule(entry).map(ClientEntry)
+    }
 }
 
 fn parse_rule(entry: &str) -> Result<Rule, String> {
@@ -194,6 +204,24 @@ mod tests {
         let f = ClientFilter::new(&["192.168.1"]).unwrap();
         assert!(f.allows(ip("::ffff:192.168.1.5")));
         assert!(!f.allows(ip("::ffff:192.168.2.5")));
+    }
+
+    #[test]
+    fn entries_compare_by_the_addresses_they_admit() {
+        let e = |s: &str| s.parse::<ClientEntry>().unwrap();
+        assert_eq!(e("FE80::1"), e("fe80::1"));
+        assert_eq!(e("fe80:0:0::1"), e("fe80::1"));
+        assert_eq!(e("192.168.1"), e("192.168.1.*"));
+        assert_eq!(e("192.168.1"), e("192.168.1.0/24"));
+        assert_eq!(e("10.0.0.9/8"), e("10"));
+        assert_eq!(e("::ffff:10.0.0.1"), e("10.0.0.1"));
+        assert_ne!(e("192.168.1"), e("192.168.1.0"));
+        assert_ne!(e("10.0.0.0/8"), e("10.0.0.0/16"));
+        let err = "192.168.1.*.*".parse::<ClientEntry>().unwrap_err();
+        assert!(
+            err.contains("invalid client address '192.168.1.*.*'"),
+            "{err}"
+        );
     }
 
     #[test]

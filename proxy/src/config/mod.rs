@@ -17,7 +17,7 @@ pub mod pwcrypt;
 pub mod save;
 mod toml_format;
 
-pub use client_filter::ClientFilter;
+pub use client_filter::{ClientEntry, ClientFilter};
 pub use monitor::MonitorConfig;
 pub use pwcrypt::{atlas_decrypt, atlas_encrypt, DecryptError};
 pub use save::{save, Snapshot};

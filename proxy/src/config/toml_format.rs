@@ -23,8 +23,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    check_unique_users, client_filter, defaults, line_of, map_log_level, parse_backend_address,
-    parse_listen, pwcrypt, BackendConfig, Config, ConfigError, ConfigFormat, Role, SqlLog,
+    check_unique_users, defaults, line_of, map_log_level, parse_backend_address, parse_listen,
+    pwcrypt, BackendConfig, ClientEntry, Config, ConfigError, ConfigFormat, Role, SqlLog,
     UserConfig, LOG_LEVEL_HELP,
 };
 
@@ -171,7 +171,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     };
 
     for ip in &p.client_ips {
-        client_filter::check_entry(ip.get_ref())
+        ip.get_ref()
+            .parse::<ClientEntry>()
             .map_err(|m| invalid(at(ip.span().start), "proxy.client-ips", m))?;
     }
     let log_level = match &p.log_level {

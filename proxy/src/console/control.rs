@@ -116,6 +116,9 @@ impl From<ChangeError> for AdminError {
     fn from(e: ChangeError) -> Self {
         match e {
             ChangeError::NoSuchBackend(ndx) => AdminError::NoSuchBackend { ndx },
+            // The console's parser leaves client entries to the cluster, which knows the
+            // config's rules for them: a bad one is still a parse error.
+            ChangeError::BadClient(why) => AdminError::Syntax(why),
             other => AdminError::failed(other.to_string()),
         }
     }
