@@ -166,10 +166,19 @@ impl Cluster {
             .store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Whether a connection from `ip` is an LVS director's to be turned away now.
+    /// Whether a connection from `ip` is an LVS director's to be turned away now. Compared in
+    /// canonical form, as `client_allowed` does: on a `[::]` listener an IPv4 director arrives
+    /// as `::ffff:a.b.c.d`, and would never match the `a.b.c.d` configured.
     pub fn refuses_lvs(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
         self.lvs_offline.load(Ordering::Relaxed)
-            && self.clients.read().expect("clients lock").lvs.contains(&ip)
+            && self
+                .clients
+                .read()
+                .expect("clients lock")
+                .lvs
+                .iter()
+                .any(|l| l.to_canonical() == ip)
     }
 
     pub fn clients(&self) -> Vec<String> {
@@ -488,6 +497,31 @@ mod tests {
             .find(|b| b.address.ends_with(port))
             .unwrap()
             .clone()
+    }
+
+    #[test]
+    fn lvs_directors_are_refused_however_their_address_arrives() {
+        let text = "[proxy]\nlvs-ips = [\"192.168.1.1\", \"::ffff:10.0.0.7\", \"fd00::1\"]\n\
+                    [[backend]]\naddress = \"127.0.0.1:10\"\nrole = \"rw\"\n";
+        let c = Cluster::new(&parse_str(Path::new("t.toml"), text, ConfigFormat::Toml).unwrap());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let directors = [
+            "192.168.1.1",
+            "::ffff:192.168.1.1",
+            "10.0.0.7",
+            "::ffff:10.0.0.7",
+            "fd00::1",
+        ];
+        assert!(directors.iter().all(|d| !c.refuses_lvs(ip(d))));
+        c.set_lvs_offline(true);
+        for d in directors {
+            assert!(c.refuses_lvs(ip(d)), "{d}");
+        }
+        for other in ["192.168.1.2", "::ffff:192.168.1.2", "::1", "fd00::2"] {
+            assert!(!c.refuses_lvs(ip(other)), "{other}");
+        }
+        c.set_lvs_offline(false);
+        assert!(!c.refuses_lvs(ip("::ffff:192.168.1.1")));
     }
 
     #[test]

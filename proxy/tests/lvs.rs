@@ -46,14 +46,25 @@ fn signal(child: &Child, sig: libc::c_int) {
 
 #[test]
 fn sigusr1_turns_lvs_directors_away_and_sigusr2_lets_them_in() {
+    drain_and_return("127.0.0.1");
+}
+
+/// On a dual-stack listener the IPv4 director arrives as `::ffff:127.0.0.1`.
+#[test]
+fn ipv4_directors_are_turned_away_on_an_ipv6_listener() {
+    drain_and_return("[::]");
+}
+
+/// Serves on `listen_host` with `127.0.0.1` as the LVS director, and drains it by signal.
+fn drain_and_return(listen_host: &str) {
     let (port, admin) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("rwproxy-lvs-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("rwproxy-lvs-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("lvs.toml");
     std::fs::write(
         &conf,
         format!(
-            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nlvs-ips = [\"127.0.0.1\"]\n\
+            "[proxy]\nlisten = \"{listen_host}:{port}\"\nlvs-ips = [\"127.0.0.1\"]\n\
              connect-timeout-ms = 200\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
              [[backend]]\naddress = \"127.0.0.1:1\"\nrole = \"rw\"\n"
         ),
