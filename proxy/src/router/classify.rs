@@ -1175,13 +1175,19 @@ impl<'a> Classifier<'a> {
         self.reset();
         loop {
             let save = self.lx.clone();
-            match self.lx.next().sym {
+            let t = self.lx.next();
+            match t.sym {
                 Sym::Punct(b'(') => {}
                 Sym::End | Sym::Punct(b';') => {
                     self.lx = save;
                     return None;
                 }
-                sym => return Some(sym),
+                sym => {
+                    if sym == Sym::Word && self.leaves_connection_state(t) {
+                        self.flags |= Flags::CONNECTION_STATE;
+                    }
+                    return Some(sym);
+                }
             }
         }
     }
@@ -1549,6 +1555,16 @@ mod tests {
         ("RENAME TABLE a TO b", W, &[]),
         ("CALL p(1, @out)", W, &[UV, F::CONNECTION_STATE]),
         ("call p()", W, &[F::CONNECTION_STATE]),
+        (
+            "SET STATEMENT max_statement_time=5 FOR CALL p()",
+            W,
+            &[F::SET_STATEMENT, F::CONNECTION_STATE],
+        ),
+        (
+            "SET STATEMENT lock_wait_timeout=1 FOR FLUSH TABLES WITH READ LOCK",
+            W,
+            &[F::SET_STATEMENT, F::CONNECTION_STATE],
+        ),
         ("LOAD DATA LOCAL INFILE '/tmp/x.csv' INTO TABLE t FIELDS TERMINATED BY ','", W, &[]),
         ("DO SLEEP(1)", W, &[]),
         ("XA START 'x'", W, &[]),
