@@ -641,6 +641,9 @@ async fn writes_never_run_on_a_replica() {
             "SELECT @next := COUNT(*) + 1 FROM rt_replica_guard",
             "COMMIT",
         ],
+        // A transaction that is not read-only changes nothing: it would run there too.
+        &["/*slave*/ SELECT @next := 1", "BEGIN"],
+        &["/*slave*/ SELECT @next := 1", "SET autocommit = 0"],
     ] {
         let mut c = p.conn().await.unwrap();
         for sql in setup {

@@ -9,7 +9,9 @@ use crate::client::prepared::PreparedStmt;
 use crate::client::registry::{Registry, SessionStatus};
 use crate::client::ClientSettings;
 use crate::cluster::{Cluster, ReadPicker};
-use crate::protocol::message::{self, codes, SqlError, SERVER_STATUS_AUTOCOMMIT};
+use crate::protocol::message::{
+    self, codes, SqlError, SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS_READONLY,
+};
 use crate::protocol::session_track::StateChanges;
 use crate::router::classify::{self, Flags, StmtKind};
 use crate::router::{DiagEffect, Target};
@@ -550,8 +552,8 @@ impl Session {
         }
     }
 
-    /// Refuses a statement that changes data when the session is held on a replica outside
-    /// a transaction: state the session made there (a user variable or temporary table in a
+    /// Refuses a statement that changes data when the session is held on a replica (outside
+    /// a read-only transaction): state the session made there (a user variable or temporary table in a
     /// read-only transaction or under a `/*slave*/` hint, a named lock) cannot move, and the
     /// write must not run on a replica, where a user allowed to bypass `read_only` would
     /// change it behind replication's back.
@@ -561,9 +563,9 @@ impl Session {
     ) -> Option<SqlError> {
         let c = self.pinned.as_ref()?;
         let on_replica = c.backend.role == crate::config::Role::ReadOnly;
-        if kind != crate::router::classify::StmtKind::Write
-            || !on_replica
-            || c.lease.conn.in_transaction()
+        // In a read-only transaction the server refuses writes itself, with its own error.
+        let read_only_transaction = c.lease.conn.status & SERVER_STATUS_IN_TRANS_READONLY != 0;
+        if kind != crate::router::classify::StmtKind::Write || !on_replica || read_only_transaction
         {
             return None;
         }

@@ -9,6 +9,8 @@ pub const SERVER_STATUS_IN_TRANS: u16 = 0x0001;
 pub const SERVER_STATUS_AUTOCOMMIT: u16 = 0x0002;
 pub const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
 pub const SERVER_STATUS_CURSOR_EXISTS: u16 = 0x0040;
+/// In a transaction started `READ ONLY` (with `SERVER_STATUS_IN_TRANS`).
+pub const SERVER_STATUS_IN_TRANS_READONLY: u16 = 0x2000;
 
 /// The parts of an OK packet (or of an EOF packet, which has no counters) the proxy tracks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
