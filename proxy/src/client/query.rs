@@ -187,9 +187,12 @@ fn record_set(s: &mut Session, conn: &mut BackendConn, assignments: &[Assignment
     }
     // Values computed from earlier ones are kept with all they build on (see
     // `SessionState::set_var`); a session that keeps building stays on this connection rather
-    // than have every statement elsewhere replay a growing list.
+    // than have every statement elsewhere replay a growing list. Kept there for good, and
+    // reset before anyone else gets it, it needs no record at all.
     if s.state.vars.len() > MAX_REPLAYED {
         s.sticky.server_state = true;
+        s.state.vars.clear();
+        conn.state.vars.clear();
     }
 }
 
