@@ -214,7 +214,7 @@ impl Pool {
             permit: lease.permit,
         });
         if self.waiting.load(Ordering::SeqCst) > 0 {
-            self.returned.notify_waiters();
+            self.returned.notify_one();
         }
     }
 
