@@ -267,6 +267,12 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    // First: a supervisor passes these on at any time, and until a handler is in place
+    // their default action would end the process (a HUP from logrotate during start-up).
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
     let cluster = Cluster::new(&cfg);
     cluster.spawn_maintenance();
     rwproxy::monitor::spawn(&cluster, cfg.monitor.clone());
@@ -358,10 +364,6 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
             .await
             .with_context(|| format!("cannot listen on metrics.listen {addr}"))?;
     }
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-    let mut usr2 = signal(SignalKind::user_defined2())?;
     // An HA-only node (no backends) holds the VIP and serves the console, nothing else.
     let proxying = !cfg.backends.is_empty();
     let mut proxy = Box::pin(async {

@@ -222,12 +222,15 @@ fn wait(child: &mut Child) -> std::io::Result<ExitStatus> {
 ///
 /// The pid file (`pid_path`) holds the supervisor's pid, not the proxy's: it outlives restarts
 /// and passes signals on.
-pub fn supervise(mut ready: Option<Ready>, pid_path: Option<PathBuf>) -> ExitCode {
+pub fn supervise(mut ready: Option<Ready>, mut pid_path: Option<PathBuf>) -> ExitCode {
     let setup = std::env::current_exe().and_then(|exe| {
         forward_signals()?;
-        Ok((exe, pid_path.map(PidFile::create).transpose()?))
+        Ok(exe)
     });
-    let (exe, _pid_file) = match setup {
+    // Written once the first proxy serves: a second `serve` of a running instance, whose
+    // proxy cannot bind, must not replace (and then remove) the running one's.
+    let mut _pid_file = None;
+    let exe = match setup {
         Ok(s) => s,
         Err(e) => {
             let why = format!("keepalive: cannot start: {e}");
@@ -284,6 +287,19 @@ pub fn supervise(mut ready: Option<Ready>, pid_path: Option<PathBuf>) -> ExitCod
         if !served {
             if let Some(Ok(())) = report {
                 served = true;
+                match pid_path.take().map(PidFile::create).transpose() {
+                    Ok(file) => _pid_file = file,
+                    Err(e) => {
+                        let why = format!("keepalive: {e}");
+                        tracing::error!("{why}");
+                        forward(libc::SIGTERM);
+                        let _ = wait(&mut child);
+                        if let Some(r) = ready.take() {
+                            r.failed(&why);
+                        }
+                        return ExitCode::FAILURE;
+                    }
+                }
                 if let Some(r) = ready.take() {
                     r.ready();
                 }
