@@ -431,9 +431,9 @@ async fn malformed_client_packets() {
 /// (`connect_timeout`), instead of holding a socket forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_logins_time_out() {
-    let (turn, cl) = cluster().await;
-    // Only the proxy's greeting matters here: let the other tests have the cluster.
-    drop(turn);
+    // The turn is held throughout: the other tests here restart the primary, which would
+    // close the direct sockets early.
+    let (_turn, cl) = cluster().await;
     let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
         .await
         .unwrap();
@@ -467,7 +467,9 @@ async fn unfinished_logins_time_out() {
 /// itself waits `wait_timeout`, 8 hours by default, for the rest of a command.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_sent_commands_time_out() {
-    let (turn, cl) = cluster().await;
+    // The turn is held throughout: the other tests here restart servers, which would end
+    // these sessions early.
+    let (_turn, cl) = cluster().await;
     let mut root = cl.primary.conn().await.unwrap();
     root.query_drop("CREATE OR REPLACE TABLE half_sent (id INT PRIMARY KEY)")
         .await
@@ -475,7 +477,6 @@ async fn half_sent_commands_time_out() {
     root.query_drop("INSERT INTO half_sent VALUES (1), (2)")
         .await
         .unwrap();
-    drop(turn);
     let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
         .await
         .unwrap();
@@ -509,6 +510,7 @@ async fn half_sent_commands_time_out() {
         );
     }
     // The locks went with the connections: another transaction gets the rows at once.
+    let mut root = cl.primary.conn().await.unwrap();
     root.query_drop("SET SESSION innodb_lock_wait_timeout = 5")
         .await
         .unwrap();
