@@ -646,7 +646,8 @@ enum Sym {
     SysVar {
         autocommit: bool,
         diagnostics: bool,
-        /// `@@identity`, `@@last_insert_id`, `@@insert_id`: `LAST_INSERT_ID()` by another name.
+        /// `@@identity`, `@@last_insert_id`, `@@insert_id`: about the session's inserts, so
+        /// only right on the connection that ran them.
         last_insert_id: bool,
     },
     /// `:=`
