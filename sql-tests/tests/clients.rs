@@ -842,6 +842,37 @@ async fn re_prepared_statements_are_closed_on_the_server() {
     );
 }
 
+/// A statement prepared after `ALTER TABLE` is described as the table is now, also when
+/// another client prepared the same text on the same backend connection before: the
+/// proxy must not answer the prepare with that earlier reply (2 columns where the server
+/// now says 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_after_alter_table_describes_the_table_as_it_is() {
+    let c = cluster().await;
+    // One event thread and the primary (hinted): both clients get the same connection.
+    let toml =
+        proxy::config_toml(c, &[1, 1], "").replacen("[proxy]\n", "[proxy]\nevent-threads = 1\n", 1);
+    let p = proxy::start(&toml).await.unwrap();
+    let text = "/*master*/ SELECT * FROM t";
+    let script = |addr| async move {
+        cursor_table(c, "ps_alter", "(1)").await;
+        let mut before = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_alter")
+            .await
+            .unwrap();
+        let (_, first, _) = before.prepare(text).await.unwrap();
+        drop(before);
+        as_root(c, &["ALTER TABLE ps_alter.t ADD COLUMN w INT"]).await;
+        let mut after = RawConn::connect(addr, APP_USER, APP_PASSWORD, "ps_alter")
+            .await
+            .unwrap();
+        let (_, second, _) = after.prepare(text).await.unwrap();
+        (first, second)
+    };
+    let direct = script(c.primary_addr().parse().unwrap()).await;
+    assert_eq!(direct, (1, 2));
+    assert_eq!(script(p.addr).await, direct);
+}
+
 /// A session with more open cursors than a backend connection keeps statements (256): the
 /// proxy may not close any statement holding one, so every cursor still fetches, as on a
 /// direct connection (the server's limit is `max_prepared_stmt_count`, far higher).

@@ -173,7 +173,7 @@ pub struct BackendStmt {
     /// hash of it would be cheaper to keep but costs more per execute than the comparison
     /// (SipHash over the state: ~270 instructions per execute, callgrind) and could collide.
     pub state: SessionState,
-    /// The server's prepare reply, replayed to later sessions preparing the same text here.
+    /// The server's prepare reply, for the client whose `COM_STMT_PREPARE` made the copy.
     pub reply: Arc<Vec<RawPacket>>,
     /// The client statement (by the session's id for it) that opened a cursor or sent long
     /// data on this copy, last. Closing the copy would lose them, so it is not closed when
@@ -705,21 +705,18 @@ impl BackendConn {
         .map(|st| st.id)
     }
 
-    /// Statement `sql` as prepared on this connection under its current session state,
-    /// preparing it first when it is not (or was under another state).
-    ///
-    /// `client` is the client statement that will run it; `None` for a client's
-    /// `COM_STMT_PREPARE`, which only needs the reply and may take any copy.
+    /// Statement `sql` as prepared on this connection under its current session state for
+    /// client statement `client`, preparing it first when it is not (or was under another
+    /// state, or another client statement holds that copy).
     pub async fn prepare(
         &mut self,
         sql: &Arc<str>,
-        client: Option<u32>,
+        client: u32,
     ) -> Result<&BackendStmt, BackendError> {
-        // Exactly this state: a schema of `None` here means none, not any (a client prepare
-        // in a session whose schema was dropped must fail as it would on the server).
+        // Exactly this state: a schema of `None` here means none, not any.
         let current = self.stmts.get(sql).and_then(|copies| {
             copies.iter().position(|st| {
-                let free = client.is_none() || st.holder.is_none() || st.holder == client;
+                let free = st.holder.is_none() || st.holder == Some(client);
                 free && !st.holder_only && st.state == self.state
             })
         });
@@ -727,6 +724,33 @@ impl BackendConn {
             Some(at) => at,
             None => self.prepare_now(sql).await?,
         };
+        Ok(&self.stmts[sql][at])
+    }
+
+    /// A client's `COM_STMT_PREPARE`: always prepared on the server, so that its reply (the
+    /// column definitions, the warnings) describes the tables as they are now, where a copy
+    /// prepared before an `ALTER TABLE` would describe them as they were. The copies it
+    /// replaces (same text and state, held by no client statement) are retired.
+    pub async fn prepare_for_client(
+        &mut self,
+        sql: &Arc<str>,
+    ) -> Result<&BackendStmt, BackendError> {
+        let at = self.prepare_now(sql).await?;
+        let copies = self.stmts.get_mut(sql).expect("just prepared");
+        let fresh = copies[at].id;
+        let (state, retired) = (&self.state, &mut self.retired);
+        copies.retain(|st| {
+            let replaced =
+                st.id != fresh && st.holder.is_none() && !st.holder_only && st.state == *state;
+            if replaced {
+                retired.push(st.id);
+            }
+            !replaced
+        });
+        let at = copies
+            .iter()
+            .position(|st| st.id == fresh)
+            .expect("the fresh copy stays");
         Ok(&self.stmts[sql][at])
     }
 

@@ -73,7 +73,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
             return Ok(());
         }
     };
-    let result = c.conn().prepare(&sql, None).await.cloned();
+    let result = c.conn().prepare_for_client(&sql).await.cloned();
     let reply = match result {
         Ok(st) => Ok(st),
         Err(BackendError::Server(e)) => Err(e),
@@ -300,7 +300,7 @@ async fn prepare_in(
     if let Some(want) = switch {
         conn.use_schema(want).await?;
     }
-    let prepared = conn.prepare(sql, Some(client)).await.map(|st| st.id);
+    let prepared = conn.prepare(sql, client).await.map(|st| st.id);
     // With no schema to return to (the session's was dropped: `DROP DATABASE` of the current
     // one), the connection stays in `want` and says so; the session's next sync reconnects.
     // If the way back fails, the connection's state says where it is, and the error reaches
