@@ -79,6 +79,22 @@ fn log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("life.log")).unwrap_or_default()
 }
 
+/// `rwproxy serve` (with `keepalive = true` in `config`) in the background, once its proxy
+/// answers on `admin`; the process is the supervisor.
+fn keepalive_serving(config: &Path, admin: u16) -> std::process::Child {
+    let supervisor = Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+        .args(["serve", "-c"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rwproxy");
+    wait_for("the proxy", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
+    supervisor
+}
+
 fn serve(config: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_rwproxy"))
         .args(["serve", "-c"])
@@ -146,17 +162,8 @@ fn keepalive_passes_signals_to_the_proxy() {
     let dir = scratch("keepalive");
     let admin = free_port().unwrap();
     let config = write_config(&dir, free_port().unwrap(), admin, "keepalive = true");
-    let mut supervisor = Command::new(env!("CARGO_BIN_EXE_rwproxy"))
-        .args(["serve", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start rwproxy");
+    let mut supervisor = keepalive_serving(&config, admin);
     let parent = supervisor.id() as i32;
-    wait_for("the proxy", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", admin)).is_ok()
-    });
     let proxy = child_of(parent).expect("the supervisor's child");
 
     // SIGHUP reaches the proxy, which reloads; nobody dies.
@@ -224,16 +231,7 @@ fn pid_file_names_the_process_to_signal() {
     let dir = scratch("pid-keepalive");
     let admin = free_port().unwrap();
     let config = write_config(&dir, free_port().unwrap(), admin, "keepalive = true");
-    let mut supervisor = Command::new(env!("CARGO_BIN_EXE_rwproxy"))
-        .args(["serve", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start rwproxy");
-    wait_for("the proxy", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", admin)).is_ok()
-    });
+    let mut supervisor = keepalive_serving(&config, admin);
     assert_eq!(pid_file(&dir), Some(supervisor.id() as i32));
     signal(supervisor.id() as i32, libc::SIGTERM);
     let status = supervisor.wait().unwrap();
