@@ -95,6 +95,17 @@ fn keepalive_serving(config: &Path, admin: u16) -> std::process::Child {
     supervisor
 }
 
+/// `rwproxy serve` of a daemon `config`, which must report success; the daemon's pids.
+fn daemon_started(config: &Path) -> Vec<i32> {
+    let out = serve(config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    processes_of(config)
+}
+
 fn serve(config: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_rwproxy"))
         .args(["serve", "-c"])
@@ -131,13 +142,7 @@ fn daemon_reports_whether_it_started() {
     // With the port free, serve returns once the proxy accepts clients.
     drop(taken);
     let config = write_config(&dir, busy, admin, "daemon = true");
-    let out = serve(&config);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let daemon = processes_of(&config);
+    let daemon = daemon_started(&config);
     assert_eq!(daemon.len(), 1, "{daemon:?}");
     TcpStream::connect(("127.0.0.1", busy)).expect("the daemon listens when serve returns");
     signal(daemon[0], libc::SIGTERM);
@@ -212,13 +217,7 @@ fn pid_file_names_the_process_to_signal() {
         free_port().unwrap(),
         "daemon = true",
     );
-    let out = serve(&config);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let daemon = processes_of(&config);
+    let daemon = daemon_started(&config);
     assert_eq!(pid_file(&dir).map(|p| vec![p]), Some(daemon.clone()));
     signal(daemon[0], libc::SIGTERM);
     wait_for("the daemon to stop", Duration::from_secs(10), || {
