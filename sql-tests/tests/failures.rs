@@ -426,6 +426,74 @@ async fn malformed_client_packets() {
     assert!(sid(&mut fresh).await.is_ok());
 }
 
+/// A command longer than `max-allowed-packet` gets MariaDB's own answer to one longer than
+/// its `max_allowed_packet` (ERR 1153, then the connection closes), as soon as its header
+/// says so: the proxy buffers none of it. A command of exactly the limit still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_longer_than_max_allowed_packet_are_refused() {
+    const LIMIT: usize = 1 << 20;
+    let (_turn, cl) = cluster().await;
+    let toml = proxy::config_toml(cl, &[1, 1], "").replacen(
+        "[proxy]\n",
+        &format!("[proxy]\nmax-allowed-packet = {LIMIT}\n"),
+        1,
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    let mut bystander = p.conn().await.unwrap();
+
+    // MariaDB, sent a whole command one byte over its limit.
+    let mut root = cl.primary.conn().await.unwrap();
+    let server_limit: usize = root
+        .query_first("SELECT @@max_allowed_packet")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut r = Raw::connect(cl.primary.addr().parse().unwrap()).await;
+    r.login(AuthPlugin::MysqlNativePassword, APP_PASSWORD).await;
+    // (`COM_QUERY` and spaces, in full 16 MiB packets and a shorter last one.)
+    let mut full = vec![b' '; 0xFF_FFFF];
+    full[0] = 0x03;
+    let (whole, rest) = (
+        (server_limit + 1) / full.len(),
+        (server_limit + 1) % full.len(),
+    );
+    for seq in 0..whole {
+        r.write_packet(seq as u8, &full).await;
+        full[0] = b' ';
+    }
+    r.write_packet(whole as u8, &full[..rest]).await;
+    let direct = r.read_until_closed(Duration::from_secs(10)).await.unwrap();
+    println!("direct, {} bytes -> {direct:?}", server_limit + 1);
+    assert_eq!(direct.len(), 1, "{direct:?}");
+
+    // The proxy, sent only the header of a command one byte over its limit and the first
+    // bytes of it: the same error at once, then closed.
+    let mut r = Raw::connect(p.addr).await;
+    r.login(AuthPlugin::MysqlNativePassword, APP_PASSWORD).await;
+    let len = (LIMIT as u32 + 1).to_le_bytes();
+    r.s.write_all(&[len[0], len[1], len[2], 0, 0x03, b'S', b'E'])
+        .await
+        .unwrap();
+    let got = r.read_until_closed(Duration::from_secs(5)).await.unwrap();
+    println!("proxy, header of {} bytes -> {got:?}", LIMIT + 1);
+    assert_eq!(got, direct, "the proxy answers as MariaDB does");
+    assert_eq!(err_code(&got[0]), Some(1153));
+    assert_eq!(&got[0][3..9], b"#08S01");
+
+    // A command of exactly the limit runs.
+    let mut c = p.conn().await.unwrap();
+    let head = "SELECT LENGTH('";
+    let tail = "')";
+    let filler = "a".repeat(LIMIT - 1 - head.len() - tail.len());
+    let n: usize = c
+        .query_first(format!("{head}{filler}{tail}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, filler.len());
+    assert!(sid(&mut bystander).await.is_ok(), "others are untouched");
+}
+
 /// A client that connects and never finishes logging in — silent after the greeting, or
 /// stopping half-way through its login packet — is disconnected after 10 s, as MariaDB does
 /// (`connect_timeout`), instead of holding a socket forever.

@@ -12,7 +12,9 @@ use crate::backend::relay::{self, Expect, RelayError};
 use crate::cluster::Cluster;
 use crate::protocol::handshake::{self, ClientLogin, Greeting, Hello, LoginError};
 use crate::protocol::message::{self, codes, Completion, SqlError};
-use crate::protocol::packet::{read_handshake_packet, PacketReader, PacketWriter};
+use crate::protocol::packet::{
+    read_handshake_packet, PacketReader, PacketTooLarge, PacketWriter, MAX_HANDSHAKE,
+};
 use crate::protocol::stream::{self, StreamRead, StreamWrite};
 use crate::router::Target;
 use crate::stats::counters::{ErrorKind, Route};
@@ -63,9 +65,12 @@ pub struct ClientIo {
 }
 
 impl ClientIo {
+    /// Until the login is done, a packet may be no longer than a handshake's.
     fn new((r, w): (StreamRead, StreamWrite)) -> Self {
+        let mut reader = PacketReader::new(r).stalling_at_most(NET_READ_TIMEOUT);
+        reader.set_packet_limit(MAX_HANDSHAKE);
         ClientIo {
-            reader: PacketReader::new(r).stalling_at_most(NET_READ_TIMEOUT),
+            reader,
             writer: PacketWriter::new(w),
         }
     }
@@ -106,6 +111,8 @@ pub struct ClientSettings {
     pub version: String,
     /// Idle clients are disconnected after this long (`wait-timeout`).
     pub wait_timeout: Option<std::time::Duration>,
+    /// Longest command a logged-in client may send (`max-allowed-packet`).
+    pub max_allowed_packet: usize,
     /// Atlas's `charset`: every session starts with `SET NAMES <charset>`.
     pub charset: Option<String>,
     /// Client sessions alive now.
@@ -161,6 +168,7 @@ pub async fn serve(
             return;
         }
     };
+    io.reader.set_packet_limit(info.max_allowed_packet);
     let password = cluster.password_of(&login.user).unwrap_or_default();
     let key = ConnKey {
         user: login.user.as_str().into(),
@@ -369,6 +377,16 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            // As a server does: say so and hang up, without reading the rest of it.
+            Err(e) if PacketTooLarge::of(&e).is_some() => {
+                tracing::info!(session = s.id, "closing: client sent a {e}");
+                io.error(&message::err(
+                    codes::NET_PACKET_TOO_LARGE,
+                    "Got a packet bigger than 'max_allowed_packet' bytes",
+                ))
+                .await?;
+                return Ok(());
+            }
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                 io.error(&message::err(
                     codes::NET_PACKETS_OUT_OF_ORDER,

@@ -40,6 +40,9 @@ pub mod defaults {
     /// Idle client timeout of the TOML format, seconds (MySQL's own default); Atlas's is 0 = never.
     pub const WAIT_TIMEOUT_SECS: u64 = 28_800;
     pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
+    /// Longest client command, bytes: MySQL 8's `max_allowed_packet` default (MariaDB's is
+    /// 16 MiB), so commands a default server accepts pass.
+    pub const MAX_ALLOWED_PACKET: usize = 64 << 20;
     /// Backend port when an Atlas backend address omits it.
     pub const BACKEND_PORT: u16 = 3306;
     pub const WEIGHT: u32 = 1;
@@ -115,6 +118,9 @@ pub struct Config {
     /// Idle client sessions are closed after this long (`None`: never).
     pub wait_timeout: Option<Duration>,
     pub connect_timeout: Duration,
+    /// Longest command a client may send (`max-allowed-packet`): what one command may make
+    /// the proxy buffer.
+    pub max_allowed_packet: usize,
     /// Addresses of LVS directors whose health checks decide whether this proxy gets
     /// traffic: after SIGUSR1 their connections are refused (the director takes this proxy
     /// out), after SIGUSR2 accepted again (Atlas's `lvs-ips`).

@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [proxy]            # listen, instance, charset, event-threads, client-ips, wait-timeout,
-//!                    # connect-timeout-ms, keepalive, daemon, log-level, log-path, sql-log,
+//!                    # connect-timeout-ms, max-allowed-packet, keepalive, daemon, log-level, log-path, sql-log,
 //!                    # sql-log-slow, ssl-cert, ssl-key, ssl-ca, require-secure-transport,
 //!                    # backend-ssl, backend-ssl-ca
 //! [admin]            # listen, username, password
@@ -16,11 +16,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::protocol::packet::MAX_LOGICAL;
 use crate::session::read_your_writes::{Mode, Settings as ReadYourWrites};
 use crate::tls::{BackendTls, ServerTls, TlsError};
 use rwproxy_ha::ipvs::director::DirectorConfig;
 use serde::Deserialize;
 use toml::Spanned;
+
+/// Smallest `max-allowed-packet`, as MariaDB's.
+const MIN_PACKET: u64 = 1024;
 
 use super::{
     check_unique_users, defaults, line_of, map_log_level, parse_backend_address, parse_listen,
@@ -65,6 +69,7 @@ struct Proxy {
     lvs_ips: Vec<Spanned<String>>,
     wait_timeout: Option<u64>,
     connect_timeout_ms: Option<Spanned<u64>>,
+    max_allowed_packet: Option<Spanned<u64>>,
     #[serde(default)]
     keepalive: bool,
     #[serde(default)]
@@ -210,6 +215,17 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         None => defaults::CONNECT_TIMEOUT_MS,
     };
     let wait_timeout = p.wait_timeout.unwrap_or(defaults::WAIT_TIMEOUT_SECS);
+    let max_allowed_packet = match &p.max_allowed_packet {
+        Some(v) if !(MIN_PACKET..=MAX_LOGICAL as u64).contains(v.get_ref()) => {
+            return Err(invalid(
+                at(v.span().start),
+                "proxy.max-allowed-packet",
+                format!("must be between {MIN_PACKET} and {MAX_LOGICAL} bytes (1 GiB)"),
+            ))
+        }
+        Some(v) => *v.get_ref() as usize,
+        None => defaults::MAX_ALLOWED_PACKET,
+    };
     let (client_tls, require_secure_transport, backend_tls) = tls(&p, &at, &invalid)?;
 
     let mut backends = Vec::with_capacity(file.backend.len());
@@ -378,6 +394,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         keepalive: p.keepalive,
         wait_timeout: (wait_timeout > 0).then(|| Duration::from_secs(wait_timeout)),
         connect_timeout: Duration::from_millis(connect_timeout_ms),
+        max_allowed_packet,
         lvs_ips,
         vrrp,
         client_tls,
@@ -611,6 +628,7 @@ encrypted-password = "HJBoxfRsjeI="
         assert_eq!(c.sql_log_slow_ms, None);
         assert_eq!(c.wait_timeout, Some(Duration::from_secs(28_800)));
         assert_eq!(c.connect_timeout, Duration::from_millis(2_000));
+        assert_eq!(c.max_allowed_packet, 64 << 20);
         assert!(!c.daemon && !c.keepalive);
         assert!(c.users.is_empty() && c.client_ips.is_empty() && c.charset.is_none());
         assert_eq!(c.backends[0].weight, 1);
@@ -618,6 +636,11 @@ encrypted-password = "HJBoxfRsjeI="
 
         let c = parse_text(&format!("[proxy]\nwait-timeout = 0\n{ONE_BACKEND}")).unwrap();
         assert_eq!(c.wait_timeout, None);
+        let c = parse_text(&format!(
+            "[proxy]\nmax-allowed-packet = 1024\n{ONE_BACKEND}"
+        ))
+        .unwrap();
+        assert_eq!(c.max_allowed_packet, 1024);
     }
 
     #[test]
@@ -694,6 +717,15 @@ encrypted-password = "HJBoxfRsjeI="
             e.starts_with("conf/x.toml:2: proxy.connect-timeout-ms"),
             "{e}"
         );
+        for bad in [1023, (1 << 30) + 1] {
+            let e = err(&format!(
+                "[proxy]\nmax-allowed-packet = {bad}\n{ONE_BACKEND}"
+            ));
+            assert!(
+                e.starts_with("conf/x.toml:2: proxy.max-allowed-packet: must be between 1024 and"),
+                "{e}"
+            );
+        }
         let e = err("[proxy\n");
         assert!(e.starts_with("conf/x.toml:1: "), "{e}");
     }

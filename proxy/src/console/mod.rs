@@ -9,7 +9,7 @@ pub mod control;
 use crate::client::{COM_FIELD_LIST, COM_INIT_DB, COM_PING, COM_QUERY, COM_QUIT, COM_STATISTICS};
 use crate::protocol::handshake::{self, Greeting, LoginError};
 use crate::protocol::message::{self, codes, eof_payload, Completion, SqlError};
-use crate::protocol::packet::{PacketReader, PacketWriter};
+use crate::protocol::packet::{PacketReader, PacketWriter, MAX_HANDSHAKE, MAX_PAYLOAD};
 use crate::protocol::resultset::write_text_resultset;
 use control::ProxyControl;
 use rwproxy_admin::{AdminError, ExecContext, Reply};
@@ -51,6 +51,7 @@ async fn session(
     stream.set_nodelay(true)?;
     let (r, w) = stream.into_split();
     let mut reader = PacketReader::new(r);
+    reader.set_packet_limit(MAX_HANDSHAKE);
     let mut writer = PacketWriter::new(w);
     let version = control.server_version();
     let greeting = Greeting {
@@ -76,6 +77,8 @@ async fn session(
         Err(LoginError::Io(e)) => return Err(e),
     };
     handshake::admit(&mut writer, &login).await?;
+    // Admin commands are short; one physical packet holds any of them.
+    reader.set_packet_limit(MAX_PAYLOAD);
     tracing::info!(client = %peer, user = %login.user, "admin session opened");
     let mut ctx = ExecContext {
         user: format!("{}@{}", login.user, peer.ip()),

@@ -154,6 +154,7 @@ pub mod codes {
     pub const STMT_HAS_NO_OPEN_CURSOR: (u16, &str) = (1421, "HY000");
     pub const HANDSHAKE_ERROR: (u16, &str) = (1043, "08S01");
     pub const NET_PACKETS_OUT_OF_ORDER: (u16, &str) = (1156, "08S01");
+    pub const NET_PACKET_TOO_LARGE: (u16, &str) = (1153, "08S01");
     pub const CONN_HOST_ERROR: (u16, &str) = (2003, "HY000");
     pub const SERVER_LOST: (u16, &str) = (2013, "HY000");
     pub const TOO_MANY_CONNECTIONS: (u16, &str) = (1040, "08004");

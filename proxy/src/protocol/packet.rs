@@ -15,6 +15,23 @@ pub const MAX_PAYLOAD: usize = 0xFF_FFFF;
 /// `max_allowed_packet` ceiling); anything longer is a protocol violation, not a statement.
 pub const MAX_LOGICAL: usize = 1 << 30;
 
+/// A peer announced a logical packet longer than its reader's limit. The reader fails as soon
+/// as the header that crosses the limit arrives, having buffered none of that packet's body.
+#[derive(Debug, thiserror::Error)]
+#[error("packet longer than {limit} bytes")]
+pub struct PacketTooLarge {
+    pub limit: usize,
+}
+
+impl PacketTooLarge {
+    /// The limit a failed read ran into, when that is why it failed.
+    pub fn of(e: &io::Error) -> Option<usize> {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<PacketTooLarge>())
+            .map(|t| t.limit)
+    }
+}
+
 /// One physical packet as it came off the wire: header included, so it can be forwarded as is.
 #[derive(Debug, Clone)]
 pub struct RawPacket(pub Bytes);
@@ -39,6 +56,8 @@ pub struct PacketReader<R> {
     /// How long a packet that has started may wait for its next bytes; `None`: as long as
     /// it takes.
     stall: Option<std::time::Duration>,
+    /// Longest logical packet `read_logical` accepts: the memory one command may take.
+    limit: usize,
 }
 
 impl<R: AsyncRead + Unpin> PacketReader<R> {
@@ -47,7 +66,13 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
             inner,
             buf: BytesMut::with_capacity(16 * 1024),
             stall: None,
+            limit: MAX_LOGICAL,
         }
+    }
+
+    /// Makes `read_logical` fail with [`PacketTooLarge`] on a packet longer than `limit`.
+    pub fn set_packet_limit(&mut self, limit: usize) {
+        self.limit = limit;
     }
 
     /// Fails a packet read (`TimedOut`) when the peer sends nothing more of it for `limit`.
@@ -69,14 +94,17 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
     pub async fn read_logical(&mut self, out: &mut Vec<u8>) -> io::Result<u8> {
         out.clear();
         loop {
-            let total = self.buffer_frame().await?;
-            let len = total - 4;
-            if out.len() + len > MAX_LOGICAL {
+            while self.buf.len() < 4 {
+                self.fill_packet().await?;
+            }
+            let len = frame_len(&self.buf).expect("a header is buffered") - 4;
+            if out.len() + len > self.limit {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "packet larger than 1 GiB",
+                    PacketTooLarge { limit: self.limit },
                 ));
             }
+            let total = self.buffer_frame().await?;
             let seq = self.buf[3];
             out.extend_from_slice(&self.buf[4..total]);
             self.buf.advance(total);
@@ -338,6 +366,40 @@ mod tests {
             let last = r.read_logical(&mut out).await.unwrap();
             assert_eq!(out, payload, "size {size}");
             assert_eq!(usize::from(last), size / MAX_PAYLOAD);
+        }
+    }
+
+    /// The limit counts the whole logical packet, continuations included, and a packet
+    /// crossing it fails on its header: the reader never waits for (or buffers) its body.
+    #[tokio::test]
+    async fn logical_packets_longer_than_the_limit_fail_on_their_header() {
+        for (size, limit, fits) in [
+            (100, 100, true),
+            (101, 100, false),
+            (MAX_PAYLOAD + 5, MAX_PAYLOAD + 5, true),
+            (MAX_PAYLOAD + 5, MAX_PAYLOAD + 4, false),
+        ] {
+            let mut w = PacketWriter::new(Vec::new());
+            w.write_packet(0, &vec![7; size]).await.unwrap();
+            w.flush().await.unwrap();
+            let mut wire = std::mem::take(w.get_mut());
+            if !fits {
+                // Cut the last packet after its header: a reader that waited for its
+                // body would see EOF instead.
+                let last = size / MAX_PAYLOAD * (MAX_PAYLOAD + 4);
+                wire.truncate(last + 4);
+            }
+            let mut r = PacketReader::new(&wire[..]);
+            r.set_packet_limit(limit);
+            let mut out = Vec::new();
+            let got = r.read_logical(&mut out).await;
+            match got {
+                Ok(_) => assert!(fits, "size {size}, limit {limit}"),
+                Err(e) => {
+                    assert!(!fits, "size {size}, limit {limit}: {e}");
+                    assert_eq!(PacketTooLarge::of(&e), Some(limit), "{e}");
+                }
+            }
         }
     }
 
