@@ -3,14 +3,14 @@
 use libfuzzer_sys::fuzz_target;
 use rwproxy::router::cache::classify_shaped;
 use rwproxy::router::classify::{
-    classify, kill_target, replace_connection_id, use_schema, StmtKind,
+    classify, kill_target, replace_session_fns, use_schema, StmtKind,
 };
 use rwproxy::stats::digest::key_of;
 
 fuzz_target!(|data: &[u8]| {
     let c = classify(data);
     let _ = kill_target(data);
-    let _ = replace_connection_id(data, 7);
+    let _ = replace_session_fns(data, |f| Some(f.literal(-7)));
     // The classifier is a pure function of its input.
     assert_eq!(classify(data), c);
     // The hot path looks classifications up by statement shape, in a table that lives across

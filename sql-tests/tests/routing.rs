@@ -544,6 +544,67 @@ async fn last_insert_id_follows_prepared_inserts() {
     }
 }
 
+/// `ROW_COUNT()` and `FOUND_ROWS()` describe the session's previous statement, as on a
+/// direct connection, with the same column metadata, even when another client took the
+/// connection that statement ran on (here after every statement) or it ran on a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_count_and_found_rows_describe_the_previous_statement() {
+    let (cl, p) = start_one_thread_proxy().await;
+    let steps = [
+        "CREATE OR REPLACE TABLE {t} (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO {t} VALUES (1, 1), (2, 2), (3, 3), (4, 4)",
+        "UPDATE {t} SET v = v WHERE id < 3",
+        "UPDATE {t} SET v = v + 1 WHERE id < 3",
+        "SELECT * FROM {t} WHERE id > 1",
+        "INSERT INTO {t} VALUES (1, 1) ON DUPLICATE KEY UPDATE v = v + 10",
+        "DELETE FROM {t} WHERE id = 4",
+        "SELECT id FROM {t} LIMIT 0",
+        "SHOW TABLES LIKE '{t}'",
+        "DELETE FROM {t}_missing",
+        "DO 1",
+        "SELECT v FROM {t} ORDER BY id LIMIT 2",
+    ];
+    let check = "SELECT ROW_COUNT(), FOUND_ROWS(), ROW_COUNT() + FOUND_ROWS() AS sum";
+    let mut runs = Vec::new();
+    for via_proxy in [false, true] {
+        let (mut c, t) = if via_proxy {
+            (p.conn().await.unwrap(), "rt_rc_proxy")
+        } else {
+            (cl.primary.conn().await.unwrap(), "rt_rc_direct")
+        };
+        let mut holders = Vec::new();
+        let mut seen = Vec::new();
+        for step in steps {
+            let _ = c.query_drop(step.replace("{t}", t)).await;
+            if via_proxy {
+                holders.push(take_last_connection(&p).await);
+            }
+            // Twice: the first check is itself a previous statement for the second.
+            for _ in 0..2 {
+                let mut result = c.query_iter(check).await.unwrap();
+                let columns: Vec<_> = result
+                    .columns_ref()
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.name_str().into_owned(),
+                            c.column_type(),
+                            c.column_length(),
+                            c.flags(),
+                        )
+                    })
+                    .collect();
+                let row: Vec<(i64, i64, i64)> = result.collect().await.unwrap();
+                seen.push((step, row, columns));
+            }
+        }
+        runs.push(seen);
+    }
+    for (direct, proxied) in runs[0].iter().zip(&runs[1]) {
+        assert_eq!(proxied, direct, "after {}", direct.0);
+    }
+}
+
 /// `SET insert_id` is used up by the next insert: a second insert gets the next generated
 /// id, as on a direct connection, not the same one again (the proxy must not replay it on
 /// another connection).

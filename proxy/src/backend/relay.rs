@@ -41,6 +41,12 @@ pub struct Relayed {
     /// Some result of the reply raised warnings. The last completion's count can be 0 while
     /// the server still holds an earlier statement's (`SELECT 1/0; SELECT 1`).
     pub warned: bool,
+    /// What `ROW_COUNT()` answers after this reply: the last OK's affected rows, -1 after
+    /// rows or an error. `None`: not a statement's reply.
+    pub row_count: Option<i64>,
+    /// What `FOUND_ROWS()` answers after this reply: the rows of its last result set.
+    /// `None`: it had none, and `FOUND_ROWS()` keeps its value.
+    pub found_rows: Option<u64>,
 }
 
 /// A binary-protocol command's statement id as the backend knows it and as the client does
@@ -94,6 +100,8 @@ struct Scanner {
     /// The current packet as the client must get it, when that differs from the backend's.
     replacement: Option<Vec<u8>>,
     ids: Option<StmtIds>,
+    /// `out.rows` when the current result set's rows began.
+    set_start: u64,
 }
 
 impl Scanner {
@@ -111,6 +119,7 @@ impl Scanner {
             continuation: false,
             out: Relayed::default(),
             status: None,
+            set_start: 0,
         }
     }
 
@@ -237,10 +246,12 @@ impl Scanner {
                 Phase::Start => match body.first() {
                     Some(0x00) => {
                         let c = self.ok(body);
+                        self.out.row_count = Some(c.affected_rows as i64);
                         self.complete(c)
                     }
                     Some(0xFF) => {
                         self.error(body);
+                        self.out.row_count = Some(-1);
                         true
                     }
                     Some(0xFB) => return Step::LocalInfile,
@@ -253,12 +264,14 @@ impl Scanner {
                 Phase::Columns(0) => {
                     // The EOF closing the column definitions.
                     let c = self.eof(body);
+                    self.out.row_count = Some(-1);
                     if c.status & SERVER_STATUS_CURSOR_EXISTS != 0 {
                         // A cursor was opened: rows come later through COM_STMT_FETCH.
                         self.complete(c);
                         true
                     } else {
                         self.phase = Phase::Rows;
+                        self.set_start = self.out.rows;
                         false
                     }
                 }
@@ -269,6 +282,9 @@ impl Scanner {
                 Phase::Rows => {
                     if message::is_eof(body) {
                         self.phase = Phase::Start;
+                        if self.expect == Expect::Results {
+                            self.out.found_rows = Some(self.out.rows - self.set_start);
+                        }
                         let c = self.eof(body);
                         let last = self.complete(c);
                         last || self.expect == Expect::Rows

@@ -644,6 +644,12 @@ pub async fn execute(
                 if s.stats.sql_log.enabled() {
                     log_statement(s, &c.backend.address, packet, &r, latency);
                 }
+                if let Some(n) = r.row_count {
+                    s.row_count = n;
+                }
+                if let Some(n) = r.found_rows {
+                    s.found_rows = n;
+                }
                 after(s, c.conn(), &r);
                 if c.conn().track.stale {
                     if let Err(e) = c.conn().track_session().await {

@@ -58,7 +58,7 @@ fn target_of(s: &Session, class: &Classification) -> Target {
 pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
     let class = classify::classify(&packet[1..]);
     let sql: Arc<str> = if class.flags.contains(Flags::CONNECTION_ID) {
-        let p = super::query::with_proxy_connection_id(packet, s.id);
+        let p = super::query::with_session_values(s, packet, false);
         String::from_utf8_lossy(&p[1..]).into()
     } else {
         String::from_utf8_lossy(&packet[1..]).into()

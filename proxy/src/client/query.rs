@@ -6,7 +6,7 @@ use super::{execute, ClientIo, Prep, SessionEnd};
 use crate::backend::conn::{BackendConn, TRACKED_LIST};
 use crate::backend::relay::{Expect, Relayed};
 use crate::protocol::message::{self, codes};
-use crate::router::classify::{self, Flags, StmtKind};
+use crate::router::classify::{self, Flags, SessionFn, StmtKind};
 use crate::router::{self, Target};
 use crate::session::set_stmt::{self, Assignment};
 use crate::stats::digest;
@@ -49,7 +49,17 @@ fn multi_changes_session(sql: &[u8], first: StmtKind) -> bool {
 pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
     let sql = &packet[1..];
     let shape = digest::key_of(sql, &mut s.digest_buf);
-    let c = router::cache::classify_shaped(sql, shape, &s.digest_buf);
+    let mut c = router::cache::classify_shaped(sql, shape, &s.digest_buf);
+    // `ROW_COUNT()` and `FOUND_ROWS()` describe the session's previous statement. Unless the
+    // session still holds the connection that ran it, the proxy writes in their values, and
+    // they no longer tie the statement to any server. (Inside a multi-statement they may
+    // describe an earlier part of it: the server answers those.)
+    let previous = c.flags.contains(Flags::FOUND_ROWS)
+        && !c.flags.contains(Flags::MULTI_STATEMENT)
+        && s.pinned.is_none();
+    if previous {
+        c.flags = c.flags.without(Flags::FOUND_ROWS);
+    }
     if let Some(e) = s.refuse_write_on_replica(c.kind) {
         io.error(&e).await?;
         return Ok(());
@@ -92,8 +102,8 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     let wants_last_id = c.flags.contains(Flags::LAST_INSERT_ID);
     let kind = c.kind;
     let rewritten;
-    let packet = if c.flags.contains(Flags::CONNECTION_ID) {
-        rewritten = with_proxy_connection_id(packet, s.id);
+    let packet = if c.flags.contains(Flags::CONNECTION_ID) || previous {
+        rewritten = with_session_values(s, packet, previous);
         &rewritten[..]
     } else {
         packet
@@ -139,13 +149,19 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     Ok(())
 }
 
+/// The command with the session's own values written in for the calls that need them.
 /// `CONNECTION_ID()` answers the id the client got in the proxy's greeting, for the whole
 /// session, whichever pooled backend connections its statements run on (each has its own
-/// server-side id). `KILL` takes the same id.
-pub(crate) fn with_proxy_connection_id(packet: &[u8], id: u32) -> Vec<u8> {
+/// server-side id; `KILL` takes the same id). `ROW_COUNT()` and `FOUND_ROWS()` answer what
+/// the session recorded of its previous statement, when `previous` says to.
+pub(crate) fn with_session_values(s: &Session, packet: &[u8], previous: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(packet.len() + 40);
     out.push(packet[0]);
-    out.extend(classify::replace_connection_id(&packet[1..], id));
+    out.extend(classify::replace_session_fns(&packet[1..], |f| match f {
+        SessionFn::ConnectionId => Some(f.literal(s.id.into())),
+        SessionFn::RowCount => previous.then(|| f.literal(s.row_count)),
+        SessionFn::FoundRows => previous.then(|| f.literal(s.found_rows as i64)),
+    }));
     out
 }
 

@@ -101,6 +101,10 @@ pub struct Session {
     pub sticky: Sticky,
     /// `LAST_INSERT_ID()` as this session would see it on a dedicated connection.
     pub last_insert_id: u64,
+    /// What `ROW_COUNT()` and `FOUND_ROWS()` answer in this session: they describe its
+    /// previous statement, which ran on a pooled connection it may no longer hold.
+    pub row_count: i64,
+    pub found_rows: u64,
     pub stmts: FxHashMap<u32, PreparedStmt>,
     pub next_stmt_id: u32,
     /// This session's entry in the registry, where `KILL` finds it.
@@ -157,6 +161,8 @@ impl Session {
             on_held: false,
             sticky: Sticky::default(),
             last_insert_id: 0,
+            row_count: -1,
+            found_rows: 0,
             stmts: FxHashMap::default(),
             next_stmt_id: 1,
             peer: status.client,

@@ -116,7 +116,7 @@ impl Flags {
     /// where it ran.
     pub const DIAGNOSTICS: Flags = Flags(1 << 17);
     /// CONNECTION_ID( — the proxy answers it with the id it gave the client; see
-    /// [`replace_connection_id`].
+    /// [`replace_session_fns`].
     pub const CONNECTION_ID: Flags = Flags(1 << 18);
     /// `CALL`, `EXECUTE IMMEDIATE`, `HANDLER`, `BACKUP STAGE|LOCK`, `LOCK INSTANCE`, and
     /// `FLUSH` with `LOCK` (`WITH READ LOCK`) or `FOR EXPORT`: they leave state on the connection the proxy cannot
@@ -170,6 +170,10 @@ impl Flags {
 
     pub const fn union(self, other: Flags) -> Flags {
         Flags(self.0 | other.0)
+    }
+
+    pub const fn without(self, other: Flags) -> Flags {
+        Flags(self.0 & !other.0)
     }
 }
 
@@ -339,12 +343,50 @@ pub fn kill_target(sql: &[u8]) -> Option<KillTarget> {
     }
 }
 
-/// Replaces every `CONNECTION_ID()` call by the constant `id`, written as an expression with
-/// the very column metadata the function has (`CAST(<10 digits> AS UNSIGNED)`: LONG, length
-/// 10, unsigned), and, for a select item that is nothing but the call, an alias spelling the
-/// call as written, which is the column name a server gives it.
-pub fn replace_connection_id(sql: &[u8], id: u32) -> Vec<u8> {
-    let value = format!("CAST({id:010} AS UNSIGNED)");
+/// Functions whose value belongs to the client's session, not to the pooled backend
+/// connection a statement happens to run on. The proxy knows their values and writes them
+/// into the statement ([`replace_session_fns`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionFn {
+    /// The id the client got in the proxy's greeting.
+    ConnectionId,
+    /// Rows changed by the session's previous statement, -1 after one that returned rows.
+    RowCount,
+    /// Rows the session's previous result set had.
+    FoundRows,
+}
+
+impl SessionFn {
+    /// The constant standing for the call, with the very column metadata the function has,
+    /// also inside expressions: `CONNECTION_ID()` is LONG of length 10, unsigned;
+    /// `ROW_COUNT()` and `FOUND_ROWS()` are LONGLONG of length 21, signed. A server derives
+    /// a constant's type and length from its digits: the first is zero-padded to its length;
+    /// for the others an `IF` takes the value from its first branch and the type from its
+    /// second, an integer function of theirs. (Measured on MariaDB 10.11 in sums, products,
+    /// quotients, `CONCAT`, `IFNULL`, comparisons; only `-ROW_COUNT()` of -1 becomes DECIMAL.)
+    pub fn literal(self, value: i64) -> String {
+        match self {
+            SessionFn::ConnectionId => format!("CAST({value:010} AS UNSIGNED)"),
+            SessionFn::RowCount | SessionFn::FoundRows => {
+                format!("IF(1, {value}, ABS(-00000000000000000001))")
+            }
+        }
+    }
+
+    fn of(kw: Kw) -> Option<SessionFn> {
+        match kw {
+            Kw::ConnectionId => Some(SessionFn::ConnectionId),
+            Kw::RowCount => Some(SessionFn::RowCount),
+            Kw::FoundRows => Some(SessionFn::FoundRows),
+            _ => None,
+        }
+    }
+}
+
+/// Replaces every call of a [`SessionFn`] for which `value` has a constant by that constant,
+/// and, for a select item that is nothing but the call, adds an alias spelling the call as
+/// written, which is the column name a server gives it.
+pub fn replace_session_fns(sql: &[u8], value: impl Fn(SessionFn) -> Option<String>) -> Vec<u8> {
     let mut out = Vec::with_capacity(sql.len() + 32);
     let mut lx = Lexer::new(sql);
     let mut copied = 0;
@@ -353,20 +395,21 @@ pub fn replace_connection_id(sql: &[u8], id: u32) -> Vec<u8> {
         let t = lx.next();
         match t.sym {
             Sym::End => break,
-            Sym::Kw(Kw::ConnectionId) => {
+            Sym::Kw(kw) if SessionFn::of(kw).is_some() => {
                 let mut ahead = lx.clone();
                 let (open, close) = (ahead.next(), ahead.next());
                 // `db.connection_id()` is a stored function of that name.
                 let call = prev != Sym::Punct(b'.')
                     && open.sym == Sym::Punct(b'(')
                     && close.sym == Sym::Punct(b')');
-                if !call {
+                let constant = SessionFn::of(kw).filter(|_| call).and_then(&value);
+                let Some(constant) = constant else {
                     prev = t.sym;
                     continue;
-                }
+                };
                 lx = ahead;
                 out.extend_from_slice(&sql[copied..t.start]);
-                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(constant.as_bytes());
                 copied = close.end;
                 let starts_item = matches!(prev, Sym::Kw(Kw::Select) | Sym::Punct(b','));
                 if starts_item && ends_item(sql, lx.clone().next()) {
@@ -1827,9 +1870,44 @@ mod tests {
             ),
         ];
         for (sql, want) in cases {
-            let got = replace_connection_id(sql.as_bytes(), 42);
+            let got = replace_session_fns(sql.as_bytes(), |f| {
+                (f == SessionFn::ConnectionId).then(|| f.literal(42))
+            });
             assert_eq!(String::from_utf8_lossy(&got), *want, "{sql:?}");
         }
+    }
+
+    #[test]
+    fn row_count_and_found_rows_rewrites() {
+        let value = |f| match f {
+            SessionFn::RowCount => Some(SessionFn::RowCount.literal(-1)),
+            SessionFn::FoundRows => Some(SessionFn::FoundRows.literal(3)),
+            SessionFn::ConnectionId => None,
+        };
+        let (rc, fr) = (
+            "IF(1, -1, ABS(-00000000000000000001))",
+            "IF(1, 3, ABS(-00000000000000000001))",
+        );
+        let cases: &[(&str, String)] = &[
+            (
+                "SELECT ROW_COUNT(), found_rows()",
+                format!("SELECT {rc} AS `ROW_COUNT()`, {fr} AS `found_rows()`"),
+            ),
+            (
+                "SELECT ROW_COUNT() > 0 AS changed, CONNECTION_ID()",
+                format!("SELECT {rc} > 0 AS changed, CONNECTION_ID()"),
+            ),
+            ("SELECT row_count FROM t", "SELECT row_count FROM t".into()),
+            ("SELECT db.ROW_COUNT()", "SELECT db.ROW_COUNT()".into()),
+        ];
+        for (sql, want) in cases {
+            let got = replace_session_fns(sql.as_bytes(), value);
+            assert_eq!(String::from_utf8(got).unwrap(), *want, "{sql}");
+        }
+        assert_eq!(
+            SessionFn::ConnectionId.literal(12),
+            "CAST(0000000012 AS UNSIGNED)"
+        );
     }
 
     #[test]
@@ -1839,6 +1917,10 @@ mod tests {
         assert!(f.contains(Flags::GET_LOCK | Flags::SEQUENCE));
         assert!(!f.contains(Flags::GET_LOCK | Flags::TEMP_TABLE));
         assert!(f.intersects(Flags::GET_LOCK | Flags::TEMP_TABLE));
+        assert_eq!(
+            f.without(Flags::GET_LOCK | Flags::TEMP_TABLE),
+            Flags::SEQUENCE
+        );
         assert!(!f.is_empty());
         assert!(Flags::empty().is_empty());
         assert_eq!(format!("{f:?}"), "Flags(GET_LOCK | SEQUENCE)");
@@ -1925,7 +2007,7 @@ mod tests {
             assert_eq!(classify(&buf), c, "not deterministic on {buf:?}");
             let _ = use_schema(&buf);
             let _ = kill_target(&buf);
-            let _ = replace_connection_id(&buf, 7);
+            let _ = replace_session_fns(&buf, |f| Some(f.literal(7)));
         }
         for &(sql, _, _) in CASES {
             for end in 0..=sql.len() {
