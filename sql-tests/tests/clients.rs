@@ -905,6 +905,36 @@ async fn more_open_cursors_than_the_statement_limit() {
     assert_eq!(script(p.addr).await, direct);
 }
 
+/// A session may hold as many prepared statements as MariaDB allows by default
+/// (`max_prepared_stmt_count`, 16 382), and gets the server's error beyond that: the proxy
+/// keeps every client statement, so one that never closes its statements must not grow the
+/// proxy's memory without bound. Closing one makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_per_session_are_capped() {
+    const LIMIT: usize = 16_382;
+    let (_c, p) = setup().await;
+    let mut r = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let mut last = 0;
+    for i in 0..LIMIT {
+        last = r.prepare(&format!("SELECT ? /* {i} */")).await.unwrap().0;
+    }
+    let e = r.prepare("SELECT 'one too many'").await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "prepare: 1461 (42000): Can't create more than max_prepared_stmt_count \
+             statements (current value: {LIMIT})"
+        )
+    );
+    r.send(&raw::close_packet(last)).await.unwrap();
+    r.prepare("SELECT 'room again'").await.unwrap();
+    let mut other = p.conn().await.unwrap();
+    let one: u8 = other.exec_first("SELECT ?", (1,)).await.unwrap().unwrap();
+    assert_eq!(one, 1, "other sessions prepare as before");
+}
+
 /// A session with an open cursor that prepares many more statements than a backend
 /// connection keeps (256): the proxy closes older ones to stay under the limit, but never the
 /// one the cursor is open on, so fetching goes on as on a direct connection.

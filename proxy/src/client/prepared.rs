@@ -55,7 +55,24 @@ fn target_of(s: &Session, class: &Classification) -> Target {
     }
 }
 
+/// Statements one session may hold prepared: MariaDB's default `max_prepared_stmt_count`.
+/// The server's own limit is never reached through the proxy, which keeps at most
+/// `MAX_STMTS_PER_CONN` copies on each backend connection; without this one, a client that never
+/// closes its statements would grow the proxy's memory without bound.
+pub const MAX_PREPARED_PER_SESSION: usize = 16_382;
+
 pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
+    if s.stmts.len() >= MAX_PREPARED_PER_SESSION {
+        io.error(&message::err(
+            codes::MAX_PREPARED_STMT_COUNT_REACHED,
+            format!(
+                "Can't create more than max_prepared_stmt_count statements (current value: \
+                 {MAX_PREPARED_PER_SESSION})"
+            ),
+        ))
+        .await?;
+        return Ok(());
+    }
     let class = classify::classify(&packet[1..]);
     let sql: Arc<str> = if class.flags.contains(Flags::CONNECTION_ID) {
         let p = super::query::with_session_values(s, packet, false);

@@ -155,6 +155,7 @@ pub mod codes {
     pub const HANDSHAKE_ERROR: (u16, &str) = (1043, "08S01");
     pub const NET_PACKETS_OUT_OF_ORDER: (u16, &str) = (1156, "08S01");
     pub const NET_PACKET_TOO_LARGE: (u16, &str) = (1153, "08S01");
+    pub const MAX_PREPARED_STMT_COUNT_REACHED: (u16, &str) = (1461, "42000");
     pub const CONN_HOST_ERROR: (u16, &str) = (2003, "HY000");
     pub const SERVER_LOST: (u16, &str) = (2013, "HY000");
     pub const TOO_MANY_CONNECTIONS: (u16, &str) = (1040, "08004");
