@@ -629,7 +629,7 @@ pub async fn execute(
                 let latency = replied.saturating_duration_since(started);
                 r.latency_us = latency.as_micros() as u64;
                 c.backend.add_latency(r.latency_us);
-                s.absorb(c.conn(), packet, &r.changes);
+                s.absorb(c.conn(), packet, r.changes.as_deref());
                 let route = match target {
                     _ if was_pinned => Route::Session,
                     Target::Diagnostics => Route::Session,

@@ -198,10 +198,15 @@ impl Session {
 
     /// Brings the session's picture of itself (and of the connection that ran `packet`) up to
     /// date with what the server's session tracking reported.
-    pub fn absorb(&mut self, conn: &mut BackendConn, packet: &[u8], changes: &StateChanges) {
-        if changes.is_empty() {
+    pub fn absorb(
+        &mut self,
+        conn: &mut BackendConn,
+        packet: &[u8],
+        changes: Option<&StateChanges>,
+    ) {
+        let Some(changes) = changes.filter(|c| !c.is_empty()) else {
             return;
-        }
+        };
         if let Some(db) = &changes.schema {
             // Dropping the current schema leaves none selected.
             let db = Some(db.clone()).filter(|d| !d.is_empty());
