@@ -61,10 +61,20 @@ fn sample_configs_check_out() {
     }
 }
 
+/// A directory removed when the test is done with it, whether it passed or not.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn check_bad(name: &str, text: &str, expect: &[&str]) {
-    let dir = std::env::temp_dir().join(format!("rwproxy-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("rwproxy-cli-{}-{name}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let path = dir.0.join(name);
     std::fs::write(&path, text).unwrap();
     for cmd in ["check-config", "serve"] {
         let o = rwproxy_within(
