@@ -426,9 +426,9 @@ async fn malformed_client_packets() {
     assert!(sid(&mut fresh).await.is_ok());
 }
 
-/// A command longer than `max-allowed-packet` gets MariaDB's own answer to one longer than
-/// its `max_allowed_packet` (ERR 1153, then the connection closes), as soon as its header
-/// says so: the proxy buffers none of it. A command of exactly the limit still runs.
+/// A command of `max-allowed-packet` bytes or more gets MariaDB's own answer to one of its
+/// `max_allowed_packet` (ERR 1153, then the connection closes), as soon as its header says
+/// so: the proxy buffers none of it. A command one byte shorter still runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_longer_than_max_allowed_packet_are_refused() {
     const LIMIT: usize = 1 << 20;
@@ -441,7 +441,7 @@ async fn commands_longer_than_max_allowed_packet_are_refused() {
     let p = proxy::start(&toml).await.unwrap();
     let mut bystander = p.conn().await.unwrap();
 
-    // MariaDB, sent a whole command one byte over its limit.
+    // MariaDB, sent a whole command of its limit.
     let mut root = cl.primary.conn().await.unwrap();
     let server_limit: usize = root
         .query_first("SELECT @@max_allowed_packet")
@@ -453,38 +453,35 @@ async fn commands_longer_than_max_allowed_packet_are_refused() {
     // (`COM_QUERY` and spaces, in full 16 MiB packets and a shorter last one.)
     let mut full = vec![b' '; 0xFF_FFFF];
     full[0] = 0x03;
-    let (whole, rest) = (
-        (server_limit + 1) / full.len(),
-        (server_limit + 1) % full.len(),
-    );
+    let (whole, rest) = (server_limit / full.len(), server_limit % full.len());
     for seq in 0..whole {
         r.write_packet(seq as u8, &full).await;
         full[0] = b' ';
     }
     r.write_packet(whole as u8, &full[..rest]).await;
     let direct = r.read_until_closed(Duration::from_secs(10)).await.unwrap();
-    println!("direct, {} bytes -> {direct:?}", server_limit + 1);
+    println!("direct, {server_limit} bytes -> {direct:?}");
     assert_eq!(direct.len(), 1, "{direct:?}");
 
-    // The proxy, sent only the header of a command one byte over its limit and the first
-    // bytes of it: the same error at once, then closed.
+    // The proxy, sent only the header of a command of its limit and the first bytes of it:
+    // the same error at once, then closed.
     let mut r = Raw::connect(p.addr).await;
     r.login(AuthPlugin::MysqlNativePassword, APP_PASSWORD).await;
-    let len = (LIMIT as u32 + 1).to_le_bytes();
+    let len = (LIMIT as u32).to_le_bytes();
     r.s.write_all(&[len[0], len[1], len[2], 0, 0x03, b'S', b'E'])
         .await
         .unwrap();
     let got = r.read_until_closed(Duration::from_secs(5)).await.unwrap();
-    println!("proxy, header of {} bytes -> {got:?}", LIMIT + 1);
+    println!("proxy, header of {LIMIT} bytes -> {got:?}");
     assert_eq!(got, direct, "the proxy answers as MariaDB does");
     assert_eq!(err_code(&got[0]), Some(1153));
     assert_eq!(&got[0][3..9], b"#08S01");
 
-    // A command of exactly the limit runs.
+    // A command one byte shorter runs.
     let mut c = p.conn().await.unwrap();
     let head = "SELECT LENGTH('";
     let tail = "')";
-    let filler = "a".repeat(LIMIT - 1 - head.len() - tail.len());
+    let filler = "a".repeat(LIMIT - 2 - head.len() - tail.len());
     let n: usize = c
         .query_first(format!("{head}{filler}{tail}"))
         .await

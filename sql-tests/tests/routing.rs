@@ -544,11 +544,12 @@ async fn last_insert_id_follows_prepared_inserts() {
     }
 }
 
-/// `ROW_COUNT()` and `FOUND_ROWS()` describe the session's previous statement, as on a
-/// direct connection, with the same column metadata, even when another client took the
-/// connection that statement ran on (here after every statement) or it ran on a replica.
+/// `ROW_COUNT()` describes the session's previous statement, as on a direct connection,
+/// with the same column metadata, also inside expressions, even when another client took
+/// the connection that statement ran on (here after every statement), it ran on a replica,
+/// or a transaction began since.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_count_and_found_rows_describe_the_previous_statement() {
+async fn row_count_describes_the_previous_statement() {
     let (cl, p) = start_one_thread_proxy().await;
     let steps = [
         "CREATE OR REPLACE TABLE {t} (id INT PRIMARY KEY, v INT)",
@@ -563,19 +564,39 @@ async fn row_count_and_found_rows_describe_the_previous_statement() {
         "DELETE FROM {t}_missing",
         "DO 1",
         "SELECT v FROM {t} ORDER BY id LIMIT 2",
+        "UPDATE {t} SET v = v + 1 WHERE id = 1",
+        "BEGIN",
+        "UPDATE {t} SET v = v + 1",
+        "COMMIT",
+        "INSERT INTO {t} VALUES (10, ROW_COUNT()), (11, ROW_COUNT())",
+        "SELECT v FROM {t} WHERE id >= 10",
     ];
-    let check = "SELECT ROW_COUNT(), FOUND_ROWS(), ROW_COUNT() + FOUND_ROWS() AS sum";
+    let check = "SELECT ROW_COUNT(), ROW_COUNT() + 1 AS next, CONCAT('n=', ROW_COUNT()) AS txt";
     let mut runs = Vec::new();
     for via_proxy in [false, true] {
         let (mut c, t) = if via_proxy {
-            (p.conn().await.unwrap(), "rt_rc_proxy")
+            // Alike in their first 8 bytes, all a row's Debug shows.
+            (p.conn().await.unwrap(), "rt_rowc_proxy")
         } else {
-            (cl.primary.conn().await.unwrap(), "rt_rc_direct")
+            (cl.primary.conn().await.unwrap(), "rt_rowc_direct")
         };
         let mut holders = Vec::new();
         let mut seen = Vec::new();
+        let mut values = Vec::new();
         for step in steps {
-            let _ = c.query_drop(step.replace("{t}", t)).await;
+            // The rows of the last step show what the insert before it wrote.
+            let got = match c.query::<mysql_async::Row, _>(step.replace("{t}", t)).await {
+                Ok(rows) => rows
+                    .into_iter()
+                    .map(|r| format!("{:?}", r.unwrap()))
+                    .collect(),
+                Err(e) => vec![e.to_string()],
+            };
+            values.push(
+                got.into_iter()
+                    .map(|v: String| v.replace(t, "{t}"))
+                    .collect::<Vec<_>>(),
+            );
             if via_proxy {
                 holders.push(take_last_connection(&p).await);
             }
@@ -594,13 +615,21 @@ async fn row_count_and_found_rows_describe_the_previous_statement() {
                         )
                     })
                     .collect();
-                let row: Vec<(i64, i64, i64)> = result.collect().await.unwrap();
+                let row: Vec<(i64, i64, String)> = result.collect().await.unwrap();
                 seen.push((step, row, columns));
             }
         }
-        runs.push(seen);
+        runs.push((seen, values));
     }
-    for (direct, proxied) in runs[0].iter().zip(&runs[1]) {
+    let (direct, proxied) = (&runs[0], &runs[1]);
+    assert_eq!(proxied.1, direct.1, "what each step returned");
+    assert_eq!(
+        direct.1.last().map(|rows| rows.len()),
+        Some(2),
+        "{:?}",
+        direct.1
+    );
+    for (direct, proxied) in direct.0.iter().zip(&proxied.0) {
         assert_eq!(proxied, direct, "after {}", direct.0);
     }
 }

@@ -45,9 +45,6 @@ pub struct Relayed {
     /// What `ROW_COUNT()` answers after this reply: the last OK's affected rows, -1 after
     /// rows or an error. `None`: not a statement's reply.
     pub row_count: Option<i64>,
-    /// What `FOUND_ROWS()` answers after this reply: the rows of its last result set.
-    /// `None`: it had none, and `FOUND_ROWS()` keeps its value.
-    pub found_rows: Option<u64>,
 }
 
 // Every statement's `Relayed` is moved through several futures' states. Up to 128 bytes the
@@ -106,8 +103,6 @@ struct Scanner {
     /// The current packet as the client must get it, when that differs from the backend's.
     replacement: Option<Vec<u8>>,
     ids: Option<StmtIds>,
-    /// `out.rows` when the current result set's rows began.
-    set_start: u64,
 }
 
 impl Scanner {
@@ -125,7 +120,6 @@ impl Scanner {
             continuation: false,
             out: Relayed::default(),
             status: None,
-            set_start: 0,
         }
     }
 
@@ -280,7 +274,6 @@ impl Scanner {
                         true
                     } else {
                         self.phase = Phase::Rows;
-                        self.set_start = self.out.rows;
                         false
                     }
                 }
@@ -291,9 +284,6 @@ impl Scanner {
                 Phase::Rows => {
                     if message::is_eof(body) {
                         self.phase = Phase::Start;
-                        if self.expect == Expect::Results {
-                            self.out.found_rows = Some(self.out.rows - self.set_start);
-                        }
                         let c = self.eof(body);
                         let last = self.complete(c);
                         last || self.expect == Expect::Rows

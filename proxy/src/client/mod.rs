@@ -111,7 +111,7 @@ pub struct ClientSettings {
     pub version: String,
     /// Idle clients are disconnected after this long (`wait-timeout`).
     pub wait_timeout: Option<std::time::Duration>,
-    /// Longest command a logged-in client may send (`max-allowed-packet`).
+    /// The first command size refused to a logged-in client (`max-allowed-packet`).
     pub max_allowed_packet: usize,
     /// Atlas's `charset`: every session starts with `SET NAMES <charset>`.
     pub charset: Option<String>,
@@ -377,14 +377,18 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            // As a server does: say so and hang up, without reading the rest of it.
-            Err(e) if PacketTooLarge::of(&e).is_some() => {
+            // As a server does: say so after the packet that reached the limit, and hang up
+            // without reading the rest of it.
+            Err(e) if let Some(too_large) = PacketTooLarge::of(&e) => {
                 tracing::info!(session = s.id, "closing: client sent a {e}");
-                io.error(&message::err(
+                let err = message::err(
                     codes::NET_PACKET_TOO_LARGE,
                     "Got a packet bigger than 'max_allowed_packet' bytes",
-                ))
-                .await?;
+                );
+                io.writer
+                    .write_packet(too_large.seq.wrapping_add(1), &err.payload())
+                    .await?;
+                io.writer.flush().await?;
                 return Ok(());
             }
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -463,7 +467,10 @@ async fn dispatch(
 ) -> Result<(), SessionEnd> {
     match cmd {
         COM_QUIT => {}
-        COM_PING => io.ok(s.status()).await?,
+        COM_PING => {
+            s.row_count = 0;
+            io.ok(s.status()).await?
+        }
         COM_QUERY => query::query(s, io, packet).await?,
         COM_INIT_DB => query::init_db(s, io, packet).await?,
         COM_FIELD_LIST => passthrough(s, io, packet, Target::Read, Expect::UntilEof).await?,
@@ -646,9 +653,7 @@ pub async fn execute(
                 }
                 if let Some(n) = r.row_count {
                     s.row_count = n;
-                }
-                if let Some(n) = r.found_rows {
-                    s.found_rows = n;
+                    s.row_count_on = Some(c.id());
                 }
                 after(s, c.conn(), &r);
                 if c.conn().track.stale {

@@ -50,15 +50,20 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     let sql = &packet[1..];
     let shape = digest::key_of(sql, &mut s.digest_buf);
     let mut c = router::cache::classify_shaped(sql, shape, &s.digest_buf);
-    // `ROW_COUNT()` and `FOUND_ROWS()` describe the session's previous statement. Unless the
-    // session still holds the connection that ran it, the proxy writes in their values, and
-    // they no longer tie the statement to any server. (Inside a multi-statement they may
-    // describe an earlier part of it: the server answers those.)
-    let previous = c.flags.contains(Flags::FOUND_ROWS)
+    // `ROW_COUNT()` describes the session's previous statement. Unless this one runs on the
+    // connection that ran that one, the proxy writes in the value it recorded, and the call
+    // no longer ties the statement to any server. Inside a multi-statement it may describe
+    // an earlier part: the server answers those. A `LAST_INSERT_ID()` beside it is synced
+    // first (`Prep::LastInsertId`), which resets the connection's count: written in, then.
+    let on_same = s
+        .pinned
+        .as_ref()
+        .is_some_and(|p| Some(p.id()) == s.row_count_on);
+    let write_in = c.flags.contains(Flags::ROW_COUNT)
         && !c.flags.contains(Flags::MULTI_STATEMENT)
-        && s.pinned.is_none();
-    if previous {
-        c.flags = c.flags.without(Flags::FOUND_ROWS);
+        && (!on_same || c.flags.contains(Flags::LAST_INSERT_ID));
+    if write_in {
+        c.flags = c.flags.without(Flags::ROW_COUNT);
     }
     if let Some(e) = s.refuse_write_on_replica(c.kind) {
         io.error(&e).await?;
@@ -102,8 +107,8 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     let wants_last_id = c.flags.contains(Flags::LAST_INSERT_ID);
     let kind = c.kind;
     let rewritten;
-    let packet = if c.flags.contains(Flags::CONNECTION_ID) || previous {
-        rewritten = with_session_values(s, packet, previous);
+    let packet = if c.flags.contains(Flags::CONNECTION_ID) || write_in {
+        rewritten = with_session_values(s, packet, write_in);
         &rewritten[..]
     } else {
         packet
@@ -152,15 +157,14 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
 /// The command with the session's own values written in for the calls that need them.
 /// `CONNECTION_ID()` answers the id the client got in the proxy's greeting, for the whole
 /// session, whichever pooled backend connections its statements run on (each has its own
-/// server-side id; `KILL` takes the same id). `ROW_COUNT()` and `FOUND_ROWS()` answer what
-/// the session recorded of its previous statement, when `previous` says to.
-pub(crate) fn with_session_values(s: &Session, packet: &[u8], previous: bool) -> Vec<u8> {
+/// server-side id; `KILL` takes the same id). `ROW_COUNT()` answers what the session
+/// recorded of its previous statement, when `row_count` says to.
+pub(crate) fn with_session_values(s: &Session, packet: &[u8], row_count: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(packet.len() + 40);
     out.push(packet[0]);
     out.extend(classify::replace_session_fns(&packet[1..], |f| match f {
         SessionFn::ConnectionId => Some(f.literal(s.id.into())),
-        SessionFn::RowCount => previous.then(|| f.literal(s.row_count)),
-        SessionFn::FoundRows => previous.then(|| f.literal(s.found_rows as i64)),
+        SessionFn::RowCount => row_count.then(|| f.literal(s.row_count)),
     }));
     out
 }

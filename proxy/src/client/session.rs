@@ -84,6 +84,14 @@ impl Checkout {
     pub fn conn(&mut self) -> &mut BackendConn {
         &mut self.lease.conn
     }
+
+    /// Which server connection this is: its backend and the server's thread id for it.
+    pub fn id(&self) -> (usize, u32) {
+        (
+            Arc::as_ptr(&self.backend) as usize,
+            self.lease.conn.thread_id,
+        )
+    }
 }
 
 pub struct Session {
@@ -101,10 +109,11 @@ pub struct Session {
     pub sticky: Sticky,
     /// `LAST_INSERT_ID()` as this session would see it on a dedicated connection.
     pub last_insert_id: u64,
-    /// What `ROW_COUNT()` and `FOUND_ROWS()` answer in this session: they describe its
-    /// previous statement, which ran on a pooled connection it may no longer hold.
+    /// What `ROW_COUNT()` answers in this session: it describes its previous statement,
+    /// which ran on a pooled connection it may no longer hold.
     pub row_count: i64,
-    pub found_rows: u64,
+    /// The connection that ran the statement `row_count` describes ([`Checkout::id`]).
+    pub row_count_on: Option<(usize, u32)>,
     pub stmts: FxHashMap<u32, PreparedStmt>,
     pub next_stmt_id: u32,
     /// This session's entry in the registry, where `KILL` finds it.
@@ -161,8 +170,8 @@ impl Session {
             on_held: false,
             sticky: Sticky::default(),
             last_insert_id: 0,
-            row_count: -1,
-            found_rows: 0,
+            row_count: 0,
+            row_count_on: None,
             stmts: FxHashMap::default(),
             next_stmt_id: 1,
             peer: status.client,
@@ -268,6 +277,8 @@ impl Session {
         self.sticky = Sticky::default();
         self.stmts.clear();
         self.last_insert_id = 0;
+        self.row_count = 0;
+        self.row_count_on = None;
     }
 
     /// Counts a finished statement in the digest table under its key

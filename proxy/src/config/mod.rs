@@ -118,8 +118,8 @@ pub struct Config {
     /// Idle client sessions are closed after this long (`None`: never).
     pub wait_timeout: Option<Duration>,
     pub connect_timeout: Duration,
-    /// Longest command a client may send (`max-allowed-packet`): what one command may make
-    /// the proxy buffer.
+    /// The first command size refused (`max-allowed-packet`, as a server's
+    /// `max_allowed_packet`): bounds what one command may make the proxy buffer.
     pub max_allowed_packet: usize,
     /// Addresses of LVS directors whose health checks decide whether this proxy gets
     /// traffic: after SIGUSR1 their connections are refused (the director takes this proxy

@@ -15,20 +15,23 @@ pub const MAX_PAYLOAD: usize = 0xFF_FFFF;
 /// `max_allowed_packet` ceiling); anything longer is a protocol violation, not a statement.
 pub const MAX_LOGICAL: usize = 1 << 30;
 
-/// A peer announced a logical packet longer than its reader's limit. The reader fails as soon
-/// as the header that crosses the limit arrives, having buffered none of that packet's body.
-#[derive(Debug, thiserror::Error)]
-#[error("packet longer than {limit} bytes")]
+/// A peer announced a logical packet of at least its reader's limit (a server's
+/// `max_allowed_packet` is the first size it refuses). The reader fails as soon as the header
+/// that reaches the limit arrives, having buffered none of that packet's body.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("packet of {limit} bytes or more")]
 pub struct PacketTooLarge {
     pub limit: usize,
+    /// Sequence id of the physical packet that reached the limit: an answer follows it.
+    pub seq: u8,
 }
 
 impl PacketTooLarge {
-    /// The limit a failed read ran into, when that is why it failed.
-    pub fn of(e: &io::Error) -> Option<usize> {
+    /// What a failed read ran into, when that is why it failed.
+    pub fn of(e: &io::Error) -> Option<PacketTooLarge> {
         e.get_ref()
             .and_then(|inner| inner.downcast_ref::<PacketTooLarge>())
-            .map(|t| t.limit)
+            .copied()
     }
 }
 
@@ -70,7 +73,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         }
     }
 
-    /// Makes `read_logical` fail with [`PacketTooLarge`] on a packet longer than `limit`.
+    /// Makes `read_logical` fail with [`PacketTooLarge`] on a packet of `limit` bytes or more.
     pub fn set_packet_limit(&mut self, limit: usize) {
         self.limit = limit;
     }
@@ -98,10 +101,14 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
                 self.fill_packet().await?;
             }
             let len = frame_len(&self.buf).expect("a header is buffered") - 4;
-            if out.len() + len > self.limit {
+            if out.len() + len >= self.limit {
+                let seq = self.buf[3];
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    PacketTooLarge { limit: self.limit },
+                    PacketTooLarge {
+                        limit: self.limit,
+                        seq,
+                    },
                 ));
             }
             let total = self.buffer_frame().await?;
@@ -370,14 +377,14 @@ mod tests {
     }
 
     /// The limit counts the whole logical packet, continuations included, and a packet
-    /// crossing it fails on its header: the reader never waits for (or buffers) its body.
+    /// reaching it fails on its header: the reader never waits for (or buffers) its body.
     #[tokio::test]
-    async fn logical_packets_longer_than_the_limit_fail_on_their_header() {
+    async fn logical_packets_of_the_limit_fail_on_their_header() {
         for (size, limit, fits) in [
-            (100, 100, true),
-            (101, 100, false),
-            (MAX_PAYLOAD + 5, MAX_PAYLOAD + 5, true),
-            (MAX_PAYLOAD + 5, MAX_PAYLOAD + 4, false),
+            (99, 100, true),
+            (100, 100, false),
+            (MAX_PAYLOAD + 5, MAX_PAYLOAD + 6, true),
+            (MAX_PAYLOAD + 5, MAX_PAYLOAD + 5, false),
         ] {
             let mut w = PacketWriter::new(Vec::new());
             w.write_packet(0, &vec![7; size]).await.unwrap();
@@ -397,7 +404,8 @@ mod tests {
                 Ok(_) => assert!(fits, "size {size}, limit {limit}"),
                 Err(e) => {
                     assert!(!fits, "size {size}, limit {limit}: {e}");
-                    assert_eq!(PacketTooLarge::of(&e), Some(limit), "{e}");
+                    let t = PacketTooLarge::of(&e).expect("too large");
+                    assert_eq!((t.limit, usize::from(t.seq)), (limit, size / MAX_PAYLOAD));
                 }
             }
         }

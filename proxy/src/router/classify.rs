@@ -91,7 +91,7 @@ impl Flags {
     /// LAST_INSERT_ID( or `@@identity`/`@@last_insert_id`/`@@insert_id` — only meaningful on
     /// the connection that inserted.
     pub const LAST_INSERT_ID: Flags = Flags(1 << 7);
-    /// FOUND_ROWS( or ROW_COUNT( — they describe the previous statement on the connection.
+    /// FOUND_ROWS( — it describes the previous result set on the connection.
     pub const FOUND_ROWS: Flags = Flags(1 << 8);
     /// SQL_CALC_FOUND_ROWS — a later FOUND_ROWS() must run on the same backend.
     pub const CALC_FOUND_ROWS: Flags = Flags(1 << 9);
@@ -123,8 +123,11 @@ impl Flags {
     /// see or replay — locks that block the whole server, open handlers, and whatever session
     /// or user variables a procedure or dynamic SQL set.
     pub const CONNECTION_STATE: Flags = Flags(1 << 19);
+    /// ROW_COUNT( — it describes the previous statement on the connection; the session
+    /// writes in its own value (see [`replace_session_fns`]).
+    pub const ROW_COUNT: Flags = Flags(1 << 20);
 
-    const NAMES: [(Flags, &'static str); 20] = [
+    const NAMES: [(Flags, &'static str); 21] = [
         (Flags::HINT_MASTER, "HINT_MASTER"),
         (Flags::HINT_SLAVE, "HINT_SLAVE"),
         (Flags::LOCKING_READ, "LOCKING_READ"),
@@ -145,6 +148,7 @@ impl Flags {
         (Flags::DIAGNOSTICS, "DIAGNOSTICS"),
         (Flags::CONNECTION_ID, "CONNECTION_ID"),
         (Flags::CONNECTION_STATE, "CONNECTION_STATE"),
+        (Flags::ROW_COUNT, "ROW_COUNT"),
     ];
 
     pub const fn empty() -> Flags {
@@ -352,24 +356,20 @@ pub enum SessionFn {
     ConnectionId,
     /// Rows changed by the session's previous statement, -1 after one that returned rows.
     RowCount,
-    /// Rows the session's previous result set had.
-    FoundRows,
 }
 
 impl SessionFn {
     /// The constant standing for the call, with the very column metadata the function has,
     /// also inside expressions: `CONNECTION_ID()` is LONG of length 10, unsigned;
-    /// `ROW_COUNT()` and `FOUND_ROWS()` are LONGLONG of length 21, signed. A server derives
-    /// a constant's type and length from its digits: the first is zero-padded to its length;
-    /// for the others an `IF` takes the value from its first branch and the type from its
-    /// second, an integer function of theirs. (Measured on MariaDB 10.11 in sums, products,
-    /// quotients, `CONCAT`, `IFNULL`, comparisons; only `-ROW_COUNT()` of -1 becomes DECIMAL.)
+    /// `ROW_COUNT()` is LONGLONG of length 21, signed. A server derives a constant's type and
+    /// length from its digits: the first is zero-padded to its length; for the second an
+    /// `IF` takes the value from its first branch and the type from its second, an integer
+    /// function like it. (Measured on MariaDB 10.11 in sums, products, quotients, `CONCAT`,
+    /// `IFNULL`, comparisons; only `-ROW_COUNT()` of -1 becomes DECIMAL.)
     pub fn literal(self, value: i64) -> String {
         match self {
             SessionFn::ConnectionId => format!("CAST({value:010} AS UNSIGNED)"),
-            SessionFn::RowCount | SessionFn::FoundRows => {
-                format!("IF(1, {value}, ABS(-00000000000000000001))")
-            }
+            SessionFn::RowCount => format!("IF(1, {value}, ABS(-00000000000000000001))"),
         }
     }
 
@@ -377,24 +377,42 @@ impl SessionFn {
         match kw {
             Kw::ConnectionId => Some(SessionFn::ConnectionId),
             Kw::RowCount => Some(SessionFn::RowCount),
-            Kw::FoundRows => Some(SessionFn::FoundRows),
             _ => None,
         }
     }
 }
 
 /// Replaces every call of a [`SessionFn`] for which `value` has a constant by that constant,
-/// and, for a select item that is nothing but the call, adds an alias spelling the call as
-/// written, which is the column name a server gives it.
+/// and, for a top-level select item that is nothing but the call, adds an alias spelling the
+/// call as written, which is the column name a server gives it. (Any other item that holds a
+/// call is named after the constant's text.)
+///
+/// Statements that define stored code (`CREATE`, `ALTER`: views, routines, triggers,
+/// events) are left as they are: the server must store the calls, not this session's values.
 pub fn replace_session_fns(sql: &[u8], value: impl Fn(SessionFn) -> Option<String>) -> Vec<u8> {
     let mut out = Vec::with_capacity(sql.len() + 32);
     let mut lx = Lexer::new(sql);
     let mut copied = 0;
     let mut prev = Sym::None;
+    let mut depth = 0usize;
+    let first = lx.clone().next();
+    let defines = first.sym == Sym::Kw(Kw::Create)
+        || (first.sym == Sym::Word && sql[first.start..first.end].eq_ignore_ascii_case(b"ALTER"));
+    if defines {
+        return sql.to_vec();
+    }
     loop {
         let t = lx.next();
         match t.sym {
             Sym::End => break,
+            Sym::Punct(b'(') => {
+                depth += 1;
+                prev = t.sym;
+            }
+            Sym::Punct(b')') => {
+                depth = depth.saturating_sub(1);
+                prev = t.sym;
+            }
             Sym::Kw(kw) if SessionFn::of(kw).is_some() => {
                 let mut ahead = lx.clone();
                 let (open, close) = (ahead.next(), ahead.next());
@@ -411,7 +429,8 @@ pub fn replace_session_fns(sql: &[u8], value: impl Fn(SessionFn) -> Option<Strin
                 out.extend_from_slice(&sql[copied..t.start]);
                 out.extend_from_slice(constant.as_bytes());
                 copied = close.end;
-                let starts_item = matches!(prev, Sym::Kw(Kw::Select) | Sym::Punct(b','));
+                let starts_item =
+                    depth == 0 && matches!(prev, Sym::Kw(Kw::Select) | Sym::Punct(b','));
                 if starts_item && ends_item(sql, lx.clone().next()) {
                     out.extend_from_slice(b" AS `");
                     for &b in &sql[t.start..close.end] {
@@ -1317,7 +1336,8 @@ impl<'a> Classifier<'a> {
                         | Kw::IsUsedLock
                         | Kw::IsFreeLock => Flags::GET_LOCK,
                         Kw::LastInsertId => Flags::LAST_INSERT_ID,
-                        Kw::FoundRows | Kw::RowCount => Flags::FOUND_ROWS,
+                        Kw::FoundRows => Flags::FOUND_ROWS,
+                        Kw::RowCount => Flags::ROW_COUNT,
                         Kw::Nextval | Kw::Lastval | Kw::Setval => Flags::SEQUENCE,
                         Kw::ConnectionId => Flags::CONNECTION_ID,
                         _ => Flags::empty(),
@@ -1495,7 +1515,7 @@ mod tests {
         ("SELECT LAST_INSERT_ID()", R, &[F::LAST_INSERT_ID]),
         ("select last_insert_id from t", R, &[]),
         ("SELECT FOUND_ROWS()", R, &[F::FOUND_ROWS]),
-        ("SELECT ROW_COUNT()", R, &[F::FOUND_ROWS]),
+        ("SELECT ROW_COUNT()", R, &[F::ROW_COUNT]),
         ("SELECT foundrows_count FROM t", R, &[]),
         ("SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 10", R, &[F::CALC_FOUND_ROWS]),
         ("SELECT NEXTVAL(s)", R, &[F::SEQUENCE]),
@@ -1878,27 +1898,45 @@ mod tests {
     }
 
     #[test]
-    fn row_count_and_found_rows_rewrites() {
+    fn row_count_rewrites() {
         let value = |f| match f {
             SessionFn::RowCount => Some(SessionFn::RowCount.literal(-1)),
-            SessionFn::FoundRows => Some(SessionFn::FoundRows.literal(3)),
             SessionFn::ConnectionId => None,
         };
-        let (rc, fr) = (
-            "IF(1, -1, ABS(-00000000000000000001))",
-            "IF(1, 3, ABS(-00000000000000000001))",
-        );
+        let rc = "IF(1, -1, ABS(-00000000000000000001))";
         let cases: &[(&str, String)] = &[
             (
                 "SELECT ROW_COUNT(), found_rows()",
-                format!("SELECT {rc} AS `ROW_COUNT()`, {fr} AS `found_rows()`"),
+                format!("SELECT {rc} AS `ROW_COUNT()`, found_rows()"),
             ),
             (
                 "SELECT ROW_COUNT() > 0 AS changed, CONNECTION_ID()",
                 format!("SELECT {rc} > 0 AS changed, CONNECTION_ID()"),
             ),
+            // Only a top-level select item gets an alias.
+            (
+                "INSERT INTO log VALUES ('upd', ROW_COUNT())",
+                format!("INSERT INTO log VALUES ('upd', {rc})"),
+            ),
+            (
+                "SELECT CONCAT('rows: ', ROW_COUNT()), 1",
+                format!("SELECT CONCAT('rows: ', {rc}), 1"),
+            ),
+            (
+                "SELECT a FROM t WHERE id IN (1, ROW_COUNT())",
+                format!("SELECT a FROM t WHERE id IN (1, {rc})"),
+            ),
             ("SELECT row_count FROM t", "SELECT row_count FROM t".into()),
             ("SELECT db.ROW_COUNT()", "SELECT db.ROW_COUNT()".into()),
+            // Stored code keeps its calls.
+            (
+                "CREATE VIEW v AS SELECT ROW_COUNT() rc",
+                "CREATE VIEW v AS SELECT ROW_COUNT() rc".into(),
+            ),
+            (
+                "alter procedure p comment 'x'",
+                "alter procedure p comment 'x'".into(),
+            ),
         ];
         for (sql, want) in cases {
             let got = replace_session_fns(sql.as_bytes(), value);

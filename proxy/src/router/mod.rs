@@ -11,8 +11,8 @@
 //! | multi-statements, writes, DDL, `CALL`, anything unknown | write |
 //!
 //! Before routing, a session writes its own values into `CONNECTION_ID()`, and into
-//! `FOUND_ROWS()`/`ROW_COUNT()` when it no longer holds the connection of its previous
-//! statement (`client::query`); the statement then routes by its other flags.
+//! `ROW_COUNT()` unless it holds the connection of its previous statement
+//! (`client::query`); the statement then routes by its other flags.
 //!
 //! Session rules (transactions, `autocommit=0`, `LOCK TABLES`, server-held state) are applied
 //! by the session, which pins itself to a connection and ignores this decision while pinned.
@@ -38,6 +38,7 @@ const NEEDS_PRIMARY: Flags = Flags::LOCKING_READ
     .union(Flags::GET_LOCK)
     .union(Flags::LAST_INSERT_ID)
     .union(Flags::FOUND_ROWS)
+    .union(Flags::ROW_COUNT)
     .union(Flags::CALC_FOUND_ROWS)
     .union(Flags::SEQUENCE)
     .union(Flags::MULTI_STATEMENT)
