@@ -467,8 +467,10 @@ async fn dispatch(
 ) -> Result<(), SessionEnd> {
     match cmd {
         COM_QUIT => {}
+        // A server's ping resets ROW_COUNT(); the proxy answers it without one.
         COM_PING => {
             s.row_count = 0;
+            s.row_count_on = None;
             io.ok(s.status()).await?
         }
         COM_QUERY => query::query(s, io, packet).await?,
