@@ -62,6 +62,8 @@ const HOLD_FOR_DIAGNOSTICS: std::time::Duration = std::time::Duration::from_secs
 pub struct ClientIo {
     pub reader: PacketReader<StreamRead>,
     pub writer: PacketWriter<StreamWrite>,
+    /// The proxy answered the current command with an error of its own.
+    pub sent_error: bool,
 }
 
 impl ClientIo {
@@ -72,6 +74,7 @@ impl ClientIo {
         ClientIo {
             reader,
             writer: PacketWriter::new(w),
+            sent_error: false,
         }
     }
 
@@ -82,6 +85,7 @@ impl ClientIo {
     }
 
     pub async fn error(&mut self, e: &SqlError) -> std::io::Result<()> {
+        self.sent_error = true;
         self.reply(&e.payload()).await
     }
 
@@ -418,9 +422,17 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
             },
             s.command_at,
         );
+        s.row_count_recorded = false;
+        io.sent_error = false;
         dispatch(s, io, cmd, &packet).await?;
         if cmd == COM_QUIT {
             return Ok(());
+        }
+        if !s.row_count_recorded {
+            if let Some(n) = row_count_after(cmd, io.sent_error) {
+                s.row_count = n;
+                s.row_count_on = None;
+            }
         }
         // A command that ran no statement reads the clock.
         idle_since = s.replied_at.unwrap_or_else(std::time::Instant::now);
@@ -433,6 +445,18 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
                 .is_some_and(|c| c.lease.conn.in_transaction()),
             s.last_write_gtid(),
         );
+    }
+}
+
+/// What `ROW_COUNT()` is after a command no statement reply described (the proxy answered
+/// it, or its reply has no count), as a server leaves it; `None`: unchanged.
+fn row_count_after(cmd: u8, answered_with_error: bool) -> Option<i64> {
+    match cmd {
+        COM_PING | COM_STMT_RESET | COM_RESET_CONNECTION | COM_CHANGE_USER => Some(0),
+        COM_SET_OPTION | COM_FIELD_LIST => Some(-1),
+        COM_QUERY | COM_STMT_EXECUTE | COM_INIT_DB if answered_with_error => Some(-1),
+        COM_QUERY | COM_STMT_EXECUTE | COM_INIT_DB => Some(0),
+        _ => None,
     }
 }
 
@@ -467,12 +491,7 @@ async fn dispatch(
 ) -> Result<(), SessionEnd> {
     match cmd {
         COM_QUIT => {}
-        // A server's ping resets ROW_COUNT(); the proxy answers it without one.
-        COM_PING => {
-            s.row_count = 0;
-            s.row_count_on = None;
-            io.ok(s.status()).await?
-        }
+        COM_PING => io.ok(s.status()).await?,
         COM_QUERY => query::query(s, io, packet).await?,
         COM_INIT_DB => query::init_db(s, io, packet).await?,
         COM_FIELD_LIST => passthrough(s, io, packet, Target::Read, Expect::UntilEof).await?,
@@ -656,6 +675,7 @@ pub async fn execute(
                 if let Some(n) = r.row_count {
                     s.row_count = n;
                     s.row_count_on = Some(c.id());
+                    s.row_count_recorded = true;
                 }
                 after(s, c.conn(), &r);
                 if c.conn().track.stale {

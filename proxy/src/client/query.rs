@@ -52,16 +52,16 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     let mut c = router::cache::classify_shaped(sql, shape, &s.digest_buf);
     // `ROW_COUNT()` describes the session's previous statement. Unless this one runs on the
     // connection that ran that one, the proxy writes in the value it recorded, and the call
-    // no longer ties the statement to any server. Inside a multi-statement it may describe
-    // an earlier part: the server answers those. A `LAST_INSERT_ID()` beside it is synced
-    // first (`Prep::LastInsertId`), which resets the connection's count: written in, then.
+    // no longer ties the statement to any server (in a multi-statement, only the first
+    // statement's calls: see `replace_session_fns`). A `LAST_INSERT_ID()` beside it is
+    // synced first (`Prep::LastInsertId`), which resets the connection's count: written in,
+    // then.
     let on_same = s
         .pinned
         .as_ref()
         .is_some_and(|p| Some(p.id()) == s.row_count_on);
-    let write_in = c.flags.contains(Flags::ROW_COUNT)
-        && !c.flags.contains(Flags::MULTI_STATEMENT)
-        && (!on_same || c.flags.contains(Flags::LAST_INSERT_ID));
+    let write_in =
+        c.flags.contains(Flags::ROW_COUNT) && (!on_same || c.flags.contains(Flags::LAST_INSERT_ID));
     if write_in {
         c.flags = c.flags.without(Flags::ROW_COUNT);
     }

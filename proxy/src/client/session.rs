@@ -114,6 +114,8 @@ pub struct Session {
     pub row_count: i64,
     /// The connection that ran the statement `row_count` describes ([`Checkout::id`]).
     pub row_count_on: Option<(usize, u32)>,
+    /// A statement reply set `row_count` during the current command.
+    pub row_count_recorded: bool,
     pub stmts: FxHashMap<u32, PreparedStmt>,
     pub next_stmt_id: u32,
     /// This session's entry in the registry, where `KILL` finds it.
@@ -172,6 +174,7 @@ impl Session {
             last_insert_id: 0,
             row_count: 0,
             row_count_on: None,
+            row_count_recorded: false,
             stmts: FxHashMap::default(),
             next_stmt_id: 1,
             peer: status.client,

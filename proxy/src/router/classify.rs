@@ -383,36 +383,64 @@ impl SessionFn {
 }
 
 /// Replaces every call of a [`SessionFn`] for which `value` has a constant by that constant,
-/// and, for a top-level select item that is nothing but the call, adds an alias spelling the
-/// call as written, which is the column name a server gives it. (Any other item that holds a
-/// call is named after the constant's text.)
+/// and, for a select item that is nothing but the call, adds an alias spelling the call as
+/// written, which is the column name a server gives it. (Any other item that holds a call
+/// is named after the constant's text.) In a multi-statement, `ROW_COUNT()` is replaced only
+/// in the first statement: later ones see the count of the statement before them, which the
+/// server has.
 ///
-/// Statements that define stored code (`CREATE`, `ALTER`: views, routines, triggers,
-/// events) are left as they are: the server must store the calls, not this session's values.
+/// Statements that define stored code (views, routines, triggers, events) are left as they
+/// are: the server must store the calls, not this session's values.
 pub fn replace_session_fns(sql: &[u8], value: impl Fn(SessionFn) -> Option<String>) -> Vec<u8> {
+    if defines_stored_code(sql) {
+        return sql.to_vec();
+    }
+    let text = |t: &Tok| &sql[t.start..t.end];
     let mut out = Vec::with_capacity(sql.len() + 32);
     let mut lx = Lexer::new(sql);
     let mut copied = 0;
     let mut prev = Sym::None;
     let mut depth = 0usize;
-    let first = lx.clone().next();
-    let defines = first.sym == Sym::Kw(Kw::Create)
-        || (first.sym == Sym::Word && sql[first.start..first.end].eq_ignore_ascii_case(b"ALTER"));
-    if defines {
-        return sql.to_vec();
-    }
+    // Bit `d`: the tokens at parenthesis depth `d` are in a select list.
+    let mut lists = 0u64;
+    let bit = |d: usize| 1u64.checked_shl(d as u32).unwrap_or(0);
+    // The next token starts a select item.
+    let mut item_start = false;
+    let mut first_statement = true;
     loop {
         let t = lx.next();
+        let at_item_start = std::mem::take(&mut item_start);
+        let in_list = lists & bit(depth) != 0;
         match t.sym {
             Sym::End => break,
             Sym::Punct(b'(') => {
                 depth += 1;
-                prev = t.sym;
+                lists &= !bit(depth);
             }
             Sym::Punct(b')') => {
+                lists &= !bit(depth);
                 depth = depth.saturating_sub(1);
-                prev = t.sym;
             }
+            Sym::Punct(b',') => item_start = in_list,
+            Sym::Punct(b';') if depth == 0 => {
+                first_statement = false;
+                lists = 0;
+            }
+            Sym::Kw(Kw::Select) => {
+                lists |= bit(depth);
+                item_start = true;
+            }
+            Sym::Word if text(&t).eq_ignore_ascii_case(b"RETURNING") => {
+                lists |= bit(depth);
+                item_start = true;
+            }
+            Sym::Word | Sym::Kw(Kw::SqlCalcFoundRows)
+                if at_item_start && prev != Sym::Punct(b',') && is_select_option(text(&t)) =>
+            {
+                item_start = true;
+            }
+            Sym::Word if in_list && is_clause(text(&t)) => lists &= !bit(depth),
+            Sym::Kw(Kw::Into | Kw::For | Kw::Lock) => lists &= !bit(depth),
             Sym::Kw(kw) if SessionFn::of(kw).is_some() => {
                 let mut ahead = lx.clone();
                 let (open, close) = (ahead.next(), ahead.next());
@@ -420,59 +448,117 @@ pub fn replace_session_fns(sql: &[u8], value: impl Fn(SessionFn) -> Option<Strin
                 let call = prev != Sym::Punct(b'.')
                     && open.sym == Sym::Punct(b'(')
                     && close.sym == Sym::Punct(b')');
-                let constant = SessionFn::of(kw).filter(|_| call).and_then(&value);
-                let Some(constant) = constant else {
-                    prev = t.sym;
-                    continue;
-                };
-                lx = ahead;
-                out.extend_from_slice(&sql[copied..t.start]);
-                out.extend_from_slice(constant.as_bytes());
-                copied = close.end;
-                let starts_item =
-                    depth == 0 && matches!(prev, Sym::Kw(Kw::Select) | Sym::Punct(b','));
-                if starts_item && ends_item(sql, lx.clone().next()) {
-                    out.extend_from_slice(b" AS `");
-                    for &b in &sql[t.start..close.end] {
-                        if b == b'`' {
-                            out.push(b'`');
+                let constant = SessionFn::of(kw)
+                    .filter(|f| call && (first_statement || *f != SessionFn::RowCount))
+                    .and_then(&value);
+                if let Some(constant) = constant {
+                    lx = ahead;
+                    out.extend_from_slice(&sql[copied..t.start]);
+                    out.extend_from_slice(constant.as_bytes());
+                    copied = close.end;
+                    if at_item_start && ends_item(sql, lx.clone().next()) {
+                        out.extend_from_slice(b" AS `");
+                        for &b in &sql[t.start..close.end] {
+                            if b == b'`' {
+                                out.push(b'`');
+                            }
+                            out.push(b);
                         }
-                        out.push(b);
+                        out.push(b'`');
                     }
-                    out.push(b'`');
+                    prev = close.sym;
+                    continue;
                 }
-                prev = close.sym;
             }
-            sym => prev = sym,
+            _ => {}
         }
+        prev = t.sym;
     }
     out.extend_from_slice(&sql[copied..]);
     out
 }
 
+/// Words between `SELECT` and its first item.
+fn is_select_option(w: &[u8]) -> bool {
+    const OPTIONS: &[&[u8]] = &[
+        b"ALL",
+        b"DISTINCT",
+        b"DISTINCTROW",
+        b"HIGH_PRIORITY",
+        b"STRAIGHT_JOIN",
+        b"SQL_SMALL_RESULT",
+        b"SQL_BIG_RESULT",
+        b"SQL_BUFFER_RESULT",
+        b"SQL_CACHE",
+        b"SQL_NO_CACHE",
+        b"SQL_CALC_FOUND_ROWS",
+    ];
+    OPTIONS.iter().any(|o| w.eq_ignore_ascii_case(o))
+}
+
+/// Words that end a select list.
+fn is_clause(w: &[u8]) -> bool {
+    CLAUSES.iter().any(|c| w.eq_ignore_ascii_case(c))
+}
+
+/// `CREATE`/`ALTER` of a view, routine, trigger or event anywhere in the statement (also
+/// behind `SET STATEMENT … FOR` or inside an executable comment).
+fn defines_stored_code(sql: &[u8]) -> bool {
+    const CODE: &[&[u8]] = &[
+        b"VIEW",
+        b"PROCEDURE",
+        b"FUNCTION",
+        b"TRIGGER",
+        b"EVENT",
+        b"PACKAGE",
+    ];
+    let word =
+        |t: &Tok, w: &[u8]| t.sym == Sym::Word && sql[t.start..t.end].eq_ignore_ascii_case(w);
+    let mut lx = Lexer::new(sql);
+    loop {
+        let t = lx.next();
+        if t.sym == Sym::End {
+            return false;
+        }
+        if t.sym != Sym::Kw(Kw::Create) && !word(&t, b"ALTER") {
+            continue;
+        }
+        // `CREATE OR REPLACE ALGORITHM=… DEFINER=… SQL SECURITY … VIEW`: the object kind
+        // comes within a few tokens, before any parenthesis.
+        let mut ahead = lx.clone();
+        for _ in 0..16 {
+            let n = ahead.next();
+            match n.sym {
+                Sym::End | Sym::Punct(b'(' | b';') => break,
+                Sym::Word if CODE.iter().any(|c| word(&n, c)) => return true,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Words that start the clause after a select list.
+const CLAUSES: &[&[u8]] = &[
+    b"FROM",
+    b"WHERE",
+    b"GROUP",
+    b"HAVING",
+    b"ORDER",
+    b"LIMIT",
+    b"UNION",
+    b"EXCEPT",
+    b"INTERSECT",
+    b"WINDOW",
+    b"PROCEDURE",
+    b"RETURNING",
+];
+
 /// Whether `next` ends a select item without giving it an alias.
 fn ends_item(sql: &[u8], next: Tok) -> bool {
-    const CLAUSES: &[&[u8]] = &[
-        b"FROM",
-        b"WHERE",
-        b"GROUP",
-        b"HAVING",
-        b"ORDER",
-        b"LIMIT",
-        b"UNION",
-        b"EXCEPT",
-        b"INTERSECT",
-        b"WINDOW",
-        b"PROCEDURE",
-        b"RETURNING",
-    ];
     match next.sym {
         Sym::End | Sym::Punct(b',' | b';' | b')') => true,
         Sym::Kw(Kw::Into | Kw::For | Kw::Lock) => true,
-        Sym::Word => {
-            let w = &sql[next.start..next.end];
-            CLAUSES.iter().any(|c| w.eq_ignore_ascii_case(c))
-        }
+        Sym::Word => is_clause(&sql[next.start..next.end]),
         _ => false,
     }
 }
@@ -1928,10 +2014,39 @@ mod tests {
             ),
             ("SELECT row_count FROM t", "SELECT row_count FROM t".into()),
             ("SELECT db.ROW_COUNT()", "SELECT db.ROW_COUNT()".into()),
-            // Stored code keeps its calls.
+            // Only items of a select list.
+            (
+                "SELECT id FROM t ORDER BY id, ROW_COUNT()",
+                format!("SELECT id FROM t ORDER BY id, {rc}"),
+            ),
+            ("DO 1, ROW_COUNT()", format!("DO 1, {rc}")),
+            (
+                "SELECT DISTINCT ROW_COUNT(), x FROM (SELECT ROW_COUNT()) d",
+                format!(
+                    "SELECT DISTINCT {rc} AS `ROW_COUNT()`, x FROM (SELECT {rc} AS `ROW_COUNT()`) d"
+                ),
+            ),
+            (
+                "DELETE FROM t RETURNING id, ROW_COUNT()",
+                format!("DELETE FROM t RETURNING id, {rc} AS `ROW_COUNT()`"),
+            ),
+            // Later statements of a multi-statement see the server's count.
+            (
+                "SELECT ROW_COUNT(); SELECT ROW_COUNT()",
+                format!("SELECT {rc} AS `ROW_COUNT()`; SELECT ROW_COUNT()"),
+            ),
+            // Stored code keeps its calls; a table made from a query does not.
             (
                 "CREATE VIEW v AS SELECT ROW_COUNT() rc",
                 "CREATE VIEW v AS SELECT ROW_COUNT() rc".into(),
+            ),
+            (
+                "SET STATEMENT max_statement_time=0 FOR CREATE OR REPLACE DEFINER=a@b VIEW v AS SELECT ROW_COUNT()",
+                "SET STATEMENT max_statement_time=0 FOR CREATE OR REPLACE DEFINER=a@b VIEW v AS SELECT ROW_COUNT()".into(),
+            ),
+            (
+                "CREATE TABLE x AS SELECT ROW_COUNT() rc",
+                format!("CREATE TABLE x AS SELECT {rc} rc"),
             ),
             (
                 "alter procedure p comment 'x'",
