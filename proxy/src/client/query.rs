@@ -56,12 +56,11 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     // statement's calls: see `replace_session_fns`). A `LAST_INSERT_ID()` beside it is
     // synced first (`Prep::LastInsertId`), which resets the connection's count: written in,
     // then.
-    let on_same = s
-        .pinned
-        .as_ref()
-        .is_some_and(|p| Some(p.id()) == s.row_count_on);
-    let write_in =
-        c.flags.contains(Flags::ROW_COUNT) && (!on_same || c.flags.contains(Flags::LAST_INSERT_ID));
+    let write_in = c.flags.contains(Flags::ROW_COUNT)
+        && (c.flags.contains(Flags::LAST_INSERT_ID)
+            || s.pinned
+                .as_ref()
+                .is_none_or(|p| Some(p.id()) != s.row_count_on));
     if write_in {
         c.flags = c.flags.without(Flags::ROW_COUNT);
     }
