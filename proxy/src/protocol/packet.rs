@@ -97,10 +97,8 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
     pub async fn read_logical(&mut self, out: &mut Vec<u8>) -> io::Result<u8> {
         out.clear();
         loop {
-            while self.buf.len() < 4 {
-                self.fill_packet().await?;
-            }
-            let len = frame_len(&self.buf).expect("a header is buffered") - 4;
+            let total = self.buffer_header().await?;
+            let len = total - 4;
             if out.len() + len >= self.limit {
                 let seq = self.buf[3];
                 return Err(io::Error::new(
@@ -111,7 +109,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
                     },
                 ));
             }
-            let total = self.buffer_frame().await?;
+            self.buffer_body(total).await?;
             let seq = self.buf[3];
             out.extend_from_slice(&self.buf[4..total]);
             self.buf.advance(total);
@@ -123,17 +121,28 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
 
     /// Waits until a whole physical packet is buffered; returns its length, header included.
     async fn buffer_frame(&mut self) -> io::Result<usize> {
+        let total = self.buffer_header().await?;
+        self.buffer_body(total).await?;
+        Ok(total)
+    }
+
+    /// Waits until a packet header is buffered; returns the packet's length, header included.
+    async fn buffer_header(&mut self) -> io::Result<usize> {
         while self.buf.len() < 4 {
             self.fill_packet().await?;
         }
-        let total = frame_len(&self.buf).expect("a header is buffered");
+        Ok(frame_len(&self.buf).expect("a header is buffered"))
+    }
+
+    /// Waits until the packet of length `total` whose header is buffered is buffered whole.
+    async fn buffer_body(&mut self, total: usize) -> io::Result<()> {
         if self.buf.len() < total {
             self.buf.reserve(total - self.buf.len());
             while self.buf.len() < total {
                 self.fill_packet().await?;
             }
         }
-        Ok(total)
+        Ok(())
     }
 
     /// [`Self::fill`] for the rest of a packet, within the stall limit.
