@@ -593,6 +593,8 @@ async fn row_count_describes_the_previous_statement() {
         let mut seen = Vec::new();
         let mut values = Vec::new();
         for step in steps {
+            // Reads may run on a replica: it must have the writes before them.
+            cl.wait_replicas_caught_up().await.unwrap();
             // The rows of the last step show what the insert before it wrote.
             let got = if step == "PING" {
                 c.ping().await.unwrap();
