@@ -406,6 +406,34 @@ async fn caching_sha2_full_authentication_over_tls() {
         "login OK expected: {}",
         err_text(&ok)
     );
+    // COM_CHANGE_USER over TLS gets full authentication too.
+    let mut change = vec![0x11];
+    for part in [
+        APP_USER.as_bytes(),
+        &[0],
+        &[32],
+        &junk,
+        DATABASE.as_bytes(),
+        &[0, 45, 0],
+    ] {
+        change.extend_from_slice(part);
+    }
+    change.extend_from_slice(b"caching_sha2_password\0");
+    c.seq = 0;
+    c.send(&change).await;
+    assert_eq!(
+        c.read().await,
+        [0x01, 0x04],
+        "full authentication on change user"
+    );
+    c.send(format!("{APP_PASSWORD}\0").as_bytes()).await;
+    let ok = c.read().await;
+    assert_eq!(
+        ok.first(),
+        Some(&0x00),
+        "change user OK expected: {}",
+        err_text(&ok)
+    );
     c.seq = 0;
     c.send(b"\x03SELECT 1").await;
     assert_eq!(c.read().await, [1], "one column");

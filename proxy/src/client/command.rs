@@ -43,6 +43,7 @@ pub async fn change_user(
         true => (s.scramble, req.plugin.as_deref(), &req.auth_data[..]),
         false => (handshake::random_scramble(), None, &[][..]),
     };
+    let secure = io.reader.get_ref().is_tls();
     let (ok, seq) = handshake::check_reply(
         &mut io.reader,
         &mut io.writer,
@@ -51,7 +52,7 @@ pub async fn change_user(
         data,
         1,
         password.clone(),
-        false,
+        secure,
     )
     .await?;
     let old = (s.key.user.clone(), s.password().to_string());
