@@ -276,6 +276,15 @@ impl Raw {
     /// Reads the greeting and answers it with `plugin`'s scramble of the app password.
     /// Returns the packets the server sent back up to and including OK or ERR.
     async fn login(&mut self, plugin: AuthPlugin<'static>, password: &str) -> Vec<Vec<u8>> {
+        self.login_with_attributes(plugin, password, None).await
+    }
+
+    async fn login_with_attributes(
+        &mut self,
+        plugin: AuthPlugin<'static>,
+        password: &str,
+        attributes: Option<std::collections::HashMap<String, String>>,
+    ) -> Vec<Vec<u8>> {
         let (seq, greeting) = self.read_packet().await.unwrap();
         assert_eq!(seq, 0);
         let hp =
@@ -297,6 +306,10 @@ impl Raw {
             | CapabilityFlags::CLIENT_LONG_PASSWORD
             | CapabilityFlags::CLIENT_LONG_FLAG
             | CapabilityFlags::CLIENT_TRANSACTIONS;
+        let caps = match attributes {
+            Some(_) => caps | CapabilityFlags::CLIENT_CONNECT_ATTRS,
+            None => caps,
+        };
         let resp = HandshakeResponse::new(
             Some(scramble),
             (10, 11, 0),
@@ -304,7 +317,7 @@ impl Raw {
             Some(DATABASE.as_bytes()),
             Some(plugin),
             caps,
-            None,
+            attributes,
             16 * 1024 * 1024,
         );
         let mut buf = Vec::new();
@@ -489,6 +502,39 @@ async fn commands_longer_than_max_allowed_packet_are_refused() {
         .unwrap();
     assert_eq!(n, filler.len());
     assert!(sid(&mut bystander).await.is_ok(), "others are untouched");
+}
+
+/// A login packet of 64 KiB or more (here: made long by a connection attribute) gets
+/// MariaDB's own answer, 1043 "Bad handshake" after it, and the close; the proxy answers as
+/// soon as the header arrives. One a little shorter is checked as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_packets_of_64_kib_are_refused() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    for (length, refused) in [(64_000, false), (70_000, true)] {
+        let mut answers = Vec::new();
+        for addr in [cl.primary.addr().parse().unwrap(), p.addr] {
+            let mut r = Raw::connect(addr).await;
+            let attributes = [("long".to_string(), "a".repeat(length))].into();
+            answers.push(
+                r.login_with_attributes(AuthPlugin::MysqlNativePassword, "wrong", Some(attributes))
+                    .await,
+            );
+        }
+        println!("attribute of {length} bytes: {:?}", answers[0]);
+        assert_eq!(answers[1], answers[0], "proxy and MariaDB, {length} bytes");
+        let code = err_code(&answers[0][0]);
+        assert_eq!(code, Some(if refused { 1043 } else { 1045 }), "{answers:?}");
+    }
+    let mut r = Raw::connect(p.addr).await;
+    r.read_packet().await.unwrap();
+    r.s.write_all(&[0, 0, 1, 1, 0x0f]).await.unwrap();
+    let got = r.read_until_closed(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(err_code(&got[0]), Some(1043));
+    assert_eq!(&got[0][3..], b"#08S01Bad handshake");
 }
 
 /// A client that connects and never finishes logging in — silent after the greeting, or

@@ -235,17 +235,26 @@ async fn login(
     let mut w = PacketWriter::new(&mut stream);
     w.write_packet(0, &hello.payload(&greeting)).await?;
     w.flush().await?;
-    let (seq, first) = read_handshake_packet(&mut stream).await?;
+    let (seq, first) = match read_handshake_packet(&mut stream).await {
+        Ok(read) => read,
+        Err(e) => {
+            let mut w = PacketWriter::new(&mut stream);
+            return Err(handshake::refuse_oversized(&mut w, e).await);
+        }
+    };
     let (mut io, seq, first) = match &info.tls {
         Some(acceptor) if handshake::is_ssl_request(&first) => {
-            let mut tls = acceptor.accept(stream).await.map_err(|e| {
+            let tls = acceptor.accept(stream).await.map_err(|e| {
                 LoginError::Io(std::io::Error::new(
                     e.kind(),
                     format!("TLS handshake failed: {e}"),
                 ))
             })?;
-            let (seq, login_request) = read_handshake_packet(&mut tls).await?;
-            (ClientIo::new(stream::tls(tls)), seq, login_request)
+            let mut io = ClientIo::new(stream::tls(tls));
+            match read_handshake_packet(io.reader.get_mut()).await {
+                Ok((seq, login_request)) => (io, seq, login_request),
+                Err(e) => return Err(handshake::refuse_oversized(&mut io.writer, e).await),
+            }
         }
         _ => (ClientIo::new(stream::plain(stream)), seq, first),
     };
@@ -259,8 +268,12 @@ async fn login(
         &peer.ip().to_string(),
         |u| cluster.password_of(u),
     )
-    .await?;
-    Ok((io, login))
+    .await;
+    match login {
+        Ok(login) => Ok((io, login)),
+        Err(LoginError::Io(e)) => Err(handshake::refuse_oversized(&mut io.writer, e).await),
+        Err(rejected) => Err(rejected),
+    }
 }
 
 /// Why the wait for a client's next command ended.

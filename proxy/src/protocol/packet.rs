@@ -217,10 +217,13 @@ pub async fn read_handshake_packet<R: AsyncRead + Unpin>(
     let mut header = [0u8; 4];
     stream.read_exact(&mut header).await?;
     let len = usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
-    if len > MAX_HANDSHAKE {
+    if len >= MAX_HANDSHAKE {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{len}-byte packet during the connection phase"),
+            PacketTooLarge {
+                limit: MAX_HANDSHAKE,
+                seq: header[3],
+            },
         ));
     }
     let mut payload = vec![0; len];
