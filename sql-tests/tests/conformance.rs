@@ -254,6 +254,9 @@ async fn mysql_async_suite_through_proxy() {
         .await
         .unwrap();
     let t_direct = t0.elapsed();
+    // The suite reads tables it has just created; the direct run's writes must not still be
+    // arriving on the replicas.
+    cluster.wait_replicas_caught_up().await.unwrap();
     let port = p.addr.port();
     let proxied = tokio::task::spawn_blocking(move || run_mysql_async(&bins, port))
         .await

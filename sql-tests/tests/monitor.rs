@@ -220,6 +220,8 @@ async fn read_only_write_backend_holds_writes_back() {
     c.query_drop("CREATE TABLE IF NOT EXISTS ro_probe (id INT PRIMARY KEY)")
         .await
         .unwrap();
+    // Read later on the replica.
+    cluster.wait_replicas_caught_up().await.unwrap();
     let mut root = cluster.primary.root_conn().await.unwrap();
     root.query_drop("SET GLOBAL read_only = ON").await.unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;

@@ -26,6 +26,8 @@ async fn smoke() {
     let id: u32 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
     assert_eq!(id, 1);
     c.query_drop("COMMIT").await.unwrap();
+    // The prepared read runs on a replica: it must have the table.
+    cluster.wait_replicas_caught_up().await.unwrap();
     let v: Vec<(u32, String)> = c
         .exec("SELECT id, v FROM t WHERE id > ?", (0,))
         .await
