@@ -398,6 +398,51 @@ async fn a_monitor_locked_out_keeps_no_stale_read_only_and_brings_back_no_replic
     assert_eq!(p.read_ids(20).await, [primary_id].into());
 }
 
+/// The monitor's connection killed on a live server (an operator's `KILL`, `wait_timeout`)
+/// is not a failed probe: the probe connects again at once. With `fall = 1`, one failed
+/// probe would take the replica down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_monitor_connection_is_not_a_failed_probe() {
+    let cluster = Cluster::start(1).await.unwrap();
+    let toml = proxy::config_toml(&cluster, &[], "")
+        + &monitor_section(30).replace("fall = 2", "fall = 1");
+    let p = proxy::start(&toml).await.unwrap();
+    let replica = &cluster.replicas[0];
+    let addr = replica.addr();
+    wait_stats(&p, &addr, Duration::from_secs(10), "up", |s| {
+        s.state == BackendState::Up
+    })
+    .await;
+    let mut root = replica.root_conn().await.unwrap();
+    let mut admin = p.admin().await;
+    let mut killed = 0;
+    for _ in 0..5 {
+        let ids: Vec<u64> = root
+            .query(format!(
+                "SELECT id FROM information_schema.processlist WHERE user = '{MONITOR_USER}'"
+            ))
+            .await
+            .unwrap();
+        for id in ids {
+            killed += usize::from(root.query_drop(format!("KILL {id}")).await.is_ok());
+        }
+        // Three probe intervals; a replica taken down would stay down for two (rise).
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_millis(600) {
+            let row = admin
+                .stats()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|s| s.address == addr)
+                .unwrap();
+            assert_eq!(row.state, BackendState::Up, "{row:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(killed >= 5, "killed {killed} monitor connections");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_wins_and_bad_monitor_credentials_take_nothing_down() {
     let cluster = Cluster::start(1).await.unwrap();

@@ -91,11 +91,16 @@ impl Prober {
     async fn probe_inner(&mut self) -> Result<ServerStatus, DbError> {
         let addr = self.target.address.clone();
         let server = |e| DbError::Server(addr.clone(), e);
-        let conn = match &mut self.conn {
-            Some(c) => {
-                c.ping().await.map_err(server)?;
-                c
+        // A connection that fails its ping may only have been killed on a live server (an
+        // operator's KILL, wait_timeout): connecting again tells.
+        if let Some(c) = &mut self.conn {
+            if let Err(e) = c.ping().await {
+                tracing::debug!(backend = %addr, "monitor connection lost ({e}); reconnecting");
+                self.conn = None;
             }
+        }
+        let conn = match &mut self.conn {
+            Some(c) => c,
             None => self.conn.insert(connect(&self.target).await?),
         };
         let (read_only, server_id): (u8, u32) = conn
