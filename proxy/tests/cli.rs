@@ -1,5 +1,6 @@
 //! The `rwproxy` command line as a user runs it: exit codes and messages.
 
+use rwproxy_sql_tests::sandbox::scratch_dir;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -61,20 +62,8 @@ fn sample_configs_check_out() {
     }
 }
 
-/// A directory removed when the test is done with it, whether it passed or not.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn check_bad(name: &str, text: &str, expect: &[&str]) {
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("rwproxy-cli-{}-{name}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let path = dir.0.join(name);
+    let path = scratch_dir(&format!("cli-{name}")).unwrap().join(name);
     std::fs::write(&path, text).unwrap();
     for cmd in ["check-config", "serve"] {
         let o = rwproxy_within(

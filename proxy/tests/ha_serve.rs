@@ -3,34 +3,17 @@
 //! gives the VIP up again. An instance that cannot start says so at once.
 
 use rwproxy_sql_tests::netns::Lab;
-use rwproxy_sql_tests::sandbox::free_port;
-use std::process::{Child, Command, Stdio};
+use rwproxy_sql_tests::process::{wait_for, Spawned};
+use rwproxy_sql_tests::sandbox::{free_port, scratch_dir};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn serve_holds_the_vip_and_shows_it_on_the_console() {
     let lab = Lab::new(1);
     let ns = &lab.nodes[0];
     let has_vip = || lab.has_addr(0, "192.0.2.100");
-    let dir = std::env::temp_dir().join(format!("rwproxy-ha-serve-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("ha-serve").unwrap();
     let conf = dir.join("ha.toml");
     std::fs::write(
         &conf,
@@ -40,7 +23,7 @@ fn serve_holds_the_vip_and_shows_it_on_the_console() {
          virtual_ipaddress = [\"192.0.2.100/24\"]\n",
     )
     .unwrap();
-    let mut child = Proc(
+    let mut child = Spawned(
         Command::new("ip")
             .args([
                 "netns",
@@ -97,8 +80,7 @@ fn serve_holds_the_vip_and_shows_it_on_the_console() {
 /// the proxy does, and the console shows it as FAULT meanwhile.
 #[test]
 fn a_failed_instance_is_logged_at_once() {
-    let dir = std::env::temp_dir().join(format!("rwproxy-ha-fail-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("ha-fail").unwrap();
     let admin = free_port().unwrap();
     let conf = dir.join("ha.toml");
     std::fs::write(
@@ -112,7 +94,7 @@ fn a_failed_instance_is_logged_at_once() {
         ),
     )
     .unwrap();
-    let mut child = Proc(
+    let mut child = Spawned(
         Command::new(env!("CARGO_BIN_EXE_rwproxy"))
             .args(["serve", "-c"])
             .arg(&conf)

@@ -1,19 +1,12 @@
 //! `daemon` and `keepalive` through the real binary: what `rwproxy serve` reports when it
 //! detaches, and how the supervisor passes signals on.
 
-use rwproxy_sql_tests::sandbox::free_port;
+use rwproxy_sql_tests::process::wait_for;
+use rwproxy_sql_tests::sandbox::{free_port, scratch_dir};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A scratch directory for one test's config and `log-path`.
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rwproxy-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A proxy config logging to `dir`. Its backend is a port nobody listens on: nothing here
 /// needs a database.
@@ -32,14 +25,6 @@ fn write_config(dir: &Path, listen: u16, admin: u16, process: &str) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Processes whose command line names `config`: the ones these tests started, however they
@@ -116,7 +101,7 @@ fn serve(config: &Path) -> std::process::Output {
 
 #[test]
 fn daemon_reports_whether_it_started() {
-    let dir = scratch("daemon");
+    let dir = scratch_dir("daemon").unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().port();
     let admin = free_port().unwrap();
@@ -164,7 +149,7 @@ fn child_of(pid: i32) -> Option<i32> {
 
 #[test]
 fn keepalive_passes_signals_to_the_proxy() {
-    let dir = scratch("keepalive");
+    let dir = scratch_dir("keepalive").unwrap();
     let admin = free_port().unwrap();
     let config = write_config(&dir, free_port().unwrap(), admin, "keepalive = true");
     let mut supervisor = keepalive_serving(&config, admin);
@@ -210,7 +195,7 @@ fn pid_file(dir: &Path) -> Option<i32> {
 #[test]
 fn pid_file_names_the_process_to_signal() {
     // A daemon: the file is there when serve returns, and goes when the daemon stops.
-    let dir = scratch("pid-daemon");
+    let dir = scratch_dir("pid-daemon").unwrap();
     let config = write_config(
         &dir,
         free_port().unwrap(),
@@ -227,7 +212,7 @@ fn pid_file_names_the_process_to_signal() {
     std::fs::remove_dir_all(&dir).unwrap();
 
     // keepalive: the supervisor's pid, the one that passes signals on.
-    let dir = scratch("pid-keepalive");
+    let dir = scratch_dir("pid-keepalive").unwrap();
     let admin = free_port().unwrap();
     let config = write_config(&dir, free_port().unwrap(), admin, "keepalive = true");
     let mut supervisor = keepalive_serving(&config, admin);

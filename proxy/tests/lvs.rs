@@ -2,27 +2,12 @@
 //! before the greeting (their health checks fail), SIGUSR2 lets them in again; other clients
 //! are served throughout.
 
+use rwproxy_sql_tests::process::{wait_for, Spawned};
+use rwproxy_sql_tests::sandbox::{free_port, scratch_dir};
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use std::time::Duration;
 
 /// Connects from `source` and reads what the proxy sends first: the greeting's length, or 0
 /// when the connection is closed without one.
@@ -57,9 +42,8 @@ fn ipv4_directors_are_turned_away_on_an_ipv6_listener() {
 
 /// Serves on `listen_host` with `127.0.0.1` as the LVS director, and drains it by signal.
 fn drain_and_return(listen_host: &str) {
-    let (port, admin) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("rwproxy-lvs-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let (port, admin) = (free_port().unwrap(), free_port().unwrap());
+    let dir = scratch_dir(&format!("lvs-{port}")).unwrap();
     let conf = dir.join("lvs.toml");
     std::fs::write(
         &conf,
@@ -70,7 +54,7 @@ fn drain_and_return(listen_host: &str) {
         ),
     )
     .unwrap();
-    let child = Proc(
+    let child = Spawned(
         Command::new(env!("CARGO_BIN_EXE_rwproxy"))
             .args(["serve", "-c"])
             .arg(&conf)
@@ -79,14 +63,9 @@ fn drain_and_return(listen_host: &str) {
             .spawn()
             .unwrap(),
     );
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "rwproxy did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("rwproxy to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     assert!(first_bytes("127.0.0.1", port) > 0);
     signal(&child.0, libc::SIGUSR1);
     assert_eq!(first_bytes("127.0.0.1", port), 0, "director still served");
@@ -96,5 +75,4 @@ fn drain_and_return(listen_host: &str) {
     );
     signal(&child.0, libc::SIGUSR2);
     assert!(first_bytes("127.0.0.1", port) > 0);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -4,6 +4,7 @@ pub mod cli;
 pub mod conformance;
 pub mod diff;
 pub mod netns;
+pub mod process;
 pub mod proxy;
 pub mod raw;
 pub mod sandbox;

@@ -806,9 +806,10 @@ pub fn ensure_installed(binary: &str, packages: &[&str]) -> Result<()> {
     find_binary(binary).map(|_| ())
 }
 
-/// A fresh directory for files a test makes (certificates, ...), removed with this process's
-/// sandboxes when it exits.
+/// A fresh directory for files a test makes (certificates, configs, logs), removed with this
+/// process's sandboxes when it exits, whether its tests passed or not.
 pub fn scratch_dir(name: &str) -> Result<PathBuf> {
+    start_watchdog()?;
     let d = scratch_root().join(format!("{DIR_PREFIX}{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d)?;
@@ -828,8 +829,10 @@ fn find_binary(name: &str) -> Result<PathBuf> {
 /// See the module docs. The write end of the pipe lives in a static, so it
 /// closes exactly when this process exits.
 fn start_watchdog() -> Result<()> {
-    static STDIN: OnceLock<Mutex<ChildStdin>> = OnceLock::new();
-    if STDIN.get().is_some() {
+    // Held while starting: a second watchdog's pipe, dropped, would set it off at once.
+    static STDIN: Mutex<Option<ChildStdin>> = Mutex::new(None);
+    let mut held = STDIN.lock().unwrap_or_else(|e| e.into_inner());
+    if held.is_some() {
         return Ok(());
     }
     let pattern = scratch_root().join(format!("{DIR_PREFIX}{}-", std::process::id()));
@@ -856,10 +859,9 @@ done"#,
         .process_group(0)
         .spawn()
         .context("spawning sandbox watchdog")?;
-    let stdin = child.stdin.take().expect("piped stdin");
+    *held = child.stdin.take();
     // Not waited for: it must outlive us, and init reaps it.
     std::mem::forget(child);
-    let _ = STDIN.set(Mutex::new(stdin));
     Ok(())
 }
 
