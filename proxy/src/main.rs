@@ -71,6 +71,7 @@ enum IpvsCommand {
 }
 
 fn main() -> ExitCode {
+    process::take_supervision();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -26,7 +26,7 @@ pub struct Ready(OwnedFd);
 impl Ready {
     /// The report channel the supervisor handed this process, if it is a supervised child.
     pub fn from_supervisor() -> Option<Ready> {
-        let fd: RawFd = std::env::var(SUPERVISED_ENV).ok()?.parse().ok()?;
+        let fd: RawFd = supervision()?.parse().ok()?;
         // Never stdin/stdout/stderr: the supervisor's pipe comes after them.
         // SAFETY: F_GETFD only asks whether the descriptor is open.
         if fd <= 2 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
@@ -145,8 +145,24 @@ pub fn daemonize() -> std::io::Result<Ready> {
     Ok(Ready(ready))
 }
 
+/// What the supervisor put in [`SUPERVISED_ENV`], taken out of the environment so that hooks
+/// (notify scripts, track and health checks) do not inherit it: an `rwproxy serve` started
+/// from one would take itself for a supervised child. Called first thing in `main`, while the
+/// process has one thread (changing the environment is not thread-safe).
+pub fn take_supervision() {
+    let value = std::env::var(SUPERVISED_ENV).ok();
+    std::env::remove_var(SUPERVISED_ENV);
+    let _ = SUPERVISION.set(value);
+}
+
+static SUPERVISION: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+fn supervision() -> Option<&'static str> {
+    SUPERVISION.get().and_then(|v| v.as_deref())
+}
+
 pub fn is_supervised() -> bool {
-    std::env::var_os(SUPERVISED_ENV).is_some()
+    supervision().is_some()
 }
 
 /// The supervised proxy's pid, for [`forward`]; 0 while none runs.

@@ -76,6 +76,61 @@ fn serve_holds_the_vip_and_shows_it_on_the_console() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Under `keepalive`, hooks run by the supervised proxy do not inherit the supervisor's
+/// handle in their environment: an `rwproxy serve` started from one would take itself for a
+/// supervised child.
+#[test]
+fn hooks_of_a_supervised_proxy_see_no_supervisor_handle() {
+    let lab = Lab::new(1);
+    let dir = scratch_dir("ha-hook-env").unwrap();
+    let hook = dir.join("hook.sh");
+    let seen = dir.join("env");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nenv > {0}.tmp && mv {0}.tmp {0}\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let conf = dir.join("ha.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[proxy]\nkeepalive = true\n\
+             [admin]\nlisten = \"127.0.0.1:2345\"\nusername = \"admin\"\npassword = \"pw\"\n\
+             [[ha.vrrp]]\nname = \"VI_2\"\ninterface = \"eth0\"\nvirtual_router_id = 52\n\
+             priority = 150\nversion = 3\nadvert_int = \"100ms\"\n\
+             virtual_ipaddress = [\"192.0.2.102/24\"]\nnotify_master = \"{}\"\n",
+            hook.display()
+        ),
+    )
+    .unwrap();
+    let _supervisor = Spawned(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.nodes[0],
+                env!("CARGO_BIN_EXE_rwproxy"),
+                "serve",
+                "-c",
+            ])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rwproxy"),
+    );
+    wait_for("the notify_master hook", Duration::from_secs(10), || {
+        seen.exists()
+    });
+    let env = std::fs::read_to_string(&seen).unwrap();
+    assert!(env.contains("PATH="), "{env}");
+    assert!(!env.contains("RWPROXY_SUPERVISED"), "{env}");
+}
+
 /// An instance that cannot start (its interface is missing) says so when it stops, not when
 /// the proxy does, and the console shows it as FAULT meanwhile.
 #[test]

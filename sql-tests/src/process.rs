@@ -3,11 +3,23 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-/// A child process killed and reaped when the test is done with it, passed or failed.
+/// A child process stopped and reaped when the test is done with it, passed or failed:
+/// SIGTERM first, so a supervisor can stop what it started, then SIGKILL after 5 s.
 pub struct Spawned(pub Child);
 
 impl Drop for Spawned {
     fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: kill(2) on our own child, not yet reaped, so its pid is still ours.
+            unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if !matches!(self.0.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
