@@ -407,6 +407,28 @@ async fn malformed_client_packets() {
     assert_eq!(got.len(), 1, "one error, then closed: {got:?}");
     assert_eq!(err_code(&got[0]), Some(1156), "{got:?}");
 
+    // The same in the middle of a multi-packet command (seq 0, 0, 2 for 0, 1, 2): the last
+    // packet's id alone looks right.
+    let mut wire = Vec::new();
+    for (seq, len) in [(0u8, 0xFF_FFFF), (0, 0xFF_FFFF), (2, 8)] {
+        wire.extend_from_slice(&(len as u32).to_le_bytes()[..3]);
+        wire.push(seq);
+        wire.resize(wire.len() + len, b' ');
+    }
+    wire[4] = 0x03;
+    let mut answers = Vec::new();
+    for addr in [cl.primary.addr().parse().unwrap(), p.addr] {
+        let mut r = Raw::connect(addr).await;
+        r.login(AuthPlugin::MysqlNativePassword, APP_PASSWORD).await;
+        // The server may hang up before it has it all.
+        let _ = r.s.write_all(&wire).await;
+        answers.push(r.read_until_closed(Duration::from_secs(5)).await.unwrap());
+    }
+    println!("continuation out of sequence -> {answers:?}");
+    assert_eq!(err_code(&answers[0][0]), Some(1156), "MariaDB: {answers:?}");
+    assert_eq!(answers[1].len(), 1, "one error, then closed: {answers:?}");
+    assert_eq!(err_code(&answers[1][0]), Some(1156), "{answers:?}");
+
     // A header announcing 16 MiB followed by a few bytes and EOF: the proxy drops it.
     let mut r = Raw::connect(p.addr).await;
     r.login(AuthPlugin::MysqlNativePassword, APP_PASSWORD).await;

@@ -92,15 +92,24 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
     }
 
     /// Reads a whole logical packet (joining continuations); returns the last sequence id.
-    /// Copies straight out of the read buffer: no `Bytes` handle per packet (every command
-    /// comes this way).
+    /// Continuations must each take the next sequence id (`InvalidData` otherwise, MariaDB's
+    /// "Got packets out of order"). Copies straight out of the read buffer: no `Bytes` handle
+    /// per packet (every command comes this way).
     pub async fn read_logical(&mut self, out: &mut Vec<u8>) -> io::Result<u8> {
         out.clear();
+        let mut previous: Option<u8> = None;
         loop {
             let total = self.buffer_header().await?;
             let len = total - 4;
+            let seq = self.buf[3];
+            if previous.is_some_and(|p| seq != p.wrapping_add(1)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "Got packets out of order",
+                ));
+            }
+            previous = Some(seq);
             if out.len() + len >= self.limit {
-                let seq = self.buf[3];
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     PacketTooLarge {
@@ -110,7 +119,6 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
                 ));
             }
             self.buffer_body(total).await?;
-            let seq = self.buf[3];
             out.extend_from_slice(&self.buf[4..total]);
             self.buf.advance(total);
             if len != MAX_PAYLOAD {
@@ -418,6 +426,30 @@ mod tests {
                     assert!(!fits, "size {size}, limit {limit}: {e}");
                     let t = PacketTooLarge::of(&e).expect("too large");
                     assert_eq!((t.limit, usize::from(t.seq)), (limit, size / MAX_PAYLOAD));
+                }
+            }
+        }
+    }
+
+    /// Every continuation takes the next sequence id, not only the last one.
+    #[tokio::test]
+    async fn continuations_out_of_sequence_are_refused() {
+        for (seqs, ok) in [([0u8, 1, 2], true), ([0, 0, 2], false), ([3, 5, 5], false)] {
+            let mut wire = Vec::new();
+            for (i, seq) in seqs.into_iter().enumerate() {
+                let len: usize = if i < 2 { MAX_PAYLOAD } else { 3 };
+                wire.extend_from_slice(&(len as u32).to_le_bytes()[..3]);
+                wire.push(seq);
+                wire.resize(wire.len() + len, b'x');
+            }
+            let mut r = PacketReader::new(&wire[..]);
+            let got = r.read_logical(&mut Vec::new()).await;
+            match got {
+                Ok(last) => assert!(ok && last == 2, "{seqs:?}"),
+                Err(e) => {
+                    assert!(!ok, "{seqs:?}: {e}");
+                    assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+                    assert_eq!(e.to_string(), "Got packets out of order");
                 }
             }
         }
