@@ -463,9 +463,10 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
 
 /// What `ROW_COUNT()` is after a command no statement reply described (the proxy answered
 /// it, or its reply has no count), as a server leaves it; `None`: unchanged.
+/// `COM_RESET_CONNECTION` and `COM_CHANGE_USER` start the session over, which sets 0.
 fn row_count_after(cmd: u8, answered_with_error: bool) -> Option<i64> {
     match cmd {
-        COM_PING | COM_STMT_RESET | COM_RESET_CONNECTION | COM_CHANGE_USER => Some(0),
+        COM_PING | COM_STMT_RESET => Some(0),
         COM_SET_OPTION | COM_FIELD_LIST => Some(-1),
         COM_QUERY | COM_STMT_EXECUTE | COM_INIT_DB if answered_with_error => Some(-1),
         COM_QUERY | COM_STMT_EXECUTE | COM_INIT_DB => Some(0),
