@@ -580,7 +580,9 @@ async fn row_count_describes_the_previous_statement() {
         "INSERT INTO {t} VALUES (10, ROW_COUNT()), (11, ROW_COUNT())",
         "SELECT v FROM {t} WHERE id >= 10",
     ];
-    let check = "SELECT ROW_COUNT(), ROW_COUNT() + 1 AS next, CONCAT('n=', ROW_COUNT()) AS txt";
+    // The last item's column is named after the item as written.
+    let check = "SELECT ROW_COUNT(), ROW_COUNT() + 1 AS next, CONCAT('n=', ROW_COUNT()) AS txt, \
+                 ROW_COUNT() * 2";
     let mut runs = Vec::new();
     for via_proxy in [false, true] {
         let (mut c, t) = if via_proxy {
@@ -631,7 +633,7 @@ async fn row_count_describes_the_previous_statement() {
                         )
                     })
                     .collect();
-                let row: Vec<(i64, i64, String)> = result.collect().await.unwrap();
+                let row: Vec<(i64, i64, String, i64)> = result.collect().await.unwrap();
                 seen.push((step, row, columns));
             }
         }

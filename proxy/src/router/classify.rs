@@ -383,11 +383,11 @@ impl SessionFn {
 }
 
 /// Replaces every call of a [`SessionFn`] for which `value` has a constant by that constant,
-/// and, for a select item that is nothing but the call, adds an alias spelling the call as
-/// written, which is the column name a server gives it. (Any other item that holds a call
-/// is named after the constant's text.) In a multi-statement, `ROW_COUNT()` is replaced only
-/// in the first statement: later ones see the count of the statement before them, which the
-/// server has.
+/// and gives each select item holding a replaced call an alias spelling the item as written,
+/// which is the column name a server gives it (`SELECT ROW_COUNT() + 1` keeps its column
+/// `ROW_COUNT() + 1`). An item that may already have an alias is left without one. In a
+/// multi-statement, `ROW_COUNT()` is replaced only in the first statement: later ones see the
+/// count of the statement before them, which the server has.
 ///
 /// Statements that define stored code (views, routines, triggers, events) are left as they
 /// are: the server must store the calls, not this session's values.
@@ -406,11 +406,31 @@ pub fn replace_session_fns(sql: &[u8], value: impl Fn(SessionFn) -> Option<Strin
     let bit = |d: usize| 1u64.checked_shl(d as u32).unwrap_or(0);
     // The next token starts a select item.
     let mut item_start = false;
+    // Select items being read, innermost last.
+    let mut items: Vec<SelectItem> = Vec::new();
     let mut first_statement = true;
     loop {
-        let t = lx.next();
+        let mut t = lx.next();
+        let mut replaced = false;
+        // An item opening with `(` belongs to the depth outside it.
+        let depth_before = depth;
         let at_item_start = std::mem::take(&mut item_start);
         let in_list = lists & bit(depth) != 0;
+        // Where the items open at this depth (or deeper) end, before `t`.
+        let ends_items = match t.sym {
+            Sym::End => Some(0),
+            Sym::Punct(b';') if depth == 0 => Some(0),
+            Sym::Punct(b',' | b')') => Some(depth),
+            Sym::Kw(Kw::Into | Kw::For | Kw::Lock) => Some(depth),
+            Sym::Word if in_list && is_clause(text(&t)) => Some(depth),
+            _ => None,
+        };
+        if let Some(d) = ends_items {
+            while items.last().is_some_and(|i| i.depth >= d) {
+                let item = items.pop().expect("checked");
+                item.alias(sql, &mut out, &mut copied);
+            }
+        }
         match t.sym {
             Sym::End => break,
             Sym::Punct(b'(') => {
@@ -456,26 +476,93 @@ pub fn replace_session_fns(sql: &[u8], value: impl Fn(SessionFn) -> Option<Strin
                     out.extend_from_slice(&sql[copied..t.start]);
                     out.extend_from_slice(constant.as_bytes());
                     copied = close.end;
-                    if at_item_start && ends_item(sql, lx.clone().next()) {
-                        out.extend_from_slice(b" AS `");
-                        for &b in &sql[t.start..close.end] {
-                            if b == b'`' {
-                                out.push(b'`');
-                            }
-                            out.push(b);
-                        }
-                        out.push(b'`');
+                    for item in &mut items {
+                        item.replaced = true;
                     }
-                    prev = close.sym;
-                    continue;
+                    replaced = true;
+                    // The call ends where its parenthesis does.
+                    t.end = close.end;
+                    t.sym = close.sym;
                 }
             }
             _ => {}
+        }
+        if at_item_start && !item_start && in_list {
+            items.push(SelectItem {
+                depth: depth_before,
+                start: t.start,
+                last: NO_TOKEN,
+                before_last: NO_TOKEN,
+                replaced,
+            });
+        }
+        if let Some(item) = items.last_mut().filter(|i| i.depth == depth) {
+            item.before_last = item.last;
+            item.last = t;
         }
         prev = t.sym;
     }
     out.extend_from_slice(&sql[copied..]);
     out
+}
+/// A select item [`replace_session_fns`] is reading.
+struct SelectItem {
+    /// Parenthesis depth of its select list.
+    depth: usize,
+    start: usize,
+    /// Its last two tokens at its own depth (a call counts as one, ending at its `)`).
+    last: Tok,
+    before_last: Tok,
+    /// It holds a call replaced by a constant.
+    replaced: bool,
+}
+
+const NO_TOKEN: Tok = Tok {
+    sym: Sym::None,
+    start: 0,
+    end: 0,
+};
+
+impl SelectItem {
+    /// Copies the statement up to the item's end and adds the alias a server would have
+    /// named the item's column by, if the item needs one and surely has none.
+    fn alias(&self, sql: &[u8], out: &mut Vec<u8>, copied: &mut usize) {
+        let end = self.last.end;
+        if !self.replaced || *copied > end || self.may_have_alias(sql) {
+            return;
+        }
+        out.extend_from_slice(&sql[*copied..end]);
+        *copied = end;
+        out.extend_from_slice(b" AS `");
+        for &b in &sql[self.start..end] {
+            if b == b'`' {
+                out.push(b'`');
+            }
+            out.push(b);
+        }
+        out.push(b'`');
+    }
+
+    /// Whether the item may end in an alias (`expr AS name`, `expr name`, `expr 'name'`): its
+    /// last token is a name or string that follows an operand rather than an operator.
+    fn may_have_alias(&self, sql: &[u8]) -> bool {
+        let text = |t: &Tok| &sql[t.start..t.end];
+        const NEVER_ALIASES: &[&[u8]] = &[b"END", b"NULL", b"TRUE", b"FALSE"];
+        const OPERATORS: &[&[u8]] = &[
+            b"AND", b"OR", b"XOR", b"NOT", b"DIV", b"MOD", b"IS", b"LIKE", b"REGEXP", b"RLIKE",
+            b"WHEN", b"THEN", b"ELSE",
+        ];
+        let any = |words: &[&[u8]], t: &Tok| words.iter().any(|w| text(t).eq_ignore_ascii_case(w));
+        match self.last.sym {
+            Sym::Punct(_) => false,
+            Sym::Word if any(NEVER_ALIASES, &self.last) => false,
+            _ => match self.before_last.sym {
+                Sym::Punct(p) => p == b')',
+                Sym::Word => !any(OPERATORS, &self.before_last),
+                _ => true,
+            },
+        }
+    }
 }
 
 /// Words between `SELECT` and its first item.
@@ -552,16 +639,6 @@ const CLAUSES: &[&[u8]] = &[
     b"PROCEDURE",
     b"RETURNING",
 ];
-
-/// Whether `next` ends a select item without giving it an alias.
-fn ends_item(sql: &[u8], next: Tok) -> bool {
-    match next.sym {
-        Sym::End | Sym::Punct(b',' | b';' | b')') => true,
-        Sym::Kw(Kw::Into | Kw::For | Kw::Lock) => true,
-        Sym::Word => is_clause(&sql[next.start..next.end]),
-        _ => false,
-    }
-}
 
 /// Keywords the classifier cares about. Everything else lexes as [`Sym::Word`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1956,7 +2033,7 @@ mod tests {
             ),
             (
                 "SELECT CONNECTION_ID()+1, 'CONNECTION_ID()' FROM t",
-                format!("SELECT {id}+1, 'CONNECTION_ID()' FROM t"),
+                format!("SELECT {id}+1 AS `CONNECTION_ID()+1`, 'CONNECTION_ID()' FROM t"),
             ),
             (
                 "SELECT 1, CONNECTION_ID() INTO @a, @b",
@@ -1999,14 +2076,44 @@ mod tests {
                 "SELECT ROW_COUNT() > 0 AS changed, CONNECTION_ID()",
                 format!("SELECT {rc} > 0 AS changed, CONNECTION_ID()"),
             ),
-            // Only a top-level select item gets an alias.
+            // Only select items get an alias: the whole item, as written.
             (
                 "INSERT INTO log VALUES ('upd', ROW_COUNT())",
                 format!("INSERT INTO log VALUES ('upd', {rc})"),
             ),
             (
                 "SELECT CONCAT('rows: ', ROW_COUNT()), 1",
-                format!("SELECT CONCAT('rows: ', {rc}), 1"),
+                format!("SELECT CONCAT('rows: ', {rc}) AS `CONCAT('rows: ', ROW_COUNT())`, 1"),
+            ),
+            (
+                "SELECT ROW_COUNT() /* c */ + `x``y`, -ROW_COUNT() FROM t",
+                format!(
+                    "SELECT {rc} /* c */ + `x``y` AS `ROW_COUNT() /* c */ + ``x````y```, -{rc} AS `-ROW_COUNT()` FROM t"
+                ),
+            ),
+            (
+                "SELECT CASE WHEN ROW_COUNT() > 0 THEN 1 END, ROW_COUNT() IS NULL",
+                format!(
+                    "SELECT CASE WHEN {rc} > 0 THEN 1 END AS `CASE WHEN ROW_COUNT() > 0 THEN 1 END`, {rc} IS NULL AS `ROW_COUNT() IS NULL`"
+                ),
+            ),
+            (
+                "SELECT ROW_COUNT() DIV 2, ROW_COUNT() * 1.5 FROM t",
+                format!(
+                    "SELECT {rc} DIV 2 AS `ROW_COUNT() DIV 2`, {rc} * 1.5 AS `ROW_COUNT() * 1.5` FROM t"
+                ),
+            ),
+            // Items that have (or may have) an alias keep it.
+            (
+                "SELECT ROW_COUNT() + 1 n, ROW_COUNT() 'm', ROW_COUNT() AS o",
+                format!("SELECT {rc} + 1 n, {rc} 'm', {rc} AS o"),
+            ),
+            // A subquery's item and the item holding it, each named as written.
+            (
+                "SELECT a, (SELECT ROW_COUNT() + 1 FROM dual), c UNION SELECT 1, 2, 3",
+                format!(
+                    "SELECT a, (SELECT {rc} + 1 AS `ROW_COUNT() + 1` FROM dual) AS `(SELECT ROW_COUNT() + 1 FROM dual)`, c UNION SELECT 1, 2, 3"
+                ),
             ),
             (
                 "SELECT a FROM t WHERE id IN (1, ROW_COUNT())",
