@@ -372,6 +372,17 @@ impl Cluster {
 
     /// The backend writes go to: the first read-write backend an operator has not taken
     /// offline. A `Down` one is still returned so the client's error names it.
+    /// The `sql_mode` status flags a new session starts with (see
+    /// `message::SQL_MODE_FLAGS`), as the write backend's connections last reported them, or
+    /// any backend's; `None` before a connection was opened.
+    pub fn sql_mode_flags(&self) -> Option<u16> {
+        let write = self.write_backend().and_then(|b| b.pool.sql_mode_flags());
+        write.or_else(|| {
+            let all = self.backends.load();
+            all.iter().find_map(|b| b.pool.sql_mode_flags())
+        })
+    }
+
     pub fn write_backend(&self) -> Option<Arc<Backend>> {
         let all = self.backends.load();
         let mut rw = all.iter().filter(|b| b.role == Role::ReadWrite);

@@ -19,6 +19,8 @@ pub struct RawConn {
     nonce: Vec<u8>,
     /// The thread id from the greeting.
     pub id: u32,
+    /// The greeting's status flags.
+    pub greeting_status: u16,
     /// The server's final login reply (OK, or ERR when logging in failed).
     pub login_reply: Vec<u8>,
 }
@@ -66,12 +68,14 @@ impl RawConn {
             seq: 0,
             nonce: Vec::new(),
             id: 0,
+            greeting_status: 0,
             login_reply: Vec::new(),
         };
         let hs = c.read().await?;
         let hs = HandshakePacket::deserialize((), &mut ParseBuf(&hs)).context("handshake")?;
         c.nonce = hs.nonce();
         c.id = hs.connection_id();
+        c.greeting_status = hs.status_flags().bits();
         let caps = Cap::CLIENT_PROTOCOL_41
             | Cap::CLIENT_SECURE_CONNECTION
             | Cap::CLIENT_LONG_PASSWORD

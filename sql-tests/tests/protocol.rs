@@ -552,3 +552,55 @@ async fn handshake_collations_and_emoji() {
         assert_eq!(hex, want);
     }
 }
+
+/// Drivers that escape strings themselves (Connector/C's `mysql_real_escape_string`,
+/// go-sql-driver's interpolation) choose how by the status flags of the last reply. With
+/// `NO_BACKSLASH_ESCAPES` in `sql_mode`, a reply lacking its flag makes them escape a quote
+/// with a backslash, which the server takes literally: a crafted string ends the literal.
+/// The replies the proxy writes itself (greeting, login OK, ping) carry the session's flags
+/// as the server's do; here the servers' global `sql_mode` has it. (Only the very first
+/// greeting, sent before the proxy has opened any connection, cannot know it; the login's
+/// OK, which drivers read the flags from next, already does.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_mode_status_flags_reach_the_client() {
+    const MODE_FLAGS: u16 = 0x0200 | 0x8000;
+    let cl = Cluster::start(1).await.unwrap();
+    for s in cl.servers() {
+        let mut root = s.root_conn().await.unwrap();
+        root.query_drop("SET GLOBAL sql_mode = CONCAT(@@GLOBAL.sql_mode, ',NO_BACKSLASH_ESCAPES')")
+            .await
+            .unwrap();
+    }
+    let p = proxy::start(&proxy::config_toml(&cl, &[1], ""))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for addr in [primary_addr(&cl), p.addr] {
+        let mut flags = Vec::new();
+        // Without a schema first: the proxy has opened no connection yet.
+        for db in ["", DATABASE] {
+            let c = RawConn::connect(addr, APP_USER, APP_PASSWORD, db)
+                .await
+                .unwrap();
+            flags.push(c.greeting_status & MODE_FLAGS);
+            flags.push(raw::ok_status(&c.login_reply) & MODE_FLAGS);
+        }
+        let mut c = RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+        for set in [
+            "SELECT 1",
+            "SET sql_mode = 'ANSI_QUOTES'",
+            "SET sql_mode = ''",
+            "SET sql_mode = 'NO_BACKSLASH_ESCAPES'",
+        ] {
+            c.query(set).await.unwrap();
+            let ping = c.command(&[0x0e]).await.unwrap();
+            flags.push(raw::ok_status(&ping[0]) & MODE_FLAGS);
+        }
+        seen.push(flags);
+    }
+    println!("direct {:x?}, proxy {:x?}", seen[0], seen[1]);
+    assert_eq!(seen[0][3], 0x0200, "MariaDB's login OK has the flag");
+    assert_eq!(seen[1][1..], seen[0][1..]);
+}

@@ -386,7 +386,13 @@ impl BackendConn {
         loop {
             let s = self.reader.read_logical(&mut payload).await?;
             match payload.first() {
-                Some(0x00) => return Ok(()),
+                Some(0x00) => {
+                    // Its status says how the server's sql_mode has strings quoted.
+                    if let Some(done) = message::parse_ok(&payload) {
+                        self.finish(done);
+                    }
+                    return Ok(());
+                }
                 Some(0xFF) => {
                     return Err(BackendError::Server(
                         SqlError::parse(&payload).unwrap_or_else(|| bad("login")),

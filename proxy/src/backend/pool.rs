@@ -11,7 +11,7 @@
 
 use super::conn::{BackendConn, BackendError, ConnKey, Dial};
 use crate::event_threads::PerThread;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -57,7 +57,12 @@ pub struct Pool {
     /// Statements waiting so: a return notifies only when there are some, so the common
     /// path only reads a line no core writes.
     waiting: AtomicUsize,
+    /// The `sql_mode` status flags the last connection opened reported after its login (the
+    /// server's global `sql_mode`), with [`KNOWN`] set; 0 before any.
+    sql_mode: AtomicU32,
 }
+
+const KNOWN: u32 = 1 << 16;
 
 /// What a statement waiting on a full pool got.
 enum Room {
@@ -105,7 +110,15 @@ impl Pool {
             dial,
             returned: Notify::new(),
             waiting: AtomicUsize::new(0),
+            sql_mode: AtomicU32::new(0),
         }
+    }
+
+    /// What a new session on this server starts with of the `sql_mode` status flags
+    /// (`message::SQL_MODE_FLAGS`); `None` until a connection has been opened.
+    pub fn sql_mode_flags(&self) -> Option<u16> {
+        let v = self.sql_mode.load(Ordering::Relaxed);
+        (v & KNOWN != 0).then_some(v as u16)
     }
 
     /// A connection for `key`, preferring an idle one already in `schema` (switching schema
@@ -141,6 +154,9 @@ impl Pool {
             },
         };
         let conn = Box::new(BackendConn::connect(addr, key.clone(), password, &self.dial).await?);
+        let flags = conn.status & crate::protocol::message::SQL_MODE_FLAGS;
+        self.sql_mode
+            .store(KNOWN | u32::from(flags), Ordering::Relaxed);
         Ok(Lease {
             conn,
             permit,

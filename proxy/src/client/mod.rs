@@ -192,22 +192,34 @@ pub async fn serve(
         .capabilities
         .contains(mysql_common::constants::CapabilityFlags::CLIENT_SESSION_TRACK);
     tracing::debug!(client = %peer, user = %login.user, session = id, "logged in");
-    if let Some(db) = &login.database {
+    let known_mode = session.cluster.sql_mode_flags();
+    if login.database.is_some() || known_mode.is_none() {
         // A server refuses a login naming an unknown schema (1049); so does the proxy, by
         // bringing a pooled connection to it (free when one is already there). A read
-        // backend does, so logins keep working while the write backend is down.
-        session.state.schema = Some(db.clone());
+        // backend does, so logins keep working while the write backend is down. The
+        // connection also tells the sql_mode flags, when none is known yet.
+        session.state.schema.clone_from(&login.database);
         let mut exclude = Vec::new();
         match session.checkout(Target::Read, &mut exclude).await {
-            Ok(c) => session.release(c).await,
-            Err(e) => {
+            Ok(c) => {
+                session.sql_mode_flags = c.lease.conn.status & message::SQL_MODE_FLAGS;
+                session.release(c).await;
+            }
+            Err(e) if login.database.is_some() => {
                 tracing::info!(client = %peer, "login refused: {e}");
                 let _ = handshake::refuse(&mut io.writer, &login, &e).await;
                 return;
             }
+            Err(_) => {}
         }
+    } else {
+        session.sql_mode_flags = known_mode.unwrap_or_default();
     }
-    if handshake::admit(&mut io.writer, &login).await.is_err() {
+    let status = message::SERVER_STATUS_AUTOCOMMIT | session.sql_mode_flags;
+    if handshake::admit(&mut io.writer, &login, status)
+        .await
+        .is_err()
+    {
         return;
     }
     let _active = ActiveSession::new(&info.active);
@@ -230,6 +242,7 @@ async fn login(
         server_version: &info.version,
         connection_id: id,
         collation: 45, // utf8mb4_general_ci
+        sql_mode_flags: cluster.sql_mode_flags().unwrap_or_default(),
     };
     let hello = Hello::new(info.tls.is_some(), info.require_secure_transport);
     let mut w = PacketWriter::new(&mut stream);

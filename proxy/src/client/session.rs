@@ -109,6 +109,9 @@ pub struct Session {
     pub sticky: Sticky,
     /// `LAST_INSERT_ID()` as this session would see it on a dedicated connection.
     pub last_insert_id: u64,
+    /// The session's `sql_mode` status flags as a server last reported them
+    /// (`message::SQL_MODE_FLAGS`), for the replies the proxy writes itself.
+    pub sql_mode_flags: u16,
     /// What `ROW_COUNT()` answers in this session: it describes its previous statement,
     /// which ran on a pooled connection it may no longer hold.
     pub row_count: i64,
@@ -172,6 +175,7 @@ impl Session {
             on_held: false,
             sticky: Sticky::default(),
             last_insert_id: 0,
+            sql_mode_flags: 0,
             row_count: 0,
             row_count_on: None,
             row_count_recorded: false,
@@ -297,11 +301,12 @@ impl Session {
             .record_keyed(key, sql, &mut self.digest_buf, r.latency_us, rows);
     }
 
-    /// Status flags for replies the proxy writes itself.
+    /// Status flags for replies the proxy writes itself: those of the session, not of the
+    /// last reply (a cursor, a slow query).
     pub fn status(&self) -> u16 {
         match &self.pinned {
-            Some(c) => c.lease.conn.status,
-            None => SERVER_STATUS_AUTOCOMMIT,
+            Some(c) => c.lease.conn.status & message::SESSION_FLAGS,
+            None => SERVER_STATUS_AUTOCOMMIT | self.sql_mode_flags,
         }
     }
 
@@ -552,6 +557,7 @@ impl Session {
             self.release_held().await;
         }
         let in_txn = c.conn().in_transaction();
+        self.sql_mode_flags = c.conn().status & message::SQL_MODE_FLAGS;
         self.sticky.next_transaction = match (self.sticky.next_transaction, in_txn) {
             (NextTransaction::Pending, true) => NextTransaction::Started,
             (NextTransaction::Started, false) => NextTransaction::None,

@@ -58,6 +58,7 @@ async fn session(
         server_version: &version,
         connection_id: id,
         collation: 33,
+        sql_mode_flags: 0,
     };
     let (admin_user, admin_password) = control.admin_credentials();
     let login = handshake::accept(
@@ -76,7 +77,7 @@ async fn session(
         }
         Err(LoginError::Io(e)) => return Err(e),
     };
-    handshake::admit(&mut writer, &login).await?;
+    handshake::admit(&mut writer, &login, message::SERVER_STATUS_AUTOCOMMIT).await?;
     // Admin commands are short; one physical packet holds any of them.
     reader.set_packet_limit(MAX_PAYLOAD);
     tracing::info!(client = %peer, user = %login.user, "admin session opened");

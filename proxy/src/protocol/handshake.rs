@@ -67,9 +67,10 @@ pub struct ClientLogin {
 pub async fn admit<W: AsyncWrite + Unpin>(
     writer: &mut PacketWriter<W>,
     login: &ClientLogin,
+    status: u16,
 ) -> io::Result<()> {
     let mut done = Completion {
-        status: SERVER_STATUS_AUTOCOMMIT,
+        status,
         ..Completion::default()
     };
     let mut payload = ok_payload(&done);
@@ -114,6 +115,9 @@ pub struct Greeting<'a> {
     pub server_version: &'a str,
     pub connection_id: u32,
     pub collation: u8,
+    /// The servers' `sql_mode` status flags, which a driver may escape strings by before
+    /// the login's OK says them again.
+    pub sql_mode_flags: u16,
 }
 
 pub fn random_scramble() -> [u8; 20] {
@@ -160,7 +164,7 @@ impl Hello {
             Some(scramble_2),
             caps,
             greeting.collation,
-            StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            StatusFlags::from_bits_retain(SERVER_STATUS_AUTOCOMMIT | greeting.sql_mode_flags),
             Some(NATIVE),
         );
         let mut buf = Vec::with_capacity(128);

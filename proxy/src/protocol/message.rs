@@ -11,6 +11,21 @@ pub const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
 pub const SERVER_STATUS_CURSOR_EXISTS: u16 = 0x0040;
 /// In a transaction started `READ ONLY` (with `SERVER_STATUS_IN_TRANS`).
 pub const SERVER_STATUS_IN_TRANS_READONLY: u16 = 0x2000;
+pub const SERVER_STATUS_NO_BACKSLASH_ESCAPES: u16 = 0x0200;
+/// MariaDB's: `sql_mode` has `ANSI_QUOTES`.
+pub const SERVER_STATUS_ANSI_QUOTES: u16 = 0x8000;
+/// The flags that report the session's `sql_mode`. Drivers that escape strings themselves
+/// (Connector/C's `mysql_real_escape_string`, go-sql-driver's interpolation, Connector/J's
+/// client-side statements) choose how by them: a reply without `NO_BACKSLASH_ESCAPES` from a
+/// session that has it makes them escape quotes with backslashes, which the server then takes
+/// literally, and a crafted string ends the literal early.
+pub const SQL_MODE_FLAGS: u16 = SERVER_STATUS_NO_BACKSLASH_ESCAPES | SERVER_STATUS_ANSI_QUOTES;
+/// The flags that describe the session, as opposed to one reply (more results, cursor,
+/// index use, slow query, ...): what the proxy's own replies carry over.
+pub const SESSION_FLAGS: u16 = SERVER_STATUS_IN_TRANS
+    | SERVER_STATUS_AUTOCOMMIT
+    | SERVER_STATUS_IN_TRANS_READONLY
+    | SQL_MODE_FLAGS;
 
 /// The parts of an OK packet (or of an EOF packet, which has no counters) the proxy tracks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
