@@ -25,10 +25,12 @@ pub struct RawConn {
     pub login_reply: Vec<u8>,
 }
 
-/// What a raw login asks for beyond the basics.
+/// What a raw login asks for beyond the basics, or without some of them.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginOptions {
     pub extra_capabilities: Cap,
+    /// Taken out of the basics (an old client without multi-results, say).
+    pub missing_capabilities: Cap,
     pub collation: u8,
 }
 
@@ -36,6 +38,7 @@ impl Default for LoginOptions {
     fn default() -> Self {
         LoginOptions {
             extra_capabilities: Cap::empty(),
+            missing_capabilities: Cap::empty(),
             collation: 45,
         }
     }
@@ -86,6 +89,7 @@ impl RawConn {
             | Cap::CLIENT_MULTI_RESULTS
             | Cap::CLIENT_PS_MULTI_RESULTS
             | opts.extra_capabilities;
+        let caps = caps - opts.missing_capabilities;
         let mut p = Vec::new();
         p.extend_from_slice(&caps.bits().to_le_bytes());
         p.extend_from_slice(&(16u32 << 20).to_le_bytes());

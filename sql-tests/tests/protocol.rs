@@ -604,3 +604,38 @@ async fn sql_mode_status_flags_reach_the_client() {
     assert_eq!(seen[0][3], 0x0200, "MariaDB's login OK has the flag");
     assert_eq!(seen[1][1..], seen[0][1..]);
 }
+
+/// A client that did not ask for multi-results (an old one) gets the server's refusal of a
+/// `CALL` that returns rows (1312), by text and by prepared statement, not results it cannot
+/// read; a client that asked gets them, from the same pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_returning_rows_need_multi_results() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let mut setup = cluster.primary.conn().await.unwrap();
+    setup
+        .query_drop("CREATE OR REPLACE PROCEDURE mr_rows() SELECT 1 AS a")
+        .await
+        .unwrap();
+    let old = LoginOptions {
+        missing_capabilities: Cap::CLIENT_MULTI_RESULTS
+            | Cap::CLIENT_PS_MULTI_RESULTS
+            | Cap::CLIENT_MULTI_STATEMENTS,
+        ..LoginOptions::default()
+    };
+    let mut seen = Vec::new();
+    for addr in [primary_addr(cluster), p.addr] {
+        let mut c = raw(addr, old).await;
+        let text = last(&c.query_reply("CALL mr_rows()").await.unwrap());
+        let (id, _, _) = c.prepare("CALL mr_rows()").await.unwrap();
+        let binary = last(&c.command(&raw::execute_packet(id, false)).await.unwrap());
+        let mut modern = raw(addr, LoginOptions::default()).await;
+        let rows = modern.query("CALL mr_rows()").await.unwrap().len();
+        seen.push((raw::err_text(&text), raw::err_text(&binary), rows));
+    }
+    println!("{seen:?}");
+    assert!(seen[0].0.starts_with("1312"), "{seen:?}");
+    assert_eq!(seen[1], seen[0]);
+}

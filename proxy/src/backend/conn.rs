@@ -82,16 +82,14 @@ impl BackendError {
 }
 
 /// Capabilities the proxy asks of backends: the same framing it offers clients (no
-/// DEPRECATE_EOF) so results forward unchanged, plus multi-results, and session tracking,
-/// whose OK-packet additions the relay fits to each client (see `session_track`).
+/// DEPRECATE_EOF) so results forward unchanged, and session tracking, whose OK-packet
+/// additions the relay fits to each client (see `session_track`).
 fn backend_capabilities(client: CapabilityFlags) -> CapabilityFlags {
     let base = CapabilityFlags::CLIENT_LONG_PASSWORD
         | CapabilityFlags::CLIENT_LONG_FLAG
         | CapabilityFlags::CLIENT_PROTOCOL_41
         | CapabilityFlags::CLIENT_TRANSACTIONS
         | CapabilityFlags::CLIENT_SECURE_CONNECTION
-        | CapabilityFlags::CLIENT_MULTI_RESULTS
-        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
         | CapabilityFlags::CLIENT_PLUGIN_AUTH
         | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
         | CapabilityFlags::CLIENT_CONNECT_ATTRS
@@ -101,11 +99,15 @@ fn backend_capabilities(client: CapabilityFlags) -> CapabilityFlags {
 
 /// Client capabilities that change statement semantics, so pooled connections are kept
 /// apart by them. `CLIENT_LOCAL_FILES`: a server refuses `LOAD DATA LOCAL` to a client that
-/// does not offer it, with its own error, rather than asking it for a file.
+/// does not offer it, with its own error, rather than asking it for a file. Multi-results:
+/// without them a server refuses a `CALL` that returns rows (1312) rather than send a client
+/// results it cannot read.
 pub fn session_capabilities() -> CapabilityFlags {
     CapabilityFlags::CLIENT_FOUND_ROWS
         | CapabilityFlags::CLIENT_LOCAL_FILES
         | CapabilityFlags::CLIENT_MULTI_STATEMENTS
+        | CapabilityFlags::CLIENT_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
         | CapabilityFlags::CLIENT_IGNORE_SPACE
         | CapabilityFlags::CLIENT_INTERACTIVE
 }
