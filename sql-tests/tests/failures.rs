@@ -110,6 +110,16 @@ async fn write_backend_killed() {
         se.message
     );
     assert!(took < Duration::from_secs(3), "write error took {took:?}");
+    // The MariaDB client library shows the message: a code of 2000-2999 from a server would
+    // be "Received malformed packet".
+    assert!(se.code < 2000, "a client-side code: {}", se.code);
+    let (ok, _, stderr) = rwproxy_sql_tests::cli::mariadb(
+        p.addr.port(),
+        APP_PASSWORD,
+        &["-e", "INSERT INTO f_w VALUES ()"],
+        None,
+    );
+    assert!(!ok && stderr.contains(&cl.primary_addr()), "{stderr}");
     // The client's connection survives, and reads keep working on the replicas.
     let seen = read_ids(&mut c, BOTH).await;
     assert_eq!(seen, BTreeSet::from([2, 3]));

@@ -73,10 +73,13 @@ impl BackendError {
         match self {
             BackendError::Server(e) | BackendError::Login { error: e, .. } => e.clone(),
             BackendError::Io(_) => message::err(
-                codes::SERVER_LOST,
+                codes::BACKEND_LOST,
                 format!("rwproxy: lost connection to {what} during query"),
             ),
-            other => message::err(codes::CONN_HOST_ERROR, format!("rwproxy: {what}: {other}")),
+            other => message::err(
+                codes::BACKEND_UNREACHABLE,
+                format!("rwproxy: {what}: {other}"),
+            ),
         }
     }
 }
@@ -942,7 +945,7 @@ fn auth_reply(plugin: &AuthPlugin<'_>, nonce: &[u8], password: &str) -> Vec<u8> 
 
 fn bad(what: &str) -> SqlError {
     message::err(
-        codes::SERVER_LOST,
+        codes::BACKEND_LOST,
         format!("malformed {what} packet from backend"),
     )
 }

@@ -756,7 +756,7 @@ pub async fn execute(
                     return Err(SessionEnd::BackendLost);
                 }
                 io.error(&message::err(
-                    codes::SERVER_LOST,
+                    codes::BACKEND_LOST,
                     format!("rwproxy: lost connection to backend during query: {source}"),
                 ))
                 .await?;

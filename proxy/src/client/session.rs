@@ -482,7 +482,7 @@ impl Session {
         match picked {
             Ok(Some(b)) => Ok(b),
             Ok(None) => Err(message::err(
-                codes::CONN_HOST_ERROR,
+                codes::BACKEND_UNREACHABLE,
                 "rwproxy: no write backend configured or online",
             )),
             Err(b) => Err(message::err(

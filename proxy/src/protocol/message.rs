@@ -171,8 +171,15 @@ pub mod codes {
     pub const NET_PACKETS_OUT_OF_ORDER: (u16, &str) = (1156, "08S01");
     pub const NET_PACKET_TOO_LARGE: (u16, &str) = (1153, "08S01");
     pub const MAX_PREPARED_STMT_COUNT_REACHED: (u16, &str) = (1461, "42000");
-    pub const CONN_HOST_ERROR: (u16, &str) = (2003, "HY000");
-    pub const SERVER_LOST: (u16, &str) = (2013, "HY000");
+    /// A backend cannot be reached (or its pool has no room). Not the client library's 2003
+    /// or 2013, which a client reads as its own: from a server, the MariaDB library shows
+    /// any code of 2000-2999 as "Received malformed packet" and drops the message. This is
+    /// the server's ER_CONNECT_TO_FOREIGN_DATA_SOURCE, its error for a server it fails to
+    /// reach on a client's behalf (FEDERATED, CONNECT).
+    pub const BACKEND_UNREACHABLE: (u16, &str) = (1429, "HY000");
+    /// The backend connection broke during a statement: ER_NET_READ_ERROR, whose SQLSTATE
+    /// (communication link failure) drivers know.
+    pub const BACKEND_LOST: (u16, &str) = (1158, "08S01");
     pub const TOO_MANY_CONNECTIONS: (u16, &str) = (1040, "08004");
     pub const NOT_SUPPORTED: (u16, &str) = (1235, "42000");
     pub const WRONG_ARGUMENTS: (u16, &str) = (1210, "HY000");
