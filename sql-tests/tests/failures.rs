@@ -120,6 +120,21 @@ async fn write_backend_killed() {
         None,
     );
     assert!(!ok && stderr.contains(&cl.primary_addr()), "{stderr}");
+    // New clients still log in and read: session settings (drivers set their charset at
+    // connect) go to a replica while the write backend cannot be reached.
+    let (ok, out, stderr) = rwproxy_sql_tests::cli::mariadb(
+        p.addr.port(),
+        APP_PASSWORD,
+        &[
+            "--init-command=SET NAMES utf8mb4",
+            "-N",
+            "-e",
+            "SET time_zone = '+01:00'; USE rwtest; SELECT @@time_zone, @@server_id > 1",
+        ],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(out.trim(), "+01:00\t1");
     // The client's connection survives, and reads keep working on the replicas.
     let seen = read_ids(&mut c, BOTH).await;
     assert_eq!(seen, BTreeSet::from([2, 3]));

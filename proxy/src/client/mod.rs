@@ -689,7 +689,7 @@ pub async fn execute(
                     _ if was_pinned => Route::Session,
                     Target::Diagnostics => Route::Session,
                     Target::Read => Route::Read,
-                    Target::Write => Route::Write,
+                    Target::Write | Target::Session => Route::Write,
                 };
                 let counters = &s.stats.counters;
                 counters.statement(route, latency);

@@ -80,11 +80,17 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         StmtKind::Kill => return super::kill::kill_statement(s, io, sql).await,
         StmtKind::Set if !c.flags.contains(Flags::MULTI_STATEMENT) => {
             assignments = set_stmt::parse(&String::from_utf8_lossy(sql));
-            Target::Write
+            // `autocommit` pins the session where it runs, which must be the write backend.
+            let settings_only = assignments
+                .iter()
+                .all(|a| matches!(a, Assignment::Session { key, .. } if key != "autocommit"));
+            match settings_only {
+                true => Target::Session,
+                false => Target::Write,
+            }
         }
-        StmtKind::Set | StmtKind::Use | StmtKind::LockTables | StmtKind::PrepareText => {
-            Target::Write
-        }
+        StmtKind::Use => Target::Session,
+        StmtKind::Set | StmtKind::LockTables | StmtKind::PrepareText => Target::Write,
         _ => router::target(&c),
     };
     // Pinning reasons are decided before the statement runs so the connection is kept (and
@@ -174,7 +180,7 @@ pub async fn init_db(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         s,
         io,
         packet,
-        Target::Write,
+        Target::Session,
         Expect::Results,
         Prep::Nothing,
         |s, conn, r: &Relayed| {

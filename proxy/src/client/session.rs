@@ -356,7 +356,7 @@ impl Session {
                     Target::Read => {
                         h.backend.serves() && !exclude.iter().any(|b| Arc::ptr_eq(b, &h.backend))
                     }
-                    Target::Write => self
+                    Target::Write | Target::Session => self
                         .cluster
                         .write_backend()
                         .is_some_and(|w| Arc::ptr_eq(&w, &h.backend)),
@@ -378,6 +378,8 @@ impl Session {
         }
         // Read-your-writes may send a read to the write backend after all.
         let mut primary_only = target == Target::Read && self.ryw.plan("") == ReadPlan::Primary;
+        // A session setting goes to a read backend once the write backend failed it.
+        let mut session_on_read = false;
         loop {
             let backend = match target {
                 _ if primary_only => None,
@@ -386,11 +388,21 @@ impl Session {
                 Target::Read | Target::Diagnostics => {
                     self.cluster.read_backend(&mut self.reads, exclude)
                 }
-                Target::Write => None,
+                Target::Session if session_on_read => {
+                    self.cluster.read_backend(&mut self.reads, exclude)
+                }
+                Target::Write | Target::Session => None,
             };
             let (backend, is_write) = match backend {
                 Some(b) => (b, false),
-                None => (self.write_backend(target).await?, true),
+                None => match self.write_backend(target).await {
+                    Ok(b) => (b, true),
+                    Err(_) if target == Target::Session && !session_on_read => {
+                        session_on_read = true;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             match backend
                 .pool
@@ -438,6 +450,11 @@ impl Session {
                     // A read tries the next backend when this one is down or saturated
                     // (ending on the write backend); a login refusal would repeat everywhere.
                     let login_refused = matches!(e, BackendError::Login { .. });
+                    if is_write && target == Target::Session && !session_on_read && !login_refused {
+                        tracing::debug!(backend = %backend.address, "write backend failed a session setting, trying a read backend: {e}");
+                        session_on_read = true;
+                        continue;
+                    }
                     if is_write || login_refused {
                         return Err(e.to_sql_error(&role_name(is_write, &backend.address)));
                     }

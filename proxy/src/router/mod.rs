@@ -26,6 +26,12 @@ use classify::{Classification, Flags, StmtKind};
 pub enum Target {
     Write,
     Read,
+    /// A statement that only changes session settings (`SET` of session variables, `USE`):
+    /// the write backend, or a read backend while the write backend is offline or cannot be
+    /// reached. The server there only validates it, and the proxy carries the settings to
+    /// every connection the session uses, so clients that set their charset at connect
+    /// (most drivers) can still log in and read.
+    Session,
     /// Where the session's previous statement ran (`SHOW WARNINGS` and friends).
     Diagnostics,
 }
