@@ -98,9 +98,19 @@ async fn session(
             Some(COM_QUERY) => {
                 let sql = String::from_utf8_lossy(&packet[1..]);
                 let reply = rwproxy_admin::execute_in(&sql, control.as_ref(), &mut ctx);
-                match &reply {
-                    Ok(_) => tracing::info!(client = %peer, "admin: {}", sql.trim()),
-                    Err(e) => tracing::info!(client = %peer, "admin: {} -> {e}", sql.trim()),
+                let shown = for_log(&sql);
+                // Changes are worth a line each; a monitoring script's polls are not.
+                let change = !["select", "show", "help", "desc", "describe"]
+                    .iter()
+                    .any(|w| {
+                        shown
+                            .get(..w.len())
+                            .is_some_and(|h| h.eq_ignore_ascii_case(w))
+                    });
+                match (&reply, change) {
+                    (Ok(_), true) => tracing::info!(client = %peer, "admin: {shown}"),
+                    (Ok(_), false) => tracing::debug!(client = %peer, "admin: {shown}"),
+                    (Err(e), _) => tracing::info!(client = %peer, "admin: {shown} -> {e}"),
                 }
                 send_reply(&mut writer, reply).await?;
             }
@@ -129,6 +139,23 @@ async fn session(
     }
 }
 
+/// An admin command as the log shows it: passwords masked, and cut at 200 characters.
+fn for_log(sql: &str) -> String {
+    let sql = sql.trim();
+    let words: Vec<&str> = sql.split_whitespace().take(2).collect();
+    let secret = matches!(words.as_slice(), [add, pwd] if add.eq_ignore_ascii_case("add")
+        && (pwd.eq_ignore_ascii_case("pwd") || pwd.eq_ignore_ascii_case("enpwd")));
+    let shown = match (secret, sql.find(':')) {
+        (true, Some(colon)) => format!("{}***", &sql[..=colon]),
+        (true, None) => sql.to_string(),
+        (false, _) => sql.to_string(),
+    };
+    match shown.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}... ({} bytes)", &shown[..cut], sql.len()),
+        None => shown,
+    }
+}
+
 async fn send_ok(w: &mut PacketWriter<OwnedWriteHalf>, affected: u64) -> std::io::Result<()> {
     let ok = message::ok_payload(&Completion {
         affected_rows: affected,
@@ -151,5 +178,29 @@ async fn send_reply(
             w.write_packet(1, &err.payload()).await?;
             w.flush().await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::for_log;
+
+    #[test]
+    fn logged_commands_hide_passwords_and_stay_short() {
+        assert_eq!(for_log(" ADD PWD rep2:S3cret-Pw "), "ADD PWD rep2:***");
+        assert_eq!(
+            for_log("add   enpwd app:KsWNCR6qyNk="),
+            "add   enpwd app:***"
+        );
+        assert_eq!(for_log("REMOVE PWD app"), "REMOVE PWD app");
+        assert_eq!(for_log("SET OFFLINE 2"), "SET OFFLINE 2");
+        let long = "x".repeat(100_000);
+        let shown = for_log(&long);
+        assert!(shown.starts_with(&"x".repeat(200)), "{shown}");
+        assert!(shown.ends_with("... (100000 bytes)"), "{shown}");
+        assert_eq!(
+            for_log(&"é".repeat(300)).chars().count(),
+            200 + "... (600 bytes)".len()
+        );
     }
 }
