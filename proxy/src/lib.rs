@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod event_threads;
+pub mod log_file;
 pub mod monitor;
 pub mod process;
 pub mod protocol;

@@ -244,14 +244,11 @@ fn init_logging(cfg: &config::Config) -> Result<()> {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create log-path {}", dir.display()))?;
             let path = dir.join(format!("{}.log", cfg.instance));
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
+            let file = rwproxy::log_file::LogFile::open(&path)
                 .with_context(|| format!("cannot open log file {}", path.display()))?;
             builder
                 .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
+                .with_writer(move || file.writer())
                 .init();
         }
         None => builder.with_writer(std::io::stderr).init(),
@@ -389,10 +386,13 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
         tokio::select! {
             r = &mut proxy => return r.context("proxy listener failed"),
             r = &mut console => return r.context("admin listener failed"),
-            _ = hup.recv() => match cluster.reload_from(&cfg.path) {
-                Ok(()) => tracing::info!(path = %cfg.path.display(), "SIGHUP: backends, users and client-ips reloaded"),
-                Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
-            },
+            _ = hup.recv() => {
+                rwproxy::log_file::reopen();
+                match cluster.reload_from(&cfg.path) {
+                    Ok(()) => tracing::info!(path = %cfg.path.display(), "SIGHUP: log file reopened; backends, users and client-ips reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
+                }
+            }
             _ = usr1.recv() => cluster.set_lvs_offline(true),
             _ = usr2.recv() => cluster.set_lvs_offline(false),
             _ = tokio::signal::ctrl_c() => {
@@ -405,12 +405,13 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
             }
         }
     }
-    // Listeners close with their futures; idle sessions close at once, sessions in a
-    // transaction get until the grace period ends.
+    // The client listener closes with its future; idle sessions close at once, sessions in
+    // a transaction get until the grace period ends, or a second SIGTERM or SIGINT. The
+    // console stays open meanwhile: a DBA may want to see (or KILL) what holds it up.
     drop(proxy);
-    drop(console);
     let _ = stop.send(true);
     let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+    let mut console_done = false;
     while settings.active.load(std::sync::atomic::Ordering::Relaxed) > 0 {
         if std::time::Instant::now() > deadline {
             tracing::warn!(
@@ -419,8 +420,20 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
             );
             break;
         }
-        rwproxy::timer::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::select! {
+            () = rwproxy::timer::sleep(std::time::Duration::from_millis(50)) => {}
+            _ = term.recv() => {
+                tracing::warn!("second SIGTERM: closing remaining sessions now");
+                break;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::warn!("second SIGINT: closing remaining sessions now");
+                break;
+            }
+            _ = &mut console, if !console_done => console_done = true,
+        }
     }
+    drop(console);
     // VRRP instances stopped with the same signal: a MASTER sends its priority-0 advert and
     // drops the VIP so a backup takes over at once; wait for that.
     for r in vrrp {

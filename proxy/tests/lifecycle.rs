@@ -1,8 +1,10 @@
 //! `daemon` and `keepalive` through the real binary: what `rwproxy serve` reports when it
 //! detaches, and how the supervisor passes signals on.
 
-use rwproxy_sql_tests::process::wait_for;
+use mysql_async::prelude::*;
+use rwproxy_sql_tests::process::{wait_for, Spawned};
 use rwproxy_sql_tests::sandbox::{free_port, scratch_dir};
+use rwproxy_sql_tests::{proxy, Cluster, APP_PASSWORD, APP_USER, DATABASE};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -159,7 +161,7 @@ fn keepalive_passes_signals_to_the_proxy() {
     // SIGHUP reaches the proxy, which reloads; nobody dies.
     signal(parent, libc::SIGHUP);
     wait_for("the reload", Duration::from_secs(5), || {
-        log(&dir).contains("SIGHUP: backends, users and client-ips reloaded")
+        log(&dir).contains("backends, users and client-ips reloaded")
     });
     assert!(supervisor.try_wait().unwrap().is_none(), "supervisor died");
     assert_eq!(child_of(parent), Some(proxy), "the proxy was restarted");
@@ -222,4 +224,93 @@ fn pid_file_names_the_process_to_signal() {
     assert!(status.success(), "{status}");
     assert!(!dir.join("life.pid").exists());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// logrotate renames the log file and sends SIGHUP: the proxy then writes to a new file of
+/// the configured name, not on into the renamed one.
+#[test]
+fn sighup_reopens_the_log_file() {
+    let dir = scratch_dir("logrotate").unwrap();
+    let admin = free_port().unwrap();
+    let config = write_config(&dir, free_port().unwrap(), admin, "");
+    let _proxy = Spawned(
+        Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+            .args(["serve", "-c"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rwproxy"),
+    );
+    wait_for("the proxy", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
+    std::fs::rename(dir.join("life.log"), dir.join("life.log.1")).unwrap();
+    signal(_proxy.0.id() as i32, libc::SIGHUP);
+    wait_for("a new log file", Duration::from_secs(5), || {
+        log(&dir).contains("SIGHUP: log file reopened")
+    });
+    let rotated = std::fs::read_to_string(dir.join("life.log.1")).unwrap();
+    assert!(!rotated.contains("SIGHUP"), "{rotated}");
+}
+
+/// A stopping proxy waits for open transactions, with its admin console still open; a
+/// second SIGTERM ends the wait at once.
+#[test]
+fn a_second_sigterm_ends_the_grace_period() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = rt.block_on(Cluster::start(0)).unwrap();
+    let dir = scratch_dir("second-term").unwrap();
+    let (port, admin) = (free_port().unwrap(), free_port().unwrap());
+    let config = dir.join("proxy.toml");
+    let toml = proxy::config_toml(&cluster, &[], "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        .replace(
+            "[admin]\n",
+            &format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n"),
+        );
+    std::fs::write(&config, toml).unwrap();
+    let mut proxy = Spawned(
+        Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+            .args(["serve", "-c"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rwproxy"),
+    );
+    wait_for("the proxy", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    // Not over the server's socket, which mysql_async would switch to.
+    let url = format!(
+        "mysql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{port}/{DATABASE}?prefer_socket=false"
+    );
+    let mut c = rt.block_on(mysql_async::Conn::from_url(url)).unwrap();
+    rt.block_on(async {
+        c.query_drop("CREATE TABLE IF NOT EXISTS second_term (id INT)")
+            .await
+            .unwrap();
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop("INSERT INTO second_term VALUES (1)")
+            .await
+            .unwrap();
+    });
+    let pid = proxy.0.id() as i32;
+    signal(pid, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        proxy.0.try_wait().unwrap().is_none(),
+        "stopped with a transaction open"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", admin)).is_ok(),
+        "console closed"
+    );
+    let t0 = Instant::now();
+    signal(pid, libc::SIGTERM);
+    wait_for("the proxy to stop", Duration::from_secs(5), || {
+        proxy.0.try_wait().unwrap().is_some()
+    });
+    println!("stopped {:?} after the second SIGTERM", t0.elapsed());
 }

@@ -53,10 +53,7 @@ impl SqlLogger {
             return Ok(SqlLogger::default());
         };
         let path = dir.join(format!("sql_{instance}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let file = crate::log_file::Reopening::open(&path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(write_lines(rx, file, path, mode == Mode::Realtime));
         Ok(SqlLogger {
@@ -96,7 +93,7 @@ impl SqlLogger {
 
 async fn write_lines(
     mut rx: mpsc::Receiver<Entry>,
-    file: std::fs::File,
+    file: crate::log_file::Reopening,
     path: PathBuf,
     realtime: bool,
 ) {
@@ -131,7 +128,7 @@ async fn write_lines(
     }
 }
 
-fn flush(out: &mut std::io::BufWriter<std::fs::File>, path: &std::path::Path) {
+fn flush(out: &mut std::io::BufWriter<crate::log_file::Reopening>, path: &std::path::Path) {
     if let Err(e) = out.flush() {
         tracing::error!(file = %path.display(), "cannot write the SQL log: {e}");
     }
