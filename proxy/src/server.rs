@@ -97,6 +97,49 @@ async fn backend_version(cluster: &Cluster) -> String {
     }
 }
 
+/// At most one line per this long about failing accepts.
+const ACCEPT_ERROR_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Failing accepts of one listener (out of descriptors, mostly): each backs off 50 ms
+/// instead of spinning, and the log gets a line per [`ACCEPT_ERROR_EVERY`] with the count,
+/// not 20 a second for as long as it lasts.
+pub struct AcceptFailures {
+    listener: &'static str,
+    unlogged: u64,
+    last_logged: Option<std::time::Instant>,
+}
+
+impl AcceptFailures {
+    pub fn new(listener: &'static str) -> Self {
+        AcceptFailures {
+            listener,
+            unlogged: 0,
+            last_logged: None,
+        }
+    }
+
+    pub async fn back_off(&mut self, e: std::io::Error) {
+        self.unlogged += 1;
+        if self
+            .last_logged
+            .is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_EVERY)
+        {
+            let hint = match crate::backend::conn::is_local_shortage(&e) {
+                true => " (raise the open-files limit: LimitNOFILE= in systemd, ulimit -n)",
+                false => "",
+            };
+            tracing::warn!(
+                "{} accept failed {} time(s): {e}{hint}",
+                self.listener,
+                self.unlogged
+            );
+            self.unlogged = 0;
+            self.last_logged = Some(std::time::Instant::now());
+        }
+        crate::timer::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs the accept loop until the listener fails.
 pub async fn serve(
     listener: TcpListener,
@@ -106,13 +149,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tracing::info!(listen = %listener.local_addr()?, version = %info.version, "proxy listening");
     let ids = AtomicU32::new(1);
+    let mut failures = AcceptFailures::new("client");
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!("accept failed: {e}");
-                crate::timer::sleep(std::time::Duration::from_millis(50)).await;
+                failures.back_off(e).await;
                 continue;
             }
         };

@@ -254,25 +254,29 @@ fn sighup_reopens_the_log_file() {
     assert!(!rotated.contains("SIGHUP"), "{rotated}");
 }
 
-/// A stopping proxy waits for open transactions, with its admin console still open; a
-/// second SIGTERM ends the wait at once.
-#[test]
-fn a_second_sigterm_ends_the_grace_period() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let cluster = rt.block_on(Cluster::start(0)).unwrap();
-    let dir = scratch_dir("second-term").unwrap();
+/// `rwproxy serve` in front of `cluster`, its config and log in `dir`, run through the
+/// `wrapper` command line (e.g. `prlimit`) when not empty; (process, port, admin port).
+fn serve_in_front_of(cluster: &Cluster, dir: &Path, wrapper: &[&str]) -> (Spawned, u16, u16) {
     let (port, admin) = (free_port().unwrap(), free_port().unwrap());
     let config = dir.join("proxy.toml");
-    let toml = proxy::config_toml(&cluster, &[], "")
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+    let toml = proxy::config_toml(cluster, &[], "")
+        .replace(
+            "listen = \"127.0.0.1:0\"\n",
+            &format!(
+                "listen = \"127.0.0.1:{port}\"\ninstance = \"life\"\nlog-path = \"{}\"\n",
+                dir.display()
+            ),
+        )
         .replace(
             "[admin]\n",
             &format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n"),
         );
     std::fs::write(&config, toml).unwrap();
-    let mut proxy = Spawned(
-        Command::new(env!("CARGO_BIN_EXE_rwproxy"))
-            .args(["serve", "-c"])
+    let mut argv = wrapper.to_vec();
+    argv.extend([env!("CARGO_BIN_EXE_rwproxy"), "serve", "-c"]);
+    let proxy = Spawned(
+        Command::new(argv[0])
+            .args(&argv[1..])
             .arg(&config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -280,8 +284,60 @@ fn a_second_sigterm_ends_the_grace_period() {
             .expect("start rwproxy"),
     );
     wait_for("the proxy", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
+        TcpStream::connect(("127.0.0.1", admin)).is_ok()
     });
+    (proxy, port, admin)
+}
+
+/// Out of file descriptors (here a limit of 64 and 120 clients), the proxy says so in the
+/// log about once per 10 s, not 20 times a second, and takes no backend for down: the
+/// shortage is its own.
+#[test]
+fn running_out_of_descriptors_is_logged_once_and_downs_no_backend() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = rt.block_on(Cluster::start(1)).unwrap();
+    let dir = scratch_dir("emfile").unwrap();
+    let (_proxy, port, admin) = serve_in_front_of(&cluster, &dir, &["prlimit", "--nofile=64"]);
+    let clients: Vec<_> = (0..120)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let accept_lines = log(&dir).matches("accept failed").count();
+    assert!(
+        (1..=2).contains(&accept_lines),
+        "{accept_lines} lines:\n{}",
+        log(&dir)
+    );
+    assert!(log(&dir).contains("open-files limit"), "{}", log(&dir));
+    drop(clients);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new("mariadb")
+        .args([
+            "-h127.0.0.1",
+            &format!("-P{admin}"),
+            "-uadmin",
+            "-padmin_pw",
+        ])
+        .args([
+            "--batch",
+            "--skip-column-names",
+            "-e",
+            "SELECT state FROM backends",
+        ])
+        .output()
+        .expect("run mariadb");
+    let states = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!states.contains("down"), "{states}");
+}
+
+/// A stopping proxy waits for open transactions, with its admin console still open; a
+/// second SIGTERM ends the wait at once.
+#[test]
+fn a_second_sigterm_ends_the_grace_period() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = rt.block_on(Cluster::start(0)).unwrap();
+    let dir = scratch_dir("second-term").unwrap();
+    let (mut proxy, port, admin) = serve_in_front_of(&cluster, &dir, &[]);
     // Not over the server's socket, which mysql_async would switch to.
     let url = format!(
         "mysql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{port}/{DATABASE}?prefer_socket=false"

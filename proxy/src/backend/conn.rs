@@ -56,15 +56,25 @@ pub enum BackendError {
 }
 
 impl BackendError {
-    /// Failures that say the backend itself is unreachable or broken.
+    /// Failures that say the backend itself is unreachable or broken; not the proxy's own
+    /// shortage of descriptors or memory, which every backend would show alike.
     pub fn means_down(&self) -> bool {
-        !matches!(
-            self,
+        match self {
             BackendError::Login { .. }
-                | BackendError::Server(_)
-                | BackendError::PoolExhausted { .. }
-        )
+            | BackendError::Server(_)
+            | BackendError::PoolExhausted { .. } => false,
+            BackendError::Connect { source, .. } => !is_local_shortage(source),
+            _ => true,
+        }
     }
+}
+
+/// The proxy ran out of file descriptors or memory: nothing about the peer.
+pub fn is_local_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 impl BackendError {
@@ -960,4 +970,22 @@ fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>, Str
     let host = host.trim_start_matches('[').trim_end_matches(']');
     rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| format!("'{host}' is not a valid TLS server name: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proxys_own_shortages_do_not_take_a_backend_down() {
+        let connect = |errno| BackendError::Connect {
+            addr: "db:3306".into(),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        assert!(connect(libc::ECONNREFUSED).means_down());
+        assert!(connect(libc::EHOSTUNREACH).means_down());
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert!(!connect(errno).means_down(), "errno {errno}");
+        }
+    }
 }

@@ -23,12 +23,12 @@ const STATUS: u16 = message::SERVER_STATUS_AUTOCOMMIT;
 pub async fn serve(listener: TcpListener, control: Arc<ProxyControl>) -> std::io::Result<()> {
     tracing::info!(listen = %listener.local_addr()?, "admin console listening");
     let ids = AtomicU32::new(1);
+    let mut failures = crate::server::AcceptFailures::new("admin");
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!("admin accept failed: {e}");
-                crate::timer::sleep(std::time::Duration::from_millis(50)).await;
+                failures.back_off(e).await;
                 continue;
             }
         };
