@@ -306,6 +306,10 @@ impl Cluster {
                 {
                     Some(old) => {
                         old.weight.store(b.weight.max(1), Ordering::Relaxed);
+                        let running = old.config().max_connections;
+                        if running != b.max_connections {
+                            tracing::warn!(backend = %b.address, "reload: max-connections stays {running} until a restart (the file says {}); SAVE CONFIG would write {running} back", b.max_connections);
+                        }
                         list.push(old.clone());
                     }
                     None => {

@@ -155,18 +155,12 @@ impl ControlPlane for ProxyControl {
             BackendRole::ReadWrite => Role::ReadWrite,
             BackendRole::ReadOnly => Role::ReadOnly,
         };
-        let max_connections = self
-            .cluster
-            .backends()
-            .first()
-            .map_or(config::defaults::MAX_CONNECTIONS, |b| {
-                b.config().max_connections
-            });
+        // The console's syntax has no limit: the documented default, not another backend's.
         self.cluster.add_backend(&BackendConfig {
             address: address.to_string(),
             role,
             weight,
-            max_connections,
+            max_connections: config::defaults::MAX_CONNECTIONS,
         })?;
         Ok(())
     }
