@@ -975,3 +975,51 @@ async fn many_prepares_keep_an_open_cursor() {
     assert!(direct.iter().all(|s| s.starts_with("[[")), "{direct:?}");
     assert_eq!(script(p.addr).await, direct);
 }
+
+/// Long data that reaches no server (here: the write backend's only connection is busy
+/// past the pool wait) is not dropped without a word: `COM_STMT_SEND_LONG_DATA` has no
+/// reply, so the next execute answers with the reason, not with a parameter missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_long_data_fails_the_next_execute_with_the_reason() {
+    let cl = cluster().await;
+    let toml = proxy::config_toml(cl, &[1], "")
+        .replacen("max-connections = 50", "max-connections = 1", 1)
+        .replace("connect-timeout-ms = 1000", "connect-timeout-ms = 300");
+    let p = proxy::start(&toml).await.unwrap();
+    let mut holder = p.conn().await.unwrap();
+    holder
+        .query_drop(
+            "CREATE TABLE IF NOT EXISTS ld_lost (id INT AUTO_INCREMENT PRIMARY KEY, b BLOB)",
+        )
+        .await
+        .unwrap();
+    let mut r = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let (id, _, _) = r
+        .prepare("INSERT INTO ld_lost (b) VALUES (?)")
+        .await
+        .unwrap();
+    holder.query_drop("BEGIN").await.unwrap();
+    holder
+        .query_drop("INSERT INTO ld_lost (b) VALUES ('held')")
+        .await
+        .unwrap();
+    r.send(&raw::long_data_packet(id, b"lost")).await.unwrap();
+    // Past the pool wait: the long data has been given up on.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    holder.query_drop("ROLLBACK").await.unwrap();
+    r.send(&raw::execute_param_packet(id, false, None))
+        .await
+        .unwrap();
+    let reply = r.read().await.unwrap();
+    let text = raw::err_text(&reply);
+    assert!(text.contains("max-connections"), "{text}");
+    // The statement works again once resent.
+    r.send(&raw::long_data_packet(id, b"kept")).await.unwrap();
+    r.send(&raw::execute_param_packet(id, false, None))
+        .await
+        .unwrap();
+    let ok = r.read().await.unwrap();
+    assert_eq!(ok[0], 0, "{}", raw::err_text(&ok));
+}

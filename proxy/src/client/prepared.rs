@@ -31,6 +31,10 @@ pub struct PreparedStmt {
     /// A backend copy carries (or carried) this statement's cursor or long data (see
     /// `BackendConn::note_run`); only then does an execute look for other copies to retire.
     pub holds_copy: bool,
+    /// Why long data sent for it reached no server. `COM_STMT_SEND_LONG_DATA` has no reply,
+    /// so the next execute answers with it (as a server reports long-data errors), rather
+    /// than run with a parameter missing.
+    pub long_data_lost: Option<SqlError>,
 }
 
 /// `CURSOR_TYPE_READ_ONLY` and friends in COM_STMT_EXECUTE's flags byte.
@@ -125,6 +129,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
                     digest,
                     schema: s.state.schema.clone(),
                     holds_copy: false,
+                    long_data_lost: None,
                 },
             );
             write_prepare_reply(io, id, &st).await?;
@@ -198,6 +203,12 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
             .await?;
         return Ok(());
     };
+    if stmt.long_data_lost.is_some() {
+        if let Some(e) = s.stmts.get_mut(&id).and_then(|st| st.long_data_lost.take()) {
+            io.error(&e).await?;
+        }
+        return Ok(());
+    }
     // A prepared `SET`/`USE`/temporary table/user variable/named lock changes the connection
     // the way its text form does, but the proxy records none of it from the binary protocol:
     // keep the session on that connection (and reset it before anyone else gets it), as
@@ -347,6 +358,9 @@ pub async fn send_long_data(
         Ok(c) => c,
         Err(e) => {
             tracing::debug!("long data dropped: {e}");
+            if let Some(st) = s.stmts.get_mut(&id) {
+                st.long_data_lost = Some(e);
+            }
             return Ok(());
         }
     };
@@ -381,6 +395,9 @@ pub async fn reset(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         io.error(&unknown_handler(id, "mysqld_stmt_reset")).await?;
         return Ok(());
     };
+    if let Some(st) = s.stmts.get_mut(&id) {
+        st.long_data_lost = None;
+    }
     // Only a pinned connection can hold long data or an open cursor for this statement.
     if s.pinned.is_none() {
         io.ok(s.status()).await?;
