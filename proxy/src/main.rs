@@ -389,7 +389,11 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
             _ = hup.recv() => {
                 rwproxy::log_file::reopen();
                 match cluster.reload_from(&cfg.path) {
-                    Ok(()) => tracing::info!(path = %cfg.path.display(), "SIGHUP: log file reopened; backends, users and client-ips reloaded"),
+                    Ok(()) => {
+                        // Sessions pinned to a backend the file no longer has start draining.
+                        settings.registry.wake_all();
+                        tracing::info!(path = %cfg.path.display(), "SIGHUP: log file reopened; backends, users and client-ips reloaded");
+                    }
                     Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
                 }
             }

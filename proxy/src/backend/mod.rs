@@ -183,6 +183,16 @@ impl Backend {
         o.reason = reason.filter(|_| matches!(self.health(), Health::Down | Health::Excluded));
     }
 
+    /// When sessions still on it must let go: `drain` after it was taken offline; `None`
+    /// while it is not offline.
+    pub fn drain_deadline(&self, drain: Duration) -> Option<std::time::Instant> {
+        if self.health() != Health::Offline {
+            return None;
+        }
+        let since = *self.offline_since.lock().expect("offline lock");
+        since.map(|t| t + drain)
+    }
+
     /// Offline for longer than `drain`: sessions still on it must let go.
     pub fn drained(&self, drain: Duration) -> bool {
         self.health() == Health::Offline

@@ -298,6 +298,8 @@ enum Wake {
     Shutdown,
     /// `KILL CONNECTION` from another session.
     Killed,
+    /// Pinned to a backend taken offline, whose drain time ran out.
+    Drained,
     /// The client closed the connection.
     Closed,
 }
@@ -335,6 +337,13 @@ async fn wait_for_command(
             .held
             .is_some()
             .then(|| tokio::time::Instant::from_std(idle_since + HOLD_FOR_DIAGNOSTICS));
+        // A transaction idle on a backend taken offline holds its locks no longer than the
+        // drain time (a wake starts the clock when the operator acts).
+        let drain_at = s
+            .pinned
+            .as_ref()
+            .and_then(|c| c.backend.drain_deadline(s.cluster.drain_timeout()))
+            .map(tokio::time::Instant::from_std);
         tokio::select! {
             // The client's bytes first: when they are what woke the session, the timers and
             // the kill/shutdown wake are not polled at all (the loop's checks above see a
@@ -351,6 +360,7 @@ async fn wait_for_command(
             // A connection kept only for a possible `SHOW WARNINGS` goes back to the pool if
             // the client falls silent, so idle clients never sit on backend connections.
             () = sleep_until(hold_until) => s.release_held().await,
+            () = sleep_until(drain_at) => return Ok(Wake::Drained),
             // Killed, shutting down, or idle too long: the checks above say which of the
             // first two, the clock whether the sweeper's wake still holds.
             () = status.interrupted() => {
@@ -390,6 +400,10 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
                 return Ok(());
             }
             Wake::Killed => return Err(SessionEnd::Killed),
+            Wake::Drained => {
+                tracing::warn!(session = s.id, "drain time over on an offline backend; closing the idle session (its transaction rolls back)");
+                return Ok(());
+            }
             Wake::Closed => return Ok(()),
         }
         let read = io.reader.read_logical(&mut packet).await;

@@ -114,6 +114,14 @@ impl Registry {
         }
     }
 
+    /// Has every session waiting for its client look at its situation again (a backend was
+    /// taken offline: sessions pinned to it start their drain clock).
+    pub fn wake_all(&self) {
+        for s in self.sessions.iter() {
+            s.value().interrupt();
+        }
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
     }

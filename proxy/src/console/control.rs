@@ -142,6 +142,7 @@ impl ControlPlane for ProxyControl {
 
     fn set_offline(&self, ndx: usize) -> Result<BackendInfo, AdminError> {
         self.cluster.backend(ndx)?.set_offline();
+        self.sessions.wake_all();
         self.info(ndx)
     }
 
@@ -167,6 +168,7 @@ impl ControlPlane for ProxyControl {
 
     fn remove_backend(&self, ndx: usize) -> Result<(), AdminError> {
         self.cluster.remove_backend(ndx)?;
+        self.sessions.wake_all();
         Ok(())
     }
 
