@@ -341,10 +341,12 @@ impl Cluster {
         Ok(())
     }
 
-    /// SIGHUP: re-reads the config file and applies it with [`Cluster::reload`]. A file that
-    /// does not load changes nothing.
-    pub fn reload_from(&self, path: &std::path::Path) -> Result<(), ChangeError> {
-        self.reload(&crate::config::load(path)?)
+    /// SIGHUP: re-reads the config file and applies it with [`Cluster::reload`]; returns what
+    /// it read. A file that does not load changes nothing.
+    pub fn reload_from(&self, path: &std::path::Path) -> Result<Config, ChangeError> {
+        let cfg = crate::config::load(path)?;
+        self.reload(&cfg)?;
+        Ok(cfg)
     }
 
     /// What `SAVE CONFIG` writes back.

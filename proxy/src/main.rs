@@ -389,10 +389,14 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
             _ = hup.recv() => {
                 rwproxy::log_file::reopen();
                 match cluster.reload_from(&cfg.path) {
-                    Ok(()) => {
+                    Ok(new) => {
                         // Sessions pinned to a backend the file no longer has start draining.
                         settings.registry.wake_all();
                         tracing::info!(path = %cfg.path.display(), "SIGHUP: log file reopened; backends, users and client-ips reloaded");
+                        let stale = config::needs_restart(&cfg, &new);
+                        if !stale.is_empty() {
+                            tracing::warn!("SIGHUP: changed in the file but applied only at the next start: {}", stale.join(", "));
+                        }
                     }
                     Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
                 }

@@ -149,6 +149,66 @@ pub struct Config {
 /// Why a configuration file could not be loaded. `Display` always names the file, and the line
 /// and key when there are ones: `conf/x.cnf:12: unknown key 'proxy-adress' in [mysql-proxy]`,
 /// `conf/x.toml:7: backend[1].address: invalid address 'foo' (expected host:port)`.
+/// Settings of `new` that differ from the running `old` and that a reload does not apply
+/// (only backends, their weights, users, read-your-writes, client-ips and lvs-ips are), by
+/// the name a DBA knows them by: a SIGHUP says these wait for a restart. (A backend's
+/// `max-connections` is reported by the reload itself, per backend.)
+pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut check = |name: &'static str, same: bool| {
+        if !same {
+            changed.push(name);
+        }
+    };
+    check("instance", old.instance == new.instance);
+    check("listen", old.listen == new.listen);
+    check("admin listen", old.admin_listen == new.admin_listen);
+    check(
+        "admin credentials",
+        (&old.admin_username, &old.admin_password) == (&new.admin_username, &new.admin_password),
+    );
+    check("charset", old.charset == new.charset);
+    check("event-threads", old.event_threads == new.event_threads);
+    check("log-level", old.log_level == new.log_level);
+    check("log-path", old.log_path == new.log_path);
+    check(
+        "sql-log",
+        (&old.sql_log, old.sql_log_slow_ms) == (&new.sql_log, new.sql_log_slow_ms),
+    );
+    check(
+        "daemon/keepalive",
+        (old.daemon, old.keepalive) == (new.daemon, new.keepalive),
+    );
+    check("wait-timeout", old.wait_timeout == new.wait_timeout);
+    check(
+        "connect-timeout-ms",
+        old.connect_timeout == new.connect_timeout,
+    );
+    check(
+        "max-allowed-packet",
+        old.max_allowed_packet == new.max_allowed_packet,
+    );
+    check("[monitor]", old.monitor == new.monitor);
+    check("[metrics]", old.metrics_listen == new.metrics_listen);
+    check(
+        "[ha]",
+        (&old.vrrp, &old.ipvs, &old.failover) == (&new.vrrp, &new.ipvs, &new.failover),
+    );
+    check(
+        "TLS",
+        (
+            &old.client_tls,
+            old.require_secure_transport,
+            &old.backend_tls,
+        ) == (
+            &new.client_tls,
+            new.require_secure_transport,
+            &new.backend_tls,
+        ),
+    );
+    changed
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {}: {}", path.display(), io_message(source))]
@@ -486,6 +546,23 @@ pub(crate) fn check_unique_users(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_names_the_settings_that_wait_for_a_restart() {
+        let cfg = |listen: &str, level: &str, weight: u32| {
+            let text = format!(
+                "[proxy]\nlisten = \"{listen}\"\nlog-level = \"{level}\"\n\
+                 [[backend]]\naddress = \"127.0.0.1:3306\"\nrole = \"rw\"\nweight = {weight}\n"
+            );
+            parse_str(Path::new("t.toml"), &text, ConfigFormat::Toml).unwrap()
+        };
+        let old = cfg("127.0.0.1:4000", "info", 1);
+        assert!(needs_restart(&old, &cfg("127.0.0.1:4000", "info", 5)).is_empty());
+        assert_eq!(
+            needs_restart(&old, &cfg("127.0.0.1:4001", "debug", 5)),
+            ["listen", "log-level"]
+        );
+    }
 
     #[test]
     fn listen_addresses() {
