@@ -33,10 +33,19 @@ pub enum DbError {
     Timeout(String, Duration),
     #[error("{0}: invalid address (expected host:port)")]
     BadAddress(String),
-    #[error("{0}: {1}")]
+    #[error("{0}: {why}", why = plain(.1))]
     Server(String, mysql_async::Error),
     #[error("{0}: {1}")]
     Status(String, BadColumn),
+}
+
+/// A driver error as a DBA wants to read it: an I/O failure is the OS's own words
+/// ("Connection refused"), not mysql_async's "Input/output error: Input/output error: ...".
+fn plain(e: &mysql_async::Error) -> String {
+    match e {
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => io.to_string(),
+        other => other.to_string(),
+    }
 }
 
 impl DbError {

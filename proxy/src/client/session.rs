@@ -443,7 +443,10 @@ impl Session {
                     }
                 }
                 Err(e) => {
-                    backend.count_error();
+                    // A full pool is the backend working at its limit, not failing.
+                    if !matches!(e, BackendError::PoolExhausted { .. }) {
+                        backend.count_error();
+                    }
                     if e.means_down() {
                         backend.mark_down(&e);
                     }
