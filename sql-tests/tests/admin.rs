@@ -507,6 +507,18 @@ async fn drain_timeout_ends_sessions_left_on_an_offline_backend() {
         "session must be closed"
     );
     a.set_online(1).await.unwrap();
+    // A backend brought back within the drain time keeps its sessions.
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("UPDATE drain_t SET v = v + 1 WHERE id = 1")
+        .await
+        .unwrap();
+    a.set_offline(1).await.unwrap();
+    a.set_online(1).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    c.query_drop("COMMIT")
+        .await
+        .expect("the session of a backend back online");
     p.conn()
         .await
         .unwrap()

@@ -339,11 +339,9 @@ async fn wait_for_command(
             .then(|| tokio::time::Instant::from_std(idle_since + HOLD_FOR_DIAGNOSTICS));
         // A transaction idle on a backend taken offline holds its locks no longer than the
         // drain time (a wake starts the clock when the operator acts).
-        let drain_at = s
-            .pinned
-            .as_ref()
-            .and_then(|c| c.backend.drain_deadline(s.cluster.drain_timeout()))
-            .map(tokio::time::Instant::from_std);
+        let drain_at = drain_deadline(s).map(tokio::time::Instant::from_std);
+        // One timer for both: every select branch costs each wait a poll.
+        let wake_at = hold_until.into_iter().chain(drain_at).min();
         tokio::select! {
             // The client's bytes first: when they are what woke the session, the timers and
             // the kill/shutdown wake are not polled at all (the loop's checks above see a
@@ -359,8 +357,16 @@ async fn wait_for_command(
             },
             // A connection kept only for a possible `SHOW WARNINGS` goes back to the pool if
             // the client falls silent, so idle clients never sit on backend connections.
-            () = sleep_until(hold_until) => s.release_held().await,
-            () = sleep_until(drain_at) => return Ok(Wake::Drained),
+            () = sleep_until(wake_at) => {
+                // Still offline, with the drain time as it is now (it may have been raised,
+                // or the backend brought back).
+                if drain_deadline(s).is_some_and(|d| std::time::Instant::now() >= d) {
+                    return Ok(Wake::Drained);
+                }
+                if hold_until.is_some_and(|h| tokio::time::Instant::now() >= h) {
+                    s.release_held().await;
+                }
+            }
             // Killed, shutting down, or idle too long: the checks above say which of the
             // first two, the clock whether the sweeper's wake still holds.
             () = status.interrupted() => {
@@ -370,6 +376,12 @@ async fn wait_for_command(
             }
         }
     }
+}
+
+/// When a session pinned to a backend taken offline must let go of it.
+fn drain_deadline(s: &Session) -> Option<std::time::Instant> {
+    let c = s.pinned.as_ref()?;
+    c.backend.drain_deadline(s.cluster.drain_timeout())
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -463,6 +475,7 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
             s.command_at,
         );
         s.row_count_recorded = false;
+        s.sql_mode_transient = false;
         io.sent_error = false;
         dispatch(s, io, cmd, &packet).await?;
         if cmd == COM_QUIT {
