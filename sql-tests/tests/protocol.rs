@@ -598,6 +598,18 @@ async fn sql_mode_status_flags_reach_the_client() {
             let ping = c.command(&[0x0e]).await.unwrap();
             flags.push(raw::ok_status(&ping[0]) & MODE_FLAGS);
         }
+        // A mode for one statement ends with it; a reset brings the server's default back.
+        c.query("SET sql_mode = ''").await.unwrap();
+        c.query("SET STATEMENT sql_mode = 'NO_BACKSLASH_ESCAPES' FOR DO 1")
+            .await
+            .unwrap();
+        let ping = c.command(&[0x0e]).await.unwrap();
+        flags.push(raw::ok_status(&ping[0]) & MODE_FLAGS);
+        c.query("SET sql_mode = 'ANSI_QUOTES'").await.unwrap();
+        let reset = c.command(&[0x1f]).await.unwrap();
+        flags.push(raw::ok_status(&reset[0]) & MODE_FLAGS);
+        let ping = c.command(&[0x0e]).await.unwrap();
+        flags.push(raw::ok_status(&ping[0]) & MODE_FLAGS);
         seen.push(flags);
     }
     println!("direct {:x?}, proxy {:x?}", seen[0], seen[1]);

@@ -234,6 +234,7 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     };
     let (sql, digest) = (stmt.sql.clone(), stmt.digest);
     let last_insert_id = stmt.class.flags.contains(Flags::LAST_INSERT_ID);
+    s.sql_mode_transient = stmt.class.flags.contains(Flags::SET_STATEMENT);
     let relayed = super::execute(
         s,
         io,

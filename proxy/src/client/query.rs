@@ -80,10 +80,21 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         StmtKind::Kill => return super::kill::kill_statement(s, io, sql).await,
         StmtKind::Set if !c.flags.contains(Flags::MULTI_STATEMENT) => {
             assignments = set_stmt::parse(&String::from_utf8_lossy(sql));
-            // `autocommit` pins the session where it runs, which must be the write backend.
-            let settings_only = assignments
-                .iter()
-                .all(|a| matches!(a, Assignment::Session { key, .. } if key != "autocommit"));
+            // Plain values only: a function (`GET_LOCK`, a stored one that writes) or a
+            // subquery must run where writes do. `autocommit=0` pins the session where it
+            // runs, which must be the write backend too.
+            let plain = !c.flags.intersects(SERVER_STATE) && memchr::memchr(b'(', sql).is_none();
+            let settings_only = plain
+                && assignments.iter().all(|a| match a {
+                    Assignment::Session { key, text } if key == "autocommit" => {
+                        let value = text.rsplit('=').next().unwrap_or("").trim();
+                        ["1", "ON", "TRUE"]
+                            .iter()
+                            .any(|v| value.eq_ignore_ascii_case(v))
+                    }
+                    Assignment::Session { .. } => true,
+                    _ => false,
+                });
             match settings_only {
                 true => Target::Session,
                 false => Target::Write,
@@ -118,6 +129,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     } else {
         packet
     };
+    s.sql_mode_transient = c.flags.contains(Flags::SET_STATEMENT);
     let relayed = execute(
         s,
         io,

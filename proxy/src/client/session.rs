@@ -112,6 +112,9 @@ pub struct Session {
     /// The session's `sql_mode` status flags as a server last reported them
     /// (`message::SQL_MODE_FLAGS`), for the replies the proxy writes itself.
     pub sql_mode_flags: u16,
+    /// The running statement's reply shows a `sql_mode` that ends with it (`SET STATEMENT
+    /// sql_mode=... FOR`): `finish` keeps the session's flags.
+    pub sql_mode_transient: bool,
     /// What `ROW_COUNT()` answers in this session: it describes its previous statement,
     /// which ran on a pooled connection it may no longer hold.
     pub row_count: i64,
@@ -176,6 +179,7 @@ impl Session {
             sticky: Sticky::default(),
             last_insert_id: 0,
             sql_mode_flags: 0,
+            sql_mode_transient: false,
             row_count: 0,
             row_count_on: None,
             row_count_recorded: false,
@@ -286,6 +290,8 @@ impl Session {
         self.last_insert_id = 0;
         self.row_count = 0;
         self.row_count_on = None;
+        // The server's default sql_mode again.
+        self.sql_mode_flags = self.cluster.sql_mode_flags().unwrap_or_default();
     }
 
     /// Counts a finished statement in the digest table under its key
@@ -304,10 +310,11 @@ impl Session {
     /// Status flags for replies the proxy writes itself: those of the session, not of the
     /// last reply (a cursor, a slow query).
     pub fn status(&self) -> u16 {
-        match &self.pinned {
-            Some(c) => c.lease.conn.status & message::SESSION_FLAGS,
-            None => SERVER_STATUS_AUTOCOMMIT | self.sql_mode_flags,
-        }
+        let session = match &self.pinned {
+            Some(c) => c.lease.conn.status & message::SESSION_FLAGS & !message::SQL_MODE_FLAGS,
+            None => SERVER_STATUS_AUTOCOMMIT,
+        };
+        session | self.sql_mode_flags
     }
 
     /// A connection for the next statement, carrying this session's state: the pinned one, or
@@ -378,8 +385,10 @@ impl Session {
         }
         // Read-your-writes may send a read to the write backend after all.
         let mut primary_only = target == Target::Read && self.ryw.plan("") == ReadPlan::Primary;
-        // A session setting goes to a read backend once the write backend failed it.
-        let mut session_on_read = false;
+        // A session setting goes to a read backend when the write backend is known not to
+        // serve, or once it failed the setting.
+        let mut session_on_read =
+            target == Target::Session && !self.cluster.write_backend().is_some_and(|w| w.serves());
         loop {
             let backend = match target {
                 _ if primary_only => None,
@@ -577,7 +586,9 @@ impl Session {
             self.release_held().await;
         }
         let in_txn = c.conn().in_transaction();
-        self.sql_mode_flags = c.conn().status & message::SQL_MODE_FLAGS;
+        if !std::mem::take(&mut self.sql_mode_transient) {
+            self.sql_mode_flags = c.conn().status & message::SQL_MODE_FLAGS;
+        }
         self.sticky.next_transaction = match (self.sticky.next_transaction, in_txn) {
             (NextTransaction::Pending, true) => NextTransaction::Started,
             (NextTransaction::Started, false) => NextTransaction::None,
