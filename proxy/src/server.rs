@@ -124,7 +124,7 @@ impl AcceptFailures {
             .last_logged
             .is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_EVERY)
         {
-            let hint = match crate::backend::conn::is_local_shortage(&e) {
+            let hint = match rwproxy_ha::db::is_local_shortage(&e) {
                 true => " (raise the open-files limit: LimitNOFILE= in systemd, ulimit -n)",
                 false => "",
             };

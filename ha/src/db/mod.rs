@@ -48,7 +48,26 @@ fn plain(e: &mysql_async::Error) -> String {
     }
 }
 
+/// This process ran out of file descriptors or memory: nothing about the peer it was
+/// talking to, which must not be taken for down.
+pub fn is_local_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
 impl DbError {
+    /// The probe failed for want of descriptors or memory here (see [`is_local_shortage`]).
+    pub fn is_local_shortage(&self) -> bool {
+        match self {
+            DbError::Server(_, mysql_async::Error::Io(mysql_async::IoError::Io(e))) => {
+                is_local_shortage(e)
+            }
+            _ => false,
+        }
+    }
+
     /// The server answered with an error (access denied, too many connections…): it is
     /// reachable, whatever else is wrong.
     pub fn server_answered(&self) -> bool {

@@ -63,18 +63,10 @@ impl BackendError {
             BackendError::Login { .. }
             | BackendError::Server(_)
             | BackendError::PoolExhausted { .. } => false,
-            BackendError::Connect { source, .. } => !is_local_shortage(source),
+            BackendError::Connect { source, .. } => !rwproxy_ha::db::is_local_shortage(source),
             _ => true,
         }
     }
-}
-
-/// The proxy ran out of file descriptors or memory: nothing about the peer.
-pub fn is_local_shortage(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 impl BackendError {

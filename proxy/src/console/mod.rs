@@ -110,7 +110,16 @@ async fn session(
                 match (&reply, change) {
                     (Ok(_), true) => tracing::info!(client = %peer, "admin: {shown}"),
                     (Ok(_), false) => tracing::debug!(client = %peer, "admin: {shown}"),
-                    (Err(e), _) => tracing::info!(client = %peer, "admin: {shown} -> {e}"),
+                    (Err(e), _) => {
+                        // The error may quote the secret back ("failed to decrypt '...'").
+                        let why = match secret_of(&sql) {
+                            Some(secret) if !secret.is_empty() => {
+                                e.to_string().replace(secret, "***")
+                            }
+                            _ => e.to_string(),
+                        };
+                        tracing::info!(client = %peer, "admin: {shown} -> {why}")
+                    }
                 }
                 send_reply(&mut writer, reply).await?;
             }
@@ -139,16 +148,21 @@ async fn session(
     }
 }
 
-/// An admin command as the log shows it: passwords masked, and cut at 200 characters.
-fn for_log(sql: &str) -> String {
+/// The password of an `ADD PWD`/`ADD ENPWD` command: what follows the user's colon.
+fn secret_of(sql: &str) -> Option<&str> {
     let sql = sql.trim();
     let words: Vec<&str> = sql.split_whitespace().take(2).collect();
     let secret = matches!(words.as_slice(), [add, pwd] if add.eq_ignore_ascii_case("add")
         && (pwd.eq_ignore_ascii_case("pwd") || pwd.eq_ignore_ascii_case("enpwd")));
-    let shown = match (secret, sql.find(':')) {
-        (true, Some(colon)) => format!("{}***", &sql[..=colon]),
-        (true, None) => sql.to_string(),
-        (false, _) => sql.to_string(),
+    secret.then(|| sql.find(':').map(|colon| sql[colon + 1..].trim()))?
+}
+
+/// An admin command as the log shows it: passwords masked, and cut at 200 characters.
+fn for_log(sql: &str) -> String {
+    let sql = sql.trim();
+    let shown = match (secret_of(sql), sql.find(':')) {
+        (Some(_), Some(colon)) => format!("{}***", &sql[..=colon]),
+        _ => sql.to_string(),
     };
     match shown.char_indices().nth(200) {
         Some((cut, _)) => format!("{}... ({} bytes)", &shown[..cut], sql.len()),
@@ -183,7 +197,7 @@ async fn send_reply(
 
 #[cfg(test)]
 mod tests {
-    use super::for_log;
+    use super::{for_log, secret_of};
 
     #[test]
     fn logged_commands_hide_passwords_and_stay_short() {
@@ -193,6 +207,8 @@ mod tests {
             "add   enpwd app:***"
         );
         assert_eq!(for_log("REMOVE PWD app"), "REMOVE PWD app");
+        assert_eq!(secret_of("ADD ENPWD u:'Secret444' "), Some("'Secret444'"));
+        assert_eq!(secret_of("SET OFFLINE 2"), None);
         assert_eq!(for_log("SET OFFLINE 2"), "SET OFFLINE 2");
         let long = "x".repeat(100_000);
         let shown = for_log(&long);

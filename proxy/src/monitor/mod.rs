@@ -56,6 +56,8 @@ async fn watch(cluster: Weak<Cluster>, backend: Weak<Backend>, cfg: MonitorConfi
     });
     let mut damper = Damper::new(cfg.rise, cfg.fall);
     let mut login_refused = false;
+    // The last probe failed for want of descriptors here: said once, until one gets through.
+    let mut shortage = false;
     let mut tick = crate::timer::interval(cfg.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -91,10 +93,22 @@ async fn watch(cluster: Weak<Cluster>, backend: Weak<Backend>, cfg: MonitorConfi
                     b.observe(None, None);
                     Finding::Answered
                 }
+                Err(e) if e.is_local_shortage() => {
+                    short_of_descriptors(&address, &mut shortage, &e.to_string());
+                    continue;
+                }
                 Err(e) => Finding::Unreachable(e.to_string()),
             },
-            None => reachable(&address, cfg.timeout).await,
+            None => match reachable(&address, cfg.timeout).await {
+                Err(e) if rwproxy_ha::db::is_local_shortage(&e) => {
+                    short_of_descriptors(&address, &mut shortage, &e.to_string());
+                    continue;
+                }
+                Err(e) => Finding::Unreachable(format!("{address}: {e}")),
+                Ok(finding) => finding,
+            },
         };
+        shortage = false;
         if let Some((to, why)) = damper.next(b.health(), &finding) {
             b.transition(to, why);
         }
@@ -119,12 +133,23 @@ fn judge(role: Role, status: &ServerStatus, cfg: &MonitorConfig, primary_serves:
     }
 }
 
-/// The credential-less probe: does the port accept a TCP connection in time?
-async fn reachable(address: &str, timeout: std::time::Duration) -> Finding {
+/// The credential-less probe: does the port accept a TCP connection in time? `Err`: the
+/// connect failed with this error.
+async fn reachable(address: &str, timeout: std::time::Duration) -> std::io::Result<Finding> {
     match crate::timer::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
-        Ok(Ok(_)) => Finding::Good,
-        Ok(Err(e)) => Finding::Unreachable(format!("{address}: {e}")),
-        Err(_) => Finding::Unreachable(format!("{address}: no answer within {timeout:?}")),
+        Ok(Ok(_)) => Ok(Finding::Good),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Ok(Finding::Unreachable(format!(
+            "{address}: no answer within {timeout:?}"
+        ))),
+    }
+}
+
+/// A probe that failed for want of descriptors here says nothing about the backend: it is
+/// skipped, and logged once until probes get through again.
+fn short_of_descriptors(address: &str, logged: &mut bool, e: &str) {
+    if !std::mem::replace(logged, true) {
+        tracing::warn!(backend = %address, "monitor probe skipped: this process is out of descriptors or memory ({e}); the backend's state is kept");
     }
 }
 
