@@ -66,20 +66,24 @@ fn log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("life.log")).unwrap_or_default()
 }
 
-/// `rwproxy serve` (with `keepalive = true` in `config`) in the background, once its proxy
-/// answers on `admin`; the process is the supervisor.
-fn keepalive_serving(config: &Path, admin: u16) -> std::process::Child {
-    let supervisor = Command::new(env!("CARGO_BIN_EXE_rwproxy"))
-        .args(["serve", "-c"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start rwproxy");
+/// `rwproxy serve -c config` (run through `wrapper`, e.g. `prlimit`, when not empty), once it
+/// answers on `admin`; with `keepalive = true` in `config` the process is the supervisor.
+fn serving(wrapper: &[&str], config: &Path, admin: u16) -> Spawned {
+    let mut argv = wrapper.to_vec();
+    argv.extend([env!("CARGO_BIN_EXE_rwproxy"), "serve", "-c"]);
+    let proxy = Spawned(
+        Command::new(argv[0])
+            .args(&argv[1..])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rwproxy"),
+    );
     wait_for("the proxy", Duration::from_secs(10), || {
         TcpStream::connect(("127.0.0.1", admin)).is_ok()
     });
-    supervisor
+    proxy
 }
 
 /// `rwproxy serve` of a daemon `config`, which must report success; the daemon's pids.
@@ -154,8 +158,8 @@ fn keepalive_passes_signals_to_the_proxy() {
     let dir = scratch_dir("keepalive").unwrap();
     let admin = free_port().unwrap();
     let config = write_config(&dir, free_port().unwrap(), admin, "keepalive = true");
-    let mut supervisor = keepalive_serving(&config, admin);
-    let parent = supervisor.id() as i32;
+    let mut supervisor = serving(&[], &config, admin);
+    let parent = supervisor.0.id() as i32;
     let proxy = child_of(parent).expect("the supervisor's child");
 
     // SIGHUP reaches the proxy, which reloads; nobody dies.
@@ -163,7 +167,10 @@ fn keepalive_passes_signals_to_the_proxy() {
     wait_for("the reload", Duration::from_secs(5), || {
         log(&dir).contains("backends, users and client-ips reloaded")
     });
-    assert!(supervisor.try_wait().unwrap().is_none(), "supervisor died");
+    assert!(
+        supervisor.0.try_wait().unwrap().is_none(),
+        "supervisor died"
+    );
     assert_eq!(child_of(parent), Some(proxy), "the proxy was restarted");
     assert!(!zombie(proxy));
 
@@ -171,11 +178,11 @@ fn keepalive_passes_signals_to_the_proxy() {
     signal(parent, libc::SIGTERM);
     let start = Instant::now();
     let status = loop {
-        if let Some(s) = supervisor.try_wait().unwrap() {
+        if let Some(s) = supervisor.0.try_wait().unwrap() {
             break s;
         }
         if start.elapsed() > Duration::from_secs(5) {
-            let _ = supervisor.kill();
+            let _ = supervisor.0.kill();
             signal(proxy, libc::SIGKILL);
             panic!("the supervisor did not stop");
         }
@@ -217,10 +224,10 @@ fn pid_file_names_the_process_to_signal() {
     let dir = scratch_dir("pid-keepalive").unwrap();
     let admin = free_port().unwrap();
     let config = write_config(&dir, free_port().unwrap(), admin, "keepalive = true");
-    let mut supervisor = keepalive_serving(&config, admin);
-    assert_eq!(pid_file(&dir), Some(supervisor.id() as i32));
-    signal(supervisor.id() as i32, libc::SIGTERM);
-    let status = supervisor.wait().unwrap();
+    let mut supervisor = serving(&[], &config, admin);
+    assert_eq!(pid_file(&dir), Some(supervisor.0.id() as i32));
+    signal(supervisor.0.id() as i32, libc::SIGTERM);
+    let status = supervisor.0.wait().unwrap();
     assert!(status.success(), "{status}");
     assert!(!dir.join("life.pid").exists());
     std::fs::remove_dir_all(&dir).unwrap();
@@ -233,20 +240,9 @@ fn sighup_reopens_the_log_file() {
     let dir = scratch_dir("logrotate").unwrap();
     let admin = free_port().unwrap();
     let config = write_config(&dir, free_port().unwrap(), admin, "");
-    let _proxy = Spawned(
-        Command::new(env!("CARGO_BIN_EXE_rwproxy"))
-            .args(["serve", "-c"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rwproxy"),
-    );
-    wait_for("the proxy", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", admin)).is_ok()
-    });
+    let proxy = serving(&[], &config, admin);
     std::fs::rename(dir.join("life.log"), dir.join("life.log.1")).unwrap();
-    signal(_proxy.0.id() as i32, libc::SIGHUP);
+    signal(proxy.0.id() as i32, libc::SIGHUP);
     wait_for("a new log file", Duration::from_secs(5), || {
         log(&dir).contains("SIGHUP: log file reopened")
     });
@@ -274,20 +270,7 @@ fn serve_in_front_of(cluster: &Cluster, dir: &Path, wrapper: &[&str]) -> (Spawne
         // A quick monitor that takes a backend down at the first failed probe.
         + "[monitor]\ninterval-ms = 100\nfall = 1\n";
     std::fs::write(&config, toml).unwrap();
-    let mut argv = wrapper.to_vec();
-    argv.extend([env!("CARGO_BIN_EXE_rwproxy"), "serve", "-c"]);
-    let proxy = Spawned(
-        Command::new(argv[0])
-            .args(&argv[1..])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rwproxy"),
-    );
-    wait_for("the proxy", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", admin)).is_ok()
-    });
+    let proxy = serving(wrapper, &config, admin);
     (proxy, port, admin)
 }
 

@@ -26,6 +26,29 @@ async fn start(replicas: usize, max_lag: u64) -> (Cluster, proxy::Proxy) {
     (cluster, p)
 }
 
+/// Checks the admin `stats` row of `address` with `check` every `every` for `lasting`.
+async fn holds_for(
+    p: &proxy::Proxy,
+    address: &str,
+    lasting: Duration,
+    every: Duration,
+    check: impl Fn(&BackendStats),
+) {
+    let mut admin = p.admin().await;
+    let t0 = Instant::now();
+    while t0.elapsed() < lasting {
+        let row = admin
+            .stats()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.address == address)
+            .expect("backend listed");
+        check(&row);
+        tokio::time::sleep(every).await;
+    }
+}
+
 async fn server_id(s: &rwproxy_sql_tests::sandbox::Server) -> u32 {
     let mut c = s.root_conn().await.unwrap();
     c.query_first("SELECT @@server_id").await.unwrap().unwrap()
@@ -379,21 +402,18 @@ async fn a_monitor_locked_out_keeps_no_stale_read_only_and_brings_back_no_replic
     );
 
     // Ten more probe intervals, and the replica is still out, for its replication.
-    let mut admin = p.admin().await;
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(2) {
-        let row = admin
-            .stats()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|s| s.address == addr)
-            .unwrap();
-        assert_eq!(row.state, BackendState::Excluded, "{row:?}");
-        let reason = row.reason.unwrap_or_default();
-        assert!(reason.contains("SQL thread stopped"), "reason: {reason}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    holds_for(
+        &p,
+        &addr,
+        Duration::from_secs(2),
+        Duration::from_millis(50),
+        |row| {
+            assert_eq!(row.state, BackendState::Excluded, "{row:?}");
+            let reason = row.reason.as_deref().unwrap_or_default();
+            assert!(reason.contains("SQL thread stopped"), "reason: {reason}");
+        },
+    )
+    .await;
     let primary_id = server_id(&cluster.primary).await;
     assert_eq!(p.read_ids(20).await, [primary_id].into());
 }
@@ -414,7 +434,6 @@ async fn a_killed_monitor_connection_is_not_a_failed_probe() {
     })
     .await;
     let mut root = replica.root_conn().await.unwrap();
-    let mut admin = p.admin().await;
     let mut killed = 0;
     for _ in 0..5 {
         let ids: Vec<u64> = root
@@ -427,18 +446,14 @@ async fn a_killed_monitor_connection_is_not_a_failed_probe() {
             killed += usize::from(root.query_drop(format!("KILL {id}")).await.is_ok());
         }
         // Three probe intervals; a replica taken down would stay down for two (rise).
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_millis(600) {
-            let row = admin
-                .stats()
-                .await
-                .unwrap()
-                .into_iter()
-                .find(|s| s.address == addr)
-                .unwrap();
-            assert_eq!(row.state, BackendState::Up, "{row:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        holds_for(
+            &p,
+            &addr,
+            Duration::from_millis(600),
+            Duration::from_millis(20),
+            |row| assert_eq!(row.state, BackendState::Up, "{row:?}"),
+        )
+        .await;
     }
     assert!(killed >= 5, "killed {killed} monitor connections");
 }
