@@ -4,6 +4,7 @@
 //! `SET OFFLINE` wins over the monitor. Every test runs its own cluster.
 
 use mysql_async::prelude::*;
+use rwproxy_admin::client::AdminClient;
 use rwproxy_admin::control::{BackendState, BackendStats};
 use rwproxy_sql_tests::sandbox::{MONITOR_PASSWORD, MONITOR_USER};
 use rwproxy_sql_tests::sysbench::{run, stat};
@@ -37,16 +38,20 @@ async fn holds_for(
     let mut admin = p.admin().await;
     let t0 = Instant::now();
     while t0.elapsed() < lasting {
-        let row = admin
-            .stats()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|s| s.address == address)
-            .expect("backend listed");
-        check(&row);
+        check(&stats_of(&mut admin, address).await);
         tokio::time::sleep(every).await;
     }
+}
+
+/// The admin `stats` row of `address`.
+async fn stats_of(admin: &mut AdminClient, address: &str) -> BackendStats {
+    admin
+        .stats()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.address == address)
+        .expect("backend listed")
 }
 
 async fn server_id(s: &rwproxy_sql_tests::sandbox::Server) -> u32 {
@@ -65,13 +70,7 @@ async fn wait_stats(
     let mut admin = p.admin().await;
     let t0 = Instant::now();
     loop {
-        let row = admin
-            .stats()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|s| s.address == address)
-            .expect("backend listed");
+        let row = stats_of(&mut admin, address).await;
         if pred(&row) {
             return (row, t0.elapsed());
         }
