@@ -145,6 +145,11 @@ impl RawConn {
     }
 
     /// The socket after login, for a test that writes and reads at once (pipelining).
+    /// The greeting's scramble.
+    pub fn nonce(&self) -> &[u8] {
+        &self.nonce
+    }
+
     pub fn into_stream(self) -> TcpStream {
         self.stream
     }

@@ -702,6 +702,14 @@ async fn change_user_reauthenticates_and_resets_the_session() {
             .change_user(user, pass, db, collation, plugin)
             .await
             .unwrap();
+        // The switch carries the greeting's scramble, as MariaDB's does: libmariadb's
+        // mysql_change_user answers it with the reply it computed for that one.
+        if got[0][0] == 0xfe {
+            let mut switch = b"\xfemysql_native_password\0".to_vec();
+            switch.extend_from_slice(via.nonce());
+            switch.push(0);
+            assert_eq!(got[0], switch, "{what}");
+        }
         let want = direct
             .change_user(user, pass, db, collation, plugin)
             .await

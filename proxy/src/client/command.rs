@@ -35,14 +35,17 @@ pub async fn change_user(
         return Ok(());
     };
     let password = s.cluster.password_of(&req.user);
-    // The greeting's scramble was spent on the login. Like MariaDB, ask for a reply to a
-    // fresh one with an auth switch to mysql_native_password; MySQL 8 drivers answering
-    // with caching_sha2_password get its fast path, as MySQL gives them.
+    // Like MariaDB, ask with an auth switch to mysql_native_password for a reply to the
+    // greeting's own scramble: libmariadb's mysql_change_user answers a switch to the plugin
+    // it already used with the reply it computed for that scramble, whatever the switch
+    // carries. MySQL 8 drivers answering with caching_sha2_password get its fast path, as
+    // MySQL gives them.
     let sha2 = req.plugin.as_deref() == Some(b"caching_sha2_password".as_slice());
-    let (scramble, plugin, data) = match sha2 {
-        true => (s.scramble, req.plugin.as_deref(), &req.auth_data[..]),
-        false => (handshake::random_scramble(), None, &[][..]),
+    let (plugin, data) = match sha2 {
+        true => (req.plugin.as_deref(), &req.auth_data[..]),
+        false => (None, &[][..]),
     };
+    let scramble = s.scramble;
     let secure = io.reader.get_ref().is_tls();
     let (ok, seq) = handshake::check_reply(
         &mut io.reader,
