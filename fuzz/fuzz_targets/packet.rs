@@ -74,6 +74,7 @@ async fn handshake(data: &[u8], tls: bool) {
             server_version: "10.11.0-MariaDB-rwproxy",
             connection_id: 7,
             collation: 45,
+            sql_mode_flags: 0,
         };
         if tls {
             // What follows the SSLRequest and the TLS handshake.
