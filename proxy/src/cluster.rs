@@ -94,6 +94,13 @@ pub enum ChangeError {
     DuplicateClient(String),
     #[error("client {0} does not exist")]
     NoSuchClient(String),
+    /// An empty `client-ips` admits every address, so removing the last entry would open the
+    /// proxy to everyone: the opposite of what the DBA removing an address means.
+    #[error(
+        "client {0} is the last client-ips entry, and an empty list admits every address: \
+         ADD CLIENT the addresses to keep first (or empty client-ips in the config file and reload)"
+    )]
+    LastClient(String),
     /// The message names the entry and what is wrong with it.
     #[error("{0}")]
     BadClient(String),
@@ -217,6 +224,9 @@ impl Cluster {
             .collect();
         if entries.len() == guard.entries.len() {
             return Err(ChangeError::NoSuchClient(entry.into()));
+        }
+        if entries.is_empty() {
+            return Err(ChangeError::LastClient(entry.into()));
         }
         let filter = ClientFilter::new(&entries).map_err(ChangeError::BadClient)?;
         *guard = Arc::new(Clients {

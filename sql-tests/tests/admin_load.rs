@@ -395,8 +395,8 @@ fn row(cells: &[&str]) -> Vec<String> {
 }
 
 /// Runs one statement with `mariadb --table -e`; it must succeed.
-fn table_cli(p: &Proxy, sql: &str) -> String {
-    let out = Command::new("mariadb")
+fn admin_cli(p: &Proxy, sql: &str) -> std::process::Output {
+    Command::new("mariadb")
         .args([
             "-h127.0.0.1",
             &format!("-P{}", p.admin_addr.port()),
@@ -407,7 +407,11 @@ fn table_cli(p: &Proxy, sql: &str) -> String {
             sql,
         ])
         .output()
-        .expect("run mariadb");
+        .expect("run mariadb")
+}
+
+fn table_cli(p: &Proxy, sql: &str) -> String {
+    let out = admin_cli(p, sql);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -579,7 +583,17 @@ async fn every_atlas_command_in_table_mode() {
     assert_eq!(users, ["app", "tbl_user"]);
     assert_eq!(saved.client_ips, ["127.0.0.1"]);
     change(&p, "REMOVE PWD tbl_user");
-    change(&p, "REMOVE CLIENT 127.0.0.1");
+    // The last entry stays: an empty list would admit every address.
+    let refused = admin_cli(&p, "REMOVE CLIENT 127.0.0.1");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is the last client-ips entry"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        table(&p, "SELECT * FROM clients"),
+        (row(&["client"]), vec![row(&["127.0.0.1"])])
+    );
     assert_eq!(table(&p, "SELECT * FROM pwds").1, vec![app]);
 
     // SELECT VERSION
