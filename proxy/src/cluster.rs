@@ -301,8 +301,9 @@ impl Cluster {
     }
 
     /// Applies a re-read config file (SIGHUP): backends are matched by address — new ones
-    /// added, missing ones removed (their sessions finish where they are), weights updated —
-    /// and users and client addresses replaced. Nothing in flight is interrupted.
+    /// added, missing ones removed (their sessions finish where they are), weights and
+    /// `max-connections` updated — and users and client addresses replaced. Nothing in
+    /// flight is interrupted.
     pub fn reload(&self, cfg: &Config) -> Result<(), ChangeError> {
         let filter = ClientFilter::new(&cfg.client_ips).map_err(ChangeError::BadClient)?;
         {
@@ -316,9 +317,10 @@ impl Cluster {
                 {
                     Some(old) => {
                         old.weight.store(b.weight.max(1), Ordering::Relaxed);
-                        let running = old.config().max_connections;
+                        let running = old.pool.max();
                         if running != b.max_connections {
-                            tracing::warn!(backend = %b.address, "reload: max-connections stays {running} until a restart (the file says {}); SAVE CONFIG would write {running} back", b.max_connections);
+                            tracing::info!(backend = %b.address, "reload: max-connections {running} -> {}", b.max_connections);
+                            old.pool.resize(b.max_connections);
                         }
                         list.push(old.clone());
                     }

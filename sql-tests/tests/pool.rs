@@ -539,3 +539,83 @@ async fn busy_pool_is_not_a_down_backend() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A reloaded `max-connections` applies to the running pool. Raised, a statement that found
+/// it full gets a connection at once. Lowered, idle connections over the bound close at once
+/// and busy ones as they are given back or lost, without interrupting anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_resizes_the_pool() {
+    let _turn = TURN.lock().await;
+    let cl = cluster().await;
+    let reload = |p: &proxy::Proxy, max: u32| {
+        let cfg = rwproxy::config::parse_str(
+            std::path::Path::new("test.toml"),
+            &config(cl, max),
+            rwproxy::config::ConfigFormat::Toml,
+        )
+        .unwrap();
+        p.backends.reload(&cfg).unwrap();
+    };
+    // Sessions that hold a connection of the primary each (a transaction).
+    async fn hold(p: &proxy::Proxy) -> Conn {
+        let mut c = p.conn().await.unwrap();
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop("SELECT 1").await.unwrap();
+        c
+    }
+    async fn primary_is(p: &proxy::Proxy, want: (usize, usize)) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while pool_counts(p)[0] != want {
+            assert!(
+                Instant::now() < deadline,
+                "primary pool (open, idle) {:?}, expected {want:?}",
+                pool_counts(p)[0]
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    const READ: &str = "/*master*/ SELECT 1";
+
+    let p = proxy::start(&config(cl, 2)).await.unwrap();
+    let (mut a, mut b) = (hold(&p).await, hold(&p).await);
+    let mut c = p.conn().await.unwrap();
+    let full = c.query_drop(READ).await.unwrap_err().to_string();
+    assert!(full.contains("all 2 connections"), "{full}");
+
+    reload(&p, 4);
+    c.query_drop(READ).await.unwrap();
+    let mut d = hold(&p).await;
+    primary_is(&p, (4, 1)).await;
+
+    // Lowered to 1 with three connections busy: the idle one closes now...
+    reload(&p, 1);
+    primary_is(&p, (3, 0)).await;
+    // ... one given back closes instead of going idle ...
+    a.query_drop("COMMIT").await.unwrap();
+    primary_is(&p, (2, 0)).await;
+    // ... and one lost does not leave its place to a new connection.
+    let thread: u64 = b
+        .query_first("SELECT @@pseudo_thread_id")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut root = cl.primary.root_conn().await.unwrap();
+    root.query_drop(format!("KILL {thread}")).await.unwrap();
+    assert!(b.query_drop("SELECT 1").await.is_err());
+    primary_is(&p, (1, 0)).await;
+    let full = c.query_drop(READ).await.unwrap_err().to_string();
+    assert!(full.contains("all 1 connections"), "{full}");
+
+    d.query_drop("COMMIT").await.unwrap();
+    c.query_drop(READ).await.unwrap();
+    primary_is(&p, (1, 1)).await;
+    let on_server: u64 = root
+        .query_first(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+             WHERE USER = 'app' AND COMMAND <> 'Killed'",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(on_server, 1, "connections of the proxy on the primary");
+}

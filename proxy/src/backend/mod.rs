@@ -66,7 +66,6 @@ pub struct Backend {
     pub address: String,
     pub role: Role,
     pub weight: AtomicU32,
-    max_connections: u32,
     health: AtomicU8,
     pub pool: Pool,
     /// Per event thread: every statement adds to them, and one shared line would move
@@ -127,7 +126,6 @@ impl Backend {
             address: cfg.address.clone(),
             role: cfg.role,
             weight: AtomicU32::new(cfg.weight.max(1)),
-            max_connections: cfg.max_connections,
             health: AtomicU8::new(Health::Unknown as u8),
             pool: Pool::new(cfg.max_connections, dial.clone(), event_threads),
             counters: PerThread::new(event_threads),
@@ -143,7 +141,7 @@ impl Backend {
             address: self.address.clone(),
             role: self.role,
             weight: self.weight.load(Ordering::Relaxed),
-            max_connections: self.max_connections,
+            max_connections: self.pool.max(),
         }
     }
 

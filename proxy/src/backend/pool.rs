@@ -49,7 +49,12 @@ pub struct Pool {
     /// connection (twice per statement) never moves a line between cores.
     idle: PerThread<Mutex<ByKey>>,
     permits: Arc<Semaphore>,
-    max: u32,
+    /// `max-connections`, which a reload may change ([`Pool::resize`]).
+    max: AtomicU32,
+    /// Permits a lowered `max` has still to take out of use: those of connections that were
+    /// busy when it was lowered, taken as they close. The semaphore holds `max + owed`.
+    owed: Arc<AtomicUsize>,
+    resizing: Mutex<()>,
     dial: Dial,
     /// Wakes statements waiting for a connection of a full pool when one comes back idle
     /// (which frees no permit).
@@ -106,7 +111,9 @@ impl Pool {
         Pool {
             idle: PerThread::new(event_threads),
             permits: Arc::new(Semaphore::new(max as usize)),
-            max,
+            max: AtomicU32::new(max),
+            owed: Arc::default(),
+            resizing: Mutex::new(()),
             dial,
             returned: Notify::new(),
             waiting: AtomicUsize::new(0),
@@ -146,7 +153,7 @@ impl Pool {
                         Err(_) => {
                             return Err(BackendError::PoolExhausted {
                                 addr: addr.to_string(),
-                                max: self.max,
+                                max: self.max(),
                             })
                         }
                     }
@@ -224,6 +231,16 @@ impl Pool {
         if lease.conn.broken || lease.conn.needs_reset() {
             return;
         }
+        if self.owed.load(Ordering::Relaxed) > 0
+            && self
+                .owed
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            // A lowered max-connections takes this connection's place: it closes.
+            lease.permit.forget();
+            return;
+        }
         lease.conn.idle_since = now;
         self.idle.local().lock().expect("pool lock").push(Idle {
             conn: lease.conn,
@@ -241,6 +258,58 @@ impl Pool {
                 .lists()
                 .find_map(|v| (!v.is_empty()).then(|| v.remove(0)))
         })
+    }
+
+    pub fn max(&self) -> u32 {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// Applies a reloaded `max-connections`. Raising it frees permits at once. Lowering it
+    /// takes free permits and closes idle connections for theirs; what busy connections hold
+    /// is taken as they close, by a task queued on the semaphore ahead of later statements,
+    /// so the pool shrinks to the new bound without interrupting anything.
+    pub fn resize(&self, new: u32) {
+        let _one = self.resizing.lock().expect("resize lock");
+        let old = self.max.swap(new, Ordering::Relaxed);
+        if new > old {
+            let grow = (new - old) as usize;
+            let mut repaid = 0;
+            let _ = self
+                .owed
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |owed| {
+                    repaid = owed.min(grow);
+                    Some(owed - repaid)
+                });
+            self.permits.add_permits(grow - repaid);
+            return;
+        }
+        let cut = (old - new) as usize;
+        let mut left = cut - self.permits.forget_permits(cut);
+        while left > 0 {
+            let Some(idle) = self.take_any_idle() else {
+                break;
+            };
+            idle.permit.forget();
+            left -= 1;
+        }
+        if left == 0 || self.owed.fetch_add(left, Ordering::SeqCst) > 0 {
+            return;
+        }
+        let (permits, owed) = (self.permits.clone(), self.owed.clone());
+        tokio::spawn(async move {
+            while owed.load(Ordering::SeqCst) > 0 {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                // A raise since may have cancelled what was owed: then the permit goes back.
+                if owed
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    permit.forget();
+                }
+            }
+        });
     }
 
     /// Closes connections idle past the timeout.
@@ -273,7 +342,8 @@ impl Pool {
                     .sum::<usize>()
             })
             .sum();
-        (self.max as usize - self.permits.available_permits(), idle)
+        let total = self.max() as usize + self.owed.load(Ordering::SeqCst);
+        (total.saturating_sub(self.permits.available_permits()), idle)
     }
 }
 

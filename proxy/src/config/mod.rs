@@ -150,9 +150,8 @@ pub struct Config {
 /// and key when there are ones: `conf/x.cnf:12: unknown key 'proxy-adress' in [mysql-proxy]`,
 /// `conf/x.toml:7: backend[1].address: invalid address 'foo' (expected host:port)`.
 /// Settings of `new` that differ from the running `old` and that a reload does not apply
-/// (only backends, their weights, users, read-your-writes, client-ips and lvs-ips are), by
-/// the name a DBA knows them by: a SIGHUP says these wait for a restart. (A backend's
-/// `max-connections` is reported by the reload itself, per backend.)
+/// (only backends, their weights and `max-connections`, users, read-your-writes, client-ips
+/// and lvs-ips are), by the name a DBA knows them by: a SIGHUP says these wait for a restart.
 pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
     let mut check = |name: &'static str, same: bool| {
