@@ -250,16 +250,57 @@ fn sighup_reopens_the_log_file() {
     assert!(!rotated.contains("SIGHUP"), "{rotated}");
 }
 
-/// `rwproxy serve` in front of `cluster`, its config and log in `dir`, run through the
-/// `wrapper` command line (e.g. `prlimit`) when not empty; (process, port, admin port).
-fn serve_in_front_of(cluster: &Cluster, dir: &Path, wrapper: &[&str]) -> (Spawned, u16, u16) {
+/// SIGHUP reopens the SQL log by name too: statements after it go to the new file.
+#[test]
+fn sighup_reopens_the_sql_log() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = rt.block_on(Cluster::start(0)).unwrap();
+    let dir = scratch_dir("sql-logrotate").unwrap();
+    let (proxy, port, _) = serve_in_front_of(&cluster, &dir, &[], "sql-log = \"REALTIME\"\n");
+    let url = format!(
+        "mysql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{port}/{DATABASE}?prefer_socket=false"
+    );
+    let mut c = rt.block_on(mysql_async::Conn::from_url(url)).unwrap();
+    let sql_log = dir.join("sql_life.log");
+    let logged = |path: &Path, what: &str| {
+        std::fs::read_to_string(path).is_ok_and(|text| text.contains(what))
+    };
+    rt.block_on(c.query_drop("SELECT 'before the rotation'"))
+        .unwrap();
+    wait_for(
+        "the first statement in the SQL log",
+        Duration::from_secs(5),
+        || logged(&sql_log, "before the rotation"),
+    );
+    std::fs::rename(&sql_log, dir.join("sql_life.log.1")).unwrap();
+    signal(proxy.0.id() as i32, libc::SIGHUP);
+    wait_for("the reload", Duration::from_secs(5), || {
+        log(&dir).contains("SIGHUP: log file reopened")
+    });
+    rt.block_on(c.query_drop("SELECT 'after the rotation'"))
+        .unwrap();
+    wait_for("a new SQL log", Duration::from_secs(5), || {
+        logged(&sql_log, "after the rotation")
+    });
+    assert!(!logged(&dir.join("sql_life.log.1"), "after the rotation"));
+}
+
+/// `rwproxy serve` in front of `cluster`, its config and log in `dir`, `[proxy]` settings
+/// `keys` added, run through the `wrapper` command line (e.g. `prlimit`) when not empty;
+/// (process, port, admin port).
+fn serve_in_front_of(
+    cluster: &Cluster,
+    dir: &Path,
+    wrapper: &[&str],
+    keys: &str,
+) -> (Spawned, u16, u16) {
     let (port, admin) = (free_port().unwrap(), free_port().unwrap());
     let config = dir.join("proxy.toml");
     let toml = proxy::config_toml(cluster, &[], "")
         .replace(
             "listen = \"127.0.0.1:0\"\n",
             &format!(
-                "listen = \"127.0.0.1:{port}\"\ninstance = \"life\"\nlog-path = \"{}\"\n",
+                "listen = \"127.0.0.1:{port}\"\ninstance = \"life\"\nlog-path = \"{}\"\n{keys}",
                 dir.display()
             ),
         )
@@ -282,7 +323,7 @@ fn running_out_of_descriptors_is_logged_once_and_downs_no_backend() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cluster = rt.block_on(Cluster::start(1)).unwrap();
     let dir = scratch_dir("emfile").unwrap();
-    let (_proxy, port, admin) = serve_in_front_of(&cluster, &dir, &["prlimit", "--nofile=64"]);
+    let (_proxy, port, admin) = serve_in_front_of(&cluster, &dir, &["prlimit", "--nofile=64"], "");
     let clients: Vec<_> = (0..120)
         .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
         .collect();
@@ -323,7 +364,7 @@ fn a_second_sigterm_ends_the_grace_period() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cluster = rt.block_on(Cluster::start(0)).unwrap();
     let dir = scratch_dir("second-term").unwrap();
-    let (mut proxy, port, admin) = serve_in_front_of(&cluster, &dir, &[]);
+    let (mut proxy, port, admin) = serve_in_front_of(&cluster, &dir, &[], "");
     // Not over the server's socket, which mysql_async would switch to.
     let url = format!(
         "mysql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{port}/{DATABASE}?prefer_socket=false"
