@@ -544,12 +544,12 @@ async fn last_insert_id_follows_prepared_inserts() {
     }
 }
 
-/// `ROW_COUNT()` describes the session's previous statement, as on a direct connection,
-/// with the same column metadata, also inside expressions, even when another client took
-/// the connection that statement ran on (here after every statement), it ran on a replica,
-/// or a transaction began since.
+/// `ROW_COUNT()` describes the session's previous statement and `FOUND_ROWS()` its last
+/// result set, as on a direct connection, with the same column metadata, also inside
+/// expressions, even when another client took the connection that statement ran on (here
+/// after every statement), it ran on a replica, or a transaction began since.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_count_describes_the_previous_statement() {
+async fn row_count_and_found_rows_describe_the_previous_statement() {
     let (cl, p) = start_one_thread_proxy().await;
     let steps = [
         "CREATE OR REPLACE TABLE {t} (id INT PRIMARY KEY, v INT)",
@@ -576,13 +576,20 @@ async fn row_count_describes_the_previous_statement() {
         "UPDATE {t} SET v = v + 1",
         "PING",
         "UPDATE {t} SET v = v + 1",
+        // Sets FOUND_ROWS() without a result set (and holds the session on its connection
+        // for the user variable, until the reset).
+        "SELECT v FROM {t} ORDER BY id LIMIT 1 INTO @rt_v",
+        "SELECT id FROM {t}",
+        "RESET",
+        "SELECT id FROM {t} LIMIT 3",
+        "SELECT 1 UNION SELECT 2; SELECT FOUND_ROWS()",
         "SELECT ROW_COUNT(); DO ROW_COUNT(), ROW_COUNT()",
         "INSERT INTO {t} VALUES (10, ROW_COUNT()), (11, ROW_COUNT())",
         "SELECT v FROM {t} WHERE id >= 10",
     ];
     // The last item's column is named after the item as written.
     let check = "SELECT ROW_COUNT(), ROW_COUNT() + 1 AS next, CONCAT('n=', ROW_COUNT()) AS txt, \
-                 ROW_COUNT() * 2";
+                 ROW_COUNT() * 2, FOUND_ROWS(), FOUND_ROWS() - 1";
     let mut runs = Vec::new();
     for via_proxy in [false, true] {
         let (mut c, t) = if via_proxy {
@@ -600,6 +607,9 @@ async fn row_count_describes_the_previous_statement() {
             // The rows of the last step show what the insert before it wrote.
             let got = if step == "PING" {
                 c.ping().await.unwrap();
+                Vec::new()
+            } else if step == "RESET" {
+                c.reset().await.unwrap();
                 Vec::new()
             } else {
                 match c.query::<mysql_async::Row, _>(step.replace("{t}", t)).await {
@@ -633,7 +643,7 @@ async fn row_count_describes_the_previous_statement() {
                         )
                     })
                     .collect();
-                let row: Vec<(i64, i64, String, i64)> = result.collect().await.unwrap();
+                let row: Vec<(i64, i64, String, i64, i64, i64)> = result.collect().await.unwrap();
                 seen.push((step, row, columns));
             }
         }

@@ -45,6 +45,10 @@ pub struct Relayed {
     /// What `ROW_COUNT()` answers after this reply: the last OK's affected rows, -1 after
     /// rows or an error. `None`: not a statement's reply.
     pub row_count: Option<i64>,
+    /// What `FOUND_ROWS()` answers after this reply, when it ended a result set: that last
+    /// set's row count. (After `SQL_CALC_FOUND_ROWS` the server's answer differs; such a
+    /// session keeps its connection and asks the server.)
+    pub found_rows: Option<u64>,
 }
 
 // Every statement's `Relayed` is moved through several futures' states. Up to 128 bytes the
@@ -103,6 +107,8 @@ struct Scanner {
     /// The current packet as the client must get it, when that differs from the backend's.
     replacement: Option<Vec<u8>>,
     ids: Option<StmtIds>,
+    /// `out.rows` when the current result set's rows began.
+    set_start: u64,
 }
 
 impl Scanner {
@@ -120,6 +126,7 @@ impl Scanner {
             continuation: false,
             out: Relayed::default(),
             status: None,
+            set_start: 0,
         }
     }
 
@@ -274,6 +281,7 @@ impl Scanner {
                         true
                     } else {
                         self.phase = Phase::Rows;
+                        self.set_start = self.out.rows;
                         false
                     }
                 }
@@ -284,6 +292,7 @@ impl Scanner {
                 Phase::Rows => {
                     if message::is_eof(body) {
                         self.phase = Phase::Start;
+                        self.out.found_rows = Some(self.out.rows - self.set_start);
                         let c = self.eof(body);
                         let last = self.complete(c);
                         last || self.expect == Expect::Rows

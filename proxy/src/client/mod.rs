@@ -731,6 +731,10 @@ pub async fn execute(
                     s.row_count_on = Some(c.id());
                     s.row_count_recorded = true;
                 }
+                if let Some(n) = r.found_rows {
+                    s.found_rows = Some(n as i64);
+                    s.found_rows_on = Some(c.id());
+                }
                 after(s, c.conn(), &r);
                 if c.conn().track.stale {
                     if let Err(e) = c.conn().track_session().await {

@@ -64,6 +64,15 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     if write_in {
         c.flags = c.flags.without(Flags::ROW_COUNT);
     }
+    // `FOUND_ROWS()` likewise, for the session's last result set.
+    let found_rows_in = c.flags.contains(Flags::FOUND_ROWS)
+        && s.found_rows.is_some()
+        && s.pinned
+            .as_ref()
+            .is_none_or(|p| Some(p.id()) != s.found_rows_on);
+    if found_rows_in {
+        c.flags = c.flags.without(Flags::FOUND_ROWS);
+    }
     if let Some(e) = s.refuse_write_on_replica(c.kind) {
         io.error(&e).await?;
         return Ok(());
@@ -121,10 +130,11 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         }
     }
     let wants_last_id = c.flags.contains(Flags::LAST_INSERT_ID);
+    let select_into = c.flags.contains(Flags::SELECT_INTO);
     let kind = c.kind;
     let rewritten;
-    let packet = if c.flags.contains(Flags::CONNECTION_ID) || write_in {
-        rewritten = with_session_values(s, packet, write_in);
+    let packet = if c.flags.contains(Flags::CONNECTION_ID) || write_in || found_rows_in {
+        rewritten = with_session_values(s, packet, write_in, found_rows_in);
         &rewritten[..]
     } else {
         packet
@@ -147,6 +157,10 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
             }
             if r.error.is_some() {
                 return;
+            }
+            if select_into {
+                // It sets what FOUND_ROWS() answers, without a result set to count.
+                s.found_rows = None;
             }
             if multi {
                 return;
@@ -175,13 +189,20 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
 /// `CONNECTION_ID()` answers the id the client got in the proxy's greeting, for the whole
 /// session, whichever pooled backend connections its statements run on (each has its own
 /// server-side id; `KILL` takes the same id). `ROW_COUNT()` answers what the session
-/// recorded of its previous statement, when `row_count` says to.
-pub(crate) fn with_session_values(s: &Session, packet: &[u8], row_count: bool) -> Vec<u8> {
+/// recorded of its previous statement, when `row_count` says to; `FOUND_ROWS()` the rows of
+/// its last result set, when `found_rows` says to.
+pub(crate) fn with_session_values(
+    s: &Session,
+    packet: &[u8],
+    row_count: bool,
+    found_rows: bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(packet.len() + 40);
     out.push(packet[0]);
     out.extend(classify::replace_session_fns(&packet[1..], |f| match f {
         SessionFn::ConnectionId => Some(f.literal(s.id.into())),
         SessionFn::RowCount => row_count.then(|| f.literal(s.row_count)),
+        SessionFn::FoundRows => found_rows.then(|| s.found_rows.map(|n| f.literal(n)))?,
     }));
     out
 }

@@ -122,6 +122,12 @@ pub struct Session {
     pub row_count_on: Option<(usize, u32)>,
     /// A statement reply set `row_count` during the current command.
     pub row_count_recorded: bool,
+    /// What `FOUND_ROWS()` answers in this session: the rows of its last result set, which
+    /// may have come from a connection it no longer holds. `None` after a statement that
+    /// changed it without showing how (`SELECT … INTO`): then only the server knows.
+    pub found_rows: Option<i64>,
+    /// The connection that ran the statement `found_rows` describes.
+    pub found_rows_on: Option<(usize, u32)>,
     pub stmts: FxHashMap<u32, PreparedStmt>,
     pub next_stmt_id: u32,
     /// This session's entry in the registry, where `KILL` finds it.
@@ -183,6 +189,8 @@ impl Session {
             row_count: 0,
             row_count_on: None,
             row_count_recorded: false,
+            found_rows: Some(0),
+            found_rows_on: None,
             stmts: FxHashMap::default(),
             next_stmt_id: 1,
             peer: status.client,
@@ -290,6 +298,7 @@ impl Session {
         self.last_insert_id = 0;
         self.row_count = 0;
         self.row_count_on = None;
+        // FOUND_ROWS() survives a reset on a server (measured on MariaDB 10.11).
         // The server's default sql_mode again.
         self.sql_mode_flags = self.cluster.sql_mode_flags().unwrap_or_default();
     }

@@ -356,6 +356,8 @@ pub enum SessionFn {
     ConnectionId,
     /// Rows changed by the session's previous statement, -1 after one that returned rows.
     RowCount,
+    /// Rows of the session's last result set.
+    FoundRows,
 }
 
 impl SessionFn {
@@ -369,7 +371,10 @@ impl SessionFn {
     pub fn literal(self, value: i64) -> String {
         match self {
             SessionFn::ConnectionId => format!("CAST({value:010} AS UNSIGNED)"),
-            SessionFn::RowCount => format!("IF(1, {value}, ABS(-00000000000000000001))"),
+            // FOUND_ROWS() has ROW_COUNT()'s metadata.
+            SessionFn::RowCount | SessionFn::FoundRows => {
+                format!("IF(1, {value}, ABS(-00000000000000000001))")
+            }
         }
     }
 
@@ -377,6 +382,7 @@ impl SessionFn {
         match kw {
             Kw::ConnectionId => Some(SessionFn::ConnectionId),
             Kw::RowCount => Some(SessionFn::RowCount),
+            Kw::FoundRows => Some(SessionFn::FoundRows),
             _ => None,
         }
     }
@@ -386,8 +392,8 @@ impl SessionFn {
 /// and gives each select item holding a replaced call an alias spelling the item as written,
 /// which is the column name a server gives it (`SELECT ROW_COUNT() + 1` keeps its column
 /// `ROW_COUNT() + 1`). An item that may already have an alias is left without one. In a
-/// multi-statement, `ROW_COUNT()` is replaced only in the first statement: later ones see the
-/// count of the statement before them, which the server has.
+/// multi-statement, `ROW_COUNT()` and `FOUND_ROWS()` are replaced only in the first
+/// statement: later ones see the counts of the statement before them, which the server has.
 ///
 /// Statements that define stored code (views, routines, triggers, events) are left as they
 /// are: the server must store the calls, not this session's values.
@@ -469,7 +475,7 @@ pub fn replace_session_fns(sql: &[u8], value: impl Fn(SessionFn) -> Option<Strin
                     && open.sym == Sym::Punct(b'(')
                     && close.sym == Sym::Punct(b')');
                 let constant = SessionFn::of(kw)
-                    .filter(|f| call && (first_statement || *f != SessionFn::RowCount))
+                    .filter(|f| call && (first_statement || *f == SessionFn::ConnectionId))
                     .and_then(&value);
                 if let Some(constant) = constant {
                     lx = ahead;
@@ -2070,10 +2076,41 @@ mod tests {
     }
 
     #[test]
+    fn found_rows_rewrites() {
+        let value = |f: SessionFn| (f == SessionFn::FoundRows).then(|| f.literal(7));
+        let fr = "IF(1, 7, ABS(-00000000000000000001))";
+        let cases: &[(&str, String)] = &[
+            (
+                "SELECT FOUND_ROWS(), ROW_COUNT()",
+                format!("SELECT {fr} AS `FOUND_ROWS()`, ROW_COUNT()"),
+            ),
+            (
+                "SELECT found_rows() - 1 AS p",
+                format!("SELECT {fr} - 1 AS p"),
+            ),
+            // A stored function of that name, and a keyword that is no call.
+            ("SELECT db.FOUND_ROWS()", "SELECT db.FOUND_ROWS()".into()),
+            (
+                "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1",
+                "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1".into(),
+            ),
+            // Later statements of a multi-statement see the server's count.
+            (
+                "SELECT FOUND_ROWS(); SELECT FOUND_ROWS()",
+                format!("SELECT {fr} AS `FOUND_ROWS()`; SELECT FOUND_ROWS()"),
+            ),
+        ];
+        for (sql, want) in cases {
+            let got = replace_session_fns(sql.as_bytes(), value);
+            assert_eq!(String::from_utf8_lossy(&got), *want, "{sql:?}");
+        }
+    }
+
+    #[test]
     fn row_count_rewrites() {
         let value = |f| match f {
             SessionFn::RowCount => Some(SessionFn::RowCount.literal(-1)),
-            SessionFn::ConnectionId => None,
+            SessionFn::ConnectionId | SessionFn::FoundRows => None,
         };
         let rc = "IF(1, -1, ABS(-00000000000000000001))";
         let cases: &[(&str, String)] = &[

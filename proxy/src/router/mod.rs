@@ -10,9 +10,10 @@
 //! | `GET_LOCK` & co, `LAST_INSERT_ID()` (and `@@identity`), `FOUND_ROWS()`/`ROW_COUNT()`, `SQL_CALC_FOUND_ROWS`, sequences, user variables, `SHOW MASTER STATUS` | write |
 //! | multi-statements, writes, DDL, `CALL`, anything unknown | write |
 //!
-//! Before routing, a session writes its own values into `CONNECTION_ID()`, and into
-//! `ROW_COUNT()` unless it holds the connection of its previous statement
-//! (`client::query`); the statement then routes by its other flags.
+//! Before routing, a session writes its own values into `CONNECTION_ID()`, into
+//! `ROW_COUNT()` unless it holds the connection of its previous statement, and into
+//! `FOUND_ROWS()` unless it holds the connection of its last result set (`client::query`);
+//! the statement then routes by its other flags.
 //!
 //! Session rules (transactions, `autocommit=0`, `LOCK TABLES`, server-held state) are applied
 //! by the session, which pins itself to a connection and ignores this decision while pinned.
