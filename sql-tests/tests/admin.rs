@@ -237,6 +237,14 @@ async fn clients_and_users_change_live() {
     assert!(a.clients().await.unwrap().is_empty());
     a.add_client("10.9.9.9").await.unwrap();
     assert!(p.conn().await.is_err());
+    // The last entry cannot go (the list would admit everyone); loopback back in first.
+    match a.remove_client("10.9.9.9").await {
+        Err(ClientError::Server { message, .. }) => {
+            assert!(message.contains("last client-ips entry"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    a.add_client("127.0.0.1").await.unwrap();
     a.remove_client("10.9.9.9").await.unwrap();
     p.conn().await.unwrap();
 
