@@ -7,7 +7,8 @@
 
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use rwproxy_sql_tests::{proxy, Cluster};
+use rwproxy_sql_tests::raw::{self, RawConn};
+use rwproxy_sql_tests::{proxy, Cluster, APP_PASSWORD, APP_USER, DATABASE};
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::OnceCell;
 
@@ -277,33 +278,81 @@ async fn read_only_transaction_stays_on_one_server() {
     );
 }
 
+/// `autocommit=0`: every statement belongs to a transaction, so reads go to the primary too,
+/// and a transaction keeps its connection to its end; between transactions the session
+/// holds none. Drivers such as PyMySQL turn autocommit off by default, and their idle
+/// sessions must not use up the pool: here one primary connection serves two of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn autocommit_off_pins_to_primary() {
-    let (_cl, p) = start_proxy(&[1, 1]).await;
-    let mut c = p.conn().await.unwrap();
-    c.query_drop("SET autocommit=0").await.unwrap();
-    let cid = conn_id(&mut c).await;
-    for _ in 0..20 {
-        assert_eq!(sid(&mut c, "SELECT @@server_id").await, PRIMARY);
-        assert_eq!(
-            conn_id(&mut c).await,
-            cid,
-            "autocommit=0: connection changed"
-        );
+async fn autocommit_off_runs_transactions_on_the_primary() {
+    let cl = cluster().await;
+    let toml = proxy::config_toml(cl, &[1, 1], "").replacen(
+        "max-connections = 50",
+        "max-connections = 1",
+        1,
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    let mut setup = p.conn().await.unwrap();
+    setup
+        .query_drop("CREATE OR REPLACE TABLE rt_ac0 (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    setup
+        .query_drop("INSERT INTO rt_ac0 VALUES (1, 0)")
+        .await
+        .unwrap();
+    setup.disconnect().await.unwrap();
+    let (mut a, mut b) = (p.conn().await.unwrap(), p.conn().await.unwrap());
+    for c in [&mut a, &mut b] {
+        c.query_drop("SET autocommit=0").await.unwrap();
+        assert_eq!(sid(c, "SELECT @@server_id").await, PRIMARY);
+        assert_eq!(sid(c, "SELECT @@autocommit").await, 0);
     }
-    let ac: u32 = c.query_first("SELECT @@autocommit").await.unwrap().unwrap();
-    assert_eq!(ac, 0);
-    // COMMIT starts the next implicit transaction: still pinned.
-    c.query_drop("COMMIT").await.unwrap();
-    for _ in 0..5 {
-        assert_eq!(sid(&mut c, "SELECT @@server_id").await, PRIMARY);
-        assert_eq!(conn_id(&mut c).await, cid);
-    }
-    c.query_drop("SET autocommit=1").await.unwrap();
-    let seen = ids_over(&mut c, "SELECT @@server_id", 60).await;
+    // A transaction keeps the connection to its end: the other session waits for it...
+    a.query_drop("UPDATE rt_ac0 SET v = v + 1 WHERE id = 1")
+        .await
+        .unwrap();
+    let cid = conn_id(&mut a).await;
+    let waiting = tokio::spawn(async move {
+        let v: Option<i64> = b
+            .query_first("SELECT v FROM rt_ac0 WHERE id = 1")
+            .await
+            .unwrap();
+        (b, v)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "ran beside a's transaction");
+    assert_eq!(sid(&mut a, "SELECT @@in_transaction").await, 1);
+    assert_eq!(
+        conn_id(&mut a).await,
+        cid,
+        "connection changed in a transaction"
+    );
+    a.query_drop("COMMIT").await.unwrap();
+    // ... and gets it when the transaction ends, on the primary (it sees the commit).
+    let (mut b, v) = waiting.await.unwrap();
+    assert_eq!(v, Some(1));
+    assert_eq!(sid(&mut b, "SELECT @@in_transaction").await, 1);
+    b.query_drop("COMMIT").await.unwrap();
+    // `autocommit=0` goes with the session: a rolled-back change is gone.
+    a.query_drop("UPDATE rt_ac0 SET v = 100 WHERE id = 1")
+        .await
+        .unwrap();
+    a.query_drop("ROLLBACK").await.unwrap();
+    assert_eq!(sid(&mut a, "SELECT v FROM rt_ac0 WHERE id = 1").await, 1);
+    a.query_drop("COMMIT").await.unwrap();
+    // Replies the proxy writes itself tell the client autocommit is off.
+    let mut raw = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let set = raw.query("SET autocommit=0").await.unwrap();
+    assert_eq!(raw::ok_status(&set[0]) & 2, 0, "SET autocommit=0 reply");
+    let ping = raw.command(&[0x0e]).await.unwrap();
+    assert_eq!(raw::ok_status(&ping[0]) & 2, 0, "ping reply");
+    drop(raw);
+    a.query_drop("SET autocommit=1").await.unwrap();
+    let seen = ids_over(&mut a, "SELECT @@server_id", 60).await;
     assert_replicas_only(&seen, "after SET autocommit=1");
-    let ac: u32 = c.query_first("SELECT @@autocommit").await.unwrap().unwrap();
-    assert_eq!(ac, 1);
+    assert_eq!(sid(&mut a, "SELECT @@autocommit").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

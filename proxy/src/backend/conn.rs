@@ -670,9 +670,12 @@ impl BackendConn {
         self.dirty || self.in_transaction()
     }
 
+    /// A transaction is open (the server's `IN_TRANS`). With `autocommit=0` one opens at the
+    /// next statement that uses a transactional table, not before: between transactions
+    /// such a connection holds nothing another session could trip over, and its
+    /// `autocommit=0` is session state like any other `SET` (`state.vars`).
     pub fn in_transaction(&self) -> bool {
         self.status & message::SERVER_STATUS_IN_TRANS != 0
-            || self.status & SERVER_STATUS_AUTOCOMMIT == 0
     }
 
     /// A connection idle in the pool may have been closed by the server (`wait_timeout`,

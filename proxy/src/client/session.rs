@@ -122,6 +122,10 @@ pub struct Session {
     pub row_count_on: Option<(usize, u32)>,
     /// A statement reply set `row_count` during the current command.
     pub row_count_recorded: bool,
+    /// `autocommit` as the server last reported it. Off, every statement belongs to a
+    /// transaction that the next one opens, so reads go to the write backend too; between
+    /// transactions the session holds no connection.
+    pub autocommit: bool,
     /// What `FOUND_ROWS()` answers in this session: the rows of its last result set, which
     /// may have come from a connection it no longer holds. `None` after a statement that
     /// changed it without showing how (`SELECT … INTO`): then only the server knows.
@@ -189,6 +193,7 @@ impl Session {
             row_count: 0,
             row_count_on: None,
             row_count_recorded: false,
+            autocommit: true,
             found_rows: Some(0),
             found_rows_on: None,
             stmts: FxHashMap::default(),
@@ -298,6 +303,7 @@ impl Session {
         self.last_insert_id = 0;
         self.row_count = 0;
         self.row_count_on = None;
+        self.autocommit = true;
         // FOUND_ROWS() survives a reset on a server (measured on MariaDB 10.11).
         // The server's default sql_mode again.
         self.sql_mode_flags = self.cluster.sql_mode_flags().unwrap_or_default();
@@ -321,7 +327,8 @@ impl Session {
     pub fn status(&self) -> u16 {
         let session = match &self.pinned {
             Some(c) => c.lease.conn.status & message::SESSION_FLAGS & !message::SQL_MODE_FLAGS,
-            None => SERVER_STATUS_AUTOCOMMIT,
+            None if self.autocommit => SERVER_STATUS_AUTOCOMMIT,
+            None => 0,
         };
         session | self.sql_mode_flags
     }
@@ -341,6 +348,11 @@ impl Session {
                 return Ok(c);
             }
         }
+        // With autocommit off a read opens a transaction, which must be where writes go.
+        let target = match target {
+            Target::Read if !self.autocommit => Target::Write,
+            t => t,
+        };
         if let Some(c) = self.pinned.take() {
             let drain = self.cluster.drain_timeout();
             if c.backend.drained(drain) {
@@ -595,6 +607,7 @@ impl Session {
             self.release_held().await;
         }
         let in_txn = c.conn().in_transaction();
+        self.autocommit = c.conn().status & SERVER_STATUS_AUTOCOMMIT != 0;
         if !std::mem::take(&mut self.sql_mode_transient) {
             self.sql_mode_flags = c.conn().status & message::SQL_MODE_FLAGS;
         }

@@ -15,8 +15,10 @@
 //! `FOUND_ROWS()` unless it holds the connection of its last result set (`client::query`);
 //! the statement then routes by its other flags.
 //!
-//! Session rules (transactions, `autocommit=0`, `LOCK TABLES`, server-held state) are applied
-//! by the session, which pins itself to a connection and ignores this decision while pinned.
+//! Session rules (transactions, `LOCK TABLES`, server-held state) are applied by the session,
+//! which pins itself to a connection and ignores this decision while pinned. With
+//! `autocommit=0` every statement opens a transaction, so the session sends reads to the
+//! write backend too (`Session::checkout`).
 
 pub mod cache;
 pub mod classify;
