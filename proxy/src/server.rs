@@ -33,10 +33,10 @@ pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// What every session is told: the greeting's version (the write backend's, so clients see
 /// the real server's features) and the config's per-session settings. Sessions are asked to
 /// close (see `Registry::shut_down`) once `shutdown` turns true, and idle ones after
-/// `wait-timeout` (see `Registry::sweep_idle`).
+/// `wait-timeout` (see `Registry::sweep`).
 pub async fn client_settings(
     cfg: &Config,
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> ClientSettings {
     let registry: Arc<crate::client::registry::Registry> = Arc::default();
@@ -46,9 +46,7 @@ pub async fn client_settings(
             sessions.shut_down();
         }
     });
-    if let Some(timeout) = cfg.wait_timeout {
-        registry.sweep_idle(timeout);
-    }
+    registry.sweep(cfg.wait_timeout, cluster.clone());
     ClientSettings {
         version: backend_version(cluster).await,
         wait_timeout: cfg.wait_timeout,

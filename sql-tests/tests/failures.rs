@@ -782,3 +782,66 @@ async fn login_with_unknown_schema_is_refused() {
     assert_eq!(err, direct);
     mysql_async::Conn::new(opts("rwtest")).await.unwrap();
 }
+
+/// A client that closes its connection during a statement does not leave it running on the
+/// backend: within about a second the proxy kills the statement's backend connection, so its
+/// transaction rolls back and its locks are free (a server alone notices only in some waits,
+/// and a proxy's backend connection would never close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_mid_statement_frees_its_locks() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut other = p.conn().await.unwrap();
+    other
+        .query_drop("CREATE OR REPLACE TABLE fl_orphan (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    other
+        .query_drop("INSERT INTO fl_orphan VALUES (1, 0)")
+        .await
+        .unwrap();
+    let mut gone =
+        rwproxy_sql_tests::raw::RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+    for sql in ["BEGIN", "UPDATE fl_orphan SET v = 1 WHERE id = 1"] {
+        gone.query(sql).await.unwrap();
+    }
+    let mut sleep = vec![0x03];
+    sleep.extend_from_slice(b"SELECT SLEEP(60) AS orphan");
+    gone.send(&sleep).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(gone);
+    let t0 = Instant::now();
+    other
+        .query_drop("SET SESSION innodb_lock_wait_timeout = 10")
+        .await
+        .unwrap();
+    other
+        .query_drop("UPDATE fl_orphan SET v = 2 WHERE id = 1")
+        .await
+        .unwrap();
+    let waited = t0.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "the lock was held {waited:?}"
+    );
+    // The abandoned transaction rolled back, and nothing of it runs on the primary.
+    let v: Option<i64> = other
+        .query_first("/*master*/ SELECT v FROM fl_orphan WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(v, Some(2));
+    let mut root = cl.primary.root_conn().await.unwrap();
+    let left: u64 = root
+        .query_first(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%AS orphan'",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(left, 0);
+    println!("lock free {waited:?} after the client left");
+}

@@ -9,8 +9,10 @@ use super::registry::{Running, SessionStatus};
 use super::session::Session;
 use super::{ClientIo, SessionEnd};
 use crate::backend::conn::{BackendConn, BackendError, ConnKey, Dial, COM_QUIT};
+use crate::cluster::Cluster;
 use crate::protocol::message::{self, codes, SqlError};
 use crate::router::classify;
+use std::sync::Arc;
 
 /// Server error for a thread that is gone between lookup and kill.
 const UNKNOWN_THREAD: u16 = codes::UNKNOWN_THREAD.0;
@@ -106,6 +108,25 @@ async fn kill(
         "killed by client"
     );
     Ok(())
+}
+
+/// Starts killing `target` (its statement, or the whole session) and returns at once: for
+/// callers that cannot wait for the backend (the admin console, the registry's sweeper).
+/// Logs in to the backend as the session's user, who may kill its own threads.
+pub fn kill_in_background(target: Arc<SessionStatus>, cluster: &Cluster, query_only: bool) {
+    let user = target.user();
+    let password = cluster.password_of(&user).unwrap_or_default();
+    let key = ConnKey {
+        user: user.into(),
+        collation: 45, // utf8mb4_general_ci; nothing but KILL runs on it
+        capabilities: 0,
+    };
+    let dial = cluster.dial.clone();
+    tokio::spawn(async move {
+        if let Err(e) = kill_session(&target, query_only, key, &password, &dial).await {
+            tracing::warn!(session = target.id, "KILL failed: {e}");
+        }
+    });
 }
 
 /// Kills `target`'s running statement, or the whole session, logging in to the backend as

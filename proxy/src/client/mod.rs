@@ -155,6 +155,7 @@ pub async fn serve(
     info: Arc<ClientSettings>,
 ) {
     let _ = stream.set_nodelay(true);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let logged_in = crate::timer::timeout(LOGIN_TIMEOUT, login(stream, peer, id, &cluster, &info));
     let Ok(logged_in) = logged_in.await else {
         tracing::info!(client = %peer, "login not completed within {} s; closing", LOGIN_TIMEOUT.as_secs());
@@ -179,7 +180,7 @@ pub async fn serve(
         collation: login.collation,
         capabilities: (login.capabilities & crate::backend::conn::session_capabilities()).bits(),
     };
-    let entry = info.registry.enter(id, peer, &login.user);
+    let entry = info.registry.enter(id, peer, fd, &login.user);
     let mut session = Session::new(
         cluster,
         key,

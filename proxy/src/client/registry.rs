@@ -5,14 +5,17 @@
 //! lock, no allocation once the statement buffer has grown); the console only reads.
 //!
 //! `wait-timeout` is enforced here too: one sweeper wakes the sessions idle past it, so an
-//! idle session holds no timer of its own. A registered timer would cost its event thread
+//! idle session holds no timer of its own. The same sweeper finds statements whose client
+//! has closed its connection (see `SessionStatus::client_left_mid_statement`). A registered timer would cost its event thread
 //! work on every park (the timer wheel is consulted and the clock read each time: about 300
 //! instructions per proxied point select under callgrind).
 
 use crate::backend::Backend;
+use crate::cluster::Cluster;
 use dashmap::DashMap;
 use rwproxy_admin::SessionInfo;
 use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -30,6 +33,10 @@ pub struct Registry {
 pub struct SessionStatus {
     pub id: u32,
     pub client: SocketAddr,
+    /// The client's socket, looked at by the sweeper (see `client_left_mid_statement`).
+    client_fd: RawFd,
+    /// The sweeper found the client gone during a statement and sent the kill.
+    orphaned: AtomicBool,
     now: Mutex<Now>,
     /// Where the session's statement runs right now, and how many kills are being sent to
     /// it. While a kill is on its way the session cannot hand the connection back to the
@@ -78,10 +85,18 @@ struct Now {
 
 impl Registry {
     /// Registers a session; it disappears when the returned guard is dropped.
-    pub fn enter(self: &Arc<Self>, id: u32, client: SocketAddr, user: &str) -> Entry {
+    pub fn enter(
+        self: &Arc<Self>,
+        id: u32,
+        client: SocketAddr,
+        client_fd: RawFd,
+        user: &str,
+    ) -> Entry {
         let status = Arc::new(SessionStatus {
             id,
             client,
+            client_fd,
+            orphaned: AtomicBool::new(false),
             now: Mutex::new(Now {
                 user: user.to_string(),
                 schema: None,
@@ -126,12 +141,17 @@ impl Registry {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    /// Closes sessions idle (waiting for their client's next command) for `timeout`: checks
-    /// every second, or every quarter of a shorter timeout, until the registry is dropped.
-    /// The wake is a hint; each session decides from its own clock (see `idle_past`).
-    pub fn sweep_idle(self: &Arc<Self>, timeout: Duration) {
+    /// Every second (or every quarter of a shorter `wait-timeout`), until the registry is
+    /// dropped: wakes sessions idle (waiting for their client's next command) past
+    /// `wait_timeout`, and kills the backend connection of statements whose client has
+    /// closed its connection. A server notices a client gone only in some waits (`SLEEP`),
+    /// and a statement on a backend would keep running, and its transaction keep its locks,
+    /// with nobody to read the answer. The wake is a hint; each session decides from its own
+    /// clock (see `idle_past`).
+    pub fn sweep(self: &Arc<Self>, wait_timeout: Option<Duration>, cluster: Arc<Cluster>) {
         let me: Weak<Self> = Arc::downgrade(self);
-        let every = (timeout / 4).min(Duration::from_secs(1));
+        let second = Duration::from_secs(1);
+        let every = wait_timeout.map_or(second, |t| (t / 4).min(second));
         tokio::spawn(async move {
             let mut tick = crate::timer::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -139,8 +159,13 @@ impl Registry {
                 tick.tick().await;
                 let Some(registry) = me.upgrade() else { return };
                 for s in registry.sessions.iter() {
-                    if s.value().idle_past(timeout) {
-                        s.value().interrupt();
+                    let s = s.value();
+                    if wait_timeout.is_some_and(|t| s.idle_past(t)) {
+                        s.interrupt();
+                    }
+                    if s.client_left_mid_statement() {
+                        tracing::info!(session = s.id, client = %s.client, "client closed its connection during a statement: killing the statement's backend connection");
+                        super::kill::kill_in_background(s.clone(), &cluster, false);
                     }
                 }
             }
@@ -278,6 +303,36 @@ impl SessionStatus {
             status: self,
             running: slot.now.clone(),
         }
+    }
+
+    /// A statement is running and its client has closed the connection (once per session).
+    /// The running slot's lock is held while the socket is looked at: the session keeps its
+    /// client's socket open at least until its statement stops running (which takes that
+    /// lock), so the descriptor is still the client's.
+    fn client_left_mid_statement(&self) -> bool {
+        if self.orphaned.load(Ordering::Relaxed) {
+            return false;
+        }
+        let slot = self.running.lock().expect("running lock");
+        if slot.now.is_none() {
+            return false;
+        }
+        // SAFETY: the descriptor is open for as long as `slot` is held (see above).
+        let fd = unsafe { BorrowedFd::borrow_raw(self.client_fd) };
+        let mut byte = [std::mem::MaybeUninit::uninit()];
+        // Tokio's sockets are non-blocking: a live client with nothing sent is `WouldBlock`.
+        let gone = match socket2::SockRef::from(&fd).peek(&mut byte) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ),
+        };
+        drop(slot);
+        if gone {
+            self.orphaned.store(true, Ordering::Relaxed);
+        }
+        gone
     }
 
     /// Marks the session for closing and wakes it if it is waiting for its client.

@@ -1,9 +1,8 @@
 //! The proxy's side of the admin console: `rwproxy_admin::ControlPlane` over the live
 //! [`Cluster`], so every change takes effect for the next statement without a restart.
 
-use crate::backend::conn::ConnKey;
 use crate::backend::Health;
-use crate::client::kill::kill_session;
+use crate::client::kill::kill_in_background;
 use crate::client::registry::Registry;
 use crate::client::ClientSettings;
 use crate::cluster::{ChangeError, Cluster};
@@ -287,19 +286,7 @@ impl ControlPlane for ProxyControl {
             .ok()
             .and_then(|n| self.sessions.get(n))
             .ok_or_else(|| AdminError::failed(format!("Unknown thread id: {id}")))?;
-        let user = target.user();
-        let password = self.cluster.password_of(&user).unwrap_or_default();
-        let key = ConnKey {
-            user: user.into(),
-            collation: 45, // utf8mb4_general_ci; nothing but KILL runs on it
-            capabilities: 0,
-        };
-        let dial = self.cluster.dial.clone();
-        tokio::spawn(async move {
-            if let Err(e) = kill_session(&target, query_only, key, &password, &dial).await {
-                tracing::warn!(session = target.id, "admin KILL failed: {e}");
-            }
-        });
+        kill_in_background(target, &self.cluster, query_only);
         tracing::info!(session = id, query_only, "killed from the admin console");
         Ok(())
     }
