@@ -12,7 +12,7 @@ pub use damper::{Damper, Finding};
 use crate::backend::Backend;
 use crate::cluster::Cluster;
 use crate::config::{MonitorConfig, Role};
-use rwproxy_ha::db::{DbTarget, Prober, ReplicaHealth, ServerStatus};
+use rwproxy_ha::db::{DbTarget, IoThread, Prober, ReplicaHealth, ServerStatus};
 use std::sync::{Arc, Weak};
 use tokio::time::MissedTickBehavior;
 
@@ -76,10 +76,19 @@ async fn watch(cluster: Weak<Cluster>, backend: Weak<Backend>, cfg: MonitorConfi
                     login_refused = false;
                     let lag = status.replica.as_ref().and_then(|r| r.seconds_behind);
                     b.observe(Some(status.read_only), lag);
-                    let primary_serves = cluster
-                        .upgrade()
-                        .and_then(|c| c.write_backend())
-                        .is_some_and(|w| w.serves());
+                    let primary = cluster.upgrade().and_then(|c| c.write_backend());
+                    let mut primary_serves = primary.as_ref().is_some_and(|w| w.serves());
+                    let io_connecting = status
+                        .replica
+                        .as_ref()
+                        .is_some_and(|r| r.io_thread == IoThread::Connecting);
+                    if let Some(w) = primary.filter(|_| primary_serves && io_connecting) {
+                        // A replica may find its primary gone before the primary's own probe
+                        // does: ask the primary now, rather than take the replica out for
+                        // the primary's failure.
+                        primary_serves =
+                            matches!(reachable(&w.address, cfg.timeout).await, Ok(Finding::Good));
+                    }
                     judge(b.role, &status, &cfg, primary_serves)
                 }
                 Err(e) if e.server_answered() => {
@@ -156,7 +165,7 @@ fn short_of_descriptors(address: &str, logged: &mut bool, e: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rwproxy_ha::db::{IoThread, ReplicaStatus};
+    use rwproxy_ha::db::ReplicaStatus;
 
     fn replica(io_thread: IoThread, sql_running: bool) -> ServerStatus {
         ServerStatus {
