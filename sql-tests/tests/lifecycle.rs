@@ -103,6 +103,36 @@ async fn reload_applies_backends_users_and_clients() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A client's own `SET wait_timeout` closes its session when idle that long, as a server
+/// closes the connection, whichever backend connections its statements borrowed (here with
+/// `autocommit=0` too, between transactions); `DEFAULT` gives the proxy's timeout back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_own_wait_timeout_closes_it() {
+    let cl = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut short = p.conn().await.unwrap();
+    let mut transactional = p.conn().await.unwrap();
+    let mut reverted = p.conn().await.unwrap();
+    short.query_drop("SET wait_timeout = 1").await.unwrap();
+    transactional
+        .query_drop("SET autocommit = 0, wait_timeout = 1")
+        .await
+        .unwrap();
+    transactional.query_drop("COMMIT").await.unwrap();
+    reverted.query_drop("SET wait_timeout = 1").await.unwrap();
+    reverted
+        .query_drop("SET wait_timeout = DEFAULT")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(short.query_drop("SELECT 1").await.is_err());
+    assert!(transactional.query_drop("SELECT 1").await.is_err());
+    let one: Option<u32> = reverted.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_timeout_closes_idle_sessions_only() {
     let cl = cluster().await;

@@ -307,7 +307,8 @@ enum Wake {
 
 /// Waits until the client sends something, releasing a connection kept for `SHOW WARNINGS`
 /// once the client falls silent, and ending sessions idle since `idle_since` for
-/// `wait_timeout` (the registry's sweeper wakes them) or on shutdown. A read that loses to a
+/// `wait_timeout` (the registry's sweeper wakes them) or the client's own `SET wait_timeout`,
+/// or on shutdown. A read that loses to a
 /// timer or a wake is cancelled without losing bytes.
 async fn wait_for_command(
     s: &mut Session,
@@ -341,8 +342,16 @@ async fn wait_for_command(
         // A transaction idle on a backend taken offline holds its locks no longer than the
         // drain time (a wake starts the clock when the operator acts).
         let drain_at = drain_deadline(s).map(tokio::time::Instant::from_std);
-        // One timer for both: every select branch costs each wait a poll.
-        let wake_at = hold_until.into_iter().chain(drain_at).min();
+        // The client's own `SET wait_timeout` (rare: a timer only then).
+        let own_timeout_at = s
+            .wait_timeout
+            .map(|t| tokio::time::Instant::from_std(idle_since + t));
+        // One timer for all: every select branch costs each wait a poll.
+        let wake_at = hold_until
+            .into_iter()
+            .chain(drain_at)
+            .chain(own_timeout_at)
+            .min();
         tokio::select! {
             // The client's bytes first: when they are what woke the session, the timers and
             // the kill/shutdown wake are not polled at all (the loop's checks above see a
@@ -364,6 +373,9 @@ async fn wait_for_command(
                 if drain_deadline(s).is_some_and(|d| std::time::Instant::now() >= d) {
                     return Ok(Wake::Drained);
                 }
+                if s.wait_timeout.is_some_and(|t| idle_since.elapsed() >= t) {
+                    return Ok(Wake::IdleTimeout);
+                }
                 if hold_until.is_some_and(|h| tokio::time::Instant::now() >= h) {
                     s.release_held().await;
                 }
@@ -371,7 +383,8 @@ async fn wait_for_command(
             // Killed, shutting down, or idle too long: the checks above say which of the
             // first two, the clock whether the sweeper's wake still holds.
             () = status.interrupted() => {
-                if wait_timeout.is_some_and(|t| idle_since.elapsed() >= t) {
+                // The client's own timeout replaces the proxy's, as on a server.
+                if s.wait_timeout.or(wait_timeout).is_some_and(|t| idle_since.elapsed() >= t) {
                     return Ok(Wake::IdleTimeout);
                 }
             }

@@ -239,6 +239,15 @@ fn record_set(s: &mut Session, conn: &mut BackendConn, assignments: &[Assignment
             if key == TRACKED_LIST {
                 conn.track.stale = true;
             }
+            if key == "wait_timeout" {
+                // A plain number of seconds; anything else (DEFAULT, an expression) leaves
+                // the proxy's own `wait-timeout`.
+                s.wait_timeout = text
+                    .rsplit('=')
+                    .next()
+                    .and_then(|v| v.trim().parse().ok())
+                    .map(std::time::Duration::from_secs);
+            }
             conn.state.set_var(key.clone(), text.clone());
             s.state.set_var(key.clone(), text.clone());
         }

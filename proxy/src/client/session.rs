@@ -122,6 +122,9 @@ pub struct Session {
     pub row_count_on: Option<(usize, u32)>,
     /// A statement reply set `row_count` during the current command.
     pub row_count_recorded: bool,
+    /// The client's own `SET wait_timeout`: a server closes the connection idle that long,
+    /// so the proxy closes the session (in place of its `wait-timeout`).
+    pub wait_timeout: Option<std::time::Duration>,
     /// `autocommit` as the server last reported it. Off, every statement belongs to a
     /// transaction that the next one opens, so reads go to the write backend too; between
     /// transactions the session holds no connection.
@@ -193,6 +196,7 @@ impl Session {
             row_count: 0,
             row_count_on: None,
             row_count_recorded: false,
+            wait_timeout: None,
             autocommit: true,
             found_rows: Some(0),
             found_rows_on: None,
@@ -304,6 +308,7 @@ impl Session {
         self.row_count = 0;
         self.row_count_on = None;
         self.autocommit = true;
+        self.wait_timeout = None;
         // FOUND_ROWS() survives a reset on a server (measured on MariaDB 10.11).
         // The server's default sql_mode again.
         self.sql_mode_flags = self.cluster.sql_mode_flags().unwrap_or_default();
