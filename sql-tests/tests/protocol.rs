@@ -651,3 +651,74 @@ async fn calls_returning_rows_need_multi_results() {
     assert!(seen[0].0.starts_with("1312"), "{seen:?}");
     assert_eq!(seen[1], seen[0]);
 }
+
+/// The character set a client names in its handshake is its session's, as on a server, also
+/// with `charset` configured (Atlas's key), which only fills in for a client naming none the
+/// server knows (0, or MySQL 8's utf8mb4_0900_ai_ci). Before, the configured one won: a
+/// latin1 client got utf8mb4 results it decoded as latin1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_charset_wins_over_the_configured_one() {
+    let cl = cluster().await;
+    let toml = proxy::config_toml(cl, &[], "").replacen(
+        "[proxy]\n",
+        "[proxy]\ncharset = \"utf8mb4\"\n",
+        1,
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    const PROBE: &str = "SELECT CONCAT_WS('/', @@character_set_client, @@collation_connection, \
+                         @@character_set_results)";
+    /// The session's character set after a login with `collation`, and after a change user
+    /// with `changed` if given.
+    async fn session_charset(addr: SocketAddr, collation: u8, changed: Option<u8>) -> String {
+        let mut c = raw(
+            addr,
+            LoginOptions {
+                collation,
+                ..LoginOptions::default()
+            },
+        )
+        .await;
+        if let Some(to) = changed {
+            let reply = c
+                .change_user(
+                    APP_USER,
+                    APP_PASSWORD,
+                    DATABASE,
+                    to.into(),
+                    "mysql_native_password",
+                )
+                .await
+                .unwrap();
+            assert_eq!(reply.last().unwrap()[0], 0, "change user");
+        }
+        let reply = c.query(PROBE).await.unwrap();
+        // Column count, its definition, EOF, then the row: one length-prefixed string.
+        let row = &reply[3];
+        String::from_utf8_lossy(&row[1..1 + usize::from(row[0])]).into_owned()
+    }
+    for (collation, name) in [(8, "latin1"), (33, "utf8mb3"), (45, "utf8mb4")] {
+        for (login, changed) in [(collation, None), (45, Some(collation))] {
+            let direct = session_charset(primary_addr(cl), login, changed).await;
+            assert!(direct.starts_with(name), "{direct}");
+            assert_eq!(session_charset(p.addr, login, changed).await, direct);
+        }
+    }
+    for none in [0, 255] {
+        for (login, changed) in [(none, None), (8, Some(none))] {
+            assert_eq!(
+                session_charset(p.addr, login, changed).await,
+                "utf8mb4/utf8mb4_general_ci/utf8mb4",
+                "handshake collation {none}"
+            );
+        }
+    }
+    // A real client's choice.
+    let (ok, out, err) = rwproxy_sql_tests::cli::mariadb(
+        p.addr.port(),
+        APP_PASSWORD,
+        &["--default-character-set=latin1", "-N", "-e", PROBE],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "latin1/latin1_swedish_ci/latin1\n");
+}

@@ -117,7 +117,8 @@ pub struct ClientSettings {
     pub wait_timeout: Option<std::time::Duration>,
     /// The first command size refused to a logged-in client (`max-allowed-packet`).
     pub max_allowed_packet: usize,
-    /// Atlas's `charset`: every session starts with `SET NAMES <charset>`.
+    /// Atlas's `charset`: sessions whose handshake names no known character set start with
+    /// `SET NAMES <charset>`.
     pub charset: Option<String>,
     /// Client sessions alive now.
     pub active: Arc<std::sync::atomic::AtomicUsize>,

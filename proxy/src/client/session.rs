@@ -221,8 +221,12 @@ impl Session {
         s
     }
 
+    /// Atlas's `charset`, for a client whose handshake names no character set the server
+    /// knows: none (0), or MySQL 8's `utf8mb4_0900_ai_ci` (255). A client that names one
+    /// keeps it, as on a server: given another, it would decode the results wrongly.
     fn apply_charset(&mut self) {
-        if let Some(cs) = &self.charset {
+        let named = !matches!(self.key.collation, 0 | 255);
+        if let Some(cs) = self.charset.as_ref().filter(|_| !named) {
             self.state.set_var("names".into(), format!("NAMES {cs}"));
         }
     }
