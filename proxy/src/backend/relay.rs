@@ -46,9 +46,10 @@ pub struct Relayed {
     /// rows or an error. `None`: not a statement's reply.
     pub row_count: Option<i64>,
     /// What `FOUND_ROWS()` answers after this reply, when it ended a result set: that last
-    /// set's row count. (After `SQL_CALC_FOUND_ROWS` the server's answer differs; such a
-    /// session keeps its connection and asks the server.)
-    pub found_rows: Option<u64>,
+    /// set's row count, `u32::MAX` when it does not fit (32 bits keep a `Relayed` small).
+    /// (After `SQL_CALC_FOUND_ROWS` the server's answer differs; such a session keeps its
+    /// connection and asks the server.)
+    pub found_rows: Option<u32>,
 }
 
 // Every statement's `Relayed` is moved through several futures' states. Up to 128 bytes the
@@ -292,7 +293,8 @@ impl Scanner {
                 Phase::Rows => {
                     if message::is_eof(body) {
                         self.phase = Phase::Start;
-                        self.out.found_rows = Some(self.out.rows - self.set_start);
+                        let rows = self.out.rows - self.set_start;
+                        self.out.found_rows = Some(u32::try_from(rows).unwrap_or(u32::MAX));
                         let c = self.eof(body);
                         let last = self.complete(c);
                         last || self.expect == Expect::Rows

@@ -747,7 +747,8 @@ pub async fn execute(
                     s.row_count_recorded = true;
                 }
                 if let Some(n) = r.found_rows {
-                    s.found_rows = Some(n as i64);
+                    // Too many to count: the server that ran it answers.
+                    s.found_rows = (n != u32::MAX).then_some(i64::from(n));
                     s.found_rows_on = Some(c.id());
                 }
                 after(s, c.conn(), &r);
