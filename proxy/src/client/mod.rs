@@ -309,8 +309,7 @@ enum Wake {
 /// Waits until the client sends something, releasing a connection kept for `SHOW WARNINGS`
 /// once the client falls silent, and ending sessions idle since `idle_since` for
 /// `wait_timeout` (the registry's sweeper wakes them) or the client's own `SET wait_timeout`,
-/// or on shutdown. A read that loses to a
-/// timer or a wake is cancelled without losing bytes.
+/// or on shutdown. A read that loses to a timer or a wake is cancelled without losing bytes.
 async fn wait_for_command(
     s: &mut Session,
     io: &mut ClientIo,

@@ -5,10 +5,10 @@
 //! lock, no allocation once the statement buffer has grown); the console only reads.
 //!
 //! `wait-timeout` is enforced here too: one sweeper wakes the sessions idle past it, so an
-//! idle session holds no timer of its own. The same sweeper finds statements whose client
-//! has closed its connection (see `SessionStatus::client_left_mid_statement`). A registered timer would cost its event thread
+//! idle session holds no timer of its own. A registered timer would cost its event thread
 //! work on every park (the timer wheel is consulted and the clock read each time: about 300
-//! instructions per proxied point select under callgrind).
+//! instructions per proxied point select under callgrind). The same sweeper finds statements
+//! whose client has closed its connection (see `SessionStatus::client_left_mid_statement`).
 
 use crate::backend::Backend;
 use crate::cluster::Cluster;
