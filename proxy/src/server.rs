@@ -36,7 +36,7 @@ pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// `wait-timeout` (see `Registry::sweep`).
 pub async fn client_settings(
     cfg: &Config,
-    cluster: &Arc<Cluster>,
+    cluster: &Cluster,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> ClientSettings {
     let registry: Arc<crate::client::registry::Registry> = Arc::default();
@@ -46,7 +46,7 @@ pub async fn client_settings(
             sessions.shut_down();
         }
     });
-    registry.sweep(cfg.wait_timeout, cluster.clone());
+    registry.sweep(cfg.wait_timeout);
     ClientSettings {
         version: backend_version(cluster).await,
         wait_timeout: cfg.wait_timeout,

@@ -784,9 +784,9 @@ async fn login_with_unknown_schema_is_refused() {
 }
 
 /// A client that closes its connection during a statement does not leave it running on the
-/// backend: within about a second the proxy kills the statement's backend connection, so its
-/// transaction rolls back and its locks are free (a server alone notices only in some waits,
-/// and a proxy's backend connection would never close).
+/// backend: the proxy passes the end of input on, so the server ends the statement where it
+/// would for a direct client (here a `SLEEP`), then closes the connection and rolls the
+/// transaction back: its locks are free (a proxy's backend connection would never close).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gone_mid_statement_frees_its_locks() {
     let (_turn, cl) = cluster().await;
@@ -802,38 +802,49 @@ async fn a_client_gone_mid_statement_frees_its_locks() {
         .query_drop("INSERT INTO fl_orphan VALUES (1, 0)")
         .await
         .unwrap();
-    let mut gone =
-        rwproxy_sql_tests::raw::RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+    other
+        .query_drop("SET SESSION innodb_lock_wait_timeout = 20")
+        .await
+        .unwrap();
+    // How long the lock outlives its client: directly, then through the proxy.
+    let mut held = Vec::new();
+    for addr in [cl.primary_addr().parse().unwrap(), p.addr] {
+        let mut gone =
+            rwproxy_sql_tests::raw::RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
+                .await
+                .unwrap();
+        for sql in ["BEGIN", "UPDATE fl_orphan SET v = v + 1 WHERE id = 1"] {
+            gone.query(sql).await.unwrap();
+        }
+        let mut sleep = vec![0x03];
+        sleep.extend_from_slice(b"SELECT SLEEP(60) AS orphan");
+        gone.send(&sleep).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(gone);
+        let t0 = Instant::now();
+        other
+            .query_drop("UPDATE fl_orphan SET v = 0 WHERE id = 1")
             .await
             .unwrap();
-    for sql in ["BEGIN", "UPDATE fl_orphan SET v = 1 WHERE id = 1"] {
-        gone.query(sql).await.unwrap();
+        held.push(t0.elapsed());
     }
-    let mut sleep = vec![0x03];
-    sleep.extend_from_slice(b"SELECT SLEEP(60) AS orphan");
-    gone.send(&sleep).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(gone);
-    let t0 = Instant::now();
-    other
-        .query_drop("SET SESSION innodb_lock_wait_timeout = 10")
-        .await
-        .unwrap();
-    other
-        .query_drop("UPDATE fl_orphan SET v = 2 WHERE id = 1")
-        .await
-        .unwrap();
-    let waited = t0.elapsed();
+    println!(
+        "lock held after the client left: directly {:?}, through the proxy {:?}",
+        held[0], held[1]
+    );
+    // The proxy's sweeper looks once a second.
     assert!(
-        waited < Duration::from_secs(5),
-        "the lock was held {waited:?}"
+        held[1] < held[0] + Duration::from_millis(2500),
+        "held {:?} through the proxy, {:?} directly",
+        held[1],
+        held[0]
     );
     // The abandoned transaction rolled back, and nothing of it runs on the primary.
     let v: Option<i64> = other
         .query_first("/*master*/ SELECT v FROM fl_orphan WHERE id = 1")
         .await
         .unwrap();
-    assert_eq!(v, Some(2));
+    assert_eq!(v, Some(0));
     let mut root = cl.primary.root_conn().await.unwrap();
     let left: u64 = root
         .query_first(
@@ -843,5 +854,65 @@ async fn a_client_gone_mid_statement_frees_its_locks() {
         .unwrap()
         .unwrap();
     assert_eq!(left, 0);
-    println!("lock free {waited:?} after the client left");
+}
+
+/// A client that shuts only its sending side after a statement still gets the reply, as from
+/// a server: the end of input reaches the backend, which finishes and answers (a statement
+/// the server does not interrupt runs to its end, and commits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_client_still_gets_its_reply() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut setup = p.conn().await.unwrap();
+    setup
+        .query_drop("CREATE OR REPLACE TABLE fl_half (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    setup
+        .query_drop("INSERT INTO fl_half VALUES (1, 0)")
+        .await
+        .unwrap();
+    let statements = [
+        // Still sleeping when the sweeper passes the end of input on.
+        "UPDATE fl_half SET v = 42 + SLEEP(1.5) WHERE id = 1",
+        "/*master*/ SELECT v, 'answered' FROM fl_half",
+    ];
+    let mut replies = Vec::new();
+    for addr in [cl.primary_addr().parse().unwrap(), p.addr] {
+        setup
+            .query_drop("/*master*/ UPDATE fl_half SET v = 0")
+            .await
+            .unwrap();
+        let conn = rwproxy_sql_tests::raw::RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+        let mut stream = conn.into_stream();
+        for sql in statements {
+            let mut packet = Vec::new();
+            let len = (sql.len() + 1) as u32;
+            packet.extend_from_slice(&len.to_le_bytes()[..3]);
+            packet.extend_from_slice(&[0, 0x03]);
+            packet.extend_from_slice(sql.as_bytes());
+            stream.write_all(&packet).await.unwrap();
+        }
+        stream.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
+            .await
+            .expect("the reply, then the close")
+            .unwrap();
+        replies.push(reply);
+    }
+    for reply in &replies {
+        let text = String::from_utf8_lossy(reply);
+        assert!(text.contains("answered"), "{text:?}");
+    }
+    let v: Option<i64> = setup
+        .query_first("/*master*/ SELECT v FROM fl_half")
+        .await
+        .unwrap();
+    assert_eq!(v, Some(42), "the update committed");
+    assert_eq!(replies[1], replies[0], "the proxy's reply is the server's");
 }

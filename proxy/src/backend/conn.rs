@@ -226,6 +226,9 @@ pub struct BackendConn {
     pub writer: PacketWriter<StreamWrite>,
     /// The server's thread id, for `KILL`.
     pub thread_id: u32,
+    /// The TCP socket (under TLS too), for passing on a client's end of input (see
+    /// `client::registry`).
+    pub fd: std::os::fd::RawFd,
     pub key: ConnKey,
     /// Session state as applied on the server.
     pub state: SessionState,
@@ -288,6 +291,7 @@ impl BackendConn {
         password: &str,
         tls: Option<&tokio_rustls::TlsConnector>,
     ) -> Result<Self, BackendError> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
         let (seq, payload) = read_handshake_packet(&mut stream).await?;
         if message::is_err(&payload) {
             return Err(BackendError::Server(
@@ -334,6 +338,7 @@ impl BackendConn {
             reader: PacketReader::new(halves.0),
             writer: PacketWriter::new(halves.1),
             thread_id: hello.connection_id(),
+            fd,
             key,
             state: SessionState::default(),
             dirty: false,

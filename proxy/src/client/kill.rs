@@ -111,7 +111,7 @@ async fn kill(
 }
 
 /// Starts killing `target` (its statement, or the whole session) and returns at once: for
-/// callers that cannot wait for the backend (the admin console, the registry's sweeper).
+/// callers that cannot wait for the backend (the admin console).
 /// Logs in to the backend as the session's user, who may kill its own threads.
 pub fn kill_in_background(target: Arc<SessionStatus>, cluster: &Cluster, query_only: bool) {
     let user = target.user();

@@ -708,7 +708,8 @@ pub async fn execute(
         c.backend.count_query();
         c.conn().track.client_tracks = s.client_tracks;
         let started = std::time::Instant::now();
-        s.status.start_running(&c.backend, c.lease.conn.thread_id);
+        s.status
+            .start_running(&c.backend, c.lease.conn.thread_id, c.lease.conn.fd);
         let sent = c.conn().send_command(payload).await;
         let result = match sent {
             Ok(()) => relay::relay(c.conn(), &mut io.reader, &mut io.writer, expect, ids).await,
@@ -717,9 +718,12 @@ pub async fn execute(
                 sent: false,
             }),
         };
-        s.status.stop_running().await;
+        let client_eof_passed = s.status.stop_running().await;
         match result {
             Ok(mut r) => {
+                if client_eof_passed {
+                    c.conn().broken = true;
+                }
                 let replied = std::time::Instant::now();
                 s.replied_at = Some(replied);
                 let latency = replied.saturating_duration_since(started);

@@ -7,11 +7,11 @@
 //! `wait-timeout` is enforced here too: one sweeper wakes the sessions idle past it, so an
 //! idle session holds no timer of its own. A registered timer would cost its event thread
 //! work on every park (the timer wheel is consulted and the clock read each time: about 300
-//! instructions per proxied point select under callgrind). The same sweeper finds statements
-//! whose client has closed its connection (see `SessionStatus::client_left_mid_statement`).
+//! instructions per proxied point select under callgrind). The same sweeper passes a client's
+//! end of input on to the backend running its statement (see
+//! `SessionStatus::pass_on_client_eof`).
 
 use crate::backend::Backend;
-use crate::cluster::Cluster;
 use dashmap::DashMap;
 use rwproxy_admin::SessionInfo;
 use std::net::SocketAddr;
@@ -33,10 +33,10 @@ pub struct Registry {
 pub struct SessionStatus {
     pub id: u32,
     pub client: SocketAddr,
-    /// The client's socket, looked at by the sweeper (see `client_left_mid_statement`).
+    /// The client's socket, looked at by the sweeper (see `pass_on_client_eof`).
     client_fd: RawFd,
-    /// The sweeper found the client gone during a statement and sent the kill.
-    orphaned: AtomicBool,
+    /// The sweeper has logged a client's end of input for this session.
+    eof_logged: AtomicBool,
     now: Mutex<Now>,
     /// Where the session's statement runs right now, and how many kills are being sent to
     /// it. While a kill is on its way the session cannot hand the connection back to the
@@ -59,6 +59,9 @@ pub struct SessionStatus {
 struct RunningSlot {
     now: Option<Running>,
     kills: u32,
+    /// The client's end of input was passed on to the running statement's backend connection,
+    /// which can then take no further statement.
+    eof_passed: bool,
 }
 
 /// A statement in progress on a backend connection.
@@ -67,6 +70,8 @@ pub struct Running {
     pub backend: Arc<Backend>,
     /// The server's id of the connection running it.
     pub thread_id: u32,
+    /// That connection's socket.
+    backend_fd: RawFd,
 }
 
 struct Now {
@@ -96,7 +101,7 @@ impl Registry {
             id,
             client,
             client_fd,
-            orphaned: AtomicBool::new(false),
+            eof_logged: AtomicBool::new(false),
             now: Mutex::new(Now {
                 user: user.to_string(),
                 schema: None,
@@ -143,12 +148,10 @@ impl Registry {
 
     /// Every second (or every quarter of a shorter `wait-timeout`), until the registry is
     /// dropped: wakes sessions idle (waiting for their client's next command) past
-    /// `wait_timeout`, and kills the backend connection of statements whose client has
-    /// closed its connection. A server notices a client gone only in some waits (`SLEEP`),
-    /// and a statement on a backend would keep running, and its transaction keep its locks,
-    /// with nobody to read the answer. The wake is a hint; each session decides from its own
-    /// clock (see `idle_past`).
-    pub fn sweep(self: &Arc<Self>, wait_timeout: Option<Duration>, cluster: Arc<Cluster>) {
+    /// `wait_timeout`, and passes on to the backend the end of input of a client that closed
+    /// its connection (or its sending side) during a statement. The wake is a hint; each
+    /// session decides from its own clock (see `idle_past`).
+    pub fn sweep(self: &Arc<Self>, wait_timeout: Option<Duration>) {
         let me: Weak<Self> = Arc::downgrade(self);
         let second = Duration::from_secs(1);
         let every = wait_timeout.map_or(second, |t| (t / 4).min(second));
@@ -163,9 +166,8 @@ impl Registry {
                     if wait_timeout.is_some_and(|t| s.idle_past(t)) {
                         s.interrupt();
                     }
-                    if s.client_left_mid_statement() {
-                        tracing::info!(session = s.id, client = %s.client, "client closed its connection during a statement: killing the statement's backend connection");
-                        super::kill::kill_in_background(s.clone(), &cluster, false);
+                    if s.pass_on_client_eof() && !s.eof_logged.swap(true, Ordering::Relaxed) {
+                        tracing::info!(session = s.id, client = %s.client, "client closed its connection (or its sending side) during a statement: passed on to the backend, which sees what it would see directly");
                     }
                 }
             }
@@ -266,29 +268,34 @@ impl SessionStatus {
     }
 
     /// The session's statement is about to go out on `thread_id` of `backend`.
-    pub fn start_running(&self, backend: &Arc<Backend>, thread_id: u32) {
-        self.running.lock().expect("running lock").now = Some(Running {
+    pub fn start_running(&self, backend: &Arc<Backend>, thread_id: u32, backend_fd: RawFd) {
+        let mut slot = self.running.lock().expect("running lock");
+        slot.now = Some(Running {
             backend: backend.clone(),
             thread_id,
+            backend_fd,
         });
+        slot.eof_passed = false;
     }
 
     /// The statement's reply is complete. Waits for kills in flight to be done before the
-    /// connection can go back to the pool.
-    pub async fn stop_running(&self) {
-        {
+    /// connection can go back to the pool. True when the client's end of input was passed on
+    /// to the connection meanwhile (`pass_on_client_eof`): it cannot be used again.
+    pub async fn stop_running(&self) -> bool {
+        let eof_passed = {
             let mut slot = self.running.lock().expect("running lock");
             slot.now = None;
             if slot.kills == 0 {
-                return;
+                return slot.eof_passed;
             }
-        }
+            slot.eof_passed
+        };
         loop {
             let done = self.kills_done.notified();
             tokio::pin!(done);
             done.as_mut().enable();
             if self.running.lock().expect("running lock").kills == 0 {
-                return;
+                return eof_passed;
             }
             done.await;
         }
@@ -305,34 +312,45 @@ impl SessionStatus {
         }
     }
 
-    /// A statement is running and its client has closed the connection (once per session).
-    /// The running slot's lock is held while the socket is looked at: the session keeps its
-    /// client's socket open at least until its statement stops running (which takes that
-    /// lock), so the descriptor is still the client's.
-    fn client_left_mid_statement(&self) -> bool {
-        if self.orphaned.load(Ordering::Relaxed) {
+    /// When a statement is running and its client has closed its connection, or only its
+    /// sending side: shuts the sending side of the statement's backend connection, so the
+    /// server sees exactly what a direct client would have shown it. A server notices the end
+    /// of input only in some waits (`SLEEP`), and then ends the statement; otherwise it
+    /// finishes and answers (which a half-closed client still reads). Either way, once the
+    /// statement is over it closes the connection, rolling back an open transaction: without
+    /// this, the proxy's connection would keep the transaction's locks, with nobody to end
+    /// it. Once per statement; true when done now.
+    ///
+    /// The running slot's lock is held throughout: the session keeps its client's socket and
+    /// its backend connection open at least until its statement stops running (which takes
+    /// that lock), so both descriptors are still theirs.
+    fn pass_on_client_eof(&self) -> bool {
+        let mut slot = self.running.lock().expect("running lock");
+        let Some(running) = slot.now.as_ref().filter(|_| !slot.eof_passed) else {
             return false;
-        }
-        let slot = self.running.lock().expect("running lock");
-        if slot.now.is_none() {
-            return false;
-        }
-        // SAFETY: the descriptor is open for as long as `slot` is held (see above).
-        let fd = unsafe { BorrowedFd::borrow_raw(self.client_fd) };
+        };
+        // SAFETY: the descriptors are open for as long as `slot` is held (see above).
+        let (client, backend) = unsafe {
+            (
+                BorrowedFd::borrow_raw(self.client_fd),
+                BorrowedFd::borrow_raw(running.backend_fd),
+            )
+        };
         let mut byte = [std::mem::MaybeUninit::uninit()];
         // Tokio's sockets are non-blocking: a live client with nothing sent is `WouldBlock`.
-        let gone = match socket2::SockRef::from(&fd).peek(&mut byte) {
+        let ended = match socket2::SockRef::from(&client).peek(&mut byte) {
             Ok(n) => n == 0,
             Err(e) => !matches!(
                 e.kind(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
             ),
         };
-        drop(slot);
-        if gone {
-            self.orphaned.store(true, Ordering::Relaxed);
+        if !ended {
+            return false;
         }
-        gone
+        let _ = socket2::SockRef::from(&backend).shutdown(std::net::Shutdown::Write);
+        slot.eof_passed = true;
+        true
     }
 
     /// Marks the session for closing and wakes it if it is waiting for its client.
