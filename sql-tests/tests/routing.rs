@@ -632,6 +632,9 @@ async fn row_count_and_found_rows_describe_the_previous_statement() {
         "RESET",
         "SELECT id FROM {t} LIMIT 3",
         "SELECT 1 UNION SELECT 2; SELECT FOUND_ROWS()",
+        "SELECT id FROM {t} LIMIT 2",
+        // Leaves FOUND_ROWS() alone.
+        "SHOW WARNINGS",
         "SELECT ROW_COUNT(); DO ROW_COUNT(), ROW_COUNT()",
         "INSERT INTO {t} VALUES (10, ROW_COUNT()), (11, ROW_COUNT())",
         "SELECT v FROM {t} WHERE id >= 10",

@@ -749,10 +749,14 @@ pub async fn execute(
                     s.row_count_on = Some(c.id());
                     s.row_count_recorded = true;
                 }
-                if let Some(n) = r.found_rows {
+                // `SHOW WARNINGS` and friends leave the count alone.
+                if let Some(n) = r.found_rows.filter(|_| target != Target::Diagnostics) {
                     // Too many to count: the server that ran it answers.
                     s.found_rows = (n != u32::MAX).then_some(i64::from(n));
                     s.found_rows_on = Some(c.id());
+                    // Known once the caller records the statement's digest.
+                    s.found_rows_stmt = 0;
+                    s.found_rows_fresh = true;
                 }
                 after(s, c.conn(), &r);
                 if c.conn().track.stale {

@@ -66,10 +66,10 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     }
     // `FOUND_ROWS()` likewise, for the session's last result set.
     let found_rows_in = c.flags.contains(Flags::FOUND_ROWS)
-        && s.found_rows.is_some()
         && s.pinned
             .as_ref()
-            .is_none_or(|p| Some(p.id()) != s.found_rows_on);
+            .is_none_or(|p| Some(p.id()) != s.found_rows_on)
+        && s.known_found_rows().is_some();
     if found_rows_in {
         c.flags = c.flags.without(Flags::FOUND_ROWS);
     }
@@ -202,7 +202,7 @@ pub(crate) fn with_session_values(
     out.extend(classify::replace_session_fns(&packet[1..], |f| match f {
         SessionFn::ConnectionId => Some(f.literal(s.id.into())),
         SessionFn::RowCount => row_count.then(|| f.literal(s.row_count)),
-        SessionFn::FoundRows => found_rows.then(|| s.found_rows.map(|n| f.literal(n)))?,
+        SessionFn::FoundRows => found_rows.then(|| s.known_found_rows().map(|n| f.literal(n)))?,
     }));
     out
 }

@@ -129,10 +129,15 @@ pub struct Session {
     /// transaction that the next one opens, so reads go to the write backend too; between
     /// transactions the session holds no connection.
     pub autocommit: bool,
-    /// What `FOUND_ROWS()` answers in this session: the rows of its last result set, which
-    /// may have come from a connection it no longer holds. `None` after a statement that
-    /// changed it without showing how (`SELECT … INTO`): then only the server knows.
+    /// The rows of the session's last result set, which may have come from a connection it
+    /// no longer holds: what `FOUND_ROWS()` answers when the statement says so (see
+    /// [`Session::known_found_rows`]). `None` after a statement that changed it without
+    /// showing how (`SELECT … INTO`): then only the server knows.
     pub found_rows: Option<i64>,
+    /// The digest key of the statement `found_rows` counts (0: none known).
+    pub found_rows_stmt: u64,
+    /// `found_rows` was just set: the digest recorded next is its statement's.
+    pub found_rows_fresh: bool,
     /// The connection that ran the statement `found_rows` describes.
     pub found_rows_on: Option<(usize, u32)>,
     pub stmts: FxHashMap<u32, PreparedStmt>,
@@ -198,7 +203,9 @@ impl Session {
             row_count_recorded: false,
             wait_timeout: None,
             autocommit: true,
-            found_rows: Some(0),
+            found_rows: None,
+            found_rows_stmt: 0,
+            found_rows_fresh: false,
             found_rows_on: None,
             stmts: FxHashMap::default(),
             next_stmt_id: 1,
@@ -318,9 +325,21 @@ impl Session {
         self.sql_mode_flags = self.cluster.sql_mode_flags().unwrap_or_default();
     }
 
+    /// What `FOUND_ROWS()` answers, when the proxy knows: the rows of the last result set,
+    /// if its statement is one whose rows are the answer (not a `SELECT` with an offset, nor
+    /// `SHOW WARNINGS`, ...). Looked up only when a statement calls `FOUND_ROWS()`.
+    pub fn known_found_rows(&self) -> Option<i64> {
+        let n = self.found_rows?;
+        let text = self.stats.digests.text_of(self.found_rows_stmt)?;
+        crate::stats::digest::rows_are_found_rows(&text).then_some(n)
+    }
+
     /// Counts a finished statement in the digest table under its key
     /// ([`crate::stats::digest::key_of`]): rows read, or else rows changed.
     pub fn record_digest_keyed(&mut self, key: u64, sql: &[u8], r: &Relayed) {
+        if std::mem::take(&mut self.found_rows_fresh) {
+            self.found_rows_stmt = key;
+        }
         let rows = if r.rows > 0 {
             r.rows
         } else {

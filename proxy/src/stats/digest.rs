@@ -74,6 +74,17 @@ impl Digests {
             .add(micros, rows);
     }
 
+    /// The normalised text recorded under `key`, on this event thread or another.
+    pub fn text_of(&self, key: u64) -> Option<String> {
+        let find = |part: &Mutex<HashMap<u64, Entry, KeyHasher>>| {
+            part.lock()
+                .expect("digest lock")
+                .get(&key)
+                .map(|e| e.text.clone())
+        };
+        find(self.parts.local()).or_else(|| self.parts.iter().find_map(find))
+    }
+
     /// All digests, most total time first.
     pub fn view(&self) -> Vec<DigestInfo> {
         let mut merged: HashMap<u64, DigestInfo, KeyHasher> = HashMap::default();
@@ -120,6 +131,30 @@ pub fn key_of(sql: &[u8], scratch: &mut Vec<u8>) -> Shape {
     Shape {
         key: h.finish(),
         literal_only,
+    }
+}
+
+/// Whether the rows of the statement with normalised text `text` are what `FOUND_ROWS()`
+/// answers after it (without `SQL_CALC_FOUND_ROWS`): those of a `SELECT` without an offset
+/// (with one the server counts the skipped rows too), or of a `SHOW` other than the
+/// diagnostics ones, which leave the count alone (as `EXPLAIN`, `HELP` and table maintenance
+/// statements do; measured on MariaDB 10.11).
+pub fn rows_are_found_rows(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    let mut words = upper.split([' ', '(']).filter(|w| !w.is_empty());
+    match words.next() {
+        Some("SELECT" | "WITH") => {
+            let mut prev = "";
+            for w in upper.split(' ') {
+                if w == "OFFSET" || (prev == "LIMIT" && w.contains(',')) {
+                    return false;
+                }
+                prev = w;
+            }
+            true
+        }
+        Some("SHOW") => !matches!(words.next(), Some("WARNINGS" | "ERRORS" | "COUNT")),
+        _ => false,
     }
 }
 
@@ -351,6 +386,39 @@ mod tests {
         let mut out = Vec::new();
         normalise(s.as_bytes(), &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn which_rows_found_rows_counts() {
+        let text = |sql: &str| {
+            let mut out = Vec::new();
+            normalise(sql.as_bytes(), &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        for sql in [
+            "SELECT * FROM t",
+            "select id from t limit 5",
+            "(SELECT 1) UNION (SELECT 2)",
+            "WITH c AS (SELECT 1) SELECT * FROM c",
+            "SHOW TABLES",
+            "show variables like 'x%'",
+        ] {
+            assert!(rows_are_found_rows(&text(sql)), "{sql}");
+        }
+        for sql in [
+            "SELECT * FROM t LIMIT 10, 5",
+            "SELECT * FROM t LIMIT 2 OFFSET 10",
+            "select * from t limit 3 offset 1",
+            "SHOW WARNINGS",
+            "show errors",
+            "SHOW COUNT(*) WARNINGS",
+            "EXPLAIN SELECT 1",
+            "HELP 'contents'",
+            "CHECKSUM TABLE t",
+            "CALL p()",
+        ] {
+            assert!(!rows_are_found_rows(&text(sql)), "{sql}");
+        }
     }
 
     #[test]
