@@ -619,3 +619,54 @@ async fn reload_resizes_the_pool() {
         .unwrap();
     assert_eq!(on_server, 1, "connections of the proxy on the primary");
 }
+
+/// `COMMIT RELEASE` (or `completion_type = RELEASE`) disconnects the client, as a server
+/// does, and the backend connection the server closed is not pooled again: the next client
+/// (here on a one-connection pool) gets a live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_release_disconnects_and_pools_nothing_dead() {
+    let _turn = TURN.lock().await;
+    let cl = cluster().await;
+    let p = proxy::start(&config(cl, 1)).await.unwrap();
+    let mut setup = p.conn().await.unwrap();
+    setup
+        .query_drop("CREATE OR REPLACE TABLE pl_release (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    setup.disconnect().await.unwrap();
+    for (i, ending) in [
+        &["COMMIT RELEASE"][..],
+        &["ROLLBACK WORK RELEASE"],
+        &["SET completion_type = 2", "COMMIT"],
+        &["SET completion_type = 'RELEASE'", "ROLLBACK"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = p.conn().await.unwrap();
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop(format!("INSERT INTO pl_release VALUES ({i})"))
+            .await
+            .unwrap();
+        for sql in ending {
+            c.query_drop(*sql).await.unwrap();
+        }
+        assert!(
+            c.query_drop("SELECT 1").await.is_err(),
+            "{ending:?}: still connected"
+        );
+        let mut next = p.conn().await.unwrap();
+        let _: Option<i64> = next
+            .query_first("/*master*/ SELECT COUNT(*) FROM pl_release")
+            .await
+            .unwrap_or_else(|e| panic!("{ending:?}: the next client failed: {e}"));
+        next.disconnect().await.unwrap();
+    }
+    // Kept: the two COMMITs; the ROLLBACKs undid theirs.
+    let mut c = p.conn().await.unwrap();
+    let kept: Vec<i64> = c
+        .query("/*master*/ SELECT id FROM pl_release ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(kept, [0, 2]);
+}

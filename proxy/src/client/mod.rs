@@ -107,6 +107,8 @@ pub enum SessionEnd {
     BackendLost,
     #[error("killed by KILL CONNECTION")]
     Killed,
+    #[error("COMMIT/ROLLBACK with RELEASE: disconnected, as by a server")]
+    Released,
 }
 
 /// What the listener tells every session.

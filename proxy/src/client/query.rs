@@ -131,6 +131,8 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     }
     let wants_last_id = c.flags.contains(Flags::LAST_INSERT_ID);
     let select_into = c.flags.contains(Flags::SELECT_INTO);
+    let releases = c.kind == StmtKind::EndTransaction && !multi && releases(sql, s);
+    let mut released = false;
     let kind = c.kind;
     let rewritten;
     let packet = if c.flags.contains(Flags::CONNECTION_ID) || write_in || found_rows_in {
@@ -162,6 +164,11 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
                 // It sets what FOUND_ROWS() answers, without a result set to count.
                 s.found_rows = None;
             }
+            if releases {
+                // The server closes this connection after its reply.
+                conn.broken = true;
+                released = true;
+            }
             if multi {
                 return;
             }
@@ -182,7 +189,39 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     if let Some(r) = relayed {
         s.record_digest_keyed(shape.key, sql, &r);
     }
+    if released {
+        return Err(SessionEnd::Released);
+    }
     Ok(())
+}
+
+/// Whether a `COMMIT`/`ROLLBACK` ends with the server closing the connection: `RELEASE`
+/// written, or `completion_type` set to `RELEASE` (2) and no `AND CHAIN` or `NO RELEASE`
+/// written. The client is then disconnected too, as by a server, and the connection is
+/// not pooled again.
+fn releases(sql: &[u8], s: &Session) -> bool {
+    let text = String::from_utf8_lossy(sql).to_ascii_uppercase();
+    let words: Vec<&str> = text
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let after_no = |word: &str| {
+        words
+            .iter()
+            .position(|w| *w == word)
+            .map(|i| i > 0 && words[i - 1] == "NO")
+    };
+    match (after_no("RELEASE"), after_no("CHAIN")) {
+        (Some(no), _) => !no,
+        (None, Some(false)) => false,
+        _ => s.state.vars.iter().any(|(k, text)| {
+            k == "completion_type" && {
+                let v = text.rsplit('=').next().unwrap_or("").trim();
+                let v = v.trim_matches(['\'', '"']);
+                v == "2" || v.eq_ignore_ascii_case("RELEASE")
+            }
+        }),
+    }
 }
 
 /// The command with the session's own values written in for the calls that need them.
@@ -240,13 +279,7 @@ fn record_set(s: &mut Session, conn: &mut BackendConn, assignments: &[Assignment
                 conn.track.stale = true;
             }
             if key == "wait_timeout" {
-                // A plain number of seconds; anything else (DEFAULT, an expression) leaves
-                // the proxy's own `wait-timeout`.
-                s.wait_timeout = text
-                    .rsplit('=')
-                    .next()
-                    .and_then(|v| v.trim().parse().ok())
-                    .map(std::time::Duration::from_secs);
+                s.wait_timeout = wait_timeout_of(text);
             }
             conn.state.set_var(key.clone(), text.clone());
             s.state.set_var(key.clone(), text.clone());
@@ -263,5 +296,43 @@ fn record_set(s: &mut Session, conn: &mut BackendConn, assignments: &[Assignment
     }
 }
 
+/// The `wait_timeout` an assignment sets, as a server takes it: a plain number of seconds
+/// (a comment may follow), clamped to 1 s .. 1 year. Anything else (`DEFAULT`, an
+/// expression) leaves the proxy's own `wait-timeout`.
+fn wait_timeout_of(assignment: &str) -> Option<std::time::Duration> {
+    let value = assignment.split_once('=')?.1.trim_start();
+    let end = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '+'))
+        .unwrap_or(value.len());
+    let rest = value[end..].trim_start();
+    let plain = rest.is_empty()
+        || rest.starts_with("/*")
+        || rest.starts_with("--")
+        || rest.starts_with('#');
+    let secs: i64 = value[..end].parse().ok().filter(|_| plain)?;
+    Some(std::time::Duration::from_secs(
+        secs.clamp(1, 31_536_000) as u64
+    ))
+}
+
 /// Recorded assignments beyond which a session stops being moved between connections.
 const MAX_REPLAYED: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::wait_timeout_of;
+
+    #[test]
+    fn wait_timeout_as_a_server_takes_it() {
+        let secs = |s: &str| wait_timeout_of(s).map(|d| d.as_secs());
+        assert_eq!(secs("wait_timeout=3"), Some(3));
+        assert_eq!(secs("@@session.wait_timeout = 3 /* c */"), Some(3));
+        assert_eq!(secs("wait_timeout=3 -- c"), Some(3));
+        assert_eq!(secs("wait_timeout=0"), Some(1));
+        assert_eq!(secs("wait_timeout=-5"), Some(1));
+        assert_eq!(secs("wait_timeout=99999999999"), Some(31_536_000));
+        assert_eq!(wait_timeout_of("wait_timeout=DEFAULT"), None);
+        assert_eq!(wait_timeout_of("wait_timeout=1+2"), None);
+        assert_eq!(wait_timeout_of("wait_timeout=@@global.wait_timeout"), None);
+    }
+}
