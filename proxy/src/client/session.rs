@@ -298,6 +298,10 @@ impl Session {
         }
         self.key.user = user.into();
         self.key.collation = collation;
+        // The configured charset follows the new handshake's collation (the session was
+        // started over under the old one).
+        self.state.vars.retain(|(k, _)| k != "names");
+        self.apply_charset();
         self.password = password;
         self.status.set_user(user);
     }
