@@ -79,7 +79,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     }
     let class = classify::classify(&packet[1..]);
     let sql: Arc<str> = if class.flags.contains(Flags::CONNECTION_ID) {
-        let p = super::query::with_session_values(s, packet, false, false);
+        let p = super::query::with_session_values(s, packet, false, None);
         String::from_utf8_lossy(&p[1..]).into()
     } else {
         String::from_utf8_lossy(&packet[1..]).into()

@@ -65,12 +65,16 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         c.flags = c.flags.without(Flags::ROW_COUNT);
     }
     // `FOUND_ROWS()` likewise, for the session's last result set.
-    let found_rows_in = c.flags.contains(Flags::FOUND_ROWS)
+    let found_rows = if c.flags.contains(Flags::FOUND_ROWS)
         && s.pinned
             .as_ref()
             .is_none_or(|p| Some(p.id()) != s.found_rows_on)
-        && s.known_found_rows().is_some();
-    if found_rows_in {
+    {
+        s.known_found_rows()
+    } else {
+        None
+    };
+    if found_rows.is_some() {
         c.flags = c.flags.without(Flags::FOUND_ROWS);
     }
     if let Some(e) = s.refuse_write_on_replica(c.kind) {
@@ -135,8 +139,8 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     let mut released = false;
     let kind = c.kind;
     let rewritten;
-    let packet = if c.flags.contains(Flags::CONNECTION_ID) || write_in || found_rows_in {
-        rewritten = with_session_values(s, packet, write_in, found_rows_in);
+    let packet = if c.flags.contains(Flags::CONNECTION_ID) || write_in || found_rows.is_some() {
+        rewritten = with_session_values(s, packet, write_in, found_rows);
         &rewritten[..]
     } else {
         packet
@@ -200,6 +204,19 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
 /// written. The client is then disconnected too, as by a server, and the connection is
 /// not pooled again.
 fn releases(sql: &[u8], s: &Session) -> bool {
+    let by_default = || {
+        s.state.vars.iter().any(|(k, text)| {
+            k == "completion_type" && {
+                let v = text.rsplit('=').next().unwrap_or("").trim();
+                let v = v.trim_matches(['\'', '"']);
+                v == "2" || v.eq_ignore_ascii_case("RELEASE")
+            }
+        })
+    };
+    // Most transactions end with a plain COMMIT: no words to look at.
+    if !sql.windows(7).any(|w| w.eq_ignore_ascii_case(b"RELEASE")) && !by_default() {
+        return false;
+    }
     let text = String::from_utf8_lossy(sql).to_ascii_uppercase();
     let words: Vec<&str> = text
         .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
@@ -214,13 +231,7 @@ fn releases(sql: &[u8], s: &Session) -> bool {
     match (after_no("RELEASE"), after_no("CHAIN")) {
         (Some(no), _) => !no,
         (None, Some(false)) => false,
-        _ => s.state.vars.iter().any(|(k, text)| {
-            k == "completion_type" && {
-                let v = text.rsplit('=').next().unwrap_or("").trim();
-                let v = v.trim_matches(['\'', '"']);
-                v == "2" || v.eq_ignore_ascii_case("RELEASE")
-            }
-        }),
+        _ => by_default(),
     }
 }
 
@@ -228,20 +239,20 @@ fn releases(sql: &[u8], s: &Session) -> bool {
 /// `CONNECTION_ID()` answers the id the client got in the proxy's greeting, for the whole
 /// session, whichever pooled backend connections its statements run on (each has its own
 /// server-side id; `KILL` takes the same id). `ROW_COUNT()` answers what the session
-/// recorded of its previous statement, when `row_count` says to; `FOUND_ROWS()` the rows of
-/// its last result set, when `found_rows` says to.
+/// recorded of its previous statement, when `row_count` says to; `FOUND_ROWS()` answers
+/// `found_rows`, when given.
 pub(crate) fn with_session_values(
     s: &Session,
     packet: &[u8],
     row_count: bool,
-    found_rows: bool,
+    found_rows: Option<i64>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(packet.len() + 40);
     out.push(packet[0]);
     out.extend(classify::replace_session_fns(&packet[1..], |f| match f {
         SessionFn::ConnectionId => Some(f.literal(s.id.into())),
         SessionFn::RowCount => row_count.then(|| f.literal(s.row_count)),
-        SessionFn::FoundRows => found_rows.then(|| s.known_found_rows().map(|n| f.literal(n)))?,
+        SessionFn::FoundRows => found_rows.map(|n| f.literal(n)),
     }));
     out
 }

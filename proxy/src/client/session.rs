@@ -231,7 +231,9 @@ impl Session {
     /// Atlas's `charset`, for a client whose handshake names no character set the server
     /// knows: none (0), or MySQL 8's `utf8mb4_0900_ai_ci` (255). A client that names one
     /// keeps it, as on a server: given another, it would decode the results wrongly.
+    /// Called on a session that has no `SET NAMES` of its own (new, or started over).
     fn apply_charset(&mut self) {
+        self.state.vars.retain(|(k, _)| k != "names");
         let named = !matches!(self.key.collation, 0 | 255);
         if let Some(cs) = self.charset.as_ref().filter(|_| !named) {
             self.state.set_var("names".into(), format!("NAMES {cs}"));
@@ -298,9 +300,7 @@ impl Session {
         }
         self.key.user = user.into();
         self.key.collation = collation;
-        // The configured charset follows the new handshake's collation (the session was
-        // started over under the old one).
-        self.state.vars.retain(|(k, _)| k != "names");
+        // The session was started over under the old collation.
         self.apply_charset();
         self.password = password;
         self.status.set_user(user);
