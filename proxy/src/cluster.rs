@@ -74,6 +74,19 @@ impl ReadPicker {
     }
 }
 
+impl ReadPicker {
+    /// Takes back the backend a read was given (see [`Cluster::read_backend`]), for the rest
+    /// of the run. The picker lends its backend rather than sharing it: a shared one costs a
+    /// reference count taken and dropped per read, atomic writes to a cache line that every
+    /// event thread writes. A backend the picker did not lend (a write backend a read fell
+    /// back to) is never picked from `current`: only eligible replicas are.
+    pub fn give_back(&mut self, backend: Arc<Backend>) {
+        if self.current.is_none() && self.left > 0 {
+            self.current = Some(backend);
+        }
+    }
+}
+
 impl Default for ReadPicker {
     fn default() -> Self {
         Self::new()
@@ -409,7 +422,8 @@ impl Cluster {
     }
 
     /// The read-only backend for a session's next read, skipping `exclude` (backends that
-    /// already failed this statement). `None`: reads go to the write backend.
+    /// already failed this statement). `None`: reads go to the write backend. The run goes
+    /// on with the same backend only if the read gives it back ([`ReadPicker::give_back`]).
     pub fn read_backend(
         &self,
         picker: &mut ReadPicker,
@@ -420,12 +434,10 @@ impl Cluster {
             b.role == Role::ReadOnly && b.serves() && !exclude.iter().any(|e| Arc::ptr_eq(e, b))
         };
         let weight = |b: &Arc<Backend>| u64::from(b.weight.load(Ordering::Relaxed));
-        if picker.left > 0 {
-            // A removed backend is offline, so it no longer serves either.
-            if let Some(cur) = picker.current.as_ref().filter(|b| eligible(b)) {
-                picker.left -= 1;
-                return Some(cur.clone());
-            }
+        // A removed backend is offline, so it no longer serves either.
+        if picker.left > 0 && picker.current.as_ref().is_some_and(eligible) {
+            picker.left -= 1;
+            return picker.current.take();
         }
         picker.current = None;
         let total: u64 = all.iter().filter(|b| eligible(b)).map(weight).sum();
@@ -438,7 +450,6 @@ impl Cluster {
         for b in all.iter().filter(|b| eligible(b)) {
             let w = weight(b);
             if ticket < w {
-                picker.current = Some(b.clone());
                 picker.left = READ_RUN - 1;
                 return Some(b.clone());
             }
@@ -553,12 +564,38 @@ mod tests {
         assert!(!c.refuses_lvs(ip("::ffff:192.168.1.1")));
     }
 
+    /// A read as a session makes it: the backend is given back when the statement is done.
+    fn read(c: &Cluster, p: &mut ReadPicker, exclude: &[Arc<Backend>]) -> Option<Arc<Backend>> {
+        let b = c.read_backend(p, exclude)?;
+        p.give_back(b.clone());
+        Some(b)
+    }
+
+    #[test]
+    fn a_run_goes_on_only_with_its_replica_given_back() {
+        let c = cluster(1, 2);
+        let mut p = ReadPicker::new();
+        let first = read(&c, &mut p, &[]).unwrap();
+        let second = c.read_backend(&mut p, &[]).unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(p.left, READ_RUN - 2);
+        // Kept (say, for `SHOW WARNINGS`): the next read starts a new run.
+        read(&c, &mut p, &[]).unwrap();
+        assert_eq!(p.left, READ_RUN - 1);
+        // The write backend a read fell back to does not become the run's replica.
+        let w = c.write_backend().unwrap();
+        let lent = c.read_backend(&mut p, &[]).unwrap();
+        p.give_back(w);
+        drop(lent);
+        assert_eq!(read(&c, &mut p, &[]).unwrap().role, Role::ReadOnly);
+    }
+
     #[test]
     fn reads_come_in_runs_that_follow_the_weights() {
         let c = cluster(1, 3);
         let mut p = ReadPicker::new();
         let picks: Vec<String> = (0..16 * 400)
-            .map(|_| port(&c.read_backend(&mut p, &[])).to_string())
+            .map(|_| port(&read(&c, &mut p, &[])).to_string())
             .collect();
         for run in picks.chunks(READ_RUN as usize) {
             assert!(run.iter().all(|x| *x == run[0]), "{run:?}");
@@ -575,22 +612,22 @@ mod tests {
     fn a_run_ends_when_its_replica_stops_serving_or_leaves() {
         let c = cluster(1, 1);
         let mut p = ReadPicker::new();
-        let first = c.read_backend(&mut p, &[]).unwrap();
+        let first = read(&c, &mut p, &[]).unwrap();
         first.transition(Health::Down, Some("test".into()));
         for _ in 0..20 {
-            let b = c.read_backend(&mut p, &[]).unwrap();
+            let b = read(&c, &mut p, &[]).unwrap();
             assert!(!Arc::ptr_eq(&b, &first));
         }
         first.transition(Health::Up, None);
         // The other replica leaves the cluster: the next read goes back to the first.
-        let other = c.read_backend(&mut p, &[]).unwrap();
+        let other = read(&c, &mut p, &[]).unwrap();
         let ndx = c
             .backends()
             .iter()
             .position(|b| Arc::ptr_eq(b, &other))
             .unwrap();
         c.remove_backend(ndx + 1).unwrap();
-        assert!(Arc::ptr_eq(&c.read_backend(&mut p, &[]).unwrap(), &first));
+        assert!(Arc::ptr_eq(&read(&c, &mut p, &[]).unwrap(), &first));
     }
 
     #[test]
@@ -599,9 +636,9 @@ mod tests {
         let mut p = ReadPicker::new();
         let (r11, r12) = (backend(&c, ":11"), backend(&c, ":12"));
         for _ in 0..40 {
-            let b = c.read_backend(&mut p, std::slice::from_ref(&r11));
+            let b = read(&c, &mut p, std::slice::from_ref(&r11));
             assert_eq!(port(&b), "12");
         }
-        assert!(c.read_backend(&mut p, &[r11, r12]).is_none());
+        assert!(read(&c, &mut p, &[r11, r12]).is_none());
     }
 }

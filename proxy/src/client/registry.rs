@@ -57,7 +57,12 @@ pub struct SessionStatus {
 
 #[derive(Default)]
 struct RunningSlot {
-    now: Option<Running>,
+    /// The latest statement's; `running` says whether it still is. Kept after it ends so that
+    /// the next statement on the same backend takes no new reference to it: a reference count
+    /// is an atomic write to a cache line every event thread's sessions write, and this
+    /// happens for every statement.
+    last: Option<Running>,
+    running: bool,
     kills: u32,
     /// The client's end of input was passed on to the running statement's backend connection,
     /// which can then take no further statement.
@@ -270,11 +275,20 @@ impl SessionStatus {
     /// The session's statement is about to go out on `thread_id` of `backend`.
     pub fn start_running(&self, backend: &Arc<Backend>, thread_id: u32, backend_fd: RawFd) {
         let mut slot = self.running.lock().expect("running lock");
-        slot.now = Some(Running {
-            backend: backend.clone(),
-            thread_id,
-            backend_fd,
-        });
+        match &mut slot.last {
+            Some(r) if Arc::ptr_eq(&r.backend, backend) => {
+                r.thread_id = thread_id;
+                r.backend_fd = backend_fd;
+            }
+            last => {
+                *last = Some(Running {
+                    backend: backend.clone(),
+                    thread_id,
+                    backend_fd,
+                });
+            }
+        }
+        slot.running = true;
         slot.eof_passed = false;
     }
 
@@ -284,7 +298,7 @@ impl SessionStatus {
     pub async fn stop_running(&self) -> bool {
         let eof_passed = {
             let mut slot = self.running.lock().expect("running lock");
-            slot.now = None;
+            slot.running = false;
             if slot.kills == 0 {
                 return slot.eof_passed;
             }
@@ -308,7 +322,7 @@ impl SessionStatus {
         slot.kills += 1;
         KillGuard {
             status: self,
-            running: slot.now.clone(),
+            running: slot.last.clone().filter(|_| slot.running),
         }
     }
 
@@ -326,7 +340,11 @@ impl SessionStatus {
     /// that lock), so both descriptors are still theirs.
     fn pass_on_client_eof(&self) -> bool {
         let mut slot = self.running.lock().expect("running lock");
-        let Some(running) = slot.now.as_ref().filter(|_| !slot.eof_passed) else {
+        let Some(running) = slot
+            .last
+            .as_ref()
+            .filter(|_| slot.running && !slot.eof_passed)
+        else {
             return false;
         };
         // SAFETY: the descriptors are open for as long as `slot` is held (see above).

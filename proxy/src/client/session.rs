@@ -664,7 +664,9 @@ impl Session {
         } else if keep_held {
             self.held = Some(c);
         } else {
-            self.release(c).await;
+            let Checkout { backend, lease } = c;
+            self.release_lease(&backend, lease);
+            self.reads.give_back(backend);
         }
     }
 
@@ -708,12 +710,16 @@ impl Session {
     }
 
     pub async fn release(&self, c: Checkout) {
-        let Checkout { backend, lease } = c;
+        self.release_lease(&c.backend, c.lease);
+    }
+
+    fn release_lease(&self, backend: &Arc<Backend>, lease: Lease) {
         if backend.health() == Health::Offline {
             // Taken out by an operator: its connections close as their sessions let go.
             return;
         }
         if lease.conn.needs_reset() {
+            let backend = backend.clone();
             tokio::spawn(async move {
                 lease.reset_and_release(&backend.pool).await;
             });
