@@ -53,12 +53,13 @@ const GOLDEN_RATIO_FRACTION: u64 = 0x9E37_79B9_7F4A_7C15;
 /// lands on another server thread, cold, and the kernel can no longer keep the proxy's thread
 /// and the server's on one CPU: one sysbench client through two replicas ran at 0.8x the QPS
 /// and 1.2x the proxy CPU per query of the same client through one. So a session keeps its
-/// replica for `READ_RUN` reads (fewer if it fails or leaves the pool), then
-/// picks the next. Picks follow a golden-ratio sequence over the weights from a random phase:
+/// replica for `READ_RUN` reads (fewer if it fails, leaves the pool, or a read keeps its
+/// connection: see [`ReadPicker::give_back`]), then picks the next. Picks follow a golden-ratio sequence over the weights from a random phase:
 /// each session's reads match the configured split within a few runs, where random picks
 /// would wander.
 pub struct ReadPicker {
     phase: u64,
+    /// The run's replica; `None` while lent to a read, and between runs.
     current: Option<Arc<Backend>>,
     /// Reads left in the current run.
     left: u32,
@@ -72,14 +73,15 @@ impl ReadPicker {
             left: 0,
         }
     }
-}
 
-impl ReadPicker {
-    /// Takes back the backend a read was given (see [`Cluster::read_backend`]), for the rest
-    /// of the run. The picker lends its backend rather than sharing it: a shared one costs a
-    /// reference count taken and dropped per read, atomic writes to a cache line that every
-    /// event thread writes. A backend the picker did not lend (a write backend a read fell
-    /// back to) is never picked from `current`: only eligible replicas are.
+    /// Takes back the backend of a statement whose connection went back to the pool, for
+    /// the rest of the run. The picker lends its replica rather than sharing it: a shared one
+    /// costs a reference count taken and dropped per read, atomic writes to a cache line
+    /// that every event thread writes. A read whose connection stays with the session (held
+    /// for `SHOW WARNINGS`, pinned) gives nothing back, and the next read starts a new run.
+    /// Whatever else comes back (the write backend after a write, or after a read fell back
+    /// to it) is harmless: `read_backend` takes `current` only while it is an eligible
+    /// replica.
     pub fn give_back(&mut self, backend: Arc<Backend>) {
         if self.current.is_none() && self.left > 0 {
             self.current = Some(backend);

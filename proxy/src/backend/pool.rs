@@ -10,6 +10,7 @@
 //! take it again. The bound on open connections is shared by all threads.
 
 use super::conn::{BackendConn, BackendError, ConnKey, Dial};
+use super::{Backend, Health};
 use crate::event_threads::PerThread;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -348,14 +349,18 @@ impl Pool {
 }
 
 impl Lease {
-    /// Resets a connection that carries session-owned state, then returns it to its pool.
-    pub async fn reset_and_release(mut self, pool: &Pool) {
+    /// Resets a connection that carries session-owned state, then returns it to its
+    /// backend's pool, unless an operator took the backend offline (or removed it) meanwhile:
+    /// its idle connections were closed then, and this one would stay open, unused.
+    pub async fn reset_and_release(mut self, backend: &Backend) {
         if !self.conn.broken && self.conn.needs_reset() {
             if let Err(e) = self.conn.reset().await {
                 tracing::debug!("closing backend connection that failed to reset: {e}");
                 return;
             }
         }
-        pool.release(self, Instant::now());
+        if backend.health() != Health::Offline {
+            backend.pool.release(self, Instant::now());
+        }
     }
 }

@@ -111,7 +111,7 @@ async fn enter(
     s.state.schema = req.database.clone();
     if req.database.is_some() {
         let c = s.checkout(Target::Read, &mut Vec::new()).await?;
-        s.release(c).await;
+        s.release_keeping_run(c);
     }
     Ok(())
 }

@@ -207,7 +207,7 @@ pub async fn serve(
         match session.checkout(Target::Read, &mut exclude).await {
             Ok(c) => {
                 session.sql_mode_flags = c.lease.conn.status & message::SQL_MODE_FLAGS;
-                session.release(c).await;
+                session.release_keeping_run(c);
             }
             Err(e) if login.database.is_some() => {
                 tracing::info!(client = %peer, "login refused: {e}");

@@ -62,6 +62,7 @@ struct RunningSlot {
     /// is an atomic write to a cache line every event thread's sessions write, and this
     /// happens for every statement.
     last: Option<Running>,
+    /// Whether `last` is still running; its `backend_fd` may be closed or reused otherwise.
     running: bool,
     kills: u32,
     /// The client's end of input was passed on to the running statement's backend connection,
@@ -69,7 +70,7 @@ struct RunningSlot {
     eof_passed: bool,
 }
 
-/// A statement in progress on a backend connection.
+/// A statement on a backend connection: in progress, where a kill finds it.
 #[derive(Clone)]
 pub struct Running {
     pub backend: Arc<Backend>,
@@ -322,7 +323,7 @@ impl SessionStatus {
         slot.kills += 1;
         KillGuard {
             status: self,
-            running: slot.last.clone().filter(|_| slot.running),
+            running: slot.running.then(|| slot.last.clone()).flatten(),
         }
     }
 

@@ -664,9 +664,7 @@ impl Session {
         } else if keep_held {
             self.held = Some(c);
         } else {
-            let Checkout { backend, lease } = c;
-            self.release_lease(&backend, lease);
-            self.reads.give_back(backend);
+            self.release_keeping_run(c);
         }
     }
 
@@ -713,6 +711,14 @@ impl Session {
         self.release_lease(&c.backend, c.lease);
     }
 
+    /// Gives a connection back to the pool and its backend to the read picker, whose run
+    /// then goes on with it (see [`ReadPicker::give_back`]).
+    pub fn release_keeping_run(&mut self, c: Checkout) {
+        let Checkout { backend, lease } = c;
+        self.release_lease(&backend, lease);
+        self.reads.give_back(backend);
+    }
+
     fn release_lease(&self, backend: &Arc<Backend>, lease: Lease) {
         if backend.health() == Health::Offline {
             // Taken out by an operator: its connections close as their sessions let go.
@@ -721,7 +727,7 @@ impl Session {
         if lease.conn.needs_reset() {
             let backend = backend.clone();
             tokio::spawn(async move {
-                lease.reset_and_release(&backend.pool).await;
+                lease.reset_and_release(&backend).await;
             });
         } else {
             backend
