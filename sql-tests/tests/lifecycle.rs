@@ -2,7 +2,7 @@
 //! re-reading the config file live (what SIGHUP does).
 
 use mysql_async::prelude::*;
-use rwproxy_sql_tests::{proxy, Cluster};
+use rwproxy_sql_tests::{cli, proxy, Cluster, APP_PASSWORD};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -131,6 +131,23 @@ async fn a_sessions_own_wait_timeout_closes_it() {
     assert!(transactional.query_drop("SELECT 1").await.is_err());
     let one: Option<u32> = reverted.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1));
+}
+
+/// The next command of a session closed at its `wait_timeout` fails as it does against the
+/// server: "server has gone away" (2006), on which client libraries and frameworks reconnect
+/// and retry, not "lost connection during query" (2013), on which they must not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_timeout_is_server_gone_away_as_on_the_server() {
+    let cl = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let script = "SET SESSION wait_timeout = 1;\nSELECT 1;\n\\! sleep 2.5\nSELECT 2;\n";
+    let [direct, via] = [cl.primary.port, p.addr.port()]
+        .map(|port| cli::mariadb(port, APP_PASSWORD, &["--skip-reconnect"], Some(script)));
+    assert!(!direct.0, "{direct:?}");
+    assert!(direct.2.contains("ERROR 2006 (HY000)"), "{direct:?}");
+    assert_eq!(via, direct);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
