@@ -54,9 +54,9 @@ const GOLDEN_RATIO_FRACTION: u64 = 0x9E37_79B9_7F4A_7C15;
 /// and the server's on one CPU: one sysbench client through two replicas ran at 0.8x the QPS
 /// and 1.2x the proxy CPU per query of the same client through one. So a session keeps its
 /// replica for `READ_RUN` reads (fewer if it fails, leaves the pool, or a read keeps its
-/// connection: see [`ReadPicker::give_back`]), then picks the next. Picks follow a golden-ratio sequence over the weights from a random phase:
-/// each session's reads match the configured split within a few runs, where random picks
-/// would wander.
+/// connection: see [`ReadPicker::give_back`]), then picks the next. Picks follow a
+/// golden-ratio sequence over the weights from a random phase: each session's reads match
+/// the configured split within a few runs, where random picks would wander.
 pub struct ReadPicker {
     phase: u64,
     /// The run's replica; `None` while lent to a read, and between runs.
