@@ -232,24 +232,16 @@ pub async fn serve(
     let end = run(&mut session, &mut io, &info).await;
     session.close().await;
     if matches!(end, Err(SessionEnd::IdleTimeout)) {
-        reset_on_close(fd);
+        // As MariaDB at `wait_timeout`: the client's next command then fails to send
+        // ("server has gone away", 2006), which client libraries and frameworks take as the
+        // cue to reconnect and retry. After an orderly close it would be sent and its reply
+        // never come ("lost connection during query", 2013), which they must not retry: the
+        // statement may have run. Nothing is waiting to be sent when a session is idle, so
+        // the reset loses nothing.
+        stream::close_with_reset(io.reader.into_inner(), io.writer.into_inner());
     }
     if let Err(e) = end {
         tracing::debug!(client = %peer, session = id, "session ended: {e}");
-    }
-}
-
-/// Makes the close of a session's client socket a reset, as MariaDB's is at `wait_timeout`:
-/// the client's next command then fails to send ("server has gone away", 2006), which client
-/// libraries and frameworks take as the cue to reconnect and retry. After an orderly close
-/// the command would be sent and its reply never come ("lost connection during query",
-/// 2013), which they must not retry: the statement may have run. Nothing is waiting to be
-/// sent when a session is idle, so the reset loses nothing.
-fn reset_on_close(fd: std::os::fd::RawFd) {
-    // SAFETY: called while the session's `ClientIo` still owns the socket.
-    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    if let Err(e) = socket2::SockRef::from(&socket).set_linger(Some(std::time::Duration::ZERO)) {
-        tracing::debug!("could not make the idle client's close a reset: {e}");
     }
 }
 

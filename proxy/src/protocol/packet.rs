@@ -208,6 +208,11 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         &mut self.inner
     }
 
+    /// The stream; bytes read but not yet consumed are dropped.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     async fn fill(&mut self) -> io::Result<()> {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(16 * 1024);
@@ -320,6 +325,11 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
 
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner
+    }
+
+    /// The stream; packets not yet flushed are dropped.
+    pub fn into_inner(self) -> W {
+        self.inner
     }
 }
 

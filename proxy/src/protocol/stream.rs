@@ -43,6 +43,27 @@ pub fn tls(s: impl Into<TlsStream>) -> (StreamRead, StreamWrite) {
     (StreamRead::Tls(r), StreamWrite::Tls(w))
 }
 
+/// Closes the socket with a reset rather than in order (`SO_LINGER` 0), and without a FIN
+/// first: plain TCP's owned write half would shut the sending side down when dropped on its
+/// own, so the halves are put back together first.
+pub fn close_with_reset(r: StreamRead, w: StreamWrite) {
+    let reset = |tcp: &TcpStream| {
+        if let Err(e) = socket2::SockRef::from(tcp).set_linger(Some(std::time::Duration::ZERO)) {
+            tracing::debug!("could not make a close a reset: {e}");
+        }
+    };
+    match (r, w) {
+        (StreamRead::Plain(r), StreamWrite::Plain(w)) => {
+            if let Ok(tcp) = r.reunite(w) {
+                reset(&tcp);
+            }
+        }
+        (StreamRead::Tls(r), StreamWrite::Tls(w)) => reset(r.unsplit(w).get_ref().0),
+        // Never made: both halves come from one `plain` or `tls` call.
+        _ => {}
+    }
+}
+
 impl StreamRead {
     pub fn is_tls(&self) -> bool {
         matches!(self, StreamRead::Tls(_))
