@@ -429,10 +429,6 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
             return Err(SessionEnd::Killed);
         }
         match wait_for_command(s, io, idle_since, info.wait_timeout).await? {
-            // A kill that came with the command (the wait prefers the client's bytes): the
-            // killer's OK went out first, and on a server the kill closes the connection
-            // before it answers, so the command must not run.
-            Wake::Command if status.is_killed() => return Err(SessionEnd::Killed),
             Wake::Command => {}
             Wake::IdleTimeout => return Err(SessionEnd::IdleTimeout),
             Wake::Shutdown => {
