@@ -462,6 +462,32 @@ async fn kill_query_stops_the_statement_where_it_runs() {
     }
 }
 
+/// A command the victim sends once its killer has the OK never runs: on a server, KILL
+/// CONNECTION closes the connection before it answers. Before the proxy told a command
+/// that came with the kill's wake from one already waiting when the kill came, 277 to 524
+/// of these 2 000 commands ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_sent_after_a_kill_runs() {
+    let (_, p) = setup().await;
+    let mut killer = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let mut ran = 0;
+    for _ in 0..2000 {
+        let mut victim = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+        let ok = RawConn::query(&mut killer, &format!("KILL CONNECTION {}", victim.id))
+            .await
+            .unwrap();
+        assert_eq!(ok[0][0], 0x00, "{ok:?}");
+        if victim.query_reply("SELECT 1").await.is_ok() {
+            ran += 1;
+        }
+    }
+    assert_eq!(ran, 0, "commands run after their session was killed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_connection_and_kill_errors() {
     let (c, p) = setup().await;

@@ -232,6 +232,7 @@ pub async fn serve(
     let end = run(&mut session, &mut io, &info).await;
     session.close().await;
     if matches!(end, Err(SessionEnd::IdleTimeout)) {
+        entry.status.client_closing();
         // As MariaDB at `wait_timeout`: the client's next command then fails to send
         // ("server has gone away", 2006), which client libraries and frameworks take as the
         // cue to reconnect and retry. After an orderly close it would be sent and its reply
@@ -374,6 +375,9 @@ async fn wait_for_command(
             // sit in the TLS layer while the socket has nothing more. A cancelled read
             // loses nothing.
             r = io.reader.fill_to(1) => return match r {
+                // A kill's wake and the client's bytes can come together; the bytes win
+                // this select, but not over a kill that came before them.
+                Ok(()) if status.killed_before_command() => Ok(Wake::Killed),
                 Ok(()) => Ok(Wake::Command),
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Wake::Closed),
                 Err(e) => Err(e),

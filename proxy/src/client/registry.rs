@@ -47,6 +47,10 @@ pub struct SessionStatus {
     kills_done: tokio::sync::Notify,
     /// `KILL CONNECTION` was issued against this session.
     killed: AtomicBool,
+    /// Bytes from the client were waiting in its socket when the kill came: a command sent
+    /// before the kill, which runs (as on a server, which had it already) before the session
+    /// ends. Anything arriving later may have been sent after the killer's OK, and must not.
+    command_at_kill: AtomicBool,
     /// Wakes the session from its wait for the client: a kill, the proxy stopping, or the
     /// idle sweeper. Per session, so waiting for a command touches no lock another thread
     /// uses.
@@ -68,6 +72,8 @@ struct RunningSlot {
     /// The client's end of input was passed on to the running statement's backend connection,
     /// which can then take no further statement.
     eof_passed: bool,
+    /// The session is closing its client's socket: `client_fd` may be closed or reused.
+    client_closed: bool,
 }
 
 /// A statement on a backend connection: in progress, where a kill finds it.
@@ -121,6 +127,7 @@ impl Registry {
             running: Mutex::default(),
             kills_done: tokio::sync::Notify::new(),
             killed: AtomicBool::new(false),
+            command_at_kill: AtomicBool::new(false),
             wake: atomic_waker::AtomicWaker::new(),
             woken: AtomicBool::new(false),
         });
@@ -213,7 +220,8 @@ impl Registry {
     }
 }
 
-/// A session's registration.
+/// A session's registration. Drop it before the client's socket: a kill still in flight
+/// then no longer looks at the socket.
 pub struct Entry {
     registry: Arc<Registry>,
     pub status: Arc<SessionStatus>,
@@ -221,6 +229,7 @@ pub struct Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
+        self.status.client_closing();
         self.registry.sessions.remove(&self.status.id);
     }
 }
@@ -372,10 +381,36 @@ impl SessionStatus {
         true
     }
 
-    /// Marks the session for closing and wakes it if it is waiting for its client.
+    /// Marks the session for closing and wakes it if it is waiting for its client. Looks
+    /// first whether the client has a command on its way in (see `command_at_kill`).
     pub fn kill(&self) {
+        {
+            let slot = self.running.lock().expect("running lock");
+            if !slot.client_closed {
+                // SAFETY: the session closes its client's socket only after marking it closed
+                // under this lock (`client_closing`).
+                let client = unsafe { BorrowedFd::borrow_raw(self.client_fd) };
+                let mut byte = [std::mem::MaybeUninit::uninit()];
+                let waiting = socket2::SockRef::from(&client)
+                    .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+                    .is_ok_and(|n| n > 0);
+                self.command_at_kill.store(waiting, Ordering::SeqCst);
+            }
+        }
         self.killed.store(true, Ordering::SeqCst);
         self.interrupt();
+    }
+
+    /// A kill came and the client's latest bytes may have been sent after the killer got its
+    /// OK: on a server the kill closes the connection before it answers, so what follows it
+    /// never runs.
+    pub fn killed_before_command(&self) -> bool {
+        self.is_killed() && !self.command_at_kill.load(Ordering::SeqCst)
+    }
+
+    /// The session is about to close its client's socket; a kill no longer looks at it.
+    pub fn client_closing(&self) {
+        self.running.lock().expect("running lock").client_closed = true;
     }
 
     fn interrupt(&self) {
