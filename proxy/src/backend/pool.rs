@@ -174,7 +174,7 @@ impl Pool {
 
     /// This thread's idle connection for `key`, preferring one in `schema`; one idle over a
     /// second is checked for a close by the server first.
-    fn take_idle(&self, key: &ConnKey, schema: Option<&str>, now: Instant) -> Option<Lease> {
+    pub fn take_idle(&self, key: &ConnKey, schema: Option<&str>, now: Instant) -> Option<Lease> {
         loop {
             let Idle { mut conn, permit } = self
                 .idle

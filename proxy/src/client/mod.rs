@@ -230,7 +230,7 @@ pub async fn serve(
     }
     let _active = ActiveSession::new(&info.active);
     let end = run(&mut session, &mut io, &info).await;
-    session.close().await;
+    session.close();
     if matches!(end, Err(SessionEnd::IdleTimeout)) {
         entry.status.client_closing();
         // As MariaDB at `wait_timeout`: the client's next command then fails to send
@@ -394,7 +394,7 @@ async fn wait_for_command(
                     return Ok(Wake::IdleTimeout);
                 }
                 if hold_until.is_some_and(|h| tokio::time::Instant::now() >= h) {
-                    s.release_held().await;
+                    s.release_held();
                 }
             }
             // Killed, shutting down, or idle too long: the checks above say which of the
@@ -695,7 +695,12 @@ pub async fn execute(
                 return Ok(None);
             }
         };
-        let rewritten = match prep.apply(s, c.conn(), packet).await {
+        // Awaited only when there is work: a future costs the session's state cache misses.
+        let prepared = match prep {
+            Prep::Nothing => Ok(None),
+            _ => prep.apply(s, c.conn(), packet).await,
+        };
+        let rewritten = match prepared {
             Ok(p) => p,
             // The connection failed while being prepared for the statement: a pinned one took
             // the session's transaction or server state with it.
@@ -706,7 +711,7 @@ pub async fn execute(
                 return Ok(None);
             }
             Err(e) => {
-                s.finish(c, Diag::Left).await;
+                s.finish(c, Diag::Left);
                 io.error(&e).await?;
                 return Ok(None);
             }
@@ -732,7 +737,10 @@ pub async fn execute(
                 sent: false,
             }),
         };
-        let client_eof_passed = s.status.stop_running().await;
+        let client_eof_passed = match s.status.stop_running() {
+            Some(passed) => passed,
+            None => s.status.after_kills().await,
+        };
         match result {
             Ok(mut r) => {
                 if client_eof_passed {
@@ -788,7 +796,7 @@ pub async fn execute(
                     // matter, so it is not worked out.
                     Diag::Unknown
                 };
-                s.finish(c, diag).await;
+                s.finish(c, diag);
                 return Ok(Some(r));
             }
             Err(RelayError::Client(e)) => {

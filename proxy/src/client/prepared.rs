@@ -111,7 +111,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     } else {
         Diag::of(router::diag_effect(sql.as_bytes()))
     };
-    s.finish(c, diag).await;
+    s.finish(c, diag);
     match reply {
         Err(e) => io.error(&e).await?,
         Ok(st) => {
@@ -370,7 +370,7 @@ pub async fn send_long_data(
         Err(_) => true,
     };
     if sent {
-        s.finish(c, Diag::Kept).await;
+        s.finish(c, Diag::Kept);
         Ok(())
     } else {
         drop(c);

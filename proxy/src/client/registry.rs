@@ -302,24 +302,29 @@ impl SessionStatus {
         slot.eof_passed = false;
     }
 
-    /// The statement's reply is complete. Waits for kills in flight to be done before the
-    /// connection can go back to the pool. True when the client's end of input was passed on
-    /// to the connection meanwhile (`pass_on_client_eof`): it cannot be used again.
-    pub async fn stop_running(&self) -> bool {
-        let eof_passed = {
-            let mut slot = self.running.lock().expect("running lock");
-            slot.running = false;
-            if slot.kills == 0 {
-                return slot.eof_passed;
-            }
-            slot.eof_passed
-        };
+    /// The statement's reply is complete: whether the client's end of input was passed on to
+    /// the connection meanwhile (`pass_on_client_eof`; it cannot be used again), or `None`
+    /// while kills are on their way to it: the connection must not go back to the pool before
+    /// they are done (`after_kills`). Not async, so that the common case adds no future to
+    /// the session's.
+    pub fn stop_running(&self) -> Option<bool> {
+        let mut slot = self.running.lock().expect("running lock");
+        slot.running = false;
+        (slot.kills == 0).then_some(slot.eof_passed)
+    }
+
+    /// Waits for the kills `stop_running` found in flight; then as `stop_running`.
+    pub async fn after_kills(&self) -> bool {
         loop {
             let done = self.kills_done.notified();
             tokio::pin!(done);
             done.as_mut().enable();
-            if self.running.lock().expect("running lock").kills == 0 {
-                return eof_passed;
+            let stopped = {
+                let slot = self.running.lock().expect("running lock");
+                (slot.kills == 0).then_some(slot.eof_passed)
+            };
+            if let Some(passed) = stopped {
+                return passed;
             }
             done.await;
         }

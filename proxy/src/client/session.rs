@@ -311,7 +311,7 @@ impl Session {
     /// variables, prepared statements and reasons to stay pinned are forgotten, and the
     /// schema is `schema`.
     pub async fn start_over(&mut self, schema: Option<String>) {
-        self.close().await;
+        self.close();
         self.state = SessionState {
             schema,
             vars: Vec::new(),
@@ -466,30 +466,43 @@ impl Session {
                     Err(e) => return Err(e),
                 },
             };
-            match backend
-                .pool
-                .acquire(
-                    &backend.address,
-                    &self.key,
-                    &self.password,
-                    self.state.schema.as_deref(),
-                    self.command_at,
-                )
-                .await
-            {
+            // Most statements find an idle connection in step with the session, and nothing
+            // to wait for: that path awaits nothing, so it writes no futures into the
+            // session's (cold by the time it runs again: a few cache misses per future).
+            let schema = self.state.schema.as_deref();
+            let acquired = match backend.pool.take_idle(&self.key, schema, self.command_at) {
+                Some(lease) => Ok(lease),
+                None => {
+                    let (key, password) = (&self.key, &self.password);
+                    backend
+                        .pool
+                        .acquire(&backend.address, key, password, schema, self.command_at)
+                        .await
+                }
+            };
+            match acquired {
                 Ok(lease) => {
                     let mut c = Checkout { backend, lease };
-                    match self.sync_state(&c.backend.address, &mut c.lease.conn).await {
+                    let synced = match c.lease.conn.state == self.state {
+                        true => Ok(()),
+                        false => {
+                            self.sync_differing(&c.backend.address, &mut c.lease.conn)
+                                .await
+                        }
+                    };
+                    match synced {
                         Ok(()) if is_write || target != Target::Read => return Ok(c),
                         Ok(()) => {
-                            if self.replica_has_our_writes(&mut c).await {
+                            let wait =
+                                matches!(self.ryw.plan(&c.backend.address), ReadPlan::WaitFor(..));
+                            if !wait || self.replica_has_our_writes(&mut c).await {
                                 return Ok(c);
                             }
-                            self.release(c).await;
+                            self.release(c);
                             primary_only = true;
                         }
                         Err(BackendError::Server(e)) => {
-                            self.release(c).await;
+                            self.release(c);
                             return Err(e);
                         }
                         Err(e) if !is_write => {
@@ -629,14 +642,14 @@ impl Session {
     /// A statement that left messages (`Diag::Left`) has its connection held until a later
     /// statement clears them, so `SHOW WARNINGS` and `@@warning_count` see what a direct
     /// connection would; a held connection is reset before anyone else uses it.
-    pub async fn finish(&mut self, mut c: Checkout, diag: Diag) {
+    pub fn finish(&mut self, mut c: Checkout, diag: Diag) {
         let on_held = std::mem::take(&mut self.on_held);
         let messages = diag == Diag::Left;
         // A statement that ran where the messages are leaves the server to decide.
         let kept = diag == Diag::Kept || (on_held && diag == Diag::Unknown);
         if !kept {
             // Whatever was held before this statement shows nothing any more.
-            self.release_held().await;
+            self.release_held();
         }
         let in_txn = c.conn().in_transaction();
         self.autocommit = c.conn().status & SERVER_STATUS_AUTOCOMMIT != 0;
@@ -657,7 +670,7 @@ impl Session {
             if keep_held {
                 self.held = Some(c);
             } else {
-                self.release(c).await;
+                self.release(c);
             }
         } else if in_txn || self.sticky.any() {
             self.pinned = Some(c);
@@ -701,13 +714,13 @@ impl Session {
     }
 
     /// Lets go of the connection kept for `SHOW WARNINGS`.
-    pub async fn release_held(&mut self) {
+    pub fn release_held(&mut self) {
         if let Some(c) = self.held.take() {
-            self.release(c).await;
+            self.release(c);
         }
     }
 
-    pub async fn release(&self, c: Checkout) {
+    pub fn release(&self, c: Checkout) {
         self.release_lease(&c.backend, c.lease);
     }
 
@@ -737,16 +750,16 @@ impl Session {
     }
 
     /// Ends the session: a held connection is rolled back / reset before anyone else gets it.
-    pub async fn close(&mut self) {
+    pub fn close(&mut self) {
         if let Some(mut c) = self.pinned.take() {
             // `LOCK TABLES` and a pending `SET TRANSACTION` leave no other trace on the
             // connection that says it must be reset.
             if self.sticky.any() {
                 c.conn().dirty = true;
             }
-            self.release(c).await;
+            self.release(c);
         }
-        self.release_held().await;
+        self.release_held();
     }
 }
 
