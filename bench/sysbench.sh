@@ -20,6 +20,15 @@
 #   CARGO_TARGET_DIR  where the binaries are            (default ./target)
 #   BENCH_KEEP_DIR=1  keep the work dir (logs) after the run
 #   BENCH_PAIRED    rounds of the paired comparison      (default 3; 0 skips it)
+#   BENCH_SCHED     how the proxies share the CPUs       (default "shared")
+#                   shared:      in this script's session, like sysbench and MariaDB: every
+#                                thread competes with every other one, thread by thread
+#                   own-session: each proxy in a session of its own (setsid), as a service
+#                                manager starts daemons; with kernel.sched_autogroup_enabled=1
+#                                the scheduler then shares the CPUs out between sessions first
+#                                (a proxy's 2 busy threads against sysbench's 8 or 32 and
+#                                MariaDB's), which changes how often a proxy is preempted, and so
+#                                its CPU per query, a great deal (bench/RESULTS.md, seventeenth run)
 #
 # rwproxy is measured as it ships: built by scripts/build-dist.sh (the `dist` profile, release +
 # fat LTO, with profile-guided optimisation trained by a short run of this script). The
@@ -40,6 +49,12 @@ BENCH_PS_MODES=${BENCH_PS_MODES:-"auto disable"}
 BENCH_TABLES=${BENCH_TABLES:-4}
 BENCH_TABLE_SIZE=${BENCH_TABLE_SIZE:-10000}
 BENCH_PAIRED=${BENCH_PAIRED:-3}
+BENCH_SCHED=${BENCH_SCHED:-shared}
+case $BENCH_SCHED in
+    shared) SPAWN=() ;;
+    own-session) SPAWN=(setsid) ;;
+    *) echo "unknown BENCH_SCHED: $BENCH_SCHED (shared, own-session)" >&2; exit 1 ;;
+esac
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
 if [ -n "${BENCH_NO_PGO:-}" ]; then
@@ -142,7 +157,7 @@ max-connections = 200
 name = "$USER_"
 password = "$PASS"
 EOF
-"$PROXY_BIN" serve -c "$WORK/rwproxy.toml" >"$WORK/rwproxy.log" 2>&1 &
+"${SPAWN[@]}" "$PROXY_BIN" serve -c "$WORK/rwproxy.toml" >"$WORK/rwproxy.log" 2>&1 &
 RW_PID=$!
 PIDS+=("$RW_PID")
 
@@ -175,7 +190,7 @@ backend replicas
     server r1 127.0.0.1:$R1
     server r2 127.0.0.1:$R2
 EOF
-    haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+    "${SPAWN[@]}" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
     HA_PID=$!
     PIDS+=("$HA_PID")
 fi
@@ -185,6 +200,17 @@ if [ -n "$HA_PID" ]; then
     wait_port "$HA_PORT" 20
     wait_port "$HA_RO_PORT" 20
 fi
+session_of() { awk '{ sub(/^.*\) /, ""); print $4 }' "/proc/$1/stat"; }
+sched_of() { echo "$(cat "/proc/$1/comm") pid $1 session $(session_of "$1") $(cat "/proc/$1/autogroup" 2>/dev/null)"; }
+for p in $RW_PID $HA_PID; do
+    # setsid runs the program in its own process unless it must fork; the CPU is read from
+    # this pid, so it must be the proxy's.
+    if [ "$BENCH_SCHED" = own-session ] && [ "$(session_of "$p")" != "$p" ]; then
+        echo "pid $p is not a session leader; cannot measure its CPU" >&2
+        exit 1
+    fi
+    log "scheduling ($BENCH_SCHED, sched_autogroup_enabled=$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo -)): $(sched_of "$p")"
+done
 
 # --- data ----------------------------------------------------------------------------------
 SB_COMMON=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-user="$USER_" --mysql-password="$PASS"
@@ -339,7 +365,7 @@ fi
 # --- table ---------------------------------------------------------------------------------
 echo
 echo "sysbench ${BENCH_TIME}s per run, $BENCH_ROUNDS interleaved rounds per row (medians; errors summed),"
-echo "--tables=$BENCH_TABLES --table-size=$BENCH_TABLE_SIZE."
+echo "--tables=$BENCH_TABLES --table-size=$BENCH_TABLE_SIZE; proxies scheduled: $BENCH_SCHED (BENCH_SCHED)."
 echo "direct = primary; rwproxy = all 3 servers (reads to replicas); haproxy = TCP -> primary;"
 echo "haproxy-ro = TCP round-robin over the 2 replicas (rwproxy's like-for-like for point selects)."
 echo "CPU us/q = proxy process utime+stime delta / queries. ratio = QPS / QPS(direct)."
