@@ -727,8 +727,13 @@ pub async fn execute(
         c.backend.count_query();
         c.conn().track.client_tracks = s.client_tracks;
         let started = std::time::Instant::now();
-        s.status
-            .start_running(&c.backend, c.lease.conn.thread_id, c.lease.conn.fd);
+        if !s
+            .status
+            .start_running(&c.backend, c.lease.conn.thread_id, c.lease.conn.fd)
+        {
+            // Killed before the statement went out: it never runs, and nothing waits for it.
+            return Err(SessionEnd::Killed);
+        }
         let sent = c.conn().send_command(payload).await;
         let result = match sent {
             Ok(()) => relay::relay(c.conn(), &mut io.reader, &mut io.writer, expect, ids).await,
@@ -737,13 +742,13 @@ pub async fn execute(
                 sent: false,
             }),
         };
-        let client_eof_passed = match s.status.stop_running() {
-            Some(passed) => passed,
+        let spent = match s.status.stop_running() {
+            Some(spent) => spent,
             None => s.status.after_kills().await,
         };
         match result {
             Ok(mut r) => {
-                if client_eof_passed {
+                if spent {
                     c.conn().broken = true;
                 }
                 let replied = std::time::Instant::now();

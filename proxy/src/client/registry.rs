@@ -48,8 +48,10 @@ pub struct SessionStatus {
     /// `KILL CONNECTION` was issued against this session.
     killed: AtomicBool,
     /// Bytes from the client were waiting in its socket when the kill came: a command sent
-    /// before the kill, which runs (as on a server, which had it already) before the session
-    /// ends. Anything arriving later may have been sent after the killer's OK, and must not.
+    /// before the kill, which a server would have had already. The session takes it before
+    /// it ends: one the proxy answers itself (a reset, a ping) is answered; a statement does
+    /// not start (see `start_running`). Anything arriving later may have been sent after the
+    /// killer's OK, and does not run at all.
     command_at_kill: AtomicBool,
     /// Wakes the session from its wait for the client: a kill, the proxy stopping, or the
     /// idle sweeper. Per session, so waiting for a command touches no lock another thread
@@ -72,6 +74,9 @@ struct RunningSlot {
     /// The client's end of input was passed on to the running statement's backend connection,
     /// which can then take no further statement.
     eof_passed: bool,
+    /// A `KILL CONNECTION` went out for the running statement's backend connection, which
+    /// is then dead or about to be, even when the statement finished first.
+    conn_killed: bool,
     /// The session is closing its client's socket: `client_fd` may be closed or reused.
     client_closed: bool,
 }
@@ -282,9 +287,19 @@ impl SessionStatus {
         user.clone_into(&mut self.now.lock().expect("session status lock").user);
     }
 
-    /// The session's statement is about to go out on `thread_id` of `backend`.
-    pub fn start_running(&self, backend: &Arc<Backend>, thread_id: u32, backend_fd: RawFd) {
+    /// The session's statement is about to go out on `thread_id` of `backend`; false when the
+    /// session was killed, and the statement must not go out. Decided under the lock a kill
+    /// takes to find the running statement, and a kill marks the session first: so the kill
+    /// either finds the statement running and kills it on its backend, or the statement never
+    /// starts. (A command that had arrived before the kill, or that was read before it,
+    /// would otherwise run to its end, out of the kill's reach; on a server the kill
+    /// interrupts it.)
+    #[must_use]
+    pub fn start_running(&self, backend: &Arc<Backend>, thread_id: u32, backend_fd: RawFd) -> bool {
         let mut slot = self.running.lock().expect("running lock");
+        if self.is_killed() {
+            return false;
+        }
         match &mut slot.last {
             Some(r) if Arc::ptr_eq(&r.backend, backend) => {
                 r.thread_id = thread_id;
@@ -300,17 +315,19 @@ impl SessionStatus {
         }
         slot.running = true;
         slot.eof_passed = false;
+        slot.conn_killed = false;
+        true
     }
 
-    /// The statement's reply is complete: whether the client's end of input was passed on to
-    /// the connection meanwhile (`pass_on_client_eof`; it cannot be used again), or `None`
-    /// while kills are on their way to it: the connection must not go back to the pool before
-    /// they are done (`after_kills`). Not async, so that the common case adds no future to
-    /// the session's.
+    /// The statement's reply is complete: whether its connection is spent (it cannot be used
+    /// again: the client's end of input was passed on to it, see `pass_on_client_eof`, or a
+    /// `KILL CONNECTION` went out for it), or `None` while kills are on their way to it: the
+    /// connection must not go back to the pool before they are done (`after_kills`). Not
+    /// async, so that the common case adds no future to the session's.
     pub fn stop_running(&self) -> Option<bool> {
         let mut slot = self.running.lock().expect("running lock");
         slot.running = false;
-        (slot.kills == 0).then_some(slot.eof_passed)
+        (slot.kills == 0).then_some(slot.eof_passed || slot.conn_killed)
     }
 
     /// Waits for the kills `stop_running` found in flight; then as `stop_running`.
@@ -321,7 +338,7 @@ impl SessionStatus {
             done.as_mut().enable();
             let stopped = {
                 let slot = self.running.lock().expect("running lock");
-                (slot.kills == 0).then_some(slot.eof_passed)
+                (slot.kills == 0).then_some(slot.eof_passed || slot.conn_killed)
             };
             if let Some(passed) = stopped {
                 return passed;
@@ -332,9 +349,13 @@ impl SessionStatus {
 
     /// The running statement (if any), for a kill; the session cannot release its
     /// connection while the guard lives.
-    pub fn lock_running(&self) -> KillGuard<'_> {
+    /// `query_only`: the kill is a `KILL QUERY`, after which the connection lives on.
+    pub fn lock_running(&self, query_only: bool) -> KillGuard<'_> {
         let mut slot = self.running.lock().expect("running lock");
         slot.kills += 1;
+        if slot.running && !query_only {
+            slot.conn_killed = true;
+        }
         KillGuard {
             status: self,
             running: slot.running.then(|| slot.last.clone()).flatten(),
@@ -391,7 +412,8 @@ impl SessionStatus {
     pub fn kill(&self) {
         {
             let slot = self.running.lock().expect("running lock");
-            if !slot.client_closed {
+            // Only the first kill: a later one would look at bytes sent after the first's OK.
+            if !slot.client_closed && !self.is_killed() {
                 // SAFETY: the session closes its client's socket only after marking it closed
                 // under this lock (`client_closing`).
                 let client = unsafe { BorrowedFd::borrow_raw(self.client_fd) };
