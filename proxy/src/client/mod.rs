@@ -724,16 +724,17 @@ pub async fn execute(
             }),
             Prep::Nothing | Prep::LastInsertId => None,
         };
-        c.backend.count_query();
-        c.conn().track.client_tracks = s.client_tracks;
-        let started = std::time::Instant::now();
         if !s
             .status
             .start_running(&c.backend, c.lease.conn.thread_id, c.lease.conn.fd)
         {
-            // Killed before the statement went out: it never runs, and nothing waits for it.
+            // Killed before the statement went out: it never runs, and the client's connection
+            // closes as on any kill.
             return Err(SessionEnd::Killed);
         }
+        c.backend.count_query();
+        c.conn().track.client_tracks = s.client_tracks;
+        let started = std::time::Instant::now();
         let sent = c.conn().send_command(payload).await;
         let result = match sent {
             Ok(()) => relay::relay(c.conn(), &mut io.reader, &mut io.writer, expect, ids).await,
@@ -748,9 +749,6 @@ pub async fn execute(
         };
         match result {
             Ok(mut r) => {
-                if spent {
-                    c.conn().broken = true;
-                }
                 let replied = std::time::Instant::now();
                 s.replied_at = Some(replied);
                 let latency = replied.saturating_duration_since(started);
@@ -786,7 +784,11 @@ pub async fn execute(
                     s.found_rows_fresh = true;
                 }
                 after(s, c.conn(), &r);
-                if c.conn().track.stale {
+                if spent {
+                    // Marked last: a later exchange on it would clear the mark (`broken` also
+                    // means "left mid-exchange"), and none may run on it.
+                    c.conn().broken = true;
+                } else if c.conn().track.stale {
                     if let Err(e) = c.conn().track_session().await {
                         tracing::warn!(session = s.id, "could not restore session tracking: {e}");
                         c.conn().broken = true;

@@ -49,8 +49,8 @@ pub struct SessionStatus {
     killed: AtomicBool,
     /// Bytes from the client were waiting in its socket when the kill came: a command sent
     /// before the kill, which a server would have had already. The session takes it before
-    /// it ends: one the proxy answers itself (a reset, a ping) is answered; a statement does
-    /// not start (see `start_running`). Anything arriving later may have been sent after the
+    /// it ends: a statement does not start (see `start_running`); other commands (a reset, a
+    /// ping, a prepare) are answered. Anything arriving later may have been sent after the
     /// killer's OK, and does not run at all.
     command_at_kill: AtomicBool,
     /// Wakes the session from its wait for the client: a kill, the proxy stopping, or the
@@ -74,8 +74,10 @@ struct RunningSlot {
     /// The client's end of input was passed on to the running statement's backend connection,
     /// which can then take no further statement.
     eof_passed: bool,
-    /// A `KILL CONNECTION` went out for the running statement's backend connection, which
-    /// is then dead or about to be, even when the statement finished first.
+    /// A `KILL CONNECTION` found the statement running and goes out for its backend
+    /// connection, which is then dead or about to be, even when the statement finished first.
+    /// Set before the killer dials the backend: a kill that fails there still costs the
+    /// connection (safe, only wasteful).
     conn_killed: bool,
     /// The session is closing its client's socket: `client_fd` may be closed or reused.
     client_closed: bool,
@@ -412,7 +414,8 @@ impl SessionStatus {
     pub fn kill(&self) {
         {
             let slot = self.running.lock().expect("running lock");
-            // Only the first kill: a later one would look at bytes sent after the first's OK.
+            // Only the first kill (marked under the lock): a later one would look at bytes
+            // sent after the first's OK.
             if !slot.client_closed && !self.is_killed() {
                 // SAFETY: the session closes its client's socket only after marking it closed
                 // under this lock (`client_closing`).
@@ -423,8 +426,8 @@ impl SessionStatus {
                     .is_ok_and(|n| n > 0);
                 self.command_at_kill.store(waiting, Ordering::SeqCst);
             }
+            self.killed.store(true, Ordering::SeqCst);
         }
-        self.killed.store(true, Ordering::SeqCst);
         self.interrupt();
     }
 
