@@ -129,19 +129,15 @@ impl Pool {
         (v & KNOWN != 0).then_some(v as u16)
     }
 
-    /// A connection for `key`, preferring an idle one already in `schema` (switching schema
-    /// costs a round trip, and leaving one is impossible without a new connection).
+    /// A connection for `key` when [`Pool::take_idle`] found none: a new one, or one given
+    /// back while this waits for room in a full pool.
     pub async fn acquire(
         &self,
         addr: &str,
         key: &ConnKey,
         password: &str,
         schema: Option<&str>,
-        now: Instant,
     ) -> Result<Lease, BackendError> {
-        if let Some(lease) = self.take_idle(key, schema, now) {
-            return Ok(lease);
-        }
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             // Full: close an idle connection opened for someone else, or wait.
@@ -172,8 +168,10 @@ impl Pool {
         })
     }
 
-    /// This thread's idle connection for `key`, preferring one in `schema`; one idle over a
-    /// second is checked for a close by the server first.
+    /// This thread's idle connection for `key`, preferring one in `schema` (switching schema
+    /// costs a round trip, and leaving one is impossible without a new connection); one idle
+    /// over a second is checked for a close by the server first. Not async: most statements
+    /// find one, and then build no future (see `Session::checkout`).
     pub fn take_idle(&self, key: &ConnKey, schema: Option<&str>, now: Instant) -> Option<Lease> {
         loop {
             let Idle { mut conn, permit } = self

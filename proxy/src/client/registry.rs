@@ -83,6 +83,13 @@ struct RunningSlot {
     client_closed: bool,
 }
 
+impl RunningSlot {
+    /// Whether the statement's connection cannot be used again, once no kill is in flight.
+    fn spent_unless_kills_in_flight(&self) -> Option<bool> {
+        (self.kills == 0).then_some(self.eof_passed || self.conn_killed)
+    }
+}
+
 /// A statement on a backend connection: in progress, where a kill finds it.
 #[derive(Clone)]
 pub struct Running {
@@ -329,7 +336,7 @@ impl SessionStatus {
     pub fn stop_running(&self) -> Option<bool> {
         let mut slot = self.running.lock().expect("running lock");
         slot.running = false;
-        (slot.kills == 0).then_some(slot.eof_passed || slot.conn_killed)
+        slot.spent_unless_kills_in_flight()
     }
 
     /// Waits for the kills `stop_running` found in flight; then as `stop_running`.
@@ -338,12 +345,13 @@ impl SessionStatus {
             let done = self.kills_done.notified();
             tokio::pin!(done);
             done.as_mut().enable();
-            let stopped = {
-                let slot = self.running.lock().expect("running lock");
-                (slot.kills == 0).then_some(slot.eof_passed || slot.conn_killed)
-            };
-            if let Some(passed) = stopped {
-                return passed;
+            let stopped = self
+                .running
+                .lock()
+                .expect("running lock")
+                .spent_unless_kills_in_flight();
+            if let Some(spent) = stopped {
+                return spent;
             }
             done.await;
         }

@@ -476,7 +476,7 @@ impl Session {
                     let (key, password) = (&self.key, &self.password);
                     backend
                         .pool
-                        .acquire(&backend.address, key, password, schema, self.command_at)
+                        .acquire(&backend.address, key, password, schema)
                         .await
                 }
             };
