@@ -124,10 +124,11 @@ pub fn kill_in_background(target: Arc<SessionStatus>, cluster: &Cluster, query_o
     let dial = cluster.dial.clone();
     if !query_only {
         // Now, before the console answers: what the client sends after that must not run.
+        // (`kill_session` marks it again, which changes nothing.)
         target.kill();
     }
     tokio::spawn(async move {
-        if let Err(e) = kill_running(&target, query_only, key, &password, &dial).await {
+        if let Err(e) = kill_session(&target, query_only, key, &password, &dial).await {
             tracing::warn!(session = target.id, "KILL failed: {e}");
         }
     });
@@ -147,18 +148,7 @@ pub async fn kill_session(
         // connection is closed under it, and closes at once when idle.
         target.kill();
     }
-    kill_running(target, query_only, key, password, dial).await
-}
-
-/// Kills the statement `target` runs, if any, on its backend: the statement, or its backend
-/// connection (the session already marked killed: it starts no statement after this looks).
-async fn kill_running(
-    target: &SessionStatus,
-    query_only: bool,
-    key: ConnKey,
-    password: &str,
-    dial: &Dial,
-) -> Result<(), SqlError> {
+    // Marked killed, the session starts no statement after this looks.
     let guard = target.lock_running(query_only);
     match guard.running.as_ref() {
         Some(r) => kill_on_backend(r, query_only, key, password, dial).await,
