@@ -462,6 +462,73 @@ async fn kill_query_stops_the_statement_where_it_runs() {
     }
 }
 
+/// A `KILL QUERY` that comes while the victim's statement has not gone out yet (here it waits
+/// for the pool's only connection to the primary) interrupts it, as a server interrupts a
+/// statement it has read but not yet run; before, the killer got its OK and the statement
+/// then ran. One that comes while the session waits for its client changes nothing, as on a
+/// server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_query_before_the_statement_goes_out_interrupts_it() {
+    let c = cluster().await;
+    let toml = proxy::config_toml(c, &[1, 1], "").replacen(
+        "max-connections = 50",
+        "max-connections = 1",
+        1,
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    let mut d = c.primary.conn().await.unwrap();
+    d.query_drop("CREATE TABLE IF NOT EXISTS kill_wait_t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    d.query_drop("DELETE FROM kill_wait_t").await.unwrap();
+
+    let mut holder = p.conn().await.unwrap();
+    holder.query_drop("BEGIN").await.unwrap();
+    holder.query_drop("SELECT 1 FOR UPDATE").await.unwrap();
+    let mut victim = p.conn().await.unwrap();
+    let vid = victim.id();
+    let insert = tokio::spawn(async move {
+        let r = victim
+            .query_drop("INSERT INTO kill_wait_t VALUES (1)")
+            .await;
+        (victim, r)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !insert.is_finished(),
+        "the insert did not wait for the pool"
+    );
+    let mut killer = p.conn().await.unwrap();
+    killer
+        .query_drop(format!("KILL QUERY {vid}"))
+        .await
+        .unwrap();
+    holder.query_drop("COMMIT").await.unwrap();
+    let (mut victim, r) = insert.await.unwrap();
+    assert_eq!(
+        r.map_err(|e| server_error(&e)),
+        Err(Some((
+            1317,
+            "70100".into(),
+            "Query execution was interrupted".into()
+        )))
+    );
+
+    killer
+        .query_drop(format!("KILL QUERY {vid}"))
+        .await
+        .unwrap();
+    victim
+        .query_drop("INSERT INTO kill_wait_t VALUES (2)")
+        .await
+        .unwrap();
+    let ids: Vec<i64> = d
+        .query("SELECT id FROM kill_wait_t ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(ids, vec![2], "only the statement sent after the kill ran");
+}
+
 /// A command the victim sends once its killer has the OK never runs: on a server, KILL
 /// CONNECTION closes the connection before it answers. Before the proxy told a command
 /// that came with the kill's wake from one already waiting when the kill came, 277 to 524

@@ -18,6 +18,7 @@ use crate::protocol::packet::{
 use crate::protocol::stream::{self, StreamRead, StreamWrite};
 use crate::router::Target;
 use crate::stats::counters::{ErrorKind, Route};
+use registry::Start;
 use session::{Checkout, Diag, Session};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -724,13 +725,24 @@ pub async fn execute(
             }),
             Prep::Nothing | Prep::LastInsertId => None,
         };
-        if !s
+        match s
             .status
             .start_running(&c.backend, c.lease.conn.thread_id, c.lease.conn.fd)
         {
+            Start::Run => {}
             // Killed before the statement went out: it never runs, and the client's connection
             // closes as on any kill.
-            return Err(SessionEnd::Killed);
+            Start::SessionKilled => return Err(SessionEnd::Killed),
+            // What a server answers a statement killed before it did anything.
+            Start::QueryKilled => {
+                s.finish(c, Diag::Unknown);
+                io.error(&message::err(
+                    codes::QUERY_INTERRUPTED,
+                    "Query execution was interrupted",
+                ))
+                .await?;
+                return Ok(None);
+            }
         }
         c.backend.count_query();
         c.conn().track.client_tracks = s.client_tracks;

@@ -47,6 +47,14 @@ pub struct SessionStatus {
     kills_done: tokio::sync::Notify,
     /// `KILL CONNECTION` was issued against this session.
     killed: AtomicBool,
+    /// A `KILL QUERY` came while the session worked on a command but had no statement running
+    /// yet (it was waiting for a pooled connection, syncing state, routing): the command's
+    /// statement must not start (see `start_running`), as a server interrupts a statement
+    /// it is still parsing. Set under both locks (`running`, then `now`, where the kill sees
+    /// whether a command is in progress); cleared when the command ends, under `now`: a
+    /// `KILL QUERY` that finds the session waiting for its client does nothing, as on a
+    /// server.
+    query_killed: AtomicBool,
     /// Bytes from the client were waiting in its socket when the kill came: a command sent
     /// before the kill, which a server would have had already. The session takes it before
     /// it ends: a statement does not start (see `start_running`); other commands (a reset, a
@@ -88,6 +96,16 @@ impl RunningSlot {
     fn spent_unless_kills_in_flight(&self) -> Option<bool> {
         (self.kills == 0).then_some(self.eof_passed || self.conn_killed)
     }
+}
+
+/// Whether a statement may go out (`SessionStatus::start_running`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Run,
+    /// `KILL CONNECTION`: the session ends.
+    SessionKilled,
+    /// `KILL QUERY` during the command: the statement is answered "interrupted".
+    QueryKilled,
 }
 
 /// A statement on a backend connection: in progress, where a kill finds it.
@@ -141,6 +159,7 @@ impl Registry {
             running: Mutex::default(),
             kills_done: tokio::sync::Notify::new(),
             killed: AtomicBool::new(false),
+            query_killed: AtomicBool::new(false),
             command_at_kill: AtomicBool::new(false),
             wake: atomic_waker::AtomicWaker::new(),
             woken: AtomicBool::new(false),
@@ -268,6 +287,7 @@ impl SessionStatus {
         last_gtid: Option<&str>,
     ) {
         let mut now = self.now.lock().expect("session status lock");
+        self.query_killed.store(false, Ordering::Relaxed);
         now.idle_since = replied;
         if now.last_gtid.as_deref() != last_gtid {
             now.last_gtid = last_gtid.map(str::to_string);
@@ -296,18 +316,25 @@ impl SessionStatus {
         user.clone_into(&mut self.now.lock().expect("session status lock").user);
     }
 
-    /// The session's statement is about to go out on `thread_id` of `backend`; false when the
-    /// session was killed, and the statement must not go out. Decided under the lock a kill
-    /// takes to find the running statement, and a kill marks the session first: so the kill
-    /// either finds the statement running and kills it on its backend, or the statement never
-    /// starts. (A command that had arrived before the kill, or that was read before it,
-    /// would otherwise run to its end, out of the kill's reach; on a server the kill
-    /// interrupts it.)
+    /// The session's statement is about to go out on `thread_id` of `backend`: whether it may.
+    /// Decided under the lock a kill takes to find the running statement, and a kill marks
+    /// the session first: so the kill either finds the statement running and kills it on its
+    /// backend, or the statement never starts. (A command that had arrived before the kill,
+    /// or that was read before it, would otherwise run to its end, out of the kill's reach;
+    /// on a server the kill interrupts it.)
     #[must_use]
-    pub fn start_running(&self, backend: &Arc<Backend>, thread_id: u32, backend_fd: RawFd) -> bool {
+    pub fn start_running(
+        &self,
+        backend: &Arc<Backend>,
+        thread_id: u32,
+        backend_fd: RawFd,
+    ) -> Start {
         let mut slot = self.running.lock().expect("running lock");
         if self.is_killed() {
-            return false;
+            return Start::SessionKilled;
+        }
+        if self.query_killed.load(Ordering::Relaxed) {
+            return Start::QueryKilled;
         }
         match &mut slot.last {
             Some(r) if Arc::ptr_eq(&r.backend, backend) => {
@@ -325,7 +352,7 @@ impl SessionStatus {
         slot.running = true;
         slot.eof_passed = false;
         slot.conn_killed = false;
-        true
+        Start::Run
     }
 
     /// The statement's reply is complete: whether its connection is spent (it cannot be used
@@ -365,6 +392,12 @@ impl SessionStatus {
         slot.kills += 1;
         if slot.running && !query_only {
             slot.conn_killed = true;
+        }
+        if query_only && !slot.running {
+            let now = self.now.lock().expect("session status lock");
+            if now.since.is_some() {
+                self.query_killed.store(true, Ordering::Relaxed);
+            }
         }
         KillGuard {
             status: self,
