@@ -566,6 +566,42 @@ async fn nothing_sent_after_a_kill_runs() {
     );
 }
 
+/// A session killed while its client is part-way through sending a command closes at once, as
+/// on a server, without a word; before, it waited out the 30 s the proxy gives a stalled
+/// packet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_closes_a_session_stalled_mid_packet() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_, p) = setup().await;
+    let mut killer = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let victim = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let id = victim.id;
+    let mut stream = victim.into_stream();
+    // A COM_QUERY announced as 100 bytes, of which 10 come.
+    stream.write_all(&[100, 0, 0, 0]).await.unwrap();
+    stream.write_all(b"\x03SELECT 1 ").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    let ok = RawConn::query(&mut killer, &format!("KILL CONNECTION {id}"))
+        .await
+        .unwrap();
+    assert_eq!(ok[0][0], 0x00, "{ok:?}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(40), stream.read_to_end(&mut rest))
+        .await
+        .expect("the proxy closes the connection");
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    match read {
+        Ok(_) => assert!(rest.is_empty(), "{rest:?}"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+}
+
 /// A statement the victim sent just before the kill: on a server the kill interrupts it (a
 /// `SLEEP` never returns its row). The proxy kills it where it runs, or never starts it; before,
 /// a statement the session had received or read but not yet started ran to its end, out of

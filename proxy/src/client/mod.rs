@@ -447,7 +447,14 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
             }
             Wake::Closed => return Ok(()),
         }
-        let read = io.reader.read_logical(&mut packet).await;
+        let read = if io.reader.has_whole_packet() {
+            io.reader.read_logical(&mut packet).await
+        } else {
+            match read_rest_unless_killed(&mut io.reader, &mut packet, &status).await {
+                Some(read) => read,
+                None => return Err(SessionEnd::Killed),
+            }
+        };
         match read {
             // A command starts a new exchange at sequence 0; its last packet's id is the
             // number of full 16 MiB packets before it. Anything else is what MariaDB calls
@@ -527,6 +534,31 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
                 .is_some_and(|c| c.lease.conn.in_transaction()),
             s.last_write_gtid(),
         );
+    }
+}
+
+/// Reads a command whose first bytes have come; `None` once the session is killed. A client
+/// that stops part-way through a packet would otherwise keep a killed session open until
+/// `NET_READ_TIMEOUT`; a server closes it at once. Only for a command not yet buffered
+/// whole: the select costs every command that takes it a poll of the session's wake.
+async fn read_rest_unless_killed(
+    reader: &mut PacketReader<StreamRead>,
+    packet: &mut Vec<u8>,
+    status: &registry::SessionStatus,
+) -> Option<std::io::Result<u8>> {
+    let reading = reader.read_logical(packet);
+    tokio::pin!(reading);
+    loop {
+        tokio::select! {
+            biased;
+            read = &mut reading => return Some(read),
+            // Other wakes (the idle sweeper, shutdown) wait for the command's end.
+            () = status.interrupted() => {
+                if status.is_killed() {
+                    return None;
+                }
+            }
+        }
     }
 }
 

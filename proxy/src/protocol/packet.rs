@@ -183,6 +183,12 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         !self.buf.is_empty()
     }
 
+    /// A whole packet that ends a logical one is buffered: `read_logical` will not wait.
+    pub fn has_whole_packet(&self) -> bool {
+        frame_len(&self.buf)
+            .is_some_and(|total| total <= self.buf.len() && total - 4 != MAX_PAYLOAD)
+    }
+
     /// Bytes received and not yet consumed, for callers that walk packets in place.
     pub fn buffered(&self) -> &[u8] {
         &self.buf
@@ -411,6 +417,42 @@ mod tests {
             assert_eq!(out, payload, "size {size}");
             assert_eq!(usize::from(last), size / MAX_PAYLOAD);
         }
+    }
+
+    /// `has_whole_packet` says whether `read_logical` can finish from the buffer alone.
+    #[tokio::test]
+    async fn whole_packets_are_known_from_the_buffer() {
+        async fn buffered(wire: &[u8]) -> PacketReader<&[u8]> {
+            let mut r = PacketReader::new(wire);
+            while r.buffered().len() < wire.len() {
+                r.fill_to(wire.len()).await.unwrap();
+            }
+            r
+        }
+        let mut w = PacketWriter::new(Vec::new());
+        w.write_packet(0, b"\x03SELECT 1").await.unwrap();
+        w.write_packet(0, &vec![0; MAX_PAYLOAD + 1]).await.unwrap();
+        w.flush().await.unwrap();
+        let wire = std::mem::take(w.get_mut());
+        let first = 4 + 9;
+        for (have, whole) in [
+            (0, false),
+            (3, false),
+            (4, false),
+            (first - 1, false),
+            (first, true),
+            (first + 100, true),
+        ] {
+            assert_eq!(
+                buffered(&wire[..have]).await.has_whole_packet(),
+                whole,
+                "{have} bytes"
+            );
+        }
+        // A full-size packet continues in the next one.
+        let full = first + 4 + MAX_PAYLOAD;
+        assert!(!buffered(&wire[first..full]).await.has_whole_packet());
+        assert!(!buffered(&wire[first..]).await.has_whole_packet());
     }
 
     /// The limit counts the whole logical packet, continuations included, and a packet
