@@ -780,6 +780,7 @@ pub async fn execute(
         c.conn().track.client_tracks = s.client_tracks;
         let started = std::time::Instant::now();
         let sent = c.conn().send_command(payload).await;
+        let went_out = sent.is_ok();
         let result = match sent {
             Ok(()) => relay::relay(c.conn(), &mut io.reader, &mut io.writer, expect, ids).await,
             Err(source) => Err(RelayError::Backend {
@@ -863,11 +864,15 @@ pub async fn execute(
                 c.backend.count_error();
                 s.stats.counters.error(ErrorKind::BackendLost);
                 // A read may try each replica once (their pooled connections can all be
-                // stale after a crash), then the write backend.
+                // stale after a crash), then the write backend. Anything else only when it
+                // never reached the server: once sent it may have run, in part or whole (a
+                // DBA's KILL on the server, a crash after the commit), and running it again
+                // would apply it twice or undo the kill. (A pooled connection the server
+                // closed is found out before a write goes out: see `Session::checkout`.)
                 let retryable = !sent
                     && !was_pinned
                     && (attempts == 1 || (target == Target::Read && attempts <= MAX_READ_TRIES))
-                    && (target == Target::Read || c.lease.reused);
+                    && (target == Target::Read || (c.lease.reused && !went_out));
                 tracing::warn!(backend = %c.backend.address, session = s.id, "backend failed during a statement: {source}");
                 if !c.lease.reused {
                     c.backend.mark_down(&source);

@@ -481,7 +481,15 @@ impl Session {
                 }
             };
             match acquired {
-                Ok(lease) => {
+                Ok(mut lease) => {
+                    // Closed by the server while pooled (restart, `wait_timeout`, a DBA's
+                    // KILL)? A statement sent there could not be retried (see `execute`), so
+                    // the write backend's connections are looked at before any goes out, at
+                    // one system call per checkout. Reads skip it: a failed read is retried.
+                    if is_write && lease.reused && lease.conn.looks_closed() {
+                        tracing::debug!(backend = %backend.address, session = self.id, "pooled connection closed by the server; taking another");
+                        continue;
+                    }
                     let mut c = Checkout { backend, lease };
                     let synced = match c.lease.conn.state == self.state {
                         true => Ok(()),
