@@ -17,6 +17,11 @@ use std::sync::Arc;
 /// Server error for a thread that is gone between lookup and kill.
 const UNKNOWN_THREAD: u16 = codes::UNKNOWN_THREAD.0;
 
+/// What a server answers a statement `KILL QUERY` stopped.
+pub fn query_interrupted() -> SqlError {
+    message::err(codes::QUERY_INTERRUPTED, "Query execution was interrupted")
+}
+
 pub async fn kill_statement(
     s: &mut Session,
     io: &mut ClientIo,
@@ -74,11 +79,7 @@ async fn kill(
     if target.id == s.id {
         // What a server answers a session killing itself; the connection then closes.
         if query_only {
-            io.error(&message::err(
-                codes::QUERY_INTERRUPTED,
-                "Query execution was interrupted",
-            ))
-            .await?;
+            io.error(&query_interrupted()).await?;
         } else {
             s.status.kill();
             io.error(&message::err(

@@ -717,8 +717,12 @@ pub async fn execute(
         let was_pinned = s.pinned.is_some();
         let mut c: Checkout = match s.checkout(target, &mut exclude).await {
             Ok(c) => c,
+            // Killed while waiting for a connection: closed without a word, as on any kill.
+            Err(_) if s.status.is_killed() => return Err(SessionEnd::Killed),
             Err(e) => {
-                s.stats.counters.error(ErrorKind::NoBackend);
+                if e.code != codes::QUERY_INTERRUPTED.0 {
+                    s.stats.counters.error(ErrorKind::NoBackend);
+                }
                 io.error(&e).await?;
                 // A pinned session that lost its connection lost its transaction too: end
                 // it rather than let later statements run outside it.
@@ -765,14 +769,9 @@ pub async fn execute(
             // Killed before the statement went out: it never runs, and the client's connection
             // closes as on any kill.
             Start::SessionKilled => return Err(SessionEnd::Killed),
-            // What a server answers a statement killed before it did anything.
             Start::QueryKilled => {
                 s.finish(c, Diag::Unknown);
-                io.error(&message::err(
-                    codes::QUERY_INTERRUPTED,
-                    "Query execution was interrupted",
-                ))
-                .await?;
+                io.error(&kill::query_interrupted()).await?;
                 return Ok(None);
             }
         }

@@ -355,6 +355,28 @@ impl SessionStatus {
         Start::Run
     }
 
+    /// Waits for `work` (a pooled connection, before the statement goes out) unless a kill
+    /// that stops the statement comes first: then what `start_running` would say to it.
+    pub async fn unless_killed<F: std::future::Future>(&self, work: F) -> Result<F::Output, Start> {
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work => return Ok(out),
+                // Other wakes (the idle sweeper, shutdown, a backend taken offline) leave
+                // the statement to it.
+                () = self.interrupted() => {
+                    if self.is_killed() {
+                        return Err(Start::SessionKilled);
+                    }
+                    if self.query_killed.load(Ordering::Relaxed) {
+                        return Err(Start::QueryKilled);
+                    }
+                }
+            }
+        }
+    }
+
     /// The statement's reply is complete: whether its connection is spent (it cannot be used
     /// again: the client's end of input was passed on to it, see `pass_on_client_eof`, or a
     /// `KILL CONNECTION` went out for it), or `None` while kills are on their way to it: the
@@ -397,6 +419,8 @@ impl SessionStatus {
             let now = self.now.lock().expect("session status lock");
             if now.since.is_some() {
                 self.query_killed.store(true, Ordering::Relaxed);
+                // A session waiting for a pooled connection stops waiting (`unless_killed`).
+                self.interrupt();
             }
         }
         KillGuard {

@@ -6,7 +6,7 @@ use crate::backend::pool::Lease;
 use crate::backend::relay::Relayed;
 use crate::backend::{Backend, Health};
 use crate::client::prepared::PreparedStmt;
-use crate::client::registry::{Registry, SessionStatus};
+use crate::client::registry::{Registry, SessionStatus, Start};
 use crate::client::ClientSettings;
 use crate::cluster::{Cluster, ReadPicker};
 use crate::protocol::message::{
@@ -474,10 +474,23 @@ impl Session {
                 Some(lease) => Ok(lease),
                 None => {
                     let (key, password) = (&self.key, &self.password);
-                    backend
+                    let acquire = backend
                         .pool
-                        .acquire(&backend.address, key, password, schema)
-                        .await
+                        .acquire(&backend.address, key, password, schema);
+                    match self.status.unless_killed(acquire).await {
+                        Ok(acquired) => acquired,
+                        // A full pool can keep a statement waiting for `connect-timeout-ms`;
+                        // a kill ends the wait, as it interrupts a statement waiting on a lock.
+                        Err(Start::QueryKilled) => {
+                            return Err(crate::client::kill::query_interrupted())
+                        }
+                        Err(_) => {
+                            return Err(message::err(
+                                codes::CONNECTION_KILLED,
+                                "Connection was killed",
+                            ))
+                        }
+                    }
                 }
             };
             match acquired {
