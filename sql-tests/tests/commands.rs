@@ -542,6 +542,66 @@ async fn a_kill_before_the_statement_goes_out_stops_it() {
     assert_eq!(ids, vec![2], "only the statement sent after the kills ran");
 }
 
+/// A DBA's `KILL CONNECTION` on the server, under a statement running on a pooled connection:
+/// the statement is not run again (it may have run in part, or whole), its client gets an
+/// error. Before, a write that came on a pooled connection was retried on a fresh one: a
+/// non-transactional UPDATE applied twice to the rows it had done, and a `/*master*/` read
+/// ran to its end despite the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_killed_on_the_server_is_not_run_again() {
+    let (c, p) = setup().await;
+    let mut root = c.primary.root_conn().await.unwrap();
+    root.query_drop(format!(
+        "CREATE OR REPLACE TABLE {DATABASE}.killed_on_server (id INT PRIMARY KEY, v INT) ENGINE=MyISAM"
+    ))
+    .await
+    .unwrap();
+    root.query_drop(format!(
+        "INSERT INTO {DATABASE}.killed_on_server SELECT seq, 0 FROM {DATABASE}.seq_1_to_100"
+    ))
+    .await
+    .unwrap();
+    for (sql, done_within) in [
+        (
+            "UPDATE killed_on_server SET v = v + 1 WHERE SLEEP(0.02) = 0",
+            Duration::from_secs(1),
+        ),
+        ("/*master*/ SELECT SLEEP(5)", Duration::from_secs(2)),
+    ] {
+        let mut client = p.conn().await.unwrap();
+        // The write backend's connection goes back to the pool, and the statement takes it.
+        client.query_drop("/*master*/ SELECT 1").await.unwrap();
+        let t0 = Instant::now();
+        let running = tokio::spawn(async move { client.query_drop(sql).await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ids: Vec<u64> = root
+            .exec(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = ?",
+                (sql,),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), 1, "{sql}: {ids:?}");
+        root.query_drop(format!("KILL CONNECTION {}", ids[0]))
+            .await
+            .unwrap();
+        let r = running.await.unwrap();
+        assert!(r.is_err(), "{sql}: {r:?}");
+        assert!(
+            t0.elapsed() < done_within + Duration::from_millis(500),
+            "{sql}: {:?}",
+            t0.elapsed()
+        );
+    }
+    let twice: Option<i64> = root
+        .query_first(format!(
+            "SELECT COUNT(*) FROM {DATABASE}.killed_on_server WHERE v > 1"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(twice, Some(0), "rows updated twice");
+}
+
 /// A command the victim sends once its killer has the OK never runs: on a server, KILL
 /// CONNECTION closes the connection before it answers. Before the proxy told a command
 /// that came with the kill's wake from one already waiting when the kill came, 277 to 524

@@ -863,15 +863,19 @@ pub async fn execute(
                 c.backend.count_error();
                 s.stats.counters.error(ErrorKind::BackendLost);
                 // A read may try each replica once (their pooled connections can all be
-                // stale after a crash), then the write backend. Anything else only when it
-                // never reached the server: once sent it may have run, in part or whole (a
-                // DBA's KILL on the server, a crash after the commit), and running it again
-                // would apply it twice or undo the kill. (A pooled connection the server
-                // closed is found out before a write goes out: see `Session::checkout`.)
+                // stale after a crash), then the write backend. Anything else only when no
+                // server ran it: once a server has read it, it may have run in part or whole
+                // (a DBA's KILL on the server, a crash after the commit), and running it
+                // again would apply it twice or undo the kill. A reset in answer shows that
+                // nobody read it: the address now leads to a host that does not know the
+                // connection (the write VIP moved), or the server closed it with the
+                // statement unread. (A pooled connection closed in an orderly way is found
+                // out before a write goes out: see `Session::checkout`.)
+                let unread = !went_out || source.kind() == std::io::ErrorKind::ConnectionReset;
                 let retryable = !sent
                     && !was_pinned
                     && (attempts == 1 || (target == Target::Read && attempts <= MAX_READ_TRIES))
-                    && (target == Target::Read || (c.lease.reused && !went_out));
+                    && (target == Target::Read || (c.lease.reused && unread));
                 tracing::warn!(backend = %c.backend.address, session = s.id, "backend failed during a statement: {source}");
                 if !c.lease.reused {
                     c.backend.mark_down(&source);
