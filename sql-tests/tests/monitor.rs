@@ -269,6 +269,31 @@ async fn read_only_write_backend_holds_writes_back() {
         .unwrap();
     assert_eq!(n, 0);
 
+    // A kill ends the wait at once: KILL QUERY answers 1317, KILL CONNECTION closes the
+    // session (before, both waited out write-wait-ms).
+    let mut killer = p.conn().await.unwrap();
+    for kill in ["QUERY", "CONNECTION"] {
+        let mut victim = p.conn().await.unwrap();
+        let id = victim.id();
+        let t0 = Instant::now();
+        let waiting =
+            tokio::spawn(async move { victim.query_drop("INSERT INTO ro_probe VALUES (3)").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        killer
+            .query_drop(format!("KILL {kill} {id}"))
+            .await
+            .unwrap();
+        let e = waiting.await.unwrap().unwrap_err();
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(1), "KILL {kill}: {took:?}");
+        match e {
+            mysql_async::Error::Server(e) => {
+                assert_eq!((kill, e.code), ("QUERY", 1317), "{}", e.message)
+            }
+            e => assert_eq!(kill, "CONNECTION", "{e}"),
+        }
+    }
+
     // Becomes writable while a write waits: the write goes through.
     let writer = tokio::spawn(async move { c.query_drop("INSERT INTO ro_probe VALUES (2)").await });
     tokio::time::sleep(Duration::from_millis(500)).await;

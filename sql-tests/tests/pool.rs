@@ -261,6 +261,44 @@ async fn a_full_pool_queues_statements() {
     }
 }
 
+/// Session settings do not wait for a full write pool: a replica answers them (the session
+/// applies them wherever it runs next). Clients send settings as they connect (PyMySQL's
+/// `SET autocommit`, `SET NAMES`), so before, every new client of a saturated proxy hung for
+/// `connect-timeout-ms` (10 s here) before the setting fell back to a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_settings_do_not_wait_for_a_full_write_pool() {
+    let _turn = TURN.lock().await;
+    let cl = cluster().await;
+    let toml = config(cl, 1).replace("connect-timeout-ms = 1000", "connect-timeout-ms = 10000");
+    let p = proxy::start(&toml).await.unwrap();
+    let mut holder = p.conn().await.unwrap();
+    holder.query_drop("BEGIN").await.unwrap();
+    holder.query_drop("SELECT 1 FOR UPDATE").await.unwrap();
+    let mut c = p.conn().await.unwrap();
+    let t0 = Instant::now();
+    for set in [
+        "SET NAMES latin1",
+        "SET autocommit = 1",
+        "SET time_zone = '+03:00'",
+    ] {
+        c.query_drop(set).await.unwrap();
+    }
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(2), "settings took {took:?}");
+    let seen: Option<(String, String)> = c
+        .query_first("SELECT @@character_set_client, @@time_zone")
+        .await
+        .unwrap();
+    assert_eq!(seen, Some(("latin1".into(), "+03:00".into())));
+    holder.query_drop("COMMIT").await.unwrap();
+    // The write that waited for the pool sees them too.
+    let on_primary: Option<(String, u32)> = c
+        .query_first("/*master*/ SELECT @@time_zone, @@server_id")
+        .await
+        .unwrap();
+    assert_eq!(on_primary, Some(("+03:00".into(), 1)));
+}
+
 /// `COM_RESET_CONNECTION`, which cleans a pooled connection between clients, keeps the schema
 /// but sets `@@collation_database` back to the server default; the next client must still see
 /// its schema's collation, as on a fresh login. Found by DBD::MariaDB's suite, which refuses to

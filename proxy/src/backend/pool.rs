@@ -130,19 +130,27 @@ impl Pool {
     }
 
     /// A connection for `key` when [`Pool::take_idle`] found none: a new one, or one given
-    /// back while this waits for room in a full pool.
+    /// back while this waits for room in a full pool (`wait`; otherwise a full pool fails at
+    /// once).
     pub async fn acquire(
         &self,
         addr: &str,
         key: &ConnKey,
         password: &str,
         schema: Option<&str>,
+        wait: bool,
     ) -> Result<Lease, BackendError> {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             // Full: close an idle connection opened for someone else, or wait.
             Err(_) => match self.take_any_idle() {
                 Some(idle) => idle.permit,
+                None if !wait => {
+                    return Err(BackendError::PoolExhausted {
+                        addr: addr.to_string(),
+                        max: self.max(),
+                    })
+                }
                 None => {
                     match crate::timer::timeout(self.dial.timeout, self.room(key, schema)).await {
                         Ok(Room::Idle(lease)) => return Ok(lease),

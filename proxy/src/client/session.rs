@@ -457,13 +457,16 @@ impl Session {
             };
             let (backend, is_write) = match backend {
                 Some(b) => (b, false),
-                None => match self.write_backend(target).await {
-                    Ok(b) => (b, true),
-                    Err(_) if target == Target::Session && !session_on_read => {
+                // A write waits here for a read-only primary to become writable (during a
+                // switchover, up to `write-wait-ms`), unless a kill comes first.
+                None => match self.status.unless_killed(self.write_backend(target)).await {
+                    Ok(Ok(b)) => (b, true),
+                    Ok(Err(_)) if target == Target::Session && !session_on_read => {
                         session_on_read = true;
                         continue;
                     }
-                    Err(e) => return Err(e),
+                    Ok(Err(e)) => return Err(e),
+                    Err(kill) => return Err(stopped_by(kill)),
                 },
             };
             // Most statements find an idle connection in step with the session, and nothing
@@ -474,22 +477,19 @@ impl Session {
                 Some(lease) => Ok(lease),
                 None => {
                     let (key, password) = (&self.key, &self.password);
-                    let acquire = backend
-                        .pool
-                        .acquire(&backend.address, key, password, schema);
+                    // A session setting does not wait for a full write pool: a read backend
+                    // can answer it (the session applies it wherever it runs next), and
+                    // clients send settings as they connect.
+                    let wait = !(is_write && target == Target::Session && !session_on_read);
+                    let acquire =
+                        backend
+                            .pool
+                            .acquire(&backend.address, key, password, schema, wait);
+                    // A full pool can keep a statement waiting for `connect-timeout-ms`; a
+                    // kill ends the wait, as it interrupts a statement waiting on a lock.
                     match self.status.unless_killed(acquire).await {
                         Ok(acquired) => acquired,
-                        // A full pool can keep a statement waiting for `connect-timeout-ms`;
-                        // a kill ends the wait, as it interrupts a statement waiting on a lock.
-                        Err(Start::QueryKilled) => {
-                            return Err(crate::client::kill::query_interrupted())
-                        }
-                        Err(_) => {
-                            return Err(message::err(
-                                codes::CONNECTION_KILLED,
-                                "Connection was killed",
-                            ))
-                        }
+                        Err(kill) => return Err(stopped_by(kill)),
                     }
                 }
             };
@@ -803,6 +803,17 @@ fn sql_value(name: &str, value: &str) -> String {
 }
 
 /// A read backend's connection broke while being brought to the session's state.
+/// The error that ends a statement a kill stopped before it went out (`KILL CONNECTION`'s is
+/// never shown: the session closes without a word).
+fn stopped_by(kill: Start) -> SqlError {
+    match kill {
+        Start::QueryKilled => crate::client::kill::query_interrupted(),
+        Start::SessionKilled | Start::Run => {
+            message::err(codes::CONNECTION_KILLED, "Connection was killed")
+        }
+    }
+}
+
 fn backend_failed(backend: &Backend, e: &BackendError, reused: bool) {
     backend.count_error();
     if !reused {
