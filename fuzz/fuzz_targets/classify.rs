@@ -2,9 +2,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use rwproxy::router::cache::classify_shaped;
-use rwproxy::router::classify::{
-    classify, kill_target, replace_session_fns, use_schema, StmtKind,
-};
+use rwproxy::router::classify::{classify, kill_target, replace_session_fns, use_schema, StmtKind};
 use rwproxy::stats::digest::key_of;
 
 fuzz_target!(|data: &[u8]| {

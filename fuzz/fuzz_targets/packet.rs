@@ -38,10 +38,24 @@ async fn framing(data: &[u8]) {
         let _ = p.seq();
         let _ = p.continues();
     }
+    // A packet the reader calls whole is read from its buffer alone, all of it and no more.
     let mut r = PacketReader::new(data);
     let mut out = Vec::new();
-    while r.read_logical(&mut out).await.is_ok() {
-        messages(&out);
+    loop {
+        let whole = r.has_whole_packet();
+        let before = r.buffered().len();
+        match r.read_logical(&mut out).await {
+            Ok(_) => {
+                if whole {
+                    assert_eq!(before - r.buffered().len(), out.len() + 4);
+                }
+                messages(&out);
+            }
+            Err(_) => {
+                assert!(!whole, "a whole packet failed to read");
+                break;
+            }
+        }
     }
 }
 
