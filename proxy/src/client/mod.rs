@@ -18,7 +18,7 @@ use crate::protocol::packet::{
 use crate::protocol::stream::{self, StreamRead, StreamWrite};
 use crate::router::Target;
 use crate::stats::counters::{ErrorKind, Route};
-use registry::Start;
+use registry::Killed;
 use session::{Checkout, Diag, Session};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -765,11 +765,11 @@ pub async fn execute(
             .status
             .start_running(&c.backend, c.lease.conn.thread_id, c.lease.conn.fd)
         {
-            Start::Run => {}
+            Ok(()) => {}
             // Killed before the statement went out: it never runs, and the client's connection
             // closes as on any kill.
-            Start::SessionKilled => return Err(SessionEnd::Killed),
-            Start::QueryKilled => {
+            Err(Killed::Session) => return Err(SessionEnd::Killed),
+            Err(Killed::Query) => {
                 s.finish(c, Diag::Unknown);
                 io.error(&kill::query_interrupted()).await?;
                 return Ok(None);

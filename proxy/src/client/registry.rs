@@ -98,14 +98,14 @@ impl RunningSlot {
     }
 }
 
-/// Whether a statement may go out (`SessionStatus::start_running`).
+/// A kill that stops the session's statement before it goes out (`start_running`,
+/// `unless_killed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    Run,
+pub enum Killed {
     /// `KILL CONNECTION`: the session ends.
-    SessionKilled,
+    Session,
     /// `KILL QUERY` during the command: the statement is answered "interrupted".
-    QueryKilled,
+    Query,
 }
 
 /// A statement on a backend connection: in progress, where a kill finds it.
@@ -316,26 +316,20 @@ impl SessionStatus {
         user.clone_into(&mut self.now.lock().expect("session status lock").user);
     }
 
-    /// The session's statement is about to go out on `thread_id` of `backend`: whether it may.
+    /// The session's statement is about to go out on `thread_id` of `backend`, unless killed.
     /// Decided under the lock a kill takes to find the running statement, and a kill marks
     /// the session first: so the kill either finds the statement running and kills it on its
     /// backend, or the statement never starts. (A command that had arrived before the kill,
     /// or that was read before it, would otherwise run to its end, out of the kill's reach;
     /// on a server the kill interrupts it.)
-    #[must_use]
     pub fn start_running(
         &self,
         backend: &Arc<Backend>,
         thread_id: u32,
         backend_fd: RawFd,
-    ) -> Start {
+    ) -> Result<(), Killed> {
         let mut slot = self.running.lock().expect("running lock");
-        if self.is_killed() {
-            return Start::SessionKilled;
-        }
-        if self.query_killed.load(Ordering::Relaxed) {
-            return Start::QueryKilled;
-        }
+        self.statement_killed()?;
         match &mut slot.last {
             Some(r) if Arc::ptr_eq(&r.backend, backend) => {
                 r.thread_id = thread_id;
@@ -352,12 +346,26 @@ impl SessionStatus {
         slot.running = true;
         slot.eof_passed = false;
         slot.conn_killed = false;
-        Start::Run
+        Ok(())
+    }
+
+    /// A kill that stops the statement the session is about to send.
+    fn statement_killed(&self) -> Result<(), Killed> {
+        if self.is_killed() {
+            return Err(Killed::Session);
+        }
+        if self.query_killed.load(Ordering::Relaxed) {
+            return Err(Killed::Query);
+        }
+        Ok(())
     }
 
     /// Waits for `work` (a pooled connection, before the statement goes out) unless a kill
-    /// that stops the statement comes first: then what `start_running` would say to it.
-    pub async fn unless_killed<F: std::future::Future>(&self, work: F) -> Result<F::Output, Start> {
+    /// that stops the statement comes first.
+    pub async fn unless_killed<F: std::future::Future>(
+        &self,
+        work: F,
+    ) -> Result<F::Output, Killed> {
         let mut work = std::pin::pin!(work);
         loop {
             tokio::select! {
@@ -365,14 +373,7 @@ impl SessionStatus {
                 out = &mut work => return Ok(out),
                 // Other wakes (the idle sweeper, shutdown, a backend taken offline) leave
                 // the statement to it.
-                () = self.interrupted() => {
-                    if self.is_killed() {
-                        return Err(Start::SessionKilled);
-                    }
-                    if self.query_killed.load(Ordering::Relaxed) {
-                        return Err(Start::QueryKilled);
-                    }
-                }
+                () = self.interrupted() => self.statement_killed()?,
             }
         }
     }

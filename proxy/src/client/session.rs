@@ -6,7 +6,7 @@ use crate::backend::pool::Lease;
 use crate::backend::relay::Relayed;
 use crate::backend::{Backend, Health};
 use crate::client::prepared::PreparedStmt;
-use crate::client::registry::{Registry, SessionStatus, Start};
+use crate::client::registry::{Killed, Registry, SessionStatus};
 use crate::client::ClientSettings;
 use crate::cluster::{Cluster, ReadPicker};
 use crate::protocol::message::{
@@ -802,18 +802,16 @@ fn sql_value(name: &str, value: &str) -> String {
     out
 }
 
-/// A read backend's connection broke while being brought to the session's state.
 /// The error that ends a statement a kill stopped before it went out (`KILL CONNECTION`'s is
 /// never shown: the session closes without a word).
-fn stopped_by(kill: Start) -> SqlError {
+fn stopped_by(kill: Killed) -> SqlError {
     match kill {
-        Start::QueryKilled => crate::client::kill::query_interrupted(),
-        Start::SessionKilled | Start::Run => {
-            message::err(codes::CONNECTION_KILLED, "Connection was killed")
-        }
+        Killed::Query => crate::client::kill::query_interrupted(),
+        Killed::Session => message::err(codes::CONNECTION_KILLED, "Connection was killed"),
     }
 }
 
+/// A read backend's connection broke while being brought to the session's state.
 fn backend_failed(backend: &Backend, e: &BackendError, reused: bool) {
     backend.count_error();
     if !reused {
