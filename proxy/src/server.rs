@@ -200,7 +200,7 @@ pub async fn serve(
         };
         let cluster = cluster.clone();
         let info = info.clone();
-        threads.spawn(async move {
+        threads.spawn(move || async move {
             match tokio::net::TcpStream::from_std(stream) {
                 Ok(stream) => client::serve(stream, peer, id, cluster, info).await,
                 Err(e) => tracing::warn!(client = %peer, "cannot adopt the client socket: {e}"),
