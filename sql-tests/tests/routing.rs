@@ -549,6 +549,87 @@ async fn start_one_thread_proxy() -> (&'static Cluster, proxy::Proxy) {
     (c, proxy::start(&toml).await.unwrap())
 }
 
+/// A prepared XA transaction outlives its client, as on a direct connection: the proxy closes
+/// the connection holding it (MariaDB then detaches it, for `XA COMMIT` from any
+/// connection) rather than resetting and pooling it. After a `COM_RESET_CONNECTION` the
+/// server answers `XA COMMIT` with OK and applies nothing, the transaction keeps its locks,
+/// and every later statement on that connection fails with 1031.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_xa_transaction_outlives_its_client() {
+    let c = cluster().await;
+    // One write connection: a connection pooled after the XA client left would be the next
+    // statement's.
+    let toml = proxy::config_toml(c, &[1, 1], "").replacen(
+        "role = \"rw\"\nmax-connections = 50",
+        "role = \"rw\"\nmax-connections = 1",
+        1,
+    );
+    assert!(toml.contains("max-connections = 1\n"));
+    let p = proxy::start(&toml).await.unwrap();
+    let mut direct = c.primary.conn().await.unwrap();
+    direct
+        .query_drop("CREATE TABLE IF NOT EXISTS rt_xa (id INT PRIMARY KEY) ENGINE=InnoDB")
+        .await
+        .unwrap();
+    direct.query_drop("DELETE FROM rt_xa").await.unwrap();
+    let mut a = p.conn().await.unwrap();
+    for sql in [
+        "XA START 'rt_xa1'",
+        "INSERT INTO rt_xa VALUES (1)",
+        "XA END 'rt_xa1'",
+        "XA PREPARE 'rt_xa1'",
+    ] {
+        a.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    a.disconnect().await.unwrap();
+    // The write pool serves other clients (the connection that held the transaction is
+    // not theirs: there, any statement fails with 1399, or 1031 after a reset).
+    let mut b = p.conn().await.unwrap();
+    for i in 10..15 {
+        b.query_drop(format!("INSERT INTO rt_xa VALUES ({i})"))
+            .await
+            .unwrap_or_else(|e| panic!("a write after the XA client left: {e}"));
+    }
+    // The server detached the transaction when the proxy's connection closed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let recovered: Vec<String> = direct
+            .query("XA RECOVER")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row: mysql_async::Row| row.get::<String, _>("data").unwrap_or_default())
+            .collect();
+        if recovered.iter().any(|x| x == "rt_xa1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "XA RECOVER never listed the prepared transaction: {recovered:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    b.query_drop("XA COMMIT 'rt_xa1'").await.unwrap();
+    let committed: u64 = direct
+        .query_first("SELECT COUNT(*) FROM rt_xa WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(committed, 1, "the prepared transaction's row is committed");
+    // No transaction is left holding the row's lock.
+    direct
+        .query_drop("SET innodb_lock_wait_timeout = 2")
+        .await
+        .unwrap();
+    direct
+        .query_drop("UPDATE rt_xa SET id = 3 WHERE id = 1")
+        .await
+        .expect("the row is not locked");
+    drop(b);
+}
+
 /// Makes another client take (and keep, in a transaction) the idle primary connection the
 /// session's last statement returned, so the session's next statement runs on another one.
 async fn take_last_connection(p: &proxy::Proxy) -> Conn {

@@ -250,6 +250,9 @@ pub struct BackendConn {
     pub idle_since: Instant,
     /// Set when an exchange was cut off mid-way: the connection must not be reused.
     pub broken: bool,
+    /// Holds what a reset would not clean up but a close does (an XA transaction: see
+    /// `Flags::XA`): closed when its session lets go, never pooled.
+    pub close_on_release: bool,
     pub track: Tracking,
 }
 
@@ -348,6 +351,7 @@ impl BackendConn {
             retired: Vec::new(),
             idle_since: Instant::now(),
             broken: false,
+            close_on_release: false,
             track: Tracking::default(),
         };
         conn.authenticate(&hello, caps, seq, password).await?;

@@ -234,6 +234,7 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     };
     let (sql, digest) = (stmt.sql.clone(), stmt.digest);
     let last_insert_id = stmt.class.flags.contains(Flags::LAST_INSERT_ID);
+    let xa = stmt.class.flags.contains(Flags::XA);
     s.sql_mode_transient = stmt.class.flags.contains(Flags::SET_STATEMENT);
     let relayed = super::execute(
         s,
@@ -247,6 +248,9 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
             last_insert_id,
         },
         |s, conn, r| {
+            if xa {
+                conn.close_on_release = true;
+            }
             if r.completion.last_insert_id != 0 {
                 s.last_insert_id = r.completion.last_insert_id;
             }

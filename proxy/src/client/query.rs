@@ -16,7 +16,8 @@ pub(crate) const SERVER_STATE: Flags = Flags::TEMP_TABLE
     .union(Flags::GET_LOCK)
     .union(Flags::USER_VAR_WRITE)
     .union(Flags::CALC_FOUND_ROWS)
-    .union(Flags::CONNECTION_STATE);
+    .union(Flags::CONNECTION_STATE)
+    .union(Flags::XA);
 
 /// Statement kinds that change session state.
 pub(crate) fn changes_session(kind: StmtKind) -> bool {
@@ -135,6 +136,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     }
     let wants_last_id = c.flags.contains(Flags::LAST_INSERT_ID);
     let select_into = c.flags.contains(Flags::SELECT_INTO);
+    let xa = c.flags.contains(Flags::XA);
     let releases = c.kind == StmtKind::EndTransaction && !multi && releases(sql, s);
     let mut released = false;
     let kind = c.kind;
@@ -158,6 +160,10 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
             Prep::Nothing
         },
         |s, conn, r| {
+            // Even a failed XA statement may leave an XA transaction behind.
+            if xa {
+                conn.close_on_release = true;
+            }
             if r.completion.last_insert_id != 0 {
                 s.last_insert_id = r.completion.last_insert_id;
             }

@@ -758,6 +758,9 @@ impl Session {
             // Taken out by an operator: its connections close as their sessions let go.
             return;
         }
+        if lease.conn.close_on_release {
+            return;
+        }
         if lease.conn.needs_reset() {
             let backend = backend.clone();
             tokio::spawn(async move {

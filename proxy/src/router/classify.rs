@@ -126,8 +126,13 @@ impl Flags {
     /// ROW_COUNT( — it describes the previous statement on the connection; the session
     /// writes in its own value (see [`replace_session_fns`]).
     pub const ROW_COUNT: Flags = Flags(1 << 20);
+    /// `XA ...`: an XA transaction lives on its connection. Once prepared it survives only
+    /// that connection's close (MariaDB then detaches it, for `XA COMMIT` from anywhere); a
+    /// `COM_RESET_CONNECTION` instead leaves it holding its locks, unlisted by `XA RECOVER`,
+    /// and the connection unusable.
+    pub const XA: Flags = Flags(1 << 21);
 
-    const NAMES: [(Flags, &'static str); 21] = [
+    const NAMES: [(Flags, &'static str); 22] = [
         (Flags::HINT_MASTER, "HINT_MASTER"),
         (Flags::HINT_SLAVE, "HINT_SLAVE"),
         (Flags::LOCKING_READ, "LOCKING_READ"),
@@ -149,6 +154,7 @@ impl Flags {
         (Flags::CONNECTION_ID, "CONNECTION_ID"),
         (Flags::CONNECTION_STATE, "CONNECTION_STATE"),
         (Flags::ROW_COUNT, "ROW_COUNT"),
+        (Flags::XA, "XA"),
     ];
 
     pub const fn empty() -> Flags {
@@ -1232,6 +1238,9 @@ impl<'a> Classifier<'a> {
         if t.sym == Sym::Word && self.leaves_connection_state(t) {
             self.flags |= Flags::CONNECTION_STATE;
         }
+        if t.sym == Sym::Word && self.lx.s[t.start..t.end].eq_ignore_ascii_case(b"XA") {
+            self.flags |= Flags::XA;
+        }
         let ended = loop {
             match self.lx.next().sym {
                 Sym::End => break Ended::Eof,
@@ -1809,9 +1818,12 @@ mod tests {
         ),
         ("LOAD DATA LOCAL INFILE '/tmp/x.csv' INTO TABLE t FIELDS TERMINATED BY ','", W, &[]),
         ("DO SLEEP(1)", W, &[]),
-        ("XA START 'x'", W, &[]),
-        ("XA END 'x'", W, &[]),
-        ("XA COMMIT 'x'", W, &[]),
+        ("XA START 'x'", W, &[F::XA]),
+        ("XA END 'x'", W, &[F::XA]),
+        ("xa prepare 'x'", W, &[F::XA]),
+        ("XA COMMIT 'x'", W, &[F::XA]),
+        ("XA RECOVER", W, &[F::XA]),
+        ("SELECT xa FROM t", R, &[]),
         ("HANDLER t OPEN", W, &[F::CONNECTION_STATE]),
         ("HANDLER t READ FIRST", W, &[F::CONNECTION_STATE]),
         ("CHANGE MASTER TO MASTER_HOST='h', MASTER_PORT=3306", W, &[]),
