@@ -295,6 +295,14 @@ DO 1 + 1;
 -- text-only
 HELP 'no_such_help_topic';
 
+-- ---------------------------------------------------------------- statements of comments only
+-- (what `mariadb -c` sends for a dump's `--` lines: the server answers OK)
+/* nothing but a comment */;
+/*!40101 */;
+/*M!100100 */;
+# a hash comment;
+/* a */ /* b */ ;
+
 -- ---------------------------------------------------------------- temporary tables, cleanup
 CREATE TEMPORARY TABLE tmp1 (x INT);
 INSERT INTO tmp1 VALUES (1), (2), (3);

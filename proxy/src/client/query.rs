@@ -5,7 +5,6 @@ use super::session::{NextTransaction, Session};
 use super::{execute, ClientIo, Prep, SessionEnd};
 use crate::backend::conn::{BackendConn, TRACKED_LIST};
 use crate::backend::relay::{Expect, Relayed};
-use crate::protocol::message::{self, codes};
 use crate::router::classify::{self, Flags, SessionFn, StmtKind};
 use crate::router::{self, Target};
 use crate::session::set_stmt::{self, Assignment};
@@ -84,11 +83,6 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     }
     let mut assignments = Vec::new();
     let target = match c.kind {
-        StmtKind::Empty => {
-            io.error(&message::err(codes::EMPTY_QUERY, "Query was empty"))
-                .await?;
-            return Ok(());
-        }
         // Thread ids differ between the proxy and each backend: forwarding `KILL n` would kill
         // an unrelated backend connection.
         StmtKind::Kill => return super::kill::kill_statement(s, io, sql).await,

@@ -6,6 +6,7 @@
 //! | `/*master*/` hint | write |
 //! | `/*slave*/` hint on a read-only statement kind | read |
 //! | `SELECT`/`SHOW`/`DESC`/`EXPLAIN` without any of the flags below | read |
+//! | nothing but comments, whitespace and `;` (the server answers: OK, or 1065 when blank) | read |
 //! | locking reads (`FOR UPDATE`, `LOCK IN SHARE MODE`, `FOR SHARE`), `SELECT … INTO` | write |
 //! | `GET_LOCK` & co, `LAST_INSERT_ID()` (and `@@identity`), `FOUND_ROWS()`/`ROW_COUNT()`, `SQL_CALC_FOUND_ROWS`, sequences, user variables, `SHOW MASTER STATUS` | write |
 //! | multi-statements, writes, DDL, `CALL`, anything unknown | write |
@@ -115,7 +116,10 @@ pub fn target(c: &Classification) -> Target {
     if c.flags.contains(Flags::HINT_MASTER) {
         return Target::Write;
     }
-    let read_kind = matches!(c.kind, StmtKind::Read | StmtKind::Begin { read_only: true });
+    let read_kind = matches!(
+        c.kind,
+        StmtKind::Read | StmtKind::Begin { read_only: true } | StmtKind::Empty
+    );
     if read_kind && c.flags.contains(Flags::HINT_SLAVE) {
         return Target::Read;
     }
