@@ -260,8 +260,9 @@ async fn read_only_transaction_stays_on_one_server() {
                 .unwrap();
             assert_eq!(n, 10);
         }
-        // A write inside a read-only transaction fails wherever it runs (1792), and the
-        // transaction stays where it was.
+        // A write inside a read-only transaction fails (on the replica with 1290, the
+        // server's `read_only`; on a primary it would be 1792), and the transaction stays
+        // where it was.
         let e = c
             .query_drop("INSERT INTO rows10 VALUES (99, 'no')")
             .await
@@ -276,6 +277,74 @@ async fn read_only_transaction_stays_on_one_server() {
         &ids_over(&mut c, "SELECT @@server_id", 60).await,
         "after READ ONLY transactions",
     );
+}
+
+/// Named locks are the primary's: inside a read-only transaction, which runs on a replica,
+/// `GET_LOCK` and friends are refused (taken there, a lock would exclude nobody), and a
+/// quoted function name (`` `get_lock`(…) ``, `` `connection_id`() ``) is the built-in
+/// still, routed and answered as the plain one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_locks_are_never_taken_on_a_replica() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("START TRANSACTION READ ONLY").await.unwrap();
+    let on = sid(&mut c, "SELECT @@server_id").await;
+    assert!(
+        REPLICAS.contains(&on),
+        "a read-only transaction runs on a replica"
+    );
+    for sql in [
+        "SELECT GET_LOCK('rt_ro', 0)",
+        "SELECT `get_lock`('rt_ro', 0)",
+        "SELECT IS_FREE_LOCK('rt_ro')",
+    ] {
+        match c.query_drop(sql).await {
+            Err(mysql_async::Error::Server(e)) => {
+                assert_eq!(e.code, 1290, "{sql}: {e:?}");
+                assert!(e.message.contains("named lock"), "{sql}: {}", e.message);
+            }
+            other => panic!("{sql} in a read-only transaction: {other:?}"),
+        }
+    }
+    // The transaction goes on where it was.
+    assert_eq!(sid(&mut c, "SELECT @@server_id").await, on);
+    c.query_drop("COMMIT").await.unwrap();
+    let got: u32 = c
+        .query_first("SELECT `get_lock`('rt_quoted', 0)")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, 1);
+    let mut direct = cl.primary.conn().await.unwrap();
+    let holder: Option<u64> = direct
+        .query_first("SELECT IS_USED_LOCK('rt_quoted')")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(holder, Some(conn_id(&mut c).await), "the primary holds it");
+    let same: u32 = c
+        .query_first("SELECT `connection_id`() = CONNECTION_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(same, 1, "a quoted CONNECTION_ID() is the session's id");
+    for sql in [
+        "CREATE TABLE IF NOT EXISTS rt_quoted_rc (id INT PRIMARY KEY, n INT)",
+        "REPLACE INTO rt_quoted_rc VALUES (1, 0), (2, 0), (3, 0)",
+        "UPDATE rt_quoted_rc SET n = n + 1",
+    ] {
+        c.query_drop(sql).await.unwrap();
+    }
+    let counted: i64 = c
+        .query_first("SELECT `row_count`()")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        counted, 3,
+        "a quoted ROW_COUNT() counts the session's last statement"
+    );
+    c.query_drop("DO RELEASE_LOCK('rt_quoted')").await.unwrap();
 }
 
 /// `autocommit=0`: every statement belongs to a transaction, so reads go to the primary too,

@@ -213,7 +213,7 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     // the way its text form does, but the proxy records none of it from the binary protocol:
     // keep the session on that connection (and reset it before anyone else gets it), as
     // COM_QUERY does for state it cannot replay.
-    if let Some(e) = s.refuse_write_on_replica(stmt.class.kind) {
+    if let Some(e) = s.refuse_on_replica(&stmt.class) {
         io.error(&e).await?;
         return Ok(());
     }

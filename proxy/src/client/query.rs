@@ -77,7 +77,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     if found_rows.is_some() {
         c.flags = c.flags.without(Flags::FOUND_ROWS);
     }
-    if let Some(e) = s.refuse_write_on_replica(c.kind) {
+    if let Some(e) = s.refuse_on_replica(&c) {
         io.error(&e).await?;
         return Ok(());
     }

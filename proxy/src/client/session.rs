@@ -702,21 +702,34 @@ impl Session {
         }
     }
 
-    /// Refuses a statement that changes data when the session is held on a replica (outside
-    /// a read-only transaction): state the session made there (a user variable or temporary table in a
-    /// read-only transaction or under a `/*slave*/` hint, a named lock) cannot move, and the
-    /// write must not run on a replica, where a user allowed to bypass `read_only` would
-    /// change it behind replication's back.
-    pub fn refuse_write_on_replica(
+    /// Refuses, when the session is held on a replica, what must not run there:
+    /// - a statement that changes data (outside a read-only transaction, whose server refuses
+    ///   it itself): state the session made there (a user variable or temporary table in a
+    ///   read-only transaction or under a `/*slave*/` hint) cannot move, and the write must not
+    ///   run on a replica, where a user allowed to bypass `read_only` would change it behind
+    ///   replication's back;
+    /// - a named lock (`GET_LOCK` and friends): taken on a replica, it excludes no client of
+    ///   the primary's, and `IS_FREE_LOCK` there answers about the wrong server.
+    pub fn refuse_on_replica(
         &self,
-        kind: crate::router::classify::StmtKind,
+        class: &crate::router::classify::Classification,
     ) -> Option<SqlError> {
+        use crate::router::classify::{Flags, StmtKind};
         let c = self.pinned.as_ref()?;
-        let on_replica = c.backend.role == crate::config::Role::ReadOnly;
-        // In a read-only transaction the server refuses writes itself, with its own error.
+        if c.backend.role != crate::config::Role::ReadOnly {
+            return None;
+        }
+        if class.flags.contains(Flags::GET_LOCK) {
+            return Some(message::err(
+                codes::OPTION_PREVENTS_STATEMENT,
+                format!(
+                    "rwproxy: this session is held on replica {} (a read-only transaction, or state it made there), where a named lock would exclude no other client; take named locks outside read-only transactions",
+                    c.backend.address
+                ),
+            ));
+        }
         let read_only_transaction = c.lease.conn.status & SERVER_STATUS_IN_TRANS_READONLY != 0;
-        if kind != crate::router::classify::StmtKind::Write || !on_replica || read_only_transaction
-        {
+        if class.kind != StmtKind::Write || read_only_transaction {
             return None;
         }
         Some(message::err(

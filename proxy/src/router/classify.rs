@@ -999,10 +999,47 @@ impl<'a> Lexer<'a> {
             }
         };
         self.after_quoted = matches!(sym, Sym::Str | Sym::QIdent);
+        let sym = match sym {
+            Sym::QIdent => self.quoted_call(start),
+            sym => sym,
+        };
         Tok {
             sym,
             start,
             end: self.pos,
+        }
+    }
+
+    /// A backtick-quoted name right before `(` is a call, and the server runs the built-in of
+    /// that name (`` `get_lock`('a', 0) ``): the keyword of a function the rules look at, so
+    /// the quotes do not hide it. Any other quoted name stays [`Sym::QIdent`]. Only the
+    /// `QIdent` at `start`, which the lexer has just moved past.
+    fn quoted_call(&self, start: usize) -> Sym {
+        let name = &self.s[start + 1..self.pos - 1];
+        let Sym::Kw(k) = keyword(name) else {
+            return Sym::QIdent;
+        };
+        let function = matches!(
+            k,
+            Kw::GetLock
+                | Kw::ReleaseLock
+                | Kw::ReleaseAllLocks
+                | Kw::IsUsedLock
+                | Kw::IsFreeLock
+                | Kw::LastInsertId
+                | Kw::FoundRows
+                | Kw::RowCount
+                | Kw::Nextval
+                | Kw::Lastval
+                | Kw::Setval
+                | Kw::ConnectionId
+        );
+        let mut ahead = self.clone();
+        ahead.skip_trivia();
+        if function && self.s.get(ahead.pos) == Some(&b'(') {
+            Sym::Kw(k)
+        } else {
+            Sym::QIdent
         }
     }
 
@@ -1696,6 +1733,14 @@ mod tests {
         ("SELECT RELEASE_ALL_LOCKS()", R, &[F::GET_LOCK]),
         ("SELECT IS_FREE_LOCK('a'), IS_USED_LOCK('a')", R, &[F::GET_LOCK]),
         ("SELECT 'GET_LOCK('", R, &[]),
+        ("SELECT `get_lock`('a', 0)", R, &[F::GET_LOCK]),
+        ("SELECT `GET_LOCK` /* c */ ('a', 0)", R, &[F::GET_LOCK]),
+        ("SELECT `get_lock` FROM t", R, &[]),
+        ("SELECT `get``lock`('a')", R, &[]),
+        ("SELECT `row_count`(), `found_rows`()", R, &[F::ROW_COUNT, F::FOUND_ROWS]),
+        ("SELECT `connection_id`()", R, &[F::CONNECTION_ID]),
+        ("SELECT `last_insert_id`()", R, &[F::LAST_INSERT_ID]),
+        ("SELECT `nextval`(s)", R, &[F::SEQUENCE]),
         ("SELECT get_lock_x FROM t", R, &[]),
         ("SELECT t.get_lock FROM t", R, &[]),
         ("SELECT db.get_lock('a')", R, &[]),
@@ -2073,6 +2118,11 @@ mod tests {
             (
                 "SELECT db.CONNECTION_ID()",
                 "SELECT db.CONNECTION_ID()".into(),
+            ),
+            // Quoted, it is still the built-in; the column is named as written.
+            (
+                "SELECT `connection_id`() = CONNECTION_ID()",
+                format!("SELECT {id} = {id} AS ```connection_id``() = CONNECTION_ID()`"),
             ),
             (
                 "SELECT CONNECTION_ID(); SELECT CONNECTION_ID()",
