@@ -285,6 +285,16 @@ async fn warnings_follow_the_statement_that_raised_them() {
         // A warning on the primary, then a table read that runs on a replica.
         "INSERT INTO warn_t VALUES ('wxyz')",
         "SELECT v FROM warn_t LIMIT 1",
+        // An error the proxy answers itself (no server runs a KILL of an unknown id), then
+        // statements that keep it and one that clears it.
+        "SELECT 1/0",
+        "KILL 987654321",
+        "SELECT 4",
+        "SELECT @@warning_count, @@error_count",
+        "SHOW ERRORS",
+        "SELECT COUNT(*) FROM warn_t",
+        "KILL QUERY 987654321",
+        "SELECT * FROM warn_t",
     ];
     let mut via = p.conn().await.unwrap();
     let mut direct = cluster.primary.conn().await.unwrap();

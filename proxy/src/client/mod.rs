@@ -63,8 +63,8 @@ const HOLD_FOR_DIAGNOSTICS: std::time::Duration = std::time::Duration::from_secs
 pub struct ClientIo {
     pub reader: PacketReader<StreamRead>,
     pub writer: PacketWriter<StreamWrite>,
-    /// The proxy answered the current command with an error of its own.
-    pub sent_error: bool,
+    /// The error the proxy answered the current command with itself, if it did.
+    pub sent_error: Option<SqlError>,
 }
 
 impl ClientIo {
@@ -75,7 +75,7 @@ impl ClientIo {
         ClientIo {
             reader,
             writer: PacketWriter::new(w),
-            sent_error: false,
+            sent_error: None,
         }
     }
 
@@ -86,7 +86,7 @@ impl ClientIo {
     }
 
     pub async fn error(&mut self, e: &SqlError) -> std::io::Result<()> {
-        self.sent_error = true;
+        self.sent_error = Some(e.clone());
         self.reply(&e.payload()).await
     }
 
@@ -514,13 +514,17 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
         );
         s.row_count_recorded = false;
         s.sql_mode_transient = false;
-        io.sent_error = false;
+        io.sent_error = None;
         dispatch(s, io, cmd, &packet).await?;
         if cmd == COM_QUIT {
             return Ok(());
         }
+        let answered_with_error = io.sent_error.is_some();
+        if let Some(e) = io.sent_error.take() {
+            s.raised_by_proxy(e);
+        }
         if !s.row_count_recorded {
-            if let Some(n) = row_count_after(cmd, io.sent_error) {
+            if let Some(n) = row_count_after(cmd, answered_with_error) {
                 s.row_count = n;
                 s.row_count_on = None;
             }
@@ -734,6 +738,9 @@ pub async fn execute(
                 return Ok(None);
             }
         };
+        if s.proxy_error.is_some() {
+            s.raise_proxy_error_on(c.conn()).await;
+        }
         // Awaited only when there is work: a future costs the session's state cache misses.
         let prepared = match prep {
             Prep::Nothing => Ok(None),

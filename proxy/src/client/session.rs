@@ -166,6 +166,9 @@ pub struct Session {
     /// `LAST_INSERT_ID()` as this session would see it on a dedicated connection.
     pub last_insert_id: u64,
     pub next_stmt_id: u32,
+    /// The error the proxy answered the session's last command with itself, which no server
+    /// connection holds yet for a `SHOW WARNINGS` (see [`Session::raise_proxy_error_on`]).
+    pub proxy_error: Option<SqlError>,
     password: String,
     /// Atlas's `charset`: every session starts with `SET NAMES <charset>`, also after a
     /// reset or a change of user.
@@ -213,6 +216,7 @@ impl Session {
             found_rows_on: None,
             stmts: FxHashMap::default(),
             next_stmt_id: 1,
+            proxy_error: None,
             peer: status.client,
             status,
             registry: info.registry.clone(),
@@ -743,6 +747,48 @@ impl Session {
                 c.backend.address
             ),
         ))
+    }
+
+    /// The proxy answered the last command with an error of its own: the messages of any
+    /// earlier statement are gone, as on a server, and this error is what `SHOW WARNINGS`
+    /// and friends must show.
+    pub fn raised_by_proxy(&mut self, e: SqlError) {
+        self.release_held();
+        self.proxy_error = Some(e);
+    }
+
+    /// Raises the proxy's own error of the last command on `conn` (`SIGNAL`), before the
+    /// statement after it runs there: the connection then holds it as a server holds its
+    /// last error, for `SHOW WARNINGS`, `@@warning_count` or `GET DIAGNOSTICS`, and whether
+    /// the statement clears it is the server's to decide, as for a held connection. Only
+    /// after the proxy answered an error itself, so this extra round trip is rare.
+    pub async fn raise_proxy_error_on(&mut self, conn: &mut BackendConn) {
+        let Some(e) = self.proxy_error.take() else {
+            return;
+        };
+        // A SIGNAL's message may have 512 characters; the hex literal reads the same under
+        // any sql_mode or connection character set.
+        let text: String = e.message.chars().take(512).collect();
+        let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
+        let state = String::from_utf8_lossy(&e.state);
+        let signal = format!(
+            "SIGNAL SQLSTATE '{state}' SET MYSQL_ERRNO = {}, MESSAGE_TEXT = _utf8mb4 x'{hex}'",
+            e.code
+        );
+        match conn.run(&signal).await {
+            Err(BackendError::Server(raised)) if raised.code == e.code => {
+                self.on_held = true;
+                // It holds messages now: reset before another session gets it.
+                conn.dirty = true;
+            }
+            Err(other) => {
+                tracing::debug!(
+                    session = self.id,
+                    "could not raise the proxy's error on the backend for SHOW WARNINGS: {other}"
+                )
+            }
+            Ok(_) => {}
+        }
     }
 
     /// A connection is kept for `SHOW WARNINGS`, or the running statement got it: the
