@@ -160,15 +160,15 @@ pub struct Session {
     /// The client negotiated `CLIENT_SESSION_TRACK`: it gets the session-state information
     /// a server would send it.
     pub client_tracks: bool,
+    /// The error the proxy answered the session's last command with itself, which no server
+    /// connection holds yet for a `SHOW WARNINGS` (see [`Session::raise_proxy_error_on`]).
+    pub proxy_error: Option<SqlError>,
     /// Read-your-writes bookkeeping (a no-op when the mode is off).
     pub ryw: read_your_writes::Tracker,
     pub stmts: FxHashMap<u32, PreparedStmt>,
     /// `LAST_INSERT_ID()` as this session would see it on a dedicated connection.
     pub last_insert_id: u64,
     pub next_stmt_id: u32,
-    /// The error the proxy answered the session's last command with itself, which no server
-    /// connection holds yet for a `SHOW WARNINGS` (see [`Session::raise_proxy_error_on`]).
-    pub proxy_error: Option<SqlError>,
     password: String,
     /// Atlas's `charset`: every session starts with `SET NAMES <charset>`, also after a
     /// reset or a change of user.
