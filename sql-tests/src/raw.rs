@@ -276,9 +276,9 @@ impl RawConn {
     }
 
     /// COM_STMT_PREPARE: returns (statement id, columns, params) after reading the definitions.
-    pub async fn prepare(&mut self, sql: &str) -> Result<(u32, u16, u16)> {
+    pub async fn prepare(&mut self, sql: impl AsRef<[u8]>) -> Result<(u32, u16, u16)> {
         let mut p = vec![0x16];
-        p.extend_from_slice(sql.as_bytes());
+        p.extend_from_slice(sql.as_ref());
         self.send(&p).await?;
         let r = self.read().await?;
         if r[0] != 0 {

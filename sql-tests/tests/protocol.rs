@@ -313,6 +313,48 @@ async fn warnings_follow_the_statement_that_raised_them() {
     }
 }
 
+/// A prepared statement's text reaches the server byte for byte, as a text query's does: in
+/// a latin1 session `'café'` is `caf\xe9`, which is no UTF-8, and a `_binary` literal may hold
+/// any bytes. (The proxy kept the text as UTF-8, each such byte becoming U+FFFD: an insert
+/// stored `636166EFBFBD` for `café`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statement_text_passes_byte_for_byte() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for addr in [primary_addr(cluster), p.addr] {
+        let mut c = RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+        c.query("SET NAMES latin1").await.unwrap();
+        let (id, cols, _) = c
+            .prepare(&b"SELECT HEX('caf\xe9'), HEX(_binary'\xff\x80')"[..])
+            .await
+            .unwrap();
+        assert_eq!(cols, 2);
+        c.send(&raw::execute_packet(id, false)).await.unwrap();
+        c.read_columns().await.unwrap();
+        let (rows, _) = c.read_rows().await.unwrap();
+        // A binary row: 0x00, a one-byte NULL bitmap, then two length-prefixed strings.
+        let row = &rows[0];
+        let first = &row[3..3 + usize::from(row[2])];
+        let rest = &row[3 + first.len()..];
+        let second = &rest[1..1 + usize::from(rest[0])];
+        seen.push((
+            String::from_utf8_lossy(first).into_owned(),
+            String::from_utf8_lossy(second).into_owned(),
+        ));
+    }
+    assert_eq!(
+        seen[0],
+        ("636166E9".to_string(), "FF80".to_string()),
+        "direct"
+    );
+    assert_eq!(seen[1], seen[0], "through the proxy");
+}
+
 /// A 40 MB BLOB (three 16 MiB packets) goes in and comes back byte-identical through the
 /// text and the binary protocol, as it does directly. The text insert is an 80 MB command:
 /// the proxy is told the servers' `max_allowed_packet` (256 MiB in the sandbox), as a DBA

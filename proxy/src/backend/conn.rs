@@ -242,7 +242,7 @@ pub struct BackendConn {
     /// one per schema the text was prepared in, so sessions in different schemas running the
     /// same text do not close each other's copy (and with it an open cursor), and one more
     /// per client statement holding a cursor or long data (see [`BackendStmt::holder`]).
-    pub stmts: rustc_hash::FxHashMap<Arc<str>, Vec<BackendStmt>>,
+    pub stmts: rustc_hash::FxHashMap<Arc<[u8]>, Vec<BackendStmt>>,
     /// Server-side ids of statements no longer used here but not yet closed (see
     /// [`BackendConn::retire_stmts`] and [`BackendConn::note_run`]); `send_command` closes
     /// them ahead of the next command.
@@ -702,7 +702,7 @@ impl BackendConn {
     /// sits on its own copy, kept for it whatever the variables.
     pub fn prepared_id(
         &self,
-        sql: &str,
+        sql: &[u8],
         schema: Option<&str>,
         client: u32,
         for_cursor: bool,
@@ -735,7 +735,7 @@ impl BackendConn {
     /// state, or another client statement holds that copy).
     pub async fn prepare(
         &mut self,
-        sql: &Arc<str>,
+        sql: &Arc<[u8]>,
         client: u32,
     ) -> Result<&BackendStmt, BackendError> {
         // Exactly this state: a schema of `None` here means none, not any.
@@ -758,7 +758,7 @@ impl BackendConn {
     /// replaces (same text and state, held by no client statement) are retired.
     pub async fn prepare_for_client(
         &mut self,
-        sql: &Arc<str>,
+        sql: &Arc<[u8]>,
     ) -> Result<&BackendStmt, BackendError> {
         let at = self.prepare_now(sql).await?;
         let copies = self.stmts.get_mut(sql).expect("just prepared");
@@ -784,7 +784,7 @@ impl BackendConn {
     /// long data is used up and the other copies it held go: on a server either ends the
     /// statement's cursor and long data, and neither may be found on an old copy here later.
     /// Sending long data leaves them.
-    pub fn note_run(&mut self, sql: &str, id: u32, client: u32, hold: Hold, anew: bool) {
+    pub fn note_run(&mut self, sql: &[u8], id: u32, client: u32, hold: Hold, anew: bool) {
         if anew {
             self.retire_held(sql, client, Some(id));
         }
@@ -808,12 +808,12 @@ impl BackendConn {
 
     /// Client statement `client` (text `sql`) was closed: so are the copies holding its
     /// cursor or long data, which nothing else would use again.
-    pub fn close_held(&mut self, sql: &str, client: u32) {
+    pub fn close_held(&mut self, sql: &[u8], client: u32) {
         self.retire_held(sql, client, None);
     }
 
     /// Retires the copies of `sql` that `client` holds, but `keep`.
-    fn retire_held(&mut self, sql: &str, client: u32, keep: Option<u32>) {
+    fn retire_held(&mut self, sql: &[u8], client: u32, keep: Option<u32>) {
         let Some(copies) = self.stmts.get_mut(sql) else {
             return;
         };
@@ -864,7 +864,7 @@ impl BackendConn {
 
     /// Prepares `sql` under the current state; returns its index among the text's copies.
     /// Statements this connection no longer uses are closed on the server first.
-    async fn prepare_now(&mut self, sql: &Arc<str>) -> Result<usize, BackendError> {
+    async fn prepare_now(&mut self, sql: &Arc<[u8]>) -> Result<usize, BackendError> {
         // A copy in this schema under other session variables will not be used again, unless
         // it carries a statement's cursor or long data (`note_run` retires it when that
         // statement is executed again).
@@ -899,7 +899,7 @@ impl BackendConn {
         self.broken = true;
         let mut cmd = Vec::with_capacity(sql.len() + 1);
         cmd.push(COM_STMT_PREPARE);
-        cmd.extend_from_slice(sql.as_bytes());
+        cmd.extend_from_slice(sql);
         self.send_command(&cmd).await?;
         let first = self.reader.read_raw().await?;
         let body = first.payload();

@@ -507,7 +507,7 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
                 COM_QUERY => &packet[1..],
                 COM_STMT_EXECUTE => prepared::stmt_id(&packet)
                     .and_then(|id| s.stmts.get(&id))
-                    .map_or(b"EXECUTE", |st| st.sql.as_bytes()),
+                    .map_or(b"EXECUTE", |st| &st.sql[..]),
                 _ => command_name(cmd).as_bytes(),
             },
             s.command_at,
@@ -917,7 +917,7 @@ fn statement_sql<'a>(s: &'a Session, packet: &'a [u8]) -> Option<&'a [u8]> {
         Some(&COM_QUERY) => Some(&packet[1..]),
         Some(&COM_STMT_EXECUTE) => prepared::stmt_id(packet)
             .and_then(|id| s.stmts.get(&id))
-            .map(|p| p.sql.as_bytes()),
+            .map(|p| &p.sql[..]),
         _ => None,
     }
 }

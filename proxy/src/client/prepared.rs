@@ -15,7 +15,9 @@ use crate::router::{self, Target};
 use std::sync::Arc;
 
 pub struct PreparedStmt {
-    pub sql: Arc<str>,
+    /// The statement's text as the client sent it: bytes in the client's character set,
+    /// which need not be UTF-8.
+    pub sql: Arc<[u8]>,
     pub params: u16,
     pub columns: u16,
     pub class: Classification,
@@ -78,11 +80,11 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         return Ok(());
     }
     let class = classify::classify(&packet[1..]);
-    let sql: Arc<str> = if class.flags.contains(Flags::CONNECTION_ID) {
+    let sql: Arc<[u8]> = if class.flags.contains(Flags::CONNECTION_ID) {
         let p = super::query::with_session_values(s, packet, false, None);
-        String::from_utf8_lossy(&p[1..]).into()
+        p[1..].into()
     } else {
-        String::from_utf8_lossy(&packet[1..]).into()
+        packet[1..].into()
     };
     let target = target_of(s, &class);
     let mut exclude = Vec::new();
@@ -109,7 +111,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     let diag = if reply.is_err() || target == Target::Diagnostics {
         Diag::Left
     } else {
-        Diag::of(router::diag_effect(sql.as_bytes()))
+        Diag::of(router::diag_effect(&sql))
     };
     s.finish(c, diag);
     match reply {
@@ -117,7 +119,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         Ok(st) => {
             let id = s.next_stmt_id;
             s.next_stmt_id = s.next_stmt_id.wrapping_add(1).max(1);
-            let digest = crate::stats::digest::key_of(sql.as_bytes(), &mut Vec::new()).key;
+            let digest = crate::stats::digest::key_of(&sql, &mut Vec::new()).key;
             s.stmts.insert(
                 id,
                 PreparedStmt {
@@ -263,7 +265,7 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     )
     .await?;
     if let Some(r) = relayed {
-        s.record_digest_keyed(digest, sql.as_bytes(), &r);
+        s.record_digest_keyed(digest, &sql, &r);
     }
     Ok(())
 }
@@ -324,7 +326,7 @@ pub async fn rewrite(
 /// common case) switches nothing.
 async fn prepare_in(
     conn: &mut BackendConn,
-    sql: &Arc<str>,
+    sql: &Arc<[u8]>,
     schema: Option<&str>,
     client: u32,
 ) -> Result<u32, BackendError> {
