@@ -586,7 +586,7 @@ async fn login_packets_of_64_kib_are_refused() {
 
 /// A client that connects and never finishes logging in — silent after the greeting, or
 /// stopping half-way through its login packet — is disconnected after 10 s, as MariaDB does
-/// (`connect_timeout`), instead of holding a socket forever.
+/// (`connect_timeout`), instead of holding a socket forever; on the admin console's port too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_logins_time_out() {
     // The turn is held throughout: the other tests here restart the primary, which would
@@ -599,6 +599,7 @@ async fn unfinished_logins_time_out() {
     for (addr, who) in [
         (cl.primary.addr().parse().unwrap(), "direct"),
         (p.addr, "proxy"),
+        (p.admin_addr, "admin console"),
     ] {
         for partial in [&b""[..], b"\x40\x00\x00\x01abc"] {
             let mut r = Raw::connect(addr).await;

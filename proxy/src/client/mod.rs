@@ -46,7 +46,7 @@ pub const COM_RESET_CONNECTION: u8 = 0x1F;
 /// How long a client has from connecting to being logged in (MariaDB's default
 /// `connect_timeout`): a socket that never finishes its login must not hold a file
 /// descriptor forever.
-const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long a client may stall in the middle of a packet: a client that stops half-way
 /// through a command must not keep its session, and a transaction's locks, forever.

@@ -61,14 +61,23 @@ async fn session(
         sql_mode_flags: 0,
     };
     let (admin_user, admin_password) = control.admin_credentials();
-    let login = handshake::accept(
-        &mut reader,
-        &mut writer,
-        &greeting,
-        &peer.ip().to_string(),
-        |u| (u == admin_user).then(|| admin_password.clone()),
+    // As on the client port: a socket that never finishes its login must not hold a file
+    // descriptor forever (enough of them starve the client port of descriptors).
+    let login = crate::timer::timeout(
+        crate::client::LOGIN_TIMEOUT,
+        handshake::accept(
+            &mut reader,
+            &mut writer,
+            &greeting,
+            &peer.ip().to_string(),
+            |u| (u == admin_user).then(|| admin_password.clone()),
+        ),
     )
     .await;
+    let Ok(login) = login else {
+        tracing::info!(client = %peer, "admin login not completed within {} s; closing", crate::client::LOGIN_TIMEOUT.as_secs());
+        return Ok(());
+    };
     let login = match login {
         Ok(l) => l,
         Err(LoginError::Rejected(e)) => {
