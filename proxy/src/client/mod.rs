@@ -738,7 +738,7 @@ pub async fn execute(
                 return Ok(None);
             }
         };
-        if s.proxy_error.is_some() {
+        if target == Target::Diagnostics && s.proxy_error.is_some() {
             s.raise_proxy_error_on(c.conn()).await;
         }
         // Awaited only when there is work: a future costs the session's state cache misses.
@@ -849,13 +849,17 @@ pub async fn execute(
                 }
                 let diag = if r.warned || r.error.is_some() || target == Target::Diagnostics {
                     Diag::Left
-                } else if s.diagnostics_held() {
+                } else if s.diagnostics_held() || s.proxy_error.is_some() {
                     diag_of(s, packet)
                 } else {
                     // Nothing to keep or clear: what the statement did to messages does not
                     // matter, so it is not worked out.
                     Diag::Unknown
                 };
+                // The proxy's own error survives only statements that keep messages.
+                if s.proxy_error.is_some() && diag != Diag::Kept {
+                    s.proxy_error = None;
+                }
                 s.finish(c, diag);
                 return Ok(Some(r));
             }

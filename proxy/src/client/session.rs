@@ -757,11 +757,13 @@ impl Session {
         self.proxy_error = Some(e);
     }
 
-    /// Raises the proxy's own error of the last command on `conn` (`SIGNAL`), before the
-    /// statement after it runs there: the connection then holds it as a server holds its
-    /// last error, for `SHOW WARNINGS`, `@@warning_count` or `GET DIAGNOSTICS`, and whether
-    /// the statement clears it is the server's to decide, as for a held connection. Only
-    /// after the proxy answered an error itself, so this extra round trip is rare.
+    /// Raises the proxy's own error on `conn` (`SIGNAL`) before a diagnostics statement
+    /// (`SHOW WARNINGS`, `@@warning_count`...) runs there: the connection then holds it as a
+    /// server holds its last error, and keeps holding it for the statements after, as a held
+    /// connection does. Until such a statement comes, the error waits in the session (the
+    /// statements in between keep it only if they keep messages, see `execute`), so a
+    /// session's reads still spread over the replicas after an error, and the extra round
+    /// trip is paid only by a diagnostics statement.
     pub async fn raise_proxy_error_on(&mut self, conn: &mut BackendConn) {
         let Some(e) = self.proxy_error.take() else {
             return;
