@@ -235,7 +235,7 @@ impl Pool {
     /// dirty connections first.
     /// `now` is the caller's latest clock reading.
     pub fn release(&self, mut lease: Lease, now: Instant) {
-        if lease.conn.broken || lease.conn.close_on_release || lease.conn.needs_reset() {
+        if lease.conn.broken || lease.conn.needs_reset() {
             return;
         }
         if self.owed.load(Ordering::Relaxed) > 0
@@ -359,9 +359,6 @@ impl Lease {
     /// backend's pool, unless an operator took the backend offline (or removed it) meanwhile:
     /// its idle connections were closed then, and this one would stay open, unused.
     pub async fn reset_and_release(mut self, backend: &Backend) {
-        if self.conn.close_on_release {
-            return;
-        }
         if !self.conn.broken && self.conn.needs_reset() {
             if let Err(e) = self.conn.reset().await {
                 tracing::debug!("closing backend connection that failed to reset: {e}");

@@ -823,6 +823,8 @@ impl Session {
             // Taken out by an operator: its connections close as their sessions let go.
             return;
         }
+        // Held an XA transaction: closing (not resetting) it leaves that to the server. Every
+        // connection a session gives back comes through here.
         if lease.conn.close_on_release {
             return;
         }

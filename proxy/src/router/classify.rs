@@ -856,6 +856,21 @@ static KW_TABLE: [u8; KW_SLOTS] = {
     t
 };
 
+/// The flag a call of the built-in function `k` sets (`k(`), if the rules look at it.
+fn call_flag(k: Kw) -> Flags {
+    match k {
+        Kw::GetLock | Kw::ReleaseLock | Kw::ReleaseAllLocks | Kw::IsUsedLock | Kw::IsFreeLock => {
+            Flags::GET_LOCK
+        }
+        Kw::LastInsertId => Flags::LAST_INSERT_ID,
+        Kw::FoundRows => Flags::FOUND_ROWS,
+        Kw::RowCount => Flags::ROW_COUNT,
+        Kw::Nextval | Kw::Lastval | Kw::Setval => Flags::SEQUENCE,
+        Kw::ConnectionId => Flags::CONNECTION_ID,
+        _ => Flags::empty(),
+    }
+}
+
 fn keyword(w: &[u8]) -> Sym {
     if w.len() < 2 || w[0].is_ascii_digit() {
         return Sym::Word;
@@ -1019,21 +1034,7 @@ impl<'a> Lexer<'a> {
         let Sym::Kw(k) = keyword(name) else {
             return Sym::QIdent;
         };
-        let function = matches!(
-            k,
-            Kw::GetLock
-                | Kw::ReleaseLock
-                | Kw::ReleaseAllLocks
-                | Kw::IsUsedLock
-                | Kw::IsFreeLock
-                | Kw::LastInsertId
-                | Kw::FoundRows
-                | Kw::RowCount
-                | Kw::Nextval
-                | Kw::Lastval
-                | Kw::Setval
-                | Kw::ConnectionId
-        );
+        let function = !call_flag(k).is_empty();
         let mut ahead = self.clone();
         ahead.skip_trivia();
         if function && self.s.get(ahead.pos) == Some(&b'(') {
@@ -1553,19 +1554,7 @@ impl<'a> Classifier<'a> {
         match sym {
             Sym::Punct(b'(') => {
                 if let (Sym::Kw(k), false) = (h1, h2 == Sym::Punct(b'.')) {
-                    self.flags |= match k {
-                        Kw::GetLock
-                        | Kw::ReleaseLock
-                        | Kw::ReleaseAllLocks
-                        | Kw::IsUsedLock
-                        | Kw::IsFreeLock => Flags::GET_LOCK,
-                        Kw::LastInsertId => Flags::LAST_INSERT_ID,
-                        Kw::FoundRows => Flags::FOUND_ROWS,
-                        Kw::RowCount => Flags::ROW_COUNT,
-                        Kw::Nextval | Kw::Lastval | Kw::Setval => Flags::SEQUENCE,
-                        Kw::ConnectionId => Flags::CONNECTION_ID,
-                        _ => Flags::empty(),
-                    };
+                    self.flags |= call_flag(k);
                 }
                 self.depth += 1;
             }
