@@ -703,13 +703,12 @@ impl BackendConn {
     pub fn prepared_id(
         &self,
         sql: &[u8],
-        schema: Option<&str>,
+        schema: Option<&Arc<str>>,
         client: u32,
         for_cursor: bool,
     ) -> Option<u32> {
         let copies = self.stmts.get(sql)?;
-        let in_schema =
-            |st: &&BackendStmt| schema.is_none() || st.state.schema.as_deref() == schema;
+        let in_schema = |st: &&BackendStmt| schema.is_none() || st.state.schema.as_ref() == schema;
         // The client statement's own copy first: its cursor or long data is there.
         let mut mine = copies
             .iter()
@@ -832,12 +831,12 @@ impl BackendConn {
 
     /// Makes `db` the default schema (`COM_INIT_DB`: unlike a reset, harmless inside a
     /// transaction).
-    pub async fn use_schema(&mut self, db: &str) -> Result<(), BackendError> {
+    pub async fn use_schema(&mut self, db: &Arc<str>) -> Result<(), BackendError> {
         let mut cmd = Vec::with_capacity(db.len() + 1);
         cmd.push(COM_INIT_DB);
         cmd.extend_from_slice(db.as_bytes());
         self.command(&cmd).await?;
-        self.state.schema = Some(db.to_owned());
+        self.state.schema = Some(db.clone());
         Ok(())
     }
 

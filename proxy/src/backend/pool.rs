@@ -137,7 +137,7 @@ impl Pool {
         addr: &str,
         key: &ConnKey,
         password: &str,
-        schema: Option<&str>,
+        schema: Option<&Arc<str>>,
         wait: bool,
     ) -> Result<Lease, BackendError> {
         let permit = match self.permits.clone().try_acquire_owned() {
@@ -180,7 +180,12 @@ impl Pool {
     /// costs a round trip, and leaving one is impossible without a new connection); one idle
     /// over a second is checked for a close by the server first. Not async: most statements
     /// find one, and then build no future (see `Session::checkout`).
-    pub fn take_idle(&self, key: &ConnKey, schema: Option<&str>, now: Instant) -> Option<Lease> {
+    pub fn take_idle(
+        &self,
+        key: &ConnKey,
+        schema: Option<&Arc<str>>,
+        now: Instant,
+    ) -> Option<Lease> {
         loop {
             let Idle { mut conn, permit } = self
                 .idle
@@ -191,7 +196,7 @@ impl Pool {
                 .and_then(|v| {
                     let at = v
                         .iter()
-                        .rposition(|i| i.conn.state.schema.as_deref() == schema)
+                        .rposition(|i| i.conn.state.schema.as_ref() == schema)
                         .or_else(|| v.len().checked_sub(1))?;
                     Some(v.remove(at))
                 })?;
@@ -210,7 +215,7 @@ impl Pool {
 
     /// Waits until the full pool has room: a connection closed (its permit), or one given
     /// back idle — here, or on another event thread, where it is closed for its permit.
-    async fn room(&self, key: &ConnKey, schema: Option<&str>) -> Room {
+    async fn room(&self, key: &ConnKey, schema: Option<&Arc<str>>) -> Room {
         let _waiting = Waiting::new(&self.waiting);
         loop {
             let returned = self.returned.notified();

@@ -6,6 +6,7 @@ use super::{ClientIo, SessionEnd};
 use crate::protocol::handshake;
 use crate::protocol::message::{self, codes};
 use crate::router::Target;
+use crate::session::names;
 use crate::stats::counters::ErrorKind;
 use mysql_common::constants::CapabilityFlags;
 
@@ -108,7 +109,7 @@ async fn enter(
     collation: u8,
 ) -> Result<(), message::SqlError> {
     s.switch_user(&req.user, password.unwrap_or_default(), collation);
-    s.state.schema = req.database.clone();
+    s.state.schema = req.database.as_deref().map(names::intern);
     if req.database.is_some() {
         let c = s.checkout(Target::Read, &mut Vec::new()).await?;
         s.release_keeping_run(c);

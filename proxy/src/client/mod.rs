@@ -17,6 +17,7 @@ use crate::protocol::packet::{
 };
 use crate::protocol::stream::{self, StreamRead, StreamWrite};
 use crate::router::Target;
+use crate::session::names;
 use crate::stats::counters::{ErrorKind, Route};
 use registry::Killed;
 use session::{Checkout, Diag, Session};
@@ -182,7 +183,7 @@ pub async fn serve(
     io.reader.set_packet_limit(info.max_allowed_packet);
     let password = cluster.password_of(&login.user).unwrap_or_default();
     let key = ConnKey {
-        user: login.user.as_str().into(),
+        user: names::intern(&login.user),
         collation: login.collation,
         capabilities: (login.capabilities & crate::backend::conn::session_capabilities()).bits(),
     };
@@ -205,7 +206,7 @@ pub async fn serve(
         // bringing a pooled connection to it (free when one is already there). A read
         // backend does, so logins keep working while the write backend is down. The
         // connection also tells the sql_mode flags, when none is known yet.
-        session.state.schema.clone_from(&login.database);
+        session.state.schema = login.database.as_deref().map(names::intern);
         let mut exclude = Vec::new();
         match session.checkout(Target::Read, &mut exclude).await {
             Ok(c) => {
@@ -533,7 +534,7 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
         idle_since = s.replied_at.unwrap_or_else(std::time::Instant::now);
         status.end(
             idle_since,
-            s.state.schema.as_deref(),
+            s.state.schema.as_ref(),
             s.pinned.as_ref().map(|c| c.backend.address.as_str()),
             s.pinned
                 .as_ref()

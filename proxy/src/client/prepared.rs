@@ -29,7 +29,7 @@ pub struct PreparedStmt {
     /// The default schema when the client prepared it. The server binds a statement's
     /// tables to the schema current at prepare time (a later `USE` does not move them), so
     /// a backend connection runs it only as prepared in this schema.
-    pub schema: Option<String>,
+    pub schema: Option<Arc<str>>,
     /// A backend copy carries (or carried) this statement's cursor or long data (see
     /// `BackendConn::note_run`); only then does an execute look for other copies to retire.
     pub holds_copy: bool,
@@ -283,11 +283,11 @@ pub async fn rewrite(
         return Err(unknown_handler(id, "mysqld_stmt"));
     };
     let for_cursor = matches!(packet.first(), Some(&(COM_STMT_FETCH | COM_STMT_RESET)));
-    let backend_id = match conn.prepared_id(&st.sql, st.schema.as_deref(), id, for_cursor) {
+    let backend_id = match conn.prepared_id(&st.sql, st.schema.as_ref(), id, for_cursor) {
         Some(backend_id) => backend_id,
         None => {
             let (sql, schema) = (st.sql.clone(), st.schema.clone());
-            prepare_in(conn, &sql, schema.as_deref(), id)
+            prepare_in(conn, &sql, schema.as_ref(), id)
                 .await
                 .map_err(|e| e.to_sql_error("backend"))?
         }
@@ -327,11 +327,11 @@ pub async fn rewrite(
 async fn prepare_in(
     conn: &mut BackendConn,
     sql: &Arc<[u8]>,
-    schema: Option<&str>,
+    schema: Option<&Arc<str>>,
     client: u32,
 ) -> Result<u32, BackendError> {
     let now = conn.state.schema.clone();
-    let switch = schema.filter(|want| now.as_deref() != Some(*want));
+    let switch = schema.filter(|want| now.as_ref() != Some(*want));
     if let Some(want) = switch {
         conn.use_schema(want).await?;
     }

@@ -7,6 +7,7 @@ use crate::backend::conn::{BackendConn, TRACKED_LIST};
 use crate::backend::relay::{Expect, Relayed};
 use crate::router::classify::{self, Flags, SessionFn, StmtKind};
 use crate::router::{self, Target};
+use crate::session::names;
 use crate::session::set_stmt::{self, Assignment};
 use crate::stats::digest;
 
@@ -179,7 +180,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
             match kind {
                 StmtKind::Use => {
                     if let Some(db) = classify::use_schema(sql) {
-                        set_schema(s, conn, db);
+                        set_schema(s, conn, &db);
                     }
                 }
                 StmtKind::LockTables => s.sticky.locked_tables = true,
@@ -268,7 +269,7 @@ pub async fn init_db(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         Prep::Nothing,
         |s, conn, r: &Relayed| {
             if r.error.is_none() {
-                set_schema(s, conn, db.clone());
+                set_schema(s, conn, &db);
             }
         },
     )
@@ -278,7 +279,8 @@ pub async fn init_db(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
 
 /// The statement ran on a connection that carried the session's state, so both move on
 /// together.
-fn set_schema(s: &mut Session, conn: &mut BackendConn, db: String) {
+fn set_schema(s: &mut Session, conn: &mut BackendConn, db: &str) {
+    let db = names::intern(db);
     conn.state.schema = Some(db.clone());
     s.state.schema = Some(db);
 }

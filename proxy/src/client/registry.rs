@@ -30,21 +30,16 @@ pub struct Registry {
     shutting_down: AtomicBool,
 }
 
+/// Laid out in declaration order (`repr(C)`): what every command touches first, so that
+/// with many sessions per event thread (each out of the cache by its next command) it spans
+/// four cache lines rather than five.
+#[repr(C)]
 pub struct SessionStatus {
-    pub id: u32,
-    pub client: SocketAddr,
-    /// The client's socket, looked at by the sweeper (see `pass_on_client_eof`).
-    client_fd: RawFd,
-    /// The sweeper has logged a client's end of input for this session.
-    eof_logged: AtomicBool,
-    now: Mutex<Now>,
     /// Where the session's statement runs right now, and how many kills are being sent to
     /// it. While a kill is on its way the session cannot hand the connection back to the
     /// pool (`stop_running` waits), so the kill can never hit another session's statement.
     /// A plain lock, held for a few instructions: this is touched twice per statement.
     running: Mutex<RunningSlot>,
-    /// Wakes a session waiting in `stop_running` when the last kill is done.
-    kills_done: tokio::sync::Notify,
     /// `KILL CONNECTION` was issued against this session.
     killed: AtomicBool,
     /// A `KILL QUERY` came while the session worked on a command but had no statement running
@@ -61,12 +56,24 @@ pub struct SessionStatus {
     /// ping, a prepare) are answered. Anything arriving later may have been sent after the
     /// killer's OK, and does not run at all.
     command_at_kill: AtomicBool,
+    /// A wake is due: set before `wake` is woken, taken by `interrupted`.
+    woken: AtomicBool,
+    /// The session holds a transaction open (as the console shows it); written with `now`
+    /// locked.
+    in_transaction: AtomicBool,
+    /// The sweeper has logged a client's end of input for this session.
+    eof_logged: AtomicBool,
+    pub id: u32,
+    /// The client's socket, looked at by the sweeper (see `pass_on_client_eof`).
+    client_fd: RawFd,
+    now: Mutex<Now>,
     /// Wakes the session from its wait for the client: a kill, the proxy stopping, or the
     /// idle sweeper. Per session, so waiting for a command touches no lock another thread
     /// uses.
     wake: atomic_waker::AtomicWaker,
-    /// A wake is due: set before `wake` is woken, taken by `interrupted`.
-    woken: AtomicBool,
+    /// Wakes a session waiting in `stop_running` when the last kill is done.
+    kills_done: tokio::sync::Notify,
+    pub client: SocketAddr,
 }
 
 #[derive(Default)]
@@ -118,18 +125,21 @@ pub struct Running {
     backend_fd: RawFd,
 }
 
+/// In declaration order (`repr(C)`): what every command reads or writes (two cache lines
+/// with the lock), then `user`.
+#[repr(C)]
 struct Now {
-    /// Changes on `COM_CHANGE_USER`.
-    user: String,
-    schema: Option<String>,
-    backend: Option<String>,
-    in_transaction: bool,
     /// As the client sent it; made text only when someone looks.
     statement: Vec<u8>,
     since: Option<Instant>,
     /// When the last command's reply went out (or the session started).
     idle_since: Instant,
+    /// The session's own (shared, see `session::names`): compared for every statement.
+    schema: Option<Arc<str>>,
+    backend: Option<String>,
     last_gtid: Option<String>,
+    /// Changes on `COM_CHANGE_USER`.
+    user: String,
 }
 
 impl Registry {
@@ -150,7 +160,6 @@ impl Registry {
                 user: user.to_string(),
                 schema: None,
                 backend: None,
-                in_transaction: false,
                 statement: Vec::new(),
                 since: None,
                 idle_since: Instant::now(),
@@ -163,6 +172,7 @@ impl Registry {
             command_at_kill: AtomicBool::new(false),
             wake: atomic_waker::AtomicWaker::new(),
             woken: AtomicBool::new(false),
+            in_transaction: AtomicBool::new(false),
         });
         self.sessions.insert(id, status.clone());
         Entry {
@@ -237,9 +247,9 @@ impl Registry {
                     id: u64::from(s.id),
                     client: s.client.to_string(),
                     user: now.user.clone(),
-                    schema: now.schema.clone(),
+                    schema: now.schema.as_deref().map(str::to_string),
                     backend: now.backend.clone(),
-                    in_transaction: now.in_transaction,
+                    in_transaction: s.in_transaction.load(Ordering::Relaxed),
                     statement: now
                         .since
                         .map(|_| String::from_utf8_lossy(&now.statement).into_owned()),
@@ -281,7 +291,7 @@ impl SessionStatus {
     pub fn end(
         &self,
         replied: Instant,
-        schema: Option<&str>,
+        schema: Option<&Arc<str>>,
         backend: Option<&str>,
         in_transaction: bool,
         last_gtid: Option<&str>,
@@ -293,9 +303,9 @@ impl SessionStatus {
             now.last_gtid = last_gtid.map(str::to_string);
         }
         now.since = None;
-        now.in_transaction = in_transaction;
-        if now.schema.as_deref() != schema {
-            now.schema = schema.map(str::to_string);
+        self.in_transaction.store(in_transaction, Ordering::Relaxed);
+        if now.schema.as_ref() != schema {
+            now.schema = schema.cloned();
         }
         if now.backend.as_deref() != backend {
             now.backend = backend.map(str::to_string);

@@ -15,6 +15,7 @@ use crate::protocol::message::{
 use crate::protocol::session_track::StateChanges;
 use crate::router::classify::{self, Flags, StmtKind};
 use crate::router::{DiagEffect, Target};
+use crate::session::names;
 use crate::session::read_your_writes::{self, ReadPlan};
 use crate::session::state::SessionState;
 use crate::stats::Stats;
@@ -267,7 +268,7 @@ impl Session {
         };
         if let Some(db) = &changes.schema {
             // Dropping the current schema leaves none selected.
-            let db = Some(db.clone()).filter(|d| !d.is_empty());
+            let db = Some(db).filter(|d| !d.is_empty()).map(|d| names::intern(d));
             conn.state.schema.clone_from(&db);
             self.state.schema = db;
         }
@@ -306,7 +307,7 @@ impl Session {
             // Read-your-writes may be set per user.
             self.ryw = read_your_writes::Tracker::new(&self.cluster.read_your_writes(), user);
         }
-        self.key.user = user.into();
+        self.key.user = names::intern(user);
         self.key.collation = collation;
         // The session was started over under the old collation.
         self.apply_charset();
@@ -318,7 +319,7 @@ impl Session {
     /// server: its connections go back (rolled back and reset before anyone reuses them),
     /// variables, prepared statements and reasons to stay pinned are forgotten, and the
     /// schema is `schema`.
-    pub async fn start_over(&mut self, schema: Option<String>) {
+    pub async fn start_over(&mut self, schema: Option<Arc<str>>) {
         self.close();
         self.state = SessionState {
             schema,
@@ -480,7 +481,7 @@ impl Session {
             // Most statements find an idle connection in step with the session, and nothing
             // to wait for: that path awaits nothing, so it writes no futures into the
             // session's (cold by the time it runs again: a few cache misses per future).
-            let schema = self.state.schema.as_deref();
+            let schema = self.state.schema.as_ref();
             let acquired = match backend.pool.take_idle(&self.key, schema, self.command_at) {
                 Some(lease) => Ok(lease),
                 None => {

@@ -81,8 +81,10 @@ pub enum ReadPlan<'a> {
     WaitFor(&'a str, Duration),
 }
 
-/// One session's read-your-writes bookkeeping.
+/// One session's read-your-writes bookkeeping. `mode` comes first (`repr(C)`): every read
+/// looks at it, and with the mode off at nothing else, so the rest stays out of the cache.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub struct Tracker {
     mode: Mode,
     window: Duration,
@@ -130,6 +132,9 @@ impl Tracker {
     }
 
     pub fn plan(&self, replica: &str) -> ReadPlan<'_> {
+        if self.mode == Mode::Off {
+            return ReadPlan::Replica;
+        }
         if self.last_write.is_some_and(|t| t.elapsed() < self.window) {
             return ReadPlan::Primary;
         }

@@ -1,6 +1,8 @@
 //! The client-visible session state the proxy must carry from one pooled backend connection
 //! to the next: default schema and the session variables the client has `SET`.
 
+use std::sync::Arc;
+
 /// Session state as a schema plus an ordered list of `SET` assignments.
 ///
 /// Order matters (`SET sql_mode = CONCAT(@@sql_mode, ...)` depends on what came before), so a
@@ -8,7 +10,8 @@
 /// session's only needs the tail replayed; anything else is reset and replayed from scratch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionState {
-    pub schema: Option<String>,
+    /// Shared (see `names`): compared with a pooled connection's for every statement.
+    pub schema: Option<Arc<str>>,
     /// (normalised variable name, assignment text to put after `SET `).
     pub vars: Vec<(String, String)>,
 }
