@@ -1211,3 +1211,64 @@ async fn pipelined_commands_do_not_starve_other_sessions() {
         "the other session's 20 statements waited for all {PINGS} pipelined pings"
     );
 }
+
+/// Statement id -1 names the statement the session prepared last (MariaDB 10.2+), unless a
+/// prepare failed or that statement was closed since: what clients rely on to send a prepare
+/// and its execute together (Connector/C's `mariadb_stmt_execute_direct`). Each step's reply
+/// is compared with the primary's; the statement ids in prepare replies are each side's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_id_minus_one_is_the_last_prepared() {
+    use rwproxy_sql_tests::raw::{close_packet, reset_packet};
+    let (c, p) = setup().await;
+    let (via, direct) = raw_pair(c, &p, APP_USER, APP_PASSWORD).await;
+    let mut seen = Vec::new();
+    for mut conn in [via, direct] {
+        let mut steps = vec![execute_last(&mut conn).await];
+        conn.prepare("SELECT 40 + 2").await.unwrap();
+        steps.push(execute_last(&mut conn).await);
+        steps.push(execute_last(&mut conn).await);
+        steps.push(
+            conn.prepare("SELEC nonsense")
+                .await
+                .unwrap_err()
+                .to_string(),
+        );
+        steps.push(execute_last(&mut conn).await);
+        conn.prepare("SELECT 'reset'").await.unwrap();
+        steps.push(format!(
+            "{:?}",
+            conn.command(&reset_packet(LAST)).await.unwrap()
+        ));
+        conn.send(&close_packet(LAST)).await.unwrap();
+        steps.push(execute_last(&mut conn).await);
+        // A prepare and its execute sent before reading either reply.
+        conn.send(b"\x16SELECT 'pipelined'").await.unwrap();
+        conn.send(&rwproxy_sql_tests::raw::execute_packet(LAST, false))
+            .await
+            .unwrap();
+        let prepared = conn.read().await.unwrap();
+        assert_eq!(prepared[0], 0, "{}", err_text(&prepared));
+        conn.read().await.unwrap(); // the column
+        conn.read().await.unwrap(); // EOF
+        let rows = conn.read_reply().await.unwrap();
+        steps.push(format!("{:?}", &rows[rows.len() - 2]));
+        seen.push(steps);
+    }
+    assert!(seen[1][0].starts_with("1243"), "direct: {:?}", seen[1]);
+    assert_eq!(seen[0], seen[1], "through the proxy, then directly");
+}
+
+/// Statement id -1.
+const LAST: u32 = u32::MAX;
+
+/// Executes statement -1: its error, or its one row.
+async fn execute_last(conn: &mut RawConn) -> String {
+    let reply = conn
+        .command(&rwproxy_sql_tests::raw::execute_packet(LAST, false))
+        .await
+        .unwrap();
+    match reply[0][0] {
+        0xff => err_text(&reply[0]),
+        _ => format!("{:?}", &reply[reply.len() - 2]),
+    }
+}

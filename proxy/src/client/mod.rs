@@ -501,6 +501,7 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
                 .await?;
             continue;
         };
+        prepared::resolve_last_prepared(s, &mut packet);
         s.command_at = std::time::Instant::now();
         s.replied_at = None;
         status.begin(

@@ -46,6 +46,31 @@ pub(crate) fn stmt_id(packet: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(packet.get(1..5)?.try_into().ok()?))
 }
 
+/// MariaDB's statement id -1: the statement the session prepared last, unless a prepare
+/// failed or that statement was closed since. Clients send a prepare and its execute together
+/// with it, saving a round trip (Connector/C's `mariadb_stmt_execute_direct`).
+const LAST_PREPARED: u32 = u32::MAX;
+
+/// Puts the session's own id of its last prepared statement into a statement command that
+/// names it as -1. With none, the command keeps -1 and fails as on a server (1243).
+pub fn resolve_last_prepared(s: &Session, packet: &mut [u8]) {
+    let names_stmt = matches!(
+        packet.first(),
+        Some(
+            &(super::COM_STMT_EXECUTE
+                | super::COM_STMT_SEND_LONG_DATA
+                | super::COM_STMT_CLOSE
+                | super::COM_STMT_RESET
+                | super::COM_STMT_FETCH)
+        )
+    );
+    if names_stmt && stmt_id(packet) == Some(LAST_PREPARED) {
+        if let Some(id) = s.last_prepared {
+            packet[1..5].copy_from_slice(&id.to_le_bytes());
+        }
+    }
+}
+
 fn unknown_handler(id: u32, what: &str) -> SqlError {
     message::err(
         codes::UNKNOWN_STMT_HANDLER,
@@ -68,6 +93,8 @@ fn target_of(s: &Session, class: &Classification) -> Target {
 pub const MAX_PREPARED_PER_SESSION: usize = 16_382;
 
 pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
+    // Whatever happens below, -1 no longer names the statement prepared before.
+    s.last_prepared = None;
     if s.stmts.len() >= MAX_PREPARED_PER_SESSION {
         io.error(&message::err(
             codes::MAX_PREPARED_STMT_COUNT_REACHED,
@@ -118,7 +145,12 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         Err(e) => io.error(&e).await?,
         Ok(st) => {
             let id = s.next_stmt_id;
-            s.next_stmt_id = s.next_stmt_id.wrapping_add(1).max(1);
+            // 0 and -1 are never a statement's.
+            s.next_stmt_id = match s.next_stmt_id.wrapping_add(1) {
+                0 | LAST_PREPARED => 1,
+                next => next,
+            };
+            s.last_prepared = Some(id);
             let digest = crate::stats::digest::key_of(&sql, &mut Vec::new()).key;
             s.stmts.insert(
                 id,
@@ -390,6 +422,9 @@ pub fn close(s: &mut Session, packet: &[u8]) {
     let Some(st) = s.stmts.remove(&id) else {
         return;
     };
+    if s.last_prepared == Some(id) {
+        s.last_prepared = None;
+    }
     // Only a pinned connection holds a statement's cursor or long data.
     if let (true, Some(c)) = (st.holds_copy, s.pinned.as_mut()) {
         c.conn().close_held(&st.sql, id);

@@ -170,6 +170,8 @@ pub struct Session {
     /// `LAST_INSERT_ID()` as this session would see it on a dedicated connection.
     pub last_insert_id: u64,
     pub next_stmt_id: u32,
+    /// What statement id -1 names (see `prepared::resolve_last_prepared`).
+    pub last_prepared: Option<u32>,
     password: String,
     /// Atlas's `charset`: every session starts with `SET NAMES <charset>`, also after a
     /// reset or a change of user.
@@ -217,6 +219,7 @@ impl Session {
             found_rows_on: None,
             stmts: FxHashMap::default(),
             next_stmt_id: 1,
+            last_prepared: None,
             proxy_error: None,
             peer: status.client,
             status,
@@ -328,6 +331,7 @@ impl Session {
         self.apply_charset();
         self.sticky = Sticky::default();
         self.stmts.clear();
+        self.last_prepared = None;
         self.last_insert_id = 0;
         self.row_count = 0;
         self.row_count_on = None;
