@@ -1272,3 +1272,33 @@ async fn execute_last(conn: &mut RawConn) -> String {
         _ => format!("{:?}", &reply[reply.len() - 2]),
     }
 }
+
+/// A `COM_STMT_EXECUTE` cut short gets the server's error for where it stops: 1835
+/// (malformed) before the end of its fixed part or of the parameter types it announces,
+/// 1210 (incorrect arguments) before its NULL bitmap, its new-types flag or its values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_executes_get_the_servers_errors() {
+    let (c, p) = setup().await;
+    let (via, direct) = raw_pair(c, &p, APP_USER, APP_PASSWORD).await;
+    let mut seen = Vec::new();
+    for mut conn in [via, direct] {
+        let (id, _, params) = conn.prepare("SELECT ?, ?").await.unwrap();
+        assert_eq!(params, 2);
+        let full = {
+            let mut p = rwproxy_sql_tests::raw::execute_packet(id, false);
+            p.extend_from_slice(&[0, 1, 8, 0, 8, 0]); // no NULLs; two BIGINTs
+            p.extend_from_slice(&7i64.to_le_bytes());
+            p
+        };
+        let mut errors = Vec::new();
+        // Cut after: the command byte, part of the id, the id, the flags, the iteration
+        // count, the NULL bitmap, the new-types flag, one type byte, the types, one value.
+        for len in [1, 3, 5, 6, 10, 11, 12, 13, 16, 24] {
+            let reply = conn.command(&full[..len]).await.unwrap();
+            errors.push(format!("{len}: {}", err_text(&reply[0])));
+        }
+        seen.push(errors);
+    }
+    assert!(seen[1][0].starts_with("1: 1835"), "direct: {:?}", seen[1]);
+    assert_eq!(seen[0], seen[1], "through the proxy, then directly");
+}

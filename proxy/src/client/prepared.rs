@@ -71,6 +71,10 @@ pub fn resolve_last_prepared(s: &Session, packet: &mut [u8]) {
     }
 }
 
+fn malformed_packet() -> SqlError {
+    message::err(codes::MALFORMED_PACKET, "Malformed communication packet")
+}
+
 fn unknown_handler(id: u32, what: &str) -> SqlError {
     message::err(
         codes::UNKNOWN_STMT_HANDLER,
@@ -189,7 +193,10 @@ pub fn execute_stmt_packet(
     stmt: &mut PreparedStmt,
     backend_id: u32,
 ) -> Result<Vec<u8>, SqlError> {
-    let malformed = || {
+    // As a server tells them apart: a command too short for its fixed part, or for the
+    // parameter types it says follow, is malformed; one that stops before its NULL bitmap,
+    // its new-types flag or its values has incorrect arguments.
+    let incorrect = || {
         message::err(
             codes::WRONG_ARGUMENTS,
             "Incorrect arguments to mysqld_stmt_execute",
@@ -198,7 +205,7 @@ pub fn execute_stmt_packet(
     let mut out = Vec::with_capacity(packet.len() + 2 * usize::from(stmt.params));
     out.extend_from_slice(&packet[..1]);
     out.extend_from_slice(&backend_id.to_le_bytes());
-    let head = packet.get(5..10).ok_or_else(malformed)?;
+    let head = packet.get(5..10).ok_or_else(malformed_packet)?;
     out.extend_from_slice(head);
     if stmt.params == 0 {
         out.extend_from_slice(&packet[10..]);
@@ -206,13 +213,15 @@ pub fn execute_stmt_packet(
     }
     let n = usize::from(stmt.params);
     let bitmap_len = n.div_ceil(8);
-    let bitmap = packet.get(10..10 + bitmap_len).ok_or_else(malformed)?;
+    let bitmap = packet.get(10..10 + bitmap_len).ok_or_else(incorrect)?;
     out.extend_from_slice(bitmap);
     let bound_at = 10 + bitmap_len;
-    let new_bound = *packet.get(bound_at).ok_or_else(malformed)?;
+    let new_bound = *packet.get(bound_at).ok_or_else(incorrect)?;
     let mut rest = bound_at + 1;
     if new_bound == 1 {
-        let types = packet.get(rest..rest + 2 * n).ok_or_else(malformed)?;
+        let types = packet
+            .get(rest..rest + 2 * n)
+            .ok_or_else(malformed_packet)?;
         stmt.param_types = Some(types.to_vec());
         rest += 2 * n;
     }
@@ -229,7 +238,7 @@ pub fn execute_stmt_packet(
 
 pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
     let Some(id) = stmt_id(packet) else {
-        io.error(&unknown_handler(0, "mysqld_stmt_execute")).await?;
+        io.error(&malformed_packet()).await?;
         return Ok(());
     };
     let Some(stmt) = s.stmts.get(&id) else {
