@@ -39,6 +39,9 @@ pub struct Cluster {
     read_only_check: bool,
     write_wait: Duration,
     read_your_writes: RwLock<Arc<ReadYourWrites>>,
+    /// The admin console changed backends, users or client-ips since the config file was
+    /// loaded or saved: the file is stale, and a reload would undo them (see `reload_from`).
+    console_changed: AtomicBool,
 }
 
 /// How many consecutive reads of a session go to the replica it picked (see [`ReadPicker`]).
@@ -123,6 +126,14 @@ pub enum ChangeError {
     NoSuchUser(String),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    /// A reload would undo what the console changed (a failover's `ADD MASTER` among them),
+    /// and logrotate sends SIGHUP every night.
+    #[error(
+        "the admin console changed backends, users or client-ips since the config file was \
+         loaded or saved, and applying the file would undo that: SAVE CONFIG first (or edit \
+         the file and restart)"
+    )]
+    UnsavedConsoleChanges,
 }
 
 impl Cluster {
@@ -161,6 +172,7 @@ impl Cluster {
             read_only_check: cfg.monitor.read_only_check,
             write_wait: cfg.monitor.write_wait,
             read_your_writes: RwLock::new(Arc::new(cfg.read_your_writes.clone())),
+            console_changed: AtomicBool::new(false),
         })
     }
 
@@ -223,6 +235,7 @@ impl Cluster {
             filter,
             lvs: guard.lvs.clone(),
         });
+        self.console_changed.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -249,6 +262,7 @@ impl Cluster {
             filter,
             lvs: guard.lvs.clone(),
         });
+        self.console_changed.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -263,6 +277,7 @@ impl Cluster {
         let mut users = (**guard).clone();
         users.insert(name.to_string(), password.to_string());
         *guard = Arc::new(users);
+        self.console_changed.store(true, Ordering::Relaxed);
     }
 
     pub fn remove_user(&self, name: &str) -> Result<(), ChangeError> {
@@ -272,6 +287,7 @@ impl Cluster {
             .remove(name)
             .ok_or_else(|| ChangeError::NoSuchUser(name.into()))?;
         *guard = Arc::new(users);
+        self.console_changed.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -294,6 +310,7 @@ impl Cluster {
         added.set_online();
         list.push(added);
         self.backends.store(Arc::new(sort_backends(list)));
+        self.console_changed.store(true, Ordering::Relaxed);
         tracing::info!(backend = %cfg.address, role = %cfg.role, "backend added");
         Ok(())
     }
@@ -311,6 +328,7 @@ impl Cluster {
         let gone = list.remove(i);
         self.backends.store(Arc::new(list));
         gone.set_offline();
+        self.console_changed.store(true, Ordering::Relaxed);
         tracing::info!(backend = %gone.address, "backend removed");
         Ok(gone)
     }
@@ -369,15 +387,22 @@ impl Cluster {
     }
 
     /// SIGHUP: re-reads the config file and applies it with [`Cluster::reload`]; returns what
-    /// it read. A file that does not load changes nothing.
+    /// it read. A file that does not load changes nothing; nor does one the console's changes
+    /// have made stale ([`ChangeError::UnsavedConsoleChanges`]).
     pub fn reload_from(&self, path: &std::path::Path) -> Result<Config, ChangeError> {
+        if self.console_changed.load(Ordering::Relaxed) {
+            return Err(ChangeError::UnsavedConsoleChanges);
+        }
         let cfg = crate::config::load(path)?;
         self.reload(&cfg)?;
         Ok(cfg)
     }
 
-    /// What `SAVE CONFIG` writes back.
-    pub fn snapshot(&self) -> (Vec<BackendConfig>, Vec<UserConfig>, Vec<String>) {
+    /// What `SAVE CONFIG` writes back. From now on the file is taken to have the console's
+    /// changes, unless the caller says the save failed ([`Cluster::save_failed`]); a change
+    /// made meanwhile marks it stale again.
+    pub fn snapshot_for_save(&self) -> (Vec<BackendConfig>, Vec<UserConfig>, Vec<String>) {
+        self.console_changed.store(false, Ordering::Relaxed);
         let backends = self.backends().iter().map(|b| b.config()).collect();
         let users = self
             .users()
@@ -388,6 +413,10 @@ impl Cluster {
             })
             .collect();
         (backends, users, self.clients())
+    }
+
+    pub fn save_failed(&self) {
+        self.console_changed.store(true, Ordering::Relaxed);
     }
 
     pub fn backends(&self) -> Arc<Vec<Arc<Backend>>> {

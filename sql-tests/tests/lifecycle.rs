@@ -103,6 +103,44 @@ async fn reload_applies_backends_users_and_clients() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A reload (SIGHUP, which logrotate sends every night) does not undo what the admin console
+/// changed since the file was loaded or saved: a failover's `ADD MASTER`/`REMOVE BACKEND`,
+/// a password, a client address. It is refused, naming SAVE CONFIG, until the console's
+/// changes are saved; then the file (now holding them) applies again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_never_undoes_unsaved_console_changes() {
+    let cl = cluster().await;
+    let dir = std::env::temp_dir().join(format!("rwproxy-unsaved-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rwproxy.toml");
+    std::fs::write(&path, proxy::config_toml(cl, &[1], "")).unwrap();
+    let p = proxy::start_config(rwproxy::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let r1 = cl.replicas[0].server_id;
+    let mut admin = p.admin().await;
+    // The first replica, taken out at the console.
+    admin.remove_backend(2).await.unwrap();
+    assert!(!p.read_ids(20).await.contains(&r1));
+    let refused = p.backends.reload_from(&path).unwrap_err().to_string();
+    assert!(refused.contains("SAVE CONFIG"), "{refused}");
+    assert!(
+        !p.read_ids(20).await.contains(&r1),
+        "the reload undid the removal"
+    );
+
+    admin.execute("SAVE CONFIG").await.unwrap();
+    p.backends.reload_from(&path).unwrap();
+    assert!(
+        !p.read_ids(20).await.contains(&r1),
+        "the saved file lost the removal"
+    );
+    admin.add_slave(&cl.replica_addrs()[0], 1).await.unwrap();
+    assert!(p.backends.reload_from(&path).is_err());
+    assert!(p.read_ids(40).await.contains(&r1));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A client's own `SET wait_timeout` closes its session when idle that long, as a server
 /// closes the connection, whichever backend connections its statements borrowed (here with
 /// `autocommit=0` too, between transactions); `DEFAULT` gives the proxy's timeout back.

@@ -206,14 +206,16 @@ impl ControlPlane for ProxyControl {
     }
 
     fn save_config(&self) -> Result<(), AdminError> {
-        let (backends, users, client_ips) = self.cluster.snapshot();
+        let (backends, users, client_ips) = self.cluster.snapshot_for_save();
         let snap = config::save::Snapshot {
             backends,
             users,
             client_ips,
         };
-        config::save::save(&self.config.path, self.config.format.clone(), &snap)
-            .map_err(|e| AdminError::failed(format!("SAVE CONFIG failed: {e}")))?;
+        config::save::save(&self.config.path, self.config.format.clone(), &snap).map_err(|e| {
+            self.cluster.save_failed();
+            AdminError::failed(format!("SAVE CONFIG failed: {e}"))
+        })?;
         tracing::info!(path = %self.config.path.display(), "configuration saved");
         Ok(())
     }
