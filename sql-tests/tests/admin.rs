@@ -251,6 +251,50 @@ async fn clients_and_users_change_live() {
     assert_eq!(a.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
 }
 
+/// A password rotated on the servers and then at the console (`ADD PWD`) reaches sessions
+/// that logged in before it: the backend connections they open from then on log in with the
+/// new one (with the old one, every statement that needed a new connection got 1045).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_password_reaches_open_sessions() {
+    let cl = cluster().await;
+    let mut root = cl.primary.root_conn().await.unwrap();
+    for sql in [
+        "CREATE OR REPLACE USER 'adm_rot'@'%' IDENTIFIED BY 'old_pw'",
+        "GRANT SELECT ON *.* TO 'adm_rot'@'%'",
+    ] {
+        root.query_drop(sql).await.unwrap();
+    }
+    cl.wait_replicas_caught_up().await.unwrap();
+    let user = "[[user]]\nname = \"adm_rot\"\npassword = \"old_pw\"\n";
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], user))
+        .await
+        .unwrap();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(p.addr.port())
+        .user(Some("adm_rot"))
+        .pass(Some("old_pw"))
+        .prefer_socket(false);
+    let mut open = mysql_async::Conn::new(opts).await.unwrap();
+    open.query_drop("SELECT 1").await.unwrap();
+
+    root.query_drop("ALTER USER 'adm_rot'@'%' IDENTIFIED BY 'new_pw'")
+        .await
+        .unwrap();
+    cl.wait_replicas_caught_up().await.unwrap();
+    let mut a = p.admin().await;
+    a.add_user("adm_rot", "new_pw").await.unwrap();
+    // Every pooled connection closed: the session's next statements need new ones.
+    for ndx in 1..=3 {
+        a.set_offline(ndx).await.unwrap();
+        a.set_online(ndx).await.unwrap();
+    }
+    for _ in 0..10 {
+        open.query_drop("SELECT 1").await.unwrap();
+    }
+    root.query_drop("DROP USER 'adm_rot'@'%'").await.unwrap();
+}
+
 /// `ADD CLIENT` and `REMOVE CLIENT` take exactly the entries an Atlas file's `client-ips`
 /// takes, and find the file's entries however they are written there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,7 +94,7 @@ async fn kill(
         &target,
         query_only,
         s.key.clone(),
-        s.password(),
+        &s.backend_password(),
         &s.cluster.dial,
     )
     .await;

@@ -298,9 +298,18 @@ impl Session {
         }
     }
 
-    /// The password the session's backend connections log in with.
+    /// The password the session logged in with (or changed user with).
     pub fn password(&self) -> &str {
         &self.password
+    }
+
+    /// The password a new backend connection logs in with: the user's as the proxy knows it
+    /// now, so a password rotated on the servers and at the console (`ADD PWD`) reaches
+    /// sessions that logged in before; the session's own if the user was removed since.
+    pub fn backend_password(&self) -> String {
+        self.cluster
+            .password_of(&self.key.user)
+            .unwrap_or_else(|| self.password.clone())
     }
 
     /// Later statements run as `user` (pools are keyed by user), on connections opened with
@@ -489,7 +498,7 @@ impl Session {
             let acquired = match backend.pool.take_idle(&self.key, schema, self.command_at) {
                 Some(lease) => Ok(lease),
                 None => {
-                    let (key, password) = (&self.key, &self.password);
+                    let (key, password) = (&self.key, &self.backend_password());
                     // A session setting does not wait for a full write pool: a read backend
                     // can answer it (the session applies it wherever it runs next), and
                     // clients send settings as they connect.
@@ -646,7 +655,7 @@ impl Session {
                     *conn = BackendConn::connect(
                         addr,
                         self.key.clone(),
-                        &self.password,
+                        &self.backend_password(),
                         &self.cluster.dial,
                     )
                     .await?;
