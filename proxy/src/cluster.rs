@@ -301,8 +301,16 @@ impl Cluster {
     pub fn add_backend(&self, cfg: &BackendConfig) -> Result<(), ChangeError> {
         let _editing = self.editing.lock().expect("backends edit lock");
         let current = self.backends.load_full();
-        if current.iter().any(|b| b.address == cfg.address) {
-            return Err(ChangeError::DuplicateBackend(cfg.address.clone()));
+        // One address may serve in both roles (as in a config file, and in Atlas): a
+        // failover adds the promoted replica as a master before removing the old one.
+        if current
+            .iter()
+            .any(|b| b.address == cfg.address && b.role == cfg.role)
+        {
+            return Err(ChangeError::DuplicateBackend(format!(
+                "{} ({})",
+                cfg.address, cfg.role
+            )));
         }
         let mut list = (*current).clone();
         let added = Arc::new(Backend::new(cfg, &self.dial, self.event_threads));

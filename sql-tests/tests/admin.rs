@@ -172,6 +172,21 @@ async fn backends_added_and_removed_live() {
     assert_eq!(a.backends().await.unwrap().len(), 4);
     a.remove_backend(4).await.unwrap();
 
+    // An address may serve in both roles, as in a config file and in Atlas: a failover
+    // script's `ADD MASTER <replica>` comes before its `REMOVE BACKEND <old primary>`.
+    let replica1 = cl.replica_addrs()[0].clone();
+    a.add_master(&replica1).await.unwrap();
+    assert!(a.add_master(&replica1).await.is_err());
+    let added = a
+        .backends()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.address == replica1 && b.role == BackendRole::ReadWrite)
+        .expect("the replica's address as a master too");
+    a.remove_backend(added.ndx).await.unwrap();
+    assert_eq!(a.backends().await.unwrap().len(), 3);
+
     // A session inside a transaction on the primary is not disturbed by removing a replica.
     let mut txn = p.conn().await.unwrap();
     txn.query_drop("BEGIN").await.unwrap();
