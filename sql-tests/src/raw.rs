@@ -165,6 +165,28 @@ impl RawConn {
         Ok(p)
     }
 
+    /// Starts a new command of any size (sequence id 0), split into packets of at most
+    /// 16 MiB - 1 as the protocol wants, without reading a reply.
+    pub async fn send_split(&mut self, payload: &[u8]) -> Result<()> {
+        const MAX: usize = 0xFF_FFFF;
+        self.seq = 0;
+        let mut rest = payload;
+        loop {
+            let (part, tail) = rest.split_at(rest.len().min(MAX));
+            self.write(part).await?;
+            if part.len() < MAX {
+                return Ok(());
+            }
+            rest = tail;
+        }
+    }
+
+    /// Reads one packet: its sequence id and payload.
+    pub async fn read_with_seq(&mut self) -> Result<(u8, Vec<u8>)> {
+        let p = self.read().await?;
+        Ok((self.seq.wrapping_sub(1), p))
+    }
+
     /// Starts a new command (sequence id 0) without reading a reply.
     pub async fn send(&mut self, payload: &[u8]) -> Result<()> {
         self.seq = 0;

@@ -355,6 +355,32 @@ async fn prepared_statement_text_passes_byte_for_byte() {
     assert_eq!(seen[1], seen[0], "through the proxy");
 }
 
+/// A reply the proxy makes itself to a command of 16 MiB and more (two packets) carries the
+/// sequence id that follows the command's last packet, as a server's does: with 1, strict
+/// clients (pymysql, mysqlnd) dropped the connection. Here the proxy's own `KILL` of an
+/// unknown thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_to_large_commands_follow_their_sequence() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let mut command = b"\x03KILL 987654321 /*".to_vec();
+    command.resize(17 * 1024 * 1024, b'x');
+    command.extend_from_slice(b"*/");
+    let mut seen = Vec::new();
+    for addr in [primary_addr(cluster), p.addr] {
+        let mut c = RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+        c.send_split(&command).await.unwrap();
+        let (seq, reply) = c.read_with_seq().await.unwrap();
+        seen.push((seq, raw::err_text(&reply)));
+    }
+    assert_eq!(seen[0].0, 2, "direct: {:?}", seen[0]);
+    assert_eq!(seen[1], seen[0], "through the proxy, then directly");
+}
+
 /// A 40 MB BLOB (three 16 MiB packets) goes in and comes back byte-identical through the
 /// text and the binary protocol, as it does directly. The text insert is an 80 MB command:
 /// the proxy is told the servers' `max_allowed_packet` (256 MiB in the sandbox), as a DBA

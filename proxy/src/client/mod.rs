@@ -66,6 +66,9 @@ pub struct ClientIo {
     pub writer: PacketWriter<StreamWrite>,
     /// The error the proxy answered the current command with itself, if it did.
     pub sent_error: Option<SqlError>,
+    /// The sequence id a reply to the current command starts at: one past its last packet's,
+    /// 1 unless the command took packets of 16 MiB and more.
+    pub reply_seq: u8,
 }
 
 impl ClientIo {
@@ -77,12 +80,13 @@ impl ClientIo {
             reader,
             writer: PacketWriter::new(w),
             sent_error: None,
+            reply_seq: 1,
         }
     }
 
-    /// Sends a reply the proxy made itself (sequence 1: the answer to a fresh command).
+    /// Sends a reply the proxy made itself to the current command.
     pub async fn reply(&mut self, payload: &[u8]) -> std::io::Result<()> {
-        self.writer.write_packet(1, payload).await?;
+        self.writer.write_packet(self.reply_seq, payload).await?;
         self.writer.flush().await
     }
 
@@ -470,7 +474,7 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
                 .await?;
                 return Ok(());
             }
-            Ok(_) => {}
+            Ok(seq) => io.reply_seq = seq.wrapping_add(1),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             // As a server does: say so after the packet that reached the limit, and hang up
             // without reading the rest of it.

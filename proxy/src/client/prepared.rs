@@ -181,7 +181,7 @@ async fn write_prepare_reply(io: &mut ClientIo, id: u32, st: &BackendStmt) -> st
     let packets = &st.reply;
     let mut first = packets[0].payload().to_vec();
     first[1..5].copy_from_slice(&id.to_le_bytes());
-    io.writer.write_packet(1, &first).await?;
+    io.writer.write_packet(io.reply_seq, &first).await?;
     for p in &packets[1..] {
         io.writer.write_raw(p).await?;
     }
