@@ -381,6 +381,53 @@ async fn replies_to_large_commands_follow_their_sequence() {
     assert_eq!(seen[1], seen[0], "through the proxy, then directly");
 }
 
+/// A command over a server's `max_allowed_packet` (but within the proxy's) gets the server's
+/// refusal, 1153, as a direct client does: the server says so and hangs up while the command
+/// is still coming. The failed write is not a failed server: the command is not sent to every
+/// other backend in turn, and none is marked down. The session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_over_the_servers_limit_gets_its_refusal() {
+    // A cluster of its own: the servers' limit is global.
+    let cluster = Cluster::start(1).await.unwrap();
+    for server in std::iter::once(&cluster.primary).chain(&cluster.replicas) {
+        let mut root = server.root_conn().await.unwrap();
+        root.query_drop("SET GLOBAL max_allowed_packet = 1048576")
+            .await
+            .unwrap();
+    }
+    let p = proxy::start(&proxy::config_toml(&cluster, &[1], ""))
+        .await
+        .unwrap();
+    // Raw: a driver would refuse it itself, having read the servers' limit.
+    let mut c = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let mut big = b"\x03SELECT LENGTH('".to_vec();
+    big.resize(8 << 20, b'x');
+    big.extend_from_slice(b"')");
+    c.send_split(&big).await.unwrap();
+    let refusal = raw::err_text(&c.read().await.unwrap());
+    assert!(refusal.starts_with("1153 (08S01)"), "{refusal}");
+    c.query("SELECT 1").await.unwrap();
+    let backends = p.admin().await.backends().await.unwrap();
+    assert!(
+        backends
+            .iter()
+            .all(|b| b.state != rwproxy_admin::BackendState::Down),
+        "{backends:?}"
+    );
+    let failures: u64 = p
+        .admin()
+        .await
+        .stats()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.errors)
+        .sum();
+    assert_eq!(failures, 0, "backend failures counted");
+}
+
 /// A 40 MB BLOB (three 16 MiB packets) goes in and comes back byte-identical through the
 /// text and the binary protocol, as it does directly. The text insert is an 80 MB command:
 /// the proxy is told the servers' `max_allowed_packet` (256 MiB in the sandbox), as a DBA

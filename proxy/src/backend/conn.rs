@@ -564,6 +564,21 @@ impl BackendConn {
         Ok(())
     }
 
+    /// After a command failed to go out whole: the error the server sent before it closed the
+    /// connection, if it did and it can still be read. A server answers a command over its
+    /// `max_allowed_packet` with 1153 and hangs up while the rest is still coming; the
+    /// failed write is then the server's refusal, not a failure of the server.
+    pub async fn parting_error(&mut self) -> Option<SqlError> {
+        const WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+        let packet = crate::timer::timeout(WAIT, self.reader.read_raw())
+            .await
+            .ok()?
+            .ok()?;
+        message::is_err(packet.payload())
+            .then(|| SqlError::parse(packet.payload()))
+            .flatten()
+    }
+
     /// Runs a statement whose rows the proxy discards (state replay, `DO ...`), returning its
     /// final completion or the server's error. The connection stays usable after an error.
     pub async fn run(&mut self, sql: &str) -> Result<Completion, BackendError> {

@@ -73,6 +73,10 @@ pub enum RelayError {
     Backend { source: io::Error, sent: bool },
     #[error("client connection failed: {0}")]
     Client(io::Error),
+    /// The server refused the command before reading it whole (`max_allowed_packet`), said
+    /// why, and closed the connection.
+    #[error("backend refused the command: {0}")]
+    Refused(SqlError),
 }
 
 /// Packets longer than this are forwarded piecewise as they arrive (rows only), so a huge

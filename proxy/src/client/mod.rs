@@ -797,10 +797,13 @@ pub async fn execute(
         let went_out = sent.is_ok();
         let result = match sent {
             Ok(()) => relay::relay(c.conn(), &mut io.reader, &mut io.writer, expect, ids).await,
-            Err(source) => Err(RelayError::Backend {
-                source,
-                sent: false,
-            }),
+            Err(source) => match c.conn().parting_error().await {
+                Some(refusal) => Err(RelayError::Refused(refusal)),
+                None => Err(RelayError::Backend {
+                    source,
+                    sent: false,
+                }),
+            },
         };
         let spent = match s.status.stop_running() {
             Some(spent) => spent,
@@ -873,6 +876,17 @@ pub async fn execute(
                 drop(c);
                 s.stats.counters.error(ErrorKind::Client);
                 return Err(SessionEnd::Client(e));
+            }
+            // Every server would refuse it alike: not retried elsewhere, and the server is fine.
+            Err(RelayError::Refused(e)) => {
+                tracing::info!(backend = %c.backend.address, session = s.id, "backend refused a {} byte command and closed the connection: {e}", payload.len());
+                drop(c);
+                io.error(&e).await?;
+                // The session's transaction or server state went with the connection.
+                if was_pinned {
+                    return Err(SessionEnd::BackendLost);
+                }
+                return Ok(None);
             }
             // `KILL CONNECTION` closed the backend connection under the statement.
             Err(RelayError::Backend { .. }) if s.status.is_killed() => {
