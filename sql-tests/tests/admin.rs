@@ -542,7 +542,11 @@ async fn drain_timeout_ends_sessions_left_on_an_offline_backend() {
         .await
         .unwrap()
         .contains(&("drain_timeout".to_string(), "30".to_string())));
-    a.set_variable("drain_timeout", "1").await.unwrap();
+    // Past a year is refused (it wrapped to milliseconds before).
+    assert!(a
+        .set_variable("drain_timeout", "18446744073709552")
+        .await
+        .is_err());
 
     let mut c = p.conn().await.unwrap();
     c.query_drop("CREATE TABLE IF NOT EXISTS drain_t (id INT PRIMARY KEY, v INT)")
@@ -560,6 +564,8 @@ async fn drain_timeout_ends_sessions_left_on_an_offline_backend() {
     c.query_drop("UPDATE drain_t SET v = v + 1 WHERE id = 1")
         .await
         .unwrap();
+    // A shorter drain time applies to sessions already draining too.
+    a.set_variable("drain_timeout", "1").await.unwrap();
     // Then, with the client silent, its row lock goes.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let mut d = cl.primary.conn().await.unwrap();

@@ -32,6 +32,9 @@ pub struct ProxyControl {
     started: Instant,
 }
 
+/// The longest `drain_timeout` taken: a year, as for `wait_timeout` on a server.
+const MAX_DRAIN_TIMEOUT_SECS: u64 = 31_536_000;
+
 impl ProxyControl {
     pub fn new(
         cluster: Arc<Cluster>,
@@ -311,14 +314,19 @@ impl ControlPlane for ProxyControl {
     fn set_variable(&self, name: &str, value: &str) -> Result<(), AdminError> {
         match name {
             "drain_timeout" => {
-                let secs: u64 = value.trim_matches(['\'', '"']).parse().map_err(|_| {
-                    AdminError::WrongValue {
+                let secs: u64 = value
+                    .trim_matches(['\'', '"'])
+                    .parse()
+                    .ok()
+                    .filter(|s| *s <= MAX_DRAIN_TIMEOUT_SECS)
+                    .ok_or_else(|| AdminError::WrongValue {
                         name: name.into(),
                         value: value.into(),
-                    }
-                })?;
+                    })?;
                 self.cluster
                     .set_drain_timeout(std::time::Duration::from_secs(secs));
+                // Sessions already draining look at their deadline again.
+                self.sessions.wake_all();
                 tracing::info!("drain_timeout set to {secs} s");
                 Ok(())
             }
