@@ -454,6 +454,15 @@ async fn sessions_table_shows_live_sessions() {
         .await
         .unwrap();
     let mut a = p.admin().await;
+    // Logged in to the schema, no command sent yet.
+    let fresh = rwproxy_sql_tests::raw::RawConn::connect(
+        p.addr,
+        rwproxy_sql_tests::APP_USER,
+        rwproxy_sql_tests::APP_PASSWORD,
+        rwproxy_sql_tests::DATABASE,
+    )
+    .await
+    .unwrap();
     let mut idle = p.conn().await.unwrap();
     idle.query_drop("SELECT 1").await.unwrap();
     let mut txn = p.conn().await.unwrap();
@@ -466,7 +475,7 @@ async fn sessions_table_shows_live_sessions() {
     });
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     let sessions = a.sessions().await.unwrap();
-    assert_eq!(sessions.len(), 3, "{sessions:?}");
+    assert_eq!(sessions.len(), 4, "{sessions:?}");
     assert!(sessions.iter().all(|s| s.user == "app"));
     assert!(sessions
         .iter()
@@ -481,8 +490,16 @@ async fn sessions_table_shows_live_sessions() {
     assert_eq!(running.len(), 1, "{sessions:?}");
     assert_eq!(running[0].statement.as_deref(), Some("SELECT SLEEP(1.5)"));
     assert!(running[0].statement_age_ms.unwrap() >= 500);
+    // Where it runs, though the session holds no connection between statements: a DBA
+    // about to take that backend offline sees it.
+    let on = running[0]
+        .backend
+        .as_deref()
+        .expect("the running statement's backend");
+    assert!(cl.replica_addrs().iter().any(|r| r == on), "{on}");
     drop(sleeper.await.unwrap());
     drop(idle);
+    drop(fresh);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(a.sessions().await.unwrap().len(), 1);
     txn.query_drop("COMMIT").await.unwrap();

@@ -234,6 +234,14 @@ pub async fn serve(
     {
         return;
     }
+    // The console shows the login's schema before the first command ends.
+    entry.status.end(
+        std::time::Instant::now(),
+        session.state.schema.as_ref(),
+        None,
+        false,
+        None,
+    );
     let _active = ActiveSession::new(&info.active);
     let end = run(&mut session, &mut io, &info).await;
     session.close();

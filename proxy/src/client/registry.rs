@@ -242,13 +242,22 @@ impl Registry {
             .iter()
             .map(|e| {
                 let s = e.value();
+                // Where a statement runs now, though the session holds no connection for
+                // longer. The `running` lock first, as a kill takes them.
+                let running_on = {
+                    let slot = s.running.lock().expect("running lock");
+                    slot.last
+                        .as_ref()
+                        .filter(|_| slot.running)
+                        .map(|r| r.backend.address.clone())
+                };
                 let now = s.now.lock().expect("session status lock");
                 SessionInfo {
                     id: u64::from(s.id),
                     client: s.client.to_string(),
                     user: now.user.clone(),
                     schema: now.schema.as_deref().map(str::to_string),
-                    backend: now.backend.clone(),
+                    backend: running_on.or_else(|| now.backend.clone()),
                     in_transaction: s.in_transaction.load(Ordering::Relaxed),
                     statement: now
                         .since
