@@ -69,7 +69,7 @@ pub enum Command {
         query_only: bool,
     },
     /// Session statements with no meaning on the admin port (`SET NAMES`, `SET autocommit=1`,
-    /// user variables): answered OK so drivers that send them on connect work.
+    /// user variables, `COMMIT`/`ROLLBACK`): answered OK so drivers that send them work.
     Noop,
 }
 
@@ -308,6 +308,11 @@ pub fn parse(sql: &str) -> Result<Command, AdminError> {
         ["use", db] => Ok(Command::Use(
             unquote_ident(words[1]).unwrap_or(db).to_string(),
         )),
+        // Drivers end and begin transactions on their own (pymysql's commit(), a pool's
+        // rollback when a connection is returned); nothing here is transactional.
+        ["commit" | "rollback" | "begin"]
+        | ["commit" | "rollback" | "begin", "work"]
+        | ["start", "transaction"] => Ok(Command::Noop),
 
         _ => Err(unknown()),
     }
@@ -1143,6 +1148,11 @@ mod tests {
             "set @@session.time_zone='+00:00'",
             "SET @a = 1",
             "set character_set_results = NULL",
+            "COMMIT",
+            "rollback;",
+            "BEGIN",
+            "START TRANSACTION",
+            "commit work",
         ] {
             assert_eq!(p(sql), Command::Noop, "{sql:?}");
         }
