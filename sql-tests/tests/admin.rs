@@ -310,6 +310,50 @@ async fn a_rotated_password_reaches_open_sessions() {
     root.query_drop("DROP USER 'adm_rot'@'%'").await.unwrap();
 }
 
+/// The console's `KILL QUERY` stops a statement of a user removed from the proxy since it
+/// logged in (its sessions run on): the kill logs in with the session's own password then.
+/// It answered OK and the statement ran to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_kill_reaches_sessions_of_a_removed_user() {
+    let cl = cluster().await;
+    let mut root = cl.primary.root_conn().await.unwrap();
+    for sql in [
+        "CREATE OR REPLACE USER 'adm_gone'@'%' IDENTIFIED BY 'gone_pw'",
+        "GRANT SELECT ON *.* TO 'adm_gone'@'%'",
+    ] {
+        root.query_drop(sql).await.unwrap();
+    }
+    cl.wait_replicas_caught_up().await.unwrap();
+    let user = "[[user]]\nname = \"adm_gone\"\npassword = \"gone_pw\"\n";
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], user))
+        .await
+        .unwrap();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(p.addr.port())
+        .user(Some("adm_gone"))
+        .pass(Some("gone_pw"))
+        .prefer_socket(false);
+    let mut c = mysql_async::Conn::new(opts).await.unwrap();
+    let id: u32 = c
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let sleeper = tokio::spawn(async move { c.query_drop("SELECT SLEEP(5)").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut a = p.admin().await;
+    a.remove_user("adm_gone").await.unwrap();
+    a.execute(&format!("KILL QUERY {id}")).await.unwrap();
+    let outcome = sleeper.await.unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the statement ran on: {outcome:?}"
+    );
+    root.query_drop("DROP USER 'adm_gone'@'%'").await.unwrap();
+}
+
 /// `ADD CLIENT` and `REMOVE CLIENT` take exactly the entries an Atlas file's `client-ips`
 /// takes, and find the file's entries however they are written there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -113,10 +113,11 @@ async fn kill(
 
 /// Starts killing `target` (its statement, or the whole session) and returns at once: for
 /// callers that cannot wait for the backend (the admin console).
-/// Logs in to the backend as the session's user, who may kill its own threads.
+/// Logs in to the backend as the session's user, who may kill its own threads: with the
+/// user's password as the proxy knows it now, or the session's own if the user was removed.
 pub fn kill_in_background(target: Arc<SessionStatus>, cluster: &Cluster, query_only: bool) {
-    let user = target.user();
-    let password = cluster.password_of(&user).unwrap_or_default();
+    let (user, own) = target.credentials();
+    let password = cluster.password_of(&user).unwrap_or(own);
     let key = ConnKey {
         user: user.into(),
         collation: 45, // utf8mb4_general_ci; nothing but KILL runs on it

@@ -191,7 +191,7 @@ pub async fn serve(
         collation: login.collation,
         capabilities: (login.capabilities & crate::backend::conn::session_capabilities()).bits(),
     };
-    let entry = info.registry.enter(id, peer, fd, &login.user);
+    let entry = info.registry.enter(id, peer, fd, &login.user, &password);
     let mut session = Session::new(
         cluster,
         key,

@@ -138,8 +138,11 @@ struct Now {
     schema: Option<Arc<str>>,
     backend: Option<String>,
     last_gtid: Option<String>,
-    /// Changes on `COM_CHANGE_USER`.
+    /// Change on `COM_CHANGE_USER`.
     user: String,
+    /// What the session's backend connections log in with: the console's `KILL` logs in
+    /// with it too when the user was removed from the proxy since (its sessions run on).
+    password: String,
 }
 
 impl Registry {
@@ -150,6 +153,7 @@ impl Registry {
         client: SocketAddr,
         client_fd: RawFd,
         user: &str,
+        password: &str,
     ) -> Entry {
         let status = Arc::new(SessionStatus {
             id,
@@ -158,6 +162,7 @@ impl Registry {
             eof_logged: AtomicBool::new(false),
             now: Mutex::new(Now {
                 user: user.to_string(),
+                password: password.to_string(),
                 schema: None,
                 backend: None,
                 statement: Vec::new(),
@@ -331,8 +336,16 @@ impl SessionStatus {
         self.now.lock().expect("session status lock").user.clone()
     }
 
-    pub fn set_user(&self, user: &str) {
-        user.clone_into(&mut self.now.lock().expect("session status lock").user);
+    /// The session's user and the password it logged in (or changed user) with.
+    pub fn credentials(&self) -> (String, String) {
+        let now = self.now.lock().expect("session status lock");
+        (now.user.clone(), now.password.clone())
+    }
+
+    pub fn set_user(&self, user: &str, password: &str) {
+        let mut now = self.now.lock().expect("session status lock");
+        user.clone_into(&mut now.user);
+        password.clone_into(&mut now.password);
     }
 
     /// The session's statement is about to go out on `thread_id` of `backend`, unless killed.

@@ -324,7 +324,7 @@ impl Session {
         // The session was started over under the old collation.
         self.apply_charset();
         self.password = password;
-        self.status.set_user(user);
+        self.status.set_user(user, &self.password);
     }
 
     /// Starts the session over, as `COM_RESET_CONNECTION` and `COM_CHANGE_USER` do on a
