@@ -59,7 +59,7 @@ pub async fn change_user(
         secure,
     )
     .await?;
-    let old = (s.key.user.clone(), s.password().to_string());
+    let old = s.status.credentials();
     // Connections are opened with one-byte collation ids; a larger one keeps the current.
     let collation = req
         .collation

@@ -192,14 +192,7 @@ pub async fn serve(
         capabilities: (login.capabilities & crate::backend::conn::session_capabilities()).bits(),
     };
     let entry = info.registry.enter(id, peer, fd, &login.user, &password);
-    let mut session = Session::new(
-        cluster,
-        key,
-        password,
-        &info,
-        entry.status.clone(),
-        login.scramble,
-    );
+    let mut session = Session::new(cluster, key, &info, entry.status.clone(), login.scramble);
     session.client_tracks = login
         .capabilities
         .contains(mysql_common::constants::CapabilityFlags::CLIENT_SESSION_TRACK);

@@ -172,7 +172,6 @@ pub struct Session {
     pub next_stmt_id: u32,
     /// What statement id -1 names (see `prepared::resolve_last_prepared`).
     pub last_prepared: Option<u32>,
-    password: String,
     /// Atlas's `charset`: every session starts with `SET NAMES <charset>`, also after a
     /// reset or a change of user.
     charset: Option<String>,
@@ -189,7 +188,6 @@ impl Session {
     pub fn new(
         cluster: Arc<Cluster>,
         key: ConnKey,
-        password: String,
         info: &ClientSettings,
         status: Arc<SessionStatus>,
         scramble: [u8; 20],
@@ -199,7 +197,6 @@ impl Session {
             id: status.id,
             cluster,
             key,
-            password,
             state: SessionState::default(),
             pinned: None,
             held: None,
@@ -298,18 +295,14 @@ impl Session {
         }
     }
 
-    /// The password the session logged in with (or changed user with).
-    pub fn password(&self) -> &str {
-        &self.password
-    }
-
     /// The password a new backend connection logs in with: the user's as the proxy knows it
     /// now, so a password rotated on the servers and at the console (`ADD PWD`) reaches
-    /// sessions that logged in before; the session's own if the user was removed since.
+    /// sessions that logged in before; the session's own (kept with its status) if the user
+    /// was removed since.
     pub fn backend_password(&self) -> String {
         self.cluster
             .password_of(&self.key.user)
-            .unwrap_or_else(|| self.password.clone())
+            .unwrap_or_else(|| self.status.credentials().1)
     }
 
     /// Later statements run as `user` (pools are keyed by user), on connections opened with
@@ -323,8 +316,7 @@ impl Session {
         self.key.collation = collation;
         // The session was started over under the old collation.
         self.apply_charset();
-        self.password = password;
-        self.status.set_user(user, &self.password);
+        self.status.set_user(user, &password);
     }
 
     /// Starts the session over, as `COM_RESET_CONNECTION` and `COM_CHANGE_USER` do on a
