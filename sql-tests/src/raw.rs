@@ -32,6 +32,8 @@ pub struct LoginOptions {
     /// Taken out of the basics (an old client without multi-results, say).
     pub missing_capabilities: Cap,
     pub collation: u8,
+    /// The login request's sequence id, when not the right one (1).
+    pub login_seq: Option<u8>,
 }
 
 impl Default for LoginOptions {
@@ -40,6 +42,7 @@ impl Default for LoginOptions {
             extra_capabilities: Cap::empty(),
             missing_capabilities: Cap::empty(),
             collation: 45,
+            login_seq: None,
         }
     }
 }
@@ -105,6 +108,9 @@ impl RawConn {
         p.extend_from_slice(db.as_bytes());
         p.push(0);
         p.extend_from_slice(b"mysql_native_password\0");
+        if let Some(seq) = opts.login_seq {
+            c.seq = seq;
+        }
         c.write(&p).await?;
         c.login_reply = c.read().await?;
         Ok(c)

@@ -428,6 +428,67 @@ async fn a_command_over_the_servers_limit_gets_its_refusal() {
     assert_eq!(failures, 0, "backend failures counted");
 }
 
+/// The compressed protocol is not offered. A client that asks for it anyway (Connector/Python
+/// with `compress=True` does) is refused at login with a message saying so, where it used to
+/// fail later with a lost connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_asked_for_anyway_is_refused_clearly() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let greeting = RawConn::login(
+        p.addr,
+        APP_USER,
+        APP_PASSWORD,
+        DATABASE,
+        LoginOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(greeting.login_reply[0], 0, "a plain login works");
+    let c = RawConn::login(
+        p.addr,
+        APP_USER,
+        APP_PASSWORD,
+        DATABASE,
+        LoginOptions {
+            extra_capabilities: Cap::CLIENT_COMPRESS,
+            ..LoginOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let refusal = raw::err_text(&c.login_reply);
+    assert!(
+        refusal.starts_with("1235 (42000)") && refusal.contains("compressed protocol"),
+        "{refusal}"
+    );
+}
+
+/// A login request out of sequence is refused as MariaDB refuses it: 1156 "Got packets out of
+/// order" (it was accepted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_out_of_sequence_is_refused_as_by_the_server() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for addr in [primary_addr(cluster), p.addr] {
+        let opts = LoginOptions {
+            login_seq: Some(5),
+            ..LoginOptions::default()
+        };
+        let c = RawConn::login(addr, APP_USER, APP_PASSWORD, DATABASE, opts)
+            .await
+            .unwrap();
+        seen.push(raw::err_text(&c.login_reply));
+    }
+    assert!(seen[0].starts_with("1156 (08S01)"), "direct: {}", seen[0]);
+    assert_eq!(seen[1], seen[0], "through the proxy, then directly");
+}
+
 /// A 40 MB BLOB (three 16 MiB packets) goes in and comes back byte-identical through the
 /// text and the binary protocol, as it does directly. The text insert is an 80 MB command:
 /// the proxy is told the servers' `max_allowed_packet` (256 MiB in the sandbox), as a DBA

@@ -799,8 +799,12 @@ pub async fn execute(
         let result = match sent {
             Ok(()) => relay::relay(c.conn(), &mut io.reader, &mut io.writer, expect, ids).await,
             Err(source) => match c.conn().parting_error().await {
-                Some(refusal) => Err(RelayError::Refused(refusal)),
-                None => Err(RelayError::Backend {
+                // Only the refusal of a command too large: any other parting word (a server
+                // shutting down) is a failed backend, as before.
+                Some(refusal) if refusal.code == codes::NET_PACKET_TOO_LARGE.0 => {
+                    Err(RelayError::Refused(refusal))
+                }
+                _ => Err(RelayError::Backend {
                     source,
                     sent: false,
                 }),

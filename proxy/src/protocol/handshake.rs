@@ -227,6 +227,13 @@ where
     W: AsyncWrite + Unpin,
 {
     let scramble = hello.scramble;
+    // The exchange counts from the greeting (0) and an SSLRequest (1), as MariaDB's does: a
+    // login request with another sequence id gets its "Got packets out of order".
+    let expected = if secure { 2 } else { 1 };
+    if seq != expected {
+        let e = err(codes::NET_PACKETS_OUT_OF_ORDER, "Got packets out of order");
+        return reject(writer, expected, e).await;
+    }
     let reply_seq = seq.wrapping_add(1);
     // An SSLRequest here means TLS was not offered, so this client is broken.
     if first.len() == 32 {
@@ -249,6 +256,18 @@ where
         let e = err(
             codes::HANDSHAKE_ERROR,
             "Bad handshake: client does not speak protocol 4.1",
+        );
+        return reject(writer, reply_seq, e).await;
+    }
+    // Not offered; a client that turns it on anyway (Connector/Python's `compress=True`)
+    // would take every later packet for garbage and hang up without saying why.
+    if resp
+        .capabilities()
+        .contains(CapabilityFlags::CLIENT_COMPRESS)
+    {
+        let e = err(
+            codes::NOT_SUPPORTED,
+            "rwproxy does not support the compressed protocol: connect without compression",
         );
         return reject(writer, reply_seq, e).await;
     }
