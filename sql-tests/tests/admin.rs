@@ -266,31 +266,43 @@ async fn clients_and_users_change_live() {
     assert_eq!(a.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
 }
 
+/// A server user `name` (SELECT on everything) the proxy knows too, a proxy in front of the
+/// cluster, and a session logged in as that user.
+async fn proxy_and_session_of_new_user(
+    cl: &Cluster,
+    name: &str,
+    password: &str,
+) -> (Proxy, mysql_async::Conn) {
+    let mut root = cl.primary.root_conn().await.unwrap();
+    for sql in [
+        format!("CREATE OR REPLACE USER '{name}'@'%' IDENTIFIED BY '{password}'"),
+        format!("GRANT SELECT ON *.* TO '{name}'@'%'"),
+    ] {
+        root.query_drop(sql).await.unwrap();
+    }
+    cl.wait_replicas_caught_up().await.unwrap();
+    let user = format!("[[user]]\nname = \"{name}\"\npassword = \"{password}\"\n");
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], &user))
+        .await
+        .unwrap();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(p.addr.port())
+        .user(Some(name))
+        .pass(Some(password))
+        .prefer_socket(false);
+    let session = mysql_async::Conn::new(opts).await.unwrap();
+    (p, session)
+}
+
 /// A password rotated on the servers and then at the console (`ADD PWD`) reaches sessions
 /// that logged in before it: the backend connections they open from then on log in with the
 /// new one (with the old one, every statement that needed a new connection got 1045).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_password_reaches_open_sessions() {
     let cl = cluster().await;
+    let (p, mut open) = proxy_and_session_of_new_user(cl, "adm_rot", "old_pw").await;
     let mut root = cl.primary.root_conn().await.unwrap();
-    for sql in [
-        "CREATE OR REPLACE USER 'adm_rot'@'%' IDENTIFIED BY 'old_pw'",
-        "GRANT SELECT ON *.* TO 'adm_rot'@'%'",
-    ] {
-        root.query_drop(sql).await.unwrap();
-    }
-    cl.wait_replicas_caught_up().await.unwrap();
-    let user = "[[user]]\nname = \"adm_rot\"\npassword = \"old_pw\"\n";
-    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], user))
-        .await
-        .unwrap();
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(p.addr.port())
-        .user(Some("adm_rot"))
-        .pass(Some("old_pw"))
-        .prefer_socket(false);
-    let mut open = mysql_async::Conn::new(opts).await.unwrap();
     open.query_drop("SELECT 1").await.unwrap();
 
     root.query_drop("ALTER USER 'adm_rot'@'%' IDENTIFIED BY 'new_pw'")
@@ -316,25 +328,8 @@ async fn a_rotated_password_reaches_open_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_kill_reaches_sessions_of_a_removed_user() {
     let cl = cluster().await;
+    let (p, mut c) = proxy_and_session_of_new_user(cl, "adm_gone", "gone_pw").await;
     let mut root = cl.primary.root_conn().await.unwrap();
-    for sql in [
-        "CREATE OR REPLACE USER 'adm_gone'@'%' IDENTIFIED BY 'gone_pw'",
-        "GRANT SELECT ON *.* TO 'adm_gone'@'%'",
-    ] {
-        root.query_drop(sql).await.unwrap();
-    }
-    cl.wait_replicas_caught_up().await.unwrap();
-    let user = "[[user]]\nname = \"adm_gone\"\npassword = \"gone_pw\"\n";
-    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], user))
-        .await
-        .unwrap();
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(p.addr.port())
-        .user(Some("adm_gone"))
-        .pass(Some("gone_pw"))
-        .prefer_socket(false);
-    let mut c = mysql_async::Conn::new(opts).await.unwrap();
     let id: u32 = c
         .query_first("SELECT CONNECTION_ID()")
         .await

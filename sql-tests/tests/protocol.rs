@@ -389,7 +389,7 @@ async fn replies_to_large_commands_follow_their_sequence() {
 async fn a_command_over_the_servers_limit_gets_its_refusal() {
     // A cluster of its own: the servers' limit is global.
     let cluster = Cluster::start(1).await.unwrap();
-    for server in std::iter::once(&cluster.primary).chain(&cluster.replicas) {
+    for server in cluster.servers() {
         let mut root = server.root_conn().await.unwrap();
         root.query_drop("SET GLOBAL max_allowed_packet = 1048576")
             .await
