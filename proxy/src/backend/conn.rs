@@ -4,6 +4,9 @@
 //! client only after making that state right), which prepared statements it holds, and its
 //! transaction status as of the last reply.
 
+use crate::protocol::command::{
+    COM_INIT_DB, COM_QUERY, COM_RESET_CONNECTION, COM_STMT_CLOSE, COM_STMT_PREPARE,
+};
 use crate::protocol::message::{
     self, codes, Completion, SqlError, SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_AUTOCOMMIT,
 };
@@ -24,13 +27,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-pub const COM_QUIT: u8 = 0x01;
-pub const COM_INIT_DB: u8 = 0x02;
-pub const COM_QUERY: u8 = 0x03;
-pub const COM_STMT_PREPARE: u8 = 0x16;
-pub const COM_STMT_CLOSE: u8 = 0x19;
-pub const COM_RESET_CONNECTION: u8 = 0x1F;
 
 /// Why talking to a backend failed.
 #[derive(Debug, thiserror::Error)]

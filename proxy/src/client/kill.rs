@@ -8,8 +8,9 @@
 use super::registry::{Running, SessionStatus};
 use super::session::Session;
 use super::{ClientIo, SessionEnd};
-use crate::backend::conn::{BackendConn, BackendError, ConnKey, Dial, COM_QUIT};
+use crate::backend::conn::{BackendConn, BackendError, ConnKey, Dial};
 use crate::cluster::Cluster;
+use crate::protocol::command::COM_QUIT;
 use crate::protocol::message::{self, codes, SqlError};
 use crate::router::classify;
 use std::sync::Arc;

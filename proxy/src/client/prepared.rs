@@ -6,9 +6,12 @@
 //! make a server answer "Unknown prepared statement handler".
 
 use super::session::{Diag, Session};
-use super::{ClientIo, Prep, SessionEnd, COM_STMT_FETCH, COM_STMT_RESET, COM_STMT_SEND_LONG_DATA};
+use super::{ClientIo, Prep, SessionEnd};
 use crate::backend::conn::{BackendConn, BackendError, BackendStmt, Hold};
 use crate::backend::relay::Expect;
+use crate::protocol::command::{
+    COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_FETCH, COM_STMT_RESET, COM_STMT_SEND_LONG_DATA,
+};
 use crate::protocol::message::{self, codes, SqlError};
 use crate::router::classify::{self, Classification, Flags};
 use crate::router::{self, Target};
@@ -57,11 +60,11 @@ pub fn resolve_last_prepared(s: &Session, packet: &mut [u8]) {
     let names_stmt = matches!(
         packet.first(),
         Some(
-            &(super::COM_STMT_EXECUTE
-                | super::COM_STMT_SEND_LONG_DATA
-                | super::COM_STMT_CLOSE
-                | super::COM_STMT_RESET
-                | super::COM_STMT_FETCH)
+            &(COM_STMT_EXECUTE
+                | COM_STMT_SEND_LONG_DATA
+                | COM_STMT_CLOSE
+                | COM_STMT_RESET
+                | COM_STMT_FETCH)
         )
     );
     if names_stmt && stmt_id(packet) == Some(LAST_PREPARED) {

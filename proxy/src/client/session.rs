@@ -273,7 +273,7 @@ impl Session {
             self.state.schema = db;
         }
         // A plain `SET` was recorded by the proxy in the client's own words already.
-        let plain_set = packet.first() == Some(&crate::backend::conn::COM_QUERY) && {
+        let plain_set = packet.first() == Some(&crate::protocol::command::COM_QUERY) && {
             let c = classify::classify(&packet[1..]);
             c.kind == StmtKind::Set && !c.flags.contains(Flags::MULTI_STATEMENT)
         };

@@ -6,7 +6,9 @@
 
 pub mod control;
 
-use crate::client::{COM_FIELD_LIST, COM_INIT_DB, COM_PING, COM_QUERY, COM_QUIT, COM_STATISTICS};
+use crate::protocol::command::{
+    COM_FIELD_LIST, COM_INIT_DB, COM_PING, COM_QUERY, COM_QUIT, COM_STATISTICS,
+};
 use crate::protocol::handshake::{self, Greeting, LoginError};
 use crate::protocol::message::{self, codes, eof_payload, Completion, SqlError};
 use crate::protocol::packet::{PacketReader, PacketWriter, MAX_HANDSHAKE, MAX_PAYLOAD};
