@@ -111,7 +111,9 @@ sql() { # port sql
 }
 
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
-    log "building rwproxy (scripts/build-dist.sh) and the sandbox tool (release)"
+    # The build takes the working tree as it is, edits made while it runs included: say which
+    # code that is, so a table can be traced to a commit (or to uncommitted changes).
+    log "building rwproxy (scripts/build-dist.sh) and the sandbox tool (release) from $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'an unknown tree')"
     (cd "$ROOT" && cargo build --release -p rwproxy-sql-tests >&2)
     PROXY_BIN=${BENCH_PROXY_BIN:-$(DIST_NO_PGO=${BENCH_NO_PGO:-} "$ROOT/scripts/build-dist.sh" | tail -n1)}
 fi
