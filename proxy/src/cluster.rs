@@ -235,7 +235,7 @@ impl Cluster {
             filter,
             lvs: guard.lvs.clone(),
         });
-        self.console_changed.store(true, Ordering::Relaxed);
+        self.changed_at_console();
         Ok(())
     }
 
@@ -262,7 +262,7 @@ impl Cluster {
             filter,
             lvs: guard.lvs.clone(),
         });
-        self.console_changed.store(true, Ordering::Relaxed);
+        self.changed_at_console();
         Ok(())
     }
 
@@ -277,7 +277,7 @@ impl Cluster {
         let mut users = (**guard).clone();
         users.insert(name.to_string(), password.to_string());
         *guard = Arc::new(users);
-        self.console_changed.store(true, Ordering::Relaxed);
+        self.changed_at_console();
     }
 
     pub fn remove_user(&self, name: &str) -> Result<(), ChangeError> {
@@ -287,7 +287,7 @@ impl Cluster {
             .remove(name)
             .ok_or_else(|| ChangeError::NoSuchUser(name.into()))?;
         *guard = Arc::new(users);
-        self.console_changed.store(true, Ordering::Relaxed);
+        self.changed_at_console();
         Ok(())
     }
 
@@ -318,7 +318,7 @@ impl Cluster {
         added.set_online();
         list.push(added);
         self.backends.store(Arc::new(sort_backends(list)));
-        self.console_changed.store(true, Ordering::Relaxed);
+        self.changed_at_console();
         tracing::info!(backend = %cfg.address, role = %cfg.role, "backend added");
         Ok(())
     }
@@ -336,7 +336,7 @@ impl Cluster {
         let gone = list.remove(i);
         self.backends.store(Arc::new(list));
         gone.set_offline();
-        self.console_changed.store(true, Ordering::Relaxed);
+        self.changed_at_console();
         tracing::info!(backend = %gone.address, "backend removed");
         Ok(gone)
     }
@@ -424,6 +424,11 @@ impl Cluster {
     }
 
     pub fn save_failed(&self) {
+        self.changed_at_console();
+    }
+
+    /// The config file no longer has what runs: a reload would undo it.
+    fn changed_at_console(&self) {
         self.console_changed.store(true, Ordering::Relaxed);
     }
 
