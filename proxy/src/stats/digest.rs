@@ -259,14 +259,16 @@ pub fn normalise(sql: &[u8], out: &mut Vec<u8>) -> bool {
     literal_only
 }
 
-/// How [`copy_plain`] treats a byte.
+/// How [`copy_plain`] treats a byte. The two classes copied without a second look come
+/// first, so that test is one comparison in its innermost loop.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum Class {
     /// Identifier bytes other than digits.
-    Word,
-    Digit,
+    Word = 0,
     /// Punctuation that is always copied as it is.
-    Punct,
+    Punct = 1,
+    Digit,
     Comma,
     /// Whitespace, quotes, and the bytes that may open a comment.
     Special,
@@ -302,10 +304,17 @@ static CLASS: [Class; 256] = {
 /// saves a match per byte and a copy per word.
 fn copy_plain(sql: &[u8], start: usize, out: &mut Vec<u8>) -> usize {
     use crate::router::classify::is_ident as ident;
+    let plain = |b: u8| matches!(CLASS[usize::from(b)], Class::Word | Class::Punct);
     let n = sql.len();
     let mut i = start;
-    while i < n {
-        let copies = match CLASS[usize::from(sql[i])] {
+    loop {
+        // Words and punctuation, most of a statement, need no further look (callgrind: a
+        // third of the instructions per byte of the general match below).
+        while i < n && plain(sql[i]) {
+            i += 1;
+        }
+        let Some(&b) = sql.get(i) else { break };
+        let copies = match CLASS[usize::from(b)] {
             Class::Word | Class::Punct => true,
             // A digit continues a word; one that starts a token is a literal.
             Class::Digit => match i.checked_sub(1).filter(|&p| p >= start) {
@@ -315,13 +324,7 @@ fn copy_plain(sql: &[u8], start: usize, out: &mut Vec<u8>) -> usize {
             // A comma after a space takes the space's place; inside a stretch the byte before
             // is never a space.
             Class::Comma => i > start,
-            Class::Special => {
-                sql[i] == b' '
-                    && i > start
-                    && sql.get(i + 1).is_some_and(|&c| {
-                        matches!(CLASS[usize::from(c)], Class::Word | Class::Punct)
-                    })
-            }
+            Class::Special => b == b' ' && i > start && sql.get(i + 1).is_some_and(|&c| plain(c)),
         };
         if !copies {
             break;
