@@ -158,11 +158,21 @@ pub struct Tracking {
 }
 
 /// What a backend connection is opened as.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Eq)]
 pub struct ConnKey {
     pub user: Arc<str>,
     pub collation: u8,
     pub capabilities: u32,
+}
+
+/// The pool finds idle connections by key for every statement: the user name compares by
+/// pointer first (see `names::same`).
+impl PartialEq for ConnKey {
+    fn eq(&self, other: &ConnKey) -> bool {
+        self.collation == other.collation
+            && self.capabilities == other.capabilities
+            && crate::session::names::same(&self.user, &other.user)
+    }
 }
 
 /// A prepared statement as this connection knows it.

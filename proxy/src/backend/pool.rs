@@ -12,6 +12,7 @@
 use super::conn::{BackendConn, BackendError, ConnKey, Dial};
 use super::{Backend, Health};
 use crate::event_threads::PerThread;
+use crate::session::names;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -196,7 +197,7 @@ impl Pool {
                 .and_then(|v| {
                     let at = v
                         .iter()
-                        .rposition(|i| i.conn.state.schema.as_ref() == schema)
+                        .rposition(|i| names::same_opt(i.conn.state.schema.as_ref(), schema))
                         .or_else(|| v.len().checked_sub(1))?;
                     Some(v.remove(at))
                 })?;

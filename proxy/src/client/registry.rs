@@ -12,6 +12,7 @@
 //! `SessionStatus::pass_on_client_eof`).
 
 use crate::backend::Backend;
+use crate::session::names;
 use dashmap::DashMap;
 use rwproxy_admin::SessionInfo;
 use std::net::SocketAddr;
@@ -318,7 +319,7 @@ impl SessionStatus {
         }
         now.since = None;
         self.in_transaction.store(in_transaction, Ordering::Relaxed);
-        if now.schema.as_ref() != schema {
+        if !names::same_opt(now.schema.as_ref(), schema) {
             now.schema = schema.cloned();
         }
         if now.backend.as_deref() != backend {

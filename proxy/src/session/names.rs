@@ -3,8 +3,8 @@
 //! Every statement compares the session's user and schema with those of pooled connections
 //! (to take one opened for the same user and already in the same schema) and with what the
 //! console shows. Names made here are one allocation per distinct name, shared by every
-//! session and connection, so those comparisons find the same pointer and read no string:
-//! with many sessions per event thread, each string read is a cache miss.
+//! session and connection, so those comparisons, made with [`same`], find the same pointer
+//! and read no string: with many sessions per event thread, each string read is a cache miss.
 
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -29,9 +29,25 @@ pub fn intern(name: &str) -> Arc<str> {
     new
 }
 
+/// Whether two names are equal, by pointer first. `Arc<str>`'s own `==` always compares the
+/// strings (std takes the pointer shortcut for sized types only): a call into `memcmp` that
+/// reads both, for names that are almost always the same allocation.
+pub fn same(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
+/// [`same`] for names that may be absent (a session without a default schema).
+pub fn same_opt(a: Option<&Arc<str>>, b: Option<&Arc<str>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::intern;
+    use super::{intern, same, same_opt};
     use std::sync::Arc;
 
     #[test]
@@ -40,5 +56,18 @@ mod tests {
         let b = intern(&String::from("names_test_schema"));
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &intern("names_test_other")));
+    }
+
+    #[test]
+    fn names_compare_by_content_when_not_shared() {
+        let shared = intern("names_test_same");
+        let fresh: Arc<str> = "names_test_same".into();
+        assert!(same(&shared, &shared));
+        assert!(same(&shared, &fresh));
+        assert!(!same(&shared, &intern("names_test_else")));
+        assert!(same_opt(None, None));
+        assert!(same_opt(Some(&fresh), Some(&shared)));
+        assert!(!same_opt(Some(&shared), None));
+        assert!(!same_opt(None, Some(&shared)));
     }
 }

@@ -8,12 +8,19 @@ use std::sync::Arc;
 /// Order matters (`SET sql_mode = CONCAT(@@sql_mode, ...)` depends on what came before), so a
 /// re-assigned variable moves to the end. A connection whose list is a prefix of the
 /// session's only needs the tail replayed; anything else is reset and replayed from scratch.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Eq)]
 pub struct SessionState {
     /// Shared (see `names`): compared with a pooled connection's for every statement.
     pub schema: Option<Arc<str>>,
     /// (normalised variable name, assignment text to put after `SET `).
     pub vars: Vec<(String, String)>,
+}
+
+impl PartialEq for SessionState {
+    fn eq(&self, other: &SessionState) -> bool {
+        super::names::same_opt(self.schema.as_ref(), other.schema.as_ref())
+            && self.vars == other.vars
+    }
 }
 
 impl SessionState {
