@@ -13,15 +13,9 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc;
-
-/// A session for an event thread to spawn. It wraps a closure that makes the session's
-/// future when first polled: a future made by the caller and moved in would be stored twice
-/// (once as the block's capture, once as the future it awaits), 7 KiB more per session.
-type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+use tokio::sync::oneshot;
 
 thread_local! {
     static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
@@ -39,8 +33,13 @@ pub struct EventThreads {
 }
 
 struct Thread {
-    jobs: mpsc::UnboundedSender<Job>,
+    /// Sessions are spawned straight onto the thread's runtime: the task holds the session's
+    /// future itself, not a box of it, which saves a pointer chase and a future level (two
+    /// cache lines) each time the session wakes.
+    runtime: tokio::runtime::Handle,
     sessions: Arc<AtomicUsize>,
+    /// Dropped with the thread handle: the runtime then stops, dropping its sessions.
+    _stop: oneshot::Sender<()>,
 }
 
 /// Counts a session against its thread for as long as it runs.
@@ -64,22 +63,21 @@ impl EventThreads {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_io()
                 .build()?;
-            let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let handle = runtime.handle().clone();
             let timers = timers.clone();
             std::thread::Builder::new()
                 .name(format!("rwproxy-event-{i}"))
                 .spawn(move || {
                     INDEX.set(Some(i));
                     crate::timer::serve_this_thread_from(timers);
-                    runtime.block_on(async move {
-                        while let Some(job) = queue.recv().await {
-                            tokio::spawn(job);
-                        }
-                    });
+                    // Drives the sessions spawned onto it until told to stop.
+                    let _ = runtime.block_on(stopped);
                 })?;
             threads.push(Thread {
-                jobs,
+                runtime: handle,
                 sessions: Arc::default(),
+                _stop: stop,
             });
         }
         Ok(EventThreads { threads })
@@ -99,13 +97,10 @@ impl EventThreads {
             .expect("at least one event thread");
         thread.sessions.fetch_add(1, Ordering::Relaxed);
         let running = Running(thread.sessions.clone());
-        let job: Job = Box::pin(async move {
+        thread.runtime.spawn(async move {
             let _running = running;
             session().await;
         });
-        if thread.jobs.send(job).is_err() {
-            tracing::error!("event thread gone; client dropped");
-        }
     }
 
     /// Sessions running on each thread.
