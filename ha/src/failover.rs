@@ -601,6 +601,7 @@ mod tests {
         ServerStatus {
             read_only: true,
             server_id: 1,
+            max_allowed_packet: 16 << 20,
             replica: Some(ReplicaStatus {
                 primary_host: "192.0.2.12".into(),
                 primary_port: 3306,

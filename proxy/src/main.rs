@@ -273,7 +273,7 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
     let mut usr2 = signal(SignalKind::user_defined2())?;
     let cluster = Cluster::new(&cfg);
     cluster.spawn_maintenance();
-    rwproxy::monitor::spawn(&cluster, cfg.monitor.clone());
+    rwproxy::monitor::spawn(&cluster, cfg.monitor.clone(), cfg.max_allowed_packet);
     let listener = rwproxy::server::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;

@@ -71,7 +71,7 @@ pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
     cfg.admin_listen.set_port(0);
     let backends = Backends::new(&cfg);
     backends.spawn_maintenance();
-    rwproxy::monitor::spawn(&backends, cfg.monitor.clone());
+    rwproxy::monitor::spawn(&backends, cfg.monitor.clone(), cfg.max_allowed_packet);
     let listener = rwproxy::server::bind(cfg.listen).await?;
     let threads = Arc::new(EventThreads::start(
         cfg.event_thread_count(),

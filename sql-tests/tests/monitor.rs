@@ -9,6 +9,7 @@ use rwproxy_admin::control::{BackendState, BackendStats};
 use rwproxy_sql_tests::sandbox::{MONITOR_PASSWORD, MONITOR_USER};
 use rwproxy_sql_tests::sysbench::{run, stat};
 use rwproxy_sql_tests::{proxy, Cluster};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Probes every 200 ms, two bad ones take a backend out, two good ones bring it back.
@@ -566,4 +567,90 @@ async fn dead_primary_leaves_the_replicas_serving_reads() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains(&cluster.primary_addr()), "{e}");
+}
+
+/// Everything this test binary logs at WARN and above. The proxy runs in the test process and
+/// its monitor tasks on the runtime's worker threads, so the subscriber must be global; tests
+/// then look only for lines naming their own cluster's addresses.
+static WARNINGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        WARNINGS.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_warnings() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(|| Capture)
+        .try_init();
+}
+
+/// Captured lines that name `address` and say `what`.
+fn warned(address: &str, what: &str) -> usize {
+    String::from_utf8_lossy(&WARNINGS.lock().unwrap())
+        .lines()
+        .filter(|l| l.contains(&format!("backend={address}")) && l.contains(what))
+        .count()
+}
+
+/// A server that takes longer commands than the proxy passes on (the sandbox's take 256 MiB)
+/// is named in the log once, with the setting that fixes it, and again when its own limit
+/// changes; with the proxy's bound at the server's, nothing is said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_taking_longer_commands_than_the_proxy_is_named_once() {
+    capture_warnings();
+    let cluster = Cluster::start(1).await.unwrap();
+    let (primary, replica) = (cluster.primary_addr(), cluster.replica_addrs()[0].clone());
+    let with_limit = |bytes: u64| {
+        proxy::config_toml(&cluster, &[], "").replacen(
+            "[proxy]\n",
+            &format!("[proxy]\nmax-allowed-packet = {bytes}\n"),
+            1,
+        ) + &monitor_section(30)
+    };
+    let same = proxy::start(&with_limit(256 << 20)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(warned(&primary, "max_allowed_packet"), 0);
+    drop(same);
+
+    let p = proxy::start(&with_limit(32 << 20)).await.unwrap();
+    let fix = format!("set max-allowed-packet = {}", 256 << 20);
+    let t0 = Instant::now();
+    while (warned(&primary, &fix) == 0 || warned(&replica, &fix) == 0)
+        && t0.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(warned(&primary, &fix), 1, "the primary is named");
+    assert_eq!(warned(&replica, &fix), 1, "the replica is named");
+    // Probes every 200 ms: several more, and still one line each.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(warned(&primary, "max_allowed_packet"), 1);
+
+    let mut root = cluster.replicas[0].root_conn().await.unwrap();
+    root.query_drop("SET GLOBAL max_allowed_packet = 512 * 1024 * 1024")
+        .await
+        .unwrap();
+    let fix = format!("set max-allowed-packet = {}", 512 << 20);
+    let t0 = Instant::now();
+    while warned(&replica, &fix) == 0 && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        warned(&replica, &fix),
+        1,
+        "the replica's new limit is named"
+    );
+    assert_eq!(warned(&primary, "max_allowed_packet"), 1);
+    drop(p);
 }

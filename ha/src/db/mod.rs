@@ -80,6 +80,8 @@ impl DbError {
 pub struct ServerStatus {
     pub read_only: bool,
     pub server_id: u32,
+    /// `@@global.max_allowed_packet`: the longest command the server takes (bytes).
+    pub max_allowed_packet: u64,
     /// `None`: not configured as a replica.
     pub replica: Option<ReplicaStatus>,
 }
@@ -131,8 +133,8 @@ impl Prober {
             Some(c) => c,
             None => self.conn.insert(connect(&self.target).await?),
         };
-        let (read_only, server_id): (u8, u32) = conn
-            .query_first("SELECT @@read_only, @@server_id")
+        let (read_only, server_id, max_allowed_packet): (u8, u32, u64) = conn
+            .query_first("SELECT @@read_only, @@server_id, @@global.max_allowed_packet")
             .await
             .map_err(server)?
             .unwrap_or_default();
@@ -140,6 +142,7 @@ impl Prober {
         Ok(ServerStatus {
             read_only: read_only != 0,
             server_id,
+            max_allowed_packet,
             replica,
         })
     }

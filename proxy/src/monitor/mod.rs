@@ -16,8 +16,9 @@ use rwproxy_ha::db::{DbTarget, IoThread, Prober, ReplicaHealth, ServerStatus};
 use std::sync::{Arc, Weak};
 use tokio::time::MissedTickBehavior;
 
-/// Starts watching every backend of `cluster`, including ones added later.
-pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig) {
+/// Starts watching every backend of `cluster`, including ones added later. `packet_limit`
+/// is the proxy's `max-allowed-packet`, compared with each server's.
+pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig, packet_limit: usize) {
     if cfg.user.is_none() {
         tracing::warn!("no [monitor] user configured: backends are probed for TCP reachability only; read_only and replication are not watched");
     }
@@ -32,7 +33,12 @@ pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig) {
             for b in cluster.backends().iter() {
                 if !watched.iter().any(|w| w.as_ptr() == Arc::as_ptr(b)) {
                     watched.push(Arc::downgrade(b));
-                    tokio::spawn(watch(me.clone(), Arc::downgrade(b), cfg.clone()));
+                    tokio::spawn(watch(
+                        me.clone(),
+                        Arc::downgrade(b),
+                        cfg.clone(),
+                        packet_limit,
+                    ));
                 }
             }
             drop(cluster);
@@ -42,7 +48,12 @@ pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig) {
 }
 
 /// Probes one backend until it leaves the cluster.
-async fn watch(cluster: Weak<Cluster>, backend: Weak<Backend>, cfg: MonitorConfig) {
+async fn watch(
+    cluster: Weak<Cluster>,
+    backend: Weak<Backend>,
+    cfg: MonitorConfig,
+    packet_limit: usize,
+) {
     let Some(address) = backend.upgrade().map(|b| b.address.clone()) else {
         return;
     };
@@ -58,6 +69,8 @@ async fn watch(cluster: Weak<Cluster>, backend: Weak<Backend>, cfg: MonitorConfi
     let mut login_refused = false;
     // The last probe failed for want of descriptors here: said once, until one gets through.
     let mut shortage = false;
+    // The server's `max_allowed_packet` last warned about: said once per value.
+    let mut warned_limit = None;
     let mut tick = crate::timer::interval(cfg.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -74,6 +87,13 @@ async fn watch(cluster: Weak<Cluster>, backend: Weak<Backend>, cfg: MonitorConfi
             Some(p) => match p.probe().await {
                 Ok(status) => {
                     login_refused = false;
+                    let limit = status.max_allowed_packet;
+                    if warned_limit != Some(limit) {
+                        if let Some(w) = packet_limit_warning(limit, packet_limit) {
+                            tracing::warn!(backend = %address, "{w}");
+                        }
+                        warned_limit = Some(limit);
+                    }
                     let lag = status.replica.as_ref().and_then(|r| r.seconds_behind);
                     b.observe(Some(status.read_only), lag);
                     let primary = cluster.upgrade().and_then(|c| c.write_backend());
@@ -142,6 +162,19 @@ fn judge(role: Role, status: &ServerStatus, cfg: &MonitorConfig, primary_serves:
     }
 }
 
+/// What to tell the DBA when a server takes longer commands than the proxy passes on: those
+/// fail at the proxy (1153) but not when sent to the server directly. Servers often have
+/// `max_allowed_packet` raised for BLOBs; the proxy's bound is its own (the memory one
+/// command may take), set apart. The other way round needs no word: the server refuses
+/// what is too long for it, and its error reaches the client.
+fn packet_limit_warning(server: u64, proxy: usize) -> Option<String> {
+    (server > proxy as u64).then(|| {
+        format!(
+            "the server takes commands of up to {server} bytes (its max_allowed_packet) but the proxy refuses them from {proxy} bytes (max-allowed-packet): longer ones fail with error 1153 through the proxy only; set max-allowed-packet = {server} to pass them"
+        )
+    })
+}
+
 /// The credential-less probe: does the port accept a TCP connection in time? `Err`: the
 /// connect failed with this error.
 async fn reachable(address: &str, timeout: std::time::Duration) -> std::io::Result<Finding> {
@@ -171,6 +204,7 @@ mod tests {
         ServerStatus {
             read_only: true,
             server_id: 2,
+            max_allowed_packet: 16 << 20,
             replica: Some(ReplicaStatus {
                 primary_host: "10.0.0.1".into(),
                 primary_port: 3306,
@@ -183,6 +217,15 @@ mod tests {
                 gtid_io_pos: String::new(),
             }),
         }
+    }
+
+    #[test]
+    fn a_server_taking_longer_commands_than_the_proxy_is_pointed_out() {
+        let w = packet_limit_warning(256 << 20, 64 << 20).unwrap();
+        assert!(w.contains("268435456") && w.contains("67108864"), "{w}");
+        assert!(w.contains("max-allowed-packet = 268435456"), "{w}");
+        assert_eq!(packet_limit_warning(64 << 20, 64 << 20), None);
+        assert_eq!(packet_limit_warning(16 << 20, 64 << 20), None);
     }
 
     #[test]
