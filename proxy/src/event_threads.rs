@@ -13,7 +13,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -38,8 +38,28 @@ struct Thread {
     /// cache lines) each time the session wakes.
     runtime: tokio::runtime::Handle,
     sessions: Arc<AtomicUsize>,
+    /// Cleared when the thread ends (see `Alive`).
+    alive: Arc<AtomicBool>,
     /// Dropped with the thread handle: the runtime then stops, dropping its sessions.
     _stop: oneshot::Sender<()>,
+}
+
+/// Clears its thread's `alive` flag when dropped, also by a panic unwinding the thread:
+/// `spawn` then passes the thread over. (Its session count, back at zero as the runtime
+/// drops its sessions, would otherwise win every choice, and a spawn onto a stopped runtime
+/// drops the session without a word.)
+struct Alive(Arc<AtomicBool>, usize);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+        if std::thread::panicking() {
+            tracing::error!(
+                "event thread {} stopped by a panic; its sessions ended",
+                self.1
+            );
+        }
+    }
 }
 
 /// Counts a session against its thread for as long as it runs.
@@ -65,10 +85,13 @@ impl EventThreads {
                 .build()?;
             let (stop, stopped) = oneshot::channel::<()>();
             let handle = runtime.handle().clone();
+            let alive = Arc::new(AtomicBool::new(true));
+            let flag = alive.clone();
             let timers = timers.clone();
             std::thread::Builder::new()
                 .name(format!("rwproxy-event-{i}"))
                 .spawn(move || {
+                    let _alive = Alive(flag, i);
                     INDEX.set(Some(i));
                     crate::timer::serve_this_thread_from(timers);
                     // Drives the sessions spawned onto it until told to stop.
@@ -77,6 +100,7 @@ impl EventThreads {
             threads.push(Thread {
                 runtime: handle,
                 sessions: Arc::default(),
+                alive,
                 _stop: stop,
             });
         }
@@ -90,11 +114,15 @@ impl EventThreads {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let thread = self
+        let Some(thread) = self
             .threads
             .iter()
+            .filter(|t| t.alive.load(Ordering::Relaxed))
             .min_by_key(|t| t.sessions.load(Ordering::Relaxed))
-            .expect("at least one event thread");
+        else {
+            tracing::error!("no event thread left running; client dropped");
+            return;
+        };
         thread.sessions.fetch_add(1, Ordering::Relaxed);
         let running = Running(thread.sessions.clone());
         thread.runtime.spawn(async move {

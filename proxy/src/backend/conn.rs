@@ -729,7 +729,9 @@ impl BackendConn {
         for_cursor: bool,
     ) -> Option<u32> {
         let copies = self.stmts.get(sql)?;
-        let in_schema = |st: &&BackendStmt| schema.is_none() || st.state.schema.as_ref() == schema;
+        let in_schema = |st: &&BackendStmt| {
+            schema.is_none() || crate::session::names::same_opt(st.state.schema.as_ref(), schema)
+        };
         // The client statement's own copy first: its cursor or long data is there.
         let mut mine = copies
             .iter()
