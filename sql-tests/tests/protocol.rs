@@ -381,6 +381,101 @@ async fn replies_to_large_commands_follow_their_sequence() {
     assert_eq!(seen[1], seen[0], "through the proxy, then directly");
 }
 
+/// The sequence ids of a one-row text result's packets, and the row.
+async fn one_row_result(c: &mut RawConn) -> (Vec<u8>, Vec<u8>) {
+    let (seq, count) = c.read_with_seq().await.unwrap();
+    assert_ne!(count[0], 0xFF, "{}", raw::err_text(&count));
+    let mut seqs = vec![seq];
+    for _ in 0..count[0] {
+        seqs.push(c.read_with_seq().await.unwrap().0);
+    }
+    let is_eof = |p: &[u8]| p[0] == 0xFE && p.len() < 9;
+    let (mut seq, mut row) = c.read_with_seq().await.unwrap();
+    if is_eof(&row) {
+        seqs.push(seq);
+        (seq, row) = c.read_with_seq().await.unwrap();
+    }
+    seqs.push(seq);
+    let (seq, end) = c.read_with_seq().await.unwrap();
+    assert!(is_eof(&end), "one row, then the end: {end:?}");
+    seqs.push(seq);
+    (seqs, row)
+}
+
+/// A command the proxy rewrites (here by writing in the value of `CONNECTION_ID()`, which
+/// makes it longer) can take more packets than the client's when it is just under a multiple
+/// of 16 MiB. The server numbers its reply after the packets it got; the client must see it
+/// numbered after its own, as from the server directly, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewritten_commands_across_a_packet_boundary_keep_the_clients_numbering() {
+    const MAX: usize = 0xFF_FFFF;
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    // (head, tail, total payload): grown within two packets; one packet grown to two.
+    let cases = [
+        (
+            "\x03SELECT CONNECTION_ID() > 0 AS c, LENGTH('",
+            "')",
+            MAX + 3,
+        ),
+        ("\x03SELECT CONNECTION_ID() > 0, LENGTH('", "')", MAX - 5),
+    ];
+    for (head, tail, total) in cases {
+        let mut command = head.as_bytes().to_vec();
+        command.resize(total - tail.len(), b'x');
+        command.extend_from_slice(tail.as_bytes());
+        assert_eq!(command.len(), total);
+        let mut seen = Vec::new();
+        for addr in [primary_addr(cluster), p.addr] {
+            let mut c = RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
+                .await
+                .unwrap();
+            c.send_split(&command).await.unwrap();
+            seen.push(one_row_result(&mut c).await);
+            let after = c.query("SELECT 1").await.unwrap();
+            assert_eq!(after.last().map(|r| r[0]), Some(0xFE), "{after:?}");
+        }
+        assert_eq!(
+            seen[1], seen[0],
+            "through the proxy, then directly ({total} bytes)"
+        );
+        assert_eq!(seen[0].0[0], (total / MAX + 1) as u8);
+    }
+    // `LOAD DATA LOCAL`: the client's file must reach the server numbered the server's way.
+    let mut setup = cluster.primary.conn().await.unwrap();
+    setup
+        .query_drop("CREATE OR REPLACE TABLE renumber_t (a INT, b BIGINT UNSIGNED)")
+        .await
+        .unwrap();
+    let head =
+        "\x03LOAD DATA LOCAL INFILE 'f' INTO TABLE renumber_t (a) SET b = CONNECTION_ID() /*";
+    let mut command = head.as_bytes().to_vec();
+    command.resize(MAX - 5 - 2, b'x');
+    command.extend_from_slice(b"*/");
+    for addr in [primary_addr(cluster), p.addr] {
+        let mut c = raw(
+            addr,
+            LoginOptions {
+                extra_capabilities: Cap::CLIENT_LOCAL_FILES,
+                ..LoginOptions::default()
+            },
+        )
+        .await;
+        c.send_split(&command).await.unwrap();
+        let (seq, request) = c.read_with_seq().await.unwrap();
+        assert_eq!((seq, &request[..]), (1, &b"\xfbf"[..]), "{addr}");
+        let ok = c.send_file(&[b"7\n"]).await.unwrap();
+        assert_eq!(ok[..3], [0, 1, 0], "{addr}: {}", raw::err_text(&ok));
+    }
+    let loaded: Vec<(i32, bool)> = setup
+        .query("SELECT a, b > 0 FROM renumber_t")
+        .await
+        .unwrap();
+    assert_eq!(loaded, [(7, true), (7, true)]);
+}
+
 /// A command over a server's `max_allowed_packet` (but within the proxy's) gets the server's
 /// refusal, 1153, as a direct client does: the server says so and hangs up while the command
 /// is still coming. The failed write is not a failed server: the command is not sent to every

@@ -79,6 +79,38 @@ pub enum RelayError {
     Refused(SqlError),
 }
 
+/// Moves the sequence ids of a reply's packets by a fixed amount. When the proxy sends a
+/// command in another number of packets than the client did (a rewrite took it across a
+/// multiple of 16 MiB), the server numbers its reply after the proxy's packets, while the
+/// client expects it after its own: strict clients drop a connection whose numbering skips.
+/// (The proxy's rewrites only lengthen commands, so the client is behind, and `by` wraps.)
+struct Renumber {
+    by: u8,
+    /// Where the next header not yet rewritten starts in the backend's read buffer (which
+    /// may be past its end, inside a packet still arriving).
+    next: usize,
+}
+
+impl Renumber {
+    /// Rewrites the headers in `buf` not rewritten yet.
+    fn apply(&mut self, buf: &mut [u8]) {
+        while self.by != 0 && self.next + 4 <= buf.len() {
+            let header = &mut buf[self.next..self.next + 4];
+            header[3] = header[3].wrapping_add(self.by);
+            let len =
+                usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
+            self.next += 4 + len;
+        }
+    }
+
+    /// `n` bytes of the buffer, all before `next`, were consumed.
+    fn consumed(&mut self, n: usize) {
+        if self.by != 0 {
+            self.next -= n;
+        }
+    }
+}
+
 /// Packets longer than this are forwarded piecewise as they arrive (rows only), so a huge
 /// BLOB never sits whole in the proxy's memory.
 const STREAM_AT: usize = 256 * 1024;
@@ -320,12 +352,16 @@ impl Scanner {
     }
 }
 
+/// Relays the reply to a command. `seq_shift`: how far the client's sequence ids for it are
+/// ahead of the server's (0 unless the proxy sent the command in another number of
+/// packets, see `Renumber`).
 pub async fn relay<CR, CW>(
     conn: &mut BackendConn,
     client_in: &mut PacketReader<CR>,
     client_out: &mut PacketWriter<CW>,
     expect: Expect,
     ids: Option<StmtIds>,
+    seq_shift: u8,
 ) -> Result<Relayed, RelayError>
 where
     CR: AsyncRead + Unpin,
@@ -333,8 +369,13 @@ where
 {
     conn.broken = true;
     let mut scan = Scanner::new(expect, conn.track.client_tracks, conn.track.hidden, ids);
+    let mut renumber = Renumber {
+        by: seq_shift,
+        next: 0,
+    };
     let mut sent = false;
     loop {
+        renumber.apply(conn.reader.buffered_mut());
         // Walk the complete packets already received, then pass them on in one write.
         let buf = conn.reader.buffered();
         let mut pos = 0;
@@ -370,10 +411,12 @@ where
                 .await
                 .map_err(RelayError::Client)?;
             conn.reader.consume(pos);
+            renumber.consumed(pos);
             sent = true;
         }
         if let Some((seq, len, payload)) = replace {
             conn.reader.consume(len);
+            renumber.consumed(len);
             client_out
                 .write_packet(seq, &payload)
                 .await
@@ -394,13 +437,14 @@ where
                 .await
                 .map_err(RelayError::Client)?;
             conn.reader.consume(n);
+            renumber.consumed(n);
             stream_left -= n;
         }
         match step {
             Step::Done => break,
             Step::LocalInfile => {
                 client_out.flush().await.map_err(RelayError::Client)?;
-                local_infile(conn, client_in).await?;
+                local_infile(conn, client_in, seq_shift).await?;
             }
             Step::More => {
                 let buf = conn.reader.buffered();
@@ -431,13 +475,17 @@ where
 }
 
 /// `LOAD DATA LOCAL INFILE`: the client streams the file as packets ending with an empty one;
-/// pass them to the backend as they come.
+/// pass them to the backend as they come (numbered back by `seq_shift`, the server's way).
 async fn local_infile<CR: AsyncRead + Unpin>(
     conn: &mut BackendConn,
     client_in: &mut PacketReader<CR>,
+    seq_shift: u8,
 ) -> Result<(), RelayError> {
     loop {
-        let p = client_in.read_raw().await.map_err(RelayError::Client)?;
+        let mut p = client_in.read_raw().await.map_err(RelayError::Client)?;
+        if seq_shift != 0 {
+            p = p.renumbered_back(seq_shift);
+        }
         let last = p.payload().is_empty();
         conn.writer
             .write_raw(&p)

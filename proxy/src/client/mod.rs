@@ -14,7 +14,7 @@ use crate::protocol::command::*;
 use crate::protocol::handshake::{self, ClientLogin, Greeting, Hello, LoginError};
 use crate::protocol::message::{self, codes, Completion, SqlError};
 use crate::protocol::packet::{
-    read_handshake_packet, PacketReader, PacketTooLarge, PacketWriter, MAX_HANDSHAKE,
+    packet_count, read_handshake_packet, PacketReader, PacketTooLarge, PacketWriter, MAX_HANDSHAKE,
 };
 use crate::protocol::stream::{self, StreamRead, StreamWrite};
 use crate::router::Target;
@@ -775,11 +775,25 @@ pub async fn execute(
         }
         c.backend.count_query();
         c.conn().track.client_tracks = s.client_tracks;
+        // A rewrite (here or by the caller) that took the command across a multiple of
+        // 16 MiB changed the number of packets it takes, and so where the server's numbering
+        // of the reply starts. (The client's command took `reply_seq` packets.)
+        let seq_shift = io.reply_seq.wrapping_sub(packet_count(payload.len()));
         let started = std::time::Instant::now();
         let sent = c.conn().send_command(payload).await;
         let went_out = sent.is_ok();
         let result = match sent {
-            Ok(()) => relay::relay(c.conn(), &mut io.reader, &mut io.writer, expect, ids).await,
+            Ok(()) => {
+                relay::relay(
+                    c.conn(),
+                    &mut io.reader,
+                    &mut io.writer,
+                    expect,
+                    ids,
+                    seq_shift,
+                )
+                .await
+            }
             Err(source) => match c.conn().parting_error().await {
                 // Only the refusal of a command too large: any other parting word (a server
                 // shutting down) is a failed backend, as before.

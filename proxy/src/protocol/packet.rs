@@ -50,6 +50,19 @@ impl RawPacket {
     pub fn continues(&self) -> bool {
         self.0.len() - 4 == MAX_PAYLOAD
     }
+
+    /// A copy with the sequence id moved back by `by`.
+    pub fn renumbered_back(&self, by: u8) -> RawPacket {
+        let mut p = self.0.to_vec();
+        p[3] = p[3].wrapping_sub(by);
+        RawPacket(p.into())
+    }
+}
+
+/// The sequence ids, modulo 256, that a logical packet of `len` bytes takes: one per
+/// `MAX_PAYLOAD` bytes, and one more for the shorter (possibly empty) packet that ends it.
+pub fn packet_count(len: usize) -> u8 {
+    (len / MAX_PAYLOAD + 1) as u8
 }
 
 /// Buffered packet reader over any byte stream.
@@ -192,6 +205,11 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
     /// Bytes received and not yet consumed, for callers that walk packets in place.
     pub fn buffered(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// [`buffered`](Self::buffered), for callers that rewrite packet headers in place.
+    pub fn buffered_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
     }
 
     pub fn consume(&mut self, n: usize) {
