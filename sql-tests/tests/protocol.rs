@@ -381,6 +381,18 @@ async fn replies_to_large_commands_follow_their_sequence() {
     assert_eq!(seen[1], seen[0], "through the proxy, then directly");
 }
 
+/// A raw login offering `CLIENT_LOCAL_FILES`, for `LOAD DATA LOCAL`.
+async fn raw_local_files(addr: SocketAddr) -> RawConn {
+    raw(
+        addr,
+        LoginOptions {
+            extra_capabilities: Cap::CLIENT_LOCAL_FILES,
+            ..LoginOptions::default()
+        },
+    )
+    .await
+}
+
 /// The sequence ids of a one-row text result's packets, and the row.
 async fn one_row_result(c: &mut RawConn) -> (Vec<u8>, Vec<u8>) {
     let (seq, count) = c.read_with_seq().await.unwrap();
@@ -455,14 +467,7 @@ async fn rewritten_commands_across_a_packet_boundary_keep_the_clients_numbering(
     command.resize(MAX - 5 - 2, b'x');
     command.extend_from_slice(b"*/");
     for addr in [primary_addr(cluster), p.addr] {
-        let mut c = raw(
-            addr,
-            LoginOptions {
-                extra_capabilities: Cap::CLIENT_LOCAL_FILES,
-                ..LoginOptions::default()
-            },
-        )
-        .await;
+        let mut c = raw_local_files(addr).await;
         c.send_split(&command).await.unwrap();
         let (seq, request) = c.read_with_seq().await.unwrap();
         assert_eq!((seq, &request[..]), (1, &b"\xfbf"[..]), "{addr}");
@@ -743,14 +748,7 @@ async fn load_data_local_refused_like_a_server() {
         let ok = last(&plain.query("SELECT 1").await.unwrap());
         assert_eq!(ok[0], 0xfe, "{who}: usable after the refusal");
 
-        let mut willing = raw(
-            addr,
-            LoginOptions {
-                extra_capabilities: Cap::CLIENT_LOCAL_FILES,
-                ..LoginOptions::default()
-            },
-        )
-        .await;
+        let mut willing = raw_local_files(addr).await;
         let request = last(&willing.query(load).await.unwrap());
         assert_eq!(request, b"\xfb/nonexistent", "{who}");
         let ok = willing.send_file(&[]).await.unwrap();
