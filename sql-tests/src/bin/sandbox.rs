@@ -101,7 +101,20 @@ async fn up(
     let dir = cluster.dir().to_path_buf();
 
     let mut toml = String::new();
-    writeln!(toml, "[proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\n")?;
+    // The servers take commands of up to 256 MiB (`sandbox`): so does the proxy.
+    writeln!(
+        toml,
+        "[proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\nmax-allowed-packet = {}\n",
+        256 << 20
+    )?;
+    // The monitor's own account, which every sandbox server has: health checks that watch
+    // read_only and replication, not only the port.
+    writeln!(
+        toml,
+        "[monitor]\nuser = \"{}\"\npassword = \"{}\"\n",
+        sandbox::MONITOR_USER,
+        sandbox::MONITOR_PASSWORD
+    )?;
     writeln!(
         toml,
         "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\nusername = \"admin\"\npassword = \"admin\"\n"
