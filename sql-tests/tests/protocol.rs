@@ -414,9 +414,9 @@ async fn one_row_result(c: &mut RawConn) -> (Vec<u8>, Vec<u8>) {
     (seqs, row)
 }
 
-/// A command the proxy rewrites (here by writing in the value of `CONNECTION_ID()`, which
-/// makes it longer) can take more packets than the client's when it is just under a multiple
-/// of 16 MiB. The server numbers its reply after the packets it got; the client must see it
+/// A command the proxy rewrites (writing in the value of `CONNECTION_ID()`, adding an
+/// execute's parameter types: both make it longer) can take more packets than the client's
+/// when it is just under a multiple of 16 MiB. The server numbers its reply after the packets it got; the client must see it
 /// numbered after its own, as from the server directly, and the session goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewritten_commands_across_a_packet_boundary_keep_the_clients_numbering() {
@@ -479,6 +479,31 @@ async fn rewritten_commands_across_a_packet_boundary_keep_the_clients_numbering(
         .await
         .unwrap();
     assert_eq!(loaded, [(7, true), (7, true)]);
+
+    // A prepared statement executed again without its parameter types: the proxy adds the
+    // types the client sent the first time (2 bytes), taking a one-packet command to two.
+    let mut seen = Vec::new();
+    for addr in [primary_addr(cluster), p.addr] {
+        let mut c = RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+        let (id, _, params) = c.prepare("SELECT LENGTH(?)").await.unwrap();
+        assert_eq!(params, 1);
+        c.send(&raw::execute_param_packet(id, false, Some("abc")))
+            .await
+            .unwrap();
+        one_row_result(&mut c).await;
+        let mut again = raw::execute_packet(id, false);
+        again.extend_from_slice(&[0, 0]); // NULL bitmap; no new types
+        let len = MAX - 1 - again.len() - 4;
+        again.push(0xfd);
+        again.extend_from_slice(&(len as u32).to_le_bytes()[..3]);
+        again.resize(MAX - 1, b'y');
+        c.send_split(&again).await.unwrap();
+        seen.push(one_row_result(&mut c).await);
+    }
+    assert_eq!(seen[1], seen[0], "through the proxy, then directly");
+    assert_eq!(seen[0].0[0], 1);
 }
 
 /// A command over a server's `max_allowed_packet` (but within the proxy's) gets the server's
