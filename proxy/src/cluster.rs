@@ -42,6 +42,10 @@ pub struct Cluster {
     /// The admin console changed backends, users or client-ips since the config file was
     /// loaded or saved: the file is stale, and a reload would undo them (see `reload_from`).
     console_changed: AtomicBool,
+    /// The config file's format holds offline states (TOML's `offline`; Atlas's cannot). With
+    /// an Atlas file, `SET OFFLINE` leaves the file as current as it was, and a reload leaves
+    /// the state alone: the file saying nothing must not bring a server in maintenance back.
+    offline_in_file: bool,
 }
 
 /// How many consecutive reads of a session go to the replica it picked (see [`ReadPicker`]).
@@ -173,6 +177,7 @@ impl Cluster {
             write_wait: cfg.monitor.write_wait,
             read_your_writes: RwLock::new(Arc::new(cfg.read_your_writes.clone())),
             console_changed: AtomicBool::new(false),
+            offline_in_file: cfg.format == crate::config::ConfigFormat::Toml,
         })
     }
 
@@ -298,6 +303,26 @@ impl Cluster {
             .ok_or(ChangeError::NoSuchBackend(ndx))
     }
 
+    /// An operator's `SET OFFLINE` (`offline`) or `SET ONLINE`. `SAVE CONFIG` keeps the
+    /// offline state, so a change of it leaves the file stale until then.
+    pub fn set_backend_offline(
+        &self,
+        ndx: usize,
+        offline: bool,
+    ) -> Result<Arc<Backend>, ChangeError> {
+        let b = self.backend(ndx)?;
+        let was = b.health() == Health::Offline;
+        if offline {
+            b.set_offline();
+        } else {
+            b.set_online();
+        }
+        if was != offline && self.offline_in_file {
+            self.changed_at_console();
+        }
+        Ok(b)
+    }
+
     pub fn add_backend(&self, cfg: &BackendConfig) -> Result<(), ChangeError> {
         let _editing = self.editing.lock().expect("backends edit lock");
         let current = self.backends.load_full();
@@ -342,9 +367,9 @@ impl Cluster {
     }
 
     /// Applies a re-read config file (SIGHUP): backends are matched by address — new ones
-    /// added, missing ones removed (their sessions finish where they are), weights and
-    /// `max-connections` updated — and users and client addresses replaced. Nothing in
-    /// flight is interrupted.
+    /// added, missing ones removed (their sessions finish where they are), weights,
+    /// `max-connections` and `offline` updated — and users and client addresses replaced.
+    /// Nothing in flight is interrupted.
     pub fn reload(&self, cfg: &Config) -> Result<(), ChangeError> {
         let filter = ClientFilter::new(&cfg.client_ips).map_err(ChangeError::BadClient)?;
         {
@@ -362,6 +387,13 @@ impl Cluster {
                         if running != b.max_connections {
                             tracing::info!(backend = %b.address, "reload: max-connections {running} -> {}", b.max_connections);
                             old.pool.resize(b.max_connections);
+                        }
+                        let offline = old.health() == Health::Offline;
+                        if self.offline_in_file && b.offline != offline {
+                            match b.offline {
+                                true => old.set_offline(),
+                                false => old.set_online(),
+                            }
                         }
                         list.push(old.clone());
                     }

@@ -484,6 +484,86 @@ async fn save_config_survives_a_restart() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A replica taken out for maintenance stays out across a restart: `SAVE CONFIG` writes
+/// `offline = true` for it, a proxy started from the file keeps it offline (no reads reach
+/// it), a reload applies the key, and once the replica is back online and saved again the
+/// file is as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_states_survive_save_config_and_a_restart() {
+    let cl = cluster().await;
+    let dir = std::env::temp_dir().join(format!("rwproxy-admin-offline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rwproxy.toml");
+    let original = proxy::config_toml(cl, &[1, 1], "");
+    std::fs::write(&path, &original).unwrap();
+    let replica2 = cl.replicas[1].server_id;
+    let start = || async {
+        proxy::start_config(rwproxy::config::load(&path).unwrap())
+            .await
+            .unwrap()
+    };
+
+    let p = start().await;
+    let mut a = p.admin().await;
+    a.set_offline(3).await.unwrap();
+    // Unsaved, the state makes the file stale: a reload would bring the replica back.
+    assert!(p.backends.reload_from(&path).is_err());
+    a.save_config().await.unwrap();
+    let saved = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(saved.matches("offline = true").count(), 1, "{saved}");
+    drop(p);
+
+    let p = start().await;
+    let mut a = p.admin().await;
+    let state = |b: Vec<rwproxy_admin::control::BackendInfo>| b[2].state;
+    assert_eq!(state(a.backends().await.unwrap()), BackendState::Offline);
+    assert!(!p.read_ids(40).await.contains(&replica2));
+    // The monitor leaves it alone.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(state(a.backends().await.unwrap()), BackendState::Offline);
+
+    a.set_online(3).await.unwrap();
+    assert!(p.read_ids(60).await.contains(&replica2));
+    a.save_config().await.unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+
+    // A reload applies the key both ways.
+    std::fs::write(&path, &saved).unwrap();
+    p.backends.reload_from(&path).unwrap();
+    assert_eq!(state(a.backends().await.unwrap()), BackendState::Offline);
+    assert!(!p.read_ids(40).await.contains(&replica2));
+    std::fs::write(&path, &original).unwrap();
+    p.backends.reload_from(&path).unwrap();
+    assert!(p.read_ids(60).await.contains(&replica2));
+    drop(p);
+
+    // An Atlas file cannot hold the state: a reload (logrotate's nightly SIGHUP) leaves it
+    // as the operator set it rather than bringing the replica back.
+    let atlas = dir.join("atlas.cnf");
+    std::fs::write(
+        &atlas,
+        format!(
+            "[mysql-proxy]\nproxy-address = 127.0.0.1:0\nadmin-address = 127.0.0.1:0\n\
+             admin-username = {ADMIN_USER}\nadmin-password = {ADMIN_PASSWORD}\n\
+             proxy-backend-addresses = {}\nproxy-read-only-backend-addresses = {}\n\
+             pwds = app:{}\n",
+            cl.primary_addr(),
+            cl.replica_addrs().join(","),
+            rwproxy::config::atlas_encrypt(rwproxy_sql_tests::APP_PASSWORD)
+        ),
+    )
+    .unwrap();
+    let p = proxy::start_config(rwproxy::config::load(&atlas).unwrap())
+        .await
+        .unwrap();
+    let mut a = p.admin().await;
+    a.set_offline(3).await.unwrap();
+    p.backends.reload_from(&atlas).unwrap();
+    assert_eq!(state(a.backends().await.unwrap()), BackendState::Offline);
+    assert!(!p.read_ids(40).await.contains(&replica2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `SELECT * FROM sessions` shows who is connected, where their transaction runs and what
 /// they are running right now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,14 +122,18 @@ impl Backend {
     }
 
     pub fn new(cfg: &BackendConfig, dial: &Dial, event_threads: usize) -> Self {
+        let health = match cfg.offline {
+            true => Health::Offline,
+            false => Health::Unknown,
+        };
         Backend {
             address: cfg.address.clone(),
             role: cfg.role,
             weight: AtomicU32::new(cfg.weight.max(1)),
-            health: AtomicU8::new(Health::Unknown as u8),
+            health: AtomicU8::new(health as u8),
             pool: Pool::new(cfg.max_connections, dial.clone(), event_threads),
             counters: PerThread::new(event_threads),
-            offline_since: std::sync::Mutex::new(None),
+            offline_since: std::sync::Mutex::new(cfg.offline.then(std::time::Instant::now)),
             read_only: AtomicBool::new(false),
             observed: Default::default(),
         }
@@ -142,6 +146,7 @@ impl Backend {
             role: self.role,
             weight: self.weight.load(Ordering::Relaxed),
             max_connections: self.pool.max(),
+            offline: self.health() == Health::Offline,
         }
     }
 
@@ -301,6 +306,7 @@ mod tests {
             role: Role::ReadOnly,
             weight: 1,
             max_connections: 1,
+            offline: false,
         };
         let dial = Dial {
             timeout: Duration::from_secs(1),

@@ -400,6 +400,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             role,
             weight,
             max_connections,
+            offline: false,
         }
     };
     c.backends = rw.into_iter().map(with_role(Role::ReadWrite)).collect();

@@ -68,6 +68,10 @@ pub struct BackendConfig {
     pub weight: u32,
     /// Upper bound of pooled connections to this backend (all users together).
     pub max_connections: u32,
+    /// Out of service by an operator's `SET OFFLINE` (TOML `offline = true`): a server taken
+    /// out for maintenance stays out across a restart or reload until `SET ONLINE`, instead
+    /// of getting traffic again the moment the proxy comes back.
+    pub offline: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

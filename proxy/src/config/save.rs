@@ -10,6 +10,9 @@
 //!   `pwds` and `client-ips` of `[mysql-proxy]` are rewritten in place (a missing one is appended
 //!   to the section); every other byte is kept.
 //!
+//! A backend taken out of service (`SET OFFLINE`) is saved as `offline = true` on its TOML
+//! table, and the key is removed again once it is back; Atlas's format has no place for it.
+//!
 //! A value that already means what the snapshot says is left exactly as written, so saving an
 //! unchanged configuration leaves the file byte-identical. Passwords the admin console set are
 //! written encrypted (Atlas's `pwds` encoding, TOML's `encrypted-password`), never in plain text.
@@ -70,7 +73,12 @@ pub fn save(path: &Path, format: ConfigFormat, snap: &Snapshot) -> Result<(), Co
     let current = parse_str(path, &text, format.clone())?;
     let new_text = match format {
         ConfigFormat::Toml => toml_text(path, &text, snap)?,
-        ConfigFormat::Atlas => atlas_text(path, &text, &current, snap)?,
+        ConfigFormat::Atlas => {
+            for b in snap.backends.iter().filter(|b| b.offline) {
+                tracing::warn!(backend = %b.address, "SAVE CONFIG: an Atlas .cnf file cannot hold an OFFLINE state; {} will be back in service after a restart", b.address);
+            }
+            atlas_text(path, &text, &current, snap)?
+        }
     };
     verify(path, &format, &current, &text, &new_text, snap)?;
     if new_text == text {
@@ -109,10 +117,12 @@ fn verify(
         expected.ipvs = toml_format::ipvs_with_backends(path, old_text, &snap.backends)?;
     }
     if *format == ConfigFormat::Atlas {
-        // One global max-connections, and all read-write servers listed first.
+        // One global max-connections, no offline states, and all read-write servers listed
+        // first.
         let max = atlas_max_connections(current);
         for b in &mut expected.backends {
             b.max_connections = max;
+            b.offline = false;
         }
         expected.backends.sort_by_key(|b| b.role != Role::ReadWrite);
     }
@@ -198,6 +208,9 @@ fn toml_text(path: &Path, text: &str, snap: &Snapshot) -> Result<String, ConfigE
                     toml_edit::value(max_connections_value(b.max_connections)),
                 );
             }
+            if b.offline {
+                t.insert("offline", toml_edit::value(true));
+            }
             new.push((None, t));
             continue;
         };
@@ -221,6 +234,15 @@ fn toml_text(path: &Path, text: &str, snap: &Snapshot) -> Result<String, ConfigE
                 "max-connections",
                 max_connections_value(b.max_connections),
             );
+        }
+        let offline = t.get("offline").and_then(Item::as_bool).unwrap_or(false);
+        if offline != b.offline {
+            if b.offline {
+                set_keep_decor(&mut t, "offline", true);
+            } else {
+                // Back in service: the key goes, as in a table written without it.
+                t.remove("offline");
+            }
         }
         new.push((Some(i), t));
     }

@@ -6,7 +6,7 @@
 //!                    # sql-log-slow, ssl-cert, ssl-key, ssl-ca, require-secure-transport,
 //!                    # backend-ssl, backend-ssl-ca
 //! [admin]            # listen, username, password
-//! [[backend]]        # address, role, weight, max-connections   (one table per server)
+//! [[backend]]        # address, role, weight, max-connections, offline (one table per server)
 //! [[user]]           # name, password | encrypted-password       (one table per user)
 //! ```
 //!
@@ -104,6 +104,7 @@ struct Backend {
     role: RoleToml,
     weight: Option<Spanned<u32>>,
     max_connections: Option<u32>,
+    offline: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -260,6 +261,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 Some(n) => n,
                 None => defaults::MAX_CONNECTIONS,
             },
+            offline: b.offline.unwrap_or(false),
         });
     }
     let lvs_ips = p
@@ -541,6 +543,7 @@ address = "db2.example.com:3307"
 role = "ro"
 weight = 3
 max-connections = 0
+offline = true
 
 [[user]]
 name = "app"
@@ -591,12 +594,14 @@ encrypted-password = "HJBoxfRsjeI="
                     role: Role::ReadWrite,
                     weight: 1,
                     max_connections: 50,
+                    offline: false,
                 },
                 BackendConfig {
                     address: "db2.example.com:3307".into(),
                     role: Role::ReadOnly,
                     weight: 3,
                     max_connections: u32::MAX,
+                    offline: true,
                 },
             ]
         );

@@ -143,13 +143,13 @@ impl ControlPlane for ProxyControl {
     }
 
     fn set_offline(&self, ndx: usize) -> Result<BackendInfo, AdminError> {
-        self.cluster.backend(ndx)?.set_offline();
+        self.cluster.set_backend_offline(ndx, true)?;
         self.sessions.wake_all();
         self.info(ndx)
     }
 
     fn set_online(&self, ndx: usize) -> Result<BackendInfo, AdminError> {
-        self.cluster.backend(ndx)?.set_online();
+        self.cluster.set_backend_offline(ndx, false)?;
         self.info(ndx)
     }
 
@@ -164,6 +164,7 @@ impl ControlPlane for ProxyControl {
             role,
             weight,
             max_connections: config::defaults::MAX_CONNECTIONS,
+            offline: false,
         })?;
         Ok(())
     }

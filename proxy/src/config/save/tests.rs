@@ -45,6 +45,7 @@ fn backend(address: &str, role: Role, weight: u32, max: u32) -> BackendConfig {
         role,
         weight,
         max_connections: max,
+        offline: false,
     }
 }
 
@@ -378,6 +379,53 @@ fn toml_backend_keeps_its_table_when_moved() {
         "[proxy]\nlisten = \":1\"\n\n# backends\n\n# the replica\n[[backend]]\naddress = \"b:1\" # B\n\
          role = \"rw\"\nmax-connections = 7\n\n[[backend]]\naddress = \"a:1\"\nrole = \"ro\"\nweight = 4\n"
     );
+}
+
+/// A backend an operator took offline is saved as `offline = true` (a new table gets it too)
+/// and loads offline; once it is back, the key goes and the file is as before.
+#[test]
+fn toml_offline_backends_are_saved_and_cleared() {
+    let d = TempDir::new("offline");
+    let orig = "[proxy]\nlisten = \":1\"\n\n[[backend]]\naddress = \"a:1\"\nrole = \"rw\"\n\n\
+                [[backend]]\naddress = \"b:1\" # B\nrole = \"ro\"\n";
+    let p = d.file("o.toml", orig);
+    let offline = |mut b: BackendConfig| {
+        b.offline = true;
+        b
+    };
+    let mut snap = Snapshot {
+        backends: vec![
+            backend("a:1", Role::ReadWrite, 1, 200),
+            offline(backend("b:1", Role::ReadOnly, 1, 200)),
+            offline(backend("c:1", Role::ReadOnly, 1, 200)),
+        ],
+        users: vec![],
+        client_ips: vec![],
+    };
+    let text = save_and_check(&p, &snap);
+    assert_eq!(
+        text,
+        "[proxy]\nlisten = \":1\"\n\n[[backend]]\naddress = \"a:1\"\nrole = \"rw\"\n\n\
+         [[backend]]\naddress = \"b:1\" # B\nrole = \"ro\"\noffline = true\n\n\
+         [[backend]]\naddress = \"c:1\"\nrole = \"ro\"\nweight = 1\noffline = true\n"
+    );
+    snap.backends.pop();
+    snap.backends[1].offline = false;
+    save_and_check(&p, &snap);
+    assert_eq!(read(&p), orig);
+}
+
+/// Atlas's format has no offline state: the backends are saved, the state is not.
+#[test]
+fn atlas_saves_offline_backends_as_in_service() {
+    let d = TempDir::new("atlas-offline");
+    let p = d.sample("atlas.cnf");
+    let c = load(&p).unwrap();
+    let mut snap = Snapshot::of(&c);
+    snap.backends[1].offline = true;
+    save(&p, c.format.clone(), &snap).unwrap();
+    let after = load(&p).unwrap();
+    assert_eq!(after.backends, Snapshot::of(&c).backends);
 }
 
 #[test]
