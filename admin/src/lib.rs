@@ -179,7 +179,7 @@ fn help() -> ResultSet {
         ("ADD PWD $pwd", "example: \"add pwd user:raw_password\""),
         ("ADD ENPWD $pwd", "example: \"add enpwd user:encrypted_password\""),
         ("REMOVE PWD $pwd", "example: \"remove pwd user\""),
-        ("SAVE CONFIG", "saves backends (with weights and OFFLINE states), clients and users to the config file (runtime settings are not saved; Atlas .cnf files cannot hold OFFLINE)"),
+        ("SAVE CONFIG", "saves backends (with weights and OFFLINE states), clients, users and drain_timeout to the config file (Atlas .cnf files cannot hold OFFLINE or drain_timeout)"),
         ("SELECT VERSION", "shows the version"),
         ("SELECT * FROM stats", "per backend: connections in use / idle, queries, errors (failed connections and statements cut off, not the server's SQL errors), latency, replication lag"),
         ("SELECT * FROM sessions", "client sessions: backend in use, transaction, current statement and its age"),

@@ -3,7 +3,7 @@
 
 use crate::backend::conn::Dial;
 use crate::backend::{Backend, Health};
-use crate::config::{BackendConfig, ClientEntry, ClientFilter, Config, Role, UserConfig};
+use crate::config::{BackendConfig, ClientEntry, ClientFilter, Config, Role, Snapshot, UserConfig};
 use crate::session::read_your_writes::Settings as ReadYourWrites;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
@@ -42,10 +42,11 @@ pub struct Cluster {
     /// The admin console changed backends, users or client-ips since the config file was
     /// loaded or saved: the file is stale, and a reload would undo them (see `reload_from`).
     console_changed: AtomicBool,
-    /// The config file's format holds offline states (TOML's `offline`; Atlas's cannot). With
-    /// an Atlas file, `SET OFFLINE` leaves the file as current as it was, and a reload leaves
-    /// the state alone: the file saying nothing must not bring a server in maintenance back.
-    offline_in_file: bool,
+    /// The config file is TOML, which holds offline states (`offline`) and the drain time;
+    /// Atlas's format cannot. With an Atlas file, `SET OFFLINE` and `SET drain_timeout` leave
+    /// the file as current as it was, and a reload leaves them alone: the file saying nothing
+    /// must not bring a server in maintenance back.
+    toml_file: bool,
 }
 
 /// How many consecutive reads of a session go to the replica it picked (see [`ReadPicker`]).
@@ -101,9 +102,6 @@ impl Default for ReadPicker {
         Self::new()
     }
 }
-
-/// Default for how long sessions may finish their work on a backend taken offline.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a live change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -170,14 +168,14 @@ impl Cluster {
             users: RwLock::new(Arc::new(users)),
             clients: RwLock::new(Arc::new(clients)),
             lvs_offline: AtomicBool::new(false),
-            drain_timeout_ms: AtomicU64::new(DEFAULT_DRAIN_TIMEOUT.as_millis() as u64),
+            drain_timeout_ms: AtomicU64::new(cfg.drain_timeout.as_millis() as u64),
             dial,
             event_threads: cfg.event_thread_count(),
             read_only_check: cfg.monitor.read_only_check,
             write_wait: cfg.monitor.write_wait,
             read_your_writes: RwLock::new(Arc::new(cfg.read_your_writes.clone())),
             console_changed: AtomicBool::new(false),
-            offline_in_file: cfg.format == crate::config::ConfigFormat::Toml,
+            toml_file: cfg.format == crate::config::ConfigFormat::Toml,
         })
     }
 
@@ -200,9 +198,14 @@ impl Cluster {
         Duration::from_millis(self.drain_timeout_ms.load(Ordering::Relaxed))
     }
 
+    /// An operator's `SET drain_timeout`, which `SAVE CONFIG` keeps.
     pub fn set_drain_timeout(&self, d: Duration) {
-        self.drain_timeout_ms
-            .store(d.as_millis() as u64, Ordering::Relaxed);
+        let was = self
+            .drain_timeout_ms
+            .swap(d.as_millis() as u64, Ordering::Relaxed);
+        if was != d.as_millis() as u64 && self.toml_file {
+            self.changed_at_console();
+        }
     }
 
     /// Whether a connection from `ip` is an LVS director's to be turned away now. Compared in
@@ -317,7 +320,7 @@ impl Cluster {
         } else {
             b.set_online();
         }
-        if was != offline && self.offline_in_file {
+        if was != offline && self.toml_file {
             self.changed_at_console();
         }
         Ok(b)
@@ -368,7 +371,8 @@ impl Cluster {
 
     /// Applies a re-read config file (SIGHUP): backends are matched by address — new ones
     /// added, missing ones removed (their sessions finish where they are), weights,
-    /// `max-connections` and `offline` updated — and users and client addresses replaced.
+    /// `max-connections` and `offline` updated — users and client addresses replaced, and the
+    /// drain time set.
     /// Nothing in flight is interrupted.
     pub fn reload(&self, cfg: &Config) -> Result<(), ChangeError> {
         let filter = ClientFilter::new(&cfg.client_ips).map_err(ChangeError::BadClient)?;
@@ -389,7 +393,7 @@ impl Cluster {
                             old.pool.resize(b.max_connections);
                         }
                         let offline = old.health() == Health::Offline;
-                        if self.offline_in_file && b.offline != offline {
+                        if self.toml_file && b.offline != offline {
                             match b.offline {
                                 true => old.set_offline(),
                                 false => old.set_online(),
@@ -417,6 +421,10 @@ impl Cluster {
             .map(|u| (u.name.clone(), u.password.clone()))
             .collect();
         *self.users.write().expect("users lock") = Arc::new(users);
+        if self.toml_file {
+            self.drain_timeout_ms
+                .store(cfg.drain_timeout.as_millis() as u64, Ordering::Relaxed);
+        }
         *self.read_your_writes.write().expect("ryw lock") = Arc::new(cfg.read_your_writes.clone());
         *self.clients.write().expect("clients lock") = Arc::new(Clients {
             entries: cfg.client_ips.clone(),
@@ -441,7 +449,7 @@ impl Cluster {
     /// What `SAVE CONFIG` writes back. From now on the file is taken to have the console's
     /// changes, unless the caller says the save failed ([`Cluster::save_failed`]); a change
     /// made meanwhile marks it stale again.
-    pub fn snapshot_for_save(&self) -> (Vec<BackendConfig>, Vec<UserConfig>, Vec<String>) {
+    pub fn snapshot_for_save(&self) -> Snapshot {
         self.console_changed.store(false, Ordering::Relaxed);
         let backends = self.backends().iter().map(|b| b.config()).collect();
         let users = self
@@ -452,7 +460,12 @@ impl Cluster {
                 password: password.clone(),
             })
             .collect();
-        (backends, users, self.clients())
+        Snapshot {
+            backends,
+            users,
+            client_ips: self.clients(),
+            drain_timeout: self.drain_timeout(),
+        }
     }
 
     pub fn save_failed(&self) {

@@ -485,9 +485,9 @@ async fn save_config_survives_a_restart() {
 }
 
 /// A replica taken out for maintenance stays out across a restart: `SAVE CONFIG` writes
-/// `offline = true` for it, a proxy started from the file keeps it offline (no reads reach
-/// it), a reload applies the key, and once the replica is back online and saved again the
-/// file is as it was.
+/// `offline = true` for it (and the drain time), a proxy started from the file keeps it
+/// offline (no reads reach it), a reload applies the key, and once the replica is back
+/// online and saved again the key is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_states_survive_save_config_and_a_restart() {
     let cl = cluster().await;
@@ -508,9 +508,11 @@ async fn offline_states_survive_save_config_and_a_restart() {
     a.set_offline(3).await.unwrap();
     // Unsaved, the state makes the file stale: a reload would bring the replica back.
     assert!(p.backends.reload_from(&path).is_err());
+    a.set_variable("drain_timeout", "7").await.unwrap();
     a.save_config().await.unwrap();
     let saved = std::fs::read_to_string(&path).unwrap();
     assert_eq!(saved.matches("offline = true").count(), 1, "{saved}");
+    assert!(saved.contains("\ndrain-timeout = 7\n"), "{saved}");
     drop(p);
 
     let p = start().await;
@@ -518,20 +520,26 @@ async fn offline_states_survive_save_config_and_a_restart() {
     let state = |b: Vec<rwproxy_admin::control::BackendInfo>| b[2].state;
     assert_eq!(state(a.backends().await.unwrap()), BackendState::Offline);
     assert!(!p.read_ids(40).await.contains(&replica2));
+    let drain = ("drain_timeout".to_string(), "7".to_string());
+    assert!(a.variables(None).await.unwrap().contains(&drain));
     // The monitor leaves it alone.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert_eq!(state(a.backends().await.unwrap()), BackendState::Offline);
 
     a.set_online(3).await.unwrap();
     assert!(p.read_ids(60).await.contains(&replica2));
+    a.set_variable("drain_timeout", "30").await.unwrap();
     a.save_config().await.unwrap();
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+    // The key written stays, with the value.
+    let back = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(back.replace("drain-timeout = 30\n", ""), original);
 
     // A reload applies the key both ways.
     std::fs::write(&path, &saved).unwrap();
     p.backends.reload_from(&path).unwrap();
     assert_eq!(state(a.backends().await.unwrap()), BackendState::Offline);
     assert!(!p.read_ids(40).await.contains(&replica2));
+    assert!(a.variables(None).await.unwrap().contains(&drain));
     std::fs::write(&path, &original).unwrap();
     p.backends.reload_from(&path).unwrap();
     assert!(p.read_ids(60).await.contains(&replica2));
@@ -558,8 +566,10 @@ async fn offline_states_survive_save_config_and_a_restart() {
         .unwrap();
     let mut a = p.admin().await;
     a.set_offline(3).await.unwrap();
+    a.set_variable("drain_timeout", "7").await.unwrap();
     p.backends.reload_from(&atlas).unwrap();
     assert_eq!(state(a.backends().await.unwrap()), BackendState::Offline);
+    assert!(a.variables(None).await.unwrap().contains(&drain));
     assert!(!p.read_ids(40).await.contains(&replica2));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -225,6 +225,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         keepalive: false,
         wait_timeout: None,
         connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
+        drain_timeout: Duration::from_secs(defaults::DRAIN_TIMEOUT_SECS),
         max_allowed_packet: defaults::MAX_ALLOWED_PACKET,
         lvs_ips: Vec::new(),
         monitor: Default::default(),

@@ -49,6 +49,10 @@ pub mod defaults {
     /// Pool bound per backend when the file does not set one; an explicit 0 means no limit
     /// ([`u32::MAX`]).
     pub const MAX_CONNECTIONS: u32 = 200;
+    /// How long sessions may finish their work on a backend taken offline, seconds.
+    pub const DRAIN_TIMEOUT_SECS: u64 = 30;
+    /// The longest `drain-timeout` taken: a year, as for `wait_timeout` on a server.
+    pub const MAX_DRAIN_TIMEOUT_SECS: u64 = 31_536_000;
 }
 
 /// Whether a backend takes writes (Atlas `proxy-backend-addresses`) or only reads
@@ -122,6 +126,9 @@ pub struct Config {
     /// Idle client sessions are closed after this long (`None`: never).
     pub wait_timeout: Option<Duration>,
     pub connect_timeout: Duration,
+    /// How long a session in a transaction on a backend taken offline or removed may go on
+    /// there (`drain-timeout`, admin `SET drain_timeout`).
+    pub drain_timeout: Duration,
     /// The first command size refused (`max-allowed-packet`, as a server's
     /// `max_allowed_packet`): bounds what one command may make the proxy buffer.
     pub max_allowed_packet: usize,

@@ -40,11 +40,13 @@ use super::{
 };
 
 /// The parts of the running configuration that the admin console can change.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub backends: Vec<BackendConfig>,
     pub users: Vec<UserConfig>,
     pub client_ips: Vec<String>,
+    /// `SET drain_timeout` (TOML `drain-timeout`; an Atlas file has none).
+    pub drain_timeout: std::time::Duration,
 }
 
 impl Snapshot {
@@ -54,6 +56,7 @@ impl Snapshot {
             backends: config.backends.clone(),
             users: config.users.clone(),
             client_ips: config.client_ips.clone(),
+            drain_timeout: config.drain_timeout,
         }
     }
 }
@@ -76,6 +79,9 @@ pub fn save(path: &Path, format: ConfigFormat, snap: &Snapshot) -> Result<(), Co
         ConfigFormat::Atlas => {
             for b in snap.backends.iter().filter(|b| b.offline) {
                 tracing::warn!(backend = %b.address, "SAVE CONFIG: an Atlas .cnf file cannot hold an OFFLINE state; {} will be back in service after a restart", b.address);
+            }
+            if snap.drain_timeout != current.drain_timeout {
+                tracing::warn!("SAVE CONFIG: an Atlas .cnf file cannot hold drain_timeout; it will be {} s again after a restart", current.drain_timeout.as_secs());
             }
             atlas_text(path, &text, &current, snap)?
         }
@@ -106,6 +112,9 @@ fn verify(
     expected.backends = snap.backends.clone();
     expected.users = snap.users.clone();
     expected.client_ips = snap.client_ips.clone();
+    if *format == ConfigFormat::Toml {
+        expected.drain_timeout = snap.drain_timeout;
+    }
     // What the file derives from the saved parts follows them: a user's own read-your-writes
     // goes with its [[user]] table, and [ha.ipvs] virtual servers without real_server tables
     // balance over the read backends.
@@ -164,7 +173,7 @@ fn max_connections_value(n: u32) -> i64 {
 }
 
 /// Set `key` to `v`, keeping the whitespace and comment around an existing value.
-fn set_keep_decor(table: &mut Table, key: &str, v: impl Into<Value>) {
+fn set_keep_decor(table: &mut dyn toml_edit::TableLike, key: &str, v: impl Into<Value>) {
     let mut v = v.into();
     match table.get_mut(key).and_then(Item::as_value_mut) {
         Some(old) => {
@@ -175,6 +184,16 @@ fn set_keep_decor(table: &mut Table, key: &str, v: impl Into<Value>) {
             table.insert(key, Item::Value(v));
         }
     }
+}
+
+/// The `[proxy]` table, made when the file has none.
+fn proxy_table(doc: &mut DocumentMut) -> &mut dyn toml_edit::TableLike {
+    if doc.get("proxy").and_then(Item::as_table_like).is_none() {
+        doc.insert("proxy", Item::Table(Table::new()));
+    }
+    doc.get_mut("proxy")
+        .and_then(Item::as_table_like_mut)
+        .expect("[proxy] was just ensured")
 }
 
 fn toml_text(path: &Path, text: &str, snap: &Snapshot) -> Result<String, ConfigError> {
@@ -297,26 +316,18 @@ fn toml_text(path: &Path, text: &str, snap: &Snapshot) -> Result<String, ConfigE
                 .map(|v| v.as_str().unwrap_or_default().trim().to_string())
                 .collect()
         });
+    let drain = snap.drain_timeout.as_secs();
+    let file_drain = doc
+        .get("proxy")
+        .and_then(|p| p.get("drain-timeout"))
+        .and_then(Item::as_integer);
+    if file_drain.unwrap_or(defaults::DRAIN_TIMEOUT_SECS as i64) != drain as i64 {
+        set_keep_decor(proxy_table(&mut doc), "drain-timeout", drain as i64);
+    }
     if current.as_deref().unwrap_or_default() != snap.client_ips.as_slice() {
         let mut ips: Array = snap.client_ips.iter().map(String::as_str).collect();
         ips.fmt();
-        if doc.get("proxy").and_then(Item::as_table_like).is_none() {
-            doc.insert("proxy", Item::Table(Table::new()));
-        }
-        let proxy = doc
-            .get_mut("proxy")
-            .and_then(Item::as_table_like_mut)
-            .expect("[proxy] was just ensured");
-        match proxy.get_mut("client-ips").and_then(Item::as_value_mut) {
-            Some(old) => {
-                let mut v = Value::Array(ips);
-                *v.decor_mut() = old.decor().clone();
-                *old = v;
-            }
-            None => {
-                proxy.insert("client-ips", toml_edit::value(ips));
-            }
-        }
+        set_keep_decor(proxy_table(&mut doc), "client-ips", ips);
     }
     Ok(doc.to_string())
 }

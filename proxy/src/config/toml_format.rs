@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [proxy]            # listen, instance, charset, event-threads, client-ips, wait-timeout,
-//!                    # connect-timeout-ms, max-allowed-packet, keepalive, daemon, log-level, log-path, sql-log,
+//!                    # connect-timeout-ms, drain-timeout, max-allowed-packet, keepalive, daemon, log-level, log-path, sql-log,
 //!                    # sql-log-slow, ssl-cert, ssl-key, ssl-ca, require-secure-transport,
 //!                    # backend-ssl, backend-ssl-ca
 //! [admin]            # listen, username, password
@@ -69,6 +69,7 @@ struct Proxy {
     lvs_ips: Vec<Spanned<String>>,
     wait_timeout: Option<u64>,
     connect_timeout_ms: Option<Spanned<u64>>,
+    drain_timeout: Option<Spanned<u64>>,
     max_allowed_packet: Option<Spanned<u64>>,
     #[serde(default)]
     keepalive: bool,
@@ -216,6 +217,20 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         None => defaults::CONNECT_TIMEOUT_MS,
     };
     let wait_timeout = p.wait_timeout.unwrap_or(defaults::WAIT_TIMEOUT_SECS);
+    let drain_timeout = match &p.drain_timeout {
+        Some(v) if *v.get_ref() > defaults::MAX_DRAIN_TIMEOUT_SECS => {
+            return Err(invalid(
+                at(v.span().start),
+                "proxy.drain-timeout",
+                format!(
+                    "must be at most {} seconds (a year)",
+                    defaults::MAX_DRAIN_TIMEOUT_SECS
+                ),
+            ))
+        }
+        Some(v) => *v.get_ref(),
+        None => defaults::DRAIN_TIMEOUT_SECS,
+    };
     let max_allowed_packet = match &p.max_allowed_packet {
         Some(v) if !(MIN_PACKET..=MAX_LOGICAL as u64).contains(v.get_ref()) => {
             return Err(invalid(
@@ -396,6 +411,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         keepalive: p.keepalive,
         wait_timeout: (wait_timeout > 0).then(|| Duration::from_secs(wait_timeout)),
         connect_timeout: Duration::from_millis(connect_timeout_ms),
+        drain_timeout: Duration::from_secs(drain_timeout),
         max_allowed_packet,
         lvs_ips,
         vrrp,
@@ -527,6 +543,7 @@ log-level = "debug"
 log-path = "/var/log/rwproxy"
 sql-log = "REALTIME"
 sql-log-slow = 100
+drain-timeout = 90
 
 [admin]
 listen = "127.0.0.1:4001"
@@ -576,6 +593,7 @@ encrypted-password = "HJBoxfRsjeI="
         assert_eq!(c.client_ips, ["127.0.0.1", "10.0.0.0/8", "192.168.1"]);
         assert_eq!(c.wait_timeout, Some(Duration::from_secs(60)));
         assert_eq!(c.connect_timeout, Duration::from_millis(500));
+        assert_eq!(c.drain_timeout, Duration::from_secs(90));
         assert!(c.keepalive && c.daemon);
         assert_eq!(c.log_level, "debug");
         assert_eq!(c.log_path.as_deref(), Some(Path::new("/var/log/rwproxy")));
@@ -731,6 +749,11 @@ encrypted-password = "HJBoxfRsjeI="
                 "{e}"
             );
         }
+        let e = err(&format!("[proxy]\ndrain-timeout = 31536001\n{ONE_BACKEND}"));
+        assert!(
+            e.starts_with("conf/x.toml:2: proxy.drain-timeout: must be at most 31536000 seconds"),
+            "{e}"
+        );
         let e = err("[proxy\n");
         assert!(e.starts_with("conf/x.toml:1: "), "{e}");
     }

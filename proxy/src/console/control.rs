@@ -32,9 +32,6 @@ pub struct ProxyControl {
     started: Instant,
 }
 
-/// The longest `drain_timeout` taken: a year, as for `wait_timeout` on a server.
-const MAX_DRAIN_TIMEOUT_SECS: u64 = 31_536_000;
-
 impl ProxyControl {
     pub fn new(
         cluster: Arc<Cluster>,
@@ -210,12 +207,7 @@ impl ControlPlane for ProxyControl {
     }
 
     fn save_config(&self) -> Result<(), AdminError> {
-        let (backends, users, client_ips) = self.cluster.snapshot_for_save();
-        let snap = config::save::Snapshot {
-            backends,
-            users,
-            client_ips,
-        };
+        let snap = self.cluster.snapshot_for_save();
         config::save::save(&self.config.path, self.config.format.clone(), &snap).map_err(|e| {
             self.cluster.save_failed();
             AdminError::failed(format!("SAVE CONFIG failed: {e}"))
@@ -319,7 +311,7 @@ impl ControlPlane for ProxyControl {
                     .trim_matches(['\'', '"'])
                     .parse()
                     .ok()
-                    .filter(|s| *s <= MAX_DRAIN_TIMEOUT_SECS)
+                    .filter(|s| *s <= config::defaults::MAX_DRAIN_TIMEOUT_SECS)
                     .ok_or_else(|| AdminError::WrongValue {
                         name: name.into(),
                         value: value.into(),

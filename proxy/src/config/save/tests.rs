@@ -49,6 +49,9 @@ fn backend(address: &str, role: Role, weight: u32, max: u32) -> BackendConfig {
     }
 }
 
+/// The default drain time, which leaves a file without `drain-timeout` as it is.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(defaults::DRAIN_TIMEOUT_SECS);
+
 fn user(name: &str, password: &str) -> UserConfig {
     UserConfig {
         name: name.into(),
@@ -73,6 +76,9 @@ fn save_and_check(path: &Path, snap: &Snapshot) -> String {
     expected.backends = snap.backends.clone();
     expected.users = snap.users.clone();
     expected.client_ips = snap.client_ips.clone();
+    if expected.format == ConfigFormat::Toml {
+        expected.drain_timeout = snap.drain_timeout;
+    }
     assert_eq!(after, expected);
     // Saving the same again changes nothing.
     let text = read(path);
@@ -114,6 +120,7 @@ fn edited(c: &Config) -> Snapshot {
         ],
         users: vec![user("report", "report_pass"), user("new", "n3w-secret")],
         client_ips: vec!["10.1.0.0/16".into(), "127.0.0.1".into()],
+        drain_timeout: c.drain_timeout,
     }
 }
 
@@ -220,6 +227,7 @@ fn atlas_appends_missing_keys_to_its_group() {
         ],
         users: vec![user("u", "p")],
         client_ips: vec![],
+        drain_timeout: DRAIN,
     };
     let text = save_and_check(&p, &snap);
     assert_eq!(
@@ -242,6 +250,7 @@ fn atlas_appends_missing_keys_to_its_group() {
         backends: vec![backend("127.0.0.1:3306", Role::ReadWrite, 1, 200)],
         users: vec![],
         client_ips: vec![],
+        drain_timeout: DRAIN,
     };
     let text = save_and_check(&p, &snap);
     // Atlas's default backend needs no line; the emptied list keeps its key.
@@ -326,6 +335,7 @@ fn toml_empty_lists() {
         backends: c.backends[..1].to_vec(),
         users: vec![],
         client_ips: vec![],
+        drain_timeout: DRAIN,
     };
     let text = save_and_check(&p, &snap);
     assert!(
@@ -351,6 +361,7 @@ fn toml_empty_lists() {
         ],
         users: vec![user("u", "")],
         client_ips: vec!["::1".into()],
+        drain_timeout: DRAIN,
     };
     let text = save_and_check(&p, &snap);
     assert!(text.starts_with("# minimal\n[[backend]]\naddress = \"h:1\"\nrole = \"rw\"\n"));
@@ -372,6 +383,7 @@ fn toml_backend_keeps_its_table_when_moved() {
         ],
         users: vec![],
         client_ips: vec![],
+        drain_timeout: DRAIN,
     };
     let text = save_and_check(&p, &snap);
     assert_eq!(
@@ -401,6 +413,7 @@ fn toml_offline_backends_are_saved_and_cleared() {
         ],
         users: vec![],
         client_ips: vec![],
+        drain_timeout: DRAIN,
     };
     let text = save_and_check(&p, &snap);
     assert_eq!(
@@ -413,6 +426,28 @@ fn toml_offline_backends_are_saved_and_cleared() {
     snap.backends[1].offline = false;
     save_and_check(&p, &snap);
     assert_eq!(read(&p), orig);
+}
+
+/// `SET drain_timeout` is saved as `[proxy] drain-timeout`, keeping the comment beside it; a
+/// file without `[proxy]` gets one.
+#[test]
+fn toml_drain_timeout_is_saved() {
+    let d = TempDir::new("drain");
+    let p = d.file(
+        "d.toml",
+        "[proxy]\ndrain-timeout = 10 # short\n\n[[backend]]\naddress = \"a:1\"\nrole = \"rw\"\n",
+    );
+    let mut snap = Snapshot::of(&load(&p).unwrap());
+    snap.drain_timeout = std::time::Duration::from_secs(45);
+    let text = save_and_check(&p, &snap);
+    assert!(
+        text.starts_with("[proxy]\ndrain-timeout = 45 # short\n"),
+        "{text}"
+    );
+
+    let p = d.file("n.toml", "[[backend]]\naddress = \"a:1\"\nrole = \"rw\"\n");
+    let text = save_and_check(&p, &snap);
+    assert!(text.contains("[proxy]\ndrain-timeout = 45\n"), "{text}");
 }
 
 /// Atlas's format has no offline state: the backends are saved, the state is not.
@@ -453,7 +488,12 @@ fn nothing_is_written_when_the_result_would_not_load() {
     let e = save(
         &d.0.join("missing.toml"),
         ConfigFormat::Toml,
-        &Snapshot::default(),
+        &Snapshot {
+            backends: vec![],
+            users: vec![],
+            client_ips: vec![],
+            drain_timeout: DRAIN,
+        },
     );
     assert!(matches!(e, Err(ConfigError::Read { .. })));
 }
