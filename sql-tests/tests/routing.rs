@@ -260,14 +260,18 @@ async fn read_only_transaction_stays_on_one_server() {
                 .unwrap();
             assert_eq!(n, 10);
         }
-        // A write inside a read-only transaction fails (on the replica with 1290, the
-        // server's `read_only`; on a primary it would be 1792), and the transaction stays
-        // where it was.
-        let e = c
-            .query_drop("INSERT INTO rows10 VALUES (99, 'no')")
-            .await
-            .unwrap_err();
-        println!("write in READ ONLY transaction: {e}");
+        // A write inside a read-only transaction fails as on the primary (1792: the replica
+        // itself says 1290, its `read_only`), and the transaction stays where it was.
+        match c.query_drop("INSERT INTO rows10 VALUES (99, 'no')").await {
+            Err(mysql_async::Error::Server(e)) => {
+                assert_eq!((e.code, e.state.as_str()), (1792, "25006"), "{e:?}");
+                assert_eq!(
+                    e.message,
+                    "Cannot execute statement in a READ ONLY transaction"
+                );
+            }
+            other => panic!("a write in a READ ONLY transaction: {other:?}"),
+        }
         assert_eq!(sid(&mut c, "SELECT @@server_id").await, first);
         c.query_drop("COMMIT").await.unwrap();
         servers_used.insert(first);

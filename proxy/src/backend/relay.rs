@@ -5,6 +5,7 @@
 use super::conn::BackendConn;
 use crate::protocol::message::{
     self, codes, Completion, SqlError, SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_CURSOR_EXISTS,
+    SERVER_STATUS_IN_TRANS_READONLY,
 };
 use crate::protocol::packet::{frame_len, read_lenenc, PacketReader, PacketWriter, MAX_PAYLOAD};
 use crate::protocol::session_track::{self, StateChanges, SERVER_SESSION_STATE_CHANGED};
@@ -144,17 +145,26 @@ struct Scanner {
     /// The current packet as the client must get it, when that differs from the backend's.
     replacement: Option<Vec<u8>>,
     ids: Option<StmtIds>,
+    /// The command runs in a read-only transaction on a replica (see `error`).
+    read_only_txn_on_replica: bool,
     /// `out.rows` when the current result set's rows began.
     set_start: u64,
 }
 
 impl Scanner {
-    fn new(expect: Expect, client_tracks: bool, hidden: u8, ids: Option<StmtIds>) -> Self {
+    fn new(
+        expect: Expect,
+        client_tracks: bool,
+        hidden: u8,
+        ids: Option<StmtIds>,
+        read_only_txn_on_replica: bool,
+    ) -> Self {
         Scanner {
             client_tracks,
             hidden,
             replacement: None,
             ids,
+            read_only_txn_on_replica,
             expect,
             phase: match expect {
                 Expect::Rows => Phase::Rows,
@@ -195,9 +205,25 @@ impl Scanner {
     }
 
     /// An ERR packet. One that names the statement (unknown handler, no open cursor) names
-    /// the backend's id, and is rewritten to name the client's.
+    /// the backend's id, and is rewritten to name the client's. A write in a read-only
+    /// transaction that ran on a replica is refused there for the server's `read_only`
+    /// (1290) before its transaction is looked at; on the primary, where the client's
+    /// statement would otherwise go, the transaction refuses it (1792), and that is the
+    /// error the client gets. (Temporary tables, which a read-only transaction may write,
+    /// pass on the replica as on the primary.)
     fn error(&mut self, body: &[u8]) {
         let mut error = SqlError::parse(body);
+        if let Some(e) = error.as_mut().filter(|e| {
+            self.read_only_txn_on_replica
+                && e.code == codes::OPTION_PREVENTS_STATEMENT.0
+                && e.message.contains("--read-only")
+        }) {
+            *e = message::err(
+                codes::READ_ONLY_TRANSACTION,
+                "Cannot execute statement in a READ ONLY transaction",
+            );
+            self.replacement = Some(e.payload());
+        }
         if let (Some(ids), Some(e)) = (self.ids, error.as_mut()) {
             let names_statement = [
                 codes::UNKNOWN_STMT_HANDLER.0,
@@ -354,7 +380,7 @@ impl Scanner {
 
 /// Relays the reply to a command. `seq_shift`: how far the client's sequence ids for it are
 /// ahead of the server's (0 unless the proxy sent the command in another number of
-/// packets, see `Renumber`).
+/// packets, see `Renumber`). `on_replica`: `conn` is a replica's.
 pub async fn relay<CR, CW>(
     conn: &mut BackendConn,
     client_in: &mut PacketReader<CR>,
@@ -362,13 +388,21 @@ pub async fn relay<CR, CW>(
     expect: Expect,
     ids: Option<StmtIds>,
     seq_shift: u8,
+    on_replica: bool,
 ) -> Result<Relayed, RelayError>
 where
     CR: AsyncRead + Unpin,
     CW: AsyncWrite + Unpin,
 {
     conn.broken = true;
-    let mut scan = Scanner::new(expect, conn.track.client_tracks, conn.track.hidden, ids);
+    let read_only_txn = conn.status & SERVER_STATUS_IN_TRANS_READONLY != 0;
+    let mut scan = Scanner::new(
+        expect,
+        conn.track.client_tracks,
+        conn.track.hidden,
+        ids,
+        on_replica && read_only_txn,
+    );
     let mut renumber = Renumber {
         by: seq_shift,
         next: 0,
@@ -506,11 +540,25 @@ mod tests {
     use super::*;
 
     fn scanned_error(message: &str, code: (u16, &str)) -> (Option<SqlError>, Option<Vec<u8>>) {
+        scanned_error_in(message, code, false)
+    }
+
+    fn scanned_error_in(
+        message: &str,
+        code: (u16, &str),
+        read_only_txn_on_replica: bool,
+    ) -> (Option<SqlError>, Option<Vec<u8>>) {
         let ids = StmtIds {
             backend: 17,
             client: 2,
         };
-        let mut scan = Scanner::new(Expect::Results, false, 0, Some(ids));
+        let mut scan = Scanner::new(
+            Expect::Results,
+            false,
+            0,
+            Some(ids),
+            read_only_txn_on_replica,
+        );
         assert!(scan.packet(&message::err(code, message).payload()) == Step::Done);
         (scan.out.error, scan.replacement)
     }
@@ -534,6 +582,30 @@ mod tests {
             assert_eq!(error.message, client);
             assert_eq!(replacement, Some(message::err(code, client).payload()));
         }
+    }
+
+    const READ_ONLY: &str =
+        "The MariaDB server is running with the --read-only option so it cannot execute this statement";
+
+    #[test]
+    fn a_replicas_read_only_refusal_in_a_read_only_transaction_is_the_transactions() {
+        let (error, replacement) =
+            scanned_error_in(READ_ONLY, codes::OPTION_PREVENTS_STATEMENT, true);
+        let expected = message::err(
+            codes::READ_ONLY_TRANSACTION,
+            "Cannot execute statement in a READ ONLY transaction",
+        );
+        assert_eq!(error.as_ref(), Some(&expected));
+        assert_eq!(replacement, Some(expected.payload()));
+        // Outside one, or for another reason, the server's word stands.
+        let (_, replacement) = scanned_error_in(READ_ONLY, codes::OPTION_PREVENTS_STATEMENT, false);
+        assert_eq!(replacement, None);
+        let (_, replacement) = scanned_error_in(
+            "The MariaDB server is running with the --skip-grant-tables option",
+            codes::OPTION_PREVENTS_STATEMENT,
+            true,
+        );
+        assert_eq!(replacement, None);
     }
 
     #[test]

@@ -779,6 +779,7 @@ pub async fn execute(
         // 16 MiB changed the number of packets it takes, and so where the server's numbering
         // of the reply starts. (The client's command took `reply_seq` packets.)
         let seq_shift = io.reply_seq.wrapping_sub(packet_count(payload.len()));
+        let on_replica = c.backend.role == crate::config::Role::ReadOnly;
         let started = std::time::Instant::now();
         let sent = c.conn().send_command(payload).await;
         let went_out = sent.is_ok();
@@ -791,6 +792,7 @@ pub async fn execute(
                     expect,
                     ids,
                     seq_shift,
+                    on_replica,
                 )
                 .await
             }

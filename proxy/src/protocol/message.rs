@@ -189,6 +189,8 @@ pub mod codes {
     pub const QUERY_INTERRUPTED: (u16, &str) = (1317, "70100");
     /// ER_OPTION_PREVENTS_STATEMENT: what a server says to a write under `read_only=ON`.
     pub const OPTION_PREVENTS_STATEMENT: (u16, &str) = (1290, "HY000");
+    /// ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION: a write in `START TRANSACTION READ ONLY`.
+    pub const READ_ONLY_TRANSACTION: (u16, &str) = (1792, "25006");
 }
 
 pub fn err(code: (u16, &str), message: impl Into<String>) -> SqlError {
