@@ -425,7 +425,9 @@ async fn rewritten_commands_across_a_packet_boundary_keep_the_clients_numbering(
     let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
         .await
         .unwrap();
-    // (head, tail, total payload): grown within two packets; one packet grown to two.
+    // (head, tail, total payload): grown within two packets; one packet grown to two, by
+    // `CONNECTION_ID()`, `ROW_COUNT()` and, after a result set, `FOUND_ROWS()` (each written
+    // in as the value the proxy holds, in an expression as wide as the call's result).
     let cases = [
         (
             "\x03SELECT CONNECTION_ID() > 0 AS c, LENGTH('",
@@ -433,6 +435,16 @@ async fn rewritten_commands_across_a_packet_boundary_keep_the_clients_numbering(
             MAX + 3,
         ),
         ("\x03SELECT CONNECTION_ID() > 0, LENGTH('", "')", MAX - 5),
+        (
+            "\x03SELECT ROW_COUNT() IS NOT NULL AS c, LENGTH('",
+            "')",
+            MAX - 5,
+        ),
+        (
+            "\x03SELECT FOUND_ROWS() IS NOT NULL AS c, LENGTH('",
+            "')",
+            MAX - 5,
+        ),
     ];
     for (head, tail, total) in cases {
         let mut command = head.as_bytes().to_vec();
@@ -444,6 +456,8 @@ async fn rewritten_commands_across_a_packet_boundary_keep_the_clients_numbering(
             let mut c = RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
                 .await
                 .unwrap();
+            // A result set first, for `FOUND_ROWS()` to have a count the proxy knows.
+            c.query("SELECT 1").await.unwrap();
             c.send_split(&command).await.unwrap();
             seen.push(one_row_result(&mut c).await);
             let after = c.query("SELECT 1").await.unwrap();
