@@ -270,6 +270,61 @@ async fn backend_killed_mid_result() {
     cl.wait_replicas_caught_up().await.unwrap();
 }
 
+/// A DBA's `KILL` on a replica ends the read it ran there: the server closes the connection
+/// without a word, as a crash would, but it still takes connections, so the read is not run
+/// again on the other replica (which would undo the kill and answer seconds later). The
+/// client gets an error at once and its session goes on; neither replica is taken out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_killed_on_its_replica_is_not_run_again() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut c = p.conn().await.unwrap();
+    let started = Instant::now();
+    let read = tokio::spawn(async move {
+        let r: mysql_async::Result<Option<(u32, u32)>> =
+            c.query_first("SELECT SLEEP(4), @@server_id").await;
+        (r, started.elapsed(), c)
+    });
+    const RUNNING: &str =
+        "SELECT id FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(4)%'";
+    let mut killed_on = None;
+    for _ in 0..100 {
+        for r in &cl.replicas {
+            let mut dba = r.conn().await.unwrap();
+            if let Some(id) = dba.query_first::<u64, _>(RUNNING).await.unwrap() {
+                dba.query_drop(format!("KILL {id}")).await.unwrap();
+                killed_on = Some(r.server_id);
+            }
+        }
+        if killed_on.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed_on = killed_on.expect("the read running on a replica");
+    let (r, took, mut c) = read.await.unwrap();
+    match r {
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!(e.code, 1158, "{e:?}");
+            assert!(e.message.contains("killed there"), "{}", e.message);
+        }
+        other => panic!("a read killed on replica {killed_on} answered {other:?} after {took:?}"),
+    }
+    assert!(took < Duration::from_secs(3), "the read took {took:?}");
+    for r in &cl.replicas {
+        let mut dba = r.conn().await.unwrap();
+        let running: Option<u64> = dba.query_first(RUNNING).await.unwrap();
+        assert_eq!(
+            running, None,
+            "the read runs again on server {}",
+            r.server_id
+        );
+    }
+    assert_eq!(read_ids(&mut c, BOTH).await, BTreeSet::from([2, 3]));
+}
+
 /// A raw client: just enough protocol to log in and send hand-made packets.
 struct Raw {
     s: TcpStream,

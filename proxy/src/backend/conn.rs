@@ -262,6 +262,13 @@ pub struct BackendConn {
     pub track: Tracking,
 }
 
+/// A TCP connection to `addr` (a name is resolved now); `None`: no answer within `timeout`.
+pub async fn tcp_connect(addr: &str, timeout: Duration) -> Option<io::Result<TcpStream>> {
+    crate::timer::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .ok()
+}
+
 impl BackendConn {
     pub async fn connect(
         addr: &str,
@@ -270,15 +277,15 @@ impl BackendConn {
         dial: &Dial,
     ) -> Result<Self, BackendError> {
         let addr_s = addr.to_string();
-        let stream = match crate::timer::timeout(dial.timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(BackendError::ConnectTimeout { addr: addr_s }),
-            Ok(Err(e)) => {
+        let stream = match tcp_connect(addr, dial.timeout).await {
+            None => return Err(BackendError::ConnectTimeout { addr: addr_s }),
+            Some(Err(e)) => {
                 return Err(BackendError::Connect {
                     addr: addr_s,
                     source: e,
                 })
             }
-            Ok(Ok(s)) => s,
+            Some(Ok(s)) => s,
         };
         stream.set_nodelay(true)?;
         let login = Self::login(stream, addr, key, password, dial.tls.as_ref());

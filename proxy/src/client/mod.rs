@@ -7,7 +7,7 @@ pub mod query;
 pub mod registry;
 pub mod session;
 
-use crate::backend::conn::{BackendConn, ConnKey};
+use crate::backend::conn::{tcp_connect, BackendConn, ConnKey};
 use crate::backend::relay::{self, Expect, RelayError};
 use crate::cluster::Cluster;
 use crate::protocol::command::*;
@@ -912,25 +912,44 @@ pub async fn execute(
                     && !was_pinned
                     && (attempts == 1 || (target == Target::Read && attempts <= MAX_READ_TRIES))
                     && (target == Target::Read || (c.lease.reused && unread));
-                tracing::warn!(backend = %c.backend.address, session = s.id, "backend failed during a statement: {source}");
-                if !c.lease.reused {
-                    c.backend.mark_down(&source);
+                // A server that closed the connection in order under a read it had got, and
+                // still takes new ones, was not lost: a DBA's `KILL` there ends the statement
+                // that way, without a word. Running the read on another server would undo
+                // the kill; the client gets an error, as it would directly. (A crashed
+                // server refuses the connect at once.)
+                let killed_there = retryable
+                    && target == Target::Read
+                    && went_out
+                    && source.kind() == std::io::ErrorKind::UnexpectedEof
+                    && matches!(
+                        tcp_connect(&c.backend.address, s.cluster.dial.timeout).await,
+                        Some(Ok(_))
+                    );
+                if killed_there {
+                    tracing::info!(backend = %c.backend.address, session = s.id, "backend closed the connection under a read and is up: taken as a KILL on the server, not run again");
+                } else {
+                    tracing::warn!(backend = %c.backend.address, session = s.id, "backend failed during a statement: {source}");
+                    if !c.lease.reused {
+                        c.backend.mark_down(&source);
+                    }
+                    if target == Target::Read {
+                        exclude.push(c.backend.clone());
+                    }
                 }
-                if target == Target::Read {
-                    exclude.push(c.backend.clone());
-                }
+                let address = c.backend.address.clone();
                 drop(c);
-                if retryable {
+                if retryable && !killed_there {
                     continue;
                 }
                 if sent || was_pinned {
                     return Err(SessionEnd::BackendLost);
                 }
-                io.error(&message::err(
-                    codes::BACKEND_LOST,
-                    format!("rwproxy: lost connection to backend during query: {source}"),
-                ))
-                .await?;
+                let message = match killed_there {
+                    true => format!("rwproxy: backend {address} closed the connection during the query and is up (killed there?); the query was not run again"),
+                    false => format!("rwproxy: lost connection to backend during query: {source}"),
+                };
+                io.error(&message::err(codes::BACKEND_LOST, message))
+                    .await?;
                 return Ok(None);
             }
         }

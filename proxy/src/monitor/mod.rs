@@ -178,10 +178,10 @@ fn packet_limit_warning(server: u64, proxy: usize) -> Option<String> {
 /// The credential-less probe: does the port accept a TCP connection in time? `Err`: the
 /// connect failed with this error.
 async fn reachable(address: &str, timeout: std::time::Duration) -> std::io::Result<Finding> {
-    match crate::timer::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
-        Ok(Ok(_)) => Ok(Finding::Good),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Ok(Finding::Unreachable(format!(
+    match crate::backend::conn::tcp_connect(address, timeout).await {
+        Some(Ok(_)) => Ok(Finding::Good),
+        Some(Err(e)) => Err(e),
+        None => Ok(Finding::Unreachable(format!(
             "{address}: no answer within {timeout:?}"
         ))),
     }
