@@ -349,6 +349,11 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 let secs = number(v).map_err(err)?;
                 c.wait_timeout = (secs > 0).then(|| Duration::from_secs(secs));
             }
+            // rwproxy's own, as in its TOML format: Atlas had no such bound.
+            "max-allowed-packet" => {
+                c.max_allowed_packet =
+                    super::max_allowed_packet(number(v).map_err(err)?).map_err(err)?
+            }
             "max-connections" | "max_conn_for_a_backend" => {
                 max_connections = match number(v).map_err(err)? {
                     0 => u32::MAX,
@@ -460,6 +465,7 @@ charset = utf8
 client-ips = 127.0.0.1, 192.168.1
 wait-timeout = 60
 max-connections = 300
+max-allowed-packet = 268435456
 ; GLib-style comment
 lvs-ips = 192.168.1.1
 tables = person.mt.id.3
@@ -515,6 +521,7 @@ plugins = admin, proxy
         assert_eq!(c.charset.as_deref(), Some("utf8"));
         assert_eq!(c.client_ips, ["127.0.0.1", "192.168.1"]);
         assert_eq!(c.wait_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(c.max_allowed_packet, 256 << 20);
     }
 
     #[test]
@@ -536,6 +543,10 @@ plugins = admin, proxy
         let c = c.unwrap();
         assert_eq!(c.backends[0].max_connections, u32::MAX);
         assert_eq!(c.sql_log_slow_ms, None);
+        assert_eq!(
+            err("[mysql-proxy]\nmax-allowed-packet = 1023\n"),
+            "conf/x.cnf:2: max-allowed-packet: must be between 1024 and 1073741824 bytes (1 GiB)"
+        );
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub mod defaults {
     /// Longest client command, bytes: MySQL 8's `max_allowed_packet` default (MariaDB's is
     /// 16 MiB), so commands a default server accepts pass.
     pub const MAX_ALLOWED_PACKET: usize = 64 << 20;
+    /// Smallest `max-allowed-packet`, as MariaDB's.
+    pub const MIN_ALLOWED_PACKET: u64 = 1024;
     /// Backend port when an Atlas backend address omits it.
     pub const BACKEND_PORT: u16 = 3306;
     pub const WEIGHT: u32 = 1;
@@ -53,6 +55,19 @@ pub mod defaults {
     pub const DRAIN_TIMEOUT_SECS: u64 = 30;
     /// The longest `drain-timeout` taken: a year, as for `wait_timeout` on a server.
     pub const MAX_DRAIN_TIMEOUT_SECS: u64 = 31_536_000;
+}
+
+/// `max-allowed-packet` as both formats take it: within MariaDB's own bounds.
+fn max_allowed_packet(v: u64) -> Result<usize, String> {
+    let max = crate::protocol::packet::MAX_LOGICAL;
+    if (defaults::MIN_ALLOWED_PACKET..=max as u64).contains(&v) {
+        Ok(v as usize)
+    } else {
+        Err(format!(
+            "must be between {} and {max} bytes (1 GiB)",
+            defaults::MIN_ALLOWED_PACKET
+        ))
+    }
 }
 
 /// Whether a backend takes writes (Atlas `proxy-backend-addresses`) or only reads

@@ -16,15 +16,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::protocol::packet::MAX_LOGICAL;
 use crate::session::read_your_writes::{Mode, Settings as ReadYourWrites};
 use crate::tls::{BackendTls, ServerTls, TlsError};
 use rwproxy_ha::ipvs::director::DirectorConfig;
 use serde::Deserialize;
 use toml::Spanned;
-
-/// Smallest `max-allowed-packet`, as MariaDB's.
-const MIN_PACKET: u64 = 1024;
 
 use super::{
     check_unique_users, defaults, line_of, map_log_level, parse_backend_address, parse_listen,
@@ -232,14 +228,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         None => defaults::DRAIN_TIMEOUT_SECS,
     };
     let max_allowed_packet = match &p.max_allowed_packet {
-        Some(v) if !(MIN_PACKET..=MAX_LOGICAL as u64).contains(v.get_ref()) => {
-            return Err(invalid(
-                at(v.span().start),
-                "proxy.max-allowed-packet",
-                format!("must be between {MIN_PACKET} and {MAX_LOGICAL} bytes (1 GiB)"),
-            ))
-        }
-        Some(v) => *v.get_ref() as usize,
+        Some(v) => super::max_allowed_packet(*v.get_ref())
+            .map_err(|m| invalid(at(v.span().start), "proxy.max-allowed-packet", m))?,
         None => defaults::MAX_ALLOWED_PACKET,
     };
     let (client_tls, require_secure_transport, backend_tls) = tls(&p, &at, &invalid)?;

@@ -170,7 +170,7 @@ fn judge(role: Role, status: &ServerStatus, cfg: &MonitorConfig, primary_serves:
 fn packet_limit_warning(server: u64, proxy: usize) -> Option<String> {
     (server > proxy as u64).then(|| {
         format!(
-            "the server takes commands of up to {server} bytes (its max_allowed_packet) but the proxy refuses them from {proxy} bytes (max-allowed-packet): longer ones fail with error 1153 through the proxy only; set max-allowed-packet = {server} (a key of the TOML config: Atlas files always get the default) to pass them"
+            "the server takes commands of up to {server} bytes (its max_allowed_packet) but the proxy refuses them from {proxy} bytes (max-allowed-packet): longer ones fail with error 1153 through the proxy only; set max-allowed-packet = {server} in the proxy's config file to pass them"
         )
     })
 }
