@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 /// Allowed client addresses as configured, and the matcher built from them.
@@ -30,7 +30,7 @@ pub struct Cluster {
     /// SIGUSR1 sets it, SIGUSR2 clears it (see `lvs_offline`).
     lvs_offline: AtomicBool,
     /// How long sessions pinned to an offline or removed backend may keep using it
-    /// (admin `SET drain_timeout = seconds`).
+    /// (`drain-timeout`, admin `SET drain_timeout = seconds`).
     drain_timeout_ms: AtomicU64,
     /// How backend connections are opened (timeout, TLS).
     pub dial: Dial,
@@ -47,6 +47,38 @@ pub struct Cluster {
     /// the file as current as it was, and a reload leaves them alone: the file saying nothing
     /// must not bring a server in maintenance back.
     toml_file: bool,
+    /// The offline backends and drain time as the file holds them (loaded, reloaded or last
+    /// saved). Running ones that differ make the file stale as a console change does; unlike
+    /// that flag, a change undone (`SET OFFLINE` then `SET ONLINE`, which failover hooks send)
+    /// leaves it current, so the nightly SIGHUP still applies it.
+    file_states: Mutex<FileStates>,
+}
+
+/// What of the running state a TOML file holds besides the console's changes.
+struct FileStates {
+    offline: Vec<(String, Role)>,
+    drain_timeout: Duration,
+}
+
+impl FileStates {
+    fn of(cfg: &Config) -> Self {
+        FileStates {
+            offline: cfg
+                .backends
+                .iter()
+                .filter(|b| b.offline)
+                .map(|b| (b.address.clone(), b.role))
+                .collect(),
+            drain_timeout: cfg.drain_timeout,
+        }
+    }
+
+    /// The same states, whatever the order of the backends.
+    fn same(&self, other: &FileStates) -> bool {
+        self.drain_timeout == other.drain_timeout
+            && self.offline.len() == other.offline.len()
+            && self.offline.iter().all(|b| other.offline.contains(b))
+    }
 }
 
 /// How many consecutive reads of a session go to the replica it picked (see [`ReadPicker`]).
@@ -176,6 +208,7 @@ impl Cluster {
             read_your_writes: RwLock::new(Arc::new(cfg.read_your_writes.clone())),
             console_changed: AtomicBool::new(false),
             toml_file: cfg.format == crate::config::ConfigFormat::Toml,
+            file_states: Mutex::new(FileStates::of(cfg)),
         })
     }
 
@@ -198,14 +231,12 @@ impl Cluster {
         Duration::from_millis(self.drain_timeout_ms.load(Ordering::Relaxed))
     }
 
-    /// An operator's `SET drain_timeout`, which `SAVE CONFIG` keeps.
+    /// An operator's `SET drain_timeout`, which `SAVE CONFIG` keeps. Under the edit lock, so
+    /// that a reload that found the file current cannot undo it.
     pub fn set_drain_timeout(&self, d: Duration) {
-        let was = self
-            .drain_timeout_ms
-            .swap(d.as_millis() as u64, Ordering::Relaxed);
-        if was != d.as_millis() as u64 && self.toml_file {
-            self.changed_at_console();
-        }
+        let _editing = self.editing.lock().expect("backends edit lock");
+        self.drain_timeout_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Whether a connection from `ip` is an LVS director's to be turned away now. Compared in
@@ -306,22 +337,19 @@ impl Cluster {
             .ok_or(ChangeError::NoSuchBackend(ndx))
     }
 
-    /// An operator's `SET OFFLINE` (`offline`) or `SET ONLINE`. `SAVE CONFIG` keeps the
-    /// offline state, so a change of it leaves the file stale until then.
+    /// An operator's `SET OFFLINE` (`offline`) or `SET ONLINE`, which `SAVE CONFIG` keeps.
+    /// Under the edit lock, so that a reload that found the file current cannot undo it.
     pub fn set_backend_offline(
         &self,
         ndx: usize,
         offline: bool,
     ) -> Result<Arc<Backend>, ChangeError> {
+        let _editing = self.editing.lock().expect("backends edit lock");
         let b = self.backend(ndx)?;
-        let was = b.health() == Health::Offline;
         if offline {
             b.set_offline();
         } else {
             b.set_online();
-        }
-        if was != offline && self.toml_file {
-            self.changed_at_console();
         }
         Ok(b)
     }
@@ -375,9 +403,14 @@ impl Cluster {
     /// drain time set.
     /// Nothing in flight is interrupted.
     pub fn reload(&self, cfg: &Config) -> Result<(), ChangeError> {
+        let editing = self.editing.lock().expect("backends edit lock");
+        self.apply(cfg, &editing)
+    }
+
+    /// [`Cluster::reload`] with the edit lock held.
+    fn apply(&self, cfg: &Config, _editing: &MutexGuard<'_, ()>) -> Result<(), ChangeError> {
         let filter = ClientFilter::new(&cfg.client_ips).map_err(ChangeError::BadClient)?;
         {
-            let _editing = self.editing.lock().expect("backends edit lock");
             let current = self.backends.load_full();
             let mut list = Vec::with_capacity(cfg.backends.len());
             for b in &cfg.backends {
@@ -425,6 +458,7 @@ impl Cluster {
             self.drain_timeout_ms
                 .store(cfg.drain_timeout.as_millis() as u64, Ordering::Relaxed);
         }
+        *self.file_states.lock().expect("file states lock") = FileStates::of(cfg);
         *self.read_your_writes.write().expect("ryw lock") = Arc::new(cfg.read_your_writes.clone());
         *self.clients.write().expect("clients lock") = Arc::new(Clients {
             entries: cfg.client_ips.clone(),
@@ -438,12 +472,43 @@ impl Cluster {
     /// it read. A file that does not load changes nothing; nor does one the console's changes
     /// have made stale ([`ChangeError::UnsavedConsoleChanges`]).
     pub fn reload_from(&self, path: &std::path::Path) -> Result<Config, ChangeError> {
-        if self.console_changed.load(Ordering::Relaxed) {
+        if self.stale() {
             return Err(ChangeError::UnsavedConsoleChanges);
         }
         let cfg = crate::config::load(path)?;
-        self.reload(&cfg)?;
+        let editing = self.editing.lock().expect("backends edit lock");
+        // Again, now that no console change can come between the check and the reload.
+        if self.stale() {
+            return Err(ChangeError::UnsavedConsoleChanges);
+        }
+        self.apply(&cfg, &editing)?;
         Ok(cfg)
+    }
+
+    /// Whether the file lacks what runs: the console's changes, or offline states and a
+    /// drain time other than the file's (TOML files only: Atlas files hold neither).
+    fn stale(&self) -> bool {
+        if self.console_changed.load(Ordering::Relaxed) {
+            return true;
+        }
+        self.toml_file
+            && !self
+                .file_states
+                .lock()
+                .expect("file states lock")
+                .same(&self.running_states())
+    }
+
+    fn running_states(&self) -> FileStates {
+        FileStates {
+            offline: self
+                .backends()
+                .iter()
+                .filter(|b| b.health() == Health::Offline)
+                .map(|b| (b.address.clone(), b.role))
+                .collect(),
+            drain_timeout: self.drain_timeout(),
+        }
     }
 
     /// What `SAVE CONFIG` writes back. From now on the file is taken to have the console's
@@ -451,6 +516,7 @@ impl Cluster {
     /// made meanwhile marks it stale again.
     pub fn snapshot_for_save(&self) -> Snapshot {
         self.console_changed.store(false, Ordering::Relaxed);
+        *self.file_states.lock().expect("file states lock") = self.running_states();
         let backends = self.backends().iter().map(|b| b.config()).collect();
         let users = self
             .users()

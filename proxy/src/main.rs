@@ -392,7 +392,7 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
                     Ok(new) => {
                         // Sessions pinned to a backend the file no longer has start draining.
                         settings.registry.wake_all();
-                        tracing::info!(path = %cfg.path.display(), "SIGHUP: log file reopened; backends, users and client-ips reloaded");
+                        tracing::info!(path = %cfg.path.display(), "SIGHUP: log file reopened; backends (with offline states), users, client-ips and drain-timeout reloaded");
                         let stale = config::needs_restart(&cfg, &new);
                         if !stale.is_empty() {
                             tracing::warn!("SIGHUP: changed in the file but applied only at the next start: {}", stale.join(", "));

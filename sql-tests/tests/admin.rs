@@ -505,6 +505,12 @@ async fn offline_states_survive_save_config_and_a_restart() {
 
     let p = start().await;
     let mut a = p.admin().await;
+    // A change undone (as failover hooks do) leaves the file current: SIGHUP still applies.
+    a.set_offline(3).await.unwrap();
+    a.set_online(3).await.unwrap();
+    a.set_variable("drain_timeout", "7").await.unwrap();
+    a.set_variable("drain_timeout", "30").await.unwrap();
+    p.backends.reload_from(&path).unwrap();
     a.set_offline(3).await.unwrap();
     // Unsaved, the state makes the file stale: a reload would bring the replica back.
     assert!(p.backends.reload_from(&path).is_err());

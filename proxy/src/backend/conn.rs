@@ -263,6 +263,8 @@ pub struct BackendConn {
 }
 
 /// A TCP connection to `addr` (a name is resolved now); `None`: no answer within `timeout`.
+/// One way of reaching a server for logins, monitor probes, and telling a server that
+/// closed a connection under a statement from one that is gone (`client::execute`).
 pub async fn tcp_connect(addr: &str, timeout: Duration) -> Option<io::Result<TcpStream>> {
     crate::timer::timeout(timeout, TcpStream::connect(addr))
         .await

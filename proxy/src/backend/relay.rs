@@ -380,7 +380,8 @@ impl Scanner {
 
 /// Relays the reply to a command. `seq_shift`: how far the client's sequence ids for it are
 /// ahead of the server's (0 unless the proxy sent the command in another number of
-/// packets, see `Renumber`). `on_replica`: `conn` is a replica's.
+/// packets, see `Renumber`). `on_replica`: `conn` is a replica's, whose `read_only` refusal
+/// in a read-only transaction the client gets as the transaction's own (see `Scanner::error`).
 pub async fn relay<CR, CW>(
     conn: &mut BackendConn,
     client_in: &mut PacketReader<CR>,

@@ -694,6 +694,11 @@ async fn sync_last_insert_id(s: &Session, conn: &mut BackendConn) -> Result<(), 
 /// Attempts for one read whose backend connections fail before replying.
 const MAX_READ_TRIES: u32 = 4;
 
+/// How long a read must have run on a server that then closed its connection (and is up)
+/// for the close to be taken as a kill there rather than a stale pooled connection: no DBA
+/// kills a statement within its first 100 ms.
+const RAN_BEFORE_KILL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Sends `packet` to a backend for `target` and relays the reply; the common path of every
 /// command. Retries once elsewhere when a read fails before the client saw anything.
 pub async fn execute(
@@ -912,15 +917,17 @@ pub async fn execute(
                     && !was_pinned
                     && (attempts == 1 || (target == Target::Read && attempts <= MAX_READ_TRIES))
                     && (target == Target::Read || (c.lease.reused && unread));
-                // A server that closed the connection in order under a read it had got, and
-                // still takes new ones, was not lost: a DBA's `KILL` there ends the statement
-                // that way, without a word. Running the read on another server would undo
-                // the kill; the client gets an error, as it would directly. (A crashed
-                // server refuses the connect at once.)
+                // A server that closed the connection in order under a read that had been
+                // running there for a while, and still takes new connections, was not lost:
+                // a DBA's `KILL` (or pt-kill's) ends a running statement that way, without a
+                // word, and running the read on another server would undo it. A crashed
+                // server refuses the connect at once; a pooled connection the server had
+                // closed before the read came fails at once, and is retried as before.
                 let killed_there = retryable
                     && target == Target::Read
                     && went_out
                     && source.kind() == std::io::ErrorKind::UnexpectedEof
+                    && started.elapsed() >= RAN_BEFORE_KILL
                     && matches!(
                         tcp_connect(&c.backend.address, s.cluster.dial.timeout).await,
                         Some(Ok(_))
@@ -944,12 +951,13 @@ pub async fn execute(
                 if sent || was_pinned {
                     return Err(SessionEnd::BackendLost);
                 }
-                let message = match killed_there {
-                    true => format!("rwproxy: backend {address} closed the connection during the query and is up (killed there?); the query was not run again"),
-                    false => format!("rwproxy: lost connection to backend during query: {source}"),
+                // Interrupted, as by `KILL QUERY`: the session goes on, and drivers do not
+                // take 1317 for a lost connection to run the statement again on.
+                let error = match killed_there {
+                    true => message::err(codes::QUERY_INTERRUPTED, format!("Query execution was interrupted (rwproxy: backend {address} closed the connection under it and is up: killed there, not run again)")),
+                    false => message::err(codes::BACKEND_LOST, format!("rwproxy: lost connection to backend during query: {source}")),
                 };
-                io.error(&message::err(codes::BACKEND_LOST, message))
-                    .await?;
+                io.error(&error).await?;
                 return Ok(None);
             }
         }
