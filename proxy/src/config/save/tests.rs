@@ -52,6 +52,16 @@ fn backend(address: &str, role: Role, weight: u32, max: u32) -> BackendConfig {
 /// The default drain time, which leaves a file without `drain-timeout` as it is.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(defaults::DRAIN_TIMEOUT_SECS);
 
+/// A snapshot of `backends` and nothing else the console changes.
+fn only_backends(backends: Vec<BackendConfig>) -> Snapshot {
+    Snapshot {
+        backends,
+        users: vec![],
+        client_ips: vec![],
+        drain_timeout: DRAIN,
+    }
+}
+
 fn user(name: &str, password: &str) -> UserConfig {
     UserConfig {
         name: name.into(),
@@ -246,12 +256,7 @@ fn atlas_appends_missing_keys_to_its_group() {
         "b.cnf",
         "[mysql-proxy]\r\ninstance = b\r\nclient-ips = 1.2.3.4",
     );
-    let snap = Snapshot {
-        backends: vec![backend("127.0.0.1:3306", Role::ReadWrite, 1, 200)],
-        users: vec![],
-        client_ips: vec![],
-        drain_timeout: DRAIN,
-    };
+    let snap = only_backends(vec![backend("127.0.0.1:3306", Role::ReadWrite, 1, 200)]);
     let text = save_and_check(&p, &snap);
     // Atlas's default backend needs no line; the emptied list keeps its key.
     assert_eq!(text, "[mysql-proxy]\r\ninstance = b\r\nclient-ips =");
@@ -331,12 +336,7 @@ fn toml_empty_lists() {
     let d = TempDir::new("empty");
     let p = d.sample("rwproxy.toml");
     let c = load(&p).unwrap();
-    let snap = Snapshot {
-        backends: c.backends[..1].to_vec(),
-        users: vec![],
-        client_ips: vec![],
-        drain_timeout: DRAIN,
-    };
+    let snap = only_backends(c.backends[..1].to_vec());
     let text = save_and_check(&p, &snap);
     assert!(
         text.contains("#     Default: [] (everyone)\nclient-ips = []\n"),
@@ -376,15 +376,10 @@ fn toml_backend_keeps_its_table_when_moved() {
         "[proxy]\nlisten = \":1\"\n\n# backends\n[[backend]]\naddress = \"a:1\"\nrole = \"rw\"\n\n\
          # the replica\n[[backend]]\naddress = \"b:1\" # B\nrole = \"ro\"\nmax-connections = 7\n",
     );
-    let snap = Snapshot {
-        backends: vec![
-            backend("b:1", Role::ReadWrite, 1, 7),
-            backend("a:1", Role::ReadOnly, 4, 200),
-        ],
-        users: vec![],
-        client_ips: vec![],
-        drain_timeout: DRAIN,
-    };
+    let snap = only_backends(vec![
+        backend("b:1", Role::ReadWrite, 1, 7),
+        backend("a:1", Role::ReadOnly, 4, 200),
+    ]);
     let text = save_and_check(&p, &snap);
     assert_eq!(
         text,
@@ -405,16 +400,11 @@ fn toml_offline_backends_are_saved_and_cleared() {
         b.offline = true;
         b
     };
-    let mut snap = Snapshot {
-        backends: vec![
-            backend("a:1", Role::ReadWrite, 1, 200),
-            offline(backend("b:1", Role::ReadOnly, 1, 200)),
-            offline(backend("c:1", Role::ReadOnly, 1, 200)),
-        ],
-        users: vec![],
-        client_ips: vec![],
-        drain_timeout: DRAIN,
-    };
+    let mut snap = only_backends(vec![
+        backend("a:1", Role::ReadWrite, 1, 200),
+        offline(backend("b:1", Role::ReadOnly, 1, 200)),
+        offline(backend("c:1", Role::ReadOnly, 1, 200)),
+    ]);
     let text = save_and_check(&p, &snap);
     assert_eq!(
         text,
