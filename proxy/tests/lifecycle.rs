@@ -165,7 +165,7 @@ fn keepalive_passes_signals_to_the_proxy() {
     // SIGHUP reaches the proxy, which reloads; nobody dies.
     signal(parent, libc::SIGHUP);
     wait_for("the reload", Duration::from_secs(5), || {
-        log(&dir).contains("backends, users and client-ips reloaded")
+        log(&dir).contains("client-ips and drain-timeout reloaded")
     });
     assert!(
         supervisor.0.try_wait().unwrap().is_none(),
