@@ -283,6 +283,112 @@ async fn read_only_transaction_stays_on_one_server() {
     );
 }
 
+async fn begin_on_replica(c: &mut Conn) {
+    c.query_drop("START TRANSACTION READ ONLY").await.unwrap();
+    let on = sid(c, "SELECT @@server_id").await;
+    assert!(REPLICAS.contains(&on), "read-only transaction on {on}");
+}
+
+async fn created(direct: &mut Conn, table: &str) -> bool {
+    let n: u32 = direct
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = ?",
+            (table,),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    n == 1
+}
+
+/// A statement that commits implicitly ends a read-only transaction as a primary would, and
+/// then runs where it belongs: DDL (text, and prepared before the transaction), a read-write `START TRANSACTION`,
+/// `LOCK TABLES` on the primary. On the replica holding the transaction the DDL was refused
+/// (1792) and the new transaction's writes too. A session that made state on that replica
+/// cannot move: its DDL gets the proxy's refusal, and the transaction goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_commits_end_a_read_only_transaction() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    let mut direct = cl.primary.conn().await.unwrap();
+    for ddl in [
+        "DROP TABLE IF EXISTS rt_ddl",
+        "DROP TABLE IF EXISTS rt_ddl_ps",
+    ] {
+        direct.query_drop(ddl).await.unwrap();
+    }
+
+    begin_on_replica(&mut c).await;
+    c.query_drop("CREATE TABLE rt_ddl (a INT)").await.unwrap();
+    assert!(created(&mut direct, "rt_ddl").await);
+    let in_txn: u32 = c
+        .query_first("SELECT @@in_transaction")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(in_txn, 0, "the DDL ended the transaction");
+
+    // A server refuses to prepare DDL in a read-only transaction (checked on MariaDB
+    // 10.11: 1792 on the primary too), but runs one prepared before.
+    begin_on_replica(&mut c).await;
+    let on = sid(&mut c, "SELECT @@server_id").await;
+    match c.prep("CREATE TABLE rt_ddl_ps (a INT)").await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1792, "{e:?}"),
+        other => panic!("DDL prepared in a read-only transaction: {other:?}"),
+    }
+    assert_eq!(sid(&mut c, "SELECT @@server_id").await, on);
+    c.query_drop("COMMIT").await.unwrap();
+    let ddl = c.prep("CREATE TABLE rt_ddl_ps (a INT)").await.unwrap();
+    begin_on_replica(&mut c).await;
+    c.exec_drop(&ddl, ()).await.unwrap();
+    assert!(created(&mut direct, "rt_ddl_ps").await);
+
+    begin_on_replica(&mut c).await;
+    c.query_drop("START TRANSACTION").await.unwrap();
+    assert_eq!(sid(&mut c, "SELECT @@server_id").await, PRIMARY);
+    c.query_drop("INSERT INTO rt_ddl VALUES (1)").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    let rows: u32 = direct
+        .query_first("SELECT COUNT(*) FROM rt_ddl")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rows, 1,
+        "the read-write transaction committed on the primary"
+    );
+
+    begin_on_replica(&mut c).await;
+    c.query_drop("LOCK TABLES rt_ddl WRITE").await.unwrap();
+    assert_eq!(sid(&mut c, "SELECT @@server_id").await, PRIMARY);
+    c.query_drop("INSERT INTO rt_ddl VALUES (2)").await.unwrap();
+    c.query_drop("UNLOCK TABLES").await.unwrap();
+
+    // State made on the replica holds the session there.
+    begin_on_replica(&mut c).await;
+    let on = sid(&mut c, "SELECT @@server_id").await;
+    c.query_drop("SET @rt_state = 1").await.unwrap();
+    match c.query_drop("DROP TABLE rt_ddl").await {
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!(e.code, 1290, "{e:?}");
+            assert!(e.message.contains("server state"), "{}", e.message);
+        }
+        other => panic!("DDL with state on the replica: {other:?}"),
+    }
+    assert_eq!(sid(&mut c, "SELECT @@server_id").await, on);
+    let v: u32 = c.query_first("SELECT @rt_state").await.unwrap().unwrap();
+    assert_eq!(v, 1);
+    c.query_drop("COMMIT").await.unwrap();
+    assert!(
+        created(&mut direct, "rt_ddl").await,
+        "the refused DROP did not run"
+    );
+    for ddl in ["DROP TABLE rt_ddl", "DROP TABLE rt_ddl_ps"] {
+        direct.query_drop(ddl).await.unwrap();
+    }
+}
+
 /// Named locks are the primary's: inside a read-only transaction, which runs on a replica,
 /// `GET_LOCK` and friends are refused (taken there, a lock would exclude nobody), and a
 /// quoted function name (`` `get_lock`(…) ``, `` `connection_id`() ``) is the built-in

@@ -255,6 +255,9 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         }
         return Ok(());
     }
+    let class = stmt.class;
+    s.commit_implicitly(&class);
+    let stmt = &s.stmts[&id];
     // A prepared `SET`/`USE`/temporary table/user variable/named lock changes the connection
     // the way its text form does, but the proxy records none of it from the binary protocol:
     // keep the session on that connection (and reset it before anyone else gets it), as

@@ -716,9 +716,39 @@ impl Session {
         }
     }
 
+    /// Before a statement that commits implicitly (DDL, `BEGIN`, `LOCK TABLES`...): a
+    /// read-only transaction held on a replica ends here, as the statement would end it on
+    /// the server, so the statement routes like any other and a DDL runs on the write
+    /// backend as it does on a primary (on the replica its `read_only` refuses it). Giving
+    /// the connection back resets it, which rolls the transaction back: the same as a commit
+    /// for a transaction that could change nothing. A session that made state there (a user
+    /// variable, a temporary table) stays, see [`Session::refuse_on_replica`].
+    pub fn commit_implicitly(&mut self, class: &crate::router::classify::Classification) {
+        use crate::router::classify::{Flags, StmtKind};
+        if !class.flags.contains(Flags::IMPLICIT_COMMIT)
+            || class.kind == (StmtKind::Begin { read_only: true })
+            || self.sticky.server_state
+            || self.sticky.locked_tables
+        {
+            return;
+        }
+        let Some(c) = &self.pinned else { return };
+        if c.backend.role != crate::config::Role::ReadOnly
+            || c.lease.conn.status & SERVER_STATUS_IN_TRANS_READONLY == 0
+        {
+            return;
+        }
+        let c = self.pinned.take().expect("checked");
+        if self.sticky.next_transaction == NextTransaction::Started {
+            self.sticky.next_transaction = NextTransaction::None;
+        }
+        self.release(c);
+    }
+
     /// Refuses, when the session is held on a replica, what must not run there:
     /// - a statement that changes data (outside a read-only transaction, whose server refuses
-    ///   it itself): state the session made there (a user variable or temporary table in a
+    ///   it itself; inside one, a DDL the server would run after committing): state the
+    ///   session made there (a user variable or temporary table in a
     ///   read-only transaction or under a `/*slave*/` hint) cannot move, and the write must not
     ///   run on a replica, where a user allowed to bypass `read_only` would change it behind
     ///   replication's back;
@@ -742,8 +772,12 @@ impl Session {
                 ),
             ));
         }
+        // In a read-only transaction the server refuses a write itself, unless the write
+        // commits the transaction first (DDL), which `commit_implicitly` did not allow.
         let read_only_transaction = c.lease.conn.status & SERVER_STATUS_IN_TRANS_READONLY != 0;
-        if class.kind != StmtKind::Write || read_only_transaction {
+        if class.kind != StmtKind::Write
+            || read_only_transaction && !class.flags.contains(Flags::IMPLICIT_COMMIT)
+        {
             return None;
         }
         Some(message::err(

@@ -131,8 +131,15 @@ impl Flags {
     /// `COM_RESET_CONNECTION` instead leaves it holding its locks, unlisted by `XA RECOVER`,
     /// and the connection unusable.
     pub const XA: Flags = Flags(1 << 21);
+    /// The first statement commits an open transaction before it runs, as a server does
+    /// for DDL (`CREATE`/`ALTER`/`DROP`/`RENAME`/`TRUNCATE`, not of temporary tables),
+    /// account statements (`GRANT`, `REVOKE`, `SET PASSWORD`), table maintenance (`ANALYZE`/
+    /// `CHECK`/`OPTIMIZE`/`REPAIR TABLE`, `CACHE INDEX`, `LOAD INDEX`), `FLUSH`, `RESET`,
+    /// `INSTALL`/`UNINSTALL`, `CHANGE MASTER`, `BEGIN`/`START TRANSACTION` and `LOCK TABLES`.
+    /// Behind `SET STATEMENT … FOR` it is not seen.
+    pub const IMPLICIT_COMMIT: Flags = Flags(1 << 22);
 
-    const NAMES: [(Flags, &'static str); 22] = [
+    const NAMES: [(Flags, &'static str); 23] = [
         (Flags::HINT_MASTER, "HINT_MASTER"),
         (Flags::HINT_SLAVE, "HINT_SLAVE"),
         (Flags::LOCKING_READ, "LOCKING_READ"),
@@ -155,6 +162,7 @@ impl Flags {
         (Flags::CONNECTION_STATE, "CONNECTION_STATE"),
         (Flags::ROW_COUNT, "ROW_COUNT"),
         (Flags::XA, "XA"),
+        (Flags::IMPLICIT_COMMIT, "IMPLICIT_COMMIT"),
     ];
 
     pub const fn empty() -> Flags {
@@ -242,7 +250,12 @@ pub fn classify(sql: &[u8]) -> Classification {
                 c.flags |= Flags::MULTI_STATEMENT;
             }
             match first {
-                None => first = Some(kind),
+                None => {
+                    first = Some(kind);
+                    if c.commits {
+                        c.flags |= Flags::IMPLICIT_COMMIT;
+                    }
+                }
                 Some(_) => later_not_read |= kind != StmtKind::Read,
             }
         }
@@ -1236,6 +1249,8 @@ struct Classifier<'a> {
     depth: u32,
     /// Inside the variable list after `INTO`.
     into_list: bool,
+    /// The last statement commits implicitly (see [`Flags::IMPLICIT_COMMIT`]).
+    commits: bool,
 }
 
 impl<'a> Classifier<'a> {
@@ -1246,6 +1261,7 @@ impl<'a> Classifier<'a> {
             hist: [Sym::None; 3],
             depth: 0,
             into_list: false,
+            commits: false,
         }
     }
 
@@ -1273,6 +1289,7 @@ impl<'a> Classifier<'a> {
             _ => {}
         }
         let (kind, ctx) = self.head(t.sym);
+        self.commits = self.commits_implicitly(t, kind);
         if t.sym == Sym::Word && self.leaves_connection_state(t) {
             self.flags |= Flags::CONNECTION_STATE;
         }
@@ -1308,6 +1325,39 @@ impl<'a> Classifier<'a> {
                 Sym::Word if is(&tok, b"EXPORT") => return true,
                 _ => {}
             }
+        }
+    }
+
+    /// Whether a statement starting with `t`, of `kind`, commits implicitly (see
+    /// [`Flags::IMPLICIT_COMMIT`]). `head` has run: a temporary table is already flagged.
+    fn commits_implicitly(&self, t: Tok, kind: StmtKind) -> bool {
+        const WORDS: &[&[u8]] = &[
+            b"ALTER",
+            b"RENAME",
+            b"TRUNCATE",
+            b"GRANT",
+            b"REVOKE",
+            b"OPTIMIZE",
+            b"REPAIR",
+            b"FLUSH",
+            b"RESET",
+            b"INSTALL",
+            b"UNINSTALL",
+        ];
+        let is = |tok: &Tok, w: &[u8]| self.lx.s[tok.start..tok.end].eq_ignore_ascii_case(w);
+        let next = self.lx.clone().next();
+        let next_is = |w: &[u8]| is(&next, w);
+        match t.sym {
+            Sym::Kw(Kw::Create) => !self.flags.contains(Flags::TEMP_TABLE),
+            Sym::Kw(Kw::Drop) => kind == StmtKind::Write && !self.flags.contains(Flags::TEMP_TABLE),
+            Sym::Kw(Kw::Analyze) => matches!(next.sym, Sym::Kw(Kw::Table | Kw::Tables)),
+            Sym::Kw(Kw::Set) => next.sym == Sym::Kw(Kw::Password),
+            Sym::Word if WORDS.iter().any(|w| is(&t, w)) => true,
+            Sym::Word if is(&t, b"CHECK") => matches!(next.sym, Sym::Kw(Kw::Table | Kw::Tables)),
+            Sym::Word if is(&t, b"CACHE") => next_is(b"INDEX"),
+            Sym::Word if is(&t, b"LOAD") => next_is(b"INDEX"),
+            Sym::Word if is(&t, b"CHANGE") => next_is(b"MASTER"),
+            _ => matches!(kind, StmtKind::Begin { .. } | StmtKind::LockTables),
         }
     }
 
@@ -1769,7 +1819,7 @@ mod tests {
         ("INSERT INTO t VALUES (1); SELECT LAST_INSERT_ID()", W, &[F::MULTI_STATEMENT, F::LAST_INSERT_ID]),
         ("SET @a = 1; SELECT @a", Set, &[F::MULTI_STATEMENT, UVW]),
         ("BEGIN NOT ATOMIC SELECT 1; END", W, &[F::MULTI_STATEMENT]),
-        ("CREATE PROCEDURE p() BEGIN SELECT 1; END", W, &[F::MULTI_STATEMENT]),
+        ("CREATE PROCEDURE p() BEGIN SELECT 1; END", W, &[F::MULTI_STATEMENT, F::IMPLICIT_COMMIT]),
         // Atlas hints
         ("/*master*/ SELECT 1", R, &[F::HINT_MASTER]),
         ("/* master */ select 1", R, &[F::HINT_MASTER]),
@@ -1785,7 +1835,7 @@ mod tests {
         ("/*!40101 SET NAMES utf8mb4 */", Set, &[]),
         ("/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;", Set, &[UVW]),
         ("/*M!100100 SELECT GET_LOCK('x', 1) */", R, &[F::GET_LOCK]),
-        ("/*!40000 ALTER TABLE t DISABLE KEYS */", W, &[]),
+        ("/*!40000 ALTER TABLE t DISABLE KEYS */", W, &[F::IMPLICIT_COMMIT]),
         // WITH
         ("WITH c AS (SELECT 1) SELECT * FROM c", R, &[]),
         ("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 5) SELECT * FROM c", R, &[]),
@@ -1822,7 +1872,7 @@ mod tests {
         ("EXPLAIN FORMAT=JSON SELECT 1", R, &[]),
         ("EXPLAIN ANALYZE SELECT * FROM t", W, &[]),
         ("ANALYZE SELECT * FROM t", W, &[]),
-        ("ANALYZE TABLE t", W, &[]),
+        ("ANALYZE TABLE t", W, &[F::IMPLICIT_COMMIT]),
         // writes, DDL and everything else
         ("INSERT INTO t VALUES (1)", W, &[]),
         ("INSERT INTO t SELECT * FROM u", W, &[]),
@@ -1830,14 +1880,14 @@ mod tests {
         ("UPDATE t SET a = (@x := @x + 1)", W, &[UVW]),
         ("DELETE FROM t WHERE id = 1", W, &[]),
         ("REPLACE INTO t VALUES (1)", W, &[]),
-        ("CREATE TABLE t (id INT, last_insert_id INT, found_rows INT)", W, &[]),
+        ("CREATE TABLE t (id INT, last_insert_id INT, found_rows INT)", W, &[F::IMPLICIT_COMMIT]),
         ("CREATE TEMPORARY TABLE tmp (id INT)", W, &[F::TEMP_TABLE]),
         ("create or replace temporary table tmp select 1", W, &[F::TEMP_TABLE]),
         ("DROP TEMPORARY TABLE IF EXISTS tmp", W, &[F::TEMP_TABLE]),
-        ("DROP TABLE t", W, &[]),
-        ("ALTER TABLE t ADD COLUMN c INT", W, &[]),
-        ("TRUNCATE TABLE t", W, &[]),
-        ("RENAME TABLE a TO b", W, &[]),
+        ("DROP TABLE t", W, &[F::IMPLICIT_COMMIT]),
+        ("ALTER TABLE t ADD COLUMN c INT", W, &[F::IMPLICIT_COMMIT]),
+        ("TRUNCATE TABLE t", W, &[F::IMPLICIT_COMMIT]),
+        ("RENAME TABLE a TO b", W, &[F::IMPLICIT_COMMIT]),
         ("CALL p(1, @out)", W, &[UV, F::CONNECTION_STATE]),
         ("call p()", W, &[F::CONNECTION_STATE]),
         (
@@ -1860,27 +1910,27 @@ mod tests {
         ("SELECT xa FROM t", R, &[]),
         ("HANDLER t OPEN", W, &[F::CONNECTION_STATE]),
         ("HANDLER t READ FIRST", W, &[F::CONNECTION_STATE]),
-        ("CHANGE MASTER TO MASTER_HOST='h', MASTER_PORT=3306", W, &[]),
+        ("CHANGE MASTER TO MASTER_HOST='h', MASTER_PORT=3306", W, &[F::IMPLICIT_COMMIT]),
         ("START SLAVE", W, &[]),
-        ("FLUSH TABLES", W, &[]),
-        ("FLUSH LOGS", W, &[]),
-        ("FLUSH TABLES WITH READ LOCK", W, &[F::CONNECTION_STATE]),
-        ("flush tables t1, t2 with read lock", W, &[F::CONNECTION_STATE]),
-        ("FLUSH TABLES t FOR EXPORT", W, &[F::CONNECTION_STATE]),
+        ("FLUSH TABLES", W, &[F::IMPLICIT_COMMIT]),
+        ("FLUSH LOGS", W, &[F::IMPLICIT_COMMIT]),
+        ("FLUSH TABLES WITH READ LOCK", W, &[F::CONNECTION_STATE, F::IMPLICIT_COMMIT]),
+        ("flush tables t1, t2 with read lock", W, &[F::CONNECTION_STATE, F::IMPLICIT_COMMIT]),
+        ("FLUSH TABLES t FOR EXPORT", W, &[F::CONNECTION_STATE, F::IMPLICIT_COMMIT]),
         ("BACKUP STAGE START", W, &[F::CONNECTION_STATE]),
         ("BACKUP LOCK t", W, &[F::CONNECTION_STATE]),
-        ("OPTIMIZE TABLE t", W, &[]),
+        ("OPTIMIZE TABLE t", W, &[F::IMPLICIT_COMMIT]),
         ("CHECKSUM TABLE t", W, &[]),
-        ("GRANT SELECT ON db.* TO 'u'@'%'", W, &[]),
-        ("CREATE USER 'u'@'localhost' IDENTIFIED BY 'p'", W, &[]),
+        ("GRANT SELECT ON db.* TO 'u'@'%'", W, &[F::IMPLICIT_COMMIT]),
+        ("CREATE USER 'u'@'localhost' IDENTIFIED BY 'p'", W, &[F::IMPLICIT_COMMIT]),
         ("SAVEPOINT sp1", W, &[]),
         ("RELEASE SAVEPOINT sp1", W, &[]),
         ("ROLLBACK TO SAVEPOINT sp1", W, &[]),
         ("ROLLBACK WORK TO sp1", W, &[]),
         ("LOCK INSTANCE FOR BACKUP", W, &[F::CONNECTION_STATE]),
         ("EXECUTE IMMEDIATE 'DELETE FROM t'", W, &[F::CONNECTION_STATE]),
-        ("SET PASSWORD = PASSWORD('x')", W, &[]),
-        ("SET PASSWORD FOR 'u'@'h' = 'x'", W, &[]),
+        ("SET PASSWORD = PASSWORD('x')", W, &[F::IMPLICIT_COMMIT]),
+        ("SET PASSWORD FOR 'u'@'h' = 'x'", W, &[F::IMPLICIT_COMMIT]),
         ("SET DEFAULT ROLE ALL TO 'u'@'h'", W, &[]),
         ("'not a statement'", W, &[]),
         // SET
@@ -1918,23 +1968,43 @@ mod tests {
         // USE, transactions, locks, prepared statements, KILL
         ("USE db", Use, &[]),
         ("use `my db`", Use, &[]),
-        ("BEGIN", Begin { read_only: false }, &[]),
-        ("begin work", Begin { read_only: false }, &[]),
-        ("BEGIN;", Begin { read_only: false }, &[]),
-        ("START TRANSACTION", Begin { read_only: false }, &[]),
-        ("START TRANSACTION READ ONLY", Begin { read_only: true }, &[]),
+        ("BEGIN", Begin { read_only: false }, &[F::IMPLICIT_COMMIT]),
+        ("begin work", Begin { read_only: false }, &[F::IMPLICIT_COMMIT]),
+        ("BEGIN;", Begin { read_only: false }, &[F::IMPLICIT_COMMIT]),
+        ("START TRANSACTION", Begin { read_only: false }, &[F::IMPLICIT_COMMIT]),
+        ("START TRANSACTION READ ONLY", Begin { read_only: true }, &[F::IMPLICIT_COMMIT]),
         (
             "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
             Begin { read_only: true },
-            &[],
+            &[F::IMPLICIT_COMMIT],
         ),
-        ("START TRANSACTION READ WRITE", Begin { read_only: false }, &[]),
+        // Implicit commits the table above does not show already; and look-alikes that
+        // do not commit.
+        ("CREATE DATABASE d", W, &[F::IMPLICIT_COMMIT]),
+        ("create index i on t (c)", W, &[F::IMPLICIT_COMMIT]),
+        ("DROP USER u", W, &[F::IMPLICIT_COMMIT]),
+        ("REVOKE ALL ON *.* FROM u", W, &[F::IMPLICIT_COMMIT]),
+        ("CHECK TABLE t", W, &[F::IMPLICIT_COMMIT]),
+        ("REPAIR TABLE t", W, &[F::IMPLICIT_COMMIT]),
+        ("CACHE INDEX t IN k", W, &[F::IMPLICIT_COMMIT]),
+        ("LOAD INDEX INTO CACHE t", W, &[F::IMPLICIT_COMMIT]),
+        ("RESET MASTER", W, &[F::IMPLICIT_COMMIT]),
+        ("INSTALL SONAME 'ha_blackhole'", W, &[F::IMPLICIT_COMMIT]),
+        ("UNINSTALL PLUGIN blackhole", W, &[F::IMPLICIT_COMMIT]),
+        ("CREATE TABLE t (a INT); SELECT 1", W, &[F::IMPLICIT_COMMIT, F::MULTI_STATEMENT]),
+        ("SELECT 1; CREATE TABLE t (a INT)", W, &[F::MULTI_STATEMENT]),
+        ("CHECKSUM TABLE t", W, &[]),
+        ("ANALYZE SELECT 1", W, &[]),
+        ("LOAD DATA INFILE 'f' INTO TABLE t", W, &[]),
+        ("CHANGE = 1", W, &[]),
+        ("SET STATEMENT max_statement_time=1 FOR SELECT 1", R, &[F::SET_STATEMENT]),
+        ("START TRANSACTION READ WRITE", Begin { read_only: false }, &[F::IMPLICIT_COMMIT]),
         ("COMMIT", EndTransaction, &[]),
         ("commit work and no chain no release", EndTransaction, &[]),
         ("ROLLBACK", EndTransaction, &[]),
         ("ROLLBACK AND CHAIN", EndTransaction, &[]),
-        ("LOCK TABLES t READ, u WRITE", LockTables, &[]),
-        ("lock table t write", LockTables, &[]),
+        ("LOCK TABLES t READ, u WRITE", LockTables, &[F::IMPLICIT_COMMIT]),
+        ("lock table t write", LockTables, &[F::IMPLICIT_COMMIT]),
         ("UNLOCK TABLES", UnlockTables, &[]),
         ("UNLOCK TABLE", UnlockTables, &[]),
         ("PREPARE s FROM 'select 1'", PrepareText, &[]),
