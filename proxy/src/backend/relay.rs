@@ -145,8 +145,11 @@ struct Scanner {
     /// The current packet as the client must get it, when that differs from the backend's.
     replacement: Option<Vec<u8>>,
     ids: Option<StmtIds>,
-    /// The command runs in a read-only transaction on a replica (see `error`).
-    read_only_txn_on_replica: bool,
+    /// The command runs on a replica (see `error`).
+    on_replica: bool,
+    /// In a read-only transaction: before the command, then as its last result left it (a
+    /// multi-statement may end it).
+    read_only_txn: bool,
     /// `out.rows` when the current result set's rows began.
     set_start: u64,
 }
@@ -157,14 +160,16 @@ impl Scanner {
         client_tracks: bool,
         hidden: u8,
         ids: Option<StmtIds>,
-        read_only_txn_on_replica: bool,
+        on_replica: bool,
+        read_only_txn: bool,
     ) -> Self {
         Scanner {
             client_tracks,
             hidden,
             replacement: None,
             ids,
-            read_only_txn_on_replica,
+            on_replica,
+            read_only_txn,
             expect,
             phase: match expect {
                 Expect::Rows => Phase::Rows,
@@ -182,6 +187,7 @@ impl Scanner {
         self.out.completion = c;
         self.out.warned |= c.warnings > 0;
         self.status = Some(c.status);
+        self.read_only_txn = c.status & SERVER_STATUS_IN_TRANS_READONLY != 0;
         c.status & SERVER_MORE_RESULTS_EXISTS == 0
     }
 
@@ -214,7 +220,8 @@ impl Scanner {
     fn error(&mut self, body: &[u8]) {
         let mut error = SqlError::parse(body);
         if let Some(e) = error.as_mut().filter(|e| {
-            self.read_only_txn_on_replica
+            self.on_replica
+                && self.read_only_txn
                 && e.code == codes::OPTION_PREVENTS_STATEMENT.0
                 && e.message.contains("--read-only")
         }) {
@@ -396,13 +403,13 @@ where
     CW: AsyncWrite + Unpin,
 {
     conn.broken = true;
-    let read_only_txn = conn.status & SERVER_STATUS_IN_TRANS_READONLY != 0;
     let mut scan = Scanner::new(
         expect,
         conn.track.client_tracks,
         conn.track.hidden,
         ids,
-        on_replica && read_only_txn,
+        on_replica,
+        conn.status & SERVER_STATUS_IN_TRANS_READONLY != 0,
     );
     let mut renumber = Renumber {
         by: seq_shift,
@@ -559,6 +566,7 @@ mod tests {
             0,
             Some(ids),
             read_only_txn_on_replica,
+            read_only_txn_on_replica,
         );
         assert!(scan.packet(&message::err(code, message).payload()) == Step::Done);
         (scan.out.error, scan.replacement)
@@ -607,6 +615,22 @@ mod tests {
             true,
         );
         assert_eq!(replacement, None);
+    }
+
+    /// `COMMIT; INSERT …` sent in a read-only transaction: the INSERT runs after the
+    /// transaction ended, and the replica's refusal is its own.
+    #[test]
+    fn a_read_only_transaction_ended_earlier_in_the_command_refuses_nothing() {
+        let mut scan = Scanner::new(Expect::Results, false, 0, None, true, true);
+        let committed = Completion {
+            status: message::SERVER_STATUS_AUTOCOMMIT | SERVER_MORE_RESULTS_EXISTS,
+            ..Completion::default()
+        };
+        assert!(scan.packet(&message::ok_payload(&committed)) == Step::More);
+        let refusal = message::err(codes::OPTION_PREVENTS_STATEMENT, READ_ONLY);
+        assert!(scan.packet(&refusal.payload()) == Step::Done);
+        assert_eq!(scan.out.error.as_ref(), Some(&refusal));
+        assert_eq!(scan.replacement, None);
     }
 
     #[test]
