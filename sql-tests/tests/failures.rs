@@ -140,6 +140,38 @@ async fn write_backend_killed() {
     assert_eq!(seen, BTreeSet::from([2, 3]));
     let mut fresh = p.conn().await.unwrap();
     assert_eq!(read_ids(&mut fresh, BOTH).await, BTreeSet::from([2, 3]));
+    // So does a session with autocommit off (Connector/Python's default): its transaction
+    // runs on a replica, which refuses its writes with a clear error, until it ends.
+    let mut manual = p.conn().await.unwrap();
+    manual.query_drop("SET autocommit = 0").await.unwrap();
+    // A table read opens the transaction (`SELECT @@server_id` alone would not).
+    let rows: Option<u64> = manual
+        .query_first("SELECT COUNT(*) FROM f_w")
+        .await
+        .unwrap();
+    assert!(rows.is_some());
+    let on = sid(&mut manual).await.unwrap();
+    assert!([2, 3].contains(&on), "autocommit=0 read on {on}");
+    for _ in 0..4 {
+        assert_eq!(
+            sid(&mut manual).await.unwrap(),
+            on,
+            "a transaction stays put"
+        );
+    }
+    let e = manual
+        .query_drop("INSERT INTO f_w VALUES ()")
+        .await
+        .unwrap_err();
+    let se = server_error(&e).unwrap_or_else(|| panic!("not a MySQL error: {e:?}"));
+    assert_eq!(se.code, 1290, "{se:?}");
+    assert!(
+        se.message.contains("write backend could not be reached"),
+        "{}",
+        se.message
+    );
+    manual.query_drop("ROLLBACK").await.unwrap();
+    assert!([2, 3].contains(&sid(&mut manual).await.unwrap()));
     // A second write fails the same way, not slower.
     let t0 = Instant::now();
     let e = c.query_drop("INSERT INTO f_w VALUES ()").await.unwrap_err();
@@ -161,6 +193,24 @@ async fn write_backend_killed() {
         }
     }
     println!("writes work again {:?} after the restart", t0.elapsed());
+    // The autocommit=0 session's next transaction runs on the primary again.
+    let t0 = Instant::now();
+    loop {
+        manual.query_drop("ROLLBACK").await.unwrap();
+        if sid(&mut manual).await.unwrap() == 1 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "autocommit=0 reads still on replicas 5 s after the primary came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    manual
+        .query_drop("INSERT INTO f_w VALUES ()")
+        .await
+        .unwrap();
+    manual.query_drop("COMMIT").await.unwrap();
     cl.wait_replicas_caught_up().await.unwrap();
 }
 

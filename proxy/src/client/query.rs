@@ -91,20 +91,13 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         StmtKind::Set if !c.flags.contains(Flags::MULTI_STATEMENT) => {
             assignments = set_stmt::parse(&String::from_utf8_lossy(sql));
             // Plain values only: a function (`GET_LOCK`, a stored one that writes) or a
-            // subquery must run where writes do. `autocommit=0` pins the session where it
-            // runs, which must be the write backend too.
+            // subquery must run where writes do. `autocommit=0` is a setting like the others:
+            // the transactions it opens are where the session's next statements run.
             let plain = !c.flags.intersects(SERVER_STATE) && memchr::memchr(b'(', sql).is_none();
             let settings_only = plain
-                && assignments.iter().all(|a| match a {
-                    Assignment::Session { key, text } if key == "autocommit" => {
-                        let value = text.rsplit('=').next().unwrap_or("").trim();
-                        ["1", "ON", "TRUE"]
-                            .iter()
-                            .any(|v| value.eq_ignore_ascii_case(v))
-                    }
-                    Assignment::Session { .. } => true,
-                    _ => false,
-                });
+                && assignments
+                    .iter()
+                    .all(|a| matches!(a, Assignment::Session { .. }));
             match settings_only {
                 true => Target::Session,
                 false => Target::Write,

@@ -394,10 +394,14 @@ impl Session {
                 return Ok(c);
             }
         }
-        // With autocommit off a read opens a transaction, which must be where writes go.
-        let target = match target {
-            Target::Read if !self.autocommit => Target::Write,
-            t => t,
+        // With autocommit off a read opens a transaction, which must be where writes go:
+        // while the write backend can take it. Otherwise the transaction runs on a read
+        // backend, so reads keep working (Connector/Python and SQLAlchemy turn autocommit
+        // off by default), and its writes are refused there (`refuse_on_replica`).
+        let read_in_transaction = target == Target::Read && !self.autocommit;
+        let target = match read_in_transaction {
+            true => Target::Write,
+            false => target,
         };
         if let Some(c) = self.pinned.take() {
             let drain = self.cluster.drain_timeout();
@@ -452,10 +456,10 @@ impl Session {
         }
         // Read-your-writes may send a read to the write backend after all.
         let mut primary_only = target == Target::Read && self.ryw.plan("") == ReadPlan::Primary;
-        // A session setting goes to a read backend when the write backend is known not to
-        // serve, or once it failed the setting.
-        let mut session_on_read =
-            target == Target::Session && !self.cluster.write_backend().is_some_and(|w| w.serves());
+        // A session setting, or such a read, goes to a read backend when the write backend is
+        // known not to serve, or once it failed the statement.
+        let may_read = target == Target::Session || read_in_transaction;
+        let mut on_read = may_read && !self.cluster.write_backend().is_some_and(|w| w.serves());
         loop {
             let backend = match target {
                 _ if primary_only => None,
@@ -464,9 +468,7 @@ impl Session {
                 Target::Read | Target::Diagnostics => {
                     self.cluster.read_backend(&mut self.reads, exclude)
                 }
-                Target::Session if session_on_read => {
-                    self.cluster.read_backend(&mut self.reads, exclude)
-                }
+                _ if on_read => self.cluster.read_backend(&mut self.reads, exclude),
                 Target::Write | Target::Session => None,
             };
             let (backend, is_write) = match backend {
@@ -475,8 +477,8 @@ impl Session {
                 // switchover, up to `write-wait-ms`), unless a kill comes first.
                 None => match self.status.unless_killed(self.write_backend(target)).await {
                     Ok(Ok(b)) => (b, true),
-                    Ok(Err(_)) if target == Target::Session && !session_on_read => {
-                        session_on_read = true;
+                    Ok(Err(_)) if may_read && !on_read => {
+                        on_read = true;
                         continue;
                     }
                     Ok(Err(e)) => return Err(e),
@@ -494,7 +496,7 @@ impl Session {
                     // A session setting does not wait for a full write pool: a read backend
                     // can answer it (the session applies it wherever it runs next), and
                     // clients send settings as they connect.
-                    let wait = !(is_write && target == Target::Session && !session_on_read);
+                    let wait = !(is_write && target == Target::Session && !on_read);
                     let acquire =
                         backend
                             .pool
@@ -563,9 +565,9 @@ impl Session {
                     // A read tries the next backend when this one is down or saturated
                     // (ending on the write backend); a login refusal would repeat everywhere.
                     let login_refused = matches!(e, BackendError::Login { .. });
-                    if is_write && target == Target::Session && !session_on_read && !login_refused {
-                        tracing::debug!(backend = %backend.address, "write backend failed a session setting, trying a read backend: {e}");
-                        session_on_read = true;
+                    if is_write && may_read && !on_read && !login_refused {
+                        tracing::debug!(backend = %backend.address, "write backend failed a session setting or a read, trying a read backend: {e}");
+                        on_read = true;
                         continue;
                     }
                     if is_write || login_refused {
@@ -717,12 +719,13 @@ impl Session {
     }
 
     /// Before a statement that commits implicitly (DDL, `BEGIN`, `LOCK TABLES`...): a
-    /// read-only transaction held on a replica ends here, as the statement would end it on
-    /// the server, so the statement routes like any other and a DDL runs on the write
-    /// backend as it does on a primary (on the replica its `read_only` refuses it). Giving
-    /// the connection back resets it, which rolls the transaction back: the same as a commit
-    /// for a transaction that could change nothing. A session that made state there (a user
-    /// variable, a temporary table) stays, see [`Session::refuse_on_replica`].
+    /// transaction held on a replica (a read-only one, or one that began while the write
+    /// backend was down) ends here, as the statement would end it on the server, so the
+    /// statement routes like any other and a DDL runs on the write backend as it does on a
+    /// primary (on the replica its `read_only` refuses it). Giving the connection back resets
+    /// it, which rolls the transaction back: the same as a commit for a transaction whose
+    /// writes were all refused. A session that made state there (a user variable, a
+    /// temporary table) stays, see [`Session::refuse_on_replica`].
     pub fn commit_implicitly(&mut self, class: &crate::router::classify::Classification) {
         use crate::router::classify::{Flags, StmtKind};
         if !class.flags.contains(Flags::IMPLICIT_COMMIT)
@@ -733,9 +736,7 @@ impl Session {
             return;
         }
         let Some(c) = &self.pinned else { return };
-        if c.backend.role != crate::config::Role::ReadOnly
-            || c.lease.conn.status & SERVER_STATUS_IN_TRANS_READONLY == 0
-        {
+        if c.backend.role != crate::config::Role::ReadOnly || !c.lease.conn.in_transaction() {
             return;
         }
         let c = self.pinned.take().expect("checked");
@@ -748,10 +749,10 @@ impl Session {
     /// Refuses, when the session is held on a replica, what must not run there:
     /// - a statement that changes data (outside a read-only transaction, whose server refuses
     ///   it itself; inside one, a DDL the server would run after committing): state the
-    ///   session made there (a user variable or temporary table in a
-    ///   read-only transaction or under a `/*slave*/` hint) cannot move, and the write must not
-    ///   run on a replica, where a user allowed to bypass `read_only` would change it behind
-    ///   replication's back;
+    ///   session made there (a user variable or temporary table in a read-only transaction or
+    ///   under a `/*slave*/` hint) cannot move, nor can a transaction whose reads ran there
+    ///   while the write backend was down, and the write must not run on a replica, where a
+    ///   user allowed to bypass `read_only` would change it behind replication's back;
     /// - a named lock (`GET_LOCK` and friends): taken on a replica, it excludes no client of
     ///   the primary's, and `IS_FREE_LOCK` there answers about the wrong server.
     pub fn refuse_on_replica(
@@ -780,13 +781,18 @@ impl Session {
         {
             return None;
         }
-        Some(message::err(
-            codes::OPTION_PREVENTS_STATEMENT,
-            format!(
+        let why = match self.sticky.server_state {
+            true => format!(
                 "rwproxy: this session keeps server state (user variables, temporary tables, named locks or cursors) on replica {}, where writes cannot run; reconnect to write",
                 c.backend.address
             ),
-        ))
+            // Nothing else holds a session on a replica in a read-write transaction.
+            false => format!(
+                "rwproxy: this transaction runs on replica {}, where writes cannot run: it began (autocommit=0) while the write backend could not be reached; end it and retry",
+                c.backend.address
+            ),
+        };
+        Some(message::err(codes::OPTION_PREVENTS_STATEMENT, why))
     }
 
     /// The proxy answered the last command with an error of its own: the messages of any

@@ -18,10 +18,11 @@
 //!
 //! Session rules (transactions, `LOCK TABLES`, server-held state) are applied by the session,
 //! which pins itself to a connection and ignores this decision while pinned; a statement that
-//! commits implicitly ([`classify::Flags::IMPLICIT_COMMIT`]) ends a read-only transaction held
+//! commits implicitly ([`classify::Flags::IMPLICIT_COMMIT`]) ends a transaction held
 //! on a replica first, and routes by this table (`Session::commit_implicitly`). With
 //! `autocommit=0` every statement opens a transaction, so the session sends reads to the
-//! write backend too (`Session::checkout`).
+//! write backend too, or to a replica while the write backend cannot be reached
+//! (`Session::checkout`).
 
 pub mod cache;
 pub mod classify;
