@@ -1111,6 +1111,30 @@ async fn writes_never_run_on_a_replica() {
     }
 }
 
+/// A replica's `read_only` refuses even the plan of a write (1290), so `EXPLAIN UPDATE` and
+/// friends go where writes do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_of_writes_are_explained_on_the_primary() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    for sql in [
+        "EXPLAIN UPDATE rows10 SET v = 'x' WHERE id = 1",
+        "EXPLAIN EXTENDED DELETE FROM rows10 WHERE id = 1",
+        "EXPLAIN FORMAT=JSON INSERT INTO rows10 VALUES (11, 'k')",
+        "DESCRIBE REPLACE INTO rows10 VALUES (11, 'k')",
+    ] {
+        let rows: Vec<mysql_async::Row> =
+            c.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(!rows.is_empty(), "{sql}: no plan");
+    }
+    let n: u32 = c
+        .query_first("SELECT COUNT(*) FROM rows10")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 10, "nothing explained ran");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locking_reads_go_to_primary() {
     let (cl, p) = start_proxy(&[1, 1]).await;

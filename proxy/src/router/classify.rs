@@ -36,7 +36,7 @@ use std::ops::{BitOr, BitOrAssign};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StmtKind {
     /// Safe to run on a replica unless a flag says otherwise: SELECT, SHOW, DESC/DESCRIBE,
-    /// EXPLAIN (without ANALYZE, it never executes), HELP, `WITH ... SELECT`, a parenthesised
+    /// EXPLAIN of a read (without ANALYZE, it never executes), HELP, `WITH ... SELECT`, a parenthesised
     /// SELECT, `VALUES`, `TABLE t`.
     Read,
     /// Everything not known to be read-only; the default for anything unrecognised, malformed
@@ -1361,6 +1361,21 @@ impl<'a> Classifier<'a> {
         }
     }
 
+    /// `EXPLAIN [EXTENDED|PARTITIONS|FORMAT=…] INSERT|REPLACE|UPDATE|DELETE …`: nothing
+    /// runs, but a server with `read_only` refuses even the plan of a write (1290).
+    fn explains_a_write(&self) -> bool {
+        let mut l = self.lx.clone();
+        for _ in 0..4 {
+            let t = l.next();
+            match t.sym {
+                Sym::Kw(Kw::Insert | Kw::Replace | Kw::Update | Kw::Delete) => return true,
+                Sym::Word | Sym::Punct(b'=') => {}
+                _ => return false,
+            }
+        }
+        false
+    }
+
     fn peek(&self) -> Sym {
         self.lx.clone().next().sym
     }
@@ -1389,7 +1404,7 @@ impl<'a> Classifier<'a> {
                     Read
                 }
                 Kw::Desc | Kw::Describe | Kw::Explain => {
-                    if self.peek() == Sym::Kw(Kw::Analyze) {
+                    if self.peek() == Sym::Kw(Kw::Analyze) || self.explains_a_write() {
                         Write
                     } else {
                         Read
@@ -1868,7 +1883,13 @@ mod tests {
         ("DESC t", R, &[]),
         ("DESCRIBE t", R, &[]),
         ("EXPLAIN SELECT * FROM t", R, &[]),
-        ("EXPLAIN UPDATE t SET a = 1", R, &[]),
+        ("EXPLAIN UPDATE t SET a = 1", W, &[]),
+        ("explain extended delete from t", W, &[]),
+        ("EXPLAIN FORMAT=JSON INSERT INTO t VALUES (1)", W, &[]),
+        ("DESCRIBE REPLACE INTO t VALUES (1)", W, &[]),
+        ("EXPLAIN SELECT * FROM t WHERE a IN (SELECT b FROM u)", R, &[]),
+        ("EXPLAIN PARTITIONS SELECT 1", R, &[]),
+        ("DESC update_log", R, &[]),
         ("EXPLAIN FORMAT=JSON SELECT 1", R, &[]),
         ("EXPLAIN ANALYZE SELECT * FROM t", W, &[]),
         ("ANALYZE SELECT * FROM t", W, &[]),
