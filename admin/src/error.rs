@@ -24,6 +24,9 @@ pub enum AdminError {
         "backend {ndx} does not exist (use 'SELECT * FROM backends' to see the backend_ndx values)"
     )]
     NoSuchBackend { ndx: usize },
+    /// `KILL n` of no session of this proxy.
+    #[error("Unknown thread id: {0}")]
+    UnknownThread(u64),
     #[error("Unknown system variable '{0}'")]
     UnknownVariable(String),
     #[error("Variable '{0}' is a read only variable")]
@@ -48,6 +51,7 @@ impl AdminError {
     pub fn code(&self) -> u16 {
         match self {
             AdminError::UnknownCommand(_) | AdminError::Syntax(_) => 1064, // ER_PARSE_ERROR
+            AdminError::UnknownThread(_) => 1094,                          // ER_NO_SUCH_THREAD
             AdminError::UnknownVariable(_) => 1193, // ER_UNKNOWN_SYSTEM_VARIABLE
             AdminError::ReadOnlyVariable(_) => 1238, // ER_INCORRECT_GLOBAL_LOCAL_VAR
             AdminError::WrongValue { .. } => 1231,  // ER_WRONG_VALUE_FOR_VAR

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::event_threads::EventThreads;
 use crate::protocol::message::{codes, err};
 use crate::protocol::packet::PacketWriter;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpSocket};
 
@@ -146,7 +146,6 @@ pub async fn serve(
     threads: Arc<EventThreads>,
 ) -> std::io::Result<()> {
     tracing::info!(listen = %listener.local_addr()?, version = %info.version, "proxy listening");
-    let ids = AtomicU32::new(1);
     let mut failures = AcceptFailures::new("client");
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -156,7 +155,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let id = info.registry.new_id();
         info.stats
             .counters
             .clients_accepted

@@ -807,22 +807,33 @@ async fn kill_connection_and_kill_errors() {
     let e = r.unwrap_err();
     assert!(server_error(&e).is_none(), "{e:?}");
 
-    // Errors, compared with the server's.
+    // Errors, compared with the server's. Below the proxy's first id, the proxy says after
+    // the server's words that the id may be a server's (see
+    // `a_servers_thread_id_kills_no_session`).
     let (mut via, mut direct) = raw_pair(c, &p, APP_USER, APP_PASSWORD).await;
-    for sql in [
-        "KILL 4000000",
-        "KILL QUERY 99999999999",
-        "KILL CONNECTION -1",
-    ] {
+    for sql in ["KILL QUERY 99999999999", "KILL CONNECTION -1"] {
         assert_eq!(
             via.query_reply(sql).await.unwrap(),
             direct.query_reply(sql).await.unwrap(),
             "{sql}"
         );
     }
-    assert_eq!(
-        via.command(&com_process_kill(4_000_000)).await.unwrap(),
-        direct.command(&com_process_kill(4_000_000)).await.unwrap()
+    let hinted = |via: &[Vec<u8>], direct: &[Vec<u8>]| {
+        assert_eq!((via.len(), direct.len()), (1, 1));
+        assert!(
+            via[0].starts_with(&direct[0]) && via[0].len() > direct[0].len(),
+            "{:?} / {:?}",
+            String::from_utf8_lossy(&via[0]),
+            String::from_utf8_lossy(&direct[0])
+        );
+    };
+    hinted(
+        &via.query_reply("KILL 4000000").await.unwrap(),
+        &direct.query_reply("KILL 4000000").await.unwrap(),
+    );
+    hinted(
+        &via.command(&com_process_kill(4_000_000)).await.unwrap(),
+        &direct.command(&com_process_kill(4_000_000)).await.unwrap(),
     );
     let unsupported = via.query_reply("KILL USER app").await.unwrap();
     assert!(
@@ -882,6 +893,51 @@ async fn admin_console_kills_any_session() {
     }
     let e = admin.execute("KILL 4000000").await.unwrap_err().to_string();
     assert!(e.contains("Unknown thread id: 4000000"), "{e}");
+    assert!(e.contains("1094"), "{e}");
+}
+
+/// A DBA reads a server's thread id in `SHOW PROCESSLIST` and sends `KILL` of it through the
+/// proxy: the proxy's own ids start far above any server's, so that is a clear error, never
+/// the kill of an unrelated session that has the same number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_thread_id_kills_no_session() {
+    let (_c, p) = setup().await;
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let mut v = p.conn().await.unwrap();
+        let id: u64 = v
+            .query_first("SELECT CONNECTION_ID()")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!((1_000_000_000..=i32::MAX as u64).contains(&id), "{id}");
+        sessions.push((v, id));
+    }
+    let mut dba = p.conn().await.unwrap();
+    let server_thread: u64 = dba
+        .query_first("/*master*/ SELECT MAX(id) FROM information_schema.processlist")
+        .await
+        .unwrap()
+        .unwrap();
+    let e = dba
+        .query_drop(format!("KILL {server_thread}"))
+        .await
+        .unwrap_err();
+    let (code, _, message) = server_error(&e).expect("a server error");
+    assert_eq!(code, 1094, "{message}");
+    assert!(message.contains("no session of the proxy"), "{message}");
+    for (v, id) in &mut sessions {
+        let same: u64 = v
+            .query_first("SELECT CONNECTION_ID()")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(same, *id, "session alive");
+    }
+    // Its own ids it kills as before.
+    let (mut victim, vid) = sessions.pop().unwrap();
+    dba.query_drop(format!("KILL {vid}")).await.unwrap();
+    assert!(victim.query_drop("SELECT 1").await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 //! actually runs, from a fresh connection as the same user, or the whole session. The admin
 //! console's `KILL` may kill any session.
 
-use super::registry::{Running, SessionStatus};
+use super::registry::{Running, SessionStatus, FIRST_SESSION_ID};
 use super::session::Session;
 use super::{ClientIo, SessionEnd};
 use crate::backend::conn::{BackendConn, BackendError, ConnKey, Dial};
@@ -62,9 +62,13 @@ async fn kill(
 ) -> Result<(), SessionEnd> {
     let target = u32::try_from(id).ok().and_then(|n| s.registry.get(n));
     let Some(target) = target else {
+        let hint = match id < u64::from(FIRST_SESSION_ID) {
+            true => format!(" (rwproxy: this is no session of the proxy, whose ids start at {FIRST_SESSION_ID}, as CONNECTION_ID() shows; a server's thread ids, as its SHOW PROCESSLIST lists them, can be killed on that server)"),
+            false => String::new(),
+        };
         io.error(&message::err(
             codes::UNKNOWN_THREAD,
-            format!("Unknown thread id: {id}"),
+            format!("Unknown thread id: {id}{hint}"),
         ))
         .await?;
         return Ok(());

@@ -17,18 +17,28 @@ use dashmap::DashMap;
 use rwproxy_admin::SessionInfo;
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// Statements longer than this are shown cut.
 const MAX_SHOWN: usize = 1024;
 
+/// The first id the proxy gives a client. Servers number their threads from 1, and those are
+/// what a DBA reads in `SHOW PROCESSLIST` (run on a server, also through the proxy): with the
+/// proxy's own ids far above them, a `KILL` of a server's thread id through the proxy is an
+/// error rather than the kill of some unrelated session that has the same number. Ids stay
+/// under `i32::MAX`, for drivers that keep them in a signed 32-bit integer.
+pub const FIRST_SESSION_ID: u32 = 1_000_000_000;
+const SESSION_IDS: u32 = i32::MAX as u32 - FIRST_SESSION_ID + 1;
+
 #[derive(Default)]
 pub struct Registry {
     sessions: DashMap<u32, Arc<SessionStatus>>,
     /// The proxy is stopping: sessions close as soon as they hold no transaction.
     shutting_down: AtomicBool,
+    /// Ids handed out so far (see [`Registry::new_id`]).
+    ids: AtomicU32,
 }
 
 /// Laid out in declaration order (`repr(C)`): what every command touches first, so that
@@ -147,6 +157,17 @@ struct Now {
 }
 
 impl Registry {
+    /// An id for a new client, from [`FIRST_SESSION_ID`] up; after a wrap, ids of sessions
+    /// still open are skipped.
+    pub fn new_id(&self) -> u32 {
+        loop {
+            let id = FIRST_SESSION_ID + self.ids.fetch_add(1, Ordering::Relaxed) % SESSION_IDS;
+            if !self.sessions.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
     /// Registers a session; it disappears when the returned guard is dropped.
     pub fn enter(
         self: &Arc<Self>,

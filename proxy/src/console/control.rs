@@ -283,7 +283,7 @@ impl ControlPlane for ProxyControl {
         let target = u32::try_from(id)
             .ok()
             .and_then(|n| self.sessions.get(n))
-            .ok_or_else(|| AdminError::failed(format!("Unknown thread id: {id}")))?;
+            .ok_or(AdminError::UnknownThread(id))?;
         kill_in_background(target, &self.cluster, query_only);
         tracing::info!(session = id, query_only, "killed from the admin console");
         Ok(())
