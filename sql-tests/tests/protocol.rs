@@ -288,19 +288,36 @@ async fn warnings_follow_the_statement_that_raised_them() {
         // An error the proxy answers itself (no server runs a KILL of an unknown id), then
         // statements that keep it and one that clears it.
         "SELECT 1/0",
-        "KILL 987654321",
+        "KILL 1987654321",
         "SELECT 4",
         "SELECT @@warning_count, @@error_count",
         "SHOW ERRORS",
         "SELECT COUNT(*) FROM warn_t",
-        "KILL QUERY 987654321",
+        "KILL QUERY 1987654321",
         "SELECT * FROM warn_t",
+        // A change of schema keeps them, as on a server.
+        "SELECT 1/0",
+        "USE rwtest",
+        "SELECT @@warning_count",
     ];
     let mut via = p.conn().await.unwrap();
     let mut direct = cluster.primary.conn().await.unwrap();
     let v = diagnostics_after(&mut via, &script).await;
     let d = diagnostics_after(&mut direct, &script).await;
     assert_eq!(v, d);
+    // So does `COM_INIT_DB` (the `mariadb` client's `use`).
+    let mut replies = Vec::new();
+    for addr in [primary_addr(cluster), p.addr] {
+        let mut c = RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+        c.query("SELECT 1/0").await.unwrap();
+        c.command(&[&[0x02][..], DATABASE.as_bytes()].concat())
+            .await
+            .unwrap();
+        replies.push(c.query("SELECT @@warning_count").await.unwrap());
+    }
+    assert_eq!(replies[0], replies[1]);
     // The counts themselves, read after a warning elsewhere.
     for c in [&mut via, &mut direct] {
         c.query_drop("SELECT 1/0").await.unwrap();

@@ -976,8 +976,12 @@ fn statement_sql<'a>(s: &'a Session, packet: &'a [u8]) -> Option<&'a [u8]> {
     }
 }
 
-/// What a statement that raised no messages did to the previous statement's.
+/// What a statement that raised no messages did to the previous statement's. A change of
+/// schema keeps them on a server, as `USE` does.
 fn diag_of(s: &Session, packet: &[u8]) -> Diag {
+    if packet.first() == Some(&COM_INIT_DB) {
+        return Diag::Kept;
+    }
     statement_sql(s, packet).map_or(Diag::Unknown, |sql| {
         Diag::of(crate::router::diag_effect(sql))
     })

@@ -85,6 +85,8 @@ pub fn diag_effect(sql: &[u8]) -> DiagEffect {
             .contains(Flags::MULTI_STATEMENT)
     {
         DiagEffect::Unknown
+    } else if starts(b"USE") {
+        DiagEffect::Keeps
     } else if starts(b"SELECT") || starts(b"SET") || starts(b"DO") {
         if has_word(head, b"from") {
             DiagEffect::Clears
