@@ -382,7 +382,7 @@ async fn replies_to_large_commands_follow_their_sequence() {
     let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
         .await
         .unwrap();
-    let mut command = b"\x03KILL 987654321 /*".to_vec();
+    let mut command = b"\x03KILL 1987654321 /*".to_vec();
     command.resize(17 * 1024 * 1024, b'x');
     command.extend_from_slice(b"*/");
     let mut seen = Vec::new();

@@ -881,7 +881,7 @@ async fn row_count_and_found_rows_describe_the_previous_statement() {
         // Answered by the proxy itself.
         "",
         "UPDATE {t} SET v = v + 1",
-        "KILL QUERY 999999",
+        "KILL QUERY 1999999999",
         "UPDATE {t} SET v = v + 1",
         "PING",
         "UPDATE {t} SET v = v + 1",
