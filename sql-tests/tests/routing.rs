@@ -390,8 +390,9 @@ async fn implicit_commits_end_a_read_only_transaction() {
 }
 
 /// Named locks are the primary's: inside a read-only transaction, which runs on a replica,
-/// `GET_LOCK` and friends are refused (taken there, a lock would exclude nobody), and a
-/// quoted function name (`` `get_lock`(…) ``, `` `connection_id`() ``) is the built-in
+/// `GET_LOCK` and friends are refused (taken there, a lock would exclude nobody), as is
+/// `SELECT … INTO OUTFILE` (its file would land on the replica's host); and a quoted
+/// function name (`` `get_lock`(…) ``, `` `connection_id`() ``) is the built-in
 /// still, routed and answered as the plain one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_locks_are_never_taken_on_a_replica() {
@@ -415,6 +416,14 @@ async fn named_locks_are_never_taken_on_a_replica() {
             }
             other => panic!("{sql} in a read-only transaction: {other:?}"),
         }
+    }
+    // A file written by the transaction would land on the replica's host.
+    match c.query_drop("SELECT 1 INTO OUTFILE 'rt_ro.txt'").await {
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!(e.code, 1290, "{e:?}");
+            assert!(e.message.contains("OUTFILE"), "{}", e.message);
+        }
+        other => panic!("INTO OUTFILE in a read-only transaction: {other:?}"),
     }
     // The transaction goes on where it was.
     assert_eq!(sid(&mut c, "SELECT @@server_id").await, on);

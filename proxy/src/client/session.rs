@@ -754,7 +754,9 @@ impl Session {
     ///   while the write backend was down, and the write must not run on a replica, where a
     ///   user allowed to bypass `read_only` would change it behind replication's back;
     /// - a named lock (`GET_LOCK` and friends): taken on a replica, it excludes no client of
-    ///   the primary's, and `IS_FREE_LOCK` there answers about the wrong server.
+    ///   the primary's, and `IS_FREE_LOCK` there answers about the wrong server;
+    /// - `SELECT … INTO OUTFILE|DUMPFILE`, which would write its file on the replica's host
+    ///   where the client expects the primary's.
     pub fn refuse_on_replica(
         &self,
         class: &crate::router::classify::Classification,
@@ -769,6 +771,16 @@ impl Session {
                 codes::OPTION_PREVENTS_STATEMENT,
                 format!(
                     "rwproxy: this session is held on replica {} (a read-only transaction, or state it made there), where a named lock would exclude no other client; take named locks outside read-only transactions",
+                    c.backend.address
+                ),
+            ));
+        }
+        if class.flags.contains(Flags::SELECT_INTO) && !class.flags.contains(Flags::USER_VAR_WRITE)
+        {
+            return Some(message::err(
+                codes::OPTION_PREVENTS_STATEMENT,
+                format!(
+                    "rwproxy: this session is held on replica {} (a transaction, or state it made there), where SELECT ... INTO OUTFILE or DUMPFILE would write its file on that replica's host; run it outside the transaction",
                     c.backend.address
                 ),
             ));
