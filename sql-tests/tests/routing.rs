@@ -272,6 +272,16 @@ async fn read_only_transaction_stays_on_one_server() {
             }
             other => panic!("a write in a READ ONLY transaction: {other:?}"),
         }
+        // The diagnostics say so too (the replica holds its own 1290).
+        let w: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").await.unwrap();
+        assert_eq!(
+            w,
+            [(
+                "Error".to_string(),
+                1792,
+                "Cannot execute statement in a READ ONLY transaction".to_string()
+            )]
+        );
         assert_eq!(sid(&mut c, "SELECT @@server_id").await, first);
         c.query_drop("COMMIT").await.unwrap();
         servers_used.insert(first);

@@ -43,6 +43,8 @@ pub struct Relayed {
     /// Some result of the reply raised warnings. The last completion's count can be 0 while
     /// the server still holds an earlier statement's (`SELECT 1/0; SELECT 1`).
     pub warned: bool,
+    /// `error` is not the one the server holds for `SHOW WARNINGS` (see `Scanner::error`).
+    pub error_rewritten: bool,
     /// What `ROW_COUNT()` answers after this reply: the last OK's affected rows, -1 after
     /// rows or an error. `None`: not a statement's reply.
     pub row_count: Option<i64>,
@@ -230,6 +232,7 @@ impl Scanner {
                 "Cannot execute statement in a READ ONLY transaction",
             );
             self.replacement = Some(e.payload());
+            self.out.error_rewritten = true;
         }
         if let (Some(ids), Some(e)) = (self.ids, error.as_mut()) {
             let names_statement = [

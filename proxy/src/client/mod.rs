@@ -877,6 +877,11 @@ pub async fn execute(
                 if s.proxy_error.is_some() && diag != Diag::Kept {
                     s.proxy_error = None;
                 }
+                // The server holds the error it raised: the client's is raised there for a
+                // `SHOW WARNINGS` as the proxy's own are.
+                if r.error_rewritten {
+                    s.proxy_error = r.error.clone();
+                }
                 s.finish(c, diag);
                 return Ok(Some(r));
             }
