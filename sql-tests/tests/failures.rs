@@ -170,6 +170,13 @@ async fn write_backend_killed() {
         "{}",
         se.message
     );
+    // Nor may anything that would lock or leave state there.
+    for sql in ["SELECT * FROM f_w FOR UPDATE", "SET @f_w = 1"] {
+        let e = manual.query_drop(sql).await.unwrap_err();
+        let se = server_error(&e).unwrap_or_else(|| panic!("{sql}: not a MySQL error: {e:?}"));
+        assert_eq!(se.code, 1290, "{sql}: {se:?}");
+    }
+    assert_eq!(sid(&mut manual).await.unwrap(), on);
     manual.query_drop("ROLLBACK").await.unwrap();
     assert!([2, 3].contains(&sid(&mut manual).await.unwrap()));
     // A second write fails the same way, not slower.

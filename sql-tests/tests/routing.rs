@@ -375,6 +375,22 @@ async fn implicit_commits_end_a_read_only_transaction() {
     c.query_drop("INSERT INTO rt_ddl VALUES (2)").await.unwrap();
     c.query_drop("UNLOCK TABLES").await.unwrap();
 
+    // A `SET TRANSACTION` the server refuses sets nothing for the next transaction: the
+    // session is not held for one.
+    match c
+        .query_drop("SET TRANSACTION ISOLATION LEVEL SOMETIMES")
+        .await
+    {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1064, "{e:?}"),
+        other => panic!("a malformed SET TRANSACTION: {other:?}"),
+    }
+    // (A read of a table clears the error, which held reads where it is.)
+    c.query_drop("SELECT COUNT(*) FROM rows10").await.unwrap();
+    assert_replicas_only(
+        &ids_over(&mut c, "SELECT @@server_id", 20).await,
+        "after a refused SET TRANSACTION",
+    );
+
     // State made on the replica holds the session there.
     begin_on_replica(&mut c).await;
     let on = sid(&mut c, "SELECT @@server_id").await;

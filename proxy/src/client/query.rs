@@ -116,6 +116,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     {
         s.sticky.server_state = true;
     }
+    let next_transaction = s.sticky.next_transaction;
     for a in &assignments {
         match a {
             Assignment::UserVar | Assignment::Other => s.sticky.server_state = true,
@@ -157,6 +158,8 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
                 s.last_insert_id = r.completion.last_insert_id;
             }
             if r.error.is_some() {
+                // A refused `SET TRANSACTION` (1568 inside a transaction) sets nothing.
+                s.sticky.next_transaction = next_transaction;
                 return;
             }
             if select_into {

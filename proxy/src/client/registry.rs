@@ -17,7 +17,7 @@ use dashmap::DashMap;
 use rwproxy_admin::SessionInfo;
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -37,8 +37,9 @@ pub struct Registry {
     sessions: DashMap<u32, Arc<SessionStatus>>,
     /// The proxy is stopping: sessions close as soon as they hold no transaction.
     shutting_down: AtomicBool,
-    /// Ids handed out so far (see [`Registry::new_id`]).
-    ids: AtomicU32,
+    /// Ids handed out so far (see [`Registry::new_id`]); 64 bits, so that it never wraps and
+    /// the ids cycle through their range evenly.
+    ids: AtomicU64,
 }
 
 /// Laid out in declaration order (`repr(C)`): what every command touches first, so that
@@ -161,7 +162,8 @@ impl Registry {
     /// still open are skipped.
     pub fn new_id(&self) -> u32 {
         loop {
-            let id = FIRST_SESSION_ID + self.ids.fetch_add(1, Ordering::Relaxed) % SESSION_IDS;
+            let n = self.ids.fetch_add(1, Ordering::Relaxed) % u64::from(SESSION_IDS);
+            let id = FIRST_SESSION_ID + n as u32;
             if !self.sessions.contains_key(&id) {
                 return id;
             }

@@ -153,8 +153,9 @@ pub struct Session {
     /// A statement reply set `row_count` during the current command.
     pub row_count_recorded: bool,
     /// `autocommit` as the server last reported it. Off, every statement belongs to a
-    /// transaction that the next one opens, so reads go to the write backend too; between
-    /// transactions the session holds no connection.
+    /// transaction that the next one opens, so reads go to the write backend too (to a
+    /// replica while it cannot be reached, see `checkout`); between transactions the session
+    /// holds no connection.
     pub autocommit: bool,
     /// `found_rows` was just set: the digest recorded next is its statement's.
     pub found_rows_fresh: bool,
@@ -454,12 +455,15 @@ impl Session {
                 }
             }
         }
-        // Read-your-writes may send a read to the write backend after all.
-        let mut primary_only = target == Target::Read && self.ryw.plan("") == ReadPlan::Primary;
+        // Read-your-writes may send a read to the write backend after all (and keeps a read
+        // in a transaction there, down or not).
+        let reads = target == Target::Read || read_in_transaction;
+        let mut primary_only = reads && self.ryw.plan("") == ReadPlan::Primary;
         // A session setting, or such a read, goes to a read backend when the write backend is
-        // known not to serve, or once it failed the statement.
-        let may_read = target == Target::Session || read_in_transaction;
-        let mut on_read = may_read && !self.cluster.write_backend().is_some_and(|w| w.serves());
+        // known not to serve, or once it failed the statement (the read: only by being down,
+        // not by being busy).
+        let may_read = target == Target::Session || read_in_transaction && !primary_only;
+        let mut on_read = may_read && !self.write_serves();
         loop {
             let backend = match target {
                 _ if primary_only => None,
@@ -477,7 +481,11 @@ impl Session {
                 // switchover, up to `write-wait-ms`), unless a kill comes first.
                 None => match self.status.unless_killed(self.write_backend(target)).await {
                     Ok(Ok(b)) => (b, true),
-                    Ok(Err(_)) if may_read && !on_read => {
+                    Ok(Err(_))
+                        if may_read
+                            && !on_read
+                            && (target == Target::Session || !self.write_serves()) =>
+                    {
                         on_read = true;
                         continue;
                     }
@@ -528,7 +536,7 @@ impl Session {
                         }
                     };
                     match synced {
-                        Ok(()) if is_write || target != Target::Read => return Ok(c),
+                        Ok(()) if is_write || !reads => return Ok(c),
                         Ok(()) => {
                             let wait =
                                 matches!(self.ryw.plan(&c.backend.address), ReadPlan::WaitFor(..));
@@ -565,7 +573,13 @@ impl Session {
                     // A read tries the next backend when this one is down or saturated
                     // (ending on the write backend); a login refusal would repeat everywhere.
                     let login_refused = matches!(e, BackendError::Login { .. });
-                    if is_write && may_read && !on_read && !login_refused {
+                    let down = e.means_down() || !self.write_serves();
+                    if is_write
+                        && may_read
+                        && !on_read
+                        && !login_refused
+                        && (target == Target::Session || down)
+                    {
                         tracing::debug!(backend = %backend.address, "write backend failed a session setting or a read, trying a read backend: {e}");
                         on_read = true;
                         continue;
@@ -578,6 +592,11 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// The write backend exists and is not known to be down or offline.
+    fn write_serves(&self) -> bool {
+        self.cluster.write_backend().is_some_and(|w| w.serves())
     }
 
     /// Causal read-your-writes: whether the replica behind `c` has applied the session's
@@ -747,12 +766,15 @@ impl Session {
     }
 
     /// Refuses, when the session is held on a replica, what must not run there:
+    /// - in a transaction that began (autocommit=0) while the write backend could not be
+    ///   reached, anything but reads and settings: a locking read there locks nothing the
+    ///   primary's clients see, and a user variable or temporary table would hold the session
+    ///   on the replica for good;
     /// - a statement that changes data (outside a read-only transaction, whose server refuses
     ///   it itself; inside one, a DDL the server would run after committing): state the
     ///   session made there (a user variable or temporary table in a read-only transaction or
-    ///   under a `/*slave*/` hint) cannot move, nor can a transaction whose reads ran there
-    ///   while the write backend was down, and the write must not run on a replica, where a
-    ///   user allowed to bypass `read_only` would change it behind replication's back;
+    ///   under a `/*slave*/` hint) cannot move, and the write must not run on a replica, where
+    ///   a user allowed to bypass `read_only` would change it behind replication's back;
     /// - a named lock (`GET_LOCK` and friends): taken on a replica, it excludes no client of
     ///   the primary's, and `IS_FREE_LOCK` there answers about the wrong server;
     /// - `SELECT … INTO OUTFILE|DUMPFILE`, which would write its file on the replica's host
@@ -766,45 +788,38 @@ impl Session {
         if c.backend.role != crate::config::Role::ReadOnly {
             return None;
         }
+        let addr = &c.backend.address;
+        let refuse = |why: String| Some(message::err(codes::OPTION_PREVENTS_STATEMENT, why));
+        let read_only_transaction = c.lease.conn.status & SERVER_STATUS_IN_TRANS_READONLY != 0;
+        // Nothing else holds a session on a replica in a read-write transaction.
+        let began_without_primary =
+            c.lease.conn.in_transaction() && !read_only_transaction && !self.sticky.server_state;
+        if began_without_primary && !reads_or_settings(class) {
+            return refuse(format!(
+                "rwproxy: this transaction runs on replica {addr}: it began (autocommit=0) while the write backend could not be reached, and only reads run there; end it and retry"
+            ));
+        }
         if class.flags.contains(Flags::GET_LOCK) {
-            return Some(message::err(
-                codes::OPTION_PREVENTS_STATEMENT,
-                format!(
-                    "rwproxy: this session is held on replica {} (a read-only transaction, or state it made there), where a named lock would exclude no other client; take named locks outside read-only transactions",
-                    c.backend.address
-                ),
+            return refuse(format!(
+                "rwproxy: this session is held on replica {addr} (a read-only transaction, or state it made there), where a named lock would exclude no other client; take named locks outside read-only transactions"
             ));
         }
         if class.flags.contains(Flags::SELECT_INTO) && !class.flags.contains(Flags::USER_VAR_WRITE)
         {
-            return Some(message::err(
-                codes::OPTION_PREVENTS_STATEMENT,
-                format!(
-                    "rwproxy: this session is held on replica {} (a transaction, or state it made there), where SELECT ... INTO OUTFILE or DUMPFILE would write its file on that replica's host; run it outside the transaction",
-                    c.backend.address
-                ),
+            return refuse(format!(
+                "rwproxy: this session is held on replica {addr} (a read-only transaction, or state it made there), where SELECT ... INTO OUTFILE or DUMPFILE would write its file on that replica's host; send it outside read-only transactions, from a session that keeps no state on a replica"
             ));
         }
         // In a read-only transaction the server refuses a write itself, unless the write
         // commits the transaction first (DDL), which `commit_implicitly` did not allow.
-        let read_only_transaction = c.lease.conn.status & SERVER_STATUS_IN_TRANS_READONLY != 0;
         if class.kind != StmtKind::Write
             || read_only_transaction && !class.flags.contains(Flags::IMPLICIT_COMMIT)
         {
             return None;
         }
-        let why = match self.sticky.server_state {
-            true => format!(
-                "rwproxy: this session keeps server state (user variables, temporary tables, named locks or cursors) on replica {}, where writes cannot run; reconnect to write",
-                c.backend.address
-            ),
-            // Nothing else holds a session on a replica in a read-write transaction.
-            false => format!(
-                "rwproxy: this transaction runs on replica {}, where writes cannot run: it began (autocommit=0) while the write backend could not be reached; end it and retry",
-                c.backend.address
-            ),
-        };
-        Some(message::err(codes::OPTION_PREVENTS_STATEMENT, why))
+        refuse(format!(
+            "rwproxy: this session keeps server state (user variables, temporary tables, named locks or cursors) on replica {addr}, where writes cannot run; reconnect to write"
+        ))
     }
 
     /// The proxy answered the last command with an error of its own: the messages of any
@@ -914,6 +929,23 @@ impl Session {
 
 /// A tracked variable's value as SQL: a string literal, except the empty character set a
 /// server reports for `character_set_results = NULL`.
+/// A statement that runs on a replica as it would anywhere: a plain read, a setting, the end
+/// of the transaction.
+fn reads_or_settings(class: &crate::router::classify::Classification) -> bool {
+    use crate::router::classify::{Flags, StmtKind};
+    match class.kind {
+        StmtKind::Read | StmtKind::Empty => matches!(
+            crate::router::target(class),
+            Target::Read | Target::Diagnostics
+        ),
+        StmtKind::Set => !class
+            .flags
+            .intersects(super::query::SERVER_STATE | Flags::USER_VAR_READ),
+        StmtKind::EndTransaction | StmtKind::Use | StmtKind::Begin { .. } | StmtKind::Kill => true,
+        _ => false,
+    }
+}
+
 fn sql_value(name: &str, value: &str) -> String {
     if value.is_empty() && name.starts_with("character_set_") {
         return "NULL".into();

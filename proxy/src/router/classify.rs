@@ -1343,6 +1343,7 @@ impl<'a> Classifier<'a> {
             b"RESET",
             b"INSTALL",
             b"UNINSTALL",
+            b"SHUTDOWN",
         ];
         let is = |tok: &Tok, w: &[u8]| self.lx.s[tok.start..tok.end].eq_ignore_ascii_case(w);
         let next = self.lx.clone().next();
@@ -1350,13 +1351,22 @@ impl<'a> Classifier<'a> {
         match t.sym {
             Sym::Kw(Kw::Create) => !self.flags.contains(Flags::TEMP_TABLE),
             Sym::Kw(Kw::Drop) => kind == StmtKind::Write && !self.flags.contains(Flags::TEMP_TABLE),
-            Sym::Kw(Kw::Analyze) => matches!(next.sym, Sym::Kw(Kw::Table | Kw::Tables)),
+            Sym::Kw(Kw::Analyze) => {
+                matches!(next.sym, Sym::Kw(Kw::Table | Kw::Tables | Kw::Local))
+                    || next_is(b"NO_WRITE_TO_BINLOG")
+            }
             Sym::Kw(Kw::Set) => next.sym == Sym::Kw(Kw::Password),
             Sym::Word if WORDS.iter().any(|w| is(&t, w)) => true,
             Sym::Word if is(&t, b"CHECK") => matches!(next.sym, Sym::Kw(Kw::Table | Kw::Tables)),
             Sym::Word if is(&t, b"CACHE") => next_is(b"INDEX"),
             Sym::Word if is(&t, b"LOAD") => next_is(b"INDEX"),
             Sym::Word if is(&t, b"CHANGE") => next_is(b"MASTER"),
+            Sym::Kw(Kw::Start) | Sym::Word
+                if (is(&t, b"START") || is(&t, b"STOP"))
+                    && (next_is(b"SLAVE") || next_is(b"REPLICA") || next_is(b"ALL")) =>
+            {
+                true
+            }
             _ => matches!(kind, StmtKind::Begin { .. } | StmtKind::LockTables),
         }
     }
@@ -1932,7 +1942,7 @@ mod tests {
         ("HANDLER t OPEN", W, &[F::CONNECTION_STATE]),
         ("HANDLER t READ FIRST", W, &[F::CONNECTION_STATE]),
         ("CHANGE MASTER TO MASTER_HOST='h', MASTER_PORT=3306", W, &[F::IMPLICIT_COMMIT]),
-        ("START SLAVE", W, &[]),
+        ("START SLAVE", W, &[F::IMPLICIT_COMMIT]),
         ("FLUSH TABLES", W, &[F::IMPLICIT_COMMIT]),
         ("FLUSH LOGS", W, &[F::IMPLICIT_COMMIT]),
         ("FLUSH TABLES WITH READ LOCK", W, &[F::CONNECTION_STATE, F::IMPLICIT_COMMIT]),
@@ -1941,6 +1951,11 @@ mod tests {
         ("BACKUP STAGE START", W, &[F::CONNECTION_STATE]),
         ("BACKUP LOCK t", W, &[F::CONNECTION_STATE]),
         ("OPTIMIZE TABLE t", W, &[F::IMPLICIT_COMMIT]),
+        ("SHUTDOWN", W, &[F::IMPLICIT_COMMIT]),
+        ("stop replica", W, &[F::IMPLICIT_COMMIT]),
+        ("STOP ALL SLAVES", W, &[F::IMPLICIT_COMMIT]),
+        ("ANALYZE LOCAL TABLE t", W, &[F::IMPLICIT_COMMIT]),
+        ("ANALYZE NO_WRITE_TO_BINLOG TABLE t", W, &[F::IMPLICIT_COMMIT]),
         ("CHECKSUM TABLE t", W, &[]),
         ("GRANT SELECT ON db.* TO 'u'@'%'", W, &[F::IMPLICIT_COMMIT]),
         ("CREATE USER 'u'@'localhost' IDENTIFIED BY 'p'", W, &[F::IMPLICIT_COMMIT]),

@@ -5,7 +5,7 @@
 //! | `SHOW WARNINGS`/`SHOW ERRORS`/`SHOW COUNT(*) …`, reads of `@@warning_count`/`@@error_count` | the connection holding the last messages |
 //! | `/*master*/` hint | write |
 //! | `/*slave*/` hint on a read-only statement kind | read |
-//! | `SELECT`/`SHOW`/`DESC`/`EXPLAIN` without any of the flags below | read |
+//! | `SELECT`/`SHOW`/`DESC`/`EXPLAIN` without any of the flags below (`EXPLAIN` of a read: a replica's `read_only` refuses the plan of a write) | read |
 //! | nothing but comments, whitespace and `;` (the server answers: OK, or 1065 when blank) | read |
 //! | locking reads (`FOR UPDATE`, `LOCK IN SHARE MODE`, `FOR SHARE`), `SELECT … INTO` | write |
 //! | `GET_LOCK` & co, `LAST_INSERT_ID()` (and `@@identity`), `FOUND_ROWS()`/`ROW_COUNT()`, `SQL_CALC_FOUND_ROWS`, sequences, user variables, `SHOW MASTER STATUS` | write |
