@@ -11,7 +11,7 @@ use mysql_common::constants::CapabilityFlags;
 use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
 use mysql_common::proto::{MyDeserialize, MySerialize};
 use mysql_common::scramble::{scramble_native, scramble_sha256};
-use rwproxy_sql_tests::{proxy, Cluster, APP_PASSWORD, APP_USER, DATABASE};
+use rwproxy_sql_tests::{proxy, Cluster, Server, APP_PASSWORD, APP_USER, DATABASE};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,17 +21,24 @@ use tokio::sync::{Mutex, MutexGuard, OnceCell};
 
 static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
 static TURN: Mutex<()> = Mutex::const_new(());
+/// The sandbox's `max_connections`.
+const MAX_CONNECTIONS: u64 = 3000;
 
 async fn cluster() -> (MutexGuard<'static, ()>, &'static Cluster) {
     let turn = TURN.lock().await;
     let c = CLUSTER
         .get_or_init(|| async { Cluster::start(2).await.expect("sandbox cluster") })
         .await;
-    // A test that failed half-way may have left a server down: bring it back first.
+    // A test that failed half-way may have left a server down, or full (see `Filled`):
+    // bring it back first.
     for s in c.servers() {
         if !s.is_running() {
             s.restart().await.unwrap();
         }
+        let mut root = s.root_conn().await.unwrap();
+        root.query_drop(format!("SET GLOBAL max_connections = {MAX_CONNECTIONS}"))
+            .await
+            .unwrap();
     }
     c.wait_replicas_caught_up().await.unwrap();
     (turn, c)
@@ -219,6 +226,81 @@ async fn write_backend_killed() {
         .unwrap();
     manual.query_drop("COMMIT").await.unwrap();
     cl.wait_replicas_caught_up().await.unwrap();
+}
+
+/// Fills `server` to a lowered `max_connections` with connections of the proxy's user;
+/// [`Filled::empty`] puts it back.
+struct Filled {
+    root: Conn,
+    held: Vec<Conn>,
+}
+
+impl Filled {
+    async fn fill(server: &Server) -> Filled {
+        let mut root = server.root_conn().await.unwrap();
+        root.query_drop("SET GLOBAL max_connections = 10")
+            .await
+            .unwrap();
+        let mut held = Vec::new();
+        loop {
+            match mysql_async::Conn::new(server.opts(APP_USER, APP_PASSWORD)).await {
+                Ok(c) => held.push(c),
+                Err(e) => {
+                    let se = server_error(&e).unwrap_or_else(|| panic!("{e:?}"));
+                    assert_eq!(se.code, 1040, "{se:?}");
+                    break;
+                }
+            }
+            assert!(held.len() < 20, "max_connections not reached");
+        }
+        Filled { root, held }
+    }
+
+    async fn empty(mut self) {
+        for c in self.held.drain(..) {
+            c.disconnect().await.unwrap();
+        }
+        self.root
+            .query_drop(format!("SET GLOBAL max_connections = {MAX_CONNECTIONS}"))
+            .await
+            .unwrap();
+    }
+}
+
+/// A server at its own connection limit (1040) is full, not refusing the user, and it is
+/// passed over as a busy one: reads go to the other replica, and session settings (which
+/// drivers send as they connect) to a replica while the primary is full. (Both failed with
+/// 1040: another app's connection storm on one server stopped most traffic.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_at_its_connection_limit_is_passed_over() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let full = Filled::fill(&cl.replicas[0]).await;
+    let mut seen = BTreeSet::new();
+    for _ in 0..6 {
+        let mut c = p.conn().await.unwrap();
+        for _ in 0..4 {
+            seen.insert(sid(&mut c).await.unwrap());
+        }
+    }
+    full.empty().await;
+    assert_eq!(seen, BTreeSet::from([3]), "reads while replica 2 is full");
+
+    let full = Filled::fill(&cl.primary).await;
+    let mut c = p.conn().await.unwrap();
+    let settled = async {
+        c.query_drop("SET NAMES utf8mb4").await?;
+        c.query_drop("SET time_zone = '+02:00'").await?;
+        c.query_first::<String, _>("SELECT @@time_zone").await
+    }
+    .await;
+    let write = c.query_drop("INSERT INTO f_w VALUES ()").await;
+    full.empty().await;
+    assert_eq!(settled.unwrap().as_deref(), Some("+02:00"));
+    let e = write.unwrap_err();
+    assert_eq!(server_error(&e).map(|e| e.code), Some(1040), "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

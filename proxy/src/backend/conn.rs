@@ -66,6 +66,12 @@ impl BackendError {
 }
 
 impl BackendError {
+    /// The server refused a login for want of room (`max_connections`: 1040;
+    /// `max_user_connections`: 1203), not for who asked: another server may take it.
+    pub fn server_full(&self) -> bool {
+        matches!(self, BackendError::Login { error, .. } if [1040, 1203].contains(&error.code))
+    }
+
     /// The error a client sees for this failure.
     pub fn to_sql_error(&self, what: &str) -> SqlError {
         match self {

@@ -570,9 +570,10 @@ impl Session {
                     if e.means_down() {
                         backend.mark_down(&e);
                     }
-                    // A read tries the next backend when this one is down or saturated
-                    // (ending on the write backend); a login refusal would repeat everywhere.
-                    let login_refused = matches!(e, BackendError::Login { .. });
+                    // A read tries the next backend when this one is down or saturated (its
+                    // pool, or the server's own connection limit), ending on the write
+                    // backend; a login refusal would repeat everywhere.
+                    let login_refused = matches!(e, BackendError::Login { .. }) && !e.server_full();
                     let down = e.means_down() || !self.write_serves();
                     if is_write
                         && may_read
