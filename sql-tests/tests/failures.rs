@@ -35,6 +35,7 @@ async fn cluster() -> (MutexGuard<'static, ()>, &'static Cluster) {
         if !s.is_running() {
             s.restart().await.unwrap();
         }
+        s.resume();
         let mut root = s.root_conn().await.unwrap();
         root.query_drop(format!("SET GLOBAL max_connections = {MAX_CONNECTIONS}"))
             .await
@@ -301,6 +302,53 @@ async fn a_server_at_its_connection_limit_is_passed_over() {
     assert_eq!(settled.unwrap().as_deref(), Some("+02:00"));
     let e = write.unwrap_err();
     assert_eq!(server_error(&e).map(|e| e.code), Some(1040), "{e:?}");
+}
+
+/// `KILL CONNECTION` of a session whose statement waits on a hung server (stopped, cut off)
+/// ends the session at once: the proxy cannot reach that server to kill its thread, so it
+/// closes the session's connection to it. (The kill did nothing: the client got its result
+/// when the server ran again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_frees_a_session_stuck_on_a_hung_server() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut victim = p.conn().await.unwrap();
+    victim
+        .query_drop("START TRANSACTION READ ONLY")
+        .await
+        .unwrap();
+    let on = sid(&mut victim).await.unwrap();
+    let replica = &cl.replicas[on as usize - 2];
+    let id: u64 = victim
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    let sleeping = tokio::spawn(async move {
+        let r = victim.query_drop("SELECT SLEEP(3)").await;
+        (victim, r, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    replica.pause();
+    let t0 = Instant::now();
+    p.admin()
+        .await
+        .execute(&format!("KILL {id}"))
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(8), sleeping).await;
+    replica.resume();
+    let (mut victim, r, at) = outcome.expect("the killed session still waits").unwrap();
+    let took = at - t0;
+    println!("killed session freed after {took:?}: {r:?}");
+    assert!(r.is_err(), "{r:?}");
+    assert!(took < Duration::from_secs(4), "freed after {took:?}");
+    assert!(
+        victim.query_drop("SELECT 1").await.is_err(),
+        "session ended"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,6 +110,17 @@ struct RunningSlot {
     client_closed: bool,
 }
 
+impl Running {
+    /// Shuts the statement's backend connection both ways, which ends the session's wait for
+    /// its reply. Only while a kill holds the slot (see [`KillGuard`]): until that is dropped
+    /// the session keeps the connection, and the descriptor open.
+    pub fn cut(&self) {
+        // SAFETY: the caller holds a `KillGuard`, see above.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.backend_fd) };
+        let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+    }
+}
+
 impl RunningSlot {
     /// Whether the statement's connection cannot be used again, once no kill is in flight.
     fn spent_unless_kills_in_flight(&self) -> Option<bool> {
