@@ -576,6 +576,18 @@ impl Cluster {
         rw.find(|b| b.serves()).or(first_not_offline).cloned()
     }
 
+    /// Whether a read could go to a read-only backend other than `b` and those in `exclude`:
+    /// then it does not wait for room in `b`'s full pool.
+    pub fn other_read_backend(&self, b: &Arc<Backend>, exclude: &[Arc<Backend>]) -> bool {
+        self.backends.load().iter().any(|o| {
+            o.role == Role::ReadOnly
+                && o.serves()
+                && o.weight.load(Ordering::Relaxed) > 0
+                && !Arc::ptr_eq(o, b)
+                && !exclude.iter().any(|e| Arc::ptr_eq(e, o))
+        })
+    }
+
     /// The read-only backend for a session's next read, skipping `exclude` (backends that
     /// already failed this statement). `None`: reads go to the write backend. The run goes
     /// on with the same backend only if the read gives it back ([`ReadPicker::give_back`]).

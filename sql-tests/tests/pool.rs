@@ -708,3 +708,54 @@ async fn commit_release_disconnects_and_pools_nothing_dead() {
         .unwrap();
     assert_eq!(kept, [0, 2]);
 }
+
+/// A read does not wait for room in a replica's full pool while another replica has some:
+/// it goes there at once. (It waited the whole `connect-timeout-ms` first.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_passes_a_full_replica_pool_by() {
+    let c = cluster().await;
+    let first = &c.replica_addrs()[0];
+    let toml = proxy::config_toml(c, &[1, 1], "").replacen(
+        &format!("address = \"{first}\"\nrole = \"ro\"\nweight = 1\nmax-connections = 50"),
+        &format!("address = \"{first}\"\nrole = \"ro\"\nweight = 1\nmax-connections = 1"),
+        1,
+    );
+    assert!(toml.contains("max-connections = 1\n"));
+    let p = proxy::start(&toml).await.unwrap();
+    // A read-only transaction on the first replica holds its one connection.
+    let mut holder = p.conn().await.unwrap();
+    let mut held = false;
+    for _ in 0..40 {
+        holder
+            .query_drop("START TRANSACTION READ ONLY")
+            .await
+            .unwrap();
+        let port: u16 = holder.query_first("SELECT @@port").await.unwrap().unwrap();
+        if first.ends_with(&format!(":{port}")) {
+            held = true;
+            break;
+        }
+        holder.query_drop("COMMIT").await.unwrap();
+        // A fresh session picks afresh.
+        holder = p.conn().await.unwrap();
+    }
+    assert!(held, "no transaction landed on {first}");
+    // (A login reads too: it checks the schema.)
+    for _ in 0..8 {
+        let t0 = Instant::now();
+        let mut r = p.conn().await.unwrap();
+        for _ in 0..4 {
+            let port: u16 = r.query_first("SELECT @@port").await.unwrap().unwrap();
+            assert!(
+                !first.ends_with(&format!(":{port}")),
+                "read on the full replica"
+            );
+        }
+        let took = t0.elapsed();
+        assert!(
+            took < Duration::from_millis(500),
+            "login and reads took {took:?}"
+        );
+    }
+    holder.query_drop("COMMIT").await.unwrap();
+}

@@ -503,8 +503,12 @@ impl Session {
                     let (key, password) = (&self.key, &self.backend_password());
                     // A session setting does not wait for a full write pool: a read backend
                     // can answer it (the session applies it wherever it runs next), and
-                    // clients send settings as they connect.
-                    let wait = !(is_write && target == Target::Session && !on_read);
+                    // clients send settings as they connect. Nor does a read for a full
+                    // replica's pool while another replica may have room.
+                    let wait = match is_write {
+                        true => target != Target::Session || on_read,
+                        false => !self.cluster.other_read_backend(&backend, exclude),
+                    };
                     let acquire =
                         backend
                             .pool
@@ -588,7 +592,14 @@ impl Session {
                     if is_write || login_refused {
                         return Err(e.to_sql_error(&role_name(is_write, &backend.address)));
                     }
-                    tracing::warn!(backend = %backend.address, "read backend failed, trying another: {e}");
+                    match e {
+                        BackendError::PoolExhausted { .. } => {
+                            tracing::debug!(backend = %backend.address, "read backend's pool full, trying another")
+                        }
+                        _ => {
+                            tracing::warn!(backend = %backend.address, "read backend failed, trying another: {e}")
+                        }
+                    }
                     exclude.push(backend);
                 }
             }
