@@ -351,6 +351,51 @@ async fn a_kill_frees_a_session_stuck_on_a_hung_server() {
     );
 }
 
+/// A client gone while its read waits on a hung server: once the monitor finds that server
+/// down, the proxy closes the connection and the session ends. (It stayed, holding its
+/// backend connection, until the server ran again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_abandoned_on_a_hung_server_ends() {
+    let (_turn, cl) = cluster().await;
+    use rwproxy_sql_tests::sandbox::{MONITOR_PASSWORD, MONITOR_USER};
+    let monitor = format!(
+        "[monitor]\nuser = \"{MONITOR_USER}\"\npassword = \"{MONITOR_PASSWORD}\"\n\
+         interval-ms = 200\ntimeout-ms = 500\nfall = 2\n"
+    );
+    let p = proxy::start(&(proxy::config_toml(cl, &[1, 1], "") + &monitor))
+        .await
+        .unwrap();
+    // A raw client, whose socket closes when it is dropped.
+    let mut victim =
+        rwproxy_sql_tests::raw::RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+    victim.query("START TRANSACTION READ ONLY").await.unwrap();
+    let mut admin = p.admin().await;
+    let sessions = admin.sessions().await.unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let (id, addr) = (sessions[0].id, sessions[0].backend.clone().unwrap());
+    let replica = cl.replicas.iter().find(|r| r.addr() == addr).unwrap();
+    victim.send(b"\x03SELECT SLEEP(3)").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    replica.pause();
+    drop(victim);
+    let t0 = Instant::now();
+    let gone = loop {
+        let sessions = admin.sessions().await.unwrap();
+        if !sessions.iter().any(|s| s.id == id) {
+            break Some(t0.elapsed());
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    replica.resume();
+    let took = gone.expect("the abandoned session still there after 10 s");
+    println!("abandoned session ended {took:?} after its client left");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_killed_and_restarted() {
     let (_turn, cl) = cluster().await;

@@ -11,7 +11,7 @@
 //! end of input on to the backend running its statement (see
 //! `SessionStatus::pass_on_client_eof`).
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Health};
 use crate::session::names;
 use dashmap::DashMap;
 use rwproxy_admin::SessionInfo;
@@ -112,10 +112,11 @@ struct RunningSlot {
 
 impl Running {
     /// Shuts the statement's backend connection both ways, which ends the session's wait for
-    /// its reply. Only while a kill holds the slot (see [`KillGuard`]): until that is dropped
-    /// the session keeps the connection, and the descriptor open.
+    /// its reply. Only while a kill holds the slot (see [`KillGuard`]), or with the slot
+    /// locked and the statement running: until then the session keeps the connection, and
+    /// the descriptor open.
     pub fn cut(&self) {
-        // SAFETY: the caller holds a `KillGuard`, see above.
+        // SAFETY: the caller holds a `KillGuard` or the slot, see above.
         let fd = unsafe { BorrowedFd::borrow_raw(self.backend_fd) };
         let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
     }
@@ -264,6 +265,9 @@ impl Registry {
                     }
                     if s.pass_on_client_eof() && !s.eof_logged.swap(true, Ordering::Relaxed) {
                         tracing::info!(session = s.id, client = %s.client, "client closed its connection (or its sending side) during a statement: passed on to the backend, which sees what it would see directly");
+                    }
+                    if let Some(backend) = s.cut_if_abandoned() {
+                        tracing::info!(session = s.id, %backend, "the client is gone and its statement's backend is down (hung or cut off): connection closed, session ended");
                     }
                 }
             }
@@ -495,6 +499,22 @@ impl SessionStatus {
             status: self,
             running: slot.running.then(|| slot.last.clone()).flatten(),
         }
+    }
+
+    /// When the client of a running statement is gone (its end of input passed on) and the
+    /// monitor finds the statement's backend down (a server hung or cut off answers nothing,
+    /// not even to the end of input): shuts the backend connection, so the session ends now
+    /// rather than whenever the server runs again. Returns the backend's address then.
+    fn cut_if_abandoned(&self) -> Option<String> {
+        let slot = self.running.lock().expect("running lock");
+        let r = slot
+            .last
+            .as_ref()
+            .filter(|r| slot.running && slot.eof_passed && r.backend.health() == Health::Down)?;
+        // The slot is held, and the statement runs: its connection (and descriptor) is the
+        // session's, as for `pass_on_client_eof`.
+        r.cut();
+        Some(r.backend.address.clone())
     }
 
     /// When a statement is running and its client has closed its connection, or only its
