@@ -386,9 +386,10 @@ async fn implicit_commits_end_a_read_only_transaction() {
     }
     // (A read of a table clears the error, which held reads where it is.)
     c.query_drop("SELECT COUNT(*) FROM rows10").await.unwrap();
-    assert_replicas_only(
-        &ids_over(&mut c, "SELECT @@server_id", 20).await,
-        "after a refused SET TRANSACTION",
+    let seen = ids_over(&mut c, "SELECT @@server_id", 20).await;
+    assert!(
+        seen.keys().all(|id| REPLICAS.contains(id)),
+        "reads after a refused SET TRANSACTION: {seen:?}"
     );
 
     // State made on the replica holds the session there.
