@@ -229,6 +229,15 @@ async fn write_backend_killed() {
     cl.wait_replicas_caught_up().await.unwrap();
 }
 
+/// A monitor that finds a hung server down within about a second.
+fn fast_monitor() -> String {
+    use rwproxy_sql_tests::sandbox::{MONITOR_PASSWORD, MONITOR_USER};
+    format!(
+        "[monitor]\nuser = \"{MONITOR_USER}\"\npassword = \"{MONITOR_PASSWORD}\"\n\
+         interval-ms = 200\ntimeout-ms = 500\nfall = 2\n"
+    )
+}
+
 /// Fills `server` to a lowered `max_connections` with connections of the proxy's user;
 /// [`Filled::empty`] puts it back.
 struct Filled {
@@ -357,12 +366,7 @@ async fn a_kill_frees_a_session_stuck_on_a_hung_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_abandoned_on_a_hung_server_ends() {
     let (_turn, cl) = cluster().await;
-    use rwproxy_sql_tests::sandbox::{MONITOR_PASSWORD, MONITOR_USER};
-    let monitor = format!(
-        "[monitor]\nuser = \"{MONITOR_USER}\"\npassword = \"{MONITOR_PASSWORD}\"\n\
-         interval-ms = 200\ntimeout-ms = 500\nfall = 2\n"
-    );
-    let p = proxy::start(&(proxy::config_toml(cl, &[1, 1], "") + &monitor))
+    let p = proxy::start(&(proxy::config_toml(cl, &[1, 1], "") + &fast_monitor()))
         .await
         .unwrap();
     // A raw client, whose socket closes when it is dropped.
@@ -394,6 +398,46 @@ async fn a_session_abandoned_on_a_hung_server_ends() {
     replica.resume();
     let took = gone.expect("the abandoned session still there after 10 s");
     println!("abandoned session ended {took:?} after its client left");
+}
+
+/// Reads waiting on a server that hangs (stopped, cut off) are answered from another
+/// replica once the monitor finds it down, rather than when it runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_a_hung_replica_are_run_elsewhere() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&(proxy::config_toml(cl, &[1, 1], "") + &fast_monitor()))
+        .await
+        .unwrap();
+    let mut readers = Vec::new();
+    for _ in 0..6 {
+        let mut c = p.conn().await.unwrap();
+        let on = sid(&mut c).await.unwrap();
+        readers.push((c, on));
+    }
+    let hung = &cl.replicas[0];
+    let t0 = Instant::now();
+    let waiting: Vec<_> = readers
+        .into_iter()
+        .map(|(mut c, on)| {
+            tokio::spawn(async move {
+                let r: mysql_async::Result<Option<u32>> =
+                    c.query_first("SELECT @@server_id + SLEEP(1) * 0").await;
+                (on, r, t0.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    hung.pause();
+    let mut results = Vec::new();
+    for w in waiting {
+        results.push(tokio::time::timeout(Duration::from_secs(10), w).await);
+    }
+    hung.resume();
+    for r in results {
+        let (on, r, took) = r.expect("a read still waits after 10 s").unwrap();
+        println!("read begun on {on}: {r:?} after {took:?}");
+        assert_eq!(r.unwrap(), Some(3), "begun on {on}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ pub mod session;
 
 use crate::backend::conn::{tcp_connect, BackendConn, ConnKey};
 use crate::backend::relay::{self, Expect, RelayError};
+use crate::backend::Health;
 use crate::cluster::Cluster;
 use crate::protocol::command::*;
 use crate::protocol::handshake::{self, ClientLogin, Greeting, Hello, LoginError};
@@ -764,10 +765,12 @@ pub async fn execute(
             }),
             Prep::Nothing | Prep::LastInsertId => None,
         };
-        match s
-            .status
-            .start_running(&c.backend, c.lease.conn.thread_id, c.lease.conn.fd)
-        {
+        match s.status.start_running(
+            &c.backend,
+            c.lease.conn.thread_id,
+            c.lease.conn.fd,
+            target == Target::Read && !was_pinned,
+        ) {
             Ok(()) => {}
             // Killed before the statement went out: it never runs, and the client's connection
             // closes as on any kill.
@@ -927,9 +930,12 @@ pub async fn execute(
                 // a DBA's `KILL` (or pt-kill's) ends a running statement that way, without a
                 // word, and running the read on another server would undo it. A crashed
                 // server refuses the connect at once; a pooled connection the server had
-                // closed before the read came fails at once, and is retried as before.
+                // closed before the read came fails at once, and is retried as before. (A hung
+                // server's kernel still takes connects: the monitor finds it down, and the
+                // proxy itself closed the read's connection, see `Registry::sweep`.)
                 let killed_there = retryable
                     && target == Target::Read
+                    && c.backend.health() != Health::Down
                     && went_out
                     && source.kind() == std::io::ErrorKind::UnexpectedEof
                     && started.elapsed() >= RAN_BEFORE_KILL

@@ -108,6 +108,9 @@ struct RunningSlot {
     conn_killed: bool,
     /// The session is closing its client's socket: `client_fd` may be closed or reused.
     client_closed: bool,
+    /// The running statement is a plain read, which another server can run if this one
+    /// is found down under it (see `cut_if_abandoned`).
+    read: bool,
 }
 
 impl Running {
@@ -267,7 +270,7 @@ impl Registry {
                         tracing::info!(session = s.id, client = %s.client, "client closed its connection (or its sending side) during a statement: passed on to the backend, which sees what it would see directly");
                     }
                     if let Some(backend) = s.cut_if_abandoned() {
-                        tracing::info!(session = s.id, %backend, "the client is gone and its statement's backend is down (hung or cut off): connection closed, session ended");
+                        tracing::info!(session = s.id, %backend, "a read, or a statement whose client is gone, waits on a backend found down (hung or cut off): its connection closed");
                     }
                 }
             }
@@ -398,6 +401,7 @@ impl SessionStatus {
         backend: &Arc<Backend>,
         thread_id: u32,
         backend_fd: RawFd,
+        read: bool,
     ) -> Result<(), Killed> {
         let mut slot = self.running.lock().expect("running lock");
         self.statement_killed()?;
@@ -415,6 +419,7 @@ impl SessionStatus {
             }
         }
         slot.running = true;
+        slot.read = read;
         slot.eof_passed = false;
         slot.conn_killed = false;
         Ok(())
@@ -501,16 +506,16 @@ impl SessionStatus {
         }
     }
 
-    /// When the client of a running statement is gone (its end of input passed on) and the
-    /// monitor finds the statement's backend down (a server hung or cut off answers nothing,
-    /// not even to the end of input): shuts the backend connection, so the session ends now
-    /// rather than whenever the server runs again. Returns the backend's address then.
+    /// When the monitor finds a running statement's backend down (a server hung or cut off
+    /// answers nothing, maybe for minutes) and the statement is a plain read, which the
+    /// session then runs elsewhere, or its client is gone (its end of input passed on):
+    /// shuts the backend connection, so the session goes on or ends now rather than whenever
+    /// the server runs again. Returns the backend's address then.
     fn cut_if_abandoned(&self) -> Option<String> {
         let slot = self.running.lock().expect("running lock");
-        let r = slot
-            .last
-            .as_ref()
-            .filter(|r| slot.running && slot.eof_passed && r.backend.health() == Health::Down)?;
+        let r = slot.last.as_ref().filter(|r| {
+            slot.running && (slot.eof_passed || slot.read) && r.backend.health() == Health::Down
+        })?;
         // The slot is held, and the statement runs: its connection (and descriptor) is the
         // session's, as for `pass_on_client_eof`.
         r.cut();
