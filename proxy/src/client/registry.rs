@@ -109,7 +109,7 @@ struct RunningSlot {
     /// The session is closing its client's socket: `client_fd` may be closed or reused.
     client_closed: bool,
     /// The running statement is a plain read, which another server can run if this one
-    /// is found down under it (see `cut_if_abandoned`).
+    /// is found down under it (see `cut_if_stuck`).
     read: bool,
 }
 
@@ -269,7 +269,7 @@ impl Registry {
                     if s.pass_on_client_eof() && !s.eof_logged.swap(true, Ordering::Relaxed) {
                         tracing::info!(session = s.id, client = %s.client, "client closed its connection (or its sending side) during a statement: passed on to the backend, which sees what it would see directly");
                     }
-                    if let Some(backend) = s.cut_if_abandoned() {
+                    if let Some(backend) = s.cut_if_stuck() {
                         tracing::info!(session = s.id, %backend, "a read, or a statement whose client is gone, waits on a backend found down (hung or cut off): its connection closed");
                     }
                 }
@@ -511,7 +511,7 @@ impl SessionStatus {
     /// session then runs elsewhere, or its client is gone (its end of input passed on):
     /// shuts the backend connection, so the session goes on or ends now rather than whenever
     /// the server runs again. Returns the backend's address then.
-    fn cut_if_abandoned(&self) -> Option<String> {
+    fn cut_if_stuck(&self) -> Option<String> {
         let slot = self.running.lock().expect("running lock");
         let r = slot.last.as_ref().filter(|r| {
             slot.running && (slot.eof_passed || slot.read) && r.backend.health() == Health::Down
