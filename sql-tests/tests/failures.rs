@@ -360,6 +360,47 @@ async fn a_kill_frees_a_session_stuck_on_a_hung_server() {
     );
 }
 
+/// `KILL QUERY` of a read waiting on a hung server interrupts it (1317) and the session
+/// goes on: when the kill cannot reach the server, the proxy closes the read's connection.
+/// (The kill failed with the connect error and the read went on waiting.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_query_interrupts_a_read_on_a_hung_server() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut victim = p.conn().await.unwrap();
+    // The session's next read runs where this one did (runs of reads stay on a replica).
+    let on = sid(&mut victim).await.unwrap();
+    let replica = &cl.replicas[on as usize - 2];
+    let id: u64 = victim
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    let reading = tokio::spawn(async move {
+        let r: mysql_async::Result<Option<u32>> = victim
+            .query_first("SELECT @@server_id + SLEEP(3) * 0")
+            .await;
+        (victim, r, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    replica.pause();
+    let t0 = Instant::now();
+    let killed = p.admin().await.execute(&format!("KILL QUERY {id}")).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(8), reading).await;
+    replica.resume();
+    killed.unwrap();
+    let (mut victim, r, at) = outcome.expect("the read still waits").unwrap();
+    println!("read interrupted after {:?}: {r:?}", at - t0);
+    let e = r.unwrap_err();
+    assert_eq!(server_error(&e).map(|e| e.code), Some(1317), "{e:?}");
+    assert!(at - t0 < Duration::from_secs(4));
+    // The session goes on.
+    let n: u32 = victim.query_first("SELECT 7").await.unwrap().unwrap();
+    assert_eq!(n, 7);
+}
+
 /// A client gone while its read waits on a hung server: once the monitor finds that server
 /// down, the proxy closes the connection and the session ends. (It stayed, holding its
 /// backend connection, until the server ran again.)

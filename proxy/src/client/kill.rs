@@ -160,15 +160,15 @@ pub async fn kill_session(
     match guard.running.as_ref() {
         Some(r) => match kill_on_backend(r, query_only, key, password, dial).await {
             // The server cannot be reached to kill its thread (hung, cut off): the session's
-            // connection to it is closed instead, which frees the client at once; the server
-            // sees the close when it runs again. Not for `KILL QUERY`, whose session goes
-            // on: a statement cut off so could not be told from one its server lost.
-            Err(e) if !query_only => {
+            // connection to it is closed instead, which frees the client at once (after a
+            // `KILL QUERY` with `1317`, as a server answers); the server sees the close when
+            // it runs again.
+            Err(e) => {
                 tracing::warn!(session = target.id, backend = %r.backend.address, "KILL could not be sent to the backend ({}); closing the session's connection to it instead", e.message);
-                r.cut();
+                guard.cut(query_only);
                 Ok(())
             }
-            other => other,
+            Ok(()) => Ok(()),
         },
         None => Ok(()),
     }

@@ -908,6 +908,17 @@ pub async fn execute(
             Err(RelayError::Backend { .. }) if s.status.is_killed() => {
                 return Err(SessionEnd::Killed)
             }
+            // A `KILL QUERY` that could not reach the server closed it: the statement ends as
+            // killed; the session goes on, unless the connection held more than it.
+            Err(RelayError::Backend { sent, .. }) if s.status.query_cut() => {
+                let address = c.backend.address.clone();
+                drop(c);
+                if sent || was_pinned {
+                    return Err(SessionEnd::BackendLost);
+                }
+                io.error(&message::err(codes::QUERY_INTERRUPTED, format!("Query execution was interrupted (rwproxy: backend {address} could not be reached to kill it there; its connection was closed)"))).await?;
+                return Ok(None);
+            }
             Err(RelayError::Backend { source, sent }) => {
                 c.backend.count_error();
                 s.stats.counters.error(ErrorKind::BackendLost);

@@ -111,6 +111,9 @@ struct RunningSlot {
     /// The running statement is a plain read, which another server can run if this one
     /// is found down under it (see `cut_if_stuck`).
     read: bool,
+    /// A `KILL QUERY` that could not reach the statement's server shut its connection
+    /// instead (see [`KillGuard::cut`]): the statement ends as killed, not as lost.
+    query_cut: bool,
 }
 
 impl Running {
@@ -420,6 +423,7 @@ impl SessionStatus {
         }
         slot.running = true;
         slot.read = read;
+        slot.query_cut = false;
         slot.eof_passed = false;
         slot.conn_killed = false;
         Ok(())
@@ -504,6 +508,11 @@ impl SessionStatus {
             status: self,
             running: slot.running.then(|| slot.last.clone()).flatten(),
         }
+    }
+
+    /// The running statement's connection was shut by a `KILL QUERY` (see `KillGuard::cut`).
+    pub fn query_cut(&self) -> bool {
+        self.running.lock().expect("running lock").query_cut
     }
 
     /// When the monitor finds a running statement's backend down (a server hung or cut off
@@ -624,6 +633,18 @@ impl SessionStatus {
             }
         })
         .await
+    }
+}
+
+impl KillGuard<'_> {
+    /// Shuts the running statement's backend connection, for a kill that cannot reach its
+    /// server (hung, cut off); a `KILL QUERY` marks the statement as killed first.
+    pub fn cut(&self, query_only: bool) {
+        let Some(r) = &self.running else { return };
+        if query_only {
+            self.status.running.lock().expect("running lock").query_cut = true;
+        }
+        r.cut();
     }
 }
 
