@@ -481,6 +481,94 @@ async fn reads_on_a_hung_replica_are_run_elsewhere() {
     }
 }
 
+/// Statements other than plain reads on a hung primary fail once the monitor finds it
+/// down, as on a server that died under them: an autocommit write gets 1158 naming the
+/// backend (the session goes on), a statement in a transaction loses the connection (the
+/// transaction is gone). (Both waited as long as the server did: still after 10 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_a_hung_primary_fail_once_it_is_found_down() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&(proxy::config_toml(cl, &[1, 1], "") + &fast_monitor()))
+        .await
+        .unwrap();
+    let mut writer = p.conn().await.unwrap();
+    writer
+        .query_drop("CREATE TABLE IF NOT EXISTS f_hung (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    writer
+        .query_drop("REPLACE INTO f_hung VALUES (1, 0), (2, 0)")
+        .await
+        .unwrap();
+    let mut in_txn = p.conn().await.unwrap();
+    in_txn.query_drop("BEGIN").await.unwrap();
+    in_txn
+        .query_drop("UPDATE f_hung SET v = v + 1 WHERE id = 2")
+        .await
+        .unwrap();
+    cl.primary.pause();
+    let t0 = Instant::now();
+    let write = tokio::spawn(async move {
+        let r = writer
+            .query_drop("UPDATE f_hung SET v = v + 1 WHERE id = 1")
+            .await;
+        (writer, r, t0.elapsed())
+    });
+    let txn = tokio::spawn(async move {
+        let r = in_txn
+            .query_drop("UPDATE f_hung SET v = v + 1 WHERE id = 2")
+            .await;
+        (in_txn, r, t0.elapsed())
+    });
+    let write = tokio::time::timeout(Duration::from_secs(10), write).await;
+    let txn = tokio::time::timeout(Duration::from_secs(10), txn).await;
+    cl.primary.resume();
+    let (mut writer, r, took) = write.expect("the write still waits after 10 s").unwrap();
+    println!("autocommit write on the hung primary: {r:?} after {took:?}");
+    match r {
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!((e.code, e.state.as_str()), (1158, "08S01"), "{e:?}");
+            assert!(e.message.contains(&cl.primary.addr()), "{e:?}");
+            assert!(e.message.contains("may have run"), "{e:?}");
+        }
+        other => panic!("expected 1158, got {other:?}"),
+    }
+    let (mut in_txn, r, took) = txn
+        .expect("the transaction still waits after 10 s")
+        .unwrap();
+    println!("statement in a transaction on the hung primary: {r:?} after {took:?}");
+    assert!(
+        r.is_err() && !matches!(r, Err(mysql_async::Error::Server(_))),
+        "the connection is lost: {r:?}"
+    );
+    assert!(
+        in_txn.query_drop("SELECT 1").await.is_err(),
+        "session ended"
+    );
+    // The writer's session goes on, and writes again once the primary is back.
+    let t1 = Instant::now();
+    loop {
+        match writer
+            .query_drop("UPDATE f_hung SET v = 10 WHERE id = 1")
+            .await
+        {
+            Ok(()) => break,
+            Err(e) if t1.elapsed() < Duration::from_secs(10) => {
+                println!("write after the resume: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("no write 10 s after the resume: {e}"),
+        }
+    }
+    // The transaction was rolled back with its connection.
+    let mut direct = cl.primary.root_conn().await.unwrap();
+    let v: Option<i64> = direct
+        .query_first(format!("SELECT v FROM {DATABASE}.f_hung WHERE id = 2"))
+        .await
+        .unwrap();
+    assert_eq!(v, Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_killed_and_restarted() {
     let (_turn, cl) = cluster().await;

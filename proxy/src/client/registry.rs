@@ -108,9 +108,6 @@ struct RunningSlot {
     conn_killed: bool,
     /// The session is closing its client's socket: `client_fd` may be closed or reused.
     client_closed: bool,
-    /// The running statement is a plain read, which another server can run if this one
-    /// is found down under it (see `cut_if_stuck`).
-    read: bool,
     /// A `KILL QUERY` that could not reach the statement's server shut its connection
     /// instead (see [`KillGuard::cut`]): the statement ends as killed, not as lost.
     query_cut: bool,
@@ -273,7 +270,7 @@ impl Registry {
                         tracing::info!(session = s.id, client = %s.client, "client closed its connection (or its sending side) during a statement: passed on to the backend, which sees what it would see directly");
                     }
                     if let Some(backend) = s.cut_if_stuck() {
-                        tracing::info!(session = s.id, %backend, "a read, or a statement whose client is gone, waits on a backend found down (hung or cut off): its connection closed");
+                        tracing::warn!(session = s.id, %backend, "a statement waits on a backend found down (hung or cut off): its connection closed (a plain read runs on another server; anything else fails as on a lost connection)");
                     }
                 }
             }
@@ -404,7 +401,6 @@ impl SessionStatus {
         backend: &Arc<Backend>,
         thread_id: u32,
         backend_fd: RawFd,
-        read: bool,
     ) -> Result<(), Killed> {
         let mut slot = self.running.lock().expect("running lock");
         self.statement_killed()?;
@@ -422,7 +418,6 @@ impl SessionStatus {
             }
         }
         slot.running = true;
-        slot.read = read;
         slot.query_cut = false;
         slot.eof_passed = false;
         slot.conn_killed = false;
@@ -516,15 +511,17 @@ impl SessionStatus {
     }
 
     /// When the monitor finds a running statement's backend down (a server hung or cut off
-    /// answers nothing, maybe for minutes) and the statement is a plain read, which the
-    /// session then runs elsewhere, or its client is gone (its end of input passed on):
-    /// shuts the backend connection, so the session goes on or ends now rather than whenever
-    /// the server runs again. Returns the backend's address then.
+    /// answers nothing, maybe for minutes): shuts the backend connection, so the client hears
+    /// now rather than whenever the server runs again. A plain read then runs on another
+    /// server; anything else fails as on a lost connection (a write may have run, a
+    /// transaction is gone), as when the server dies under it. Returns the backend's address
+    /// then.
     fn cut_if_stuck(&self) -> Option<String> {
         let slot = self.running.lock().expect("running lock");
-        let r = slot.last.as_ref().filter(|r| {
-            slot.running && (slot.eof_passed || slot.read) && r.backend.health() == Health::Down
-        })?;
+        let r = slot
+            .last
+            .as_ref()
+            .filter(|r| slot.running && r.backend.health() == Health::Down)?;
         // The slot is held, and the statement runs: its connection (and descriptor) is the
         // session's, as for `pass_on_client_eof`.
         r.cut();
