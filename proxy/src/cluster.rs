@@ -1,7 +1,7 @@
 //! The live set of backends and users the proxy serves, shared by every session and changed
 //! at run time by the admin console and the health prober.
 
-use crate::backend::conn::Dial;
+use crate::backend::conn::{BackendConn, BackendError, ConnKey, Dial};
 use crate::backend::{Backend, Health};
 use crate::config::{BackendConfig, ClientEntry, ClientFilter, Config, Role, Snapshot, UserConfig};
 use crate::session::read_your_writes::Settings as ReadYourWrites;
@@ -303,6 +303,33 @@ impl Cluster {
         });
         self.changed_at_console();
         Ok(())
+    }
+
+    /// Logs in to `address` as the first application user (none: as nobody) and quits, as a
+    /// client does; returns the version the server greeted with. What the proxy asks of a
+    /// server without a monitor account (see `monitor::answers`): a connection closed at
+    /// the connect or the greeting, as by a TCP check, is an aborted handshake, which a
+    /// server logs and counts against the proxy's host until, after `max_connect_errors` of
+    /// them (100 by default) with no good login between, it refuses the host every login
+    /// (1129) — the proxy's own included. A refused login is not counted that way.
+    pub async fn greet(&self, address: &str, timeout: Duration) -> Result<String, BackendError> {
+        let users = self.users();
+        let (user, password) = users
+            .iter()
+            .next()
+            .map_or(("", ""), |(u, p)| (u.as_str(), p.as_str()));
+        let key = ConnKey {
+            user: user.into(),
+            collation: 45, // utf8mb4_general_ci; nothing runs on it
+            capabilities: 0,
+        };
+        let dial = Dial {
+            timeout,
+            tls: self.dial.tls.clone(),
+        };
+        let (conn, version) = BackendConn::connect_greeted(address, key, password, &dial).await?;
+        conn.quit().await;
+        Ok(version)
     }
 
     /// Users and their plain-text passwords, by name.

@@ -72,26 +72,14 @@ pub async fn client_settings(
     }
 }
 
+/// The version the write backend greets with, announced with "-rwproxy" appended.
 async fn backend_version(cluster: &Cluster) -> String {
     let Some(b) = cluster.write_backend() else {
         return FALLBACK_VERSION.into();
     };
-    let probe = crate::timer::timeout(cluster.dial.timeout, async {
-        use crate::protocol::packet::PacketReader;
-        let s = tokio::net::TcpStream::connect(&b.address).await?;
-        let mut r = PacketReader::new(s);
-        let mut payload = Vec::new();
-        r.read_logical(&mut payload).await?;
-        Ok::<_, std::io::Error>(payload)
-    })
-    .await;
-    match probe {
-        Ok(Ok(p)) if p.first() == Some(&10) => {
-            let end = p[1..].iter().position(|b| *b == 0).unwrap_or(0);
-            let v = String::from_utf8_lossy(&p[1..1 + end]).into_owned();
-            format!("{v}-rwproxy")
-        }
-        _ => FALLBACK_VERSION.into(),
+    match cluster.greet(&b.address, cluster.dial.timeout).await {
+        Ok(v) => format!("{v}-rwproxy"),
+        Err(_) => FALLBACK_VERSION.into(),
     }
 }
 

@@ -660,3 +660,63 @@ async fn a_server_taking_longer_commands_than_the_proxy_is_named_once() {
     assert_eq!(warned(&primary, "max_allowed_packet"), 1);
     drop(p);
 }
+
+/// A server-wide status counter.
+async fn global_status(s: &rwproxy_sql_tests::sandbox::Server, name: &str) -> u64 {
+    let mut c = s.root_conn().await.unwrap();
+    let row: Option<(String, u64)> = c
+        .query_first(format!("SHOW GLOBAL STATUS LIKE '{name}'"))
+        .await
+        .unwrap();
+    c.disconnect().await.unwrap();
+    row.expect("status variable").1
+}
+
+/// Without a monitor account a probe waits for the server's greeting and logs in as an
+/// application user, then quits: a hung server (whose kernel still takes the TCP
+/// connection) goes down, and the probes leave no aborted handshakes, which a server
+/// counts against the proxy's host until it blocks it (`max_connect_errors`). (Before: a
+/// TCP connect and close, one aborted connect per probe, and a hung server stayed up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_without_an_account_greet_log_in_and_find_a_hung_server() {
+    let cluster = Cluster::start(1).await.unwrap();
+    let servers = [&cluster.primary, &cluster.replicas[0]];
+    let mut before = Vec::new();
+    for s in servers {
+        before.push((
+            global_status(s, "Aborted_connects").await,
+            global_status(s, "Connections").await,
+        ));
+    }
+    let toml = proxy::config_toml(&cluster, &[], "")
+        + "[monitor]\ninterval-ms = 100\ntimeout-ms = 500\nfall = 2\nrise = 2\n";
+    let p = proxy::start(&toml).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (s, (aborted, connections)) in servers.iter().zip(before) {
+        let probes = global_status(s, "Connections").await - connections;
+        let aborted = global_status(s, "Aborted_connects").await - aborted;
+        eprintln!("{}: {probes} connections, {aborted} aborted", s.addr());
+        assert!(probes >= 10, "{}: only {probes} probes in 2 s", s.addr());
+        assert_eq!(aborted, 0, "{}: aborted connects", s.addr());
+    }
+    let hung = &cluster.replicas[0];
+    hung.pause();
+    let down = tokio::time::timeout(
+        Duration::from_secs(10),
+        wait_stats(&p, &hung.addr(), Duration::from_secs(5), "down", |s| {
+            s.state == BackendState::Down
+        }),
+    )
+    .await;
+    hung.resume();
+    let (row, took) = down.expect("admin console answers");
+    eprintln!("hung replica down after {took:?}: {:?}", row.reason);
+    assert!(
+        row.reason.unwrap_or_default().contains("no greeting"),
+        "reason names the silence"
+    );
+    wait_stats(&p, &hung.addr(), Duration::from_secs(10), "up", |s| {
+        s.state == BackendState::Up
+    })
+    .await;
+}

@@ -759,3 +759,75 @@ async fn a_read_passes_a_full_replica_pool_by() {
     }
     holder.query_drop("COMMIT").await.unwrap();
 }
+
+/// Aborted clients on all servers, and connections of the proxy's user still open there.
+async fn aborted_clients_and_proxy_connections(cl: &Cluster) -> (u64, u64) {
+    let (mut aborted, mut open) = (0, 0);
+    for s in cl.servers() {
+        let mut root = s.root_conn().await.unwrap();
+        let row: Option<(String, u64)> = root
+            .query_first("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")
+            .await
+            .unwrap();
+        aborted += row.unwrap().1;
+        let n: Option<u64> = root
+            .query_first(format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{}'",
+                rwproxy_sql_tests::APP_USER
+            ))
+            .await
+            .unwrap();
+        open += n.unwrap();
+        root.disconnect().await.unwrap();
+    }
+    (aborted, open)
+}
+
+/// Backend connections the proxy closes say goodbye (`COM_QUIT`): the servers count no
+/// aborted clients for them and log no "Got an error reading communication packets", which
+/// DBAs watch for clients that crash or are cut off. (Before: one aborted client per
+/// connection.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_backend_connections_are_not_aborted_clients() {
+    let _turn = TURN.lock().await;
+    let cl = cluster().await;
+    // Connections an earlier test left closing are closed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (before, _) = aborted_clients_and_proxy_connections(cl).await;
+    let p = proxy::start(&config(cl, 50)).await.unwrap();
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let mut c = p.conn().await.unwrap();
+        c.query_drop("CREATE TABLE IF NOT EXISTS p_quit (id INT PRIMARY KEY)")
+            .await
+            .unwrap();
+        c.query_drop(format!("REPLACE INTO p_quit VALUES ({i})"))
+            .await
+            .unwrap();
+        let _: Vec<u32> = c.query("SELECT id FROM p_quit").await.unwrap();
+        clients.push(c);
+    }
+    let opened: usize = pool_counts(&p).iter().map(|(open, _)| open).sum();
+    for c in clients {
+        c.disconnect().await.unwrap();
+    }
+    drop(p);
+    let t0 = Instant::now();
+    let after = loop {
+        let (aborted, open) = aborted_clients_and_proxy_connections(cl).await;
+        if open == 0 {
+            break aborted;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{open} connections of the proxy still open 5 s after it stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(opened >= 2, "{opened} backend connections opened");
+    assert_eq!(
+        after - before,
+        0,
+        "aborted clients among {opened} backend connections"
+    );
+}

@@ -5,7 +5,7 @@
 //! transaction status as of the last reply.
 
 use crate::protocol::command::{
-    COM_INIT_DB, COM_QUERY, COM_RESET_CONNECTION, COM_STMT_CLOSE, COM_STMT_PREPARE,
+    COM_INIT_DB, COM_QUERY, COM_QUIT, COM_RESET_CONNECTION, COM_STMT_CLOSE, COM_STMT_PREPARE,
 };
 use crate::protocol::message::{
     self, codes, Completion, SqlError, SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_AUTOCOMMIT,
@@ -269,12 +269,29 @@ pub struct BackendConn {
 }
 
 /// A TCP connection to `addr` (a name is resolved now); `None`: no answer within `timeout`.
-/// One way of reaching a server for logins, monitor probes, and telling a server that
-/// closed a connection under a statement from one that is gone (`client::execute`).
-pub async fn tcp_connect(addr: &str, timeout: Duration) -> Option<io::Result<TcpStream>> {
+async fn tcp_connect(addr: &str, timeout: Duration) -> Option<io::Result<TcpStream>> {
     crate::timer::timeout(timeout, TcpStream::connect(addr))
         .await
         .ok()
+}
+
+/// A server logs a connection closed without `COM_QUIT` as aborted ("Got an error reading
+/// communication packets") and counts it in `Aborted_clients`, which DBAs watch for clients
+/// that crash or are cut off. A connection the proxy closes between exchanges (retired from
+/// the pool, or its session ended) says goodbye; one cut off mid-exchange (`broken`) was not
+/// closed in order, and does not. Over TLS the goodbye would have to be encrypted, which a
+/// drop cannot wait for: such a connection closes without it unless closed with `quit`.
+impl Drop for BackendConn {
+    fn drop(&mut self) {
+        if self.broken {
+            return;
+        }
+        if let StreamWrite::Plain(w) = self.writer.get_mut() {
+            // Straight to the socket: a drop at shutdown comes after the reactor is gone.
+            // Five bytes into an idle socket's empty send buffer never block.
+            let _ = socket2::SockRef::from(w.as_ref()).send(&[1, 0, 0, 0, COM_QUIT]);
+        }
+    }
 }
 
 impl BackendConn {
@@ -284,6 +301,16 @@ impl BackendConn {
         password: &str,
         dial: &Dial,
     ) -> Result<Self, BackendError> {
+        Ok(Self::connect_greeted(addr, key, password, dial).await?.0)
+    }
+
+    /// [`connect`](Self::connect), also returning the version the server greeted with.
+    pub async fn connect_greeted(
+        addr: &str,
+        key: ConnKey,
+        password: &str,
+        dial: &Dial,
+    ) -> Result<(Self, String), BackendError> {
         let addr_s = addr.to_string();
         let stream = match tcp_connect(addr, dial.timeout).await {
             None => return Err(BackendError::ConnectTimeout { addr: addr_s }),
@@ -314,7 +341,7 @@ impl BackendConn {
         key: ConnKey,
         password: &str,
         tls: Option<&tokio_rustls::TlsConnector>,
-    ) -> Result<Self, BackendError> {
+    ) -> Result<(Self, String), BackendError> {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
         let (seq, payload) = read_handshake_packet(&mut stream).await?;
         if message::is_err(&payload) {
@@ -377,7 +404,10 @@ impl BackendConn {
         };
         conn.authenticate(&hello, caps, seq, password).await?;
         conn.track_session().await?;
-        Ok(conn)
+        Ok((
+            conn,
+            String::from_utf8_lossy(hello.server_version_ref()).into_owned(),
+        ))
     }
 
     async fn authenticate(
@@ -708,6 +738,15 @@ impl BackendConn {
         self.dirty = false;
         self.last_insert_id = 0;
         Ok(())
+    }
+
+    /// Says goodbye (`COM_QUIT`) and closes, over TLS too (see the `Drop` impl).
+    pub async fn quit(mut self) {
+        if !self.broken && self.writer.write_packet(0, &[COM_QUIT]).await.is_ok() {
+            let _ = self.writer.flush().await;
+        }
+        // Said, or not to be said.
+        self.broken = true;
     }
 
     /// Whether the connection must go through `reset` before another session may use it.

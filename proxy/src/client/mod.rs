@@ -7,7 +7,7 @@ pub mod query;
 pub mod registry;
 pub mod session;
 
-use crate::backend::conn::{tcp_connect, BackendConn, ConnKey};
+use crate::backend::conn::{BackendConn, BackendError, ConnKey};
 use crate::backend::relay::{self, Expect, RelayError};
 use crate::backend::Health;
 use crate::cluster::Cluster;
@@ -935,13 +935,14 @@ pub async fn execute(
                     && (attempts == 1 || (target == Target::Read && attempts <= MAX_READ_TRIES))
                     && (target == Target::Read || (c.lease.reused && unread));
                 // A server that closed the connection in order under a read that had been
-                // running there for a while, and still takes new connections, was not lost:
-                // a DBA's `KILL` (or pt-kill's) ends a running statement that way, without a
-                // word, and running the read on another server would undo it. A crashed
-                // server refuses the connect at once; a pooled connection the server had
-                // closed before the read came fails at once, and is retried as before. (A hung
-                // server's kernel still takes connects: the monitor finds it down, and the
-                // proxy itself closed the read's connection, see `Registry::sweep`.)
+                // running there for a while, and still greets and takes a login (see
+                // `Cluster::greet`), was not lost: a DBA's `KILL` (or pt-kill's) ends a
+                // running statement that way, without a word, and running the read on another
+                // server would undo it. A crashed server refuses the connect at once; a
+                // pooled connection the server had closed before the read came fails at once,
+                // and is retried as before. (A hung server does not greet; the monitor finds
+                // it down too, and the proxy itself closed the read's connection, see
+                // `Registry::sweep`.)
                 let killed_there = retryable
                     && target == Target::Read
                     && c.backend.health() != Health::Down
@@ -949,8 +950,8 @@ pub async fn execute(
                     && source.kind() == std::io::ErrorKind::UnexpectedEof
                     && started.elapsed() >= RAN_BEFORE_KILL
                     && matches!(
-                        tcp_connect(&c.backend.address, s.cluster.dial.timeout).await,
-                        Some(Ok(_))
+                        Box::pin(s.cluster.greet(&c.backend.address, s.cluster.dial.timeout)).await,
+                        Ok(_) | Err(BackendError::Login { .. })
                     );
                 if killed_there {
                     tracing::info!(backend = %c.backend.address, session = s.id, "backend closed the connection under a read and is up: taken as a KILL on the server, not run again");

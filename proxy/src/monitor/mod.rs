@@ -3,24 +3,27 @@
 //!
 //! Each backend gets its own task (a slow server delays only its own probes) that ends when
 //! the backend leaves the cluster. With monitor credentials a probe is a real login, ping,
-//! `@@read_only` and the replication status; without them only TCP reachability is checked.
+//! `@@read_only` and the replication status; without them, that the server greets and takes
+//! a login (see `answers`).
 
 mod damper;
 
 pub use damper::{Damper, Finding};
 
+use crate::backend::conn::BackendError;
 use crate::backend::Backend;
 use crate::cluster::Cluster;
 use crate::config::{MonitorConfig, Role};
 use rwproxy_ha::db::{DbTarget, IoThread, Prober, ReplicaHealth, ServerStatus};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 
 /// Starts watching every backend of `cluster`, including ones added later. `packet_limit`
 /// is the proxy's `max-allowed-packet`, compared with each server's.
 pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig, packet_limit: usize) {
     if cfg.user.is_none() {
-        tracing::warn!("no [monitor] user configured: backends are probed for TCP reachability only; read_only and replication are not watched");
+        tracing::warn!("no [monitor] user configured: a backend is only checked to greet and take a login (as the first [[user]]); read_only and replication are not watched");
     }
     let me = Arc::downgrade(cluster);
     tokio::spawn(async move {
@@ -106,8 +109,10 @@ async fn watch(
                         // A replica may find its primary gone before the primary's own probe
                         // does: ask the primary now, rather than take the replica out for
                         // the primary's failure.
-                        primary_serves =
-                            matches!(reachable(&w.address, cfg.timeout).await, Ok(Finding::Good));
+                        primary_serves = matches!(
+                            probe_without_account(&cluster, &w.address, cfg.timeout).await,
+                            Ok(Finding::Good)
+                        );
                     }
                     judge(b.role, &status, &cfg, primary_serves)
                 }
@@ -128,7 +133,7 @@ async fn watch(
                 }
                 Err(e) => Finding::Unreachable(e.to_string()),
             },
-            None => match reachable(&address, cfg.timeout).await {
+            None => match probe_without_account(&cluster, &address, cfg.timeout).await {
                 Err(e) if rwproxy_ha::db::is_local_shortage(&e) => {
                     short_of_descriptors(&address, &mut shortage, &e.to_string());
                     continue;
@@ -175,15 +180,30 @@ fn packet_limit_warning(server: u64, proxy: usize) -> Option<String> {
     })
 }
 
-/// The credential-less probe: does the port accept a TCP connection in time? `Err`: the
-/// connect failed with this error.
-async fn reachable(address: &str, timeout: std::time::Duration) -> std::io::Result<Finding> {
-    match crate::backend::conn::tcp_connect(address, timeout).await {
-        Some(Ok(_)) => Ok(Finding::Good),
-        Some(Err(e)) => Err(e),
-        None => Ok(Finding::Unreachable(format!(
-            "{address}: no answer within {timeout:?}"
+/// The probe without a monitor account: the server must greet within `timeout` (a hung
+/// server's kernel still takes the TCP connection, but the server says nothing) and take a
+/// login, which `Cluster::greet` ends as a client does. A refused login still shows the
+/// server up. `Err`: the connect failed with this error.
+async fn answers(cluster: &Cluster, address: &str, timeout: Duration) -> std::io::Result<Finding> {
+    match cluster.greet(address, timeout).await {
+        Ok(_) | Err(BackendError::Login { .. } | BackendError::Tls { .. }) => Ok(Finding::Good),
+        Err(BackendError::Connect { source, .. }) => Err(source),
+        Err(BackendError::ConnectTimeout { .. }) => Ok(Finding::Unreachable(format!(
+            "{address}: no greeting within {timeout:?}"
         ))),
+        Err(e) => Ok(Finding::Unreachable(format!("{address}: {e}"))),
+    }
+}
+
+async fn probe_without_account(
+    cluster: &Weak<Cluster>,
+    address: &str,
+    timeout: Duration,
+) -> std::io::Result<Finding> {
+    match cluster.upgrade() {
+        Some(c) => answers(&c, address, timeout).await,
+        // The proxy is stopping.
+        None => Ok(Finding::Good),
     }
 }
 
