@@ -50,6 +50,7 @@ pub async fn client_settings(
     ClientSettings {
         version: backend_version(cluster).await,
         wait_timeout: cfg.wait_timeout,
+        interactive_timeout: cfg.interactive_timeout,
         max_allowed_packet: cfg.max_allowed_packet,
         charset: cfg.charset.clone(),
         active: Arc::default(),

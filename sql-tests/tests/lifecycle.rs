@@ -2,7 +2,8 @@
 //! re-reading the config file live (what SIGHUP does).
 
 use mysql_async::prelude::*;
-use rwproxy_sql_tests::{cli, proxy, Cluster, APP_PASSWORD};
+use rwproxy_sql_tests::raw::{LoginOptions, RawConn};
+use rwproxy_sql_tests::{cli, proxy, Cluster, APP_PASSWORD, APP_USER, DATABASE};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -211,4 +212,39 @@ async fn wait_timeout_closes_idle_sessions_only() {
     assert!(idle.query_drop("SELECT 1").await.is_err());
     let one: Option<u32> = busy.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1));
+}
+
+/// Interactive clients (the `mariadb` command line) are closed at `interactive-timeout`, not
+/// `wait-timeout`, as a server does; `SET wait_timeout = DEFAULT` gives them `wait-timeout`.
+/// (Before: closed at `wait-timeout` like any client.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_clients_wait_interactive_timeout() {
+    let cl = cluster().await;
+    let toml = proxy::config_toml(cl, &[1, 1], "").replacen(
+        "connect-timeout-ms = 1000\n",
+        "connect-timeout-ms = 1000\nwait-timeout = 1\ninteractive-timeout = 3\n",
+        1,
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    let interactive = || async {
+        let opts = LoginOptions {
+            extra_capabilities: mysql_common::constants::CapabilityFlags::CLIENT_INTERACTIVE,
+            ..Default::default()
+        };
+        let c = RawConn::login(p.addr, APP_USER, APP_PASSWORD, DATABASE, opts)
+            .await
+            .unwrap();
+        assert_eq!(c.login_reply[..1], [0], "logged in");
+        c
+    };
+    let mut cli = interactive().await;
+    let mut reverted = interactive().await;
+    reverted.query("SET wait_timeout = DEFAULT").await.unwrap();
+    let mut plain = p.conn().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(plain.query_drop("SELECT 1").await.is_err(), "closed at 1 s");
+    assert!(reverted.query("SELECT 1").await.is_err(), "closed at 1 s");
+    cli.query("SELECT 1").await.expect("still open after 2 s");
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    assert!(cli.query("SELECT 1").await.is_err(), "closed at 3 s");
 }

@@ -87,6 +87,9 @@ impl ClientIo {
     }
 }
 
+/// "Never" as a session's own idle timeout: a year, the longest `wait_timeout` a server takes.
+const NEVER: std::time::Duration = std::time::Duration::from_secs(31_536_000);
+
 /// What ends a session early.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionEnd {
@@ -108,6 +111,8 @@ pub struct ClientSettings {
     pub version: String,
     /// Idle clients are disconnected after this long (`wait-timeout`).
     pub wait_timeout: Option<std::time::Duration>,
+    /// The same for interactive clients (`interactive-timeout`).
+    pub interactive_timeout: Option<std::time::Duration>,
     /// The first command size refused to a logged-in client (`max-allowed-packet`).
     pub max_allowed_packet: usize,
     /// Atlas's `charset`: sessions whose handshake names no known character set start with
@@ -179,6 +184,15 @@ pub async fn serve(
     session.client_tracks = login
         .capabilities
         .contains(mysql_common::constants::CapabilityFlags::CLIENT_SESSION_TRACK);
+    if info.interactive_timeout != info.wait_timeout
+        && login
+            .capabilities
+            .contains(mysql_common::constants::CapabilityFlags::CLIENT_INTERACTIVE)
+    {
+        // As a server starts an interactive session's `wait_timeout` at `interactive_timeout`
+        // (a `SET wait_timeout` replaces it, `DEFAULT` gives the proxy's `wait-timeout`).
+        session.wait_timeout = Some(info.interactive_timeout.unwrap_or(NEVER));
+    }
     tracing::debug!(client = %peer, user = %login.user, session = id, "logged in");
     let known_mode = session.cluster.sql_mode_flags();
     if login.database.is_some() || known_mode.is_none() {

@@ -321,7 +321,7 @@ fn wait_timeout_of(assignment: &str) -> Option<std::time::Duration> {
         || rest.starts_with('#');
     let secs: i64 = value[..end].parse().ok().filter(|_| plain)?;
     Some(std::time::Duration::from_secs(
-        secs.clamp(1, 31_536_000) as u64
+        secs.clamp(1, super::NEVER.as_secs() as i64) as u64,
     ))
 }
 

@@ -24,6 +24,7 @@
 //! | `log-level` | message→info, warning→warn, critical/error→error, debug→debug |
 //! | `sql-log`, `sql-log-slow` | `sql_log` (OFF/ON/REALTIME), `sql_log_slow_ms` (0 = log all) |
 //! | `wait-timeout` | idle client timeout, seconds; 0 (Atlas's default) = never |
+//! | `interactive-timeout` | the same for interactive clients (rwproxy's own key) |
 //! | `max-connections`, `max_conn_for_a_backend` | per-backend pool bound (0 = unlimited) |
 //! | [`IGNORED`] keys | accepted with a warning: no meaning in rwproxy |
 //! | anything else | error naming key and line |
@@ -224,6 +225,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         daemon: false,
         keepalive: false,
         wait_timeout: None,
+        interactive_timeout: None,
         connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
         drain_timeout: Duration::from_secs(defaults::DRAIN_TIMEOUT_SECS),
         max_allowed_packet: defaults::MAX_ALLOWED_PACKET,
@@ -241,6 +243,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let mut rw: Option<Vec<(String, u32)>> = None;
     let mut ro: Vec<(String, u32)> = Vec::new();
     let mut max_connections = defaults::MAX_CONNECTIONS;
+    let mut interactive_timeout = None;
     let mut user_lines: Vec<usize> = Vec::new();
     let mut seen: Vec<(&str, usize)> = Vec::new();
 
@@ -349,6 +352,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 let secs = number(v).map_err(err)?;
                 c.wait_timeout = (secs > 0).then(|| Duration::from_secs(secs));
             }
+            // rwproxy's own, as in its TOML format: Atlas closed interactive clients at
+            // `wait-timeout` too.
+            "interactive-timeout" => interactive_timeout = Some(number(v).map_err(err)?),
             // rwproxy's own, as in its TOML format: Atlas had no such bound.
             "max-allowed-packet" => {
                 c.max_allowed_packet =
@@ -427,6 +433,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     check_unique_users(path, &c.users, |i| {
         (user_lines.get(i).copied(), "pwds".to_string())
     })?;
+    c.interactive_timeout = super::interactive_timeout(c.wait_timeout, interactive_timeout);
     Ok(c)
 }
 
@@ -521,7 +528,14 @@ plugins = admin, proxy
         assert_eq!(c.charset.as_deref(), Some("utf8"));
         assert_eq!(c.client_ips, ["127.0.0.1", "192.168.1"]);
         assert_eq!(c.wait_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(c.interactive_timeout, Some(Duration::from_secs(28_800)));
         assert_eq!(c.max_allowed_packet, 256 << 20);
+        let c = parse(
+            Path::new("x.cnf"),
+            "[mysql-proxy]\nwait-timeout = 60\ninteractive-timeout = 600\n",
+        )
+        .unwrap();
+        assert_eq!(c.interactive_timeout, Some(Duration::from_secs(600)));
     }
 
     #[test]
@@ -535,6 +549,7 @@ plugins = admin, proxy
         assert_eq!(c.backends[0].role, Role::ReadWrite);
         assert_eq!(c.backends[0].max_connections, 200);
         assert_eq!(c.wait_timeout, None);
+        assert_eq!(c.interactive_timeout, None);
         assert_eq!(c.sql_log, SqlLog::Off);
         assert_eq!(c.log_level, "info");
         assert!(c.users.is_empty());

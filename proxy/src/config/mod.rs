@@ -57,6 +57,18 @@ pub mod defaults {
     pub const MAX_DRAIN_TIMEOUT_SECS: u64 = 31_536_000;
 }
 
+/// `interactive-timeout` as both formats take it, given the `wait-timeout` taken: `set`
+/// seconds (0: never); unset, no shorter than `wait-timeout` nor than a server's default
+/// `interactive_timeout` (8 hours), so an interactive session is never closed sooner than
+/// other clients' by default, and never when they are never closed.
+fn interactive_timeout(wait: Option<Duration>, set: Option<u64>) -> Option<Duration> {
+    match set {
+        Some(0) => None,
+        Some(secs) => Some(Duration::from_secs(secs)),
+        None => wait.map(|w| w.max(Duration::from_secs(defaults::WAIT_TIMEOUT_SECS))),
+    }
+}
+
 /// `max-allowed-packet` as both formats take it: within MariaDB's own bounds.
 fn max_allowed_packet(v: u64) -> Result<usize, String> {
     let max = crate::protocol::packet::MAX_LOGICAL;
@@ -140,6 +152,9 @@ pub struct Config {
     pub keepalive: bool,
     /// Idle client sessions are closed after this long (`None`: never).
     pub wait_timeout: Option<Duration>,
+    /// The same for clients that log in as interactive (`CLIENT_INTERACTIVE`: the `mariadb`
+    /// command line), as a server's `interactive_timeout`; see [`interactive_timeout`].
+    pub interactive_timeout: Option<Duration>,
     pub connect_timeout: Duration,
     /// How long a session in a transaction on a backend taken offline or removed may go on
     /// there (`drain-timeout`, admin `SET drain_timeout`).
@@ -205,6 +220,10 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         (old.daemon, old.keepalive) == (new.daemon, new.keepalive),
     );
     check("wait-timeout", old.wait_timeout == new.wait_timeout);
+    check(
+        "interactive-timeout",
+        old.interactive_timeout == new.interactive_timeout,
+    );
     check(
         "connect-timeout-ms",
         old.connect_timeout == new.connect_timeout,

@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [proxy]            # listen, instance, charset, event-threads, client-ips, wait-timeout,
-//!                    # connect-timeout-ms, drain-timeout, max-allowed-packet, keepalive, daemon, log-level, log-path, sql-log,
+//!                    # interactive-timeout, connect-timeout-ms, drain-timeout, max-allowed-packet, keepalive, daemon, log-level, log-path, sql-log,
 //!                    # sql-log-slow, ssl-cert, ssl-key, ssl-ca, require-secure-transport,
 //!                    # backend-ssl, backend-ssl-ca
 //! [admin]            # listen, username, password
@@ -64,6 +64,7 @@ struct Proxy {
     #[serde(default)]
     lvs_ips: Vec<Spanned<String>>,
     wait_timeout: Option<u64>,
+    interactive_timeout: Option<u64>,
     connect_timeout_ms: Option<Spanned<u64>>,
     drain_timeout: Option<Spanned<u64>>,
     max_allowed_packet: Option<Spanned<u64>>,
@@ -213,6 +214,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         None => defaults::CONNECT_TIMEOUT_MS,
     };
     let wait_timeout = p.wait_timeout.unwrap_or(defaults::WAIT_TIMEOUT_SECS);
+    let wait_timeout = (wait_timeout > 0).then(|| Duration::from_secs(wait_timeout));
     let drain_timeout = match &p.drain_timeout {
         Some(v) if *v.get_ref() > defaults::MAX_DRAIN_TIMEOUT_SECS => {
             return Err(invalid(
@@ -399,7 +401,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         sql_log_slow_ms: p.sql_log_slow.filter(|&ms| ms > 0),
         daemon: p.daemon,
         keepalive: p.keepalive,
-        wait_timeout: (wait_timeout > 0).then(|| Duration::from_secs(wait_timeout)),
+        wait_timeout,
+        interactive_timeout: super::interactive_timeout(wait_timeout, p.interactive_timeout),
         connect_timeout: Duration::from_millis(connect_timeout_ms),
         drain_timeout: Duration::from_secs(drain_timeout),
         max_allowed_packet,
@@ -640,6 +643,7 @@ encrypted-password = "HJBoxfRsjeI="
         assert_eq!(c.sql_log, SqlLog::Off);
         assert_eq!(c.sql_log_slow_ms, None);
         assert_eq!(c.wait_timeout, Some(Duration::from_secs(28_800)));
+        assert_eq!(c.interactive_timeout, Some(Duration::from_secs(28_800)));
         assert_eq!(c.connect_timeout, Duration::from_millis(2_000));
         assert_eq!(c.max_allowed_packet, 64 << 20);
         assert!(!c.daemon && !c.keepalive);
@@ -649,6 +653,22 @@ encrypted-password = "HJBoxfRsjeI="
 
         let c = parse_text(&format!("[proxy]\nwait-timeout = 0\n{ONE_BACKEND}")).unwrap();
         assert_eq!(c.wait_timeout, None);
+        assert_eq!(c.interactive_timeout, None, "never, as other clients");
+        // Interactive sessions are not closed sooner than others by default.
+        for (wait, interactive) in [(60, 28_800), (90_000, 90_000)] {
+            let c = parse_text(&format!("[proxy]\nwait-timeout = {wait}\n{ONE_BACKEND}")).unwrap();
+            assert_eq!(
+                c.interactive_timeout,
+                Some(Duration::from_secs(interactive))
+            );
+        }
+        let c = parse_text(&format!(
+            "[proxy]\nwait-timeout = 60\ninteractive-timeout = 0\n{ONE_BACKEND}"
+        ))
+        .unwrap();
+        assert_eq!(c.interactive_timeout, None);
+        let c = parse_text(&format!("[proxy]\ninteractive-timeout = 5\n{ONE_BACKEND}")).unwrap();
+        assert_eq!(c.interactive_timeout, Some(Duration::from_secs(5)));
         let c = parse_text(&format!(
             "[proxy]\nmax-allowed-packet = 1024\n{ONE_BACKEND}"
         ))
