@@ -560,8 +560,23 @@ async fn writes_on_a_hung_primary_fail_once_it_is_found_down() {
             Err(e) => panic!("no write 10 s after the resume: {e}"),
         }
     }
-    // The transaction was rolled back with its connection.
+    // The transaction was rolled back with its connection: its row lock goes.
     let mut direct = cl.primary.root_conn().await.unwrap();
+    let t2 = Instant::now();
+    loop {
+        let open: Option<u64> = direct
+            .query_first("SELECT COUNT(*) FROM information_schema.INNODB_TRX")
+            .await
+            .unwrap();
+        if open == Some(0) {
+            break;
+        }
+        assert!(
+            t2.elapsed() < Duration::from_secs(10),
+            "{open:?} transactions still open 10 s after the resume"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let v: Option<i64> = direct
         .query_first(format!("SELECT v FROM {DATABASE}.f_hung WHERE id = 2"))
         .await

@@ -77,6 +77,11 @@ pub struct Backend {
     /// Set by the monitor when the server reports `read_only=ON` (checked on every write
     /// checkout, so an atomic rather than behind `observed`'s lock).
     read_only: AtomicBool,
+    /// The monitor's last `fall` probes got no answer at all (see `Damper::silent`). Only
+    /// this cuts statements that cannot be run again elsewhere from a server that hangs (see
+    /// `client::registry`): one failed connection marks a backend down too (`mark_down`),
+    /// and a busy server can drop one connect.
+    silent: AtomicBool,
     observed: std::sync::Mutex<Observed>,
 }
 
@@ -135,6 +140,7 @@ impl Backend {
             counters: PerThread::new(event_threads),
             offline_since: std::sync::Mutex::new(cfg.offline.then(std::time::Instant::now)),
             read_only: AtomicBool::new(false),
+            silent: AtomicBool::new(false),
             observed: Default::default(),
         }
     }
@@ -213,6 +219,15 @@ impl Backend {
     /// Whether new statements may be sent here.
     pub fn serves(&self) -> bool {
         self.health().serves()
+    }
+
+    pub fn set_silent(&self, silent: bool) {
+        self.silent.store(silent, Ordering::Relaxed);
+    }
+
+    /// Down, and the monitor's probes get no answer at all.
+    pub fn found_silent(&self) -> bool {
+        self.silent.load(Ordering::Relaxed) && self.health() == Health::Down
     }
 
     /// Whether the server last reported `read_only=ON`.

@@ -779,10 +779,12 @@ pub async fn execute(
             }),
             Prep::Nothing | Prep::LastInsertId => None,
         };
-        match s
-            .status
-            .start_running(&c.backend, c.lease.conn.thread_id, c.lease.conn.fd)
-        {
+        match s.status.start_running(
+            &c.backend,
+            c.lease.conn.thread_id,
+            c.lease.conn.fd,
+            target == Target::Read && !was_pinned,
+        ) {
             Ok(()) => {}
             // Killed before the statement went out: it never runs, and the client's connection
             // closes as on any kill.
@@ -932,6 +934,9 @@ pub async fn execute(
                 return Ok(None);
             }
             Err(RelayError::Backend { source, sent }) => {
+                // Before this failure's own `mark_down` below: cut by the sweeper (see
+                // `Registry::sweep`), not just a server that closed it or died.
+                let found_silent = c.backend.found_silent();
                 c.backend.count_error();
                 s.stats.counters.error(ErrorKind::BackendLost);
                 // A read may try each replica once (their pooled connections can all be
@@ -979,7 +984,6 @@ pub async fn execute(
                     }
                 }
                 let address = c.backend.address.clone();
-                let found_down = c.backend.health() == Health::Down;
                 drop(c);
                 if retryable && !killed_there {
                     continue;
@@ -991,8 +995,7 @@ pub async fn execute(
                 // take 1317 for a lost connection to run the statement again on.
                 let error = match killed_there {
                     true => message::err(codes::QUERY_INTERRUPTED, format!("Query execution was interrupted (rwproxy: backend {address} closed the connection under it and is up: killed there, not run again)")),
-                    // Cut by the sweeper (see `Registry::sweep`), or the server died.
-                    false if found_down && went_out => message::err(codes::BACKEND_LOST, format!("rwproxy: lost connection to backend {address} during query: the backend stopped answering and was found down; the statement may have run there")),
+                    false if found_silent && went_out => message::err(codes::BACKEND_LOST, format!("rwproxy: lost connection to backend {address} during query: the backend stopped answering and was found down; the statement may have run there")),
                     false => message::err(codes::BACKEND_LOST, format!("rwproxy: lost connection to backend during query: {source}")),
                 };
                 io.error(&error).await?;

@@ -108,6 +108,11 @@ struct RunningSlot {
     conn_killed: bool,
     /// The session is closing its client's socket: `client_fd` may be closed or reused.
     client_closed: bool,
+    /// The running statement is a plain read, which another server can run if this one is
+    /// found down under it (see `cut_if_stuck`).
+    read: bool,
+    /// `cut_if_stuck` shut the statement's connection (said once).
+    cut: bool,
     /// A `KILL QUERY` that could not reach the statement's server shut its connection
     /// instead (see [`KillGuard::cut`]): the statement ends as killed, not as lost.
     query_cut: bool,
@@ -401,6 +406,7 @@ impl SessionStatus {
         backend: &Arc<Backend>,
         thread_id: u32,
         backend_fd: RawFd,
+        read: bool,
     ) -> Result<(), Killed> {
         let mut slot = self.running.lock().expect("running lock");
         self.statement_killed()?;
@@ -418,6 +424,8 @@ impl SessionStatus {
             }
         }
         slot.running = true;
+        slot.read = read;
+        slot.cut = false;
         slot.query_cut = false;
         slot.eof_passed = false;
         slot.conn_killed = false;
@@ -510,22 +518,33 @@ impl SessionStatus {
         self.running.lock().expect("running lock").query_cut
     }
 
-    /// When the monitor finds a running statement's backend down (a server hung or cut off
-    /// answers nothing, maybe for minutes): shuts the backend connection, so the client hears
-    /// now rather than whenever the server runs again. A plain read then runs on another
-    /// server; anything else fails as on a lost connection (a write may have run, a
-    /// transaction is gone), as when the server dies under it. Returns the backend's address
-    /// then.
+    /// When a running statement's backend is found down (a server hung or cut off answers
+    /// nothing, maybe for minutes): shuts the backend connection, so the client hears now
+    /// rather than whenever the server runs again. A plain read then runs on another server;
+    /// so does one whose client is gone (its end of input passed on), by ending. Anything
+    /// else fails as on a lost connection (a write may have run, a transaction is gone), as
+    /// when the server dies under it: only when the monitor's probes get no answer either
+    /// (`Backend::found_silent`), not for one failed connection. Returns the backend's
+    /// address the first time.
     fn cut_if_stuck(&self) -> Option<String> {
-        let slot = self.running.lock().expect("running lock");
-        let r = slot
-            .last
-            .as_ref()
-            .filter(|r| slot.running && r.backend.health() == Health::Down)?;
+        let mut slot = self.running.lock().expect("running lock");
+        if !slot.running || slot.cut {
+            return None;
+        }
+        let r = slot.last.as_ref()?;
+        let cut = match slot.read || slot.eof_passed {
+            true => r.backend.health() == Health::Down,
+            false => r.backend.found_silent(),
+        };
+        if !cut {
+            return None;
+        }
         // The slot is held, and the statement runs: its connection (and descriptor) is the
         // session's, as for `pass_on_client_eof`.
         r.cut();
-        Some(r.backend.address.clone())
+        let address = r.backend.address.clone();
+        slot.cut = true;
+        Some(address)
     }
 
     /// When a statement is running and its client has closed its connection, or only its

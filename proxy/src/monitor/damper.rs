@@ -28,6 +28,8 @@ pub struct Damper {
     /// Probes that cannot query it leave this as it is: they know no better, so a replica
     /// that goes down and comes back while the monitor cannot query it is still unfit.
     unfit: Option<String>,
+    /// Consecutive probes the server did not answer at all.
+    silent: u32,
 }
 
 impl Damper {
@@ -38,13 +40,24 @@ impl Damper {
             good: 0,
             bad: 0,
             unfit: None,
+            silent: 0,
         }
+    }
+
+    /// The last `fall` probes got no answer at all: the server is hung or cut off, not just
+    /// unfit, and not just one failed connection (`Backend::mark_down`).
+    pub fn silent(&self) -> bool {
+        self.silent >= self.fall
     }
 
     /// Counts `finding` and says which state the backend should move to from `current`, with
     /// the reason to show; `None` leaves it where it is. An operator's `Offline` is never
     /// left here.
     pub fn next(&mut self, current: Health, finding: &Finding) -> Option<(Health, Option<String>)> {
+        self.silent = match finding {
+            Finding::Unreachable(_) => self.silent.saturating_add(1),
+            _ => 0,
+        };
         match finding {
             Finding::Good => {
                 self.good = self.good.saturating_add(1);
@@ -151,6 +164,25 @@ mod tests {
         use Health::*;
         let f = [down(), down(), Finding::Good, down(), down(), down()];
         assert_eq!(run(Up, 2, 3, &f), [Up, Up, Up, Up, Up, Down]);
+    }
+
+    #[test]
+    fn silence_counts_only_probes_left_unanswered() {
+        let mut d = Damper::new(2, 2);
+        let lag = Finding::Unfit("lagging".into());
+        for (finding, silent) in [
+            (down(), false),
+            (lag.clone(), false),
+            (down(), false),
+            (down(), true),
+            (Finding::Answered, false),
+            (down(), false),
+            (down(), true),
+            (Finding::Good, false),
+        ] {
+            d.next(Health::Up, &finding);
+            assert_eq!(d.silent(), silent, "after {finding:?}");
+        }
     }
 
     #[test]

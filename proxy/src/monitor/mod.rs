@@ -146,6 +146,7 @@ async fn watch(
         if let Some((to, why)) = damper.next(b.health(), &finding) {
             b.transition(to, why);
         }
+        b.set_silent(damper.silent());
     }
 }
 
