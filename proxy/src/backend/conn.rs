@@ -218,11 +218,18 @@ pub enum Hold {
     LongData,
 }
 
-/// Prepared statements kept per connection before one is closed; well under the server's
-/// default `max_prepared_stmt_count` even with many connections. Copies holding a cursor or
+/// Prepared statements kept per connection before one is closed. Copies holding a cursor or
 /// long data are never closed for it: a connection goes over the limit instead, by no more
 /// than the statements its one pinned session holds open (which the server limits).
 const MAX_STMTS_PER_CONN: usize = 256;
+
+/// Prepared statements kept open on one server through all of a backend's connections
+/// before a prepare closes one of its connection's first (see `open_stmts`). The server's
+/// limit is server-wide (`max_prepared_stmt_count`, 16382 by default) and shared with every
+/// other client: 256 on each of a pool's connections would reach it with 64 connections,
+/// and every client's prepare would then fail with 1461. A quarter of the default leaves
+/// room for three proxies and the direct clients.
+const MAX_STMTS_PER_BACKEND: usize = 4096;
 
 /// How connections to backends are opened.
 #[derive(Clone)]
@@ -259,6 +266,11 @@ pub struct BackendConn {
     /// [`BackendConn::retire_stmts`] and [`BackendConn::note_run`]); `send_command` closes
     /// them ahead of the next command.
     retired: Vec<u32>,
+    /// Statements open on the server through this connection and the others of its pool
+    /// (`Pool` shares one count per backend): what `MAX_STMTS_PER_BACKEND` bounds. Counted
+    /// up at each prepare, down as closes go out (`send_command`), at a reset, and when the
+    /// connection closes.
+    pub open_stmts: Arc<std::sync::atomic::AtomicUsize>,
     pub idle_since: Instant,
     /// Set when an exchange was cut off mid-way: the connection must not be reused.
     pub broken: bool,
@@ -283,6 +295,8 @@ async fn tcp_connect(addr: &str, timeout: Duration) -> Option<io::Result<TcpStre
 /// drop cannot wait for: such a connection closes without it unless closed with `quit`.
 impl Drop for BackendConn {
     fn drop(&mut self) {
+        // The server closes them with the connection.
+        self.forget_stmts();
         if self.broken {
             return;
         }
@@ -397,6 +411,7 @@ impl BackendConn {
             last_insert_id: 0,
             stmts: Default::default(),
             retired: Vec::new(),
+            open_stmts: Arc::default(),
             idle_since: Instant::now(),
             broken: false,
             close_on_release: false,
@@ -605,6 +620,8 @@ impl BackendConn {
         // a write fails, `broken` stays set and the connection is not pooled again.
         let was_broken = std::mem::replace(&mut self.broken, true);
         while let Some(id) = self.retired.pop() {
+            self.open_stmts
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             let mut close = [COM_STMT_CLOSE; 5];
             close[1..].copy_from_slice(&id.to_le_bytes());
             self.writer.write_packet(0, &close).await?;
@@ -726,8 +743,7 @@ impl BackendConn {
         self.command(&[COM_RESET_CONNECTION]).await?;
         // The server has dropped its statements: forgotten here at once, so a failure below
         // cannot leave ids pointing at nothing.
-        self.stmts.clear();
-        self.retired.clear();
+        self.forget_stmts();
         if let Some(db) = &self.state.schema {
             let mut cmd = vec![COM_INIT_DB];
             cmd.extend_from_slice(db.as_bytes());
@@ -957,7 +973,9 @@ impl BackendConn {
                 self.stmts.remove(sql);
             }
         }
-        if self.stmts.values().map(Vec::len).sum::<usize>() >= MAX_STMTS_PER_CONN {
+        let backend_full =
+            self.open_stmts.load(std::sync::atomic::Ordering::Relaxed) >= MAX_STMTS_PER_BACKEND;
+        if backend_full || self.stmts.values().map(Vec::len).sum::<usize>() >= MAX_STMTS_PER_CONN {
             let unheld = self.stmts.iter().find_map(|(k, copies)| {
                 let at = copies.iter().position(|st| st.holder.is_none())?;
                 Some((k.clone(), at))
@@ -1007,9 +1025,21 @@ impl BackendConn {
             long_data: false,
             holder_only: false,
         };
+        self.open_stmts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let copies = self.stmts.entry(sql.clone()).or_default();
         copies.push(st);
         Ok(copies.len() - 1)
+    }
+
+    /// The server has dropped every statement of this connection (a reset, or the
+    /// connection closing): forgotten here, and in the backend's count.
+    fn forget_stmts(&mut self) {
+        let open = self.stmts.values().map(Vec::len).sum::<usize>() + self.retired.len();
+        self.open_stmts
+            .fetch_sub(open, std::sync::atomic::Ordering::Relaxed);
+        self.stmts.clear();
+        self.retired.clear();
     }
 
     pub async fn read_raw(&mut self) -> io::Result<RawPacket> {

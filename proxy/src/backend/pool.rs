@@ -67,6 +67,9 @@ pub struct Pool {
     /// The `sql_mode` status flags the last connection opened reported after its login (the
     /// server's global `sql_mode`), with [`KNOWN`] set; 0 before any.
     sql_mode: AtomicU32,
+    /// Prepared statements open on the server through this pool's connections (see
+    /// `BackendConn::open_stmts`).
+    open_stmts: Arc<AtomicUsize>,
 }
 
 const KNOWN: u32 = 1 << 16;
@@ -120,6 +123,7 @@ impl Pool {
             returned: Notify::new(),
             waiting: AtomicUsize::new(0),
             sql_mode: AtomicU32::new(0),
+            open_stmts: Arc::default(),
         }
     }
 
@@ -166,7 +170,9 @@ impl Pool {
                 }
             },
         };
-        let conn = Box::new(BackendConn::connect(addr, key.clone(), password, &self.dial).await?);
+        let mut conn =
+            Box::new(BackendConn::connect(addr, key.clone(), password, &self.dial).await?);
+        conn.open_stmts = self.open_stmts.clone();
         let flags = conn.status & crate::protocol::message::SQL_MODE_FLAGS;
         self.sql_mode
             .store(KNOWN | u32::from(flags), Ordering::Relaxed);

@@ -677,6 +677,7 @@ impl Session {
                 // then fail only where they would have without the proxy... except here. Open
                 // a fresh connection instead so the client sees "No database selected".
                 None => {
+                    let open_stmts = conn.open_stmts.clone();
                     *conn = BackendConn::connect(
                         addr,
                         self.key.clone(),
@@ -684,6 +685,7 @@ impl Session {
                         &self.cluster.dial,
                     )
                     .await?;
+                    conn.open_stmts = open_stmts;
                 }
             }
         }
