@@ -305,14 +305,19 @@ impl Cluster {
         Ok(())
     }
 
-    /// Logs in to `address` as the first application user (none: as nobody) and quits, as a
-    /// client does; returns the version the server greeted with. What the proxy asks of a
-    /// server without a monitor account (see `monitor::answers`): a connection closed at
-    /// the connect or the greeting, as by a TCP check, is an aborted handshake, which a
-    /// server logs and counts against the proxy's host until, after `max_connect_errors` of
-    /// them (100 by default) with no good login between, it refuses the host every login
-    /// (1129) — the proxy's own included. A refused login is not counted that way.
-    pub async fn greet(&self, address: &str, timeout: Duration) -> Result<String, BackendError> {
+    /// Logs in to `address` as the application user first by name (none: as nobody) and
+    /// quits, as a client does; returns the version the server greeted with, if it did, and
+    /// how the login went. What the proxy asks of a server without a monitor account (see
+    /// `monitor::answers`): a connection closed at the connect or the greeting, as by a TCP
+    /// check, is an aborted handshake, which a server logs and counts against the proxy's
+    /// host until, after `max_connect_errors` of them (100 by default) with no good login
+    /// between, it refuses the host every login (1129) — the proxy's own included. A refused
+    /// login is not counted that way.
+    pub async fn greet(
+        &self,
+        address: &str,
+        timeout: Duration,
+    ) -> (Option<String>, Result<(), BackendError>) {
         let users = self.users();
         let (user, password) = users
             .iter()
@@ -327,9 +332,15 @@ impl Cluster {
             timeout,
             tls: self.dial.tls.clone(),
         };
-        let (conn, version) = BackendConn::connect_greeted(address, key, password, &dial).await?;
-        conn.quit().await;
-        Ok(version)
+        let greeting = BackendConn::log_in(address, key, password, &dial).await;
+        let login = match greeting.login {
+            Ok(conn) => {
+                conn.quit().await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        (greeting.version, login)
     }
 
     /// Users and their plain-text passwords, by name.

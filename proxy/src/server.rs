@@ -79,8 +79,8 @@ async fn backend_version(cluster: &Cluster) -> String {
         return FALLBACK_VERSION.into();
     };
     match cluster.greet(&b.address, cluster.dial.timeout).await {
-        Ok(v) => format!("{v}-rwproxy"),
-        Err(_) => FALLBACK_VERSION.into(),
+        (Some(v), _) => format!("{v}-rwproxy"),
+        (None, _) => FALLBACK_VERSION.into(),
     }
 }
 

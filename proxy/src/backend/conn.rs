@@ -280,6 +280,13 @@ pub struct BackendConn {
     pub track: Tracking,
 }
 
+/// What a login got from a server.
+pub struct Greeting {
+    /// The version the server greeted with; `None`: it did not greet.
+    pub version: Option<String>,
+    pub login: Result<BackendConn, BackendError>,
+}
+
 /// A TCP connection to `addr` (a name is resolved now); `None`: no answer within `timeout`.
 async fn tcp_connect(addr: &str, timeout: Duration) -> Option<io::Result<TcpStream>> {
     crate::timer::timeout(timeout, TcpStream::connect(addr))
@@ -315,16 +322,33 @@ impl BackendConn {
         password: &str,
         dial: &Dial,
     ) -> Result<Self, BackendError> {
-        Ok(Self::connect_greeted(addr, key, password, dial).await?.0)
+        let mut conn = Self::log_in(addr, key, password, dial).await.login?;
+        match crate::timer::timeout(dial.timeout, conn.track_session()).await {
+            Ok(tracked) => tracked?,
+            Err(_) => {
+                return Err(BackendError::ConnectTimeout {
+                    addr: addr.to_string(),
+                })
+            }
+        }
+        Ok(conn)
     }
 
-    /// [`connect`](Self::connect), also returning the version the server greeted with.
-    pub async fn connect_greeted(
+    /// A login and nothing more (no session tracking set up): what a health probe asks of a
+    /// server (see `Cluster::greet`).
+    pub async fn log_in(addr: &str, key: ConnKey, password: &str, dial: &Dial) -> Greeting {
+        let mut version = None;
+        let login = Self::connect_and_log_in(addr, key, password, dial, &mut version).await;
+        Greeting { version, login }
+    }
+
+    async fn connect_and_log_in(
         addr: &str,
         key: ConnKey,
         password: &str,
         dial: &Dial,
-    ) -> Result<(Self, String), BackendError> {
+        version: &mut Option<String>,
+    ) -> Result<Self, BackendError> {
         let addr_s = addr.to_string();
         let stream = match tcp_connect(addr, dial.timeout).await {
             None => return Err(BackendError::ConnectTimeout { addr: addr_s }),
@@ -337,7 +361,7 @@ impl BackendConn {
             Some(Ok(s)) => s,
         };
         stream.set_nodelay(true)?;
-        let login = Self::login(stream, addr, key, password, dial.tls.as_ref());
+        let login = Self::login(stream, addr, key, password, dial.tls.as_ref(), version);
         match crate::timer::timeout(dial.timeout, login).await {
             Err(_) => Err(BackendError::ConnectTimeout { addr: addr_s }),
             Ok(Err(BackendError::Server(error))) => Err(BackendError::Login {
@@ -355,7 +379,8 @@ impl BackendConn {
         key: ConnKey,
         password: &str,
         tls: Option<&tokio_rustls::TlsConnector>,
-    ) -> Result<(Self, String), BackendError> {
+        version: &mut Option<String>,
+    ) -> Result<Self, BackendError> {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
         let (seq, payload) = read_handshake_packet(&mut stream).await?;
         if message::is_err(&payload) {
@@ -366,6 +391,7 @@ impl BackendConn {
         let hello = ParseBuf(&payload)
             .parse::<HandshakePacket>(())
             .map_err(|e| BackendError::Protocol(format!("bad greeting: {e}")))?;
+        *version = Some(String::from_utf8_lossy(hello.server_version_ref()).into_owned());
         let mut caps = backend_capabilities(CapabilityFlags::from_bits_truncate(key.capabilities))
             & hello.capabilities();
         let mut seq = seq.wrapping_add(1);
@@ -413,16 +439,14 @@ impl BackendConn {
             retired: Vec::new(),
             open_stmts: Arc::default(),
             idle_since: Instant::now(),
-            broken: false,
+            // Until logged in (see the `Drop` impl).
+            broken: true,
             close_on_release: false,
             track: Tracking::default(),
         };
         conn.authenticate(&hello, caps, seq, password).await?;
-        conn.track_session().await?;
-        Ok((
-            conn,
-            String::from_utf8_lossy(hello.server_version_ref()).into_owned(),
-        ))
+        conn.broken = false;
+        Ok(conn)
     }
 
     async fn authenticate(
@@ -610,15 +634,17 @@ impl BackendConn {
     /// Sends a command as a fresh exchange (sequence id 0), after the closes of the
     /// statements this connection has retired: `COM_STMT_CLOSE` has no reply, so they share
     /// the command's write, and a retired statement never outlives the next command on the
-    /// server.
+    /// server. Leaves the connection `broken` (mid-exchange) until whoever reads the reply
+    /// clears it: a drop on the way closes it without a goodbye, which could otherwise land
+    /// inside a half-written packet.
     pub async fn send_command(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.broken = true;
         if self.retired.is_empty() {
             self.writer.write_packet(0, payload).await?;
             return self.writer.flush().await;
         }
         // A statement that has left `stmts` but cannot be closed may stay on the server: when
         // a write fails, `broken` stays set and the connection is not pooled again.
-        let was_broken = std::mem::replace(&mut self.broken, true);
         while let Some(id) = self.retired.pop() {
             self.open_stmts
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -627,9 +653,7 @@ impl BackendConn {
             self.writer.write_packet(0, &close).await?;
         }
         self.writer.write_packet(0, payload).await?;
-        self.writer.flush().await?;
-        self.broken = was_broken;
-        Ok(())
+        self.writer.flush().await
     }
 
     /// After a command failed to go out whole: the error the server sent before it closed the

@@ -169,7 +169,6 @@ async fn switch_in_place(
     capabilities: u32,
 ) -> std::io::Result<Option<message::SqlError>> {
     let conn = c.conn();
-    conn.broken = true;
     conn.send_command(packet).await?;
     let reply = conn.read_raw().await?;
     conn.broken = false;

@@ -10,7 +10,6 @@ use super::session::Session;
 use super::{ClientIo, SessionEnd};
 use crate::backend::conn::{BackendConn, BackendError, ConnKey, Dial};
 use crate::cluster::Cluster;
-use crate::protocol::command::COM_QUIT;
 use crate::protocol::message::{self, codes, SqlError};
 use crate::router::classify;
 use std::sync::Arc;
@@ -189,7 +188,7 @@ async fn kill_on_backend(
         .map_err(|e| e.to_sql_error(&what))?;
     let scope = if query_only { "QUERY" } else { "CONNECTION" };
     let result = conn.run(&format!("KILL {scope} {}", r.thread_id)).await;
-    let _ = conn.send_command(&[COM_QUIT]).await;
+    conn.quit().await;
     match result {
         Ok(_) => Ok(()),
         // The backend connection closed meanwhile: nothing is left to kill.

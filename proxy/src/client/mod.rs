@@ -970,7 +970,7 @@ pub async fn execute(
                     && started.elapsed() >= RAN_BEFORE_KILL
                     && matches!(
                         Box::pin(s.cluster.greet(&c.backend.address, s.cluster.dial.timeout)).await,
-                        Ok(_) | Err(BackendError::Login { .. })
+                        (_, Ok(()) | Err(BackendError::Login { .. }))
                     );
                 if killed_there {
                     tracing::info!(backend = %c.backend.address, session = s.id, "backend closed the connection under a read and is up: taken as a KILL on the server, not run again");

@@ -419,7 +419,14 @@ pub async fn send_long_data(
         }
     };
     let sent = match rewrite(s, c.conn(), id, packet, false).await {
-        Ok(p) => c.conn().send_command(&p).await.is_ok(),
+        // Long data has no reply: the exchange is over once it is out.
+        Ok(p) => match c.conn().send_command(&p).await {
+            Ok(()) => {
+                c.conn().broken = false;
+                true
+            }
+            Err(_) => false,
+        },
         Err(_) => true,
     };
     if sent {

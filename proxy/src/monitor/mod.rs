@@ -23,7 +23,7 @@ use tokio::time::MissedTickBehavior;
 /// is the proxy's `max-allowed-packet`, compared with each server's.
 pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig, packet_limit: usize) {
     if cfg.user.is_none() {
-        tracing::warn!("no [monitor] user configured: a backend is only checked to greet and take a login (as the first [[user]]); read_only and replication are not watched");
+        tracing::warn!("no [monitor] user configured: a backend is only checked to greet and take a login (as the [[user]] first by name); read_only and replication are not watched");
     }
     let me = Arc::downgrade(cluster);
     tokio::spawn(async move {
@@ -49,6 +49,9 @@ pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig, packet_limit: usize) {
         }
     });
 }
+
+/// How often a server that refused the monitor's login is probed.
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
 
 /// Probes one backend until it leaves the cluster.
 async fn watch(
@@ -76,8 +79,16 @@ async fn watch(
     let mut warned_limit = None;
     let mut tick = crate::timer::interval(cfg.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut probed_at: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
+        // A refused login, every second, fills the server's log with access denials (and
+        // may lock the account, `max_password_errors`): once a minute is enough to see it
+        // fixed.
+        if login_refused && probed_at.is_some_and(|t| t.elapsed() < REFUSED_RETRY) {
+            continue;
+        }
+        probed_at = Some(std::time::Instant::now());
         let (Some(live), Some(b)) = (cluster.upgrade(), backend.upgrade()) else {
             return;
         };
@@ -111,7 +122,7 @@ async fn watch(
                         // the primary's failure.
                         primary_serves = matches!(
                             probe_without_account(&cluster, &w.address, cfg.timeout).await,
-                            Ok(Finding::Good)
+                            Ok((Finding::Good, _))
                         );
                     }
                     judge(b.role, &status, &cfg, primary_serves)
@@ -121,7 +132,7 @@ async fn watch(
                     // which must not take healthy servers out of service, nor bring back
                     // ones it can no longer check.
                     if !login_refused {
-                        tracing::error!(backend = %address, "monitor cannot query the server, so read_only and replication are not checked: {e}");
+                        tracing::error!(backend = %address, "monitor cannot query the server, so read_only and replication are not checked (it is probed only once a minute until it can): {e}");
                         login_refused = true;
                     }
                     b.observe(None, None);
@@ -139,7 +150,17 @@ async fn watch(
                     continue;
                 }
                 Err(e) => Finding::Unreachable(format!("{address}: {e}")),
-                Ok(finding) => finding,
+                Ok((finding, None)) => {
+                    login_refused = false;
+                    finding
+                }
+                Ok((finding, Some(why))) => {
+                    if !login_refused {
+                        tracing::error!(backend = %address, "the server refused the application user's login that probes it (no [monitor] account is configured), so it is probed only once a minute until it takes one: {why}");
+                        login_refused = true;
+                    }
+                    finding
+                }
             },
         };
         shortage = false;
@@ -183,28 +204,37 @@ fn packet_limit_warning(server: u64, proxy: usize) -> Option<String> {
 
 /// The probe without a monitor account: the server must greet within `timeout` (a hung
 /// server's kernel still takes the TCP connection, but the server says nothing) and take a
-/// login, which `Cluster::greet` ends as a client does. A refused login still shows the
-/// server up. `Err`: the connect failed with this error.
-async fn answers(cluster: &Cluster, address: &str, timeout: Duration) -> std::io::Result<Finding> {
-    match cluster.greet(address, timeout).await {
-        Ok(_) | Err(BackendError::Login { .. } | BackendError::Tls { .. }) => Ok(Finding::Good),
-        Err(BackendError::Connect { source, .. }) => Err(source),
-        Err(BackendError::ConnectTimeout { .. }) => Ok(Finding::Unreachable(format!(
-            "{address}: no greeting within {timeout:?}"
-        ))),
-        Err(e) => Ok(Finding::Unreachable(format!("{address}: {e}"))),
-    }
+/// login, which `Cluster::greet` ends as a client does. A server that refused the login, or
+/// failed it after greeting, answered: it is up, and the refusal comes back to be said.
+/// `Err`: the connect failed with this error.
+async fn answers(
+    cluster: &Cluster,
+    address: &str,
+    timeout: Duration,
+) -> std::io::Result<(Finding, Option<String>)> {
+    let (version, login) = cluster.greet(address, timeout).await;
+    let unreachable = match login {
+        Ok(()) => return Ok((Finding::Good, None)),
+        Err(BackendError::Connect { source, .. }) => return Err(source),
+        Err(BackendError::ConnectTimeout { .. }) => match version {
+            None => format!("{address}: no greeting within {timeout:?}"),
+            Some(_) => format!("{address}: greeted but took no login within {timeout:?}"),
+        },
+        Err(e) if version.is_some() => return Ok((Finding::Good, Some(e.to_string()))),
+        Err(e) => format!("{address}: {e}"),
+    };
+    Ok((Finding::Unreachable(unreachable), None))
 }
 
 async fn probe_without_account(
     cluster: &Weak<Cluster>,
     address: &str,
     timeout: Duration,
-) -> std::io::Result<Finding> {
+) -> std::io::Result<(Finding, Option<String>)> {
     match cluster.upgrade() {
         Some(c) => answers(&c, address, timeout).await,
         // The proxy is stopping.
-        None => Ok(Finding::Good),
+        None => Ok((Finding::Good, None)),
     }
 }
 
