@@ -191,7 +191,8 @@ pub async fn serve(
     {
         // As a server starts an interactive session's `wait_timeout` at `interactive_timeout`
         // (a `SET wait_timeout` replaces it, `DEFAULT` gives the proxy's `wait-timeout`).
-        session.wait_timeout = Some(info.interactive_timeout.unwrap_or(NEVER));
+        session.login_wait_timeout = Some(info.interactive_timeout.unwrap_or(NEVER));
+        session.set_wait_timeout(session.login_wait_timeout);
     }
     tracing::debug!(client = %peer, user = %login.user, session = id, "logged in");
     let known_mode = session.cluster.sql_mode_flags();

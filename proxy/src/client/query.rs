@@ -289,7 +289,7 @@ fn record_set(s: &mut Session, conn: &mut BackendConn, assignments: &[Assignment
                 conn.track.stale = true;
             }
             if key == "wait_timeout" {
-                s.wait_timeout = wait_timeout_of(text);
+                s.set_wait_timeout(wait_timeout_of(text));
             }
             conn.state.set_var(key.clone(), text.clone());
             s.state.set_var(key.clone(), text.clone());

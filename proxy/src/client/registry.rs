@@ -75,6 +75,9 @@ pub struct SessionStatus {
     in_transaction: AtomicBool,
     /// The sweeper has logged a client's end of input for this session.
     eof_logged: AtomicBool,
+    /// The session has an idle timeout of its own (`SET wait_timeout`, an interactive
+    /// client's), which its own timer keeps: the sweeper leaves it alone.
+    own_timeout: AtomicBool,
     pub id: u32,
     /// The client's socket, looked at by the sweeper (see `pass_on_client_eof`).
     client_fd: RawFd,
@@ -204,6 +207,7 @@ impl Registry {
             client,
             client_fd,
             eof_logged: AtomicBool::new(false),
+            own_timeout: AtomicBool::new(false),
             now: Mutex::new(Now {
                 user: user.to_string(),
                 password: password.to_string(),
@@ -268,7 +272,9 @@ impl Registry {
                 let Some(registry) = me.upgrade() else { return };
                 for s in registry.sessions.iter() {
                     let s = s.value();
-                    if wait_timeout.is_some_and(|t| s.idle_past(t)) {
+                    if wait_timeout
+                        .is_some_and(|t| !s.own_timeout.load(Ordering::Relaxed) && s.idle_past(t))
+                    {
                         s.interrupt();
                     }
                     if s.pass_on_client_eof() && !s.eof_logged.swap(true, Ordering::Relaxed) {
@@ -371,6 +377,11 @@ impl SessionStatus {
         if now.backend.as_deref() != backend {
             now.backend = backend.map(str::to_string);
         }
+    }
+
+    /// See `own_timeout`.
+    pub fn set_own_timeout(&self, own: bool) {
+        self.own_timeout.store(own, Ordering::Relaxed);
     }
 
     /// Waiting for its client's next command, since at least `timeout` ago.

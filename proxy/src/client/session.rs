@@ -116,8 +116,12 @@ pub struct Session {
     pub command_at: Instant,
     pub replied_at: Option<Instant>,
     /// The client's own `SET wait_timeout`: a server closes the connection idle that long,
-    /// so the proxy closes the session (in place of its `wait-timeout`).
+    /// so the proxy closes the session (in place of its `wait-timeout`). Set with
+    /// [`Session::set_wait_timeout`].
     pub wait_timeout: Option<std::time::Duration>,
+    /// What `wait_timeout` starts as, and goes back to on a reset or change of user: an
+    /// interactive client's `interactive-timeout` (as a server's `interactive_timeout`).
+    pub login_wait_timeout: Option<std::time::Duration>,
     pub state: SessionState,
     pub key: ConnKey,
     /// Reused for normalising statements into digests.
@@ -210,6 +214,7 @@ impl Session {
             row_count_on: None,
             row_count_recorded: false,
             wait_timeout: None,
+            login_wait_timeout: None,
             autocommit: true,
             found_rows: None,
             found_rows_stmt: 0,
@@ -338,7 +343,7 @@ impl Session {
         self.row_count = 0;
         self.row_count_on = None;
         self.autocommit = true;
-        self.wait_timeout = None;
+        self.set_wait_timeout(self.login_wait_timeout);
         // FOUND_ROWS() survives a reset on a server (measured on MariaDB 10.11).
         // The server's default sql_mode again.
         self.sql_mode_flags = self.cluster.sql_mode_flags().unwrap_or_default();
@@ -381,6 +386,13 @@ impl Session {
     }
 
     /// A connection for the next statement, carrying this session's state: the pinned one, or
+    /// The session's own idle timeout (`None`: the proxy's `wait-timeout`), kept by the
+    /// session's timer rather than the registry's sweeper.
+    pub fn set_wait_timeout(&mut self, t: Option<std::time::Duration>) {
+        self.wait_timeout = t;
+        self.status.set_own_timeout(t.is_some());
+    }
+
     /// one from the target's pool. `exclude` lists backends that already failed this statement.
     pub async fn checkout(
         &mut self,

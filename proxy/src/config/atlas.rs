@@ -354,7 +354,11 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             }
             // rwproxy's own, as in its TOML format: Atlas closed interactive clients at
             // `wait-timeout` too.
-            "interactive-timeout" => interactive_timeout = Some(number(v).map_err(err)?),
+            "interactive-timeout" => {
+                let secs = number(v).map_err(err)?;
+                super::interactive_timeout(None, Some(secs)).map_err(err)?;
+                interactive_timeout = Some(secs);
+            }
             // rwproxy's own, as in its TOML format: Atlas had no such bound.
             "max-allowed-packet" => {
                 c.max_allowed_packet =
@@ -433,7 +437,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     check_unique_users(path, &c.users, |i| {
         (user_lines.get(i).copied(), "pwds".to_string())
     })?;
-    c.interactive_timeout = super::interactive_timeout(c.wait_timeout, interactive_timeout);
+    c.interactive_timeout = super::interactive_timeout(c.wait_timeout, interactive_timeout)
+        .expect("checked at its line");
     Ok(c)
 }
 

@@ -61,12 +61,22 @@ pub mod defaults {
 /// seconds (0: never); unset, no shorter than `wait-timeout` nor than a server's default
 /// `interactive_timeout` (8 hours), so an interactive session is never closed sooner than
 /// other clients' by default, and never when they are never closed.
-fn interactive_timeout(wait: Option<Duration>, set: Option<u64>) -> Option<Duration> {
-    match set {
+fn interactive_timeout(
+    wait: Option<Duration>,
+    set: Option<u64>,
+) -> Result<Option<Duration>, String> {
+    Ok(match set {
         Some(0) => None,
+        // A session adds it to a clock reading.
+        Some(secs) if secs > defaults::MAX_DRAIN_TIMEOUT_SECS => {
+            return Err(format!(
+                "must be at most {} seconds (a year; 0 never closes them)",
+                defaults::MAX_DRAIN_TIMEOUT_SECS
+            ))
+        }
         Some(secs) => Some(Duration::from_secs(secs)),
         None => wait.map(|w| w.max(Duration::from_secs(defaults::WAIT_TIMEOUT_SECS))),
-    }
+    })
 }
 
 /// `max-allowed-packet` as both formats take it: within MariaDB's own bounds.

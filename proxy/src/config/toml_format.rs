@@ -64,7 +64,7 @@ struct Proxy {
     #[serde(default)]
     lvs_ips: Vec<Spanned<String>>,
     wait_timeout: Option<u64>,
-    interactive_timeout: Option<u64>,
+    interactive_timeout: Option<Spanned<u64>>,
     connect_timeout_ms: Option<Spanned<u64>>,
     drain_timeout: Option<Spanned<u64>>,
     max_allowed_packet: Option<Spanned<u64>>,
@@ -229,6 +229,14 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         Some(v) => *v.get_ref(),
         None => defaults::DRAIN_TIMEOUT_SECS,
     };
+    let interactive_timeout = super::interactive_timeout(
+        wait_timeout,
+        p.interactive_timeout.as_ref().map(|v| *v.get_ref()),
+    )
+    .map_err(|m| {
+        let start = p.interactive_timeout.as_ref().map_or(0, |v| v.span().start);
+        invalid(at(start), "proxy.interactive-timeout", m)
+    })?;
     let max_allowed_packet = match &p.max_allowed_packet {
         Some(v) => super::max_allowed_packet(*v.get_ref())
             .map_err(|m| invalid(at(v.span().start), "proxy.max-allowed-packet", m))?,
@@ -402,7 +410,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         daemon: p.daemon,
         keepalive: p.keepalive,
         wait_timeout,
-        interactive_timeout: super::interactive_timeout(wait_timeout, p.interactive_timeout),
+        interactive_timeout,
         connect_timeout: Duration::from_millis(connect_timeout_ms),
         drain_timeout: Duration::from_secs(drain_timeout),
         max_allowed_packet,
@@ -669,6 +677,15 @@ encrypted-password = "HJBoxfRsjeI="
         assert_eq!(c.interactive_timeout, None);
         let c = parse_text(&format!("[proxy]\ninteractive-timeout = 5\n{ONE_BACKEND}")).unwrap();
         assert_eq!(c.interactive_timeout, Some(Duration::from_secs(5)));
+        let e = parse_text(&format!(
+            "[proxy]\ninteractive-timeout = 99999999999\n{ONE_BACKEND}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("interactive-timeout") && e.contains("a year"),
+            "{e}"
+        );
         let c = parse_text(&format!(
             "[proxy]\nmax-allowed-packet = 1024\n{ONE_BACKEND}"
         ))
