@@ -50,6 +50,23 @@ pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig, packet_limit: usize) {
     });
 }
 
+/// How long a probe that gets no answer is kept waiting (see `watch`). Past it the
+/// connection closes, which a server that runs again counts as one aborted handshake.
+const LINGER: Duration = Duration::from_secs(600);
+
+/// A probe on its way, across ticks.
+type InFlight = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+
+/// What a probe came back with.
+enum Outcome {
+    /// With the monitor's account (its prober comes back with it).
+    Account(Prober, Result<ServerStatus, rwproxy_ha::db::DbError>),
+    /// Without one (see `answers`).
+    NoAccount(std::io::Result<(Finding, Option<String>)>),
+    /// Nothing yet, within the monitor's `timeout`.
+    Silent,
+}
+
 /// How often a server that refused the monitor's login is probed.
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
 
@@ -63,14 +80,22 @@ async fn watch(
     let Some(address) = backend.upgrade().map(|b| b.address.clone()) else {
         return;
     };
+    // Its own deadline is `LINGER`; the monitor's `timeout` is applied here, around it.
     let mut prober = cfg.user.as_ref().map(|(user, password)| {
         Prober::new(DbTarget {
             address: address.clone(),
             user: user.clone(),
             password: password.clone(),
-            timeout: cfg.timeout,
+            timeout: LINGER.max(cfg.timeout),
         })
     });
+    // A probe that got no answer within `timeout` is kept and waited on again at the next
+    // tick rather than dropped and started over: a server that hangs keeps each connection
+    // it has not greeted in its backlog, and when it runs again greets them all, and counts
+    // each one closed by then as an aborted handshake against the proxy's host (see
+    // `Cluster::greet`): a probe a second would get the host blocked after a hang of
+    // `max_connect_errors` seconds.
+    let mut in_flight: Option<InFlight> = None;
     let mut damper = Damper::new(cfg.rise, cfg.fall);
     let mut login_refused = false;
     // The last probe failed for want of descriptors here: said once, until one gets through.
@@ -97,54 +122,81 @@ async fn watch(
             return;
         }
         drop(live);
-        let finding = match &mut prober {
-            Some(p) => match p.probe().await {
-                Ok(status) => {
-                    login_refused = false;
-                    let limit = status.max_allowed_packet;
-                    if warned_limit != Some(limit) {
-                        if let Some(w) = packet_limit_warning(limit, packet_limit) {
-                            tracing::warn!(backend = %address, "{w}");
+        let probe = in_flight.get_or_insert_with(|| match prober.take() {
+            Some(mut p) => Box::pin(async move {
+                let r = p.probe().await;
+                Outcome::Account(p, r)
+            }),
+            None => {
+                let (cluster, address) = (cluster.clone(), address.clone());
+                Box::pin(async move {
+                    Outcome::NoAccount(
+                        probe_without_account(&cluster, &address, LINGER.max(cfg.timeout)).await,
+                    )
+                })
+            }
+        });
+        let outcome = match crate::timer::timeout(cfg.timeout, probe.as_mut()).await {
+            Ok(outcome) => {
+                in_flight = None;
+                outcome
+            }
+            Err(_) => Outcome::Silent,
+        };
+        let finding = match outcome {
+            Outcome::Silent => {
+                Finding::Unreachable(format!("{address}: no answer within {:?}", cfg.timeout))
+            }
+            Outcome::Account(p, result) => {
+                prober = Some(p);
+                match result {
+                    Ok(status) => {
+                        login_refused = false;
+                        let limit = status.max_allowed_packet;
+                        if warned_limit != Some(limit) {
+                            if let Some(w) = packet_limit_warning(limit, packet_limit) {
+                                tracing::warn!(backend = %address, "{w}");
+                            }
+                            warned_limit = Some(limit);
                         }
-                        warned_limit = Some(limit);
+                        let lag = status.replica.as_ref().and_then(|r| r.seconds_behind);
+                        b.observe(Some(status.read_only), lag);
+                        let primary = cluster.upgrade().and_then(|c| c.write_backend());
+                        let mut primary_serves = primary.as_ref().is_some_and(|w| w.serves());
+                        let io_connecting = status
+                            .replica
+                            .as_ref()
+                            .is_some_and(|r| r.io_thread == IoThread::Connecting);
+                        if let Some(w) = primary.filter(|_| primary_serves && io_connecting) {
+                            // A replica may find its primary gone before the primary's own probe
+                            // does: ask the primary now, rather than take the replica out for
+                            // the primary's failure.
+                            primary_serves = matches!(
+                                probe_without_account(&cluster, &w.address, cfg.timeout).await,
+                                Ok((Finding::Good, _))
+                            );
+                        }
+                        judge(b.role, &status, &cfg, primary_serves)
                     }
-                    let lag = status.replica.as_ref().and_then(|r| r.seconds_behind);
-                    b.observe(Some(status.read_only), lag);
-                    let primary = cluster.upgrade().and_then(|c| c.write_backend());
-                    let mut primary_serves = primary.as_ref().is_some_and(|w| w.serves());
-                    let io_connecting = status
-                        .replica
-                        .as_ref()
-                        .is_some_and(|r| r.io_thread == IoThread::Connecting);
-                    if let Some(w) = primary.filter(|_| primary_serves && io_connecting) {
-                        // A replica may find its primary gone before the primary's own probe
-                        // does: ask the primary now, rather than take the replica out for
-                        // the primary's failure.
-                        primary_serves = matches!(
-                            probe_without_account(&cluster, &w.address, cfg.timeout).await,
-                            Ok((Finding::Good, _))
-                        );
+                    Err(e) if e.server_answered() => {
+                        // The server answered: it is up; the monitor's account is the problem,
+                        // which must not take healthy servers out of service, nor bring back
+                        // ones it can no longer check.
+                        if !login_refused {
+                            tracing::error!(backend = %address, "monitor cannot query the server, so read_only and replication are not checked (it is probed only once a minute until it can): {e}");
+                            login_refused = true;
+                        }
+                        b.observe(None, None);
+                        Finding::Answered
                     }
-                    judge(b.role, &status, &cfg, primary_serves)
-                }
-                Err(e) if e.server_answered() => {
-                    // The server answered: it is up; the monitor's account is the problem,
-                    // which must not take healthy servers out of service, nor bring back
-                    // ones it can no longer check.
-                    if !login_refused {
-                        tracing::error!(backend = %address, "monitor cannot query the server, so read_only and replication are not checked (it is probed only once a minute until it can): {e}");
-                        login_refused = true;
+                    Err(e) if e.is_local_shortage() => {
+                        short_of_descriptors(&address, &mut shortage, &e.to_string());
+                        continue;
                     }
-                    b.observe(None, None);
-                    Finding::Answered
+                    Err(e) => Finding::Unreachable(e.to_string()),
                 }
-                Err(e) if e.is_local_shortage() => {
-                    short_of_descriptors(&address, &mut shortage, &e.to_string());
-                    continue;
-                }
-                Err(e) => Finding::Unreachable(e.to_string()),
-            },
-            None => match probe_without_account(&cluster, &address, cfg.timeout).await {
+            }
+            Outcome::NoAccount(result) => match result {
                 Err(e) if rwproxy_ha::db::is_local_shortage(&e) => {
                     short_of_descriptors(&address, &mut shortage, &e.to_string());
                     continue;
