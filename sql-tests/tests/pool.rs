@@ -831,3 +831,37 @@ async fn closed_backend_connections_are_not_aborted_clients() {
         "aborted clients among {opened} backend connections"
     );
 }
+
+/// A server at its `max_prepared_stmt_count` (server-wide) refuses a prepare with 1461; the
+/// statements the proxy keeps on that connection for reuse are closed and the prepare asked
+/// again, so a client that closes what it prepares never sees the limit. (Before: 1461 at
+/// the 51st statement with the limit at 50.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_kept_for_reuse_give_way_at_the_servers_limit() {
+    let _turn = TURN.lock().await;
+    let cl = cluster().await;
+    let mut root = cl.primary.root_conn().await.unwrap();
+    root.query_drop("SET GLOBAL max_prepared_stmt_count = 50")
+        .await
+        .unwrap();
+    let p = proxy::start(&config(cl, 50)).await.unwrap();
+    let mut c = p.conn().await.unwrap();
+    let mut outcome = Ok(());
+    for n in 0..120 {
+        let prepared = c.prep(format!("/*master*/ SELECT ? + {n}")).await;
+        match prepared {
+            Ok(stmt) => {
+                let _: Option<i64> = c.exec_first(&stmt, (1,)).await.unwrap();
+                c.close(stmt).await.unwrap();
+            }
+            Err(e) => {
+                outcome = Err(format!("statement {n}: {e}"));
+                break;
+            }
+        }
+    }
+    root.query_drop("SET GLOBAL max_prepared_stmt_count = DEFAULT")
+        .await
+        .unwrap();
+    outcome.unwrap();
+}

@@ -981,6 +981,37 @@ impl BackendConn {
     /// Prepares `sql` under the current state; returns its index among the text's copies.
     /// Statements this connection no longer uses are closed on the server first.
     async fn prepare_now(&mut self, sql: &Arc<[u8]>) -> Result<usize, BackendError> {
+        match self.prepare_once(sql).await {
+            // The server holds as many statements as it takes (`max_prepared_stmt_count`,
+            // server-wide): the ones kept here for reuse go first, and it is asked again.
+            Err(BackendError::Server(e))
+                if e.code == codes::MAX_PREPARED_STMT_COUNT_REACHED.0 && self.retire_unheld() =>
+            {
+                self.prepare_once(sql).await
+            }
+            r => r,
+        }
+    }
+
+    /// Retires every statement no client statement holds (see [`BackendStmt::holder`]);
+    /// whether there was any.
+    fn retire_unheld(&mut self) -> bool {
+        let before = self.retired.len();
+        let retired = &mut self.retired;
+        self.stmts.retain(|_, copies| {
+            copies.retain(|st| {
+                let keep = st.holder.is_some() || st.holder_only;
+                if !keep {
+                    retired.push(st.id);
+                }
+                keep
+            });
+            !copies.is_empty()
+        });
+        self.retired.len() > before
+    }
+
+    async fn prepare_once(&mut self, sql: &Arc<[u8]>) -> Result<usize, BackendError> {
         // A copy in this schema under other session variables will not be used again, unless
         // it carries a statement's cursor or long data (`note_run` retires it when that
         // statement is executed again).
