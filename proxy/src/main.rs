@@ -273,7 +273,7 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
     let mut usr2 = signal(SignalKind::user_defined2())?;
     let cluster = Cluster::new(&cfg);
     cluster.spawn_maintenance();
-    rwproxy::monitor::spawn(&cluster, cfg.monitor.clone(), cfg.max_allowed_packet);
+    let monitors = rwproxy::monitor::spawn(&cluster, cfg.monitor.clone(), cfg.max_allowed_packet);
     let listener = rwproxy::server::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -469,6 +469,13 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
             Ok(Err(e)) => tracing::error!("IPVS director task failed: {e}"),
             Err(_) => tracing::warn!("IPVS director did not stop in time"),
         }
+    }
+    // Connections closed in order, so servers count no aborted clients for them: the
+    // monitor's, and the idle pooled ones (those of sessions cut at the end of the grace
+    // period close as the process exits, as their clients' do).
+    monitors.stop().await;
+    for b in cluster.backends().iter() {
+        b.pool.clear_idle();
     }
     tracing::info!("stopped");
     Ok(())

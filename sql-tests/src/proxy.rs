@@ -71,7 +71,12 @@ pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
     cfg.admin_listen.set_port(0);
     let backends = Backends::new(&cfg);
     backends.spawn_maintenance();
-    rwproxy::monitor::spawn(&backends, cfg.monitor.clone(), cfg.max_allowed_packet);
+    // Runs until the test's runtime ends.
+    drop(rwproxy::monitor::spawn(
+        &backends,
+        cfg.monitor.clone(),
+        cfg.max_allowed_packet,
+    ));
     let listener = rwproxy::server::bind(cfg.listen).await?;
     let threads = Arc::new(EventThreads::start(
         cfg.event_thread_count(),

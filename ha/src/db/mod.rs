@@ -101,6 +101,13 @@ impl Prober {
         &self.target
     }
 
+    /// Closes the connection in order (`COM_QUIT`), if there is one; a second at most.
+    pub async fn close(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.disconnect()).await;
+        }
+    }
+
     /// Pings (connecting first when needed), reads `@@read_only` and the replication status.
     /// Any failure drops the connection, so the next probe starts from a fresh connect.
     pub async fn probe(&mut self) -> Result<ServerStatus, DbError> {

@@ -19,9 +19,42 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 
+/// The running monitor, until [`Monitors::stop`]. Dropping it leaves the monitor running.
+pub struct Monitors {
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Held by every backend's watch while it runs.
+    live: Arc<()>,
+}
+
+impl Monitors {
+    /// Ends every watch, its probe connection closed in order (`COM_QUIT`): a server counts
+    /// a connection closed without it as an aborted client and logs a warning, on every
+    /// restart of the proxy. Waits for that, a second at most.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while Arc::strong_count(&self.live) > 1 && std::time::Instant::now() < deadline {
+            crate::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Resolves once `stop` says so (never, if its sender is gone without saying it).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Starts watching every backend of `cluster`, including ones added later. `packet_limit`
 /// is the proxy's `max-allowed-packet`, compared with each server's.
-pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig, packet_limit: usize) {
+pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig, packet_limit: usize) -> Monitors {
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let live = Arc::new(());
+    let handle = Monitors {
+        stop,
+        live: live.clone(),
+    };
     if cfg.user.is_none() {
         tracing::warn!("no [monitor] user configured: a backend is only checked to greet and take a login (as the [[user]] first by name); read_only and replication are not watched");
     }
@@ -41,6 +74,7 @@ pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig, packet_limit: usize) {
                         Arc::downgrade(b),
                         cfg.clone(),
                         packet_limit,
+                        (stopping.clone(), live.clone()),
                     ));
                 }
             }
@@ -48,6 +82,7 @@ pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig, packet_limit: usize) {
             tick.tick().await;
         }
     });
+    handle
 }
 
 /// How long a probe that gets no answer is kept waiting (see `watch`). Past it the
@@ -76,6 +111,7 @@ async fn watch(
     backend: Weak<Backend>,
     cfg: MonitorConfig,
     packet_limit: usize,
+    (mut stopping, _live): (tokio::sync::watch::Receiver<bool>, Arc<()>),
 ) {
     let Some(address) = backend.upgrade().map(|b| b.address.clone()) else {
         return;
@@ -106,7 +142,15 @@ async fn watch(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut probed_at: Option<std::time::Instant> = None;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stopped(&mut stopping) => {
+                if let Some(p) = prober.as_mut() {
+                    p.close().await;
+                }
+                return;
+            }
+        }
         // A refused login, every second, fills the server's log with access denials (and
         // may lock the account, `max_password_errors`): once a minute is enough to see it
         // fixed.
