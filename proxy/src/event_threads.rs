@@ -3,8 +3,8 @@
 //! Each event thread drives a current-thread tokio runtime of its own. The listener hands every
 //! accepted client to the thread running the fewest sessions, and the session stays there for
 //! life: its client socket and the backend connections it takes from the pool (see
-//! `backend::pool`, which keeps idle connections per thread) are all served by that thread's
-//! epoll; its rare timers, by the main runtime (see `timer`). A statement's four socket
+//! `backend::pool`, which keeps idle connections per thread, and lends one across threads
+//! only when the pool is full) are all served by that thread's epoll; its rare timers, by the main runtime (see `timer`). A statement's four socket
 //! operations then never wait for a wake-up from another thread, which on a work-stealing
 //! runtime costs a futex wake and often a context switch per hop — the same model as Atlas's
 //! event threads and HAProxy's threads.
@@ -161,11 +161,20 @@ impl<T: Default> PerThread<T> {
     }
 }
 
+/// The calling thread's part of every [`PerThread`] (see [`PerThread::at`]).
+pub fn slot() -> usize {
+    current().map_or(0, |i| i + 1)
+}
+
 impl<T> PerThread<T> {
     /// The calling thread's part.
     pub fn local(&self) -> &T {
-        let i = current().map_or(0, |i| i + 1);
-        &self.slots.get(i).unwrap_or(&self.slots[0]).0
+        self.at(slot())
+    }
+
+    /// The part of the thread whose [`slot`] this is.
+    pub fn at(&self, slot: usize) -> &T {
+        &self.slots.get(slot).unwrap_or(&self.slots[0]).0
     }
 
     /// Every part.

@@ -272,6 +272,11 @@ pub struct BackendConn {
     /// connection closes.
     pub open_stmts: Arc<std::sync::atomic::AtomicUsize>,
     pub idle_since: Instant,
+    /// The event thread whose reactor its socket is registered with ([`event_threads::slot`]
+    /// there): its pool keeps it there when idle (see `Pool::release`).
+    ///
+    /// [`event_threads::slot`]: crate::event_threads::slot
+    pub home: usize,
     /// Set when an exchange was cut off mid-way: the connection must not be reused.
     pub broken: bool,
     /// Holds what a reset would not clean up but a close does (an XA transaction: see
@@ -439,6 +444,7 @@ impl BackendConn {
             retired: Vec::new(),
             open_stmts: Arc::default(),
             idle_since: Instant::now(),
+            home: crate::event_threads::slot(),
             // Until logged in (see the `Drop` impl).
             broken: true,
             close_on_release: false,
