@@ -73,6 +73,14 @@ impl DbError {
     pub fn server_answered(&self) -> bool {
         matches!(self, DbError::Server(_, mysql_async::Error::Server(_)))
     }
+
+    /// The server's error code, when it answered with one.
+    pub fn server_code(&self) -> Option<u16> {
+        match self {
+            DbError::Server(_, mysql_async::Error::Server(e)) => Some(e.code),
+            _ => None,
+        }
+    }
 }
 
 /// What one probe saw.
@@ -165,6 +173,9 @@ pub async fn connect(target: &DbTarget) -> Result<mysql_async::Conn, DbError> {
         .user(Some(target.user.clone()))
         .pass(Some(target.password.clone()))
         .prefer_socket(false)
+        // A host that crashed under the connection sends nothing: see rwproxy's
+        // `backend::conn::tcp_connect`.
+        .tcp_keepalive(Some(Duration::from_secs(10)))
         .wait_timeout(Some(28_800));
     match tokio::time::timeout(target.timeout, mysql_async::Conn::new(opts)).await {
         Ok(r) => r.map_err(|e| DbError::Server(target.address.clone(), e)),

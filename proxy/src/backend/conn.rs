@@ -293,10 +293,20 @@ pub struct Greeting {
 }
 
 /// A TCP connection to `addr` (a name is resolved now); `None`: no answer within `timeout`.
+/// With TCP keepalive: a host that crashed or rebooted under a connection sends nothing,
+/// and a probe waiting on it (see `monitor::watch`) or an idle pooled one would otherwise
+/// wait for good; a hung server's kernel still answers keepalives.
 async fn tcp_connect(addr: &str, timeout: Duration) -> Option<io::Result<TcpStream>> {
-    crate::timer::timeout(timeout, TcpStream::connect(addr))
+    let stream = crate::timer::timeout(timeout, TcpStream::connect(addr))
         .await
-        .ok()
+        .ok()?;
+    Some(stream.inspect(|s| {
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(10))
+            .with_interval(Duration::from_secs(5))
+            .with_retries(3);
+        let _ = socket2::SockRef::from(s).set_tcp_keepalive(&keepalive);
+    }))
 }
 
 /// A server logs a connection closed without `COM_QUIT` as aborted ("Got an error reading

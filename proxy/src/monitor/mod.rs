@@ -63,8 +63,12 @@ pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig, packet_limit: usize) ->
         let mut watched: Vec<Weak<Backend>> = Vec::new();
         let mut tick = crate::timer::interval(cfg.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut stop = stopping.clone();
+        // Only while spawning: `Monitors::stop` waits for the watches it counts.
+        let live = Arc::downgrade(&live);
         loop {
             let Some(cluster) = me.upgrade() else { return };
+            let Some(live) = live.upgrade() else { return };
             watched.retain(|w| w.strong_count() > 0);
             for b in cluster.backends().iter() {
                 if !watched.iter().any(|w| w.as_ptr() == Arc::as_ptr(b)) {
@@ -78,8 +82,11 @@ pub fn spawn(cluster: &Arc<Cluster>, cfg: MonitorConfig, packet_limit: usize) ->
                     ));
                 }
             }
-            drop(cluster);
-            tick.tick().await;
+            drop((cluster, live));
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stopped(&mut stop) => return,
+            }
         }
     });
     handle
@@ -98,6 +105,8 @@ enum Outcome {
     Account(Prober, Result<ServerStatus, rwproxy_ha::db::DbError>),
     /// Without one (see `answers`).
     NoAccount(std::io::Result<(Finding, Option<String>)>),
+    /// The same, while the monitor's account is refused.
+    Liveness(std::io::Result<(Finding, Option<String>)>),
     /// Nothing yet, within the monitor's `timeout`.
     Silent,
 }
@@ -132,15 +141,17 @@ async fn watch(
     // `Cluster::greet`): a probe a second would get the host blocked after a hang of
     // `max_connect_errors` seconds.
     let mut in_flight: Option<InFlight> = None;
+    // The server answers the monitor but refuses its queries (said once).
+    let mut logged_unqueried = false;
     let mut damper = Damper::new(cfg.rise, cfg.fall);
-    let mut login_refused = false;
+    // When the probe's login was last refused (see `REFUSED_RETRY`).
+    let mut refused_at: Option<std::time::Instant> = None;
     // The last probe failed for want of descriptors here: said once, until one gets through.
     let mut shortage = false;
     // The server's `max_allowed_packet` last warned about: said once per value.
     let mut warned_limit = None;
     let mut tick = crate::timer::interval(cfg.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut probed_at: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -152,12 +163,13 @@ async fn watch(
             }
         }
         // A refused login, every second, fills the server's log with access denials (and
-        // may lock the account, `max_password_errors`): once a minute is enough to see it
-        // fixed.
-        if login_refused && probed_at.is_some_and(|t| t.elapsed() < REFUSED_RETRY) {
+        // may lock the account, `max_password_errors`): it is tried once a minute. Without
+        // a monitor account nothing else is tried meanwhile; with one, the probe meanwhile
+        // only checks the server answers, by the login without an account.
+        let backing_off = refused_at.is_some_and(|t| t.elapsed() < REFUSED_RETRY);
+        if backing_off && prober.is_none() && in_flight.is_none() {
             continue;
         }
-        probed_at = Some(std::time::Instant::now());
         let (Some(live), Some(b)) = (cluster.upgrade(), backend.upgrade()) else {
             return;
         };
@@ -167,16 +179,21 @@ async fn watch(
         }
         drop(live);
         let probe = in_flight.get_or_insert_with(|| match prober.take() {
-            Some(mut p) => Box::pin(async move {
+            Some(mut p) if !backing_off => Box::pin(async move {
                 let r = p.probe().await;
                 Outcome::Account(p, r)
             }),
-            None => {
+            kept => {
+                let liveness = kept.is_some();
+                prober = kept;
                 let (cluster, address) = (cluster.clone(), address.clone());
                 Box::pin(async move {
-                    Outcome::NoAccount(
-                        probe_without_account(&cluster, &address, LINGER.max(cfg.timeout)).await,
-                    )
+                    let r =
+                        probe_without_account(&cluster, &address, LINGER.max(cfg.timeout)).await;
+                    match liveness {
+                        true => Outcome::Liveness(r),
+                        false => Outcome::NoAccount(r),
+                    }
                 })
             }
         });
@@ -195,7 +212,7 @@ async fn watch(
                 prober = Some(p);
                 match result {
                     Ok(status) => {
-                        login_refused = false;
+                        refused_at = None;
                         let limit = status.max_allowed_packet;
                         if warned_limit != Some(limit) {
                             if let Some(w) = packet_limit_warning(limit, packet_limit) {
@@ -226,9 +243,15 @@ async fn watch(
                         // The server answered: it is up; the monitor's account is the problem,
                         // which must not take healthy servers out of service, nor bring back
                         // ones it can no longer check.
-                        if !login_refused {
-                            tracing::error!(backend = %address, "monitor cannot query the server, so read_only and replication are not checked (it is probed only once a minute until it can): {e}");
-                            login_refused = true;
+                        let refusal = e.server_code().is_some_and(refuses_login);
+                        if refusal && refused_at.is_none() {
+                            tracing::error!(backend = %address, "monitor cannot log in, so read_only and replication are not checked (its login is tried once a minute; meanwhile only that the server answers): {e}");
+                        } else if !refusal && !logged_unqueried {
+                            tracing::error!(backend = %address, "monitor cannot query the server, so read_only and replication are not checked: {e}");
+                        }
+                        logged_unqueried = !refusal;
+                        if refusal {
+                            refused_at = Some(std::time::Instant::now());
                         }
                         b.observe(None, None);
                         Finding::Answered
@@ -240,21 +263,31 @@ async fn watch(
                     Err(e) => Finding::Unreachable(e.to_string()),
                 }
             }
+            Outcome::Liveness(result) | Outcome::NoAccount(result)
+                if result
+                    .as_ref()
+                    .is_err_and(rwproxy_ha::db::is_local_shortage) =>
+            {
+                short_of_descriptors(&address, &mut shortage, "out of file descriptors");
+                continue;
+            }
+            // The monitor's account is refused: the server answers, nothing more is known.
+            Outcome::Liveness(result) => match result {
+                Ok((Finding::Good, _)) => Finding::Answered,
+                Ok((finding, _)) => finding,
+                Err(e) => Finding::Unreachable(format!("{address}: {e}")),
+            },
             Outcome::NoAccount(result) => match result {
-                Err(e) if rwproxy_ha::db::is_local_shortage(&e) => {
-                    short_of_descriptors(&address, &mut shortage, &e.to_string());
-                    continue;
-                }
                 Err(e) => Finding::Unreachable(format!("{address}: {e}")),
                 Ok((finding, None)) => {
-                    login_refused = false;
+                    refused_at = None;
                     finding
                 }
                 Ok((finding, Some(why))) => {
-                    if !login_refused {
+                    if refused_at.is_none() {
                         tracing::error!(backend = %address, "the server refused the application user's login that probes it (no [monitor] account is configured), so it is probed only once a minute until it takes one: {why}");
-                        login_refused = true;
                     }
+                    refused_at = Some(std::time::Instant::now());
                     finding
                 }
             },
@@ -316,10 +349,22 @@ async fn answers(
             None => format!("{address}: no greeting within {timeout:?}"),
             Some(_) => format!("{address}: greeted but took no login within {timeout:?}"),
         },
-        Err(e) if version.is_some() => return Ok((Finding::Good, Some(e.to_string()))),
+        // In place of a greeting too: 1040 at `max_connections`, a blocked host.
+        Err(BackendError::Login { error, .. }) => {
+            let refusal = refuses_login(error.code).then(|| error.to_string());
+            return Ok((Finding::Good, refusal));
+        }
+        Err(_) if version.is_some() => return Ok((Finding::Good, None)),
         Err(e) => format!("{address}: {e}"),
     };
     Ok((Finding::Unreachable(unreachable), None))
+}
+
+/// Server errors that refuse a login as such (who, from where), which trying again every
+/// second only repeats: access denied (1044, 1045, 1698), a blocked or unknown host (1129,
+/// 1130), a locked account (MariaDB 4151, MySQL 3118).
+fn refuses_login(code: u16) -> bool {
+    matches!(code, 1044 | 1045 | 1698 | 1129 | 1130 | 3118 | 4151)
 }
 
 async fn probe_without_account(
