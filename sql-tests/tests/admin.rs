@@ -665,7 +665,19 @@ async fn digests_group_statements_by_shape() {
             .unwrap();
     }
     let mut a = p.admin().await;
-    let d = a.digests().await.unwrap();
+    // A statement's digest is recorded just after its reply has gone to the client.
+    let t0 = std::time::Instant::now();
+    let d = loop {
+        let d = a.digests().await.unwrap();
+        let selects = d
+            .iter()
+            .find(|x| x.digest == "SELECT id, v FROM dg_t WHERE id >= ?")
+            .map_or(0, |x| x.count);
+        if selects >= 3 || t0.elapsed() > std::time::Duration::from_secs(2) {
+            break d;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
     let find = |text: &str| {
         d.iter()
             .find(|x| x.digest == text)

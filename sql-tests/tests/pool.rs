@@ -713,6 +713,8 @@ async fn commit_release_disconnects_and_pools_nothing_dead() {
 /// it goes there at once. (It waited the whole `connect-timeout-ms` first.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_passes_a_full_replica_pool_by() {
+    // Its logins must not land in another test's count of them.
+    let _turn = TURN.lock().await;
     let c = cluster().await;
     let first = &c.replica_addrs()[0];
     let toml = proxy::config_toml(c, &[1, 1], "").replacen(
@@ -848,16 +850,15 @@ async fn statements_kept_for_reuse_give_way_at_the_servers_limit() {
     let mut c = p.conn().await.unwrap();
     let mut outcome = Ok(());
     for n in 0..120 {
-        let prepared = c.prep(format!("/*master*/ SELECT ? + {n}")).await;
-        match prepared {
-            Ok(stmt) => {
-                let _: Option<i64> = c.exec_first(&stmt, (1,)).await.unwrap();
-                c.close(stmt).await.unwrap();
-            }
-            Err(e) => {
-                outcome = Err(format!("statement {n}: {e}"));
-                break;
-            }
+        // Errors are kept, not unwrapped: the limit is put back first.
+        let round = async {
+            let stmt = c.prep(format!("/*master*/ SELECT ? + {n}")).await?;
+            let _: Option<i64> = c.exec_first(&stmt, (1,)).await?;
+            c.close(stmt).await
+        };
+        if let Err(e) = round.await {
+            outcome = Err(format!("statement {n}: {e}"));
+            break;
         }
     }
     root.query_drop("SET GLOBAL max_prepared_stmt_count = DEFAULT")

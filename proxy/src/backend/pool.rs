@@ -149,7 +149,7 @@ impl Pool {
             Ok(p) => p,
             // Full: borrow an idle one of another event thread, or close one opened for
             // someone else, or wait.
-            Err(_) => match self.take_other_idle(key) {
+            Err(_) => match self.take_other_idle(key, schema) {
                 Some(Ok(lease)) => return Ok(lease),
                 Some(Err(permit)) => permit,
                 None if !wait => {
@@ -234,7 +234,7 @@ impl Pool {
             if let Some(lease) = self.take_idle(key, schema, Instant::now()) {
                 return Room::Idle(lease);
             }
-            match self.take_other_idle(key) {
+            match self.take_other_idle(key, schema) {
                 Some(Ok(lease)) => return Room::Idle(lease),
                 Some(Err(permit)) => return Room::Permit(permit),
                 None => {}
@@ -285,12 +285,37 @@ impl Pool {
     /// thread wake per exchange while lent, where closing it and logging in again cost
     /// the server a login, as many as a third of all statements with a saturated pool); or
     /// else, closed, the permit of one idle for another key.
-    fn take_other_idle(&self, key: &ConnKey) -> Option<Result<Lease, OwnedSemaphorePermit>> {
-        let lent = self.idle.iter().find_map(|part| {
-            let mut part = part.lock().expect("pool lock");
-            part.get_mut(key).and_then(|v| v.pop())
-        });
-        if let Some(Idle { conn, permit }) = lent {
+    /// A lent connection is one in `schema` if there is one, and never one in a schema for
+    /// a session without one (which would have to log in again, see `Session::checkout`).
+    fn take_other_idle(
+        &self,
+        key: &ConnKey,
+        schema: Option<&Arc<str>>,
+    ) -> Option<Result<Lease, OwnedSemaphorePermit>> {
+        let now = Instant::now();
+        for part in self.idle.iter() {
+            let lent = {
+                let mut part = part.lock().expect("pool lock");
+                part.get_mut(key).and_then(|v| {
+                    let at = v
+                        .iter()
+                        .rposition(|i| names::same_opt(i.conn.state.schema.as_ref(), schema))
+                        .or_else(|| {
+                            schema
+                                .and_then(|_| v.iter().rposition(|i| i.conn.state.schema.is_some()))
+                        })?;
+                    Some(v.remove(at))
+                })
+            };
+            let Some(Idle { mut conn, permit }) = lent else {
+                continue;
+            };
+            if now.saturating_duration_since(conn.idle_since) > Duration::from_secs(1)
+                && conn.looks_closed()
+            {
+                // Closed by the server while idle: its permit makes the room.
+                return Some(Err(permit));
+            }
             return Some(Ok(Lease {
                 conn,
                 permit,
@@ -298,6 +323,11 @@ impl Pool {
             }));
         }
         self.take_any_idle().map(|idle| Err(idle.permit))
+    }
+
+    /// Prepared statements open on the server through this pool's connections.
+    pub fn open_statements(&self) -> usize {
+        self.open_stmts.load(Ordering::Relaxed)
     }
 
     fn take_any_idle(&self) -> Option<Idle> {
