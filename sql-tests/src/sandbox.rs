@@ -441,6 +441,17 @@ impl Server {
         Ok(Conn::new(self.opts("root", "")).await?)
     }
 
+    /// A server-wide status counter (`SHOW GLOBAL STATUS`), read over a connection closed
+    /// in order, so that it adds no aborted client of its own.
+    pub async fn global_status(&self, name: &str) -> Result<u64> {
+        let mut c = self.root_conn().await?;
+        let row: Option<(String, u64)> = c
+            .query_first(format!("SHOW GLOBAL STATUS LIKE '{name}'"))
+            .await?;
+        c.disconnect().await?;
+        Ok(row.with_context(|| format!("no status variable {name}"))?.1)
+    }
+
     /// SIGKILL, i.e. a crash: no clean shutdown, the datadir stays as it was.
     pub fn kill(&self) {
         self.send(libc::SIGCONT);

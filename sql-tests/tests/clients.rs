@@ -1035,13 +1035,10 @@ async fn statements_kept_for_reuse_stay_within_a_backend_budget() {
     const TEXTS: usize = 300;
     let (c, p) = setup().await;
     async fn open_on_primary(c: &Cluster) -> u64 {
-        let mut root = c.primary.root_conn().await.unwrap();
-        let n: Option<(String, u64)> = root
-            .query_first("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
+        c.primary
+            .global_status("Prepared_stmt_count")
             .await
-            .unwrap();
-        root.disconnect().await.unwrap();
-        n.unwrap().1
+            .unwrap()
     }
     let before = open_on_primary(c).await;
     let mut sessions = Vec::new();

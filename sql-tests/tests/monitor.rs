@@ -661,17 +661,6 @@ async fn a_server_taking_longer_commands_than_the_proxy_is_named_once() {
     drop(p);
 }
 
-/// A server-wide status counter.
-async fn global_status(s: &rwproxy_sql_tests::sandbox::Server, name: &str) -> u64 {
-    let mut c = s.root_conn().await.unwrap();
-    let row: Option<(String, u64)> = c
-        .query_first(format!("SHOW GLOBAL STATUS LIKE '{name}'"))
-        .await
-        .unwrap();
-    c.disconnect().await.unwrap();
-    row.expect("status variable").1
-}
-
 /// Without a monitor account a probe waits for the server's greeting and logs in as an
 /// application user, then quits: a hung server (whose kernel still takes the TCP
 /// connection) goes down, and the probes leave no aborted handshakes, which a server
@@ -684,8 +673,8 @@ async fn probes_without_an_account_greet_log_in_and_find_a_hung_server() {
     let mut before = Vec::new();
     for s in servers {
         before.push((
-            global_status(s, "Aborted_connects").await,
-            global_status(s, "Connections").await,
+            s.global_status("Aborted_connects").await.unwrap(),
+            s.global_status("Connections").await.unwrap(),
         ));
     }
     let toml = proxy::config_toml(&cluster, &[], "")
@@ -693,14 +682,14 @@ async fn probes_without_an_account_greet_log_in_and_find_a_hung_server() {
     let p = proxy::start(&toml).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (s, (aborted, connections)) in servers.iter().zip(before) {
-        let probes = global_status(s, "Connections").await - connections;
-        let aborted = global_status(s, "Aborted_connects").await - aborted;
+        let probes = s.global_status("Connections").await.unwrap() - connections;
+        let aborted = s.global_status("Aborted_connects").await.unwrap() - aborted;
         eprintln!("{}: {probes} connections, {aborted} aborted", s.addr());
         assert!(probes >= 10, "{}: only {probes} probes in 2 s", s.addr());
         assert_eq!(aborted, 0, "{}: aborted connects", s.addr());
     }
     let hung = &cluster.replicas[0];
-    let aborted_before_hang = global_status(hung, "Aborted_connects").await;
+    let aborted_before_hang = hung.global_status("Aborted_connects").await.unwrap();
     hung.pause();
     let down = tokio::time::timeout(
         Duration::from_secs(10),
@@ -724,6 +713,6 @@ async fn probes_without_an_account_greet_log_in_and_find_a_hung_server() {
     // greets it when it runs again and it logs in; none is left in the server's backlog
     // to become an aborted handshake.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let aborted = global_status(hung, "Aborted_connects").await - aborted_before_hang;
+    let aborted = hung.global_status("Aborted_connects").await.unwrap() - aborted_before_hang;
     assert_eq!(aborted, 0, "aborted handshakes after the hang");
 }

@@ -766,12 +766,8 @@ async fn a_read_passes_a_full_replica_pool_by() {
 async fn aborted_clients_and_proxy_connections(cl: &Cluster) -> (u64, u64) {
     let (mut aborted, mut open) = (0, 0);
     for s in cl.servers() {
+        aborted += s.global_status("Aborted_clients").await.unwrap();
         let mut root = s.root_conn().await.unwrap();
-        let row: Option<(String, u64)> = root
-            .query_first("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")
-            .await
-            .unwrap();
-        aborted += row.unwrap().1;
         let n: Option<u64> = root
             .query_first(format!(
                 "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{}'",
@@ -877,13 +873,7 @@ async fn a_full_pool_lends_connections_across_event_threads() {
     async fn logins(cl: &Cluster) -> u64 {
         let mut n = 0;
         for s in &cl.replicas {
-            let mut root = s.root_conn().await.unwrap();
-            let row: Option<(String, u64)> = root
-                .query_first("SHOW GLOBAL STATUS LIKE 'Connections'")
-                .await
-                .unwrap();
-            root.disconnect().await.unwrap();
-            n += row.unwrap().1;
+            n += s.global_status("Connections").await.unwrap();
         }
         n
     }
