@@ -271,6 +271,8 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
+    let open_files = process::set_open_files_limit(cfg.max_open_files);
+    tracing::info!(open_files, "open-files limit set");
     let cluster = Cluster::new(&cfg);
     cluster.spawn_maintenance();
     let monitors = rwproxy::monitor::spawn(&cluster, cfg.monitor.clone(), cfg.max_allowed_packet);
@@ -357,6 +359,7 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
             cluster: cluster.clone(),
             stats: settings.stats.clone(),
             active_clients: settings.active.clone(),
+            max_clients: settings.slots.clone(),
         };
         rwproxy::stats::exporter::start(addr, sources)
             .await
@@ -392,7 +395,11 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
                     Ok(new) => {
                         // Sessions pinned to a backend the file no longer has start draining.
                         settings.registry.wake_all();
-                        tracing::info!(path = %cfg.path.display(), "SIGHUP: log file reopened; backends (with offline states), users, client-ips and drain-timeout reloaded");
+                        settings.slots.set_limit(rwproxy::client::slots::client_limit(
+                            new.max_client_connections,
+                            process::open_files_limit(),
+                        ));
+                        tracing::info!(path = %cfg.path.display(), "SIGHUP: log file reopened; backends (with offline states), users, client-ips, drain-timeout and max-client-connections reloaded");
                         let stale = config::needs_restart(&cfg, &new);
                         if !stale.is_empty() {
                             tracing::warn!("SIGHUP: changed in the file but applied only at the next start: {}", stale.join(", "));

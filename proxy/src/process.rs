@@ -358,3 +358,65 @@ pub fn supervise(mut ready: Option<Ready>, mut pid_path: Option<PathBuf>) -> Exi
         delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
+
+/// The process's open-files limit (`RLIMIT_NOFILE`): soft and hard.
+fn nofile() -> std::io::Result<libc::rlimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed.
+    match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } {
+        0 => Ok(lim),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// The soft open-files limit: what this process may open.
+pub fn open_files_limit() -> u64 {
+    nofile().map_or(1024, |l| l.rlim_cur)
+}
+
+/// Sets the open-files limit at start, as MySQL Proxy's `max-open-files` did: to `want`, or
+/// when unset, to the hard limit (distributions start services at a soft limit of 1024, which
+/// a proxy with a few hundred clients and their backend connections soon meets). A `want`
+/// above the hard limit raises that too when the process may (root); otherwise it gets the
+/// hard limit and a warning, as MariaDB's `open_files_limit` does. Returns the limit set.
+pub fn set_open_files_limit(want: Option<u64>) -> u64 {
+    let Ok(mut lim) = nofile() else {
+        return 1024;
+    };
+    // The kernel refuses more than `fs.nr_open` whatever the hard limit says (it may say
+    // unlimited).
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
+    let target = want.unwrap_or(lim.rlim_max.min(nr_open));
+    if target == lim.rlim_cur {
+        return lim.rlim_cur;
+    }
+    let set = |l: &libc::rlimit| {
+        // SAFETY: setrlimit only reads the struct passed.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, l) == 0 }
+    };
+    let wanted = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: lim.rlim_max.max(target),
+    };
+    if set(&wanted) {
+        return target;
+    }
+    let err = std::io::Error::last_os_error();
+    lim.rlim_cur = target.min(lim.rlim_max);
+    let got = if set(&lim) {
+        lim.rlim_cur
+    } else {
+        open_files_limit()
+    };
+    tracing::warn!(
+        "could not set the open-files limit to {target} ({err}); it is {got} \
+         (raise the hard limit: LimitNOFILE= in systemd, ulimit -Hn)"
+    );
+    got
+}

@@ -1,11 +1,12 @@
 //! The proxy listener: accepts clients, applies the client address filter, and hands each
 //! session to an event thread.
 
+use crate::client::slots::{client_limit, ClientSlots};
 use crate::client::{self, ClientSettings};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::event_threads::EventThreads;
-use crate::protocol::message::{codes, err};
+use crate::protocol::message::codes;
 use crate::protocol::packet::PacketWriter;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -53,6 +54,10 @@ pub async fn client_settings(
         interactive_timeout: cfg.interactive_timeout,
         max_allowed_packet: cfg.max_allowed_packet,
         charset: cfg.charset.clone(),
+        slots: ClientSlots::new(client_limit(
+            cfg.max_client_connections,
+            crate::process::open_files_limit(),
+        )),
         active: Arc::default(),
         registry,
         stats: Arc::new(crate::stats::Stats::new(
@@ -127,6 +132,46 @@ impl AcceptFailures {
     }
 }
 
+/// Clients refused at `max-client-connections`: logged once per [`ACCEPT_ERROR_EVERY`] with
+/// the count, so a DBA sees the bound is met without a line per client.
+#[derive(Default)]
+struct LimitRefusals {
+    unlogged: u64,
+    last_logged: Option<std::time::Instant>,
+}
+
+impl LimitRefusals {
+    fn refused(&mut self, limit: usize) {
+        self.unlogged += 1;
+        if self
+            .last_logged
+            .is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_EVERY)
+        {
+            tracing::warn!(
+                "{} client(s) refused with 1040: {limit} client connections are open, the most \
+                 max-client-connections allows",
+                self.unlogged
+            );
+            self.unlogged = 0;
+            self.last_logged = Some(std::time::Instant::now());
+        }
+    }
+}
+
+/// Sends `code` and `message` in place of the greeting and closes, without holding up the
+/// accept loop. Before any capabilities are agreed, MariaDB sends no `#SQLSTATE` marker
+/// (clients would show it as part of the text); neither does the proxy.
+fn refuse(stream: tokio::net::TcpStream, (code, _sqlstate): (u16, &str), message: String) {
+    tokio::spawn(async move {
+        let mut w = PacketWriter::new(stream);
+        let mut payload = vec![0xFF];
+        payload.extend_from_slice(&code.to_le_bytes());
+        payload.extend_from_slice(message.as_bytes());
+        let _ = w.write_packet(0, &payload).await;
+        let _ = w.flush().await;
+    });
+}
+
 /// Runs the accept loop until the listener fails.
 pub async fn serve(
     listener: TcpListener,
@@ -134,8 +179,9 @@ pub async fn serve(
     info: Arc<ClientSettings>,
     threads: Arc<EventThreads>,
 ) -> std::io::Result<()> {
-    tracing::info!(listen = %listener.local_addr()?, version = %info.version, "proxy listening");
+    tracing::info!(listen = %listener.local_addr()?, version = %info.version, max_clients = info.slots.limit(), "proxy listening");
     let mut failures = AcceptFailures::new("client");
+    let mut full = LimitRefusals::default();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -154,28 +200,32 @@ pub async fn serve(
             drop(stream);
             continue;
         }
+        let Some(slot) = info.slots.take() else {
+            full.refused(info.slots.limit());
+            info.stats
+                .counters
+                .clients_refused
+                .fetch_add(1, Ordering::Relaxed);
+            refuse(
+                stream,
+                codes::TOO_MANY_CONNECTIONS,
+                "Too many connections".into(),
+            );
+            continue;
+        };
         if !cluster.client_allowed(peer.ip()) {
             tracing::warn!(client = %peer, "client address not in client-ips; refused");
             info.stats
                 .counters
                 .error(crate::stats::counters::ErrorKind::Auth);
-            tokio::spawn(async move {
-                let mut w = PacketWriter::new(stream);
-                let e = err(
-                    codes::HOST_NOT_PRIVILEGED,
-                    format!(
-                        "Host '{}' is not allowed to connect to this rwproxy server",
-                        peer.ip()
-                    ),
-                );
-                // Sent instead of the greeting, before any capabilities are agreed: like
-                // MariaDB, no `#SQLSTATE` marker (clients would show it as part of the text).
-                let mut payload = vec![0xFF];
-                payload.extend_from_slice(&e.code.to_le_bytes());
-                payload.extend_from_slice(e.message.as_bytes());
-                let _ = w.write_packet(0, &payload).await;
-                let _ = w.flush().await;
-            });
+            refuse(
+                stream,
+                codes::HOST_NOT_PRIVILEGED,
+                format!(
+                    "Host '{}' is not allowed to connect to this rwproxy server",
+                    peer.ip()
+                ),
+            );
             continue;
         }
         // Leaves this runtime's reactor; the event thread registers it with its own.
@@ -193,6 +243,7 @@ pub async fn serve(
                 Ok(stream) => client::serve(stream, peer, id, cluster, info).await,
                 Err(e) => tracing::warn!(client = %peer, "cannot adopt the client socket: {e}"),
             }
+            drop(slot);
         });
     }
 }

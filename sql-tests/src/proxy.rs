@@ -95,6 +95,7 @@ pub async fn start_config(mut cfg: Config) -> Result<Proxy> {
                     cluster: backends.clone(),
                     stats: settings.stats.clone(),
                     active_clients: settings.active.clone(),
+                    max_clients: settings.slots.clone(),
                 },
             )
             .await?,

@@ -103,6 +103,11 @@ async fn metrics_are_scraped_and_parsed() {
         "the failed SELECT is counted"
     );
     assert_eq!(value(&s, "rwproxy_client_connections", &[]), 1.0);
+    assert_eq!(
+        value(&s, "rwproxy_client_connections_refused_total", &[]),
+        0.0
+    );
+    assert!(value(&s, "rwproxy_client_connections_max", &[]) >= 16.0);
     for b in std::iter::once(cluster.primary_addr()).chain(cluster.replica_addrs()) {
         let labels = [("backend", b.as_str()), ("state", "up")];
         assert_eq!(value(&s, "rwproxy_backend_state", &labels), 1.0, "{b}");

@@ -6,6 +6,7 @@ pub mod prepared;
 pub mod query;
 pub mod registry;
 pub mod session;
+pub mod slots;
 
 use crate::backend::conn::{BackendConn, BackendError, ConnKey};
 use crate::backend::relay::{self, Expect, RelayError};
@@ -118,6 +119,8 @@ pub struct ClientSettings {
     /// Atlas's `charset`: sessions whose handshake names no known character set start with
     /// `SET NAMES <charset>`.
     pub charset: Option<String>,
+    /// Client connections open (logging in or logged in) and their bound.
+    pub slots: Arc<slots::ClientSlots>,
     /// Client sessions alive now.
     pub active: Arc<std::sync::atomic::AtomicUsize>,
     /// What each session is doing, for the admin console.

@@ -26,6 +26,8 @@
 //! | `wait-timeout` | idle client timeout, seconds; 0 (Atlas's default) = never |
 //! | `interactive-timeout` | the same for interactive clients (rwproxy's own key) |
 //! | `max-connections`, `max_conn_for_a_backend` | per-backend pool bound (0 = unlimited) |
+//! | `max-open-files` | the open-files limit set at start (MySQL Proxy's key) |
+//! | `max-client-connections` | bound on client connections (rwproxy's own key) |
 //! | [`IGNORED`] keys | accepted with a warning: no meaning in rwproxy |
 //! | anything else | error naming key and line |
 
@@ -55,7 +57,6 @@ pub const IGNORED: &[&str] = &[
     "log-use-syslog",
     "log-backtrace-on-crash",
     "verbose-shutdown",
-    "max-open-files",
     // admin / proxy plugins
     "admin-lua-script",
     "proxy-lua-script",
@@ -229,6 +230,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
         drain_timeout: Duration::from_secs(defaults::DRAIN_TIMEOUT_SECS),
         max_allowed_packet: defaults::MAX_ALLOWED_PACKET,
+        max_client_connections: None,
+        max_open_files: None,
         lvs_ips: Vec::new(),
         monitor: Default::default(),
         metrics_listen: None,
@@ -364,6 +367,16 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 c.max_allowed_packet =
                     super::max_allowed_packet(number(v).map_err(err)?).map_err(err)?
             }
+            // MySQL Proxy's own, which Atlas kept.
+            "max-open-files" => {
+                c.max_open_files =
+                    Some(super::max_open_files(number(v).map_err(err)?).map_err(err)?)
+            }
+            // rwproxy's own, as in its TOML format: Atlas had no such bound.
+            "max-client-connections" => {
+                c.max_client_connections =
+                    Some(super::max_client_connections(number(v).map_err(err)?))
+            }
             "max-connections" | "max_conn_for_a_backend" => {
                 max_connections = match number(v).map_err(err)? {
                     0 => u32::MAX,
@@ -478,6 +491,8 @@ client-ips = 127.0.0.1, 192.168.1
 wait-timeout = 60
 max-connections = 300
 max-allowed-packet = 268435456
+max-client-connections = 5000
+max-open-files = 65536
 ; GLib-style comment
 lvs-ips = 192.168.1.1
 tables = person.mt.id.3
@@ -535,6 +550,8 @@ plugins = admin, proxy
         assert_eq!(c.wait_timeout, Some(Duration::from_secs(60)));
         assert_eq!(c.interactive_timeout, Some(Duration::from_secs(28_800)));
         assert_eq!(c.max_allowed_packet, 256 << 20);
+        assert_eq!(c.max_client_connections, Some(5000));
+        assert_eq!(c.max_open_files, Some(65536));
         let c = parse(
             Path::new("x.cnf"),
             "[mysql-proxy]\nwait-timeout = 60\ninteractive-timeout = 600\n",
@@ -558,10 +575,19 @@ plugins = admin, proxy
         assert_eq!(c.sql_log, SqlLog::Off);
         assert_eq!(c.log_level, "info");
         assert!(c.users.is_empty());
+        assert_eq!((c.max_client_connections, c.max_open_files), (None, None));
 
-        let c = parse_text("[mysql-proxy]\nmax_conn_for_a_backend = 0\nsql-log-slow = 0\n");
+        let c = parse_text(
+            "[mysql-proxy]\nmax_conn_for_a_backend = 0\nsql-log-slow = 0\nmax-client-connections = 0\n",
+        );
         let c = c.unwrap();
         assert_eq!(c.backends[0].max_connections, u32::MAX);
+        assert_eq!(c.max_client_connections, Some(usize::MAX));
+        assert_eq!(
+            err("[mysql-proxy]\nmax-open-files = 63\n"),
+            "conf/x.cnf:2: max-open-files: must be at least 64 (the proxy's listeners, event \
+             threads, logs and monitor need a few dozen descriptors)"
+        );
         assert_eq!(c.sql_log_slow_ms, None);
         assert_eq!(
             err("[mysql-proxy]\nmax-allowed-packet = 1023\n"),

@@ -79,6 +79,28 @@ fn interactive_timeout(
     })
 }
 
+/// `max-client-connections` as both formats take it: 0 is no bound but the open-files limit.
+fn max_client_connections(v: u64) -> usize {
+    match v {
+        0 => usize::MAX,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    }
+}
+
+/// `max-open-files` as both formats take it: the proxy's own listeners, event threads, logs
+/// and monitor connections need a few dozen descriptors before any client comes.
+fn max_open_files(v: u64) -> Result<u64, String> {
+    const MIN: u64 = 64;
+    if v >= MIN {
+        Ok(v)
+    } else {
+        Err(format!(
+            "must be at least {MIN} (the proxy's listeners, event threads, logs and monitor \
+             need a few dozen descriptors)"
+        ))
+    }
+}
+
 /// `max-allowed-packet` as both formats take it: within MariaDB's own bounds.
 fn max_allowed_packet(v: u64) -> Result<usize, String> {
     let max = crate::protocol::packet::MAX_LOGICAL;
@@ -172,6 +194,11 @@ pub struct Config {
     /// The first command size refused (`max-allowed-packet`, as a server's
     /// `max_allowed_packet`): bounds what one command may make the proxy buffer.
     pub max_allowed_packet: usize,
+    /// Most client connections at once (`max-client-connections`; `usize::MAX`: no bound);
+    /// `None`: derived from the open-files limit (see `client::slots::client_limit`).
+    pub max_client_connections: Option<usize>,
+    /// The open-files limit set at start (`max-open-files`); `None`: the hard limit.
+    pub max_open_files: Option<u64>,
     /// Addresses of LVS directors whose health checks decide whether this proxy gets
     /// traffic: after SIGUSR1 their connections are refused (the director takes this proxy
     /// out), after SIGUSR2 accepted again (Atlas's `lvs-ips`).
@@ -201,8 +228,8 @@ pub struct Config {
 /// and key when there are ones: `conf/x.cnf:12: unknown key 'proxy-adress' in [mysql-proxy]`,
 /// `conf/x.toml:7: backend[1].address: invalid address 'foo' (expected host:port)`.
 /// Settings of `new` that differ from the running `old` and that a reload does not apply
-/// (only backends, their weights and `max-connections`, users, read-your-writes, client-ips
-/// and lvs-ips are), by the name a DBA knows them by: a SIGHUP says these wait for a restart.
+/// (only backends, their weights and `max-connections`, users, read-your-writes, client-ips,
+/// lvs-ips and `max-client-connections` are), by the name a DBA knows them by: a SIGHUP says these wait for a restart.
 pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
     let mut check = |name: &'static str, same: bool| {
@@ -242,6 +269,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         "max-allowed-packet",
         old.max_allowed_packet == new.max_allowed_packet,
     );
+    check("max-open-files", old.max_open_files == new.max_open_files);
     check("[monitor]", old.monitor == new.monitor);
     check("[metrics]", old.metrics_listen == new.metrics_listen);
     check(
@@ -441,6 +469,15 @@ impl Config {
             s.push_str("  clients: any address\n");
         } else {
             s.push_str(&format!("  clients: {}\n", self.client_ips.join(", ")));
+        }
+        match self.max_client_connections {
+            None => s.push_str(
+                "  client connections: at most half the open-files limit, less a reserve\n",
+            ),
+            Some(usize::MAX) => {
+                s.push_str("  client connections: no bound but the open-files limit\n")
+            }
+            Some(n) => s.push_str(&format!("  client connections: at most {n}\n")),
         }
         s
     }

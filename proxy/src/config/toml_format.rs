@@ -2,7 +2,9 @@
 //!
 //! ```toml
 //! [proxy]            # listen, instance, charset, event-threads, client-ips, wait-timeout,
-//!                    # interactive-timeout, connect-timeout-ms, drain-timeout, max-allowed-packet, keepalive, daemon, log-level, log-path, sql-log,
+//!                    # interactive-timeout, connect-timeout-ms, drain-timeout, max-allowed-packet,
+//!                    # max-client-connections, max-open-files, keepalive, daemon, log-level,
+//!                    # log-path, sql-log,
 //!                    # sql-log-slow, ssl-cert, ssl-key, ssl-ca, require-secure-transport,
 //!                    # backend-ssl, backend-ssl-ca
 //! [admin]            # listen, username, password
@@ -68,6 +70,8 @@ struct Proxy {
     connect_timeout_ms: Option<Spanned<u64>>,
     drain_timeout: Option<Spanned<u64>>,
     max_allowed_packet: Option<Spanned<u64>>,
+    max_client_connections: Option<u64>,
+    max_open_files: Option<Spanned<u64>>,
     #[serde(default)]
     keepalive: bool,
     #[serde(default)]
@@ -242,6 +246,13 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             .map_err(|m| invalid(at(v.span().start), "proxy.max-allowed-packet", m))?,
         None => defaults::MAX_ALLOWED_PACKET,
     };
+    let max_open_files = match &p.max_open_files {
+        Some(v) => Some(
+            super::max_open_files(*v.get_ref())
+                .map_err(|m| invalid(at(v.span().start), "proxy.max-open-files", m))?,
+        ),
+        None => None,
+    };
     let (client_tls, require_secure_transport, backend_tls) = tls(&p, &at, &invalid)?;
 
     let mut backends = Vec::with_capacity(file.backend.len());
@@ -414,6 +425,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         connect_timeout: Duration::from_millis(connect_timeout_ms),
         drain_timeout: Duration::from_secs(drain_timeout),
         max_allowed_packet,
+        max_client_connections: p.max_client_connections.map(super::max_client_connections),
+        max_open_files,
         lvs_ips,
         vrrp,
         client_tls,
@@ -545,6 +558,8 @@ log-path = "/var/log/rwproxy"
 sql-log = "REALTIME"
 sql-log-slow = 100
 drain-timeout = 90
+max-client-connections = 5000
+max-open-files = 65536
 
 [admin]
 listen = "127.0.0.1:4001"
@@ -595,6 +610,8 @@ encrypted-password = "HJBoxfRsjeI="
         assert_eq!(c.wait_timeout, Some(Duration::from_secs(60)));
         assert_eq!(c.connect_timeout, Duration::from_millis(500));
         assert_eq!(c.drain_timeout, Duration::from_secs(90));
+        assert_eq!(c.max_client_connections, Some(5000));
+        assert_eq!(c.max_open_files, Some(65536));
         assert!(c.keepalive && c.daemon);
         assert_eq!(c.log_level, "debug");
         assert_eq!(c.log_path.as_deref(), Some(Path::new("/var/log/rwproxy")));
@@ -691,6 +708,17 @@ encrypted-password = "HJBoxfRsjeI="
         ))
         .unwrap();
         assert_eq!(c.max_allowed_packet, 1024);
+        assert_eq!((c.max_client_connections, c.max_open_files), (None, None));
+        let c = parse_text(&format!(
+            "[proxy]\nmax-client-connections = 0\n{ONE_BACKEND}"
+        ))
+        .unwrap();
+        assert_eq!(c.max_client_connections, Some(usize::MAX));
+        assert_eq!(
+            err(&format!("[proxy]\nmax-open-files = 10\n{ONE_BACKEND}")),
+            "conf/x.toml:2: proxy.max-open-files: must be at least 64 (the proxy's listeners, \
+             event threads, logs and monitor need a few dozen descriptors)"
+        );
     }
 
     #[test]

@@ -106,6 +106,8 @@ impl Histogram {
 pub struct Counters {
     parts: PerThread<Part>,
     pub clients_accepted: AtomicU64,
+    /// Clients refused at `max-client-connections`.
+    pub clients_refused: AtomicU64,
     pub sql_log_dropped: AtomicU64,
 }
 
@@ -120,6 +122,7 @@ impl Counters {
         Counters {
             parts: PerThread::new(event_threads),
             clients_accepted: AtomicU64::default(),
+            clients_refused: AtomicU64::default(),
             sql_log_dropped: AtomicU64::default(),
         }
     }

@@ -23,6 +23,8 @@ pub struct Sources {
     pub stats: Arc<Stats>,
     /// Client sessions alive now.
     pub active_clients: Arc<AtomicUsize>,
+    /// The bound on client connections, which a reload may change.
+    pub max_clients: Arc<crate::client::slots::ClientSlots>,
 }
 
 /// Binds `addr` and serves scrapes in the background; returns the bound address.
@@ -267,6 +269,27 @@ pub fn render(sources: &Sources) -> String {
         "rwproxy_client_connections_total {}",
         c.clients_accepted.load(Ordering::Relaxed)
     );
+    header(
+        &mut out,
+        "rwproxy_client_connections_refused_total",
+        "counter",
+        "Client connections refused with 1040 at max-client-connections.",
+    );
+    let _ = writeln!(
+        out,
+        "rwproxy_client_connections_refused_total {}",
+        c.clients_refused.load(Ordering::Relaxed)
+    );
+    header(
+        &mut out,
+        "rwproxy_client_connections_max",
+        "gauge",
+        "The most client connections accepted at once (max-client-connections).",
+    );
+    let _ = match sources.max_clients.limit() {
+        usize::MAX => writeln!(out, "rwproxy_client_connections_max +Inf"),
+        n => writeln!(out, "rwproxy_client_connections_max {n}"),
+    };
     header(
         &mut out,
         "rwproxy_sql_log_dropped_total",
