@@ -602,6 +602,7 @@ mod tests {
             read_only: true,
             server_id: 1,
             max_allowed_packet: 16 << 20,
+            wait_timeout: 28_800,
             replica: Some(ReplicaStatus {
                 primary_host: "192.0.2.12".into(),
                 primary_port: 3306,

@@ -667,7 +667,7 @@ impl Cluster {
     pub fn spawn_maintenance(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = crate::timer::interval(Duration::from_secs(1));
+            let mut tick = crate::timer::interval(crate::backend::pool::REAP_EVERY);
             loop {
                 tick.tick().await;
                 let Some(cluster) = me.upgrade() else { return };

@@ -842,6 +842,65 @@ async fn closed_backend_connections_are_not_aborted_clients() {
     );
 }
 
+/// Pooled connections are closed (with `COM_QUIT`) before their server's `wait_timeout`
+/// would close them: the global value the monitor reads, or the one a session set on the
+/// connection. A server that closes an idle connection itself counts an aborted client and
+/// logs "Got timeout reading communication packets". (Before: the pool kept them 60 s, and
+/// the servers aborted every one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_before_the_servers_wait_timeout() {
+    let _turn = TURN.lock().await;
+    let cl = cluster().await;
+    async fn set_wait_timeout(cl: &Cluster, value: &str) {
+        for s in cl.servers() {
+            let mut root = s.root_conn().await.unwrap();
+            root.query_drop(format!("SET GLOBAL wait_timeout = {value}"))
+                .await
+                .unwrap();
+            root.disconnect().await.unwrap();
+        }
+    }
+    set_wait_timeout(cl, "4").await;
+    let outcome = async {
+        let (before, _) = aborted_clients_and_proxy_connections(cl).await;
+        let toml = format!(
+            "{}[monitor]\nuser = \"{}\"\npassword = \"{}\"\ninterval-ms = 200\n",
+            config(cl, 50),
+            rwproxy_sql_tests::sandbox::MONITOR_USER,
+            rwproxy_sql_tests::sandbox::MONITOR_PASSWORD
+        );
+        let p = proxy::start(&toml).await.unwrap();
+        // The monitor has read the servers' value.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let mut plain = p.conn().await.unwrap();
+        let mut own = p.conn().await.unwrap();
+        own.query_drop("SET wait_timeout = 2").await.unwrap();
+        for c in [&mut plain, &mut own] {
+            c.query_drop("CREATE TABLE IF NOT EXISTS p_wait (id INT PRIMARY KEY)")
+                .await
+                .unwrap();
+            c.query_drop("REPLACE INTO p_wait VALUES (1)")
+                .await
+                .unwrap();
+            let _: Option<u32> = c.query_first("SELECT @@server_id").await.unwrap();
+        }
+        plain.disconnect().await.unwrap();
+        own.disconnect().await.unwrap();
+        let opened: usize = pool_counts(&p).iter().map(|(open, _)| open).sum();
+        // Past the global 4 s, by more than a reaper's tick.
+        tokio::time::sleep(Duration::from_millis(5500)).await;
+        let left = pool_counts(&p);
+        let (after, _) = aborted_clients_and_proxy_connections(cl).await;
+        (opened, left, after - before)
+    }
+    .await;
+    set_wait_timeout(cl, "DEFAULT").await;
+    let (opened, left, aborted) = outcome;
+    assert!(opened >= 3, "{opened} backend connections opened");
+    assert!(left.iter().all(|&(open, _)| open == 0), "{left:?}");
+    assert_eq!(aborted, 0, "aborted clients among {opened} connections");
+}
+
 /// A server at its `max_prepared_stmt_count` (server-wide) refuses a prepare with 1461; the
 /// statements the proxy keeps on that connection for reuse are closed and the prepare asked
 /// again, so a client that closes what it prepares never sees the limit. (Before: 1461 at

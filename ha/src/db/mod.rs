@@ -90,6 +90,9 @@ pub struct ServerStatus {
     pub server_id: u32,
     /// `@@global.max_allowed_packet`: the longest command the server takes (bytes).
     pub max_allowed_packet: u64,
+    /// `@@global.wait_timeout`: how long (seconds) the server keeps a new session's idle
+    /// connection.
+    pub wait_timeout: u64,
     /// `None`: not configured as a replica.
     pub replica: Option<ReplicaStatus>,
 }
@@ -148,8 +151,11 @@ impl Prober {
             Some(c) => c,
             None => self.conn.insert(connect(&self.target).await?),
         };
-        let (read_only, server_id, max_allowed_packet): (u8, u32, u64) = conn
-            .query_first("SELECT @@read_only, @@server_id, @@global.max_allowed_packet")
+        let (read_only, server_id, max_allowed_packet, wait_timeout): (u8, u32, u64, u64) = conn
+            .query_first(
+                "SELECT @@read_only, @@server_id, @@global.max_allowed_packet, \
+                 @@global.wait_timeout",
+            )
             .await
             .map_err(server)?
             .unwrap_or_default();
@@ -158,6 +164,7 @@ impl Prober {
             read_only: read_only != 0,
             server_id,
             max_allowed_packet,
+            wait_timeout,
             replica,
         })
     }

@@ -13,7 +13,7 @@ use super::conn::{BackendConn, BackendError, ConnKey, Dial};
 use super::{Backend, Health};
 use crate::event_threads::PerThread;
 use crate::session::names;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -70,6 +70,9 @@ pub struct Pool {
     /// Prepared statements open on the server through this pool's connections (see
     /// `BackendConn::open_stmts`).
     open_stmts: Arc<AtomicUsize>,
+    /// The server's global `wait_timeout` as the monitor last read it, seconds (0: not
+    /// known): idle connections are closed before the server would.
+    server_wait_timeout: AtomicU64,
 }
 
 const KNOWN: u32 = 1 << 16;
@@ -111,6 +114,17 @@ pub struct Lease {
 /// Connections idle longer than this are closed by `Pool::reap`.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How often `Pool::reap` runs.
+pub const REAP_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a connection whose server closes it idle after `wait` may stay in the pool:
+/// three quarters of that less a reaper's tick, so the proxy closes it first (with
+/// `COM_QUIT`). A server that closes a connection itself logs a warning and counts it in
+/// `Aborted_clients`.
+fn kept_idle(wait: Duration) -> Duration {
+    IDLE_TIMEOUT.min((wait * 3 / 4).saturating_sub(REAP_EVERY))
+}
+
 impl Pool {
     pub fn new(max: u32, dial: Dial, event_threads: usize) -> Self {
         Pool {
@@ -124,7 +138,13 @@ impl Pool {
             waiting: AtomicUsize::new(0),
             sql_mode: AtomicU32::new(0),
             open_stmts: Arc::default(),
+            server_wait_timeout: AtomicU64::new(0),
         }
+    }
+
+    /// The server's global `wait_timeout` (seconds), as the monitor read it.
+    pub fn set_server_wait_timeout(&self, secs: u64) {
+        self.server_wait_timeout.store(secs, Ordering::Relaxed);
     }
 
     /// What a new session on this server starts with of the `sql_mode` status flags
@@ -391,12 +411,21 @@ impl Pool {
         });
     }
 
-    /// Closes connections idle past the timeout.
+    /// Closes connections idle past the timeout, or near the `wait_timeout` after which their
+    /// server would close them: the global one, or the connection's own when a session set it.
     pub fn reap(&self) {
+        let server = match self.server_wait_timeout.load(Ordering::Relaxed) {
+            0 => IDLE_TIMEOUT,
+            secs => kept_idle(Duration::from_secs(secs)),
+        };
+        let now = Instant::now();
         for part in self.idle.iter() {
             let mut idle = part.lock().expect("pool lock");
             for v in idle.lists() {
-                v.retain(|i| i.conn.idle_since.elapsed() < IDLE_TIMEOUT);
+                v.retain(|i| {
+                    let limit = i.conn.state.wait_timeout().map_or(server, kept_idle);
+                    now.saturating_duration_since(i.conn.idle_since) < limit
+                });
             }
             idle.0.retain(|(_, v)| !v.is_empty());
         }

@@ -21,6 +21,7 @@ use crate::protocol::packet::{
 use crate::protocol::stream::{self, StreamRead, StreamWrite};
 use crate::router::Target;
 use crate::session::names;
+use crate::session::state::NEVER;
 use crate::stats::counters::{ErrorKind, Route};
 use registry::Killed;
 use session::{Checkout, Diag, Session};
@@ -87,9 +88,6 @@ impl ClientIo {
         .await
     }
 }
-
-/// "Never" as a session's own idle timeout: a year, the longest `wait_timeout` a server takes.
-const NEVER: std::time::Duration = std::time::Duration::from_secs(31_536_000);
 
 /// What ends a session early.
 #[derive(Debug, thiserror::Error)]

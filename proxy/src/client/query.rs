@@ -7,8 +7,8 @@ use crate::backend::conn::{BackendConn, TRACKED_LIST};
 use crate::backend::relay::{Expect, Relayed};
 use crate::router::classify::{self, Flags, SessionFn, StmtKind};
 use crate::router::{self, Target};
-use crate::session::names;
 use crate::session::set_stmt::{self, Assignment};
+use crate::session::{names, state};
 use crate::stats::digest;
 
 /// Statement flags that leave state on the server connection the proxy cannot move.
@@ -289,7 +289,7 @@ fn record_set(s: &mut Session, conn: &mut BackendConn, assignments: &[Assignment
                 conn.track.stale = true;
             }
             if key == "wait_timeout" {
-                s.set_wait_timeout(wait_timeout_of(text));
+                s.set_wait_timeout(state::wait_timeout_of(text));
             }
             conn.state.set_var(key.clone(), text.clone());
             s.state.set_var(key.clone(), text.clone());
@@ -306,43 +306,5 @@ fn record_set(s: &mut Session, conn: &mut BackendConn, assignments: &[Assignment
     }
 }
 
-/// The `wait_timeout` an assignment sets, as a server takes it: a plain number of seconds
-/// (a comment may follow), clamped to 1 s .. 1 year. Anything else (`DEFAULT`, an
-/// expression) leaves the proxy's own `wait-timeout`.
-fn wait_timeout_of(assignment: &str) -> Option<std::time::Duration> {
-    let value = assignment.split_once('=')?.1.trim_start();
-    let end = value
-        .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '+'))
-        .unwrap_or(value.len());
-    let rest = value[end..].trim_start();
-    let plain = rest.is_empty()
-        || rest.starts_with("/*")
-        || rest.starts_with("--")
-        || rest.starts_with('#');
-    let secs: i64 = value[..end].parse().ok().filter(|_| plain)?;
-    Some(std::time::Duration::from_secs(
-        secs.clamp(1, super::NEVER.as_secs() as i64) as u64,
-    ))
-}
-
 /// Recorded assignments beyond which a session stops being moved between connections.
 const MAX_REPLAYED: usize = 64;
-
-#[cfg(test)]
-mod tests {
-    use super::wait_timeout_of;
-
-    #[test]
-    fn wait_timeout_as_a_server_takes_it() {
-        let secs = |s: &str| wait_timeout_of(s).map(|d| d.as_secs());
-        assert_eq!(secs("wait_timeout=3"), Some(3));
-        assert_eq!(secs("@@session.wait_timeout = 3 /* c */"), Some(3));
-        assert_eq!(secs("wait_timeout=3 -- c"), Some(3));
-        assert_eq!(secs("wait_timeout=0"), Some(1));
-        assert_eq!(secs("wait_timeout=-5"), Some(1));
-        assert_eq!(secs("wait_timeout=99999999999"), Some(31_536_000));
-        assert_eq!(wait_timeout_of("wait_timeout=DEFAULT"), None);
-        assert_eq!(wait_timeout_of("wait_timeout=1+2"), None);
-        assert_eq!(wait_timeout_of("wait_timeout=@@global.wait_timeout"), None);
-    }
-}

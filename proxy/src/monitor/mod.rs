@@ -220,6 +220,7 @@ async fn watch(
                             }
                             warned_limit = Some(limit);
                         }
+                        b.pool.set_server_wait_timeout(status.wait_timeout);
                         let lag = status.replica.as_ref().and_then(|r| r.seconds_behind);
                         b.observe(Some(status.read_only), lag);
                         let primary = cluster.upgrade().and_then(|c| c.write_backend());
@@ -397,6 +398,7 @@ mod tests {
             read_only: true,
             server_id: 2,
             max_allowed_packet: 16 << 20,
+            wait_timeout: 28_800,
             replica: Some(ReplicaStatus {
                 primary_host: "10.0.0.1".into(),
                 primary_port: 3306,

@@ -2,6 +2,10 @@
 //! to the next: default schema and the session variables the client has `SET`.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+/// "Never" as a session's idle timeout: a year, the longest `wait_timeout` a server takes.
+pub const NEVER: Duration = Duration::from_secs(31_536_000);
 
 /// Session state as a schema plus an ordered list of `SET` assignments.
 ///
@@ -47,6 +51,13 @@ impl SessionState {
         }
     }
 
+    /// The `wait_timeout` the last plain assignment set: a connection in this state is
+    /// closed by its server idle that long (`None`: the server's global value).
+    pub fn wait_timeout(&self) -> Option<Duration> {
+        let (_, text) = self.vars.iter().rfind(|(k, _)| k == "wait_timeout")?;
+        wait_timeout_of(text)
+    }
+
     /// `COM_RESET_CONNECTION` clears session variables but keeps the current schema.
     pub fn default_after_reset(prev: &SessionState) -> SessionState {
         SessionState {
@@ -54,6 +65,25 @@ impl SessionState {
             vars: Vec::new(),
         }
     }
+}
+
+/// The `wait_timeout` an assignment sets, as a server takes it: a plain number of seconds
+/// (a comment may follow), clamped to 1 s .. 1 year. Anything else (`DEFAULT`, an
+/// expression) leaves the proxy's own `wait-timeout`.
+pub fn wait_timeout_of(assignment: &str) -> Option<Duration> {
+    let value = assignment.split_once('=')?.1.trim_start();
+    let end = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '+'))
+        .unwrap_or(value.len());
+    let rest = value[end..].trim_start();
+    let plain = rest.is_empty()
+        || rest.starts_with("/*")
+        || rest.starts_with("--")
+        || rest.starts_with('#');
+    let secs: i64 = value[..end].parse().ok().filter(|_| plain)?;
+    Some(Duration::from_secs(
+        secs.clamp(1, NEVER.as_secs() as i64) as u64
+    ))
 }
 
 #[cfg(test)]
@@ -84,5 +114,26 @@ mod tests {
         assert_eq!(s.vars.len(), 2);
         s.set_var("sql_mode".into(), "sql_mode=''".into());
         assert_eq!(s.vars, [("sql_mode".into(), "sql_mode=''".into())]);
+    }
+
+    #[test]
+    fn wait_timeout_as_a_server_takes_it() {
+        let secs = |s: &str| wait_timeout_of(s).map(|d| d.as_secs());
+        assert_eq!(secs("wait_timeout=3"), Some(3));
+        assert_eq!(secs("@@session.wait_timeout = 3 /* c */"), Some(3));
+        assert_eq!(secs("wait_timeout=3 -- c"), Some(3));
+        assert_eq!(secs("wait_timeout=0"), Some(1));
+        assert_eq!(secs("wait_timeout=-5"), Some(1));
+        assert_eq!(secs("wait_timeout=99999999999"), Some(31_536_000));
+        assert_eq!(wait_timeout_of("wait_timeout=DEFAULT"), None);
+        assert_eq!(wait_timeout_of("wait_timeout=1+2"), None);
+        assert_eq!(wait_timeout_of("wait_timeout=@@global.wait_timeout"), None);
+        let mut s = SessionState::default();
+        assert_eq!(s.wait_timeout(), None);
+        s.set_var("wait_timeout".into(), "wait_timeout=5".into());
+        s.set_var("time_zone".into(), "time_zone='+00:00'".into());
+        assert_eq!(s.wait_timeout(), Some(Duration::from_secs(5)));
+        s.set_var("wait_timeout".into(), "wait_timeout=DEFAULT".into());
+        assert_eq!(s.wait_timeout(), None);
     }
 }
