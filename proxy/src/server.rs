@@ -48,16 +48,18 @@ pub async fn client_settings(
         }
     });
     registry.sweep(cfg.wait_timeout);
+    let slots = ClientSlots::new(client_limit(
+        cfg.max_client_connections,
+        crate::process::open_files_limit(),
+    ));
+    client::trim::spawn(slots.clone());
     ClientSettings {
         version: backend_version(cluster).await,
         wait_timeout: cfg.wait_timeout,
         interactive_timeout: cfg.interactive_timeout,
         max_allowed_packet: cfg.max_allowed_packet,
         charset: cfg.charset.clone(),
-        slots: ClientSlots::new(client_limit(
-            cfg.max_client_connections,
-            crate::process::open_files_limit(),
-        )),
+        slots,
         active: Arc::default(),
         registry,
         stats: Arc::new(crate::stats::Stats::new(

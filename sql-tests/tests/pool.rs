@@ -340,29 +340,13 @@ async fn schema_defaults_survive_connection_reset() {
     }
 }
 
-fn raise_nofile(want: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read/write the struct passed.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        if lim.rlim_cur < want {
-            lim.rlim_cur = want.min(lim.rlim_max);
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-        }
-    }
-    println!("RLIMIT_NOFILE soft limit: {}", lim.rlim_cur);
-}
-
 /// 2 000 clients connected at once through a proxy allowed 20 connections per backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_idle_clients_few_backend_connections() {
     const CLIENTS: usize = 2000;
     const MAX: usize = 20;
     // Each client costs two sockets here (its own and the proxy's side), plus the backends.
-    raise_nofile(2 * CLIENTS as u64 + 1000);
+    rwproxy_sql_tests::process::raise_nofile(2 * CLIENTS as u64 + 1000);
     let _turn = TURN.lock().await;
     let cl = cluster().await;
     let baseline = threads_connected(cl).await;

@@ -7,6 +7,7 @@ pub mod query;
 pub mod registry;
 pub mod session;
 pub mod slots;
+pub mod trim;
 
 use crate::backend::conn::{BackendConn, BackendError, ConnKey};
 use crate::backend::relay::{self, Expect, RelayError};

@@ -21,6 +21,8 @@ const RESERVED_FDS: u64 = 64;
 pub struct ClientSlots {
     open: AtomicUsize,
     limit: AtomicUsize,
+    /// The most open at once since [`ClientSlots::take_peak`] last asked.
+    peak: AtomicUsize,
 }
 
 /// One client connection's place under the bound, given back on drop.
@@ -32,18 +34,26 @@ impl ClientSlots {
         Arc::new(ClientSlots {
             open: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
+            peak: AtomicUsize::new(0),
         })
     }
 
     /// A place for one more client, or `None` at the bound.
     pub fn take(self: &Arc<Self>) -> Option<Slot> {
         let limit = self.limit.load(Ordering::Relaxed);
-        self.open
+        let before = self
+            .open
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
                 (n < limit).then_some(n + 1)
             })
-            .ok()
-            .map(|_| Slot(self.clone()))
+            .ok()?;
+        self.peak.fetch_max(before + 1, Ordering::Relaxed);
+        Some(Slot(self.clone()))
+    }
+
+    /// The most connections open at once since the last call (or the start).
+    pub fn take_peak(&self) -> usize {
+        self.peak.swap(self.open(), Ordering::Relaxed)
     }
 
     /// Applies a reloaded bound. Clients over a lowered bound stay; new ones wait for room.
@@ -91,6 +101,7 @@ mod tests {
         drop(a);
         let _c = slots.take().expect("room again");
         assert_eq!(slots.open(), 2);
+        assert_eq!(slots.take_peak(), 2);
         slots.set_limit(1);
         assert!(slots.take().is_none(), "over a lowered limit");
         slots.set_limit(3);

