@@ -570,6 +570,79 @@ async fn autocommit_off_runs_transactions_on_the_primary() {
     assert_eq!(sid(&mut a, "SELECT @@autocommit").await, 1);
 }
 
+/// A `COMMIT` or `ROLLBACK` with nothing to end is answered by the proxy as a server answers
+/// it, without a backend connection: a pool that sends one for every connection given back
+/// (SQLAlchemy) no longer waits for a full pool (before: 1429 after the connect timeout,
+/// with the primary's only connection in another session's transaction). One that has
+/// something to end, or may chain or release, still goes to the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_no_transaction_takes_no_connection() {
+    let cl = cluster().await;
+    let toml = proxy::config_toml(cl, &[1, 1], "").replacen(
+        "max-connections = 50",
+        "max-connections = 1",
+        1,
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    let mut raw = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    raw.query("SET autocommit=0").await.unwrap();
+    let mut a = p.conn().await.unwrap();
+    a.query_drop("CREATE OR REPLACE TABLE rt_end (id INT)")
+        .await
+        .unwrap();
+    a.query_drop("BEGIN").await.unwrap();
+    a.query_drop("INSERT INTO rt_end VALUES (1)").await.unwrap();
+
+    let t0 = std::time::Instant::now();
+    for sql in [
+        "ROLLBACK",
+        "COMMIT",
+        "commit work",
+        "/* pool reset */ ROLLBACK",
+    ] {
+        let reply = raw.query(sql).await.unwrap();
+        assert_eq!(reply.len(), 1, "{sql}");
+        assert_eq!(reply[0][0], 0x00, "{sql}: OK");
+        assert_eq!(raw::ok_status(&reply[0]) & 2, 0, "{sql}: autocommit is off");
+    }
+    assert!(
+        t0.elapsed() < std::time::Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    // One that may start a transaction waits for the primary as before.
+    let chain = tokio::spawn(async move {
+        let r = raw.query("COMMIT AND CHAIN").await;
+        (raw, r)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !chain.is_finished(),
+        "COMMIT AND CHAIN answered without the server"
+    );
+    a.query_drop("COMMIT").await.unwrap();
+    let (raw, r) = chain.await.unwrap();
+    r.unwrap();
+    drop(raw);
+    let n: Option<i64> = a.query_first("SELECT COUNT(*) FROM rt_end").await.unwrap();
+    assert_eq!(n, Some(1), "a's transaction committed");
+
+    // As on a server: ROW_COUNT() is 0 after it, and messages are kept.
+    a.query_drop("INSERT INTO rt_end VALUES (2), (3)")
+        .await
+        .unwrap();
+    a.query_drop("COMMIT").await.unwrap();
+    let rc: Option<i64> = a.query_first("SELECT ROW_COUNT()").await.unwrap();
+    assert_eq!(rc, Some(0));
+    let _: Option<Option<i64>> = a.query_first("SELECT 1/0").await.unwrap();
+    a.query_drop("ROLLBACK").await.unwrap();
+    let warnings: Vec<(String, u32, String)> = a.query("SHOW WARNINGS").await.unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].1, 1365);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_tables_pins_until_unlock() {
     let (_cl, p) = start_proxy(&[1, 1]).await;

@@ -83,6 +83,13 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         io.error(&e).await?;
         return Ok(());
     }
+    if c.kind == StmtKind::EndTransaction
+        && !c.flags.contains(Flags::MULTI_STATEMENT)
+        && s.nothing_to_end()
+        && !names_chain_or_release(sql)
+    {
+        return end_nothing(s, io, shape.key, sql).await;
+    }
     let mut assignments = Vec::new();
     let target = match c.kind {
         // Thread ids differ between the proxy and each backend: forwarding `KILL n` would kill
@@ -193,6 +200,40 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     }
     if released {
         return Err(SessionEnd::Released);
+    }
+    Ok(())
+}
+
+/// `CHAIN` or `RELEASE` written anywhere in a `COMMIT`/`ROLLBACK` (a comment too, which
+/// only sends more of them to a server).
+fn names_chain_or_release(sql: &[u8]) -> bool {
+    let has = |word: &[u8]| {
+        sql.windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word))
+    };
+    has(b"CHAIN") || has(b"RELEASE")
+}
+
+/// Answers a `COMMIT` or `ROLLBACK` that has nothing to end as a server would (OK, messages
+/// kept, `ROW_COUNT()` 0), without a connection. Pools send one whenever a connection is
+/// given back (SQLAlchemy's reset on return, Hikari with autocommit off), which cost a
+/// round trip, and with the pool full a wait for a connection only to do nothing there.
+/// Counted in the digests and the SQL log (backend `rwproxy`), not among the statements
+/// relayed.
+async fn end_nothing(
+    s: &mut Session,
+    io: &mut ClientIo,
+    key: u64,
+    sql: &[u8],
+) -> Result<(), SessionEnd> {
+    io.ok(s.status()).await?;
+    s.stats
+        .digests
+        .record_keyed(key, sql, &mut s.digest_buf, 0, 0);
+    if s.stats.sql_log.enabled() {
+        s.stats
+            .sql_log
+            .log(s.peer, "rwproxy", true, std::time::Duration::ZERO, sql);
     }
     Ok(())
 }

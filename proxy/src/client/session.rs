@@ -898,6 +898,18 @@ impl Session {
         self.held.is_some() || self.on_held
     }
 
+    /// Nothing a `COMMIT` or `ROLLBACK` could end or change: no connection held (so no
+    /// transaction, table locks or server-side state), no characteristics waiting for the
+    /// next transaction (an empty `COMMIT` would use them up), no messages kept for `SHOW
+    /// WARNINGS`, and no `completion_type` that could chain a transaction or release.
+    pub fn nothing_to_end(&self) -> bool {
+        self.pinned.is_none()
+            && !self.sticky.any()
+            && self.held.is_none()
+            && self.proxy_error.is_none()
+            && !self.state.vars.iter().any(|(k, _)| k == "completion_type")
+    }
+
     /// Lets go of the connection kept for `SHOW WARNINGS`.
     pub fn release_held(&mut self) {
         if let Some(c) = self.held.take() {

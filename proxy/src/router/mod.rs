@@ -73,10 +73,11 @@ pub enum DiagEffect {
 pub fn diag_effect(sql: &[u8]) -> DiagEffect {
     let head = sql.trim_ascii_start();
     let starts = |w: &[u8]| {
-        head.len() > w.len()
+        head.len() >= w.len()
             && head[..w.len()].eq_ignore_ascii_case(w)
-            && !head[w.len()].is_ascii_alphanumeric()
-            && head[w.len()] != b'_'
+            && head
+                .get(w.len())
+                .is_none_or(|&b| !b.is_ascii_alphanumeric() && b != b'_')
     };
     // Classifying again is costly on every statement; only a `;` can make a multi-statement.
     if sql.contains(&b';')
@@ -86,6 +87,10 @@ pub fn diag_effect(sql: &[u8]) -> DiagEffect {
     {
         DiagEffect::Unknown
     } else if starts(b"USE") {
+        DiagEffect::Keeps
+    } else if starts(b"COMMIT") || starts(b"ROLLBACK") || starts(b"BEGIN") {
+        // Transaction control keeps the messages (measured on MariaDB 10.11): a client may
+        // ask for the warnings of its transaction's last statement after ending it.
         DiagEffect::Keeps
     } else if starts(b"SELECT") || starts(b"SET") || starts(b"DO") {
         if has_word(head, b"from") {
@@ -132,5 +137,30 @@ pub fn target(c: &Classification) -> Target {
         Target::Read
     } else {
         Target::Write
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_statements_do_to_the_previous_messages() {
+        for sql in [
+            "COMMIT",
+            " rollback work",
+            "BEGIN",
+            "USE db",
+            "SELECT 1",
+            "SET @a = 1",
+        ] {
+            assert_eq!(diag_effect(sql.as_bytes()), DiagEffect::Keeps, "{sql}");
+        }
+        for sql in ["SELECT * FROM t", "update t set a = 1"] {
+            assert_eq!(diag_effect(sql.as_bytes()), DiagEffect::Clears, "{sql}");
+        }
+        for sql in ["COMMITTED", "CREATE TABLE t (a INT)", "SELECT 1; SELECT 2"] {
+            assert_eq!(diag_effect(sql.as_bytes()), DiagEffect::Unknown, "{sql}");
+        }
     }
 }
