@@ -6,7 +6,7 @@
 
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use rwproxy_sql_tests::{proxy, Cluster};
+use rwproxy_sql_tests::{proxy, raw, Cluster};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -827,25 +827,29 @@ async fn closed_backend_connections_are_not_aborted_clients() {
 }
 
 /// Pooled connections are closed (with `COM_QUIT`) before their server's `wait_timeout`
-/// would close them: the global value the monitor reads, or the one a session set on the
-/// connection. A server that closes an idle connection itself counts an aborted client and
-/// logs "Got timeout reading communication packets". (Before: the pool kept them 60 s, and
-/// the servers aborted every one.)
+/// would close them: the one a session set on the connection, the one its login left (an
+/// interactive client's gets the server's `interactive_timeout`), or the global value the
+/// monitor reads. A server that closes an idle connection itself counts an aborted client
+/// and logs "Got timeout reading communication packets". (Before: the pool kept them 60 s,
+/// and the servers aborted every one.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_close_before_the_servers_wait_timeout() {
     let _turn = TURN.lock().await;
     let cl = cluster().await;
-    async fn set_wait_timeout(cl: &Cluster, value: &str) {
+    async fn set_globals(cl: &Cluster, wait: &str, interactive: &str) {
         for s in cl.servers() {
             let mut root = s.root_conn().await.unwrap();
-            root.query_drop(format!("SET GLOBAL wait_timeout = {value}"))
-                .await
-                .unwrap();
+            root.query_drop(format!(
+                "SET GLOBAL wait_timeout = {wait}, GLOBAL interactive_timeout = {interactive}"
+            ))
+            .await
+            .unwrap();
             root.disconnect().await.unwrap();
         }
     }
-    set_wait_timeout(cl, "4").await;
-    let outcome = async {
+    set_globals(cl, "4", "2").await;
+    // Run apart, so that the servers' settings are put back whatever fails.
+    let outcome = tokio::spawn(async move {
         let (before, _) = aborted_clients_and_proxy_connections(cl).await;
         let toml = format!(
             "{}[monitor]\nuser = \"{}\"\npassword = \"{}\"\ninterval-ms = 200\n",
@@ -859,28 +863,47 @@ async fn idle_connections_close_before_the_servers_wait_timeout() {
         let mut plain = p.conn().await.unwrap();
         let mut own = p.conn().await.unwrap();
         own.query_drop("SET wait_timeout = 2").await.unwrap();
+        let writes = [
+            "CREATE TABLE IF NOT EXISTS p_wait (id INT PRIMARY KEY)",
+            "REPLACE INTO p_wait VALUES (1)",
+            "SELECT @@server_id",
+        ];
         for c in [&mut plain, &mut own] {
-            c.query_drop("CREATE TABLE IF NOT EXISTS p_wait (id INT PRIMARY KEY)")
-                .await
-                .unwrap();
-            c.query_drop("REPLACE INTO p_wait VALUES (1)")
-                .await
-                .unwrap();
-            let _: Option<u32> = c.query_first("SELECT @@server_id").await.unwrap();
+            for sql in writes {
+                c.query_drop(sql).await.unwrap();
+            }
+        }
+        let opts = raw::LoginOptions {
+            extra_capabilities: mysql_common::constants::CapabilityFlags::CLIENT_INTERACTIVE,
+            ..Default::default()
+        };
+        let mut interactive = raw::RawConn::login(
+            p.addr,
+            rwproxy_sql_tests::APP_USER,
+            rwproxy_sql_tests::APP_PASSWORD,
+            rwproxy_sql_tests::DATABASE,
+            opts,
+        )
+        .await
+        .unwrap();
+        for sql in writes {
+            interactive.query(sql).await.unwrap();
         }
         plain.disconnect().await.unwrap();
         own.disconnect().await.unwrap();
+        drop(interactive);
         let opened: usize = pool_counts(&p).iter().map(|(open, _)| open).sum();
         // Past the global 4 s, by more than a reaper's tick.
         tokio::time::sleep(Duration::from_millis(5500)).await;
         let left = pool_counts(&p);
         let (after, _) = aborted_clients_and_proxy_connections(cl).await;
         (opened, left, after - before)
-    }
+    })
     .await;
-    set_wait_timeout(cl, "DEFAULT").await;
-    let (opened, left, aborted) = outcome;
-    assert!(opened >= 3, "{opened} backend connections opened");
+    set_globals(cl, "DEFAULT", "DEFAULT").await;
+    let (opened, left, aborted) =
+        outcome.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    assert!(opened >= 2, "{opened} backend connections opened");
     assert!(left.iter().all(|&(open, _)| open == 0), "{left:?}");
     assert_eq!(aborted, 0, "aborted clients among {opened} connections");
 }

@@ -272,6 +272,10 @@ pub struct BackendConn {
     /// connection closes.
     pub open_stmts: Arc<std::sync::atomic::AtomicUsize>,
     pub idle_since: Instant,
+    /// The server's `wait_timeout` for this connection as its login left it (the global
+    /// `interactive_timeout` for an interactive client's, or what `init_connect` set), read
+    /// with the session tracking; `None`: not read (see `Pool::reap`).
+    pub wait_timeout: Option<Duration>,
     /// The event thread whose reactor its socket is registered with ([`event_threads::slot`]
     /// there): its pool keeps it there when idle (see `Pool::release`).
     ///
@@ -454,6 +458,7 @@ impl BackendConn {
             retired: Vec::new(),
             open_stmts: Arc::default(),
             idle_since: Instant::now(),
+            wait_timeout: None,
             home: crate::event_threads::slot(),
             // Until logged in (see the `Drop` impl).
             broken: true,
@@ -565,10 +570,18 @@ impl BackendConn {
         if !self.track.supported {
             return Ok(());
         }
-        let list = self
-            .query_value("SELECT @@session.session_track_system_variables")
-            .await?
-            .unwrap_or_default();
+        // The session's `wait_timeout` comes along for free: a login and a reset (which this
+        // follows) set it.
+        let row = self
+            .query_row("SELECT @@session.session_track_system_variables, @@session.wait_timeout")
+            .await?;
+        let mut row = row.into_iter();
+        let list = row.next().flatten().unwrap_or_default();
+        self.wait_timeout = row
+            .next()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs);
         let tracked: Vec<&str> = list.split(',').map(str::trim).collect();
         let all = tracked.contains(&"*");
         let mut hidden = 0u8;
@@ -602,6 +615,12 @@ impl BackendConn {
 
     /// The first column of the first row of a one-row query the proxy asks itself.
     pub async fn query_value(&mut self, sql: &str) -> Result<Option<String>, BackendError> {
+        Ok(self.query_row(sql).await?.into_iter().next().flatten())
+    }
+
+    /// The columns of the first row of a query the proxy asks itself (`NULL`: `None`; no
+    /// row: empty).
+    pub async fn query_row(&mut self, sql: &str) -> Result<Vec<Option<String>>, BackendError> {
         let mut cmd = Vec::with_capacity(sql.len() + 1);
         cmd.push(COM_QUERY);
         cmd.extend_from_slice(sql.as_bytes());
@@ -620,7 +639,8 @@ impl BackendConn {
         for _ in 0..=columns {
             self.reader.read_raw().await?;
         }
-        let mut value = None;
+        let mut values = Vec::new();
+        let mut first = true;
         loop {
             let p = self.reader.read_raw().await?;
             let body = p.payload();
@@ -634,17 +654,23 @@ impl BackendConn {
                     SqlError::parse(body).unwrap_or_else(|| bad("error")),
                 ));
             }
-            if value.is_none() {
+            if std::mem::take(&mut first) {
                 let mut b = body;
-                if b.first() != Some(&0xFB) {
+                for _ in 0..columns {
+                    if b.first() == Some(&0xFB) {
+                        b = &b[1..];
+                        values.push(None);
+                        continue;
+                    }
                     let len = read_lenenc(&mut b).ok_or_else(|| proto("bad row"))? as usize;
                     let v = b.get(..len).ok_or_else(|| proto("bad row"))?;
-                    value = Some(String::from_utf8_lossy(v).into_owned());
+                    values.push(Some(String::from_utf8_lossy(v).into_owned()));
+                    b = &b[len..];
                 }
             }
         }
         self.broken = false;
-        Ok(value)
+        Ok(values)
     }
 
     /// Sends a command as a fresh exchange (sequence id 0), after the closes of the

@@ -122,7 +122,7 @@ pub const REAP_EVERY: Duration = Duration::from_secs(1);
 /// `COM_QUIT`). A server that closes a connection itself logs a warning and counts it in
 /// `Aborted_clients`.
 fn kept_idle(wait: Duration) -> Duration {
-    IDLE_TIMEOUT.min((wait * 3 / 4).saturating_sub(REAP_EVERY))
+    IDLE_TIMEOUT.min((wait - wait / 4).saturating_sub(REAP_EVERY))
 }
 
 impl Pool {
@@ -412,22 +412,33 @@ impl Pool {
     }
 
     /// Closes connections idle past the timeout, or near the `wait_timeout` after which their
-    /// server would close them: the global one, or the connection's own when a session set it.
+    /// server would close them: the one a session set on the connection, else the one its
+    /// login left, else the global one the monitor read. They are closed (a `COM_QUIT` and
+    /// a deregistration each) after the thread's lock is let go, which event threads take
+    /// twice a statement.
     pub fn reap(&self) {
         let server = match self.server_wait_timeout.load(Ordering::Relaxed) {
             0 => IDLE_TIMEOUT,
             secs => kept_idle(Duration::from_secs(secs)),
         };
         let now = Instant::now();
+        let mut expired = Vec::new();
         for part in self.idle.iter() {
             let mut idle = part.lock().expect("pool lock");
             for v in idle.lists() {
-                v.retain(|i| {
-                    let limit = i.conn.state.wait_timeout().map_or(server, kept_idle);
-                    now.saturating_duration_since(i.conn.idle_since) < limit
-                });
+                expired.extend(v.extract_if(.., |i| {
+                    let limit = i
+                        .conn
+                        .state
+                        .wait_timeout()
+                        .or(i.conn.wait_timeout)
+                        .map_or(server, kept_idle);
+                    now.saturating_duration_since(i.conn.idle_since) >= limit
+                }));
             }
             idle.0.retain(|(_, v)| !v.is_empty());
+            drop(idle);
+            expired.clear();
         }
     }
 
