@@ -5,4 +5,5 @@
 pub mod db;
 pub mod failover;
 pub mod ipvs;
+pub mod script;
 pub mod vrrp;

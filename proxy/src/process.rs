@@ -396,13 +396,14 @@ pub fn set_open_files_limit(want: Option<u64>) -> u64 {
     if target == lim.rlim_cur {
         return lim.rlim_cur;
     }
+    rwproxy_ha::script::restore_open_files_limit(lim.rlim_cur);
     let set = |l: &libc::rlimit| {
         // SAFETY: setrlimit only reads the struct passed.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, l) == 0 }
     };
     let wanted = libc::rlimit {
         rlim_cur: target,
-        rlim_max: lim.rlim_max.max(target),
+        rlim_max: lim.rlim_max.min(nr_open).max(target),
     };
     if set(&wanted) {
         return target;

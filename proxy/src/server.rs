@@ -7,7 +7,6 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::event_threads::EventThreads;
 use crate::protocol::message::codes;
-use crate::protocol::packet::PacketWriter;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpSocket};
@@ -143,15 +142,15 @@ struct LimitRefusals {
 }
 
 impl LimitRefusals {
-    fn refused(&mut self, limit: usize) {
+    fn refused(&mut self, open: usize, limit: usize) {
         self.unlogged += 1;
         if self
             .last_logged
             .is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_EVERY)
         {
             tracing::warn!(
-                "{} client(s) refused with 1040: {limit} client connections are open, the most \
-                 max-client-connections allows",
+                "{} client(s) refused with 1040: {open} client connections are open, and \
+                 max-client-connections allows {limit}",
                 self.unlogged
             );
             self.unlogged = 0;
@@ -160,18 +159,23 @@ impl LimitRefusals {
     }
 }
 
-/// Sends `code` and `message` in place of the greeting and closes, without holding up the
-/// accept loop. Before any capabilities are agreed, MariaDB sends no `#SQLSTATE` marker
-/// (clients would show it as part of the text); neither does the proxy.
-fn refuse(stream: tokio::net::TcpStream, (code, _sqlstate): (u16, &str), message: String) {
-    tokio::spawn(async move {
-        let mut w = PacketWriter::new(stream);
-        let mut payload = vec![0xFF];
-        payload.extend_from_slice(&code.to_le_bytes());
-        payload.extend_from_slice(message.as_bytes());
-        let _ = w.write_packet(0, &payload).await;
-        let _ = w.flush().await;
-    });
+/// Sends error `code` and `message` in place of the greeting and closes. Before any
+/// capabilities are agreed, MariaDB sends no `#SQLSTATE` marker (clients would show it as
+/// part of the text); neither does the proxy. One non-blocking write: a new socket's buffer
+/// takes the few bytes, so the descriptor is given back at once, with no task per refusal.
+fn refuse(stream: tokio::net::TcpStream, code: u16, message: &str) {
+    let len = 3 + message.len();
+    let mut packet = Vec::with_capacity(4 + len);
+    packet.extend_from_slice(&(len as u32).to_le_bytes()[..3]);
+    packet.push(0);
+    packet.push(0xFF);
+    packet.extend_from_slice(&code.to_le_bytes());
+    packet.extend_from_slice(message.as_bytes());
+    // A plain write on the socket: tokio's `try_write` would refuse it until the reactor has
+    // seen the new socket writable.
+    if let Ok(mut s) = stream.into_std() {
+        let _ = std::io::Write::write(&mut s, &packet);
+    }
 }
 
 /// Runs the accept loop until the listener fails.
@@ -203,15 +207,15 @@ pub async fn serve(
             continue;
         }
         let Some(slot) = info.slots.take() else {
-            full.refused(info.slots.limit());
+            full.refused(info.slots.open(), info.slots.limit());
             info.stats
                 .counters
                 .clients_refused
                 .fetch_add(1, Ordering::Relaxed);
             refuse(
                 stream,
-                codes::TOO_MANY_CONNECTIONS,
-                "Too many connections".into(),
+                codes::TOO_MANY_CONNECTIONS.0,
+                "Too many connections",
             );
             continue;
         };
@@ -220,14 +224,11 @@ pub async fn serve(
             info.stats
                 .counters
                 .error(crate::stats::counters::ErrorKind::Auth);
-            refuse(
-                stream,
-                codes::HOST_NOT_PRIVILEGED,
-                format!(
-                    "Host '{}' is not allowed to connect to this rwproxy server",
-                    peer.ip()
-                ),
+            let message = format!(
+                "Host '{}' is not allowed to connect to this rwproxy server",
+                peer.ip()
             );
+            refuse(stream, codes::HOST_NOT_PRIVILEGED.0, &message);
             continue;
         }
         // Leaves this runtime's reactor; the event thread registers it with its own.

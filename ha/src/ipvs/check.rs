@@ -106,13 +106,11 @@ pub async fn run_misc(script: &str, args: &[String], timeout: Duration, dynamic:
         Ok(_) => return Health::down("empty check script"),
         Err(e) => return Health::down(format!("check script: {e}")),
     };
-    let child = tokio::process::Command::new(&argv[0])
+    let child = crate::script::command(&argv[0])
         .args(&argv[1..])
         .args(args)
-        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn();
     match child {
         Ok(mut c) => match tokio::time::timeout(timeout, c.wait()).await {

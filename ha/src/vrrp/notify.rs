@@ -124,12 +124,10 @@ async fn run_one(instance: &str, argv: Vec<String>, timeout: Duration) {
     let Some((prog, args)) = argv.split_first() else {
         return;
     };
-    let child = tokio::process::Command::new(prog)
+    let child = crate::script::command(prog)
         .args(args)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn();
     let child = match child {
         Ok(c) => c,

@@ -119,12 +119,10 @@ pub(crate) async fn run_script(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let child = tokio::process::Command::new(&argv[0])
+        let child = crate::script::command(&argv[0])
             .args(&argv[1..])
-            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
             .spawn();
         let ok = match child {
             Ok(mut c) => match tokio::time::timeout(t.timeout, c.wait()).await {

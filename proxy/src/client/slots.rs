@@ -51,12 +51,14 @@ impl ClientSlots {
         Some(Slot(self.clone()))
     }
 
-    /// The most connections open at once since the last call (or the start).
+    /// The most connections open at once since the last call (or the start). Reading
+    /// resets it: one reader only (`client::trim`).
     pub fn take_peak(&self) -> usize {
         self.peak.swap(self.open(), Ordering::Relaxed)
     }
 
-    /// Applies a reloaded bound. Clients over a lowered bound stay; new ones wait for room.
+    /// Applies a reloaded bound. Clients over a lowered bound stay; new ones are refused
+    /// until enough have left.
     pub fn set_limit(&self, limit: usize) {
         self.limit.store(limit, Ordering::Relaxed);
     }

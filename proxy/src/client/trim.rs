@@ -22,12 +22,18 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 pub fn spawn(slots: Arc<ClientSlots>) {
     tokio::spawn(async move {
         let mut tick = crate::timer::interval(CHECK_EVERY);
+        // The most open since the last trim: clients that leave a few at a time add up.
+        let mut high = 0;
         loop {
             tick.tick().await;
-            if slots.take_peak().saturating_sub(slots.open()) < DROP {
+            high = high.max(slots.take_peak());
+            let open = slots.open();
+            if high.saturating_sub(open) < DROP {
                 continue;
             }
-            // Off the runtime's threads: the arenas' locks are held while it runs.
+            high = open;
+            // Off the runtime's threads. Each arena's lock is held while it is trimmed, so
+            // event threads allocating meanwhile wait for their share of the few ms.
             let _ = tokio::task::spawn_blocking(|| {
                 let t0 = Instant::now();
                 release_free_memory();

@@ -471,9 +471,7 @@ impl Config {
             s.push_str(&format!("  clients: {}\n", self.client_ips.join(", ")));
         }
         match self.max_client_connections {
-            None => s.push_str(
-                "  client connections: at most half the open-files limit, less a reserve\n",
-            ),
+            None => s.push_str("  client connections: at most (open-files limit - 64) / 2\n"),
             Some(usize::MAX) => {
                 s.push_str("  client connections: no bound but the open-files limit\n")
             }
