@@ -257,9 +257,12 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         (old.daemon, old.keepalive) == (new.daemon, new.keepalive),
     );
     check("wait-timeout", old.wait_timeout == new.wait_timeout);
+    // Unset, it follows `wait-timeout`, whose change is reported by that name.
+    let derived =
+        |c: &Config| interactive_timeout(c.wait_timeout, None) == Ok(c.interactive_timeout);
     check(
         "interactive-timeout",
-        old.interactive_timeout == new.interactive_timeout,
+        old.interactive_timeout == new.interactive_timeout || derived(old) && derived(new),
     );
     check(
         "connect-timeout-ms",
@@ -650,6 +653,34 @@ mod tests {
         assert_eq!(
             needs_restart(&old, &cfg("127.0.0.1:4001", "debug", 5)),
             ["listen", "log-level"]
+        );
+        // An interactive-timeout that follows wait-timeout is not a change of its own.
+        let with = |keys: &str| {
+            let text = format!(
+                "[proxy]\n{keys}\n[[backend]]\naddress = \"127.0.0.1:3306\"\nrole = \"rw\"\n"
+            );
+            parse_str(Path::new("t.toml"), &text, ConfigFormat::Toml).unwrap()
+        };
+        let old = with("wait-timeout = 30000");
+        assert_eq!(
+            needs_restart(&old, &with("wait-timeout = 40000")),
+            ["wait-timeout"]
+        );
+        assert_eq!(
+            needs_restart(
+                &old,
+                &with("wait-timeout = 30000\ninteractive-timeout = 60")
+            ),
+            ["interactive-timeout"]
+        );
+        assert!(needs_restart(
+            &old,
+            &with("wait-timeout = 30000\nmax-client-connections = 9")
+        )
+        .is_empty());
+        assert_eq!(
+            needs_restart(&old, &with("wait-timeout = 30000\nmax-open-files = 4096")),
+            ["max-open-files"]
         );
     }
 
