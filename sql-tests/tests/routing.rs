@@ -641,6 +641,34 @@ async fn ending_no_transaction_takes_no_connection() {
     let warnings: Vec<(String, u32, String)> = a.query("SHOW WARNINGS").await.unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].1, 1365);
+    // What the server must judge goes there: a syntax error, settings for the statement.
+    let mut d = p.conn().await.unwrap();
+    let e = d.query_drop("COMMIT foo").await.unwrap_err().to_string();
+    assert!(e.contains("1064"), "{e}");
+    let e = d
+        .query_drop("SET STATEMENT no_such_variable = 1 FOR COMMIT")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1193"), "{e}");
+}
+
+/// With the server's `completion_type = CHAIN`, a `ROLLBACK` starts a transaction even with
+/// none open: it goes to the server, and the session keeps that transaction's connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chaining_server_gets_every_commit() {
+    // A cluster of its own: the setting is global.
+    let cl = Cluster::start(0).await.unwrap();
+    let mut root = cl.primary.root_conn().await.unwrap();
+    root.query_drop("SET GLOBAL completion_type = 'CHAIN'")
+        .await
+        .unwrap();
+    let p = proxy::start(&proxy::config_toml(&cl, &[], ""))
+        .await
+        .unwrap();
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    assert_eq!(sid(&mut c, "SELECT @@in_transaction").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -276,6 +276,10 @@ pub struct BackendConn {
     /// `interactive_timeout` for an interactive client's, or what `init_connect` set), read
     /// with the session tracking; `None`: not read (see `Pool::reap`).
     pub wait_timeout: Option<Duration>,
+    /// The session's `completion_type` is `NO_CHAIN` (as its login left it: the global one,
+    /// or what `init_connect` set): a `COMMIT` with nothing open does nothing. `false` when
+    /// not read.
+    pub plain_completion: bool,
     /// The event thread whose reactor its socket is registered with ([`event_threads::slot`]
     /// there): its pool keeps it there when idle (see `Pool::release`).
     ///
@@ -459,6 +463,7 @@ impl BackendConn {
             open_stmts: Arc::default(),
             idle_since: Instant::now(),
             wait_timeout: None,
+            plain_completion: false,
             home: crate::event_threads::slot(),
             // Until logged in (see the `Drop` impl).
             broken: true,
@@ -570,10 +575,13 @@ impl BackendConn {
         if !self.track.supported {
             return Ok(());
         }
-        // The session's `wait_timeout` comes along for free: a login and a reset (which this
-        // follows) set it.
+        // The session's `wait_timeout` and `completion_type` come along for free: a login and
+        // a reset (which this follows) set them.
         let row = self
-            .query_row("SELECT @@session.session_track_system_variables, @@session.wait_timeout")
+            .query_row(
+                "SELECT @@session.session_track_system_variables, @@session.wait_timeout, \
+                 @@session.completion_type",
+            )
             .await?;
         let mut row = row.into_iter();
         let list = row.next().flatten().unwrap_or_default();
@@ -582,6 +590,10 @@ impl BackendConn {
             .flatten()
             .and_then(|v| v.parse().ok())
             .map(Duration::from_secs);
+        self.plain_completion = row
+            .next()
+            .flatten()
+            .is_some_and(|v| v == "NO_CHAIN" || v == "0");
         let tracked: Vec<&str> = list.split(',').map(str::trim).collect();
         let all = tracked.contains(&"*");
         let mut hidden = 0u8;

@@ -13,7 +13,7 @@ use super::conn::{BackendConn, BackendError, ConnKey, Dial};
 use super::{Backend, Health};
 use crate::event_threads::PerThread;
 use crate::session::names;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -67,6 +67,9 @@ pub struct Pool {
     /// The `sql_mode` status flags the last connection opened reported after its login (the
     /// server's global `sql_mode`), with [`KNOWN`] set; 0 before any.
     sql_mode: AtomicU32,
+    /// The last connection opened found `completion_type = NO_CHAIN` after its login (see
+    /// `BackendConn::plain_completion`).
+    plain_completion: AtomicBool,
     /// Prepared statements open on the server through this pool's connections (see
     /// `BackendConn::open_stmts`).
     open_stmts: Arc<AtomicUsize>,
@@ -137,6 +140,7 @@ impl Pool {
             returned: Notify::new(),
             waiting: AtomicUsize::new(0),
             sql_mode: AtomicU32::new(0),
+            plain_completion: AtomicBool::new(false),
             open_stmts: Arc::default(),
             server_wait_timeout: AtomicU64::new(0),
         }
@@ -145,6 +149,13 @@ impl Pool {
     /// The server's global `wait_timeout` (seconds), as the monitor read it.
     pub fn set_server_wait_timeout(&self, secs: u64) {
         self.server_wait_timeout.store(secs, Ordering::Relaxed);
+    }
+
+    /// A new session on this server starts with `completion_type = NO_CHAIN`, as far as the
+    /// last connection opened tells: then a `COMMIT` with nothing open neither chains a
+    /// transaction nor releases the connection. `false` before any.
+    pub fn plain_completion(&self) -> bool {
+        self.plain_completion.load(Ordering::Relaxed)
     }
 
     /// What a new session on this server starts with of the `sql_mode` status flags
@@ -198,6 +209,8 @@ impl Pool {
         let flags = conn.status & crate::protocol::message::SQL_MODE_FLAGS;
         self.sql_mode
             .store(KNOWN | u32::from(flags), Ordering::Relaxed);
+        self.plain_completion
+            .store(conn.plain_completion, Ordering::Relaxed);
         Ok(Lease {
             conn,
             permit,
@@ -427,12 +440,13 @@ impl Pool {
             let mut idle = part.lock().expect("pool lock");
             for v in idle.lists() {
                 expired.extend(v.extract_if(.., |i| {
-                    let limit = i
-                        .conn
-                        .state
-                        .wait_timeout()
-                        .or(i.conn.wait_timeout)
-                        .map_or(server, kept_idle);
+                    let login = i.conn.wait_timeout.map_or(server, kept_idle);
+                    let limit = match i.conn.state.wait_timeout() {
+                        None => login,
+                        Some(Some(set)) => kept_idle(set),
+                        // `DEFAULT` (the global value) or an expression: the shorter.
+                        Some(None) => login.min(server),
+                    };
                     now.saturating_duration_since(i.conn.idle_since) >= limit
                 }));
             }

@@ -84,9 +84,11 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         return Ok(());
     }
     if c.kind == StmtKind::EndTransaction
-        && !c.flags.contains(Flags::MULTI_STATEMENT)
+        && !c
+            .flags
+            .intersects(Flags::MULTI_STATEMENT.union(Flags::SET_STATEMENT))
+        && plain_end(sql)
         && s.nothing_to_end()
-        && !names_chain_or_release(sql)
     {
         return end_nothing(s, io, shape.key, sql).await;
     }
@@ -204,14 +206,41 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     Ok(())
 }
 
-/// `CHAIN` or `RELEASE` written anywhere in a `COMMIT`/`ROLLBACK` (a comment too, which
-/// only sends more of them to a server).
-fn names_chain_or_release(sql: &[u8]) -> bool {
-    let has = |word: &[u8]| {
-        sql.windows(word.len())
-            .any(|w| w.eq_ignore_ascii_case(word))
-    };
-    has(b"CHAIN") || has(b"RELEASE")
+/// `COMMIT` or `ROLLBACK`, `WORK` or not, and nothing else but whitespace, plain comments
+/// and a final `;`. Anything more (`AND CHAIN`, `RELEASE`, an executable comment, or a
+/// syntax error the server must answer with 1064) goes to the server.
+fn plain_end(sql: &[u8]) -> bool {
+    let mut words: Vec<&[u8]> = Vec::with_capacity(2);
+    let mut i = 0;
+    while i < sql.len() {
+        match sql[i] {
+            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            b'/' if sql.get(i + 1) == Some(&b'*') && sql.get(i + 2) != Some(&b'!') => {
+                match sql[i + 2..].windows(2).position(|w| w == b"*/") {
+                    Some(end) => i += end + 4,
+                    None => return false,
+                }
+            }
+            b';' if sql[i + 1..].iter().all(u8::is_ascii_whitespace) => break,
+            b if b.is_ascii_alphabetic() => {
+                let start = i;
+                while i < sql.len() && sql[i].is_ascii_alphanumeric() {
+                    i += 1;
+                }
+                if words.len() == 2 {
+                    return false;
+                }
+                words.push(&sql[start..i]);
+            }
+            _ => return false,
+        }
+    }
+    let is = |w: &[u8], word: &str| w.eq_ignore_ascii_case(word.as_bytes());
+    match words[..] {
+        [end] => is(end, "COMMIT") || is(end, "ROLLBACK"),
+        [end, work] => (is(end, "COMMIT") || is(end, "ROLLBACK")) && is(work, "WORK"),
+        _ => false,
+    }
 }
 
 /// Answers a `COMMIT` or `ROLLBACK` that has nothing to end as a server would (OK, messages
@@ -349,3 +378,39 @@ fn record_set(s: &mut Session, conn: &mut BackendConn, assignments: &[Assignment
 
 /// Recorded assignments beyond which a session stops being moved between connections.
 const MAX_REPLAYED: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::plain_end;
+
+    #[test]
+    fn only_a_plain_commit_or_rollback_ends_nothing_by_itself() {
+        for sql in [
+            "COMMIT",
+            "rollback",
+            " COMMIT WORK ;",
+            "/* pool reset */ ROLLBACK",
+            "ROLLBACK /* c */",
+            "commit;\n",
+        ] {
+            assert!(plain_end(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "COMMIT AND CHAIN",
+            "COMMIT AND NO CHAIN",
+            "ROLLBACK RELEASE",
+            "ROLLBACK TO sp",
+            "COMMIT foo",
+            "COMMIT WORK WORK",
+            "/*! COMMIT */",
+            "COMMIT /*! AND CHAIN */",
+            "COMMIT; SELECT 1",
+            "COMMIT -- c",
+            "ROLLBACK /* unterminated",
+            "WORK",
+            "",
+        ] {
+            assert!(!plain_end(sql.as_bytes()), "{sql}");
+        }
+    }
+}

@@ -898,16 +898,22 @@ impl Session {
         self.held.is_some() || self.on_held
     }
 
-    /// Nothing a `COMMIT` or `ROLLBACK` could end or change: no connection held (so no
+    /// Nothing a `COMMIT` or `ROLLBACK` could end or change: no connection pinned (so no
     /// transaction, table locks or server-side state), no characteristics waiting for the
-    /// next transaction (an empty `COMMIT` would use them up), no messages kept for `SHOW
-    /// WARNINGS`, and no `completion_type` that could chain a transaction or release.
+    /// next transaction (an empty `COMMIT` would use them up), and a `completion_type` that
+    /// neither chains a transaction nor releases: the server's (the write backend's login
+    /// tells), with none set by the session. Messages kept for `SHOW WARNINGS` stay kept, as
+    /// a server keeps them; a connection held for them is in no transaction while autocommit
+    /// is on (with it off, its status could be stale after an error).
     pub fn nothing_to_end(&self) -> bool {
         self.pinned.is_none()
             && !self.sticky.any()
-            && self.held.is_none()
-            && self.proxy_error.is_none()
+            && (self.held.is_none() || self.autocommit)
             && !self.state.vars.iter().any(|(k, _)| k == "completion_type")
+            && self
+                .cluster
+                .write_backend()
+                .is_some_and(|b| b.pool.plain_completion())
     }
 
     /// Lets go of the connection kept for `SHOW WARNINGS`.

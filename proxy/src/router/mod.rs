@@ -66,7 +66,7 @@ pub enum DiagEffect {
     Keeps,
     /// Uses tables: servers clear them.
     Clears,
-    /// Anything else (`BEGIN`, `CREATE PROCEDURE`, ...): only the server that runs it knows.
+    /// Anything else (`CREATE PROCEDURE`, ...): only the server that runs it knows.
     Unknown,
 }
 

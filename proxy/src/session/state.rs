@@ -51,11 +51,12 @@ impl SessionState {
         }
     }
 
-    /// The `wait_timeout` the last plain assignment set: a connection in this state is
-    /// closed by its server idle that long (`None`: the server's global value).
-    pub fn wait_timeout(&self) -> Option<Duration> {
+    /// The `wait_timeout` the session set, after which a connection in this state is closed
+    /// by its server when idle: `None` if it set none, `Some(None)` if not a plain number
+    /// (`DEFAULT`: the server's global value; an expression).
+    pub fn wait_timeout(&self) -> Option<Option<Duration>> {
         let (_, text) = self.vars.iter().rfind(|(k, _)| k == "wait_timeout")?;
-        wait_timeout_of(text)
+        Some(wait_timeout_of(text))
     }
 
     /// `COM_RESET_CONNECTION` clears session variables but keeps the current schema.
@@ -132,8 +133,8 @@ mod tests {
         assert_eq!(s.wait_timeout(), None);
         s.set_var("wait_timeout".into(), "wait_timeout=5".into());
         s.set_var("time_zone".into(), "time_zone='+00:00'".into());
-        assert_eq!(s.wait_timeout(), Some(Duration::from_secs(5)));
+        assert_eq!(s.wait_timeout(), Some(Some(Duration::from_secs(5))));
         s.set_var("wait_timeout".into(), "wait_timeout=DEFAULT".into());
-        assert_eq!(s.wait_timeout(), None);
+        assert_eq!(s.wait_timeout(), Some(None));
     }
 }
