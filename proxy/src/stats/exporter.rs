@@ -247,65 +247,53 @@ pub fn render(sources: &Sources) -> String {
             c.errors(kind)
         );
     }
-    header(
+    let gauge = "gauge";
+    let counter = "counter";
+    single(
         &mut out,
-        "rwproxy_client_connections",
-        "gauge",
+        ("rwproxy_client_connections", gauge),
         "Client sessions connected now.",
+        sources.active_clients.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "rwproxy_client_connections {}",
-        sources.active_clients.load(Ordering::Relaxed)
-    );
-    header(
+    single(
         &mut out,
-        "rwproxy_client_connections_total",
-        "counter",
+        ("rwproxy_client_connections_total", counter),
         "Client connections accepted since start.",
+        c.clients_accepted.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "rwproxy_client_connections_total {}",
-        c.clients_accepted.load(Ordering::Relaxed)
-    );
-    header(
+    single(
         &mut out,
-        "rwproxy_client_connections_refused_total",
-        "counter",
+        ("rwproxy_client_connections_refused_total", counter),
         "Client connections refused with 1040 at max-client-connections.",
+        c.clients_refused.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "rwproxy_client_connections_refused_total {}",
-        c.clients_refused.load(Ordering::Relaxed)
-    );
-    header(
-        &mut out,
-        "rwproxy_client_connections_max",
-        "gauge",
-        "The most client connections accepted at once (max-client-connections).",
-    );
-    let _ = match sources.max_clients.limit() {
-        usize::MAX => writeln!(out, "rwproxy_client_connections_max +Inf"),
-        n => writeln!(out, "rwproxy_client_connections_max {n}"),
+    let max = match sources.max_clients.limit() {
+        usize::MAX => "+Inf".to_string(),
+        n => n.to_string(),
     };
-    header(
+    single(
         &mut out,
-        "rwproxy_sql_log_dropped_total",
-        "counter",
-        "SQL log lines dropped because the writer fell behind.",
+        ("rwproxy_client_connections_max", gauge),
+        "The most client connections accepted at once (max-client-connections).",
+        max,
     );
-    let _ = writeln!(
-        out,
-        "rwproxy_sql_log_dropped_total {}",
-        sources.stats.sql_log.dropped()
+    single(
+        &mut out,
+        ("rwproxy_sql_log_dropped_total", counter),
+        "SQL log lines dropped because the writer fell behind.",
+        sources.stats.sql_log.dropped(),
     );
     out
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A metric without labels: (name, type), help text, value.
+fn single(out: &mut String, (name, kind): (&str, &str), help: &str, value: impl std::fmt::Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 fn role(r: Role) -> &'static str {
