@@ -90,72 +90,56 @@ async fn backend_version(cluster: &Cluster) -> String {
     }
 }
 
-/// At most one line per this long about failing accepts.
+/// At most one line per this long about failing or refused accepts.
 const ACCEPT_ERROR_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Failing accepts of one listener (out of descriptors, mostly): each backs off 50 ms
-/// instead of spinning, and the log gets a line per [`ACCEPT_ERROR_EVERY`] with the count,
-/// not 20 a second for as long as it lasts.
-pub struct AcceptFailures {
-    listener: &'static str,
+/// Counts events that would flood the log (20 a second for as long as they last) and says
+/// when a line with the count is due: the first, then one per [`ACCEPT_ERROR_EVERY`].
+#[derive(Default)]
+struct Throttled {
     unlogged: u64,
     last_logged: Option<std::time::Instant>,
+}
+
+impl Throttled {
+    /// One more; `Some(count since the last line)` when a line is due.
+    fn count(&mut self) -> Option<u64> {
+        self.unlogged += 1;
+        if self
+            .last_logged
+            .is_some_and(|t| t.elapsed() < ACCEPT_ERROR_EVERY)
+        {
+            return None;
+        }
+        self.last_logged = Some(std::time::Instant::now());
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+/// Failing accepts of one listener (out of descriptors, mostly): each backs off 50 ms
+/// instead of spinning, and the log gets a line per [`ACCEPT_ERROR_EVERY`] with the count.
+pub struct AcceptFailures {
+    listener: &'static str,
+    log: Throttled,
 }
 
 impl AcceptFailures {
     pub fn new(listener: &'static str) -> Self {
         AcceptFailures {
             listener,
-            unlogged: 0,
-            last_logged: None,
+            log: Throttled::default(),
         }
     }
 
     pub async fn back_off(&mut self, e: std::io::Error) {
-        self.unlogged += 1;
-        if self
-            .last_logged
-            .is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_EVERY)
-        {
+        if let Some(n) = self.log.count() {
             let hint = match rwproxy_ha::db::is_local_shortage(&e) {
                 true => " (raise the open-files limit: LimitNOFILE= in systemd, ulimit -n)",
                 false => "",
             };
-            tracing::warn!(
-                "{} accept failed {} time(s): {e}{hint}",
-                self.listener,
-                self.unlogged
-            );
-            self.unlogged = 0;
-            self.last_logged = Some(std::time::Instant::now());
+            tracing::warn!("{} accept failed {n} time(s): {e}{hint}", self.listener);
         }
         crate::timer::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
-/// Clients refused at `max-client-connections`: logged once per [`ACCEPT_ERROR_EVERY`] with
-/// the count, so a DBA sees the bound is met without a line per client.
-#[derive(Default)]
-struct LimitRefusals {
-    unlogged: u64,
-    last_logged: Option<std::time::Instant>,
-}
-
-impl LimitRefusals {
-    fn refused(&mut self, open: usize, limit: usize) {
-        self.unlogged += 1;
-        if self
-            .last_logged
-            .is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_EVERY)
-        {
-            tracing::warn!(
-                "{} client(s) refused with 1040: {open} client connections are open, and \
-                 max-client-connections allows {limit}",
-                self.unlogged
-            );
-            self.unlogged = 0;
-            self.last_logged = Some(std::time::Instant::now());
-        }
     }
 }
 
@@ -187,7 +171,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tracing::info!(listen = %listener.local_addr()?, version = %info.version, max_clients = info.slots.limit(), "proxy listening");
     let mut failures = AcceptFailures::new("client");
-    let mut full = LimitRefusals::default();
+    let mut refusals = Throttled::default();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -207,7 +191,14 @@ pub async fn serve(
             continue;
         }
         let Some(slot) = info.slots.take() else {
-            full.refused(info.slots.open(), info.slots.limit());
+            if let Some(n) = refusals.count() {
+                tracing::warn!(
+                    "{n} client(s) refused with 1040: {} client connections are open, and \
+                     max-client-connections allows {}",
+                    info.slots.open(),
+                    info.slots.limit()
+                );
+            }
             info.stats
                 .counters
                 .clients_refused
