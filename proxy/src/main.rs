@@ -399,7 +399,7 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
                             new.max_client_connections,
                             process::open_files_limit(),
                         ));
-                        tracing::info!(path = %cfg.path.display(), "SIGHUP: log file reopened; backends (with offline states), users, client-ips, drain-timeout and max-client-connections reloaded");
+                        tracing::info!(path = %cfg.path.display(), max_clients = %settings.slots.describe(), "SIGHUP: log file reopened; backends (with offline states), users, client-ips, drain-timeout and max-client-connections reloaded");
                         let stale = config::needs_restart(&cfg, &new);
                         if !stale.is_empty() {
                             tracing::warn!("SIGHUP: changed in the file but applied only at the next start: {}", stale.join(", "));

@@ -169,7 +169,7 @@ pub async fn serve(
     info: Arc<ClientSettings>,
     threads: Arc<EventThreads>,
 ) -> std::io::Result<()> {
-    tracing::info!(listen = %listener.local_addr()?, version = %info.version, max_clients = info.slots.limit(), "proxy listening");
+    tracing::info!(listen = %listener.local_addr()?, version = %info.version, max_clients = %info.slots.describe(), "proxy listening");
     let mut failures = AcceptFailures::new("client");
     let mut refusals = Throttled::default();
     loop {

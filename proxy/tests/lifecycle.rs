@@ -455,6 +455,7 @@ fn clients_past_the_bound_get_1040_and_the_rest_keep_working() {
     wait_for("the reload", Duration::from_secs(5), || {
         log(&dir).contains("max-client-connections reloaded")
     });
+    assert!(log(&dir).contains("max_clients=20"), "{}", log(&dir));
     let more: Vec<TcpStream> = (0..5)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();

@@ -67,6 +67,14 @@ impl ClientSlots {
         self.limit.load(Ordering::Relaxed)
     }
 
+    /// The bound as logs show it: a number, or `unbounded` (`max-client-connections = 0`).
+    pub fn describe(&self) -> String {
+        match self.limit() {
+            usize::MAX => "unbounded".into(),
+            n => n.to_string(),
+        }
+    }
+
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
@@ -108,6 +116,9 @@ mod tests {
         assert!(slots.take().is_none(), "over a lowered limit");
         slots.set_limit(3);
         assert!(slots.take().is_some());
+        assert_eq!(slots.describe(), "3");
+        slots.set_limit(usize::MAX);
+        assert_eq!(slots.describe(), "unbounded");
     }
 
     #[test]
