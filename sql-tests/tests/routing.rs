@@ -1188,6 +1188,81 @@ async fn settings_built_in_steps_follow_to_replicas() {
     assert_eq!(on_primary, want, "primary");
 }
 
+/// `SET @@tx_isolation = ...` and `SET @@tx_read_only = ...`, with `@@` and no scope, set
+/// the next transaction's characteristics only, as `SET TRANSACTION` does: the transaction
+/// after gets the session's again, on the server directly and through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unscoped_transaction_variables_set_the_next_transaction_only() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    // The running statement names itself, so the transaction it runs in is found in
+    // INNODB_TRX whatever server thread runs it.
+    async fn isolation_of_transaction(c: &mut Conn) -> Vec<String> {
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop("SELECT COUNT(*) FROM rows10").await.unwrap();
+        // InnoDB refreshes what INNODB_TRX shows at most every 100 ms.
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let level: Option<String> = c
+            .query_first(
+                "SELECT trx_isolation_level FROM information_schema.INNODB_TRX \
+                 WHERE trx_query LIKE '%rt_next_txn_probe%'",
+            )
+            .await
+            .unwrap();
+        let write = c
+            .query_drop("INSERT INTO rt_next_txn VALUES (1)")
+            .await
+            .map_or_else(
+                |e| match e {
+                    mysql_async::Error::Server(e) => e.code.to_string(),
+                    e => panic!("{e}"),
+                },
+                |()| "written".to_string(),
+            );
+        c.query_drop("ROLLBACK").await.unwrap();
+        vec![level.unwrap_or_default(), write]
+    }
+    let mut direct = cl.primary.conn().await.unwrap();
+    direct
+        .query_drop("CREATE OR REPLACE TABLE rt_next_txn (v INT)")
+        .await
+        .unwrap();
+    let mut c = p.conn().await.unwrap();
+    for (name, conn) in [("direct", &mut direct), ("proxy", &mut c)] {
+        let mut seen = Vec::new();
+        conn.query_drop("SET @@tx_isolation = 'SERIALIZABLE'")
+            .await
+            .unwrap();
+        seen.push(isolation_of_transaction(conn).await);
+        seen.push(isolation_of_transaction(conn).await);
+        conn.query_drop("SET @@tx_read_only = 1, @@tx_isolation = 'READ-COMMITTED'")
+            .await
+            .unwrap();
+        seen.push(isolation_of_transaction(conn).await);
+        seen.push(isolation_of_transaction(conn).await);
+        let session: (String, u8) = conn
+            .query_first("SELECT @@tx_isolation, @@tx_read_only")
+            .await
+            .unwrap()
+            .unwrap();
+        // ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
+        let read_only = "1792";
+        assert_eq!(
+            seen,
+            [
+                ["SERIALIZABLE", "written"],
+                ["REPEATABLE READ", "written"],
+                ["READ COMMITTED", read_only],
+                ["REPEATABLE READ", "written"],
+            ]
+            .map(|r| r.map(String::from).to_vec())
+            .to_vec(),
+            "{name}"
+        );
+        assert_eq!(session, ("REPEATABLE-READ".to_string(), 0), "{name}");
+    }
+    direct.query_drop("DROP TABLE rt_next_txn").await.unwrap();
+}
+
 /// A session held on a replica by state it made there (a user variable under a `/*slave*/`
 /// hint, or in a read-only transaction) gets a clear error for a write, which never runs on
 /// the replica: the test user, like many application users, may bypass `read_only`, and a

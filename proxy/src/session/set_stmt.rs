@@ -72,6 +72,9 @@ const NOT_REPLAYABLE: [&str; 5] = [
     "rand_seed2",
 ];
 
+/// The variables `SET TRANSACTION` sets, under their current names.
+const TRANSACTION_CHARACTERISTICS: [&str; 2] = ["transaction_isolation", "transaction_read_only"];
+
 /// Older names of variables, recorded under the current name so the last assignment wins.
 fn canonical_name(name: String) -> String {
     match name.as_str() {
@@ -131,6 +134,10 @@ fn assignment(item: &str) -> Assignment {
             return Assignment::Other;
         }
     }
+    let unscoped_system = matches!(scope, Scope::None)
+        && lower.starts_with("@@")
+        && !lower.starts_with("@@session.")
+        && !lower.starts_with("@@local.");
     let name_part = lower
         .strip_prefix("@@session.")
         .or_else(|| lower.strip_prefix("@@local."))
@@ -150,14 +157,18 @@ fn assignment(item: &str) -> Assignment {
     {
         return Assignment::Other;
     }
+    let name = canonical_name(name);
+    // `SET @@transaction_isolation = ...` (no scope) is the server's `SET TRANSACTION`: it
+    // applies to the next transaction only, where `SET transaction_isolation = ...` sets the
+    // session's.
+    if unscoped_system && TRANSACTION_CHARACTERISTICS.contains(&name.as_str()) {
+        return Assignment::NextTransaction;
+    }
     let text = match scope {
         Scope::Session => format!("SESSION {rest}"),
         _ => rest.to_string(),
     };
-    Assignment::Session {
-        key: canonical_name(name),
-        text,
-    }
+    Assignment::Session { key: name, text }
 }
 
 /// Splits on commas outside quotes, backticks, parentheses and comments.
@@ -317,6 +328,38 @@ mod tests {
             vec![NextTransaction]
         );
         assert_eq!(parse("SET GLOBAL TRANSACTION READ ONLY"), vec![Global]);
+        // With `@@` and no scope, the variables are `SET TRANSACTION` (MariaDB and MySQL).
+        for q in [
+            "SET @@tx_isolation = 'SERIALIZABLE'",
+            "set @@TRANSACTION_READ_ONLY=1",
+            "SET @@transaction_isolation='READ-COMMITTED', @@tx_read_only = 0",
+        ] {
+            assert!(
+                parse(q).iter().all(|a| *a == NextTransaction),
+                "{q}: {:?}",
+                parse(q)
+            );
+        }
+        assert_eq!(
+            parse("SET tx_isolation = 'SERIALIZABLE'"),
+            vec![s("transaction_isolation", "tx_isolation = 'SERIALIZABLE'")]
+        );
+        assert_eq!(
+            parse(
+                "SET @@session.tx_read_only = 1, @@local.transaction_isolation = 'READ-COMMITTED'"
+            ),
+            vec![
+                s("transaction_read_only", "@@session.tx_read_only = 1"),
+                s(
+                    "transaction_isolation",
+                    "@@local.transaction_isolation = 'READ-COMMITTED'"
+                )
+            ]
+        );
+        assert_eq!(
+            parse("SET @@wait_timeout = 5"),
+            vec![s("wait_timeout", "@@wait_timeout = 5")]
+        );
     }
 
     #[test]
