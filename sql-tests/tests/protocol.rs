@@ -299,6 +299,26 @@ async fn warnings_follow_the_statement_that_raised_them() {
         "SELECT 1/0",
         "USE rwtest",
         "SELECT @@warning_count",
+        // So does the end of a transaction: its last statement's messages stay.
+        "BEGIN",
+        "SELECT 1/0",
+        "SELECT 5",
+        "COMMIT",
+        "SELECT 6",
+        "SELECT * FROM warn_t",
+        "START TRANSACTION",
+        "INSERT INTO warn_t VALUES ('abcdef')",
+        "ROLLBACK",
+        "SELECT @@warning_count",
+        "SET autocommit = 0",
+        "SELECT * FROM no_such_table",
+        "COMMIT",
+        "SELECT COUNT(*) FROM warn_t",
+        "SELECT * FROM no_such_table",
+        "SELECT 7",
+        "ROLLBACK",
+        "SET autocommit = 1",
+        "SELECT @@warning_count, @@error_count",
     ];
     let mut via = p.conn().await.unwrap();
     let mut direct = cluster.primary.conn().await.unwrap();
@@ -328,6 +348,20 @@ async fn warnings_follow_the_statement_that_raised_them() {
             .unwrap();
         assert_eq!(n, (1, 0));
     }
+    // A transaction's last messages, with nothing asking for them before it ends.
+    let mut replies = Vec::new();
+    for addr in [primary_addr(cluster), p.addr] {
+        let mut c = RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+        for end in ["COMMIT", "ROLLBACK"] {
+            for sql in ["BEGIN", "SELECT 1/0", end] {
+                c.query(sql).await.unwrap();
+            }
+            replies.push(c.query("SHOW WARNINGS").await.unwrap());
+        }
+    }
+    assert_eq!(replies[..2], replies[2..]);
 }
 
 /// A prepared statement's text reaches the server byte for byte, as a text query's does: in

@@ -287,6 +287,11 @@ async fn read_only_transaction_stays_on_one_server() {
         servers_used.insert(first);
     }
     println!("READ ONLY transactions ran on {servers_used:?}");
+    // The last transaction's error outlived its COMMIT, as on a server, holding table-less
+    // reads where it is; a read of a table clears it.
+    let w: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").await.unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    c.query_drop("SELECT COUNT(*) FROM rows10").await.unwrap();
     assert_replicas_only(
         &ids_over(&mut c, "SELECT @@server_id", 60).await,
         "after READ ONLY transactions",
@@ -696,6 +701,11 @@ async fn lock_tables_pins_until_unlock() {
         "a table not locked must be refused under LOCK TABLES: {e}"
     );
     c.query_drop("UNLOCK TABLES").await.unwrap();
+    // The refusal outlived UNLOCK TABLES, as on a server, holding table-less reads where it
+    // is; a read of a table clears it.
+    let w: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").await.unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    c.query_drop("SELECT COUNT(*) FROM rows10").await.unwrap();
     assert_replicas_only(
         &ids_over(&mut c, "SELECT @@server_id", 60).await,
         "after UNLOCK TABLES",

@@ -107,6 +107,10 @@ pub struct Session {
     /// Every session, for `KILL`.
     pub registry: Arc<Registry>,
     pub pinned: Option<Checkout>,
+    /// The pinned connection holds messages of the session's (its last statement warned or
+    /// failed, and those after kept them): a transaction's end keeps them, so the connection
+    /// is then held for them rather than given back (see `finish`).
+    pinned_messages: bool,
     /// The connection of the last statement that left warnings or an error, kept for a
     /// following `SHOW WARNINGS` (see `finish`).
     pub held: Option<Checkout>,
@@ -149,7 +153,8 @@ pub struct Session {
     /// (`message::SQL_MODE_FLAGS`), for the replies the proxy writes itself.
     pub sql_mode_flags: u16,
     pub sticky: Sticky,
-    /// The running statement got the held connection.
+    /// The running statement got the connection that holds the session's messages: the
+    /// held one, or a pinned one with `pinned_messages`.
     on_held: bool,
     /// The running statement's reply shows a `sql_mode` that ends with it (`SET STATEMENT
     /// sql_mode=... FOR`): `finish` keeps the session's flags.
@@ -204,6 +209,7 @@ impl Session {
             key,
             state: SessionState::default(),
             pinned: None,
+            pinned_messages: false,
             held: None,
             on_held: false,
             sticky: Sticky::default(),
@@ -399,6 +405,8 @@ impl Session {
         target: Target,
         exclude: &mut Vec<Arc<Backend>>,
     ) -> Result<Checkout, SqlError> {
+        // A statement that lost its connection before `finish` leaves no mark behind.
+        self.on_held = false;
         // Messages stay where they were raised, even when the session has since been
         // pinned to another connection.
         if target == Target::Diagnostics {
@@ -417,6 +425,7 @@ impl Session {
             false => target,
         };
         if let Some(c) = self.pinned.take() {
+            let messages = std::mem::take(&mut self.pinned_messages);
             let drain = self.cluster.drain_timeout();
             if c.backend.drained(drain) {
                 // Closing the connection makes the server roll the transaction back.
@@ -430,6 +439,7 @@ impl Session {
                     ),
                 ));
             }
+            self.on_held = messages;
             return Ok(c);
         }
         // A statement right after one that left messages runs where they are when it may, so
@@ -755,6 +765,7 @@ impl Session {
                 self.release(c);
             }
         } else if in_txn || self.sticky.any() {
+            self.pinned_messages = keep_held;
             self.pinned = Some(c);
         } else if keep_held {
             self.held = Some(c);
@@ -785,6 +796,7 @@ impl Session {
             return;
         }
         let c = self.pinned.take().expect("checked");
+        self.pinned_messages = false;
         if self.sticky.next_transaction == NextTransaction::Started {
             self.sticky.next_transaction = NextTransaction::None;
         }
@@ -895,7 +907,7 @@ impl Session {
     /// A connection is kept for `SHOW WARNINGS`, or the running statement got it: the
     /// statement's effect on messages decides what `finish` does with it.
     pub fn diagnostics_held(&self) -> bool {
-        self.held.is_some() || self.on_held
+        self.held.is_some() || self.on_held || self.pinned_messages
     }
 
     /// Nothing a `COMMIT` or `ROLLBACK` could end or change: no connection pinned (so no
@@ -959,6 +971,7 @@ impl Session {
 
     /// Ends the session: a held connection is rolled back / reset before anyone else gets it.
     pub fn close(&mut self) {
+        self.pinned_messages = false;
         if let Some(mut c) = self.pinned.take() {
             // `LOCK TABLES` and a pending `SET TRANSACTION` leave no other trace on the
             // connection that says it must be reset.
