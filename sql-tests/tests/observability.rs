@@ -3,8 +3,9 @@
 
 use mysql_async::prelude::*;
 use prometheus_parse::{Scrape, Value};
+use rwproxy_sql_tests::raw::RawConn;
 use rwproxy_sql_tests::sandbox::{MONITOR_PASSWORD, MONITOR_USER};
-use rwproxy_sql_tests::{proxy, Cluster};
+use rwproxy_sql_tests::{proxy, Cluster, APP_PASSWORD, APP_USER, DATABASE};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -137,6 +138,50 @@ async fn metrics_are_scraped_and_parsed() {
         ),
         0.0
     );
+
+    // With autocommit off a read opens a transaction on the primary: counted there.
+    let before = scrape(addr).await;
+    c.query_drop("SET autocommit = 0").await.unwrap();
+    for _ in 0..3 {
+        let _: Option<i64> = c.query_first("SELECT COUNT(*) FROM m").await.unwrap();
+        c.query_drop("COMMIT").await.unwrap();
+    }
+    c.query_drop("SET autocommit = 1").await.unwrap();
+    // A login naming an unknown schema is refused by the server behind, as a failed login.
+    let unknown_schema = mysql_async::OptsBuilder::from_opts(p.opts()).db_name(Some("no_such_db"));
+    match mysql_async::Conn::new(unknown_schema).await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1049, "{e:?}"),
+        other => panic!("login to an unknown schema: {other:?}"),
+    }
+    // A client that leaves under a large result: the statement ran.
+    let mut raw = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let big = "SELECT REPEAT('x', 60000) FROM seq_1_to_2000";
+    raw.send(&[&[0x03][..], big.as_bytes()].concat())
+        .await
+        .unwrap();
+    // Closed unread: the kernel answers the reply's data with a reset.
+    drop(raw);
+    let mut after = scrape(addr).await;
+    for _ in 0..50 {
+        if value(&after, "rwproxy_errors_total", &[("kind", "client")]) > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = scrape(addr).await;
+    }
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        value(&after, name, labels) - value(&before, name, labels)
+    };
+    assert_eq!(
+        ["read", "write", "session"].map(|r| delta("rwproxy_queries_total", &[("route", r)])),
+        [1.0, 5.0, 3.0],
+        "statements by route: SET, 3 reads opening transactions and SET on the primary, 3 \
+         COMMITs on the pinned connection, the reset client's read"
+    );
+    assert_eq!(delta("rwproxy_errors_total", &[("kind", "auth")]), 1.0);
+    assert_eq!(delta("rwproxy_errors_total", &[("kind", "client")]), 1.0);
     drop(c);
 
     let (status, _) = http_get(addr, "/other").await;

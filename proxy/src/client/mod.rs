@@ -212,6 +212,14 @@ pub async fn serve(
             }
             Err(e) if login.database.is_some() => {
                 tracing::info!(client = %peer, "login refused: {e}");
+                // No server to check the schema, or the server's own answer to the login
+                // (an unknown or forbidden schema).
+                let kind =
+                    match e.code == codes::BACKEND_UNREACHABLE.0 || e.state.starts_with(b"08") {
+                        true => ErrorKind::NoBackend,
+                        false => ErrorKind::Auth,
+                    };
+                session.stats.counters.error(kind);
                 let _ = handshake::refuse(&mut io.writer, &login, &e).await;
                 return;
             }
@@ -805,6 +813,17 @@ pub async fn execute(
         // of the reply starts. (The client's command took `reply_seq` packets.)
         let seq_shift = io.reply_seq.wrapping_sub(packet_count(payload.len()));
         let on_replica = c.backend.role == crate::config::Role::ReadOnly;
+        // Where the statement went, for the latency histograms: taken before `finish`
+        // changes what the session knows.
+        let route = match target {
+            _ if was_pinned || s.on_held() => Route::Session,
+            Target::Diagnostics => Route::Session,
+            // With autocommit off a read opens a transaction, on the write backend while
+            // it can take it (see `Session::checkout`).
+            Target::Read if !s.autocommit && !on_replica => Route::Write,
+            Target::Read => Route::Read,
+            Target::Write | Target::Session => Route::Write,
+        };
         let started = std::time::Instant::now();
         let sent = c.conn().send_command(payload).await;
         let went_out = sent.is_ok();
@@ -845,12 +864,6 @@ pub async fn execute(
                 r.latency_us = latency.as_micros() as u64;
                 c.backend.add_latency(r.latency_us);
                 s.absorb(c.conn(), packet, r.changes.as_deref());
-                let route = match target {
-                    _ if was_pinned => Route::Session,
-                    Target::Diagnostics => Route::Session,
-                    Target::Read => Route::Read,
-                    Target::Write | Target::Session => Route::Write,
-                };
                 let counters = &s.stats.counters;
                 counters.statement(route, latency);
                 if r.error.is_some() {
@@ -907,6 +920,8 @@ pub async fn execute(
             }
             Err(RelayError::Client(e)) => {
                 drop(c);
+                // The server ran it; only the client did not take the reply.
+                s.stats.counters.statement(route, started.elapsed());
                 s.stats.counters.error(ErrorKind::Client);
                 return Err(SessionEnd::Client(e));
             }
