@@ -32,7 +32,8 @@ pub struct Sticky {
     /// named locks, `SQL_CALC_FOUND_ROWS`, text-protocol prepared statements, cursors, long
     /// data. Lasts for the rest of the session; the connection is reset before reuse.
     pub server_state: bool,
-    /// `SET TRANSACTION ...` for the next transaction, until that transaction ends.
+    /// `SET TRANSACTION ...` (or its `SET @@tx_isolation` form) for the next transaction, until
+    /// that transaction ends.
     pub next_transaction: NextTransaction,
 }
 
@@ -865,6 +866,7 @@ impl Session {
     /// and friends must show.
     pub fn raised_by_proxy(&mut self, e: SqlError) {
         self.release_held();
+        self.pinned_messages = false;
         self.proxy_error = Some(e);
     }
 

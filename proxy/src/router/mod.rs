@@ -88,7 +88,16 @@ pub fn diag_effect(sql: &[u8]) -> DiagEffect {
         DiagEffect::Unknown
     } else if starts(b"USE") {
         DiagEffect::Keeps
-    } else if starts(b"COMMIT") || starts(b"ROLLBACK") || starts(b"BEGIN") {
+    } else if starts(b"COMMIT")
+        || starts(b"ROLLBACK")
+        || starts(b"BEGIN")
+        || starts(b"SAVEPOINT")
+        || starts(b"RELEASE")
+        || starts(b"START") && {
+            let rest = head[5..].trim_ascii_start();
+            rest.len() >= 11 && rest[..11].eq_ignore_ascii_case(b"TRANSACTION")
+        }
+    {
         // Transaction control keeps the messages (measured on MariaDB 10.11): a client may
         // ask for the warnings of its transaction's last statement after ending it.
         DiagEffect::Keeps
@@ -150,6 +159,10 @@ mod tests {
             "COMMIT",
             " rollback work",
             "BEGIN",
+            "start  transaction read only",
+            "SAVEPOINT a",
+            "RELEASE SAVEPOINT a",
+            "ROLLBACK TO SAVEPOINT a",
             "USE db",
             "SELECT 1",
             "SET @a = 1",
@@ -159,7 +172,13 @@ mod tests {
         for sql in ["SELECT * FROM t", "update t set a = 1"] {
             assert_eq!(diag_effect(sql.as_bytes()), DiagEffect::Clears, "{sql}");
         }
-        for sql in ["COMMITTED", "CREATE TABLE t (a INT)", "SELECT 1; SELECT 2"] {
+        for sql in [
+            "COMMITTED",
+            "CREATE TABLE t (a INT)",
+            "SELECT 1; SELECT 2",
+            "START SLAVE",
+            "START",
+        ] {
             assert_eq!(diag_effect(sql.as_bytes()), DiagEffect::Unknown, "{sql}");
         }
     }

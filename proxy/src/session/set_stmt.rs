@@ -14,8 +14,9 @@ pub enum Assignment {
     Global,
     /// `@user_var = ...`: lives on the connection that ran it.
     UserVar,
-    /// `SET TRANSACTION ...` without `SESSION`: applies to the next transaction only, on that
-    /// connection.
+    /// `SET TRANSACTION ...` without `SESSION`, or `SET @@transaction_isolation = ...` (and
+    /// `@@tx_isolation`, `@@transaction_read_only`, `@@tx_read_only`) without a scope:
+    /// applies to the next transaction only, on that connection.
     NextTransaction,
     /// `SET PASSWORD`, `SET ROLE`, ... and anything unrecognised.
     Other,
