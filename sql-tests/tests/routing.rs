@@ -1198,6 +1198,44 @@ async fn settings_built_in_steps_follow_to_replicas() {
     assert_eq!(on_primary, want, "primary");
 }
 
+/// `SET GLOBAL a = 1, b = 2` sets both globally, as on a server: the proxy does not take `b`
+/// for a session setting to carry to the session's other connections. (The global values
+/// are set to what they are, so other tests see no change.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_keyword_covers_the_names_after_it() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let mut direct = cl.primary.conn().await.unwrap();
+    let (retries, read_timeout): (u32, u32) = direct
+        .query_first("SELECT @@global.net_retry_count, @@global.net_read_timeout")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut c = p.conn().await.unwrap();
+    c.query_drop(format!("SET net_read_timeout = {}", read_timeout + 15))
+        .await
+        .unwrap();
+    c.query_drop(format!(
+        "SET GLOBAL net_retry_count = {retries}, net_read_timeout = {read_timeout}"
+    ))
+    .await
+    .unwrap();
+    let mut seen = BTreeMap::new();
+    for _ in 0..20 {
+        let (timeout, id): (u32, u32) = c
+            .query_first("SELECT @@session.net_read_timeout, @@server_id")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            timeout,
+            read_timeout + 15,
+            "the session's value, on server {id}"
+        );
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    assert_replicas_only(&seen, "after SET GLOBAL");
+}
+
 /// `SET @@tx_isolation = ...` and `SET @@tx_read_only = ...`, with `@@` and no scope, set
 /// the next transaction's characteristics only, as `SET TRANSACTION` does: the transaction
 /// after gets the session's again, on the server directly and through the proxy.

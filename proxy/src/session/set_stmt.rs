@@ -41,7 +41,14 @@ pub fn parse(sql: &str) -> Vec<Assignment> {
             Scope::None => vec![Assignment::NextTransaction],
         };
     }
-    split_top_level(rest).into_iter().map(assignment).collect()
+    // A scope keyword also applies to the plain names after it in the statement, up to the
+    // next keyword (`SET GLOBAL max_connections = 500, wait_timeout = 5` sets both
+    // globally), as on MariaDB and MySQL.
+    let mut scope = Scope::None;
+    split_top_level(rest)
+        .into_iter()
+        .map(|item| assignment(item, &mut scope))
+        .collect()
 }
 
 /// One characteristic of `SET SESSION TRANSACTION`, recorded under the variable it sets, so
@@ -85,6 +92,7 @@ fn canonical_name(name: String) -> String {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Scope {
     None,
     Session,
@@ -105,12 +113,32 @@ fn scope_prefix(s: &str) -> (Scope, &str) {
     (Scope::None, s)
 }
 
-fn assignment(item: &str) -> Assignment {
+/// One assignment; `inherited` is the scope of the statement's last keyword so far.
+fn assignment(item: &str, inherited: &mut Scope) -> Assignment {
     let item = item.trim();
     if item.is_empty() {
         return Assignment::Other;
     }
-    let (scope, rest) = scope_prefix(item);
+    let (own, rest) = scope_prefix(item);
+    // `@@name` and `@name` keep their own meaning whatever came before.
+    let scope = match own {
+        Scope::None if rest.starts_with('@') => Scope::None,
+        Scope::None => *inherited,
+        _ => {
+            *inherited = own;
+            own
+        }
+    };
+    // Always the session's, whatever scope came before.
+    if strip_keyword(rest, "NAMES").is_some()
+        || strip_keyword(rest, "CHARSET").is_some()
+        || strip_keyword(rest, "CHARACTER").is_some()
+    {
+        return Assignment::Session {
+            key: "names".into(),
+            text: rest.to_string(),
+        };
+    }
     if matches!(scope, Scope::Global) {
         return Assignment::Global;
     }
@@ -120,15 +148,6 @@ fn assignment(item: &str) -> Assignment {
     }
     if rest.starts_with('@') && !rest.starts_with("@@") {
         return Assignment::UserVar;
-    }
-    if strip_keyword(rest, "NAMES").is_some()
-        || strip_keyword(rest, "CHARSET").is_some()
-        || strip_keyword(rest, "CHARACTER").is_some()
-    {
-        return Assignment::Session {
-            key: "names".into(),
-            text: rest.to_string(),
-        };
     }
     for kw in ["PASSWORD", "ROLE", "DEFAULT"] {
         if strip_keyword(rest, kw).is_some() {
@@ -360,6 +379,36 @@ mod tests {
         assert_eq!(
             parse("SET @@wait_timeout = 5"),
             vec![s("wait_timeout", "@@wait_timeout = 5")]
+        );
+    }
+
+    /// Measured on MariaDB 10.11: a scope keyword carries over to the plain names after it,
+    /// not to `@@name` or `@name`.
+    #[test]
+    fn a_scope_keyword_covers_the_names_after_it() {
+        assert_eq!(
+            parse("SET GLOBAL max_connections = 500, wait_timeout = 5"),
+            vec![Global, Global]
+        );
+        assert_eq!(
+            parse("SET GLOBAL a = 1, SESSION b = 2, c = 3"),
+            vec![Global, s("b", "SESSION b = 2"), s("c", "SESSION c = 3")]
+        );
+        assert_eq!(
+            parse("SET GLOBAL net_retry_count = 11, @@net_read_timeout = 33, @a = 1"),
+            vec![
+                Global,
+                s("net_read_timeout", "@@net_read_timeout = 33"),
+                UserVar
+            ]
+        );
+        assert_eq!(
+            parse("SET GLOBAL net_retry_count = 10, @@tx_isolation = 'SERIALIZABLE'"),
+            vec![Global, NextTransaction]
+        );
+        assert_eq!(
+            parse("SET @@global.a = 1, b = 2"),
+            vec![Global, s("b", "b = 2")]
         );
     }
 
