@@ -322,6 +322,41 @@ async fn a_rotated_password_reaches_open_sessions() {
     root.query_drop("DROP USER 'adm_rot'@'%'").await.unwrap();
 }
 
+/// A connection kept for `SHOW WARNINGS` on a backend taken offline closes at the session's
+/// next statement: a session that sends statements back to back, each keeping the messages,
+/// held it open for good (the idle release never came).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_on_an_offline_backend_do_not_hold_its_connection() {
+    let cl = cluster().await;
+    let (p, mut c) = proxy_and_session_of_new_user(cl, "adm_held", "held_pw").await;
+    // Warns on a replica, and the next table-less read runs where the warning is.
+    c.query_drop("SELECT 1/0").await.unwrap();
+    let id: u32 = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
+    let replica = &cl.replicas[id as usize - 2];
+    let mut root = replica.root_conn().await.unwrap();
+    let sql = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'adm_held'";
+    let open: u32 = root.query_first(sql).await.unwrap().unwrap();
+    assert_eq!(open, 1, "the held connection on server {id}");
+    let mut a = p.admin().await;
+    // Backends are numbered from 1, the primary first.
+    a.set_offline(id as usize).await.unwrap();
+    let mut counts = Vec::new();
+    for _ in 0..12 {
+        c.query_drop("SELECT 1").await.unwrap();
+        counts.push(root.query_first::<u32, _>(sql).await.unwrap().unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(counts.last(), Some(&0), "connections over time: {counts:?}");
+    a.set_online(id as usize).await.unwrap();
+    cl.primary
+        .root_conn()
+        .await
+        .unwrap()
+        .query_drop("DROP USER 'adm_held'@'%'")
+        .await
+        .unwrap();
+}
+
 /// The console's `KILL QUERY` stops a statement of a user removed from the proxy since it
 /// logged in (its sessions run on): the kill logs in with the session's own password then.
 /// It answered OK and the statement ran to its end.
