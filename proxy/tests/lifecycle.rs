@@ -508,6 +508,12 @@ fn the_open_files_limit_is_raised_and_sets_the_client_bound() {
         ("", (5000, 5000), 2468),
         ("max-open-files = 300\n", (300, 5000), 118),
         ("max-open-files = 6000\n", above_hard.0, above_hard.1),
+        // More than the descriptors serve: kept, with a warning.
+        (
+            "max-open-files = 300\nmax-client-connections = 500\n",
+            (300, 5000),
+            500,
+        ),
     ] {
         let dir = scratch_dir("nofile").unwrap();
         let (proxy, _, _) =
@@ -521,6 +527,11 @@ fn the_open_files_limit_is_raised_and_sets_the_client_bound() {
         assert_eq!(
             text.contains("could not set the open-files limit to 6000"),
             keys.contains("6000") && !may_raise,
+            "{keys}: {text}"
+        );
+        assert_eq!(
+            text.contains("max-client-connections = 500 is more than the open-files limit (300) can serve: 118 clients"),
+            keys.contains("500"),
             "{keys}: {text}"
         );
     }

@@ -88,14 +88,24 @@ impl Drop for Slot {
 
 /// The bound `max-client-connections` gives: `configured` (`usize::MAX` for no bound), or
 /// when unset, derived from the process's open-files limit `nofile`: each client may need a
-/// backend connection too, so half of what is left after the reserve.
+/// backend connection too, so half of what is left after the reserve. A configured bound
+/// above that is kept, with a warning: past it, clients use up the descriptors that backend
+/// connects and the console need, for everyone.
 pub fn client_limit(configured: Option<usize>, nofile: u64) -> usize {
-    configured.unwrap_or_else(|| {
-        let reserve = RESERVED_FDS.min(nofile / 2);
-        usize::try_from((nofile - reserve) / 2)
-            .unwrap_or(usize::MAX)
-            .max(1)
-    })
+    let reserve = RESERVED_FDS.min(nofile / 2);
+    let served = usize::try_from((nofile - reserve) / 2)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    match configured {
+        Some(n) if n != usize::MAX && n > served => {
+            tracing::warn!(
+                "max-client-connections = {n} is more than the open-files limit ({nofile}) can serve: {served} clients, two descriptors each with {reserve} kept back; raise max-open-files (or the service's LimitNOFILE), or lower max-client-connections"
+            );
+            n
+        }
+        Some(n) => n,
+        None => served,
+    }
 }
 
 #[cfg(test)]
