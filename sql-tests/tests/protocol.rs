@@ -319,8 +319,8 @@ async fn warnings_follow_the_statement_that_raised_them() {
         "ROLLBACK",
         "SET autocommit = 1",
         "SELECT @@warning_count, @@error_count",
-        // Savepoints keep them too, also while they stay where they were raised (a
-        // replica, once a table read has cleared the earlier ones on the primary).
+        // Savepoints keep them too, also while they stay where they were raised (after a
+        // table read has cleared the earlier ones).
         "SELECT COUNT(*) FROM warn_t",
         "SELECT 1/0",
         "START TRANSACTION",

@@ -214,12 +214,17 @@ pub async fn serve(
                 tracing::info!(client = %peer, "login refused: {e}");
                 // No server to check the schema, or the server's own answer to the login
                 // (an unknown or forbidden schema).
-                let kind =
-                    match e.code == codes::BACKEND_UNREACHABLE.0 || e.state.starts_with(b"08") {
-                        true => ErrorKind::NoBackend,
-                        false => ErrorKind::Auth,
-                    };
-                session.stats.counters.error(kind);
+                let kind = match e.code {
+                    // Stopped by a kill or the proxy's shutdown: no failure of anyone's.
+                    c if c == codes::QUERY_INTERRUPTED.0 || c == codes::CONNECTION_KILLED.0 => None,
+                    c if c == codes::BACKEND_UNREACHABLE.0 || e.state.starts_with(b"08") => {
+                        Some(ErrorKind::NoBackend)
+                    }
+                    _ => Some(ErrorKind::Auth),
+                };
+                if let Some(kind) = kind {
+                    session.stats.counters.error(kind);
+                }
                 let _ = handshake::refuse(&mut io.writer, &login, &e).await;
                 return;
             }
@@ -816,7 +821,7 @@ pub async fn execute(
         // Where the statement went, for the latency histograms: taken before `finish`
         // changes what the session knows.
         let route = match target {
-            _ if was_pinned || s.on_held() => Route::Session,
+            _ if was_pinned => Route::Session,
             Target::Diagnostics => Route::Session,
             // With autocommit off a read opens a transaction, on the write backend while
             // it can take it (see `Session::checkout`).

@@ -915,11 +915,6 @@ impl Session {
         }
     }
 
-    /// The running statement got the connection that holds the session's messages.
-    pub fn on_held(&self) -> bool {
-        self.on_held
-    }
-
     /// A connection is kept for `SHOW WARNINGS`, or the running statement got it: the
     /// statement's effect on messages decides what `finish` does with it.
     pub fn diagnostics_held(&self) -> bool {
