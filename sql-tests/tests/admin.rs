@@ -322,8 +322,8 @@ async fn a_rotated_password_reaches_open_sessions() {
     root.query_drop("DROP USER 'adm_rot'@'%'").await.unwrap();
 }
 
-/// A connection kept for `SHOW WARNINGS` on a backend taken offline closes at the session's
-/// next statement: a session that sends statements back to back, each keeping the messages,
+/// A connection kept for `SHOW WARNINGS` on a backend taken offline serves one more, and
+/// closes at the session's next other statement: a session that sends statements back to back, each keeping the messages,
 /// held it open for good (the idle release never came).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_on_an_offline_backend_do_not_hold_its_connection() {
@@ -340,6 +340,9 @@ async fn messages_on_an_offline_backend_do_not_hold_its_connection() {
     let mut a = p.admin().await;
     // Backends are numbered from 1, the primary first.
     a.set_offline(id as usize).await.unwrap();
+    // Still there for a SHOW WARNINGS right after.
+    let w: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").await.unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
     let mut counts = Vec::new();
     for _ in 0..12 {
         c.query_drop("SELECT 1").await.unwrap();

@@ -408,15 +408,6 @@ impl Session {
     ) -> Result<Checkout, SqlError> {
         // A statement that lost its connection before `finish` leaves no mark behind.
         self.on_held = false;
-        // Messages on a backend taken offline are not worth keeping its connection open:
-        // a session sending statements back to back would otherwise hold it for good.
-        if self
-            .held
-            .as_ref()
-            .is_some_and(|h| h.backend.health() == Health::Offline)
-        {
-            self.release_held();
-        }
         // Messages stay where they were raised, even when the session has since been
         // pinned to another connection.
         if target == Target::Diagnostics {
@@ -424,6 +415,16 @@ impl Session {
                 self.on_held = true;
                 return Ok(c);
             }
+        }
+        // Messages on a backend taken offline are not worth keeping its connection open
+        // for more than a `SHOW WARNINGS`: a session sending statements back to back would
+        // otherwise hold it for good.
+        if self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.backend.health() == Health::Offline)
+        {
+            self.release_held();
         }
         // With autocommit off a read opens a transaction, which must be where writes go:
         // while the write backend can take it. Otherwise the transaction runs on a read

@@ -115,7 +115,7 @@ fn scope_prefix(s: &str) -> (Scope, &str) {
 
 /// One assignment; `inherited` is the scope of the statement's last keyword so far.
 fn assignment(item: &str, inherited: &mut Scope) -> Assignment {
-    let item = item.trim();
+    let item = strip_leading_comments(item).trim_end();
     if item.is_empty() {
         return Assignment::Other;
     }
@@ -409,6 +409,10 @@ mod tests {
         assert_eq!(
             parse("SET @@global.a = 1, b = 2"),
             vec![Global, s("b", "b = 2")]
+        );
+        assert_eq!(
+            parse("SET a = 1, /* all */ GLOBAL b = 2, c = 3, /* mine */ @@d = 4"),
+            vec![s("a", "a = 1"), Global, Global, s("d", "@@d = 4")]
         );
     }
 
