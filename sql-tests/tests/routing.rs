@@ -1312,6 +1312,86 @@ async fn unscoped_transaction_variables_set_the_next_transaction_only() {
     direct.query_drop("DROP TABLE rt_next_txn").await.unwrap();
 }
 
+/// On a server, `SET TRANSACTION` is used up by the next statement that runs a transaction,
+/// an autocommit one too (a read or write of an InnoDB table); a statement that uses no
+/// transactional table, or fails before it starts, leaves it waiting. The proxy keeps the
+/// session on its connection while it waits, and lets it move once it is used up: its reads
+/// spread over the replicas again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_transaction_is_used_up_by_an_autocommit_statement() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let mut direct = cl.primary.conn().await.unwrap();
+    direct
+        .query_drop("CREATE OR REPLACE TABLE rt_used_up (v INT)")
+        .await
+        .unwrap();
+    cl.wait_replicas_caught_up().await.unwrap();
+    async fn outcome(c: &mut Conn, sql: &str) -> String {
+        match c.query_drop(sql).await {
+            Ok(()) => "ok".into(),
+            Err(mysql_async::Error::Server(e)) => e.code.to_string(),
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    }
+    let mut c = p.conn().await.unwrap();
+    let script = [
+        "SET TRANSACTION READ ONLY",
+        "SELECT 1",
+        // Refused by the read-only transaction it would start: not used up.
+        "INSERT INTO rt_used_up VALUES (1)",
+        // Used up by an autocommit read (the reply ends with an EOF packet).
+        "SELECT COUNT(*) FROM rt_used_up",
+        "INSERT INTO rt_used_up VALUES (2)",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY",
+        "DO 1",
+        // Refused, and not used up; then used up by a read that fails after it began (an
+        // error tells the proxy nothing: the session stays until a transaction ends).
+        "INSERT INTO rt_used_up VALUES (3)",
+        "SELECT (SELECT v FROM rt_used_up UNION ALL SELECT v FROM rt_used_up)",
+        "INSERT INTO rt_used_up VALUES (4)",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        // Used up by an autocommit write (an OK packet).
+        "DELETE FROM rt_used_up WHERE v = 0",
+        "SET TRANSACTION READ ONLY",
+        "INSERT INTO rt_used_up VALUES (5)",
+    ];
+    for (name, conn) in [("direct", &mut direct), ("proxy", &mut c)] {
+        let mut seen = Vec::new();
+        for sql in script {
+            seen.push(outcome(conn, sql).await);
+        }
+        assert_eq!(
+            seen,
+            [
+                "ok", "ok", "1792", "ok", "ok", "ok", "ok", "1792", "1242", "ok", "ok", "ok", "ok",
+                "1792"
+            ],
+            "{name}"
+        );
+    }
+    for used_up_by in [
+        "SELECT COUNT(*) FROM rt_used_up",
+        "DELETE FROM rt_used_up WHERE v = 0",
+    ] {
+        c.query_drop("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+            .await
+            .unwrap();
+        let waiting = ids_over(&mut c, "SELECT @@server_id", 4).await;
+        assert_eq!(
+            waiting.keys().collect::<Vec<_>>(),
+            [&PRIMARY],
+            "{used_up_by}"
+        );
+        c.query_drop(used_up_by).await.unwrap();
+        let seen = ids_over(&mut c, "SELECT @@server_id", 60).await;
+        assert!(
+            REPLICAS.iter().all(|r| seen.contains_key(r)),
+            "reads after {used_up_by}: {seen:?}"
+        );
+    }
+    direct.query_drop("DROP TABLE rt_used_up").await.unwrap();
+}
+
 /// A session held on a replica by state it made there (a user variable under a `/*slave*/`
 /// hint, or in a read-only transaction) gets a clear error for a write, which never runs on
 /// the replica: the test user, like many application users, may bypass `read_only`, and a

@@ -13,7 +13,9 @@ use crate::protocol::message::{
 use crate::protocol::packet::{
     read_handshake_packet, read_lenenc, PacketReader, PacketWriter, RawPacket,
 };
-use crate::protocol::session_track::SERVER_SESSION_STATE_CHANGED;
+use crate::protocol::session_track::{
+    SERVER_SESSION_STATE_CHANGED, TRANSACTION_INFO_ENTRIES, TRANSACTION_STATE_ENTRIES,
+};
 use crate::protocol::stream::{self, StreamRead, StreamWrite};
 use crate::session::state::SessionState;
 use mysql_common::constants::CapabilityFlags;
@@ -161,6 +163,26 @@ pub struct Tracking {
     pub stale: bool,
     /// The server accepted `CLIENT_SESSION_TRACK` at login.
     pub supported: bool,
+    /// Replies report the next transaction's characteristics (`session_track_transaction_info
+    /// = CHARACTERISTICS`), so the proxy sees when a `SET TRANSACTION` is used up.
+    pub characteristics: bool,
+    /// Entry types (`session_track::TRANSACTION_INFO_ENTRIES`) the proxy switched on, which
+    /// the client must not see.
+    pub hidden_entries: u8,
+    /// The server does not know `session_track_transaction_info`.
+    pub no_transaction_info: bool,
+}
+
+/// The variable the proxy raises to `CHARACTERISTICS` (see `track_characteristics`).
+pub const TRANSACTION_INFO: &str = "session_track_transaction_info";
+
+impl Tracking {
+    /// After a reset, or when the client sets `session_track_transaction_info` itself: the
+    /// server reports what the session's own setting asks for.
+    pub fn forget_transaction_info(&mut self) {
+        self.characteristics = false;
+        self.hidden_entries = 0;
+    }
 }
 
 /// What a backend connection is opened as.
@@ -625,6 +647,44 @@ impl BackendConn {
         Ok(())
     }
 
+    /// Makes the server report the next transaction's characteristics, so the proxy learns
+    /// when a `SET TRANSACTION` is used up (by an autocommit statement that touches a
+    /// transactional table) and the session may move again. Switched on only for a session
+    /// about to `SET TRANSACTION`, as it adds entries to every transaction's replies; the
+    /// connection is reset before its next session, which switches it off again.
+    pub async fn track_characteristics(&mut self) -> Result<(), BackendError> {
+        if self.track.characteristics || !self.track.supported || self.track.no_transaction_info {
+            return Ok(());
+        }
+        let asked = self
+            .query_value(&format!("SELECT @@session.{TRANSACTION_INFO}"))
+            .await;
+        let level = match asked {
+            Ok(level) => level.unwrap_or_default(),
+            // Older than MariaDB 10.3 / MySQL 5.7: the session waits for its transaction.
+            Err(BackendError::Server(e)) => {
+                tracing::debug!("backend cannot report transaction characteristics: {e}");
+                self.track.no_transaction_info = true;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if !level.eq_ignore_ascii_case("CHARACTERISTICS") {
+            self.run(&format!(
+                "SET SESSION {TRANSACTION_INFO} = 'CHARACTERISTICS'"
+            ))
+            .await?;
+            self.dirty = true;
+            self.track.hidden_entries = if level.eq_ignore_ascii_case("STATE") {
+                TRANSACTION_INFO_ENTRIES & !TRANSACTION_STATE_ENTRIES
+            } else {
+                TRANSACTION_INFO_ENTRIES
+            };
+        }
+        self.track.characteristics = true;
+        Ok(())
+    }
+
     /// The first column of the first row of a one-row query the proxy asks itself.
     pub async fn query_value(&mut self, sql: &str) -> Result<Option<String>, BackendError> {
         Ok(self.query_row(sql).await?.into_iter().next().flatten())
@@ -827,6 +887,7 @@ impl BackendConn {
             cmd.extend_from_slice(db.as_bytes());
             self.command(&cmd).await?;
         }
+        self.track.forget_transaction_info();
         self.track_session().await?;
         self.state = SessionState::default_after_reset(&self.state);
         self.dirty = false;

@@ -2,7 +2,7 @@
 //! connection's read buffer, while following the protocol just enough to know where the
 //! reply ends and what state it leaves behind.
 
-use super::conn::BackendConn;
+use super::conn::{BackendConn, Tracking};
 use crate::protocol::message::{
     self, codes, Completion, SqlError, SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_CURSOR_EXISTS,
     SERVER_STATUS_IN_TRANS_READONLY,
@@ -141,9 +141,8 @@ struct Scanner {
     out: Relayed,
     /// Status of the last OK/EOF, for the connection.
     status: Option<u16>,
-    /// What the client may see of session tracking (see `Tracking`).
-    client_tracks: bool,
-    hidden: u8,
+    /// What the client may see of session tracking, and what the server reports.
+    track: Tracking,
     /// The current packet as the client must get it, when that differs from the backend's.
     replacement: Option<Vec<u8>>,
     ids: Option<StmtIds>,
@@ -159,15 +158,13 @@ struct Scanner {
 impl Scanner {
     fn new(
         expect: Expect,
-        client_tracks: bool,
-        hidden: u8,
+        track: Tracking,
         ids: Option<StmtIds>,
         on_replica: bool,
         read_only_txn: bool,
     ) -> Self {
         Scanner {
-            client_tracks,
-            hidden,
+            track,
             replacement: None,
             ids,
             on_replica,
@@ -205,8 +202,9 @@ impl Scanner {
             }
             self.replacement = session_track::client_ok(
                 body,
-                self.client_tracks,
-                &super::conn::hidden_names(self.hidden),
+                self.track.client_tracks,
+                &super::conn::hidden_names(self.track.hidden),
+                self.track.hidden_entries,
             );
         }
         c
@@ -254,7 +252,23 @@ impl Scanner {
     fn eof(&mut self, body: &[u8]) -> Completion {
         let c = message::parse_eof(body).unwrap_or_default();
         if c.status & SERVER_SESSION_STATE_CHANGED != 0 {
-            self.replacement = session_track::client_eof(body, self.client_tracks);
+            if self.track.characteristics {
+                // An EOF carries the flag but not what changed. The proxy tracks this only
+                // while a `SET TRANSACTION` waits, and then a result set raising the flag
+                // touched a transactional table: a transaction began and used the
+                // characteristics up (measured on MariaDB 10.11: reads of other tables, or
+                // of none, leave it clear). The session weighs this against whether that
+                // transaction is still open.
+                self.out
+                    .changes
+                    .get_or_insert_with(Box::default)
+                    .next_transaction_set = Some(false);
+            }
+            // Nor can the client tell whose change the flag announces: when the proxy
+            // switched transaction tracking on for it, the flag is taken as the proxy's.
+            let client_sees = self.track.client_tracks
+                && self.track.hidden_entries & session_track::TRANSACTION_STATE_ENTRIES == 0;
+            self.replacement = session_track::client_eof(body, client_sees);
         }
         c
     }
@@ -408,8 +422,7 @@ where
     conn.broken = true;
     let mut scan = Scanner::new(
         expect,
-        conn.track.client_tracks,
-        conn.track.hidden,
+        conn.track,
         ids,
         on_replica,
         conn.status & SERVER_STATUS_IN_TRANS_READONLY != 0,
@@ -565,8 +578,7 @@ mod tests {
         };
         let mut scan = Scanner::new(
             Expect::Results,
-            false,
-            0,
+            Tracking::default(),
             Some(ids),
             read_only_txn_on_replica,
             read_only_txn_on_replica,
@@ -624,7 +636,7 @@ mod tests {
     /// transaction ended, and the replica's refusal is its own.
     #[test]
     fn a_read_only_transaction_ended_earlier_in_the_command_refuses_nothing() {
-        let mut scan = Scanner::new(Expect::Results, false, 0, None, true, true);
+        let mut scan = Scanner::new(Expect::Results, Tracking::default(), None, true, true);
         let committed = Completion {
             status: message::SERVER_STATUS_AUTOCOMMIT | SERVER_MORE_RESULTS_EXISTS,
             ..Completion::default()

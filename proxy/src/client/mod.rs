@@ -670,6 +670,9 @@ pub enum Prep {
     Nothing,
     /// Make `LAST_INSERT_ID()` answer what this session last generated.
     LastInsertId,
+    /// Have the server report when a `SET TRANSACTION` is used up (see
+    /// `BackendConn::track_characteristics`).
+    TrackCharacteristics,
     /// Prepare the statement here if needed and rewrite the packet to the backend's id (and,
     /// for execute, the parameter types); first, for a statement reading it, make
     /// `LAST_INSERT_ID()` answer what this session last generated.
@@ -691,6 +694,12 @@ impl Prep {
             Prep::Nothing => Ok(None),
             Prep::LastInsertId => {
                 sync_last_insert_id(s, conn).await?;
+                Ok(None)
+            }
+            Prep::TrackCharacteristics => {
+                conn.track_characteristics()
+                    .await
+                    .map_err(|e| e.to_sql_error("backend"))?;
                 Ok(None)
             }
             Prep::Stmt {
@@ -793,7 +802,7 @@ pub async fn execute(
                 backend,
                 client: id,
             }),
-            Prep::Nothing | Prep::LastInsertId => None,
+            Prep::Nothing | Prep::LastInsertId | Prep::TrackCharacteristics => None,
         };
         match s.status.start_running(
             &c.backend,

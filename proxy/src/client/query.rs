@@ -3,7 +3,7 @@
 
 use super::session::{NextTransaction, Session};
 use super::{execute, ClientIo, Prep, SessionEnd};
-use crate::backend::conn::{BackendConn, TRACKED_LIST};
+use crate::backend::conn::{BackendConn, TRACKED_LIST, TRANSACTION_INFO};
 use crate::backend::relay::{Expect, Relayed};
 use crate::router::classify::{self, Flags, SessionFn, StmtKind};
 use crate::router::{self, Target};
@@ -155,6 +155,8 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         Expect::Results,
         if wants_last_id {
             Prep::LastInsertId
+        } else if assignments.contains(&Assignment::NextTransaction) {
+            Prep::TrackCharacteristics
         } else {
             Prep::Nothing
         },
@@ -357,6 +359,9 @@ fn record_set(s: &mut Session, conn: &mut BackendConn, assignments: &[Assignment
         if let Assignment::Session { key, text } = a {
             if key == TRACKED_LIST {
                 conn.track.stale = true;
+            }
+            if key == TRANSACTION_INFO {
+                conn.track.forget_transaction_info();
             }
             if key == "wait_timeout" {
                 s.set_wait_timeout(state::wait_timeout_of(text));

@@ -33,7 +33,8 @@ pub struct Sticky {
     /// data. Lasts for the rest of the session; the connection is reset before reuse.
     pub server_state: bool,
     /// `SET TRANSACTION ...` (or its `SET @@tx_isolation` form) for the next transaction, until
-    /// that transaction ends.
+    /// that transaction ends, or an autocommit statement uses it up (which the server
+    /// reports, see `BackendConn::track_characteristics`).
     pub next_transaction: NextTransaction,
 }
 
@@ -279,6 +280,14 @@ impl Session {
         let Some(changes) = changes.filter(|c| !c.is_empty()) else {
             return;
         };
+        if changes.next_transaction_set == Some(false)
+            && self.sticky.next_transaction == NextTransaction::Pending
+            && !conn.in_transaction()
+        {
+            // An autocommit statement used up what `SET TRANSACTION` set, as a transaction
+            // would have: the session may move again.
+            self.sticky.next_transaction = NextTransaction::None;
+        }
         if let Some(db) = &changes.schema {
             // Dropping the current schema leaves none selected.
             let db = Some(db).filter(|d| !d.is_empty()).map(|d| names::intern(d));

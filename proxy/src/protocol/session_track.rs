@@ -14,6 +14,14 @@ pub const SERVER_SESSION_STATE_CHANGED: u16 = 0x4000;
 /// Entry types of the session-state block.
 const SESSION_TRACK_SYSTEM_VARIABLES: u8 = 0;
 const SESSION_TRACK_SCHEMA: u8 = 1;
+const SESSION_TRACK_TRANSACTION_CHARACTERISTICS: u8 = 4;
+const SESSION_TRACK_TRANSACTION_STATE: u8 = 5;
+
+/// Entry types (as bits of a mask over the type number) that `session_track_transaction_info`
+/// adds: `STATE` reports the transaction's state, `CHARACTERISTICS` both.
+pub const TRANSACTION_STATE_ENTRIES: u8 = 1 << SESSION_TRACK_TRANSACTION_STATE;
+pub const TRANSACTION_INFO_ENTRIES: u8 =
+    TRANSACTION_STATE_ENTRIES | 1 << SESSION_TRACK_TRANSACTION_CHARACTERISTICS;
 
 /// What one reply told the proxy about the session, in order of arrival.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -22,11 +30,15 @@ pub struct StateChanges {
     pub schema: Option<String>,
     /// (variable name, new value) for each tracked system variable the statement changed.
     pub vars: Vec<(String, String)>,
+    /// Whether characteristics are now set for the next transaction (`SET TRANSACTION`):
+    /// `Some(false)` when the statement used them up. Reported only with
+    /// `session_track_transaction_info = CHARACTERISTICS`.
+    pub next_transaction_set: Option<bool>,
 }
 
 impl StateChanges {
     pub fn is_empty(&self) -> bool {
-        self.schema.is_none() && self.vars.is_empty()
+        self.schema.is_none() && self.vars.is_empty() && self.next_transaction_set.is_none()
     }
 
     /// The last reported value of `name`.
@@ -42,6 +54,9 @@ impl StateChanges {
     pub fn merge(&mut self, later: StateChanges) {
         if later.schema.is_some() {
             self.schema = later.schema;
+        }
+        if later.next_transaction_set.is_some() {
+            self.next_transaction_set = later.next_transaction_set;
         }
         self.vars.extend(later.vars);
     }
@@ -149,6 +164,13 @@ pub fn parse(payload: &[u8]) -> Option<StateChanges> {
                     out.schema = Some(String::from_utf8_lossy(db).into_owned());
                 }
             }
+            SESSION_TRACK_TRANSACTION_CHARACTERISTICS => {
+                // The statements that would set the same characteristics again, or nothing.
+                let mut b = data;
+                if let Some(statements) = lenenc_str(&mut b) {
+                    out.next_transaction_set = Some(!statements.is_empty());
+                }
+            }
             _ => {}
         }
     }
@@ -157,20 +179,27 @@ pub fn parse(payload: &[u8]) -> Option<StateChanges> {
 
 /// The OK packet a client should get instead of `payload`, or `None` when it can have the
 /// backend's as is. `client_tracks`: the client negotiated `CLIENT_SESSION_TRACK`; `hidden`:
-/// system variables only the proxy asked the backend to track.
-pub fn client_ok(payload: &[u8], client_tracks: bool, hidden: &[&str]) -> Option<Vec<u8>> {
+/// system variables only the proxy asked the backend to track; `hidden_entries`: entry
+/// types (bits by type number) likewise.
+pub fn client_ok(
+    payload: &[u8],
+    client_tracks: bool,
+    hidden: &[&str],
+    hidden_entries: u8,
+) -> Option<Vec<u8>> {
     let l = layout(payload)?;
     let state = l.state.clone()?;
     let kept: Vec<u8> = if client_tracks {
         let mut kept = Vec::with_capacity(state.len());
         let mut dropped = false;
         for (kind, data, whole) in entries(&payload[state.clone()]) {
-            let hide = kind == SESSION_TRACK_SYSTEM_VARIABLES
-                && variable(data).is_some_and(|(name, _)| {
-                    hidden
-                        .iter()
-                        .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
-                });
+            let hide = (kind < 8 && hidden_entries & (1 << kind) != 0)
+                || kind == SESSION_TRACK_SYSTEM_VARIABLES
+                    && variable(data).is_some_and(|(name, _)| {
+                        hidden
+                            .iter()
+                            .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+                    });
             if hide {
                 dropped = true;
             } else {
@@ -264,26 +293,76 @@ mod tests {
     #[test]
     fn client_without_tracking_gets_a_plain_ok() {
         assert_eq!(
-            client_ok(&hex(COMMIT_OK), false, &[]).unwrap(),
+            client_ok(&hex(COMMIT_OK), false, &[], 0).unwrap(),
             hex("00000002000000")
         );
-        assert_eq!(client_ok(&hex("00000002000000"), false, &[]), None);
+        assert_eq!(client_ok(&hex("00000002000000"), false, &[], 0), None);
     }
 
     #[test]
     fn hidden_variables_are_filtered() {
         // Only last_gtid: the whole block goes.
         assert_eq!(
-            client_ok(&hex(COMMIT_OK), true, &["last_gtid"]).unwrap(),
+            client_ok(&hex(COMMIT_OK), true, &["last_gtid"], 0).unwrap(),
             hex("00000002000000")
         );
         // Nothing hidden is in it: forwarded unchanged.
-        assert_eq!(client_ok(&hex(SET_NAMES_OK), true, &["last_gtid"]), None);
-        let out = client_ok(&hex(SET_NAMES_OK), true, &["CHARACTER_SET_RESULTS"]).unwrap();
+        assert_eq!(client_ok(&hex(SET_NAMES_OK), true, &["last_gtid"], 0), None);
+        let out = client_ok(&hex(SET_NAMES_OK), true, &["CHARACTER_SET_RESULTS"], 0).unwrap();
         let c = parse(&out).unwrap();
         assert_eq!(c.vars.len(), 2);
         assert_eq!(c.var("character_set_results"), None);
         assert_eq!(c.var("character_set_connection"), Some("latin1"));
+    }
+
+    /// Captured from MariaDB 10.11 with `session_track_transaction_info = CHARACTERISTICS`:
+    /// `SET TRANSACTION READ ONLY`; an autocommit `UPDATE` (with its info string) that used
+    /// up a `SET TRANSACTION ISOLATION LEVEL READ COMMITTED`; a `COMMIT` (a state entry and
+    /// an empty characteristics entry).
+    const SET_TRANSACTION_OK: &str =
+        "00000002400000001d041b1a534554205452414e53414354494f4e2052454144204f4e4c593b";
+    const USED_UP_OK: &str = "0001002240000028526f7773206d6174636865643a203120204368616e6765643a203120205761726e696e67733a203003040100";
+    const COMMIT_STATE_OK: &str = "00000002400000000e0509085f5f5f5f5f5f5f5f040100";
+
+    #[test]
+    fn reads_next_transaction_characteristics() {
+        let set = parse(&hex(SET_TRANSACTION_OK)).unwrap();
+        assert_eq!(set.next_transaction_set, Some(true));
+        assert!(!set.is_empty());
+        let used = parse(&hex(USED_UP_OK)).unwrap();
+        assert_eq!(used.next_transaction_set, Some(false));
+        let mut both = set;
+        both.merge(used);
+        assert_eq!(both.next_transaction_set, Some(false));
+        assert_eq!(
+            parse(&hex(COMMIT_STATE_OK)).unwrap().next_transaction_set,
+            Some(false)
+        );
+        assert_eq!(parse(&hex(COMMIT_OK)).unwrap().next_transaction_set, None);
+    }
+
+    #[test]
+    fn transaction_info_the_proxy_asked_for_is_hidden() {
+        for ok in [SET_TRANSACTION_OK, USED_UP_OK, COMMIT_STATE_OK] {
+            let out = client_ok(&hex(ok), true, &[], TRANSACTION_INFO_ENTRIES).unwrap();
+            assert!(parse(&out).is_none(), "{ok}");
+            assert_eq!(client_ok(&hex(ok), true, &[], 0), None, "{ok}");
+        }
+        // A client that tracks the state itself keeps those entries.
+        let out = client_ok(
+            &hex(COMMIT_STATE_OK),
+            true,
+            &[],
+            TRANSACTION_INFO_ENTRIES & !TRANSACTION_STATE_ENTRIES,
+        )
+        .unwrap();
+        assert_eq!(out, hex("00000002400000000b0509085f5f5f5f5f5f5f5f"));
+        // The info string stays when the whole block goes.
+        let out = client_ok(&hex(USED_UP_OK), true, &[], TRANSACTION_INFO_ENTRIES).unwrap();
+        assert_eq!(
+            out,
+            hex(&USED_UP_OK[..USED_UP_OK.len() - 8].replace("0022400000", "0022000000"))
+        );
     }
 
     #[test]
@@ -295,7 +374,7 @@ mod tests {
         let gtid = &hex(COMMIT_OK)[8..];
         p.extend_from_slice(gtid);
         assert_eq!(parse(&p).unwrap().var("last_gtid"), Some("0-1-21"));
-        let out = client_ok(&p, false, &[]).unwrap();
+        let out = client_ok(&p, false, &[], 0).unwrap();
         assert_eq!(out, [&hex("00010002000000")[..], b"\x04info"].concat());
     }
 
@@ -330,8 +409,8 @@ mod tests {
             "0000000240000000050005ff",
         ] {
             let _ = parse(&hex(p));
-            let _ = client_ok(&hex(p), true, &["x"]);
-            let _ = client_ok(&hex(p), false, &[]);
+            let _ = client_ok(&hex(p), true, &["x"], TRANSACTION_INFO_ENTRIES);
+            let _ = client_ok(&hex(p), false, &[], 0);
             let _ = client_eof(&hex(p), false);
         }
     }
