@@ -174,6 +174,30 @@ async fn unseen_connection_state_does_not_outlive_its_client() {
         b.disconnect().await.unwrap();
     }
 
+    // The transaction tracking the proxy switches on for a `SET TRANSACTION` (to learn when
+    // it is used up) ends with its client; so does a `SET TRANSACTION` left waiting.
+    for used_up in [true, false] {
+        let mut a = p.conn().await.unwrap();
+        a.query_drop("SET TRANSACTION READ ONLY").await.unwrap();
+        if used_up {
+            a.query_drop("SELECT COUNT(*) FROM pool_unseen.t")
+                .await
+                .unwrap();
+        }
+        a.disconnect().await.unwrap();
+        let mut b = p.conn().await.unwrap();
+        let tracking: String = b
+            .query_first("/*master*/ SELECT @@session.session_track_transaction_info")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(tracking, "OFF", "the next client (used up: {used_up})");
+        b.query_drop("/*master*/ INSERT INTO pool_unseen.t VALUES (1)")
+            .await
+            .unwrap();
+        b.disconnect().await.unwrap();
+    }
+
     for lock in ["FLUSH TABLES WITH READ LOCK", "HANDLER pool_unseen.t OPEN"] {
         let mut a = p.conn().await.unwrap();
         a.query_drop(lock).await.unwrap();

@@ -1325,10 +1325,16 @@ async fn set_transaction_is_used_up_by_an_autocommit_statement() {
         .query_drop("CREATE OR REPLACE TABLE rt_used_up (v INT)")
         .await
         .unwrap();
+    direct
+        .query_drop("CREATE OR REPLACE TABLE rt_used_up_myisam (v INT) ENGINE = MyISAM")
+        .await
+        .unwrap();
     cl.wait_replicas_caught_up().await.unwrap();
+    // A statement's error code, or "ok"; `ROW_COUNT()`'s value.
     async fn outcome(c: &mut Conn, sql: &str) -> String {
-        match c.query_drop(sql).await {
-            Ok(()) => "ok".into(),
+        match c.query_first::<Option<String>, _>(sql).await {
+            Ok(Some(Some(v))) if sql.contains("ROW_COUNT") => v,
+            Ok(_) => "ok".into(),
             Err(mysql_async::Error::Server(e)) => e.code.to_string(),
             Err(e) => panic!("{sql}: {e}"),
         }
@@ -1345,7 +1351,7 @@ async fn set_transaction_is_used_up_by_an_autocommit_statement() {
         "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY",
         "DO 1",
         // Refused, and not used up; then used up by a read that fails after it began (an
-        // error tells the proxy nothing: the session stays until a transaction ends).
+        // error tells the proxy nothing: the session stays until something reports it).
         "INSERT INTO rt_used_up VALUES (3)",
         "SELECT (SELECT v FROM rt_used_up UNION ALL SELECT v FROM rt_used_up)",
         "INSERT INTO rt_used_up VALUES (4)",
@@ -1354,6 +1360,22 @@ async fn set_transaction_is_used_up_by_an_autocommit_statement() {
         "DELETE FROM rt_used_up WHERE v = 0",
         "SET TRANSACTION READ ONLY",
         "INSERT INTO rt_used_up VALUES (5)",
+        // With autocommit off a read of a non-transactional table raises the server's
+        // state-changed flag, but uses nothing up (the proxy asks the server).
+        "SET autocommit = 0",
+        "SET TRANSACTION READ ONLY",
+        "SELECT COUNT(*) FROM rt_used_up_myisam",
+        "SELECT ROW_COUNT()",
+        "INSERT INTO rt_used_up VALUES (6)",
+        "ROLLBACK",
+        "SET autocommit = 1",
+        // Nor does a tracked variable's change (here `time_zone`'s, put back).
+        "SET TRANSACTION READ ONLY",
+        "SET STATEMENT time_zone = '+00:00' FOR SELECT NOW()",
+        "SELECT 1",
+        "INSERT INTO rt_used_up VALUES (7)",
+        "SELECT COUNT(*) FROM rt_used_up",
+        "INSERT INTO rt_used_up VALUES (8)",
     ];
     for (name, conn) in [("direct", &mut direct), ("proxy", &mut c)] {
         let mut seen = Vec::new();
@@ -1364,7 +1386,8 @@ async fn set_transaction_is_used_up_by_an_autocommit_statement() {
             seen,
             [
                 "ok", "ok", "1792", "ok", "ok", "ok", "ok", "1792", "1242", "ok", "ok", "ok", "ok",
-                "1792"
+                "1792", "ok", "ok", "ok", "-1", "1792", "ok", "ok", "ok", "ok", "ok", "1792", "ok",
+                "ok"
             ],
             "{name}"
         );
@@ -1389,7 +1412,10 @@ async fn set_transaction_is_used_up_by_an_autocommit_statement() {
             "reads after {used_up_by}: {seen:?}"
         );
     }
-    direct.query_drop("DROP TABLE rt_used_up").await.unwrap();
+    direct
+        .query_drop("DROP TABLE rt_used_up, rt_used_up_myisam")
+        .await
+        .unwrap();
 }
 
 /// A session held on a replica by state it made there (a user variable under a `/*slave*/`

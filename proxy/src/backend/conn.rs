@@ -652,37 +652,65 @@ impl BackendConn {
     /// transactional table) and the session may move again. Switched on only for a session
     /// about to `SET TRANSACTION`, as it adds entries to every transaction's replies; the
     /// connection is reset before its next session, which switches it off again.
+    ///
+    /// What the client sees of it follows the session's own `SET
+    /// session_track_transaction_info` on this connection; without one the server's default
+    /// is taken to be `OFF`. (Asking the server would take a `SELECT`, which changes what
+    /// `FOUND_ROWS()` answers on the session's connection.)
     pub async fn track_characteristics(&mut self) -> Result<(), BackendError> {
         if self.track.characteristics || !self.track.supported || self.track.no_transaction_info {
             return Ok(());
         }
-        let asked = self
-            .query_value(&format!("SELECT @@session.{TRANSACTION_INFO}"))
-            .await;
-        let level = match asked {
-            Ok(level) => level.unwrap_or_default(),
-            // Older than MariaDB 10.3 / MySQL 5.7: the session waits for its transaction.
-            Err(BackendError::Server(e)) => {
-                tracing::debug!("backend cannot report transaction characteristics: {e}");
-                self.track.no_transaction_info = true;
-                return Ok(());
-            }
-            Err(e) => return Err(e),
+        let own = self.state.vars.iter().rfind(|(k, _)| k == TRANSACTION_INFO);
+        let own = own.map(|(_, text)| {
+            let value = text.rsplit('=').next().unwrap_or_default();
+            value.trim().trim_matches(['\'', '"']).to_ascii_uppercase()
+        });
+        let hidden = match own.as_deref() {
+            Some("CHARACTERISTICS" | "2") => 0,
+            Some("STATE" | "1") => TRANSACTION_INFO_ENTRIES & !TRANSACTION_STATE_ENTRIES,
+            _ => TRANSACTION_INFO_ENTRIES,
         };
-        if !level.eq_ignore_ascii_case("CHARACTERISTICS") {
-            self.run(&format!(
-                "SET SESSION {TRANSACTION_INFO} = 'CHARACTERISTICS'"
-            ))
-            .await?;
-            self.dirty = true;
-            self.track.hidden_entries = if level.eq_ignore_ascii_case("STATE") {
-                TRANSACTION_INFO_ENTRIES & !TRANSACTION_STATE_ENTRIES
-            } else {
-                TRANSACTION_INFO_ENTRIES
-            };
+        if hidden != 0 {
+            match self.report_characteristics().await {
+                Ok(_) => self.dirty = true,
+                // Older than MariaDB 10.3 / MySQL 5.7: the session waits for its transaction.
+                Err(BackendError::Server(e)) => {
+                    if e.code == codes::UNKNOWN_SYSTEM_VARIABLE.0 {
+                        self.track.no_transaction_info = true;
+                    }
+                    tracing::debug!("backend cannot report transaction characteristics: {e}");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.track.characteristics = true;
+        self.track.hidden_entries = hidden;
         Ok(())
+    }
+
+    /// Sets `session_track_transaction_info = CHARACTERISTICS`, which also reports the
+    /// characteristics set for the next transaction now: whether any are (`None`: the reply
+    /// did not say). Changes what `ROW_COUNT()` answers on this connection, as any `SET`.
+    pub async fn report_characteristics(&mut self) -> Result<Option<bool>, BackendError> {
+        let sql = format!("SET SESSION {TRANSACTION_INFO} = 'CHARACTERISTICS'");
+        self.send_command(&[&[COM_QUERY], sql.as_bytes()].concat())
+            .await?;
+        let reply = self.reader.read_raw().await?;
+        let body = reply.payload();
+        self.broken = false;
+        if message::is_err(body) {
+            return Err(BackendError::Server(
+                SqlError::parse(body).unwrap_or_else(|| bad("error")),
+            ));
+        }
+        if body.first() != Some(&0) {
+            self.broken = true;
+            return Err(proto("unexpected reply to SET"));
+        }
+        self.finish(message::parse_ok(body).unwrap_or_default());
+        Ok(crate::protocol::session_track::parse(body).and_then(|c| c.next_transaction_set))
     }
 
     /// The first column of the first row of a one-row query the proxy asks itself.

@@ -253,16 +253,10 @@ impl Scanner {
         let c = message::parse_eof(body).unwrap_or_default();
         if c.status & SERVER_SESSION_STATE_CHANGED != 0 {
             if self.track.characteristics {
-                // An EOF carries the flag but not what changed. The proxy tracks this only
-                // while a `SET TRANSACTION` waits, and then a result set raising the flag
-                // touched a transactional table: a transaction began and used the
-                // characteristics up (measured on MariaDB 10.11: reads of other tables, or
-                // of none, leave it clear). The session weighs this against whether that
-                // transaction is still open.
-                self.out
-                    .changes
-                    .get_or_insert_with(Box::default)
-                    .next_transaction_set = Some(false);
+                // While a `SET TRANSACTION` waits, this may be the statement that used it up
+                // (a result set touching a transactional table) or not (a non-transactional
+                // one with autocommit off; a tracked variable's change): the session asks.
+                self.out.changes.get_or_insert_with(Box::default).unreported = true;
             }
             // Nor can the client tell whose change the flag announces: when the proxy
             // switched transaction tracking on for it, the flag is taken as the proxy's.
@@ -562,6 +556,37 @@ async fn local_infile<CR: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// While the proxy tracks transaction characteristics, an EOF's state-changed flag (an
+    /// autocommit read of an InnoDB table, captured from MariaDB 10.11: status 0x4022) is
+    /// noted for the session to ask about, and kept from a client that tracks no
+    /// transaction state; without that tracking it reaches a client that tracks.
+    #[test]
+    fn an_eof_flag_under_transaction_tracking_is_noted_and_hidden() {
+        let eof = [0xfe, 0, 0, 0x22, 0x40];
+        let tracking = Tracking {
+            client_tracks: true,
+            characteristics: true,
+            hidden_entries: session_track::TRANSACTION_INFO_ENTRIES,
+            ..Tracking::default()
+        };
+        let mut scan = Scanner::new(Expect::Results, tracking, None, false, false);
+        scan.eof(&eof);
+        assert!(scan.out.changes.as_ref().is_some_and(|c| c.unreported));
+        assert_eq!(
+            scan.replacement.as_deref(),
+            Some(&[0xfe, 0, 0, 0x22, 0][..])
+        );
+
+        let plain = Tracking {
+            client_tracks: true,
+            ..Tracking::default()
+        };
+        let mut scan = Scanner::new(Expect::Results, plain, None, false, false);
+        scan.eof(&eof);
+        assert!(scan.out.changes.is_none());
+        assert_eq!(scan.replacement, None);
+    }
 
     fn scanned_error(message: &str, code: (u16, &str)) -> (Option<SqlError>, Option<Vec<u8>>) {
         scanned_error_in(message, code, false)

@@ -901,6 +901,9 @@ pub async fn execute(
                     s.found_rows_fresh = true;
                 }
                 after(s, c.conn(), &r);
+                if !spent && r.changes.as_ref().is_some_and(|c| c.unreported) {
+                    s.confirm_next_transaction(c.conn()).await;
+                }
                 if spent {
                     // Marked last: a later exchange on it would clear the mark (`broken` also
                     // means "left mid-exchange"), and none may run on it.

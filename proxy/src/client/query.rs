@@ -199,8 +199,10 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         },
     )
     .await?;
-    if let Some(r) = relayed {
-        s.record_digest_keyed(shape.key, sql, &r);
+    match relayed {
+        Some(r) => s.record_digest_keyed(shape.key, sql, &r),
+        // Not run, or its connection is gone: a `SET TRANSACTION` set nothing that lasts.
+        None => s.sticky.next_transaction = next_transaction,
     }
     if released {
         return Err(SessionEnd::Released);

@@ -1,7 +1,9 @@
 //! A client session's server-side half: which backend connection it holds (if any), what
 //! state it expects a connection to carry, and when it may let go of a connection.
 
-use crate::backend::conn::{BackendConn, BackendError, ConnKey, PROXY_TRACKED, TRACKED_LIST};
+use crate::backend::conn::{
+    BackendConn, BackendError, ConnKey, PROXY_TRACKED, TRACKED_LIST, TRANSACTION_INFO,
+};
 use crate::backend::pool::Lease;
 use crate::backend::relay::Relayed;
 use crate::backend::{Backend, Health};
@@ -315,6 +317,31 @@ impl Session {
             conn.state.set_var(name.clone(), text.clone());
             self.state.set_var(name.clone(), text);
         }
+    }
+
+    /// After a reply that said the session changed without saying how (see
+    /// `StateChanges::unreported`): while the session waits with a `SET TRANSACTION` outside
+    /// a transaction, asks the server whether that is used up.
+    pub async fn confirm_next_transaction(&mut self, conn: &mut BackendConn) {
+        if self.sticky.next_transaction != NextTransaction::Pending
+            || conn.in_transaction()
+            || !conn.track.characteristics
+        {
+            return;
+        }
+        match conn.report_characteristics().await {
+            Ok(Some(false)) => self.sticky.next_transaction = NextTransaction::None,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(
+                    session = self.id,
+                    "could not ask whether SET TRANSACTION was used up: {e}"
+                );
+                conn.broken = true;
+            }
+        }
+        // What the server's `ROW_COUNT()` answers there is now the proxy's `SET`'s.
+        self.row_count_on = None;
     }
 
     /// The password a new backend connection logs in with: the user's as the proxy knows it
@@ -742,6 +769,9 @@ impl Session {
             conn.run(&format!("SET {text}")).await?;
             if k == TRACKED_LIST {
                 conn.track_session().await?;
+            }
+            if k == TRANSACTION_INFO {
+                conn.track.forget_transaction_info();
             }
             conn.state.set_var(k, text);
         }

@@ -164,6 +164,7 @@ pub mod codes {
     pub const ACCESS_DENIED: (u16, &str) = (1045, "28000");
     pub const HOST_NOT_PRIVILEGED: (u16, &str) = (1130, "HY000");
     pub const UNKNOWN_COM: (u16, &str) = (1047, "08S01");
+    pub const UNKNOWN_SYSTEM_VARIABLE: (u16, &str) = (1193, "HY000");
     pub const UNKNOWN_STMT_HANDLER: (u16, &str) = (1243, "HY000");
     pub const STMT_HAS_NO_OPEN_CURSOR: (u16, &str) = (1421, "HY000");
     pub const HANDSHAKE_ERROR: (u16, &str) = (1043, "08S01");

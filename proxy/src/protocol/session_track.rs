@@ -34,11 +34,17 @@ pub struct StateChanges {
     /// `Some(false)` when the statement used them up. Reported only with
     /// `session_track_transaction_info = CHARACTERISTICS`.
     pub next_transaction_set: Option<bool>,
+    /// An EOF packet raised the state-changed flag: something changed that no packet of the
+    /// reply reported (an EOF has no room for it).
+    pub unreported: bool,
 }
 
 impl StateChanges {
     pub fn is_empty(&self) -> bool {
-        self.schema.is_none() && self.vars.is_empty() && self.next_transaction_set.is_none()
+        self.schema.is_none()
+            && self.vars.is_empty()
+            && self.next_transaction_set.is_none()
+            && !self.unreported
     }
 
     /// The last reported value of `name`.
@@ -58,6 +64,7 @@ impl StateChanges {
         if later.next_transaction_set.is_some() {
             self.next_transaction_set = later.next_transaction_set;
         }
+        self.unreported |= later.unreported;
         self.vars.extend(later.vars);
     }
 }
