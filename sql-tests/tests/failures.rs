@@ -481,6 +481,55 @@ async fn reads_on_a_hung_replica_are_run_elsewhere() {
     }
 }
 
+/// A read whose pooled connection must first be brought to the session's state (here its
+/// `time_zone`) on a replica that hangs during that exchange runs on another replica once
+/// the monitor finds the hung one down, as a read waiting for its reply does. (It waited
+/// as long as the server did: still after 10 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_syncing_state_on_a_hung_replica_runs_elsewhere() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&(proxy::config_toml(cl, &[1, 1], "") + &fast_monitor()))
+        .await
+        .unwrap();
+    // Sessions whose next read goes to the replica about to hang (a session reads from one
+    // replica in runs), each leaving a pooled connection there without its time zone.
+    let hung = &cl.replicas[0];
+    let mut readers = Vec::new();
+    for _ in 0..40 {
+        let mut c = p.conn().await.unwrap();
+        if sid(&mut c).await.unwrap() == 2 {
+            c.query_drop("SET time_zone = '+02:00'").await.unwrap();
+            readers.push(c);
+        }
+        if readers.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(readers.len(), 3, "sessions reading from replica 2");
+    hung.pause();
+    let t0 = Instant::now();
+    let waiting: Vec<_> = readers
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let r: mysql_async::Result<Option<(String, u32)>> =
+                    c.query_first("SELECT @@time_zone, @@server_id").await;
+                (r, t0.elapsed())
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for w in waiting {
+        results.push(tokio::time::timeout(Duration::from_secs(10), w).await);
+    }
+    hung.resume();
+    for r in results {
+        let (r, took) = r.expect("a read still waits after 10 s").unwrap();
+        println!("read: {r:?} after {took:?}");
+        assert_eq!(r.unwrap(), Some(("+02:00".to_string(), 3)));
+    }
+}
+
 /// Statements other than plain reads on a hung primary fail once the monitor finds it
 /// down, as on a server that died under them: an autocommit write gets 1158 naming the
 /// backend (the session goes on), a statement in a transaction loses the connection (the

@@ -24,7 +24,7 @@ use crate::router::Target;
 use crate::session::names;
 use crate::session::state::NEVER;
 use crate::stats::counters::{ErrorKind, Route};
-use registry::Killed;
+use registry::{Killed, Stuck};
 use session::{Checkout, Diag, Session};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -778,7 +778,18 @@ pub async fn execute(
         // Awaited only when there is work: a future costs the session's state cache misses.
         let prepared = match prep {
             Prep::Nothing => Ok(None),
-            _ => prep.apply(s, c.conn(), packet).await,
+            _ => {
+                let status = s.status.clone();
+                let read = target == Target::Read && !was_pinned;
+                let apply = prep.apply(s, &mut c.lease.conn, packet);
+                match status.unless_stuck(&c.backend, read, apply).await {
+                    Ok(prepared) => prepared,
+                    Err(Stuck::SessionKilled) => return Err(SessionEnd::Killed),
+                    Err(Stuck::FoundDown) => {
+                        Err(session::found_down(&c.backend).to_sql_error("backend"))
+                    }
+                }
+            }
         };
         let rewritten = match prepared {
             Ok(p) => p,

@@ -150,6 +150,18 @@ pub enum Killed {
     Query,
 }
 
+/// Why `SessionStatus::unless_stuck` stopped waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stuck {
+    /// `KILL CONNECTION`.
+    SessionKilled,
+    /// The monitor found the server down (silent) while it did not answer.
+    FoundDown,
+}
+
+/// How often `unless_stuck` looks at the monitor's verdict: as often as the sweeper does.
+const STUCK_CHECK: Duration = Duration::from_secs(1);
+
 /// A statement on a backend connection: in progress, where a kill finds it.
 #[derive(Clone)]
 pub struct Running {
@@ -468,6 +480,49 @@ impl SessionStatus {
                 // Other wakes (the idle sweeper, shutdown, a backend taken offline) leave
                 // the statement to it.
                 () = self.interrupted() => self.statement_killed()?,
+            }
+        }
+    }
+
+    /// Runs `work`, an exchange the proxy makes on a connection to `backend` before the
+    /// statement goes out (bringing the connection to the session's state, preparing the
+    /// statement), until the session is killed or the monitor finds that server down: for a
+    /// `read`, down; otherwise silent, the bounds `cut_if_stuck` puts on a running statement.
+    /// A server hung or cut off may answer nothing for minutes, and the sweeper watches only
+    /// statements. Stopped, the connection is left mid-exchange (`broken`) and closes when
+    /// dropped. A `KILL QUERY` lets the exchange finish: a pinned session's connection holds
+    /// its transaction, and `start_running` then refuses the statement.
+    pub async fn unless_stuck<F: std::future::Future>(
+        &self,
+        backend: &Backend,
+        read: bool,
+        work: F,
+    ) -> Result<F::Output, Stuck> {
+        use std::task::Poll;
+        let mut work = std::pin::pin!(work);
+        // Most need no answer from the server (a prepared statement's rewrite): no timer.
+        let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+        if let Poll::Ready(out) = first {
+            return Ok(out);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work => return Ok(out),
+                () = self.interrupted() => {
+                    if self.is_killed() {
+                        return Err(Stuck::SessionKilled);
+                    }
+                }
+                () = crate::timer::sleep(STUCK_CHECK) => {
+                    let down = match read {
+                        true => backend.health() == Health::Down,
+                        false => backend.found_silent(),
+                    };
+                    if down {
+                        return Err(Stuck::FoundDown);
+                    }
+                }
             }
         }
     }

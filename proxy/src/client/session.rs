@@ -8,7 +8,7 @@ use crate::backend::pool::Lease;
 use crate::backend::relay::Relayed;
 use crate::backend::{Backend, Health};
 use crate::client::prepared::PreparedStmt;
-use crate::client::registry::{Killed, Registry, SessionStatus};
+use crate::client::registry::{Killed, Registry, SessionStatus, Stuck};
 use crate::client::ClientSettings;
 use crate::cluster::{Cluster, ReadPicker};
 use crate::protocol::message::{
@@ -604,8 +604,14 @@ impl Session {
                     let synced = match c.lease.conn.state == self.state {
                         true => Ok(()),
                         false => {
-                            self.sync_differing(&c.backend.address, &mut c.lease.conn)
-                                .await
+                            let sync = self.sync_differing(&c.backend.address, &mut c.lease.conn);
+                            match self.status.unless_stuck(&c.backend, !is_write, sync).await {
+                                Ok(synced) => synced,
+                                Err(Stuck::SessionKilled) => {
+                                    return Err(stopped_by(Killed::Session))
+                                }
+                                Err(Stuck::FoundDown) => Err(found_down(&c.backend)),
+                            }
                         }
                     };
                     match synced {
@@ -687,19 +693,22 @@ impl Session {
             return true;
         };
         let wait = read_your_writes::wait_statement(gtid, timeout);
-        match c.lease.conn.query_value(&wait).await {
-            Ok(Some(v)) if v == "0" => {
+        let waited = c.lease.conn.query_value(&wait);
+        match self.status.unless_stuck(&c.backend, true, waited).await {
+            Ok(Ok(Some(v))) if v == "0" => {
                 self.ryw.caught_up(&c.backend.address);
                 true
             }
-            Ok(_) => {
+            Ok(Ok(_)) => {
                 tracing::debug!(backend = %c.backend.address, session = self.id, "replica did not apply the session's last write in time; reading from the write backend");
                 false
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::debug!(backend = %c.backend.address, session = self.id, "read-your-writes wait failed ({e}); reading from the write backend");
                 false
             }
+            // The session ends.
+            Err(_) => false,
         }
     }
 
@@ -1077,6 +1086,18 @@ fn stopped_by(kill: Killed) -> SqlError {
         Killed::Query => crate::client::kill::query_interrupted(),
         Killed::Session => message::err(codes::CONNECTION_KILLED, "Connection was killed"),
     }
+}
+
+/// The error for an exchange given up on a server found down (see
+/// `SessionStatus::unless_stuck`).
+pub fn found_down(backend: &Backend) -> BackendError {
+    BackendError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "{} found down by the monitor while it did not answer",
+            backend.address
+        ),
+    ))
 }
 
 /// A read backend's connection broke while being brought to the session's state.
