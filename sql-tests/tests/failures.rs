@@ -495,26 +495,27 @@ async fn a_read_syncing_state_on_a_hung_replica_runs_elsewhere() {
     // replica in runs), each leaving a pooled connection there without its time zone.
     let hung = &cl.replicas[0];
     let mut readers = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..60 {
         let mut c = p.conn().await.unwrap();
-        if sid(&mut c).await.unwrap() == 2 {
-            c.query_drop("SET time_zone = '+02:00'").await.unwrap();
-            readers.push(c);
+        if sid(&mut c).await.unwrap() != 2 {
+            continue;
         }
-        if readers.len() == 3 {
+        c.query_drop("SET time_zone = '+02:00'").await.unwrap();
+        let (sql, want) = ("SELECT @@time_zone, @@server_id", "+02:00".to_string());
+        readers.push((c, sql, want));
+        if readers.len() == 4 {
             break;
         }
     }
-    assert_eq!(readers.len(), 3, "sessions reading from replica 2");
+    assert_eq!(readers.len(), 4, "sessions reading from replica 2");
     hung.pause();
     let t0 = Instant::now();
     let waiting: Vec<_> = readers
         .into_iter()
-        .map(|mut c| {
+        .map(|(mut c, sql, want)| {
             tokio::spawn(async move {
-                let r: mysql_async::Result<Option<(String, u32)>> =
-                    c.query_first("SELECT @@time_zone, @@server_id").await;
-                (r, t0.elapsed())
+                let r: mysql_async::Result<Option<(String, u32)>> = c.query_first(sql).await;
+                (sql, want, r, t0.elapsed())
             })
         })
         .collect();
@@ -523,11 +524,19 @@ async fn a_read_syncing_state_on_a_hung_replica_runs_elsewhere() {
         results.push(tokio::time::timeout(Duration::from_secs(10), w).await);
     }
     hung.resume();
+    let mut longest = Duration::ZERO;
     for r in results {
-        let (r, took) = r.expect("a read still waits after 10 s").unwrap();
-        println!("read: {r:?} after {took:?}");
-        assert_eq!(r.unwrap(), Some(("+02:00".to_string(), 3)));
+        let (sql, want, r, took) = r.expect("a read still waits after 10 s").unwrap();
+        println!("{sql}: {r:?} after {took:?}");
+        assert_eq!(r.unwrap(), Some((want, 3)), "{sql}");
+        longest = longest.max(took);
     }
+    // One at least waited for the monitor's verdict (two 200 ms probes timing out after
+    // 500 ms), so it had begun on the hung replica.
+    assert!(
+        longest >= Duration::from_millis(900),
+        "longest read {longest:?}"
+    );
 }
 
 /// Statements other than plain reads on a hung primary fail once the monitor finds it

@@ -1351,7 +1351,7 @@ async fn set_transaction_is_used_up_by_an_autocommit_statement() {
         "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY",
         "DO 1",
         // Refused, and not used up; then used up by a read that fails after it began (an
-        // error tells the proxy nothing: the session stays until something reports it).
+        // error reports nothing: the proxy asks).
         "INSERT INTO rt_used_up VALUES (3)",
         "SELECT (SELECT v FROM rt_used_up UNION ALL SELECT v FROM rt_used_up)",
         "INSERT INTO rt_used_up VALUES (4)",
@@ -1395,6 +1395,7 @@ async fn set_transaction_is_used_up_by_an_autocommit_statement() {
     for used_up_by in [
         "SELECT COUNT(*) FROM rt_used_up",
         "DELETE FROM rt_used_up WHERE v = 0",
+        "SELECT (SELECT v FROM rt_used_up UNION ALL SELECT v FROM rt_used_up)",
     ] {
         c.query_drop("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
             .await
@@ -1405,7 +1406,15 @@ async fn set_transaction_is_used_up_by_an_autocommit_statement() {
             [&PRIMARY],
             "{used_up_by}"
         );
-        c.query_drop(used_up_by).await.unwrap();
+        match c.query_drop(used_up_by).await {
+            Ok(()) => {}
+            // (Its error is then cleared by a read of a table, or it would hold the reads
+            // below where it is, for `SHOW WARNINGS`.)
+            Err(mysql_async::Error::Server(e)) if e.code == 1242 => {
+                c.query_drop("SELECT COUNT(*) FROM rows10").await.unwrap();
+            }
+            Err(e) => panic!("{used_up_by}: {e}"),
+        }
         let seen = ids_over(&mut c, "SELECT @@server_id", 60).await;
         assert!(
             REPLICAS.iter().all(|r| seen.contains_key(r)),

@@ -48,6 +48,10 @@ pub enum BackendError {
     Io(#[from] io::Error),
     #[error("protocol error from backend: {0}")]
     Protocol(String),
+    /// The server did not answer an exchange made before the statement went out, and the
+    /// monitor found it down meanwhile (see `SessionStatus::unless_stuck`).
+    #[error("no answer from {addr}, found down by the monitor")]
+    Unanswered { addr: String },
     /// Every pooled connection is busy: the backend is fine, just saturated.
     #[error("all {max} connections to {addr} are busy (max-connections)")]
     PoolExhausted { addr: String, max: u32 },

@@ -785,9 +785,16 @@ pub async fn execute(
                 match status.unless_stuck(&c.backend, read, apply).await {
                     Ok(prepared) => prepared,
                     Err(Stuck::SessionKilled) => return Err(SessionEnd::Killed),
-                    Err(Stuck::FoundDown) => {
-                        Err(session::found_down(&c.backend).to_sql_error("backend"))
+                    // Nothing of the statement went out: a read runs elsewhere.
+                    Err(Stuck::FoundDown) if read && attempts <= MAX_READ_TRIES => {
+                        c.backend.count_error();
+                        exclude.push(c.backend.clone());
+                        continue;
                     }
+                    Err(Stuck::FoundDown) => Err(BackendError::Unanswered {
+                        addr: c.backend.address.clone(),
+                    }
+                    .to_sql_error("backend")),
                 }
             }
         };
@@ -912,8 +919,12 @@ pub async fn execute(
                     s.found_rows_fresh = true;
                 }
                 after(s, c.conn(), &r);
-                if !spent && r.changes.as_ref().is_some_and(|c| c.unreported) {
-                    s.confirm_next_transaction(c.conn()).await;
+                // (An error reports nothing, though the statement may have begun a
+                // transaction before it failed.)
+                if !spent && (r.error.is_some() || r.changes.as_ref().is_some_and(|c| c.unreported))
+                {
+                    s.confirm_next_transaction(&c.backend, &mut c.lease.conn)
+                        .await;
                 }
                 if spent {
                     // Marked last: a later exchange on it would clear the mark (`broken` also

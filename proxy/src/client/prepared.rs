@@ -5,6 +5,7 @@
 //! A session's statements never depend on one connection, so switching connections cannot
 //! make a server answer "Unknown prepared statement handler".
 
+use super::registry::Stuck;
 use super::session::{Diag, Session};
 use super::{ClientIo, Prep, SessionEnd};
 use crate::backend::conn::{BackendConn, BackendError, BackendStmt, Hold};
@@ -130,7 +131,15 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
             return Ok(());
         }
     };
-    let result = c.conn().prepare_for_client(&sql).await.cloned();
+    let read = target == Target::Read && !was_pinned;
+    let preparing = c.lease.conn.prepare_for_client(&sql);
+    let result = match s.status.unless_stuck(&c.backend, read, preparing).await {
+        Ok(prepared) => prepared.cloned(),
+        Err(Stuck::SessionKilled) => return Err(SessionEnd::Killed),
+        Err(Stuck::FoundDown) => Err(BackendError::Unanswered {
+            addr: c.backend.address.clone(),
+        }),
+    };
     let reply = match result {
         Ok(st) => Ok(st),
         Err(BackendError::Server(e)) => Err(e),

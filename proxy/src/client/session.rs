@@ -320,19 +320,23 @@ impl Session {
     }
 
     /// After a reply that said the session changed without saying how (see
-    /// `StateChanges::unreported`): while the session waits with a `SET TRANSACTION` outside
-    /// a transaction, asks the server whether that is used up.
-    pub async fn confirm_next_transaction(&mut self, conn: &mut BackendConn) {
+    /// `StateChanges::unreported`), or an error: while the session waits with a `SET
+    /// TRANSACTION` outside a transaction, asks the server whether that is used up.
+    pub async fn confirm_next_transaction(&mut self, backend: &Backend, conn: &mut BackendConn) {
         if self.sticky.next_transaction != NextTransaction::Pending
             || conn.in_transaction()
             || !conn.track.characteristics
+            || conn.broken
         {
             return;
         }
-        match conn.report_characteristics().await {
-            Ok(Some(false)) => self.sticky.next_transaction = NextTransaction::None,
-            Ok(_) => {}
-            Err(e) => {
+        let asked = conn.report_characteristics();
+        match self.status.unless_stuck(backend, false, asked).await {
+            Ok(Ok(Some(false))) => self.sticky.next_transaction = NextTransaction::None,
+            Ok(Ok(_)) => {}
+            // Mid-exchange: it closes; the pinned session's next statement finds it lost.
+            Err(_) => conn.broken = true,
+            Ok(Err(e)) => {
                 tracing::warn!(
                     session = self.id,
                     "could not ask whether SET TRANSACTION was used up: {e}"
@@ -512,7 +516,14 @@ impl Session {
             if fits {
                 let mut c = self.held.take().expect("checked");
                 let addr = c.backend.address.clone();
-                match self.sync_state(&addr, &mut c.lease.conn).await {
+                let sync = self.sync_state(&addr, &mut c.lease.conn);
+                let read = target == Target::Read;
+                let synced = match self.status.unless_stuck(&c.backend, read, sync).await {
+                    Ok(synced) => synced,
+                    Err(Stuck::SessionKilled) => return Err(stopped_by(Killed::Session)),
+                    Err(Stuck::FoundDown) => Err(BackendError::Unanswered { addr }),
+                };
+                match synced {
                     Ok(()) => {
                         self.on_held = true;
                         return Ok(c);
@@ -610,7 +621,9 @@ impl Session {
                                 Err(Stuck::SessionKilled) => {
                                     return Err(stopped_by(Killed::Session))
                                 }
-                                Err(Stuck::FoundDown) => Err(found_down(&c.backend)),
+                                Err(Stuck::FoundDown) => Err(BackendError::Unanswered {
+                                    addr: c.backend.address.clone(),
+                                }),
                             }
                         }
                     };
@@ -707,7 +720,8 @@ impl Session {
                 tracing::debug!(backend = %c.backend.address, session = self.id, "read-your-writes wait failed ({e}); reading from the write backend");
                 false
             }
-            // The session ends.
+            // Found down: the read goes to the write backend. Killed: the statement is
+            // refused before it goes out (`start_running`).
             Err(_) => false,
         }
     }
@@ -1086,18 +1100,6 @@ fn stopped_by(kill: Killed) -> SqlError {
         Killed::Query => crate::client::kill::query_interrupted(),
         Killed::Session => message::err(codes::CONNECTION_KILLED, "Connection was killed"),
     }
-}
-
-/// The error for an exchange given up on a server found down (see
-/// `SessionStatus::unless_stuck`).
-pub fn found_down(backend: &Backend) -> BackendError {
-    BackendError::Io(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!(
-            "{} found down by the monitor while it did not answer",
-            backend.address
-        ),
-    ))
 }
 
 /// A read backend's connection broke while being brought to the session's state.
