@@ -678,14 +678,24 @@ async fn a_chaining_server_gets_every_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_tables_pins_until_unlock() {
-    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    // A table of its own: a lock on `rows10` would make other tests' `FOR UPDATE NOWAIT`
+    // on it fail.
+    cl.primary
+        .conn()
+        .await
+        .unwrap()
+        .query_drop("CREATE OR REPLACE TABLE rt_locked AS SELECT * FROM rows10")
+        .await
+        .unwrap();
+    cl.wait_replicas_caught_up().await.unwrap();
     let mut c = p.conn().await.unwrap();
-    c.query_drop("LOCK TABLES rows10 READ").await.unwrap();
+    c.query_drop("LOCK TABLES rt_locked READ").await.unwrap();
     let cid = conn_id(&mut c).await;
     for _ in 0..10 {
         // Only the locked table is usable: a server without the lock would not say so.
         let (n, id): (u32, u32) = c
-            .query_first("SELECT COUNT(*), @@server_id FROM rows10")
+            .query_first("SELECT COUNT(*), @@server_id FROM rt_locked")
             .await
             .unwrap()
             .unwrap();
@@ -705,7 +715,9 @@ async fn lock_tables_pins_until_unlock() {
     // is; a read of a table clears it.
     let w: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").await.unwrap();
     assert_eq!(w.len(), 1, "{w:?}");
-    c.query_drop("SELECT COUNT(*) FROM rows10").await.unwrap();
+    c.query_drop("SELECT COUNT(*) FROM rt_locked")
+        .await
+        .unwrap();
     assert_replicas_only(
         &ids_over(&mut c, "SELECT @@server_id", 60).await,
         "after UNLOCK TABLES",
