@@ -23,6 +23,7 @@ use rwproxy_sql_tests::sandbox::{scratch_dir, ServerCert};
 use rwproxy_sql_tests::{proxy, Cluster, Options, APP_PASSWORD, APP_USER, DATABASE};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
@@ -528,6 +529,52 @@ async fn backend_connections_use_verified_tls() {
         assert!(!cipher.unwrap().1.is_empty(), "a read went over plain TCP");
     }
     c.disconnect().await.unwrap();
+}
+
+/// A backend connection over TLS that the proxy closes says goodbye (`COM_QUIT`, encrypted)
+/// as a plain one does: the server counts no aborted client for it and logs no "Got an
+/// error reading communication packets". (Before: one aborted client per connection.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_tls_backend_connections_are_not_aborted_clients() {
+    let cl = cluster().await;
+    let p = start_proxy(&backend_tls_keys(&pki().ca)).await;
+    let mut root = cl.primary.root_conn().await.unwrap();
+    let before = cl.primary.global_status("Aborted_clients").await.unwrap();
+    for _ in 0..3 {
+        let mut c = p.conn().await.unwrap();
+        // The server's id for the connection, which an XA statement then marks for closing
+        // when its session ends (rather than going back to the pool).
+        let thread: u64 = c
+            .query_first("/*master*/ SELECT @@pseudo_thread_id")
+            .await
+            .unwrap()
+            .unwrap();
+        c.query_drop("XA RECOVER").await.unwrap();
+        c.disconnect().await.unwrap();
+        let t0 = Instant::now();
+        loop {
+            let open: Option<u64> = root
+                .query_first(format!(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {thread}"
+                ))
+                .await
+                .unwrap();
+            if open == Some(0) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "connection {thread} still open"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let after = cl.primary.global_status("Aborted_clients").await.unwrap();
+    assert_eq!(
+        after - before,
+        0,
+        "aborted clients among 3 closed TLS connections"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

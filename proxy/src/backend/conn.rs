@@ -347,8 +347,9 @@ async fn tcp_connect(addr: &str, timeout: Duration) -> Option<io::Result<TcpStre
 /// communication packets") and counts it in `Aborted_clients`, which DBAs watch for clients
 /// that crash or are cut off. A connection the proxy closes between exchanges (retired from
 /// the pool, or its session ended) says goodbye; one cut off mid-exchange (`broken`) was not
-/// closed in order, and does not. Over TLS the goodbye would have to be encrypted, which a
-/// drop cannot wait for: such a connection closes without it unless closed with `quit`.
+/// closed in order, and does not. Over TLS the goodbye is encrypted and written without
+/// waiting: into an idle socket's empty send buffer it goes at once; should the socket not
+/// take it (or the reactor be gone, at shutdown), the connection closes without it.
 impl Drop for BackendConn {
     fn drop(&mut self) {
         // The server closes them with the connection.
@@ -360,6 +361,14 @@ impl Drop for BackendConn {
             // Straight to the socket: a drop at shutdown comes after the reactor is gone.
             // Five bytes into an idle socket's empty send buffer never block.
             let _ = socket2::SockRef::from(w.as_ref()).send(&[1, 0, 0, 0, COM_QUIT]);
+        } else if let StreamWrite::Tls(w) = self.writer.get_mut() {
+            use std::task::{Context, Poll, Waker};
+            use tokio::io::AsyncWrite;
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut w = std::pin::Pin::new(w);
+            if let Poll::Ready(Ok(5)) = w.as_mut().poll_write(&mut cx, &[1, 0, 0, 0, COM_QUIT]) {
+                let _ = w.poll_flush(&mut cx);
+            }
         }
     }
 }
@@ -660,7 +669,9 @@ impl BackendConn {
     /// What the client sees of it follows the session's own `SET
     /// session_track_transaction_info` on this connection; without one the server's default
     /// is taken to be `OFF`. (Asking the server would take a `SELECT`, which changes what
-    /// `FOUND_ROWS()` answers on the session's connection.)
+    /// `FOUND_ROWS()` answers on the session's connection.) On a server whose global default
+    /// is `STATE`, a client tracking sessions then misses the transaction-state entries it
+    /// would get directly, until this connection is reset.
     pub async fn track_characteristics(&mut self) -> Result<(), BackendError> {
         if self.track.characteristics || !self.track.supported || self.track.no_transaction_info {
             return Ok(());
