@@ -539,6 +539,44 @@ async fn a_read_syncing_state_on_a_hung_replica_runs_elsewhere() {
     );
 }
 
+/// A read prepared (`COM_STMT_PREPARE`) on a pooled connection of a replica that hangs
+/// is prepared on another replica once the monitor finds the hung one down, and runs there.
+/// (It waited as long as the server did; then, for a while, it got an error.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_on_a_hung_replica_runs_elsewhere() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&(proxy::config_toml(cl, &[1, 1], "") + &fast_monitor()))
+        .await
+        .unwrap();
+    // A session whose next read goes to the replica about to hang, where the read it just
+    // made left a pooled connection.
+    let mut c = None;
+    for _ in 0..20 {
+        let mut s = p.conn().await.unwrap();
+        if sid(&mut s).await.unwrap() == 2 {
+            c = Some(s);
+            break;
+        }
+    }
+    let mut c = c.expect("a session reading from replica 2");
+    let hung = &cl.replicas[0];
+    hung.pause();
+    let t0 = Instant::now();
+    let prepared = tokio::time::timeout(Duration::from_secs(10), async {
+        let st = c.prep("SELECT @@server_id + 0 * ?").await?;
+        c.exec_first::<u32, _, _>(&st, (1,)).await
+    })
+    .await;
+    let took = t0.elapsed();
+    hung.resume();
+    println!("prepared read: {prepared:?} after {took:?}");
+    assert_eq!(
+        prepared.expect("still waiting after 10 s").unwrap(),
+        Some(3)
+    );
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+}
+
 /// Statements other than plain reads on a hung primary fail once the monitor finds it
 /// down, as on a server that died under them: an autocommit write gets 1158 naming the
 /// backend (the session goes on), a statement in a transaction loses the connection (the

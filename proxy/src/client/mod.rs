@@ -718,6 +718,14 @@ impl Prep {
     }
 }
 
+/// Counts and logs a read's exchange given up on a server found down (see
+/// `SessionStatus::unless_stuck`) before the read goes to another.
+fn gave_up_on(s: &Session, backend: &crate::backend::Backend) {
+    backend.count_error();
+    s.stats.counters.error(ErrorKind::BackendLost);
+    tracing::warn!(backend = %backend.address, session = s.id, "no answer from a backend found down while preparing a read: it runs on another server");
+}
+
 /// Makes `LAST_INSERT_ID()` on `conn` answer what the session last generated, wherever that
 /// was.
 async fn sync_last_insert_id(s: &Session, conn: &mut BackendConn) -> Result<(), SqlError> {
@@ -732,7 +740,7 @@ async fn sync_last_insert_id(s: &Session, conn: &mut BackendConn) -> Result<(), 
 }
 
 /// Attempts for one read whose backend connections fail before replying.
-const MAX_READ_TRIES: u32 = 4;
+pub(crate) const MAX_READ_TRIES: u32 = 4;
 
 /// How long a read must have run on a server that then closed its connection (and is up)
 /// for the close to be taken as a kill there rather than a stale pooled connection: no DBA
@@ -787,7 +795,7 @@ pub async fn execute(
                     Err(Stuck::SessionKilled) => return Err(SessionEnd::Killed),
                     // Nothing of the statement went out: a read runs elsewhere.
                     Err(Stuck::FoundDown) if read && attempts <= MAX_READ_TRIES => {
-                        c.backend.count_error();
+                        gave_up_on(s, &c.backend);
                         exclude.push(c.backend.clone());
                         continue;
                     }
@@ -930,7 +938,7 @@ pub async fn execute(
                     // Marked last: a later exchange on it would clear the mark (`broken` also
                     // means "left mid-exchange"), and none may run on it.
                     c.conn().broken = true;
-                } else if c.conn().track.stale {
+                } else if c.conn().track.stale && !c.conn().broken {
                     if let Err(e) = c.conn().track_session().await {
                         tracing::warn!(session = s.id, "could not restore session tracking: {e}");
                         c.conn().broken = true;

@@ -124,21 +124,32 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     let target = target_of(s, &class);
     let mut exclude = Vec::new();
     let was_pinned = s.pinned.is_some();
-    let mut c = match s.checkout(target, &mut exclude).await {
-        Ok(c) => c,
-        Err(e) => {
-            io.error(&e).await?;
-            return Ok(());
-        }
-    };
     let read = target == Target::Read && !was_pinned;
-    let preparing = c.lease.conn.prepare_for_client(&sql);
-    let result = match s.status.unless_stuck(&c.backend, read, preparing).await {
-        Ok(prepared) => prepared.cloned(),
-        Err(Stuck::SessionKilled) => return Err(SessionEnd::Killed),
-        Err(Stuck::FoundDown) => Err(BackendError::Unanswered {
-            addr: c.backend.address.clone(),
-        }),
+    let (c, result) = loop {
+        let mut c = match s.checkout(target, &mut exclude).await {
+            Ok(c) => c,
+            Err(e) => {
+                io.error(&e).await?;
+                return Ok(());
+            }
+        };
+        let preparing = c.lease.conn.prepare_for_client(&sql);
+        match s.status.unless_stuck(&c.backend, read, preparing).await {
+            Ok(prepared) => {
+                let prepared = prepared.cloned();
+                break (c, prepared);
+            }
+            Err(Stuck::SessionKilled) => return Err(SessionEnd::Killed),
+            // Nothing went out: a read is prepared elsewhere, as it would run elsewhere.
+            Err(Stuck::FoundDown) if read && exclude.len() < super::MAX_READ_TRIES as usize => {
+                super::gave_up_on(s, &c.backend);
+                exclude.push(c.backend.clone());
+            }
+            Err(Stuck::FoundDown) => {
+                let addr = c.backend.address.clone();
+                break (c, Err(BackendError::Unanswered { addr }));
+            }
+        }
     };
     let reply = match result {
         Ok(st) => Ok(st),
