@@ -362,13 +362,19 @@ impl Drop for BackendConn {
             // Five bytes into an idle socket's empty send buffer never block.
             let _ = socket2::SockRef::from(w.as_ref()).send(&[1, 0, 0, 0, COM_QUIT]);
         } else if let StreamWrite::Tls(w) = self.writer.get_mut() {
+            use std::future::Future;
             use std::task::{Context, Poll, Waker};
             use tokio::io::AsyncWrite;
-            let mut cx = Context::from_waker(Waker::noop());
-            let mut w = std::pin::Pin::new(w);
-            if let Poll::Ready(Ok(5)) = w.as_mut().poll_write(&mut cx, &[1, 0, 0, 0, COM_QUIT]) {
-                let _ = w.poll_flush(&mut cx);
-            }
+            // Unconstrained: a session that used up its task's budget would otherwise be told
+            // to yield, and the goodbye would not go out.
+            let goodbye = tokio::task::unconstrained(std::future::poll_fn(|cx| {
+                let mut w = std::pin::Pin::new(&mut *w);
+                if let Poll::Ready(Ok(5)) = w.as_mut().poll_write(cx, &[1, 0, 0, 0, COM_QUIT]) {
+                    let _ = w.poll_flush(cx);
+                }
+                Poll::Ready(())
+            }));
+            let _ = std::pin::pin!(goodbye).poll(&mut Context::from_waker(Waker::noop()));
         }
     }
 }
