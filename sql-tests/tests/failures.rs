@@ -481,6 +481,22 @@ async fn reads_on_a_hung_replica_are_run_elsewhere() {
     }
 }
 
+/// `n` sessions whose next read goes to replica 2 (server id 2; a session reads from one
+/// replica in runs), where the read each just made left a pooled connection.
+async fn sessions_reading_from_replica_2(p: &proxy::Proxy, n: usize) -> Vec<Conn> {
+    let mut found = Vec::new();
+    for _ in 0..60 {
+        let mut c = p.conn().await.unwrap();
+        if sid(&mut c).await.unwrap() == 2 {
+            found.push(c);
+            if found.len() == n {
+                return found;
+            }
+        }
+    }
+    panic!("{} of {n} sessions reading from replica 2", found.len());
+}
+
 /// A read whose pooled connection must first be brought to the session's state (here its
 /// `time_zone`) on a replica that hangs during that exchange runs on another replica once
 /// the monitor finds the hung one down, as a read waiting for its reply does. (It waited
@@ -491,31 +507,20 @@ async fn a_read_syncing_state_on_a_hung_replica_runs_elsewhere() {
     let p = proxy::start(&(proxy::config_toml(cl, &[1, 1], "") + &fast_monitor()))
         .await
         .unwrap();
-    // Sessions whose next read goes to the replica about to hang (a session reads from one
-    // replica in runs), each leaving a pooled connection there without its time zone.
-    let hung = &cl.replicas[0];
-    let mut readers = Vec::new();
-    for _ in 0..60 {
-        let mut c = p.conn().await.unwrap();
-        if sid(&mut c).await.unwrap() != 2 {
-            continue;
-        }
+    let mut readers = sessions_reading_from_replica_2(&p, 4).await;
+    for c in &mut readers {
         c.query_drop("SET time_zone = '+02:00'").await.unwrap();
-        let (sql, want) = ("SELECT @@time_zone, @@server_id", "+02:00".to_string());
-        readers.push((c, sql, want));
-        if readers.len() == 4 {
-            break;
-        }
     }
-    assert_eq!(readers.len(), 4, "sessions reading from replica 2");
+    let hung = &cl.replicas[0];
     hung.pause();
     let t0 = Instant::now();
     let waiting: Vec<_> = readers
         .into_iter()
-        .map(|(mut c, sql, want)| {
+        .map(|mut c| {
             tokio::spawn(async move {
-                let r: mysql_async::Result<Option<(String, u32)>> = c.query_first(sql).await;
-                (sql, want, r, t0.elapsed())
+                let r: mysql_async::Result<Option<(String, u32)>> =
+                    c.query_first("SELECT @@time_zone, @@server_id").await;
+                (r, t0.elapsed())
             })
         })
         .collect();
@@ -526,9 +531,9 @@ async fn a_read_syncing_state_on_a_hung_replica_runs_elsewhere() {
     hung.resume();
     let mut longest = Duration::ZERO;
     for r in results {
-        let (sql, want, r, took) = r.expect("a read still waits after 10 s").unwrap();
-        println!("{sql}: {r:?} after {took:?}");
-        assert_eq!(r.unwrap(), Some((want, 3)), "{sql}");
+        let (r, took) = r.expect("a read still waits after 10 s").unwrap();
+        println!("read: {r:?} after {took:?}");
+        assert_eq!(r.unwrap(), Some(("+02:00".to_string(), 3)));
         longest = longest.max(took);
     }
     // One at least waited for the monitor's verdict (two 200 ms probes timing out after
@@ -548,17 +553,7 @@ async fn a_prepare_on_a_hung_replica_runs_elsewhere() {
     let p = proxy::start(&(proxy::config_toml(cl, &[1, 1], "") + &fast_monitor()))
         .await
         .unwrap();
-    // A session whose next read goes to the replica about to hang, where the read it just
-    // made left a pooled connection.
-    let mut c = None;
-    for _ in 0..20 {
-        let mut s = p.conn().await.unwrap();
-        if sid(&mut s).await.unwrap() == 2 {
-            c = Some(s);
-            break;
-        }
-    }
-    let mut c = c.expect("a session reading from replica 2");
+    let mut c = sessions_reading_from_replica_2(&p, 1).await.remove(0);
     let hung = &cl.replicas[0];
     hung.pause();
     let t0 = Instant::now();
