@@ -276,7 +276,10 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         return Ok(());
     }
     let class = stmt.class;
-    s.commit_implicitly(&class);
+    if class.flags.contains(Flags::IMPLICIT_COMMIT) {
+        let sql = stmt.sql.clone();
+        s.commit_implicitly(&class, &sql).await;
+    }
     let stmt = &s.stmts[&id];
     // A prepared `SET`/`USE`/temporary table/user variable/named lock changes the connection
     // the way its text form does, but the proxy records none of it from the binary protocol:

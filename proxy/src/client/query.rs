@@ -51,7 +51,9 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     let sql = &packet[1..];
     let shape = digest::key_of(sql, &mut s.digest_buf);
     let mut c = router::cache::classify_shaped(sql, shape, &s.digest_buf);
-    s.commit_implicitly(&c);
+    if c.flags.contains(Flags::IMPLICIT_COMMIT) {
+        s.commit_implicitly(&c, sql).await;
+    }
     // `ROW_COUNT()` describes the session's previous statement. Unless this one runs on the
     // connection that ran that one, the proxy writes in the value it recorded, and the call
     // no longer ties the statement to any server (in a multi-statement, only the first

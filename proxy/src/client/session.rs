@@ -855,7 +855,15 @@ impl Session {
     /// it, which rolls the transaction back: the same as a commit for a transaction whose
     /// writes were all refused. A session that made state there (a user variable, a
     /// temporary table) stays, see [`Session::refuse_on_replica`].
-    pub fn commit_implicitly(&mut self, class: &crate::router::classify::Classification) {
+    ///
+    /// `BEGIN` and `START TRANSACTION` keep the messages the transaction's last statement
+    /// left, where a DDL replaces them: for those the proxy ends the transaction with a
+    /// `ROLLBACK`, which keeps them too, and holds the connection for `SHOW WARNINGS`.
+    pub async fn commit_implicitly(
+        &mut self,
+        class: &crate::router::classify::Classification,
+        sql: &[u8],
+    ) {
         use crate::router::classify::{Flags, StmtKind};
         if !class.flags.contains(Flags::IMPLICIT_COMMIT)
             || class.kind == (StmtKind::Begin { read_only: true })
@@ -868,10 +876,20 @@ impl Session {
         if c.backend.role != crate::config::Role::ReadOnly || !c.lease.conn.in_transaction() {
             return;
         }
-        let c = self.pinned.take().expect("checked");
-        self.pinned_messages = false;
+        let mut c = self.pinned.take().expect("checked");
         if self.sticky.next_transaction == NextTransaction::Started {
             self.sticky.next_transaction = NextTransaction::None;
+        }
+        if std::mem::take(&mut self.pinned_messages)
+            && crate::router::diag_effect(sql) == DiagEffect::Keeps
+        {
+            let ended = c.lease.conn.run("ROLLBACK");
+            let ended = self.status.unless_stuck(&c.backend, true, ended).await;
+            if matches!(ended, Ok(Ok(_))) && !c.lease.conn.in_transaction() {
+                self.release_held();
+                self.held = Some(c);
+                return;
+            }
         }
         self.release(c);
     }
