@@ -367,6 +367,18 @@ async fn warnings_follow_the_statement_that_raised_them() {
     let v = diagnostics_after(&mut fresh, &script).await;
     let d = diagnostics_after(&mut cluster.primary.conn().await.unwrap(), &script).await;
     assert_eq!(v, d);
+    // Whatever the session's `completion_type` (a plain `ROLLBACK` would chain here).
+    let script = [
+        "SET completion_type = 1",
+        "START TRANSACTION READ ONLY",
+        "SELECT 1/0",
+        "BEGIN",
+        "ROLLBACK AND NO CHAIN",
+    ];
+    let mut fresh = p.conn().await.unwrap();
+    let v = diagnostics_after(&mut fresh, &script).await;
+    let d = diagnostics_after(&mut cluster.primary.conn().await.unwrap(), &script).await;
+    assert_eq!(v, d);
     // So does `COM_INIT_DB` (the `mariadb` client's `use`).
     let mut replies = Vec::new();
     for addr in [primary_addr(cluster), p.addr] {

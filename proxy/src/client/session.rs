@@ -883,7 +883,9 @@ impl Session {
         if std::mem::take(&mut self.pinned_messages)
             && crate::router::diag_effect(sql) == DiagEffect::Keeps
         {
-            let ended = c.lease.conn.run("ROLLBACK");
+            // Spelled out: a plain one follows the session's `completion_type`, which the
+            // implicit commit never does (it would chain a transaction, or close).
+            let ended = c.lease.conn.run("ROLLBACK AND NO CHAIN NO RELEASE");
             let ended = self.status.unless_stuck(&c.backend, true, ended).await;
             if matches!(ended, Ok(Ok(_))) && !c.lease.conn.in_transaction() {
                 self.release_held();
