@@ -353,32 +353,31 @@ async fn warnings_follow_the_statement_that_raised_them() {
     assert_eq!(v, d);
     // A read-only transaction (on a replica through the proxy: these sessions hold no
     // state, unlike the one above after its `SET @a`) that a `BEGIN` ends keeps its last
-    // messages; one a DDL ends loses them to the DDL's.
-    let script = [
-        "START TRANSACTION READ ONLY",
-        "SELECT 1/0",
-        "BEGIN",
-        "COMMIT",
-        "START TRANSACTION READ ONLY",
-        "SELECT 1/0",
-        "CREATE TABLE IF NOT EXISTS warn_t (v VARCHAR(3))",
+    // messages, whatever the session's `completion_type` (a plain `ROLLBACK` would chain
+    // there); one a DDL ends loses them to the DDL's.
+    let scripts: [&[&str]; 2] = [
+        &[
+            "START TRANSACTION READ ONLY",
+            "SELECT 1/0",
+            "BEGIN",
+            "COMMIT",
+            "START TRANSACTION READ ONLY",
+            "SELECT 1/0",
+            "CREATE TABLE IF NOT EXISTS warn_t (v VARCHAR(3))",
+        ],
+        &[
+            "SET completion_type = 1",
+            "START TRANSACTION READ ONLY",
+            "SELECT 1/0",
+            "BEGIN",
+            "ROLLBACK AND NO CHAIN",
+        ],
     ];
-    let mut fresh = p.conn().await.unwrap();
-    let v = diagnostics_after(&mut fresh, &script).await;
-    let d = diagnostics_after(&mut cluster.primary.conn().await.unwrap(), &script).await;
-    assert_eq!(v, d);
-    // Whatever the session's `completion_type` (a plain `ROLLBACK` would chain here).
-    let script = [
-        "SET completion_type = 1",
-        "START TRANSACTION READ ONLY",
-        "SELECT 1/0",
-        "BEGIN",
-        "ROLLBACK AND NO CHAIN",
-    ];
-    let mut fresh = p.conn().await.unwrap();
-    let v = diagnostics_after(&mut fresh, &script).await;
-    let d = diagnostics_after(&mut cluster.primary.conn().await.unwrap(), &script).await;
-    assert_eq!(v, d);
+    for script in scripts {
+        let v = diagnostics_after(&mut p.conn().await.unwrap(), script).await;
+        let d = diagnostics_after(&mut cluster.primary.conn().await.unwrap(), script).await;
+        assert_eq!(v, d);
+    }
     // So does `COM_INIT_DB` (the `mariadb` client's `use`).
     let mut replies = Vec::new();
     for addr in [primary_addr(cluster), p.addr] {
