@@ -2,7 +2,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use rwproxy::router::cache::classify_shaped;
-use rwproxy::router::classify::{classify, kill_target, replace_session_fns, use_schema, StmtKind};
+use rwproxy::router::classify::{
+    classify, diagnostics_targets, kill_target, replace_session_fns, use_schema, StmtKind,
+};
 use rwproxy::stats::digest::key_of;
 
 fuzz_target!(|data: &[u8]| {
@@ -24,6 +26,11 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let shape = key_of(&variant, &mut text);
     assert_eq!(classify_shaped(&variant, shape, &text), classify(&variant));
+    // The proxy copies what it names only for a statement classified as one.
+    if let Some(targets) = diagnostics_targets(data) {
+        assert!(!targets.is_empty());
+        assert_eq!(c.kind, StmtKind::GetDiagnostics);
+    }
     if let Some(name) = use_schema(data) {
         assert!(!name.is_empty());
         // A well-formed `USE` is classified as one unless something after it is malformed

@@ -5,6 +5,7 @@
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder, WhiteListFsHandler};
 use mysql_common::constants::CapabilityFlags as Cap;
+use rwproxy_sql_tests::diff::{self, Normalizer};
 use rwproxy_sql_tests::raw::{self, LoginOptions, RawConn};
 use rwproxy_sql_tests::sandbox::{APP_PASSWORD, APP_USER, DATABASE};
 use rwproxy_sql_tests::{proxy, Cluster};
@@ -415,6 +416,76 @@ async fn warnings_follow_the_statement_that_raised_them() {
         }
     }
     assert_eq!(replies[..2], replies[2..]);
+}
+
+/// `GET DIAGNOSTICS` reads the messages where the statement before left them (a replica,
+/// for a read) and sets user variables the session then reads where its others are (the
+/// write backend): values, their types, a condition number out of range, and variables
+/// that outlive the connection held for the messages. Each script runs on a fresh session
+/// directly and through the proxy; `PAUSE` idles past the proxy's hold of a connection kept
+/// only for messages (after which an unpinned session's messages are gone, a documented
+/// difference).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_diagnostics_reads_the_messages_where_they_are() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let scripts: [&[&str]; 3] = [
+        // An error on a replica, read into variables of each type.
+        &[
+            "SELECT * FROM no_such_table",
+            "GET DIAGNOSTICS CONDITION 1 @e = MYSQL_ERRNO, @m = MESSAGE_TEXT, @`s s` = RETURNED_SQLSTATE, @r = ROW_NUMBER",
+            "GET CURRENT DIAGNOSTICS @n = NUMBER, @rc = ROW_COUNT",
+            "SELECT @e, @m, @`s s`, @r, @n, @rc",
+            "CREATE TEMPORARY TABLE diag_types AS SELECT @e AS e, @m AS m, @n AS n, @rc AS rc",
+            "SHOW CREATE TABLE diag_types",
+        ],
+        // A warning on a replica, then a session pinned to the write backend by a variable
+        // that keeps the messages; a condition number out of range sets nothing.
+        &[
+            "SELECT 1/0",
+            "SET @a = 'before'",
+            "GET DIAGNOSTICS CONDITION 1 @e = MYSQL_ERRNO, @m = MESSAGE_TEXT",
+            "GET DIAGNOSTICS CONDITION 2 @a = MESSAGE_TEXT",
+            "SHOW WARNINGS",
+            "SELECT @e, @m, @a",
+        ],
+        // A warning on the write backend, and the variable after the session falls idle.
+        &[
+            "DROP TABLE IF EXISTS diag_none",
+            "GET DIAGNOSTICS CONDITION 1 @e = MYSQL_ERRNO",
+            "PAUSE",
+            "SELECT @e",
+            "SELECT * FROM no_such_table",
+            "GET DIAGNOSTICS CONDITION 1 @e = MYSQL_ERRNO",
+            "SELECT @e",
+        ],
+    ];
+    let n = Normalizer {
+        schema: DATABASE.into(),
+    };
+    for script in scripts {
+        let mut outcomes = Vec::new();
+        for opts in [cluster.primary.opts(APP_USER, APP_PASSWORD), p.opts()] {
+            let mut c = Conn::new(OptsBuilder::from_opts(opts).db_name(Some(DATABASE)))
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            for sql in script {
+                if *sql == "PAUSE" {
+                    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+                    continue;
+                }
+                out.push(format!(
+                    "{sql}:\n{}",
+                    diff::render(&diff::run_text(&mut c, sql, &n).await)
+                ));
+            }
+            outcomes.push(out);
+        }
+        assert_eq!(outcomes[1], outcomes[0], "through the proxy, then directly");
+    }
 }
 
 /// A prepared statement's text reaches the server byte for byte, as a text query's does: in

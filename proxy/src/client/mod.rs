@@ -1,6 +1,7 @@
 //! One client connection: login, then a loop reading commands and dispatching them.
 
 pub mod command;
+pub mod diagnostics;
 pub mod kill;
 pub mod prepared;
 pub mod query;

@@ -94,8 +94,19 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     {
         return end_nothing(s, io, shape.key, sql).await;
     }
+    // `GET DIAGNOSTICS` runs where the messages are held; when the session's user variables
+    // live elsewhere, what it sets there is copied over (see `diagnostics`).
+    let copy_diagnostics = match c.kind {
+        StmtKind::GetDiagnostics
+            if !c.flags.contains(Flags::MULTI_STATEMENT) && s.messages_apart_from_variables() =>
+        {
+            classify::diagnostics_targets(sql)
+        }
+        _ => None,
+    };
     let mut assignments = Vec::new();
     let target = match c.kind {
+        StmtKind::GetDiagnostics if copy_diagnostics.is_some() => Target::Diagnostics,
         // Thread ids differ between the proxy and each backend: forwarding `KILL n` would kill
         // an unrelated backend connection.
         StmtKind::Kill => return super::kill::kill_statement(s, io, sql).await,
@@ -121,7 +132,8 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     // Pinning reasons are decided before the statement runs so the connection is kept (and
     // marked for reset) even when it fails half-way, as a multi-statement can.
     let multi = c.flags.contains(Flags::MULTI_STATEMENT);
-    if c.flags.intersects(SERVER_STATE)
+    // (The copy of `GET DIAGNOSTICS`'s variables keeps the session where they go.)
+    if c.flags.intersects(SERVER_STATE) && copy_diagnostics.is_none()
         || c.kind == StmtKind::PrepareText
         || multi && multi_changes_session(sql, c.kind)
     {
@@ -201,6 +213,11 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         },
     )
     .await?;
+    if let (Some(targets), Some(r)) = (&copy_diagnostics, &relayed) {
+        if r.error.is_none() {
+            super::diagnostics::copy_targets(s, targets).await?;
+        }
+    }
     match relayed {
         Some(r) => s.record_digest_keyed(shape.key, sql, &r),
         // Not run, or its connection is gone: a `SET TRANSACTION` set nothing that lasts.

@@ -1004,6 +1004,18 @@ impl Session {
         self.held.is_some() || self.on_held || self.pinned_messages
     }
 
+    /// The messages of the session's last statement are held on a connection other than the
+    /// one its user variables live on: the pinned one, or else one to the write backend.
+    pub fn messages_apart_from_variables(&self) -> bool {
+        self.held.as_ref().is_some_and(|h| {
+            self.pinned.is_some()
+                || !self
+                    .cluster
+                    .write_backend()
+                    .is_some_and(|w| Arc::ptr_eq(&w, &h.backend))
+        })
+    }
+
     /// Nothing a `COMMIT` or `ROLLBACK` could end or change: no connection pinned (so no
     /// transaction, table locks or server-side state), no characteristics waiting for the
     /// next transaction (an empty `COMMIT` would use them up), and a `completion_type` that

@@ -63,6 +63,9 @@ pub enum StmtKind {
     PrepareText,
     /// `KILL [CONNECTION|QUERY] ...`
     Kill,
+    /// `GET [CURRENT] DIAGNOSTICS ...`: reads the messages of the statement before, wherever
+    /// that ran, into user variables (see [`diagnostics_targets`]).
+    GetDiagnostics,
     /// Nothing but whitespace, comments and `;`.
     Empty,
 }
@@ -304,6 +307,87 @@ pub fn use_schema(sql: &[u8]) -> Option<String> {
             String::from_utf8(bytes).ok()
         }
         _ => None,
+    }
+}
+
+/// A user variable `GET DIAGNOSTICS` assigns, and what kind of value it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagTarget {
+    /// As written (`@e`, `` @`my var` ``), for statements the proxy writes.
+    pub var: String,
+    pub value: DiagValue,
+}
+
+/// The type a `GET DIAGNOSTICS` item has (measured on MariaDB 10.11 with `CREATE TABLE ...
+/// AS SELECT @var`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiagValue {
+    /// `NUMBER`, `MYSQL_ERRNO`, `ROW_NUMBER`: `BIGINT UNSIGNED`.
+    Unsigned,
+    /// `ROW_COUNT`: `BIGINT`.
+    Signed,
+    /// Every other item: a string in the server's system character set.
+    Text,
+}
+
+/// The user variables a top-level `GET [CURRENT] DIAGNOSTICS [CONDITION n] @v = ITEM, ...`
+/// assigns, in order. `None` when the statement is not of that shape, or names its condition
+/// by a variable: the proxy then leaves it to the server as written.
+pub fn diagnostics_targets(sql: &[u8]) -> Option<Vec<DiagTarget>> {
+    let mut lx = Lexer::new(sql);
+    let word =
+        |t: &Tok, w: &[u8]| t.sym == Sym::Word && sql[t.start..t.end].eq_ignore_ascii_case(w);
+    if !word(&lx.next(), b"GET") {
+        return None;
+    }
+    let mut t = lx.next();
+    if word(&t, b"CURRENT") {
+        t = lx.next();
+    }
+    if !word(&t, b"DIAGNOSTICS") {
+        return None;
+    }
+    t = lx.next();
+    if word(&t, b"CONDITION") {
+        // A number: a variable would have to be read where the session's variables are.
+        if lx.next().sym != Sym::Word {
+            return None;
+        }
+        t = lx.next();
+    }
+    let mut targets = Vec::new();
+    loop {
+        if t.sym != Sym::UserVar || lx.next().sym != Sym::Punct(b'=') {
+            return None;
+        }
+        let item = lx.next();
+        if !matches!(item.sym, Sym::Word | Sym::Kw(_)) {
+            return None;
+        }
+        let name = &sql[item.start..item.end];
+        let value = if [&b"NUMBER"[..], b"MYSQL_ERRNO", b"ROW_NUMBER"]
+            .iter()
+            .any(|w| name.eq_ignore_ascii_case(w))
+        {
+            DiagValue::Unsigned
+        } else if name.eq_ignore_ascii_case(b"ROW_COUNT") {
+            DiagValue::Signed
+        } else {
+            DiagValue::Text
+        };
+        targets.push(DiagTarget {
+            var: String::from_utf8_lossy(&sql[t.start..t.end]).into_owned(),
+            value,
+        });
+        let mut end = lx.next().sym;
+        if end == Sym::Punct(b',') {
+            t = lx.next();
+            continue;
+        }
+        if end == Sym::Punct(b';') {
+            end = lx.next().sym;
+        }
+        return (end == Sym::End && !lx.broken).then_some(targets);
     }
 }
 
@@ -1296,6 +1380,12 @@ impl<'a> Classifier<'a> {
         if t.sym == Sym::Word && self.lx.s[t.start..t.end].eq_ignore_ascii_case(b"XA") {
             self.flags |= Flags::XA;
         }
+        let kind = if t.sym == Sym::Word && self.gets_diagnostics(t) {
+            self.flags |= Flags::USER_VAR_WRITE | Flags::USER_VAR_READ;
+            StmtKind::GetDiagnostics
+        } else {
+            kind
+        };
         let ended = loop {
             match self.lx.next().sym {
                 Sym::End => break Ended::Eof,
@@ -1304,6 +1394,21 @@ impl<'a> Classifier<'a> {
             }
         };
         (Some(kind), ended)
+    }
+
+    /// `GET DIAGNOSTICS` or `GET CURRENT DIAGNOSTICS` (`GET STACKED` only parses inside a
+    /// handler, which the server runs by itself).
+    fn gets_diagnostics(&self, t: Tok) -> bool {
+        let is = |tok: &Tok, w: &[u8]| self.lx.s[tok.start..tok.end].eq_ignore_ascii_case(w);
+        if !is(&t, b"GET") {
+            return false;
+        }
+        let mut l = self.lx.clone();
+        let mut next = l.next();
+        if is(&next, b"CURRENT") {
+            next = l.next();
+        }
+        next.sym == Sym::Word && is(&next, b"DIAGNOSTICS")
     }
 
     /// Whether a statement starting with the word `t` is one of [`Flags::CONNECTION_STATE`]'s
@@ -2181,6 +2286,56 @@ mod tests {
     }
 
     #[test]
+    fn get_diagnostics_names_its_targets() {
+        use DiagValue::{Signed, Text, Unsigned};
+        let t = |var: &str, value| DiagTarget {
+            var: var.into(),
+            value,
+        };
+        for sql in [
+            "GET DIAGNOSTICS @n = NUMBER",
+            "get current diagnostics condition 2 @e = MYSQL_ERRNO",
+            "/* c */ GET DIAGNOSTICS @r = ROW_COUNT;",
+        ] {
+            let c = classify(sql.as_bytes());
+            assert_eq!(c.kind, StmtKind::GetDiagnostics, "{sql}");
+            assert!(c.flags.contains(Flags::USER_VAR_WRITE), "{sql}");
+        }
+        for sql in ["GET STACKED DIAGNOSTICS @n = NUMBER", "GET_LOCK('a', 1)"] {
+            assert_ne!(
+                classify(sql.as_bytes()).kind,
+                StmtKind::GetDiagnostics,
+                "{sql}"
+            );
+        }
+        let cases: &[(&str, Option<Vec<DiagTarget>>)] = &[
+            (
+                "GET DIAGNOSTICS @n = NUMBER, @rc = ROW_COUNT",
+                Some(vec![t("@n", Unsigned), t("@rc", Signed)]),
+            ),
+            (
+                "GET CURRENT DIAGNOSTICS CONDITION 1 @e = mysql_errno, @`m m` = MESSAGE_TEXT, @'s' = RETURNED_SQLSTATE, @r = ROW_NUMBER;",
+                Some(vec![
+                    t("@e", Unsigned),
+                    t("@`m m`", Text),
+                    t("@'s'", Text),
+                    t("@r", Unsigned),
+                ]),
+            ),
+            ("GET DIAGNOSTICS CONDITION @c @m = MESSAGE_TEXT", None),
+            ("GET DIAGNOSTICS n = NUMBER", None),
+            ("GET DIAGNOSTICS @n = NUMBER @m", None),
+            ("GET DIAGNOSTICS @n = NUMBER; SELECT 1", None),
+            ("GET DIAGNOSTICS @n = 'NUMBER", None),
+            ("GET DIAGNOSTICS", None),
+            ("SET @n = NUMBER", None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(&diagnostics_targets(sql.as_bytes()), want, "{sql:?}");
+        }
+    }
+
+    #[test]
     fn connection_id_rewrites() {
         let id = "CAST(0000000042 AS UNSIGNED)";
         let cases: &[(&str, String)] = &[
@@ -2455,6 +2610,9 @@ mod tests {
             "/*master*/",
             "SHOW ",
             "BINLOG ",
+            "GET DIAGNOSTICS ",
+            "CONDITION 1 ",
+            "@m = MESSAGE_TEXT",
         ];
         let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
         let mut buf = Vec::new();
@@ -2477,6 +2635,9 @@ mod tests {
             let _ = use_schema(&buf);
             let _ = kill_target(&buf);
             let _ = replace_session_fns(&buf, |f| Some(f.literal(7)));
+            if diagnostics_targets(&buf).is_some() {
+                assert_eq!(c.kind, StmtKind::GetDiagnostics, "{buf:?}");
+            }
         }
         for &(sql, _, _) in CASES {
             for end in 0..=sql.len() {
