@@ -289,6 +289,8 @@ async fn warnings_follow_the_statement_that_raised_them() {
         "SELECT @@warning_count",
         "SHOW COUNT(*) WARNINGS",
         "SET @a = 1",
+        // Leading comments (sqlcommenter's, an ORM's) change nothing.
+        "/* app='shop' */ SET @b = 2",
         "DO 2",
         "SELECT * FROM warn_t",
         // A write with a warning, then a read that could run on a replica.
@@ -361,6 +363,10 @@ async fn warnings_follow_the_statement_that_raised_them() {
             "START TRANSACTION READ ONLY",
             "SELECT 1/0",
             "BEGIN",
+            "COMMIT",
+            "START TRANSACTION READ ONLY",
+            "SELECT 1/0",
+            "/* app */ BEGIN",
             "COMMIT",
             "START TRANSACTION READ ONLY",
             "SELECT 1/0",

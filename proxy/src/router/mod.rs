@@ -71,7 +71,9 @@ pub enum DiagEffect {
 }
 
 pub fn diag_effect(sql: &[u8]) -> DiagEffect {
-    let head = sql.trim_ascii_start();
+    // Applications mark their statements with leading comments (sqlcommenter, Rails'
+    // marginalia); an executable one (`/*! ... */`) is a statement of its own, left Unknown.
+    let head = after_comments(sql);
     let starts = |w: &[u8]| {
         head.len() >= w.len()
             && head[..w.len()].eq_ignore_ascii_case(w)
@@ -101,6 +103,9 @@ pub fn diag_effect(sql: &[u8]) -> DiagEffect {
         // Transaction control keeps the messages (measured on MariaDB 10.11): a client may
         // ask for the warnings of its transaction's last statement after ending it.
         DiagEffect::Keeps
+    } else if starts(b"GET") {
+        // `GET DIAGNOSTICS` reads them and leaves them be.
+        DiagEffect::Keeps
     } else if starts(b"SELECT") || starts(b"SET") || starts(b"DO") {
         if has_word(head, b"from") {
             DiagEffect::Clears
@@ -114,6 +119,33 @@ pub fn diag_effect(sql: &[u8]) -> DiagEffect {
         DiagEffect::Clears
     } else {
         DiagEffect::Unknown
+    }
+}
+
+/// `sql` from its first token on: past whitespace and comments, but not past an executable
+/// comment (`/*!…*/`, `/*M!…*/`), whose text the server runs.
+fn after_comments(mut sql: &[u8]) -> &[u8] {
+    loop {
+        sql = sql.trim_ascii_start();
+        let rest = if sql.starts_with(b"/*")
+            && !sql[2..].starts_with(b"!")
+            && !sql[2..].starts_with(b"M!")
+        {
+            match sql[2..].windows(2).position(|w| w == b"*/") {
+                Some(end) => &sql[end + 4..],
+                None => return sql,
+            }
+        } else if sql.starts_with(b"#")
+            || sql.starts_with(b"--") && sql.get(2).is_none_or(|b| b.is_ascii_whitespace())
+        {
+            match memchr::memchr(b'\n', sql) {
+                Some(end) => &sql[end + 1..],
+                None => &[],
+            }
+        } else {
+            return sql;
+        };
+        sql = rest;
     }
 }
 
@@ -166,10 +198,17 @@ mod tests {
             "USE db",
             "SELECT 1",
             "SET @a = 1",
+            "/* app */ BEGIN",
+            "-- c\n# d\n /**/SELECT 1",
+            "GET DIAGNOSTICS @n = NUMBER",
         ] {
             assert_eq!(diag_effect(sql.as_bytes()), DiagEffect::Keeps, "{sql}");
         }
-        for sql in ["SELECT * FROM t", "update t set a = 1"] {
+        for sql in [
+            "SELECT * FROM t",
+            "update t set a = 1",
+            "/* controller='users' */ SELECT * FROM t",
+        ] {
             assert_eq!(diag_effect(sql.as_bytes()), DiagEffect::Clears, "{sql}");
         }
         for sql in [
@@ -178,6 +217,11 @@ mod tests {
             "SELECT 1; SELECT 2",
             "START SLAVE",
             "START",
+            "/*!40101 SET @a = 1 */",
+            "/*M!100100 SELECT 1 */",
+            "/* unterminated SELECT 1",
+            "--SELECT 1",
+            "-- only a comment",
         ] {
             assert_eq!(diag_effect(sql.as_bytes()), DiagEffect::Unknown, "{sql}");
         }
