@@ -437,7 +437,7 @@ async fn get_diagnostics_reads_the_messages_where_they_are() {
     let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
         .await
         .unwrap();
-    let scripts: [&[&str]; 3] = [
+    let scripts: [&[&str]; 5] = [
         // An error on a replica, read into variables of each type.
         &[
             "SELECT * FROM no_such_table",
@@ -466,6 +466,24 @@ async fn get_diagnostics_reads_the_messages_where_they_are() {
             "SELECT * FROM no_such_table",
             "GET DIAGNOSTICS CONDITION 1 @e = MYSQL_ERRNO",
             "SELECT @e",
+        ],
+        // Quoted names, one variable named twice, a `BEGIN` in between; a condition out of
+        // range after the variable changed leaves it changed.
+        &[
+            "SELECT 1/0",
+            "BEGIN",
+            "GET DIAGNOSTICS CONDITION 1 @`a``b` = MYSQL_ERRNO, @'x''y' = MESSAGE_TEXT, @x = MYSQL_ERRNO, @X = CLASS_ORIGIN",
+            "COMMIT",
+            "SELECT @`a``b`, @'x''y', @x",
+            "SET @`a``b` = 0",
+            "GET DIAGNOSTICS CONDITION 2 @`a``b` = MYSQL_ERRNO",
+            "SELECT @`a``b`",
+        ],
+        // An error the proxy answers itself.
+        &[
+            "KILL 1987654321",
+            "GET DIAGNOSTICS CONDITION 1 @k = MYSQL_ERRNO, @s = RETURNED_SQLSTATE",
+            "SELECT @k, @s",
         ],
     ];
     let n = Normalizer {

@@ -96,14 +96,19 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     }
     // `GET DIAGNOSTICS` runs where the messages are held; when the session's user variables
     // live elsewhere, what it sets there is copied over (see `diagnostics`).
+    // So does an error the proxy answered itself, which it raises for the statement.
     let copy_diagnostics = match c.kind {
         StmtKind::GetDiagnostics
-            if !c.flags.contains(Flags::MULTI_STATEMENT) && s.messages_apart_from_variables() =>
+            if !c.flags.contains(Flags::MULTI_STATEMENT)
+                && (s.messages_apart_from_variables() || s.proxy_error.is_some()) =>
         {
             classify::diagnostics_targets(sql)
         }
         _ => None,
     };
+    if copy_diagnostics.is_some() && !super::diagnostics::pin_for_variables(s, io).await? {
+        return Ok(());
+    }
     let mut assignments = Vec::new();
     let target = match c.kind {
         StmtKind::GetDiagnostics if copy_diagnostics.is_some() => Target::Diagnostics,
@@ -132,8 +137,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     // Pinning reasons are decided before the statement runs so the connection is kept (and
     // marked for reset) even when it fails half-way, as a multi-statement can.
     let multi = c.flags.contains(Flags::MULTI_STATEMENT);
-    // (The copy of `GET DIAGNOSTICS`'s variables keeps the session where they go.)
-    if c.flags.intersects(SERVER_STATE) && copy_diagnostics.is_none()
+    if c.flags.intersects(SERVER_STATE)
         || c.kind == StmtKind::PrepareText
         || multi && multi_changes_session(sql, c.kind)
     {
@@ -214,7 +218,8 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     )
     .await?;
     if let (Some(targets), Some(r)) = (&copy_diagnostics, &relayed) {
-        if r.error.is_none() {
+        // A condition number out of range sets nothing, and adds its 1758.
+        if r.error.is_none() && !r.warned {
             super::diagnostics::copy_targets(s, targets).await?;
         }
     }

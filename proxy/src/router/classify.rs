@@ -315,7 +315,26 @@ pub fn use_schema(sql: &[u8]) -> Option<String> {
 pub struct DiagTarget {
     /// As written (`@e`, `` @`my var` ``), for statements the proxy writes.
     pub var: String,
+    /// The item's type, which the value keeps when the proxy copies it.
     pub value: DiagValue,
+}
+
+impl DiagTarget {
+    /// Whether both name one variable: names compare without their quotes and case.
+    pub fn same_var(&self, other: &DiagTarget) -> bool {
+        fn name(var: &str) -> String {
+            let n = var.trim_start_matches('@');
+            match n.chars().next() {
+                Some(q @ ('`' | '\'' | '"')) if n.len() >= 2 => {
+                    let doubled: String = [q, q].iter().collect();
+                    n[1..n.len() - 1].replace(&doubled, &q.to_string())
+                }
+                _ => n.to_owned(),
+            }
+            .to_lowercase()
+        }
+        name(&self.var) == name(&other.var)
+    }
 }
 
 /// The type a `GET DIAGNOSTICS` item has (measured on MariaDB 10.11 with `CREATE TABLE ...
@@ -2333,6 +2352,12 @@ mod tests {
         for (sql, want) in cases {
             assert_eq!(&diagnostics_targets(sql.as_bytes()), want, "{sql:?}");
         }
+        let same = |a: &str, b: &str| t(a, Text).same_var(&t(b, Unsigned));
+        assert!(same("@x", "@X"));
+        assert!(same("@`a``b`", "@'a`b'"));
+        assert!(same("@'x''y'", "@\"x'y\""));
+        assert!(!same("@x", "@xy"));
+        assert!(!same("@`a``b`", "@`a``b``c`"));
     }
 
     #[test]
