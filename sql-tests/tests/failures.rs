@@ -544,6 +544,41 @@ async fn a_read_syncing_state_on_a_hung_replica_runs_elsewhere() {
     );
 }
 
+/// `GET DIAGNOSTICS` after a read failed on a replica, whose connection (held for those
+/// messages) a DBA then kills there: the statement gets an error and the session goes on, as
+/// `SHOW WARNINGS` on a lost connection does. (The session was pinned to the write backend
+/// first, for the variables, and that made the lost replica connection end it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_diagnostics_on_a_lost_replica_connection_keeps_the_session() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("SELECT * FROM no_such_table")
+        .await
+        .expect_err("no such table");
+    for r in &cl.replicas {
+        let mut root = r.root_conn().await.unwrap();
+        let ids: Vec<u64> = root
+            .query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app'")
+            .await
+            .unwrap();
+        for id in ids {
+            let _ = root.query_drop(format!("KILL {id}")).await;
+        }
+    }
+    let lost = c
+        .query_drop("GET DIAGNOSTICS CONDITION 1 @e = MYSQL_ERRNO")
+        .await
+        .expect_err("its messages' connection is gone");
+    let n: Option<u32> = c
+        .query_first("SELECT 1")
+        .await
+        .unwrap_or_else(|e| panic!("session ended after GET DIAGNOSTICS failed ({lost}): {e}"));
+    assert_eq!(n, Some(1));
+}
+
 /// A read prepared (`COM_STMT_PREPARE`) on a pooled connection of a replica that hangs
 /// is prepared on another replica once the monitor finds the hung one down, and runs there.
 /// (It waited as long as the server did; then, for a while, it got an error.)

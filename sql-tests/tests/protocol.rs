@@ -437,7 +437,7 @@ async fn get_diagnostics_reads_the_messages_where_they_are() {
     let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
         .await
         .unwrap();
-    let scripts: [&[&str]; 5] = [
+    let scripts: [&[&str]; 6] = [
         // An error on a replica, read into variables of each type.
         &[
             "SELECT * FROM no_such_table",
@@ -478,6 +478,14 @@ async fn get_diagnostics_reads_the_messages_where_they_are() {
             "SET @`a``b` = 0",
             "GET DIAGNOSTICS CONDITION 2 @`a``b` = MYSQL_ERRNO",
             "SELECT @`a``b`",
+        ],
+        // A connection character set that widens every character.
+        &[
+            "SET character_set_connection = ucs2",
+            "SELECT 1/0",
+            "GET DIAGNOSTICS CONDITION 1 @e = MYSQL_ERRNO, @m = MESSAGE_TEXT",
+            "GET DIAGNOSTICS @n = NUMBER, @rc = ROW_COUNT",
+            "SELECT @e, @m, @n, @rc",
         ],
         // An error the proxy answers itself.
         &[

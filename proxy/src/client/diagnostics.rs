@@ -47,8 +47,8 @@ pub async fn copy_targets(s: &mut Session, targets: &[DiagTarget]) -> Result<(),
         .filter(|(i, t)| !targets[i + 1..].iter().any(|later| later.same_var(t)))
         .map(|(_, t)| t)
         .collect();
-    let literals: Vec<String> = targets.iter().map(|t| literal_of(t)).collect();
-    let select = format!("SELECT {}", literals.join(", "));
+    let columns: Vec<String> = targets.iter().map(|t| columns_of(t)).collect();
+    let select = format!("SELECT {}", columns.join(", "));
     let read = held.lease.conn.query_row(&select);
     let values = match s.status.unless_stuck(&held.backend, true, read).await {
         Ok(Ok(values)) => {
@@ -59,11 +59,23 @@ pub async fn copy_targets(s: &mut Session, targets: &[DiagTarget]) -> Result<(),
         Ok(Err(e)) => return Err(lost(s, "read", e)),
         Err(stuck) => return Err(stopped(s, "read", stuck, &held.backend.address)),
     };
-    let assignments: Vec<String> = targets
-        .iter()
-        .zip(values)
-        .filter_map(|(t, v)| v.map(|v| format!("{} = {v}", t.var)))
-        .collect();
+    let mut values = values.into_iter();
+    let mut assignments = Vec::new();
+    for t in &targets {
+        let taken = match t.value {
+            DiagValue::Unsigned | DiagValue::Signed => 1,
+            DiagValue::Text => 3,
+        };
+        let parts: Vec<Option<String>> = values.by_ref().take(taken).collect();
+        if parts.iter().any(Option::is_none) {
+            continue;
+        }
+        let parts: Vec<String> = parts.into_iter().flatten().collect();
+        match literal(t.value, &parts) {
+            Some(l) => assignments.push(format!("{} = {l}", t.var)),
+            None => return Err(lost(s, "read", format!("unexpected value {parts:?}"))),
+        }
+    }
     if assignments.is_empty() {
         return Ok(());
     }
@@ -84,20 +96,42 @@ pub async fn copy_targets(s: &mut Session, targets: &[DiagTarget]) -> Result<(),
     }
 }
 
-/// The expression that makes the server write `t`'s value as a literal of its item's type:
-/// digits, or a string's bytes in hex with its character set and collation. Nothing of the
-/// value itself reaches the `SET` as SQL text, and the result is binary, which
-/// `character_set_results` leaves as it is.
-fn literal_of(t: &DiagTarget) -> String {
+/// What the server is asked for `t`'s value: its digits, or a string's character set, bytes
+/// in hex and collation; each as ASCII in a binary column, which neither the connection's
+/// character set (UCS-2 would widen the digits) nor `character_set_results` changes. A
+/// variable the statement left alone (`NULL`: the session's variables start out unset on
+/// the held connection) is left alone here too.
+fn columns_of(t: &DiagTarget) -> String {
     let v = &t.var;
-    let text = match t.value {
-        DiagValue::Unsigned => format!("CONCAT('CAST(', CAST({v} AS UNSIGNED), ' AS UNSIGNED)')"),
-        DiagValue::Signed => format!("CAST({v} AS SIGNED)"),
-        DiagValue::Text => {
-            format!("CONCAT('_', CHARSET({v}), ' X''', HEX({v}), ''' COLLATE ', COLLATION({v}))")
+    let ascii = |e: String| format!("CAST(CONVERT({e} USING ascii) AS BINARY)");
+    match t.value {
+        DiagValue::Unsigned => ascii(format!("CAST({v} AS UNSIGNED)")),
+        DiagValue::Signed => ascii(format!("CAST({v} AS SIGNED)")),
+        DiagValue::Text => [
+            ascii(format!("CHARSET({v})")),
+            ascii(format!("HEX({v})")),
+            ascii(format!("COLLATION({v})")),
+        ]
+        .join(", "),
+    }
+}
+
+/// The literal the `SET` assigns, of the item's type, from what [`columns_of`] read; `None`
+/// for anything but digits, hex and plain names, so no value text reaches the `SET` as SQL.
+fn literal(value: DiagValue, parts: &[String]) -> Option<String> {
+    let all = |s: &str, ok: fn(&u8) -> bool| !s.is_empty() && s.as_bytes().iter().all(ok);
+    let digits = |s: &str| all(s.strip_prefix('-').unwrap_or(s), u8::is_ascii_digit);
+    let name = |s: &str| all(s, |b| b.is_ascii_alphanumeric() || *b == b'_');
+    match (value, parts) {
+        (DiagValue::Unsigned, [n]) if digits(n) => Some(format!("CAST({n} AS UNSIGNED)")),
+        (DiagValue::Signed, [n]) if digits(n) => Some(n.clone()),
+        (DiagValue::Text, [cs, hex, coll])
+            if name(cs) && name(coll) && (hex.is_empty() || all(hex, u8::is_ascii_hexdigit)) =>
+        {
+            Some(format!("_{cs} X'{hex}' COLLATE {coll}"))
         }
-    };
-    format!("CAST({text} AS BINARY)")
+        _ => None,
+    }
 }
 
 fn lost(s: &Session, step: &str, e: impl std::fmt::Display) -> SessionEnd {
@@ -118,5 +152,45 @@ fn stopped(s: &Session, step: &str, stuck: Stuck, addr: &str) -> SessionEnd {
                 addr: addr.to_owned(),
             },
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_only_digits_hex_and_names() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            literal(DiagValue::Unsigned, &p(&["1146"])).as_deref(),
+            Some("CAST(1146 AS UNSIGNED)")
+        );
+        assert_eq!(
+            literal(DiagValue::Signed, &p(&["-1"])).as_deref(),
+            Some("-1")
+        );
+        assert_eq!(
+            literal(
+                DiagValue::Text,
+                &p(&["utf8mb3", "4142", "utf8mb3_general_ci"])
+            )
+            .as_deref(),
+            Some("_utf8mb3 X'4142' COLLATE utf8mb3_general_ci")
+        );
+        assert_eq!(
+            literal(DiagValue::Text, &p(&["utf8mb3", "", "utf8mb3_general_ci"])).as_deref(),
+            Some("_utf8mb3 X'' COLLATE utf8mb3_general_ci")
+        );
+        for (value, parts) in [
+            (DiagValue::Unsigned, p(&["1 OR 1"])),
+            (DiagValue::Signed, p(&["-"])),
+            (DiagValue::Unsigned, p(&[""])),
+            (DiagValue::Text, p(&["utf8'", "41", "x"])),
+            (DiagValue::Text, p(&["utf8", "4G", "x"])),
+            (DiagValue::Text, p(&["utf8", "41"])),
+        ] {
+            assert_eq!(literal(value, &parts), None, "{parts:?}");
+        }
     }
 }

@@ -763,7 +763,9 @@ pub async fn execute(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let was_pinned = s.pinned.is_some();
+        // Messages held apart from the pinned connection are read where they are: losing
+        // that connection costs the session nothing more.
+        let was_pinned = s.pinned.is_some() && !(target == Target::Diagnostics && s.held.is_some());
         let mut c: Checkout = match s.checkout(target, &mut exclude).await {
             Ok(c) => c,
             // Killed while waiting for a connection: closed without a word, as on any kill.

@@ -243,7 +243,10 @@ fn plain_end(sql: &[u8]) -> bool {
     while i < sql.len() {
         match sql[i] {
             b' ' | b'\t' | b'\r' | b'\n' => i += 1,
-            b'/' if sql.get(i + 1) == Some(&b'*') && sql.get(i + 2) != Some(&b'!') => {
+            b'/' if sql.get(i + 1) == Some(&b'*')
+                && sql.get(i + 2) != Some(&b'!')
+                && !sql[i + 2..].starts_with(b"M!") =>
+            {
                 match sql[i + 2..].windows(2).position(|w| w == b"*/") {
                     Some(end) => i += end + 4,
                     None => return false,
@@ -435,6 +438,7 @@ mod tests {
             "COMMIT WORK WORK",
             "/*! COMMIT */",
             "COMMIT /*! AND CHAIN */",
+            "COMMIT /*M! AND CHAIN */",
             "COMMIT; SELECT 1",
             "COMMIT -- c",
             "ROLLBACK /* unterminated",
