@@ -544,6 +544,61 @@ async fn a_read_syncing_state_on_a_hung_replica_runs_elsewhere() {
     );
 }
 
+/// The same, while `KILL QUERY` keeps coming for the waiting sessions (a DBA's tool, or an
+/// application's timeout): a kill lets the exchange go on, and the check that gives up on
+/// the hung replica still comes on time. (Each kill put the check off by a second: as long
+/// as they came, the reads waited for the server.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_query_does_not_put_off_giving_up_on_a_hung_replica() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&(proxy::config_toml(cl, &[1, 1], "") + &fast_monitor()))
+        .await
+        .unwrap();
+    let mut readers = sessions_reading_from_replica_2(&p, 4).await;
+    let mut ids = Vec::new();
+    for c in &mut readers {
+        c.query_drop("SET time_zone = '+02:00'").await.unwrap();
+        ids.push(c.id());
+    }
+    let hung = &cl.replicas[0];
+    hung.pause();
+    let t0 = Instant::now();
+    let waiting: Vec<_> = readers
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let r: mysql_async::Result<Option<(String, u32)>> =
+                    c.query_first("SELECT @@time_zone, @@server_id").await;
+                (r, t0.elapsed())
+            })
+        })
+        .collect();
+    let mut killer = p.conn().await.unwrap();
+    let kills = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            for id in &ids {
+                let _ = killer.query_drop(format!("KILL QUERY {id}")).await;
+            }
+        }
+    });
+    let mut results = Vec::new();
+    for w in waiting {
+        results.push(tokio::time::timeout(Duration::from_secs(10), w).await);
+    }
+    kills.abort();
+    hung.resume();
+    for r in results {
+        let (r, took) = r.expect("a read still waits after 10 s").unwrap();
+        println!("read: {r:?} after {took:?}");
+        // Run on the other replica, or refused for the kill that came while it waited.
+        match r {
+            Ok(row) => assert_eq!(row, Some(("+02:00".to_string(), 3))),
+            Err(e) => assert!(e.to_string().contains("1317"), "{e}"),
+        }
+    }
+}
+
 /// `GET DIAGNOSTICS` after a read failed on a replica, whose connection (held for those
 /// messages) a DBA then kills there: the statement gets an error and the session goes on, as
 /// `SHOW WARNINGS` on a lost connection does. (The session was pinned to the write backend

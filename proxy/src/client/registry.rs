@@ -505,6 +505,10 @@ impl SessionStatus {
         if let Poll::Ready(out) = first {
             return Ok(out);
         }
+        // One timer across the loop: a wake that is no kill of the session (a `KILL QUERY`,
+        // the sweeper's) must not put the next check off.
+        let check = crate::timer::sleep(STUCK_CHECK);
+        tokio::pin!(check);
         loop {
             tokio::select! {
                 biased;
@@ -514,7 +518,7 @@ impl SessionStatus {
                         return Err(Stuck::SessionKilled);
                     }
                 }
-                () = crate::timer::sleep(STUCK_CHECK) => {
+                () = &mut check => {
                     let down = match read {
                         true => backend.health() == Health::Down,
                         false => backend.found_silent(),
@@ -522,6 +526,7 @@ impl SessionStatus {
                     if down {
                         return Err(Stuck::FoundDown);
                     }
+                    check.as_mut().reset(tokio::time::Instant::now() + STUCK_CHECK);
                 }
             }
         }
