@@ -599,6 +599,43 @@ async fn kill_query_does_not_put_off_giving_up_on_a_hung_replica() {
     }
 }
 
+/// `SHOW WARNINGS` after an error the proxy answered itself raises that error on a server
+/// for the statement; when that server hangs, another one raises it once the monitor finds
+/// the first down. (It waited as long as the server did.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_warnings_of_the_proxys_error_moves_off_a_hung_replica() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&(proxy::config_toml(cl, &[1, 1], "") + &fast_monitor()))
+        .await
+        .unwrap();
+    let mut c = p.conn().await.unwrap();
+    for r in &cl.replicas {
+        r.pause();
+    }
+    let t0 = Instant::now();
+    let killed = c
+        .query_drop("KILL 1987654321")
+        .await
+        .expect_err("no such id");
+    let shown = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.query::<(String, u32, String), _>("SHOW WARNINGS"),
+    )
+    .await;
+    for r in &cl.replicas {
+        r.resume();
+    }
+    let shown = shown
+        .expect("SHOW WARNINGS still waits after 10 s")
+        .unwrap();
+    println!(
+        "{killed}; SHOW WARNINGS after {:?}: {shown:?}",
+        t0.elapsed()
+    );
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!((shown[0].0.as_str(), shown[0].1), ("Error", 1094));
+}
+
 /// `GET DIAGNOSTICS` after a read failed on a replica, whose connection (held for those
 /// messages) a DBA then kills there: the statement gets an error and the session goes on, as
 /// `SHOW WARNINGS` on a lost connection does. (The session was pinned to the write backend

@@ -784,7 +784,26 @@ pub async fn execute(
             }
         };
         if target == Target::Diagnostics && s.proxy_error.is_some() {
-            s.raise_proxy_error_on(c.conn()).await;
+            match s.raise_proxy_error_on(&c.backend, &mut c.lease.conn).await {
+                Ok(()) => {}
+                Err(Stuck::SessionKilled) => return Err(SessionEnd::Killed),
+                // Any server can raise it: another one does, unless this was the session's
+                // own connection (its transaction went with it).
+                Err(Stuck::FoundDown) if was_pinned => return Err(SessionEnd::BackendLost),
+                Err(Stuck::FoundDown) => {
+                    gave_up_on(s, &c.backend);
+                    if attempts <= MAX_READ_TRIES {
+                        exclude.push(c.backend.clone());
+                        continue;
+                    }
+                    let e = BackendError::Unanswered {
+                        addr: c.backend.address.clone(),
+                    };
+                    drop(c);
+                    io.error(&e.to_sql_error("backend")).await?;
+                    return Ok(None);
+                }
+            }
         }
         // Awaited only when there is work: a future costs the session's state cache misses.
         let prepared = match prep {

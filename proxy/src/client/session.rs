@@ -969,9 +969,16 @@ impl Session {
     /// statements in between keep it only if they keep messages, see `execute`), so a
     /// session's reads still spread over the replicas after an error, and the extra round
     /// trip is paid only by a diagnostics statement.
-    pub async fn raise_proxy_error_on(&mut self, conn: &mut BackendConn) {
+    ///
+    /// A server found down while it does not answer is given up on as before a statement
+    /// (see `SessionStatus::unless_stuck`); the error then waits in the session again.
+    pub async fn raise_proxy_error_on(
+        &mut self,
+        backend: &Backend,
+        conn: &mut BackendConn,
+    ) -> Result<(), Stuck> {
         let Some(e) = self.proxy_error.take() else {
-            return;
+            return Ok(());
         };
         // A SIGNAL's message may have 512 characters; the hex literal reads the same under
         // any sql_mode or connection character set.
@@ -982,7 +989,15 @@ impl Session {
             "SIGNAL SQLSTATE '{state}' SET MYSQL_ERRNO = {}, MESSAGE_TEXT = _utf8mb4 x'{hex}'",
             e.code
         );
-        match conn.run(&signal).await {
+        let status = self.status.clone();
+        let raised = match status.unless_stuck(backend, false, conn.run(&signal)).await {
+            Ok(raised) => raised,
+            Err(stuck) => {
+                self.proxy_error = Some(e);
+                return Err(stuck);
+            }
+        };
+        match raised {
             Err(BackendError::Server(raised)) if raised.code == e.code => {
                 self.on_held = true;
                 // It holds messages now: reset before another session gets it.
@@ -996,6 +1011,7 @@ impl Session {
             }
             Ok(_) => {}
         }
+        Ok(())
     }
 
     /// A connection is kept for `SHOW WARNINGS`, or the running statement got it: the
