@@ -497,19 +497,21 @@ async fn sessions_reading_from_replica_2(p: &proxy::Proxy, n: usize) -> Vec<Conn
     panic!("{} of {n} sessions reading from replica 2", found.len());
 }
 
-/// A read whose pooled connection must first be brought to the session's state (here its
-/// `time_zone`) on a replica that hangs during that exchange runs on another replica once
-/// the monitor finds the hung one down, as a read waiting for its reply does. (It waited
-/// as long as the server did: still after 10 s.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_syncing_state_on_a_hung_replica_runs_elsewhere() {
-    let (_turn, cl) = cluster().await;
+/// The outcome of a read and when it came.
+type TimedRead = (mysql_async::Result<Option<(String, u32)>>, Duration);
+
+/// Four sessions reading from replica 2 set `time_zone`, then read `@@time_zone` and
+/// `@@server_id` while replica 2 hangs (SIGSTOP); with `kill_queries`, another session sends
+/// each a `KILL QUERY` every 300 ms meanwhile. Panics if a read still waits after 10 s.
+async fn reads_while_replica_2_hangs(cl: &Cluster, kill_queries: bool) -> Vec<TimedRead> {
     let p = proxy::start(&(proxy::config_toml(cl, &[1, 1], "") + &fast_monitor()))
         .await
         .unwrap();
     let mut readers = sessions_reading_from_replica_2(&p, 4).await;
+    let mut ids = Vec::new();
     for c in &mut readers {
         c.query_drop("SET time_zone = '+02:00'").await.unwrap();
+        ids.push(c.id());
     }
     let hung = &cl.replicas[0];
     hung.pause();
@@ -518,21 +520,45 @@ async fn a_read_syncing_state_on_a_hung_replica_runs_elsewhere() {
         .into_iter()
         .map(|mut c| {
             tokio::spawn(async move {
-                let r: mysql_async::Result<Option<(String, u32)>> =
-                    c.query_first("SELECT @@time_zone, @@server_id").await;
+                let r = c.query_first("SELECT @@time_zone, @@server_id").await;
                 (r, t0.elapsed())
             })
         })
         .collect();
+    let mut killer = p.conn().await.unwrap();
+    let kills = tokio::spawn(async move {
+        while kill_queries {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            for id in &ids {
+                let _ = killer.query_drop(format!("KILL QUERY {id}")).await;
+            }
+        }
+    });
     let mut results = Vec::new();
     for w in waiting {
         results.push(tokio::time::timeout(Duration::from_secs(10), w).await);
     }
+    kills.abort();
     hung.resume();
+    results
+        .into_iter()
+        .map(|r| {
+            let (r, took) = r.expect("a read still waits after 10 s").unwrap();
+            println!("read: {r:?} after {took:?}");
+            (r, took)
+        })
+        .collect()
+}
+
+/// A read whose pooled connection must first be brought to the session's state (here its
+/// `time_zone`) on a replica that hangs during that exchange runs on another replica once
+/// the monitor finds the hung one down, as a read waiting for its reply does. (It waited
+/// as long as the server did: still after 10 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_syncing_state_on_a_hung_replica_runs_elsewhere() {
+    let (_turn, cl) = cluster().await;
     let mut longest = Duration::ZERO;
-    for r in results {
-        let (r, took) = r.expect("a read still waits after 10 s").unwrap();
-        println!("read: {r:?} after {took:?}");
+    for (r, took) in reads_while_replica_2_hangs(cl, false).await {
         assert_eq!(r.unwrap(), Some(("+02:00".to_string(), 3)));
         longest = longest.max(took);
     }
@@ -551,46 +577,7 @@ async fn a_read_syncing_state_on_a_hung_replica_runs_elsewhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_query_does_not_put_off_giving_up_on_a_hung_replica() {
     let (_turn, cl) = cluster().await;
-    let p = proxy::start(&(proxy::config_toml(cl, &[1, 1], "") + &fast_monitor()))
-        .await
-        .unwrap();
-    let mut readers = sessions_reading_from_replica_2(&p, 4).await;
-    let mut ids = Vec::new();
-    for c in &mut readers {
-        c.query_drop("SET time_zone = '+02:00'").await.unwrap();
-        ids.push(c.id());
-    }
-    let hung = &cl.replicas[0];
-    hung.pause();
-    let t0 = Instant::now();
-    let waiting: Vec<_> = readers
-        .into_iter()
-        .map(|mut c| {
-            tokio::spawn(async move {
-                let r: mysql_async::Result<Option<(String, u32)>> =
-                    c.query_first("SELECT @@time_zone, @@server_id").await;
-                (r, t0.elapsed())
-            })
-        })
-        .collect();
-    let mut killer = p.conn().await.unwrap();
-    let kills = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            for id in &ids {
-                let _ = killer.query_drop(format!("KILL QUERY {id}")).await;
-            }
-        }
-    });
-    let mut results = Vec::new();
-    for w in waiting {
-        results.push(tokio::time::timeout(Duration::from_secs(10), w).await);
-    }
-    kills.abort();
-    hung.resume();
-    for r in results {
-        let (r, took) = r.expect("a read still waits after 10 s").unwrap();
-        println!("read: {r:?} after {took:?}");
+    for (r, _) in reads_while_replica_2_hangs(cl, true).await {
         // Run on the other replica, or refused for the kill that came while it waited.
         match r {
             Ok(row) => assert_eq!(row, Some(("+02:00".to_string(), 3))),
