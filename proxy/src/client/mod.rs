@@ -724,7 +724,7 @@ impl Prep {
 fn gave_up_on(s: &Session, backend: &crate::backend::Backend) {
     backend.count_error();
     s.stats.counters.error(ErrorKind::BackendLost);
-    tracing::warn!(backend = %backend.address, session = s.id, "no answer from a backend found down while preparing a read: it runs on another server");
+    tracing::warn!(backend = %backend.address, session = s.id, "no answer from a backend found down before the statement went out: it runs on another server");
 }
 
 /// Makes `LAST_INSERT_ID()` on `conn` answer what the session last generated, wherever that
@@ -765,7 +765,8 @@ pub async fn execute(
         attempts += 1;
         // Messages held apart from the pinned connection are read where they are: losing
         // that connection costs the session nothing more.
-        let was_pinned = s.pinned.is_some() && !(target == Target::Diagnostics && s.held.is_some());
+        let on_held = target == Target::Diagnostics && s.held.is_some();
+        let was_pinned = s.pinned.is_some() && !on_held;
         let mut c: Checkout = match s.checkout(target, &mut exclude).await {
             Ok(c) => c,
             // Killed while waiting for a connection: closed without a word, as on any kill.
@@ -784,7 +785,10 @@ pub async fn execute(
             }
         };
         if target == Target::Diagnostics && s.proxy_error.is_some() {
-            match s.raise_proxy_error_on(&c.backend, &mut c.lease.conn).await {
+            match s
+                .raise_proxy_error_on(&c.backend, !was_pinned, &mut c.lease.conn)
+                .await
+            {
                 Ok(()) => {}
                 Err(Stuck::SessionKilled) => return Err(SessionEnd::Killed),
                 // Any server can raise it: another one does, unless this was the session's
@@ -1036,8 +1040,10 @@ pub async fn execute(
                 // statement unread. (A pooled connection closed in an orderly way is found
                 // out before a write goes out: see `Session::checkout`.)
                 let unread = !went_out || source.kind() == std::io::ErrorKind::ConnectionReset;
+                // (Messages lost with their connection are not found anywhere else.)
                 let retryable = !sent
                     && !was_pinned
+                    && !on_held
                     && (attempts == 1 || (target == Target::Read && attempts <= MAX_READ_TRIES))
                     && (target == Target::Read || (c.lease.reused && unread));
                 // A server that closed the connection in order under a read that had been

@@ -971,10 +971,12 @@ impl Session {
     /// trip is paid only by a diagnostics statement.
     ///
     /// A server found down while it does not answer is given up on as before a statement
-    /// (see `SessionStatus::unless_stuck`); the error then waits in the session again.
+    /// (see `SessionStatus::unless_stuck`; `leavable`: the connection is not the session's
+    /// own, so down is enough); the error then waits in the session again.
     pub async fn raise_proxy_error_on(
         &mut self,
         backend: &Backend,
+        leavable: bool,
         conn: &mut BackendConn,
     ) -> Result<(), Stuck> {
         let Some(e) = self.proxy_error.take() else {
@@ -990,7 +992,10 @@ impl Session {
             e.code
         );
         let status = self.status.clone();
-        let raised = match status.unless_stuck(backend, false, conn.run(&signal)).await {
+        let raised = match status
+            .unless_stuck(backend, leavable, conn.run(&signal))
+            .await
+        {
             Ok(raised) => raised,
             Err(stuck) => {
                 self.proxy_error = Some(e);
