@@ -4,10 +4,10 @@
 //! messages are (see `query`), and the variables it set there are copied to where the
 //! session's others are, which keeps the session there as any user variable does.
 
+use super::registry::Stuck;
 use super::session::{Diag, Session};
 use super::{ClientIo, SessionEnd};
 use crate::backend::conn::BackendError;
-use crate::client::registry::Stuck;
 use crate::router::classify::{DiagTarget, DiagValue};
 use crate::router::Target;
 

@@ -95,8 +95,8 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         return end_nothing(s, io, shape.key, sql).await;
     }
     // `GET DIAGNOSTICS` runs where the messages are held; when the session's user variables
-    // live elsewhere, what it sets there is copied over (see `diagnostics`).
-    // So does an error the proxy answered itself, which it raises for the statement.
+    // live elsewhere, what it sets there is copied over (see `diagnostics`). The same path
+    // serves an error the proxy answered itself, which it raises where the statement runs.
     let copy_diagnostics = match c.kind {
         StmtKind::GetDiagnostics
             if !c.flags.contains(Flags::MULTI_STATEMENT)
