@@ -243,15 +243,10 @@ fn plain_end(sql: &[u8]) -> bool {
     while i < sql.len() {
         match sql[i] {
             b' ' | b'\t' | b'\r' | b'\n' => i += 1,
-            b'/' if sql.get(i + 1) == Some(&b'*')
-                && sql.get(i + 2) != Some(&b'!')
-                && !sql[i + 2..].starts_with(b"M!") =>
-            {
-                match sql[i + 2..].windows(2).position(|w| w == b"*/") {
-                    Some(end) => i += end + 4,
-                    None => return false,
-                }
-            }
+            b'/' => match router::after_plain_comment(&sql[i..]) {
+                Some(rest) => i = sql.len() - rest.len(),
+                None => return false,
+            },
             b';' if sql[i + 1..].iter().all(u8::is_ascii_whitespace) => break,
             b if b.is_ascii_alphabetic() => {
                 let start = i;

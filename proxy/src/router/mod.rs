@@ -127,14 +127,8 @@ pub fn diag_effect(sql: &[u8]) -> DiagEffect {
 fn after_comments(mut sql: &[u8]) -> &[u8] {
     loop {
         sql = sql.trim_ascii_start();
-        let rest = if sql.starts_with(b"/*")
-            && !sql[2..].starts_with(b"!")
-            && !sql[2..].starts_with(b"M!")
-        {
-            match sql[2..].windows(2).position(|w| w == b"*/") {
-                Some(end) => &sql[end + 4..],
-                None => return sql,
-            }
+        sql = if let Some(rest) = after_plain_comment(sql) {
+            rest
         } else if sql.starts_with(b"#")
             || sql.starts_with(b"--") && sql.get(2).is_none_or(|b| b.is_ascii_whitespace())
         {
@@ -145,8 +139,19 @@ fn after_comments(mut sql: &[u8]) -> &[u8] {
         } else {
             return sql;
         };
-        sql = rest;
     }
+}
+
+/// What follows the `/* … */` comment `sql` starts with; `None` when it starts with none, an
+/// unterminated one, or an executable one (`/*!…*/`, `/*M!…*/`: the server runs its text).
+/// The one place that tells a comment the server skips from one it runs.
+pub fn after_plain_comment(sql: &[u8]) -> Option<&[u8]> {
+    let body = sql.strip_prefix(b"/*")?;
+    if body.starts_with(b"!") || body.starts_with(b"M!") {
+        return None;
+    }
+    let end = body.windows(2).position(|w| w == b"*/")?;
+    Some(&body[end + 2..])
 }
 
 /// `word` appears in `sql` as a whole word, ignoring case (inside literals too, which only
