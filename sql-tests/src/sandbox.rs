@@ -476,9 +476,35 @@ impl Server {
     }
 
     /// SIGSTOP: the port stays open and connects complete in the kernel
-    /// backlog, but nothing answers, which is how a hung backend looks.
+    /// backlog, but nothing answers, which is how a hung backend looks. Returns once every
+    /// thread of the server has stopped: `kill` returns before they do, and on a loaded
+    /// machine a thread may run on for a while (a test once saw two replies 1 ms after it).
     pub fn pause(&self) {
         self.send(libc::SIGSTOP);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.all_threads_stopped() {
+            assert!(
+                Instant::now() < deadline,
+                "server {} did not stop within 5 s of SIGSTOP",
+                self.server_id
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Whether every thread of the server is in the stopped state (`T` in its `stat`); a
+    /// server no longer running counts as stopped.
+    fn all_threads_stopped(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return true;
+        };
+        tasks.filter_map(|t| t.ok()).all(|t| {
+            std::fs::read_to_string(t.path().join("stat")).map_or(true, |stat| {
+                // The state follows the command name, which is in parentheses.
+                stat.rsplit_once(')')
+                    .is_none_or(|(_, rest)| rest.trim_start().starts_with(['T', 'X', 'Z']))
+            })
+        })
     }
 
     pub fn resume(&self) {
