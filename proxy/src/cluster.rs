@@ -24,6 +24,9 @@ pub struct Cluster {
     /// Copy-on-write: sessions read it on every statement without a lock; changes (admin
     /// console, reload) swap in a new list, one at a time under `editing`.
     backends: ArcSwap<Vec<Arc<Backend>>>,
+    /// Held by every change to what `SAVE CONFIG` writes (backends, offline states, users,
+    /// client-ips, the drain time), by the save itself and by a reload: a reload that found
+    /// the file current then cannot undo a change, nor a save miss one.
     editing: Mutex<()>,
     users: RwLock<Arc<BTreeMap<String, String>>>,
     clients: RwLock<Arc<Clients>>,
@@ -261,6 +264,7 @@ impl Cluster {
     /// Adds an entry as written, unless one admitting the same addresses is there already,
     /// however written (the file's `192.168.1` is the console's `192.168.1.*`).
     pub fn add_client(&self, entry: &str) -> Result<(), ChangeError> {
+        let _editing = self.editing.lock().expect("backends edit lock");
         let new: ClientEntry = entry.parse().map_err(ChangeError::BadClient)?;
         let mut guard = self.clients.write().expect("clients lock");
         if let Some(old) = guard.entries.iter().find(|e| e.parse() == Ok(new)) {
@@ -281,6 +285,7 @@ impl Cluster {
     /// Removes every entry admitting the same addresses as `entry`, however written (the
     /// file's `FE80::1` is the console's `fe80::1`): one left behind would still admit them.
     pub fn remove_client(&self, entry: &str) -> Result<(), ChangeError> {
+        let _editing = self.editing.lock().expect("backends edit lock");
         let gone: ClientEntry = entry.parse().map_err(ChangeError::BadClient)?;
         let mut guard = self.clients.write().expect("clients lock");
         let entries: Vec<String> = guard
@@ -350,6 +355,7 @@ impl Cluster {
 
     /// Adds a user or changes its password; new sessions use it at once.
     pub fn set_user(&self, name: &str, password: &str) {
+        let _editing = self.editing.lock().expect("backends edit lock");
         let mut guard = self.users.write().expect("users lock");
         let mut users = (**guard).clone();
         users.insert(name.to_string(), password.to_string());
@@ -358,6 +364,7 @@ impl Cluster {
     }
 
     pub fn remove_user(&self, name: &str) -> Result<(), ChangeError> {
+        let _editing = self.editing.lock().expect("backends edit lock");
         let mut guard = self.users.write().expect("users lock");
         let mut users = (**guard).clone();
         users
@@ -510,15 +517,13 @@ impl Cluster {
     /// it read. A file that does not load changes nothing; nor does one the console's changes
     /// have made stale ([`ChangeError::UnsavedConsoleChanges`]).
     pub fn reload_from(&self, path: &std::path::Path) -> Result<Config, ChangeError> {
+        // Read under the edit lock too: a file read before a `SAVE CONFIG` that lands
+        // meanwhile would be applied over the changes it saved.
+        let editing = self.editing.lock().expect("backends edit lock");
         if self.stale() {
             return Err(ChangeError::UnsavedConsoleChanges);
         }
         let cfg = crate::config::load(path)?;
-        let editing = self.editing.lock().expect("backends edit lock");
-        // Again, now that no console change can come between the check and the reload.
-        if self.stale() {
-            return Err(ChangeError::UnsavedConsoleChanges);
-        }
         self.apply(&cfg, &editing)?;
         Ok(cfg)
     }
@@ -549,31 +554,29 @@ impl Cluster {
         }
     }
 
-    /// What `SAVE CONFIG` writes back. From now on the file is taken to have the console's
-    /// changes, unless the caller says the save failed ([`Cluster::save_failed`]); a change
-    /// made meanwhile marks it stale again.
-    pub fn snapshot_for_save(&self) -> Snapshot {
-        self.console_changed.store(false, Ordering::Relaxed);
-        *self.file_states.lock().expect("file states lock") = self.running_states();
-        let backends = self.backends().iter().map(|b| b.config()).collect();
-        let users = self
-            .users()
-            .iter()
-            .map(|(name, password)| UserConfig {
-                name: name.clone(),
-                password: password.clone(),
-            })
-            .collect();
-        Snapshot {
-            backends,
-            users,
+    /// `SAVE CONFIG`: `write` puts what runs into the config file. The edit lock is held from
+    /// the snapshot to the end of the write, so no console change, no other save (whose older
+    /// snapshot could land last) and no reload comes between them; the file counts as having
+    /// the console's changes only once `write` succeeded.
+    pub fn save<E>(&self, write: impl FnOnce(&Snapshot) -> Result<(), E>) -> Result<(), E> {
+        let _editing = self.editing.lock().expect("backends edit lock");
+        let users = self.users();
+        let snap = Snapshot {
+            backends: self.backends().iter().map(|b| b.config()).collect(),
+            users: users
+                .iter()
+                .map(|(name, password)| UserConfig {
+                    name: name.clone(),
+                    password: password.clone(),
+                })
+                .collect(),
             client_ips: self.clients(),
             drain_timeout: self.drain_timeout(),
-        }
-    }
-
-    pub fn save_failed(&self) {
-        self.changed_at_console();
+        };
+        write(&snap)?;
+        self.console_changed.store(false, Ordering::Relaxed);
+        *self.file_states.lock().expect("file states lock") = self.running_states();
+        Ok(())
     }
 
     /// The config file no longer has what runs: a reload would undo it.

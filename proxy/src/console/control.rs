@@ -207,11 +207,9 @@ impl ControlPlane for ProxyControl {
     }
 
     fn save_config(&self) -> Result<(), AdminError> {
-        let snap = self.cluster.snapshot_for_save();
-        config::save::save(&self.config.path, self.config.format.clone(), &snap).map_err(|e| {
-            self.cluster.save_failed();
-            AdminError::failed(format!("SAVE CONFIG failed: {e}"))
-        })?;
+        self.cluster
+            .save(|snap| config::save::save(&self.config.path, self.config.format.clone(), snap))
+            .map_err(|e| AdminError::failed(format!("SAVE CONFIG failed: {e}")))?;
         tracing::info!(path = %self.config.path.display(), "configuration saved");
         Ok(())
     }
