@@ -700,6 +700,33 @@ async fn rewritten_commands_across_a_packet_boundary_keep_the_clients_numbering(
         .await
         .unwrap();
     assert_eq!(loaded, [(7, true), (7, true)]);
+    // A piece of the file exactly 16 MiB - 1 long takes an empty packet to end it, which is
+    // not yet the empty packet that ends the file. (The proxy took it for that: the server
+    // waited for the rest, and the file's real end was read as the next command.)
+    setup
+        .query_drop("CREATE OR REPLACE TABLE infile_len_t (n BIGINT)")
+        .await
+        .unwrap();
+    let mut line = vec![b'x'; MAX - 1];
+    line.push(b'\n');
+    for addr in [primary_addr(cluster), p.addr] {
+        let mut c = raw_local_files(addr).await;
+        c.send(b"\x03LOAD DATA LOCAL INFILE 'f' INTO TABLE infile_len_t (@x) SET n = LENGTH(@x)")
+            .await
+            .unwrap();
+        let (_, request) = c.read_with_seq().await.unwrap();
+        assert_eq!(request, b"\xfbf", "{addr}");
+        let pieces: [&[u8]; 2] = [&line, b""];
+        let ok = tokio::time::timeout(std::time::Duration::from_secs(20), c.send_file(&pieces))
+            .await
+            .unwrap_or_else(|_| panic!("{addr}: no reply to the file in 20 s"))
+            .unwrap();
+        assert_eq!(ok[0], 0, "{addr}: {}", raw::err_text(&ok));
+        let after = c.query("SELECT 1").await.unwrap();
+        assert_eq!(after.last().map(|r| r[0]), Some(0xFE), "{addr}: {after:?}");
+    }
+    let loaded: Vec<i64> = setup.query("SELECT n FROM infile_len_t").await.unwrap();
+    assert_eq!(loaded, [MAX as i64 - 1; 2]);
 
     // A prepared statement executed again without its parameter types: the proxy adds the
     // types the client sent the first time (2 bytes), taking a one-packet command to two.

@@ -528,17 +528,20 @@ where
 
 /// `LOAD DATA LOCAL INFILE`: the client streams the file as packets ending with an empty one;
 /// pass them to the backend as they come (numbered back by `seq_shift`, the server's way).
+/// An empty packet after a full one (16 MiB - 1) only ends that piece of the file.
 async fn local_infile<CR: AsyncRead + Unpin>(
     conn: &mut BackendConn,
     client_in: &mut PacketReader<CR>,
     seq_shift: u8,
 ) -> Result<(), RelayError> {
+    let mut continued = false;
     loop {
         let mut p = client_in.read_raw().await.map_err(RelayError::Client)?;
         if seq_shift != 0 {
             p = p.renumbered_back(seq_shift);
         }
-        let last = p.payload().is_empty();
+        let last = p.payload().is_empty() && !continued;
+        continued = p.payload().len() == MAX_PAYLOAD;
         conn.writer
             .write_raw(&p)
             .await
