@@ -973,6 +973,40 @@ impl Raw {
         Raw { s }
     }
 
+    /// With a fixed 64 KiB receive buffer: the kernel's autotuning (up to `tcp_rmem`'s
+    /// maximum, 32 MiB on some machines) would otherwise take in a whole large result.
+    async fn connect_with_small_window(addr: SocketAddr) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(64 * 1024).unwrap();
+        let s = socket.connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        Raw { s }
+    }
+
+    /// The session's id, as `CONNECTION_ID()` answers (ten digits).
+    async fn session_id(&mut self) -> u64 {
+        self.write_packet(0, b"\x03SELECT CONNECTION_ID()").await;
+        let mut id = None;
+        loop {
+            let (_, packet) = self.read_packet().await.unwrap();
+            if packet.len() == 11 && packet[0] == 10 {
+                id = String::from_utf8(packet[1..].to_vec()).ok();
+            } else if packet[0] == 0xFE && id.is_some() {
+                return id.unwrap().parse().unwrap();
+            }
+        }
+    }
+
+    /// A logged-in client with a small window whose session has `net_write_timeout` = 2.
+    async fn logged_in_with_2s_write_timeout(addr: SocketAddr) -> Raw {
+        let mut r = Raw::connect_with_small_window(addr).await;
+        let reply = r.login(AuthPlugin::MysqlNativePassword, APP_PASSWORD).await;
+        assert_eq!(reply.last().unwrap()[0], 0x00, "login: {reply:?}");
+        let ok = r.query_first_packet("SET net_write_timeout = 2").await;
+        assert_eq!(ok[0], 0x00, "{ok:?}");
+        r
+    }
+
     async fn read_packet(&mut self) -> std::io::Result<(u8, Vec<u8>)> {
         let mut h = [0u8; 4];
         self.s.read_exact(&mut h).await?;
@@ -1367,6 +1401,95 @@ async fn half_sent_commands_time_out() {
     root.query_drop("UPDATE half_sent SET id = id + 10")
         .await
         .unwrap();
+}
+
+/// Rows of 1 MiB each: a result larger than the socket buffers between proxy and client.
+fn mib_rows(n: usize) -> Vec<u8> {
+    format!("\x03SELECT REPEAT('x', 1048576) FROM seq_1_to_{n}").into_bytes()
+}
+
+/// A client that takes nothing of a large result for its session's `net_write_timeout` is
+/// disconnected, and the session gives its backend connection up; a client that reads slowly
+/// but steadily, for longer than that in all, gets the whole result. (The session waited for
+/// the client for good, holding its backend connection: a `KILL` after 4 s found it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_let_go() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    // 1 MiB every 250 ms: 4 s for the 16 rows, twice the limit.
+    let mut slow = Raw::logged_in_with_2s_write_timeout(p.addr).await;
+    slow.write_packet(0, &mib_rows(16)).await;
+    let mut rows = 0;
+    loop {
+        let (_, packet) = slow.read_packet().await.expect("the slow reader's result");
+        match packet.len() {
+            n if n > 1 << 20 => {
+                rows += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            n if packet[0] == 0xFE && n < 0xFF_FFFF && rows > 0 => break,
+            _ => assert_ne!(packet[0], 0xFF, "{}", String::from_utf8_lossy(&packet)),
+        }
+    }
+    assert_eq!(rows, 16);
+    // Now one that reads nothing for 4 s: its session has ended by then (a `KILL` finds no
+    // such session).
+    let mut stalled = Raw::logged_in_with_2s_write_timeout(p.addr).await;
+    let id = stalled.session_id().await;
+    stalled.write_packet(0, &mib_rows(32)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut c = p.conn().await.unwrap();
+    let gone = c.query_drop(format!("KILL {id}")).await.unwrap_err();
+    assert_eq!(server_error(&gone).map(|e| e.code), Some(1094), "{gone}");
+    let got = stalled
+        .read_until_closed(Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("the stalled client: {e}"));
+    let rows = got.iter().filter(|p| p.len() > 1 << 20).count();
+    assert!(rows < 32, "the whole result came: {rows} rows");
+    // The other sessions go on.
+    let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+}
+
+/// `KILL CONNECTION` of a session blocked writing a result its client does not read ends it
+/// at once, as on a server, which shuts the killed connection's socket: a second `KILL` finds
+/// it gone (1094). (The session stayed blocked until the client read: the second `KILL` got
+/// OK.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_ends_a_session_blocked_on_its_client() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut blocked = Raw::connect_with_small_window(p.addr).await;
+    let reply = blocked
+        .login(AuthPlugin::MysqlNativePassword, APP_PASSWORD)
+        .await;
+    assert_eq!(reply.last().unwrap()[0], 0x00, "login: {reply:?}");
+    let mut killer = p.conn().await.unwrap();
+    let id = blocked.session_id().await;
+    blocked.write_packet(0, &mib_rows(32)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    killer.query_drop(format!("KILL {id}")).await.unwrap();
+    let gone = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match killer.query_drop(format!("KILL {id}")).await {
+                Err(e) => break e,
+                Ok(()) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("the killed session was still there after 5 s");
+    assert_eq!(server_error(&gone).map(|e| e.code), Some(1094), "{gone}");
+    let got = blocked
+        .read_until_closed(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(got.iter().filter(|p| p.len() > 1 << 20).count() < 32);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

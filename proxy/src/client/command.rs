@@ -30,6 +30,7 @@ pub async fn change_user(
     }
     let old_schema = s.state.schema.take();
     s.start_over(old_schema.clone()).await;
+    io.follow_net_write_timeout(&s.state);
     let Some(req) = handshake::parse_change_user(packet) else {
         io.error(&message::err(codes::UNKNOWN_COM, "Unknown command"))
             .await?;

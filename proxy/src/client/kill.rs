@@ -153,6 +153,7 @@ pub async fn kill_session(
         // First, so that the session ends (rather than retrying) when its backend
         // connection is closed under it, and closes at once when idle.
         target.kill();
+        target.stop_client_output();
     }
     // Marked killed, the session starts no statement after this looks.
     let guard = target.lock_running(query_only);

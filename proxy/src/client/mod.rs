@@ -43,6 +43,13 @@ pub(crate) const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// so a large command over a slow link is not cut off.
 const NET_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long a client may take nothing of a reply before its session ends: MariaDB's default
+/// `net_write_timeout`; a session that sets its own gets that, as on a server. A client that
+/// stops reading must not keep its backend connection, and a transaction's locks, forever;
+/// the server behind gives up on the proxy after its own `net_write_timeout` and frees its
+/// side, not the proxy's.
+const NET_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How long a session keeps the connection of a statement that left warnings, waiting for
 /// the client's next command (see `Session::finish`).
 const HOLD_FOR_DIAGNOSTICS: std::time::Duration = std::time::Duration::from_secs(1);
@@ -63,12 +70,21 @@ impl ClientIo {
     fn new((r, w): (StreamRead, StreamWrite)) -> Self {
         let mut reader = PacketReader::new(r).stalling_at_most(NET_READ_TIMEOUT);
         reader.set_packet_limit(MAX_HANDSHAKE);
+        let mut writer = PacketWriter::new(w);
+        writer.set_stall_limit(NET_WRITE_TIMEOUT);
         ClientIo {
             reader,
-            writer: PacketWriter::new(w),
+            writer,
             sent_error: None,
             reply_seq: 1,
         }
+    }
+
+    /// Takes the session's `net_write_timeout` (after a `SET`, or a reset that drops it).
+    pub fn follow_net_write_timeout(&mut self, state: &crate::session::state::SessionState) {
+        let limit = state.net_write_timeout().flatten();
+        self.writer
+            .set_stall_limit(limit.unwrap_or(NET_WRITE_TIMEOUT));
     }
 
     /// Sends a reply the proxy made itself to the current command.
@@ -653,6 +669,7 @@ async fn dispatch(
         COM_RESET_CONNECTION => {
             let schema = s.state.schema.take();
             s.start_over(schema).await;
+            io.follow_net_write_timeout(&s.state);
             io.ok(s.status()).await?;
         }
         // What a server answers for commands it does not know; the replication protocol
@@ -991,8 +1008,15 @@ pub async fn execute(
                 s.finish(c, diag);
                 return Ok(Some(r));
             }
+            // `KILL CONNECTION` shut the client's socket under the reply.
+            Err(RelayError::Client(_)) if s.status.is_killed() => {
+                return Err(SessionEnd::Killed);
+            }
             Err(RelayError::Client(e)) => {
                 drop(c);
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    tracing::warn!(session = s.id, client = %s.peer, "closing the session: its client {e} (net_write_timeout); the statement's backend connection is closed with it");
+                }
                 // The server ran it; only the client did not take the reply.
                 s.stats.counters.statement(route, started.elapsed());
                 s.stats.counters.error(ErrorKind::Client);

@@ -217,6 +217,9 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         },
     )
     .await?;
+    if kind == StmtKind::Set && relayed.as_ref().is_some_and(|r| r.error.is_none()) {
+        io.follow_net_write_timeout(&s.state);
+    }
     if let (Some(targets), Some(r)) = (&copy_diagnostics, &relayed) {
         // A condition number out of range sets nothing, and adds its 1758.
         if r.error.is_none() && !r.warned {
@@ -388,7 +391,7 @@ fn record_set(s: &mut Session, conn: &mut BackendConn, assignments: &[Assignment
                 conn.track.forget_transaction_info();
             }
             if key == "wait_timeout" {
-                s.set_wait_timeout(state::wait_timeout_of(text));
+                s.set_wait_timeout(state::timeout_of(text));
             }
             conn.state.set_var(key.clone(), text.clone());
             s.state.set_var(key.clone(), text.clone());

@@ -685,6 +685,20 @@ impl SessionStatus {
         self.interrupt();
     }
 
+    /// Shuts the sending side of the session's client socket, as a server's `KILL CONNECTION`
+    /// does: a session blocked writing a reply its client does not read then fails at once,
+    /// and gives back its backend connection. (A killed session closes without a word, so
+    /// nothing it still had to say is lost.)
+    pub fn stop_client_output(&self) {
+        let slot = self.running.lock().expect("running lock");
+        if !slot.client_closed {
+            // SAFETY: the session closes its client's socket only after marking it closed
+            // under this lock (`client_closing`).
+            let client = unsafe { BorrowedFd::borrow_raw(self.client_fd) };
+            let _ = socket2::SockRef::from(&client).shutdown(std::net::Shutdown::Write);
+        }
+    }
+
     /// A kill came and the client's latest bytes may have been sent after the killer got its
     /// OK: on a server the kill closes the connection before it answers, so what follows it
     /// never runs.

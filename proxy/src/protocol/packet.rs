@@ -6,6 +6,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest payload a single physical packet can carry.
@@ -280,6 +282,8 @@ pub async fn read_handshake_packet<R: AsyncRead + Unpin>(
 pub struct PacketWriter<W> {
     inner: W,
     buf: Vec<u8>,
+    /// How long a write may wait for the peer to take any of it; `None`: as long as it takes.
+    stall: Option<std::time::Duration>,
 }
 
 /// Flush early once this much is buffered, bounding memory on huge result sets.
@@ -290,7 +294,15 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
         Self {
             inner,
             buf: Vec::with_capacity(FLUSH_AT),
+            stall: None,
         }
+    }
+
+    /// Fails a write (`TimedOut`) when the peer takes none of it for `limit`: a peer that
+    /// stops reading must not hold what the writer's owner holds (a backend connection, a
+    /// transaction's locks) forever. Only writes that wait cost a timer.
+    pub fn set_stall_limit(&mut self, limit: std::time::Duration) {
+        self.stall = Some(limit);
     }
 
     /// Frames `payload` starting at sequence id `seq`; returns the next sequence id.
@@ -315,7 +327,7 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
     /// Sends already framed bytes, without copying them when nothing else is queued.
     pub async fn write_through(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.buf.is_empty() {
-            return self.inner.write_all(bytes).await;
+            return self.write_all(bytes).await;
         }
         self.buf.extend_from_slice(bytes);
         self.flush_buf().await
@@ -325,7 +337,7 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
     pub async fn write_raw(&mut self, p: &RawPacket) -> io::Result<()> {
         if p.0.len() >= FLUSH_AT {
             self.flush_buf().await?;
-            return self.inner.write_all(&p.0).await;
+            return self.write_all(&p.0).await;
         }
         self.buf.extend_from_slice(&p.0);
         if self.buf.len() >= FLUSH_AT {
@@ -336,15 +348,20 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
 
     pub async fn flush(&mut self) -> io::Result<()> {
         self.flush_buf().await?;
-        self.inner.flush().await
+        let stall = self.stall;
+        within(stall, &mut self.inner, |w, cx| Pin::new(w).poll_flush(cx)).await
     }
 
     async fn flush_buf(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            self.inner.write_all(&self.buf).await?;
+            write_all(&mut self.inner, self.stall, &self.buf).await?;
             self.buf.clear();
         }
         Ok(())
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        write_all(&mut self.inner, self.stall, bytes).await
     }
 
     pub fn get_mut(&mut self) -> &mut W {
@@ -355,6 +372,57 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
     pub fn into_inner(self) -> W {
         self.inner
     }
+}
+
+/// `write_all`, each write within the stall limit (see [`PacketWriter::set_stall_limit`]).
+async fn write_all<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    stall: Option<std::time::Duration>,
+    mut bytes: &[u8],
+) -> io::Result<()> {
+    if stall.is_none() {
+        return w.write_all(bytes).await;
+    }
+    while !bytes.is_empty() {
+        let n = within(stall, w, |w, cx| Pin::new(w).poll_write(cx, bytes)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
+/// Runs the poll `op` on `w` to completion; with a limit, fails (`TimedOut`) when it is still
+/// pending after it. The first poll arms no timer: most writes complete at once.
+async fn within<W, T>(
+    limit: Option<std::time::Duration>,
+    w: &mut W,
+    mut op: impl FnMut(&mut W, &mut Context<'_>) -> Poll<io::Result<T>>,
+) -> io::Result<T> {
+    let mut first = true;
+    let at_once = std::future::poll_fn(|cx| match op(w, cx) {
+        Poll::Pending if first && limit.is_some() => {
+            first = false;
+            Poll::Ready(None)
+        }
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(r) => Poll::Ready(Some(r)),
+    })
+    .await;
+    if let Some(r) = at_once {
+        return r;
+    }
+    let limit = limit.expect("only a limited op stops after its first poll");
+    let waited = std::future::poll_fn(|cx| op(w, cx));
+    crate::timer::timeout(limit, waited)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("peer took nothing written to it for {} s", limit.as_secs()),
+            ))
+        })
 }
 
 /// The length of the physical packet starting at `buf[0]`, header included, if its header
@@ -530,6 +598,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The stall limit bounds each wait for the peer to take bytes, not the whole write: a
+    /// peer reading slowly but steadily gets everything, one that stops is given up on.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_fails_only_when_the_peer_stalls() {
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut w = PacketWriter::new(ours);
+        w.set_stall_limit(std::time::Duration::from_secs(1));
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            let mut chunk = [0u8; 64];
+            while got < 1024 + 4 {
+                crate::timer::sleep(std::time::Duration::from_millis(500)).await;
+                got += theirs.read(&mut chunk).await.unwrap();
+            }
+            theirs
+        });
+        let started = tokio::time::Instant::now();
+        w.write_packet(0, &[b'x'; 1024]).await.unwrap();
+        w.flush().await.unwrap();
+        assert!(started.elapsed() > std::time::Duration::from_secs(5));
+        let _theirs = reader.await.unwrap();
+        w.write_packet(1, &[b'y'; 1024]).await.unwrap();
+        let stalled = w.flush().await.unwrap_err();
+        assert_eq!(stalled.kind(), io::ErrorKind::TimedOut);
     }
 
     #[tokio::test]

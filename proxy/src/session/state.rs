@@ -55,8 +55,17 @@ impl SessionState {
     /// by its server when idle: `None` if it set none, `Some(None)` if not a plain number
     /// (`DEFAULT`: the server's global value; an expression).
     pub fn wait_timeout(&self) -> Option<Option<Duration>> {
-        let (_, text) = self.vars.iter().rfind(|(k, _)| k == "wait_timeout")?;
-        Some(wait_timeout_of(text))
+        self.timeout("wait_timeout")
+    }
+
+    /// The `net_write_timeout` the session set, as [`Self::wait_timeout`].
+    pub fn net_write_timeout(&self) -> Option<Option<Duration>> {
+        self.timeout("net_write_timeout")
+    }
+
+    fn timeout(&self, name: &str) -> Option<Option<Duration>> {
+        let (_, text) = self.vars.iter().rfind(|(k, _)| k == name)?;
+        Some(timeout_of(text))
     }
 
     /// `COM_RESET_CONNECTION` clears session variables but keeps the current schema.
@@ -68,10 +77,10 @@ impl SessionState {
     }
 }
 
-/// The `wait_timeout` an assignment sets, as a server takes it: a plain number of seconds
-/// (a comment may follow), clamped to 1 s .. 1 year. Anything else (`DEFAULT`, an
-/// expression) leaves the proxy's own `wait-timeout`.
-pub fn wait_timeout_of(assignment: &str) -> Option<Duration> {
+/// The timeout (`wait_timeout`, `net_write_timeout`) an assignment sets, as a server takes
+/// it: a plain number of seconds (a comment may follow), clamped to 1 s .. 1 year. Anything
+/// else (`DEFAULT`, an expression) leaves the proxy's own.
+pub fn timeout_of(assignment: &str) -> Option<Duration> {
     let value = assignment.split_once('=')?.1.trim_start();
     let end = value
         .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '+'))
@@ -119,16 +128,16 @@ mod tests {
 
     #[test]
     fn wait_timeout_as_a_server_takes_it() {
-        let secs = |s: &str| wait_timeout_of(s).map(|d| d.as_secs());
+        let secs = |s: &str| timeout_of(s).map(|d| d.as_secs());
         assert_eq!(secs("wait_timeout=3"), Some(3));
         assert_eq!(secs("@@session.wait_timeout = 3 /* c */"), Some(3));
         assert_eq!(secs("wait_timeout=3 -- c"), Some(3));
         assert_eq!(secs("wait_timeout=0"), Some(1));
         assert_eq!(secs("wait_timeout=-5"), Some(1));
         assert_eq!(secs("wait_timeout=99999999999"), Some(31_536_000));
-        assert_eq!(wait_timeout_of("wait_timeout=DEFAULT"), None);
-        assert_eq!(wait_timeout_of("wait_timeout=1+2"), None);
-        assert_eq!(wait_timeout_of("wait_timeout=@@global.wait_timeout"), None);
+        assert_eq!(timeout_of("wait_timeout=DEFAULT"), None);
+        assert_eq!(timeout_of("wait_timeout=1+2"), None);
+        assert_eq!(timeout_of("wait_timeout=@@global.wait_timeout"), None);
         let mut s = SessionState::default();
         assert_eq!(s.wait_timeout(), None);
         s.set_var("wait_timeout".into(), "wait_timeout=5".into());
