@@ -19,6 +19,9 @@ pub enum AdminError {
     /// A known command with a malformed argument.
     #[error("{0}")]
     Syntax(String),
+    /// Nothing but whitespace, comments or `;`.
+    #[error("Query was empty")]
+    EmptyQuery,
     /// `backend_ndx` out of range.
     #[error(
         "backend {ndx} does not exist (use 'SELECT * FROM backends' to see the backend_ndx values)"
@@ -51,6 +54,7 @@ impl AdminError {
     pub fn code(&self) -> u16 {
         match self {
             AdminError::UnknownCommand(_) | AdminError::Syntax(_) => 1064, // ER_PARSE_ERROR
+            AdminError::EmptyQuery => 1065,                                // ER_EMPTY_QUERY
             AdminError::UnknownThread(_) => 1094,                          // ER_NO_SUCH_THREAD
             AdminError::UnknownVariable(_) => 1193, // ER_UNKNOWN_SYSTEM_VARIABLE
             AdminError::ReadOnlyVariable(_) => 1238, // ER_INCORRECT_GLOBAL_LOCAL_VAR
@@ -64,6 +68,7 @@ impl AdminError {
         match self {
             AdminError::UnknownCommand(_)
             | AdminError::Syntax(_)
+            | AdminError::EmptyQuery
             | AdminError::WrongValue { .. } => "42000",
             _ => "HY000",
         }
@@ -93,5 +98,7 @@ mod tests {
         assert_eq!(e.code(), 1105);
         assert!(e.message().contains("backend 9 does not exist"));
         assert_eq!(AdminError::UnknownVariable("x".into()).code(), 1193);
+        let e = AdminError::EmptyQuery;
+        assert_eq!((e.code(), e.sqlstate()), (1065, "42000"));
     }
 }

@@ -404,9 +404,11 @@ impl Cluster {
         let current = self.backends.load_full();
         // One address may serve in both roles (as in a config file, and in Atlas): a
         // failover adds the promoted replica as a master before removing the old one.
+        // Host names in any case: the config file keeps them as written, the console
+        // lower-cases them.
         if current
             .iter()
-            .any(|b| b.address == cfg.address && b.role == cfg.role)
+            .any(|b| b.address.eq_ignore_ascii_case(&cfg.address) && b.role == cfg.role)
         {
             return Err(ChangeError::DuplicateBackend(format!(
                 "{} ({})",

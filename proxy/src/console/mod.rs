@@ -159,13 +159,23 @@ async fn session(
     }
 }
 
-/// The password of an `ADD PWD`/`ADD ENPWD` command: what follows the user's colon.
+/// The password of an `ADD PWD`/`ADD ENPWD` command: what follows the user's colon. Also of
+/// any `ADD` but of a backend or a client, however written (`add pwds u:pw`, `/* c */ ADD
+/// PASSWORD u:pw`): a mistyped password command is refused, and logged, as written.
 fn secret_of(sql: &str) -> Option<&str> {
-    let sql = sql.trim();
-    let words: Vec<&str> = sql.split_whitespace().take(2).collect();
-    let secret = matches!(words.as_slice(), [add, pwd] if add.eq_ignore_ascii_case("add")
-        && (pwd.eq_ignore_ascii_case("pwd") || pwd.eq_ignore_ascii_case("enpwd")));
-    secret.then(|| sql.find(':').map(|colon| sql[colon + 1..].trim()))?
+    let mut rest = sql.trim_start();
+    while let Some(comment) = rest.strip_prefix("/*") {
+        rest = comment
+            .split_once("*/")
+            .map_or("", |(_, after)| after.trim_start());
+    }
+    let mut words = rest.split_whitespace();
+    let add = words.next()?.eq_ignore_ascii_case("add");
+    let what = words.next().unwrap_or("");
+    let public = ["master", "slave", "client"]
+        .iter()
+        .any(|w| what.eq_ignore_ascii_case(w));
+    (add && !public).then(|| sql.find(':').map(|colon| sql[colon + 1..].trim()))?
 }
 
 /// An admin command as the log shows it: passwords masked, and cut at 200 characters.
@@ -220,6 +230,17 @@ mod tests {
         assert_eq!(for_log("REMOVE PWD app"), "REMOVE PWD app");
         assert_eq!(secret_of("ADD ENPWD u:'Secret444' "), Some("'Secret444'"));
         assert_eq!(secret_of("SET OFFLINE 2"), None);
+        for typo in [
+            "add pwds app:S3cret",
+            "ADD PASSWORD app:S3cret",
+            "/* x */ add pwd app:S3cret",
+            "/*a*//*b*/Add Pwd app:S3cret",
+        ] {
+            assert_eq!(secret_of(typo), Some("S3cret"), "{typo}");
+            assert!(!for_log(typo).contains("S3cret"), "{typo}");
+        }
+        assert_eq!(secret_of("ADD SLAVE 10.0.0.2:3306"), None);
+        assert_eq!(for_log("add master db1:3306"), "add master db1:3306");
         assert_eq!(for_log("SET OFFLINE 2"), "SET OFFLINE 2");
         let long = "x".repeat(100_000);
         let shown = for_log(&long);
