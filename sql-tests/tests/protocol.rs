@@ -621,6 +621,34 @@ async fn one_row_result(c: &mut RawConn) -> (Vec<u8>, Vec<u8>) {
     (seqs, row)
 }
 
+/// An execute whose new-params-bound flag is neither 0 nor 1 is refused as malformed, as
+/// MariaDB refuses it (1835), and the session goes on. (The proxy sent it on as 0 or 1,
+/// with the client's types left in the packet to be read as values.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_params_bound_flag_other_than_0_or_1_is_malformed() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for addr in [primary_addr(cluster), p.addr] {
+        let mut c = RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+        let (id, _, params) = c.prepare("SELECT LENGTH(?)").await.unwrap();
+        assert_eq!(params, 1);
+        let mut execute = raw::execute_param_packet(id, false, Some("abcd"));
+        // The flag follows the command byte, id, flags, iteration count and NULL bitmap.
+        assert_eq!(execute[11], 1);
+        execute[11] = 2;
+        c.send(&execute).await.unwrap();
+        seen.push(raw::err_text(&c.read().await.unwrap()));
+        c.query("SELECT 1").await.unwrap();
+    }
+    assert_eq!(seen[1], seen[0], "through the proxy, then directly");
+    assert!(seen[0].starts_with("1835 (HY000)"), "{}", seen[0]);
+}
+
 /// A command the proxy rewrites (writing in the value of `CONNECTION_ID()`, adding an
 /// execute's parameter types: both make it longer) can take more packets than the client's
 /// when it is just under a multiple of 16 MiB. The server numbers its reply after the packets it got; the client must see it

@@ -241,6 +241,11 @@ pub fn execute_stmt_packet(
     let bound_at = 10 + bitmap_len;
     let new_bound = *packet.get(bound_at).ok_or_else(incorrect)?;
     let mut rest = bound_at + 1;
+    // MariaDB refuses any other value as malformed (1835); passed on as 0 or 1, the rest
+    // of the packet would be read the wrong way.
+    if new_bound > 1 {
+        return Err(malformed_packet());
+    }
     if new_bound == 1 {
         let types = packet
             .get(rest..rest + 2 * n)
@@ -450,7 +455,14 @@ pub async fn send_long_data(
             }
             Err(_) => false,
         },
-        Err(_) => true,
+        // Not prepared there: the data goes nowhere, which the execute reports.
+        Err(e) => {
+            tracing::debug!("long data dropped: {e}");
+            if let Some(st) = s.stmts.get_mut(&id) {
+                st.long_data_lost = Some(e);
+            }
+            true
+        }
     };
     if sent {
         s.finish(c, Diag::Kept);
