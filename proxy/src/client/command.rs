@@ -141,10 +141,10 @@ pub async fn set_option(
             return Ok(());
         }
     };
-    s.key.capabilities = capabilities;
     if let Some(c) = s.pinned.as_mut() {
         match switch_in_place(c, packet, capabilities).await {
             Ok(None) => {}
+            // Refused: the session keeps its capabilities, as its connection does.
             Ok(Some(e)) => {
                 io.error(&e).await?;
                 return Ok(());
@@ -152,6 +152,7 @@ pub async fn set_option(
             Err(_) => return Err(SessionEnd::BackendLost),
         }
     }
+    s.key.capabilities = capabilities;
     // The connection kept for `SHOW WARNINGS` may run the next statement too.
     if let Some(c) = s.held.as_mut() {
         if !matches!(switch_in_place(c, packet, capabilities).await, Ok(None)) {

@@ -266,7 +266,11 @@ pub async fn serve(
         None,
     );
     let _active = ActiveSession::new(&info.active);
-    let end = run(&mut session, &mut io, &info).await;
+    let end = match run(&mut session, &mut io, &info).await {
+        // A reply cut off by the kill's shutdown of the client's socket.
+        Err(SessionEnd::Client(_)) if entry.status.is_killed() => Err(SessionEnd::Killed),
+        end => end,
+    };
     session.close();
     if matches!(end, Err(SessionEnd::IdleTimeout)) {
         entry.status.client_closing();

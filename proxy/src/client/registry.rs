@@ -65,8 +65,9 @@ pub struct SessionStatus {
     /// Bytes from the client were waiting in its socket when the kill came: a command sent
     /// before the kill, which a server would have had already. The session takes it before
     /// it ends: a statement does not start (see `start_running`); other commands (a reset, a
-    /// ping, a prepare) are answered. Anything arriving later may have been sent after the
-    /// killer's OK, and does not run at all.
+    /// ping, a prepare) run, but their answers no longer reach the client, whose socket the
+    /// kill shut for sending, as a server's kill does (see `stop_client_output`). Anything
+    /// arriving later may have been sent after the killer's OK, and does not run at all.
     command_at_kill: AtomicBool,
     /// A wake is due: set before `wake` is woken, taken by `interrupted`.
     woken: AtomicBool,
