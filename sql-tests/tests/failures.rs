@@ -997,11 +997,17 @@ impl Raw {
         }
     }
 
-    /// A logged-in client with a small window whose session has `net_write_timeout` = 2.
-    async fn logged_in_with_2s_write_timeout(addr: SocketAddr) -> Raw {
+    /// A logged-in client with a small window.
+    async fn logged_in_with_small_window(addr: SocketAddr) -> Raw {
         let mut r = Raw::connect_with_small_window(addr).await;
         let reply = r.login(AuthPlugin::MysqlNativePassword, APP_PASSWORD).await;
         assert_eq!(reply.last().unwrap()[0], 0x00, "login: {reply:?}");
+        r
+    }
+
+    /// The same, whose session has `net_write_timeout` = 2.
+    async fn logged_in_with_2s_write_timeout(addr: SocketAddr) -> Raw {
+        let mut r = Raw::logged_in_with_small_window(addr).await;
         let ok = r.query_first_packet("SET net_write_timeout = 2").await;
         assert_eq!(ok[0], 0x00, "{ok:?}");
         r
@@ -1464,11 +1470,7 @@ async fn kill_ends_a_session_blocked_on_its_client() {
     let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
         .await
         .unwrap();
-    let mut blocked = Raw::connect_with_small_window(p.addr).await;
-    let reply = blocked
-        .login(AuthPlugin::MysqlNativePassword, APP_PASSWORD)
-        .await;
-    assert_eq!(reply.last().unwrap()[0], 0x00, "login: {reply:?}");
+    let mut blocked = Raw::logged_in_with_small_window(p.addr).await;
     let mut killer = p.conn().await.unwrap();
     let id = blocked.session_id().await;
     blocked.write_packet(0, &mib_rows(32)).await;
