@@ -57,6 +57,7 @@ pub async fn client_settings(
         wait_timeout: cfg.wait_timeout,
         interactive_timeout: cfg.interactive_timeout,
         max_allowed_packet: cfg.max_allowed_packet,
+        prepared_memory: crate::client::prepared::PreparedMemory::new(cfg.max_prepared_memory),
         charset: cfg.charset.clone(),
         slots,
         active: Arc::default(),

@@ -649,6 +649,41 @@ async fn a_new_params_bound_flag_other_than_0_or_1_is_malformed() {
     assert!(seen[0].starts_with("1835 (HY000)"), "{}", seen[0]);
 }
 
+/// All sessions' prepared statements together hold at most `max-prepared-memory` bytes of
+/// text: a prepare past it gets 1461 naming the bound, in any session, until statements are
+/// closed. (There was no such bound: every prepare succeeded.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_share_a_memory_bound() {
+    let cluster = cluster().await;
+    let toml = proxy::config_toml(cluster, &[1], "").replacen(
+        "[proxy]\n",
+        "[proxy]\nmax-prepared-memory = 1048576\n",
+        1,
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    // 300 000 bytes each: three fit in 1 MiB, a fourth does not.
+    let text = |n: usize| format!("SELECT {n} /* {} */", "x".repeat(300_000));
+    let mut a = p.conn().await.unwrap();
+    let mut b = p.conn().await.unwrap();
+    let mut held = Vec::new();
+    for n in 0..3 {
+        held.push(a.prep(text(n)).await.unwrap());
+    }
+    for c in [&mut a, &mut b] {
+        match c.prep(text(3)).await {
+            Err(mysql_async::Error::Server(e)) => {
+                assert_eq!((e.code, e.state.as_str()), (1461, "42000"), "{e:?}");
+                assert!(e.message.contains("max-prepared-memory"), "{}", e.message);
+            }
+            other => panic!("a fourth statement: {other:?}"),
+        }
+    }
+    a.close(held.pop().unwrap()).await.unwrap();
+    let st = b.prep(text(3)).await.unwrap();
+    let three: Option<i64> = b.exec_first(&st, ()).await.unwrap();
+    assert_eq!(three, Some(3));
+}
+
 /// A command the proxy rewrites (writing in the value of `CONNECTION_ID()`, adding an
 /// execute's parameter types: both make it longer) can take more packets than the client's
 /// when it is just under a multiple of 16 MiB. The server numbers its reply after the packets it got; the client must see it

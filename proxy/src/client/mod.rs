@@ -147,6 +147,8 @@ pub struct ClientSettings {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// `require-secure-transport`: plain-TCP logins are refused.
     pub require_secure_transport: bool,
+    /// `max-prepared-memory`, shared by every session.
+    pub prepared_memory: Arc<prepared::PreparedMemory>,
 }
 
 /// Counts a session as alive for as long as it exists.

@@ -16,6 +16,7 @@ use crate::protocol::command::{
 use crate::protocol::message::{self, codes, SqlError};
 use crate::router::classify::{self, Classification, Flags};
 use crate::router::{self, Target};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub struct PreparedStmt {
@@ -41,6 +42,51 @@ pub struct PreparedStmt {
     /// so the next execute answers with it (as a server reports long-data errors), rather
     /// than run with a parameter missing.
     pub long_data_lost: Option<SqlError>,
+    /// Its text's share of `max-prepared-memory`, given back when it is dropped.
+    _memory: Charge,
+}
+
+/// The statement text all sessions' prepared statements hold, within `max-prepared-memory`.
+/// Each session may hold `MAX_PREPARED_PER_SESSION` statements, each as long as a command
+/// may be: without a bound across sessions, clients that never close large statements grow
+/// the proxy until the OS kills it, with every session.
+pub struct PreparedMemory {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl PreparedMemory {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(PreparedMemory {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Takes `bytes` from the budget until the charge is dropped; `None` if they do not fit.
+    fn charge(self: &Arc<Self>, bytes: usize) -> Option<Charge> {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|&n| n <= self.limit)
+            })
+            .ok()?;
+        Some(Charge {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+}
+
+/// One statement's bytes of [`PreparedMemory`].
+struct Charge {
+    budget: Arc<PreparedMemory>,
+    bytes: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// `CURSOR_TYPE_READ_ONLY` and friends in COM_STMT_EXECUTE's flags byte.
@@ -121,6 +167,19 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     } else {
         packet[1..].into()
     };
+    let Some(memory) = s.prepared_memory.charge(sql.len()) else {
+        let limit = s.prepared_memory.limit;
+        io.error(&message::err(
+            codes::MAX_PREPARED_STMT_COUNT_REACHED,
+            format!(
+                "Can't create more than max_prepared_stmt_count statements (rwproxy: the \
+                 prepared statements of all sessions hold {limit} bytes of text, its \
+                 max-prepared-memory; close the ones no longer used)"
+            ),
+        ))
+        .await?;
+        return Ok(());
+    };
     let target = target_of(s, &class);
     let mut exclude = Vec::new();
     let was_pinned = s.pinned.is_some();
@@ -191,6 +250,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
                     schema: s.state.schema.clone(),
                     holds_copy: false,
                     long_data_lost: None,
+                    _memory: memory,
                 },
             );
             write_prepare_reply(io, id, &st).await?;

@@ -7,7 +7,7 @@ use crate::backend::conn::{
 use crate::backend::pool::Lease;
 use crate::backend::relay::Relayed;
 use crate::backend::{Backend, Health};
-use crate::client::prepared::PreparedStmt;
+use crate::client::prepared::{PreparedMemory, PreparedStmt};
 use crate::client::registry::{Killed, Registry, SessionStatus, Stuck};
 use crate::client::ClientSettings;
 use crate::cluster::{Cluster, ReadPicker};
@@ -181,6 +181,8 @@ pub struct Session {
     /// Read-your-writes bookkeeping (a no-op when the mode is off).
     pub ryw: read_your_writes::Tracker,
     pub stmts: FxHashMap<u32, PreparedStmt>,
+    /// What all sessions' statements may hold (`max-prepared-memory`).
+    pub prepared_memory: Arc<PreparedMemory>,
     /// `LAST_INSERT_ID()` as this session would see it on a dedicated connection.
     pub last_insert_id: u64,
     pub next_stmt_id: u32,
@@ -231,6 +233,7 @@ impl Session {
             found_rows_fresh: false,
             found_rows_on: None,
             stmts: FxHashMap::default(),
+            prepared_memory: info.prepared_memory.clone(),
             next_stmt_id: 1,
             last_prepared: None,
             proxy_error: None,

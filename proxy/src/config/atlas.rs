@@ -230,6 +230,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
         drain_timeout: Duration::from_secs(defaults::DRAIN_TIMEOUT_SECS),
         max_allowed_packet: defaults::MAX_ALLOWED_PACKET,
+        max_prepared_memory: defaults::MAX_PREPARED_MEMORY,
         max_client_connections: None,
         max_open_files: None,
         lvs_ips: Vec::new(),
@@ -367,6 +368,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 c.max_allowed_packet =
                     super::max_allowed_packet(number(v).map_err(err)?).map_err(err)?
             }
+            "max-prepared-memory" => {
+                c.max_prepared_memory =
+                    super::max_prepared_memory(number(v).map_err(err)?).map_err(err)?
+            }
             // MySQL Proxy's own, which Atlas kept.
             "max-open-files" => {
                 c.max_open_files =
@@ -491,6 +496,7 @@ client-ips = 127.0.0.1, 192.168.1
 wait-timeout = 60
 max-connections = 300
 max-allowed-packet = 268435456
+max-prepared-memory = 2097152
 max-client-connections = 5000
 max-open-files = 65536
 ; GLib-style comment
@@ -550,6 +556,7 @@ plugins = admin, proxy
         assert_eq!(c.wait_timeout, Some(Duration::from_secs(60)));
         assert_eq!(c.interactive_timeout, Some(Duration::from_secs(28_800)));
         assert_eq!(c.max_allowed_packet, 256 << 20);
+        assert_eq!(c.max_prepared_memory, 2 << 20);
         assert_eq!(c.max_client_connections, Some(5000));
         assert_eq!(c.max_open_files, Some(65536));
         let c = parse(
@@ -589,6 +596,10 @@ plugins = admin, proxy
              threads, logs and monitor need a few dozen descriptors)"
         );
         assert_eq!(c.sql_log_slow_ms, None);
+        assert_eq!(
+            err("[mysql-proxy]\nmax-prepared-memory = 1000\n"),
+            "conf/x.cnf:2: max-prepared-memory: must be at least 1048576 bytes (1 MiB)"
+        );
         assert_eq!(
             err("[mysql-proxy]\nmax-allowed-packet = 1023\n"),
             "conf/x.cnf:2: max-allowed-packet: must be between 1024 and 1073741824 bytes (1 GiB)"

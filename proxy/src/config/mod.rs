@@ -45,6 +45,10 @@ pub mod defaults {
     pub const MAX_ALLOWED_PACKET: usize = 64 << 20;
     /// Smallest `max-allowed-packet`, as MariaDB's.
     pub const MIN_ALLOWED_PACKET: u64 = 1024;
+    /// Statement text all sessions' prepared statements may hold together, bytes.
+    pub const MAX_PREPARED_MEMORY: usize = 1 << 30;
+    /// Smallest `max-prepared-memory`.
+    pub const MIN_PREPARED_MEMORY: u64 = 1 << 20;
     /// Backend port when an Atlas backend address omits it.
     pub const BACKEND_PORT: u16 = 3306;
     pub const WEIGHT: u32 = 1;
@@ -111,6 +115,17 @@ fn max_allowed_packet(v: u64) -> Result<usize, String> {
             "must be between {} and {max} bytes (1 GiB)",
             defaults::MIN_ALLOWED_PACKET
         ))
+    }
+}
+
+/// `max-prepared-memory` as both formats take it.
+fn max_prepared_memory(v: u64) -> Result<usize, String> {
+    match usize::try_from(v) {
+        Ok(n) if v >= defaults::MIN_PREPARED_MEMORY => Ok(n),
+        _ => Err(format!(
+            "must be at least {} bytes (1 MiB)",
+            defaults::MIN_PREPARED_MEMORY
+        )),
     }
 }
 
@@ -194,6 +209,10 @@ pub struct Config {
     /// The first command size refused (`max-allowed-packet`, as a server's
     /// `max_allowed_packet`): bounds what one command may make the proxy buffer.
     pub max_allowed_packet: usize,
+    /// The statement text all sessions' prepared statements may hold together
+    /// (`max-prepared-memory`): without a bound, clients that prepare large statements and
+    /// never close them grow the proxy's memory until it is killed, with every session.
+    pub max_prepared_memory: usize,
     /// Most client connections at once (`max-client-connections`; `usize::MAX`: no bound);
     /// `None`: derived from the open-files limit (see `client::slots::client_limit`).
     pub max_client_connections: Option<usize>,
@@ -271,6 +290,10 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     check(
         "max-allowed-packet",
         old.max_allowed_packet == new.max_allowed_packet,
+    );
+    check(
+        "max-prepared-memory",
+        old.max_prepared_memory == new.max_prepared_memory,
     );
     check("max-open-files", old.max_open_files == new.max_open_files);
     check("[monitor]", old.monitor == new.monitor);

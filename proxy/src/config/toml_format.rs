@@ -3,7 +3,8 @@
 //! ```toml
 //! [proxy]            # listen, instance, charset, event-threads, client-ips, wait-timeout,
 //!                    # interactive-timeout, connect-timeout-ms, drain-timeout, max-allowed-packet,
-//!                    # max-client-connections, max-open-files, keepalive, daemon, log-level,
+//!                    # max-prepared-memory, max-client-connections, max-open-files,
+//!                    # keepalive, daemon, log-level,
 //!                    # log-path, sql-log,
 //!                    # sql-log-slow, ssl-cert, ssl-key, ssl-ca, require-secure-transport,
 //!                    # backend-ssl, backend-ssl-ca
@@ -70,6 +71,7 @@ struct Proxy {
     connect_timeout_ms: Option<Spanned<u64>>,
     drain_timeout: Option<Spanned<u64>>,
     max_allowed_packet: Option<Spanned<u64>>,
+    max_prepared_memory: Option<Spanned<u64>>,
     max_client_connections: Option<u64>,
     max_open_files: Option<Spanned<u64>>,
     #[serde(default)]
@@ -245,6 +247,11 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         Some(v) => super::max_allowed_packet(*v.get_ref())
             .map_err(|m| invalid(at(v.span().start), "proxy.max-allowed-packet", m))?,
         None => defaults::MAX_ALLOWED_PACKET,
+    };
+    let max_prepared_memory = match &p.max_prepared_memory {
+        Some(v) => super::max_prepared_memory(*v.get_ref())
+            .map_err(|m| invalid(at(v.span().start), "proxy.max-prepared-memory", m))?,
+        None => defaults::MAX_PREPARED_MEMORY,
     };
     let max_open_files = match &p.max_open_files {
         Some(v) => Some(
@@ -425,6 +432,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         connect_timeout: Duration::from_millis(connect_timeout_ms),
         drain_timeout: Duration::from_secs(drain_timeout),
         max_allowed_packet,
+        max_prepared_memory,
         max_client_connections: p.max_client_connections.map(super::max_client_connections),
         max_open_files,
         lvs_ips,
@@ -671,6 +679,7 @@ encrypted-password = "HJBoxfRsjeI="
         assert_eq!(c.interactive_timeout, Some(Duration::from_secs(28_800)));
         assert_eq!(c.connect_timeout, Duration::from_millis(2_000));
         assert_eq!(c.max_allowed_packet, 64 << 20);
+        assert_eq!(c.max_prepared_memory, 1 << 30);
         assert!(!c.daemon && !c.keepalive);
         assert!(c.users.is_empty() && c.client_ips.is_empty() && c.charset.is_none());
         assert_eq!(c.backends[0].weight, 1);
@@ -804,6 +813,13 @@ encrypted-password = "HJBoxfRsjeI="
                 "{e}"
             );
         }
+        let e = err(&format!(
+            "[proxy]\nmax-prepared-memory = 1048575\n{ONE_BACKEND}"
+        ));
+        assert!(
+            e.starts_with("conf/x.toml:2: proxy.max-prepared-memory: must be at least 1048576"),
+            "{e}"
+        );
         let e = err(&format!("[proxy]\ndrain-timeout = 31536001\n{ONE_BACKEND}"));
         assert!(
             e.starts_with("conf/x.toml:2: proxy.drain-timeout: must be at most 31536000 seconds"),
