@@ -172,9 +172,9 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         io.error(&message::err(
             codes::MAX_PREPARED_STMT_COUNT_REACHED,
             format!(
-                "Can't create more than max_prepared_stmt_count statements (rwproxy: the \
-                 prepared statements of all sessions hold {limit} bytes of text, its \
-                 max-prepared-memory; close the ones no longer used)"
+                "Can't create more than max_prepared_stmt_count statements (rwproxy: its \
+                 text does not fit in max-prepared-memory, {limit} bytes shared by the \
+                 prepared statements of all sessions; close the ones no longer used)"
             ),
         ))
         .await?;
