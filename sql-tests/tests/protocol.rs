@@ -649,9 +649,9 @@ async fn a_new_params_bound_flag_other_than_0_or_1_is_malformed() {
     assert!(seen[0].starts_with("1835 (HY000)"), "{}", seen[0]);
 }
 
-/// All sessions' prepared statements together hold at most `max-prepared-memory` bytes of
-/// text: a prepare past it gets 1461 naming the bound, in any session, until statements are
-/// closed. (There was no such bound: every prepare succeeded.)
+/// All sessions' open prepared statements together hold at most `max-prepared-memory` bytes
+/// of text: a prepare past it gets 1461 naming the bound, in any session, until statements
+/// are closed. (There was no such bound: every prepare succeeded.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_share_a_memory_bound() {
     let cluster = cluster().await;
@@ -678,7 +678,9 @@ async fn prepared_statements_share_a_memory_bound() {
             other => panic!("a fourth statement: {other:?}"),
         }
     }
+    // COM_STMT_CLOSE has no reply: the ping's answer shows the proxy has taken it.
     a.close(held.pop().unwrap()).await.unwrap();
+    a.ping().await.unwrap();
     let st = b.prep(text(3)).await.unwrap();
     let three: Option<i64> = b.exec_first(&st, ()).await.unwrap();
     assert_eq!(three, Some(3));

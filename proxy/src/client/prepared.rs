@@ -46,10 +46,12 @@ pub struct PreparedStmt {
     _memory: Charge,
 }
 
-/// The statement text all sessions' prepared statements hold, within `max-prepared-memory`.
-/// Each session may hold `MAX_PREPARED_PER_SESSION` statements, each as long as a command
-/// may be: without a bound across sessions, clients that never close large statements grow
-/// the proxy until the OS kills it, with every session.
+/// The statement text all sessions' open prepared statements hold, within
+/// `max-prepared-memory`. Each session may hold `MAX_PREPARED_PER_SESSION` statements, each
+/// as long as a command may be: without a bound across sessions, clients that never close
+/// large statements grow the proxy until the OS kills it, with every session. (A closed
+/// statement's text may stay cached on the backend connections that prepared it, up to
+/// `MAX_STMTS_PER_CONN` statements each, which this does not count.)
 pub struct PreparedMemory {
     used: AtomicUsize,
     limit: usize,
@@ -169,13 +171,16 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     };
     let Some(memory) = s.prepared_memory.charge(sql.len()) else {
         let limit = s.prepared_memory.limit;
+        let why = match sql.len() > limit {
+            true => format!("its text alone is longer than max-prepared-memory, {limit} bytes"),
+            false => format!(
+                "its text does not fit in max-prepared-memory, {limit} bytes shared by the \
+                 open prepared statements of all sessions; close the ones no longer used"
+            ),
+        };
         io.error(&message::err(
             codes::MAX_PREPARED_STMT_COUNT_REACHED,
-            format!(
-                "Can't create more than max_prepared_stmt_count statements (rwproxy: its \
-                 text does not fit in max-prepared-memory, {limit} bytes shared by the \
-                 prepared statements of all sessions; close the ones no longer used)"
-            ),
+            format!("Can't create more than max_prepared_stmt_count statements (rwproxy: {why})"),
         ))
         .await?;
         return Ok(());

@@ -209,7 +209,7 @@ pub struct Config {
     /// The first command size refused (`max-allowed-packet`, as a server's
     /// `max_allowed_packet`): bounds what one command may make the proxy buffer.
     pub max_allowed_packet: usize,
-    /// The statement text all sessions' prepared statements may hold together
+    /// The statement text all sessions' open prepared statements may hold together
     /// (`max-prepared-memory`): without a bound, clients that prepare large statements and
     /// never close them grow the proxy's memory until it is killed, with every session.
     pub max_prepared_memory: usize,
@@ -688,6 +688,13 @@ mod tests {
         assert_eq!(
             needs_restart(&old, &with("wait-timeout = 40000")),
             ["wait-timeout"]
+        );
+        assert_eq!(
+            needs_restart(
+                &old,
+                &with("wait-timeout = 30000\nmax-prepared-memory = 2097152")
+            ),
+            ["max-prepared-memory"]
         );
         assert_eq!(
             needs_restart(
