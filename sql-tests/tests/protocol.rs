@@ -686,6 +686,44 @@ async fn prepared_statements_share_a_memory_bound() {
     assert_eq!(three, Some(3));
 }
 
+/// A backend connection keeps the statements its clients closed prepared for the next
+/// client, but not without bound: one client preparing and closing ever new long statements
+/// must not make it keep them all (the server's count of open statements shows what it
+/// keeps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_long_statements_do_not_pile_up_on_a_backend_connection() {
+    let cl = Cluster::start(0).await.unwrap();
+    let toml =
+        proxy::config_toml(&cl, &[], "").replace("max-connections = 50", "max-connections = 1");
+    let p = proxy::start(&toml).await.unwrap();
+    // 100 000 bytes each: ten fit in a connection's 1 MiB.
+    let text = |n: usize| format!("SELECT {n} /* {} */", "x".repeat(100_000));
+    let mut c = p.conn().await.unwrap();
+    for n in 0..40 {
+        let st = c.prep(text(n)).await.unwrap();
+        let got: Option<usize> = c.exec_first(&st, ()).await.unwrap();
+        assert_eq!(got, Some(n));
+        c.close(st).await.unwrap();
+    }
+    // The closes of the statements the connection let go go out ahead of its next command.
+    let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    let mut root = cl.primary.root_conn().await.unwrap();
+    let open: Option<(String, usize)> = root
+        .query_first("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
+        .await
+        .unwrap();
+    let open = open.unwrap().1;
+    assert!(
+        (1..=10).contains(&open),
+        "{open} statements open on the server"
+    );
+    // The statements kept still run.
+    let st = c.prep(text(39)).await.unwrap();
+    let got: Option<usize> = c.exec_first(&st, ()).await.unwrap();
+    assert_eq!(got, Some(39));
+}
+
 /// A command the proxy rewrites (writing in the value of `CONNECTION_ID()`, adding an
 /// execute's parameter types: both make it longer) can take more packets than the client's
 /// when it is just under a multiple of 16 MiB. The server numbers its reply after the packets it got; the client must see it

@@ -218,8 +218,6 @@ pub struct BackendStmt {
     /// hash of it would be cheaper to keep but costs more per execute than the comparison
     /// (SipHash over the state: ~270 instructions per execute, callgrind) and could collide.
     pub state: SessionState,
-    /// The server's prepare reply, for the client whose `COM_STMT_PREPARE` made the copy.
-    pub reply: Arc<Vec<RawPacket>>,
     /// The client statement (by the session's id for it) that opened a cursor or sent long
     /// data on this copy, last. Closing the copy would lose them, so it is not closed when
     /// the connection has too many; and no other client statement of the same text runs
@@ -248,6 +246,15 @@ pub enum Hold {
 /// long data are never closed for it: a connection goes over the limit instead, by no more
 /// than the statements its one pinned session holds open (which the server limits).
 const MAX_STMTS_PER_CONN: usize = 256;
+
+/// Bytes of statement text a connection keeps prepared for reuse, counted once per text,
+/// before a prepare closes copies no client statement holds, longest text first. The
+/// statement count alone would let a connection keep 256 statements as long as a command
+/// may be (64 MiB): clients preparing and closing ever new large statements would grow the
+/// proxy by that much on every connection, outside `max-prepared-memory` (which counts open
+/// client statements). Ordinary statements are far shorter: at 1 MiB the count stays the
+/// bound for them.
+const MAX_STMT_TEXT_PER_CONN: usize = 1 << 20;
 
 /// Prepared statements kept open on one server through all of a backend's connections
 /// before a prepare closes one of its connection's first (see `open_stmts`). The server's
@@ -317,6 +324,15 @@ pub struct BackendConn {
     /// `Flags::XA`): closed when its session lets go, never pooled.
     pub close_on_release: bool,
     pub track: Tracking,
+}
+
+/// The server's reply to a client's `COM_STMT_PREPARE`, for that client alone: it is not kept
+/// with the statement, whose copies outlive it in the cache (its packets share the read
+/// buffer they arrived in, which they would keep allocated).
+pub struct PrepareReply {
+    pub params: u16,
+    pub columns: u16,
+    pub packets: Vec<RawPacket>,
 }
 
 /// What a login got from a server.
@@ -1027,7 +1043,7 @@ impl BackendConn {
         });
         let at = match current {
             Some(at) => at,
-            None => self.prepare_now(sql).await?,
+            None => self.prepare_now(sql).await?.0,
         };
         Ok(&self.stmts[sql][at])
     }
@@ -1039,8 +1055,8 @@ impl BackendConn {
     pub async fn prepare_for_client(
         &mut self,
         sql: &Arc<[u8]>,
-    ) -> Result<&BackendStmt, BackendError> {
-        let at = self.prepare_now(sql).await?;
+    ) -> Result<PrepareReply, BackendError> {
+        let (at, reply) = self.prepare_now(sql).await?;
         let copies = self.stmts.get_mut(sql).expect("just prepared");
         let fresh = copies[at].id;
         let (state, retired) = (&self.state, &mut self.retired);
@@ -1052,11 +1068,7 @@ impl BackendConn {
             }
             !replaced
         });
-        let at = copies
-            .iter()
-            .position(|st| st.id == fresh)
-            .expect("the fresh copy stays");
-        Ok(&self.stmts[sql][at])
+        Ok(reply)
     }
 
     /// Client statement `client` (text `sql`) was sent to copy `id`, which now carries what
@@ -1142,9 +1154,13 @@ impl BackendConn {
         });
     }
 
-    /// Prepares `sql` under the current state; returns its index among the text's copies.
-    /// Statements this connection no longer uses are closed on the server first.
-    async fn prepare_now(&mut self, sql: &Arc<[u8]>) -> Result<usize, BackendError> {
+    /// Prepares `sql` under the current state; returns its index among the text's copies,
+    /// and the server's reply. Statements this connection no longer uses are closed on the
+    /// server first.
+    async fn prepare_now(
+        &mut self,
+        sql: &Arc<[u8]>,
+    ) -> Result<(usize, PrepareReply), BackendError> {
         match self.prepare_once(sql).await {
             // The server holds as many statements as it takes (`max_prepared_stmt_count`,
             // server-wide): the ones kept here for reuse go first, and it is asked again.
@@ -1175,7 +1191,10 @@ impl BackendConn {
         self.retired.len() > before
     }
 
-    async fn prepare_once(&mut self, sql: &Arc<[u8]>) -> Result<usize, BackendError> {
+    async fn prepare_once(
+        &mut self,
+        sql: &Arc<[u8]>,
+    ) -> Result<(usize, PrepareReply), BackendError> {
         // A copy in this schema under other session variables will not be used again, unless
         // it carries a statement's cursor or long data (`note_run` retires it when that
         // statement is executed again).
@@ -1239,7 +1258,6 @@ impl BackendConn {
             params,
             columns,
             state: self.state.clone(),
-            reply: Arc::new(packets),
             holder: None,
             long_data: false,
             holder_only: false,
@@ -1248,7 +1266,52 @@ impl BackendConn {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let copies = self.stmts.entry(sql.clone()).or_default();
         copies.push(st);
-        Ok(copies.len() - 1)
+        self.trim_cache(sql);
+        let at = self.stmts[sql]
+            .iter()
+            .position(|st| st.id == id)
+            .expect("the fresh copy stays");
+        let reply = PrepareReply {
+            params,
+            columns,
+            packets,
+        };
+        Ok((at, reply))
+    }
+
+    /// Keeps the text of the statements prepared here within `MAX_STMT_TEXT_PER_CONN`, but
+    /// for `fresh` (just prepared, about to be used) and copies client statements hold:
+    /// retires the other texts' free copies, longest first.
+    fn trim_cache(&mut self, fresh: &Arc<[u8]>) {
+        let mut total: usize = self.stmts.keys().map(|k| k.len()).sum();
+        if total <= MAX_STMT_TEXT_PER_CONN {
+            return;
+        }
+        let mut free: Vec<Arc<[u8]>> = self
+            .stmts
+            .iter()
+            .filter(|(k, copies)| k[..] != fresh[..] && copies.iter().any(|st| st.holder.is_none()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        free.sort_unstable_by_key(|k| std::cmp::Reverse(k.len()));
+        for k in free {
+            if total <= MAX_STMT_TEXT_PER_CONN {
+                break;
+            }
+            let copies = self.stmts.get_mut(&k).expect("listed above");
+            let retired = &mut self.retired;
+            copies.retain(|st| {
+                let keep = st.holder.is_some();
+                if !keep {
+                    retired.push(st.id);
+                }
+                keep
+            });
+            if copies.is_empty() {
+                self.stmts.remove(&k);
+                total -= k.len();
+            }
+        }
     }
 
     /// The server has dropped every statement of this connection (a reset, or the

@@ -8,7 +8,7 @@
 use super::registry::Stuck;
 use super::session::{Diag, Session};
 use super::{ClientIo, Prep, SessionEnd};
-use crate::backend::conn::{BackendConn, BackendError, BackendStmt, Hold};
+use crate::backend::conn::{BackendConn, BackendError, Hold, PrepareReply};
 use crate::backend::relay::Expect;
 use crate::protocol::command::{
     COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_FETCH, COM_STMT_RESET, COM_STMT_SEND_LONG_DATA,
@@ -50,8 +50,8 @@ pub struct PreparedStmt {
 /// `max-prepared-memory`. Each session may hold `MAX_PREPARED_PER_SESSION` statements, each
 /// as long as a command may be: without a bound across sessions, clients that never close
 /// large statements grow the proxy until the OS kills it, with every session. (A closed
-/// statement's text may stay cached on the backend connections that prepared it, up to
-/// `MAX_STMTS_PER_CONN` statements each, which this does not count.)
+/// statement's text may stay cached on the backend connections that prepared it, which
+/// bound it themselves: `MAX_STMT_TEXT_PER_CONN`.)
 pub struct PreparedMemory {
     used: AtomicUsize,
     limit: usize,
@@ -199,10 +199,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         };
         let preparing = c.lease.conn.prepare_for_client(&sql);
         match s.status.unless_stuck(&c.backend, read, preparing).await {
-            Ok(prepared) => {
-                let prepared = prepared.cloned();
-                break (c, prepared);
-            }
+            Ok(prepared) => break (c, prepared),
             Err(Stuck::SessionKilled) => return Err(SessionEnd::Killed),
             // Nothing went out: a read is prepared elsewhere, as it would run elsewhere.
             Err(Stuck::FoundDown) if read && exclude.len() < super::MAX_READ_TRIES as usize => {
@@ -265,8 +262,12 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
 }
 
 /// Sends the prepare reply with the proxy's statement id in place of the backend's.
-async fn write_prepare_reply(io: &mut ClientIo, id: u32, st: &BackendStmt) -> std::io::Result<()> {
-    let packets = &st.reply;
+async fn write_prepare_reply(
+    io: &mut ClientIo,
+    id: u32,
+    reply: &PrepareReply,
+) -> std::io::Result<()> {
+    let packets = &reply.packets;
     let mut first = packets[0].payload().to_vec();
     first[1..5].copy_from_slice(&id.to_le_bytes());
     io.writer.write_packet(io.reply_seq, &first).await?;
