@@ -6,7 +6,7 @@ use mysql_async::{Conn, OptsBuilder, Value};
 
 use crate::command::BackendAddr;
 use crate::control::{BackendInfo, BackendStats, DigestInfo, HaStatusInfo, SessionInfo, VrrpInfo};
-use crate::resultset::{Reply, ResultSet};
+use crate::resultset::{ColumnType, Reply, ResultSet};
 use crate::tables::{column_of, pairs_of, rows_of, RowError};
 use crate::AdminError;
 
@@ -80,7 +80,9 @@ impl AdminClient {
         let columns = result.columns();
         let reply = match columns {
             Some(cols) if !cols.is_empty() => {
-                let mut rs = ResultSet::new(cols.iter().map(|c| c.name_str().into_owned()));
+                let types: Vec<ColumnType> = cols.iter().map(column_type).collect();
+                let mut rs = ResultSet::new(cols.iter().map(|c| c.name_str().into_owned()))
+                    .with_types(&types);
                 let rows: Vec<mysql_async::Row> = result.collect().await?;
                 for row in rows {
                     rs.push(row.unwrap().into_iter().map(text_of).collect());
@@ -230,6 +232,18 @@ impl AdminClient {
         self.execute(&format!("SET GLOBAL {name} = {}", quote(value)))
             .await
             .map(drop)
+    }
+}
+
+fn column_type(c: &mysql_async::Column) -> ColumnType {
+    use mysql_async::consts::ColumnType as T;
+    match c.column_type() {
+        T::MYSQL_TYPE_TINY
+        | T::MYSQL_TYPE_SHORT
+        | T::MYSQL_TYPE_INT24
+        | T::MYSQL_TYPE_LONG
+        | T::MYSQL_TYPE_LONGLONG => ColumnType::Integer,
+        _ => ColumnType::Text,
     }
 }
 

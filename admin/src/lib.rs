@@ -25,7 +25,7 @@ pub use control::{
     SessionInfo, UserPassword, VrrpInfo,
 };
 pub use error::{AdminError, UNKNOWN_COMMAND_HINT};
-pub use resultset::{Reply, ResultSet};
+pub use resultset::{ColumnType, Reply, ResultSet};
 
 use tables::{
     table_of, CLIENT_COLUMNS, HELP_COLUMNS, PWD_COLUMNS, STATUS_COLUMNS, VARIABLE_COLUMNS,

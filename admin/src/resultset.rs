@@ -1,7 +1,8 @@
 //! What a command answers, before the proxy puts it on the wire.
 //!
 //! Every value is text (or NULL): the admin port sends text-protocol result sets like Atlas,
-//! so the proxy can encode a [`ResultSet`] without knowing what it describes.
+//! so the proxy can encode a [`ResultSet`] without knowing what it describes. Only the
+//! columns' declared types tell numbers from text (see [`ColumnType`]).
 
 /// The answer to one admin statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,18 +31,41 @@ impl Reply {
     }
 }
 
+/// What a column is declared as. Its values travel as text either way; a number declared
+/// as one is handed to scripts as a number by drivers (Python's get `2`, not `'2'`) and
+/// right-aligned by the `mysql` client, as Atlas declares its `backend_ndx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ColumnType {
+    #[default]
+    Text,
+    /// An integer (the console's own are all unsigned).
+    Integer,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ResultSet {
     pub columns: Vec<String>,
+    /// One per column.
+    pub types: Vec<ColumnType>,
     pub rows: Vec<Vec<Option<String>>>,
 }
 
 impl ResultSet {
+    /// A result set of text columns.
     pub fn new<S: Into<String>>(columns: impl IntoIterator<Item = S>) -> Self {
+        let columns: Vec<String> = columns.into_iter().map(Into::into).collect();
         ResultSet {
-            columns: columns.into_iter().map(Into::into).collect(),
+            types: vec![ColumnType::Text; columns.len()],
+            columns,
             rows: Vec::new(),
         }
+    }
+
+    /// Declares the columns' types, one per column.
+    pub fn with_types(mut self, types: &[ColumnType]) -> Self {
+        assert_eq!(types.len(), self.columns.len(), "one type per column");
+        self.types = types.to_vec();
+        self
     }
 
     /// Append a row; it must have one value per column.

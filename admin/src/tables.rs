@@ -7,11 +7,13 @@
 use std::str::FromStr;
 
 use crate::control::{BackendInfo, BackendStats, DigestInfo, HaStatusInfo, SessionInfo, VrrpInfo};
+use crate::resultset::ColumnType::{self, Integer as Int, Text};
 use crate::resultset::ResultSet;
 
 pub const HELP_COLUMNS: [&str; 2] = ["command", "description"];
 /// Exactly Atlas's four columns, in Atlas's order: scripts parse them positionally.
 pub const BACKEND_COLUMNS: [&str; 4] = ["backend_ndx", "address", "state", "type"];
+const BACKEND_TYPES: [ColumnType; 4] = [Int, Text, Text, Text];
 pub const CLIENT_COLUMNS: [&str; 1] = ["client"];
 pub const PWD_COLUMNS: [&str; 2] = ["username", "password"];
 pub const VERSION_COLUMNS: [&str; 1] = ["version"];
@@ -31,6 +33,9 @@ pub const STATS_COLUMNS: [&str; 12] = [
     "lag_seconds",
     "reason",
 ];
+const STATS_TYPES: [ColumnType; 12] = [
+    Int, Text, Text, Text, Int, Int, Int, Int, Int, Int, Int, Text,
+];
 pub const SESSION_COLUMNS: [&str; 9] = [
     "id",
     "client",
@@ -42,7 +47,9 @@ pub const SESSION_COLUMNS: [&str; 9] = [
     "statement_age_ms",
     "last_gtid",
 ];
+const SESSION_TYPES: [ColumnType; 9] = [Int, Text, Text, Text, Text, Int, Text, Int, Text];
 pub const DIGEST_COLUMNS: [&str; 5] = ["digest", "count", "total_time_us", "max_time_us", "rows"];
+const DIGEST_TYPES: [ColumnType; 5] = [Text, Int, Int, Int, Int];
 pub const VRRP_COLUMNS: [&str; 8] = [
     "instance",
     "interface",
@@ -53,6 +60,7 @@ pub const VRRP_COLUMNS: [&str; 8] = [
     "virtual_ips",
     "master",
 ];
+const VRRP_TYPES: [ColumnType; 8] = [Text, Text, Int, Text, Int, Int, Text, Text];
 pub const HA_STATUS_COLUMNS: [&str; 8] = [
     "instance",
     "vrrp_state",
@@ -63,8 +71,18 @@ pub const HA_STATUS_COLUMNS: [&str; 8] = [
     "result",
     "duration_ms",
 ];
+const HA_STATUS_TYPES: [ColumnType; 8] = [Text, Text, Text, Text, Text, Text, Text, Int];
 /// MySQL's own `SHOW VARIABLES` columns.
 pub const VARIABLE_COLUMNS: [&str; 2] = ["Variable_name", "Value"];
+
+const _: () = assert!(
+    BACKEND_TYPES.len() == BACKEND_COLUMNS.len()
+        && STATS_TYPES.len() == STATS_COLUMNS.len()
+        && SESSION_TYPES.len() == SESSION_COLUMNS.len()
+        && DIGEST_TYPES.len() == DIGEST_COLUMNS.len()
+        && VRRP_TYPES.len() == VRRP_COLUMNS.len()
+        && HA_STATUS_TYPES.len() == HA_STATUS_COLUMNS.len()
+);
 
 /// A row that could not be turned into its struct.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,6 +92,8 @@ pub struct RowError(pub String);
 /// A typed row of one of the admin tables.
 pub trait Table: Sized {
     const COLUMNS: &'static [&'static str];
+    /// One per column: the numbers are declared as such (see [`ColumnType`]).
+    const TYPES: &'static [ColumnType];
     fn to_row(&self) -> Vec<Option<String>>;
     fn from_row(row: Row<'_>) -> Result<Self, RowError>;
 }
@@ -124,7 +144,7 @@ pub fn rows_of<T: Table>(set: &ResultSet) -> Result<Vec<T>, RowError> {
 
 /// A result set holding `items`.
 pub fn table_of<T: Table>(items: &[T]) -> ResultSet {
-    let mut rs = ResultSet::new(T::COLUMNS.iter().copied());
+    let mut rs = ResultSet::new(T::COLUMNS.iter().copied()).with_types(T::TYPES);
     for item in items {
         rs.push(item.to_row());
     }
@@ -149,6 +169,7 @@ fn parse_bool(row: &Row<'_>, column: &str) -> Result<bool, RowError> {
 
 impl Table for BackendInfo {
     const COLUMNS: &'static [&'static str] = &BACKEND_COLUMNS;
+    const TYPES: &'static [ColumnType] = &BACKEND_TYPES;
 
     fn to_row(&self) -> Vec<Option<String>> {
         vec![
@@ -173,6 +194,7 @@ impl Table for BackendInfo {
 
 impl Table for BackendStats {
     const COLUMNS: &'static [&'static str] = &STATS_COLUMNS;
+    const TYPES: &'static [ColumnType] = &STATS_TYPES;
 
     fn to_row(&self) -> Vec<Option<String>> {
         vec![
@@ -211,6 +233,7 @@ impl Table for BackendStats {
 
 impl Table for SessionInfo {
     const COLUMNS: &'static [&'static str] = &SESSION_COLUMNS;
+    const TYPES: &'static [ColumnType] = &SESSION_TYPES;
 
     fn to_row(&self) -> Vec<Option<String>> {
         vec![
@@ -243,6 +266,7 @@ impl Table for SessionInfo {
 
 impl Table for DigestInfo {
     const COLUMNS: &'static [&'static str] = &DIGEST_COLUMNS;
+    const TYPES: &'static [ColumnType] = &DIGEST_TYPES;
 
     fn to_row(&self) -> Vec<Option<String>> {
         vec![
@@ -267,6 +291,7 @@ impl Table for DigestInfo {
 
 impl Table for VrrpInfo {
     const COLUMNS: &'static [&'static str] = &VRRP_COLUMNS;
+    const TYPES: &'static [ColumnType] = &VRRP_TYPES;
 
     fn to_row(&self) -> Vec<Option<String>> {
         vec![
@@ -303,6 +328,7 @@ impl Table for VrrpInfo {
 
 impl Table for HaStatusInfo {
     const COLUMNS: &'static [&'static str] = &HA_STATUS_COLUMNS;
+    const TYPES: &'static [ColumnType] = &HA_STATUS_TYPES;
 
     fn to_row(&self) -> Vec<Option<String>> {
         vec![

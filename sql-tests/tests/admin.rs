@@ -102,6 +102,60 @@ async fn atlas_commands_through_the_mariadb_cli() {
     assert!(mysql_async::Conn::new(app_on_admin).await.is_err());
 }
 
+/// The console's numbers are declared as numbers, as Atlas declares `backend_ndx`: drivers
+/// hand them to scripts as numbers, and the `mysql` client aligns them to the right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_numbers_are_declared_as_numbers() {
+    use mysql_async::consts::{ColumnFlags, ColumnType};
+    let cl = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(p.admin_addr.port())
+        .user(Some(ADMIN_USER))
+        .pass(Some(ADMIN_PASSWORD))
+        .prefer_socket(false)
+        .stmt_cache_size(0);
+    let mut admin = mysql_async::Conn::new(opts).await.unwrap();
+    let rows: Vec<mysql_async::Row> = admin.query("SELECT * FROM backends").await.unwrap();
+    let columns = rows[0].columns();
+    assert_eq!(columns[0].name_str(), "backend_ndx");
+    assert_eq!(columns[0].column_type(), ColumnType::MYSQL_TYPE_LONGLONG);
+    assert!(columns[0]
+        .flags()
+        .contains(ColumnFlags::NUM_FLAG | ColumnFlags::UNSIGNED_FLAG));
+    assert_eq!(columns[1].column_type(), ColumnType::MYSQL_TYPE_VAR_STRING);
+    let ndx: Vec<u32> = rows.iter().map(|r| r.get(0).unwrap()).collect();
+    assert_eq!(ndx, [1, 2, 3]);
+    let rows: Vec<mysql_async::Row> = admin.query("SELECT * FROM stats").await.unwrap();
+    for r in &rows {
+        let integers: Vec<String> = r
+            .columns_ref()
+            .iter()
+            .filter(|c| c.column_type() == ColumnType::MYSQL_TYPE_LONGLONG)
+            .map(|c| c.name_str().into_owned())
+            .collect();
+        assert_eq!(
+            integers,
+            [
+                "backend_ndx",
+                "weight",
+                "conns_in_use",
+                "conns_idle",
+                "queries",
+                "errors",
+                "avg_latency_us",
+                "lag_seconds"
+            ]
+        );
+    }
+    // The typed client reads them as before.
+    let mut client = p.admin().await;
+    assert_eq!(client.backends().await.unwrap().len(), 3);
+}
+
 /// Text the console cannot parse, non-ASCII included, gets a parse error and the session goes
 /// on: a non-ASCII character next to a keyword used to panic the session, which dropped the
 /// connection.

@@ -14,7 +14,7 @@ use crate::protocol::message::{self, codes, eof_payload, Completion, SqlError};
 use crate::protocol::packet::{PacketReader, PacketWriter, MAX_HANDSHAKE, MAX_PAYLOAD};
 use crate::protocol::resultset::write_text_resultset;
 use control::ProxyControl;
-use rwproxy_admin::{AdminError, ExecContext, Reply};
+use rwproxy_admin::{AdminError, ColumnType, ExecContext, Reply};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -206,7 +206,10 @@ async fn send_reply(
     reply: Result<Reply, AdminError>,
 ) -> std::io::Result<()> {
     match reply {
-        Ok(Reply::Rows(rs)) => write_text_resultset(w, &rs.columns, &rs.rows, STATUS).await,
+        Ok(Reply::Rows(rs)) => {
+            let integer: Vec<bool> = rs.types.iter().map(|t| *t == ColumnType::Integer).collect();
+            write_text_resultset(w, &rs.columns, &integer, &rs.rows, STATUS).await
+        }
         Ok(Reply::Ok { affected, .. }) => send_ok(w, affected).await,
         Err(e) => {
             let err = SqlError::new(e.code(), e.sqlstate(), e.message());

@@ -7,14 +7,21 @@ use tokio::io::AsyncWrite;
 
 /// `utf8mb3_general_ci`, what servers use for metadata-like string columns.
 const UTF8_GENERAL_CI: u16 = 33;
+/// What servers declare numbers in: `binary`.
+const BINARY: u16 = 63;
 const MYSQL_TYPE_VAR_STRING: u8 = 0xFD;
+const MYSQL_TYPE_LONGLONG: u8 = 0x08;
+const UNSIGNED_FLAG: u16 = 0x0020;
+const NUM_FLAG: u16 = 0x8000;
 
 fn lenenc_str(out: &mut Vec<u8>, s: &[u8]) {
     write_lenenc(out, s.len() as u64);
     out.extend_from_slice(s);
 }
 
-fn column_definition(name: &str) -> Vec<u8> {
+/// A column of text, or of unsigned integers (`integer`), declared as a server would: the
+/// values are text either way.
+fn column_definition(name: &str, integer: bool) -> Vec<u8> {
     let mut p = Vec::with_capacity(32 + name.len() * 2);
     lenenc_str(&mut p, b"def");
     lenenc_str(&mut p, b"");
@@ -23,28 +30,35 @@ fn column_definition(name: &str) -> Vec<u8> {
     lenenc_str(&mut p, name.as_bytes());
     lenenc_str(&mut p, name.as_bytes());
     p.push(0x0C);
-    p.extend_from_slice(&UTF8_GENERAL_CI.to_le_bytes());
-    p.extend_from_slice(&1024u32.to_le_bytes());
-    p.push(MYSQL_TYPE_VAR_STRING);
-    p.extend_from_slice(&0u16.to_le_bytes());
+    let (charset, length, kind, flags) = match integer {
+        true => (BINARY, 20u32, MYSQL_TYPE_LONGLONG, UNSIGNED_FLAG | NUM_FLAG),
+        false => (UTF8_GENERAL_CI, 1024, MYSQL_TYPE_VAR_STRING, 0),
+    };
+    p.extend_from_slice(&charset.to_le_bytes());
+    p.extend_from_slice(&length.to_le_bytes());
+    p.push(kind);
+    p.extend_from_slice(&flags.to_le_bytes());
     p.push(0);
     p.extend_from_slice(&[0, 0]);
     p
 }
 
-/// Writes a whole result set of string columns (`None` is SQL NULL) as the reply to a
-/// command, starting at sequence id 1.
+/// Writes a whole result set (`None` is SQL NULL) as the reply to a command, starting at
+/// sequence id 1. `integer`: which columns are declared as unsigned integers, one flag per
+/// column.
 pub async fn write_text_resultset<W: AsyncWrite + Unpin>(
     w: &mut PacketWriter<W>,
     columns: &[String],
+    integer: &[bool],
     rows: &[Vec<Option<String>>],
     status: u16,
 ) -> std::io::Result<()> {
     let mut count = Vec::new();
     write_lenenc(&mut count, columns.len() as u64);
     let mut seq = w.write_packet(1, &count).await?;
-    for c in columns {
-        seq = w.write_packet(seq, &column_definition(c)).await?;
+    for (i, c) in columns.iter().enumerate() {
+        let integer = integer.get(i).copied().unwrap_or(false);
+        seq = w.write_packet(seq, &column_definition(c, integer)).await?;
     }
     seq = w.write_packet(seq, &eof_payload(0, status)).await?;
     let mut row_buf = Vec::new();
