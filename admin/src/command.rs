@@ -55,7 +55,14 @@ pub enum Command {
         like: Option<String>,
     },
     /// `SET [GLOBAL] name = value[, …]`: runtime settings, names lower-cased, in order.
-    SetVariables(Vec<(String, String)>),
+    /// `session`: the names set with `SESSION` or `LOCAL` that are not a client's session
+    /// variables (which are ignored): a runtime setting named so is refused, as a server
+    /// refuses `SET SESSION` of a global variable, rather than ignored while the client
+    /// thinks it took effect.
+    SetVariables {
+        settings: Vec<(String, String)>,
+        session: Vec<String>,
+    },
     /// A `SELECT` of system variables, `DATABASE()`, `USER()`, `VERSION()`, literals: what
     /// clients and drivers ask on connect (`select @@version_comment limit 1`, …).
     Select(Vec<SelectItem>),
@@ -464,6 +471,7 @@ fn parse_set(rest: &str) -> Result<Command, AdminError> {
         return Ok(Command::Noop);
     }
     let mut settings = Vec::new();
+    let mut session = Vec::new();
     loop {
         cur.skip_ws();
         let mut scope = if cur.keyword("global") {
@@ -505,11 +513,13 @@ fn parse_set(rest: &str) -> Result<Command, AdminError> {
         let value = cur
             .value()
             .map_err(|e| AdminError::syntax(format!("SET {name}: {e}")))?;
-        let ignored = user_var
-            || scope == Scope::Session
-            || (scope == Scope::Default && SESSION_VARIABLES.contains(&name.as_str()));
-        if !ignored {
-            settings.push((name, value));
+        let client_session = user_var || SESSION_VARIABLES.contains(&name.as_str());
+        match scope {
+            _ if user_var => {}
+            Scope::Session if !client_session => session.push(name),
+            Scope::Session => {}
+            Scope::Default if client_session => {}
+            Scope::Default | Scope::Global => settings.push((name, value)),
         }
         cur.skip_ws();
         if cur.at_end() {
@@ -522,10 +532,10 @@ fn parse_set(rest: &str) -> Result<Command, AdminError> {
             )));
         }
     }
-    Ok(if settings.is_empty() {
+    Ok(if settings.is_empty() && session.is_empty() {
         Command::Noop
     } else {
-        Command::SetVariables(settings)
+        Command::SetVariables { settings, session }
     })
 }
 
@@ -830,7 +840,10 @@ mod tests {
         }
         assert_eq!(
             p("SET GLOBAL x = 'été'"),
-            Command::SetVariables(vec![("x".into(), "été".into())])
+            Command::SetVariables {
+                settings: vec![("x".into(), "été".into())],
+                session: vec![]
+            }
         );
         assert_eq!(
             p("show variables like 'é%'"),
@@ -1132,18 +1145,34 @@ mod tests {
         assert!(err("show variables like read").contains("quoted string"));
         assert_eq!(
             p("SET max_replica_lag = 30"),
-            Command::SetVariables(vec![("max_replica_lag".into(), "30".into())])
+            Command::SetVariables {
+                settings: vec![("max_replica_lag".into(), "30".into())],
+                session: vec![]
+            }
         );
         assert_eq!(
             p("set global Read_Lag_Limit='5s', @@global.sql_log := ON"),
-            Command::SetVariables(vec![
-                ("read_lag_limit".into(), "5s".into()),
-                ("sql_log".into(), "ON".into())
-            ])
+            Command::SetVariables {
+                settings: vec![
+                    ("read_lag_limit".into(), "5s".into()),
+                    ("sql_log".into(), "ON".into())
+                ],
+                session: vec![]
+            }
         );
         assert_eq!(
             p("set `pool.max_idle`=\"8\""),
-            Command::SetVariables(vec![("pool.max_idle".into(), "8".into())])
+            Command::SetVariables {
+                settings: vec![("pool.max_idle".into(), "8".into())],
+                session: vec![]
+            }
+        );
+        assert_eq!(
+            p("SET SESSION drain_timeout = 5, @@local.x = 1, session sql_mode = '', global y = 2"),
+            Command::SetVariables {
+                settings: vec![("y".into(), "2".into())],
+                session: vec!["drain_timeout".into(), "x".into()]
+            }
         );
         assert!(err("set x").contains("expected '='"));
         assert!(err("set x =").contains("bad value"));
@@ -1173,7 +1202,10 @@ mod tests {
         // a runtime setting mixed with session ones keeps only the runtime one
         assert_eq!(
             p("set autocommit=1, global slow_ms=100"),
-            Command::SetVariables(vec![("slow_ms".into(), "100".into())])
+            Command::SetVariables {
+                settings: vec![("slow_ms".into(), "100".into())],
+                session: vec![]
+            }
         );
     }
 

@@ -263,6 +263,7 @@ pub trait ControlPlane: Send + Sync {
 
     /// Runtime settings as `(name, value)`, for `SHOW VARIABLES` and `SELECT @@name`.
     fn variables(&self) -> Vec<(String, String)>;
-    /// Change a runtime setting; unknown names → [`AdminError::UnknownVariable`].
-    fn set_variable(&self, name: &str, value: &str) -> Result<(), AdminError>;
+    /// Change runtime settings `(name, value)`, all or none (as a server's `SET`): every one is
+    /// checked before any takes effect. Unknown names → [`AdminError::UnknownVariable`].
+    fn set_variables(&self, settings: &[(String, String)]) -> Result<(), AdminError>;
 }

@@ -34,6 +34,9 @@ pub enum AdminError {
     UnknownVariable(String),
     #[error("Variable '{0}' is a read only variable")]
     ReadOnlyVariable(String),
+    /// `SET SESSION` of a runtime setting, which is the proxy's, not the session's.
+    #[error("Variable '{0}' is a GLOBAL variable and should be set with SET GLOBAL")]
+    GlobalVariable(String),
     #[error("Variable '{name}' can't be set to the value of '{value}'")]
     WrongValue { name: String, value: String },
     /// The control plane refused or failed to carry out a well-formed command.
@@ -58,6 +61,7 @@ impl AdminError {
             AdminError::UnknownThread(_) => 1094,                          // ER_NO_SUCH_THREAD
             AdminError::UnknownVariable(_) => 1193, // ER_UNKNOWN_SYSTEM_VARIABLE
             AdminError::ReadOnlyVariable(_) => 1238, // ER_INCORRECT_GLOBAL_LOCAL_VAR
+            AdminError::GlobalVariable(_) => 1229,  // ER_GLOBAL_VARIABLE
             AdminError::WrongValue { .. } => 1231,  // ER_WRONG_VALUE_FOR_VAR
             AdminError::NoSuchBackend { .. } | AdminError::Failed(_) => 1105, // ER_UNKNOWN_ERROR
         }

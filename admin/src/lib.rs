@@ -120,9 +120,16 @@ pub fn execute_in(
                 .collect();
             rows(pairs(&VARIABLE_COLUMNS, vars))
         }
-        Command::SetVariables(settings) => {
-            for (name, value) in &settings {
-                cp.set_variable(name, value)?;
+        Command::SetVariables { settings, session } => {
+            let runtime = cp.variables();
+            if let Some(name) = session
+                .iter()
+                .find(|n| runtime.iter().any(|(r, _)| r == *n))
+            {
+                return Err(AdminError::GlobalVariable(name.clone()));
+            }
+            if !settings.is_empty() {
+                cp.set_variables(&settings)?;
             }
             Ok(Reply::ok())
         }

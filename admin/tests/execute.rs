@@ -216,15 +216,20 @@ impl ControlPlane for Memory {
         self.0.lock().unwrap().kills.push((id, query_only));
         Ok(())
     }
-    fn set_variable(&self, name: &str, value: &str) -> Result<(), AdminError> {
+    fn set_variables(&self, settings: &[(String, String)]) -> Result<(), AdminError> {
         let mut s = self.0.lock().unwrap();
-        match s.vars.iter_mut().find(|v| v.0 == name) {
-            Some(v) => {
-                v.1 = value.into();
-                Ok(())
-            }
-            None => Err(AdminError::UnknownVariable(name.into())),
+        if let Some((name, _)) = settings
+            .iter()
+            .find(|(n, _)| !s.vars.iter().any(|v| v.0 == *n))
+        {
+            return Err(AdminError::UnknownVariable(name.clone()));
         }
+        for (name, value) in settings {
+            if let Some(v) = s.vars.iter_mut().find(|v| v.0 == *name) {
+                v.1 = value.clone();
+            }
+        }
+        Ok(())
     }
 }
 
@@ -493,8 +498,23 @@ fn variables() {
         (e.code(), e.message().as_str()),
         (1193, "Unknown system variable 'nope'")
     );
+    // A runtime setting is the proxy's: SET SESSION of one is refused, not ignored.
+    let e = execute("SET SESSION max_replica_lag = 9", &cp).unwrap_err();
+    assert_eq!(
+        (e.code(), e.sqlstate(), e.message().as_str()),
+        (
+            1229,
+            "HY000",
+            "Variable 'max_replica_lag' is a GLOBAL variable and should be set with SET GLOBAL"
+        )
+    );
+    assert_eq!(text(&rows("select @@max_replica_lag", &cp)), [["5"]]);
     // session statements from drivers do not touch the control plane
     assert_eq!(execute("SET NAMES utf8mb4", &cp).unwrap(), Reply::ok());
+    assert_eq!(
+        execute("SET SESSION sql_mode = ''", &cp).unwrap(),
+        Reply::ok()
+    );
     assert_eq!(execute("set autocommit=1", &cp).unwrap(), Reply::ok());
 }
 

@@ -156,6 +156,47 @@ async fn console_numbers_are_declared_as_numbers() {
     assert_eq!(client.backends().await.unwrap().len(), 3);
 }
 
+/// `SET` on the console is all or nothing, as on a server: a statement with one bad setting
+/// changes none. And a runtime setting set with `SESSION` is refused, not ignored while the
+/// DBA thinks it took effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_set_is_all_or_nothing() {
+    let cl = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let drain_timeout = || {
+        let (ok, out, err) = cli(&p, ADMIN_PASSWORD, &["-N", "-e", "SELECT @@drain_timeout"]);
+        assert!(ok, "{err}");
+        out.trim().to_string()
+    };
+    let before = drain_timeout();
+    let (ok, _, err) = cli(
+        &p,
+        ADMIN_PASSWORD,
+        &["-e", "SET GLOBAL drain_timeout = 7, no_such_setting = 1"],
+    );
+    assert!(!ok);
+    assert!(err.contains("ERROR 1193"), "{err}");
+    assert_eq!(drain_timeout(), before);
+    let (ok, _, err) = cli(
+        &p,
+        ADMIN_PASSWORD,
+        &["-e", "SET drain_timeout = 7, drain_timeout = 'x'"],
+    );
+    assert!(!ok);
+    assert!(err.contains("ERROR 1231"), "{err}");
+    assert_eq!(drain_timeout(), before);
+    let (ok, _, err) = cli(&p, ADMIN_PASSWORD, &["-e", "SET SESSION drain_timeout = 7"]);
+    assert!(!ok);
+    assert!(err.contains("ERROR 1229 (HY000)"), "{err}");
+    assert!(err.contains("should be set with SET GLOBAL"), "{err}");
+    assert_eq!(drain_timeout(), before);
+    let (ok, _, err) = cli(&p, ADMIN_PASSWORD, &["-e", "SET GLOBAL drain_timeout = 7"]);
+    assert!(ok, "{err}");
+    assert_eq!(drain_timeout(), "7");
+}
+
 /// Text the console cannot parse, non-ASCII included, gets a parse error and the session goes
 /// on: a non-ASCII character next to a keyword used to panic the session, which dropped the
 /// connection.

@@ -302,29 +302,36 @@ impl ControlPlane for ProxyControl {
         ]
     }
 
-    fn set_variable(&self, name: &str, value: &str) -> Result<(), AdminError> {
-        match name {
-            "drain_timeout" => {
-                let secs: u64 = value
-                    .trim_matches(['\'', '"'])
-                    .parse()
-                    .ok()
-                    .filter(|s| *s <= config::defaults::MAX_DRAIN_TIMEOUT_SECS)
-                    .ok_or_else(|| AdminError::WrongValue {
-                        name: name.into(),
-                        value: value.into(),
-                    })?;
-                self.cluster
-                    .set_drain_timeout(std::time::Duration::from_secs(secs));
-                // Sessions already draining look at their deadline again.
-                self.sessions.wake_all();
-                tracing::info!("drain_timeout set to {secs} s");
-                Ok(())
+    fn set_variables(&self, settings: &[(String, String)]) -> Result<(), AdminError> {
+        // Checked first, all of them: nothing changes unless everything can.
+        let mut drain_timeout = None;
+        for (name, value) in settings {
+            match name.as_str() {
+                "drain_timeout" => {
+                    let secs: u64 = value
+                        .trim_matches(['\'', '"'])
+                        .parse()
+                        .ok()
+                        .filter(|s| *s <= config::defaults::MAX_DRAIN_TIMEOUT_SECS)
+                        .ok_or_else(|| AdminError::WrongValue {
+                            name: name.clone(),
+                            value: value.clone(),
+                        })?;
+                    drain_timeout = Some(secs);
+                }
+                _ if self.variables().iter().any(|(n, _)| n == name) => {
+                    return Err(AdminError::ReadOnlyVariable(name.clone()))
+                }
+                _ => return Err(AdminError::UnknownVariable(name.clone())),
             }
-            _ if self.variables().iter().any(|(n, _)| n == name) => {
-                Err(AdminError::ReadOnlyVariable(name.into()))
-            }
-            _ => Err(AdminError::UnknownVariable(name.into())),
         }
+        if let Some(secs) = drain_timeout {
+            self.cluster
+                .set_drain_timeout(std::time::Duration::from_secs(secs));
+            // Sessions already draining look at their deadline again.
+            self.sessions.wake_all();
+            tracing::info!("drain_timeout set to {secs} s");
+        }
+        Ok(())
     }
 }
