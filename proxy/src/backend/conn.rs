@@ -468,6 +468,9 @@ impl BackendConn {
                 SqlError::parse(&payload).unwrap_or_else(|| bad("greeting")),
             ));
         }
+        if scramble_len_overflows(&payload) {
+            return Err(proto("bad greeting: auth-plugin-data length over 127"));
+        }
         let hello = ParseBuf(&payload)
             .parse::<HandshakePacket>(())
             .map_err(|e| BackendError::Protocol(format!("bad greeting: {e}")))?;
@@ -1329,6 +1332,22 @@ impl BackendConn {
     }
 }
 
+/// A greeting with `CLIENT_SECURE_CONNECTION` whose auth-plugin-data length byte reads as a
+/// negative `i8` (0x80..=0x87 take it below 0) makes mysql_common's `HandshakePacket` parse
+/// overflow: a panic in a build with overflow checks (found by the `reply` fuzz target). No
+/// server sends one.
+fn scramble_len_overflows(greeting: &[u8]) -> bool {
+    const CLIENT_SECURE_CONNECTION: u8 = 0x80; // 0x8000, in the flags' second byte
+    let Some(nul) = greeting.iter().skip(1).position(|&b| b == 0) else {
+        return false;
+    };
+    // Protocol version, the version string and its NUL; then connection id (4), scramble
+    // (8), filler (1), capabilities (2), collation (1), status (2), capabilities (2), and
+    // the length byte.
+    let fixed = &greeting[nul + 2..];
+    fixed.len() > 20 && fixed[14] & CLIENT_SECURE_CONNECTION != 0 && fixed[20] >= 0x80
+}
+
 fn auth_reply(plugin: &AuthPlugin<'_>, nonce: &[u8], password: &str) -> Vec<u8> {
     match plugin {
         AuthPlugin::CachingSha2Password => scramble_sha256(nonce, password.as_bytes())
@@ -1367,6 +1386,26 @@ fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn greetings_whose_scramble_length_would_overflow_are_refused() {
+        // MariaDB 10.11's greeting, then the fuzz target's find (length byte 0x81).
+        let mut greeting =
+            b"\x0a10.11.6-MariaDB\0\x07\0\0\0abcdefgh\0\xfe\xf7\x2d\x02\0\xff\x81\x15".to_vec();
+        greeting.extend_from_slice(&[0; 10]);
+        greeting.extend_from_slice(b"ijklmnopqrst\0mysql_native_password\0");
+        assert!(!scramble_len_overflows(&greeting));
+        assert!(ParseBuf(&greeting).parse::<HandshakePacket>(()).is_ok());
+        let length = greeting.iter().position(|&b| b == 0).unwrap() + 21;
+        for bad in [0x80, 0x81, 0x87, 0xFF] {
+            greeting[length] = bad;
+            assert!(scramble_len_overflows(&greeting), "{bad:#x}");
+        }
+        // Without CLIENT_SECURE_CONNECTION the byte is not read.
+        greeting[length - 6] &= !0x80;
+        assert!(!scramble_len_overflows(&greeting));
+        assert!(!scramble_len_overflows(b"\x0a10.11"));
+    }
 
     #[test]
     fn the_proxys_own_shortages_do_not_take_a_backend_down() {

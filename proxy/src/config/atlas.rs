@@ -19,6 +19,7 @@
 //! | `proxy-read-only-backend-addresses` | read-only backends `host[:port][@weight]` |
 //! | `pwds` | users, `user:encrypted`, decrypted with [`super::pwcrypt`] |
 //! | `client-ips` | allow-list, see [`super::ClientFilter`] |
+//! | `lvs-ips` | LVS directors that health-check the proxy: SIGUSR1 turns them away |
 //! | `charset`, `instance`, `log-path`, `daemon`, `keepalive` | same-named fields |
 //! | `event-threads` | `event_threads` (0 = one per core, also the default) |
 //! | `log-level` | message→info, warning→warn, critical/error→error, debug→debug |
@@ -28,6 +29,8 @@
 //! | `max-connections`, `max_conn_for_a_backend` | per-backend pool bound (0 = unlimited) |
 //! | `max-open-files` | the open-files limit set at start (MySQL Proxy's key) |
 //! | `max-client-connections` | bound on client connections (rwproxy's own key) |
+//! | `max-allowed-packet` | longest command a client may send, bytes (rwproxy's own key) |
+//! | `max-prepared-memory` | statement text of all open prepared statements, bytes (rwproxy's own key) |
 //! | [`IGNORED`] keys | accepted with a warning: no meaning in rwproxy |
 //! | anything else | error naming key and line |
 
