@@ -4,7 +4,7 @@
 //! and, through a fake server on loopback TCP (`BackendConn` has no other constructor), a
 //! backend connection reading them: its login, the relay that forwards a reply to the client
 //! (`relay`'s private `Scanner`), and the exchanges the proxy runs for itself (`command`,
-//! `query_row`, `prepare`, `track_session`, `reset`).
+//! `query_row`, `prepare`, `prepare_for_client`, `track_session`, `reset`).
 //!
 //! Input: byte 0 picks the exchange, byte 1 the relay's settings, byte 2 the variables only the
 //! proxy tracks; the rest is the server's side after the command (for a login, all of it). The
@@ -330,6 +330,17 @@ async fn client(addr: &str, op: u8, flags: u8, hidden: u8) {
         5 => {
             if conn.query_row("SELECT 1, 2").await.is_ok() {
                 assert!(!conn.broken);
+            }
+        }
+        6 if flags & 0x04 != 0 => {
+            // A client's prepare: the reply it gets is whole, and the copy stays for reuse.
+            let sql: Arc<[u8]> = Arc::from(&b"SELECT ?"[..]);
+            if let Ok(reply) = conn.prepare_for_client(&sql).await {
+                assert!(!conn.broken);
+                let defs = |n: u16| if n > 0 { usize::from(n) + 1 } else { 0 };
+                let want = 1 + defs(reply.params) + defs(reply.columns);
+                assert_eq!(reply.packets.len(), want);
+                assert!(conn.prepared_id(&sql, None, 1, false).is_some());
             }
         }
         6 => {

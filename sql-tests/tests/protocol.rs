@@ -696,7 +696,7 @@ async fn closed_long_statements_do_not_pile_up_on_a_backend_connection() {
     let toml =
         proxy::config_toml(&cl, &[], "").replace("max-connections = 50", "max-connections = 1");
     let p = proxy::start(&toml).await.unwrap();
-    // 100 000 bytes each: ten fit in a connection's 1 MiB.
+    // 100 000 bytes each: ten fit in a connection's 1 MiB, besides the one just prepared.
     let text = |n: usize| format!("SELECT {n} /* {} */", "x".repeat(100_000));
     let mut c = p.conn().await.unwrap();
     for n in 0..40 {
@@ -715,13 +715,57 @@ async fn closed_long_statements_do_not_pile_up_on_a_backend_connection() {
         .unwrap();
     let open = open.unwrap().1;
     assert!(
-        (1..=10).contains(&open),
+        (1..=11).contains(&open),
         "{open} statements open on the server"
     );
     // The statements kept still run.
     let st = c.prep(text(39)).await.unwrap();
     let got: Option<usize> = c.exec_first(&st, ()).await.unwrap();
     assert_eq!(got, Some(39));
+}
+
+/// What a backend connection lets go to keep within its bound is what was used least
+/// recently: a long statement a client keeps running stays prepared while one-off long
+/// statements come and go (the server's count of prepares shows none of it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_in_use_stays_prepared_among_long_one_offs() {
+    let cl = Cluster::start(0).await.unwrap();
+    let toml =
+        proxy::config_toml(&cl, &[], "").replace("max-connections = 50", "max-connections = 1");
+    let p = proxy::start(&toml).await.unwrap();
+    let mut root = cl.primary.root_conn().await.unwrap();
+    let mut c = p.conn().await.unwrap();
+    // The longest text on the connection, run between every one-off.
+    let hot = c
+        .prep(format!("SELECT ? /* {} */", "h".repeat(300_000)))
+        .await
+        .unwrap();
+    let before = prepares(&mut root).await;
+    for n in 0..20 {
+        let once = c
+            .prep(format!("SELECT {n} /* {} */", "x".repeat(100_000)))
+            .await
+            .unwrap();
+        let got: Option<usize> = c.exec_first(&once, ()).await.unwrap();
+        assert_eq!(got, Some(n));
+        c.close(once).await.unwrap();
+        let got: Option<usize> = c.exec_first(&hot, (n,)).await.unwrap();
+        assert_eq!(got, Some(n));
+    }
+    assert_eq!(
+        prepares(&mut root).await - before,
+        20,
+        "the one-offs' prepares only"
+    );
+}
+
+/// The server's count of `COM_STMT_PREPARE`s so far.
+async fn prepares(root: &mut Conn) -> usize {
+    let row: Option<(String, usize)> = root
+        .query_first("SHOW GLOBAL STATUS LIKE 'Com_stmt_prepare'")
+        .await
+        .unwrap();
+    row.unwrap().1
 }
 
 /// A command the proxy rewrites (writing in the value of `CONNECTION_ID()`, adding an

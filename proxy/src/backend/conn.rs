@@ -211,8 +211,9 @@ impl PartialEq for ConnKey {
 #[derive(Debug, Clone)]
 pub struct BackendStmt {
     pub id: u32,
-    pub params: u16,
-    pub columns: u16,
+    /// When it was last prepared or found for a command, on the connection's
+    /// `stmt_clock`: the statements used least recently go first (see `trim_cache`).
+    used: u64,
     /// The session state at prepare time: tables resolve against the schema then current,
     /// literals against the character set, and so on. Kept whole and compared exactly: a
     /// hash of it would be cheaper to keep but costs more per execute than the comparison
@@ -247,8 +248,9 @@ pub enum Hold {
 /// than the statements its one pinned session holds open (which the server limits).
 const MAX_STMTS_PER_CONN: usize = 256;
 
-/// Bytes of statement text a connection keeps prepared for reuse, counted once per text,
-/// before a prepare closes copies no client statement holds, longest text first. The
+/// Bytes of statement text a connection keeps prepared only for reuse (no client statement
+/// holds a copy), counted once per text, before a prepare closes such texts' copies, those
+/// used least recently first. The
 /// statement count alone would let a connection keep 256 statements as long as a command
 /// may be (64 MiB): clients preparing and closing ever new large statements would grow the
 /// proxy by that much on every connection, outside `max-prepared-memory` (which counts open
@@ -299,6 +301,8 @@ pub struct BackendConn {
     /// [`BackendConn::retire_stmts`] and [`BackendConn::note_run`]); `send_command` closes
     /// them ahead of the next command.
     retired: Vec<u32>,
+    /// Counts the uses of statements prepared here (see [`BackendStmt::used`]).
+    stmt_clock: u64,
     /// Statements open on the server through this connection and the others of its pool
     /// (`Pool` shares one count per backend): what `MAX_STMTS_PER_BACKEND` bounds. Counted
     /// up at each prepare, down as closes go out (`send_command`), at a reset, and when the
@@ -520,6 +524,7 @@ impl BackendConn {
             last_insert_id: 0,
             stmts: Default::default(),
             retired: Vec::new(),
+            stmt_clock: 0,
             open_stmts: Arc::default(),
             idle_since: Instant::now(),
             wait_timeout: None,
@@ -999,13 +1004,13 @@ impl BackendConn {
     /// `for_cursor`: the command works on the statement's open cursor (fetch, reset), which
     /// sits on its own copy, kept for it whatever the variables.
     pub fn prepared_id(
-        &self,
+        &mut self,
         sql: &[u8],
         schema: Option<&Arc<str>>,
         client: u32,
         for_cursor: bool,
     ) -> Option<u32> {
-        let copies = self.stmts.get(sql)?;
+        let copies = self.stmts.get_mut(sql)?;
         let in_schema = |st: &&BackendStmt| {
             schema.is_none() || crate::session::names::same_opt(st.state.schema.as_ref(), schema)
         };
@@ -1021,12 +1026,18 @@ impl BackendConn {
                 .find(|st| st.long_data)
                 .or_else(|| mine.find(|st| !st.holder_only && st.state.vars == self.state.vars))
         };
-        own.or_else(|| {
-            copies.iter().filter(in_schema).find(|st| {
-                st.holder.is_none() && !st.holder_only && st.state.vars == self.state.vars
-            })
-        })
-        .map(|st| st.id)
+        let id = own
+            .or_else(|| {
+                copies.iter().filter(in_schema).find(|st| {
+                    st.holder.is_none() && !st.holder_only && st.state.vars == self.state.vars
+                })
+            })?
+            .id;
+        self.stmt_clock += 1;
+        if let Some(st) = copies.iter_mut().find(|st| st.id == id) {
+            st.used = self.stmt_clock;
+        }
+        Some(id)
     }
 
     /// Statement `sql` as prepared on this connection under its current session state for
@@ -1048,7 +1059,10 @@ impl BackendConn {
             Some(at) => at,
             None => self.prepare_now(sql).await?.0,
         };
-        Ok(&self.stmts[sql][at])
+        self.stmt_clock += 1;
+        let st = &mut self.stmts.get_mut(sql).expect("prepared")[at];
+        st.used = self.stmt_clock;
+        Ok(st)
     }
 
     /// A client's `COM_STMT_PREPARE`: always prepared on the server, so that its reply (the
@@ -1062,14 +1076,9 @@ impl BackendConn {
         let (at, reply) = self.prepare_now(sql).await?;
         let copies = self.stmts.get_mut(sql).expect("just prepared");
         let fresh = copies[at].id;
-        let (state, retired) = (&self.state, &mut self.retired);
-        copies.retain(|st| {
-            let replaced =
-                st.id != fresh && st.holder.is_none() && !st.holder_only && st.state == *state;
-            if replaced {
-                retired.push(st.id);
-            }
-            !replaced
+        let state = &self.state;
+        retire_where(copies, &mut self.retired, |st| {
+            st.id != fresh && st.holder.is_none() && !st.holder_only && st.state == *state
         });
         Ok(reply)
     }
@@ -1112,13 +1121,8 @@ impl BackendConn {
         let Some(copies) = self.stmts.get_mut(sql) else {
             return;
         };
-        let retired = &mut self.retired;
-        copies.retain(|st| {
-            let gone = st.holder == Some(client) && Some(st.id) != keep;
-            if gone {
-                retired.push(st.id);
-            }
-            !gone
+        retire_where(copies, &mut self.retired, |st| {
+            st.holder == Some(client) && Some(st.id) != keep
         });
         if copies.is_empty() {
             self.stmts.remove(sql);
@@ -1146,13 +1150,10 @@ impl BackendConn {
     pub fn retire_stmts(&mut self) {
         let retired = &mut self.retired;
         self.stmts.retain(|_, copies| {
-            copies.retain_mut(|st| {
-                st.holder_only = st.holder.is_some();
-                if !st.holder_only {
-                    retired.push(st.id);
-                }
-                st.holder_only
-            });
+            retire_where(copies, retired, |st| st.holder.is_none());
+            for st in copies.iter_mut() {
+                st.holder_only = true;
+            }
             !copies.is_empty()
         });
     }
@@ -1182,13 +1183,7 @@ impl BackendConn {
         let before = self.retired.len();
         let retired = &mut self.retired;
         self.stmts.retain(|_, copies| {
-            copies.retain(|st| {
-                let keep = st.holder.is_some() || st.holder_only;
-                if !keep {
-                    retired.push(st.id);
-                }
-                keep
-            });
+            retire_where(copies, retired, |st| st.holder.is_none() && !st.holder_only);
             !copies.is_empty()
         });
         self.retired.len() > before
@@ -1202,13 +1197,9 @@ impl BackendConn {
         // it carries a statement's cursor or long data (`note_run` retires it when that
         // statement is executed again).
         if let Some(copies) = self.stmts.get_mut(sql) {
-            let (schema, retired) = (&self.state.schema, &mut self.retired);
-            copies.retain(|st| {
-                let keep = st.state.schema != *schema || st.holder.is_some();
-                if !keep {
-                    retired.push(st.id);
-                }
-                keep
+            let schema = &self.state.schema;
+            retire_where(copies, &mut self.retired, |st| {
+                st.state.schema == *schema && st.holder.is_none()
             });
             if copies.is_empty() {
                 self.stmts.remove(sql);
@@ -1217,10 +1208,14 @@ impl BackendConn {
         let backend_full =
             self.open_stmts.load(std::sync::atomic::Ordering::Relaxed) >= MAX_STMTS_PER_BACKEND;
         if backend_full || self.stmts.values().map(Vec::len).sum::<usize>() >= MAX_STMTS_PER_CONN {
-            let unheld = self.stmts.iter().find_map(|(k, copies)| {
-                let at = copies.iter().position(|st| st.holder.is_none())?;
-                Some((k.clone(), at))
-            });
+            // The copy used least recently.
+            let unheld = self
+                .stmts
+                .iter()
+                .flat_map(|(k, copies)| copies.iter().enumerate().map(move |(at, st)| (k, at, st)))
+                .filter(|(_, _, st)| st.holder.is_none())
+                .min_by_key(|(_, _, st)| st.used)
+                .map(|(k, at, _)| (k.clone(), at));
             if let Some((k, at)) = unheld {
                 let copies = self.stmts.get_mut(&k).expect("just found");
                 self.retired.push(copies.remove(at).id);
@@ -1256,10 +1251,10 @@ impl BackendConn {
             packets.push(self.reader.read_raw().await?);
         }
         self.broken = false;
+        self.stmt_clock += 1;
         let st = BackendStmt {
             id,
-            params,
-            columns,
+            used: self.stmt_clock,
             state: self.state.clone(),
             holder: None,
             long_data: false,
@@ -1282,36 +1277,33 @@ impl BackendConn {
         Ok((at, reply))
     }
 
-    /// Keeps the text of the statements prepared here within `MAX_STMT_TEXT_PER_CONN`, but
-    /// for `fresh` (just prepared, about to be used) and copies client statements hold:
-    /// retires the other texts' free copies, longest first.
+    /// Keeps the text of the statements kept here only for reuse within
+    /// `MAX_STMT_TEXT_PER_CONN`: retires the texts no client statement holds a copy of, but
+    /// `fresh` (just prepared, about to be used), those used least recently first. (A held
+    /// copy's text is its client statement's, counted in `max-prepared-memory`.)
     fn trim_cache(&mut self, fresh: &Arc<[u8]>) {
-        let mut total: usize = self.stmts.keys().map(|k| k.len()).sum();
+        let mut free: Vec<(u64, Arc<[u8]>)> = self
+            .stmts
+            .iter()
+            .filter(|(k, copies)| k[..] != fresh[..] && copies.iter().all(|st| st.holder.is_none()))
+            .map(|(k, copies)| {
+                (
+                    copies.iter().map(|st| st.used).max().unwrap_or(0),
+                    k.clone(),
+                )
+            })
+            .collect();
+        let mut total: usize = free.iter().map(|(_, k)| k.len()).sum();
         if total <= MAX_STMT_TEXT_PER_CONN {
             return;
         }
-        let mut free: Vec<Arc<[u8]>> = self
-            .stmts
-            .iter()
-            .filter(|(k, copies)| k[..] != fresh[..] && copies.iter().any(|st| st.holder.is_none()))
-            .map(|(k, _)| k.clone())
-            .collect();
-        free.sort_unstable_by_key(|k| std::cmp::Reverse(k.len()));
-        for k in free {
+        free.sort_unstable_by_key(|(used, _)| *used);
+        for (_, k) in free {
             if total <= MAX_STMT_TEXT_PER_CONN {
                 break;
             }
-            let copies = self.stmts.get_mut(&k).expect("listed above");
-            let retired = &mut self.retired;
-            copies.retain(|st| {
-                let keep = st.holder.is_some();
-                if !keep {
-                    retired.push(st.id);
-                }
-                keep
-            });
-            if copies.is_empty() {
-                self.stmts.remove(&k);
+            if let Some(copies) = self.stmts.remove(&k) {
+                self.retired.extend(copies.iter().map(|st| st.id));
                 total -= k.len();
             }
         }
@@ -1332,10 +1324,11 @@ impl BackendConn {
     }
 }
 
-/// A greeting with `CLIENT_SECURE_CONNECTION` whose auth-plugin-data length byte reads as a
-/// negative `i8` (0x80..=0x87 take it below 0) makes mysql_common's `HandshakePacket` parse
-/// overflow: a panic in a build with overflow checks (found by the `reply` fuzz target). No
-/// server sends one.
+/// A greeting with `CLIENT_SECURE_CONNECTION` whose auth-plugin-data length byte is 0x80 to
+/// 0x87 makes mysql_common's `HandshakePacket` parse overflow (it takes the byte as an `i8`
+/// and subtracts 8): a panic in a build with overflow checks (found by the `reply` fuzz
+/// target). Every length of 0x80 or more is refused: none is a real scramble's (20 bytes
+/// and a NUL), and no server sends one.
 fn scramble_len_overflows(greeting: &[u8]) -> bool {
     const CLIENT_SECURE_CONNECTION: u8 = 0x80; // 0x8000, in the flags' second byte
     let Some(nul) = greeting.iter().skip(1).position(|&b| b == 0) else {
@@ -1346,6 +1339,22 @@ fn scramble_len_overflows(greeting: &[u8]) -> bool {
     // the length byte.
     let fixed = &greeting[nul + 2..];
     fixed.len() > 20 && fixed[14] & CLIENT_SECURE_CONNECTION != 0 && fixed[20] >= 0x80
+}
+
+/// Removes the copies `gone` picks from `copies`, each onto `retired`: their closes go out
+/// ahead of the connection's next command.
+fn retire_where(
+    copies: &mut Vec<BackendStmt>,
+    retired: &mut Vec<u32>,
+    mut gone: impl FnMut(&BackendStmt) -> bool,
+) {
+    copies.retain(|st| {
+        let g = gone(st);
+        if g {
+            retired.push(st.id);
+        }
+        !g
+    });
 }
 
 fn auth_reply(plugin: &AuthPlugin<'_>, nonce: &[u8], password: &str) -> Vec<u8> {
