@@ -266,4 +266,6 @@ pub trait ControlPlane: Send + Sync {
     /// Change runtime settings `(name, value)`, all or none (as a server's `SET`): every one is
     /// checked before any takes effect. Unknown names → [`AdminError::UnknownVariable`].
     fn set_variables(&self, settings: &[(String, String)]) -> Result<(), AdminError>;
+    /// Whether `SET` may change runtime setting `name` (the others are only shown).
+    fn is_writable(&self, name: &str) -> bool;
 }

@@ -126,7 +126,10 @@ pub fn execute_in(
                 .iter()
                 .find(|n| runtime.iter().any(|(r, _)| r == *n))
             {
-                return Err(AdminError::GlobalVariable(name.clone()));
+                return Err(match cp.is_writable(name) {
+                    true => AdminError::GlobalVariable(name.clone()),
+                    false => AdminError::ReadOnlyVariable(name.clone()),
+                });
             }
             if !settings.is_empty() {
                 cp.set_variables(&settings)?;
@@ -195,7 +198,7 @@ fn help() -> ResultSet {
         ("SELECT * FROM ha_status", "failover: VRRP state, database role, replication, last action and its result"),
         ("SWITCHOVER", "on the primary's node: read-only, replicas sent everything, VIP handed over; the replica promotes (writes wait, or get ERR 1290 after write-wait-ms: retry)"),
         ("SHOW VARIABLES [LIKE 'pattern']", "lists the runtime settings"),
-        ("SET $name = $value", "changes a runtime setting"),
+        ("SET $name = $value[, ...]", "changes runtime settings, all or none"),
         ("KILL [CONNECTION | QUERY] $session_id", "ends a client session, or only its running statement (id as in sessions)"),
     ];
     let mut rs = ResultSet::new(HELP_COLUMNS);

@@ -216,6 +216,9 @@ impl ControlPlane for Memory {
         self.0.lock().unwrap().kills.push((id, query_only));
         Ok(())
     }
+    fn is_writable(&self, name: &str) -> bool {
+        name != "read_your_writes"
+    }
     fn set_variables(&self, settings: &[(String, String)]) -> Result<(), AdminError> {
         let mut s = self.0.lock().unwrap();
         if let Some((name, _)) = settings
@@ -509,6 +512,11 @@ fn variables() {
         )
     );
     assert_eq!(text(&rows("select @@max_replica_lag", &cp)), [["5"]]);
+    let e = execute("SET @@session.read_your_writes = ON", &cp).unwrap_err();
+    assert_eq!(
+        (e.code(), e.message().as_str()),
+        (1238, "Variable 'read_your_writes' is a read only variable")
+    );
     // session statements from drivers do not touch the control plane
     assert_eq!(execute("SET NAMES utf8mb4", &cp).unwrap(), Reply::ok());
     assert_eq!(

@@ -302,6 +302,10 @@ impl ControlPlane for ProxyControl {
         ]
     }
 
+    fn is_writable(&self, name: &str) -> bool {
+        name == "drain_timeout"
+    }
+
     fn set_variables(&self, settings: &[(String, String)]) -> Result<(), AdminError> {
         // Checked first, all of them: nothing changes unless everything can.
         let mut drain_timeout = None;
