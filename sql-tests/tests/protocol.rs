@@ -692,10 +692,7 @@ async fn prepared_statements_share_a_memory_bound() {
 /// keeps).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_long_statements_do_not_pile_up_on_a_backend_connection() {
-    let cl = Cluster::start(0).await.unwrap();
-    let toml =
-        proxy::config_toml(&cl, &[], "").replace("max-connections = 50", "max-connections = 1");
-    let p = proxy::start(&toml).await.unwrap();
+    let (cl, p) = proxy_on_one_connection().await;
     // 100 000 bytes each: ten fit in a connection's 1 MiB, besides the one just prepared.
     let text = |n: usize| format!("SELECT {n} /* {} */", "x".repeat(100_000));
     let mut c = p.conn().await.unwrap();
@@ -709,11 +706,7 @@ async fn closed_long_statements_do_not_pile_up_on_a_backend_connection() {
     let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1));
     let mut root = cl.primary.root_conn().await.unwrap();
-    let open: Option<(String, usize)> = root
-        .query_first("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")
-        .await
-        .unwrap();
-    let open = open.unwrap().1;
+    let open = global_status(&mut root, "Prepared_stmt_count").await;
     assert!(
         (1..=11).contains(&open),
         "{open} statements open on the server"
@@ -729,10 +722,7 @@ async fn closed_long_statements_do_not_pile_up_on_a_backend_connection() {
 /// statements come and go (the server's count of prepares shows none of it again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_in_use_stays_prepared_among_long_one_offs() {
-    let cl = Cluster::start(0).await.unwrap();
-    let toml =
-        proxy::config_toml(&cl, &[], "").replace("max-connections = 50", "max-connections = 1");
-    let p = proxy::start(&toml).await.unwrap();
+    let (cl, p) = proxy_on_one_connection().await;
     let mut root = cl.primary.root_conn().await.unwrap();
     let mut c = p.conn().await.unwrap();
     // The longest text on the connection, run between every one-off.
@@ -740,7 +730,7 @@ async fn a_statement_in_use_stays_prepared_among_long_one_offs() {
         .prep(format!("SELECT ? /* {} */", "h".repeat(300_000)))
         .await
         .unwrap();
-    let before = prepares(&mut root).await;
+    let before = global_status(&mut root, "Com_stmt_prepare").await;
     for n in 0..20 {
         let once = c
             .prep(format!("SELECT {n} /* {} */", "x".repeat(100_000)))
@@ -753,16 +743,26 @@ async fn a_statement_in_use_stays_prepared_among_long_one_offs() {
         assert_eq!(got, Some(n));
     }
     assert_eq!(
-        prepares(&mut root).await - before,
+        global_status(&mut root, "Com_stmt_prepare").await - before,
         20,
         "the one-offs' prepares only"
     );
 }
 
-/// The server's count of `COM_STMT_PREPARE`s so far.
-async fn prepares(root: &mut Conn) -> usize {
+/// A proxy in front of a cluster of its own, a primary alone, which it reaches through one
+/// connection: what the server counts is that connection's doing.
+async fn proxy_on_one_connection() -> (Cluster, proxy::Proxy) {
+    let cl = Cluster::start(0).await.unwrap();
+    let toml =
+        proxy::config_toml(&cl, &[], "").replace("max-connections = 50", "max-connections = 1");
+    let p = proxy::start(&toml).await.unwrap();
+    (cl, p)
+}
+
+/// A server's global status counter `name`.
+async fn global_status(root: &mut Conn, name: &str) -> usize {
     let row: Option<(String, usize)> = root
-        .query_first("SHOW GLOBAL STATUS LIKE 'Com_stmt_prepare'")
+        .query_first(format!("SHOW GLOBAL STATUS LIKE '{name}'"))
         .await
         .unwrap();
     row.unwrap().1
