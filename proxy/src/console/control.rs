@@ -1,7 +1,7 @@
 //! The proxy's side of the admin console: `rwproxy_admin::ControlPlane` over the live
 //! [`Cluster`], so every change takes effect for the next statement without a restart.
 
-use crate::backend::Health;
+use crate::backend::{Backend, Health};
 use crate::client::kill::kill_in_background;
 use crate::client::registry::Registry;
 use crate::client::ClientSettings;
@@ -85,12 +85,16 @@ impl ProxyControl {
             b.len()
         )
     }
+}
 
-    fn info(&self, ndx: usize) -> Result<BackendInfo, AdminError> {
-        self.backends()
-            .into_iter()
-            .find(|b| b.ndx == ndx)
-            .ok_or(AdminError::NoSuchBackend { ndx })
+/// Backend `b`'s row, as number `ndx` (1-based) of the list.
+fn info(ndx: usize, b: &Backend) -> BackendInfo {
+    BackendInfo {
+        ndx,
+        address: b.address.clone(),
+        state: state(b.health()),
+        role: role(b.role),
+        weight: b.weight.load(Ordering::Relaxed),
     }
 }
 
@@ -129,25 +133,21 @@ impl ControlPlane for ProxyControl {
             .backends()
             .iter()
             .enumerate()
-            .map(|(i, b)| BackendInfo {
-                ndx: i + 1,
-                address: b.address.clone(),
-                state: state(b.health()),
-                role: role(b.role),
-                weight: b.weight.load(Ordering::Relaxed),
-            })
+            .map(|(i, b)| info(i + 1, b))
             .collect()
     }
 
+    // The reply shows the backend changed, as it is then: read back by number, it could be
+    // another if one was removed meanwhile.
     fn set_offline(&self, ndx: usize) -> Result<BackendInfo, AdminError> {
-        self.cluster.set_backend_offline(ndx, true)?;
+        let b = self.cluster.set_backend_offline(ndx, true)?;
         self.sessions.wake_all();
-        self.info(ndx)
+        Ok(info(ndx, &b))
     }
 
     fn set_online(&self, ndx: usize) -> Result<BackendInfo, AdminError> {
-        self.cluster.set_backend_offline(ndx, false)?;
-        self.info(ndx)
+        let b = self.cluster.set_backend_offline(ndx, false)?;
+        Ok(info(ndx, &b))
     }
 
     fn add_backend(&self, address: &str, r: BackendRole, weight: u32) -> Result<(), AdminError> {
