@@ -1264,11 +1264,9 @@ impl BackendConn {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let copies = self.stmts.entry(sql.clone()).or_default();
         copies.push(st);
+        let at = copies.len() - 1;
+        // Other texts only: the new copy stays where it is.
         self.trim_cache(sql);
-        let at = self.stmts[sql]
-            .iter()
-            .position(|st| st.id == id)
-            .expect("the fresh copy stays");
         let reply = PrepareReply {
             params,
             columns,
