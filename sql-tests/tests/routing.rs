@@ -176,6 +176,58 @@ async fn writes_go_to_primary_and_reads_to_replicas() {
     }
 }
 
+/// Binlog positions are the primary's: a replica has a binlog and GTID position of its own,
+/// which is older (or, for a file and offset of the primary's binlog, means nothing there).
+/// A DBA turns `SHOW MASTER STATUS`'s file and offset into a GTID with `BINLOG_GTID_POS()`,
+/// and an application waiting for its write on a replica reads `@@gtid_binlog_pos` first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binlog_positions_are_the_primarys() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    let (file, pos): (String, u64) = c
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .map(|row: mysql_async::Row| (row.get(0).unwrap(), row.get(1).unwrap()))
+        .unwrap();
+    let by_name = format!("SELECT @@server_id, BINLOG_GTID_POS('{file}', {pos})");
+    let direct: (u32, Option<String>) = cl
+        .primary
+        .conn()
+        .await
+        .unwrap()
+        .query_first(&by_name)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(direct.1.is_some(), "the primary knows its own position");
+    for sql in [
+        "SELECT @@server_id, @@gtid_binlog_pos",
+        "SELECT @@server_id, @@global.gtid_current_pos",
+        "SELECT @@server_id, @@gtid_binlog_state",
+        by_name.as_str(),
+    ] {
+        for _ in 0..40 {
+            let (id, _): (u32, Option<String>) = c
+                .query_first(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .unwrap();
+            assert_eq!(id, PRIMARY, "{sql}");
+        }
+    }
+    let got: (u32, Option<String>) = c.query_first(&by_name).await.unwrap().unwrap();
+    assert_eq!(got, direct);
+    // A replica's own replication position is still read on a replica.
+    let seen = ids_over(
+        &mut c,
+        "SELECT @@server_id FROM (SELECT @@gtid_slave_pos) s",
+        40,
+    )
+    .await;
+    assert_replicas_only(&seen, "@@gtid_slave_pos");
+}
+
 /// Weights 1 and 3: 10 000 reads split 25 % / 75 %, within ±5 percentage points.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_split_reads() {

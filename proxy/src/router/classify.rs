@@ -111,8 +111,10 @@ impl Flags {
     pub const AUTOCOMMIT_SET: Flags = Flags(1 << 14);
     /// `SET [GLOBAL|SESSION|LOCAL] TRANSACTION ...`
     pub const SET_TRANSACTION: Flags = Flags(1 << 15);
-    /// SHOW MASTER STATUS/LOGS, SHOW BINARY LOGS, SHOW BINARY LOG STATUS, SHOW BINLOG ...: replicas have
-    /// their own binlog, so these only make sense on the primary.
+    /// SHOW MASTER STATUS/LOGS, SHOW BINARY LOGS, SHOW BINARY LOG STATUS, SHOW BINLOG ...,
+    /// `BINLOG_GTID_POS()` and reads of `@@gtid_binlog_pos`, `@@gtid_binlog_state` and
+    /// `@@gtid_current_pos`: replicas have their own binlog and GTID position, so these only
+    /// make sense on the primary (a replica's answer is older, or means nothing there).
     pub const MASTER_STATUS: Flags = Flags(1 << 16);
     /// SHOW WARNINGS / SHOW ERRORS / SHOW COUNT(*) WARNINGS|ERRORS, and reads of
     /// `@@warning_count` / `@@error_count`: about the previous statement, so they must run
@@ -859,10 +861,11 @@ enum Kw {
     Lastval,
     Setval,
     ConnectionId,
+    BinlogGtidPos,
 }
 
 /// Every keyword the classifier knows, as written in SQL (upper case).
-const KEYWORDS: [(&[u8], Kw); 76] = [
+const KEYWORDS: [(&[u8], Kw); 77] = [
     (b"SELECT", Kw::Select),
     (b"VALUES", Kw::Values),
     (b"TABLE", Kw::Table),
@@ -939,6 +942,7 @@ const KEYWORDS: [(&[u8], Kw); 76] = [
     (b"LASTVAL", Kw::Lastval),
     (b"SETVAL", Kw::Setval),
     (b"CONNECTION_ID", Kw::ConnectionId),
+    (b"BINLOG_GTID_POS", Kw::BinlogGtidPos),
 ];
 
 /// Slots of the keyword table; the hash below puts no two keywords in one slot (checked when
@@ -955,7 +959,7 @@ const fn kw_slot(w: &[u8]) -> usize {
     let b0 = (w[0] | 0x20) as usize;
     let last = (w[n - 1] | 0x20) as usize;
     let mid = (w[n / 2] | 0x20) as usize;
-    (n * 4 + b0 * 25 + last * 22 + mid * 14) % KW_SLOTS
+    (n * 10 + b0 * 30 + last * 36 + mid * 39) % KW_SLOTS
 }
 
 /// Index into [`KEYWORDS`] + 1 per slot (0 = empty). Built at compile time, where a
@@ -983,6 +987,7 @@ fn call_flag(k: Kw) -> Flags {
         Kw::RowCount => Flags::ROW_COUNT,
         Kw::Nextval | Kw::Lastval | Kw::Setval => Flags::SEQUENCE,
         Kw::ConnectionId => Flags::CONNECTION_ID,
+        Kw::BinlogGtidPos => Flags::MASTER_STATUS,
         _ => Flags::empty(),
     }
 }
@@ -1026,6 +1031,8 @@ enum Sym {
         /// `@@identity`, `@@last_insert_id`, `@@insert_id`: about the session's inserts, so
         /// only right on the connection that ran them.
         last_insert_id: bool,
+        /// `@@gtid_binlog_pos`, `@@gtid_binlog_state`, `@@gtid_current_pos`: the primary's.
+        binlog: bool,
     },
     /// `:=`
     Assign,
@@ -1210,6 +1217,9 @@ impl<'a> Lexer<'a> {
                 last_insert_id: name.eq_ignore_ascii_case(b"identity")
                     || name.eq_ignore_ascii_case(b"last_insert_id")
                     || name.eq_ignore_ascii_case(b"insert_id"),
+                binlog: name.eq_ignore_ascii_case(b"gtid_binlog_pos")
+                    || name.eq_ignore_ascii_case(b"gtid_binlog_state")
+                    || name.eq_ignore_ascii_case(b"gtid_current_pos"),
             };
         }
         if self.after_quoted {
@@ -1781,6 +1791,7 @@ impl<'a> Classifier<'a> {
                 last_insert_id: true,
                 ..
             } => self.flags |= Flags::LAST_INSERT_ID,
+            Sym::SysVar { binlog: true, .. } if ctx.read => self.flags |= Flags::MASTER_STATUS,
             Sym::UserVar => {
                 self.flags |= Flags::USER_VAR_READ;
                 if self.into_list {
@@ -2004,6 +2015,12 @@ mod tests {
         ("SHOW BINARY LOG STATUS", R, &[F::MASTER_STATUS]),
         ("SHOW BINLOG STATUS", R, &[F::MASTER_STATUS]),
         ("SHOW BINLOG EVENTS IN 'mysql-bin.000001'", R, &[F::MASTER_STATUS]),
+        ("SELECT BINLOG_GTID_POS('mysql-bin.000008', 57304084)", R, &[F::MASTER_STATUS]),
+        ("SELECT binlog_gtid_pos ('f', 4)", R, &[F::MASTER_STATUS]),
+        ("SELECT @@gtid_binlog_pos", R, &[F::MASTER_STATUS]),
+        ("SELECT @@GLOBAL.gtid_current_pos, @@gtid_binlog_state", R, &[F::MASTER_STATUS]),
+        ("SELECT @@gtid_slave_pos", R, &[]),
+        ("SELECT binlog_gtid_pos FROM t", R, &[]),
         ("SHOW SLAVE STATUS", R, &[]),
         ("SHOW WARNINGS", R, &[F::DIAGNOSTICS]),
         ("show warnings limit 1", R, &[F::DIAGNOSTICS]),
