@@ -33,7 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Variables (a mask over `PROXY_TRACKED`) and entry types a backend connection may hide from
 /// its client.
-const HIDING: [(u8, u8); 3] = [(0x7F, TRANSACTION_INFO_ENTRIES), (0x01, 0), (0x00, 0b11)];
+const HIDING: [(u8, u8); 3] = [(0xFF, TRANSACTION_INFO_ENTRIES), (0x01, 0), (0x00, 0b11)];
 
 /// The exchange whose server side is the whole input: the login itself.
 const LOGIN: u8 = 9;
@@ -312,7 +312,7 @@ async fn client(addr: &str, op: u8, flags: u8, hidden: u8) {
     let info = usize::from(flags >> 1 & 3);
     conn.track.characteristics = info != 0;
     conn.track.hidden_entries = entries[info];
-    conn.track.hidden = hidden & 0x7F;
+    conn.track.hidden = hidden;
     if flags & 0x10 != 0 {
         conn.status |= SERVER_STATUS_IN_TRANS | SERVER_STATUS_IN_TRANS_READONLY;
     }

@@ -1460,6 +1460,39 @@ async fn a_client_that_stops_reading_is_let_go() {
     assert_eq!(one, Some(1));
 }
 
+/// The session's `net_write_timeout` is followed however the session set it, not only by a
+/// plain `SET`: in an executable comment (as dump files carry their settings) and in a
+/// procedure. (Only the plain `SET` was: these stalled clients stayed for the default 60 s,
+/// and the `KILL` after 4 s found them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_timeout_set_any_way_is_followed() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("CREATE OR REPLACE PROCEDURE write_timeout_2() SET net_write_timeout = 2")
+        .await
+        .unwrap();
+    for set in [
+        "/*!40101 SET net_write_timeout = 2 */",
+        "CALL write_timeout_2()",
+    ] {
+        let mut stalled = Raw::logged_in_with_small_window(p.addr).await;
+        let ok = stalled.query_first_packet(set).await;
+        assert_eq!(ok[0], 0x00, "{set}: {}", String::from_utf8_lossy(&ok));
+        let id = stalled.session_id().await;
+        stalled.write_packet(0, &mib_rows(32)).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let gone = c.query_drop(format!("KILL {id}")).await.unwrap_err();
+        assert_eq!(
+            server_error(&gone).map(|e| e.code),
+            Some(1094),
+            "{set}: {gone}"
+        );
+    }
+}
+
 /// `KILL CONNECTION` of a session blocked writing a result its client does not read ends it
 /// at once, as on a server, which shuts the killed connection's socket: a second `KILL` finds
 /// it gone (1094). (The session stayed blocked until the client read: the second `KILL` got

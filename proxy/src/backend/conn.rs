@@ -129,8 +129,11 @@ pub fn session_capabilities() -> CapabilityFlags {
 /// client asked for: `last_gtid` (the GTID each write committed as, for read-your-writes) and
 /// the session variables a statement can change behind the classifier's back (a procedure
 /// or function setting them), so the session's picture of itself stays exact. Not `sql_mode`:
-/// routines run under their own and restore the caller's.
-pub const PROXY_TRACKED: [&str; 7] = [
+/// routines run under their own and restore the caller's. `net_write_timeout` also for the
+/// proxy's own writes to the client, which follow it (`ClientIo::follow_net_write_timeout`)
+/// however the session set it: a multi-statement, a prepared `SET`, an executable comment.
+/// Eight at most: `Tracking::hidden` has a bit for each.
+pub const PROXY_TRACKED: [&str; 8] = [
     "last_gtid",
     "autocommit",
     "character_set_client",
@@ -138,6 +141,7 @@ pub const PROXY_TRACKED: [&str; 7] = [
     "character_set_results",
     "collation_connection",
     "time_zone",
+    "net_write_timeout",
 ];
 
 /// The variable listing the tracked variables; the proxy adds its own to whatever a client

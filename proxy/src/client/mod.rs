@@ -976,6 +976,12 @@ pub async fn execute(
                     s.found_rows_fresh = true;
                 }
                 after(s, c.conn(), &r);
+                if r.changes
+                    .as_ref()
+                    .is_some_and(|c| c.var("net_write_timeout").is_some())
+                {
+                    io.follow_net_write_timeout(&s.state);
+                }
                 // (An error reports nothing, though the statement may have begun a
                 // transaction before it failed.)
                 if !spent && (r.error.is_some() || r.changes.as_ref().is_some_and(|c| c.unreported))

@@ -17,9 +17,9 @@ use crate::protocol::message::{
 use crate::protocol::session_track::StateChanges;
 use crate::router::classify::{self, Flags, StmtKind};
 use crate::router::{DiagEffect, Target};
-use crate::session::names;
 use crate::session::read_your_writes::{self, ReadPlan};
 use crate::session::state::SessionState;
+use crate::session::{names, set_stmt};
 use crate::stats::Stats;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -299,10 +299,15 @@ impl Session {
             conn.state.schema.clone_from(&db);
             self.state.schema = db;
         }
-        // A plain `SET` was recorded by the proxy in the client's own words already.
+        // A plain `SET` is recorded by the proxy in the client's own words (`query`), unless
+        // some of it was not understood (an executable comment, `/*!40101 SET ... */`): then
+        // what the server reports is all the proxy learns.
         let plain_set = packet.first() == Some(&crate::protocol::command::COM_QUERY) && {
             let c = classify::classify(&packet[1..]);
-            c.kind == StmtKind::Set && !c.flags.contains(Flags::MULTI_STATEMENT)
+            c.kind == StmtKind::Set
+                && !c.flags.contains(Flags::MULTI_STATEMENT)
+                && !set_stmt::parse(&String::from_utf8_lossy(&packet[1..]))
+                    .contains(&set_stmt::Assignment::Other)
         };
         for (name, value) in &changes.vars {
             if name == "last_gtid" {
@@ -1136,6 +1141,10 @@ fn reads_or_settings(class: &crate::router::classify::Classification) -> bool {
 fn sql_value(name: &str, value: &str) -> String {
     if value.is_empty() && name.starts_with("character_set_") {
         return "NULL".into();
+    }
+    // A number variable (`net_write_timeout`) refuses a quoted value (1232).
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value.into();
     }
     let mut out = String::with_capacity(value.len() + 2);
     out.push('\'');
