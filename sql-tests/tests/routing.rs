@@ -228,6 +228,30 @@ async fn binlog_positions_are_the_primarys() {
     assert_replicas_only(&seen, "@@gtid_slave_pos");
 }
 
+/// The tuning routine `FLUSH STATUS; <query>; SHOW SESSION STATUS` counts the query alone,
+/// as directly: `FLUSH STATUS` keeps the session on the connection whose counters it
+/// zeroed. (The reads went on to a replica's pooled connection, whose counters held every
+/// earlier read of it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_status_then_session_status_counts_one_query() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let routine = |mut c: Conn| async move {
+        for _ in 0..3 {
+            c.query_drop("SELECT COUNT(*) FROM rows10").await.unwrap();
+        }
+        c.query_drop("FLUSH STATUS").await.unwrap();
+        c.query_drop("SELECT COUNT(*) FROM rows10").await.unwrap();
+        let (_, n): (String, u64) = c
+            .query_first("SHOW SESSION STATUS LIKE 'Com_select'")
+            .await
+            .unwrap()
+            .unwrap();
+        n
+    };
+    assert_eq!(routine(cl.primary.conn().await.unwrap()).await, 1);
+    assert_eq!(routine(p.conn().await.unwrap()).await, 1);
+}
+
 /// Weights 1 and 3: 10 000 reads split 25 % / 75 %, within ±5 percentage points.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_split_reads() {

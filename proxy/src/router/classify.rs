@@ -124,7 +124,7 @@ impl Flags {
     /// [`replace_session_fns`].
     pub const CONNECTION_ID: Flags = Flags(1 << 18);
     /// `CALL`, `EXECUTE IMMEDIATE`, `HANDLER`, `BACKUP STAGE|LOCK`, `LOCK INSTANCE`, and
-    /// `FLUSH` with `LOCK` (`WITH READ LOCK`) or `FOR EXPORT`: they leave state on the connection the proxy cannot
+    /// `FLUSH` with `LOCK` (`WITH READ LOCK`), `FOR EXPORT` or `STATUS`: they leave state on the connection the proxy cannot
     /// see or replay — locks that block the whole server, open handlers, and whatever session
     /// or user variables a procedure or dynamic SQL set.
     pub const CONNECTION_STATE: Flags = Flags(1 << 19);
@@ -1457,6 +1457,9 @@ impl<'a> Classifier<'a> {
                 Sym::End | Sym::Punct(b';') => return false,
                 Sym::Kw(Kw::Lock) => return true,
                 Sym::Word if is(&tok, b"EXPORT") => return true,
+                // Zeroes the connection's status counters: the session's next `SHOW STATUS`
+                // must be read there (the tuning routine `FLUSH STATUS; <query>; SHOW STATUS`).
+                Sym::Kw(Kw::Status) => return true,
                 _ => {}
             }
         }
@@ -2089,6 +2092,8 @@ mod tests {
         ("FLUSH TABLES WITH READ LOCK", W, &[F::CONNECTION_STATE, F::IMPLICIT_COMMIT]),
         ("flush tables t1, t2 with read lock", W, &[F::CONNECTION_STATE, F::IMPLICIT_COMMIT]),
         ("FLUSH TABLES t FOR EXPORT", W, &[F::CONNECTION_STATE, F::IMPLICIT_COMMIT]),
+        ("FLUSH STATUS", W, &[F::CONNECTION_STATE, F::IMPLICIT_COMMIT]),
+        ("flush local status", W, &[F::CONNECTION_STATE, F::IMPLICIT_COMMIT]),
         ("BACKUP STAGE START", W, &[F::CONNECTION_STATE]),
         ("BACKUP LOCK t", W, &[F::CONNECTION_STATE]),
         ("OPTIMIZE TABLE t", W, &[F::IMPLICIT_COMMIT]),
