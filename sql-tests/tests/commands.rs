@@ -1361,3 +1361,66 @@ async fn truncated_executes_get_the_servers_errors() {
     assert!(seen[1][0].starts_with("1: 1835"), "direct: {:?}", seen[1]);
     assert_eq!(seen[0], seen[1], "through the proxy, then directly");
 }
+
+/// Backend users created with MariaDB's `ed25519` plugin log in through the proxy, which
+/// signs the servers' challenge as the `mariadb` client does; a user of a plugin the proxy
+/// does not speak (`pam`, whose client side is `dialog`) gets an error saying so (1251), not
+/// the `Access denied` a wrong answer earned, which hid why. (Before: 1045 for both.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_users_of_other_authentication_plugins() {
+    let c = cluster().await;
+    // Plugins are per server, not replicated; the users that need them are.
+    for server in std::iter::once(&c.primary).chain(&c.replicas) {
+        let mut root = server.root_conn().await.unwrap();
+        for sql in [
+            "INSTALL PLUGIN IF NOT EXISTS ed25519 SONAME 'auth_ed25519'",
+            "INSTALL PLUGIN IF NOT EXISTS pam SONAME 'auth_pam'",
+        ] {
+            root.query_drop(sql).await.unwrap();
+        }
+    }
+    let mut root = c.primary.root_conn().await.unwrap();
+    for sql in [
+        "CREATE USER 'cmd_ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('cmd_ed_pw')",
+        "CREATE USER 'cmd_pam'@'%' IDENTIFIED VIA pam",
+        "GRANT SELECT ON rwtest.* TO 'cmd_ed'@'%', 'cmd_pam'@'%'",
+    ] {
+        root.query_drop(sql).await.unwrap();
+    }
+    c.wait_replicas_caught_up().await.unwrap();
+    let users = "[[user]]\nname = \"cmd_ed\"\npassword = \"cmd_ed_pw\"\n\
+                 [[user]]\nname = \"cmd_pam\"\npassword = \"cmd_pam_pw\"\n";
+    let p = proxy::start(&proxy::config_toml(c, &[1, 1], users))
+        .await
+        .unwrap();
+    let opts = |user: &str, pass: &str| {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(p.addr.port())
+            .user(Some(user))
+            .pass(Some(pass))
+            .db_name(Some(DATABASE))
+            .prefer_socket(false)
+    };
+    let mut ed = mysql_async::Conn::new(opts("cmd_ed", "cmd_ed_pw"))
+        .await
+        .unwrap();
+    let read: u32 = ed.query_first("SELECT @@server_id").await.unwrap().unwrap();
+    assert_ne!(read, 1, "a read runs on a replica");
+    ed.query_drop("BEGIN").await.unwrap();
+    let in_transaction: u32 = ed.query_first("SELECT @@server_id").await.unwrap().unwrap();
+    assert_eq!(in_transaction, 1, "a transaction runs on the primary");
+    ed.query_drop("COMMIT").await.unwrap();
+    let e = mysql_async::Conn::new(opts("cmd_pam", "cmd_pam_pw"))
+        .await
+        .unwrap_err();
+    let mysql_async::Error::Server(e) = e else {
+        panic!("not a server error: {e}");
+    };
+    assert_eq!((e.code, e.state.as_str()), (1251, "08004"), "{}", e.message);
+    assert!(
+        e.message.contains("user 'cmd_pam'") && e.message.contains("plugin 'dialog'"),
+        "{}",
+        e.message
+    );
+}

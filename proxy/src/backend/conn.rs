@@ -562,7 +562,7 @@ impl BackendConn {
             .or_else(|| hello.server_version_parsed())
             .unwrap_or((5, 7, 0));
         self.track.supported = caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK);
-        let scramble = auth_reply(&plugin, &nonce, password);
+        let scramble = auth_reply(&plugin, &nonce, password, &self.key.user)?;
         let resp = HandshakeResponse::new(
             Some(scramble),
             version,
@@ -607,10 +607,12 @@ impl BackendConn {
                         .parse(())
                         .map_err(|e| BackendError::Protocol(e.to_string()))?;
                     let mut nonce = body.get(nul + 1..).unwrap_or(&[]).to_vec();
-                    if nonce.last() == Some(&0) {
+                    // The password scrambles' 20 bytes come with a NUL; ed25519's 32 do not,
+                    // and may end in a zero byte of their own.
+                    if nonce.last() == Some(&0) && plugin != AuthPlugin::Ed25519 {
                         nonce.pop();
                     }
-                    let reply = auth_reply(&plugin.into_owned(), &nonce, password);
+                    let reply = auth_reply(&plugin, &nonce, password, &self.key.user)?;
                     self.writer.write_packet(s.wrapping_add(1), &reply).await?;
                     self.writer.flush().await?;
                 }
@@ -1359,8 +1361,16 @@ fn retire_where(
     });
 }
 
-fn auth_reply(plugin: &AuthPlugin<'_>, nonce: &[u8], password: &str) -> Vec<u8> {
-    match plugin {
+/// What the proxy answers a server's authentication request for `user` with. A plugin it
+/// does not know is refused with the server's name for it, where a native-password answer
+/// would only have earned an `Access denied` that hides why.
+fn auth_reply(
+    plugin: &AuthPlugin<'_>,
+    nonce: &[u8],
+    password: &str,
+    user: &str,
+) -> Result<Vec<u8>, BackendError> {
+    Ok(match plugin {
         AuthPlugin::CachingSha2Password => scramble_sha256(nonce, password.as_bytes())
             .map(|s| s.to_vec())
             .unwrap_or_default(),
@@ -1369,10 +1379,24 @@ fn auth_reply(plugin: &AuthPlugin<'_>, nonce: &[u8], password: &str) -> Vec<u8> 
             v.push(0);
             v
         }
-        _ => scramble_native(nonce, password.as_bytes())
+        AuthPlugin::MysqlNativePassword => scramble_native(nonce, password.as_bytes())
             .map(|s| s.to_vec())
             .unwrap_or_default(),
-    }
+        AuthPlugin::Ed25519 => {
+            mysql_common::scramble::create_response_for_ed25519(password.as_bytes(), nonce).to_vec()
+        }
+        AuthPlugin::MysqlOldPassword | AuthPlugin::MariadbParsec { .. } | AuthPlugin::Other(_) => {
+            return Err(BackendError::Server(message::err(
+                codes::NOT_SUPPORTED_AUTH_MODE,
+                format!(
+                    "rwproxy: the backend asks user '{user}' to authenticate with plugin '{}', \
+                     which rwproxy does not speak to servers (it speaks mysql_native_password, \
+                     caching_sha2_password, client_ed25519 and mysql_clear_password)",
+                    String::from_utf8_lossy(plugin.as_bytes())
+                ),
+            )))
+        }
+    })
 }
 
 fn bad(what: &str) -> SqlError {
