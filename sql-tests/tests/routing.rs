@@ -252,6 +252,36 @@ async fn flush_status_then_session_status_counts_one_query() {
     assert_eq!(routine(p.conn().await.unwrap()).await, 1);
 }
 
+/// `SET profiling = 1` keeps the session on its connection, so `SHOW PROFILES` lists the
+/// session's statements, writes and reads alike, as directly. (The reads went to a replica
+/// where profiling was replayed, the writes to the primary: each listed some.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_profiles_lists_the_sessions_statements() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let mut setup = p.conn().await.unwrap();
+    setup
+        .query_drop("CREATE TABLE IF NOT EXISTS rt_profiled (v INT)")
+        .await
+        .unwrap();
+    cl.wait_replicas_caught_up().await.unwrap();
+    let profiled = |mut c: Conn| async move {
+        c.query_drop("SET profiling = 1").await.unwrap();
+        for sql in [
+            "SELECT COUNT(*) FROM rows10",
+            "INSERT INTO rt_profiled VALUES (1)",
+            "SELECT COUNT(*) FROM rt_profiled",
+            "SELECT 1",
+        ] {
+            c.query_drop(sql).await.unwrap();
+        }
+        let listed: Vec<(u32, f64, String)> = c.query("SHOW PROFILES").await.unwrap();
+        listed.into_iter().map(|(_, _, q)| q).collect::<Vec<_>>()
+    };
+    let direct = profiled(cl.primary.conn().await.unwrap()).await;
+    assert_eq!(direct.len(), 4, "{direct:?}");
+    assert_eq!(profiled(p.conn().await.unwrap()).await, direct);
+}
+
 /// Weights 1 and 3: 10 000 reads split 25 % / 75 %, within ±5 percentage points.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_split_reads() {

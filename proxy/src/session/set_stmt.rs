@@ -70,14 +70,17 @@ fn session_transaction(part: &str) -> Assignment {
 }
 
 /// Variables the server uses up with the next statement that needs them (`insert_id`,
-/// `rand_seed*`) or that the proxy keeps itself (`last_insert_id`): replaying them on another
-/// connection would apply them again, so they keep the session where they ran.
-const NOT_REPLAYABLE: [&str; 5] = [
+/// `rand_seed*`), that the proxy keeps itself (`last_insert_id`), or whose effect is the
+/// connection's own (`profiling` records that connection's statements, which `SHOW
+/// PROFILES` lists): replaying them on another connection would apply them again or split
+/// what they record, so they keep the session where they ran.
+const NOT_REPLAYABLE: [&str; 6] = [
     "insert_id",
     "last_insert_id",
     "identity",
     "rand_seed1",
     "rand_seed2",
+    "profiling",
 ];
 
 /// The variables `SET TRANSACTION` sets, under their current names.
@@ -303,6 +306,7 @@ mod tests {
         assert_eq!(parse("SET PASSWORD = PASSWORD('x')"), vec![Other]);
         assert_eq!(parse("SET insert_id = 7"), vec![Other]);
         assert_eq!(parse("SET @@session.last_insert_id = 7"), vec![Other]);
+        assert_eq!(parse("SET profiling = 1"), vec![Other]);
         assert_eq!(
             parse("SET rand_seed1 = 1, rand_seed2 = 2"),
             vec![Other, Other]
