@@ -1381,8 +1381,8 @@ async fn backend_users_of_other_authentication_plugins() {
     }
     let mut root = c.primary.root_conn().await.unwrap();
     for sql in [
-        "CREATE USER 'cmd_ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('cmd_ed_pw')",
-        "CREATE USER 'cmd_pam'@'%' IDENTIFIED VIA pam",
+        "CREATE OR REPLACE USER 'cmd_ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('cmd_ed_pw')",
+        "CREATE OR REPLACE USER 'cmd_pam'@'%' IDENTIFIED VIA pam",
         "GRANT SELECT ON rwtest.* TO 'cmd_ed'@'%', 'cmd_pam'@'%'",
     ] {
         root.query_drop(sql).await.unwrap();

@@ -1461,9 +1461,9 @@ async fn a_client_that_stops_reading_is_let_go() {
 }
 
 /// The session's `net_write_timeout` is followed however the session set it, not only by a
-/// plain `SET`: in an executable comment (as dump files carry their settings) and in a
-/// procedure. (Only the plain `SET` was: these stalled clients stayed for the default 60 s,
-/// and the `KILL` after 4 s found them.)
+/// plain `SET` of a number: in an executable comment (as dump files carry their settings),
+/// in a procedure, as an expression. (Only the plain `SET` of a number was: these stalled
+/// clients stayed for the default 60 s, and the `KILL` after 4 s found them.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_timeout_set_any_way_is_followed() {
     let (_turn, cl) = cluster().await;
@@ -1477,6 +1477,7 @@ async fn a_write_timeout_set_any_way_is_followed() {
     for set in [
         "/*!40101 SET net_write_timeout = 2 */",
         "CALL write_timeout_2()",
+        "SET net_write_timeout = 1 + 1",
     ] {
         let mut stalled = Raw::logged_in_with_small_window(p.addr).await;
         let ok = stalled.query_first_packet(set).await;

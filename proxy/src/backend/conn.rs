@@ -132,7 +132,6 @@ pub fn session_capabilities() -> CapabilityFlags {
 /// routines run under their own and restore the caller's. `net_write_timeout` also for the
 /// proxy's own writes to the client, which follow it (`ClientIo::follow_net_write_timeout`)
 /// however the session set it: a multi-statement, a prepared `SET`, an executable comment.
-/// Eight at most: `Tracking::hidden` has a bit for each.
 pub const PROXY_TRACKED: [&str; 8] = [
     "last_gtid",
     "autocommit",
@@ -143,6 +142,10 @@ pub const PROXY_TRACKED: [&str; 8] = [
     "time_zone",
     "net_write_timeout",
 ];
+const _: () = assert!(
+    PROXY_TRACKED.len() <= 8,
+    "Tracking::hidden has a bit for each"
+);
 
 /// The variable listing the tracked variables; the proxy adds its own to whatever a client
 /// sets it to.
@@ -552,10 +555,14 @@ impl BackendConn {
         password: &str,
     ) -> Result<(), BackendError> {
         let nonce = hello.nonce();
+        // The greeting names the server's default plugin, not the user's: one the proxy does
+        // not speak is answered as native, and the server switches to the user's own if it
+        // differs (only a switch to one it does not speak is refused, in `auth_reply`).
         let plugin = hello
             .auth_plugin_name_ref()
             .and_then(|n| ParseBuf(n).parse::<AuthPlugin>(()).ok())
             .map(AuthPlugin::into_owned)
+            .filter(speaks)
             .unwrap_or(AuthPlugin::MysqlNativePassword);
         let version = hello
             .maria_db_server_version_parsed()
@@ -599,19 +606,8 @@ impl BackendConn {
                         SqlError::parse(&payload).unwrap_or_else(|| bad("login")),
                     ))
                 }
-                // Auth switch: plugin name, NUL, new nonce.
                 Some(0xFE) => {
-                    let body = &payload[1..];
-                    let nul = body.iter().position(|b| *b == 0).unwrap_or(body.len());
-                    let plugin: AuthPlugin = ParseBuf(&body[..nul])
-                        .parse(())
-                        .map_err(|e| BackendError::Protocol(e.to_string()))?;
-                    let mut nonce = body.get(nul + 1..).unwrap_or(&[]).to_vec();
-                    // The password scrambles' 20 bytes come with a NUL; ed25519's 32 do not,
-                    // and may end in a zero byte of their own.
-                    if nonce.last() == Some(&0) && plugin != AuthPlugin::Ed25519 {
-                        nonce.pop();
-                    }
+                    let (plugin, nonce) = auth_switch(&payload[1..])?;
                     let reply = auth_reply(&plugin, &nonce, password, &self.key.user)?;
                     self.writer.write_packet(s.wrapping_add(1), &reply).await?;
                     self.writer.flush().await?;
@@ -1361,6 +1357,33 @@ fn retire_where(
     });
 }
 
+/// An auth switch request's body (after 0xFE): the plugin's name, NUL, its nonce.
+fn auth_switch(body: &[u8]) -> Result<(AuthPlugin<'static>, Vec<u8>), BackendError> {
+    let nul = body.iter().position(|b| *b == 0).unwrap_or(body.len());
+    let plugin = ParseBuf(&body[..nul])
+        .parse::<AuthPlugin>(())
+        .map_err(|e| BackendError::Protocol(e.to_string()))?
+        .into_owned();
+    let mut nonce = body.get(nul + 1..).unwrap_or(&[]).to_vec();
+    // The password scrambles' 20 bytes come with a NUL; ed25519's 32 do not, and may end in
+    // a zero byte of their own.
+    if nonce.last() == Some(&0) && plugin != AuthPlugin::Ed25519 {
+        nonce.pop();
+    }
+    Ok((plugin, nonce))
+}
+
+/// Whether [`auth_reply`] can answer `plugin`.
+fn speaks(plugin: &AuthPlugin<'_>) -> bool {
+    matches!(
+        plugin,
+        AuthPlugin::CachingSha2Password
+            | AuthPlugin::MysqlClearPassword
+            | AuthPlugin::MysqlNativePassword
+            | AuthPlugin::Ed25519
+    )
+}
+
 /// What the proxy answers a server's authentication request for `user` with. A plugin it
 /// does not know is refused with the server's name for it, where a native-password answer
 /// would only have earned an `Access denied` that hides why.
@@ -1421,6 +1444,25 @@ fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_switch_nonces_keep_what_belongs_to_them() {
+        let switch = |name: &[u8], nonce: &[u8]| [name, b"\0", nonce].concat();
+        let mut ed = [7u8; 32];
+        ed[31] = 0;
+        let (plugin, nonce) = auth_switch(&switch(b"client_ed25519", &ed)).unwrap();
+        assert_eq!((plugin, nonce), (AuthPlugin::Ed25519, ed.to_vec()));
+        let native = [[9u8; 20].as_slice(), b"\0"].concat();
+        let (plugin, nonce) = auth_switch(&switch(b"mysql_native_password", &native)).unwrap();
+        assert_eq!(
+            (plugin, nonce),
+            (AuthPlugin::MysqlNativePassword, [9u8; 20].to_vec())
+        );
+        let (plugin, _) = auth_switch(&switch(b"dialog", b"")).unwrap();
+        assert!(!speaks(&plugin));
+        let refused = auth_reply(&plugin, &[], "pw", "u").unwrap_err();
+        assert!(refused.to_string().contains("plugin 'dialog'"), "{refused}");
+    }
 
     #[test]
     fn greetings_whose_scramble_length_would_overflow_are_refused() {

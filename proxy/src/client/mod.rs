@@ -87,6 +87,14 @@ impl ClientIo {
             .set_stall_limit(limit.unwrap_or(NET_WRITE_TIMEOUT));
     }
 
+    /// Takes the `net_write_timeout` a server reported for the session, which is the number
+    /// whatever the statement said (`DEFAULT`, an expression, a procedure's `SET`).
+    fn follow_reported_write_timeout(&mut self, value: &str) {
+        if let Some(limit) = crate::session::state::seconds_of(value) {
+            self.writer.set_stall_limit(limit);
+        }
+    }
+
     /// Sends a reply the proxy made itself to the current command.
     pub async fn reply(&mut self, payload: &[u8]) -> std::io::Result<()> {
         self.writer.write_packet(self.reply_seq, payload).await?;
@@ -976,11 +984,8 @@ pub async fn execute(
                     s.found_rows_fresh = true;
                 }
                 after(s, c.conn(), &r);
-                if r.changes
-                    .as_ref()
-                    .is_some_and(|c| c.var("net_write_timeout").is_some())
-                {
-                    io.follow_net_write_timeout(&s.state);
+                if let Some(v) = r.changes.as_ref().and_then(|c| c.var("net_write_timeout")) {
+                    io.follow_reported_write_timeout(v);
                 }
                 // (An error reports nothing, though the statement may have begun a
                 // transaction before it failed.)

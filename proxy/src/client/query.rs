@@ -217,7 +217,18 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         },
     )
     .await?;
-    if kind == StmtKind::Set && relayed.as_ref().is_some_and(|r| r.error.is_none()) {
+    // A server without session tracking reports nothing (see `execute`): the plain `SET`'s
+    // own words are all there is.
+    let reported = |r: &Relayed| {
+        r.changes
+            .as_ref()
+            .is_some_and(|c| c.var("net_write_timeout").is_some())
+    };
+    if kind == StmtKind::Set
+        && relayed
+            .as_ref()
+            .is_some_and(|r| r.error.is_none() && !reported(r))
+    {
         io.follow_net_write_timeout(&s.state);
     }
     if let (Some(targets), Some(r)) = (&copy_diagnostics, &relayed) {

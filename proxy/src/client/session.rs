@@ -299,16 +299,8 @@ impl Session {
             conn.state.schema.clone_from(&db);
             self.state.schema = db;
         }
-        // A plain `SET` is recorded by the proxy in the client's own words (`query`), unless
-        // some of it was not understood (an executable comment, `/*!40101 SET ... */`): then
-        // what the server reports is all the proxy learns.
-        let plain_set = packet.first() == Some(&crate::protocol::command::COM_QUERY) && {
-            let c = classify::classify(&packet[1..]);
-            c.kind == StmtKind::Set
-                && !c.flags.contains(Flags::MULTI_STATEMENT)
-                && !set_stmt::parse(&String::from_utf8_lossy(&packet[1..]))
-                    .contains(&set_stmt::Assignment::Other)
-        };
+        // Worked out only for a change worth recording: every write reports `last_gtid`.
+        let mut plain_set = None;
         for (name, value) in &changes.vars {
             if name == "last_gtid" {
                 if !value.is_empty() {
@@ -318,7 +310,9 @@ impl Session {
                 }
                 continue;
             }
-            if plain_set || !PROXY_TRACKED.contains(&name.as_str()) {
+            if !PROXY_TRACKED.contains(&name.as_str())
+                || *plain_set.get_or_insert_with(|| recorded_in_own_words(packet))
+            {
                 continue;
             }
             let text = format!("@@session.{name} = {}", sql_value(name, value));
@@ -1135,6 +1129,19 @@ fn reads_or_settings(class: &crate::router::classify::Classification) -> bool {
             .intersects(super::query::SERVER_STATE | Flags::USER_VAR_READ),
         StmtKind::EndTransaction | StmtKind::Use | StmtKind::Begin { .. } | StmtKind::Kill => true,
         _ => false,
+    }
+}
+
+/// A plain `SET`, which the proxy records in the client's own words (`query`), unless some of
+/// it was not understood (an executable comment, `/*!40101 SET ... */`): then what the server
+/// reports is all the proxy learns.
+fn recorded_in_own_words(packet: &[u8]) -> bool {
+    packet.first() == Some(&crate::protocol::command::COM_QUERY) && {
+        let c = classify::classify(&packet[1..]);
+        c.kind == StmtKind::Set
+            && !c.flags.contains(Flags::MULTI_STATEMENT)
+            && !set_stmt::parse(&String::from_utf8_lossy(&packet[1..]))
+                .contains(&set_stmt::Assignment::Other)
     }
 }
 

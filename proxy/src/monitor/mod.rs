@@ -363,9 +363,10 @@ async fn answers(
 
 /// Server errors that refuse a login as such (who, from where), which trying again every
 /// second only repeats: access denied (1044, 1045, 1698), a blocked or unknown host (1129,
-/// 1130), a locked account (MariaDB 4151, MySQL 3118).
+/// 1130), a locked account (MariaDB 4151, MySQL 3118), an authentication plugin the proxy
+/// does not speak (1251, its own).
 fn refuses_login(code: u16) -> bool {
-    matches!(code, 1044 | 1045 | 1698 | 1129 | 1130 | 3118 | 4151)
+    matches!(code, 1044 | 1045 | 1698 | 1129 | 1130 | 1251 | 3118 | 4151)
 }
 
 async fn probe_without_account(

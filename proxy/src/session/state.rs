@@ -81,7 +81,12 @@ impl SessionState {
 /// it: a plain number of seconds (a comment may follow), clamped to 1 s .. 1 year. Anything
 /// else (`DEFAULT`, an expression) leaves the proxy's own.
 pub fn timeout_of(assignment: &str) -> Option<Duration> {
-    let value = assignment.split_once('=')?.1.trim_start();
+    seconds_of(assignment.split_once('=')?.1.trim_start())
+}
+
+/// A timeout's value in seconds as a server reports it (session tracking) or a plain `SET`
+/// gives it; `None` for anything else (`DEFAULT`, an expression).
+pub fn seconds_of(value: &str) -> Option<Duration> {
     let end = value
         .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '+'))
         .unwrap_or(value.len());
