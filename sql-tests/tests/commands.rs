@@ -562,10 +562,11 @@ async fn a_statement_killed_on_the_server_is_not_run_again() {
     .await
     .unwrap();
     for (sql, done_within) in [
-        // Run again, it would end 2 s after the kill at the earliest.
+        // Run again, it would end 5 s after the kill at the earliest; the bound leaves a
+        // loaded machine time to deliver the kill (2 s were too few twice).
         (
-            "UPDATE killed_on_server SET v = v + 1 WHERE SLEEP(0.02) = 0",
-            Duration::from_millis(1500),
+            "UPDATE killed_on_server SET v = v + 1 WHERE SLEEP(0.05) = 0",
+            Duration::from_millis(3500),
         ),
         // Run again, it would end 5 s after the kill at the earliest: the bound leaves a
         // loaded machine (CI) seconds to deliver the kill and the error (it once took 2.5 s).
