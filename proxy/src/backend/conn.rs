@@ -130,8 +130,8 @@ pub fn session_capabilities() -> CapabilityFlags {
 /// the session variables a statement can change behind the classifier's back (a procedure
 /// or function setting them), so the session's picture of itself stays exact. Not `sql_mode`:
 /// routines run under their own and restore the caller's. `net_write_timeout` also for the
-/// proxy's own writes to the client, which follow it (`ClientIo::follow_net_write_timeout`)
-/// however the session set it: a multi-statement, a prepared `SET`, an executable comment.
+/// proxy's own writes to the client, which follow the value the server reports however the
+/// session set it: a multi-statement, a prepared `SET`, an executable comment, `DEFAULT`.
 pub const PROXY_TRACKED: [&str; 8] = [
     "last_gtid",
     "autocommit",
