@@ -136,3 +136,67 @@ async fn primary_window_keeps_reads_on_the_write_backend_after_a_write() {
     tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
     assert_eq!(p.read_ids(10).await, [replica].into());
 }
+
+/// Reads `n` times where the session is; returns the values of `t.a` and the servers that
+/// answered.
+async fn read_fresh(c: &mut mysql_async::Conn, n: usize) -> Vec<(u32, u32)> {
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        seen.push(
+            c.query_first("SELECT a, @@server_id FROM t")
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    seen
+}
+
+/// A schema made on the primary that the replica has not replicated yet (its replication is
+/// stopped here, as a lagging replica would be behind a fresh `CREATE DATABASE`) is read on
+/// the primary: a login naming it, and a session that moved there with `USE` while its
+/// pooled replica connection stays in another schema, where switching fails (1049). Once
+/// the replica has the schema, reads go there again; a schema no server has is still
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_the_replica_does_not_have_yet_is_read_on_the_primary() {
+    use mysql_async::{Conn, OptsBuilder};
+    let cluster = Cluster::start(1).await.unwrap();
+    let (primary, replica) = ids(&cluster).await;
+    let mut replica_root = cluster.replicas[0].root_conn().await.unwrap();
+    replica_root.query_drop("STOP SLAVE").await.unwrap();
+    let mut primary_root = cluster.primary.root_conn().await.unwrap();
+    for sql in [
+        "CREATE DATABASE fresh_schema",
+        "CREATE TABLE fresh_schema.t (a INT)",
+        "INSERT INTO fresh_schema.t VALUES (7)",
+    ] {
+        primary_root.query_drop(sql).await.unwrap();
+    }
+    let p = proxy::start(&config(&cluster, "", "")).await.unwrap();
+    let in_schema = |db: &str| OptsBuilder::from_opts(p.opts()).db_name(Some(db.to_string()));
+
+    let mut logged_in = Conn::new(in_schema("fresh_schema")).await.unwrap();
+    assert_eq!(read_fresh(&mut logged_in, 5).await, vec![(7, primary); 5]);
+
+    let mut moved = p.conn().await.unwrap();
+    let first: u32 = moved
+        .query_first("SELECT @@server_id")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, replica, "a read in the replicated schema");
+    moved.query_drop("USE fresh_schema").await.unwrap();
+    assert_eq!(read_fresh(&mut moved, 5).await, vec![(7, primary); 5]);
+
+    let unknown = Conn::new(in_schema("no_such_schema")).await.unwrap_err();
+    match unknown {
+        mysql_async::Error::Server(e) => assert_eq!(e.code, 1049, "{e}"),
+        other => panic!("{other}"),
+    }
+
+    replica_root.query_drop("START SLAVE").await.unwrap();
+    cluster.wait_replicas_caught_up().await.unwrap();
+    assert_eq!(read_fresh(&mut moved, 5).await, vec![(7, replica); 5]);
+    assert_eq!(read_fresh(&mut logged_in, 5).await, vec![(7, replica); 5]);
+}

@@ -640,6 +640,15 @@ impl Session {
                             self.release(c);
                             primary_only = true;
                         }
+                        // A replica that has not replicated the session's schema yet (a
+                        // `CREATE DATABASE` just made, or left out by replication filters)
+                        // is behind the primary for this session: the read runs there, as a
+                        // direct connection to the primary would.
+                        Err(BackendError::Server(e)) if !is_write && reads && lacks_schema(&e) => {
+                            schema_missing_on(&c.backend.address, self.id, &e);
+                            self.release(c);
+                            primary_only = true;
+                        }
                         Err(BackendError::Server(e)) => {
                             self.release(c);
                             return Err(e);
@@ -655,6 +664,13 @@ impl Session {
                             return Err(e.to_sql_error(&what));
                         }
                     }
+                }
+                // The same, found by the login of a new connection, which names the schema.
+                Err(BackendError::Login { error, .. })
+                    if !is_write && reads && lacks_schema(&error) =>
+                {
+                    schema_missing_on(&backend.address, self.id, &error);
+                    primary_only = true;
                 }
                 Err(e) => {
                     // A full pool is the backend working at its limit, not failing.
@@ -1175,6 +1191,15 @@ fn stopped_by(kill: Killed) -> SqlError {
 }
 
 /// A read backend's connection broke while being brought to the session's state.
+/// The server refused the session's schema as unknown (1049).
+fn lacks_schema(e: &SqlError) -> bool {
+    e.code == codes::BAD_DB.0
+}
+
+fn schema_missing_on(replica: &str, session: u32, e: &SqlError) {
+    tracing::debug!(backend = %replica, session, "replica does not have the session's schema yet ({}): the read runs on the write backend", e.message);
+}
+
 fn backend_failed(backend: &Backend, e: &BackendError, reused: bool) {
     backend.count_error();
     if !reused {

@@ -162,6 +162,9 @@ impl std::error::Error for SqlError {}
 /// Error codes the proxy raises itself, with the SQLSTATE the server would use.
 pub mod codes {
     pub const ACCESS_DENIED: (u16, &str) = (1045, "28000");
+    /// ER_BAD_DB_ERROR, which the proxy also looks for in a replica's answer (see
+    /// `Session::checkout`).
+    pub const BAD_DB: (u16, &str) = (1049, "42000");
     pub const NOT_SUPPORTED_AUTH_MODE: (u16, &str) = (1251, "08004");
     pub const HOST_NOT_PRIVILEGED: (u16, &str) = (1130, "HY000");
     pub const UNKNOWN_COM: (u16, &str) = (1047, "08S01");
