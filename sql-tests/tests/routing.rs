@@ -205,6 +205,9 @@ async fn binlog_positions_are_the_primarys() {
         "SELECT @@server_id, @@gtid_binlog_pos",
         "SELECT @@server_id, @@global.gtid_current_pos",
         "SELECT @@server_id, @@gtid_binlog_state",
+        // The server also takes the name quoted, and spaces around the scope's dot.
+        "SELECT @@server_id, @@`gtid_binlog_pos`",
+        "SELECT @@server_id, @@GLOBAL . gtid_current_pos",
         by_name.as_str(),
     ] {
         for _ in 0..40 {

@@ -1082,6 +1082,40 @@ struct Lexer<'a> {
     after_quoted: bool,
 }
 
+/// The name of the system variable referred to from `i` on (just past `@@`), and where the
+/// reference ends: `name` or `` `name` ``, alone or after a scope and a dot (`session.name`,
+/// `global . name`: the server takes spaces around the dot, and quotes on the name only).
+/// `None` when the name's quote never closes.
+fn sys_var_name(s: &[u8], i: usize) -> Option<(&[u8], usize)> {
+    fn name_at(s: &[u8], from: usize) -> Option<(&[u8], usize)> {
+        if s.get(from) != Some(&b'`') {
+            let len = s[from..].iter().take_while(|b| is_ident(**b)).count();
+            return Some((&s[from..from + len], from + len));
+        }
+        // A doubled quote is part of the name, which then matches none the proxy looks for.
+        let mut j = from + 1;
+        loop {
+            j += memchr::memchr(b'`', s.get(j..)?)?;
+            if s.get(j + 1) != Some(&b'`') {
+                return Some((&s[from + 1..j], j + 1));
+            }
+            j += 2;
+        }
+    }
+    let after_space = |from: usize| {
+        from + s[from..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count()
+    };
+    let (first, end) = name_at(s, i)?;
+    let dot = after_space(end);
+    if s.get(dot) == Some(&b'.') && s.get(i) != Some(&b'`') {
+        return name_at(s, after_space(dot + 1));
+    }
+    Some((first, end))
+}
+
 impl<'a> Lexer<'a> {
     fn new(s: &'a [u8]) -> Self {
         Lexer {
@@ -1200,16 +1234,11 @@ impl<'a> Lexer<'a> {
         let s = self.s;
         let p = self.pos;
         if s.get(p + 1) == Some(&b'@') {
-            let mut i = p + 2;
-            let mut name = i;
-            while i < s.len() && (is_ident(s[i]) || s[i] == b'.') {
-                if s[i] == b'.' {
-                    name = i + 1;
-                }
-                i += 1;
-            }
-            self.pos = i;
-            let name = &s[name..i];
+            let Some((name, end)) = sys_var_name(s, p + 2) else {
+                self.pos = s.len();
+                return Sym::End;
+            };
+            self.pos = end;
             return Sym::SysVar {
                 autocommit: name.eq_ignore_ascii_case(b"autocommit"),
                 diagnostics: name.eq_ignore_ascii_case(b"warning_count")
@@ -2021,6 +2050,10 @@ mod tests {
         ("SELECT BINLOG_GTID_POS('mysql-bin.000008', 57304084)", R, &[F::MASTER_STATUS]),
         ("SELECT binlog_gtid_pos ('f', 4)", R, &[F::MASTER_STATUS]),
         ("SELECT @@gtid_binlog_pos", R, &[F::MASTER_STATUS]),
+        ("SELECT @@`gtid_binlog_pos`", R, &[F::MASTER_STATUS]),
+        ("SELECT @@global.`gtid_current_pos`", R, &[F::MASTER_STATUS]),
+        ("SELECT @@GLOBAL . gtid_binlog_state", R, &[F::MASTER_STATUS]),
+        ("SELECT @@`gtid_binlog_pos``x`", R, &[]),
         ("SELECT @@GLOBAL.gtid_current_pos, @@gtid_binlog_state", R, &[F::MASTER_STATUS]),
         ("SELECT @@gtid_slave_pos", R, &[]),
         ("SELECT binlog_gtid_pos FROM t", R, &[]),
@@ -2196,6 +2229,9 @@ mod tests {
         ("DROP PREPARE s", PrepareText, &[]),
         ("KILL 42", Kill, &[]),
         ("SELECT @@identity", R, &[F::LAST_INSERT_ID]),
+        ("SELECT @@session . `last_insert_id`", R, &[F::LAST_INSERT_ID]),
+        ("SELECT @@`warning_count`", R, &[F::DIAGNOSTICS]),
+        ("set @@session . autocommit=0", Set, &[F::AUTOCOMMIT_SET]),
         ("select @@session.last_insert_id, @@INSERT_ID", R, &[F::LAST_INSERT_ID]),
         ("SELECT @@identity_x", R, &[]),
         ("SELECT CONNECTION_ID()", R, &[F::CONNECTION_ID]),
@@ -2639,6 +2675,9 @@ mod tests {
             "\n",
             "@",
             "@@",
+            "@@`",
+            "session . ",
+            ".",
             ":=",
             "=",
             ";",
