@@ -14,7 +14,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use rwproxy::backend::conn::{hidden_names, session_capabilities, BackendConn, ConnKey, Dial};
-use rwproxy::backend::relay::{relay, Expect, StmtIds};
+use rwproxy::backend::relay::{relay, Expect, RunsOn, StmtIds};
 use rwproxy::protocol::handshake::{Greeting, Hello};
 use rwproxy::protocol::message::{
     eof_payload, is_eof, ok_payload, parse_eof, parse_ok, Completion, SERVER_STATUS_AUTOCOMMIT,
@@ -256,7 +256,11 @@ async fn relayed(conn: &mut BackendConn, expect: Expect, flags: u8) {
         client: 1,
     });
     let shift = [0, 1, 3, 255][usize::from(flags >> 6)];
-    let on_replica = flags & 0x08 != 0;
+    let runs = match (flags & 0x08 != 0, flags & 0x01 != 0) {
+        (false, _) => RunsOn::Primary,
+        (true, false) => RunsOn::Replica,
+        (true, true) => RunsOn::ReplicaFirst,
+    };
     let mut client_in = PacketReader::new(&[3, 0, 0, 2, b'a', b'b', b'c', 0, 0, 0, 3][..]);
     let mut client_out = PacketWriter::new(Vec::new());
     let relayed = relay(
@@ -266,7 +270,7 @@ async fn relayed(conn: &mut BackendConn, expect: Expect, flags: u8) {
         expect,
         ids,
         shift,
-        on_replica,
+        runs,
     )
     .await;
     let Ok(r) = relayed else { return };

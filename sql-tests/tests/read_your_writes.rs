@@ -200,3 +200,88 @@ async fn a_schema_the_replica_does_not_have_yet_is_read_on_the_primary() {
     assert_eq!(read_fresh(&mut moved, 5).await, vec![(7, replica); 5]);
     assert_eq!(read_fresh(&mut logged_in, 5).await, vec![(7, replica); 5]);
 }
+
+/// A table made on the primary that the replica has not replicated yet (its replication is
+/// stopped here) is read on the primary: the replica's "no such table" (1146) or "no such
+/// schema" (1049, for a name qualified with a new schema) never reaches the client. A table
+/// that exists nowhere gets the primary's error, as directly, and `SHOW WARNINGS` shows it.
+/// Once the replica has the table, reads of it go there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_the_replica_does_not_have_yet_is_read_on_the_primary() {
+    let cluster = Cluster::start(1).await.unwrap();
+    let (primary, replica) = ids(&cluster).await;
+    let mut primary_root = cluster.primary.root_conn().await.unwrap();
+    primary_root
+        .query_drop(
+            "CREATE TABLE rwtest.replicated (a INT); INSERT INTO rwtest.replicated VALUES (1)",
+        )
+        .await
+        .unwrap();
+    cluster.wait_replicas_caught_up().await.unwrap();
+    let mut replica_root = cluster.replicas[0].root_conn().await.unwrap();
+    replica_root.query_drop("STOP SLAVE").await.unwrap();
+    for sql in [
+        "CREATE TABLE rwtest.fresh_table (a INT)",
+        "INSERT INTO rwtest.fresh_table VALUES (8)",
+        "CREATE DATABASE fresh_db",
+        "CREATE TABLE fresh_db.t (a INT)",
+        "INSERT INTO fresh_db.t VALUES (9)",
+    ] {
+        primary_root.query_drop(sql).await.unwrap();
+    }
+    let p = proxy::start(&config(&cluster, "", "")).await.unwrap();
+    let mut c = p.conn().await.unwrap();
+    for (sql, want) in [
+        ("SELECT a, @@server_id FROM fresh_table", 8),
+        ("SELECT a, @@server_id FROM fresh_db.t", 9),
+    ] {
+        for _ in 0..5 {
+            let got: (u32, u32) = c.query_first(sql).await.unwrap().unwrap();
+            assert_eq!(got, (want, primary), "{sql}");
+        }
+    }
+    let direct = cluster
+        .primary
+        .conn()
+        .await
+        .unwrap()
+        .query_drop("SELECT * FROM no_such_table")
+        .await;
+    let through = c.query_drop("SELECT * FROM no_such_table").await;
+    match (direct, through) {
+        (Err(mysql_async::Error::Server(d)), Err(mysql_async::Error::Server(t))) => {
+            assert_eq!(
+                (t.code, &t.message, &t.state),
+                (d.code, &d.message, &d.state)
+            );
+            assert_eq!(t.code, 1146);
+        }
+        other => panic!("{other:?}"),
+    }
+    let warnings: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").await.unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].1, 1146, "{warnings:?}");
+    // Only the reads that failed moved. The statement after an error runs where its message
+    // is held (the write backend), the one after that on the replica again.
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let id: u32 = c
+            .query_first("SELECT @@server_id FROM replicated")
+            .await
+            .unwrap()
+            .unwrap();
+        servers.push(id);
+    }
+    assert_eq!(servers, vec![primary, replica]);
+
+    replica_root.query_drop("START SLAVE").await.unwrap();
+    cluster.wait_replicas_caught_up().await.unwrap();
+    for _ in 0..5 {
+        let got: (u32, u32) = c
+            .query_first("SELECT a, @@server_id FROM fresh_table")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, (8, replica));
+    }
+}

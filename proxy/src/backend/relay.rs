@@ -26,6 +26,23 @@ pub enum Expect {
     One,
 }
 
+/// Where a command runs, for what the relay makes of the errors in its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunsOn {
+    /// The write backend, or a connection its session holds.
+    Primary,
+    /// A replica (see `Scanner::error`).
+    Replica,
+    /// A replica, for an autocommit read that may run again on the write backend: a reply
+    /// that is nothing but an error saying a table or schema does not exist is not passed on
+    /// (see [`Relayed::missing_on_replica`]).
+    ReplicaFirst,
+}
+
+/// What a replica that has not replicated a table or schema yet answers a read of it: no
+/// such table (1146), no such schema (1049).
+const MISSING_HERE: [u16; 2] = [1146, 1049];
+
 /// How a forwarded reply ended.
 #[derive(Debug, Default)]
 pub struct Relayed {
@@ -53,6 +70,10 @@ pub struct Relayed {
     /// (After `SQL_CALC_FOUND_ROWS` the server's answer differs; such a session keeps its
     /// connection and asks the server.)
     pub found_rows: Option<u32>,
+    /// The reply was only `error`, which says a table or schema does not exist, and the
+    /// client got none of it ([`RunsOn::ReplicaFirst`]): the replica may just not have
+    /// replicated it yet.
+    pub missing_on_replica: bool,
 }
 
 // Every statement's `Relayed` is moved through several futures' states. Up to 128 bytes the
@@ -153,6 +174,8 @@ struct Scanner {
     read_only_txn: bool,
     /// `out.rows` when the current result set's rows began.
     set_start: u64,
+    /// See [`RunsOn::ReplicaFirst`].
+    hold_missing: bool,
 }
 
 impl Scanner {
@@ -178,6 +201,7 @@ impl Scanner {
             out: Relayed::default(),
             status: None,
             set_start: 0,
+            hold_missing: false,
         }
     }
 
@@ -343,6 +367,14 @@ impl Scanner {
                     Some(0xFF) => {
                         self.error(body);
                         self.out.row_count = Some(-1);
+                        // The reply's first packet: no result came before it.
+                        self.out.missing_on_replica = self.hold_missing
+                            && self.status.is_none()
+                            && self
+                                .out
+                                .error
+                                .as_ref()
+                                .is_some_and(|e| MISSING_HERE.contains(&e.code));
                         true
                     }
                     Some(0xFB) => return Step::LocalInfile,
@@ -398,8 +430,8 @@ impl Scanner {
 
 /// Relays the reply to a command. `seq_shift`: how far the client's sequence ids for it are
 /// ahead of the server's (0 unless the proxy sent the command in another number of
-/// packets, see `Renumber`). `on_replica`: `conn` is a replica's, whose `read_only` refusal
-/// in a read-only transaction the client gets as the transaction's own (see `Scanner::error`).
+/// packets, see `Renumber`). `runs`: on a replica, a `read_only` refusal in a read-only
+/// transaction reaches the client as the transaction's own (see `Scanner::error`).
 pub async fn relay<CR, CW>(
     conn: &mut BackendConn,
     client_in: &mut PacketReader<CR>,
@@ -407,7 +439,7 @@ pub async fn relay<CR, CW>(
     expect: Expect,
     ids: Option<StmtIds>,
     seq_shift: u8,
-    on_replica: bool,
+    runs: RunsOn,
 ) -> Result<Relayed, RelayError>
 where
     CR: AsyncRead + Unpin,
@@ -418,9 +450,10 @@ where
         expect,
         conn.track,
         ids,
-        on_replica,
+        runs != RunsOn::Primary,
         conn.status & SERVER_STATUS_IN_TRANS_READONLY != 0,
     );
+    scan.hold_missing = runs == RunsOn::ReplicaFirst;
     let mut renumber = Renumber {
         by: seq_shift,
         next: 0,
@@ -448,8 +481,12 @@ where
                 break;
             }
             step = scan.packet(&buf[pos + 4..pos + len]);
+            if scan.out.missing_on_replica {
+                replace = Some((buf[pos + 3], len, None));
+                break;
+            }
             if let Some(p) = scan.replacement.take() {
-                replace = Some((buf[pos + 3], len, p));
+                replace = Some((buf[pos + 3], len, Some(p)));
                 break;
             }
             pos += len;
@@ -469,11 +506,13 @@ where
         if let Some((seq, len, payload)) = replace {
             conn.reader.consume(len);
             renumber.consumed(len);
-            client_out
-                .write_packet(seq, &payload)
-                .await
-                .map_err(RelayError::Client)?;
-            sent = true;
+            if let Some(payload) = payload {
+                client_out
+                    .write_packet(seq, &payload)
+                    .await
+                    .map_err(RelayError::Client)?;
+                sent = true;
+            }
         }
         while stream_left > 0 {
             if conn.reader.buffered().is_empty() {
@@ -674,6 +713,30 @@ mod tests {
         assert!(scan.packet(&refusal.payload()) == Step::Done);
         assert_eq!(scan.out.error.as_ref(), Some(&refusal));
         assert_eq!(scan.replacement, None);
+    }
+
+    /// Only a reply that is nothing but "no such table" or "no such schema" is held back
+    /// for a read that may run again on the write backend.
+    #[test]
+    fn only_a_first_missing_table_or_schema_error_is_held_back() {
+        let missing = |hold: bool, before_ok: bool, code: (u16, &str)| {
+            let mut scan = Scanner::new(Expect::Results, Tracking::default(), None, true, false);
+            scan.hold_missing = hold;
+            if before_ok {
+                let more = Completion {
+                    status: SERVER_MORE_RESULTS_EXISTS,
+                    ..Completion::default()
+                };
+                assert!(scan.packet(&message::ok_payload(&more)) == Step::More);
+            }
+            assert!(scan.packet(&message::err(code, "x").payload()) == Step::Done);
+            scan.out.missing_on_replica
+        };
+        assert!(missing(true, false, (1146, "42S02")));
+        assert!(missing(true, false, codes::BAD_DB));
+        assert!(!missing(false, false, (1146, "42S02")));
+        assert!(!missing(true, true, (1146, "42S02")));
+        assert!(!missing(true, false, (1064, "42000")));
     }
 
     #[test]

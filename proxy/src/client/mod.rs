@@ -11,7 +11,7 @@ pub mod slots;
 pub mod trim;
 
 use crate::backend::conn::{BackendConn, BackendError, ConnKey};
-use crate::backend::relay::{self, Expect, RelayError};
+use crate::backend::relay::{self, Expect, RelayError, RunsOn};
 use crate::backend::Health;
 use crate::cluster::Cluster;
 use crate::protocol::command::*;
@@ -792,6 +792,9 @@ pub async fn execute(
 ) -> Result<Option<relay::Relayed>, SessionEnd> {
     let mut exclude = Vec::new();
     let mut attempts = 0;
+    // A replica's answer that the table or schema does not exist, held back while the read
+    // runs again on the write backend (see `RunsOn::ReplicaFirst`).
+    let mut missing_on_replica: Option<SqlError> = None;
     loop {
         attempts += 1;
         // Messages held apart from the pinned connection are read where they are: losing
@@ -802,6 +805,12 @@ pub async fn execute(
             Ok(c) => c,
             // Killed while waiting for a connection: closed without a word, as on any kill.
             Err(_) if s.status.is_killed() => return Err(SessionEnd::Killed),
+            // The write backend cannot take the read again: the replica's answer stands.
+            Err(_) if let Some(e) = missing_on_replica => {
+                s.stats.counters.error(ErrorKind::Server);
+                io.error(&e).await?;
+                return Ok(None);
+            }
             Err(e) => {
                 if e.code != codes::QUERY_INTERRUPTED.0 {
                     s.stats.counters.error(ErrorKind::NoBackend);
@@ -933,7 +942,20 @@ pub async fn execute(
                     expect,
                     ids,
                     seq_shift,
-                    on_replica,
+                    match on_replica {
+                        false => RunsOn::Primary,
+                        // An autocommit read the client sent as it is; the statement a
+                        // table or schema was just made for is often such a read.
+                        true if target == Target::Read
+                            && !was_pinned
+                            && s.autocommit
+                            && packet.first() == Some(&COM_QUERY)
+                            && missing_on_replica.is_none() =>
+                        {
+                            RunsOn::ReplicaFirst
+                        }
+                        true => RunsOn::Replica,
+                    },
                 )
                 .await
             }
@@ -954,6 +976,28 @@ pub async fn execute(
             None => s.status.after_kills().await,
         };
         match result {
+            // Nothing reached the client: the read runs again on the write backend, which a
+            // replica that has not replicated a new table or schema yet is behind. (A read of
+            // one that exists nowhere costs that second round trip, and gets the write
+            // backend's answer.)
+            Ok(r) if r.missing_on_replica && !spent => {
+                tracing::debug!(backend = %c.backend.address, session = s.id, "replica says a table or schema does not exist: the read runs on the write backend");
+                // Its last error is this one: reset before anyone else takes it.
+                c.conn().dirty = true;
+                s.release(c);
+                missing_on_replica = r.error;
+                s.read_on_primary = true;
+                continue;
+            }
+            Ok(r) if r.missing_on_replica => {
+                // A kill came for it: the client gets the replica's answer.
+                c.conn().broken = true;
+                drop(c);
+                if let Some(e) = &r.error {
+                    io.error(e).await?;
+                }
+                return Ok(None);
+            }
             Ok(mut r) => {
                 let replied = std::time::Instant::now();
                 s.replied_at = Some(replied);

@@ -160,6 +160,9 @@ pub struct Session {
     /// The running statement got the connection that holds the session's messages: the
     /// held one, or a pinned one with `pinned_messages`.
     on_held: bool,
+    /// The next read runs on the write backend: a replica said its table or schema does not
+    /// exist (see `client::execute`). Taken by that read's checkout.
+    pub read_on_primary: bool,
     /// The running statement's reply shows a `sql_mode` that ends with it (`SET STATEMENT
     /// sql_mode=... FOR`): `finish` keeps the session's flags.
     pub sql_mode_transient: bool,
@@ -218,6 +221,7 @@ impl Session {
             pinned_messages: false,
             held: None,
             on_held: false,
+            read_on_primary: false,
             sticky: Sticky::default(),
             last_insert_id: 0,
             sql_mode_flags: 0,
@@ -540,7 +544,9 @@ impl Session {
         // Read-your-writes may send a read to the write backend after all (and keeps a read
         // in a transaction there, down or not).
         let reads = target == Target::Read || read_in_transaction;
-        let mut primary_only = reads && self.ryw.plan("") == ReadPlan::Primary;
+        let mut primary_only = reads
+            && (std::mem::take(&mut self.read_on_primary)
+                || self.ryw.plan("") == ReadPlan::Primary);
         // A session setting, or such a read, goes to a read backend when the write backend is
         // known not to serve, or once it failed the statement (the read: only by being down,
         // not by being busy).
