@@ -188,6 +188,14 @@ async fn a_schema_the_replica_does_not_have_yet_is_read_on_the_primary() {
     assert_eq!(first, replica, "a read in the replicated schema");
     moved.query_drop("USE fresh_schema").await.unwrap();
     assert_eq!(read_fresh(&mut moved, 5).await, vec![(7, primary); 5]);
+    // Nothing is held after reads without messages: a pooled connection answers, which the
+    // replica's cannot bring to the schema either. (Its own session: the statement after
+    // it would run where it ran.)
+    let mut asking = Conn::new(in_schema("fresh_schema")).await.unwrap();
+    assert_eq!(read_fresh(&mut asking, 1).await, vec![(7, primary)]);
+    let warnings: Vec<mysql_async::Row> = asking.query("SHOW WARNINGS").await.unwrap();
+    assert!(warnings.is_empty());
+    drop(asking);
 
     let unknown = Conn::new(in_schema("no_such_schema")).await.unwrap_err();
     match unknown {

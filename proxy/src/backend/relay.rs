@@ -29,7 +29,7 @@ pub enum Expect {
 /// Where a command runs, for what the relay makes of the errors in its reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunsOn {
-    /// The write backend, or a connection its session holds.
+    /// The write backend.
     Primary,
     /// A replica (see `Scanner::error`).
     Replica,
@@ -431,7 +431,9 @@ impl Scanner {
 /// Relays the reply to a command. `seq_shift`: how far the client's sequence ids for it are
 /// ahead of the server's (0 unless the proxy sent the command in another number of
 /// packets, see `Renumber`). `runs`: on a replica, a `read_only` refusal in a read-only
-/// transaction reaches the client as the transaction's own (see `Scanner::error`).
+/// transaction reaches the client as the transaction's own (see `Scanner::error`); with
+/// [`RunsOn::ReplicaFirst`], a reply that only says a table or schema does not exist does
+/// not reach it at all.
 pub async fn relay<CR, CW>(
     conn: &mut BackendConn,
     client_in: &mut PacketReader<CR>,

@@ -805,10 +805,12 @@ pub async fn execute(
             Ok(c) => c,
             // Killed while waiting for a connection: closed without a word, as on any kill.
             Err(_) if s.status.is_killed() => return Err(SessionEnd::Killed),
-            // The write backend cannot take the read again: the replica's answer stands.
-            Err(_) if let Some(e) = missing_on_replica => {
+            // The write backend cannot take the read again: the replica's answer stands
+            // (a kill's interruption meanwhile is the answer instead).
+            Err(e) if e.code != codes::QUERY_INTERRUPTED.0 && missing_on_replica.is_some() => {
+                let replica_said = missing_on_replica.take().expect("checked");
                 s.stats.counters.error(ErrorKind::Server);
-                io.error(&e).await?;
+                io.error(&replica_said).await?;
                 return Ok(None);
             }
             Err(e) => {
@@ -990,9 +992,11 @@ pub async fn execute(
                 continue;
             }
             Ok(r) if r.missing_on_replica => {
-                // A kill came for it: the client gets the replica's answer.
+                // A kill reached the connection, which cannot be used again: the client gets
+                // the replica's answer.
                 c.conn().broken = true;
                 drop(c);
+                s.stats.counters.error(ErrorKind::Server);
                 if let Some(e) = &r.error {
                     io.error(e).await?;
                 }

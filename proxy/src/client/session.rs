@@ -544,6 +544,10 @@ impl Session {
         // Read-your-writes may send a read to the write backend after all (and keeps a read
         // in a transaction there, down or not).
         let reads = target == Target::Read || read_in_transaction;
+        // What a replica behind on the session's schema cannot answer, the write backend can
+        // (see `lacks_schema`): reads, and the diagnostics statements (`SHOW WARNINGS` with
+        // nothing held) that any pooled connection answers alike.
+        let behind_goes_primary = reads || target == Target::Diagnostics;
         let mut primary_only = reads
             && (std::mem::take(&mut self.read_on_primary)
                 || self.ryw.plan("") == ReadPlan::Primary);
@@ -650,12 +654,17 @@ impl Session {
                         // `CREATE DATABASE` just made, or left out by replication filters)
                         // is behind the primary for this session: the read runs there, as a
                         // direct connection to the primary would.
-                        Err(BackendError::Server(e)) if !is_write && reads && lacks_schema(&e) => {
+                        Err(BackendError::Server(e))
+                            if !is_write && behind_goes_primary && lacks_schema(&e) =>
+                        {
                             schema_missing_on(&c.backend.address, self.id, &e);
+                            // The refusal is its last message: reset before anyone takes it.
+                            c.lease.conn.dirty = true;
                             self.release(c);
                             primary_only = true;
                         }
                         Err(BackendError::Server(e)) => {
+                            c.lease.conn.dirty = true;
                             self.release(c);
                             return Err(e);
                         }
@@ -673,7 +682,7 @@ impl Session {
                 }
                 // The same, found by the login of a new connection, which names the schema.
                 Err(BackendError::Login { error, .. })
-                    if !is_write && reads && lacks_schema(&error) =>
+                    if !is_write && behind_goes_primary && lacks_schema(&error) =>
                 {
                     schema_missing_on(&backend.address, self.id, &error);
                     primary_only = true;
@@ -1196,7 +1205,6 @@ fn stopped_by(kill: Killed) -> SqlError {
     }
 }
 
-/// A read backend's connection broke while being brought to the session's state.
 /// The server refused the session's schema as unknown (1049).
 fn lacks_schema(e: &SqlError) -> bool {
     e.code == codes::BAD_DB.0
@@ -1206,6 +1214,7 @@ fn schema_missing_on(replica: &str, session: u32, e: &SqlError) {
     tracing::debug!(backend = %replica, session, "replica does not have the session's schema yet ({}): the read runs on the write backend", e.message);
 }
 
+/// A read backend's connection broke while being brought to the session's state.
 fn backend_failed(backend: &Backend, e: &BackendError, reused: bool) {
     backend.count_error();
     if !reused {

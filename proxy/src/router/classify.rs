@@ -1235,6 +1235,8 @@ impl<'a> Lexer<'a> {
         let p = self.pos;
         if s.get(p + 1) == Some(&b'@') {
             let Some((name, end)) = sys_var_name(s, p + 2) else {
+                // An unterminated quote, as `skip_quoted` takes one.
+                self.broken = true;
                 self.pos = s.len();
                 return Sym::End;
             };
@@ -2253,6 +2255,8 @@ mod tests {
         ("SELECT 'unterminated", W, &[]),
         ("SELECT \"unterminated", W, &[]),
         ("SELECT `unterminated", W, &[]),
+        ("SELECT @@`unterminated", W, &[]),
+        ("SELECT @@session.`unterminated", W, &[]),
         ("SELECT 1 /* unterminated", W, &[]),
         ("/* unterminated", W, &[]),
         ("/*! SELECT 1", W, &[]),
@@ -2355,6 +2359,7 @@ mod tests {
             ("KILL abc", None),
             ("KILL", None),
             ("KILL 5 6", None),
+            ("KILL 42 @@`", None),
             ("SELECT 5", None),
         ];
         for &(sql, want) in cases {

@@ -16,10 +16,11 @@
 //! `FOUND_ROWS()` unless it holds the connection of its last result set (`client::query`);
 //! the statement then routes by its other flags.
 //!
-//! A replica that has not replicated what a read needs yet is behind for it: a read whose
-//! replica refuses the session's schema (1049 on the proxy's `USE`), or answers only that
-//! the table or schema does not exist (1146, 1049, before any of it reached the client),
-//! runs on the write backend (`Session::checkout`, `client::execute`).
+//! A replica that has not replicated what a read needs yet is behind for it, and the read
+//! runs on the write backend: when the replica refuses the session's schema (1049, to the
+//! proxy's `USE` or to a new connection's login; `Session::checkout`), and when an autocommit
+//! text-protocol read outside any pinning gets only "no such table" or "no such schema"
+//! (1146, 1049) from it, before any of that reached the client (`client::execute`).
 //!
 //! Session rules (transactions, `LOCK TABLES`, server-held state) are applied by the session,
 //! which pins itself to a connection and ignores this decision while pinned; a statement that
