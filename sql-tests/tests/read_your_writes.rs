@@ -210,8 +210,9 @@ async fn a_schema_the_replica_does_not_have_yet_is_read_on_the_primary() {
 }
 
 /// A table made on the primary that the replica has not replicated yet (its replication is
-/// stopped here) is read on the primary: the replica's "no such table" (1146) or "no such
-/// schema" (1049, for a name qualified with a new schema) never reaches the client. A table
+/// stopped here) is read on the primary, as text or prepared: the replica's "no such table"
+/// (1146) or "no such schema" (1049, for a name qualified with a new schema) never reaches
+/// the client. A table
 /// that exists nowhere gets the primary's error, as directly, and `SHOW WARNINGS` shows it.
 /// Once the replica has the table, reads of it go there again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,6 +248,16 @@ async fn a_table_the_replica_does_not_have_yet_is_read_on_the_primary() {
             let got: (u32, u32) = c.query_first(sql).await.unwrap().unwrap();
             assert_eq!(got, (want, primary), "{sql}");
         }
+    }
+    // Prepared (binary protocol): the replica cannot prepare it either, neither at the
+    // prepare nor at an execute, which prepares it on the connection that runs it.
+    for _ in 0..3 {
+        let got: (u32, u32) = c
+            .exec_first("SELECT a, @@server_id FROM fresh_table WHERE a = ?", (8,))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, (8, primary));
     }
     let direct = cluster
         .primary

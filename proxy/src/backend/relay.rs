@@ -39,9 +39,11 @@ pub enum RunsOn {
     ReplicaFirst,
 }
 
-/// What a replica that has not replicated a table or schema yet answers a read of it: no
-/// such table (1146), no such schema (1049).
-const MISSING_HERE: [u16; 2] = [1146, 1049];
+/// What a replica that has not replicated a table or schema yet answers a read (or prepare)
+/// of it: no such table (1146), no such schema (1049).
+pub fn says_missing(e: &SqlError) -> bool {
+    [1146, 1049].contains(&e.code)
+}
 
 /// How a forwarded reply ended.
 #[derive(Debug, Default)]
@@ -370,11 +372,7 @@ impl Scanner {
                         // The reply's first packet: no result came before it.
                         self.out.missing_on_replica = self.hold_missing
                             && self.status.is_none()
-                            && self
-                                .out
-                                .error
-                                .as_ref()
-                                .is_some_and(|e| MISSING_HERE.contains(&e.code));
+                            && self.out.error.as_ref().is_some_and(says_missing);
                         true
                     }
                     Some(0xFB) => return Step::LocalInfile,

@@ -884,6 +884,22 @@ pub async fn execute(
                 io.error(&e).await?;
                 return Ok(None);
             }
+            // A prepared read whose statement the replica cannot prepare for lack of its
+            // table or schema: as a text read's answer saying so (see `RunsOn::ReplicaFirst`).
+            Err(e)
+                if relay::says_missing(&e)
+                    && matches!(prep, Prep::Stmt { execute: true, .. })
+                    && target == Target::Read
+                    && !was_pinned
+                    && s.autocommit
+                    && missing_on_replica.is_none()
+                    && c.backend.role == crate::config::Role::ReadOnly =>
+            {
+                tracing::debug!(backend = %c.backend.address, session = s.id, "replica cannot prepare a statement for lack of its table or schema: the read runs on the write backend");
+                s.read_again_on_primary(c);
+                missing_on_replica = Some(e);
+                continue;
+            }
             Err(e) => {
                 s.finish(c, Diag::Left);
                 io.error(&e).await?;
@@ -984,11 +1000,8 @@ pub async fn execute(
             // backend's answer.)
             Ok(r) if r.missing_on_replica && !spent => {
                 tracing::debug!(backend = %c.backend.address, session = s.id, "replica says a table or schema does not exist: the read runs on the write backend");
-                // Its last error is this one: reset before anyone else takes it.
-                c.conn().dirty = true;
-                s.release(c);
+                s.read_again_on_primary(c);
                 missing_on_replica = r.error;
-                s.read_on_primary = true;
                 continue;
             }
             Ok(r) if r.missing_on_replica => {

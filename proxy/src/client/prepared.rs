@@ -189,16 +189,34 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     let mut exclude = Vec::new();
     let was_pinned = s.pinned.is_some();
     let read = target == Target::Read && !was_pinned;
+    // A replica's refusal for lack of the statement's table or schema, while the write
+    // backend prepares it instead (see `Session::read_again_on_primary`).
+    let mut missing_on_replica: Option<SqlError> = None;
     let (c, result) = loop {
         let mut c = match s.checkout(target, &mut exclude).await {
             Ok(c) => c,
             Err(e) => {
+                let e = match missing_on_replica {
+                    Some(replica_said) if e.code != codes::QUERY_INTERRUPTED.0 => replica_said,
+                    _ => e,
+                };
                 io.error(&e).await?;
                 return Ok(());
             }
         };
         let preparing = c.lease.conn.prepare_for_client(&sql);
         match s.status.unless_stuck(&c.backend, read, preparing).await {
+            Ok(Err(BackendError::Server(e)))
+                if read
+                    && s.autocommit
+                    && missing_on_replica.is_none()
+                    && c.backend.role == crate::config::Role::ReadOnly
+                    && crate::backend::relay::says_missing(&e) =>
+            {
+                tracing::debug!(backend = %c.backend.address, session = s.id, "replica cannot prepare a statement for lack of its table or schema: it is prepared on the write backend");
+                s.read_again_on_primary(c);
+                missing_on_replica = Some(e);
+            }
             Ok(prepared) => break (c, prepared),
             Err(Stuck::SessionKilled) => return Err(SessionEnd::Killed),
             // Nothing went out: a read is prepared elsewhere, as it would run elsewhere.

@@ -1088,6 +1088,15 @@ impl Session {
                 .is_some_and(|b| b.pool.plain_completion())
     }
 
+    /// Gives back the replica connection of a read its replica could not answer for lack of a
+    /// table or schema (`relay::says_missing`), and sends the read, run again, to the write
+    /// backend. The connection's last message is that error: it is reset before reuse.
+    pub fn read_again_on_primary(&mut self, mut c: Checkout) {
+        c.lease.conn.dirty = true;
+        self.release(c);
+        self.read_on_primary = true;
+    }
+
     /// Lets go of the connection kept for `SHOW WARNINGS`.
     pub fn release_held(&mut self) {
         if let Some(c) = self.held.take() {

@@ -19,8 +19,9 @@
 //! A replica that has not replicated what a read needs yet is behind for it, and the read
 //! runs on the write backend: when the replica refuses the session's schema (1049, to the
 //! proxy's `USE` or to a new connection's login; `Session::checkout`), and when an autocommit
-//! text-protocol read outside any pinning gets only "no such table" or "no such schema"
-//! (1146, 1049) from it, before any of that reached the client (`client::execute`).
+//! read outside any pinning gets only "no such table" or "no such schema" (1146, 1049) from
+//! it, before any of that reached the client, or cannot be prepared there for that reason
+//! (`client::execute`, `client::prepared::prepare`).
 //!
 //! Session rules (transactions, `LOCK TABLES`, server-held state) are applied by the session,
 //! which pins itself to a connection and ignores this decision while pinned; a statement that
