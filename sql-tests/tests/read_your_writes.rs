@@ -209,6 +209,16 @@ async fn a_schema_the_replica_does_not_have_yet_is_read_on_the_primary() {
     assert_eq!(read_fresh(&mut logged_in, 5).await, vec![(7, replica); 5]);
 }
 
+/// A server's count of the prepares it was sent, failed ones included.
+async fn prepares(root: &mut mysql_async::Conn) -> u64 {
+    let (_, n): (String, u64) = root
+        .query_first("SHOW GLOBAL STATUS LIKE 'Com_stmt_prepare'")
+        .await
+        .unwrap()
+        .unwrap();
+    n
+}
+
 /// A table made on the primary that the replica has not replicated yet (its replication is
 /// stopped here) is read on the primary, as text or prepared: the replica's "no such table"
 /// (1146) or "no such schema" (1049, for a name qualified with a new schema) never reaches
@@ -250,7 +260,10 @@ async fn a_table_the_replica_does_not_have_yet_is_read_on_the_primary() {
         }
     }
     // Prepared (binary protocol): the replica cannot prepare it either, neither at the
-    // prepare nor at an execute, which prepares it on the connection that runs it.
+    // prepare nor at an execute, which prepares it on the connection that runs it. Once it
+    // failed there, its executes go to the primary directly for a while, rather than each
+    // fail a prepare on the replica first.
+    let before = prepares(&mut replica_root).await;
     for _ in 0..3 {
         let got: (u32, u32) = c
             .exec_first("SELECT a, @@server_id FROM fresh_table WHERE a = ?", (8,))
@@ -259,6 +272,7 @@ async fn a_table_the_replica_does_not_have_yet_is_read_on_the_primary() {
             .unwrap();
         assert_eq!(got, (8, primary));
     }
+    assert_eq!(prepares(&mut replica_root).await - before, 1);
     let direct = cluster
         .primary
         .conn()

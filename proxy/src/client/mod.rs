@@ -896,6 +896,11 @@ pub async fn execute(
                     && c.backend.role == crate::config::Role::ReadOnly =>
             {
                 tracing::debug!(backend = %c.backend.address, session = s.id, "replica cannot prepare a statement for lack of its table or schema: the read runs on the write backend");
+                if let Prep::Stmt { id, .. } = prep {
+                    if let Some(st) = s.stmts.get_mut(&id) {
+                        st.lacked_on_replica = Some(s.command_at);
+                    }
+                }
                 s.read_again_on_primary(c);
                 missing_on_replica = Some(e);
                 continue;

@@ -42,9 +42,19 @@ pub struct PreparedStmt {
     /// so the next execute answers with it (as a server reports long-data errors), rather
     /// than run with a parameter missing.
     pub long_data_lost: Option<SqlError>,
+    /// When a replica last lacked its table or schema (its prepare there failed, and it ran
+    /// on the write backend: see `Session::read_again_on_primary`). For
+    /// [`REPLICA_RECHECK`] after that its reads go to the write backend directly: a replica
+    /// left without the table by replication filters would otherwise fail a prepare, and
+    /// have its connection reset, on every execute.
+    pub lacked_on_replica: Option<std::time::Instant>,
     /// Its text's share of `max-prepared-memory`, given back when it is dropped.
     _memory: Charge,
 }
+
+/// How long a statement a replica lacked the table of runs on the write backend before a
+/// replica is tried again (one that was only behind has caught up by then, mostly).
+pub const REPLICA_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The statement text all sessions' open prepared statements hold, within
 /// `max-prepared-memory`. Each session may hold `MAX_PREPARED_PER_SESSION` statements, each
@@ -195,6 +205,8 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     let (c, result) = loop {
         let mut c = match s.checkout(target, &mut exclude).await {
             Ok(c) => c,
+            // Killed while waiting for a connection: closed without a word, as on any kill.
+            Err(_) if s.status.is_killed() => return Err(SessionEnd::Killed),
             Err(e) => {
                 let e = match missing_on_replica {
                     Some(replica_said) if e.code != codes::QUERY_INTERRUPTED.0 => replica_said,
@@ -270,6 +282,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
                     schema: s.state.schema.clone(),
                     holds_copy: false,
                     long_data_lost: None,
+                    lacked_on_replica: missing_on_replica.is_some().then_some(s.command_at),
                     _memory: memory,
                 },
             );
@@ -394,9 +407,16 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         target_of(s, &stmt.class)
     };
     let (sql, digest) = (stmt.sql.clone(), stmt.digest);
+    let recently_lacked = stmt
+        .lacked_on_replica
+        .is_some_and(|t| s.command_at.saturating_duration_since(t) < REPLICA_RECHECK);
     let last_insert_id = stmt.class.flags.contains(Flags::LAST_INSERT_ID);
     let xa = stmt.class.flags.contains(Flags::XA);
     s.sql_mode_transient = stmt.class.flags.contains(Flags::SET_STATEMENT);
+    // Taken by this read's checkout (a read's is the first thing `execute` does).
+    if recently_lacked && target == Target::Read && s.autocommit {
+        s.read_on_primary = true;
+    }
     let relayed = super::execute(
         s,
         io,
