@@ -826,6 +826,9 @@ pub async fn execute(
                 return Ok(None);
             }
         };
+        // Once only: a second attempt runs on the write backend.
+        let replica_first = missing_on_replica.is_none()
+            && s.may_read_again_on_primary(target == Target::Read && !was_pinned, &c);
         if target == Target::Diagnostics && s.proxy_error.is_some() {
             match s
                 .raise_proxy_error_on(&c.backend, !was_pinned, &mut c.lease.conn)
@@ -887,13 +890,9 @@ pub async fn execute(
             // A prepared read whose statement the replica cannot prepare for lack of its
             // table or schema: as a text read's answer saying so (see `RunsOn::ReplicaFirst`).
             Err(e)
-                if relay::says_missing(&e)
-                    && matches!(prep, Prep::Stmt { execute: true, .. })
-                    && target == Target::Read
-                    && !was_pinned
-                    && s.autocommit
-                    && missing_on_replica.is_none()
-                    && c.backend.role == crate::config::Role::ReadOnly =>
+                if replica_first
+                    && relay::says_missing(&e)
+                    && matches!(prep, Prep::Stmt { execute: true, .. }) =>
             {
                 tracing::debug!(backend = %c.backend.address, session = s.id, "replica cannot prepare a statement for lack of its table or schema: the read runs on the write backend");
                 if let Prep::Stmt { id, .. } = prep {
@@ -967,14 +966,9 @@ pub async fn execute(
                     seq_shift,
                     match on_replica {
                         false => RunsOn::Primary,
-                        // An autocommit read the client sent as it is; the statement a
-                        // table or schema was just made for is often such a read.
-                        true if target == Target::Read
-                            && !was_pinned
-                            && s.autocommit
-                            && packet.first() == Some(&COM_QUERY)
-                            && missing_on_replica.is_none() =>
-                        {
+                        // A text read; the statement a table or schema was just made for is
+                        // often such a read.
+                        true if replica_first && packet.first() == Some(&COM_QUERY) => {
                             RunsOn::ReplicaFirst
                         }
                         true => RunsOn::Replica,

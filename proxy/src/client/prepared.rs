@@ -219,10 +219,8 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         let preparing = c.lease.conn.prepare_for_client(&sql);
         match s.status.unless_stuck(&c.backend, read, preparing).await {
             Ok(Err(BackendError::Server(e)))
-                if read
-                    && s.autocommit
-                    && missing_on_replica.is_none()
-                    && c.backend.role == crate::config::Role::ReadOnly
+                if missing_on_replica.is_none()
+                    && s.may_read_again_on_primary(read, &c)
                     && crate::backend::relay::says_missing(&e) =>
             {
                 tracing::debug!(backend = %c.backend.address, session = s.id, "replica cannot prepare a statement for lack of its table or schema: it is prepared on the write backend");

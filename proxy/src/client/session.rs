@@ -1088,6 +1088,12 @@ impl Session {
                 .is_some_and(|b| b.pool.plain_completion())
     }
 
+    /// Whether a read (`read`: unpinned, to a read backend) on `c` may run again on the write
+    /// backend when its replica lacks the table or schema: an autocommit one on a replica.
+    pub fn may_read_again_on_primary(&self, read: bool, c: &Checkout) -> bool {
+        read && self.autocommit && c.backend.role == crate::config::Role::ReadOnly
+    }
+
     /// Gives back the replica connection of a read its replica could not answer for lack of a
     /// table or schema (`relay::says_missing`), and sends the read, run again, to the write
     /// backend. The connection's last message is that error: it is reset before reuse.
