@@ -221,6 +221,41 @@ async fn binlog_positions_are_the_primarys() {
     }
     let got: (u32, Option<String>) = c.query_first(&by_name).await.unwrap().unwrap();
     assert_eq!(got, direct);
+    // Read by name, as variables: `SHOW VARIABLES` and `information_schema`. The same
+    // statement shape naming another variable still reads on a replica, before and after.
+    let server_id_with = |name: &str| {
+        format!("SHOW GLOBAL VARIABLES WHERE Variable_name IN ('server_id', '{name}')")
+    };
+    let server_of = |rows: Vec<(String, String)>| -> u32 {
+        let (_, id) = rows
+            .iter()
+            .find(|(n, _)| n == "server_id")
+            .expect("server_id row");
+        id.parse().unwrap()
+    };
+    for round in 0..3 {
+        for sql in [
+            server_id_with("gtid_binlog_pos"),
+            server_id_with("GTID_CURRENT_POS"),
+            "SHOW VARIABLES WHERE Variable_name = 'server_id' OR Variable_name LIKE 'gtid\\_binlog\\_%'"
+                .to_string(),
+            "SELECT 'server_id', (SELECT @@server_id) FROM information_schema.GLOBAL_VARIABLES \
+             WHERE VARIABLE_NAME = 'gtid_binlog_state'"
+                .to_string(),
+        ] {
+            let rows: Vec<(String, String)> = c.query(&sql).await.unwrap();
+            assert_eq!(server_of(rows), PRIMARY, "{sql}");
+        }
+        let mut seen = BTreeMap::new();
+        for _ in 0..20 {
+            let rows: Vec<(String, String)> = c.query(server_id_with("read_only")).await.unwrap();
+            *seen.entry(server_of(rows)).or_insert(0) += 1;
+        }
+        assert!(
+            seen.keys().all(|id| REPLICAS.contains(id)),
+            "SHOW VARIABLES of read_only, round {round}: read on a replica, got {seen:?}"
+        );
+    }
     // A replica's own replication position is still read on a replica.
     let seen = ids_over(
         &mut c,

@@ -13,7 +13,7 @@
 //! `5 @var`). A hit compares the whole text, not just its hash, so a colliding statement can
 //! never borrow another's route.
 
-use super::classify::{classify, Classification};
+use super::classify::{classify, Classification, Flags};
 use crate::stats::digest::Shape;
 use std::cell::RefCell;
 
@@ -52,6 +52,9 @@ pub fn classify_shaped(sql: &[u8], shape: Shape, text: &[u8]) -> Classification 
             }
         }
         let class = classify(sql);
+        if class.flags.contains(Flags::BY_LITERAL) {
+            return class;
+        }
         *slot = Some(Slot {
             key: shape.key,
             text: text.into(),
@@ -84,6 +87,14 @@ mod tests {
             ("SELECT 'a'@b", "SELECT 5@b"),
             ("SELECT 1", "/*master*/ SELECT 1"),
             ("SELECT 1", "/*!50000 SELECT 1 FOR UPDATE*/"),
+            (
+                "SHOW VARIABLES LIKE 'gtid_binlog_pos'",
+                "SHOW VARIABLES LIKE 'autocommit'",
+            ),
+            (
+                "SHOW VARIABLES LIKE 'autocommit'",
+                "SHOW VARIABLES LIKE 'gtid_binlog_pos'",
+            ),
         ] {
             for sql in [first, second] {
                 assert_eq!(through_cache(sql), classify(sql.as_bytes()), "{sql:?}");
@@ -143,6 +154,8 @@ mod tests {
             "SHOW",
             "COUNT",
             "WARNINGS",
+            "VARIABLES",
+            "GLOBAL_VARIABLES",
             "BEGIN",
             "START",
             "TRANSACTION",
@@ -161,8 +174,27 @@ mod tests {
             "\x01",
         ];
         const LITERALS: &[&str] = &[
-            "1", "42", "1.5", "1e-5", "1e+9", "0x1F", "'a'", "\"b\"", "'it''s'", "'a\\'b'", "'",
-            "\"", "'@'", "'--'", "'#'", "'/*'", "1e", "9e-", "x'41'",
+            "1",
+            "42",
+            "1.5",
+            "1e-5",
+            "1e+9",
+            "0x1F",
+            "'a'",
+            "\"b\"",
+            "'it''s'",
+            "'a\\'b'",
+            "'",
+            "\"",
+            "'@'",
+            "'--'",
+            "'#'",
+            "'/*'",
+            "1e",
+            "9e-",
+            "x'41'",
+            "'gtid_binlog_pos'",
+            "'gtid%'",
         ];
         const SPACE: &[&str] = &["", " ", "  ", "\t", "\n", "\r\n"];
         let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);

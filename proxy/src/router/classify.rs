@@ -143,8 +143,13 @@ impl Flags {
     /// `INSTALL`/`UNINSTALL`, `CHANGE MASTER`, `BEGIN`/`START TRANSACTION` and `LOCK TABLES`.
     /// Behind `SET STATEMENT … FOR` it is not seen.
     pub const IMPLICIT_COMMIT: Flags = Flags(1 << 22);
+    /// Where the statement runs depends on the value of a string literal in it: it reads
+    /// server variables by name (`SHOW VARIABLES LIKE '…'`, `information_schema.
+    /// GLOBAL_VARIABLES`), and a name may be one of [`Flags::MASTER_STATUS`]'s. Two such
+    /// statements of the same shape may route apart, so the shape cache keeps none of them.
+    pub const BY_LITERAL: Flags = Flags(1 << 23);
 
-    const NAMES: [(Flags, &'static str); 23] = [
+    const NAMES: [(Flags, &'static str); 24] = [
         (Flags::HINT_MASTER, "HINT_MASTER"),
         (Flags::HINT_SLAVE, "HINT_SLAVE"),
         (Flags::LOCKING_READ, "LOCKING_READ"),
@@ -168,6 +173,7 @@ impl Flags {
         (Flags::ROW_COUNT, "ROW_COUNT"),
         (Flags::XA, "XA"),
         (Flags::IMPLICIT_COMMIT, "IMPLICIT_COMMIT"),
+        (Flags::BY_LITERAL, "BY_LITERAL"),
     ];
 
     pub const fn empty() -> Flags {
@@ -1064,6 +1070,90 @@ pub(crate) fn is_ident(b: u8) -> bool {
     IDENT[b as usize]
 }
 
+/// `GLOBAL_VARIABLES` or `SESSION_VARIABLES`: `information_schema`'s tables of variables.
+fn variables_table(word: &[u8]) -> bool {
+    word.eq_ignore_ascii_case(b"GLOBAL_VARIABLES")
+        || word.eq_ignore_ascii_case(b"SESSION_VARIABLES")
+}
+
+/// The variables whose values are the primary's binlog position (see [`Flags::MASTER_STATUS`]).
+const POSITION_VARIABLES: [&[u8]; 3] = [
+    b"gtid_binlog_pos",
+    b"gtid_binlog_state",
+    b"gtid_current_pos",
+];
+
+/// Whether a string literal of the statement lexed by `l` names one of the
+/// [`POSITION_VARIABLES`], alone or as a `LIKE` pattern (`'gtid%'`, `'GTID\_BINLOG\_POS'`).
+/// Any literal counts, wherever it stands: naming such a variable in a statement that reads
+/// variables and wanting another server's value of it is too unlikely to matter.
+fn names_position_variable(mut l: Lexer<'_>) -> bool {
+    loop {
+        let t = l.next();
+        match t.sym {
+            Sym::End | Sym::Punct(b';') => return false,
+            Sym::Str => {
+                let body = &l.s[t.start + 1..t.end - 1];
+                if POSITION_VARIABLES.iter().any(|name| like(body, name)) {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether `name` (lowercase ASCII, at most 63 bytes) matches the body of a quoted literal
+/// read as a case-insensitive `LIKE` pattern with `\` as its escape. Tracks the set of
+/// positions in `name` the pattern can have reached as a bit mask, so a long pattern costs
+/// one step per byte and never backtracks.
+fn like(pattern: &[u8], name: &[u8]) -> bool {
+    let n = name.len();
+    let all = (1u64 << (n + 1)) - 1;
+    // Bit i: `name[..i]` matched so far.
+    let mut at = 1u64;
+    let mut i = 0;
+    while i < pattern.len() && at != 0 {
+        let b = pattern[i];
+        i += 1;
+        at = match b {
+            b'%' => all & !((at & at.wrapping_neg()) - 1),
+            b'_' => (at << 1) & all,
+            _ => {
+                let c = match b {
+                    // The literal's `\x` and `\\x` both stand for a plain `x` (the server
+                    // keeps the backslash of `\%` and `\_` for `LIKE` to read); a doubled
+                    // quote is one quote.
+                    b'\\' => {
+                        if pattern.get(i) == Some(&b'\\') {
+                            i += 1;
+                        }
+                        let Some(&c) = pattern.get(i) else {
+                            return false;
+                        };
+                        i += 1;
+                        c
+                    }
+                    b'\'' | b'"' if pattern.get(i) == Some(&b) => {
+                        i += 1;
+                        b
+                    }
+                    _ => b,
+                };
+                let c = c.to_ascii_lowercase();
+                let mut next = 0;
+                for (k, &x) in name.iter().enumerate() {
+                    if x == c && at & (1 << k) != 0 {
+                        next |= 1 << (k + 1);
+                    }
+                }
+                next
+            }
+        };
+    }
+    at & (1 << n) != 0
+}
+
 /// Splits the input into tokens, skipping whitespace and comments. Cloning it is how the
 /// classifier looks ahead.
 #[derive(Clone)]
@@ -1395,6 +1485,8 @@ struct Classifier<'a> {
     into_list: bool,
     /// The last statement commits implicitly (see [`Flags::IMPLICIT_COMMIT`]).
     commits: bool,
+    /// The current statement reads server variables by name (see [`Flags::BY_LITERAL`]).
+    names_variables: bool,
 }
 
 impl<'a> Classifier<'a> {
@@ -1406,6 +1498,7 @@ impl<'a> Classifier<'a> {
             depth: 0,
             into_list: false,
             commits: false,
+            names_variables: false,
         }
     }
 
@@ -1413,12 +1506,14 @@ impl<'a> Classifier<'a> {
         self.hist = [Sym::None; 3];
         self.depth = 0;
         self.into_list = false;
+        self.names_variables = false;
     }
 
     /// Classifies one statement and consumes it with its terminating `;`. `None` for an empty
     /// statement.
     fn statement(&mut self) -> (Option<StmtKind>, Ended) {
         self.reset();
+        let start = self.lx.clone();
         let mut t = self.lx.next();
         let mut parens = false;
         while t.sym == Sym::Punct(b'(') {
@@ -1447,12 +1542,29 @@ impl<'a> Classifier<'a> {
             kind
         };
         let ended = loop {
-            match self.lx.next().sym {
+            let t = self.lx.next();
+            match t.sym {
                 Sym::End => break Ended::Eof,
                 Sym::Punct(b';') => break Ended::Semi,
-                sym => self.token(sym, ctx),
+                sym => {
+                    let name = match sym {
+                        Sym::Word => Some(&self.lx.s[t.start..t.end]),
+                        Sym::QIdent => Some(&self.lx.s[t.start + 1..t.end - 1]),
+                        _ => None,
+                    };
+                    if name.is_some_and(variables_table) {
+                        self.names_variables = true;
+                    }
+                    self.token(sym, ctx)
+                }
             }
         };
+        if self.names_variables {
+            self.flags |= Flags::BY_LITERAL;
+            if names_position_variable(start) {
+                self.flags |= Flags::MASTER_STATUS;
+            }
+        }
         (Some(kind), ended)
     }
 
@@ -1769,6 +1881,15 @@ impl<'a> Classifier<'a> {
         if primary_only {
             self.flags |= Flags::MASTER_STATUS;
         }
+        // `SHOW [GLOBAL | SESSION | LOCAL] VARIABLES`.
+        let mut l = self.lx.clone();
+        let mut t = l.next();
+        if matches!(t.sym, Sym::Kw(Kw::Global | Kw::Session | Kw::Local)) {
+            t = l.next();
+        }
+        if t.sym == Sym::Word && self.lx.s[t.start..t.end].eq_ignore_ascii_case(b"VARIABLES") {
+            self.names_variables = true;
+        }
         // `SHOW COUNT(*) ...` is the only SHOW whose next word is followed by `(`.
         if matches!(
             (a, b),
@@ -2042,7 +2163,24 @@ mod tests {
         ("SHOW TABLES", R, &[]),
         ("show full processlist", R, &[]),
         ("SHOW CREATE TABLE t", R, &[]),
-        ("SHOW VARIABLES LIKE 'autocommit'", R, &[]),
+        ("SHOW VARIABLES LIKE 'autocommit'", R, &[F::BY_LITERAL]),
+        // Variables read by name: the position variables are the primary's.
+        ("SHOW VARIABLES LIKE 'gtid_binlog_pos'", R, &[F::BY_LITERAL, F::MASTER_STATUS]),
+        ("show global variables like 'GTID%'", R, &[F::BY_LITERAL, F::MASTER_STATUS]),
+        ("SHOW SESSION VARIABLES LIKE 'gtid\\_current\\_pos'", R, &[F::BY_LITERAL, F::MASTER_STATUS]),
+        ("SHOW LOCAL VARIABLES LIKE '%binlog_state'", R, &[F::BY_LITERAL, F::MASTER_STATUS]),
+        ("SHOW VARIABLES LIKE 'gtid_b_n_og__os'", R, &[F::BY_LITERAL, F::MASTER_STATUS]),
+        ("SHOW VARIABLES LIKE 'gtid_slave%'", R, &[F::BY_LITERAL]),
+        ("SHOW VARIABLES LIKE 'gtid\\%'", R, &[F::BY_LITERAL]),
+        ("SHOW VARIABLES LIKE 'gtid_binlog_po'", R, &[F::BY_LITERAL]),
+        ("SHOW VARIABLES", R, &[F::BY_LITERAL]),
+        ("SHOW VARIABLES WHERE Variable_name IN ('read_only', \"gtid_current_pos\")", R, &[F::BY_LITERAL, F::MASTER_STATUS]),
+        ("SHOW STATUS LIKE 'gtid_binlog_pos'", R, &[]),
+        ("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES WHERE VARIABLE_NAME = 'GTID_BINLOG_POS'", R, &[F::BY_LITERAL, F::MASTER_STATUS]),
+        ("SELECT * FROM information_schema.session_variables WHERE variable_name LIKE 'gtid%pos'", R, &[F::BY_LITERAL, F::MASTER_STATUS]),
+        ("SELECT * FROM information_schema.`GLOBAL_VARIABLES`", R, &[F::BY_LITERAL]),
+        ("SELECT 'gtid_binlog_pos' FROM information_schema.GLOBAL_VARIABLES; SELECT 1", R, &[F::BY_LITERAL, F::MASTER_STATUS, F::MULTI_STATEMENT]),
+        ("SELECT 1 FROM information_schema.GLOBAL_VARIABLES; SELECT 'gtid_binlog_pos'", R, &[F::BY_LITERAL, F::MULTI_STATEMENT]),
         ("SHOW MASTER STATUS", R, &[F::MASTER_STATUS]),
         ("SHOW MASTER LOGS", R, &[F::MASTER_STATUS]),
         ("SHOW BINARY LOGS", R, &[F::MASTER_STATUS]),
@@ -2283,6 +2421,39 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn like_patterns_against_a_name() {
+        let name = b"gtid_binlog_pos";
+        for (pattern, matches) in [
+            ("gtid_binlog_pos", true),
+            ("GTID_BINLOG_POS", true),
+            ("%", true),
+            ("%%", true),
+            ("gtid%", true),
+            ("%pos", true),
+            ("%binlog%", true),
+            ("g%i%d%_%s", true),
+            ("_______________", true),
+            ("gtid\\_binlog\\_pos", true),
+            ("gtid\\\\_binlog_pos", true),
+            ("%\\%", false),
+            ("gtid\\%", false),
+            ("______________", false),
+            ("________________", false),
+            ("gtid_binlog_pos%x", false),
+            ("", false),
+            ("gtid_binlog_po", false),
+            ("gtid_binlog_pos\\", false),
+            ("it''s", false),
+        ] {
+            assert_eq!(like(pattern.as_bytes(), name), matches, "{pattern:?}");
+        }
+        assert!(like(b"it''s", b"it's"));
+        assert!(like(b"x\"\"y", b"x\"y"));
+        let long = "%".repeat(100_000) + "pos";
+        assert!(like(long.as_bytes(), name));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! | `SELECT`/`SHOW`/`DESC`/`EXPLAIN` without any of the flags below (`EXPLAIN` of a read: a replica's `read_only` refuses the plan of a write) | read |
 //! | nothing but comments, whitespace and `;` (the server answers: OK, or 1065 when blank) | read |
 //! | locking reads (`FOR UPDATE`, `LOCK IN SHARE MODE`, `FOR SHARE`), `SELECT … INTO` | write |
-//! | `GET_LOCK` & co, `LAST_INSERT_ID()` (and `@@identity`), `FOUND_ROWS()`/`ROW_COUNT()`, `SQL_CALC_FOUND_ROWS`, sequences, user variables, `SHOW MASTER STATUS`, `BINLOG_GTID_POS()`, `@@gtid_binlog_pos`, `@@gtid_binlog_state`, `@@gtid_current_pos` | write |
+//! | `GET_LOCK` & co, `LAST_INSERT_ID()` (and `@@identity`), `FOUND_ROWS()`/`ROW_COUNT()`, `SQL_CALC_FOUND_ROWS`, sequences, user variables, `SHOW MASTER STATUS`, `BINLOG_GTID_POS()`, `@@gtid_binlog_pos`, `@@gtid_binlog_state`, `@@gtid_current_pos` (also named by a literal or `LIKE` pattern in `SHOW VARIABLES` or a read of `information_schema.GLOBAL_VARIABLES`/`SESSION_VARIABLES`) | write |
 //! | multi-statements, writes, DDL, `CALL`, anything unknown | write |
 //!
 //! Before routing, a session writes its own values into `CONNECTION_ID()`, into
