@@ -282,7 +282,7 @@ async fn relayed(conn: &mut BackendConn, expect: Expect, flags: u8) {
     // The client gets whole packets: a replaced one is framed anew.
     let out = client_out.into_inner();
     // A held-back answer reaches it not at all.
-    assert!(!r.missing_on_replica || out.is_empty());
+    assert!(!r.refused_on_replica || out.is_empty());
     let mut at = 0;
     while let Some(len) = frame_len(&out[at..]) {
         at += len;

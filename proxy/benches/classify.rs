@@ -56,9 +56,10 @@ fn main() {
     measure("normalise", &stmts, |s| {
         black_box(normalise(s, &mut buf));
     });
+    let now = std::time::Instant::now();
     measure("normalise+cached classify", &stmts, |s| {
         let shape = key_of(s, &mut buf);
-        black_box(classify_shaped(s, shape, &buf));
+        black_box(classify_shaped(s, shape, &buf, now));
     });
 }
 

@@ -266,6 +266,80 @@ async fn binlog_positions_are_the_primarys() {
     assert_replicas_only(&seen, "@@gtid_slave_pos");
 }
 
+/// Statements the proxy sent to the replicas (backends 2 and 3).
+async fn replica_queries(admin: &mut rwproxy_admin::client::AdminClient) -> u64 {
+    let stats = admin.stats().await.unwrap();
+    stats.iter().skip(1).map(|b| b.queries).sum()
+}
+
+async fn fn_calls(root: &mut Conn) -> u64 {
+    root.query_first("SELECT COUNT(*) FROM rt_fn_calls")
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A `SELECT` of a stored function that writes: the replica refuses the write for its
+/// `read_only` (1290) before it happens, and the read runs again on the write backend, text
+/// and prepared, writing once per call. A function that only reads stays on the replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_select_of_a_function_that_writes_runs_on_the_primary() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let mut root = cl.primary.conn().await.unwrap();
+    for sql in [
+        "CREATE TABLE IF NOT EXISTS rt_fn_calls (id INT AUTO_INCREMENT PRIMARY KEY, server INT)",
+        "CREATE OR REPLACE FUNCTION rt_note_call() RETURNS INT MODIFIES SQL DATA DETERMINISTIC \
+         BEGIN INSERT INTO rt_fn_calls (server) VALUES (@@server_id); RETURN @@server_id; END",
+        "CREATE OR REPLACE FUNCTION rt_server() RETURNS INT READS SQL DATA DETERMINISTIC \
+         RETURN @@server_id",
+    ] {
+        root.query_drop(sql).await.unwrap();
+    }
+    cl.wait_replicas_caught_up().await.unwrap();
+    let before = fn_calls(&mut root).await;
+    let mut c = p.conn().await.unwrap();
+    let mut admin = p.admin().await;
+    let at_start = replica_queries(&mut admin).await;
+    for _ in 0..10 {
+        let id: u32 = c
+            .query_first("SELECT rt_note_call()")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(id, PRIMARY, "text");
+    }
+    // One try on a replica; after its refusal the shape goes to the write backend.
+    let after_text = replica_queries(&mut admin).await;
+    assert_eq!(after_text - at_start, 1, "text calls tried on a replica");
+    for _ in 0..5 {
+        let id: u32 = c
+            .exec_first("SELECT rt_note_call() + ?", (0,))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(id, PRIMARY, "prepared");
+    }
+    // The first execute (a prepare counts as no query).
+    assert_eq!(
+        replica_queries(&mut admin).await - after_text,
+        1,
+        "prepared calls tried on a replica"
+    );
+    assert_eq!(fn_calls(&mut root).await - before, 15, "one write per call");
+    let seen = ids_over(&mut c, "SELECT rt_server()", 40).await;
+    assert_replicas_only(&seen, "a function that only reads");
+    let mut seen = BTreeMap::new();
+    for _ in 0..40 {
+        let id: u32 = c
+            .exec_first("SELECT rt_server() + ?", (0,))
+            .await
+            .unwrap()
+            .unwrap();
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    assert_replicas_only(&seen, "a function that only reads, prepared");
+}
+
 /// The tuning routine `FLUSH STATUS; <query>; SHOW SESSION STATUS` counts the query alone,
 /// as directly: `FLUSH STATUS` keeps the session on the connection whose counters it
 /// zeroed. (The reads went on to a replica's pooled connection, whose counters held every

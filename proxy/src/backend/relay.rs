@@ -34,8 +34,8 @@ pub enum RunsOn {
     /// A replica (see `Scanner::error`).
     Replica,
     /// A replica, for an autocommit read that may run again on the write backend: a reply
-    /// that is nothing but an error saying a table or schema does not exist is not passed on
-    /// (see [`Relayed::missing_on_replica`]).
+    /// that is nothing but an error the replica gives for being one ([`refused_as_replica`])
+    /// is not passed on (see [`Relayed::refused_on_replica`]).
     ReplicaFirst,
 }
 
@@ -43,6 +43,19 @@ pub enum RunsOn {
 /// of it: no such table (1146), no such schema (1049).
 pub fn says_missing(e: &SqlError) -> bool {
     [1146, 1049].contains(&e.code)
+}
+
+/// A server's refusal to write under `read_only=ON` (1290).
+fn refused_for_read_only(e: &SqlError) -> bool {
+    e.code == codes::OPTION_PREVENTS_STATEMENT.0 && e.message.contains("--read-only")
+}
+
+/// What a replica answers, for being one, a read the write backend can answer: no such
+/// table or schema ([`says_missing`]), or a refusal for `read_only` (a `SELECT` of a stored
+/// function that writes: the server only finds out by running it, and refuses the write
+/// before it happens).
+pub fn refused_as_replica(e: &SqlError) -> bool {
+    says_missing(e) || refused_for_read_only(e)
 }
 
 /// How a forwarded reply ended.
@@ -72,10 +85,13 @@ pub struct Relayed {
     /// (After `SQL_CALC_FOUND_ROWS` the server's answer differs; such a session keeps its
     /// connection and asks the server.)
     pub found_rows: Option<u32>,
-    /// The reply was only `error`, which says a table or schema does not exist, and the
-    /// client got none of it ([`RunsOn::ReplicaFirst`]): the replica may just not have
-    /// replicated it yet.
-    pub missing_on_replica: bool,
+    /// The reply was only `error`, one a replica gives for being one (it has not replicated
+    /// a table or schema yet, or it is read-only: [`refused_as_replica`]), and the client got
+    /// none of it ([`RunsOn::ReplicaFirst`]).
+    pub refused_on_replica: bool,
+    /// Set by the caller: this is the write backend's reply to a read a replica refused that
+    /// way first.
+    pub after_replica_refused: bool,
 }
 
 // Every statement's `Relayed` is moved through several futures' states. Up to 128 bytes the
@@ -177,7 +193,7 @@ struct Scanner {
     /// `out.rows` when the current result set's rows began.
     set_start: u64,
     /// See [`RunsOn::ReplicaFirst`].
-    hold_missing: bool,
+    hold_refusal: bool,
 }
 
 impl Scanner {
@@ -203,7 +219,7 @@ impl Scanner {
             out: Relayed::default(),
             status: None,
             set_start: 0,
-            hold_missing: false,
+            hold_refusal: false,
         }
     }
 
@@ -245,12 +261,10 @@ impl Scanner {
     /// pass on the replica as on the primary.)
     fn error(&mut self, body: &[u8]) {
         let mut error = SqlError::parse(body);
-        if let Some(e) = error.as_mut().filter(|e| {
-            self.on_replica
-                && self.read_only_txn
-                && e.code == codes::OPTION_PREVENTS_STATEMENT.0
-                && e.message.contains("--read-only")
-        }) {
+        if let Some(e) = error
+            .as_mut()
+            .filter(|e| self.on_replica && self.read_only_txn && refused_for_read_only(e))
+        {
             *e = message::err(
                 codes::READ_ONLY_TRANSACTION,
                 "Cannot execute statement in a READ ONLY transaction",
@@ -370,9 +384,9 @@ impl Scanner {
                         self.error(body);
                         self.out.row_count = Some(-1);
                         // The reply's first packet: no result came before it.
-                        self.out.missing_on_replica = self.hold_missing
+                        self.out.refused_on_replica = self.hold_refusal
                             && self.status.is_none()
-                            && self.out.error.as_ref().is_some_and(says_missing);
+                            && self.out.error.as_ref().is_some_and(refused_as_replica);
                         true
                     }
                     Some(0xFB) => return Step::LocalInfile,
@@ -430,7 +444,7 @@ impl Scanner {
 /// ahead of the server's (0 unless the proxy sent the command in another number of
 /// packets, see `Renumber`). `runs`: on a replica, a `read_only` refusal in a read-only
 /// transaction reaches the client as the transaction's own (see `Scanner::error`); with
-/// [`RunsOn::ReplicaFirst`], a reply that only says a table or schema does not exist does
+/// [`RunsOn::ReplicaFirst`], a reply that is only a replica's refusal for being one does
 /// not reach it at all.
 pub async fn relay<CR, CW>(
     conn: &mut BackendConn,
@@ -453,7 +467,7 @@ where
         runs != RunsOn::Primary,
         conn.status & SERVER_STATUS_IN_TRANS_READONLY != 0,
     );
-    scan.hold_missing = runs == RunsOn::ReplicaFirst;
+    scan.hold_refusal = runs == RunsOn::ReplicaFirst;
     let mut renumber = Renumber {
         by: seq_shift,
         next: 0,
@@ -481,7 +495,7 @@ where
                 break;
             }
             step = scan.packet(&buf[pos + 4..pos + len]);
-            if scan.out.missing_on_replica {
+            if scan.out.refused_on_replica {
                 replace = Some((buf[pos + 3], len, None));
                 break;
             }
@@ -715,13 +729,13 @@ mod tests {
         assert_eq!(scan.replacement, None);
     }
 
-    /// Only a reply that is nothing but "no such table" or "no such schema" is held back
-    /// for a read that may run again on the write backend.
+    /// Only a reply that is nothing but "no such table", "no such schema" or a `read_only`
+    /// refusal is held back for a read that may run again on the write backend.
     #[test]
-    fn only_a_first_missing_table_or_schema_error_is_held_back() {
-        let missing = |hold: bool, before_ok: bool, code: (u16, &str)| {
+    fn only_a_first_refusal_for_being_a_replica_is_held_back() {
+        let held = |hold: bool, before_ok: bool, code: (u16, &str), message: &str| {
             let mut scan = Scanner::new(Expect::Results, Tracking::default(), None, true, false);
-            scan.hold_missing = hold;
+            scan.hold_refusal = hold;
             if before_ok {
                 let more = Completion {
                     status: SERVER_MORE_RESULTS_EXISTS,
@@ -729,14 +743,21 @@ mod tests {
                 };
                 assert!(scan.packet(&message::ok_payload(&more)) == Step::More);
             }
-            assert!(scan.packet(&message::err(code, "x").payload()) == Step::Done);
-            scan.out.missing_on_replica
+            assert!(scan.packet(&message::err(code, message).payload()) == Step::Done);
+            scan.out.refused_on_replica
         };
-        assert!(missing(true, false, (1146, "42S02")));
-        assert!(missing(true, false, codes::BAD_DB));
-        assert!(!missing(false, false, (1146, "42S02")));
-        assert!(!missing(true, true, (1146, "42S02")));
-        assert!(!missing(true, false, (1064, "42000")));
+        let read_only = codes::OPTION_PREVENTS_STATEMENT;
+        assert!(held(true, false, (1146, "42S02"), "x"));
+        assert!(held(true, false, codes::BAD_DB, "x"));
+        assert!(held(true, false, read_only, READ_ONLY));
+        assert!(!held(false, false, (1146, "42S02"), "x"));
+        assert!(!held(false, false, read_only, READ_ONLY));
+        assert!(!held(true, true, (1146, "42S02"), "x"));
+        assert!(!held(true, true, read_only, READ_ONLY));
+        assert!(!held(true, false, (1064, "42000"), "x"));
+        // Another option's refusal is the server's own answer.
+        let secure_file_priv = "The MariaDB server is running with the --secure-file-priv option so it cannot execute this statement";
+        assert!(!held(true, false, read_only, secure_file_priv));
     }
 
     #[test]

@@ -716,6 +716,16 @@ pub enum Prep {
 }
 
 impl Prep {
+    /// A replica refused the prepared statement for being one: its reads go to the write
+    /// backend for a while (see `PreparedStmt::replica_refused_at`).
+    fn note_replica_refused(self, s: &mut Session) {
+        if let Prep::Stmt { id, .. } = self {
+            if let Some(st) = s.stmts.get_mut(&id) {
+                st.replica_refused_at = Some(s.command_at);
+            }
+        }
+    }
+
     async fn apply(
         self,
         s: &mut Session,
@@ -792,9 +802,9 @@ pub async fn execute(
 ) -> Result<Option<relay::Relayed>, SessionEnd> {
     let mut exclude = Vec::new();
     let mut attempts = 0;
-    // A replica's answer that the table or schema does not exist, held back while the read
-    // runs again on the write backend (see `RunsOn::ReplicaFirst`).
-    let mut missing_on_replica: Option<SqlError> = None;
+    // A replica's refusal for being one (no such table or schema yet, or `read_only`), held
+    // back while the read runs again on the write backend (see `RunsOn::ReplicaFirst`).
+    let mut refused_on_replica: Option<SqlError> = None;
     loop {
         attempts += 1;
         // Messages held apart from the pinned connection are read where they are: losing
@@ -807,8 +817,8 @@ pub async fn execute(
             Err(_) if s.status.is_killed() => return Err(SessionEnd::Killed),
             // The write backend cannot take the read again: the replica's answer stands
             // (a kill's interruption meanwhile is the answer instead).
-            Err(e) if e.code != codes::QUERY_INTERRUPTED.0 && missing_on_replica.is_some() => {
-                let replica_said = missing_on_replica.take().expect("checked");
+            Err(e) if e.code != codes::QUERY_INTERRUPTED.0 && refused_on_replica.is_some() => {
+                let replica_said = refused_on_replica.take().expect("checked");
                 s.stats.counters.error(ErrorKind::Server);
                 io.error(&replica_said).await?;
                 return Ok(None);
@@ -827,7 +837,7 @@ pub async fn execute(
             }
         };
         // Once only: a second attempt runs on the write backend.
-        let replica_first = missing_on_replica.is_none()
+        let replica_first = refused_on_replica.is_none()
             && s.may_read_again_on_primary(target == Target::Read && !was_pinned, &c);
         if target == Target::Diagnostics && s.proxy_error.is_some() {
             match s
@@ -895,13 +905,9 @@ pub async fn execute(
                     && matches!(prep, Prep::Stmt { execute: true, .. }) =>
             {
                 tracing::debug!(backend = %c.backend.address, session = s.id, "replica cannot prepare a statement for lack of its table or schema: the read runs on the write backend");
-                if let Prep::Stmt { id, .. } = prep {
-                    if let Some(st) = s.stmts.get_mut(&id) {
-                        st.lacked_on_replica = Some(s.command_at);
-                    }
-                }
+                prep.note_replica_refused(s);
                 s.read_again_on_primary(c);
-                missing_on_replica = Some(e);
+                refused_on_replica = Some(e);
                 continue;
             }
             Err(e) => {
@@ -966,9 +972,13 @@ pub async fn execute(
                     seq_shift,
                     match on_replica {
                         false => RunsOn::Primary,
-                        // A text read; the statement a table or schema was just made for is
-                        // often such a read.
-                        true if replica_first && packet.first() == Some(&COM_QUERY) => {
+                        // A read, text or prepared (an execute that opens a cursor runs on
+                        // the write backend, one with long data on the session's pinned
+                        // connection): the statement a table or schema was just made for is
+                        // often such a read, and so is a `SELECT` of a stored function.
+                        true if replica_first
+                            && matches!(packet.first(), Some(&(COM_QUERY | COM_STMT_EXECUTE))) =>
+                        {
                             RunsOn::ReplicaFirst
                         }
                         true => RunsOn::Replica,
@@ -994,16 +1004,18 @@ pub async fn execute(
         };
         match result {
             // Nothing reached the client: the read runs again on the write backend, which a
-            // replica that has not replicated a new table or schema yet is behind. (A read of
-            // one that exists nowhere costs that second round trip, and gets the write
-            // backend's answer.)
-            Ok(r) if r.missing_on_replica && !spent => {
-                tracing::debug!(backend = %c.backend.address, session = s.id, "replica says a table or schema does not exist: the read runs on the write backend");
+            // replica that has not replicated a new table or schema yet is behind, and which
+            // can run the write a stored function makes. (A read of a table that exists
+            // nowhere costs that second round trip, and gets the write backend's answer.)
+            Ok(r) if r.refused_on_replica && !spent => {
+                let code = r.error.as_ref().map_or(0, |e| e.code);
+                tracing::debug!(backend = %c.backend.address, session = s.id, code, "replica refused a read for being one (no such table or schema yet, or read-only): it runs on the write backend");
+                prep.note_replica_refused(s);
                 s.read_again_on_primary(c);
-                missing_on_replica = r.error;
+                refused_on_replica = r.error;
                 continue;
             }
-            Ok(r) if r.missing_on_replica => {
+            Ok(r) if r.refused_on_replica => {
                 // A kill reached the connection, which cannot be used again: the client gets
                 // the replica's answer.
                 c.conn().broken = true;
@@ -1015,6 +1027,7 @@ pub async fn execute(
                 return Ok(None);
             }
             Ok(mut r) => {
+                r.after_replica_refused = refused_on_replica.is_some();
                 let replied = std::time::Instant::now();
                 s.replied_at = Some(replied);
                 let latency = replied.saturating_duration_since(started);

@@ -42,19 +42,16 @@ pub struct PreparedStmt {
     /// so the next execute answers with it (as a server reports long-data errors), rather
     /// than run with a parameter missing.
     pub long_data_lost: Option<SqlError>,
-    /// When a replica last lacked its table or schema (its prepare there failed, and it ran
-    /// on the write backend: see `Session::read_again_on_primary`). For
-    /// [`REPLICA_RECHECK`] after that its reads go to the write backend directly: a replica
-    /// left without the table by replication filters would otherwise fail a prepare, and
-    /// have its connection reset, on every execute.
-    pub lacked_on_replica: Option<std::time::Instant>,
+    /// When a replica last refused it for being one: it lacked the table or schema (its
+    /// prepare there failed), or its execute wrote, in a stored function, under `read_only`;
+    /// it then ran on the write backend (see `Session::read_again_on_primary`). For
+    /// `REPLICA_RECHECK` after that its reads go to the write backend directly: a replica
+    /// left without the table by replication filters, or any replica for such a function,
+    /// would otherwise refuse it, and have its connection reset, on every execute.
+    pub replica_refused_at: Option<std::time::Instant>,
     /// Its text's share of `max-prepared-memory`, given back when it is dropped.
     _memory: Charge,
 }
-
-/// How long a statement a replica lacked the table of runs on the write backend before a
-/// replica is tried again (one that was only behind has caught up by then, mostly).
-pub const REPLICA_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The statement text all sessions' open prepared statements hold, within
 /// `max-prepared-memory`. Each session may hold `MAX_PREPARED_PER_SESSION` statements, each
@@ -280,7 +277,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
                     schema: s.state.schema.clone(),
                     holds_copy: false,
                     long_data_lost: None,
-                    lacked_on_replica: missing_on_replica.is_some().then_some(s.command_at),
+                    replica_refused_at: missing_on_replica.is_some().then_some(s.command_at),
                     _memory: memory,
                 },
             );
@@ -406,8 +403,8 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     };
     let (sql, digest) = (stmt.sql.clone(), stmt.digest);
     let recently_lacked = stmt
-        .lacked_on_replica
-        .is_some_and(|t| s.command_at.saturating_duration_since(t) < REPLICA_RECHECK);
+        .replica_refused_at
+        .is_some_and(|t| s.command_at.saturating_duration_since(t) < router::REPLICA_RECHECK);
     let last_insert_id = stmt.class.flags.contains(Flags::LAST_INSERT_ID);
     let xa = stmt.class.flags.contains(Flags::XA);
     s.sql_mode_transient = stmt.class.flags.contains(Flags::SET_STATEMENT);

@@ -50,7 +50,7 @@ fn multi_changes_session(sql: &[u8], first: StmtKind) -> bool {
 pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
     let sql = &packet[1..];
     let shape = digest::key_of(sql, &mut s.digest_buf);
-    let mut c = router::cache::classify_shaped(sql, shape, &s.digest_buf);
+    let mut c = router::cache::classify_shaped(sql, shape, &s.digest_buf, s.command_at);
     if c.flags.contains(Flags::IMPLICIT_COMMIT) {
         s.commit_implicitly(&c, sql).await;
     }
@@ -165,6 +165,11 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         packet
     };
     s.sql_mode_transient = c.flags.contains(Flags::SET_STATEMENT);
+    // A replica refused this shape lately for being one (a stored function that writes, a
+    // table it lacks): the read goes straight to the write backend.
+    if c.flags.contains(Flags::REPLICA_REFUSED) && target == Target::Read && s.autocommit {
+        s.read_on_primary = true;
+    }
     let relayed = execute(
         s,
         io,
@@ -236,6 +241,9 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         if r.error.is_none() && !r.warned {
             super::diagnostics::copy_targets(s, targets).await?;
         }
+    }
+    if relayed.as_ref().is_some_and(|r| r.after_replica_refused) {
+        router::cache::note_replica_refused(shape.key, &s.digest_buf, s.command_at);
     }
     match relayed {
         Some(r) => s.record_digest_keyed(shape.key, sql, &r),

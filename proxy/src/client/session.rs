@@ -160,8 +160,9 @@ pub struct Session {
     /// The running statement got the connection that holds the session's messages: the
     /// held one, or a pinned one with `pinned_messages`.
     on_held: bool,
-    /// The next read runs on the write backend: a replica said its table or schema does not
-    /// exist (see `client::execute`). Taken by that read's checkout.
+    /// The next statement, if a read, runs on the write backend: a replica refused it for
+    /// being one (see `client::execute`), now or lately (`PreparedStmt::replica_refused_at`,
+    /// `router::cache`). Taken by the next checkout, whatever it is for.
     pub read_on_primary: bool,
     /// The running statement's reply shows a `sql_mode` that ends with it (`SET STATEMENT
     /// sql_mode=... FOR`): `finish` keeps the session's flags.
@@ -454,6 +455,8 @@ impl Session {
     ) -> Result<Checkout, SqlError> {
         // A statement that lost its connection before `finish` leaves no mark behind.
         self.on_held = false;
+        // For this statement only, wherever it runs.
+        let read_on_primary = std::mem::take(&mut self.read_on_primary);
         // Messages stay where they were raised, even when the session has since been
         // pinned to another connection.
         if target == Target::Diagnostics {
@@ -548,9 +551,7 @@ impl Session {
         // (see `lacks_schema`): reads, and the diagnostics statements (`SHOW WARNINGS` with
         // nothing held) that any pooled connection answers alike.
         let behind_goes_primary = reads || target == Target::Diagnostics;
-        let mut primary_only = reads
-            && (std::mem::take(&mut self.read_on_primary)
-                || self.ryw.plan("") == ReadPlan::Primary);
+        let mut primary_only = reads && (read_on_primary || self.ryw.plan("") == ReadPlan::Primary);
         // A session setting, or such a read, goes to a read backend when the write backend is
         // known not to serve, or once it failed the statement (the read: only by being down,
         // not by being busy).
@@ -1089,14 +1090,15 @@ impl Session {
     }
 
     /// Whether a read (`read`: unpinned, to a read backend) on `c` may run again on the write
-    /// backend when its replica lacks the table or schema: an autocommit one on a replica.
+    /// backend when its replica refuses it for being one (`relay::refused_as_replica`): an
+    /// autocommit one on a replica.
     pub fn may_read_again_on_primary(&self, read: bool, c: &Checkout) -> bool {
         read && self.autocommit && c.backend.role == crate::config::Role::ReadOnly
     }
 
-    /// Gives back the replica connection of a read its replica could not answer for lack of a
-    /// table or schema (`relay::says_missing`), and sends the read, run again, to the write
-    /// backend. The connection's last message is that error: it is reset before reuse.
+    /// Gives back the replica connection of a read its replica refused for being one
+    /// (`relay::refused_as_replica`), and sends the read, run again, to the write backend.
+    /// The connection's last message is that error: it is reset before reuse.
     pub fn read_again_on_primary(&mut self, mut c: Checkout) {
         c.lease.conn.dirty = true;
         self.release(c);

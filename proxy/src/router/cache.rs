@@ -12,10 +12,16 @@
 //! a literal's kind changes how the classifier reads what follows (`'u'@host` against
 //! `5 @var`). A hit compares the whole text, not just its hash, so a colliding statement can
 //! never borrow another's route.
+//!
+//! A shape also remembers when a replica last refused a read of it for being one (a stored
+//! function that writes, a table the replica lacks): for [`REPLICA_RECHECK`] after that its
+//! reads go straight to the write backend, not to a replica first at a wasted round trip.
 
 use super::classify::{classify, Classification, Flags};
+use super::REPLICA_RECHECK;
 use crate::stats::digest::Shape;
 use std::cell::RefCell;
+use std::time::Instant;
 
 /// Slots per thread, direct-mapped by hash: OLTP applications send tens to hundreds of
 /// shapes; a collision only costs a classification.
@@ -28,6 +34,8 @@ struct Slot {
     key: u64,
     text: Box<[u8]>,
     class: Classification,
+    /// When a replica last refused a read of this shape for being one.
+    replica_refused: Option<Instant>,
 }
 
 thread_local! {
@@ -35,8 +43,15 @@ thread_local! {
     static SHAPES: RefCell<Vec<Option<Slot>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// [`classify`] of `sql`, whose digest shape is `shape` with normalised text `text`.
-pub fn classify_shaped(sql: &[u8], shape: Shape, text: &[u8]) -> Classification {
+/// The high bits: FxHash's low bits are its weakest.
+fn slot_of(key: u64) -> usize {
+    (key >> 54) as usize % SLOTS
+}
+
+/// [`classify`] of `sql`, whose digest shape is `shape` with normalised text `text`, with
+/// [`Flags::REPLICA_REFUSED`] when a replica refused that shape at most [`REPLICA_RECHECK`]
+/// before `now`.
+pub fn classify_shaped(sql: &[u8], shape: Shape, text: &[u8], now: Instant) -> Classification {
     if !shape.literal_only || text.len() > MAX_TEXT || memchr::memchr(b'@', text).is_some() {
         return classify(sql);
     }
@@ -44,10 +59,18 @@ pub fn classify_shaped(sql: &[u8], shape: Shape, text: &[u8]) -> Classification 
         if slots.is_empty() {
             slots.resize_with(SLOTS, || None);
         }
-        // The high bits: FxHash's low bits are its weakest.
-        let slot = &mut slots[(shape.key >> 54) as usize % SLOTS];
+        let slot = &mut slots[slot_of(shape.key)];
         if let Some(s) = slot {
             if s.key == shape.key && *s.text == *text {
+                let Some(at) = s.replica_refused else {
+                    return s.class;
+                };
+                if now.saturating_duration_since(at) < REPLICA_RECHECK {
+                    let mut class = s.class;
+                    class.flags |= Flags::REPLICA_REFUSED;
+                    return class;
+                }
+                s.replica_refused = None;
                 return s.class;
             }
         }
@@ -59,8 +82,23 @@ pub fn classify_shaped(sql: &[u8], shape: Shape, text: &[u8]) -> Classification 
             key: shape.key,
             text: text.into(),
             class,
+            replica_refused: None,
         });
         class
+    })
+}
+
+/// A replica refused a read of the shape `key` with normalised text `text` at `at` for
+/// being one. Forgotten with the shape when another takes its slot: a shape sent often
+/// enough to matter keeps it.
+pub fn note_replica_refused(key: u64, text: &[u8], at: Instant) {
+    SHAPES.with_borrow_mut(|slots| {
+        let Some(Some(s)) = slots.get_mut(slot_of(key)) else {
+            return;
+        };
+        if s.key == key && *s.text == *text {
+            s.replica_refused = Some(at);
+        }
     })
 }
 
@@ -72,7 +110,7 @@ mod tests {
     fn through_cache(sql: &str) -> Classification {
         let mut text = Vec::new();
         let shape = key_of(sql.as_bytes(), &mut text);
-        classify_shaped(sql.as_bytes(), shape, &text)
+        classify_shaped(sql.as_bytes(), shape, &text, Instant::now())
     }
 
     #[test]
@@ -100,6 +138,33 @@ mod tests {
                 assert_eq!(through_cache(sql), classify(sql.as_bytes()), "{sql:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_refusal_is_remembered_for_a_while_by_its_shape() {
+        let sql = "SELECT f(1)";
+        let mut text = Vec::new();
+        let shape = key_of(sql.as_bytes(), &mut text);
+        let t0 = Instant::now();
+        let flags = |at: Instant| classify_shaped(sql.as_bytes(), shape, &text, at).flags;
+        assert!(!flags(t0).contains(Flags::REPLICA_REFUSED));
+        note_replica_refused(shape.key, &text, t0);
+        // Another literal, the same shape.
+        let other = "SELECT f(2)";
+        assert!(classify_shaped(other.as_bytes(), shape, &text, t0)
+            .flags
+            .contains(Flags::REPLICA_REFUSED));
+        assert!(flags(t0 + REPLICA_RECHECK / 2).contains(Flags::REPLICA_REFUSED));
+        assert!(!flags(t0 + REPLICA_RECHECK).contains(Flags::REPLICA_REFUSED));
+        // Forgotten once expired.
+        assert!(!flags(t0).contains(Flags::REPLICA_REFUSED));
+        // A shape never classified (so never cached) takes no note.
+        let mut unseen = Vec::new();
+        let unseen_shape = key_of(b"SELECT g(1)", &mut unseen);
+        note_replica_refused(unseen_shape.key, &unseen, t0);
+        assert!(!classify_shaped(b"SELECT g(1)", unseen_shape, &unseen, t0)
+            .flags
+            .contains(Flags::REPLICA_REFUSED));
     }
 
     struct XorShift(u64);

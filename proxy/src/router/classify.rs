@@ -148,8 +148,12 @@ impl Flags {
     /// GLOBAL_VARIABLES`), and a name may be one of [`Flags::MASTER_STATUS`]'s. Two such
     /// statements of the same shape may route apart, so the shape cache keeps none of them.
     pub const BY_LITERAL: Flags = Flags(1 << 23);
+    /// Never the classifier's: the shape cache's note that a replica lately refused a
+    /// statement of this shape for being one, so its reads go to the write backend for a
+    /// while (see `cache::note_replica_refused`).
+    pub const REPLICA_REFUSED: Flags = Flags(1 << 24);
 
-    const NAMES: [(Flags, &'static str); 24] = [
+    const NAMES: [(Flags, &'static str); 25] = [
         (Flags::HINT_MASTER, "HINT_MASTER"),
         (Flags::HINT_SLAVE, "HINT_SLAVE"),
         (Flags::LOCKING_READ, "LOCKING_READ"),
@@ -174,6 +178,7 @@ impl Flags {
         (Flags::XA, "XA"),
         (Flags::IMPLICIT_COMMIT, "IMPLICIT_COMMIT"),
         (Flags::BY_LITERAL, "BY_LITERAL"),
+        (Flags::REPLICA_REFUSED, "REPLICA_REFUSED"),
     ];
 
     pub const fn empty() -> Flags {

@@ -21,7 +21,10 @@
 //! proxy's `USE` or to a new connection's login; `Session::checkout`), and when an autocommit
 //! read outside any pinning gets only "no such table" or "no such schema" (1146, 1049) from
 //! it, before any of that reached the client, or cannot be prepared there for that reason
-//! (`client::execute`, `client::prepared::prepare`).
+//! (`client::execute`, `client::prepared::prepare`). So does a read a replica refuses for its
+//! `read_only` (1290: a stored function that writes). Such reads go to the write backend
+//! directly for [`REPLICA_RECHECK`] after (by shape in [`cache`], or per prepared
+//! statement).
 //!
 //! Session rules (transactions, `LOCK TABLES`, server-held state) are applied by the session,
 //! which pins itself to a connection and ignores this decision while pinned; a statement that
@@ -35,6 +38,11 @@ pub mod cache;
 pub mod classify;
 
 use classify::{Classification, Flags, StmtKind};
+
+/// How long reads a replica refused for being one (`relay::refused_as_replica`) go to the
+/// write backend before a replica is tried again (one that was only behind has caught up
+/// by then, mostly): per prepared statement, and per statement shape in [`cache`].
+pub const REPLICA_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
