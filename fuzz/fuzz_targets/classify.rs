@@ -21,13 +21,13 @@ fuzz_target!(|data: &[u8]| {
     let now = std::time::Instant::now();
     let mut text = Vec::new();
     let shape = key_of(data, &mut text);
-    assert_eq!(classify_shaped(data, shape, &text, now), c);
+    assert_eq!(classify_shaped(data, shape, &text, None, now), c);
     let variant: Vec<u8> = data
         .iter()
         .map(|&b| if b.is_ascii_digit() { b'7' } else { b })
         .collect();
     let shape = key_of(&variant, &mut text);
-    assert_eq!(classify_shaped(&variant, shape, &text, now), classify(&variant));
+    assert_eq!(classify_shaped(&variant, shape, &text, None, now), classify(&variant));
     // The proxy copies what it names only for a statement classified as one.
     if let Some(targets) = diagnostics_targets(data) {
         assert!(!targets.is_empty());

@@ -59,7 +59,7 @@ fn main() {
     let now = std::time::Instant::now();
     measure("normalise+cached classify", &stmts, |s| {
         let shape = key_of(s, &mut buf);
-        black_box(classify_shaped(s, shape, &buf, now));
+        black_box(classify_shaped(s, shape, &buf, None, now));
     });
 }
 

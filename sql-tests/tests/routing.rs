@@ -282,6 +282,8 @@ async fn fn_calls(root: &mut Conn) -> u64 {
 /// A `SELECT` of a stored function that writes: the replica refuses the write for its
 /// `read_only` (1290) before it happens, and the read runs again on the write backend, text
 /// and prepared, writing once per call. A function that only reads stays on the replicas.
+/// (The sandbox's replicas run with `read_only=ON`, and the proxy's user lacks `READ ONLY
+/// ADMIN`, as the README asks.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_select_of_a_function_that_writes_runs_on_the_primary() {
     let (cl, p) = start_proxy(&[1, 1]).await;

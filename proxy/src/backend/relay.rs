@@ -45,9 +45,10 @@ pub fn says_missing(e: &SqlError) -> bool {
     [1146, 1049].contains(&e.code)
 }
 
-/// A server's refusal to write under `read_only=ON` (1290).
+/// A server's refusal to write under `read_only=ON` (1290; MySQL's `super_read_only` says
+/// `--super-read-only`).
 fn refused_for_read_only(e: &SqlError) -> bool {
-    e.code == codes::OPTION_PREVENTS_STATEMENT.0 && e.message.contains("--read-only")
+    e.code == codes::OPTION_PREVENTS_STATEMENT.0 && e.message.contains("read-only option")
 }
 
 /// What a replica answers, for being one, a read the write backend can answer: no such

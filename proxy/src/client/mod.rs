@@ -805,6 +805,8 @@ pub async fn execute(
     // A replica's refusal for being one (no such table or schema yet, or `read_only`), held
     // back while the read runs again on the write backend (see `RunsOn::ReplicaFirst`).
     let mut refused_on_replica: Option<SqlError> = None;
+    // Sent to the write backend because a replica refused it lately (see `checkout`).
+    let refusal_routed = s.read_on_primary;
     loop {
         attempts += 1;
         // Messages held apart from the pinned connection are read where they are: losing
@@ -1155,9 +1157,12 @@ pub async fn execute(
                 // out before a write goes out: see `Session::checkout`.)
                 let unread = !went_out || source.kind() == std::io::ErrorKind::ConnectionReset;
                 // (Messages lost with their connection are not found anywhere else.)
+                // A read a replica refused for being one may be a stored function that
+                // writes: once it went out on the write backend it is not run again.
                 let retryable = !sent
                     && !was_pinned
                     && !on_held
+                    && !(went_out && (refusal_routed || refused_on_replica.is_some()))
                     && (attempts == 1 || (target == Target::Read && attempts <= MAX_READ_TRIES))
                     && (target == Target::Read || (c.lease.reused && unread));
                 // A server that closed the connection in order under a read that had been

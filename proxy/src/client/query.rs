@@ -50,7 +50,8 @@ fn multi_changes_session(sql: &[u8], first: StmtKind) -> bool {
 pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
     let sql = &packet[1..];
     let shape = digest::key_of(sql, &mut s.digest_buf);
-    let mut c = router::cache::classify_shaped(sql, shape, &s.digest_buf, s.command_at);
+    let schema = s.state.schema.as_ref();
+    let mut c = router::cache::classify_shaped(sql, shape, &s.digest_buf, schema, s.command_at);
     if c.flags.contains(Flags::IMPLICIT_COMMIT) {
         s.commit_implicitly(&c, sql).await;
     }
@@ -242,8 +243,14 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
             super::diagnostics::copy_targets(s, targets).await?;
         }
     }
-    if relayed.as_ref().is_some_and(|r| r.after_replica_refused) {
-        router::cache::note_replica_refused(shape.key, &s.digest_buf, s.command_at);
+    // Only when the write backend could answer: a table that exists nowhere says nothing
+    // about the replicas.
+    if relayed
+        .as_ref()
+        .is_some_and(|r| r.after_replica_refused && r.error.is_none())
+    {
+        let schema = s.state.schema.clone();
+        router::cache::note_replica_refused(shape.key, &s.digest_buf, schema, s.command_at);
     }
     match relayed {
         Some(r) => s.record_digest_keyed(shape.key, sql, &r),

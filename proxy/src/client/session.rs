@@ -455,8 +455,10 @@ impl Session {
     ) -> Result<Checkout, SqlError> {
         // A statement that lost its connection before `finish` leaves no mark behind.
         self.on_held = false;
-        // For this statement only, wherever it runs.
-        let read_on_primary = std::mem::take(&mut self.read_on_primary);
+        // For this statement only, wherever it runs; a preference, which a write backend known
+        // not to serve cannot take (the replica then answers, refusing again or not: a table
+        // it lacked may have come since).
+        let read_on_primary = std::mem::take(&mut self.read_on_primary) && self.write_serves();
         // Messages stay where they were raised, even when the session has since been
         // pinned to another connection.
         if target == Target::Diagnostics {
@@ -515,7 +517,9 @@ impl Session {
                 && match target {
                     Target::Diagnostics => false,
                     Target::Read => {
-                        h.backend.serves() && !exclude.iter().any(|b| Arc::ptr_eq(b, &h.backend))
+                        !read_on_primary
+                            && h.backend.serves()
+                            && !exclude.iter().any(|b| Arc::ptr_eq(b, &h.backend))
                     }
                     Target::Write | Target::Session => self
                         .cluster

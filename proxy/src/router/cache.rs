@@ -14,13 +14,17 @@
 //! never borrow another's route.
 //!
 //! A shape also remembers when a replica last refused a read of it for being one (a stored
-//! function that writes, a table the replica lacks): for [`REPLICA_RECHECK`] after that its
-//! reads go straight to the write backend, not to a replica first at a wasted round trip.
+//! function that writes, a table the replica lacks), in which schema: for
+//! [`REPLICA_RECHECK`] after that its reads in that schema go straight to the write backend,
+//! not to a replica first at a wasted round trip. Per event thread, as the classifications:
+//! each thread's sessions find it out once.
 
 use super::classify::{classify, Classification, Flags};
 use super::REPLICA_RECHECK;
+use crate::session::names;
 use crate::stats::digest::Shape;
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Slots per thread, direct-mapped by hash: OLTP applications send tens to hundreds of
@@ -34,8 +38,9 @@ struct Slot {
     key: u64,
     text: Box<[u8]>,
     class: Classification,
-    /// When a replica last refused a read of this shape for being one.
-    replica_refused: Option<Instant>,
+    /// When a replica last refused a read of this shape for being one, in which default
+    /// schema (another tenant's schema may well have the table).
+    replica_refused: Option<(Instant, Option<Arc<str>>)>,
 }
 
 thread_local! {
@@ -49,9 +54,15 @@ fn slot_of(key: u64) -> usize {
 }
 
 /// [`classify`] of `sql`, whose digest shape is `shape` with normalised text `text`, with
-/// [`Flags::REPLICA_REFUSED`] when a replica refused that shape at most [`REPLICA_RECHECK`]
-/// before `now`.
-pub fn classify_shaped(sql: &[u8], shape: Shape, text: &[u8], now: Instant) -> Classification {
+/// [`Flags::REPLICA_REFUSED`] when a replica refused that shape in `schema` at most
+/// [`REPLICA_RECHECK`] before `now`.
+pub fn classify_shaped(
+    sql: &[u8],
+    shape: Shape,
+    text: &[u8],
+    schema: Option<&Arc<str>>,
+    now: Instant,
+) -> Classification {
     if !shape.literal_only || text.len() > MAX_TEXT || memchr::memchr(b'@', text).is_some() {
         return classify(sql);
     }
@@ -62,16 +73,18 @@ pub fn classify_shaped(sql: &[u8], shape: Shape, text: &[u8], now: Instant) -> C
         let slot = &mut slots[slot_of(shape.key)];
         if let Some(s) = slot {
             if s.key == shape.key && *s.text == *text {
-                let Some(at) = s.replica_refused else {
+                let Some((at, in_schema)) = &s.replica_refused else {
                     return s.class;
                 };
-                if now.saturating_duration_since(at) < REPLICA_RECHECK {
-                    let mut class = s.class;
-                    class.flags |= Flags::REPLICA_REFUSED;
-                    return class;
+                if now.saturating_duration_since(*at) >= REPLICA_RECHECK {
+                    s.replica_refused = None;
+                    return s.class;
                 }
-                s.replica_refused = None;
-                return s.class;
+                let mut class = s.class;
+                if names::same_opt(in_schema.as_ref(), schema) {
+                    class.flags |= Flags::REPLICA_REFUSED;
+                }
+                return class;
             }
         }
         let class = classify(sql);
@@ -88,16 +101,16 @@ pub fn classify_shaped(sql: &[u8], shape: Shape, text: &[u8], now: Instant) -> C
     })
 }
 
-/// A replica refused a read of the shape `key` with normalised text `text` at `at` for
-/// being one. Forgotten with the shape when another takes its slot: a shape sent often
-/// enough to matter keeps it.
-pub fn note_replica_refused(key: u64, text: &[u8], at: Instant) {
+/// A replica refused a read of the shape `key` with normalised text `text`, in `schema`, at
+/// `at` for being one. Forgotten with the shape when another takes its slot: a shape sent
+/// often enough to matter keeps it.
+pub fn note_replica_refused(key: u64, text: &[u8], schema: Option<Arc<str>>, at: Instant) {
     SHAPES.with_borrow_mut(|slots| {
         let Some(Some(s)) = slots.get_mut(slot_of(key)) else {
             return;
         };
         if s.key == key && *s.text == *text {
-            s.replica_refused = Some(at);
+            s.replica_refused = Some((at, schema));
         }
     })
 }
@@ -110,7 +123,7 @@ mod tests {
     fn through_cache(sql: &str) -> Classification {
         let mut text = Vec::new();
         let shape = key_of(sql.as_bytes(), &mut text);
-        classify_shaped(sql.as_bytes(), shape, &text, Instant::now())
+        classify_shaped(sql.as_bytes(), shape, &text, None, Instant::now())
     }
 
     #[test]
@@ -141,30 +154,40 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_is_remembered_for_a_while_by_its_shape() {
+    fn a_refusal_is_remembered_for_a_while_by_its_shape_and_schema() {
         let sql = "SELECT f(1)";
         let mut text = Vec::new();
         let shape = key_of(sql.as_bytes(), &mut text);
+        let (app, other_app): (Arc<str>, Arc<str>) = ("app".into(), "other".into());
         let t0 = Instant::now();
-        let flags = |at: Instant| classify_shaped(sql.as_bytes(), shape, &text, at).flags;
-        assert!(!flags(t0).contains(Flags::REPLICA_REFUSED));
-        note_replica_refused(shape.key, &text, t0);
+        let refused = |sql: &str, schema: Option<&Arc<str>>, at: Instant| {
+            classify_shaped(sql.as_bytes(), shape, &text, schema, at)
+                .flags
+                .contains(Flags::REPLICA_REFUSED)
+        };
+        assert!(!refused(sql, Some(&app), t0));
+        note_replica_refused(shape.key, &text, Some(app.clone()), t0);
         // Another literal, the same shape.
         let other = "SELECT f(2)";
-        assert!(classify_shaped(other.as_bytes(), shape, &text, t0)
-            .flags
-            .contains(Flags::REPLICA_REFUSED));
-        assert!(flags(t0 + REPLICA_RECHECK / 2).contains(Flags::REPLICA_REFUSED));
-        assert!(!flags(t0 + REPLICA_RECHECK).contains(Flags::REPLICA_REFUSED));
+        let mut other_text = Vec::new();
+        assert_eq!(key_of(other.as_bytes(), &mut other_text).key, shape.key);
+        assert_eq!(other_text, text);
+        assert!(refused(other, Some(&"app".into()), t0));
+        assert!(!refused(other, Some(&other_app), t0));
+        assert!(!refused(other, None, t0));
+        assert!(refused(sql, Some(&app), t0 + REPLICA_RECHECK / 2));
+        assert!(!refused(sql, Some(&app), t0 + REPLICA_RECHECK));
         // Forgotten once expired.
-        assert!(!flags(t0).contains(Flags::REPLICA_REFUSED));
+        assert!(!refused(sql, Some(&app), t0));
         // A shape never classified (so never cached) takes no note.
         let mut unseen = Vec::new();
         let unseen_shape = key_of(b"SELECT g(1)", &mut unseen);
-        note_replica_refused(unseen_shape.key, &unseen, t0);
-        assert!(!classify_shaped(b"SELECT g(1)", unseen_shape, &unseen, t0)
-            .flags
-            .contains(Flags::REPLICA_REFUSED));
+        note_replica_refused(unseen_shape.key, &unseen, None, t0);
+        assert!(
+            !classify_shaped(b"SELECT g(1)", unseen_shape, &unseen, None, t0)
+                .flags
+                .contains(Flags::REPLICA_REFUSED)
+        );
     }
 
     struct XorShift(u64);

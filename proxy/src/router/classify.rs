@@ -1075,10 +1075,16 @@ pub(crate) fn is_ident(b: u8) -> bool {
     IDENT[b as usize]
 }
 
-/// `GLOBAL_VARIABLES` or `SESSION_VARIABLES`: `information_schema`'s tables of variables.
+/// `information_schema`'s tables of variables: `GLOBAL_VARIABLES`, `SESSION_VARIABLES`, and
+/// MariaDB's `SYSTEM_VARIABLES` (both values of each).
 fn variables_table(word: &[u8]) -> bool {
-    word.eq_ignore_ascii_case(b"GLOBAL_VARIABLES")
-        || word.eq_ignore_ascii_case(b"SESSION_VARIABLES")
+    [
+        &b"GLOBAL_VARIABLES"[..],
+        b"SESSION_VARIABLES",
+        b"SYSTEM_VARIABLES",
+    ]
+    .iter()
+    .any(|t| word.eq_ignore_ascii_case(t))
 }
 
 /// The variables whose values are the primary's binlog position (see [`Flags::MASTER_STATUS`]).
@@ -1089,14 +1095,17 @@ const POSITION_VARIABLES: [&[u8]; 3] = [
 ];
 
 /// Whether a string literal of the statement lexed by `l` names one of the
-/// [`POSITION_VARIABLES`], alone or as a `LIKE` pattern (`'gtid%'`, `'GTID\_BINLOG\_POS'`).
-/// Any literal counts, wherever it stands: naming such a variable in a statement that reads
-/// variables and wanting another server's value of it is too unlikely to matter.
+/// [`POSITION_VARIABLES`], alone or as a `LIKE` pattern (`'gtid%'`, `'GTID\_BINLOG\_POS'`),
+/// or a prepared statement's parameter may (`?`). Any literal counts, wherever it stands:
+/// naming such a variable in a statement that reads variables and wanting another server's
+/// value of it is too unlikely to matter. Not seen: names in `RLIKE` patterns, with another
+/// `LIKE … ESCAPE`, or split over adjacent literals (`'gtid' '_binlog_pos'`).
 fn names_position_variable(mut l: Lexer<'_>) -> bool {
     loop {
         let t = l.next();
         match t.sym {
             Sym::End | Sym::Punct(b';') => return false,
+            Sym::Punct(b'?') => return true,
             Sym::Str => {
                 let body = &l.s[t.start + 1..t.end - 1];
                 if POSITION_VARIABLES.iter().any(|name| like(body, name)) {
@@ -1108,12 +1117,14 @@ fn names_position_variable(mut l: Lexer<'_>) -> bool {
     }
 }
 
-/// Whether `name` (lowercase ASCII, at most 63 bytes) matches the body of a quoted literal
+/// Whether `name` (lowercase ASCII, at most 62 bytes) matches the body of a quoted literal
 /// read as a case-insensitive `LIKE` pattern with `\` as its escape. Tracks the set of
 /// positions in `name` the pattern can have reached as a bit mask, so a long pattern costs
-/// one step per byte and never backtracks.
+/// one step per byte and never backtracks. Escapes are read loosely (`\n` as `n`, `''` as a
+/// quote in either kind of literal): a wrong match only sends a read to the primary.
 fn like(pattern: &[u8], name: &[u8]) -> bool {
     let n = name.len();
+    debug_assert!(n <= 62);
     let all = (1u64 << (n + 1)) - 1;
     // Bit i: `name[..i]` matched so far.
     let mut at = 1u64;
@@ -2184,6 +2195,9 @@ mod tests {
         ("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES WHERE VARIABLE_NAME = 'GTID_BINLOG_POS'", R, &[F::BY_LITERAL, F::MASTER_STATUS]),
         ("SELECT * FROM information_schema.session_variables WHERE variable_name LIKE 'gtid%pos'", R, &[F::BY_LITERAL, F::MASTER_STATUS]),
         ("SELECT * FROM information_schema.`GLOBAL_VARIABLES`", R, &[F::BY_LITERAL]),
+        ("SELECT GLOBAL_VALUE FROM information_schema.SYSTEM_VARIABLES WHERE VARIABLE_NAME = 'gtid_current_pos'", R, &[F::BY_LITERAL, F::MASTER_STATUS]),
+        ("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES WHERE VARIABLE_NAME = ?", R, &[F::BY_LITERAL, F::MASTER_STATUS]),
+        ("SELECT ? FROM t", R, &[]),
         ("SELECT 'gtid_binlog_pos' FROM information_schema.GLOBAL_VARIABLES; SELECT 1", R, &[F::BY_LITERAL, F::MASTER_STATUS, F::MULTI_STATEMENT]),
         ("SELECT 1 FROM information_schema.GLOBAL_VARIABLES; SELECT 'gtid_binlog_pos'", R, &[F::BY_LITERAL, F::MULTI_STATEMENT]),
         ("SHOW MASTER STATUS", R, &[F::MASTER_STATUS]),
