@@ -261,6 +261,20 @@ impl Backend {
             }
         }
         let mut o = self.observed.lock().expect("observed lock");
+        // A replica that takes writes runs those that reach it (a stored function's, under a
+        // `SELECT`; see `relay::refused_as_replica`) and drifts from the primary. Said when
+        // seen so (again after the monitor lost sight of it), and when it ends.
+        if self.role == Role::ReadOnly && read_only.is_some() && read_only != o.read_only {
+            match read_only {
+                Some(false) => {
+                    tracing::warn!(backend = %self.address, "replica reports read_only=OFF: a write that reaches it (a stored function called by a SELECT) would run there, not on the primary; set read_only=ON on replicas")
+                }
+                _ if o.read_only == Some(false) => {
+                    tracing::info!(backend = %self.address, "replica read-only again (read_only=ON)")
+                }
+                _ => {}
+            }
+        }
         o.read_only = read_only;
         o.lag_seconds = lag_seconds;
     }
@@ -314,6 +328,7 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
 
     fn replica() -> Backend {
         let cfg = BackendConfig {
@@ -328,6 +343,50 @@ mod tests {
             tls: None,
         };
         Backend::new(&cfg, &dial, 1)
+    }
+
+    /// What `observe` logs over `reports`, one line per message.
+    fn logged_over(b: &Backend, reports: &[Option<bool>]) -> Vec<String> {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || SharedBuf(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for &r in reports {
+                b.observe(r, None);
+            }
+        });
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_string).collect()
+    }
+
+    struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for SharedBuf {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_writable_replica_is_warned_of_when_seen_so() {
+        let b = replica();
+        let lines = logged_over(&b, &[Some(true), Some(false), Some(false), Some(true)]);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].contains("WARN") && lines[0].contains("read_only=OFF"));
+        assert!(lines[1].contains("INFO") && lines[1].contains("read_only=ON"));
+        // Writable from its first report on; said again when the monitor, having lost
+        // sight of it, sees it so again.
+        let b = replica();
+        let lines = logged_over(&b, &[Some(false), None, Some(false)]);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines.iter().all(|l| l.contains("read_only=OFF")));
     }
 
     fn shown(b: &Backend) -> (Health, Option<String>) {
