@@ -842,9 +842,8 @@ pub async fn execute(
         let replica_first = refused_on_replica.is_none()
             && s.may_read_again_on_primary(target == Target::Read && !was_pinned, &c);
         if target == Target::Diagnostics && s.proxy_error.is_some() {
-            match s
-                .raise_proxy_error_on(&c.backend, !was_pinned, &mut c.lease.conn)
-                .await
+            // Boxed, as the waits `checkout` seldom needs: see `SessionStatus::unless_stuck`.
+            match Box::pin(s.raise_proxy_error_on(&c.backend, !was_pinned, &mut c.lease.conn)).await
             {
                 Ok(()) => {}
                 Err(Stuck::SessionKilled) => return Err(SessionEnd::Killed),

@@ -507,9 +507,11 @@ impl SessionStatus {
             return Ok(out);
         }
         // One timer across the loop: a wake that is no kill of the session (a `KILL QUERY`,
-        // the sweeper's) must not put the next check off.
-        let check = crate::timer::sleep(STUCK_CHECK);
-        tokio::pin!(check);
+        // the sweeper's) must not put the next check off. Boxed: inline, a timer would take
+        // room in every session's future that awaits this (the statement's path among them),
+        // spreading what a statement touches over more cache lines; this path waits on a
+        // server anyway.
+        let mut check = Box::pin(crate::timer::sleep(STUCK_CHECK));
         loop {
             tokio::select! {
                 biased;

@@ -531,7 +531,11 @@ impl Session {
                 let addr = c.backend.address.clone();
                 let sync = self.sync_state(&addr, &mut c.lease.conn);
                 let read = target == Target::Read;
-                let synced = match self.status.unless_stuck(&c.backend, read, sync).await {
+                // Boxed, as every wait of this function the common case does not take: the
+                // session's future would otherwise hold room for each, spreading what a
+                // statement touches over more cache lines (see `SessionStatus::unless_stuck`).
+                let synced = match Box::pin(self.status.unless_stuck(&c.backend, read, sync)).await
+                {
                     Ok(synced) => synced,
                     Err(Stuck::SessionKilled) => return Err(stopped_by(Killed::Session)),
                     Err(Stuck::FoundDown) => Err(BackendError::Unanswered { addr }),
@@ -612,7 +616,7 @@ impl Session {
                             .acquire(&backend.address, key, password, schema, wait);
                     // A full pool can keep a statement waiting for `connect-timeout-ms`; a
                     // kill ends the wait, as it interrupts a statement waiting on a lock.
-                    match self.status.unless_killed(acquire).await {
+                    match Box::pin(self.status.unless_killed(acquire)).await {
                         Ok(acquired) => acquired,
                         Err(kill) => return Err(stopped_by(kill)),
                     }
@@ -633,7 +637,9 @@ impl Session {
                         true => Ok(()),
                         false => {
                             let sync = self.sync_differing(&c.backend.address, &mut c.lease.conn);
-                            match self.status.unless_stuck(&c.backend, !is_write, sync).await {
+                            match Box::pin(self.status.unless_stuck(&c.backend, !is_write, sync))
+                                .await
+                            {
                                 Ok(synced) => synced,
                                 Err(Stuck::SessionKilled) => {
                                     return Err(stopped_by(Killed::Session))
@@ -649,7 +655,7 @@ impl Session {
                         Ok(()) => {
                             let wait =
                                 matches!(self.ryw.plan(&c.backend.address), ReadPlan::WaitFor(..));
-                            if !wait || self.replica_has_our_writes(&mut c).await {
+                            if !wait || Box::pin(self.replica_has_our_writes(&mut c)).await {
                                 return Ok(c);
                             }
                             self.release(c);
