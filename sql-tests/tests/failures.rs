@@ -100,6 +100,42 @@ async fn write_backend_killed() {
         .await
         .unwrap();
     c.query_drop("INSERT INTO f_w VALUES ()").await.unwrap();
+    // A read a replica refused lately (its table had not reached the replicas yet) goes to
+    // the write backend for a while (10 s per statement shape), even once the table is there.
+    // Which server answers, in a statement without `@` (the proxy remembers no such shape).
+    c.query_drop(
+        "CREATE OR REPLACE FUNCTION f_sid() RETURNS INT NO SQL DETERMINISTIC RETURN @@server_id",
+    )
+    .await
+    .unwrap();
+    cl.wait_replicas_caught_up().await.unwrap();
+    let mut replica_roots = Vec::new();
+    for r in &cl.replicas {
+        let mut root = r.root_conn().await.unwrap();
+        root.query_drop("STOP SLAVE SQL_THREAD").await.unwrap();
+        replica_roots.push(root);
+    }
+    // Made by another client: the session's own write would send its next read to the
+    // primary anyway (read-your-writes).
+    let mut primary_root = cl.primary.root_conn().await.unwrap();
+    primary_root
+        .query_drop("CREATE TABLE rwtest.f_late (id INT)")
+        .await
+        .unwrap();
+    drop(primary_root);
+    const LATE: &str = "SELECT f_sid(), COUNT(*) FROM f_late";
+    let on: Option<(u32, u64)> = c.query_first(LATE).await.unwrap();
+    assert_eq!(
+        on,
+        Some((1, 0)),
+        "a table the replicas lack is read on the primary"
+    );
+    for root in &mut replica_roots {
+        root.query_drop("START SLAVE SQL_THREAD").await.unwrap();
+    }
+    cl.wait_replicas_caught_up().await.unwrap();
+    let on: Option<(u32, u64)> = c.query_first(LATE).await.unwrap();
+    assert_eq!(on, Some((1, 0)), "a shape a replica refused lately");
 
     cl.primary.kill();
     let t0 = Instant::now();
@@ -121,6 +157,13 @@ async fn write_backend_killed() {
     // The MariaDB client library shows the message: a code of 2000-2999 from a server would
     // be "Received malformed packet".
     assert!(se.code < 2000, "a client-side code: {}", se.code);
+    // That preference yields to the write backend being down: the read is the replica's to
+    // answer, well within the shape's 10 s.
+    let on: Option<(u32, u64)> = c.query_first(LATE).await.unwrap();
+    assert!(
+        matches!(on, Some((2 | 3, 0))),
+        "a refused shape's read with the primary down: {on:?}"
+    );
     let (ok, _, stderr) = rwproxy_sql_tests::cli::mariadb(
         p.addr.port(),
         APP_PASSWORD,
