@@ -145,7 +145,7 @@ pub fn daemonize() -> std::io::Result<Ready> {
     Ok(Ready(ready))
 }
 
-/// What the supervisor put in [`SUPERVISED_ENV`], taken out of the environment so that hooks
+/// What the supervisor put in `SUPERVISED_ENV`, taken out of the environment so that hooks
 /// (notify scripts, track and health checks) do not inherit it: an `rwproxy serve` started
 /// from one would take itself for a supervised child. Called first thing in `main`, while the
 /// process has one thread (changing the environment is not thread-safe).

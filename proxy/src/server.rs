@@ -118,7 +118,7 @@ impl Throttled {
 }
 
 /// Failing accepts of one listener (out of descriptors, mostly): each backs off 50 ms
-/// instead of spinning, and the log gets a line per [`ACCEPT_ERROR_EVERY`] with the count.
+/// instead of spinning, and the log gets a line per `ACCEPT_ERROR_EVERY` with the count.
 pub struct AcceptFailures {
     listener: &'static str,
     log: Throttled,

@@ -200,7 +200,8 @@ pub struct Config {
     /// Idle client sessions are closed after this long (`None`: never).
     pub wait_timeout: Option<Duration>,
     /// The same for clients that log in as interactive (`CLIENT_INTERACTIVE`: the `mariadb`
-    /// command line), as a server's `interactive_timeout`; see [`interactive_timeout`].
+    /// command line), as a server's `interactive_timeout`; its default is worked out by
+    /// `interactive_timeout()`.
     pub interactive_timeout: Option<Duration>,
     pub connect_timeout: Duration,
     /// How long a session in a transaction on a backend taken offline or removed may go on
