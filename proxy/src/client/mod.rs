@@ -726,6 +726,31 @@ impl Prep {
         }
     }
 
+    /// The work done when it needs no round trip (none to do, or a statement already
+    /// prepared on `conn`); `None` when [`Prep::apply`] must wait for the server.
+    fn ready(
+        self,
+        s: &mut Session,
+        conn: &mut BackendConn,
+        packet: &[u8],
+    ) -> Option<Result<Option<Vec<u8>>, SqlError>> {
+        match self {
+            Prep::Nothing => Some(Ok(None)),
+            Prep::LastInsertId if conn.last_insert_id == s.last_insert_id => Some(Ok(None)),
+            Prep::LastInsertId | Prep::TrackCharacteristics => None,
+            Prep::Stmt {
+                id,
+                execute,
+                last_insert_id,
+            } => {
+                if last_insert_id && conn.last_insert_id != s.last_insert_id {
+                    return None;
+                }
+                prepared::rewrite_ready(s, conn, id, packet, execute).map(|r| r.map(Some))
+            }
+        }
+    }
+
     async fn apply(
         self,
         s: &mut Session,
@@ -866,13 +891,14 @@ pub async fn execute(
             }
         }
         // Awaited only when there is work: a future costs the session's state cache misses.
-        let prepared = match prep {
-            Prep::Nothing => Ok(None),
-            _ => {
+        // Boxed, as the waits `checkout` seldom needs (see `SessionStatus::unless_stuck`).
+        let prepared = match prep.ready(s, &mut c.lease.conn, packet) {
+            Some(done) => done,
+            None => {
                 let status = s.status.clone();
                 let read = target == Target::Read && !was_pinned;
                 let apply = prep.apply(s, &mut c.lease.conn, packet);
-                match status.unless_stuck(&c.backend, read, apply).await {
+                match Box::pin(status.unless_stuck(&c.backend, read, apply)).await {
                     Ok(prepared) => prepared,
                     Err(Stuck::SessionKilled) => return Err(SessionEnd::Killed),
                     // Nothing of the statement went out: a read runs elsewhere.

@@ -453,19 +453,46 @@ pub async fn rewrite(
     packet: &[u8],
     execute: bool,
 ) -> Result<Vec<u8>, SqlError> {
+    if let Some(ready) = rewrite_ready(s, conn, id, packet, execute) {
+        return ready;
+    }
     let Some(st) = s.stmts.get(&id) else {
         return Err(unknown_handler(id, "mysqld_stmt"));
     };
-    let for_cursor = matches!(packet.first(), Some(&(COM_STMT_FETCH | COM_STMT_RESET)));
-    let backend_id = match conn.prepared_id(&st.sql, st.schema.as_ref(), id, for_cursor) {
-        Some(backend_id) => backend_id,
-        None => {
-            let (sql, schema) = (st.sql.clone(), st.schema.clone());
-            prepare_in(conn, &sql, schema.as_ref(), id)
-                .await
-                .map_err(|e| e.to_sql_error("backend"))?
-        }
+    let (sql, schema) = (st.sql.clone(), st.schema.clone());
+    let backend_id = prepare_in(conn, &sql, schema.as_ref(), id)
+        .await
+        .map_err(|e| e.to_sql_error("backend"))?;
+    rewrite_to(s, conn, id, packet, execute, backend_id)
+}
+
+/// [`rewrite`] when it needs no round trip: `None` when the statement must be prepared on
+/// `conn` first. Most executes find it there, and then build no future.
+pub fn rewrite_ready(
+    s: &mut Session,
+    conn: &mut BackendConn,
+    id: u32,
+    packet: &[u8],
+    execute: bool,
+) -> Option<Result<Vec<u8>, SqlError>> {
+    let Some(st) = s.stmts.get(&id) else {
+        return Some(Err(unknown_handler(id, "mysqld_stmt")));
     };
+    let for_cursor = matches!(packet.first(), Some(&(COM_STMT_FETCH | COM_STMT_RESET)));
+    let backend_id = conn.prepared_id(&st.sql, st.schema.as_ref(), id, for_cursor)?;
+    Some(rewrite_to(s, conn, id, packet, execute, backend_id))
+}
+
+/// The command for backend statement `backend_id`, with what it leaves on the connection
+/// noted.
+fn rewrite_to(
+    s: &mut Session,
+    conn: &mut BackendConn,
+    id: u32,
+    packet: &[u8],
+    execute: bool,
+    backend_id: u32,
+) -> Result<Vec<u8>, SqlError> {
     let Some(stmt) = s.stmts.get_mut(&id) else {
         return Err(unknown_handler(id, "mysqld_stmt"));
     };
