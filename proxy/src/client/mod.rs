@@ -727,7 +727,9 @@ impl Prep {
     }
 
     /// The work done when it needs no round trip (none to do, or a statement already
-    /// prepared on `conn`); `None` when [`Prep::apply`] must wait for the server.
+    /// prepared on `conn`), so that most statements build no future for it: `None` when
+    /// [`Prep::apply`] must wait for the server. Its result, error (an unknown statement id)
+    /// or not, is `apply`'s.
     fn ready(
         self,
         s: &mut Session,
@@ -736,14 +738,14 @@ impl Prep {
     ) -> Option<Result<Option<Vec<u8>>, SqlError>> {
         match self {
             Prep::Nothing => Some(Ok(None)),
-            Prep::LastInsertId if conn.last_insert_id == s.last_insert_id => Some(Ok(None)),
+            Prep::LastInsertId if last_insert_id_synced(s, conn) => Some(Ok(None)),
             Prep::LastInsertId | Prep::TrackCharacteristics => None,
             Prep::Stmt {
                 id,
                 execute,
                 last_insert_id,
             } => {
-                if last_insert_id && conn.last_insert_id != s.last_insert_id {
+                if last_insert_id && !last_insert_id_synced(s, conn) {
                     return None;
                 }
                 prepared::rewrite_ready(s, conn, id, packet, execute).map(|r| r.map(Some))
@@ -796,7 +798,7 @@ fn gave_up_on(s: &Session, backend: &crate::backend::Backend) {
 /// Makes `LAST_INSERT_ID()` on `conn` answer what the session last generated, wherever that
 /// was.
 async fn sync_last_insert_id(s: &Session, conn: &mut BackendConn) -> Result<(), SqlError> {
-    if conn.last_insert_id != s.last_insert_id {
+    if !last_insert_id_synced(s, conn) {
         let sync = format!("DO LAST_INSERT_ID({})", s.last_insert_id);
         conn.run(&sync)
             .await
@@ -804,6 +806,11 @@ async fn sync_last_insert_id(s: &Session, conn: &mut BackendConn) -> Result<(), 
         conn.last_insert_id = s.last_insert_id;
     }
     Ok(())
+}
+
+/// Whether `LAST_INSERT_ID()` on `conn` already answers what the session last generated.
+fn last_insert_id_synced(s: &Session, conn: &BackendConn) -> bool {
+    conn.last_insert_id == s.last_insert_id
 }
 
 /// Attempts for one read whose backend connections fail before replying.
@@ -890,8 +897,9 @@ pub async fn execute(
                 }
             }
         }
-        // Awaited only when there is work: a future costs the session's state cache misses.
-        // Boxed, as the waits `checkout` seldom needs (see `SessionStatus::unless_stuck`).
+        // Awaited only when the server must answer first: a future costs the session's
+        // state cache misses. Boxed, so that the session's future holds no room for it (see
+        // `SessionStatus::unless_stuck`).
         let prepared = match prep.ready(s, &mut c.lease.conn, packet) {
             Some(done) => done,
             None => {

@@ -501,7 +501,8 @@ impl SessionStatus {
     ) -> Result<F::Output, Stuck> {
         use std::task::Poll;
         let mut work = std::pin::pin!(work);
-        // Most need no answer from the server (a prepared statement's rewrite): no timer.
+        // Many need no answer from the server (a connection's state already in step, a
+        // tracking already on): no timer.
         let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
         if let Poll::Ready(out) = first {
             return Ok(out);
