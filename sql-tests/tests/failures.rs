@@ -102,12 +102,6 @@ async fn write_backend_killed() {
     c.query_drop("INSERT INTO f_w VALUES ()").await.unwrap();
     // A read a replica refused lately (its table had not reached the replicas yet) goes to
     // the write backend for a while (10 s per statement shape), even once the table is there.
-    // Which server answers, in a statement without `@` (the proxy remembers no such shape).
-    c.query_drop(
-        "CREATE OR REPLACE FUNCTION f_sid() RETURNS INT NO SQL DETERMINISTIC RETURN @@server_id",
-    )
-    .await
-    .unwrap();
     cl.wait_replicas_caught_up().await.unwrap();
     let mut replica_roots = Vec::new();
     for r in &cl.replicas {
@@ -123,7 +117,8 @@ async fn write_backend_killed() {
         .await
         .unwrap();
     drop(primary_root);
-    const LATE: &str = "SELECT f_sid(), COUNT(*) FROM f_late";
+    // A shape with an `@`, which the classification cache keeps no entry for, is noted too.
+    const LATE: &str = "SELECT @@server_id, COUNT(*) FROM f_late";
     let on: Option<(u32, u64)> = c.query_first(LATE).await.unwrap();
     assert_eq!(
         on,

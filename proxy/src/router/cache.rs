@@ -13,17 +13,19 @@
 //! `5 @var`). A hit compares the whole text, not just its hash, so a colliding statement can
 //! never borrow another's route.
 //!
-//! A shape also remembers when a replica last refused a read of it for being one (a stored
-//! function that writes, a table the replica lacks), in which schema: for
-//! [`REPLICA_RECHECK`] after that its reads in that schema go straight to the write backend,
-//! not to a replica first at a wasted round trip. Per event thread, as the classifications:
-//! each thread's sessions find it out once.
+//! Apart from the classifications, each thread notes the shapes a replica lately refused a
+//! read of for being one (a stored function that writes, a table the replica lacks), in
+//! which schema: for [`REPLICA_RECHECK`] after that their reads in that schema go straight
+//! to the write backend, not to a replica first at a wasted round trip. Any shape takes a
+//! note, also one the classifications keep no entry for (a comment, an `@`), and a note does
+//! not go when another shape takes its shape's slot. Per event thread, as the
+//! classifications: each thread's sessions find it out once.
 
 use super::classify::{classify, Classification, Flags};
 use super::REPLICA_RECHECK;
 use crate::session::names;
 use crate::stats::digest::Shape;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,19 +35,38 @@ const SLOTS: usize = 1024;
 /// Longer shapes (big multi-row inserts, generated reports) are classified each time: their
 /// own size dwarfs the lexing, and they would crowd out the small hot ones.
 const MAX_TEXT: usize = 512;
+/// Refusal notes kept per thread, the oldest given up first: refusals are rare, and one
+/// that recurs is noted again.
+const MAX_NOTES: usize = 64;
 
 struct Slot {
     key: u64,
     text: Box<[u8]>,
     class: Classification,
-    /// When a replica last refused a read of this shape for being one, in which default
-    /// schema (another tenant's schema may well have the table).
-    replica_refused: Option<(Instant, Option<Arc<str>>)>,
+}
+
+/// A replica refused a read of shape `key` (normalised `text`) for being one at `at`, with
+/// `schema` the default one (another tenant's schema may well have the table).
+struct Note {
+    key: u64,
+    text: Box<[u8]>,
+    schema: Option<Arc<str>>,
+    at: Instant,
+}
+
+impl Note {
+    fn is(&self, key: u64, text: &[u8], schema: Option<&Arc<str>>) -> bool {
+        self.key == key && *self.text == *text && names::same_opt(self.schema.as_ref(), schema)
+    }
 }
 
 thread_local! {
     /// Per thread, so lookups take no lock: each event thread serves its own sessions.
     static SHAPES: RefCell<Vec<Option<Slot>>> = const { RefCell::new(Vec::new()) };
+    static NOTES: RefCell<Vec<Note>> = const { RefCell::new(Vec::new()) };
+    /// Whether `NOTES` holds any: false nearly always, and a plain flag is all the common
+    /// statement reads (`NOTES`, which needs dropping, costs some 60 instructions a look).
+    static NOTED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The high bits: FxHash's low bits are its weakest.
@@ -54,7 +75,7 @@ fn slot_of(key: u64) -> usize {
 }
 
 /// [`classify`] of `sql`, whose digest shape is `shape` with normalised text `text`, with
-/// [`Flags::REPLICA_REFUSED`] when a replica refused that shape in `schema` at most
+/// [`Flags::REPLICA_REFUSED`] when a replica refused that shape in `schema` less than
 /// [`REPLICA_RECHECK`] before `now`.
 pub fn classify_shaped(
     sql: &[u8],
@@ -63,6 +84,14 @@ pub fn classify_shaped(
     schema: Option<&Arc<str>>,
     now: Instant,
 ) -> Classification {
+    let mut class = classify_cached(sql, shape, text);
+    if refused_lately(shape.key, text, schema, now) {
+        class.flags |= Flags::REPLICA_REFUSED;
+    }
+    class
+}
+
+fn classify_cached(sql: &[u8], shape: Shape, text: &[u8]) -> Classification {
     if !shape.literal_only || text.len() > MAX_TEXT || memchr::memchr(b'@', text).is_some() {
         return classify(sql);
     }
@@ -73,18 +102,7 @@ pub fn classify_shaped(
         let slot = &mut slots[slot_of(shape.key)];
         if let Some(s) = slot {
             if s.key == shape.key && *s.text == *text {
-                let Some((at, in_schema)) = &s.replica_refused else {
-                    return s.class;
-                };
-                if now.saturating_duration_since(*at) >= REPLICA_RECHECK {
-                    s.replica_refused = None;
-                    return s.class;
-                }
-                let mut class = s.class;
-                if names::same_opt(in_schema.as_ref(), schema) {
-                    class.flags |= Flags::REPLICA_REFUSED;
-                }
-                return class;
+                return s.class;
             }
         }
         let class = classify(sql);
@@ -95,23 +113,46 @@ pub fn classify_shaped(
             key: shape.key,
             text: text.into(),
             class,
-            replica_refused: None,
         });
         class
     })
 }
 
+/// Whether a replica refused shape `key` in `schema` less than [`REPLICA_RECHECK`] before
+/// `now`; notes older than that are dropped.
+fn refused_lately(key: u64, text: &[u8], schema: Option<&Arc<str>>, now: Instant) -> bool {
+    if !NOTED.get() {
+        return false;
+    }
+    NOTES.with_borrow_mut(|notes| {
+        notes.retain(|n| now.saturating_duration_since(n.at) < REPLICA_RECHECK);
+        NOTED.set(!notes.is_empty());
+        notes.iter().any(|n| n.is(key, text, schema))
+    })
+}
+
 /// A replica refused a read of the shape `key` with normalised text `text`, in `schema`, at
-/// `at` for being one. Forgotten with the shape when another takes its slot: a shape sent
-/// often enough to matter keeps it.
+/// `at` for being one. A statement too long for the classification cache takes no note
+/// either: notes hold their text.
 pub fn note_replica_refused(key: u64, text: &[u8], schema: Option<Arc<str>>, at: Instant) {
-    SHAPES.with_borrow_mut(|slots| {
-        let Some(Some(s)) = slots.get_mut(slot_of(key)) else {
+    if text.len() > MAX_TEXT {
+        return;
+    }
+    NOTES.with_borrow_mut(|notes| {
+        if let Some(n) = notes.iter_mut().find(|n| n.is(key, text, schema.as_ref())) {
+            n.at = at;
             return;
-        };
-        if s.key == key && *s.text == *text {
-            s.replica_refused = Some((at, schema));
         }
+        if notes.len() == MAX_NOTES {
+            notes.remove(0);
+        }
+        notes.push(Note {
+            key,
+            text: text.into(),
+            schema,
+            at,
+        });
+        NOTED.set(true);
     })
 }
 
@@ -179,15 +220,30 @@ mod tests {
         assert!(!refused(sql, Some(&app), t0 + REPLICA_RECHECK));
         // Forgotten once expired.
         assert!(!refused(sql, Some(&app), t0));
-        // A shape never classified (so never cached) takes no note.
-        let mut unseen = Vec::new();
-        let unseen_shape = key_of(b"SELECT g(1)", &mut unseen);
-        note_replica_refused(unseen_shape.key, &unseen, None, t0);
-        assert!(
-            !classify_shaped(b"SELECT g(1)", unseen_shape, &unseen, None, t0)
+        // Any shape takes one, also one the classifications keep no entry for (an `@`).
+        let at_sql = b"SELECT @@server_id, f(1)";
+        let mut at_text = Vec::new();
+        let at_shape = key_of(at_sql, &mut at_text);
+        let noted = |at: Instant| {
+            classify_shaped(at_sql, at_shape, &at_text, None, at)
                 .flags
                 .contains(Flags::REPLICA_REFUSED)
-        );
+        };
+        assert!(!noted(t0));
+        note_replica_refused(at_shape.key, &at_text, None, t0);
+        assert!(noted(t0));
+        // Notes are kept apart from the classifications: a shape's note outlives its slot.
+        for i in 0..2 * SLOTS {
+            through_cache(&format!("SELECT c{i} FROM t"));
+        }
+        assert!(noted(t0 + REPLICA_RECHECK / 2));
+        // Only the most recent notes are kept.
+        for i in 0..MAX_NOTES {
+            let mut t = Vec::new();
+            let k = key_of(format!("SELECT h{i}(1)").as_bytes(), &mut t).key;
+            note_replica_refused(k, &t, None, t0);
+        }
+        assert!(!noted(t0));
     }
 
     struct XorShift(u64);

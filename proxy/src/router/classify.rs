@@ -148,9 +148,9 @@ impl Flags {
     /// GLOBAL_VARIABLES`), and a name may be one of [`Flags::MASTER_STATUS`]'s. Two such
     /// statements of the same shape may route apart, so the shape cache keeps none of them.
     pub const BY_LITERAL: Flags = Flags(1 << 23);
-    /// Never the classifier's: the shape cache's note that a replica lately refused a
-    /// statement of this shape for being one, so its reads go to the write backend for a
-    /// while (see `cache::note_replica_refused`).
+    /// Never the classifier's: a note that a replica lately refused a statement of this
+    /// shape for being one, so its reads go to the write backend for a while (see
+    /// `cache::note_replica_refused`).
     pub const REPLICA_REFUSED: Flags = Flags(1 << 24);
 
     const NAMES: [(Flags, &'static str); 25] = [
