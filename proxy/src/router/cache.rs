@@ -16,10 +16,10 @@
 //! Apart from the classifications, each thread notes the shapes a replica lately refused a
 //! read of for being one (a stored function that writes, a table the replica lacks), in
 //! which schema: for [`REPLICA_RECHECK`] after that their reads in that schema go straight
-//! to the write backend, not to a replica first at a wasted round trip. Any shape takes a
-//! note, also one the classifications keep no entry for (a comment, an `@`), and a note does
-//! not go when another shape takes its shape's slot. Per event thread, as the
-//! classifications: each thread's sessions find it out once.
+//! to the write backend, not to a replica first at a wasted round trip. Any shape of up to
+//! `MAX_TEXT` bytes takes a note, also one the classifications keep no entry for (a comment,
+//! an `@`), and a note does not go when another shape takes its shape's slot. Per event
+//! thread, as the classifications: each thread's sessions find it out once.
 
 use super::classify::{classify, Classification, Flags};
 use super::REPLICA_RECHECK;
@@ -139,10 +139,12 @@ pub fn note_replica_refused(key: u64, text: &[u8], schema: Option<Arc<str>>, at:
         return;
     }
     NOTES.with_borrow_mut(|notes| {
+        // Sessions of one thread may note a shape out of the order their commands came in.
         if let Some(n) = notes.iter_mut().find(|n| n.is(key, text, schema.as_ref())) {
-            n.at = at;
+            n.at = n.at.max(at);
             return;
         }
+        notes.retain(|n| at.saturating_duration_since(n.at) < REPLICA_RECHECK);
         if notes.len() == MAX_NOTES {
             notes.remove(0);
         }
@@ -232,10 +234,15 @@ mod tests {
         assert!(!noted(t0));
         note_replica_refused(at_shape.key, &at_text, None, t0);
         assert!(noted(t0));
-        // Notes are kept apart from the classifications: a shape's note outlives its slot.
-        for i in 0..2 * SLOTS {
-            through_cache(&format!("SELECT c{i} FROM t"));
-        }
+        // Notes are kept apart from the classifications: a shape's note outlives its slot,
+        // here taken by another shape of the same slot.
+        let rival = (0..)
+            .map(|i| format!("SELECT c{i} FROM t"))
+            .find(|r| slot_of(key_of(r.as_bytes(), &mut Vec::new()).key) == slot_of(shape.key))
+            .expect("some shape shares the slot");
+        note_replica_refused(shape.key, &text, None, t0);
+        through_cache(&rival);
+        assert!(refused(sql, None, t0 + REPLICA_RECHECK / 2));
         assert!(noted(t0 + REPLICA_RECHECK / 2));
         // Only the most recent notes are kept.
         for i in 0..MAX_NOTES {
