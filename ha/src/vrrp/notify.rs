@@ -256,7 +256,7 @@ mod tests {
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\nsleep 0.05\necho \"$*\" >> '{}'\n[ \"$1\" = slow ] && sleep 5\nexit 0\n",
+                "#!/bin/sh\nsleep 0.05\necho \"$*\" >> '{}'\n[ \"$1\" = slow ] && sleep 60\nexit 0\n",
                 log.display()
             ),
         )
@@ -268,7 +268,9 @@ mod tests {
             master: Some(format!("{s} master-hook 'two words'")),
             backup: Some(format!("{s} slow")),
             notify: Some(s.clone()),
-            timeout: Some(Duration::from_millis(500)),
+            // Room for a loaded machine (a CI build beside it) to start the hook and reach its
+            // `echo`: at 500 ms the slow hook was once cut off before it.
+            timeout: Some(Duration::from_secs(3)),
             ..Default::default()
         };
         let n = Notifier::spawn("VI_T".into(), cfg);
@@ -278,7 +280,7 @@ mod tests {
         let t = std::time::Instant::now();
         n.finish().await;
         assert!(
-            t.elapsed() < Duration::from_secs(3),
+            t.elapsed() < Duration::from_secs(30),
             "the slow hook was not cut off"
         );
         let got = std::fs::read_to_string(&log).unwrap();
