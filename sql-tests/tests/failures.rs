@@ -132,6 +132,10 @@ async fn write_backend_killed() {
     let on: Option<(u32, u64)> = c.query_first(LATE).await.unwrap();
     assert_eq!(on, Some((1, 0)), "a shape a replica refused lately");
 
+    // A `BEGIN` the proxy answered itself, to go out with the transaction's first statement.
+    let mut begun = p.conn().await.unwrap();
+    begun.query_drop("BEGIN").await.unwrap();
+
     cl.primary.kill();
     let t0 = Instant::now();
     let e = c.query_drop("INSERT INTO f_w VALUES ()").await.unwrap_err();
@@ -225,6 +229,32 @@ async fn write_backend_killed() {
     assert_eq!(sid(&mut manual).await.unwrap(), on);
     manual.query_drop("ROLLBACK").await.unwrap();
     assert!([2, 3].contains(&sid(&mut manual).await.unwrap()));
+    // So does the transaction of a `BEGIN` that had not gone out when the primary went down:
+    // it begins with its first read, on a replica.
+    let rows: Option<u64> = begun.query_first("SELECT COUNT(*) FROM f_w").await.unwrap();
+    assert!(rows.is_some());
+    let on = sid(&mut begun).await.unwrap();
+    assert!(
+        [2, 3].contains(&on),
+        "the put-off BEGIN's transaction on {on}"
+    );
+    let in_transaction: Option<u32> = begun.query_first("SELECT @@in_transaction").await.unwrap();
+    assert_eq!(in_transaction, Some(1));
+    assert_eq!(
+        sid(&mut begun).await.unwrap(),
+        on,
+        "a transaction stays put"
+    );
+    let e = begun
+        .query_drop("INSERT INTO f_w VALUES ()")
+        .await
+        .unwrap_err();
+    let se = server_error(&e).unwrap_or_else(|| panic!("not a MySQL error: {e:?}"));
+    assert_eq!(se.code, 1290, "{se:?}");
+    begun.query_drop("COMMIT").await.unwrap();
+    // With the write backend known down, a `BEGIN` fails at once, naming it, as before.
+    let e = begun.query_drop("BEGIN").await.unwrap_err();
+    assert!(e.to_string().contains(&cl.primary_addr()), "{e}");
     // A second write fails the same way, not slower.
     let t0 = Instant::now();
     let e = c.query_drop("INSERT INTO f_w VALUES ()").await.unwrap_err();

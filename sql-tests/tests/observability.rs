@@ -81,9 +81,12 @@ async fn metrics_are_scraped_and_parsed() {
     let read = value(&s, "rwproxy_queries_total", &[("route", "read")]);
     let write = value(&s, "rwproxy_queries_total", &[("route", "write")]);
     let session = value(&s, "rwproxy_queries_total", &[("route", "session")]);
+    // The proxy answers the `BEGIN` and sends it with the transaction's first read, which
+    // counts as a write (it opens the transaction on the write backend), the other reads
+    // and the `COMMIT` as the session's.
     assert!(read >= 21.0, "read {read}");
     assert!(write >= 22.0, "write {write}");
-    assert!(session >= 6.0, "session {session}");
+    assert!(session >= 5.0, "session {session}");
     let hist = s
         .samples
         .iter()

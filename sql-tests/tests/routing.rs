@@ -461,6 +461,130 @@ async fn transactions_stay_on_primary() {
     );
 }
 
+/// The one number `sql` reads, as text or as a prepared statement.
+async fn count_of(c: &mut Conn, sql: &str, prepared: bool) -> i64 {
+    let n: Option<i64> = match prepared {
+        true => c.exec_first(sql, ()).await.unwrap(),
+        false => c.query_first(sql).await.unwrap(),
+    };
+    n.unwrap()
+}
+
+/// A plain `BEGIN` is answered by the proxy and goes out with the transaction's first
+/// statement (in the same write as a read; before anything else, on its own). The client
+/// sees "in transaction" at once; the snapshot is taken at the first read, as InnoDB takes
+/// it after a real `BEGIN`, and kept; reads and writes, text and prepared, run in the
+/// transaction on the primary; and `BEGIN` … `COMMIT` with nothing between reaches no server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_begin_goes_out_with_the_transactions_first_statement() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let queries = || {
+        p.backends
+            .backends()
+            .iter()
+            .map(|b| b.queries())
+            .sum::<u64>()
+    };
+    let mut raw = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    // (A `COMMIT` is answered without a server once the write backend's `completion_type`
+    // is known, from its first connection.)
+    raw.query("/*master*/ SELECT 1").await.unwrap();
+    let before = queries();
+    for begin in ["BEGIN", "start transaction;", "/* c */ begin work"] {
+        let reply = raw.query(begin).await.unwrap();
+        assert_eq!(reply[0][0], 0x00, "{begin}: OK");
+        assert_eq!(
+            raw::ok_status(&reply[0]) & 3,
+            3,
+            "{begin}: in transaction, autocommit"
+        );
+    }
+    let reply = raw.query("COMMIT").await.unwrap();
+    assert_eq!(
+        raw::ok_status(&reply[0]) & 3,
+        2,
+        "COMMIT: autocommit, no transaction"
+    );
+    assert_eq!(
+        queries(),
+        before,
+        "BEGIN … COMMIT with nothing between went to a server"
+    );
+
+    let mut direct = cl.primary.conn().await.unwrap();
+    direct
+        .query_drop("CREATE OR REPLACE TABLE rt_snap (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let count = "SELECT COUNT(*) FROM rt_snap";
+    let mut c = p.conn().await.unwrap();
+    for prepared in [false, true] {
+        direct.query_drop("DELETE FROM rt_snap").await.unwrap();
+        c.query_drop("BEGIN").await.unwrap();
+        direct
+            .query_drop("INSERT INTO rt_snap VALUES (1)")
+            .await
+            .unwrap();
+        assert_eq!(
+            count_of(&mut c, count, prepared).await,
+            1,
+            "prepared {prepared}: the snapshot is the first read's"
+        );
+        direct
+            .query_drop("INSERT INTO rt_snap VALUES (2)")
+            .await
+            .unwrap();
+        assert_eq!(
+            count_of(&mut c, count, prepared).await,
+            1,
+            "prepared {prepared}: the first read ran in the transaction"
+        );
+        assert_eq!(sid(&mut c, "SELECT @@server_id").await, PRIMARY);
+        assert_eq!(sid(&mut c, "SELECT @@in_transaction").await, 1);
+        c.query_drop("COMMIT").await.unwrap();
+        assert_eq!(
+            count_of(&mut c, count, prepared).await,
+            2,
+            "prepared {prepared}: after COMMIT"
+        );
+    }
+
+    // A write first: it runs in the transaction, which rolls back.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO rt_snap VALUES (10)")
+        .await
+        .unwrap();
+    assert_eq!(sid(&mut c, "SELECT @@in_transaction").await, 1);
+    c.query_drop("ROLLBACK").await.unwrap();
+    let n: Option<i64> = direct
+        .query_first("SELECT COUNT(*) FROM rt_snap WHERE id = 10")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(0), "the write ran in the rolled-back transaction");
+
+    // Messages first: the transaction begins where they are asked for, on the primary.
+    c.query_drop("BEGIN").await.unwrap();
+    let warnings: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").await.unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(sid(&mut c, "SELECT @@server_id").await, PRIMARY);
+    assert_eq!(sid(&mut c, "SELECT @@in_transaction").await, 1);
+    c.query_drop("COMMIT").await.unwrap();
+
+    // What is not plain goes to the server as written.
+    c.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await
+        .unwrap();
+    direct
+        .query_drop("INSERT INTO rt_snap VALUES (3)")
+        .await
+        .unwrap();
+    let n: Option<i64> = c.query_first(count).await.unwrap();
+    assert_eq!(n, Some(2), "the snapshot is the START TRANSACTION's");
+    c.query_drop("COMMIT").await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_transaction_stays_on_one_server() {
     let (_cl, p) = start_proxy(&[1, 1]).await;

@@ -845,6 +845,30 @@ impl BackendConn {
         self.writer.flush().await
     }
 
+    /// Sends `BEGIN` and then `payload` in one write, as two commands: the server answers
+    /// them in turn, the `BEGIN` first (read with [`BackendConn::read_begin_reply`]).
+    pub async fn send_after_begin(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.broken = true;
+        self.writer.write_packet(0, b"\x03BEGIN").await?;
+        self.send_command(payload).await
+    }
+
+    /// The reply to the `BEGIN` of [`BackendConn::send_after_begin`]: `Some` error when the
+    /// server refused it (the command after it runs all the same, outside a transaction).
+    pub async fn read_begin_reply(&mut self) -> io::Result<Option<SqlError>> {
+        let p = self.reader.read_raw().await?;
+        let body = p.payload();
+        if message::is_err(body) {
+            return Ok(Some(SqlError::parse(body).unwrap_or_else(|| bad("error"))));
+        }
+        let ok = (body.first() == Some(&0x00))
+            .then(|| message::parse_ok(body))
+            .flatten()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad reply to BEGIN"))?;
+        self.finish(ok);
+        Ok(None)
+    }
+
     /// After a command failed to go out whole: the error the server sent before it closed the
     /// connection, if it did and it can still be read. A server answers a command over its
     /// `max_allowed_packet` with 1153 and hangs up while the rest is still coming; the

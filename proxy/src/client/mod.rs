@@ -586,9 +586,10 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
             idle_since,
             s.state.schema.as_ref(),
             s.pinned.as_ref().map(|c| c.backend.address.as_str()),
-            s.pinned
-                .as_ref()
-                .is_some_and(|c| c.lease.conn.in_transaction()),
+            s.begin_deferred
+                || s.pinned
+                    .as_ref()
+                    .is_some_and(|c| c.lease.conn.in_transaction()),
             s.last_write_gtid(),
         );
     }
@@ -753,7 +754,25 @@ impl Prep {
         }
     }
 
+    /// Then, when `begin`, the session's deferred `BEGIN` (see `Session::begin_deferred`),
+    /// on its own: the statement is not a read, which must not run if the `BEGIN` fails.
     async fn apply(
+        self,
+        s: &mut Session,
+        conn: &mut BackendConn,
+        packet: &[u8],
+        begin: bool,
+    ) -> Result<Option<Vec<u8>>, SqlError> {
+        let prepared = self.apply_own(s, conn, packet).await?;
+        if begin {
+            conn.run("BEGIN")
+                .await
+                .map_err(|e| e.to_sql_error("backend"))?;
+        }
+        Ok(prepared)
+    }
+
+    async fn apply_own(
         self,
         s: &mut Session,
         conn: &mut BackendConn,
@@ -897,15 +916,24 @@ pub async fn execute(
                 }
             }
         }
+        // The client's `BEGIN`, answered by the proxy, goes out now: in the same write as a
+        // read, whose reply follows its OK; on its own before anything else. Only a reply
+        // relayed whole ends the wait for it: a statement run again elsewhere takes it along.
+        let begin = s.begin_deferred;
+        let pipelined = begin && target == Target::Read;
         // Awaited only when the server must answer first: a future costs the session's
         // state cache misses. Boxed, so that the session's future holds no room for it (see
         // `SessionStatus::unless_stuck`).
-        let prepared = match prep.ready(s, &mut c.lease.conn, packet) {
+        let ready = match begin && !pipelined {
+            true => None,
+            false => prep.ready(s, &mut c.lease.conn, packet),
+        };
+        let prepared = match ready {
             Some(done) => done,
             None => {
                 let status = s.status.clone();
                 let read = target == Target::Read && !was_pinned;
-                let apply = prep.apply(s, &mut c.lease.conn, packet);
+                let apply = prep.apply(s, &mut c.lease.conn, packet, begin && !pipelined);
                 match Box::pin(status.unless_stuck(&c.backend, read, apply)).await {
                     Ok(prepared) => prepared,
                     Err(Stuck::SessionKilled) => return Err(SessionEnd::Killed),
@@ -989,14 +1017,36 @@ pub async fn execute(
             Target::Diagnostics => Route::Session,
             // With autocommit off a read opens a transaction, on the write backend while
             // it can take it (see `Session::checkout`).
-            Target::Read if !s.autocommit && !on_replica => Route::Write,
+            Target::Read if (!s.autocommit || begin) && !on_replica => Route::Write,
             Target::Read => Route::Read,
             Target::Write | Target::Session => Route::Write,
         };
         let started = std::time::Instant::now();
-        let sent = c.conn().send_command(payload).await;
+        let sent = match pipelined {
+            false => c.conn().send_command(payload).await,
+            true => c.conn().send_after_begin(payload).await,
+        };
         let went_out = sent.is_ok();
-        let result = match sent {
+        // Refused, the read runs outside a transaction all the same, as the server goes on to
+        // the next command (harmless for a read), and the session's next statement begins it.
+        let mut begin_refused = false;
+        let began = match sent {
+            Ok(()) if pipelined => match c.conn().read_begin_reply().await {
+                Ok(Some(e)) => {
+                    tracing::warn!(backend = %c.backend.address, session = s.id, "the server refused a deferred BEGIN: {e}");
+                    begin_refused = true;
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(source) => Err(source),
+            },
+            sent => sent,
+        };
+        let result = match began {
+            Err(source) if went_out => Err(RelayError::Backend {
+                source,
+                sent: false,
+            }),
             Ok(()) => {
                 relay::relay(
                     c.conn(),
@@ -1062,6 +1112,9 @@ pub async fn execute(
                 return Ok(None);
             }
             Ok(mut r) => {
+                if begin && !begin_refused {
+                    s.begin_deferred = false;
+                }
                 r.after_replica_refused = refused_on_replica.is_some();
                 let replied = std::time::Instant::now();
                 s.replied_at = Some(replied);

@@ -86,14 +86,24 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         io.error(&e).await?;
         return Ok(());
     }
-    if c.kind == StmtKind::EndTransaction
-        && !c
-            .flags
-            .intersects(Flags::MULTI_STATEMENT.union(Flags::SET_STATEMENT))
-        && plain_end(sql)
-        && s.nothing_to_end()
+    let plain = !c
+        .flags
+        .intersects(Flags::MULTI_STATEMENT.union(Flags::SET_STATEMENT));
+    if c.kind == (StmtKind::Begin { read_only: false })
+        && plain
+        && plain_begin(sql)
+        && s.may_defer_begin()
     {
-        return end_nothing(s, io, shape.key, sql).await;
+        s.begin_deferred = true;
+        return answer_ok(s, io, shape.key, sql).await;
+    }
+    // Pools send one whenever a connection is given back (SQLAlchemy's reset on return,
+    // Hikari with autocommit off), which cost a round trip, and with the pool full a wait for
+    // a connection only to do nothing there. A `BEGIN` not sent yet is ended by not sending
+    // it.
+    if c.kind == StmtKind::EndTransaction && plain && plain_end(sql) && s.nothing_to_end() {
+        s.begin_deferred = false;
+        return answer_ok(s, io, shape.key, sql).await;
     }
     // `GET DIAGNOSTICS` runs where the messages are held; when the session's user variables
     // live elsewhere, what it sets there is copied over (see `diagnostics`). The same path
@@ -267,14 +277,36 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
 /// and a final `;`. Anything more (`AND CHAIN`, `RELEASE`, an executable comment, or a
 /// syntax error the server must answer with 1064) goes to the server.
 fn plain_end(sql: &[u8]) -> bool {
-    let mut words: Vec<&[u8]> = Vec::with_capacity(2);
+    let is = |w: &[u8], word: &str| w.eq_ignore_ascii_case(word.as_bytes());
+    plain_words(sql).is_some_and(|[end, work]| {
+        (is(end, "COMMIT") || is(end, "ROLLBACK")) && (work.is_empty() || is(work, "WORK"))
+    })
+}
+
+/// `BEGIN`, `BEGIN WORK` or `START TRANSACTION`, and nothing else but whitespace, plain
+/// comments and a final `;`: a transaction that takes its snapshot at its first read, as
+/// InnoDB's does, and so may begin with it. (`WITH CONSISTENT SNAPSHOT`, `READ ONLY` and
+/// the like go to the server.)
+fn plain_begin(sql: &[u8]) -> bool {
+    let is = |w: &[u8], word: &str| w.eq_ignore_ascii_case(word.as_bytes());
+    plain_words(sql).is_some_and(|[first, second]| {
+        is(first, "BEGIN") && (second.is_empty() || is(second, "WORK"))
+            || is(first, "START") && is(second, "TRANSACTION")
+    })
+}
+
+/// The one or two words of a statement that has nothing else but whitespace, plain comments
+/// and a final `;` (the second empty when there is one).
+fn plain_words(sql: &[u8]) -> Option<[&[u8]; 2]> {
+    let mut words: [&[u8]; 2] = [&[], &[]];
+    let mut n = 0;
     let mut i = 0;
     while i < sql.len() {
         match sql[i] {
             b' ' | b'\t' | b'\r' | b'\n' => i += 1,
             b'/' => match router::after_plain_comment(&sql[i..]) {
                 Some(rest) => i = sql.len() - rest.len(),
-                None => return false,
+                None => return None,
             },
             b';' if sql[i + 1..].iter().all(u8::is_ascii_whitespace) => break,
             b if b.is_ascii_alphabetic() => {
@@ -282,29 +314,19 @@ fn plain_end(sql: &[u8]) -> bool {
                 while i < sql.len() && sql[i].is_ascii_alphanumeric() {
                     i += 1;
                 }
-                if words.len() == 2 {
-                    return false;
-                }
-                words.push(&sql[start..i]);
+                *words.get_mut(n)? = &sql[start..i];
+                n += 1;
             }
-            _ => return false,
+            _ => return None,
         }
     }
-    let is = |w: &[u8], word: &str| w.eq_ignore_ascii_case(word.as_bytes());
-    match words[..] {
-        [end] => is(end, "COMMIT") || is(end, "ROLLBACK"),
-        [end, work] => (is(end, "COMMIT") || is(end, "ROLLBACK")) && is(work, "WORK"),
-        _ => false,
-    }
+    (n > 0).then_some(words)
 }
 
-/// Answers a `COMMIT` or `ROLLBACK` that has nothing to end as a server would (OK, messages
-/// kept, `ROW_COUNT()` 0), without a connection. Pools send one whenever a connection is
-/// given back (SQLAlchemy's reset on return, Hikari with autocommit off), which cost a
-/// round trip, and with the pool full a wait for a connection only to do nothing there.
-/// Counted in the digests and the SQL log (backend `rwproxy`), not among the statements
-/// relayed.
-async fn end_nothing(
+/// Answers a statement that needs no server as one would (OK, messages kept, `ROW_COUNT()`
+/// 0): a `COMMIT` or `ROLLBACK` with nothing to end, or a `BEGIN` put off. Counted in the
+/// digests and the SQL log (backend `rwproxy`), not among the statements relayed.
+async fn answer_ok(
     s: &mut Session,
     io: &mut ClientIo,
     key: u64,
@@ -439,7 +461,34 @@ const MAX_REPLAYED: usize = 64;
 
 #[cfg(test)]
 mod tests {
-    use super::plain_end;
+    use super::{plain_begin, plain_end};
+
+    #[test]
+    fn only_a_plain_begin_waits_for_the_first_statement() {
+        for sql in [
+            "BEGIN",
+            "begin work;",
+            " START TRANSACTION ",
+            "/* c */ start transaction;\n",
+        ] {
+            assert!(plain_begin(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT",
+            "START TRANSACTION READ ONLY",
+            "START TRANSACTION READ WRITE",
+            "BEGIN NOT ATOMIC SELECT 1; END",
+            "BEGIN WORK WORK",
+            "START",
+            "TRANSACTION",
+            "/*! BEGIN */",
+            "BEGIN; SELECT 1",
+            "COMMIT",
+            "",
+        ] {
+            assert!(!plain_begin(sql.as_bytes()), "{sql}");
+        }
+    }
 
     #[test]
     fn only_a_plain_commit_or_rollback_ends_nothing_by_itself() {

@@ -12,7 +12,8 @@ use crate::client::registry::{Killed, Registry, SessionStatus, Stuck};
 use crate::client::ClientSettings;
 use crate::cluster::{Cluster, ReadPicker};
 use crate::protocol::message::{
-    self, codes, SqlError, SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS_READONLY,
+    self, codes, SqlError, SERVER_STATUS_AUTOCOMMIT, SERVER_STATUS_IN_TRANS,
+    SERVER_STATUS_IN_TRANS_READONLY,
 };
 use crate::protocol::session_track::StateChanges;
 use crate::router::classify::{self, Flags, StmtKind};
@@ -174,6 +175,12 @@ pub struct Session {
     /// replica while it cannot be reached, see `checkout`); between transactions the session
     /// holds no connection.
     pub autocommit: bool,
+    /// The client's plain `BEGIN` was answered by the proxy and has not gone out yet: it goes
+    /// with the transaction's first statement (see `client::execute`), which saves the
+    /// transaction a round trip to the write backend. Meanwhile the session holds no
+    /// connection, its statements route as in a transaction, and the proxy's own replies
+    /// say "in transaction".
+    pub begin_deferred: bool,
     /// `found_rows` was just set: the digest recorded next is its statement's.
     pub found_rows_fresh: bool,
     /// The client negotiated `CLIENT_SESSION_TRACK`: it gets the session-state information
@@ -233,6 +240,7 @@ impl Session {
             wait_timeout: None,
             login_wait_timeout: None,
             autocommit: true,
+            begin_deferred: false,
             found_rows: None,
             found_rows_stmt: 0,
             found_rows_fresh: false,
@@ -397,6 +405,7 @@ impl Session {
         self.row_count = 0;
         self.row_count_on = None;
         self.autocommit = true;
+        self.begin_deferred = false;
         self.set_wait_timeout(self.login_wait_timeout);
         // FOUND_ROWS() survives a reset on a server (measured on MariaDB 10.11).
         // The server's default sql_mode again.
@@ -433,6 +442,7 @@ impl Session {
     pub fn status(&self) -> u16 {
         let session = match &self.pinned {
             Some(c) => c.lease.conn.status & message::SESSION_FLAGS & !message::SQL_MODE_FLAGS,
+            None if self.begin_deferred => SERVER_STATUS_AUTOCOMMIT | SERVER_STATUS_IN_TRANS,
             None if self.autocommit => SERVER_STATUS_AUTOCOMMIT,
             None => 0,
         };
@@ -481,10 +491,14 @@ impl Session {
         // while the write backend can take it. Otherwise the transaction runs on a read
         // backend, so reads keep working (Connector/Python and SQLAlchemy turn autocommit
         // off by default), and its writes are refused there (`refuse_on_replica`).
-        let read_in_transaction = target == Target::Read && !self.autocommit;
-        let target = match read_in_transaction {
-            true => Target::Write,
-            false => target,
+        // So does a read after a `BEGIN` still to go out, and a `SHOW WARNINGS` with nothing
+        // held: the `BEGIN` goes with it, and the transaction stays on that connection.
+        let read_in_transaction =
+            target == Target::Read && (!self.autocommit || self.begin_deferred);
+        let target = match target {
+            _ if read_in_transaction => Target::Write,
+            Target::Diagnostics if self.begin_deferred => Target::Write,
+            _ => target,
         };
         if let Some(c) = self.pinned.take() {
             let messages = std::mem::take(&mut self.pinned_messages);
@@ -941,10 +955,10 @@ impl Session {
     }
 
     /// Refuses, when the session is held on a replica, what must not run there:
-    /// - in a transaction that began (autocommit=0) while the write backend could not be
-    ///   reached, anything but reads and settings: a locking read there locks nothing the
-    ///   primary's clients see, and a user variable or temporary table would hold the session
-    ///   on the replica for good;
+    /// - in a transaction that began (autocommit=0, or a `BEGIN` the proxy sent with a read)
+    ///   while the write backend could not be reached, anything but reads and settings: a
+    ///   locking read there locks nothing the primary's clients see, and a user variable or
+    ///   temporary table would hold the session on the replica for good;
     /// - a statement that changes data (outside a read-only transaction, whose server refuses
     ///   it itself; inside one, a DDL the server would run after committing): state the
     ///   session made there (a user variable or temporary table in a read-only transaction or
@@ -971,7 +985,7 @@ impl Session {
             c.lease.conn.in_transaction() && !read_only_transaction && !self.sticky.server_state;
         if began_without_primary && !reads_or_settings(class) {
             return refuse(format!(
-                "rwproxy: this transaction runs on replica {addr}: it began (autocommit=0) while the write backend could not be reached, and only reads run there; end it and retry"
+                "rwproxy: this transaction runs on replica {addr}: it began (with autocommit=0, or a BEGIN sent with its first read) while the write backend could not be reached, and only reads run there; end it and retry"
             ));
         }
         if class.flags.contains(Flags::GET_LOCK) {
@@ -1099,11 +1113,34 @@ impl Session {
                 .is_some_and(|b| b.pool.plain_completion())
     }
 
+    /// Whether a plain `BEGIN` may wait to go out with the transaction's first statement
+    /// (`begin_deferred`): when it starts from nothing and its OK says nothing the proxy's
+    /// would not. Not with a connection held (a transaction to end, or messages), state that
+    /// pins the session, `autocommit=0`, a `SET TRANSACTION` waiting for it, an error of the
+    /// proxy's own still to show, session tracking the client set (the server's OK would
+    /// carry it), or a write backend known not to serve (its `BEGIN` fails at once, as
+    /// before).
+    pub fn may_defer_begin(&self) -> bool {
+        self.pinned.is_none()
+            && self.held.is_none()
+            && self.autocommit
+            && !self.sticky.any()
+            && self.proxy_error.is_none()
+            && !self
+                .state
+                .vars
+                .iter()
+                .any(|(k, _)| k.starts_with("session_track"))
+            && self.write_serves()
+    }
+
     /// Whether a read (`read`: unpinned, to a read backend) on `c` may run again on the write
     /// backend when its replica refuses it for being one (`relay::refused_as_replica`): an
     /// autocommit one on a replica.
     pub fn may_read_again_on_primary(&self, read: bool, c: &Checkout) -> bool {
-        read && self.autocommit && c.backend.role == crate::config::Role::ReadOnly
+        read && self.autocommit
+            && !self.begin_deferred
+            && c.backend.role == crate::config::Role::ReadOnly
     }
 
     /// Gives back the replica connection of a read its replica refused for being one

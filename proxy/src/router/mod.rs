@@ -32,7 +32,8 @@
 //! on a replica first, and routes by this table (`Session::commit_implicitly`). With
 //! `autocommit=0` every statement opens a transaction, so the session sends reads to the
 //! write backend too, or to a replica while the write backend cannot be reached
-//! (`Session::checkout`).
+//! (`Session::checkout`). So does a session whose plain `BEGIN` the proxy answered, to send
+//! it with the transaction's first statement (`Session::begin_deferred`).
 
 pub mod cache;
 pub mod classify;
