@@ -58,6 +58,11 @@ impl Note {
     fn is(&self, key: u64, text: &[u8], schema: Option<&Arc<str>>) -> bool {
         self.key == key && *self.text == *text && names::same_opt(self.schema.as_ref(), schema)
     }
+
+    /// Still sends its shape's reads to the write backend at `now`.
+    fn live_at(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.at) < REPLICA_RECHECK
+    }
 }
 
 thread_local! {
@@ -125,7 +130,7 @@ fn refused_lately(key: u64, text: &[u8], schema: Option<&Arc<str>>, now: Instant
         return false;
     }
     NOTES.with_borrow_mut(|notes| {
-        notes.retain(|n| now.saturating_duration_since(n.at) < REPLICA_RECHECK);
+        notes.retain(|n| n.live_at(now));
         NOTED.set(!notes.is_empty());
         notes.iter().any(|n| n.is(key, text, schema))
     })
@@ -144,7 +149,7 @@ pub fn note_replica_refused(key: u64, text: &[u8], schema: Option<Arc<str>>, at:
             n.at = n.at.max(at);
             return;
         }
-        notes.retain(|n| at.saturating_duration_since(n.at) < REPLICA_RECHECK);
+        notes.retain(|n| n.live_at(at));
         if notes.len() == MAX_NOTES {
             notes.remove(0);
         }
