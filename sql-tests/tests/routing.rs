@@ -470,11 +470,54 @@ async fn count_of(c: &mut Conn, sql: &str, prepared: bool) -> i64 {
     n.unwrap()
 }
 
+/// A setting after a `BEGIN` the proxy put off waits for the write backend's connection, as
+/// the `BEGIN` itself did before: the transaction does not begin on a replica because the
+/// primary's pool is busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_after_a_put_off_begin_waits_for_the_primary() {
+    let cl = cluster().await;
+    let toml = proxy::config_toml(cl, &[1, 1], "").replacen(
+        "max-connections = 50",
+        "max-connections = 1",
+        1,
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    let mut a = p.conn().await.unwrap();
+    a.query_drop("CREATE OR REPLACE TABLE rt_busy (id INT)")
+        .await
+        .unwrap();
+    a.query_drop("BEGIN").await.unwrap();
+    a.query_drop("INSERT INTO rt_busy VALUES (1)")
+        .await
+        .unwrap();
+    let mut b = p.conn().await.unwrap();
+    b.query_drop("BEGIN").await.unwrap();
+    let set = tokio::spawn(async move {
+        let r = b.query_drop("SET time_zone = '+01:00'").await;
+        (b, r)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !set.is_finished(),
+        "the setting ran elsewhere while the primary's only connection was busy"
+    );
+    a.query_drop("COMMIT").await.unwrap();
+    let (mut b, r) = set.await.unwrap();
+    r.unwrap();
+    assert_eq!(sid(&mut b, "SELECT @@server_id").await, PRIMARY);
+    assert_eq!(sid(&mut b, "SELECT @@in_transaction").await, 1);
+    b.query_drop("INSERT INTO rt_busy VALUES (2)")
+        .await
+        .unwrap();
+    b.query_drop("COMMIT").await.unwrap();
+}
+
 /// A plain `BEGIN` is answered by the proxy and goes out with the transaction's first
 /// statement (in the same write as a read; before anything else, on its own). The client
 /// sees "in transaction" at once; the snapshot is taken at the first read, as InnoDB takes
 /// it after a real `BEGIN`, and kept; reads and writes, text and prepared, run in the
 /// transaction on the primary; and `BEGIN` … `COMMIT` with nothing between reaches no server.
+/// A prepared `BEGIN` likewise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_begin_goes_out_with_the_transactions_first_statement() {
     let (cl, p) = start_proxy(&[1, 1]).await;
@@ -501,6 +544,16 @@ async fn a_begin_goes_out_with_the_transactions_first_statement() {
             "{begin}: in transaction, autocommit"
         );
     }
+    let (begin, _, _) = raw.prepare("BEGIN").await.unwrap();
+    let reply = raw
+        .command(&raw::execute_packet(begin, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        raw::ok_status(&reply[0]) & 3,
+        3,
+        "prepared BEGIN: in transaction"
+    );
     let reply = raw.query("COMMIT").await.unwrap();
     assert_eq!(
         raw::ok_status(&reply[0]) & 3,
@@ -522,7 +575,11 @@ async fn a_begin_goes_out_with_the_transactions_first_statement() {
     let mut c = p.conn().await.unwrap();
     for prepared in [false, true] {
         direct.query_drop("DELETE FROM rt_snap").await.unwrap();
-        c.query_drop("BEGIN").await.unwrap();
+        // sysbench's `--db-ps-mode=auto` prepares its `BEGIN` too.
+        match prepared {
+            true => c.exec_drop("BEGIN", ()).await.unwrap(),
+            false => c.query_drop("BEGIN").await.unwrap(),
+        }
         direct
             .query_drop("INSERT INTO rt_snap VALUES (1)")
             .await
@@ -564,7 +621,8 @@ async fn a_begin_goes_out_with_the_transactions_first_statement() {
         .unwrap();
     assert_eq!(n, Some(0), "the write ran in the rolled-back transaction");
 
-    // Messages first: the transaction begins where they are asked for, on the primary.
+    // Messages first: any connection answers them alike, and the read after them takes the
+    // `BEGIN` to the primary.
     c.query_drop("BEGIN").await.unwrap();
     let warnings: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").await.unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");

@@ -845,16 +845,21 @@ impl BackendConn {
         self.writer.flush().await
     }
 
-    /// Sends `BEGIN` and then `payload` in one write, as two commands: the server answers
-    /// them in turn, the `BEGIN` first (read with [`BackendConn::read_begin_reply`]).
+    /// Sends `BEGIN` and then `payload` in one write, as two commands, so that a transaction
+    /// a read opens costs one round trip: the server reads and answers them in turn, the
+    /// `BEGIN` first (read with [`BackendConn::read_begin_reply`]). Only ahead of a read: a
+    /// refused `BEGIN` does not stop the server running the next command, outside any
+    /// transaction.
     pub async fn send_after_begin(&mut self, payload: &[u8]) -> io::Result<()> {
         self.broken = true;
         self.writer.write_packet(0, b"\x03BEGIN").await?;
         self.send_command(payload).await
     }
 
-    /// The reply to the `BEGIN` of [`BackendConn::send_after_begin`]: `Some` error when the
-    /// server refused it (the command after it runs all the same, outside a transaction).
+    /// The reply to the `BEGIN` of [`BackendConn::send_after_begin`], which the client must
+    /// not see (the proxy answered its `BEGIN`): `Some` error when the server refused it.
+    /// Session-state changes in its OK are dropped: the proxy tracks none that a `BEGIN`
+    /// changes.
     pub async fn read_begin_reply(&mut self) -> io::Result<Option<SqlError>> {
         let p = self.reader.read_raw().await?;
         let body = p.payload();

@@ -395,10 +395,11 @@ async fn wait_for_command(
         if status.is_killed() {
             return Ok(Wake::Killed);
         }
-        let in_transaction = s
-            .pinned
-            .as_ref()
-            .is_some_and(|c| c.lease.conn.in_transaction());
+        // (A client told it is in a transaction is one, its `BEGIN` sent or not.)
+        let in_transaction = s.begin_deferred
+            || s.pinned
+                .as_ref()
+                .is_some_and(|c| c.lease.conn.in_transaction());
         if s.registry.is_shutting_down() && !in_transaction {
             return Ok(Wake::Shutdown);
         }
@@ -917,9 +918,11 @@ pub async fn execute(
             }
         }
         // The client's `BEGIN`, answered by the proxy, goes out now: in the same write as a
-        // read, whose reply follows its OK; on its own before anything else. Only a reply
+        // read, whose reply follows its OK; on its own before anything else, which must not
+        // run outside the transaction should the server refuse the `BEGIN`. Only a reply
         // relayed whole ends the wait for it: a statement run again elsewhere takes it along.
-        let begin = s.begin_deferred;
+        // Not for `SHOW WARNINGS` and the like, which any connection answers alike.
+        let begin = s.begin_deferred && target != Target::Diagnostics;
         let pipelined = begin && target == Target::Read;
         // Awaited only when the server must answer first: a future costs the session's
         // state cache misses. Boxed, so that the session's future holds no room for it (see
@@ -955,6 +958,19 @@ pub async fn execute(
             // The connection failed while being prepared for the statement: a pinned one took
             // the session's transaction or server state with it.
             Err(_) if c.lease.conn.broken && was_pinned => return Err(SessionEnd::BackendLost),
+            // A pooled connection the server had closed, found by the `BEGIN` sent ahead of
+            // the statement: nothing of the statement went out, and a fresh connection takes
+            // it, as it would have taken the `BEGIN` on its own before.
+            Err(_)
+                if c.lease.conn.broken
+                    && begin
+                    && !pipelined
+                    && c.lease.reused
+                    && attempts == 1 =>
+            {
+                drop(c);
+                continue;
+            }
             Err(e) if c.lease.conn.broken => {
                 drop(c);
                 io.error(&e).await?;
@@ -1015,8 +1031,9 @@ pub async fn execute(
         let route = match target {
             _ if was_pinned => Route::Session,
             Target::Diagnostics => Route::Session,
-            // With autocommit off a read opens a transaction, on the write backend while
-            // it can take it (see `Session::checkout`).
+            // With autocommit off, or the `BEGIN` going out with it, a read opens a
+            // transaction, on the write backend while it can take it (see
+            // `Session::checkout`).
             Target::Read if (!s.autocommit || begin) && !on_replica => Route::Write,
             Target::Read => Route::Read,
             Target::Write | Target::Session => Route::Write,
@@ -1035,6 +1052,9 @@ pub async fn execute(
                 Ok(Some(e)) => {
                     tracing::warn!(backend = %c.backend.address, session = s.id, "the server refused a deferred BEGIN: {e}");
                     begin_refused = true;
+                    // Its error may stay in the connection's messages under a read that
+                    // keeps them.
+                    c.conn().dirty = true;
                     Ok(())
                 }
                 Ok(None) => Ok(()),

@@ -386,6 +386,13 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         io.error(&e).await?;
         return Ok(());
     }
+    // Drivers that prepare everything (sysbench with `--db-ps-mode=auto`) prepare `BEGIN`
+    // too: put off as the text one is (see `query::query`).
+    if super::query::deferrable_begin(stmt.class.kind, &stmt.sql) && s.may_defer_begin() {
+        let (sql, digest) = (stmt.sql.clone(), stmt.digest);
+        s.begin_deferred = true;
+        return super::query::answer_ok(s, io, digest, &sql).await;
+    }
     let changes_session = super::query::changes_session(stmt.class.kind);
     if stmt.class.flags.intersects(super::query::SERVER_STATE) || changes_session {
         s.sticky.server_state = true;
@@ -409,7 +416,7 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     let xa = stmt.class.flags.contains(Flags::XA);
     s.sql_mode_transient = stmt.class.flags.contains(Flags::SET_STATEMENT);
     // Taken by this read's checkout (a read's is the first thing `execute` does).
-    if recently_refused && target == Target::Read && s.autocommit {
+    if recently_refused && target == Target::Read && s.autocommit && !s.begin_deferred {
         s.read_on_primary = true;
     }
     let relayed = super::execute(

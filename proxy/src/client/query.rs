@@ -86,14 +86,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         io.error(&e).await?;
         return Ok(());
     }
-    let plain = !c
-        .flags
-        .intersects(Flags::MULTI_STATEMENT.union(Flags::SET_STATEMENT));
-    if c.kind == (StmtKind::Begin { read_only: false })
-        && plain
-        && plain_begin(sql)
-        && s.may_defer_begin()
-    {
+    if deferrable_begin(c.kind, sql) && s.may_defer_begin() {
         s.begin_deferred = true;
         return answer_ok(s, io, shape.key, sql).await;
     }
@@ -101,7 +94,13 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     // Hikari with autocommit off), which cost a round trip, and with the pool full a wait for
     // a connection only to do nothing there. A `BEGIN` not sent yet is ended by not sending
     // it.
-    if c.kind == StmtKind::EndTransaction && plain && plain_end(sql) && s.nothing_to_end() {
+    if c.kind == StmtKind::EndTransaction
+        && !c
+            .flags
+            .intersects(Flags::MULTI_STATEMENT.union(Flags::SET_STATEMENT))
+        && plain_end(sql)
+        && s.nothing_to_end()
+    {
         s.begin_deferred = false;
         return answer_ok(s, io, shape.key, sql).await;
     }
@@ -178,7 +177,11 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     s.sql_mode_transient = c.flags.contains(Flags::SET_STATEMENT);
     // A replica refused this shape lately for being one (a stored function that writes, a
     // table it lacks): the read goes straight to the write backend.
-    if c.flags.contains(Flags::REPLICA_REFUSED) && target == Target::Read && s.autocommit {
+    if c.flags.contains(Flags::REPLICA_REFUSED)
+        && target == Target::Read
+        && s.autocommit
+        && !s.begin_deferred
+    {
         s.read_on_primary = true;
     }
     let relayed = execute(
@@ -283,10 +286,15 @@ fn plain_end(sql: &[u8]) -> bool {
     })
 }
 
-/// `BEGIN`, `BEGIN WORK` or `START TRANSACTION`, and nothing else but whitespace, plain
-/// comments and a final `;`: a transaction that takes its snapshot at its first read, as
-/// InnoDB's does, and so may begin with it. (`WITH CONSISTENT SNAPSHOT`, `READ ONLY` and
-/// the like go to the server.)
+/// A `BEGIN` the proxy may answer and send with the transaction's first statement (see
+/// `Session::begin_deferred`): `BEGIN`, `BEGIN WORK` or `START TRANSACTION`, and nothing
+/// else but whitespace, plain comments and a final `;`. Its transaction takes its snapshot
+/// at its first read, as InnoDB's does, and so may begin with it. `WITH CONSISTENT
+/// SNAPSHOT`, `READ ONLY`, a multi-statement or `SET STATEMENT` go to the server as written.
+pub(crate) fn deferrable_begin(kind: StmtKind, sql: &[u8]) -> bool {
+    kind == (StmtKind::Begin { read_only: false }) && plain_begin(sql)
+}
+
 fn plain_begin(sql: &[u8]) -> bool {
     let is = |w: &[u8], word: &str| w.eq_ignore_ascii_case(word.as_bytes());
     plain_words(sql).is_some_and(|[first, second]| {
@@ -326,7 +334,7 @@ fn plain_words(sql: &[u8]) -> Option<[&[u8]; 2]> {
 /// Answers a statement that needs no server as one would (OK, messages kept, `ROW_COUNT()`
 /// 0): a `COMMIT` or `ROLLBACK` with nothing to end, or a `BEGIN` put off. Counted in the
 /// digests and the SQL log (backend `rwproxy`), not among the statements relayed.
-async fn answer_ok(
+pub(crate) async fn answer_ok(
     s: &mut Session,
     io: &mut ClientIo,
     key: u64,

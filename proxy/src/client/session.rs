@@ -178,8 +178,9 @@ pub struct Session {
     /// The client's plain `BEGIN` was answered by the proxy and has not gone out yet: it goes
     /// with the transaction's first statement (see `client::execute`), which saves the
     /// transaction a round trip to the write backend. Meanwhile the session holds no
-    /// connection, its statements route as in a transaction, and the proxy's own replies
-    /// say "in transaction".
+    /// connection (unless long data pinned it), its statements route as in a transaction,
+    /// and the proxy's own replies say "in transaction". Never set with a transaction open
+    /// on the session's connection (see `finish`).
     pub begin_deferred: bool,
     /// `found_rows` was just set: the digest recorded next is its statement's.
     pub found_rows_fresh: bool,
@@ -442,11 +443,14 @@ impl Session {
     pub fn status(&self) -> u16 {
         let session = match &self.pinned {
             Some(c) => c.lease.conn.status & message::SESSION_FLAGS & !message::SQL_MODE_FLAGS,
-            None if self.begin_deferred => SERVER_STATUS_AUTOCOMMIT | SERVER_STATUS_IN_TRANS,
             None if self.autocommit => SERVER_STATUS_AUTOCOMMIT,
             None => 0,
         };
-        session | self.sql_mode_flags
+        let deferred = match self.begin_deferred {
+            true => SERVER_STATUS_IN_TRANS,
+            false => 0,
+        };
+        session | deferred | self.sql_mode_flags
     }
 
     /// A connection for the next statement, carrying this session's state: the pinned one, or
@@ -491,13 +495,14 @@ impl Session {
         // while the write backend can take it. Otherwise the transaction runs on a read
         // backend, so reads keep working (Connector/Python and SQLAlchemy turn autocommit
         // off by default), and its writes are refused there (`refuse_on_replica`).
-        // So does a read after a `BEGIN` still to go out, and a `SHOW WARNINGS` with nothing
-        // held: the `BEGIN` goes with it, and the transaction stays on that connection.
+        // So does a read after a `BEGIN` still to go out, which goes with it. A setting then
+        // goes to the write backend alone: it too takes the `BEGIN` along, and a transaction
+        // must not begin on a replica only because the write backend's pool is busy.
         let read_in_transaction =
             target == Target::Read && (!self.autocommit || self.begin_deferred);
         let target = match target {
             _ if read_in_transaction => Target::Write,
-            Target::Diagnostics if self.begin_deferred => Target::Write,
+            Target::Session if self.begin_deferred => Target::Write,
             _ => target,
         };
         if let Some(c) = self.pinned.take() {
@@ -875,6 +880,11 @@ impl Session {
             self.release_held();
         }
         let in_txn = c.conn().in_transaction();
+        // Whatever began it (a `BEGIN` put off, then sent by a statement killed before it
+        // went out), the transaction is open: no second `BEGIN` is to go out.
+        if in_txn {
+            self.begin_deferred = false;
+        }
         self.autocommit = c.conn().status & SERVER_STATUS_AUTOCOMMIT != 0;
         if !std::mem::take(&mut self.sql_mode_transient) {
             self.sql_mode_flags = c.conn().status & message::SQL_MODE_FLAGS;
@@ -1136,7 +1146,8 @@ impl Session {
 
     /// Whether a read (`read`: unpinned, to a read backend) on `c` may run again on the write
     /// backend when its replica refuses it for being one (`relay::refused_as_replica`): an
-    /// autocommit one on a replica.
+    /// autocommit one on a replica, not one that took a `BEGIN` put off there (the
+    /// transaction began with it).
     pub fn may_read_again_on_primary(&self, read: bool, c: &Checkout) -> bool {
         read && self.autocommit
             && !self.begin_deferred
