@@ -46,6 +46,19 @@ async fn start_proxy(weights: &[u32]) -> (&'static Cluster, proxy::Proxy) {
     (c, p)
 }
 
+/// A proxy whose write backend has one pooled connection: what one session holds there, the
+/// others wait for.
+async fn start_one_write_connection_proxy() -> (&'static Cluster, proxy::Proxy) {
+    let c = cluster().await;
+    let toml = proxy::config_toml(c, &[1, 1], "").replacen(
+        "role = \"rw\"\nmax-connections = 50",
+        "role = \"rw\"\nmax-connections = 1",
+        1,
+    );
+    assert!(toml.contains("max-connections = 1\n"));
+    (c, proxy::start(&toml).await.unwrap())
+}
+
 async fn sid(c: &mut Conn, sql: &str) -> u32 {
     c.query_first(sql)
         .await
@@ -475,13 +488,7 @@ async fn count_of(c: &mut Conn, sql: &str, prepared: bool) -> i64 {
 /// primary's pool is busy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_setting_after_a_put_off_begin_waits_for_the_primary() {
-    let cl = cluster().await;
-    let toml = proxy::config_toml(cl, &[1, 1], "").replacen(
-        "max-connections = 50",
-        "max-connections = 1",
-        1,
-    );
-    let p = proxy::start(&toml).await.unwrap();
+    let (_, p) = start_one_write_connection_proxy().await;
     let mut a = p.conn().await.unwrap();
     a.query_drop("CREATE OR REPLACE TABLE rt_busy (id INT)")
         .await
@@ -906,13 +913,7 @@ async fn named_locks_are_never_taken_on_a_replica() {
 /// sessions must not use up the pool: here one primary connection serves two of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autocommit_off_runs_transactions_on_the_primary() {
-    let cl = cluster().await;
-    let toml = proxy::config_toml(cl, &[1, 1], "").replacen(
-        "max-connections = 50",
-        "max-connections = 1",
-        1,
-    );
-    let p = proxy::start(&toml).await.unwrap();
+    let (_, p) = start_one_write_connection_proxy().await;
     let mut setup = p.conn().await.unwrap();
     setup
         .query_drop("CREATE OR REPLACE TABLE rt_ac0 (id INT PRIMARY KEY, v INT)")
@@ -984,13 +985,7 @@ async fn autocommit_off_runs_transactions_on_the_primary() {
 /// something to end, or may chain or release, still goes to the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ending_no_transaction_takes_no_connection() {
-    let cl = cluster().await;
-    let toml = proxy::config_toml(cl, &[1, 1], "").replacen(
-        "max-connections = 50",
-        "max-connections = 1",
-        1,
-    );
-    let p = proxy::start(&toml).await.unwrap();
+    let (_, p) = start_one_write_connection_proxy().await;
     let mut raw = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
         .await
         .unwrap();
@@ -1296,16 +1291,9 @@ async fn start_one_thread_proxy() -> (&'static Cluster, proxy::Proxy) {
 /// and every later statement on that connection fails with 1031.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prepared_xa_transaction_outlives_its_client() {
-    let c = cluster().await;
     // One write connection: a connection pooled after the XA client left would be the next
     // statement's.
-    let toml = proxy::config_toml(c, &[1, 1], "").replacen(
-        "role = \"rw\"\nmax-connections = 50",
-        "role = \"rw\"\nmax-connections = 1",
-        1,
-    );
-    assert!(toml.contains("max-connections = 1\n"));
-    let p = proxy::start(&toml).await.unwrap();
+    let (c, p) = start_one_write_connection_proxy().await;
     let mut direct = c.primary.conn().await.unwrap();
     direct
         .query_drop("CREATE TABLE IF NOT EXISTS rt_xa (id INT PRIMARY KEY) ENGINE=InnoDB")
