@@ -373,9 +373,9 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         return Ok(());
     }
     let class = stmt.class;
-    if class.flags.contains(Flags::IMPLICIT_COMMIT) {
+    if s.ends_replica_transaction(&class) {
         let sql = stmt.sql.clone();
-        s.commit_implicitly(&class, &sql).await;
+        s.commit_implicitly(&sql).await;
     }
     let stmt = &s.stmts[&id];
     // A prepared `SET`/`USE`/temporary table/user variable/named lock changes the connection

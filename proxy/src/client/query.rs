@@ -52,8 +52,8 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     let shape = digest::key_of(sql, &mut s.digest_buf);
     let schema = s.state.schema.as_ref();
     let mut c = router::cache::classify_shaped(sql, shape, &s.digest_buf, schema, s.command_at);
-    if c.flags.contains(Flags::IMPLICIT_COMMIT) {
-        s.commit_implicitly(&c, sql).await;
+    if s.ends_replica_transaction(&c) {
+        s.commit_implicitly(sql).await;
     }
     // `ROW_COUNT()` describes the session's previous statement. Unless this one runs on the
     // connection that ran that one, the proxy writes in the value it recorded, and the call
@@ -90,10 +90,10 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         s.begin_deferred = true;
         return answer_ok(s, io, shape.key, sql).await;
     }
-    // Pools send one whenever a connection is given back (SQLAlchemy's reset on return,
-    // Hikari with autocommit off), which cost a round trip, and with the pool full a wait for
-    // a connection only to do nothing there. A `BEGIN` not sent yet is ended by not sending
-    // it.
+    // A `COMMIT` or `ROLLBACK` with nothing to end: pools send one whenever a connection is
+    // given back (SQLAlchemy's reset on return, Hikari with autocommit off), which cost a
+    // round trip, and with the pool full a wait for a connection only to do nothing there.
+    // A `BEGIN` not sent yet is ended by not sending it.
     if c.kind == StmtKind::EndTransaction
         && !c
             .flags

@@ -915,6 +915,23 @@ impl Session {
         }
     }
 
+    /// Whether `class` commits implicitly and so ends a transaction the session holds on a
+    /// replica, which [`Session::commit_implicitly`] then ends first. Not a `START
+    /// TRANSACTION READ ONLY`, which goes on there, nor with state the session made there.
+    pub fn ends_replica_transaction(
+        &self,
+        class: &crate::router::classify::Classification,
+    ) -> bool {
+        use crate::router::classify::{Flags, StmtKind};
+        class.flags.contains(Flags::IMPLICIT_COMMIT)
+            && class.kind != (StmtKind::Begin { read_only: true })
+            && !self.sticky.server_state
+            && !self.sticky.locked_tables
+            && self.pinned.as_ref().is_some_and(|c| {
+                c.backend.role == crate::config::Role::ReadOnly && c.lease.conn.in_transaction()
+            })
+    }
+
     /// Before a statement that commits implicitly (DDL, `BEGIN`, `LOCK TABLES`...): a
     /// transaction held on a replica (a read-only one, or one that began while the write
     /// backend was down) ends here, as the statement would end it on the server, so the
@@ -927,24 +944,13 @@ impl Session {
     /// `BEGIN` and `START TRANSACTION` keep the messages the transaction's last statement
     /// left, where a DDL replaces them: for those the proxy ends the transaction with a
     /// `ROLLBACK`, which keeps them too, and holds the connection for `SHOW WARNINGS`.
-    pub async fn commit_implicitly(
-        &mut self,
-        class: &crate::router::classify::Classification,
-        sql: &[u8],
-    ) {
-        use crate::router::classify::{Flags, StmtKind};
-        if !class.flags.contains(Flags::IMPLICIT_COMMIT)
-            || class.kind == (StmtKind::Begin { read_only: true })
-            || self.sticky.server_state
-            || self.sticky.locked_tables
-        {
+    ///
+    /// Only when [`Session::ends_replica_transaction`] says so: checked by the caller, so
+    /// that the common statement that commits implicitly (every `BEGIN`) builds no future.
+    pub async fn commit_implicitly(&mut self, sql: &[u8]) {
+        let Some(mut c) = self.pinned.take() else {
             return;
-        }
-        let Some(c) = &self.pinned else { return };
-        if c.backend.role != crate::config::Role::ReadOnly || !c.lease.conn.in_transaction() {
-            return;
-        }
-        let mut c = self.pinned.take().expect("checked");
+        };
         if self.sticky.next_transaction == NextTransaction::Started {
             self.sticky.next_transaction = NextTransaction::None;
         }
