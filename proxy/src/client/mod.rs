@@ -395,12 +395,7 @@ async fn wait_for_command(
         if status.is_killed() {
             return Ok(Wake::Killed);
         }
-        // (A client told it is in a transaction is one, its `BEGIN` sent or not.)
-        let in_transaction = s.begin_deferred
-            || s.pinned
-                .as_ref()
-                .is_some_and(|c| c.lease.conn.in_transaction());
-        if s.registry.is_shutting_down() && !in_transaction {
+        if s.registry.is_shutting_down() && !s.in_transaction() {
             return Ok(Wake::Shutdown);
         }
         let hold_until = s
@@ -587,10 +582,7 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
             idle_since,
             s.state.schema.as_ref(),
             s.pinned.as_ref().map(|c| c.backend.address.as_str()),
-            s.begin_deferred
-                || s.pinned
-                    .as_ref()
-                    .is_some_and(|c| c.lease.conn.in_transaction()),
+            s.in_transaction(),
             s.last_write_gtid(),
         );
     }

@@ -453,6 +453,16 @@ impl Session {
         session | deferred | self.sql_mode_flags
     }
 
+    /// Whether the client is in a transaction: one open on the session's connection, or a
+    /// `BEGIN` the proxy answered and has yet to send (the client was told it is in one).
+    pub fn in_transaction(&self) -> bool {
+        self.begin_deferred
+            || self
+                .pinned
+                .as_ref()
+                .is_some_and(|c| c.lease.conn.in_transaction())
+    }
+
     /// A connection for the next statement, carrying this session's state: the pinned one, or
     /// The session's own idle timeout (`None`: the proxy's `wait-timeout`), kept by the
     /// session's timer rather than the registry's sweeper.
