@@ -82,6 +82,30 @@ async fn wait_for_reads_on(c: &mut Conn, want: u32, within: Duration) -> Duratio
     }
 }
 
+/// With the primary down, a read opens `c`'s transaction (`what` began it) on a replica
+/// (`SELECT @@server_id` alone would not open one), where it stays and a write in it is
+/// refused with a clear error. The replica's server id.
+async fn transaction_on_a_replica(c: &mut Conn, what: &str) -> u32 {
+    let rows: Option<u64> = c.query_first("SELECT COUNT(*) FROM f_w").await.unwrap();
+    assert!(rows.is_some());
+    let on = sid(c).await.unwrap();
+    assert!([2, 3].contains(&on), "{what}: transaction on {on}");
+    let in_transaction: Option<u32> = c.query_first("SELECT @@in_transaction").await.unwrap();
+    assert_eq!(in_transaction, Some(1), "{what}");
+    for _ in 0..4 {
+        assert_eq!(sid(c).await.unwrap(), on, "{what}: a transaction stays put");
+    }
+    let e = c.query_drop("INSERT INTO f_w VALUES ()").await.unwrap_err();
+    let se = server_error(&e).unwrap_or_else(|| panic!("{what}: not a MySQL error: {e:?}"));
+    assert_eq!(se.code, 1290, "{what}: {se:?}");
+    assert!(
+        se.message.contains("write backend could not be reached"),
+        "{what}: {}",
+        se.message
+    );
+    on
+}
+
 fn server_error(e: &mysql_async::Error) -> Option<&mysql_async::ServerError> {
     match e {
         mysql_async::Error::Server(s) => Some(s),
@@ -194,32 +218,7 @@ async fn write_backend_killed() {
     // runs on a replica, which refuses its writes with a clear error, until it ends.
     let mut manual = p.conn().await.unwrap();
     manual.query_drop("SET autocommit = 0").await.unwrap();
-    // A table read opens the transaction (`SELECT @@server_id` alone would not).
-    let rows: Option<u64> = manual
-        .query_first("SELECT COUNT(*) FROM f_w")
-        .await
-        .unwrap();
-    assert!(rows.is_some());
-    let on = sid(&mut manual).await.unwrap();
-    assert!([2, 3].contains(&on), "autocommit=0 read on {on}");
-    for _ in 0..4 {
-        assert_eq!(
-            sid(&mut manual).await.unwrap(),
-            on,
-            "a transaction stays put"
-        );
-    }
-    let e = manual
-        .query_drop("INSERT INTO f_w VALUES ()")
-        .await
-        .unwrap_err();
-    let se = server_error(&e).unwrap_or_else(|| panic!("not a MySQL error: {e:?}"));
-    assert_eq!(se.code, 1290, "{se:?}");
-    assert!(
-        se.message.contains("write backend could not be reached"),
-        "{}",
-        se.message
-    );
+    let on = transaction_on_a_replica(&mut manual, "autocommit=0").await;
     // Nor may anything that would lock or leave state there.
     for sql in ["SELECT * FROM f_w FOR UPDATE", "SET @f_w = 1"] {
         let e = manual.query_drop(sql).await.unwrap_err();
@@ -231,26 +230,7 @@ async fn write_backend_killed() {
     assert!([2, 3].contains(&sid(&mut manual).await.unwrap()));
     // So does the transaction of a `BEGIN` that had not gone out when the primary went down:
     // it begins with its first read, on a replica.
-    let rows: Option<u64> = begun.query_first("SELECT COUNT(*) FROM f_w").await.unwrap();
-    assert!(rows.is_some());
-    let on = sid(&mut begun).await.unwrap();
-    assert!(
-        [2, 3].contains(&on),
-        "the put-off BEGIN's transaction on {on}"
-    );
-    let in_transaction: Option<u32> = begun.query_first("SELECT @@in_transaction").await.unwrap();
-    assert_eq!(in_transaction, Some(1));
-    assert_eq!(
-        sid(&mut begun).await.unwrap(),
-        on,
-        "a transaction stays put"
-    );
-    let e = begun
-        .query_drop("INSERT INTO f_w VALUES ()")
-        .await
-        .unwrap_err();
-    let se = server_error(&e).unwrap_or_else(|| panic!("not a MySQL error: {e:?}"));
-    assert_eq!(se.code, 1290, "{se:?}");
+    transaction_on_a_replica(&mut begun, "put-off BEGIN").await;
     begun.query_drop("COMMIT").await.unwrap();
     // With the write backend known down, a `BEGIN` fails at once, naming it, as before.
     let e = begun.query_drop("BEGIN").await.unwrap_err();
