@@ -567,6 +567,20 @@ async fn a_begin_goes_out_with_the_transactions_first_statement() {
         2,
         "COMMIT: autocommit, no transaction"
     );
+    // Both prepared, as sysbench's `--db-ps-mode=auto` sends them.
+    let (commit, _, _) = raw.prepare("COMMIT").await.unwrap();
+    raw.command(&raw::execute_packet(begin, false))
+        .await
+        .unwrap();
+    let reply = raw
+        .command(&raw::execute_packet(commit, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        raw::ok_status(&reply[0]) & 3,
+        2,
+        "prepared COMMIT: autocommit, no transaction"
+    );
     assert_eq!(
         queries(),
         before,

@@ -393,6 +393,14 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         s.begin_deferred = true;
         return super::query::answer_ok(s, io, digest, &sql).await;
     }
+    // And its `COMMIT` too, when nothing came between (see `query::query`).
+    if super::query::answerable_end(stmt.class.kind, stmt.class.flags, &stmt.sql)
+        && s.nothing_to_end()
+    {
+        let (sql, digest) = (stmt.sql.clone(), stmt.digest);
+        s.begin_deferred = false;
+        return super::query::answer_ok(s, io, digest, &sql).await;
+    }
     let changes_session = super::query::changes_session(stmt.class.kind);
     if stmt.class.flags.intersects(super::query::SERVER_STATE) || changes_session {
         s.sticky.server_state = true;

@@ -94,13 +94,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     // given back (SQLAlchemy's reset on return, Hikari with autocommit off), which cost a
     // round trip, and with the pool full a wait for a connection only to do nothing there.
     // A `BEGIN` not sent yet is ended by not sending it.
-    if c.kind == StmtKind::EndTransaction
-        && !c
-            .flags
-            .intersects(Flags::MULTI_STATEMENT.union(Flags::SET_STATEMENT))
-        && plain_end(sql)
-        && s.nothing_to_end()
-    {
+    if answerable_end(c.kind, c.flags, sql) && s.nothing_to_end() {
         s.begin_deferred = false;
         return answer_ok(s, io, shape.key, sql).await;
     }
@@ -274,6 +268,14 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         return Err(SessionEnd::Released);
     }
     Ok(())
+}
+
+/// A `COMMIT` or `ROLLBACK` the proxy answers itself when the session has nothing to end
+/// (`Session::nothing_to_end`): a plain one (see `plain_end`), on its own.
+pub(crate) fn answerable_end(kind: StmtKind, flags: Flags, sql: &[u8]) -> bool {
+    kind == StmtKind::EndTransaction
+        && !flags.intersects(Flags::MULTI_STATEMENT.union(Flags::SET_STATEMENT))
+        && plain_end(sql)
 }
 
 /// `COMMIT` or `ROLLBACK`, `WORK` or not, and nothing else but whitespace, plain comments
