@@ -130,6 +130,53 @@ async fn session_state_does_not_leak_between_clients() {
     }
 }
 
+/// A sequence's `LASTVAL()` is its connection's: the session that took a value keeps that
+/// connection, and the next client on it sees none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequences_last_value_stays_with_its_client() {
+    let _turn = TURN.lock().await;
+    let cl = cluster().await;
+    let mut direct = cl.primary.conn().await.unwrap();
+    direct
+        .query_drop("CREATE OR REPLACE SEQUENCE pool_seq")
+        .await
+        .unwrap();
+    cl.wait_replicas_caught_up().await.unwrap();
+    let p = proxy::start(&config(cl, 2)).await.unwrap();
+    let last = "SELECT LASTVAL(pool_seq)";
+    let mut a = p.conn().await.unwrap();
+    let mut b = p.conn().await.unwrap();
+    let got_a: i64 = a
+        .query_first("SELECT NEXTVAL(pool_seq)")
+        .await
+        .unwrap()
+        .unwrap();
+    let got_b: i64 = b
+        .query_first("SELECT NEXTVAL(pool_seq)")
+        .await
+        .unwrap()
+        .unwrap();
+    for _ in 0..4 {
+        // Reads and writes in between take whatever connection is free.
+        a.query_drop("SELECT 1").await.unwrap();
+        b.query_drop("DO 1").await.unwrap();
+        let seen: (Option<i64>, Option<i64>) = (
+            a.query_first(last).await.unwrap().unwrap(),
+            b.query_first(last).await.unwrap().unwrap(),
+        );
+        assert_eq!(seen, (Some(got_a), Some(got_b)));
+    }
+    a.disconnect().await.unwrap();
+    b.disconnect().await.unwrap();
+    for _ in 0..4 {
+        let mut next = p.conn().await.unwrap();
+        let seen: Option<i64> = next.query_first(last).await.unwrap().unwrap();
+        assert_eq!(seen, None, "a later client saw another's LASTVAL");
+        next.disconnect().await.unwrap();
+    }
+    direct.query_drop("DROP SEQUENCE pool_seq").await.unwrap();
+}
+
 /// Statements whose effect on the connection the proxy cannot see keep the session on that
 /// connection, and it is reset before another client gets it: a procedure's user and session
 /// variables do not leak to the next client, and `FLUSH TABLES WITH READ LOCK` or an open

@@ -1133,6 +1133,60 @@ async fn lock_tables_pins_until_unlock() {
         &ids_over(&mut c, "SELECT @@server_id", 60).await,
         "after UNLOCK TABLES",
     );
+    // A transaction's start releases the locks too (a table not locked can be read again),
+    // and once it ends reads spread again.
+    c.query_drop("LOCK TABLES rt_locked READ").await.unwrap();
+    c.query_drop("START TRANSACTION").await.unwrap();
+    c.query_drop("SELECT COUNT(*) FROM rows10").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    assert_replicas_only(
+        &ids_over(&mut c, "SELECT @@server_id", 60).await,
+        "after START TRANSACTION released the locks",
+    );
+}
+
+/// What `SET STATEMENT ... FOR` sets ends with its statement, though the server's reply
+/// reports it: later statements, on any server, see the session's own setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_statement_leaves_no_setting_behind() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let mut direct = cl.primary.conn().await.unwrap();
+    direct
+        .query_drop("CREATE OR REPLACE TABLE rt_set_stmt (id INT PRIMARY KEY, tz VARCHAR(64))")
+        .await
+        .unwrap();
+    let default_tz: String = direct
+        .query_first("SELECT @@time_zone")
+        .await
+        .unwrap()
+        .unwrap();
+    cl.wait_replicas_caught_up().await.unwrap();
+    let mut c = p.conn().await.unwrap();
+    c.query_drop(
+        "SET STATEMENT time_zone = '+05:00' FOR INSERT INTO rt_set_stmt VALUES (1, @@time_zone)",
+    )
+    .await
+    .unwrap();
+    // (Replicas first: the server reports the setting put back with the next statement on
+    // its connection.)
+    for hint in ["/*slave*/", "", "/*master*/"] {
+        for _ in 0..4 {
+            let (tz, id): (String, u32) = c
+                .query_first(format!("{hint} SELECT @@time_zone, @@server_id"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(tz, default_tz, "{hint} on server {id}");
+        }
+    }
+    c.query_drop("INSERT INTO rt_set_stmt VALUES (2, @@time_zone)")
+        .await
+        .unwrap();
+    let rows: Vec<(u32, String)> = direct
+        .query("SELECT id, tz FROM rt_set_stmt ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(rows, [(1, "+05:00".into()), (2, default_tz)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

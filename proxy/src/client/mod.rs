@@ -560,7 +560,7 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
             s.command_at,
         );
         s.row_count_recorded = false;
-        s.sql_mode_transient = false;
+        s.settings_transient = false;
         io.sent_error = None;
         dispatch(s, io, cmd, &packet).await?;
         if cmd == COM_QUIT {

@@ -422,7 +422,7 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         .is_some_and(|t| s.command_at.saturating_duration_since(t) < router::REPLICA_RECHECK);
     let last_insert_id = stmt.class.flags.contains(Flags::LAST_INSERT_ID);
     let xa = stmt.class.flags.contains(Flags::XA);
-    s.sql_mode_transient = stmt.class.flags.contains(Flags::SET_STATEMENT);
+    s.settings_transient = stmt.class.flags.contains(Flags::SET_STATEMENT);
     // Taken by this read's checkout (a read's is the first thing `execute` does).
     if recently_refused && target == Target::Read && s.autocommit && !s.begin_deferred {
         s.read_on_primary = true;

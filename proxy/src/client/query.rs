@@ -11,9 +11,12 @@ use crate::session::set_stmt::{self, Assignment};
 use crate::session::{names, state};
 use crate::stats::digest;
 
-/// Statement flags that leave state on the server connection the proxy cannot move.
+/// Statement flags that leave state on the server connection the proxy cannot move. (A
+/// sequence's `LASTVAL()` is the connection's, and only `SETVAL()`, which changes the
+/// sequence, could set it elsewhere.)
 pub(crate) const SERVER_STATE: Flags = Flags::TEMP_TABLE
     .union(Flags::GET_LOCK)
+    .union(Flags::SEQUENCE)
     .union(Flags::USER_VAR_WRITE)
     .union(Flags::CALC_FOUND_ROWS)
     .union(Flags::CONNECTION_STATE)
@@ -168,7 +171,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     } else {
         packet
     };
-    s.sql_mode_transient = c.flags.contains(Flags::SET_STATEMENT);
+    s.settings_transient = c.flags.contains(Flags::SET_STATEMENT);
     // A replica refused this shape lately for being one (a stored function that writes, a
     // table it lacks): the read goes straight to the write backend.
     if c.flags.contains(Flags::REPLICA_REFUSED)
@@ -223,7 +226,8 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
                     }
                 }
                 StmtKind::LockTables => s.sticky.locked_tables = true,
-                StmtKind::UnlockTables => s.sticky.locked_tables = false,
+                // A transaction's start releases table locks too.
+                StmtKind::UnlockTables | StmtKind::Begin { .. } => s.sticky.locked_tables = false,
                 StmtKind::Set => record_set(s, conn, &assignments),
                 _ => {}
             }

@@ -165,9 +165,10 @@ pub struct Session {
     /// being one (see `client::execute`), now or lately (`PreparedStmt::replica_refused_at`,
     /// `router::cache`). Taken by the next checkout, whatever it is for.
     pub read_on_primary: bool,
-    /// The running statement's reply shows a `sql_mode` that ends with it (`SET STATEMENT
-    /// sql_mode=... FOR`): `finish` keeps the session's flags.
-    pub sql_mode_transient: bool,
+    /// The running statement is a `SET STATEMENT ... FOR`: the settings its reply shows end
+    /// with it, so `absorb` records no variable and `finish` keeps the session's `sql_mode`
+    /// flags.
+    pub settings_transient: bool,
     /// A statement reply set `row_count` during the current command.
     pub row_count_recorded: bool,
     /// `autocommit` as the server last reported it. Off, every statement belongs to a
@@ -234,7 +235,7 @@ impl Session {
             sticky: Sticky::default(),
             last_insert_id: 0,
             sql_mode_flags: 0,
-            sql_mode_transient: false,
+            settings_transient: false,
             row_count: 0,
             row_count_on: None,
             row_count_recorded: false,
@@ -325,6 +326,7 @@ impl Session {
                 continue;
             }
             if !PROXY_TRACKED.contains(&name.as_str())
+                || self.settings_transient
                 || *plain_set.get_or_insert_with(|| recorded_in_own_words(packet))
             {
                 continue;
@@ -896,7 +898,7 @@ impl Session {
             self.begin_deferred = false;
         }
         self.autocommit = c.conn().status & SERVER_STATUS_AUTOCOMMIT != 0;
-        if !std::mem::take(&mut self.sql_mode_transient) {
+        if !std::mem::take(&mut self.settings_transient) {
             self.sql_mode_flags = c.conn().status & message::SQL_MODE_FLAGS;
         }
         self.sticky.next_transaction = match (self.sticky.next_transaction, in_txn) {
