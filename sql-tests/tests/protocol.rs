@@ -649,6 +649,88 @@ async fn a_new_params_bound_flag_other_than_0_or_1_is_malformed() {
     assert!(seen[0].starts_with("1835 (HY000)"), "{}", seen[0]);
 }
 
+/// `COM_STMT_EXECUTE` of one-parameter statement `id` that sends no types (new-params-bound
+/// 0), as drivers do after the first execute: `value` as a short string.
+fn execute_without_types(id: u32, value: &str) -> Vec<u8> {
+    let mut p = raw::execute_packet(id, false);
+    p.extend_from_slice(&[0, 0, value.len() as u8]); // NULL bitmap, new params bound
+    p.extend_from_slice(value.as_bytes());
+    p
+}
+
+/// Parameter types a client sent once are its statement's from then on, as on a server,
+/// even when the proxy answered that first execute itself: a later execute without types
+/// must not run with the types another session last bound to the backend's copy of the
+/// statement (the proxy shares copies between sessions). (It did: the value was read as
+/// the other session's one-byte integer.) A statement executed without ever sending types
+/// gets the server's 1210.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_types_sent_once_stay_with_the_clients_statement() {
+    let cluster = cluster().await;
+    let toml = proxy::config_toml(cluster, &[1], "")
+        .replace("max-connections = 50", "max-connections = 1");
+    let p = proxy::start(&toml).await.unwrap();
+    let mut direct = cluster.primary.conn().await.unwrap();
+    direct
+        .query_drop("CREATE OR REPLACE TABLE pt_types (v VARCHAR(20))")
+        .await
+        .unwrap();
+    cluster.wait_replicas_caught_up().await.unwrap();
+    let insert = "INSERT INTO pt_types (v) VALUES (?)";
+    let mut b = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let (b_id, _, _) = b.prepare(insert).await.unwrap();
+    // A read-only transaction runs on a replica, where the proxy refuses the write itself.
+    b.query("START TRANSACTION READ ONLY").await.unwrap();
+    let refused = b
+        .command(&raw::execute_param_packet(b_id, false, Some("refused")))
+        .await
+        .unwrap();
+    assert!(
+        raw::err_text(&refused[0]).starts_with("1792"),
+        "{}",
+        raw::err_text(&refused[0])
+    );
+    b.query("COMMIT").await.unwrap();
+    // Another session binds a one-byte integer to the same copy (the primary's only
+    // connection): MYSQL_TYPE_TINY, 7.
+    let mut a = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let (a_id, _, _) = a.prepare(insert).await.unwrap();
+    let mut tiny = raw::execute_packet(a_id, false);
+    tiny.extend_from_slice(&[0, 1, 0x01, 0, 7]);
+    let reply = a.command(&tiny).await.unwrap();
+    assert_eq!(reply[0][0], 0, "{}", raw::err_text(&reply[0]));
+    let reply = b
+        .command(&execute_without_types(b_id, "from b"))
+        .await
+        .unwrap();
+    assert_eq!(reply[0][0], 0, "{}", raw::err_text(&reply[0]));
+    let rows: Vec<String> = direct
+        .query("SELECT v FROM pt_types ORDER BY v")
+        .await
+        .unwrap();
+    assert_eq!(rows, ["7", "from b"]);
+
+    // Never sent: refused as the server refuses it.
+    let mut seen = Vec::new();
+    for addr in [primary_addr(cluster), p.addr] {
+        let mut c = RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+        let (id, _, _) = c.prepare(insert).await.unwrap();
+        let reply = c
+            .command(&execute_without_types(id, "untyped"))
+            .await
+            .unwrap();
+        seen.push(raw::err_text(&reply[0]));
+    }
+    assert_eq!(seen[1], seen[0], "through the proxy, then directly");
+    assert!(seen[0].starts_with("1210"), "{}", seen[0]);
+}
+
 /// All sessions' open prepared statements together hold at most `max-prepared-memory` bytes
 /// of text: a prepare past it gets 1461 naming the bound, in any session, until statements
 /// are closed. (There was no such bound: every prepare succeeded.)

@@ -305,7 +305,7 @@ async fn write_prepare_reply(
 
 pub fn execute_stmt_packet(
     packet: &[u8],
-    stmt: &mut PreparedStmt,
+    stmt: &PreparedStmt,
     backend_id: u32,
 ) -> Result<Vec<u8>, SqlError> {
     // As a server tells them apart: a command too short for its fixed part, or for the
@@ -339,21 +339,36 @@ pub fn execute_stmt_packet(
         return Err(malformed_packet());
     }
     if new_bound == 1 {
-        let types = packet
+        packet
             .get(rest..rest + 2 * n)
             .ok_or_else(malformed_packet)?;
-        stmt.param_types = Some(types.to_vec());
         rest += 2 * n;
     }
-    match &stmt.param_types {
-        Some(types) => {
-            out.push(1);
-            out.extend_from_slice(types);
-        }
-        None => out.push(0),
-    }
+    // Recorded by `execute` before anything could answer it: the server the client thinks
+    // it talks to kept them from its first execute, whatever that execute's outcome.
+    let types = stmt.param_types.as_deref().ok_or_else(incorrect)?;
+    out.push(1);
+    out.extend_from_slice(types);
     out.extend_from_slice(&packet[rest..]);
     Ok(out)
+}
+
+/// Keeps the parameter types an execute sends (its new-params-bound flag set), for every
+/// later execute of the statement, which need not send them again. A statement with no
+/// types on record must not go to a backend copy without them: the server would run it
+/// with the types another session last bound there (copies are shared), where a server of
+/// the client's own would refuse it (1210).
+fn note_param_types(packet: &[u8], stmt: &mut PreparedStmt) {
+    let n = usize::from(stmt.params);
+    let bound_at = 10 + n.div_ceil(8);
+    if n == 0 || packet.get(bound_at) != Some(&1) {
+        return;
+    }
+    if let Some(types) = packet.get(bound_at + 1..bound_at + 1 + 2 * n) {
+        if stmt.param_types.as_deref() != Some(types) {
+            stmt.param_types = Some(types.to_vec());
+        }
+    }
 }
 
 pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
@@ -361,20 +376,19 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         io.error(&malformed_packet()).await?;
         return Ok(());
     };
-    let Some(stmt) = s.stmts.get(&id) else {
+    let Some(stmt) = s.stmts.get_mut(&id) else {
         io.error(&unknown_handler(id, "mysqld_stmt_execute"))
             .await?;
         return Ok(());
     };
-    if stmt.long_data_lost.is_some() {
-        if let Some(e) = s.stmts.get_mut(&id).and_then(|st| st.long_data_lost.take()) {
-            io.error(&e).await?;
-        }
+    note_param_types(packet, stmt);
+    if let Some(e) = stmt.long_data_lost.take() {
+        io.error(&e).await?;
         return Ok(());
     }
     let class = stmt.class;
     if s.ends_replica_transaction(&class) {
-        let sql = stmt.sql.clone();
+        let sql = s.stmts[&id].sql.clone();
         s.commit_implicitly(&sql).await;
     }
     let stmt = &s.stmts[&id];
