@@ -693,16 +693,7 @@ async fn get_diagnostics_on_a_lost_replica_connection_keeps_the_session() {
     c.query_drop("SELECT no_such_column")
         .await
         .expect_err("no such column");
-    for r in &cl.replicas {
-        let mut root = r.root_conn().await.unwrap();
-        let ids: Vec<u64> = root
-            .query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app'")
-            .await
-            .unwrap();
-        for id in ids {
-            let _ = root.query_drop(format!("KILL {id}")).await;
-        }
-    }
+    kill_app_connections_on_replicas(cl).await;
     let lost = c
         .query_drop("GET DIAGNOSTICS CONDITION 1 @e = MYSQL_ERRNO")
         .await
@@ -714,6 +705,60 @@ async fn get_diagnostics_on_a_lost_replica_connection_keeps_the_session() {
         .await
         .unwrap_or_else(|e| panic!("session ended after GET DIAGNOSTICS failed ({lost}): {e}"));
     assert_eq!(n, Some(1));
+}
+
+/// Kills every connection of the application's user on the replicas: the proxy's, as a
+/// DBA's cleanup of idle connections (or a replica's restart) would.
+async fn kill_app_connections_on_replicas(cl: &Cluster) {
+    for r in &cl.replicas {
+        let mut root = r.root_conn().await.unwrap();
+        let ids: Vec<u64> = root
+            .query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app'")
+            .await
+            .unwrap();
+        for id in ids {
+            let _ = root.query_drop(format!("KILL {id}")).await;
+        }
+    }
+}
+
+/// Prepared reads whose pooled replica connections the servers had closed run on live
+/// connections, as text reads do: a prepare, and an execute that must first prepare its
+/// statement there. (Both got 1158, lost connection.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_reads_pass_closed_pooled_connections_by() {
+    let (_turn, cl) = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let mut c = p.conn().await.unwrap();
+    // Prepared in a transaction: only the primary has it, and an execute on a replica
+    // prepares it there first.
+    c.query_drop("BEGIN").await.unwrap();
+    let stmt = c.prep("SELECT ? + 1, @@server_id").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    let mut seen = BTreeSet::new();
+    for _ in 0..40 {
+        seen.insert(sid(&mut c).await.unwrap());
+    }
+    assert_eq!(seen, [2, 3].into(), "pooled connections on both replicas");
+    kill_app_connections_on_replicas(cl).await;
+    let (n, _): (u32, u32) = c
+        .exec_first(&stmt, (1,))
+        .await
+        .expect("an execute on closed pooled connections")
+        .unwrap();
+    assert_eq!(n, 2);
+    for _ in 0..40 {
+        sid(&mut c).await.unwrap();
+    }
+    kill_app_connections_on_replicas(cl).await;
+    let fresh = c
+        .prep("SELECT ? + 2, @@server_id")
+        .await
+        .expect("a prepare on closed pooled connections");
+    let (n, _): (u32, u32) = c.exec_first(&fresh, (1,)).await.unwrap().unwrap();
+    assert_eq!(n, 3);
 }
 
 /// A read prepared (`COM_STMT_PREPARE`) on a pooled connection of a replica that hangs

@@ -963,6 +963,22 @@ pub async fn execute(
                 drop(c);
                 continue;
             }
+            // A read's connection failed while being readied for it (a pooled one the server
+            // had closed, found by the prepare an execute needs there first): nothing of the
+            // read went out, and it runs elsewhere, as one that failed before its reply.
+            Err(e)
+                if c.lease.conn.broken
+                    && target == Target::Read
+                    && !on_held
+                    && attempts <= MAX_READ_TRIES =>
+            {
+                c.backend.count_error();
+                s.stats.counters.error(ErrorKind::BackendLost);
+                tracing::warn!(backend = %c.backend.address, session = s.id, "backend connection failed before a read went out: {e}; it runs on another");
+                exclude.push(c.backend.clone());
+                drop(c);
+                continue;
+            }
             Err(e) if c.lease.conn.broken => {
                 drop(c);
                 io.error(&e).await?;

@@ -199,6 +199,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     // A replica's refusal for lack of the statement's table or schema, while the write
     // backend prepares it instead (see `Session::read_again_on_primary`).
     let mut missing_on_replica: Option<SqlError> = None;
+    let mut retried = 0;
     let (c, result) = loop {
         let mut c = match s.checkout(target, &mut exclude).await {
             Ok(c) => c,
@@ -223,6 +224,23 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
                 tracing::debug!(backend = %c.backend.address, session = s.id, "replica cannot prepare a statement for lack of its table or schema: it is prepared on the write backend");
                 s.read_again_on_primary(c);
                 missing_on_replica = Some(e);
+            }
+            // The connection failed under the prepare (a pooled one the server had closed:
+            // a restart, `wait_timeout`, a DBA's `KILL` of idle connections). A prepare
+            // changes nothing, so another connection takes it, as a read that failed before
+            // its reply runs again.
+            Ok(Err(e))
+                if !was_pinned
+                    && c.lease.conn.broken
+                    && retried < super::MAX_READ_TRIES
+                    && !matches!(e, BackendError::Server(_)) =>
+            {
+                retried += 1;
+                c.backend.count_error();
+                tracing::warn!(backend = %c.backend.address, session = s.id, "backend connection failed under a prepare: {e}; prepared on another");
+                if read {
+                    exclude.push(c.backend.clone());
+                }
             }
             Ok(prepared) => break (c, prepared),
             Err(Stuck::SessionKilled) => return Err(SessionEnd::Killed),
