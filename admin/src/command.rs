@@ -223,10 +223,7 @@ const SESSION_VARIABLES: &[&str] = &[
 
 /// Parse one admin statement.
 pub fn parse(sql: &str) -> Result<Command, AdminError> {
-    let stmt = trim_statement(sql);
-    if stmt.is_empty() {
-        return Err(AdminError::EmptyQuery);
-    }
+    let stmt = one_statement(sql)?;
     let words: Vec<&str> = stmt.split_ascii_whitespace().collect();
     let kw: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
     let kw: Vec<&str> = kw.iter().map(String::as_str).collect();
@@ -345,12 +342,80 @@ fn parse_kill(args: &[&str]) -> Result<Command, AdminError> {
     Ok(Command::Kill { id, query_only })
 }
 
-fn trim_statement(sql: &str) -> &str {
-    let mut s = sql.trim();
-    while let Some(t) = s.strip_suffix(';') {
-        s = t.trim_end();
+/// The one command in `sql`: comments before it dropped (drivers put their name in one:
+/// Connector/J), a `/* */` comment after it too, and trailing `;`s and whitespace. More
+/// than one command (a driver that turns multi-statements on sends `a; b` as one) is
+/// refused: the console runs one at a time, and would otherwise read the rest as part of
+/// the first (`ADD PWD u:pw; SAVE CONFIG` added the password `pw; SAVE CONFIG`). So is an
+/// executable comment, whose text a server would run.
+fn one_statement(sql: &str) -> Result<&str, AdminError> {
+    let mut s = after_leading_comments(sql)?;
+    loop {
+        s = s.trim_end();
+        if let Some(t) = s.strip_suffix(';') {
+            s = t;
+        } else if let Some(open) = s.strip_suffix("*/").and_then(|t| t.rfind("/*")) {
+            s = &s[..open];
+        } else {
+            break;
+        }
     }
-    s
+    if s.is_empty() {
+        return Err(AdminError::EmptyQuery);
+    }
+    let mut quote = None;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(q) if c == '\\' && q != '`' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if matches!(c, '\'' | '"' | '`') => quote = Some(c),
+            None if c == ';' && !s[i + 1..].trim().is_empty() => {
+                return Err(AdminError::syntax(
+                    "one command at a time: the admin console does not run multi-statements (a ';' is followed by more; quote a value that holds one)",
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(s)
+}
+
+/// `sql` after the comments and whitespace it starts with; an unterminated or executable
+/// comment is refused.
+fn after_leading_comments(sql: &str) -> Result<&str, AdminError> {
+    let mut s = sql.trim_start();
+    loop {
+        if let Some(body) = s.strip_prefix("/*") {
+            if body.starts_with('!') || body.starts_with("M!") {
+                return Err(AdminError::syntax(
+                    "the admin console does not run executable comments (/*! ... */)",
+                ));
+            }
+            let (_, after) = body
+                .split_once("*/")
+                .ok_or_else(|| AdminError::syntax("unterminated comment"))?;
+            s = after.trim_start();
+        } else if s.starts_with('#')
+            || s.strip_prefix("--")
+                .is_some_and(|r| r.chars().next().is_none_or(|c| c <= ' '))
+        {
+            s = s
+                .split_once('\n')
+                .map_or("", |(_, after)| after)
+                .trim_start();
+        } else {
+            return Ok(s);
+        }
+    }
+}
+
+/// Where the command in `sql` starts, for the log: after the comments it starts with, as far
+/// as they end.
+pub fn command_start(sql: &str) -> &str {
+    after_leading_comments(sql).unwrap_or("")
 }
 
 /// The statement after its first `n` words, leading whitespace removed.
@@ -413,6 +478,13 @@ fn user_and_secret(rest: &str, cmd: &str, what: &str) -> Result<(String, String)
     let secret = match unquote_string(secret) {
         Some(Ok(s)) => s,
         Some(Err(e)) => return Err(AdminError::syntax(format!("{cmd}: {e}"))),
+        // What a server would read as a comment is not taken as part of a password
+        // unquoted: the command is likelier mistyped.
+        None if secret.contains('#') || secret.contains("/*") || secret.contains("--") => {
+            return Err(AdminError::syntax(format!(
+                "{cmd}: quote a {what} that holds '#', '--' or '/*' (user:'...')"
+            )));
+        }
         None => secret.to_string(),
     };
     if secret.is_empty() {
@@ -465,15 +537,50 @@ enum Scope {
     Session,
 }
 
+/// `NAMES cs [COLLATE c]` or `CHARACTER SET cs` (or `CHARSET cs`), which drivers send as
+/// they connect: taken and ignored, as the console speaks UTF-8 whatever is asked.
+fn charset_item(cur: &mut Cursor) -> Result<bool, AdminError> {
+    let names = cur.keyword("names");
+    if !names && !cur.keyword("charset") {
+        let mut look = cur.clone();
+        if !(look.keyword("character") && {
+            look.skip_ws();
+            look.keyword("set")
+        }) {
+            return Ok(false);
+        }
+        *cur = look;
+    }
+    let bad = |e: String| AdminError::syntax(format!("SET NAMES: {e}"));
+    cur.skip_ws();
+    cur.word().map_err(bad)?;
+    cur.skip_ws();
+    if names && cur.keyword("collate") {
+        cur.skip_ws();
+        cur.word().map_err(bad)?;
+    }
+    Ok(true)
+}
+
 fn parse_set(rest: &str) -> Result<Command, AdminError> {
     let mut cur = Cursor { s: rest, pos: 0 };
-    if cur.clone().keyword("names") || cur.clone().keyword("character") {
-        return Ok(Command::Noop);
-    }
     let mut settings = Vec::new();
     let mut session = Vec::new();
     loop {
         cur.skip_ws();
+        if charset_item(&mut cur)? {
+            cur.skip_ws();
+            if cur.at_end() {
+                break;
+            }
+            if !cur.eat(",") {
+                return Err(AdminError::syntax(format!(
+                    "SET: unexpected '{}'",
+                    cur.rest()
+                )));
+            }
+            continue;
+        }
         let mut scope = if cur.keyword("global") {
             Scope::Global
         } else if cur.keyword("session") || cur.keyword("local") {
@@ -733,6 +840,22 @@ impl<'a> Cursor<'a> {
         Err("unterminated string".into())
     }
 
+    /// A quoted string, or a bare word up to whitespace, a ',' or the end.
+    fn word(&mut self) -> Result<String, String> {
+        if self.rest().starts_with(['\'', '"']) {
+            return self.string();
+        }
+        let r = self.rest();
+        let end = r
+            .find(|c: char| c == ',' || c.is_ascii_whitespace())
+            .unwrap_or(r.len());
+        if end == 0 {
+            return Err(format!("expected a name at '{r}'"));
+        }
+        self.pos += end;
+        Ok(r[..end].to_string())
+    }
+
     /// A quoted string, or a bare word/number up to the next ',' or the end.
     fn value(&mut self) -> Result<String, String> {
         if self.rest().starts_with(['\'', '"']) {
@@ -802,7 +925,6 @@ mod tests {
             "drop table backends",
             "selectt * from backends",
             "select * from backends where 1",
-            "SELECT * FROM backends; SELECT 1",
             "save",
             "save config now",
             "add",
@@ -1178,6 +1300,65 @@ mod tests {
         assert!(err("set x =").contains("bad value"));
         assert!(err("set x = 1 2").contains("bad value"));
         assert!(err("set = 1").contains("expected a variable name"));
+    }
+
+    #[test]
+    fn one_command_at_a_time_and_comments_around_it() {
+        for sql in [
+            "ADD PWD bob:s3cret; SAVE CONFIG",
+            "SET NAMES utf8mb4; SET OFFLINE 3",
+            "set offline 3;set online 3",
+        ] {
+            assert!(err(sql).contains("one command at a time"), "{sql:?}");
+        }
+        assert!(err("/*!40101 SET OFFLINE 3 */").contains("executable comments"));
+        assert!(err("/* open").contains("unterminated comment"));
+        assert!(err("add pwd carol:pw1 -- rotated").contains("quote a password"));
+        assert_eq!(parse("/* x */ ;"), Err(AdminError::EmptyQuery));
+        assert_eq!(parse("-- only a comment"), Err(AdminError::EmptyQuery));
+        // Before the command, and a `/* */` one after it, comments are dropped.
+        for sql in [
+            "/* mysql-connector-j-8.4.0 (Revision: 1a2b) */ SELECT * FROM backends",
+            "-- c\nselect * from backends",
+            "# c\n  SELECT * FROM backends /* trailing */ ;",
+        ] {
+            assert_eq!(p(sql), Command::Backends, "{sql:?}");
+        }
+        assert_eq!(
+            p("add pwd carol:pw1 /* rotated */"),
+            Command::AddPwd {
+                user: "carol".into(),
+                password: "pw1".into()
+            }
+        );
+        // A `;` inside a quoted value is no separator.
+        assert_eq!(
+            p("add pwd app:'a;b' ;"),
+            Command::AddPwd {
+                user: "app".into(),
+                password: "a;b".into()
+            }
+        );
+    }
+
+    #[test]
+    fn set_names_among_other_assignments() {
+        assert_eq!(
+            p("SET NAMES utf8mb4, drain_timeout = 7"),
+            Command::SetVariables {
+                settings: vec![("drain_timeout".into(), "7".into())],
+                session: vec![]
+            }
+        );
+        assert_eq!(
+            p("set character set 'utf8', names utf8mb4 collate utf8mb4_bin, slow_ms=5"),
+            Command::SetVariables {
+                settings: vec![("slow_ms".into(), "5".into())],
+                session: vec![]
+            }
+        );
+        assert!(err("SET NAMES").contains("SET NAMES"));
+        assert!(err("SET NAMES utf8 junk").contains("unexpected 'junk'"));
     }
 
     #[test]

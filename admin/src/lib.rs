@@ -235,6 +235,9 @@ fn builtin_variable(name: &str, cp: &dyn ControlPlane) -> Option<Option<String>>
         | "lower_case_table_names"
         | "performance_schema" => "0",
         "license" => "Apache-2.0",
+        // Connector/J asks for these of a server whose version starts `5.5.5-`.
+        "query_cache_size" => "0",
+        "query_cache_type" => "OFF",
         _ => return None,
     };
     Some(Some(v.to_string()))

@@ -227,6 +227,66 @@ async fn non_ascii_statements_get_parse_errors() {
     }
 }
 
+/// The console runs one command at a time, whole: from a driver with multi-statements on
+/// (mysql_async, mysqlclient), `a; b` is refused rather than read as one command (a password
+/// `s3cret; SAVE CONFIG` was added, and `SET NAMES ...; SET OFFLINE 3` answered OK having
+/// done nothing), `SET NAMES` no longer hides the assignments after it, Connector/J's
+/// connect-time query (its name in a comment first) is answered, and a command that is not
+/// UTF-8 is refused (its bytes became U+FFFD, in a password nobody could type).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_taken_one_at_a_time_and_whole() {
+    let cl = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
+        .await
+        .unwrap();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(p.admin_addr.port())
+        .user(Some(ADMIN_USER))
+        .pass(Some(ADMIN_PASSWORD))
+        .prefer_socket(false)
+        .stmt_cache_size(0);
+    let mut multi = mysql_async::Conn::new(opts).await.unwrap();
+    let mut typed = p.admin().await;
+    for sql in [
+        "SET NAMES utf8mb4; SET OFFLINE 3",
+        "ADD PWD mso:s3cret; SAVE CONFIG",
+    ] {
+        match multi.query_drop(sql).await {
+            Err(mysql_async::Error::Server(e)) => {
+                assert_eq!((e.code, e.state.as_str()), (1064, "42000"), "{sql}");
+                assert!(e.message.contains("one command at a time"), "{}", e.message);
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    let backends = typed.backends().await.unwrap();
+    assert_eq!(backends[2].state, BackendState::Up);
+    let users = typed.users().await.unwrap();
+    assert!(users.iter().all(|(u, _)| u != "mso"), "{users:?}");
+
+    multi
+        .query_drop("SET NAMES utf8mb4, drain_timeout = 7")
+        .await
+        .unwrap();
+    let row: (u32, u32, String) = multi
+        .query_first("/* mysql-connector-j-8.4.0 (Revision: 1a2b3c) */ SELECT @@drain_timeout, @@query_cache_size, @@query_cache_type")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row, (7, 0, "OFF".to_string()));
+
+    let mut latin1 =
+        rwproxy_sql_tests::raw::RawConn::connect(p.admin_addr, ADMIN_USER, ADMIN_PASSWORD, "")
+            .await
+            .unwrap();
+    let reply = latin1.command(b"\x03ADD PWD dave:caf\xe9").await.unwrap();
+    let e = rwproxy_sql_tests::raw::err_text(&reply[0]);
+    assert!(e.starts_with("1300 (HY000)"), "{e}");
+    let users = typed.users().await.unwrap();
+    assert!(users.iter().all(|(u, _)| u != "dave"), "{users:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backends_added_and_removed_live() {
     let cl = cluster().await;

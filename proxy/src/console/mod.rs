@@ -107,9 +107,18 @@ async fn session(
         match packet.first().copied() {
             Some(COM_QUIT) => return Ok(()),
             Some(COM_QUERY) => {
-                let sql = String::from_utf8_lossy(&packet[1..]);
-                let reply = rwproxy_admin::execute_in(&sql, control.as_ref(), &mut ctx);
-                let shown = for_log(&sql);
+                // Read any other way, a password's bytes would silently become others.
+                let Ok(sql) = std::str::from_utf8(&packet[1..]) else {
+                    let e = message::err(
+                        codes::INVALID_CHARACTER_STRING,
+                        "Invalid utf8 character string: the admin console takes commands in UTF-8",
+                    );
+                    writer.write_packet(1, &e.payload()).await?;
+                    writer.flush().await?;
+                    continue;
+                };
+                let reply = rwproxy_admin::execute_in(sql, control.as_ref(), &mut ctx);
+                let shown = for_log(sql);
                 // Changes are worth a line each; a monitoring script's polls are not.
                 let change = !["select", "show", "help", "desc", "describe"]
                     .iter()
@@ -122,14 +131,18 @@ async fn session(
                     (Ok(_), true) => tracing::info!(client = %peer, "admin: {shown}"),
                     (Ok(_), false) => tracing::debug!(client = %peer, "admin: {shown}"),
                     (Err(e), _) => {
-                        // The error may quote the secret back ("failed to decrypt '...'").
-                        let why = match secret_of(&sql) {
-                            Some(secret) if !secret.is_empty() => {
-                                e.to_string().replace(secret, "***")
+                        // The error may quote the secret back ("failed to decrypt '...'",
+                        // an unknown command's text): then only its code is logged.
+                        let why = e.to_string();
+                        let quoted = secret_of(sql)
+                            .and_then(|s| s.split([' ', '\t', '\n', ';']).next())
+                            .is_some_and(|token| !token.is_empty() && why.contains(token));
+                        match quoted {
+                            true => {
+                                tracing::info!(client = %peer, "admin: {shown} -> error {} (its message quotes the password)", e.code())
                             }
-                            _ => e.to_string(),
-                        };
-                        tracing::info!(client = %peer, "admin: {shown} -> {why}")
+                            false => tracing::info!(client = %peer, "admin: {shown} -> {why}"),
+                        }
                     }
                 }
                 send_reply(&mut writer, reply).await?;
@@ -159,31 +172,42 @@ async fn session(
     }
 }
 
-/// The password of an `ADD PWD`/`ADD ENPWD` command: what follows the user's colon. Also of
-/// any `ADD` but of a backend or a client, however written (`add pwds u:pw`, `/* c */ ADD
-/// PASSWORD u:pw`): a mistyped password command is refused, and logged, as written.
+/// The password of an `ADD PWD`/`ADD ENPWD` command, however mistyped (`add pwds u:pw`,
+/// `ADD PWD u pw`, `-- c` before it, `; SAVE CONFIG` after it): whatever follows the user's
+/// colon, or the command's second word when no colon follows a user name. Any `ADD` but of a
+/// backend or a client counts: a mistyped password command is refused, and logged, as
+/// written.
 fn secret_of(sql: &str) -> Option<&str> {
-    let mut rest = sql.trim_start();
-    while let Some(comment) = rest.strip_prefix("/*") {
-        rest = comment
-            .split_once("*/")
-            .map_or("", |(_, after)| after.trim_start());
-    }
-    let mut words = rest.split_whitespace();
-    let add = words.next()?.eq_ignore_ascii_case("add");
-    let what = words.next().unwrap_or("");
-    let public = ["master", "slave", "client"]
+    let cmd = rwproxy_admin::command::command_start(sql);
+    let rest = cmd
+        .get(..3)
+        .filter(|w| w.eq_ignore_ascii_case("add"))
+        .and_then(|_| cmd.get(3..))
+        .filter(|r| r.starts_with(char::is_whitespace))?
+        .trim_start();
+    let what_len = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    let what = &rest[..what_len];
+    if ["master", "slave", "client"]
         .iter()
-        .any(|w| what.eq_ignore_ascii_case(w));
-    (add && !public).then(|| sql.find(':').map(|colon| sql[colon + 1..].trim()))?
+        .any(|w| what.eq_ignore_ascii_case(w))
+    {
+        return None;
+    }
+    let args = rest[what_len..].trim_start();
+    let secret = match args.split_once(':') {
+        Some((user, secret)) if !user.contains(char::is_whitespace) => secret,
+        _ => args,
+    };
+    Some(secret.trim())
 }
 
 /// An admin command as the log shows it: passwords masked, and cut at 200 characters.
 fn for_log(sql: &str) -> String {
     let sql = sql.trim();
-    let shown = match (secret_of(sql), sql.find(':')) {
-        (Some(_), Some(colon)) => format!("{}***", &sql[..=colon]),
-        _ => sql.to_string(),
+    let shown = match secret_of(sql).filter(|s| !s.is_empty()) {
+        // The secret runs to the command's end (trimmed): it is a suffix of `sql`.
+        Some(secret) => format!("{}***", &sql[..sql.len() - secret.len()]),
+        None => sql.to_string(),
     };
     match shown.char_indices().nth(200) {
         Some((cut, _)) => format!("{}... ({} bytes)", &shown[..cut], sql.len()),
@@ -238,8 +262,13 @@ mod tests {
             "ADD PASSWORD app:S3cret",
             "/* x */ add pwd app:S3cret",
             "/*a*//*b*/Add Pwd app:S3cret",
+            "-- rotate\nADD PWD app:S3cret",
+            "# x\nADD PWD app:S3cret",
+            "ADD PWD app:S3cret; SAVE CONFIG",
+            "ADD PWD app:S3cret /* rotated */",
+            "ADD PWD app S3cret",
         ] {
-            assert_eq!(secret_of(typo), Some("S3cret"), "{typo}");
+            assert!(secret_of(typo).unwrap().contains("S3cret"), "{typo}");
             assert!(!for_log(typo).contains("S3cret"), "{typo}");
         }
         assert_eq!(secret_of("ADD SLAVE 10.0.0.2:3306"), None);

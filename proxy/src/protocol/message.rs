@@ -187,6 +187,7 @@ pub mod codes {
     pub const TOO_MANY_CONNECTIONS: (u16, &str) = (1040, "08004");
     pub const NOT_SUPPORTED: (u16, &str) = (1235, "42000");
     pub const WRONG_ARGUMENTS: (u16, &str) = (1210, "HY000");
+    pub const INVALID_CHARACTER_STRING: (u16, &str) = (1300, "HY000");
     pub const MALFORMED_PACKET: (u16, &str) = (1835, "HY000");
     pub const CONNECTION_KILLED: (u16, &str) = (1927, "70100");
     pub const UNKNOWN_THREAD: (u16, &str) = (1094, "HY000");
