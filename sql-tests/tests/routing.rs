@@ -1145,6 +1145,34 @@ async fn lock_tables_pins_until_unlock() {
     );
 }
 
+/// `optimizer_switch` changes only the flags an assignment names: two `SET`s add up, on every
+/// server the session reads from. (Only the last one was replayed elsewhere.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimizer_switch_settings_add_up() {
+    let (_cl, p) = start_proxy(&[1, 1]).await;
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("SET optimizer_switch = 'index_merge=off'")
+        .await
+        .unwrap();
+    c.query_drop("SET SESSION optimizer_switch = 'mrr=on'")
+        .await
+        .unwrap();
+    let probe = "SELECT @@optimizer_switch LIKE '%index_merge=off%' AND @@optimizer_switch LIKE '%mrr=on%', @@server_id";
+    let mut seen = BTreeSet::new();
+    for hint in ["/*slave*/", "/*master*/", ""] {
+        for _ in 0..8 {
+            let (both, id): (u32, u32) = c
+                .query_first(format!("{hint} {probe}"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(both, 1, "{hint} on server {id}");
+            seen.insert(id);
+        }
+    }
+    assert_eq!(seen.len(), 3, "every server: {seen:?}");
+}
+
 /// What `SET STATEMENT ... FOR` sets ends with its statement, though the server's reply
 /// reports it: later statements, on any server, see the session's own setting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

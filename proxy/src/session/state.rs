@@ -7,6 +7,10 @@ use std::time::Duration;
 /// "Never" as a session's idle timeout: a year, the longest `wait_timeout` a server takes.
 pub const NEVER: Duration = Duration::from_secs(31_536_000);
 
+/// Variables whose value is a list of `flag=on|off`, of which an assignment changes only the
+/// flags it names (MariaDB's flag sets).
+const FLAG_SETS: [&str; 2] = ["optimizer_switch", "optimizer_trace"];
+
 /// Session state as a schema plus an ordered list of `SET` assignments.
 ///
 /// Order matters (`SET sql_mode = CONCAT(@@sql_mode, ...)` depends on what came before), so a
@@ -30,12 +34,16 @@ impl PartialEq for SessionState {
 impl SessionState {
     /// Records an assignment. One computed from current values (`CONCAT(@@sql_mode, ...)`)
     /// keeps the variable's earlier assignments before it: replayed alone on a fresh
-    /// connection it would start from the server's defaults instead of what they set.
+    /// connection it would start from the server's defaults instead of what they set. So
+    /// does one to a flag set (`optimizer_switch='mrr=on'`), which changes only the flags it
+    /// names, unless it starts from the defaults.
     pub fn set_var(&mut self, key: String, assignment: String) {
-        let computed = assignment
-            .split_once('=')
-            .is_some_and(|(_, value)| value.contains("@@"));
-        if !computed {
+        let builds_on_earlier = assignment.split_once('=').is_some_and(|(_, value)| {
+            value.contains("@@")
+                || FLAG_SETS.contains(&key.as_str())
+                    && !value.to_ascii_lowercase().contains("default")
+        });
+        if !builds_on_earlier {
             self.vars.retain(|(k, _)| *k != key);
         }
         self.vars.push((key, assignment));
@@ -129,6 +137,27 @@ mod tests {
         assert_eq!(s.vars.len(), 2);
         s.set_var("sql_mode".into(), "sql_mode=''".into());
         assert_eq!(s.vars, [("sql_mode".into(), "sql_mode=''".into())]);
+    }
+
+    #[test]
+    fn flag_sets_add_up_until_set_from_the_defaults() {
+        let mut s = SessionState::default();
+        let set = |s: &mut SessionState, value: &str| {
+            s.set_var(
+                "optimizer_switch".into(),
+                format!("optimizer_switch={value}"),
+            )
+        };
+        set(&mut s, "'index_merge=off'");
+        set(&mut s, "'mrr=on'");
+        assert_eq!(s.vars.len(), 2);
+        set(&mut s, "'DEFAULT,mrr=off'");
+        assert_eq!(s.vars.len(), 1);
+        set(&mut s, "DEFAULT");
+        assert_eq!(
+            s.vars,
+            [("optimizer_switch".into(), "optimizer_switch=DEFAULT".into())]
+        );
     }
 
     #[test]
