@@ -731,6 +731,40 @@ async fn parameter_types_sent_once_stay_with_the_clients_statement() {
     assert!(seen[0].starts_with("1210"), "{}", seen[0]);
 }
 
+/// A client that asks for `CLIENT_IGNORE_SPACE` gets `IGNORE_SPACE` in `sql_mode` on every
+/// backend connection, also one the proxy reset to replay the session's settings (the reset
+/// took it out: `COUNT (*)` then failed to parse).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignore_space_outlives_a_connection_reset() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    let opts = LoginOptions {
+        extra_capabilities: Cap::CLIENT_IGNORE_SPACE,
+        ..LoginOptions::default()
+    };
+    let mut c = raw(p.addr, opts).await;
+    let check = async |c: &mut RawConn, when: &str| {
+        for hint in ["/*slave*/", "/*master*/"] {
+            let reply = c
+                .query(&format!("{hint} SELECT COUNT (*) FROM (SELECT 1 UNION SELECT 2) AS t WHERE @@sql_mode LIKE '%IGNORE_SPACE%'"))
+                .await
+                .unwrap_or_else(|e| panic!("{when}, {hint}: {e}"));
+            // Column count, its definition, EOF, then the row: one length-coded string.
+            assert_eq!(reply[3], b"\x012", "{when}, {hint}");
+        }
+    };
+    check(&mut c, "at login").await;
+    // Re-assigned, `time_zone` moves to the end of the session's settings: connections that
+    // have the old order are reset and replayed.
+    c.query("SET time_zone = '+01:00'").await.unwrap();
+    check(&mut c, "after a setting").await;
+    c.query("SET div_precision_increment = 5").await.unwrap();
+    c.query("SET time_zone = '+02:00'").await.unwrap();
+    check(&mut c, "after a reset").await;
+}
+
 /// All sessions' open prepared statements together hold at most `max-prepared-memory` bytes
 /// of text: a prepare past it gets 1461 naming the bound, in any session, until statements
 /// are closed. (There was no such bound: every prepare succeeded.)

@@ -986,6 +986,15 @@ impl BackendConn {
         // The server has dropped its statements: forgotten here at once, so a failure below
         // cannot leave ids pointing at nothing.
         self.forget_stmts();
+        // The reset takes `IGNORE_SPACE` out of `sql_mode`, where the client's capability
+        // put it at login (MariaDB 10.11): a fresh login's `sql_mode` has it.
+        let ignore_space = CapabilityFlags::CLIENT_IGNORE_SPACE.bits();
+        if self.key.capabilities & ignore_space != 0 {
+            self.run(
+                "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'IGNORE_SPACE')",
+            )
+            .await?;
+        }
         if let Some(db) = &self.state.schema {
             let mut cmd = vec![COM_INIT_DB];
             cmd.extend_from_slice(db.as_bytes());
