@@ -312,8 +312,9 @@ pub fn parse(sql: &str) -> Result<Command, AdminError> {
             let skip = if kw[1] == "variables" { 2 } else { 3 };
             parse_show_variables(rest_after(stmt, skip))
         }
-        ["use", db] => Ok(Command::Use(
-            unquote_ident(words[1]).unwrap_or(db).to_string(),
+        // Its case kept, as a server keeps it.
+        ["use", _] => Ok(Command::Use(
+            unquote_ident(words[1]).unwrap_or(words[1]).to_string(),
         )),
         // Drivers end and begin transactions on their own (pymysql's commit(), a pool's
         // rollback when a connection is returned); nothing here is transactional.
@@ -1429,6 +1430,7 @@ mod tests {
         assert_eq!(p("SHOW WARNINGS"), Command::ShowWarnings);
         assert_eq!(p("use mydb"), Command::Use("mydb".into()));
         assert_eq!(p("use `mydb`;"), Command::Use("mydb".into()));
+        assert_eq!(p("USE MyDb"), Command::Use("MyDb".into()));
     }
 
     #[test]

@@ -131,6 +131,11 @@ pub fn execute_in(
                     false => AdminError::ReadOnlyVariable(name.clone()),
                 });
             }
+            // A session variable no driver sets and no setting of the proxy: a typo, refused
+            // as the same name without `SESSION` is, not answered OK having done nothing.
+            if let Some(name) = session.first() {
+                return Err(AdminError::UnknownVariable(name.clone()));
+            }
             if !settings.is_empty() {
                 cp.set_variables(&settings)?;
             }

@@ -512,6 +512,12 @@ fn variables() {
         )
     );
     assert_eq!(text(&rows("select @@max_replica_lag", &cp)), [["5"]]);
+    // A mistyped one too, as without `SESSION`.
+    let e = execute("SET SESSION drain_timout = 5", &cp).unwrap_err();
+    assert_eq!(
+        (e.code(), e.message().as_str()),
+        (1193, "Unknown system variable 'drain_timout'")
+    );
     let e = execute("SET @@session.read_your_writes = ON", &cp).unwrap_err();
     assert_eq!(
         (e.code(), e.message().as_str()),
