@@ -1145,6 +1145,68 @@ async fn lock_tables_pins_until_unlock() {
     );
 }
 
+/// A multi-statement that writes and then reads the messages (`SHOW WARNINGS`,
+/// `@@warning_count`) runs on the write backend, as any write does: it went where the
+/// previous statement's messages were, a replica, which refused the write (1290), and a
+/// procedure's write there (its definer may write on a read-only server) made the replica's
+/// data differ and stopped its replication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_beside_a_read_of_messages_runs_on_the_primary() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let mut root = cl.primary.root_conn().await.unwrap();
+    root.query_drop("CREATE OR REPLACE TABLE rwtest.rt_diag (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    root.query_drop(
+        "CREATE OR REPLACE DEFINER = root@localhost PROCEDURE rwtest.rt_diag_add(n INT) \
+         SQL SECURITY DEFINER INSERT INTO rwtest.rt_diag VALUES (n, @@server_id)",
+    )
+    .await
+    .unwrap();
+    cl.wait_replicas_caught_up().await.unwrap();
+    let mut c = p.conn().await.unwrap();
+    // A read first, so that its messages are held on a replica.
+    c.query_drop("SELECT 1 FROM rows10 WHERE 'a' = 0")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO rt_diag VALUES (1, 0); SHOW WARNINGS")
+        .await
+        .unwrap();
+    c.query_drop("SELECT 1 FROM rows10 WHERE 'a' = 0")
+        .await
+        .unwrap();
+    c.query_drop("UPDATE rt_diag SET v = v + 1 WHERE id = 1; SELECT @@warning_count")
+        .await
+        .unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO rt_diag VALUES (2, 0); SHOW WARNINGS")
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    c.query_drop("SELECT 1 FROM rows10 WHERE 'a' = 0")
+        .await
+        .unwrap();
+    c.query_drop("CALL rt_diag_add(3); SHOW WARNINGS")
+        .await
+        .unwrap();
+    cl.wait_replicas_caught_up().await.unwrap();
+    for server in std::iter::once(&cl.primary).chain(&cl.replicas) {
+        let rows: Vec<(u32, u32)> = server
+            .root_conn()
+            .await
+            .unwrap()
+            .query("SELECT id, v FROM rwtest.rt_diag ORDER BY id")
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            [(1, 1), (2, 0), (3, PRIMARY)],
+            "on server {}",
+            server.server_id
+        );
+    }
+}
+
 /// `optimizer_switch` changes only the flags an assignment names: two `SET`s add up, on every
 /// server the session reads from. (Only the last one was replayed elsewhere.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,16 +182,23 @@ fn has_word(sql: &[u8], word: &[u8]) -> bool {
 }
 
 pub fn target(c: &Classification) -> Target {
-    if c.flags.contains(Flags::DIAGNOSTICS) {
+    let read_kind = matches!(
+        c.kind,
+        StmtKind::Read | StmtKind::Begin { read_only: true } | StmtKind::Empty
+    );
+    // Where the previous statement's messages are, which may be a replica: only for a read
+    // that needs nothing else. A write or a `CALL` beside `SHOW WARNINGS` in a
+    // multi-statement (whose flags are all its statements'), or anything that needs the
+    // write backend, goes there, and reads the messages its own statements left.
+    if c.flags.contains(Flags::DIAGNOSTICS)
+        && read_kind
+        && !c.flags.intersects(NEEDS_PRIMARY.union(Flags::HINT_MASTER))
+    {
         return Target::Diagnostics;
     }
     if c.flags.contains(Flags::HINT_MASTER) {
         return Target::Write;
     }
-    let read_kind = matches!(
-        c.kind,
-        StmtKind::Read | StmtKind::Begin { read_only: true } | StmtKind::Empty
-    );
     if read_kind && c.flags.contains(Flags::HINT_SLAVE) {
         return Target::Read;
     }
@@ -205,6 +212,24 @@ pub fn target(c: &Classification) -> Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_plain_read_of_messages_goes_where_they_are() {
+        for (sql, want) in [
+            ("SHOW WARNINGS", Target::Diagnostics),
+            ("SELECT @@warning_count", Target::Diagnostics),
+            ("INSERT INTO t VALUES (1); SHOW WARNINGS", Target::Write),
+            ("UPDATE t SET a = 1; SELECT @@warning_count", Target::Write),
+            ("CALL p(); SHOW WARNINGS", Target::Write),
+            ("SELECT 1; SHOW WARNINGS", Target::Write),
+            ("/*master*/ SHOW WARNINGS", Target::Write),
+            ("SELECT @@warning_count INTO @w", Target::Write),
+            ("SELECT @@warning_count, GET_LOCK('l', 0)", Target::Write),
+        ] {
+            let c = crate::router::classify::classify(sql.as_bytes());
+            assert_eq!(target(&c), want, "{sql}");
+        }
+    }
 
     #[test]
     fn what_statements_do_to_the_previous_messages() {
