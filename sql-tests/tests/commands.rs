@@ -1049,6 +1049,9 @@ async fn change_user_reauthenticates_and_resets_the_session() {
         ),
     ];
     for (what, user, pass, db, collation, plugin) in cases {
+        // Gone after any change of user, refused or not, as the server starts over first.
+        via.query("SET @v = 7").await.unwrap();
+        direct.query("SET @v = 7").await.unwrap();
         let got = via
             .change_user(user, pass, db, collation, plugin)
             .await
@@ -1071,10 +1074,21 @@ async fn change_user_reauthenticates_and_resets_the_session() {
         };
         assert_eq!(last(&got), last(&want), "{what}: {got:?} vs {want:?}");
         assert_eq!(got.len(), want.len(), "{what}: auth switch or not");
+        // A refusal is the next `SHOW WARNINGS`' message, as a server's own error.
+        assert_eq!(
+            via.query("SHOW WARNINGS").await.unwrap(),
+            direct.query("SHOW WARNINGS").await.unwrap(),
+            "{what}: SHOW WARNINGS"
+        );
         assert_eq!(
             via.query(whoami).await.unwrap(),
             direct.query(whoami).await.unwrap(),
             "{what}"
+        );
+        assert_eq!(
+            via.query("SELECT @v").await.unwrap(),
+            direct.query("SELECT @v").await.unwrap(),
+            "{what}: @v"
         );
     }
 

@@ -22,19 +22,20 @@ pub async fn change_user(
     io: &mut ClientIo,
     packet: &[u8],
 ) -> Result<(), SessionEnd> {
-    // MariaDB's guard against password guessing on an open connection.
-    if s.failed_change_user >= MAX_FAILED_CHANGE_USER {
-        io.error(&message::err(codes::UNKNOWN_COM, "Unknown command"))
-            .await?;
-        return Ok(());
-    }
     let old_schema = s.state.schema.take();
     s.start_over(old_schema.clone()).await;
     io.follow_net_write_timeout(&s.state);
-    let Some(req) = handshake::parse_change_user(packet) else {
-        io.error(&message::err(codes::UNKNOWN_COM, "Unknown command"))
-            .await?;
-        return Ok(());
+    // MariaDB's guard against password guessing on an open connection (after the start
+    // over, as there); a request it cannot read counts among the failures.
+    let req = match handshake::parse_change_user(packet) {
+        Some(req) if s.failed_change_user < MAX_FAILED_CHANGE_USER => req,
+        _ => {
+            s.failed_change_user += 1;
+            s.state.schema = old_schema;
+            io.error(&message::err(codes::UNKNOWN_COM, "Unknown command"))
+                .await?;
+            return Ok(());
+        }
     };
     let password = s.cluster.password_of(&req.user);
     // Like MariaDB, ask with an auth switch to mysql_native_password for a reply to the
@@ -77,13 +78,12 @@ pub async fn change_user(
             ))
         }
     };
-    let reply = match result {
+    // The reply follows the authentication exchange's numbering.
+    io.reply_seq = seq;
+    match result {
         Ok(()) => {
             tracing::debug!(session = s.id, user = %req.user, "changed user");
-            message::ok_payload(&message::Completion {
-                status: s.status(),
-                ..Default::default()
-            })
+            io.ok(s.status()).await?;
         }
         Err(e) => {
             tracing::info!(session = s.id, "change user refused: {e}");
@@ -92,11 +92,10 @@ pub async fn change_user(
             // The server keeps the packet's collation even then.
             s.switch_user(&old.0, old.1, collation);
             s.state.schema = old_schema;
-            e.payload()
+            // Through `io`, so that `SHOW WARNINGS` shows it next, as a server's would.
+            io.error(&e).await?;
         }
-    };
-    io.writer.write_packet(seq, &reply).await?;
-    io.writer.flush().await?;
+    }
     Ok(())
 }
 
