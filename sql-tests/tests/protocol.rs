@@ -731,6 +731,41 @@ async fn parameter_types_sent_once_stay_with_the_clients_statement() {
     assert!(seen[0].starts_with("1210"), "{}", seen[0]);
 }
 
+/// A client without `CLIENT_PLUGIN_AUTH` (libmysqlclient before plugins) logs in with its
+/// mysql_native_password reply to the greeting, as on the server: it got an auth switch it
+/// need not understand (old libmysqlclient takes it for an OK).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_auth_plugins_logs_in() {
+    let cluster = cluster().await;
+    let p = proxy::start(&proxy::config_toml(cluster, &[1], ""))
+        .await
+        .unwrap();
+    for (addr, password) in [
+        (primary_addr(cluster), APP_PASSWORD),
+        (p.addr, APP_PASSWORD),
+        (p.addr, "wrong"),
+    ] {
+        let opts = LoginOptions {
+            missing_capabilities: Cap::CLIENT_PLUGIN_AUTH,
+            ..LoginOptions::default()
+        };
+        let mut c = RawConn::login(addr, APP_USER, password, DATABASE, opts)
+            .await
+            .unwrap();
+        match password {
+            APP_PASSWORD => {
+                assert_eq!(c.login_reply[0], 0, "{addr}: {:?}", c.login_reply);
+                c.query("SELECT 1").await.unwrap();
+            }
+            _ => assert!(
+                raw::err_text(&c.login_reply).starts_with("1045 (28000)"),
+                "{:?}",
+                c.login_reply
+            ),
+        }
+    }
+}
+
 /// A client that asks for `CLIENT_IGNORE_SPACE` gets `IGNORE_SPACE` in `sql_mode` on every
 /// backend connection, also one the proxy reset to replay the session's settings (the reset
 /// took it out: `COUNT (*)` then failed to parse).

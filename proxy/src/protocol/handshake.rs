@@ -277,7 +277,16 @@ where
         .filter(|d| !d.is_empty())
         .map(|d| String::from_utf8_lossy(d).into_owned());
     let collation = resp.collation();
-    let plugin = resp.auth_plugin().map(|p| p.as_bytes().to_vec());
+    // A client without plugin support names none, and answers the greeting's scramble as
+    // mysql_native_password does: checked as such, as MariaDB does. (An auth switch, which
+    // such a client need not understand, was sent instead.)
+    let plugin = match resp
+        .capabilities()
+        .contains(CapabilityFlags::CLIENT_PLUGIN_AUTH)
+    {
+        true => resp.auth_plugin().map(|p| p.as_bytes().to_vec()),
+        false => Some(NATIVE.to_vec()),
+    };
     let auth_data = resp.scramble_buf().to_vec();
     // MariaDB 10.11 answers a plain-TCP login under require_secure_transport with this very
     // Access denied (1045, 28000), whatever the password; MySQL's 3159 is not a MariaDB code.
