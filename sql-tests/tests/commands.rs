@@ -1117,6 +1117,31 @@ async fn change_user_reauthenticates_and_resets_the_session() {
         err_text(&refused[0]).starts_with("1045 (28000)"),
         "{refused:?}"
     );
+
+    // A client that tracks session state is told the schema it changed to, as at login.
+    let tracking = || rwproxy_sql_tests::raw::LoginOptions {
+        extra_capabilities: mysql_common::constants::CapabilityFlags::CLIENT_SESSION_TRACK,
+        ..Default::default()
+    };
+    let mut oks = Vec::new();
+    for addr in [p.addr, c.primary_addr().parse().unwrap()] {
+        let mut t = RawConn::login(addr, APP_USER, APP_PASSWORD, "", tracking())
+            .await
+            .unwrap();
+        let reply = t
+            .change_user(
+                APP_USER,
+                APP_PASSWORD,
+                DATABASE,
+                45,
+                "mysql_native_password",
+            )
+            .await
+            .unwrap();
+        oks.push(reply.last().unwrap().clone());
+    }
+    assert_eq!(oks[0], oks[1], "through the proxy, then directly");
+    assert!(oks[1].ends_with(DATABASE.as_bytes()), "{:?}", oks[1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

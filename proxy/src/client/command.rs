@@ -83,7 +83,8 @@ pub async fn change_user(
     match result {
         Ok(()) => {
             tracing::debug!(session = s.id, user = %req.user, "changed user");
-            io.ok(s.status()).await?;
+            let ok = handshake::login_ok(s.status(), req.database.as_deref(), s.client_tracks);
+            io.reply(&ok).await?;
         }
         Err(e) => {
             tracing::info!(session = s.id, "change user refused: {e}");

@@ -69,26 +69,31 @@ pub async fn admit<W: AsyncWrite + Unpin>(
     login: &ClientLogin,
     status: u16,
 ) -> io::Result<()> {
+    let tracks = login
+        .capabilities
+        .contains(CapabilityFlags::CLIENT_SESSION_TRACK);
+    let payload = login_ok(status, login.database.as_deref(), tracks);
+    writer.write_packet(login.next_seq, &payload).await?;
+    writer.flush().await
+}
+
+/// The OK that ends a login or a `COM_CHANGE_USER`: a server reports the schema it put the
+/// session in to a client that tracks session state (`tracks`).
+pub fn login_ok(status: u16, database: Option<&str>, tracks: bool) -> Vec<u8> {
     let mut done = Completion {
         status,
         ..Completion::default()
     };
+    let Some(db) = database.filter(|_| tracks) else {
+        return ok_payload(&done);
+    };
+    done.status |= SERVER_SESSION_STATE_CHANGED;
     let mut payload = ok_payload(&done);
-    // A server reports the login's schema to a client that tracks session state.
-    if let Some(db) = login.database.as_deref().filter(|_| {
-        login
-            .capabilities
-            .contains(CapabilityFlags::CLIENT_SESSION_TRACK)
-    }) {
-        done.status |= SERVER_SESSION_STATE_CHANGED;
-        payload = ok_payload(&done);
-        let block = schema_block(db);
-        write_lenenc(&mut payload, 0);
-        write_lenenc(&mut payload, block.len() as u64);
-        payload.extend_from_slice(&block);
-    }
-    writer.write_packet(login.next_seq, &payload).await?;
-    writer.flush().await
+    let block = schema_block(db);
+    write_lenenc(&mut payload, 0);
+    write_lenenc(&mut payload, block.len() as u64);
+    payload.extend_from_slice(&block);
+    payload
 }
 
 /// Ends the connection phase with an error after the password was accepted.
