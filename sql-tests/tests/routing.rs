@@ -1207,6 +1207,44 @@ async fn a_write_beside_a_read_of_messages_runs_on_the_primary() {
     }
 }
 
+/// `2.INTO OUTFILE` is a number and `INTO` to the server: the statement writes a file, and
+/// runs on the write backend. (Its shape was a malformed statement's, `2 OUTFILE`, whose
+/// classification as a plain read it took from the cache: a replica wrote the file.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_before_into_keeps_its_statement_on_the_primary() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    // (`@@server_id` itself would keep the statement out of the classification cache.)
+    cl.primary
+        .root_conn()
+        .await
+        .unwrap()
+        .query_drop(
+            "CREATE OR REPLACE FUNCTION rwtest.rt_sid() RETURNS INT NO SQL RETURN @@server_id",
+        )
+        .await
+        .unwrap();
+    cl.wait_replicas_caught_up().await.unwrap();
+    let mut c = p.conn().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("rt_into_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("out");
+    let _ = std::fs::remove_file(&file);
+    let path = file.display();
+    c.query_drop(format!(
+        "SELECT rt_sid() FROM rows10 WHERE id=2 OUTFILE '{path}'"
+    ))
+    .await
+    .expect_err("malformed");
+    c.query_drop(format!(
+        "SELECT rt_sid() FROM rows10 WHERE id=2.INTO OUTFILE '{path}'"
+    ))
+    .await
+    .unwrap();
+    let written = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(written.trim(), PRIMARY.to_string());
+}
+
 /// `optimizer_switch` changes only the flags an assignment names: two `SET`s add up, on every
 /// server the session reads from. (Only the last one was replayed elsewhere.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

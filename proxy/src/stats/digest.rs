@@ -230,7 +230,13 @@ pub fn normalise(sql: &[u8], out: &mut Vec<u8>) -> bool {
             }
             b'0'..=b'9' if out.last().is_none_or(|c| !ident(*c)) => {
                 i += 1;
-                while i < n && (ident(sql[i]) || sql[i] == b'.') {
+                // A dot before a letter ends the number, as the server reads `2.INTO`: taken
+                // in, it would give `... = 2.INTO OUTFILE` the shape of `... = ? OUTFILE`, and
+                // that shape's classification.
+                let number_dot = |j: usize| {
+                    sql[j] == b'.' && sql.get(j + 1).is_none_or(|c| !c.is_ascii_alphabetic())
+                };
+                while i < n && (ident(sql[i]) || number_dot(i)) {
                     // Exponent signs: 1e-5 (only before a digit: in `1e-x` the `-` is code).
                     if matches!(sql[i], b'e' | b'E')
                         && matches!(sql.get(i + 1), Some(b'+' | b'-'))
@@ -447,6 +453,11 @@ mod tests {
             "SELECT col1, t2.c3 FROM `t 1` WHERE x>-?"
         );
         assert_eq!(norm("SELECT 1"), "SELECT ?");
+        assert_eq!(norm("SELECT 1.5, 2., 1e5"), "SELECT ?,...");
+        assert_eq!(
+            norm("SELECT a FROM t WHERE id=2.INTO OUTFILE 'x'"),
+            "SELECT a FROM t WHERE id=?.INTO OUTFILE ?"
+        );
     }
 
     #[test]
