@@ -729,6 +729,17 @@ async fn parameter_types_sent_once_stay_with_the_clients_statement() {
     }
     assert_eq!(seen[1], seen[0], "through the proxy, then directly");
     assert!(seen[0].starts_with("1210"), "{}", seen[0]);
+    // Unless every value is NULL: then types do not matter, and the server takes them.
+    for addr in [primary_addr(cluster), p.addr] {
+        let mut c = RawConn::connect(addr, APP_USER, APP_PASSWORD, DATABASE)
+            .await
+            .unwrap();
+        let (id, _, _) = c.prepare("SELECT ? IS NULL").await.unwrap();
+        let mut nulls = raw::execute_packet(id, false);
+        nulls.extend_from_slice(&[1, 0]); // NULL bitmap: the one parameter; no types
+        let reply = c.command(&nulls).await.unwrap();
+        assert_ne!(reply[0][0], 0xff, "{addr}: {}", raw::err_text(&reply[0]));
+    }
 }
 
 /// A client without `CLIENT_PLUGIN_AUTH` (libmysqlclient before plugins) logs in with its

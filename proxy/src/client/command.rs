@@ -30,7 +30,7 @@ pub async fn change_user(
     let req = match handshake::parse_change_user(packet) {
         Some(req) if s.failed_change_user < MAX_FAILED_CHANGE_USER => req,
         _ => {
-            s.failed_change_user += 1;
+            s.failed_change_user = s.failed_change_user.saturating_add(1);
             s.state.schema = old_schema;
             io.error(&message::err(codes::UNKNOWN_COM, "Unknown command"))
                 .await?;
@@ -89,7 +89,7 @@ pub async fn change_user(
         Err(e) => {
             tracing::info!(session = s.id, "change user refused: {e}");
             s.stats.counters.error(ErrorKind::Auth);
-            s.failed_change_user += 1;
+            s.failed_change_user = s.failed_change_user.saturating_add(1);
             // The server keeps the packet's collation even then.
             s.switch_user(&old.0, old.1, collation);
             s.state.schema = old_schema;

@@ -975,7 +975,12 @@ pub async fn execute(
                 c.backend.count_error();
                 s.stats.counters.error(ErrorKind::BackendLost);
                 tracing::warn!(backend = %c.backend.address, session = s.id, "backend connection failed before a read went out: {e}; it runs on another");
-                exclude.push(c.backend.clone());
+                // A read a replica refused for being one goes to the write backend again,
+                // on another connection; any other tries another server.
+                match refused_on_replica.is_some() || refusal_routed {
+                    true => s.read_on_primary = true,
+                    false => exclude.push(c.backend.clone()),
+                }
                 drop(c);
                 continue;
             }

@@ -229,8 +229,10 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
             // a restart, `wait_timeout`, a DBA's `KILL` of idle connections). A prepare
             // changes nothing, so another connection takes it, as a read that failed before
             // its reply runs again.
+            // (Not a `SHOW WARNINGS` prepared where the messages are: they went with it.)
             Ok(Err(e))
                 if !was_pinned
+                    && target != Target::Diagnostics
                     && c.lease.conn.broken
                     && retried < super::MAX_READ_TRIES
                     && !matches!(e, BackendError::Server(_)) =>
@@ -238,8 +240,11 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
                 retried += 1;
                 c.backend.count_error();
                 tracing::warn!(backend = %c.backend.address, session = s.id, "backend connection failed under a prepare: {e}; prepared on another");
-                if read {
-                    exclude.push(c.backend.clone());
+                // One a replica could not prepare goes to the write backend again.
+                match missing_on_replica.is_some() {
+                    true => s.read_on_primary = true,
+                    false if read => exclude.push(c.backend.clone()),
+                    false => {}
                 }
             }
             Ok(prepared) => break (c, prepared),
@@ -363,12 +368,23 @@ pub fn execute_stmt_packet(
         rest += 2 * n;
     }
     // Recorded by `execute` before anything could answer it: the server the client thinks
-    // it talks to kept them from its first execute, whatever that execute's outcome.
-    let types = stmt.param_types.as_deref().ok_or_else(incorrect)?;
-    out.push(1);
-    out.extend_from_slice(types);
+    // it talks to kept them from its first execute, whatever that execute's outcome. With
+    // none ever sent a server takes only NULLs, whose types do not matter.
+    match stmt.param_types.as_deref() {
+        Some(types) => {
+            out.push(1);
+            out.extend_from_slice(types);
+        }
+        None if all_null(bitmap, n) => out.push(0),
+        None => return Err(incorrect()),
+    }
     out.extend_from_slice(&packet[rest..]);
     Ok(out)
+}
+
+/// Whether NULL bitmap `bitmap` marks each of `n` parameters NULL.
+fn all_null(bitmap: &[u8], n: usize) -> bool {
+    (0..n).all(|i| bitmap[i / 8] & (1 << (i % 8)) != 0)
 }
 
 /// Keeps the parameter types an execute sends (its new-params-bound flag set), for every

@@ -32,8 +32,8 @@ pub struct Sticky {
     /// `LOCK TABLES` until `UNLOCK TABLES`.
     pub locked_tables: bool,
     /// Server-side state the proxy cannot replay elsewhere: user variables, temporary tables,
-    /// named locks, `SQL_CALC_FOUND_ROWS`, text-protocol prepared statements, cursors, long
-    /// data. Lasts for the rest of the session; the connection is reset before reuse.
+    /// named locks, a sequence's `LASTVAL`, `SQL_CALC_FOUND_ROWS`, text-protocol prepared
+    /// statements, cursors, long data. Lasts for the rest of the session; the connection is reset before reuse.
     pub server_state: bool,
     /// `SET TRANSACTION ...` (or its `SET @@tx_isolation` form) for the next transaction, until
     /// that transaction ends, or an autocommit statement uses it up (which the server

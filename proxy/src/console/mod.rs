@@ -173,32 +173,33 @@ async fn session(
 }
 
 /// The password of an `ADD PWD`/`ADD ENPWD` command, however mistyped (`add pwds u:pw`,
-/// `ADD PWD u pw`, `-- c` before it, `; SAVE CONFIG` after it): whatever follows the user's
-/// colon, or the command's second word when no colon follows a user name. Any `ADD` but of a
-/// backend or a client counts: a mistyped password command is refused, and logged, as
-/// written.
+/// `ADDPWD u:pw`, `ADD PWD u pw`, `-- c` before it, `; SAVE CONFIG` after it): whatever
+/// follows the first colon of a command that mentions a password, or of any `ADD` but of a
+/// backend or a client; with no colon, whatever follows such an `ADD`'s second word. A
+/// mistyped password command is refused, and logged, as written.
 fn secret_of(sql: &str) -> Option<&str> {
-    let cmd = rwproxy_admin::command::command_start(sql);
-    let rest = cmd
-        .get(..3)
-        .filter(|w| w.eq_ignore_ascii_case("add"))
-        .and_then(|_| cmd.get(3..))
-        .filter(|r| r.starts_with(char::is_whitespace))?
-        .trim_start();
+    let cmd = match rwproxy_admin::command::command_start(sql) {
+        // An unterminated or executable comment: the whole text may hold it.
+        "" => sql.trim_start(),
+        cmd => cmd,
+    };
+    let lower = cmd.to_ascii_lowercase();
+    let add = lower.starts_with("add") && lower[3..].starts_with(char::is_whitespace);
+    let rest = cmd.get(3..).unwrap_or("").trim_start();
     let what_len = rest.find(char::is_whitespace).unwrap_or(rest.len());
-    let what = &rest[..what_len];
-    if ["master", "slave", "client"]
-        .iter()
-        .any(|w| what.eq_ignore_ascii_case(w))
-    {
+    let public = add
+        && ["master", "slave", "client"]
+            .iter()
+            .any(|w| rest[..what_len].eq_ignore_ascii_case(w));
+    let names_password = lower.contains("pwd") || lower.contains("passw");
+    if public || !(add || names_password) {
         return None;
     }
-    let args = rest[what_len..].trim_start();
-    let secret = match args.split_once(':') {
-        Some((user, secret)) if !user.contains(char::is_whitespace) => secret,
-        _ => args,
-    };
-    Some(secret.trim())
+    match cmd.split_once(':') {
+        Some((_, secret)) => Some(secret.trim()),
+        None if add => Some(rest[what_len..].trim()),
+        None => None,
+    }
 }
 
 /// An admin command as the log shows it: passwords masked, and cut at 200 characters.
@@ -267,6 +268,10 @@ mod tests {
             "ADD PWD app:S3cret; SAVE CONFIG",
             "ADD PWD app:S3cret /* rotated */",
             "ADD PWD app S3cret",
+            "ADDPWD app:S3cret",
+            "--x\nADD PWD app:S3cret",
+            "/*!ADD PWD app:S3cret*/",
+            "/* open ADD PWD app:S3cret",
         ] {
             assert!(secret_of(typo).unwrap().contains("S3cret"), "{typo}");
             assert!(!for_log(typo).contains("S3cret"), "{typo}");
