@@ -563,71 +563,71 @@ fn charset_item(cur: &mut Cursor) -> Result<bool, AdminError> {
     Ok(true)
 }
 
+/// One `[scope] name = value` of a `SET`: a runtime setting goes to `settings`, one named
+/// with `SESSION` that is no client session variable to `session` (refused by the caller).
+fn assignment(
+    cur: &mut Cursor,
+    settings: &mut Vec<(String, String)>,
+    session: &mut Vec<String>,
+) -> Result<(), AdminError> {
+    let mut scope = if cur.keyword("global") {
+        Scope::Global
+    } else if cur.keyword("session") || cur.keyword("local") {
+        Scope::Session
+    } else {
+        Scope::Default
+    };
+    cur.skip_ws();
+    let user_var = cur.rest().starts_with('@') && !cur.rest().starts_with("@@");
+    if let Some(r) = cur.rest().strip_prefix("@@") {
+        let lower = r.to_ascii_lowercase();
+        let (skip, sc) = if lower.starts_with("global.") {
+            (7, Scope::Global)
+        } else if lower.starts_with("session.") {
+            (8, Scope::Session)
+        } else if lower.starts_with("local.") {
+            (6, Scope::Session)
+        } else {
+            (0, scope)
+        };
+        cur.pos += 2 + skip;
+        scope = sc;
+    } else if user_var {
+        cur.pos += 1;
+    }
+    let name = cur
+        .ident()
+        .ok_or_else(|| {
+            AdminError::syntax(format!("SET: expected a variable name at '{}'", cur.rest()))
+        })?
+        .to_ascii_lowercase();
+    cur.skip_ws();
+    if !(cur.eat(":=") || cur.eat("=")) {
+        return Err(AdminError::syntax(format!("SET {name}: expected '='")));
+    }
+    cur.skip_ws();
+    let value = cur
+        .value()
+        .map_err(|e| AdminError::syntax(format!("SET {name}: {e}")))?;
+    let client_session = user_var || SESSION_VARIABLES.contains(&name.as_str());
+    match scope {
+        _ if user_var => {}
+        Scope::Session if !client_session => session.push(name),
+        Scope::Session => {}
+        Scope::Default if client_session => {}
+        Scope::Default | Scope::Global => settings.push((name, value)),
+    }
+    Ok(())
+}
+
 fn parse_set(rest: &str) -> Result<Command, AdminError> {
     let mut cur = Cursor { s: rest, pos: 0 };
     let mut settings = Vec::new();
     let mut session = Vec::new();
     loop {
         cur.skip_ws();
-        if charset_item(&mut cur)? {
-            cur.skip_ws();
-            if cur.at_end() {
-                break;
-            }
-            if !cur.eat(",") {
-                return Err(AdminError::syntax(format!(
-                    "SET: unexpected '{}'",
-                    cur.rest()
-                )));
-            }
-            continue;
-        }
-        let mut scope = if cur.keyword("global") {
-            Scope::Global
-        } else if cur.keyword("session") || cur.keyword("local") {
-            Scope::Session
-        } else {
-            Scope::Default
-        };
-        cur.skip_ws();
-        let user_var = cur.rest().starts_with('@') && !cur.rest().starts_with("@@");
-        if let Some(r) = cur.rest().strip_prefix("@@") {
-            let lower = r.to_ascii_lowercase();
-            let (skip, sc) = if lower.starts_with("global.") {
-                (7, Scope::Global)
-            } else if lower.starts_with("session.") {
-                (8, Scope::Session)
-            } else if lower.starts_with("local.") {
-                (6, Scope::Session)
-            } else {
-                (0, scope)
-            };
-            cur.pos += 2 + skip;
-            scope = sc;
-        } else if user_var {
-            cur.pos += 1;
-        }
-        let name = cur
-            .ident()
-            .ok_or_else(|| {
-                AdminError::syntax(format!("SET: expected a variable name at '{}'", cur.rest()))
-            })?
-            .to_ascii_lowercase();
-        cur.skip_ws();
-        if !(cur.eat(":=") || cur.eat("=")) {
-            return Err(AdminError::syntax(format!("SET {name}: expected '='")));
-        }
-        cur.skip_ws();
-        let value = cur
-            .value()
-            .map_err(|e| AdminError::syntax(format!("SET {name}: {e}")))?;
-        let client_session = user_var || SESSION_VARIABLES.contains(&name.as_str());
-        match scope {
-            _ if user_var => {}
-            Scope::Session if !client_session => session.push(name),
-            Scope::Session => {}
-            Scope::Default if client_session => {}
-            Scope::Default | Scope::Global => settings.push((name, value)),
+        if !charset_item(&mut cur)? {
+            assignment(&mut cur, &mut settings, &mut session)?;
         }
         cur.skip_ws();
         if cur.at_end() {

@@ -36,6 +36,18 @@ fn cli(p: &Proxy, password: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// A driver (mysql_async, multi-statements on) logged in to the admin console.
+async fn admin_driver(p: &Proxy) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(p.admin_addr.port())
+        .user(Some(ADMIN_USER))
+        .pass(Some(ADMIN_PASSWORD))
+        .prefer_socket(false)
+        .stmt_cache_size(0);
+    mysql_async::Conn::new(opts).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn atlas_commands_through_the_mariadb_cli() {
     let cl = cluster().await;
@@ -111,14 +123,7 @@ async fn console_numbers_are_declared_as_numbers() {
     let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
         .await
         .unwrap();
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(p.admin_addr.port())
-        .user(Some(ADMIN_USER))
-        .pass(Some(ADMIN_PASSWORD))
-        .prefer_socket(false)
-        .stmt_cache_size(0);
-    let mut admin = mysql_async::Conn::new(opts).await.unwrap();
+    let mut admin = admin_driver(&p).await;
     let rows: Vec<mysql_async::Row> = admin.query("SELECT * FROM backends").await.unwrap();
     let columns = rows[0].columns();
     assert_eq!(columns[0].name_str(), "backend_ndx");
@@ -239,14 +244,7 @@ async fn commands_are_taken_one_at_a_time_and_whole() {
     let p = proxy::start(&proxy::config_toml(cl, &[1, 1], ""))
         .await
         .unwrap();
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(p.admin_addr.port())
-        .user(Some(ADMIN_USER))
-        .pass(Some(ADMIN_PASSWORD))
-        .prefer_socket(false)
-        .stmt_cache_size(0);
-    let mut multi = mysql_async::Conn::new(opts).await.unwrap();
+    let mut multi = admin_driver(&p).await;
     let mut typed = p.admin().await;
     for sql in [
         "SET NAMES utf8mb4; SET OFFLINE 3",
