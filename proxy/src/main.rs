@@ -168,6 +168,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// of `keepalive`, or the proxy, which reports on `ready` once it serves.
 fn start(cfg: config::Config, ready: &mut Option<process::Ready>) -> Result<ExitCode> {
     init_logging(&cfg)?;
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     if cfg.keepalive && !process::is_supervised() {
         return Ok(process::supervise(ready.take(), cfg.pid_path()));
     }
@@ -393,6 +396,9 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
                 rwproxy::log_file::reopen();
                 match cluster.reload_from(&cfg.path) {
                     Ok(new) => {
+                        for w in &new.warnings {
+                            tracing::warn!("SIGHUP: {w}");
+                        }
                         // Sessions pinned to a backend the file no longer has start draining.
                         settings.registry.wake_all();
                         settings.slots.set_limit(rwproxy::client::slots::client_limit(

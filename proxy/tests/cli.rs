@@ -80,8 +80,36 @@ fn check_bad(name: &str, text: &str, expect: &[&str]) {
     }
 }
 
+/// What the file says that rwproxy ignores or fills in is printed by `check-config` (the log
+/// is not open yet when the file is read: these warnings went nowhere).
+#[test]
+fn check_config_prints_what_it_ignores() {
+    let path = scratch_dir("cli-warnings").unwrap().join("grp.cnf");
+    std::fs::write(
+        &path,
+        "[mysql-proxy]\nproxy-address = 127.0.0.1:5781\n[mysql-proxy-backends]\nproxy-backend-addresses = 10.1.1.1:3306\n",
+    )
+    .unwrap();
+    let o = rwproxy(&["check-config", "-c", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    for w in [
+        "grp.cnf:3: ignoring group [mysql-proxy-backends]",
+        "proxy-backend-addresses not set; using Atlas's default 127.0.0.1:3306",
+    ] {
+        assert!(out.contains(w), "{out:?} lacks {w:?}");
+    }
+    assert_eq!(out.matches("\nwarning: ").count(), 2, "{out:?}");
+}
+
 #[test]
 fn config_errors_name_the_line_and_key() {
+    // A thread count past any use (it overflowed the event threads' allocation: a panic).
+    check_bad(
+        "threads.cnf",
+        "[mysql-proxy]\nevent-threads = 18446744073709551615\n",
+        &["threads.cnf:2", "event-threads"],
+    );
     check_bad(
         "unknown.cnf",
         "[mysql-proxy]\nproxy-address = 0.0.0.0:1234\nproxy-adress = 1\n",

@@ -85,7 +85,11 @@ struct Entry<'a> {
 }
 
 /// Split the file into the `[mysql-proxy]` entries.
-fn scan<'a>(path: &Path, text: &'a str) -> Result<Vec<Entry<'a>>, ConfigError> {
+fn scan<'a>(
+    path: &Path,
+    text: &'a str,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Entry<'a>>, ConfigError> {
     let mut entries = Vec::new();
     let mut section: Option<&str> = None;
     let mut saw_section = false;
@@ -108,10 +112,10 @@ fn scan<'a>(path: &Path, text: &'a str) -> Result<Vec<Entry<'a>>, ConfigError> {
             if name == SECTION {
                 saw_section = true;
             } else {
-                tracing::warn!(
+                warnings.push(format!(
                     "{}:{line}: ignoring group [{name}]: rwproxy, like Atlas, only reads [{SECTION}]",
                     path.display()
-                );
+                ));
             }
             section = Some(name);
             continue;
@@ -200,7 +204,8 @@ fn number(v: &str) -> Result<u64, String> {
 }
 
 pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let entries = scan(path, text)?;
+    let mut warnings = Vec::new();
+    let entries = scan(path, text, &mut warnings)?;
 
     // Instance name: Atlas uses the config file's name without its extension.
     let instance = path
@@ -211,6 +216,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         .to_string();
     let mut c = Config {
         path: path.to_path_buf(),
+        warnings,
         format: ConfigFormat::Atlas,
         instance,
         listen: parse_listen(defaults::LISTEN).expect("valid default"),
@@ -258,10 +264,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let (line, key, v) = (e.line, e.key, e.value);
         let err = |msg: String| ConfigError::invalid(path, Some(line), Some(key), msg);
         if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
-            tracing::warn!(
+            c.warnings.push(format!(
                 "{}:{line}: '{key}' repeats line {first}; the last value wins",
                 path.display()
-            );
+            ));
         }
         seen.push((key, line));
         match key {
@@ -325,7 +331,18 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                     .collect::<Result<_, _>>()?;
             }
             "charset" => c.charset = (!v.is_empty()).then(|| v.to_string()),
-            "event-threads" => c.event_threads = number(v).map_err(err)? as usize,
+            "event-threads" => {
+                c.event_threads = number(v)
+                    .ok()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .filter(|&n| n <= defaults::MAX_EVENT_THREADS)
+                    .ok_or_else(|| {
+                        err(format!(
+                            "invalid value '{v}' (expected 0, one per core, up to {})",
+                            defaults::MAX_EVENT_THREADS
+                        ))
+                    })?
+            }
             "log-level" => {
                 c.log_level = map_log_level(v)
                     .ok_or_else(|| err(format!("unknown level '{v}': {LOG_LEVEL_HELP}")))?
@@ -405,10 +422,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                         .into(),
                 ))
             }
-            k if IGNORED.contains(&k) => tracing::warn!(
+            k if IGNORED.contains(&k) => c.warnings.push(format!(
                 "{}:{line}: ignoring Atlas option '{k}': it has no meaning in rwproxy",
                 path.display()
-            ),
+            )),
             _ => {
                 return Err(ConfigError::invalid(
                     path,
@@ -422,10 +439,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
     let rw = rw.unwrap_or_else(|| {
         // Atlas's own fallback when proxy-backend-addresses is absent.
-        tracing::warn!(
+        c.warnings.push(format!(
             "{}: proxy-backend-addresses not set; using Atlas's default 127.0.0.1:3306",
             path.display()
-        );
+        ));
         vec![(
             format!("127.0.0.1:{}", defaults::BACKEND_PORT),
             defaults::WEIGHT,
@@ -474,6 +491,26 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse_text(text).unwrap_err().to_string()
+    }
+
+    /// What rwproxy ignores or fills in is kept with the config (the log is not open yet
+    /// when the file is read: these warnings were lost).
+    #[test]
+    fn what_is_ignored_or_filled_in_is_kept_as_warnings() {
+        let c = parse_text(
+            "[mysql-proxy]\nplugins = proxy\nevent-threads = 2\nevent-threads = 3\n\
+             [mysql-proxy-backends]\nproxy-backend-addresses = 10.1.1.1:3306\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.warnings,
+            [
+                "conf/x.cnf:5: ignoring group [mysql-proxy-backends]: rwproxy, like Atlas, only reads [mysql-proxy]",
+                "conf/x.cnf:2: ignoring Atlas option 'plugins': it has no meaning in rwproxy",
+                "conf/x.cnf:4: 'event-threads' repeats line 3; the last value wins",
+                "conf/x.cnf: proxy-backend-addresses not set; using Atlas's default 127.0.0.1:3306",
+            ]
+        );
     }
 
     const FULL: &str = "\
@@ -657,9 +694,13 @@ plugins = admin, proxy
         );
         assert!(err("[mysql-proxy]\ndaemon = ture\n")
             .starts_with("conf/x.cnf:2: daemon: invalid value"));
-        assert!(
-            err("[mysql-proxy]\nevent-threads = -1\n").starts_with("conf/x.cnf:2: event-threads:")
-        );
+        for threads in ["-1", "1025", "18446744073709551615"] {
+            assert!(
+                err(&format!("[mysql-proxy]\nevent-threads = {threads}\n"))
+                    .starts_with("conf/x.cnf:2: event-threads:"),
+                "{threads}"
+            );
+        }
         assert!(
             err("[mysql-proxy]\nwait-timeout = soon\n").starts_with("conf/x.cnf:2: wait-timeout:")
         );

@@ -36,6 +36,8 @@ pub mod defaults {
     pub const INSTANCE: &str = "rwproxy";
     /// 0 = one event thread per CPU core.
     pub const EVENT_THREADS: usize = 0;
+    /// More event threads than this is a typo: each is an OS thread with its own runtime.
+    pub const MAX_EVENT_THREADS: usize = 1024;
     pub const LOG_LEVEL: &str = "info";
     /// Idle client timeout of the TOML format, seconds (MySQL's own default); Atlas's is 0 = never.
     pub const WAIT_TIMEOUT_SECS: u64 = 28_800;
@@ -177,6 +179,10 @@ pub enum ConfigFormat {
 pub struct Config {
     /// The file this came from, so `SAVE CONFIG` can rewrite it in its own format.
     pub path: PathBuf,
+    /// What in the file rwproxy ignores or fills in itself (an Atlas option with no meaning
+    /// here, a repeated key, Atlas's default backend), each naming its line: `check-config`
+    /// prints them, and `serve` logs them once its log is open (the file is read before).
+    pub warnings: Vec<String>,
     pub format: ConfigFormat,
     pub instance: String,
     pub listen: SocketAddr,
@@ -426,7 +432,14 @@ pub fn detect_format(path: &Path, text: &str) -> ConfigFormat {
 
 /// Load `path` and describe what it configures, for `rwproxy check-config`.
 pub fn check(path: &Path) -> Result<String, ConfigError> {
-    load(path).map(|c| c.summary())
+    load(path).map(|c| {
+        let mut out = c.summary();
+        for w in &c.warnings {
+            out.push_str("\nwarning: ");
+            out.push_str(w);
+        }
+        out
+    })
 }
 
 impl Config {

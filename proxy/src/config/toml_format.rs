@@ -61,7 +61,7 @@ struct Proxy {
     listen: Option<Spanned<String>>,
     instance: Option<String>,
     charset: Option<String>,
-    event_threads: Option<usize>,
+    event_threads: Option<Spanned<usize>>,
     #[serde(default)]
     client_ips: Vec<Spanned<String>>,
     #[serde(default)]
@@ -218,6 +218,20 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         }
         Some(v) => *v.get_ref(),
         None => defaults::CONNECT_TIMEOUT_MS,
+    };
+    let event_threads = match &p.event_threads {
+        Some(v) if *v.get_ref() > defaults::MAX_EVENT_THREADS => {
+            return Err(invalid(
+                at(v.span().start),
+                "proxy.event-threads",
+                format!(
+                    "must be at most {} (0: one per core)",
+                    defaults::MAX_EVENT_THREADS
+                ),
+            ));
+        }
+        Some(v) => *v.get_ref(),
+        None => defaults::EVENT_THREADS,
     };
     let wait_timeout = p.wait_timeout.unwrap_or(defaults::WAIT_TIMEOUT_SECS);
     let wait_timeout = (wait_timeout > 0).then(|| Duration::from_secs(wait_timeout));
@@ -406,6 +420,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
     Ok(Config {
         path: path.to_path_buf(),
+        warnings: Vec::new(),
         format: ConfigFormat::Toml,
         instance: p.instance.unwrap_or_else(|| defaults::INSTANCE.to_string()),
         listen,
@@ -420,7 +435,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             .map(|s| s.get_ref().trim().to_string())
             .collect(),
         charset: p.charset.filter(|c| !c.trim().is_empty()),
-        event_threads: p.event_threads.unwrap_or(defaults::EVENT_THREADS),
+        event_threads,
         log_level: log_level.to_string(),
         log_path: p.log_path,
         sql_log,
@@ -823,6 +838,13 @@ encrypted-password = "HJBoxfRsjeI="
         let e = err(&format!("[proxy]\ndrain-timeout = 31536001\n{ONE_BACKEND}"));
         assert!(
             e.starts_with("conf/x.toml:2: proxy.drain-timeout: must be at most 31536000 seconds"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "[proxy]\nevent-threads = 18446744073709551615\n{ONE_BACKEND}"
+        ));
+        assert!(
+            e.starts_with("conf/x.toml:2: proxy.event-threads: must be at most 1024"),
             "{e}"
         );
         let e = err("[proxy\n");
