@@ -38,9 +38,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    check_unique_users, defaults, map_log_level, parse_backend_address, parse_listen,
-    parse_sql_log, pwcrypt, BackendConfig, ClientEntry, Config, ConfigError, ConfigFormat, Role,
-    SqlLog, UserConfig, LOG_LEVEL_HELP,
+    check_unique_users, client_charset, defaults, map_log_level, parse_backend_address,
+    parse_listen, parse_sql_log, pwcrypt, BackendConfig, ClientEntry, Config, ConfigError,
+    ConfigFormat, Role, SqlLog, UserConfig, LOG_LEVEL_HELP,
 };
 
 pub(super) const SECTION: &str = "mysql-proxy";
@@ -330,7 +330,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                     })
                     .collect::<Result<_, _>>()?;
             }
-            "charset" => c.charset = (!v.is_empty()).then(|| v.to_string()),
+            "charset" => c.charset = client_charset(v).map_err(err)?,
             "event-threads" => {
                 c.event_threads = number(v)
                     .ok()
@@ -708,6 +708,8 @@ plugins = admin, proxy
         assert!(err("[mysql-proxy]\nclient-ips = 1.2.3.999\n")
             .starts_with("conf/x.cnf:2: client-ips: invalid client address '1.2.3.999'"));
         assert!(err("[mysql-proxy]\ninstance =\n").contains("instance name is empty"));
+        assert!(err("[mysql-proxy]\ncharset = utf-8\n")
+            .starts_with("conf/x.cnf:2: charset: unknown character set 'utf-8'"));
     }
 
     #[test]

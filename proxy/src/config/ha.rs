@@ -176,23 +176,40 @@ fn duration(d: &DurationToml) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Keys whose 0 has a meaning (no delay, no refresh, no drain). Any other duration of 0 is a
+/// slip that would break HA outright: a 0 `notify_timeout` kills every hook at once, a 0
+/// `interval` spins.
+const ZERO_ALLOWED: &[&str] = &[
+    "preempt_delay",
+    "garp_master_delay",
+    "garp_master_refresh",
+    "drain_timeout",
+];
+
+/// Key `k` of a section, or `default` when it is absent.
+fn duration_or(d: &Option<DurationToml>, k: &str, default: Duration) -> Result<Duration, String> {
+    let Some(d) = d else { return Ok(default) };
+    let d = duration(d)?;
+    if d.is_zero() && !ZERO_ALLOWED.contains(&k) {
+        return Err("must be more than 0".into());
+    }
+    Ok(d)
+}
+
 /// Turns the section into VRRP instances; errors are `(key, message)`.
 pub(super) fn instances(ha: &HaToml) -> Result<Vec<Instance>, (String, String)> {
-    let notify_timeout = ha
-        .notify_timeout
-        .as_ref()
-        .map(duration)
-        .transpose()
-        .map_err(|m| ("ha.notify_timeout".to_string(), m))?;
+    let notify_timeout = match &ha.notify_timeout {
+        Some(_) => Some(
+            duration_or(&ha.notify_timeout, "notify_timeout", Duration::ZERO)
+                .map_err(|m| ("ha.notify_timeout".to_string(), m))?,
+        ),
+        None => None,
+    };
     let mut out = Vec::with_capacity(ha.vrrp.len());
     for (i, v) in ha.vrrp.iter().enumerate() {
         let key = |k: &str| format!("ha.vrrp[{i}].{k}");
         let dur = |d: &Option<DurationToml>, k: &str, default: Duration| {
-            d.as_ref()
-                .map(duration)
-                .transpose()
-                .map(|d| d.unwrap_or(default))
-                .map_err(|m| (key(k), m))
+            duration_or(d, k, default).map_err(|m| (key(k), m))
         };
         let vips = v
             .virtual_ipaddress
@@ -239,11 +256,7 @@ pub(super) fn instances(ha: &HaToml) -> Result<Vec<Instance>, (String, String)> 
         for (j, t) in v.track_script.iter().enumerate() {
             let tkey = |k: &str| format!("ha.vrrp[{i}].track_script[{j}].{k}");
             let tdur = |d: &Option<DurationToml>, k: &str, default: Duration| {
-                d.as_ref()
-                    .map(duration)
-                    .transpose()
-                    .map(|d| d.unwrap_or(default))
-                    .map_err(|m| (tkey(k), m))
+                duration_or(d, k, default).map_err(|m| (tkey(k), m))
             };
             inst.track_script.push(TrackScript {
                 name: t.name.clone(),
@@ -316,11 +329,7 @@ pub(super) fn failover(
     };
     let key = |k: &str| format!("ha.failover.{k}");
     let dur = |d: &Option<DurationToml>, k: &str, default: Duration| {
-        d.as_ref()
-            .map(duration)
-            .transpose()
-            .map(|d| d.unwrap_or(default))
-            .map_err(|m| (key(k), m))
+        duration_or(d, k, default).map_err(|m| (key(k), m))
     };
     if !host_port(&f.address) {
         return Err((
@@ -432,11 +441,7 @@ pub(super) fn ipvs(
     for (i, v) in section.virtual_server.iter().enumerate() {
         let key = |k: &str| format!("ha.ipvs.virtual_server[{i}].{k}");
         let dur = |d: &Option<DurationToml>, k: &str, default: Duration| {
-            d.as_ref()
-                .map(duration)
-                .transpose()
-                .map(|d| d.unwrap_or(default))
-                .map_err(|m| (key(k), m))
+            duration_or(d, k, default).map_err(|m| (key(k), m))
         };
         let protocol = match &v.protocol {
             Some(p) => p.parse::<Protocol>().map_err(|m| (key("protocol"), m))?,
@@ -786,5 +791,46 @@ mod tests {
         for bad in ["", "1h", "x", "-1s"] {
             assert!(t(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_zero_duration_is_refused_where_it_would_break_ha() {
+        let vrrp = "[[vrrp]]\nname = 'VI_1'\ninterface = 'eth0'\nvirtual_router_id = 51\npriority = 150\nvirtual_ipaddress = ['192.0.2.100/24']\n";
+        let vrrp_err = |t: &str| instances(&toml::from_str::<HaToml>(t).unwrap()).unwrap_err();
+        let (key, message) = vrrp_err(&format!("notify_timeout = 0\n{vrrp}"));
+        assert_eq!(
+            (key.as_str(), message.as_str()),
+            ("ha.notify_timeout", "must be more than 0")
+        );
+        assert_eq!(
+            vrrp_err(&format!(
+                "{vrrp}[[vrrp.track_script]]\nname = 'c'\nscript = '/bin/true'\ninterval = '0ms'\n"
+            ))
+            .0,
+            "ha.vrrp[0].track_script[0].interval"
+        );
+        let ok =
+            instances(&toml::from_str::<HaToml>(&format!("{vrrp}preempt_delay = 0\n")).unwrap())
+                .unwrap();
+        assert_eq!(ok[0].preempt_delay, Duration::ZERO);
+
+        let fo = |extra: &str| {
+            failover(
+                &toml::from_str::<HaToml>(&format!(
+                    "[failover]\naddress = 'a:1'\nuser = 'u'\nreplication_user = 'r'\n{extra}"
+                ))
+                .unwrap(),
+                ("admin", "pw"),
+            )
+        };
+        assert_eq!(fo("interval = 0\n").unwrap_err().0, "ha.failover.interval");
+        assert_eq!(
+            fo("connect_timeout = '0s'\n").unwrap_err().0,
+            "ha.failover.connect_timeout"
+        );
+        assert_eq!(
+            fo("drain_timeout = 0\n").unwrap().unwrap().drain_timeout,
+            Duration::ZERO
+        );
     }
 }

@@ -108,6 +108,33 @@ fn max_open_files(v: u64) -> Result<u64, String> {
 }
 
 /// `max-allowed-packet` as both formats take it: within MariaDB's own bounds.
+/// Character sets a MariaDB client may `SET NAMES` to (`SHOW CHARACTER SET` less `ucs2`,
+/// `utf16`, `utf16le` and `utf32`, which a server refuses for a client), and `utf8`. The
+/// `charset` key is pasted into `SET NAMES`, so a typo there would fail every statement of the
+/// clients it applies to: it is checked against this list when the file is read.
+const CLIENT_CHARSETS: &[&str] = &[
+    "armscii8", "ascii", "big5", "binary", "cp1250", "cp1251", "cp1256", "cp1257", "cp850",
+    "cp852", "cp866", "cp932", "dec8", "eucjpms", "euckr", "gb2312", "gbk", "geostd8", "greek",
+    "hebrew", "hp8", "keybcs2", "koi8r", "koi8u", "latin1", "latin2", "latin5", "latin7", "macce",
+    "macroman", "sjis", "swe7", "tis620", "ujis", "utf8", "utf8mb3", "utf8mb4",
+];
+
+/// `charset`: empty is unset; otherwise a client character set, lower-cased.
+pub(crate) fn client_charset(v: &str) -> Result<Option<String>, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let lower = v.to_ascii_lowercase();
+    if CLIENT_CHARSETS.contains(&lower.as_str()) {
+        Ok(Some(lower))
+    } else {
+        Err(format!(
+            "unknown character set '{v}' (one a client can use, as in SET NAMES: utf8mb4, latin1, ...)"
+        ))
+    }
+}
+
 fn max_allowed_packet(v: u64) -> Result<usize, String> {
     let max = crate::protocol::packet::MAX_LOGICAL;
     if (defaults::MIN_ALLOWED_PACKET..=max as u64).contains(&v) {

@@ -26,9 +26,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    check_unique_users, defaults, line_of, map_log_level, parse_backend_address, parse_listen,
-    pwcrypt, BackendConfig, ClientEntry, Config, ConfigError, ConfigFormat, Role, SqlLog,
-    UserConfig, LOG_LEVEL_HELP,
+    check_unique_users, client_charset, defaults, line_of, map_log_level, parse_backend_address,
+    parse_listen, pwcrypt, BackendConfig, ClientEntry, Config, ConfigError, ConfigFormat, Role,
+    SqlLog, UserConfig, LOG_LEVEL_HELP,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,8 +59,8 @@ struct Metrics {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct Proxy {
     listen: Option<Spanned<String>>,
-    instance: Option<String>,
-    charset: Option<String>,
+    instance: Option<Spanned<String>>,
+    charset: Option<Spanned<String>>,
     event_threads: Option<Spanned<usize>>,
     #[serde(default)]
     client_ips: Vec<Spanned<String>>,
@@ -79,7 +79,7 @@ struct Proxy {
     #[serde(default)]
     daemon: bool,
     log_level: Option<Spanned<String>>,
-    log_path: Option<PathBuf>,
+    log_path: Option<Spanned<PathBuf>>,
     sql_log: Option<Spanned<String>>,
     sql_log_slow: Option<u64>,
     ssl_cert: Option<Spanned<PathBuf>>,
@@ -184,6 +184,34 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         ip.get_ref()
             .parse::<ClientEntry>()
             .map_err(|m| invalid(at(ip.span().start), "proxy.client-ips", m))?;
+    }
+    let charset = match &p.charset {
+        Some(c) => client_charset(c.get_ref())
+            .map_err(|m| invalid(at(c.span().start), "proxy.charset", m))?,
+        None => None,
+    };
+    // Both name files (the pid file, the log): an empty one is a slip, not a choice.
+    if let Some(i) = p
+        .instance
+        .as_ref()
+        .filter(|i| i.get_ref().trim().is_empty())
+    {
+        return Err(invalid(
+            at(i.span().start),
+            "proxy.instance",
+            "is empty (leave the key out for the default)".into(),
+        ));
+    }
+    if let Some(l) = p
+        .log_path
+        .as_ref()
+        .filter(|l| l.get_ref().as_os_str().is_empty())
+    {
+        return Err(invalid(
+            at(l.span().start),
+            "proxy.log-path",
+            "is empty (leave the key out to log to standard error)".into(),
+        ));
     }
     let log_level = match &p.log_level {
         Some(l) => map_log_level(l.get_ref()).ok_or_else(|| {
@@ -422,7 +450,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         warnings: Vec::new(),
         format: ConfigFormat::Toml,
-        instance: p.instance.unwrap_or_else(|| defaults::INSTANCE.to_string()),
+        instance: p
+            .instance
+            .map_or_else(|| defaults::INSTANCE.to_string(), Spanned::into_inner),
         listen,
         admin_listen,
         admin_username,
@@ -434,10 +464,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             .iter()
             .map(|s| s.get_ref().trim().to_string())
             .collect(),
-        charset: p.charset.filter(|c| !c.trim().is_empty()),
+        charset,
         event_threads,
         log_level: log_level.to_string(),
-        log_path: p.log_path,
+        log_path: p.log_path.map(Spanned::into_inner),
         sql_log,
         sql_log_slow_ms: p.sql_log_slow.filter(|&ms| ms > 0),
         daemon: p.daemon,
@@ -775,6 +805,31 @@ encrypted-password = "HJBoxfRsjeI="
         );
         let e = err(&format!("[admin]\nlisten = \"nowhere:1\"\n{ONE_BACKEND}"));
         assert!(e.starts_with("conf/x.toml:2: admin.listen: "), "{e}");
+    }
+
+    #[test]
+    fn charset_instance_and_log_path_are_checked() {
+        let e = err(&format!("[proxy]\ncharset = \"utf8mb5\"\n{ONE_BACKEND}"));
+        assert!(
+            e.starts_with("conf/x.toml:2: proxy.charset: unknown character set 'utf8mb5'"),
+            "{e}"
+        );
+        // A server refuses these for a client's SET NAMES.
+        assert!(err(&format!("[proxy]\ncharset = \"utf16\"\n{ONE_BACKEND}")).contains("utf16"));
+        let c = parse_text(&format!("[proxy]\ncharset = \"Latin1\"\n{ONE_BACKEND}")).unwrap();
+        assert_eq!(c.charset.as_deref(), Some("latin1"));
+        let c = parse_text(&format!("[proxy]\ncharset = \" \"\n{ONE_BACKEND}")).unwrap();
+        assert_eq!(c.charset, None);
+        let e = err(&format!("[proxy]\ninstance = \"\"\n{ONE_BACKEND}"));
+        assert!(
+            e.starts_with("conf/x.toml:2: proxy.instance: is empty"),
+            "{e}"
+        );
+        let e = err(&format!("[proxy]\nlog-path = \"\"\n{ONE_BACKEND}"));
+        assert!(
+            e.starts_with("conf/x.toml:2: proxy.log-path: is empty"),
+            "{e}"
+        );
     }
 
     #[test]
