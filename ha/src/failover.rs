@@ -40,6 +40,10 @@ pub struct FailoverConfig {
     /// This node's database with the operator account; `address` spelled as the proxies'
     /// `[[backend]]` lists spell it.
     pub local: DbTarget,
+    /// The other database servers (the proxy's `[[backend]]` addresses; the local one and the
+    /// write VIP, which reach this server, are recognised by `server_id`): promotion asks them
+    /// first and refuses if one has transactions the local server lacks.
+    pub peers: Vec<String>,
     pub replication_user: String,
     pub replication_password: String,
     /// Where a rejoining database replicates from; `None`: the VRRP master's address with the
@@ -130,7 +134,14 @@ pub fn action_name(cfg: &FailoverConfig, kind: NotifyKind) -> &'static str {
 /// database replicates from unless `primary` is configured.
 pub async fn act(cfg: &FailoverConfig, kind: NotifyKind, master: Option<Ipv4Addr>) -> Outcome {
     match action_name(cfg, kind) {
-        "promote" => match db::promote(&cfg.local, cfg.drain_timeout, cfg.promote_anyway).await {
+        "promote" => match db::promote(
+            &cfg.local,
+            &cfg.peers,
+            cfg.drain_timeout,
+            cfg.promote_anyway,
+        )
+        .await
+        {
             Ok(Promoted::AlreadyPrimary) => Outcome::Primary("read_only=OFF".into()),
             Ok(Promoted::Drained { applied, waited }) => Outcome::Primary(format!(
                 "promoted after applying {} in {} ms",
@@ -365,9 +376,9 @@ async fn switchover(
 ) -> Result<String, String> {
     let mut conn = db::connect(&cfg.local).await.map_err(|e| e.to_string())?;
     let sql_err = |e: mysql_async::Error| format!("{}: {e}", cfg.local.address);
-    conn.query_drop("SET GLOBAL read_only = ON")
+    db::read_only_on(&mut conn, &cfg.local.address)
         .await
-        .map_err(sql_err)?;
+        .map_err(|e| e.to_string())?;
     let start = Instant::now();
     loop {
         // The binlog dump threads' state says when everything was sent.
@@ -558,6 +569,7 @@ mod tests {
                 password: String::new(),
                 timeout: Duration::from_secs(1),
             },
+            peers: Vec::new(),
             replication_user: "repl".into(),
             replication_password: String::new(),
             primary: None,

@@ -4,12 +4,14 @@
 //! These connections use their own credentials, never an application user's, and are few:
 //! one per server per prober, kept open between probes.
 
+mod gtid;
 mod promote;
 mod rejoin;
 mod replica;
 
+pub use gtid::{errant_gtids, Gtid};
 pub use promote::{promote, PromoteError, Promoted};
-pub use rejoin::{errant_gtids, read_only, rejoin, Gtid, RejoinError, Rejoined, Replication};
+pub use rejoin::{read_only, read_only_on, rejoin, RejoinError, Rejoined, Replication};
 pub use replica::{BadColumn, IoThread, ReplicaHealth, ReplicaStatus};
 
 use mysql_async::prelude::Queryable;

@@ -5,12 +5,17 @@
 //! promoting without waiting). So: stop receiving, wait until everything received is applied
 //! (`MASTER_GTID_WAIT(Gtid_IO_Pos)`, watching the SQL thread, which the wait does not do),
 //! and only then cut replication and make the server writable.
+//!
+//! Nor may it promote a server that lacks what another one has: VRRP priority alone chose
+//! this node, so the other database servers are asked first, and one that received (or, as an
+//! old primary, logged) transactions this one never got stops the promotion.
 
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 
-use super::{connect, replica_status_of, DbError, DbTarget, IoThread};
+use super::gtid::newer_domains;
+use super::{connect, read_only_on, replica_status_of, DbError, DbTarget, IoThread, ReplicaStatus};
 
 /// How promotion ended when it made the server writable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +40,10 @@ pub enum PromoteError {
     },
     #[error("drain failed: events up to {pos} were not applied within {timeout:?}; not promoted")]
     DrainTimeout { pos: String, timeout: Duration },
+    #[error("both replication threads are stopped with events received but not applied (received {received}, applied {applied}): starting the SQL thread would discard them; not promoted (apply them by hand, or set promote_anyway)")]
+    Stranded { received: String, applied: String },
+    #[error("{peer} has transactions this server never received ({gtids}); not promoted: promote that server instead, or set promote_anyway")]
+    PeerAhead { peer: String, gtids: String },
 }
 
 impl PromoteError {
@@ -47,53 +56,44 @@ impl PromoteError {
 /// How long one `MASTER_GTID_WAIT` call may block before the SQL thread is looked at again.
 const WAIT_SLICE: Duration = Duration::from_millis(250);
 
-/// Makes the server at `target` a writable primary. With `promote_anyway`, a failed drain is
-/// logged loudly and the server is promoted regardless.
+/// Makes the server at `target` a writable primary, unless one of `peers` (the other
+/// database servers, `host:port`; unreachable ones are passed over) has transactions it lacks.
+/// With `promote_anyway`, a failed drain or such a peer is logged loudly and the server is
+/// promoted regardless.
 pub async fn promote(
     target: &DbTarget,
+    peers: &[String],
     drain_timeout: Duration,
     promote_anyway: bool,
 ) -> Result<Promoted, PromoteError> {
     let addr = target.address.clone();
     let mut conn = connect(target).await?;
     let err = |e| DbError::Server(addr.clone(), e);
-    let Some(status) = replica_status_of(&mut conn, &addr).await? else {
-        conn.query_drop("SET GLOBAL read_only = OFF")
-            .await
-            .map_err(err)?;
-        return Ok(Promoted::AlreadyPrimary);
-    };
-    let drained = if !status.sql_running
-        && status.io_thread == IoThread::Stopped
-        && status.last_sql_errno != 0
-    {
-        // Starting either thread now would discard the relay log (see below) and with it
-        // the event that failed: a later attempt would then look drained when it is not.
-        Err(PromoteError::SqlThread {
-            errno: status.last_sql_errno,
-            error: status.last_sql_error.clone(),
-            pos: status.gtid_io_pos.clone(),
-        })
-    } else {
-        // The SQL thread first: MariaDB discards the relay log when a replica whose threads
-        // are both stopped starts one again, and with it the very events the drain is for.
-        if !status.sql_running {
-            conn.query_drop("START SLAVE SQL_THREAD")
+    let status = replica_status_of(&mut conn, &addr).await?;
+    let (server_id, binlog_state, applied): (u32, String, String) = conn
+        .query_first("SELECT @@server_id, @@gtid_binlog_state, @@gtid_slave_pos")
+        .await
+        .map_err(err)?
+        .unwrap_or_default();
+    let received = status.as_ref().map_or("", |s| s.gtid_io_pos.as_str());
+    let here = [binlog_state.as_str(), applied.as_str(), received];
+    let drained = match peer_ahead(target, peers, server_id, &here).await {
+        Some(e) => Err(e),
+        None => match status {
+            None => Ok(None),
+            Some(status) => drain_replica(&mut conn, &addr, status, &applied, drain_timeout)
                 .await
-                .map_err(err)?;
-        }
-        // Nothing more may arrive while we wait for what did arrive.
-        conn.query_drop("STOP SLAVE IO_THREAD").await.map_err(err)?;
-        let pos = replica_status_of(&mut conn, &addr)
-            .await?
-            .unwrap_or(status)
-            .gtid_io_pos;
-        drain(&mut conn, &addr, &pos, drain_timeout)
-            .await
-            .map(|waited| (pos, waited))
+                .map(Some),
+        },
     };
     let outcome = match drained {
-        Ok((applied, waited)) => Promoted::Drained { applied, waited },
+        Ok(None) => {
+            conn.query_drop("SET GLOBAL read_only = OFF")
+                .await
+                .map_err(err)?;
+            return Ok(Promoted::AlreadyPrimary);
+        }
+        Ok(Some((applied, waited))) => Promoted::Drained { applied, waited },
         Err(e @ PromoteError::Db(_)) => return Err(e),
         Err(e) if promote_anyway => {
             tracing::error!(server = %addr, "PROMOTING ANYWAY (promote_anyway = true): {e}; transactions the old primary acknowledged may be missing here");
@@ -101,17 +101,136 @@ pub async fn promote(
                 reason: e.to_string(),
             }
         }
-        // Not promoted; replication stays stopped as it is, relay log intact, for a human.
-        Err(e) => return Err(e),
+        // Not promoted; replication stays stopped as it is, relay log intact, for a human. A
+        // server that is not a replica (an old primary back) may be writable: not any more.
+        Err(e) => {
+            read_only_on(&mut conn, &addr).await?;
+            return Err(e);
+        }
     };
-    for sql in [
-        "STOP SLAVE",
-        "RESET SLAVE ALL",
-        "SET GLOBAL read_only = OFF",
-    ] {
-        conn.query_drop(sql).await.map_err(err)?;
+    let replica = replica_status_of(&mut conn, &addr).await?.is_some();
+    let cut: &[&str] = if replica {
+        &["STOP SLAVE", "RESET SLAVE ALL"]
+    } else {
+        &[]
+    };
+    for sql in cut.iter().chain(&["SET GLOBAL read_only = OFF"]) {
+        conn.query_drop(*sql).await.map_err(err)?;
     }
     Ok(outcome)
+}
+
+/// Stops the replica receiving and waits until it applied everything it received; returns
+/// that position and the wait.
+async fn drain_replica(
+    conn: &mut mysql_async::Conn,
+    addr: &str,
+    status: ReplicaStatus,
+    applied: &str,
+    timeout: Duration,
+) -> Result<(String, Duration), PromoteError> {
+    let err = |e| DbError::Server(addr.to_string(), e);
+    if !status.sql_running && status.io_thread == IoThread::Stopped {
+        // MariaDB discards the relay log when a replica whose threads are both stopped starts
+        // one again, and with it the events a drain is for: only a replica that has applied
+        // all it received may go on from here.
+        let unapplied = newer_domains(&[&status.gtid_io_pos], &[applied])
+            .map_err(|_| DbError::Status(addr.to_string(), super::BadColumn("Gtid_IO_Pos")))?;
+        return match (unapplied.is_empty(), status.last_sql_errno) {
+            (true, _) => Ok((status.gtid_io_pos, Duration::ZERO)),
+            (false, 0) => Err(PromoteError::Stranded {
+                received: status.gtid_io_pos,
+                applied: applied.to_string(),
+            }),
+            (false, errno) => Err(PromoteError::SqlThread {
+                errno,
+                error: status.last_sql_error,
+                pos: status.gtid_io_pos,
+            }),
+        };
+    }
+    // The SQL thread first, while the IO thread still runs (see above).
+    if !status.sql_running {
+        conn.query_drop("START SLAVE SQL_THREAD")
+            .await
+            .map_err(err)?;
+    }
+    // Nothing more may arrive while we wait for what did arrive.
+    conn.query_drop("STOP SLAVE IO_THREAD").await.map_err(err)?;
+    let pos = replica_status_of(conn, addr)
+        .await?
+        .unwrap_or(status)
+        .gtid_io_pos;
+    drain(conn, addr, &pos, timeout)
+        .await
+        .map(|waited| (pos, waited))
+}
+
+/// The first of `peers` holding transactions that `here` (this server's GTID lists) lacks.
+/// Peers are asked together, each within `local`'s timeout; one that cannot be asked (the
+/// dead primary, as a rule) is passed over, and so is this server under another address.
+async fn peer_ahead(
+    local: &DbTarget,
+    peers: &[String],
+    server_id: u32,
+    here: &[&str],
+) -> Option<PromoteError> {
+    let mut asked = tokio::task::JoinSet::new();
+    for peer in peers.iter().filter(|p| **p != local.address) {
+        let target = DbTarget {
+            address: peer.clone(),
+            ..local.clone()
+        };
+        asked.spawn(async move {
+            let r = tokio::time::timeout(target.timeout, gtid_lists(&target)).await;
+            (target.address, r)
+        });
+    }
+    let mut found = None;
+    while let Some(Ok((peer, r))) = asked.join_next().await {
+        let lists = match r {
+            Ok(Ok((id, _))) if id == server_id => continue,
+            Ok(Ok((_, lists))) => lists,
+            Ok(Err(e)) => {
+                tracing::info!(server = %local.address, "promotion: cannot compare GTIDs with {e}");
+                continue;
+            }
+            Err(_) => {
+                tracing::info!(server = %local.address, "promotion: cannot compare GTIDs with {peer}: no answer");
+                continue;
+            }
+        };
+        let peer_lists: Vec<&str> = lists.iter().map(String::as_str).collect();
+        match newer_domains(&peer_lists, here) {
+            Ok(g) if !g.is_empty() => {
+                let gtids = g
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                found.get_or_insert(PromoteError::PeerAhead { peer, gtids });
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(server = %local.address, "promotion: {peer}: {e}"),
+        }
+    }
+    found
+}
+
+/// A server's id and every GTID list that says what it has: logged, applied, received.
+async fn gtid_lists(target: &DbTarget) -> Result<(u32, Vec<String>), DbError> {
+    let mut conn = connect(target).await?;
+    let (id, binlog, applied): (u32, String, String) = conn
+        .query_first("SELECT @@server_id, @@gtid_binlog_state, @@gtid_slave_pos")
+        .await
+        .map_err(|e| DbError::Server(target.address.clone(), e))?
+        .unwrap_or_default();
+    let received = replica_status_of(&mut conn, &target.address)
+        .await?
+        .map(|s| s.gtid_io_pos)
+        .unwrap_or_default();
+    drop(conn);
+    Ok((id, vec![binlog, applied, received]))
 }
 
 /// Waits until the SQL thread has applied `pos`, failing as soon as the thread stops.

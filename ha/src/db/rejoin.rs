@@ -3,67 +3,11 @@
 //! had (errant GTIDs). Replicating then would either fail (error 1236) or, worse, leave two
 //! diverged copies; such a server waits for a human.
 
-use std::fmt;
-use std::str::FromStr;
-
 use mysql_async::prelude::Queryable;
 use rwproxy_admin::client::quote;
 
+use super::gtid::{errant_gtids, Gtid};
 use super::{connect, replica_status_of, DbError, DbTarget, IoThread};
-
-/// One MariaDB GTID, `domain-server-seq`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Gtid {
-    pub domain: u32,
-    pub server: u32,
-    pub seq: u64,
-}
-
-impl FromStr for Gtid {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("'{s}' is not a GTID (domain-server-seq)");
-        let mut it = s.trim().splitn(3, '-');
-        let mut next = || it.next().ok_or_else(bad);
-        let domain = next()?.parse().map_err(|_| bad())?;
-        let server = next()?.parse().map_err(|_| bad())?;
-        let seq = next()?.parse().map_err(|_| bad())?;
-        Ok(Gtid {
-            domain,
-            server,
-            seq,
-        })
-    }
-}
-
-impl fmt::Display for Gtid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}-{}", self.domain, self.server, self.seq)
-    }
-}
-
-fn gtid_list(s: &str) -> Result<Vec<Gtid>, String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|g| !g.is_empty())
-        .map(str::parse)
-        .collect()
-}
-
-/// The transactions in `local` (a `@@gtid_binlog_state`: the last GTID per domain and server)
-/// that `primary`'s binlog state does not cover: for each (domain, server) the local server
-/// logged, a higher sequence number than the primary has, or one the primary lacks entirely.
-pub fn errant_gtids(local: &str, primary: &str) -> Result<Vec<Gtid>, String> {
-    let primary = gtid_list(primary)?;
-    Ok(gtid_list(local)?
-        .into_iter()
-        .filter(|l| {
-            !primary
-                .iter()
-                .any(|p| p.domain == l.domain && p.server == l.server && p.seq >= l.seq)
-        })
-        .collect())
-}
 
 /// Where and as whom a rejoining server replicates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,9 +68,14 @@ const READ_ONLY_ATTEMPTS: usize = 5;
 /// acknowledgement, and the transaction stays local (an errant GTID if the node rejoins).
 /// (The state ends in "slave" on MariaDB and MySQL 5.7, "replica" on MySQL 8.0.26+.)
 pub async fn read_only(target: &DbTarget) -> Result<(), DbError> {
-    let addr = &target.address;
-    let err = |e| DbError::Server(addr.clone(), e);
     let mut conn = connect(target).await?;
+    read_only_on(&mut conn, &target.address).await
+}
+
+/// [`read_only`] on a connection already open to `addr`. It leaves the session's
+/// `lock_wait_timeout` at 1 s.
+pub async fn read_only_on(conn: &mut mysql_async::Conn, addr: &str) -> Result<(), DbError> {
+    let err = |e| DbError::Server(addr.to_string(), e);
     conn.query_drop("SET SESSION lock_wait_timeout = 1")
         .await
         .map_err(err)?;
@@ -171,9 +120,9 @@ pub async fn rejoin(
     let addr = local.address.clone();
     let err = |e| RejoinError::Local(DbError::Server(addr.clone(), e));
     let mut conn = connect(local).await.map_err(RejoinError::Local)?;
-    conn.query_drop("SET GLOBAL read_only = ON")
+    read_only_on(&mut conn, &addr)
         .await
-        .map_err(err)?;
+        .map_err(RejoinError::Local)?;
     let status = replica_status_of(&mut conn, &addr)
         .await
         .map_err(RejoinError::Local)?;
@@ -231,41 +180,4 @@ pub async fn rejoin(
     conn.query_drop(change).await.map_err(err)?;
     conn.query_drop("START SLAVE").await.map_err(err)?;
     Ok(Rejoined::Started { from })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gtids_parse() {
-        assert_eq!(
-            "0-1-42".parse::<Gtid>().unwrap(),
-            Gtid {
-                domain: 0,
-                server: 1,
-                seq: 42
-            }
-        );
-        assert!("0-1".parse::<Gtid>().is_err());
-        assert!("a-1-2".parse::<Gtid>().is_err());
-        assert_eq!(gtid_list(" 0-1-5, 1-2-3 ").unwrap().len(), 2);
-        assert!(gtid_list("").unwrap().is_empty());
-    }
-
-    #[test]
-    fn errant_detection() {
-        // The old primary (server 1) is behind or equal: nothing errant.
-        assert!(errant_gtids("0-1-10", "0-1-10,0-2-14").unwrap().is_empty());
-        assert!(errant_gtids("0-1-9", "0-1-10,0-2-14").unwrap().is_empty());
-        assert!(errant_gtids("", "0-2-1").unwrap().is_empty());
-        // It logged a write the new primary never received.
-        let e = errant_gtids("0-1-11", "0-1-10,0-2-14").unwrap();
-        assert_eq!(e, vec!["0-1-11".parse().unwrap()]);
-        // A server the primary never heard of, in another domain.
-        let e = errant_gtids("0-1-10,7-3-2", "0-1-10").unwrap();
-        assert_eq!(e.len(), 1);
-        assert_eq!(e[0].to_string(), "7-3-2");
-        assert!(errant_gtids("junk", "").is_err());
-    }
 }

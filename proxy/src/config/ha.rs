@@ -388,6 +388,7 @@ pub(super) fn failover(
                 Duration::from_secs(2),
             )?,
         },
+        peers: Vec::new(),
         replication_user,
         replication_password: f.replication_password.clone(),
         primary: f.primary.clone(),

@@ -443,8 +443,11 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         .admin
         .password
         .unwrap_or_else(|| defaults::ADMIN_PASSWORD.to_string());
-    let failover = super::ha::failover(&file.ha, (&admin_username, &admin_password))
+    let mut failover = super::ha::failover(&file.ha, (&admin_username, &admin_password))
         .map_err(|(key, m)| invalid(None, &key, m))?;
+    if let Some(f) = &mut failover {
+        f.peers = backends.iter().map(|b| b.address.clone()).collect();
+    }
 
     Ok(Config {
         path: path.to_path_buf(),
