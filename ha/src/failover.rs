@@ -376,9 +376,12 @@ async fn switchover(
 ) -> Result<String, String> {
     let mut conn = db::connect(&cfg.local).await.map_err(|e| e.to_string())?;
     let sql_err = |e: mysql_async::Error| format!("{}: {e}", cfg.local.address);
-    db::read_only_on(&mut conn, &cfg.local.address)
+    // The plain statement, which waits for commits in progress: their replicas are connected
+    // and acknowledge them (killing them, as `read_only` does for a partition, would fail
+    // writes that did commit).
+    conn.query_drop("SET GLOBAL read_only = ON")
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(sql_err)?;
     let start = Instant::now();
     loop {
         // The binlog dump threads' state says when everything was sent.
