@@ -1084,13 +1084,31 @@ async fn a_command_over_the_servers_limit_gets_its_refusal() {
     let mut c = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
         .await
         .unwrap();
+    c.query("CREATE TABLE IF NOT EXISTS big_t (v INT)")
+        .await
+        .unwrap();
+    // Far over, the server hangs up while the command is still coming; just over, it reads the
+    // whole command, answers 1153 and then hangs up: that connection is gone all the same.
+    for size in [8 << 20, (1 << 20) + 1024] {
+        let mut big = b"\x03SELECT LENGTH('".to_vec();
+        big.resize(size, b'x');
+        big.extend_from_slice(b"')");
+        c.send_split(&big).await.unwrap();
+        let refusal = raw::err_text(&c.read().await.unwrap());
+        assert!(refusal.starts_with("1153 (08S01)"), "{size}: {refusal}");
+        c.query("SELECT 1").await.unwrap();
+        c.query("INSERT INTO big_t VALUES (1)").await.unwrap();
+    }
+    // In a transaction, the transaction went with the connection: the session ends, as a
+    // direct client's connection does.
+    c.query("BEGIN").await.unwrap();
+    c.query("INSERT INTO big_t VALUES (2)").await.unwrap();
     let mut big = b"\x03SELECT LENGTH('".to_vec();
-    big.resize(8 << 20, b'x');
+    big.resize((1 << 20) + 1024, b'x');
     big.extend_from_slice(b"')");
     c.send_split(&big).await.unwrap();
-    let refusal = raw::err_text(&c.read().await.unwrap());
-    assert!(refusal.starts_with("1153 (08S01)"), "{refusal}");
-    c.query("SELECT 1").await.unwrap();
+    assert!(raw::err_text(&c.read().await.unwrap()).starts_with("1153 (08S01)"));
+    assert!(c.query("SELECT 1").await.is_err());
     let backends = p.admin().await.backends().await.unwrap();
     assert!(
         backends

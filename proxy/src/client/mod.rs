@@ -1144,6 +1144,24 @@ pub async fn execute(
                 }
                 return Ok(None);
             }
+            // A command just over the server's `max_allowed_packet` is read whole, refused,
+            // and the connection closed: as the refusal while it was still being sent, though
+            // the client already has the server's error.
+            Ok(r)
+                if r.error
+                    .as_ref()
+                    .is_some_and(|e| e.code == codes::NET_PACKET_TOO_LARGE.0) =>
+            {
+                tracing::info!(backend = %c.backend.address, session = s.id, "backend refused a {} byte command and closed the connection", payload.len());
+                c.conn().broken = true;
+                drop(c);
+                s.stats.counters.statement(route, started.elapsed());
+                s.stats.counters.error(ErrorKind::Server);
+                if was_pinned {
+                    return Err(SessionEnd::BackendLost);
+                }
+                return Ok(None);
+            }
             Ok(mut r) => {
                 if begin && !begin_refused {
                     s.begin_deferred = false;

@@ -30,6 +30,11 @@ pub struct Damper {
     unfit: Option<String>,
     /// Consecutive probes the server did not answer at all.
     silent: u32,
+    /// The state the last probe left the backend in. Another state at the next probe was
+    /// set elsewhere (`Backend::mark_down` on a failed connection, an operator), and the
+    /// counts from before it do not carry over: else one good probe would bring back a
+    /// server a client just found down.
+    seen: Health,
 }
 
 impl Damper {
@@ -41,6 +46,7 @@ impl Damper {
             bad: 0,
             unfit: None,
             silent: 0,
+            seen: Health::Unknown,
         }
     }
 
@@ -54,6 +60,15 @@ impl Damper {
     /// the reason to show; `None` leaves it where it is. An operator's `Offline` is never
     /// left here.
     pub fn next(&mut self, current: Health, finding: &Finding) -> Option<(Health, Option<String>)> {
+        if current != self.seen {
+            self.good = 0;
+        }
+        let next = self.count(current, finding);
+        self.seen = next.as_ref().map_or(current, |(state, _)| *state);
+        next
+    }
+
+    fn count(&mut self, current: Health, finding: &Finding) -> Option<(Health, Option<String>)> {
         self.silent = match finding {
             Finding::Unreachable(_) => self.silent.saturating_add(1),
             _ => 0,
@@ -149,6 +164,19 @@ mod tests {
                 state
             })
             .collect()
+    }
+
+    #[test]
+    fn a_backend_marked_down_between_probes_needs_rise_good_probes() {
+        use Health::*;
+        let mut d = Damper::new(3, 2);
+        for _ in 0..5 {
+            assert_eq!(d.next(Up, &Finding::Good), None);
+        }
+        // A client's connection failed: `mark_down`, not the monitor.
+        assert_eq!(d.next(Down, &Finding::Good), None);
+        assert_eq!(d.next(Down, &Finding::Good), None);
+        assert_eq!(d.next(Down, &Finding::Good), Some((Up, None)));
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod damper;
 pub use damper::{Damper, Finding};
 
 use crate::backend::conn::BackendError;
-use crate::backend::Backend;
+use crate::backend::{Backend, Health};
 use crate::cluster::Cluster;
 use crate::config::{MonitorConfig, Role};
 use rwproxy_ha::db::{DbTarget, IoThread, Prober, ReplicaHealth, ServerStatus};
@@ -238,7 +238,8 @@ async fn watch(
                                 Ok((Finding::Good, _))
                             );
                         }
-                        judge(b.role, &status, &cfg, primary_serves)
+                        let excluded = b.health() == Health::Excluded;
+                        judge(b.role, &status, &cfg, primary_serves, excluded)
                     }
                     Err(e) if e.server_answered() => {
                         // The server answered: it is up; the monitor's account is the problem,
@@ -302,19 +303,34 @@ async fn watch(
 }
 
 /// Replicas must be replicating and caught up to serve reads; a write backend only has to
-/// answer (`read_only` is handled at write time, see `Backend::read_only`).
+/// answer (`read_only` is handled at write time, see `Backend::read_only`). A read-only
+/// server that replicates from nowhere (`RESET SLAVE ALL`, or a named multi-source
+/// connection the probe does not read) falls behind unseen: it is out too. A writable one
+/// listed for reads is a primary taking reads, which is up to date.
 ///
 /// Except when the primary is down (`primary_serves` false) and the replica's IO thread is
-/// only trying to reach it (its SQL thread still applying): the replica then holds everything the primary sent, nothing
-/// reachable is more current, and taking every replica out would fail the reads as well as
-/// the writes.
-fn judge(role: Role, status: &ServerStatus, cfg: &MonitorConfig, primary_serves: bool) -> Finding {
+/// only trying to reach it (its SQL thread still applying): the replica then holds everything
+/// the primary sent, and taking every replica out would fail the reads as well as the writes.
+/// Not one already out (`excluded`) when the primary went: it was behind, or its IO thread
+/// could not reach the primary even then, and it has not caught up since.
+fn judge(
+    role: Role,
+    status: &ServerStatus,
+    cfg: &MonitorConfig,
+    primary_serves: bool,
+    excluded: bool,
+) -> Finding {
     match (role, &status.replica) {
         (Role::ReadOnly, Some(r)) => match r.health(cfg.max_replication_lag) {
             h if h.is_healthy() => Finding::Good,
-            ReplicaHealth::IoConnecting(_) if !primary_serves && r.sql_running => Finding::Good,
+            ReplicaHealth::IoConnecting(_) if !primary_serves && r.sql_running && !excluded => {
+                Finding::Good
+            }
             h => Finding::Unfit(h.to_string()),
         },
+        (Role::ReadOnly, None) if status.read_only => {
+            Finding::Unfit("read-only but not replicating (SHOW REPLICA STATUS is empty)".into())
+        }
         _ => Finding::Good,
     }
 }
@@ -428,12 +444,17 @@ mod tests {
         let cfg = MonitorConfig::default();
         let connecting = replica(IoThread::Connecting, true);
         assert_eq!(
-            judge(Role::ReadOnly, &connecting, &cfg, false),
+            judge(Role::ReadOnly, &connecting, &cfg, false, false),
             Finding::Good
         );
+        // Unless it was out already (behind, or cut off from the primary before it died).
+        assert!(matches!(
+            judge(Role::ReadOnly, &connecting, &cfg, false, true),
+            Finding::Unfit(_)
+        ));
         // The primary is fine, so the replica's own link is broken: out.
         assert!(matches!(
-            judge(Role::ReadOnly, &connecting, &cfg, true),
+            judge(Role::ReadOnly, &connecting, &cfg, true, false),
             Finding::Unfit(_)
         ));
         // Not applying what it has either, or replication stopped on purpose: out.
@@ -442,9 +463,31 @@ mod tests {
             replica(IoThread::Stopped, true),
         ] {
             assert!(matches!(
-                judge(Role::ReadOnly, &status, &cfg, false),
+                judge(Role::ReadOnly, &status, &cfg, false, false),
                 Finding::Unfit(_)
             ));
         }
+    }
+
+    #[test]
+    fn a_read_only_server_that_replicates_from_nowhere_serves_no_reads() {
+        let cfg = MonitorConfig::default();
+        let mut status = replica(IoThread::Running, true);
+        status.replica = None;
+        status.read_only = true;
+        assert!(matches!(
+            judge(Role::ReadOnly, &status, &cfg, true, false),
+            Finding::Unfit(_)
+        ));
+        // A writable one is a primary listed for reads; the write backend only has to answer.
+        assert_eq!(
+            judge(Role::ReadWrite, &status, &cfg, true, false),
+            Finding::Good
+        );
+        status.read_only = false;
+        assert_eq!(
+            judge(Role::ReadOnly, &status, &cfg, true, false),
+            Finding::Good
+        );
     }
 }
