@@ -569,6 +569,74 @@ async fn dead_primary_leaves_the_replicas_serving_reads() {
     assert!(e.to_string().contains(&cluster.primary_addr()), "{e}");
 }
 
+/// A replica that was out when the primary died (behind by its MASTER_DELAY) stays out: the
+/// primary being down is no news about it, and it has not caught up. A read-only replica that
+/// replicates from nowhere (`RESET SLAVE ALL`) is out too: nothing tells how far behind it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_out_for_their_replication_stay_out_when_the_primary_dies() {
+    let (cluster, p) = start(2, 1).await;
+    let (nowhere, delayed) = (&cluster.replicas[0], &cluster.replicas[1]);
+    for r in &cluster.replicas {
+        wait_stats(&p, &r.addr(), Duration::from_secs(10), "up", |s| {
+            s.state == BackendState::Up
+        })
+        .await;
+    }
+    let mut root = nowhere.root_conn().await.unwrap();
+    root.query_drop("STOP SLAVE").await.unwrap();
+    root.query_drop("RESET SLAVE ALL").await.unwrap();
+    let (row, _) = wait_stats(
+        &p,
+        &nowhere.addr(),
+        Duration::from_secs(10),
+        "excluded",
+        |s| s.state == BackendState::Excluded,
+    )
+    .await;
+    let reason = row.reason.unwrap_or_default();
+    assert!(reason.contains("not replicating"), "reason: {reason}");
+
+    let mut root = delayed.root_conn().await.unwrap();
+    root.query_drop("STOP SLAVE").await.unwrap();
+    root.query_drop("CHANGE MASTER TO MASTER_DELAY = 60")
+        .await
+        .unwrap();
+    root.query_drop("START SLAVE").await.unwrap();
+    let mut w = cluster.primary.conn().await.unwrap();
+    w.query_drop("CREATE TABLE IF NOT EXISTS delayed_probe (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    wait_stats(
+        &p,
+        &delayed.addr(),
+        Duration::from_secs(15),
+        "excluded",
+        |s| s.state == BackendState::Excluded,
+    )
+    .await;
+
+    cluster.primary.kill();
+    wait_stats(
+        &p,
+        &cluster.primary_addr(),
+        Duration::from_secs(10),
+        "down",
+        |s| s.state == BackendState::Down,
+    )
+    .await;
+    // Twenty probe intervals: long enough for the replica's IO thread to be seen retrying.
+    for r in [nowhere, delayed] {
+        holds_for(
+            &p,
+            &r.addr(),
+            Duration::from_secs(2),
+            Duration::from_millis(50),
+            |s| assert_eq!(s.state, BackendState::Excluded, "{s:?}"),
+        )
+        .await;
+    }
+}
+
 /// Everything this test binary logs at WARN and above. The proxy runs in the test process and
 /// its monitor tasks on the runtime's worker threads, so the subscriber must be global; tests
 /// then look only for lines naming their own cluster's addresses.
