@@ -30,7 +30,7 @@ pub async fn kill_statement(
     let Some(t) = classify::kill_target(sql) else {
         io.error(&message::err(
             codes::NOT_SUPPORTED,
-            "rwproxy supports only KILL [HARD | SOFT] [CONNECTION | QUERY] <thread id>",
+            "rwproxy supports only KILL [HARD | SOFT] [CONNECTION | QUERY] <thread id>, alone in its command",
         ))
         .await?;
         return Ok(());
@@ -159,12 +159,18 @@ pub async fn kill_session(
     let guard = target.lock_running(query_only);
     match guard.running.as_ref() {
         Some(r) => match kill_on_backend(r, query_only, key, password, dial).await {
+            // The server answers but will not take the kill (too many connections, a login
+            // refused) or the connection (nothing listens on its port now): a `KILL QUERY`
+            // fails, rather than cost the session its connection and transaction.
+            Err(e) if query_only && !hung(&e) => {
+                Err(e.to_sql_error(&format!("backend {}", r.backend.address)))
+            }
             // The server cannot be reached to kill its thread (hung, cut off): the session's
             // connection to it is closed instead, which frees the client at once (after a
             // `KILL QUERY` with `1317`, as a server answers); the server sees the close when
             // it runs again.
             Err(e) => {
-                tracing::warn!(session = target.id, backend = %r.backend.address, "KILL could not be sent to the backend ({}); closing the session's connection to it instead", e.message);
+                tracing::warn!(session = target.id, backend = %r.backend.address, "KILL could not be sent to the backend ({e}); closing the session's connection to it instead");
                 guard.cut(query_only);
                 Ok(())
             }
@@ -182,11 +188,8 @@ async fn kill_on_backend(
     key: ConnKey,
     password: &str,
     dial: &Dial,
-) -> Result<(), SqlError> {
-    let what = format!("backend {}", r.backend.address);
-    let mut conn = BackendConn::connect(&r.backend.address, key, password, dial)
-        .await
-        .map_err(|e| e.to_sql_error(&what))?;
+) -> Result<(), BackendError> {
+    let mut conn = BackendConn::connect(&r.backend.address, key, password, dial).await?;
     let scope = if query_only { "QUERY" } else { "CONNECTION" };
     let result = conn.run(&format!("KILL {scope} {}", r.thread_id)).await;
     conn.quit().await;
@@ -194,6 +197,20 @@ async fn kill_on_backend(
         Ok(_) => Ok(()),
         // The backend connection closed meanwhile: nothing is left to kill.
         Err(BackendError::Server(e)) if e.code == UNKNOWN_THREAD => Ok(()),
-        Err(e) => Err(e.to_sql_error(&what)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The kill got no answer at all: the server is hung or cut off, and so may be the
+/// statement's connection. (A refused connection is an answer: nothing listens there now.)
+fn hung(e: &BackendError) -> bool {
+    match e {
+        BackendError::Connect { source, .. } => {
+            source.kind() != std::io::ErrorKind::ConnectionRefused
+        }
+        BackendError::ConnectTimeout { .. }
+        | BackendError::Io(_)
+        | BackendError::Unanswered { .. } => true,
+        _ => false,
     }
 }

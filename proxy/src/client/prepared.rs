@@ -14,7 +14,7 @@ use crate::protocol::command::{
     COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_FETCH, COM_STMT_RESET, COM_STMT_SEND_LONG_DATA,
 };
 use crate::protocol::message::{self, codes, SqlError};
-use crate::router::classify::{self, Classification, Flags};
+use crate::router::classify::{self, Classification, Flags, StmtKind};
 use crate::router::{self, Target};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -170,6 +170,17 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         return Ok(());
     }
     let class = classify::classify(&packet[1..]);
+    if class.kind == StmtKind::Kill {
+        // Prepared, it would reach a server as it stands, where the id (the proxy's, from
+        // CONNECTION_ID()) names no thread or, worse, another client's pooled connection.
+        io.error(&message::err(
+            codes::UNSUPPORTED_PS,
+            "This command is not supported in the prepared statement protocol yet (rwproxy: \
+             send KILL as a plain statement; it names the proxy's sessions)",
+        ))
+        .await?;
+        return Ok(());
+    }
     let sql: Arc<[u8]> = if class.flags.contains(Flags::CONNECTION_ID) {
         let p = super::query::with_session_values(s, packet, false, None);
         p[1..].into()

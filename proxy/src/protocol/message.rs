@@ -186,6 +186,7 @@ pub mod codes {
     pub const BACKEND_LOST: (u16, &str) = (1158, "08S01");
     pub const TOO_MANY_CONNECTIONS: (u16, &str) = (1040, "08004");
     pub const NOT_SUPPORTED: (u16, &str) = (1235, "42000");
+    pub const UNSUPPORTED_PS: (u16, &str) = (1295, "HY000");
     pub const WRONG_ARGUMENTS: (u16, &str) = (1210, "HY000");
     pub const INVALID_CHARACTER_STRING: (u16, &str) = (1300, "HY000");
     pub const MALFORMED_PACKET: (u16, &str) = (1835, "HY000");

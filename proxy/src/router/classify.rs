@@ -434,7 +434,8 @@ pub struct KillTarget {
 
 /// Parses `KILL [HARD | SOFT] [CONNECTION | QUERY] id` where id is an integer literal
 /// (negative ones wrap, as on the server) or `CONNECTION_ID()`. `None` for every other form
-/// (`KILL USER`, `KILL QUERY ID`, expressions), which the proxy does not support.
+/// (`KILL USER`, `KILL QUERY ID`, expressions, a statement after it), which the proxy does not
+/// support.
 pub fn kill_target(sql: &[u8]) -> Option<KillTarget> {
     let mut lx = Lexer::new(sql);
     if lx.next().sym != Sym::Kw(Kw::Kill) {
@@ -476,9 +477,14 @@ pub fn kill_target(sql: &[u8]) -> Option<KillTarget> {
         ),
         _ => return None,
     };
-    match lx.next().sym {
-        Sym::End | Sym::Punct(b';') if !lx.broken => Some(KillTarget { query_only, id }),
-        _ => None,
+    // Alone in its command: a statement after it would be lost (or, from a client without
+    // multi-statements, the server refuses the whole text and kills nothing).
+    loop {
+        match lx.next().sym {
+            Sym::Punct(b';') => {}
+            Sym::End if !lx.broken => return Some(KillTarget { query_only, id }),
+            _ => return None,
+        }
     }
 }
 
@@ -2549,6 +2555,8 @@ mod tests {
             ("KILL abc", None),
             ("KILL", None),
             ("KILL 5 6", None),
+            ("KILL 5; ;", k(false, Some(5))),
+            ("KILL 5; SELECT 'after'", None),
             ("KILL 42 @@`", None),
             ("SELECT 5", None),
         ];
