@@ -17,11 +17,13 @@ pub fn restore_open_files_limit(soft: u64) {
     STARTED_WITH.store(soft, Ordering::Relaxed);
 }
 
-/// A command for `program` with no stdin, killed if dropped, and the process's original
-/// open-files limit.
+/// A command for `program` with no stdin, killed if dropped, in a process group of its own
+/// (see [`kill_group`]), and the process's original open-files limit.
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(program);
-    c.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    c.stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .process_group(0);
     let soft = STARTED_WITH.load(Ordering::Relaxed);
     if soft != 0 {
         // SAFETY: runs in the child between fork and exec, where only async-signal-safe
@@ -43,6 +45,19 @@ pub fn command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command 
     c
 }
 
+/// Kills a script that overran its time together with what it started: dropping the child
+/// kills only the script itself, and a shell's children (`sh -c "mysql ..."`) would run on,
+/// one more at every timeout. `pid` is the script's, which leads its group (`command`), as
+/// keepalived runs its scripts.
+pub fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()).filter(|&p| p > 0) {
+        // SAFETY: a plain system call; a group already gone is ESRCH, nothing else.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[tokio::test]
@@ -54,5 +69,43 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200");
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_script_takes_its_children_with_it() {
+        let dir = std::env::temp_dir().join(format!("rwproxy-kill-group-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("grandchild");
+        let mut child = super::command("sh")
+            .args([
+                "-c",
+                &format!("sleep 30 & echo $! > {}; wait", pidfile.display()),
+            ])
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n')) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let grandchild: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        super::kill_group(child.id());
+        child.wait().await.unwrap();
+        let mut gone = false;
+        for _ in 0..100 {
+            // SAFETY: signal 0 only checks that the process exists.
+            if unsafe { libc::kill(grandchild, 0) } != 0 {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(gone, "the script's child {grandchild} outlived it");
     }
 }

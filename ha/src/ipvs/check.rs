@@ -116,7 +116,10 @@ pub async fn run_misc(script: &str, args: &[String], timeout: Duration, dynamic:
         Ok(mut c) => match tokio::time::timeout(timeout, c.wait()).await {
             Ok(Ok(status)) => misc_verdict(status.code(), dynamic),
             Ok(Err(e)) => Health::down(format!("check script: {e}")),
-            Err(_) => Health::down(format!("check script timed out after {timeout:?}")),
+            Err(_) => {
+                crate::script::kill_group(c.id());
+                Health::down(format!("check script timed out after {timeout:?}"))
+            }
         },
         Err(e) => Health::down(format!("cannot run check script {}: {e}", argv[0])),
     }

@@ -128,6 +128,28 @@ async fn apply(
     })
 }
 
+/// Where the kernel keeps whether a quiesced (weight 0) real server's persistence templates
+/// expire: by default (0) they do not, and a client with affinity to a server taken out by
+/// `inhibit_on_failure` keeps being sent there, new connections included.
+const EXPIRE_QUIESCENT_TEMPLATE: &str = "/proc/sys/net/ipv4/vs/expire_quiescent_template";
+
+/// With persistence and `inhibit_on_failure` together, weight 0 means "no new connections"
+/// only once the kernel expires quiesced servers' templates: turn that on (it is this network
+/// namespace's, as the IPVS table is), or say why not.
+fn quiesce_persistence(cfg: &DirectorConfig) {
+    let needed = cfg
+        .virtual_servers
+        .iter()
+        .any(|v| v.inhibit_on_failure && v.service.timeout > 0);
+    if !needed {
+        return;
+    }
+    match std::fs::write(EXPIRE_QUIESCENT_TEMPLATE, "1\n") {
+        Ok(()) => tracing::info!("IPVS: net.ipv4.vs.expire_quiescent_template = 1, so persistent clients leave real servers that fail their check (inhibit_on_failure)"),
+        Err(e) => tracing::warn!("IPVS: cannot set net.ipv4.vs.expire_quiescent_template = 1 ({e}): persistent clients keep going to real servers that fail their check (inhibit_on_failure); set it, or drop inhibit_on_failure"),
+    }
+}
+
 /// Starts the director on the current tokio runtime. Fails at once when IPVS is unavailable.
 pub fn run<F>(
     cfg: DirectorConfig,
@@ -138,6 +160,7 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let ipvs = Ipvs::connect()?;
+    quiesce_persistence(&cfg);
     let (tx, rx) = watch::channel(Vec::new());
     let handle = tokio::spawn(async move {
         let mut ipvs = ipvs;
@@ -154,16 +177,23 @@ where
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         let mut last: HashMap<(super::ServiceKey, SocketAddr), bool> = HashMap::new();
+        // Whether the VRRP instance still runs: once it has stopped (its interface is
+        // missing, say), `changed` fails at once every time, and waiting on it would spin.
+        // Its last state stays readable and is what the director follows.
+        let mut vrrp_runs = vrrp.is_some();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {}
-                _ = async {
-                    match vrrp.as_mut() {
-                        Some(v) => { let _ = v.changed().await; }
+                running = async {
+                    match vrrp.as_mut().filter(|_| vrrp_runs) {
+                        Some(v) => v.changed().await.is_ok(),
                         None => std::future::pending().await,
                     }
-                } => {}
+                } => if !running {
+                    vrrp_runs = false;
+                    tracing::warn!("the VRRP instance the IPVS director follows has stopped: the director keeps to its last state");
+                }
             }
             let (desired, states) = checker.round(&cfg).await;
             for s in &states {

@@ -136,6 +136,7 @@ async fn run_one(instance: &str, argv: Vec<String>, timeout: Duration) {
             return;
         }
     };
+    let pid = child.id();
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(out)) => {
             let stdout = String::from_utf8_lossy(&out.stdout);
@@ -147,7 +148,10 @@ async fn run_one(instance: &str, argv: Vec<String>, timeout: Duration) {
             }
         }
         Ok(Err(e)) => tracing::warn!(instance, ?argv, "notify: wait failed: {e}"),
-        Err(_) => tracing::warn!(instance, ?argv, ?timeout, "notify: timed out, killed"),
+        Err(_) => {
+            crate::script::kill_group(pid);
+            tracing::warn!(instance, ?argv, ?timeout, "notify: timed out, killed")
+        }
     }
 }
 

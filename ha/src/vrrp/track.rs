@@ -129,6 +129,7 @@ pub(crate) async fn run_script(
                 Ok(Ok(status)) => status.success(),
                 Ok(Err(_)) => false,
                 Err(_) => {
+                    crate::script::kill_group(c.id());
                     tracing::warn!(instance, script = t.name, "track script timed out");
                     false
                 }
