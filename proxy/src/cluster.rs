@@ -417,8 +417,9 @@ impl Cluster {
         }
         let mut list = (*current).clone();
         let added = Arc::new(Backend::new(cfg, &self.dial, self.event_threads));
-        // An operator's ADD puts it in service at once, as SET ONLINE does.
-        added.set_online();
+        // In service at once, but not yet checked (`Unknown`): the monitor's first probe
+        // settles it, so a replica added while behind or not replicating leaves at once,
+        // rather than after `fall` probes as one believed up would.
         list.push(added);
         self.backends.store(Arc::new(sort_backends(list)));
         self.changed_at_console();

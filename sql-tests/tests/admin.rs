@@ -1009,3 +1009,40 @@ async fn save_config_after_changes_to_derived_settings() {
     assert_eq!(saved.backends.len(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A write waiting for room in the write backend's full pool goes where the backend list says
+/// once it gets a connection: not to the backend an operator set offline meanwhile (in a
+/// failover, the old primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waiting_for_a_connection_does_not_run_on_a_backend_set_offline_meanwhile() {
+    let c = cluster().await;
+    let toml = proxy::config_toml(c, &[1, 1], "").replacen(
+        "max-connections = 50",
+        "max-connections = 1",
+        1,
+    );
+    let p = proxy::start(&toml).await.unwrap();
+    let mut a = p.conn().await.unwrap();
+    a.query_drop("CREATE TABLE IF NOT EXISTS waited_t (who VARCHAR(8))")
+        .await
+        .unwrap();
+    a.query_drop("BEGIN").await.unwrap();
+    a.query_drop("INSERT INTO waited_t VALUES ('a')")
+        .await
+        .unwrap();
+    let mut b = p.conn().await.unwrap();
+    let waiting =
+        tokio::spawn(async move { b.query_drop("INSERT INTO waited_t VALUES ('b')").await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    p.admin().await.execute("SET OFFLINE 1").await.unwrap();
+    // The transaction on it may finish (drain-timeout); its connection goes back to the pool.
+    a.query_drop("COMMIT").await.unwrap();
+    let e = waiting.await.unwrap().unwrap_err();
+    match &e {
+        mysql_async::Error::Server(se) => assert_eq!(se.code, 1429, "{e}"),
+        other => panic!("{other}"),
+    }
+    let mut direct = c.primary.conn().await.unwrap();
+    let rows: Vec<String> = direct.query("SELECT who FROM waited_t").await.unwrap();
+    assert_eq!(rows, ["a"]);
+}

@@ -637,6 +637,32 @@ async fn replicas_out_for_their_replication_stay_out_when_the_primary_dies() {
     }
 }
 
+/// A replica added at the console is not taken as up before the monitor has looked at it: one
+/// that is not replicating leaves at the first probe, rather than serve stale reads until
+/// `fall` probes have found it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_added_at_the_console_is_checked_before_it_counts_as_up() {
+    let (cluster, p) = start(2, 30).await;
+    let r = &cluster.replicas[1];
+    wait_stats(&p, &r.addr(), Duration::from_secs(10), "up", |s| {
+        s.state == BackendState::Up
+    })
+    .await;
+    let mut root = r.root_conn().await.unwrap();
+    root.query_drop("STOP SLAVE").await.unwrap();
+    let mut admin = p.admin().await;
+    let ndx = stats_of(&mut admin, &r.addr()).await.ndx;
+    admin.remove_backend(ndx).await.unwrap();
+    admin.add_slave(&r.addr(), 1).await.unwrap();
+    let row = stats_of(&mut admin, &r.addr()).await;
+    // Unknown, or already excluded if the monitor was quick.
+    assert_ne!(row.state, BackendState::Up, "{row:?}");
+    wait_stats(&p, &r.addr(), Duration::from_secs(2), "excluded", |s| {
+        s.state == BackendState::Excluded
+    })
+    .await;
+}
+
 /// Everything this test binary logs at WARN and above. The proxy runs in the test process and
 /// its monitor tasks on the runtime's worker threads, so the subscriber must be global; tests
 /// then look only for lines naming their own cluster's addresses.

@@ -654,6 +654,13 @@ impl Session {
                 }
             };
             match acquired {
+                // The wait for room in a full pool can be long (`connect-timeout-ms`): the
+                // backend may have left service meanwhile (SET OFFLINE, REMOVE BACKEND, a
+                // failover, the monitor). The statement goes where the list says now.
+                Ok(lease) if !backend.serves() => {
+                    self.release_lease(&backend, lease);
+                    continue;
+                }
                 Ok(mut lease) => {
                     // Closed by the server while pooled (restart, `wait_timeout`, a DBA's
                     // KILL)? A statement sent there could not be retried (see `execute`), so

@@ -38,9 +38,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    check_unique_users, client_charset, defaults, map_log_level, parse_backend_address,
-    parse_listen, parse_sql_log, pwcrypt, BackendConfig, ClientEntry, Config, ConfigError,
-    ConfigFormat, Role, SqlLog, UserConfig, LOG_LEVEL_HELP,
+    backend_name, check_unique, client_charset, defaults, map_log_level, parse_backend_address,
+    parse_listen, parse_sql_log, pwcrypt, user_name, BackendConfig, ClientEntry, Config,
+    ConfigError, ConfigFormat, Role, SqlLog, UserConfig, LOG_LEVEL_HELP,
 };
 
 pub(super) const SECTION: &str = "mysql-proxy";
@@ -461,9 +461,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     c.backends
         .extend(ro.into_iter().map(with_role(Role::ReadOnly)));
     if c.backends.is_empty() {
+        // The last of repeated lines: it is the one that counts.
         let line = seen
             .iter()
-            .find(|(k, _)| *k == "proxy-backend-addresses")
+            .rfind(|(k, _)| *k == "proxy-backend-addresses")
             .map(|(_, l)| *l);
         return Err(ConfigError::invalid(
             path,
@@ -472,7 +473,15 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             "no backends configured",
         ));
     }
-    check_unique_users(path, &c.users, |i| {
+    check_unique(path, &c.backends, backend_name, |i| {
+        let key = match c.backends[i].role {
+            Role::ReadWrite => "proxy-backend-addresses",
+            Role::ReadOnly => "proxy-read-only-backend-addresses",
+        };
+        let line = seen.iter().rfind(|(k, _)| *k == key).map(|(_, l)| *l);
+        (line, key.to_string())
+    })?;
+    check_unique(path, &c.users, user_name, |i| {
         (user_lines.get(i).copied(), "pwds".to_string())
     })?;
     c.interactive_timeout = super::interactive_timeout(c.wait_timeout, interactive_timeout)
@@ -708,6 +717,14 @@ plugins = admin, proxy
         assert!(err("[mysql-proxy]\nclient-ips = 1.2.3.999\n")
             .starts_with("conf/x.cnf:2: client-ips: invalid client address '1.2.3.999'"));
         assert!(err("[mysql-proxy]\ninstance =\n").contains("instance name is empty"));
+        assert_eq!(
+            err("[mysql-proxy]\nproxy-backend-addresses = h:1\nproxy-read-only-backend-addresses = h:2, H:2@3\n"),
+            "conf/x.cnf:3: proxy-read-only-backend-addresses: duplicate backend 'h:2' (ro)"
+        );
+        // The same server in both roles is allowed (a failover adds before it removes).
+        assert!(
+            parse(Path::new("conf/x.cnf"), "[mysql-proxy]\nproxy-backend-addresses = h:1\nproxy-read-only-backend-addresses = h:1\n").is_ok()
+        );
         assert!(err("[mysql-proxy]\ncharset = utf-8\n")
             .starts_with("conf/x.cnf:2: charset: unknown character set 'utf-8'"));
     }

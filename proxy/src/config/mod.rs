@@ -680,23 +680,38 @@ pub(crate) fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// Checks both formats share; `at` yields the line and key to blame for a user index.
-pub(crate) fn check_unique_users(
+/// Refuses a second item with the same `name`: a user listed twice (which password?), or a
+/// backend (the same address in the same role: the console's ADD refuses it, and a reload
+/// would make both entries one backend). `at` gives an item's line and key.
+pub(crate) fn check_unique<T>(
     path: &Path,
-    users: &[UserConfig],
+    items: &[T],
+    name: impl Fn(&T) -> String,
     at: impl Fn(usize) -> (Option<usize>, String),
 ) -> Result<(), ConfigError> {
-    for (i, u) in users.iter().enumerate() {
-        if users[..i].iter().any(|o| o.name == u.name) {
+    let names: Vec<String> = items.iter().map(name).collect();
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
             let (line, key) = at(i);
             return Err(ConfigError::invalid(
                 path,
                 line,
                 Some(&key),
-                format!("duplicate user '{}'", u.name),
+                format!("duplicate {n}"),
             ));
         }
     }
     Ok(())
+}
+
+/// A user as [`check_unique`] names it.
+pub(crate) fn user_name(u: &UserConfig) -> String {
+    format!("user '{}'", u.name)
+}
+
+/// A backend as [`check_unique`] names it: host names in any case, as the console compares.
+pub(crate) fn backend_name(b: &BackendConfig) -> String {
+    format!("backend '{}' ({})", b.address.to_ascii_lowercase(), b.role)
 }
 
 #[cfg(test)]

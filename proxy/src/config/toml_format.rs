@@ -26,9 +26,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    check_unique_users, client_charset, defaults, line_of, map_log_level, parse_backend_address,
-    parse_listen, pwcrypt, BackendConfig, ClientEntry, Config, ConfigError, ConfigFormat, Role,
-    SqlLog, UserConfig, LOG_LEVEL_HELP,
+    backend_name, check_unique, client_charset, defaults, line_of, map_log_level,
+    parse_backend_address, parse_listen, pwcrypt, user_name, BackendConfig, ClientEntry, Config,
+    ConfigError, ConfigFormat, Role, SqlLog, UserConfig, LOG_LEVEL_HELP,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -428,7 +428,13 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         }
         users.push(UserConfig { name, password });
     }
-    check_unique_users(path, &users, |i| {
+    check_unique(path, &backends, backend_name, |i| {
+        (
+            at(file.backend[i].address.span().start),
+            format!("backend[{i}].address"),
+        )
+    })?;
+    check_unique(path, &users, user_name, |i| {
         (
             at(file.user[i].name.span().start),
             format!("user[{i}].name"),
@@ -811,7 +817,7 @@ encrypted-password = "HJBoxfRsjeI="
     }
 
     #[test]
-    fn charset_instance_and_log_path_are_checked() {
+    fn charset_instance_log_path_and_duplicate_backends_are_checked() {
         let e = err(&format!("[proxy]\ncharset = \"utf8mb5\"\n{ONE_BACKEND}"));
         assert!(
             e.starts_with("conf/x.toml:2: proxy.charset: unknown character set 'utf8mb5'"),
@@ -827,6 +833,13 @@ encrypted-password = "HJBoxfRsjeI="
         assert!(
             e.starts_with("conf/x.toml:2: proxy.instance: is empty"),
             "{e}"
+        );
+        let e = err(&format!(
+            "{ONE_BACKEND}[[backend]]\naddress = \"127.0.0.1:3306\"\nrole = \"rw\"\n"
+        ));
+        assert_eq!(
+            e,
+            "conf/x.toml:5: backend[1].address: duplicate backend '127.0.0.1:3306' (rw)"
         );
         let e = err(&format!("[proxy]\nlog-path = \"\"\n{ONE_BACKEND}"));
         assert!(
