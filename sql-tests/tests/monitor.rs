@@ -269,6 +269,26 @@ async fn read_only_write_backend_holds_writes_back() {
         .unwrap()
         .unwrap();
     assert_eq!(n, 0);
+    // Nor are those of a transaction, which the read-only server answers as it would a direct
+    // client (autocommit off: Connector/Python, SQLAlchemy).
+    let mut t = p.conn().await.unwrap();
+    for begin in ["BEGIN", "SET autocommit = 0"] {
+        let t0 = Instant::now();
+        t.query_drop(begin).await.unwrap();
+        let n: i64 = t
+            .query_first("SELECT COUNT(*) FROM ro_probe")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 0);
+        t.query_drop("COMMIT").await.unwrap();
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "{begin}: {:?}",
+            t0.elapsed()
+        );
+    }
+    drop(t);
 
     // A kill ends the wait at once: KILL QUERY answers 1317, KILL CONNECTION closes the
     // session (before, both waited out write-wait-ms).

@@ -611,7 +611,11 @@ impl Session {
                 Some(b) => (b, false),
                 // A write waits here for a read-only primary to become writable (during a
                 // switchover, up to `write-wait-ms`), unless a kill comes first.
-                None => match self.status.unless_killed(self.write_backend(target)).await {
+                None => match self
+                    .status
+                    .unless_killed(self.write_backend(target == Target::Write && !reads))
+                    .await
+                {
                     Ok(Ok(b)) => (b, true),
                     Ok(Err(_))
                         if may_read
@@ -808,10 +812,12 @@ impl Session {
         }
     }
 
-    /// The write backend; for a statement that writes, one that is writable (see
-    /// [`Cluster::writable_backend`]). Reads falling back to it need not wait.
-    async fn write_backend(&self, target: Target) -> Result<Arc<Backend>, SqlError> {
-        let picked = if target == Target::Write {
+    /// The write backend; for a statement that writes, one that is `writable` (see
+    /// [`Cluster::writable_backend`]). Reads need not wait, those of a transaction included:
+    /// a server that is read-only answers them (a DBA's maintenance, a switchover), and the
+    /// transaction's writes get its own refusal, as a direct client's do.
+    async fn write_backend(&self, writable: bool) -> Result<Arc<Backend>, SqlError> {
+        let picked = if writable {
             self.cluster.writable_backend().await
         } else {
             Ok(self.cluster.write_backend())
