@@ -633,9 +633,11 @@ impl Session {
             // to wait for: that path awaits nothing, so it writes no futures into the
             // session's (cold by the time it runs again: a few cache misses per future).
             let schema = self.state.schema.as_ref();
+            let mut waited = false;
             let acquired = match backend.pool.take_idle(&self.key, schema, self.command_at) {
                 Some(lease) => Ok(lease),
                 None => {
+                    waited = true;
                     let (key, password) = (&self.key, &self.backend_password());
                     // A session setting does not wait for a full write pool: a read backend
                     // can answer it (the session applies it wherever it runs next), and
@@ -658,10 +660,13 @@ impl Session {
                 }
             };
             match acquired {
-                // The wait for room in a full pool can be long (`connect-timeout-ms`): the
-                // backend may have left service meanwhile (SET OFFLINE, REMOVE BACKEND, a
-                // failover, the monitor). The statement goes where the list says now.
-                Ok(lease) if !backend.serves() => {
+                // The wait for room in a full pool can be long (`connect-timeout-ms`): an
+                // operator may have taken the backend out of service meanwhile (SET OFFLINE,
+                // REMOVE BACKEND: in a failover, the old primary). The statement goes where
+                // the list says now. (Not for the monitor's verdicts: a write backend found
+                // down during a switchover is waited for, see `write_backend`, and a fresh
+                // connection to it is the one to use.)
+                Ok(lease) if waited && backend.health() == Health::Offline => {
                     self.release_lease(&backend, lease);
                     continue;
                 }
