@@ -451,13 +451,16 @@ where
             })
             .collect();
         let mut prober = Prober::new(cfg.local.clone());
-        let mut seen: Option<State> = None;
+        // The state acted on, with the master a BACKUP replicates from: when the VIP moves
+        // on to another node (a third node's view of a second failover), it follows.
+        let mut seen: Option<(State, Option<Ipv4Addr>)> = None;
         let mut outcome: Option<Outcome> = None;
         tokio::pin!(shutdown);
         loop {
             let st = vrrp.borrow_and_update().clone();
-            if seen != Some(st.state) {
-                seen = Some(st.state);
+            let acting_on = (st.state, st.master.filter(|_| st.state == State::Backup));
+            if seen != Some(acting_on) {
+                seen = Some(acting_on);
                 outcome = None;
             }
             let kind = match st.state {
@@ -495,6 +498,12 @@ where
                 outcome = Some(o);
             }
             let probe = prober.probe().await;
+            // A replica whose database went away (restarted, with --skip-slave-start as
+            // advised: replication stays stopped) is rejoined again once it is back, rather
+            // than left stopped and stale.
+            if probe.is_err() && matches!(outcome, Some(Outcome::Replica(_))) {
+                outcome = None;
+            }
             if let Ok(p) = &probe {
                 if st.state != State::Master && !p.read_only {
                     tracing::warn!(instance = %instance, "database writable while {}: setting read_only=ON", st.state.keepalived_name());
