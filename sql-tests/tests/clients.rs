@@ -106,11 +106,22 @@ async fn mariadb_cli_script_on_stdin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_cli_wrong_password() {
     let (c, p) = setup().await;
-    let via = cli(p.addr.port(), "wrong", &["-e", "SELECT 1"], None);
-    assert!(!via.0, "login with a wrong password succeeded: {via:?}");
-    assert!(via.2.contains("ERROR 1045 (28000)"), "{}", via.2);
-    let direct = cli(c.primary.port, "wrong", &["-e", "SELECT 1"], None);
-    assert!(!direct.0 && direct.2.contains("ERROR 1045 (28000)"));
+    // Also from a client whose default plugin is not the greeting's: its password comes in the
+    // reply to the plugin switch, and the message still says one was used.
+    for plugin in [None, Some("--default-auth=caching_sha2_password")] {
+        let args: Vec<&str> = plugin.into_iter().chain(["-e", "SELECT 1"]).collect();
+        let via = cli(p.addr.port(), "wrong", &args, None);
+        assert!(!via.0, "login with a wrong password succeeded: {via:?}");
+        assert!(via.2.contains("ERROR 1045 (28000)"), "{}", via.2);
+        assert!(
+            via.2.contains("(using password: YES)"),
+            "{plugin:?}: {}",
+            via.2
+        );
+        let direct = cli(c.primary.port, "wrong", &args, None);
+        assert!(!direct.0 && direct.2.contains("ERROR 1045 (28000)"));
+        assert!(direct.2.contains("(using password: YES)"), "{}", direct.2);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

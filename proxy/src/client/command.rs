@@ -50,7 +50,7 @@ pub async fn change_user(
     };
     let scramble = s.scramble;
     let secure = io.reader.get_ref().is_tls();
-    let (ok, seq) = handshake::check_reply(
+    let (ok, seq, sent) = handshake::check_reply(
         &mut io.reader,
         &mut io.writer,
         &scramble,
@@ -71,11 +71,7 @@ pub async fn change_user(
         true => enter(s, &req, password, collation).await,
         false => {
             let host = s.status.client.ip().to_string();
-            Err(handshake::denied(
-                &req.user,
-                &host,
-                !req.auth_data.is_empty(),
-            ))
+            Err(handshake::denied(&req.user, &host, sent))
         }
     };
     // The reply follows the authentication exchange's numbering.

@@ -303,7 +303,7 @@ where
         )
         .await;
     }
-    let (ok, next_seq) = check_reply(
+    let (ok, next_seq, sent) = check_reply(
         reader,
         writer,
         &scramble,
@@ -315,7 +315,7 @@ where
     )
     .await?;
     if !ok {
-        let e = denied(&user, peer_host, !auth_data.is_empty());
+        let e = denied(&user, peer_host, sent);
         return reject(writer, next_seq, e).await;
     }
     Ok(ClientLogin {
@@ -342,8 +342,9 @@ pub fn denied(user: &str, peer_host: &str, sent_password: bool) -> SqlError {
 /// Checks a client's first authentication reply `auth_data` against `password` (`None`: an
 /// unknown user) with the plugin the client chose, switching plugins or asking for more as
 /// that plugin needs; `secure`: over TLS. Shared by the login and `COM_CHANGE_USER`. Returns
-/// whether the password matched and the sequence id of the final OK/ERR, which the caller
-/// sends.
+/// whether the password matched, the sequence id of the final OK/ERR, which the caller
+/// sends, and whether the reply checked carried a password at all (`using password: YES`):
+/// after a plugin switch that is the client's second reply, not `auth_data`.
 #[allow(clippy::too_many_arguments)]
 pub async fn check_reply<R, W>(
     reader: &mut PacketReader<R>,
@@ -354,7 +355,7 @@ pub async fn check_reply<R, W>(
     reply_seq: u8,
     password: Option<String>,
     secure: bool,
-) -> io::Result<(bool, u8)>
+) -> io::Result<(bool, u8, bool)>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -362,6 +363,7 @@ where
     let scramble = *scramble;
     let mut next_seq = reply_seq;
     let mut payload = Vec::new();
+    let mut sent = !auth_data.is_empty();
     let sha2 = |pw: &[u8]| scramble_sha256(&scramble, pw).map(|s| s.to_vec());
     let ok = match plugin {
         Some(p) if p == CACHING_SHA2 => {
@@ -373,6 +375,7 @@ where
                 switch_plugin(writer, next_seq, CACHING_SHA2, &scramble).await?;
                 next_seq = reader.read_logical(&mut payload).await?.wrapping_add(1);
                 reply = &payload;
+                sent = !reply.is_empty();
             }
             if check(&password, reply, sha2) {
                 // "fast auth success": the client then waits for the final OK.
@@ -398,12 +401,13 @@ where
         _ => {
             switch_plugin(writer, next_seq, NATIVE, &scramble).await?;
             next_seq = reader.read_logical(&mut payload).await?.wrapping_add(1);
+            sent = !payload.is_empty();
             check(&password, &payload, |pw| {
                 scramble_native(&scramble, pw).map(|s| s.to_vec())
             })
         }
     };
-    Ok((ok, next_seq))
+    Ok((ok, next_seq, sent))
 }
 
 /// A `COM_CHANGE_USER` request.
