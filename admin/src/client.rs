@@ -139,6 +139,12 @@ impl AdminClient {
             .map(drop)
     }
 
+    pub async fn remove_slave(&mut self, address: &str) -> Result<()> {
+        self.execute(&format!("REMOVE SLAVE {address}"))
+            .await
+            .map(drop)
+    }
+
     pub async fn clients(&mut self) -> Result<Vec<String>> {
         Ok(column_of(
             &self.rows("SELECT * FROM clients").await?,

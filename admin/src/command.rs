@@ -27,6 +27,9 @@ pub enum Command {
         weight: u32,
     },
     RemoveBackend(usize),
+    /// rwproxy's: the read-only backend at this address, whatever its index (which another
+    /// console edit may shift between a `SELECT * FROM backends` and a `REMOVE BACKEND`).
+    RemoveSlave(BackendAddr),
     Clients,
     AddClient(String),
     RemoveClient(String),
@@ -280,6 +283,11 @@ pub fn parse(sql: &str) -> Result<Command, AdminError> {
             &words[2..],
             "REMOVE BACKEND",
         )?)),
+        ["remove", "slave", ..] => Ok(Command::RemoveSlave(BackendAddr::parse(one_arg(
+            &words[2..],
+            "REMOVE SLAVE",
+            "a backend address",
+        )?)?)),
 
         ["add", "client", ..] => Ok(Command::AddClient(client_ip(&words[2..], "ADD CLIENT")?)),
         ["remove", "client", ..] => Ok(Command::RemoveClient(client_ip(
@@ -1148,6 +1156,11 @@ mod tests {
     fn remove_backend() {
         assert_eq!(p("REMOVE BACKEND 2"), Command::RemoveBackend(2));
         assert_eq!(p("remove\nbackend\n3;"), Command::RemoveBackend(3));
+        assert_eq!(
+            p("REMOVE SLAVE 127.0.0.1:3307"),
+            Command::RemoveSlave(BackendAddr::parse("127.0.0.1:3307").unwrap())
+        );
+        assert!(parse("REMOVE SLAVE").is_err());
         assert!(err("remove backend 0").contains("positive integer"));
         assert!(err("remove backend x").contains("got 'x'"));
         assert!(err("remove backend").contains("needs a backend_ndx"));

@@ -221,6 +221,9 @@ pub trait ControlPlane: Send + Sync {
     /// `address` is `host:port` (IPv6 as `[addr]:port`), already validated.
     fn add_backend(&self, address: &str, role: BackendRole, weight: u32) -> Result<(), AdminError>;
     fn remove_backend(&self, ndx: usize) -> Result<(), AdminError>;
+    /// The read-only backend at `address` (`host:port` as `add_backend` takes it), found and
+    /// removed in one step.
+    fn remove_reader(&self, address: &str) -> Result<(), AdminError>;
 
     /// Allowed client addresses (Atlas `client-ips`); empty means everyone.
     fn clients(&self) -> Vec<String>;

@@ -73,6 +73,10 @@ pub fn execute_in(
             cp.remove_backend(n)?;
             done()
         }
+        Command::RemoveSlave(address) => {
+            cp.remove_reader(&address.to_string())?;
+            done()
+        }
         Command::Clients => rows(single_column(CLIENT_COLUMNS[0], cp.clients())),
         Command::AddClient(ip) => {
             cp.add_client(&ip)?;
@@ -196,6 +200,7 @@ fn help() -> ResultSet {
         ("REMOVE PWD $pwd", "example: \"remove pwd user\""),
         ("SAVE CONFIG", "saves backends (with weights and OFFLINE states), clients, users and drain_timeout to the config file (Atlas .cnf files cannot hold OFFLINE or drain_timeout)"),
         ("SELECT VERSION", "shows the version"),
+        ("REMOVE SLAVE $backend", "example: \"remove slave 127.0.0.1:3306\": the read-only backend at that address, whatever its backend_ndx"),
         ("SELECT * FROM stats", "per backend: connections in use / idle, queries, errors (failed connections and statements cut off, not the server's SQL errors), latency, replication lag"),
         ("SELECT * FROM sessions", "client sessions: backend in use, transaction, current statement and its age"),
         ("SELECT * FROM digests", "statements grouped by normalised text: count, total/max time, rows"),

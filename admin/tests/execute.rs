@@ -120,6 +120,18 @@ impl ControlPlane for Memory {
         s.backends.retain(|b| b.0 != addr);
         Ok(())
     }
+    fn remove_reader(&self, address: &str) -> Result<(), AdminError> {
+        let mut s = self.0.lock().unwrap();
+        let before = s.backends.len();
+        s.backends
+            .retain(|b| !(b.0 == address && b.1 == BackendRole::ReadOnly));
+        match s.backends.len() < before {
+            true => Ok(()),
+            false => Err(AdminError::failed(format!(
+                "no read-only backend at {address}"
+            ))),
+        }
+    }
     fn clients(&self) -> Vec<String> {
         self.0.lock().unwrap().clients.clone()
     }

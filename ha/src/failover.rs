@@ -241,8 +241,9 @@ impl Proxy {
                         .add_backend(address, BackendRole::ReadOnly, weight)
                         .map(|_| true)
                         .map_err(|e| e.to_string()),
-                    (Some(b), false) => cp
-                        .remove_backend(b.ndx)
+                    // By address: an index read above may be stale by now.
+                    (Some(_), false) => cp
+                        .remove_reader(address)
                         .map(|_| true)
                         .map_err(|e| e.to_string()),
                     _ => Ok(false),
@@ -266,7 +267,7 @@ impl Proxy {
                         .find(|b| b.role == BackendRole::ReadOnly && b.address == address);
                     let changed = match (found, present) {
                         (None, true) => c.add_slave(address, weight).await.map(|_| true),
-                        (Some(b), false) => c.remove_backend(b.ndx).await.map(|_| true),
+                        (Some(_), false) => c.remove_slave(address).await.map(|_| true),
                         _ => Ok(false),
                     }
                     .map_err(|e| e.to_string())?;

@@ -143,6 +143,8 @@ impl Default for ReadPicker {
 pub enum ChangeError {
     #[error("backend {0} does not exist")]
     NoSuchBackend(usize),
+    #[error("no read-only backend at {0}")]
+    NoSuchReader(String),
     #[error("backend {0} already exists")]
     DuplicateBackend(String),
     #[error("client {0} already exists")]
@@ -436,13 +438,31 @@ impl Cluster {
             .checked_sub(1)
             .filter(|i| *i < current.len())
             .ok_or(ChangeError::NoSuchBackend(ndx))?;
-        let mut list = (*current).clone();
+        Ok(self.remove_at(&current, i))
+    }
+
+    /// Takes the read-only backend at `address` out of the list (host names in any case, as
+    /// `add_backend` compares): found and removed under one lock, so no other edit can shift
+    /// the list in between.
+    pub fn remove_reader(&self, address: &str) -> Result<Arc<Backend>, ChangeError> {
+        let _editing = self.editing.lock().expect("backends edit lock");
+        let current = self.backends.load_full();
+        let i = current
+            .iter()
+            .position(|b| b.role == Role::ReadOnly && b.address.eq_ignore_ascii_case(address))
+            .ok_or_else(|| ChangeError::NoSuchReader(address.to_string()))?;
+        Ok(self.remove_at(&current, i))
+    }
+
+    /// With the edit lock held.
+    fn remove_at(&self, current: &Arc<Vec<Arc<Backend>>>, i: usize) -> Arc<Backend> {
+        let mut list = (**current).clone();
         let gone = list.remove(i);
         self.backends.store(Arc::new(list));
         gone.set_offline();
         self.changed_at_console();
         tracing::info!(backend = %gone.address, "backend removed");
-        Ok(gone)
+        gone
     }
 
     /// Applies a re-read config file (SIGHUP): backends are matched by address — new ones

@@ -172,6 +172,12 @@ impl ControlPlane for ProxyControl {
         Ok(())
     }
 
+    fn remove_reader(&self, address: &str) -> Result<(), AdminError> {
+        self.cluster.remove_reader(address)?;
+        self.sessions.wake_all();
+        Ok(())
+    }
+
     fn clients(&self) -> Vec<String> {
         self.cluster.clients()
     }
