@@ -499,12 +499,6 @@ where
                 outcome = Some(o);
             }
             let probe = prober.probe().await;
-            // A replica whose database went away (restarted, with --skip-slave-start as
-            // advised: replication stays stopped) is rejoined again once it is back, rather
-            // than left stopped and stale.
-            if probe.is_err() && matches!(outcome, Some(Outcome::Replica(_))) {
-                outcome = None;
-            }
             if let Ok(p) = &probe {
                 if st.state != State::Master && !p.read_only {
                     tracing::warn!(instance = %instance, "database writable while {}: setting read_only=ON", st.state.keepalived_name());
