@@ -269,6 +269,15 @@ async fn a_replica_behind_another_is_not_promoted_nor_a_stale_old_primary() {
     drop(c);
     let pos: String = q(p, "SELECT @@gtid_binlog_pos").await;
     ahead.wait_gtid(&pos).await.unwrap();
+    // Then a tail of five rows only the primary logged (acknowledged, never replicated).
+    exec(ahead, "STOP SLAVE IO_THREAD").await;
+    let mut c = p.root_conn().await.unwrap();
+    for i in 100..105 {
+        c.exec_drop("INSERT INTO rwtest.t VALUES (?, 'tail')", (i,))
+            .await
+            .unwrap();
+    }
+    drop(c);
     p.kill();
 
     let err = db::promote(
@@ -300,13 +309,19 @@ async fn a_replica_behind_another_is_not_promoted_nor_a_stale_old_primary() {
     .await
     .unwrap();
     assert!(matches!(out, Promoted::Drained { .. }), "{out:?}");
-    exec(ahead, "INSERT INTO rwtest.t VALUES (1000, 'new primary')").await;
+    for id in 1000..1003 {
+        exec(
+            ahead,
+            &format!("INSERT INTO rwtest.t VALUES ({id}, 'new primary')"),
+        )
+        .await;
+    }
 
-    // The old primary comes back writable (as a restarted primary does) and, say, takes the VIP
-    // back by preemption: it lacks the new primary's write, so it is not made the primary, and
-    // no longer writable.
+    // The old primary comes back (read-only, as advised) and, say, takes the VIP back by
+    // preemption. Its tail numbers past the new primary's three writes, which it lacks: the
+    // histories diverged, and it is not made the primary.
     p.restart().await.unwrap();
-    exec(p, "SET GLOBAL read_only = OFF").await;
+    exec(p, "SET GLOBAL read_only = ON").await;
     let err = db::promote(&target(p), &peers(&cluster), Duration::from_secs(5), false)
         .await
         .unwrap_err();
@@ -315,7 +330,19 @@ async fn a_replica_behind_another_is_not_promoted_nor_a_stale_old_primary() {
         "{err}"
     );
     assert_eq!(q::<u8>(p, "SELECT @@read_only").await, 1);
-    assert_eq!(q::<u64>(p, "SELECT COUNT(*) FROM rwtest.t").await, 50);
+    assert_eq!(q::<u64>(p, "SELECT COUNT(*) FROM rwtest.t").await, 55);
+    // A primary at work told MASTER again (the HA daemon restarted) is left writable.
+    assert_eq!(
+        db::promote(
+            &target(ahead),
+            &peers(&cluster),
+            Duration::from_secs(5),
+            false
+        )
+        .await
+        .unwrap(),
+        Promoted::AlreadyPrimary
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

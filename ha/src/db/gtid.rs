@@ -59,9 +59,12 @@ pub fn errant_gtids(local: &str, primary: &str) -> Result<Vec<Gtid>, String> {
 }
 
 /// What `peer` has that `local` lacks, domain by domain: for each replication domain, the
-/// peer's latest GTID when its sequence number is beyond every one `local` holds there (a
-/// domain's sequence numbers only grow, whichever server logs them). Each side is any number of
-/// GTID lists (`@@gtid_binlog_state`, `Gtid_IO_Pos`, ...), taken together.
+/// peer's latest GTID unless `local` holds one of the same domain and server at least as far.
+/// A higher sequence number from another server is not enough: histories that diverged (an
+/// old primary's unreplicated tail, the new primary's writes since) number on past each
+/// other. Each side is any number of GTID lists (`@@gtid_binlog_state`, `Gtid_IO_Pos`, ...),
+/// taken together; `local` needs its binlog state for the servers it applied events of
+/// (`log_slave_updates`, as failover requires anyway).
 pub fn newer_domains(peer: &[&str], local: &[&str]) -> Result<Vec<Gtid>, String> {
     let latest = |lists: &[&str]| -> Result<Vec<Gtid>, String> {
         let mut out: Vec<Gtid> = Vec::new();
@@ -80,10 +83,20 @@ pub fn newer_domains(peer: &[&str], local: &[&str]) -> Result<Vec<Gtid>, String>
         }
         Ok(out)
     };
-    let local = latest(local)?;
+    let local: Vec<Gtid> = local
+        .iter()
+        .map(|l| gtid_list(l))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
     Ok(latest(peer)?
         .into_iter()
-        .filter(|p| !local.iter().any(|l| l.domain == p.domain && l.seq >= p.seq))
+        .filter(|p| {
+            !local
+                .iter()
+                .any(|l| l.domain == p.domain && l.server == p.server && l.seq >= p.seq)
+        })
         .collect())
 }
 
@@ -140,6 +153,9 @@ mod tests {
         assert_eq!(n(&["0-1-100,0-2-140"], &["0-1-100"]), ["0-2-140"]);
         // Received but not applied counts: the relay log holds it.
         assert!(n(&["0-1-9"], &["0-1-5", "0-1-9"]).is_empty());
+        // Diverged: an old primary's unreplicated tail (0-1-101..105) numbers past the new
+        // primary's own writes (0-2-101..103), which it never had.
+        assert_eq!(n(&["0-1-100,0-2-103"], &["0-1-105"]), ["0-2-103"]);
         // A domain the local server never saw.
         assert_eq!(n(&["0-1-9,1-3-2"], &["0-1-9"]), ["1-3-2"]);
         assert!(n(&[""], &[""]).is_empty());

@@ -70,21 +70,23 @@ pub async fn promote(
     let mut conn = connect(target).await?;
     let err = |e| DbError::Server(addr.clone(), e);
     let status = replica_status_of(&mut conn, &addr).await?;
-    let (server_id, binlog_state, applied): (u32, String, String) = conn
-        .query_first("SELECT @@server_id, @@gtid_binlog_state, @@gtid_slave_pos")
+    let read_only: u8 = conn
+        .query_first("SELECT @@read_only")
         .await
         .map_err(err)?
         .unwrap_or_default();
-    let received = status.as_ref().map_or("", |s| s.gtid_io_pos.as_str());
-    let here = [binlog_state.as_str(), applied.as_str(), received];
-    let drained = match peer_ahead(target, peers, server_id, &here).await {
-        Some(e) => Err(e),
-        None => match status {
+    let drained = match status {
+        // Writable already: a primary at work whose node is told MASTER again (a restart of
+        // the HA daemon, keepalived's notify). Its replicas follow it; nothing to compare.
+        None if read_only == 0 => Ok(None),
+        // An old primary back, read-only as advised: writable only if no server went further.
+        None => match peer_ahead(&mut conn, target, peers).await? {
+            Some(e) => Err(e),
             None => Ok(None),
-            Some(status) => drain_replica(&mut conn, &addr, status, &applied, drain_timeout)
-                .await
-                .map(Some),
         },
+        Some(status) => drain_replica(&mut conn, target, peers, status, drain_timeout)
+            .await
+            .map(Some),
     };
     let outcome = match drained {
         Ok(None) => {
@@ -120,27 +122,36 @@ pub async fn promote(
     Ok(outcome)
 }
 
-/// Stops the replica receiving and waits until it applied everything it received; returns
-/// that position and the wait.
+/// Stops the replica receiving, makes sure no peer has more, and waits until it applied
+/// everything it received; returns that position and the wait.
 async fn drain_replica(
     conn: &mut mysql_async::Conn,
-    addr: &str,
+    target: &DbTarget,
+    peers: &[String],
     status: ReplicaStatus,
-    applied: &str,
     timeout: Duration,
 ) -> Result<(String, Duration), PromoteError> {
+    let addr = target.address.as_str();
     let err = |e| DbError::Server(addr.to_string(), e);
     if !status.sql_running && status.io_thread == IoThread::Stopped {
+        let applied: String = conn
+            .query_first("SELECT @@gtid_slave_pos")
+            .await
+            .map_err(err)?
+            .unwrap_or_default();
         // MariaDB discards the relay log when a replica whose threads are both stopped starts
         // one again, and with it the events a drain is for: only a replica that has applied
         // all it received may go on from here.
-        let unapplied = newer_domains(&[&status.gtid_io_pos], &[applied])
+        let unapplied = newer_domains(&[&status.gtid_io_pos], &[&applied])
             .map_err(|_| DbError::Status(addr.to_string(), super::BadColumn("Gtid_IO_Pos")))?;
         return match (unapplied.is_empty(), status.last_sql_errno) {
-            (true, _) => Ok((status.gtid_io_pos, Duration::ZERO)),
+            (true, _) => match peer_ahead(conn, target, peers).await? {
+                Some(e) => Err(e),
+                None => Ok((status.gtid_io_pos, Duration::ZERO)),
+            },
             (false, 0) => Err(PromoteError::Stranded {
                 received: status.gtid_io_pos,
-                applied: applied.to_string(),
+                applied,
             }),
             (false, errno) => Err(PromoteError::SqlThread {
                 errno,
@@ -161,20 +172,25 @@ async fn drain_replica(
         .await?
         .unwrap_or(status)
         .gtid_io_pos;
+    // Compared once nothing more arrives here: what this server will have is now known.
+    if let Some(e) = peer_ahead(conn, target, peers).await? {
+        return Err(e);
+    }
     drain(conn, addr, &pos, timeout)
         .await
         .map(|waited| (pos, waited))
 }
 
-/// The first of `peers` holding transactions that `here` (this server's GTID lists) lacks.
-/// Peers are asked together, each within `local`'s timeout; one that cannot be asked (the
-/// dead primary, as a rule) is passed over, and so is this server under another address.
+/// The first of `peers` holding transactions that this server (on `conn`) lacks. Peers are
+/// asked together, each within `local`'s timeout; one that cannot be asked (the dead primary,
+/// as a rule) is passed over, and so is this server under another address.
 async fn peer_ahead(
+    conn: &mut mysql_async::Conn,
     local: &DbTarget,
     peers: &[String],
-    server_id: u32,
-    here: &[&str],
-) -> Option<PromoteError> {
+) -> Result<Option<PromoteError>, DbError> {
+    let (server_id, lists) = gtid_lists_on(conn, &local.address, true).await?;
+    let here: Vec<&str> = lists.iter().map(String::as_str).collect();
     let mut asked = tokio::task::JoinSet::new();
     for peer in peers.iter().filter(|p| **p != local.address) {
         let target = DbTarget {
@@ -191,6 +207,12 @@ async fn peer_ahead(
         let lists = match r {
             Ok(Ok((id, _))) if id == server_id => continue,
             Ok(Ok((_, lists))) => lists,
+            // Refused (an operator account that only works from localhost, say): the check
+            // is off for that server, which the DBA must hear about.
+            Ok(Err(e)) if e.server_answered() => {
+                tracing::warn!(server = %local.address, "promotion: cannot compare GTIDs with {e}");
+                continue;
+            }
             Ok(Err(e)) => {
                 tracing::info!(server = %local.address, "promotion: cannot compare GTIDs with {e}");
                 continue;
@@ -201,7 +223,7 @@ async fn peer_ahead(
             }
         };
         let peer_lists: Vec<&str> = lists.iter().map(String::as_str).collect();
-        match newer_domains(&peer_lists, here) {
+        match newer_domains(&peer_lists, &here) {
             Ok(g) if !g.is_empty() => {
                 let gtids = g
                     .iter()
@@ -214,23 +236,36 @@ async fn peer_ahead(
             Err(e) => tracing::warn!(server = %local.address, "promotion: {peer}: {e}"),
         }
     }
-    found
+    Ok(found)
 }
 
-/// A server's id and every GTID list that says what it has: logged, applied, received.
+/// A peer's id and GTID lists (see [`gtid_lists_on`]).
 async fn gtid_lists(target: &DbTarget) -> Result<(u32, Vec<String>), DbError> {
     let mut conn = connect(target).await?;
+    gtid_lists_on(&mut conn, &target.address, false).await
+}
+
+/// A server's id and the GTID lists that say what it has. A replica's are what it applied
+/// and received: its binlog also holds its own writes (an `ANALYZE`, a DBA's change in a
+/// domain of its own), which are no transactions of the primary's. Another server's (a
+/// primary's) are what it logged. `all`: every list, for the server being promoted, whose
+/// own writes it keeps.
+async fn gtid_lists_on(
+    conn: &mut mysql_async::Conn,
+    addr: &str,
+    all: bool,
+) -> Result<(u32, Vec<String>), DbError> {
     let (id, binlog, applied): (u32, String, String) = conn
         .query_first("SELECT @@server_id, @@gtid_binlog_state, @@gtid_slave_pos")
         .await
-        .map_err(|e| DbError::Server(target.address.clone(), e))?
+        .map_err(|e| DbError::Server(addr.to_string(), e))?
         .unwrap_or_default();
-    let received = replica_status_of(&mut conn, &target.address)
-        .await?
-        .map(|s| s.gtid_io_pos)
-        .unwrap_or_default();
-    drop(conn);
-    Ok((id, vec![binlog, applied, received]))
+    let lists = match replica_status_of(conn, addr).await? {
+        Some(r) if all => vec![binlog, applied, r.gtid_io_pos],
+        Some(r) => vec![applied, r.gtid_io_pos],
+        None => vec![binlog],
+    };
+    Ok((id, lists))
 }
 
 /// Waits until the SQL thread has applied `pos`, failing as soon as the thread stops.
