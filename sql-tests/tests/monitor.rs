@@ -269,11 +269,11 @@ async fn read_only_write_backend_holds_writes_back() {
         .unwrap()
         .unwrap();
     assert_eq!(n, 0);
-    // Nor are those of a transaction, which the read-only server answers as it would a direct
-    // client (autocommit off: Connector/Python, SQLAlchemy).
+    // Those of a transaction wait as writes do (in a switchover the transaction then runs on
+    // the new primary), and then run on the read-only server, which answers them as it would
+    // a direct client (autocommit off: Connector/Python, SQLAlchemy).
     let mut t = p.conn().await.unwrap();
     for begin in ["BEGIN", "SET autocommit = 0"] {
-        let t0 = Instant::now();
         t.query_drop(begin).await.unwrap();
         let n: i64 = t
             .query_first("SELECT COUNT(*) FROM ro_probe")
@@ -282,11 +282,6 @@ async fn read_only_write_backend_holds_writes_back() {
             .unwrap();
         assert_eq!(n, 0);
         t.query_drop("COMMIT").await.unwrap();
-        assert!(
-            t0.elapsed() < Duration::from_secs(1),
-            "{begin}: {:?}",
-            t0.elapsed()
-        );
     }
     drop(t);
 

@@ -163,7 +163,13 @@ pub async fn kill_session(
             // refused) or the connection (nothing listens on its port now): a `KILL QUERY`
             // fails, rather than cost the session its connection and transaction.
             Err(e) if query_only && !hung(&e) => {
-                Err(e.to_sql_error(&format!("backend {}", r.backend.address)))
+                let mut e = e.to_sql_error(&format!("backend {}", r.backend.address));
+                // A connection error's class (08: 1040's 08004) would tell the killer's
+                // driver that its own connection failed.
+                if e.state.starts_with(b"08") {
+                    e.state = *b"HY000";
+                }
+                Err(e)
             }
             // The server cannot be reached to kill its thread (hung, cut off): the session's
             // connection to it is closed instead, which frees the client at once (after a

@@ -613,7 +613,7 @@ impl Session {
                 // switchover, up to `write-wait-ms`), unless a kill comes first.
                 None => match self
                     .status
-                    .unless_killed(self.write_backend(target == Target::Write && !reads))
+                    .unless_killed(self.write_backend(target == Target::Write, reads))
                     .await
                 {
                     Ok(Ok(b)) => (b, true),
@@ -818,10 +818,11 @@ impl Session {
     }
 
     /// The write backend; for a statement that writes, one that is `writable` (see
-    /// [`Cluster::writable_backend`]). Reads need not wait, those of a transaction included:
-    /// a server that is read-only answers them (a DBA's maintenance, a switchover), and the
+    /// [`Cluster::writable_backend`]). A `read` that opens a transaction waits as a write does
+    /// (in a switchover its transaction then runs on the new primary), but then runs on the
+    /// read-only server all the same: it answers reads (a DBA's maintenance), and the
     /// transaction's writes get its own refusal, as a direct client's do.
-    async fn write_backend(&self, writable: bool) -> Result<Arc<Backend>, SqlError> {
+    async fn write_backend(&self, writable: bool, read: bool) -> Result<Arc<Backend>, SqlError> {
         let picked = if writable {
             self.cluster.writable_backend().await
         } else {
@@ -829,6 +830,7 @@ impl Session {
         };
         match picked {
             Ok(Some(b)) => Ok(b),
+            Err(b) if read => Ok(b),
             Ok(None) => Err(message::err(
                 codes::BACKEND_UNREACHABLE,
                 "rwproxy: no write backend configured or online",

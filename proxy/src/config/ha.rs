@@ -176,7 +176,7 @@ fn duration(d: &DurationToml) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Keys whose 0 has a meaning (no delay, no refresh, no drain). Any other duration of 0 is a
+/// Keys whose 0 has a meaning (no delay, no refresh, no drain, no lag). Any other duration of 0 is a
 /// slip that would break HA outright: a 0 `notify_timeout` kills every hook at once, a 0
 /// `interval` spins.
 const ZERO_ALLOWED: &[&str] = &[
@@ -184,6 +184,8 @@ const ZERO_ALLOWED: &[&str] = &[
     "garp_master_delay",
     "garp_master_refresh",
     "drain_timeout",
+    // A replica must be fully caught up.
+    "max_lag",
 ];
 
 /// Key `k` of a section, or `default` when it is absent.

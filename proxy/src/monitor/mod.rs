@@ -238,7 +238,8 @@ async fn watch(
                                 Ok((Finding::Good, _))
                             );
                         }
-                        let excluded = b.health() == Health::Excluded;
+                        // Out already (behind, or cut off), or down: not known to be current.
+                        let excluded = matches!(b.health(), Health::Excluded | Health::Down);
                         judge(b.role, &status, &cfg, primary_serves, excluded)
                     }
                     Err(e) if e.server_answered() => {
