@@ -67,12 +67,10 @@ async fn wait_received(r: &Server, pos: &str) {
     panic!("replica never received {pos}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn promotion_drains_the_relay_log_and_the_old_primary_rejoins() {
-    let cluster = Cluster::start(1).await.unwrap();
-    setup_table(&cluster).await;
+/// A backlog: 200 rows the replica received but has not applied when the primary dies.
+/// Returns the primary's last position, which the replica received.
+async fn backlog_then_primary_dies(cluster: &Cluster) -> String {
     let (p, r) = (&cluster.primary, &cluster.replicas[0]);
-    // A backlog: received but not applied when the primary dies.
     exec(r, "STOP SLAVE SQL_THREAD").await;
     let mut c = p.root_conn().await.unwrap();
     for i in 0..200 {
@@ -84,6 +82,15 @@ async fn promotion_drains_the_relay_log_and_the_old_primary_rejoins() {
     let pos: String = q(p, "SELECT @@gtid_binlog_pos").await;
     wait_received(r, &pos).await;
     p.kill();
+    pos
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_drains_the_relay_log_and_the_old_primary_rejoins() {
+    let cluster = Cluster::start(1).await.unwrap();
+    setup_table(&cluster).await;
+    let (p, r) = (&cluster.primary, &cluster.replicas[0]);
+    let pos = backlog_then_primary_dies(&cluster).await;
 
     let out = db::promote(&target(r), &peers(&cluster), Duration::from_secs(30), false)
         .await
@@ -223,18 +230,8 @@ async fn relay_logs(r: &Server) -> usize {
 async fn a_stopped_replica_keeps_its_relay_log_and_is_not_promoted() {
     let cluster = Cluster::start(1).await.unwrap();
     setup_table(&cluster).await;
-    let (p, r) = (&cluster.primary, &cluster.replicas[0]);
-    exec(r, "STOP SLAVE SQL_THREAD").await;
-    let mut c = p.root_conn().await.unwrap();
-    for i in 0..200 {
-        c.exec_drop("INSERT INTO rwtest.t VALUES (?, 'received')", (i,))
-            .await
-            .unwrap();
-    }
-    drop(c);
-    let pos: String = q(p, "SELECT @@gtid_binlog_pos").await;
-    wait_received(r, &pos).await;
-    p.kill();
+    let r = &cluster.replicas[0];
+    let pos = backlog_then_primary_dies(&cluster).await;
     // Both threads stopped (an operator, or --skip-slave-start after a restart): starting one
     // would discard the 200 rows received.
     exec(r, "STOP SLAVE IO_THREAD").await;
