@@ -120,3 +120,62 @@ async fn sql_thread_stopped_drains_and_catching_up_restores() {
         "{states:?}"
     );
 }
+
+/// The primary dies: every replica's IO thread then retries it, and a replica that was serving
+/// stays in the read VIP's pool (it holds all the primary sent, and nothing answering is more
+/// current), as the proxy's own monitor keeps it. One that was out already (its IO thread
+/// stopped before, so behind) stays out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_serving_when_the_primary_dies_stay_in() {
+    let cluster = Cluster::start(2).await.unwrap();
+    let replicas = cluster.replica_addrs();
+    let cfg = DirectorConfig {
+        virtual_servers: vec![VirtualServer {
+            service: Service::new(ServiceKey::tcp("192.0.2.201".parse().unwrap(), 3306), "wrr"),
+            forward: Forward::Route,
+            real_servers: replicas
+                .iter()
+                .map(|a| RealServer {
+                    addr: a.parse().unwrap(),
+                    weight: 1,
+                })
+                .collect(),
+            check: Check::Replication {
+                user: "root".into(),
+                password: String::new(),
+                max_lag: Duration::from_secs(60),
+                timeout: Duration::from_secs(2),
+            },
+            delay_loop: Duration::from_secs(1),
+            inhibit_on_failure: false,
+            quorum: 1,
+            sorry_server: None,
+        }],
+        vrrp_instance: None,
+    };
+    let mut checker = Checker::new();
+    let (_, states) = checker.round(&cfg).await;
+    assert!(states.iter().all(|s| s.health.up), "{states:?}");
+    let behind = cluster.servers().nth(2).unwrap();
+    let mut c = behind.root_conn().await.unwrap();
+    c.query_drop("STOP SLAVE IO_THREAD").await.unwrap();
+    let (_, states) = checker.round(&cfg).await;
+    assert!(states[0].health.up && !states[1].health.up, "{states:?}");
+
+    cluster.primary.kill();
+    let serving = cluster.servers().nth(1).unwrap();
+    let mut c = serving.root_conn().await.unwrap();
+    for _ in 0..100 {
+        let row: mysql_async::Row = c.query_first("SHOW SLAVE STATUS").await.unwrap().unwrap();
+        if row.get::<String, _>("Slave_IO_Running").unwrap() == "Connecting" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..3 {
+        let (desired, states) = checker.round(&cfg).await;
+        assert!(states[0].health.up, "{states:?}");
+        assert!(!states[1].health.up, "{states:?}");
+        assert_eq!(weights(&desired[0]), vec![(replicas[0].clone(), 1)]);
+    }
+}

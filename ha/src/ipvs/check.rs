@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::dest::{Dest, Forward};
 use super::reconcile::DesiredService;
 use super::service::Service;
-use crate::db::{DbError, ServerStatus};
+use crate::db::{DbError, ReplicaHealth, ServerStatus};
 
 /// How a real server is judged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,14 +64,25 @@ impl Health {
 }
 
 /// The `check_slave.sh` verdict on one probe.
-pub fn replication_verdict(probe: &Result<ServerStatus, DbError>, max_lag: Duration) -> Health {
+///
+/// `primary_gone`: the replica was up, and its primary does not answer now. Its IO thread then
+/// only retries (`Connecting`) while it holds everything the primary sent, as every replica
+/// does at once: taking them all out would send the read VIP's clients nowhere, or to the
+/// dead primary as sorry server. The proxy's monitor keeps such replicas serving too.
+pub fn replication_verdict(
+    probe: &Result<ServerStatus, DbError>,
+    max_lag: Duration,
+    primary_gone: bool,
+) -> Health {
     match probe {
         Err(e) => Health::down(e.to_string()),
         Ok(s) => match &s.replica {
             None => Health::down("not a replica (no SHOW SLAVE STATUS row)"),
             Some(r) => {
                 let h = r.health(Some(max_lag));
-                if h.is_healthy() {
+                if matches!(h, ReplicaHealth::IoConnecting(_)) && r.sql_running && primary_gone {
+                    Health::up("its primary does not answer: kept, it holds all it was sent")
+                } else if h.is_healthy() {
                     Health::up(format!(
                         "replicating, {}s behind",
                         r.seconds_behind.unwrap_or(0)

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::check::{self, Check, Health, VirtualServer};
 use super::client::{Ipvs, IpvsError};
 use super::reconcile::{DesiredService, Reconciler};
-use crate::db::{DbTarget, Prober};
+use crate::db::{DbTarget, IoThread, Prober};
 use crate::vrrp::{State, Status};
 
 /// The `[ha.ipvs]` section.
@@ -43,6 +43,8 @@ pub struct Running {
 #[derive(Default)]
 pub struct Checker {
     probers: HashMap<SocketAddr, Prober>,
+    /// The last verdict on each replication-checked server.
+    up: HashMap<SocketAddr, bool>,
 }
 
 impl Checker {
@@ -75,7 +77,22 @@ impl Checker {
                         timeout: *timeout,
                     })
                 });
-                check::replication_verdict(&prober.probe().await, *max_lag)
+                let probe = prober.probe().await;
+                // Only a replica that was serving, whose IO thread now retries its primary.
+                let retrying = probe
+                    .as_ref()
+                    .ok()
+                    .and_then(|s| s.replica.as_ref())
+                    .filter(|r| {
+                        r.io_thread == IoThread::Connecting && self.up.get(&addr) == Some(&true)
+                    });
+                let primary_gone = match retrying {
+                    Some(r) => !greets(&r.primary_host, r.primary_port, *timeout).await,
+                    None => false,
+                };
+                let h = check::replication_verdict(&probe, *max_lag, primary_gone);
+                self.up.insert(addr, h.up);
+                h
             }
         }
     }
@@ -102,6 +119,17 @@ impl Checker {
         }
         (desired, states)
     }
+}
+
+/// Whether a MySQL server answers at `host:port`: it greets within `timeout` (a hung one
+/// accepts the connection in the kernel and says nothing).
+async fn greets(host: &str, port: u16, timeout: Duration) -> bool {
+    let greeting = async {
+        let mut s = tokio::net::TcpStream::connect((host, port)).await?;
+        let mut b = [0u8; 1];
+        tokio::io::AsyncReadExt::read(&mut s, &mut b).await
+    };
+    matches!(tokio::time::timeout(timeout, greeting).await, Ok(Ok(n)) if n > 0)
 }
 
 type Applied = (Ipvs, Reconciler, Result<(), IpvsError>);
