@@ -392,7 +392,7 @@ mod tests {
             errors: 7,
             avg_latency_us: 850,
             lag_seconds: Some(12),
-            reason: Some("replication lag 12s over the limit".into()),
+            reason: Some("replication lag 12s, over the limit".into()),
         }];
         assert_eq!(
             rows_of::<BackendStats>(&tables::table_of(&stats)).unwrap(),

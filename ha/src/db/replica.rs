@@ -65,7 +65,7 @@ impl fmt::Display for ReplicaHealth {
                 with_error(f, "replication IO thread cannot reach its primary", e)
             }
             ReplicaHealth::SqlStopped(e) => with_error(f, "replication SQL thread stopped", e),
-            ReplicaHealth::Lagging(s) => write!(f, "replication lag {s}s over the limit"),
+            ReplicaHealth::Lagging(s) => write!(f, "replication lag {s}s, over the limit"),
             ReplicaHealth::LagUnknown => write!(f, "replication lag unknown"),
         }
     }

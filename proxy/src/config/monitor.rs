@@ -17,7 +17,8 @@ pub struct MonitorConfig {
     pub fall: u32,
     /// Consecutive good probes before it returns.
     pub rise: u32,
-    /// Replicas further behind (beyond their `MASTER_DELAY`) leave the read pool.
+    /// Replicas further behind leave the read pool (a `MASTER_DELAY` counts: their reads are
+    /// that stale).
     pub max_replication_lag: Option<Duration>,
     /// Treat a write backend reporting `read_only=ON` as not writable.
     pub read_only_check: bool,

@@ -148,7 +148,7 @@ mod tests {
     }
 
     fn lag() -> Finding {
-        Finding::Unfit("replication lag 40s over the limit".into())
+        Finding::Unfit("replication lag 40s, over the limit".into())
     }
 
     /// Feeds findings in order, applying each transition, and returns the states seen.
@@ -232,7 +232,7 @@ mod tests {
         let mut d = Damper::new(2, 2);
         let (to, why) = d.next(Health::Down, &lag()).unwrap();
         assert_eq!(to, Health::Excluded);
-        assert_eq!(why.unwrap(), "replication lag 40s over the limit");
+        assert_eq!(why.unwrap(), "replication lag 40s, over the limit");
     }
 
     #[test]
@@ -270,7 +270,7 @@ mod tests {
         d.next(Excluded, &down());
         let (to, why) = d.next(Down, &Finding::Answered).unwrap();
         assert_eq!(to, Excluded);
-        assert_eq!(why.unwrap(), "replication lag 40s over the limit");
+        assert_eq!(why.unwrap(), "replication lag 40s, over the limit");
     }
 
     #[test]
