@@ -419,9 +419,9 @@ impl Cluster {
         }
         let mut list = (*current).clone();
         let added = Arc::new(Backend::new(cfg, &self.dial, self.event_threads));
-        // In service at once, but not yet checked (`Unknown`): the monitor's first probe
-        // settles it, so a replica added while behind or not replicating leaves at once,
-        // rather than after `fall` probes as one believed up would.
+        // An operator's ADD puts it in service at once, as SET ONLINE does (and as Atlas
+        // shows it); the monitor's first probe of it settles it (see `Damper::next`).
+        added.set_online();
         list.push(added);
         self.backends.store(Arc::new(sort_backends(list)));
         self.changed_at_console();

@@ -63,6 +63,13 @@ impl Damper {
         if current != self.seen {
             self.good = 0;
         }
+        // The first probe of a backend settles it, also one an operator put in service at
+        // once (ADD SLAVE): a replica added while not replicating leaves now, rather than
+        // serve stale reads for `fall` probes.
+        let current = match (self.seen, current) {
+            (Health::Unknown, Health::Up) => Health::Unknown,
+            _ => current,
+        };
         let next = self.count(current, finding);
         self.seen = next.as_ref().map_or(current, |(state, _)| *state);
         next
@@ -151,9 +158,11 @@ mod tests {
         Finding::Unfit("replication lag 40s, over the limit".into())
     }
 
-    /// Feeds findings in order, applying each transition, and returns the states seen.
+    /// Feeds findings in order, applying each transition, and returns the states seen; the
+    /// damper has seen `start` already.
     fn run(start: Health, rise: u32, fall: u32, findings: &[Finding]) -> Vec<Health> {
         let mut d = Damper::new(rise, fall);
+        d.seen = start;
         let mut state = start;
         findings
             .iter()
@@ -170,6 +179,7 @@ mod tests {
     fn a_backend_marked_down_between_probes_needs_rise_good_probes() {
         use Health::*;
         let mut d = Damper::new(3, 2);
+        d.seen = Up;
         for _ in 0..5 {
             assert_eq!(d.next(Up, &Finding::Good), None);
         }
@@ -177,6 +187,19 @@ mod tests {
         assert_eq!(d.next(Down, &Finding::Good), None);
         assert_eq!(d.next(Down, &Finding::Good), None);
         assert_eq!(d.next(Down, &Finding::Good), Some((Up, None)));
+    }
+
+    #[test]
+    fn the_first_probe_settles_a_backend_an_operator_added() {
+        // ADD SLAVE puts it up at once; not replicating, it leaves at the first probe.
+        let mut d = Damper::new(2, 3);
+        assert_eq!(
+            d.next(Health::Up, &lag()).map(|(h, _)| h),
+            Some(Health::Excluded)
+        );
+        let mut d = Damper::new(2, 3);
+        assert_eq!(d.next(Health::Up, &Finding::Good), Some((Health::Up, None)));
+        assert_eq!(d.next(Health::Up, &down()), None);
     }
 
     #[test]
