@@ -949,6 +949,15 @@ async fn a_servers_thread_id_kills_no_session() {
     let e = dba.exec_drop("KILL ?", (vid,)).await.unwrap_err();
     let (code, _, message) = server_error(&e).expect("a server error");
     assert_eq!(code, 1295, "{message}");
+    // Nor as dynamic SQL, where a server would read the id as one of its threads.
+    for sql in [
+        format!("EXECUTE IMMEDIATE 'KILL {vid}'"),
+        format!("PREPARE k FROM 'KILL {vid}'"),
+    ] {
+        let e = dba.query_drop(&sql).await.unwrap_err();
+        let (code, _, message) = server_error(&e).expect("a server error");
+        assert_eq!(code, 1235, "{sql}: {message}");
+    }
     let same: u64 = victim
         .query_first("SELECT CONNECTION_ID()")
         .await

@@ -5,6 +5,7 @@ use super::session::{NextTransaction, Session};
 use super::{execute, ClientIo, Prep, SessionEnd};
 use crate::backend::conn::{BackendConn, TRACKED_LIST, TRANSACTION_INFO};
 use crate::backend::relay::{Expect, Relayed};
+use crate::protocol::message::{self, codes};
 use crate::router::classify::{self, Flags, SessionFn, StmtKind};
 use crate::router::{self, Target};
 use crate::session::set_stmt::{self, Assignment};
@@ -100,6 +101,17 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     if answerable_end(c.kind, c.flags, sql) && s.nothing_to_end() {
         s.begin_deferred = false;
         return answer_ok(s, io, shape.key, sql).await;
+    }
+    if (c.kind == StmtKind::PrepareText || c.flags.contains(Flags::CONNECTION_STATE))
+        && classify::dynamic_kill(sql)
+    {
+        io.error(&message::err(
+            codes::NOT_SUPPORTED,
+            "rwproxy: KILL as dynamic SQL (PREPARE ... FROM, EXECUTE IMMEDIATE) would reach a \
+             server as written, where the id is not the proxy's; send KILL as a plain statement",
+        ))
+        .await?;
+        return Ok(());
     }
     // `GET DIAGNOSTICS` runs where the messages are held; when the session's user variables
     // live elsewhere, what it sets there is copied over (see `diagnostics`). The same path

@@ -488,6 +488,28 @@ pub fn kill_target(sql: &[u8]) -> Option<KillTarget> {
     }
 }
 
+/// Whether `sql` runs a `KILL` as dynamic SQL from a literal: `PREPARE s FROM 'KILL 5'`,
+/// `EXECUTE IMMEDIATE 'KILL 5'`. The proxy answers `KILL` itself, as its ids are not the
+/// servers'; as dynamic SQL it would reach a server as written. (From a variable it cannot
+/// be seen.)
+pub fn dynamic_kill(sql: &[u8]) -> bool {
+    let mut lx = Lexer::new(sql);
+    if !matches!(lx.next().sym, Sym::Kw(Kw::Prepare | Kw::Execute)) {
+        return false;
+    }
+    loop {
+        let t = lx.next();
+        match t.sym {
+            Sym::End => return false,
+            Sym::Str => {
+                let body = &sql[t.start + 1..t.end - 1];
+                return Lexer::new(body).next().sym == Sym::Kw(Kw::Kill);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Functions whose value belongs to the client's session, not to the pooled backend
 /// connection a statement happens to run on. The proxy knows their values and writes them
 /// into the statement ([`replace_session_fns`]).
@@ -2562,6 +2584,27 @@ mod tests {
         ];
         for &(sql, want) in cases {
             assert_eq!(kill_target(sql.as_bytes()), want, "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn kill_as_dynamic_sql_is_seen() {
+        for sql in [
+            "PREPARE k FROM 'KILL 5'",
+            "prepare k from \"  /* c */ kill query 5\"",
+            "EXECUTE IMMEDIATE 'KILL CONNECTION 5'",
+        ] {
+            assert!(dynamic_kill(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "PREPARE k FROM 'SELECT ''KILL'''",
+            "PREPARE k FROM @q",
+            "EXECUTE k USING @a",
+            "EXECUTE IMMEDIATE 'SELECT 1'",
+            "SELECT 'KILL 5'",
+            "PREPARE k FROM 'KILL",
+        ] {
+            assert!(!dynamic_kill(sql.as_bytes()), "{sql}");
         }
     }
 
