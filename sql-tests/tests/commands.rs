@@ -969,59 +969,6 @@ async fn a_servers_thread_id_kills_no_session() {
     assert!(victim.query_drop("SELECT 1").await.is_err());
 }
 
-/// A `KILL QUERY` the server will not take (here the user is at its `max_user_connections`,
-/// so the kill's own login is refused) fails for the killer. The session it aimed at keeps its
-/// connection and transaction: closing that connection instead, as for a hung server, would
-/// have rolled back a transaction to stop one statement.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_query_the_server_refuses_leaves_its_target_whole() {
-    let c = cluster().await;
-    let (user, pass) = ("cmd_lim", "cmd_lim_pw");
-    let mut root = c.primary.root_conn().await.unwrap();
-    for sql in [
-        format!("CREATE USER IF NOT EXISTS '{user}'@'127.0.0.1' IDENTIFIED BY '{pass}' WITH MAX_USER_CONNECTIONS 1"),
-        format!("GRANT SELECT ON {DATABASE}.* TO '{user}'@'127.0.0.1'"),
-    ] {
-        root.query_drop(sql).await.unwrap();
-    }
-    c.wait_replicas_caught_up().await.unwrap();
-    let users = format!("[[user]]\nname = \"{user}\"\npassword = \"{pass}\"\n");
-    let p = proxy::start(&proxy::config_toml(c, &[1, 1], &users))
-        .await
-        .unwrap();
-    let opts = mysql_async::OptsBuilder::from_opts(p.opts())
-        .user(Some(user))
-        .pass(Some(pass));
-    let mut target = Conn::new(opts.clone()).await.unwrap();
-    let id: u64 = target
-        .query_first("SELECT CONNECTION_ID()")
-        .await
-        .unwrap()
-        .unwrap();
-    target.query_drop("BEGIN").await.unwrap();
-    let sleeping = tokio::spawn(async move {
-        let r = target.query_first::<u8, _>("SELECT SLEEP(2)").await;
-        (target, r)
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut killer = Conn::new(opts).await.unwrap();
-    let e = killer
-        .query_drop(format!("KILL QUERY {id}"))
-        .await
-        .unwrap_err();
-    let (code, _, message) = server_error(&e).expect("a server error");
-    assert_eq!(code, 1226, "{message}");
-    let (mut target, r) = sleeping.await.unwrap();
-    assert_eq!(r.unwrap(), Some(0), "the statement ran to its end");
-    let in_trx: u8 = target
-        .query_first("SELECT @@in_transaction")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(in_trx, 1, "the transaction is still open");
-    target.query_drop("COMMIT").await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_user_reauthenticates_and_resets_the_session() {
     let (c, p) = setup().await;
