@@ -70,6 +70,7 @@ pub async fn promote(
     let mut conn = connect(target).await?;
     let err = |e| DbError::Server(addr.clone(), e);
     let status = replica_status_of(&mut conn, &addr).await?;
+    let replica = status.is_some();
     let read_only: u8 = conn
         .query_first("SELECT @@read_only")
         .await
@@ -110,7 +111,6 @@ pub async fn promote(
             return Err(e);
         }
     };
-    let replica = replica_status_of(&mut conn, &addr).await?.is_some();
     let cut: &[&str] = if replica {
         &["STOP SLAVE", "RESET SLAVE ALL"]
     } else {
