@@ -7,6 +7,7 @@ pub mod netns;
 pub mod process;
 pub mod proxy;
 pub mod raw;
+pub mod relay;
 pub mod sandbox;
 pub mod sysbench;
 

@@ -6,6 +6,7 @@
 use mysql_async::prelude::*;
 use rwproxy_admin::client::AdminClient;
 use rwproxy_admin::control::{BackendState, BackendStats};
+use rwproxy_sql_tests::relay::Relay;
 use rwproxy_sql_tests::sandbox::{MONITOR_PASSWORD, MONITOR_USER};
 use rwproxy_sql_tests::sysbench::{run, stat};
 use rwproxy_sql_tests::{proxy, Cluster};
@@ -825,4 +826,76 @@ async fn probes_without_an_account_greet_log_in_and_find_a_hung_server() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let aborted = hung.global_status("Aborted_connects").await.unwrap() - aborted_before_hang;
     assert_eq!(aborted, 0, "aborted handshakes after the hang");
+}
+
+/// A write backend behind an address that moves to another server (a VIP whose old node
+/// still answers, a DNS name, a load balancer): once a probe finds another `server_id`
+/// there, connections pooled to the old server are closed, idle ones at once and busy ones
+/// as they come back, so no statement goes on to the old primary. (Before: they served
+/// the old primary, still writable here, for as long as they lived.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_an_address_that_moves_to_another_server() {
+    capture_warnings();
+    let cluster = Cluster::start(1).await.unwrap();
+    let vip = Relay::start(&cluster.primary_addr()).await.unwrap();
+    let toml = proxy::config_toml(&cluster, &[], "").replacen(
+        &format!("\"{}\"", cluster.primary_addr()),
+        &format!("\"{}\"", vip.address),
+        1,
+    ) + &monitor_section(30);
+    assert!(toml.contains(&vip.address));
+    let p = proxy::start(&toml).await.unwrap();
+    // Four transactions at once: four pooled connections to the primary.
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        let mut c = p.conn().await.unwrap();
+        c.query_drop("BEGIN").await.unwrap();
+        assert_eq!(writer_id(&mut c).await, 1);
+        sessions.push(c);
+    }
+    // One stays open across the move; the others come back idle.
+    for c in &mut sessions[1..] {
+        c.query_drop("COMMIT").await.unwrap();
+    }
+    let mut promote = cluster.replicas[0].root_conn().await.unwrap();
+    for sql in [
+        "STOP SLAVE",
+        "RESET SLAVE ALL",
+        "SET GLOBAL read_only = OFF",
+        "CREATE TABLE rwtest.moved (id INT PRIMARY KEY)",
+    ] {
+        promote.query_drop(sql).await.unwrap();
+    }
+    vip.point_to(&cluster.replica_addrs()[0]);
+    let t0 = Instant::now();
+    while warned(&vip.address, "another server answers") == 0
+        && t0.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(warned(&vip.address, "another server answers"), 1);
+    // The open transaction ends where it began; its connection then closes.
+    assert_eq!(writer_id(&mut sessions[0]).await, 1);
+    sessions[0].query_drop("COMMIT").await.unwrap();
+    for c in &mut sessions {
+        assert_eq!(writer_id(c).await, 2);
+        c.query_drop("INSERT INTO moved VALUES (1) ON DUPLICATE KEY UPDATE id = id")
+            .await
+            .unwrap();
+    }
+    let rows: i64 = promote
+        .query_first("SELECT COUNT(*) FROM rwtest.moved")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows, 1);
+    drop(p);
+}
+
+/// The server id of the write backend's connection for the session's next statement.
+async fn writer_id(c: &mut mysql_async::Conn) -> u32 {
+    c.query_first("/*master*/ SELECT @@server_id")
+        .await
+        .unwrap()
+        .unwrap()
 }

@@ -103,11 +103,22 @@ pub struct ServerStatus {
 pub struct Prober {
     target: DbTarget,
     conn: Option<mysql_async::Conn>,
+    /// Probes the connection has served.
+    served: u32,
 }
+
+/// Probes per connection: then the next probe logs in afresh. A kept connection stays with
+/// the server it reached, so behind a name that resolves elsewhere now (DNS, a load
+/// balancer, a VIP whose old node still answers) it would report the old server for ever.
+const PROBES_PER_CONNECTION: u32 = 10;
 
 impl Prober {
     pub fn new(target: DbTarget) -> Self {
-        Prober { target, conn: None }
+        Prober {
+            target,
+            conn: None,
+            served: 0,
+        }
     }
 
     pub fn target(&self) -> &DbTarget {
@@ -143,6 +154,9 @@ impl Prober {
         let server = |e| DbError::Server(addr.clone(), e);
         // A connection that fails its ping may only have been killed on a live server (an
         // operator's KILL, wait_timeout): connecting again tells.
+        if self.served >= PROBES_PER_CONNECTION {
+            self.close().await;
+        }
         if let Some(c) = &mut self.conn {
             if let Err(e) = c.ping().await {
                 tracing::debug!(backend = %addr, "monitor connection lost ({e}); reconnecting");
@@ -151,8 +165,12 @@ impl Prober {
         }
         let conn = match &mut self.conn {
             Some(c) => c,
-            None => self.conn.insert(connect(&self.target).await?),
+            None => {
+                self.served = 0;
+                self.conn.insert(connect(&self.target).await?)
+            }
         };
+        self.served += 1;
         let (read_only, server_id, max_allowed_packet, wait_timeout): (u8, u32, u64, u64) = conn
             .query_first(
                 "SELECT @@read_only, @@server_id, @@global.max_allowed_packet, \

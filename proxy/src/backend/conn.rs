@@ -329,6 +329,8 @@ pub struct BackendConn {
     ///
     /// [`event_threads::slot`]: crate::event_threads::slot
     pub home: usize,
+    /// The pool's generation when it was opened (see `Pool::retire_all`).
+    pub generation: u64,
     /// Set when an exchange was cut off mid-way: the connection must not be reused.
     pub broken: bool,
     /// Holds what a reset would not clean up but a close does (an XA transaction: see
@@ -537,6 +539,7 @@ impl BackendConn {
             wait_timeout: None,
             plain_completion: false,
             home: crate::event_threads::slot(),
+            generation: 0,
             // Until logged in (see the `Drop` impl).
             broken: true,
             close_on_release: false,

@@ -163,7 +163,7 @@ impl Backend {
             .expect("offline lock")
             .get_or_insert_with(std::time::Instant::now);
         self.set_health(Health::Offline);
-        self.pool.clear_idle();
+        self.pool.retire_all();
         tracing::info!(backend = %self.address, "backend set offline");
     }
 
@@ -311,7 +311,7 @@ impl Backend {
             Health::Unknown | Health::Offline => {}
         }
         if !to.serves() {
-            self.pool.clear_idle();
+            self.pool.retire_all();
         }
         self.set_reason(reason);
     }

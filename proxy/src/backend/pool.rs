@@ -76,6 +76,9 @@ pub struct Pool {
     /// The server's global `wait_timeout` as the monitor last read it, seconds (0: not
     /// known): idle connections are closed before the server would.
     server_wait_timeout: AtomicU64,
+    /// Bumped by [`Pool::retire_all`]: a connection opened in an older generation is closed
+    /// when it comes back.
+    generation: AtomicU64,
 }
 
 const KNOWN: u32 = 1 << 16;
@@ -143,6 +146,7 @@ impl Pool {
             plain_completion: AtomicBool::new(false),
             open_stmts: Arc::default(),
             server_wait_timeout: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -203,8 +207,11 @@ impl Pool {
                 }
             },
         };
+        // Read before the dial: one retired while it dials may have reached the old server.
+        let generation = self.generation.load(Ordering::Relaxed);
         let mut conn =
             Box::new(BackendConn::connect(addr, key.clone(), password, &self.dial).await?);
+        conn.generation = generation;
         conn.open_stmts = self.open_stmts.clone();
         let flags = conn.status & crate::protocol::message::SQL_MODE_FLAGS;
         self.sql_mode
@@ -299,14 +306,18 @@ impl Pool {
             return;
         }
         lease.conn.idle_since = now;
-        self.idle
-            .at(lease.conn.home)
-            .lock()
-            .expect("pool lock")
-            .push(Idle {
-                conn: lease.conn,
-                permit: lease.permit,
-            });
+        let mut idle = self.idle.at(lease.conn.home).lock().expect("pool lock");
+        // Read under the lock that `retire_all` clears under, after its bump: a connection
+        // either sees the bump here or is in the list it clears.
+        if lease.conn.generation != self.generation.load(Ordering::Relaxed) {
+            drop(idle);
+            return;
+        }
+        idle.push(Idle {
+            conn: lease.conn,
+            permit: lease.permit,
+        });
+        drop(idle);
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.returned.notify_one();
         }
@@ -456,7 +467,10 @@ impl Pool {
         }
     }
 
-    pub fn clear_idle(&self) {
+    /// Closes every connection: the idle ones now, those in use as they come back. For a
+    /// backend out of service, and for an address that now reaches another server.
+    pub fn retire_all(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
         for part in self.idle.iter() {
             part.lock().expect("pool lock").0.clear();
         }

@@ -150,6 +150,8 @@ async fn watch(
     let mut shortage = false;
     // The server's `max_allowed_packet` last warned about: said once per value.
     let mut warned_limit = None;
+    // The `server_id` the last probe found behind the address.
+    let mut server_id = None;
     let mut tick = crate::timer::interval(cfg.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -220,6 +222,11 @@ async fn watch(
                             }
                             warned_limit = Some(limit);
                         }
+                        if let Some(old) = server_id.filter(|id| *id != status.server_id) {
+                            tracing::warn!(backend = %address, "another server answers at this address now (server_id {old}, now {}): pooled connections to the old one are closed", status.server_id);
+                            b.pool.retire_all();
+                        }
+                        server_id = Some(status.server_id);
                         b.pool.set_server_wait_timeout(status.wait_timeout);
                         let lag = status.replica.as_ref().and_then(|r| r.seconds_behind);
                         b.observe(Some(status.read_only), lag);
