@@ -622,6 +622,8 @@ async fn a_begin_goes_out_with_the_transactions_first_statement() {
         assert_eq!(sid(&mut c, "SELECT @@server_id").await, PRIMARY);
         assert_eq!(sid(&mut c, "SELECT @@in_transaction").await, 1);
         c.query_drop("COMMIT").await.unwrap();
+        // The read goes to a replica: once it has the direct inserts.
+        cl.wait_replicas_caught_up().await.unwrap();
         assert_eq!(
             count_of(&mut c, count, prepared).await,
             2,
