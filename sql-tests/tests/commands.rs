@@ -12,6 +12,7 @@ use rwproxy_admin::client::AdminClient;
 use rwproxy_sql_tests::cli::mariadb;
 use rwproxy_sql_tests::diff::{self, Normalizer, Outcome};
 use rwproxy_sql_tests::raw::{err_text, RawConn};
+use rwproxy_sql_tests::relay::Relay;
 use rwproxy_sql_tests::{proxy, Cluster, APP_PASSWORD, APP_USER, DATABASE};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -460,6 +461,59 @@ async fn kill_query_stops_the_statement_where_it_runs() {
         assert_eq!(rows, Some(i64::from(in_transaction)));
         victim.query_drop("ROLLBACK").await.unwrap();
     }
+}
+
+/// A `KILL QUERY` that the server will not take (its own login refused: too many
+/// connections) fails for the killer, with a class that does not say its connection failed,
+/// and leaves the target's statement, connection and transaction alone. (Before, the target's
+/// connection was closed as if the server were hung, and its transaction lost.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_query_the_server_refuses_leaves_its_target_whole() {
+    let c = cluster().await;
+    let mut d = c.primary.conn().await.unwrap();
+    d.query_drop("CREATE TABLE IF NOT EXISTS kill_refused (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    d.query_drop("DELETE FROM kill_refused").await.unwrap();
+    // The write backend behind a relay that can stand for a server taking no more logins.
+    let front = Relay::start(&c.primary_addr()).await.unwrap();
+    let toml = proxy::config_toml(c, &[1, 1], "").replacen(
+        &format!("\"{}\"", c.primary_addr()),
+        &format!("\"{}\"", front.address),
+        1,
+    );
+    assert!(toml.contains(&front.address));
+    let p = proxy::start(&toml).await.unwrap();
+    let mut target = p.conn().await.unwrap();
+    let tid = target.id();
+    // Logged in (and its schema checked) while the server still takes logins.
+    let mut killer = p.conn().await.unwrap();
+    target.query_drop("BEGIN").await.unwrap();
+    target
+        .query_drop("INSERT INTO kill_refused VALUES (1)")
+        .await
+        .unwrap();
+    let sleeping = tokio::spawn(async move {
+        let r = target.query_first::<i64, _>("SELECT SLEEP(2)").await;
+        (target, r)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    front.refuse(1040, "Too many connections");
+    let e = killer
+        .query_drop(format!("KILL QUERY {tid}"))
+        .await
+        .unwrap_err();
+    front.point_to(&c.primary_addr());
+    let (code, state, message) = server_error(&e).expect("a server error");
+    assert_eq!((code, state.as_str()), (1040, "HY000"), "{message}");
+    let (mut target, slept) = sleeping.await.unwrap();
+    assert_eq!(slept.unwrap(), Some(0), "the statement ran to its end");
+    target.query_drop("COMMIT").await.unwrap();
+    let rows: Option<i64> = d
+        .query_first("SELECT COUNT(*) FROM kill_refused")
+        .await
+        .unwrap();
+    assert_eq!(rows, Some(1), "the transaction committed");
 }
 
 /// A kill that comes while the victim's statement has not gone out yet (here it waits for the
