@@ -488,7 +488,7 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
     // period close as the process exits, as their clients' do).
     monitors.stop().await;
     for b in cluster.backends().iter() {
-        b.pool.retire_all();
+        b.pool.clear_idle();
     }
     tracing::info!("stopped");
     Ok(())

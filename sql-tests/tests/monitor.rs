@@ -831,8 +831,9 @@ async fn probes_without_an_account_greet_log_in_and_find_a_hung_server() {
 /// A write backend behind an address that moves to another server (a VIP whose old node
 /// still answers, a DNS name, a load balancer): once a probe finds another `server_id`
 /// there, connections pooled to the old server are closed, idle ones at once and busy ones
-/// as they come back, so no statement goes on to the old primary. (Before: they served
-/// the old primary, still writable here, for as long as they lived.)
+/// as they come back, so no statement goes on to the old primary; a session pinned there (a
+/// transaction) ends at its next statement. (Before: they served the old primary, still
+/// writable here, for as long as they lived.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_follow_an_address_that_moves_to_another_server() {
     capture_warnings();
@@ -845,6 +846,12 @@ async fn writes_follow_an_address_that_moves_to_another_server() {
     ) + &monitor_section(30);
     assert!(toml.contains(&vip.address));
     let p = proxy::start(&toml).await.unwrap();
+    let mut setup = p.conn().await.unwrap();
+    setup
+        .query_drop("CREATE TABLE moved_txn (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    cluster.wait_replicas_caught_up().await.unwrap();
     // Four transactions at once: four pooled connections to the primary.
     let mut sessions = Vec::new();
     for _ in 0..4 {
@@ -853,10 +860,24 @@ async fn writes_follow_an_address_that_moves_to_another_server() {
         assert_eq!(writer_id(&mut c).await, 1);
         sessions.push(c);
     }
-    // One stays open across the move; the others come back idle.
-    for c in &mut sessions[1..] {
+    // One transaction stays open across the move, with a write; the others end.
+    let mut open = sessions.remove(0);
+    open.query_drop("INSERT INTO moved_txn VALUES (1)")
+        .await
+        .unwrap();
+    for c in &mut sessions {
         c.query_drop("COMMIT").await.unwrap();
     }
+    // And one statement runs across it, its connection busy.
+    let mut busy = sessions.pop().unwrap();
+    let running = tokio::spawn(async move {
+        let id: Option<(u32, u32)> = busy
+            .query_first("/*master*/ SELECT SLEEP(2), @@server_id")
+            .await
+            .unwrap();
+        (busy, id)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut promote = cluster.replicas[0].root_conn().await.unwrap();
     for sql in [
         "STOP SLAVE",
@@ -867,21 +888,48 @@ async fn writes_follow_an_address_that_moves_to_another_server() {
         promote.query_drop(sql).await.unwrap();
     }
     vip.point_to(&cluster.replica_addrs()[0]);
+    let retired = "pooled connections to the old one are closed";
     let t0 = Instant::now();
-    while warned(&vip.address, "another server answers") == 0
-        && t0.elapsed() < Duration::from_secs(10)
-    {
+    while warned(&vip.address, retired) == 0 && t0.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(warned(&vip.address, "another server answers"), 1);
-    // The open transaction ends where it began; its connection then closes.
-    assert_eq!(writer_id(&mut sessions[0]).await, 1);
-    sessions[0].query_drop("COMMIT").await.unwrap();
+    assert_eq!(warned(&vip.address, retired), 1);
+    let (busy, on) = running.await.unwrap();
+    assert_eq!(on, Some((0, 1)), "the busy statement ran where it began");
+    sessions.push(busy);
     for c in &mut sessions {
         assert_eq!(writer_id(c).await, 2);
         c.query_drop("INSERT INTO moved VALUES (1) ON DUPLICATE KEY UPDATE id = id")
             .await
             .unwrap();
+    }
+    // The open transaction cannot follow: it is refused, rolled back where it was, and its
+    // session ends.
+    let e = open.query_drop("COMMIT").await.unwrap_err();
+    let mysql_async::Error::Server(e) = e else {
+        panic!("expected a server error, got {e}")
+    };
+    assert_eq!((e.code, e.state.as_str()), (1927, "70100"), "{}", e.message);
+    assert!(
+        e.message.contains("another server answers"),
+        "{}",
+        e.message
+    );
+    assert!(open.query_drop("SELECT 1").await.is_err(), "session closed");
+    let mut old = cluster.primary.root_conn().await.unwrap();
+    let t0 = Instant::now();
+    loop {
+        let n: i64 = old
+            .query_first("SELECT COUNT(*) FROM rwtest.moved_txn")
+            .await
+            .unwrap()
+            .unwrap();
+        // (Rolled back once the old server reads the close.)
+        if n == 0 || t0.elapsed() > Duration::from_secs(5) {
+            assert_eq!(n, 0, "nothing committed on the old primary");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rows: i64 = promote
         .query_first("SELECT COUNT(*) FROM rwtest.moved")

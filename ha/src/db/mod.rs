@@ -105,12 +105,9 @@ pub struct Prober {
     conn: Option<mysql_async::Conn>,
     /// Probes the connection has served.
     served: u32,
+    /// See [`Prober::fresh_login_every`].
+    fresh_every: Option<u32>,
 }
-
-/// Probes per connection: then the next probe logs in afresh. A kept connection stays with
-/// the server it reached, so behind a name that resolves elsewhere now (DNS, a load
-/// balancer, a VIP whose old node still answers) it would report the old server for ever.
-const PROBES_PER_CONNECTION: u32 = 10;
 
 impl Prober {
     pub fn new(target: DbTarget) -> Self {
@@ -118,7 +115,16 @@ impl Prober {
             target,
             conn: None,
             served: 0,
+            fresh_every: None,
         }
+    }
+
+    /// Logs in afresh every `probes` probes. A kept connection stays with the server it
+    /// reached, so behind an address that reaches another server now (a VIP whose old node
+    /// still answers, a DNS name, a load balancer) it would report the old one for ever.
+    pub fn fresh_login_every(mut self, probes: u32) -> Self {
+        self.fresh_every = Some(probes);
+        self
     }
 
     pub fn target(&self) -> &DbTarget {
@@ -154,8 +160,19 @@ impl Prober {
         let server = |e| DbError::Server(addr.clone(), e);
         // A connection that fails its ping may only have been killed on a live server (an
         // operator's KILL, wait_timeout): connecting again tells.
-        if self.served >= PROBES_PER_CONNECTION {
-            self.close().await;
+        if self.conn.is_some() && self.fresh_every.is_some_and(|n| self.served >= n) {
+            self.served = 0;
+            // The old connection goes only once the new one is in: a server at
+            // `max_connections` would otherwise take the monitor's place, and blind it.
+            match connect(&self.target).await {
+                Ok(fresh) => {
+                    self.close().await;
+                    self.conn = Some(fresh);
+                }
+                Err(e) => {
+                    tracing::debug!(backend = %addr, "monitor's fresh login failed ({e}); probing on the kept connection")
+                }
+            }
         }
         if let Some(c) = &mut self.conn {
             if let Err(e) = c.ping().await {

@@ -163,7 +163,7 @@ impl Backend {
             .expect("offline lock")
             .get_or_insert_with(std::time::Instant::now);
         self.set_health(Health::Offline);
-        self.pool.retire_all();
+        self.pool.clear_idle();
         tracing::info!(backend = %self.address, "backend set offline");
     }
 
@@ -311,7 +311,7 @@ impl Backend {
             Health::Unknown | Health::Offline => {}
         }
         if !to.serves() {
-            self.pool.retire_all();
+            self.pool.clear_idle();
         }
         self.set_reason(reason);
     }

@@ -309,7 +309,7 @@ impl Pool {
         let mut idle = self.idle.at(lease.conn.home).lock().expect("pool lock");
         // Read under the lock that `retire_all` clears under, after its bump: a connection
         // either sees the bump here or is in the list it clears.
-        if lease.conn.generation != self.generation.load(Ordering::Relaxed) {
+        if !self.is_current(lease.conn.generation) {
             drop(idle);
             return;
         }
@@ -467,12 +467,26 @@ impl Pool {
         }
     }
 
-    /// Closes every connection: the idle ones now, those in use as they come back. For a
-    /// backend out of service, and for an address that now reaches another server.
+    /// Closes every connection to the server the address reached until now: the idle ones
+    /// now, those in use as they come back (see `is_current`). For an address that reaches
+    /// another server now.
     pub fn retire_all(&self) {
         self.generation.fetch_add(1, Ordering::Relaxed);
+        self.clear_idle();
+    }
+
+    /// Whether a connection of `generation` was opened since the last [`Pool::retire_all`]:
+    /// one opened before reaches a server no longer behind the address.
+    pub fn is_current(&self, generation: u64) -> bool {
+        generation == self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Closes the idle connections. (Busy ones just proved to work: they stay.)
+    pub fn clear_idle(&self) {
         for part in self.idle.iter() {
-            part.lock().expect("pool lock").0.clear();
+            // Closed (a `COM_QUIT` each) once the lock is let go.
+            let closing = std::mem::take(&mut part.lock().expect("pool lock").0);
+            drop(closing);
         }
     }
 

@@ -195,6 +195,13 @@ async fn kill_on_backend(
     password: &str,
     dial: &Dial,
 ) -> Result<(), BackendError> {
+    if !r.backend.pool.is_current(r.generation) {
+        // Another server answers at the address now, where the thread id names nothing, or
+        // another connection: the statement's own connection is cut instead (see `hung`).
+        return Err(BackendError::Unanswered {
+            addr: r.backend.address.clone(),
+        });
+    }
     let mut conn = BackendConn::connect(&r.backend.address, key, password, dial).await?;
     let scope = if query_only { "QUERY" } else { "CONNECTION" };
     let result = conn.run(&format!("KILL {scope} {}", r.thread_id)).await;

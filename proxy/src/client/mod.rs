@@ -481,6 +481,9 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
             // Like a server, close without a word.
             return Err(SessionEnd::Killed);
         }
+        if s.end_after_reply {
+            return Ok(());
+        }
         match wait_for_command(s, &status, io, idle_since, info.wait_timeout).await? {
             Wake::Command => {}
             Wake::IdleTimeout => return Err(SessionEnd::IdleTimeout),
@@ -1018,8 +1021,7 @@ pub async fn execute(
         };
         match s.status.start_running(
             &c.backend,
-            c.lease.conn.thread_id,
-            c.lease.conn.fd,
+            &c.lease.conn,
             target == Target::Read && !was_pinned,
         ) {
             Ok(()) => {}

@@ -11,6 +11,7 @@
 //! end of input on to the backend running its statement (see
 //! `SessionStatus::pass_on_client_eof`).
 
+use crate::backend::conn::BackendConn;
 use crate::backend::{Backend, Health};
 use crate::session::names;
 use dashmap::DashMap;
@@ -171,6 +172,9 @@ pub struct Running {
     pub thread_id: u32,
     /// That connection's socket.
     backend_fd: RawFd,
+    /// That connection's pool generation: once it is not the pool's, the thread id is one
+    /// of a server no longer behind the address (see `Pool::retire_all`).
+    pub generation: u64,
 }
 
 /// In declaration order (`repr(C)`): what every command reads or writes (two cache lines
@@ -419,7 +423,7 @@ impl SessionStatus {
         password.clone_into(&mut now.password);
     }
 
-    /// The session's statement is about to go out on `thread_id` of `backend`, unless killed.
+    /// The session's statement is about to go out on `conn` of `backend`, unless killed.
     /// Decided under the lock a kill takes to find the running statement, and a kill marks
     /// the session first: so the kill either finds the statement running and kills it on its
     /// backend, or the statement never starts. (A command that had arrived before the kill,
@@ -428,22 +432,23 @@ impl SessionStatus {
     pub fn start_running(
         &self,
         backend: &Arc<Backend>,
-        thread_id: u32,
-        backend_fd: RawFd,
+        conn: &BackendConn,
         read: bool,
     ) -> Result<(), Killed> {
         let mut slot = self.running.lock().expect("running lock");
         self.statement_killed()?;
         match &mut slot.last {
             Some(r) if Arc::ptr_eq(&r.backend, backend) => {
-                r.thread_id = thread_id;
-                r.backend_fd = backend_fd;
+                r.thread_id = conn.thread_id;
+                r.backend_fd = conn.fd;
+                r.generation = conn.generation;
             }
             last => {
                 *last = Some(Running {
                     backend: backend.clone(),
-                    thread_id,
-                    backend_fd,
+                    thread_id: conn.thread_id,
+                    backend_fd: conn.fd,
+                    generation: conn.generation,
                 });
             }
         }

@@ -112,6 +112,9 @@ pub struct Session {
     /// Every session, for `KILL`.
     pub registry: Arc<Registry>,
     pub pinned: Option<Checkout>,
+    /// The session ends once this command is answered: its pinned connection was to a server
+    /// no longer behind its backend's address (see `checkout`).
+    pub end_after_reply: bool,
     /// The pinned connection holds messages of the session's (its last statement warned or
     /// failed, and those after kept them): a transaction's end keeps them, so the connection
     /// is then held for them rather than given back (see `finish`).
@@ -229,6 +232,7 @@ impl Session {
             state: SessionState::default(),
             pinned: None,
             pinned_messages: false,
+            end_after_reply: false,
             held: None,
             on_held: false,
             read_on_primary: false,
@@ -529,6 +533,21 @@ impl Session {
                         "rwproxy: backend {} was taken offline and its drain time ({} s) ran out; the transaction was rolled back",
                         c.backend.address,
                         drain.as_secs()
+                    ),
+                ));
+            }
+            if !c.backend.pool.is_current(c.lease.conn.generation) {
+                // Its server is no longer behind the address (a failover moved it): what the
+                // session holds there (a transaction, variables, locks) cannot follow, and a
+                // commit there would be a write the new primary never sees. The session
+                // ends, as a direct client's connection to the moved address would.
+                tracing::warn!(backend = %c.backend.address, session = self.id, "another server answers at the session's backend now; closing the session, whose connection is to the old one (its transaction rolls back there)");
+                self.end_after_reply = true;
+                return Err(message::err(
+                    codes::CONNECTION_KILLED,
+                    format!(
+                        "rwproxy: another server answers at backend {} now (a failover); this session's connection to the old one was closed, and its transaction rolled back",
+                        c.backend.address
                     ),
                 ));
             }
@@ -864,7 +883,7 @@ impl Session {
                 // then fail only where they would have without the proxy... except here. Open
                 // a fresh connection instead so the client sees "No database selected".
                 None => {
-                    let open_stmts = conn.open_stmts.clone();
+                    let (open_stmts, generation) = (conn.open_stmts.clone(), conn.generation);
                     *conn = BackendConn::connect(
                         addr,
                         self.key.clone(),
@@ -873,6 +892,7 @@ impl Session {
                     )
                     .await?;
                     conn.open_stmts = open_stmts;
+                    conn.generation = generation;
                 }
             }
         }
@@ -1225,9 +1245,10 @@ impl Session {
             // Taken out by an operator: its connections close as their sessions let go.
             return;
         }
-        // Held an XA transaction: closing (not resetting) it leaves that to the server. Every
-        // connection a session gives back comes through here.
-        if lease.conn.close_on_release {
+        // Held an XA transaction: closing (not resetting) it leaves that to the server. Or to
+        // a server no longer behind the address: no reset either (see `Pool::release`).
+        // Every connection a session gives back comes through here.
+        if lease.conn.close_on_release || !backend.pool.is_current(lease.conn.generation) {
             return;
         }
         if lease.conn.needs_reset() {

@@ -111,6 +111,9 @@ enum Outcome {
     Silent,
 }
 
+/// Probes of a write backend per monitor login.
+const FRESH_LOGIN_EVERY: u32 = 10;
+
 /// How often a server that refused the monitor's login is probed.
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
 
@@ -122,17 +125,22 @@ async fn watch(
     packet_limit: usize,
     (mut stopping, _live): (tokio::sync::watch::Receiver<bool>, Arc<()>),
 ) {
-    let Some(address) = backend.upgrade().map(|b| b.address.clone()) else {
+    let Some((address, role)) = backend.upgrade().map(|b| (b.address.clone(), b.role)) else {
         return;
     };
     // Its own deadline is `LINGER`; the monitor's `timeout` is applied here, around it.
     let mut prober = cfg.user.as_ref().map(|(user, password)| {
-        Prober::new(DbTarget {
+        let p = Prober::new(DbTarget {
             address: address.clone(),
             user: user.clone(),
             password: password.clone(),
             timeout: LINGER.max(cfg.timeout),
-        })
+        });
+        // To see another server answer at a write backend's address (see `server_id`).
+        match role {
+            Role::ReadWrite => p.fresh_login_every(FRESH_LOGIN_EVERY),
+            Role::ReadOnly => p,
+        }
     });
     // A probe that got no answer within `timeout` is kept and waited on again at the next
     // tick rather than dropped and started over: a server that hangs keeps each connection
@@ -222,7 +230,11 @@ async fn watch(
                             }
                             warned_limit = Some(limit);
                         }
-                        if let Some(old) = server_id.filter(|id| *id != status.server_id) {
+                        // Write backends only: a read address may be a balancer over replicas
+                        // (the read VIP), where each login may reach another of them, and a
+                        // stale read connection writes nothing anywhere.
+                        let moved = server_id.filter(|id| *id != status.server_id);
+                        if let Some(old) = moved.filter(|_| role == Role::ReadWrite) {
                             tracing::warn!(backend = %address, "another server answers at this address now (server_id {old}, now {}): pooled connections to the old one are closed", status.server_id);
                             b.pool.retire_all();
                         }
