@@ -158,8 +158,6 @@ impl Prober {
     async fn probe_inner(&mut self) -> Result<ServerStatus, DbError> {
         let addr = self.target.address.clone();
         let server = |e| DbError::Server(addr.clone(), e);
-        // A connection that fails its ping may only have been killed on a live server (an
-        // operator's KILL, wait_timeout): connecting again tells.
         if self.conn.is_some() && self.fresh_every.is_some_and(|n| self.served >= n) {
             self.served = 0;
             // The old connection goes only once the new one is in: a server at
@@ -174,6 +172,8 @@ impl Prober {
                 }
             }
         }
+        // A connection that fails its ping may only have been killed on a live server (an
+        // operator's KILL, wait_timeout): connecting again tells.
         if let Some(c) = &mut self.conn {
             if let Err(e) = c.ping().await {
                 tracing::debug!(backend = %addr, "monitor connection lost ({e}); reconnecting");

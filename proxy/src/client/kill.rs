@@ -215,15 +215,43 @@ async fn kill_on_backend(
 }
 
 /// The kill got no answer at all: the server is hung or cut off, and so may be the
-/// statement's connection. (A refused connection is an answer: nothing listens there now.)
+/// statement's connection. (A refused connection is an answer: nothing listens there now.
+/// Nor is a shortage of descriptors or memory here a sign of the server's.)
 fn hung(e: &BackendError) -> bool {
     match e {
         BackendError::Connect { source, .. } => {
             source.kind() != std::io::ErrorKind::ConnectionRefused
+                && !rwproxy_ha::db::is_local_shortage(source)
         }
         BackendError::ConnectTimeout { .. }
         | BackendError::Io(_)
         | BackendError::Unanswered { .. } => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect_failed(errno: i32) -> BackendError {
+        BackendError::Connect {
+            addr: "192.0.2.1:3306".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    /// Only silence cuts the target's connection: a server that refuses, or a proxy short of
+    /// descriptors, leaves it alone and tells the killer.
+    #[test]
+    fn only_a_kill_without_an_answer_counts_as_hung() {
+        assert!(hung(&connect_failed(libc::ETIMEDOUT)));
+        assert!(hung(&connect_failed(libc::EHOSTUNREACH)));
+        assert!(hung(&BackendError::ConnectTimeout {
+            addr: "192.0.2.1:3306".into()
+        }));
+        assert!(!hung(&connect_failed(libc::ECONNREFUSED)));
+        assert!(!hung(&connect_failed(libc::EMFILE)));
+        assert!(!hung(&connect_failed(libc::ENFILE)));
     }
 }
