@@ -16,8 +16,18 @@ use std::time::Duration;
 struct Clients {
     entries: Vec<String>,
     filter: ClientFilter,
-    /// LVS directors (`lvs-ips`): refused while the proxy is "offline for LVS".
+    /// LVS directors (`lvs-ips`): let in whatever `client-ips` says, and refused while the
+    /// proxy is "offline for LVS".
     lvs: Vec<IpAddr>,
+}
+
+impl Clients {
+    /// Compared in canonical form, as `ClientFilter` does: on a `[::]` listener an IPv4
+    /// director arrives as `::ffff:a.b.c.d`, and would never match the `a.b.c.d` configured.
+    fn is_lvs(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.lvs.iter().any(|l| l.to_canonical() == ip)
+    }
 }
 
 pub struct Cluster {
@@ -30,7 +40,7 @@ pub struct Cluster {
     editing: Mutex<()>,
     users: RwLock<Arc<BTreeMap<String, String>>>,
     clients: RwLock<Arc<Clients>>,
-    /// SIGUSR1 sets it, SIGUSR2 clears it (see `lvs_offline`).
+    /// SIGUSR2 sets it, SIGUSR1 clears it, as in Atlas (see `set_lvs_offline`).
     lvs_offline: AtomicBool,
     /// How long sessions pinned to an offline or removed backend may keep using it
     /// (`drain-timeout`, admin `SET drain_timeout = seconds`).
@@ -217,8 +227,12 @@ impl Cluster {
         })
     }
 
+    /// Whether `client-ips` lets `ip` in. An LVS director always passes, as in Atlas (whose
+    /// sample says to set `lvs-ips` whenever `client-ips` is): its health checks must reach
+    /// the proxy whatever the application clients' list says.
     pub fn client_allowed(&self, ip: IpAddr) -> bool {
-        self.clients.read().expect("clients lock").filter.allows(ip)
+        let clients = self.clients.read().expect("clients lock");
+        clients.filter.allows(ip) || clients.is_lvs(ip)
     }
 
     /// Atlas's LVS drain: while set, connections from the `lvs-ips` directors are closed
@@ -244,19 +258,10 @@ impl Cluster {
             .store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Whether a connection from `ip` is an LVS director's to be turned away now. Compared in
-    /// canonical form, as `client_allowed` does: on a `[::]` listener an IPv4 director arrives
-    /// as `::ffff:a.b.c.d`, and would never match the `a.b.c.d` configured.
+    /// Whether a connection from `ip` is an LVS director's to be turned away now.
     pub fn refuses_lvs(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
         self.lvs_offline.load(Ordering::Relaxed)
-            && self
-                .clients
-                .read()
-                .expect("clients lock")
-                .lvs
-                .iter()
-                .any(|l| l.to_canonical() == ip)
+            && self.clients.read().expect("clients lock").is_lvs(ip)
     }
 
     pub fn clients(&self) -> Vec<String> {

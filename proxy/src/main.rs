@@ -414,8 +414,9 @@ async fn serve(cfg: config::Config, ready: &mut Option<process::Ready>) -> Resul
                     Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
                 }
             }
-            _ = usr1.recv() => cluster.set_lvs_offline(true),
-            _ = usr2.recv() => cluster.set_lvs_offline(false),
+            // As Atlas: USR1 online, USR2 offline.
+            _ = usr1.recv() => cluster.set_lvs_offline(false),
+            _ = usr2.recv() => cluster.set_lvs_offline(true),
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("SIGINT: shutting down");
                 break;

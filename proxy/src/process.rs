@@ -173,7 +173,7 @@ static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// The supervisor's handler: scripts and init systems signal the process they started (or
 /// the pid file's), so the proxy must get what the supervisor gets — SIGHUP reloads,
-/// SIGUSR1/2 drain and restore the LVS pool, SIGTERM stops.
+/// SIGUSR1/2 restore and drain the LVS pool, SIGTERM stops.
 extern "C" fn forward(sig: libc::c_int) {
     if sig == libc::SIGTERM || sig == libc::SIGINT {
         STOPPING.store(true, Ordering::SeqCst);

@@ -19,7 +19,7 @@
 //! | `proxy-read-only-backend-addresses` | read-only backends `host[:port][@weight]` |
 //! | `pwds` | users, `user:encrypted`, decrypted with [`super::pwcrypt`] |
 //! | `client-ips` | allow-list, see [`super::ClientFilter`] |
-//! | `lvs-ips` | LVS directors that health-check the proxy: SIGUSR1 turns them away |
+//! | `lvs-ips` | LVS directors that health-check the proxy: SIGUSR2 turns them away, SIGUSR1 back in |
 //! | `charset`, `instance`, `log-path`, `daemon`, `keepalive` | same-named fields |
 //! | `event-threads` | `event_threads` (0 = one per core, also the default) |
 //! | `log-level` | message→info, warning→warn, critical/error→error, debug→debug |

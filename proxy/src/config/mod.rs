@@ -253,8 +253,8 @@ pub struct Config {
     /// The open-files limit set at start (`max-open-files`); `None`: the hard limit.
     pub max_open_files: Option<u64>,
     /// Addresses of LVS directors whose health checks decide whether this proxy gets
-    /// traffic: after SIGUSR1 their connections are refused (the director takes this proxy
-    /// out), after SIGUSR2 accepted again (Atlas's `lvs-ips`).
+    /// traffic: after SIGUSR2 their connections are refused (the director takes this proxy
+    /// out), after SIGUSR1 accepted again (Atlas's `lvs-ips`). They pass `client-ips`.
     pub lvs_ips: Vec<std::net::IpAddr>,
     /// VRRP instances holding the write VIP (`[ha]` in TOML; Atlas files have none).
     pub vrrp: Vec<rwproxy_ha::vrrp::Instance>,
