@@ -1263,6 +1263,17 @@ async fn reset_connection_clears_the_session_but_keeps_the_schema() {
         let direct = diff::run_text(&mut d, sql, &n).await;
         assert_same(sql, &via, &direct);
     }
+    // A failed prepare's error is forgotten too (the proxy answered it from its own memory
+    // afterwards: 1064 in SHOW WARNINGS, @@error_count 1).
+    for conn in [&mut v, &mut d] {
+        conn.prep("SELEC 2").await.unwrap_err();
+        assert!(conn.reset().await.unwrap());
+    }
+    for sql in ["SHOW WARNINGS", "SELECT @@warning_count, @@error_count"] {
+        let via = diff::run_text(&mut v, sql, &n).await;
+        let direct = diff::run_text(&mut d, sql, &n).await;
+        assert_same(sql, &via, &direct);
+    }
 }
 
 /// `PREPARE ... FROM` leaves a statement on one server connection, so the session stays on

@@ -293,12 +293,12 @@ impl Scanner {
     fn eof(&mut self, body: &[u8]) -> Completion {
         let c = message::parse_eof(body).unwrap_or_default();
         if c.status & SERVER_SESSION_STATE_CHANGED != 0 {
-            if self.track.characteristics {
-                // While a `SET TRANSACTION` waits, this may be the statement that used it up
-                // (a result set touching a transactional table) or not (a non-transactional
-                // one with autocommit off; a tracked variable's change): the session asks.
-                self.out.changes.get_or_insert_with(Box::default).unreported = true;
-            }
+            // A result set that changed the session: a write that returns rows (`RETURNING`,
+            // a stored function's) committed a GTID no packet could report, or, while a
+            // `SET TRANSACTION` waits, this may be the statement that used it up (a result
+            // set touching a transactional table) or not (a non-transactional one with
+            // autocommit off; a tracked variable's change). The session deals with both.
+            self.out.changes.get_or_insert_with(Box::default).unreported = true;
             // Nor can the client tell whose change the flag announces: when the proxy
             // switched transaction tracking on for it, the flag is taken as the proxy's.
             let client_sees = self.track.client_tracks
@@ -614,8 +614,8 @@ async fn local_infile<CR: AsyncRead + Unpin>(
 mod tests {
     use super::*;
 
-    /// While the proxy tracks transaction characteristics, an EOF's state-changed flag (an
-    /// autocommit read of an InnoDB table, captured from MariaDB 10.11: status 0x4022) is
+    /// An EOF's state-changed flag (an autocommit read of an InnoDB table while the proxy
+    /// tracks transaction characteristics, captured from MariaDB 10.11: status 0x4022) is
     /// noted for the session to ask about, and kept from a client that tracks no
     /// transaction state; without that tracking it reaches a client that tracks.
     #[test]
@@ -641,7 +641,7 @@ mod tests {
         };
         let mut scan = Scanner::new(Expect::Results, plain, None, false, false);
         scan.eof(&eof);
-        assert!(scan.out.changes.is_none());
+        assert!(scan.out.changes.as_ref().is_some_and(|c| c.unreported));
         assert_eq!(scan.replacement, None);
     }
 

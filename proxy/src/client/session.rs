@@ -385,7 +385,7 @@ impl Session {
     pub fn switch_user(&mut self, user: &str, password: String, collation: u8) {
         if *self.key.user != *user {
             // Read-your-writes may be set per user.
-            self.ryw = read_your_writes::Tracker::new(&self.cluster.read_your_writes(), user);
+            self.ryw.switch_user(&self.cluster.read_your_writes(), user);
         }
         self.key.user = names::intern(user);
         self.key.collation = collation;
@@ -411,6 +411,8 @@ impl Session {
         self.last_insert_id = 0;
         self.row_count = 0;
         self.row_count_on = None;
+        // A server forgets its errors and warnings with the rest.
+        self.proxy_error = None;
         self.autocommit = true;
         self.begin_deferred = false;
         self.set_wait_timeout(self.login_wait_timeout);
@@ -570,6 +572,10 @@ impl Session {
                         !read_on_primary
                             && h.backend.serves()
                             && !exclude.iter().any(|b| Arc::ptr_eq(b, &h.backend))
+                            // A replica only if it shows the session its writes as it is
+                            // (read-your-writes would otherwise wait, or go to the primary).
+                            && (h.backend.role == crate::config::Role::ReadWrite
+                                || self.ryw.plan(&h.backend.address) == ReadPlan::Replica)
                     }
                     Target::Write | Target::Session => self
                         .cluster

@@ -110,6 +110,14 @@ impl Tracker {
         self.mode
     }
 
+    /// The session goes on as `user` (`COM_CHANGE_USER`), whose mode may differ. What it
+    /// wrote before is still to be seen: on a server the connection is the same.
+    pub fn switch_user(&mut self, settings: &Settings, user: &str) {
+        self.mode = settings.mode_for(user);
+        self.window = settings.window;
+        self.timeout = settings.timeout;
+    }
+
     /// A statement that changed data committed; `gtid` is what the server tracked for it.
     /// In causal mode a write whose GTID is unknown (the server did not say) keeps reads on
     /// the write backend for the window instead, so they are never stale.
@@ -119,7 +127,10 @@ impl Tracker {
             Mode::PrimaryWindow => self.last_write = Some(Instant::now()),
             Mode::Causal => match gtid.filter(|g| is_gtid_list(g)) {
                 Some(g) => {
-                    self.gtid = Some(g.to_string());
+                    self.gtid = Some(match &self.gtid {
+                        Some(old) => merge_gtids(old, g),
+                        None => g.to_string(),
+                    });
                     self.last_write = None;
                     self.caught_up.clear();
                 }
@@ -160,6 +171,19 @@ fn is_gtid_list(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
 }
 
+/// `old` with each replication domain `new` names at `new`'s position. A replica may apply
+/// domains out of order (parallel replication), so the session waits for its last write in
+/// every domain it wrote in, not only for its very last write.
+fn merge_gtids(old: &str, new: &str) -> String {
+    let domain = |g: &str| g.split('-').next().unwrap_or_default().to_string();
+    let mut merged: Vec<&str> = old
+        .split(',')
+        .filter(|o| !new.split(',').any(|n| domain(n) == domain(o)))
+        .collect();
+    merged.extend(new.split(','));
+    merged.join(",")
+}
+
 /// The statement a replica runs before a causal read: `0` when it has applied `gtid` within
 /// `timeout`, `-1` when it timed out.
 pub fn wait_statement(gtid: &str, timeout: Duration) -> String {
@@ -187,6 +211,31 @@ mod tests {
         let mut t = tracker(Mode::Off);
         t.wrote(Some("0-1-5"));
         assert_eq!(t.plan("r1"), ReadPlan::Replica);
+    }
+
+    #[test]
+    fn writes_in_several_domains_are_all_waited_for() {
+        let settings = Settings {
+            mode: Mode::Causal,
+            ..Default::default()
+        };
+        let mut t = Tracker::new(&settings, "app");
+        t.wrote(Some("0-1-5"));
+        t.wrote(Some("7-1-2"));
+        t.wrote(Some("0-1-6"));
+        assert!(matches!(t.plan("r1"), ReadPlan::WaitFor("7-1-2,0-1-6", _)));
+    }
+
+    #[test]
+    fn a_write_is_still_to_be_seen_after_a_change_of_user() {
+        let settings = Settings {
+            mode: Mode::Causal,
+            ..Default::default()
+        };
+        let mut t = Tracker::new(&settings, "app");
+        t.wrote(Some("0-1-5"));
+        t.switch_user(&settings, "other");
+        assert!(matches!(t.plan("r1"), ReadPlan::WaitFor("0-1-5", _)));
     }
 
     #[test]
