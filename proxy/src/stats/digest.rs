@@ -14,6 +14,19 @@ use std::sync::Mutex;
 /// entry so a workload of ever-new statement shapes cannot grow memory without bound.
 const MAX_DIGESTS: usize = 10_000;
 const OTHER: &str = "(other statements beyond the digest table's limit)";
+/// Longest normalised text a digest keeps (the key still hashes all of it): a table of
+/// 10 000 digests of megabyte statements held gigabytes, for good.
+const MAX_TEXT: usize = 2048;
+
+/// `normalised` as a digest keeps it: its first [`MAX_TEXT`] bytes, and `...` if cut.
+fn stored_text(normalised: &[u8]) -> String {
+    match normalised.get(..MAX_TEXT) {
+        Some(head) if normalised.len() > MAX_TEXT => {
+            String::from_utf8_lossy(head).into_owned() + "..."
+        }
+        _ => String::from_utf8_lossy(normalised).into_owned(),
+    }
+}
 
 /// Keys are already hashes of the digest text: the map need not hash them again.
 type KeyHasher = std::hash::BuildHasherDefault<rustc_hash::FxHasher>;
@@ -64,7 +77,7 @@ impl Digests {
                 text: if key == 0 {
                     OTHER.to_string()
                 } else {
-                    String::from_utf8_lossy(scratch).into_owned()
+                    stored_text(scratch)
                 },
                 count: 0,
                 total_us: 0,
@@ -262,7 +275,46 @@ pub fn normalise(sql: &[u8], out: &mut Vec<u8>) -> bool {
     while out.last() == Some(&b' ') || out.last() == Some(&b';') {
         out.pop();
     }
+    fold_rows(out);
     literal_only
+}
+
+/// Folds runs of the same tuple of placeholders (`VALUES (?,...),(?,...),(?,...)`) into
+/// one and `,...`: a bulk insert is one shape whatever its row count. (Each row count was a
+/// digest of its own, as long as the statement, kept for good.)
+fn fold_rows(out: &mut Vec<u8>) {
+    const TUPLES: [&[u8]; 2] = [b"(?,...)", b"(?)"];
+    let n = out.len();
+    let (mut r, mut w) = (0, 0);
+    while r < n {
+        let Some(t) = TUPLES.iter().find(|t| out[r..].starts_with(t)) else {
+            out[w] = out[r];
+            (r, w) = (r + 1, w + 1);
+            continue;
+        };
+        out.copy_within(r..r + t.len(), w);
+        (r, w) = (r + t.len(), w + t.len());
+        let mut folded = false;
+        loop {
+            // `,` between tuples, a space on either side kept by the normalising.
+            let mut s = r + usize::from(out.get(r) == Some(&b' '));
+            if out.get(s) != Some(&b',') {
+                break;
+            }
+            s += 1;
+            s += usize::from(out.get(s) == Some(&b' '));
+            if !out[s..].starts_with(t) {
+                break;
+            }
+            (r, folded) = (s + t.len(), true);
+        }
+        if folded {
+            // At least a `,` and a tuple were skipped: room for `,...`.
+            out[w..w + 4].copy_from_slice(b",...");
+            w += 4;
+        }
+    }
+    out.truncate(w);
 }
 
 /// How [`copy_plain`] treats a byte. The two classes copied without a second look come
@@ -398,6 +450,21 @@ mod tests {
     }
 
     #[test]
+    fn a_long_statement_keeps_a_short_text() {
+        let sql = format!(
+            "SELECT '{}', a{} FROM t",
+            "x".repeat(5000),
+            "b".repeat(3000)
+        );
+        let mut scratch = Vec::new();
+        normalise(sql.as_bytes(), &mut scratch);
+        let text = stored_text(&scratch);
+        assert_eq!(text.len(), MAX_TEXT + 3);
+        assert!(text.starts_with("SELECT ?, abbb") && text.ends_with("b..."));
+        assert_eq!(stored_text(b"SELECT ?"), "SELECT ?");
+    }
+
+    #[test]
     fn which_rows_found_rows_counts() {
         let text = |sql: &str| {
             let mut out = Vec::new();
@@ -446,7 +513,23 @@ mod tests {
         );
         assert_eq!(
             norm("INSERT INTO t VALUES (1,'a'),(2,'b')"),
-            "INSERT INTO t VALUES (?,...),(?,...)"
+            "INSERT INTO t VALUES (?,...),..."
+        );
+        assert_eq!(
+            norm("INSERT INTO t VALUES (1,'a') , (2,'b'), (3, 'c') ON DUPLICATE KEY UPDATE v=1"),
+            "INSERT INTO t VALUES (?,...),... ON DUPLICATE KEY UPDATE v=?"
+        );
+        assert_eq!(
+            norm("INSERT INTO t VALUES (1),(2),(3)"),
+            norm("INSERT INTO t VALUES (4),(5)")
+        );
+        assert_eq!(
+            norm("INSERT INTO t VALUES (1,2),(now()),(3)"),
+            "INSERT INTO t VALUES (?,...),(now()),(?)"
+        );
+        assert_eq!(
+            norm("SELECT 0 IN ((0),(0),(0))"),
+            norm("SELECT 0 IN ((0),(0))")
         );
         assert_eq!(
             norm("SELECT col1, t2.c3 FROM `t 1` /* hi */ -- x\n WHERE x>-7"),
