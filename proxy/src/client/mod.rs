@@ -484,6 +484,11 @@ async fn run(s: &mut Session, io: &mut ClientIo, info: &ClientSettings) -> Resul
         if s.end_after_reply {
             return Ok(());
         }
+        if packet.capacity() > trim::BIG_BUFFER {
+            // Grown for the last command alone.
+            trim::freed(packet.capacity());
+            packet = Vec::with_capacity(1024);
+        }
         match wait_for_command(s, &status, io, idle_since, info.wait_timeout).await? {
             Wake::Command => {}
             Wake::IdleTimeout => return Err(SessionEnd::IdleTimeout),

@@ -68,6 +68,9 @@ pub fn packet_count(len: usize) -> u8 {
 }
 
 /// Buffered packet reader over any byte stream.
+/// What a reader buffers ahead at a time.
+const READ_BUF: usize = 16 * 1024;
+
 pub struct PacketReader<R> {
     inner: R,
     buf: BytesMut,
@@ -82,7 +85,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
     pub fn new(inner: R) -> Self {
         Self {
             inner,
-            buf: BytesMut::with_capacity(16 * 1024),
+            buf: BytesMut::with_capacity(READ_BUF),
             stall: None,
             limit: MAX_LOGICAL,
         }
@@ -143,6 +146,11 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
             }
             out.extend_from_slice(&self.buf[4..total]);
             self.buf.advance(total);
+            if total > crate::client::trim::BIG_BUFFER && self.buf.is_empty() {
+                // Grown for this packet alone: not kept for the rest of the connection.
+                crate::client::trim::freed(self.buf.capacity());
+                self.buf = BytesMut::with_capacity(READ_BUF);
+            }
             if len != MAX_PAYLOAD {
                 return Ok(seq);
             }
@@ -241,7 +249,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
 
     async fn fill(&mut self) -> io::Result<()> {
         if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(16 * 1024);
+            self.buf.reserve(READ_BUF);
         }
         let n = self.inner.read_buf(&mut self.buf).await?;
         if n == 0 {
@@ -356,6 +364,12 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
         if !self.buf.is_empty() {
             write_all(&mut self.inner, self.stall, &self.buf).await?;
             self.buf.clear();
+            if self.buf.capacity() > crate::client::trim::BIG_BUFFER {
+                // Grown for one big packet (a command passed on whole): not kept for the
+                // rest of the connection, which a pool may keep for long.
+                crate::client::trim::freed(self.buf.capacity());
+                self.buf = Vec::with_capacity(FLUSH_AT);
+            }
         }
         Ok(())
     }
@@ -503,6 +517,23 @@ mod tests {
             assert_eq!(out, payload, "size {size}");
             assert_eq!(usize::from(last), size / MAX_PAYLOAD);
         }
+    }
+
+    /// A buffer grown for one big packet is not kept: an idle session or pooled connection
+    /// held each one's size.
+    #[tokio::test]
+    async fn buffers_grown_for_a_big_packet_are_given_back() {
+        let payload = vec![7u8; 3 * 1024 * 1024];
+        let mut w = PacketWriter::new(Vec::new());
+        w.write_packet(0, &payload).await.unwrap();
+        w.flush().await.unwrap();
+        assert!(w.buf.capacity() <= FLUSH_AT, "{}", w.buf.capacity());
+        let wire = std::mem::take(w.get_mut());
+        let mut r = PacketReader::new(&wire[..]);
+        let mut out = Vec::new();
+        r.read_logical(&mut out).await.unwrap();
+        assert_eq!(out.len(), payload.len());
+        assert!(r.buf.capacity() <= READ_BUF, "{}", r.buf.capacity());
     }
 
     /// `has_whole_packet` says whether `read_logical` can finish from the buffer alone.
