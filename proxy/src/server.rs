@@ -187,7 +187,7 @@ pub async fn serve(
             .clients_accepted
             .fetch_add(1, Ordering::Relaxed);
         if cluster.refuses_lvs(peer.ip()) {
-            tracing::debug!(client = %peer, "LVS director refused: offline for LVS (SIGUSR1)");
+            tracing::debug!(client = %peer, "LVS director refused: offline for LVS (SIGUSR2)");
             drop(stream);
             continue;
         }

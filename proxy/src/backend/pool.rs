@@ -249,8 +249,10 @@ impl Pool {
                         .or_else(|| v.len().checked_sub(1))?;
                     Some(v.remove(at))
                 })?;
-            if now.saturating_duration_since(conn.idle_since) > Duration::from_secs(1)
-                && conn.looks_closed()
+            // (Retired between `retire_all`'s bump and its clearing of this list.)
+            if !self.is_current(conn.generation)
+                || now.saturating_duration_since(conn.idle_since) > Duration::from_secs(1)
+                    && conn.looks_closed()
             {
                 continue;
             }
@@ -354,10 +356,11 @@ impl Pool {
             let Some(Idle { mut conn, permit }) = lent else {
                 continue;
             };
-            if now.saturating_duration_since(conn.idle_since) > Duration::from_secs(1)
-                && conn.looks_closed()
+            if !self.is_current(conn.generation)
+                || now.saturating_duration_since(conn.idle_since) > Duration::from_secs(1)
+                    && conn.looks_closed()
             {
-                // Closed by the server while idle: its permit makes the room.
+                // Closed by the server while idle (or retired): its permit makes the room.
                 return Some(Err(permit));
             }
             return Some(Ok(Lease {

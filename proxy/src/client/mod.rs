@@ -1180,16 +1180,6 @@ pub async fn execute(
                 r.latency_us = latency.as_micros() as u64;
                 c.backend.add_latency(r.latency_us);
                 s.absorb(c.conn(), packet, r.changes.as_deref());
-                // A write whose reply is a result set (`RETURNING`; a stored function's,
-                // run here after a replica refused it) committed a GTID that an EOF has no
-                // room for: its reads see it as after any write the server did not report.
-                if (target == Target::Write || refused_on_replica.is_some())
-                    && r.changes
-                        .as_ref()
-                        .is_some_and(|ch| ch.unreported && ch.var("last_gtid").is_none())
-                {
-                    s.ryw.wrote(None);
-                }
                 let counters = &s.stats.counters;
                 counters.statement(route, latency);
                 if r.error.is_some() {

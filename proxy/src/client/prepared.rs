@@ -481,6 +481,7 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         .is_some_and(|t| s.command_at.saturating_duration_since(t) < router::REPLICA_RECHECK);
     let last_insert_id = stmt.class.flags.contains(Flags::LAST_INSERT_ID);
     let xa = stmt.class.flags.contains(Flags::XA);
+    let write = stmt.class.kind == StmtKind::Write;
     s.settings_transient = stmt.class.flags.contains(Flags::SET_STATEMENT);
     // Taken by this read's checkout (a read's is the first thing `execute` does).
     if recently_refused && target == Target::Read && s.autocommit && !s.begin_deferred {
@@ -504,6 +505,7 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
             if r.completion.last_insert_id != 0 {
                 s.last_insert_id = r.completion.last_insert_id;
             }
+            s.note_unreported_write(write, r);
             // Statements prepared here before a `SET NAMES`/`SET sql_mode` may now mean
             // something else; they are re-prepared on next use.
             if changes_session {

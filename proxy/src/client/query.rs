@@ -214,6 +214,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
             if r.completion.last_insert_id != 0 {
                 s.last_insert_id = r.completion.last_insert_id;
             }
+            s.note_unreported_write(kind == StmtKind::Write, r);
             if r.error.is_some() {
                 // A refused `SET TRANSACTION` (1568 inside a transaction) sets nothing.
                 s.sticky.next_transaction = next_transaction;

@@ -293,6 +293,17 @@ impl Session {
         self.last_write_gtid.as_deref()
     }
 
+    /// After a reply whose result set raised the state-changed flag (an EOF has no room to
+    /// say what changed): a `write` statement (`… RETURNING`, a `CALL`), or a stored
+    /// function's write run again here after a replica refused it, committed a GTID no packet
+    /// reported. Its reads see it as after any write the server did not report.
+    pub fn note_unreported_write(&mut self, write: bool, r: &Relayed) {
+        let unreported = r.changes.as_ref().is_some_and(|ch| ch.unreported);
+        if unreported && (write || r.after_replica_refused) {
+            self.ryw.wrote(None);
+        }
+    }
+
     /// Brings the session's picture of itself (and of the connection that ran `packet`) up to
     /// date with what the server's session tracking reported.
     pub fn absorb(
@@ -426,8 +437,8 @@ impl Session {
     /// `SHOW WARNINGS`, ...). Looked up only when a statement calls `FOUND_ROWS()`.
     pub fn known_found_rows(&self) -> Option<i64> {
         let n = self.found_rows?;
-        let text = self.stats.digests.text_of(self.found_rows_stmt)?;
-        crate::stats::digest::rows_are_found_rows(&text).then_some(n)
+        let found = self.stats.digests.found_rows_of(self.found_rows_stmt)?;
+        found.then_some(n)
     }
 
     /// Counts a finished statement in the digest table under its key
@@ -581,7 +592,9 @@ impl Session {
                         .cluster
                         .write_backend()
                         .is_some_and(|w| Arc::ptr_eq(&w, &h.backend)),
-                };
+                }
+                // Not to a server no longer behind the address (see `Pool::retire_all`).
+                && h.backend.pool.is_current(conn.generation);
             if fits {
                 let mut c = self.held.take().expect("checked");
                 let addr = c.backend.address.clone();

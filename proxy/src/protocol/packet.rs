@@ -67,10 +67,10 @@ pub fn packet_count(len: usize) -> u8 {
     (len / MAX_PAYLOAD + 1) as u8
 }
 
-/// Buffered packet reader over any byte stream.
 /// What a reader buffers ahead at a time.
 const READ_BUF: usize = 16 * 1024;
 
+/// Buffered packet reader over any byte stream.
 pub struct PacketReader<R> {
     inner: R,
     buf: BytesMut,
@@ -148,7 +148,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
             self.buf.advance(total);
             if total > crate::client::trim::BIG_BUFFER && self.buf.is_empty() {
                 // Grown for this packet alone: not kept for the rest of the connection.
-                crate::client::trim::freed(self.buf.capacity());
+                crate::client::trim::freed(total);
                 self.buf = BytesMut::with_capacity(READ_BUF);
             }
             if len != MAX_PAYLOAD {

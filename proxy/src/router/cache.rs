@@ -32,8 +32,9 @@ use std::time::Instant;
 /// Slots per thread, direct-mapped by hash: OLTP applications send tens to hundreds of
 /// shapes; a collision only costs a classification.
 const SLOTS: usize = 1024;
-/// Longer shapes (big multi-row inserts, generated reports) are classified each time: their
-/// own size dwarfs the lexing, and they would crowd out the small hot ones.
+/// Longer shapes (generated reports, long IN lists of expressions) are classified each time:
+/// their own size dwarfs the lexing, and they would crowd out the small hot ones. (A
+/// multi-row insert of literals is short: its rows fold into one, see `digest::normalise`.)
 const MAX_TEXT: usize = 512;
 /// Refusal notes kept per thread, the oldest given up first: refusals are rare, and one
 /// that recurs is noted again.

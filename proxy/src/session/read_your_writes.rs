@@ -120,7 +120,8 @@ impl Tracker {
 
     /// A statement that changed data committed; `gtid` is what the server tracked for it.
     /// In causal mode a write whose GTID is unknown (the server did not say) keeps reads on
-    /// the write backend for the window instead, so they are never stale.
+    /// the write backend for the window instead, so they are never stale; after it they
+    /// still wait for the writes whose GTIDs are known.
     pub fn wrote(&mut self, gtid: Option<&str>) {
         match self.mode {
             Mode::Off => {}
@@ -134,10 +135,7 @@ impl Tracker {
                     self.last_write = None;
                     self.caught_up.clear();
                 }
-                None => {
-                    self.gtid = None;
-                    self.last_write = Some(Instant::now());
-                }
+                None => self.last_write = Some(Instant::now()),
             },
         }
     }
@@ -271,6 +269,14 @@ mod tests {
         let mut t = tracker(Mode::Causal);
         t.wrote(None);
         assert_eq!(t.plan("r1"), ReadPlan::Primary);
+        // The window over, a known write is still waited for.
+        let mut t = tracker(Mode::Causal);
+        t.wrote(Some("0-1-5"));
+        t.wrote(None);
+        assert_eq!(t.plan("r1"), ReadPlan::Primary);
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(matches!(t.plan("r1"), ReadPlan::WaitFor("0-1-5", _)));
+        let mut t = tracker(Mode::Causal);
         t.wrote(Some("0-1-5'); DROP TABLE t; --"));
         assert_eq!(
             t.plan("r1"),

@@ -39,6 +39,8 @@ pub struct Digests {
 
 struct Entry {
     text: String,
+    /// [`rows_are_found_rows`] of the whole normalised text (`text` may be cut short).
+    found_rows: bool,
     count: u64,
     total_us: u64,
     max_us: u64,
@@ -79,6 +81,7 @@ impl Digests {
                 } else {
                     stored_text(scratch)
                 },
+                found_rows: key != 0 && rows_are_found_rows(&String::from_utf8_lossy(scratch)),
                 count: 0,
                 total_us: 0,
                 max_us: 0,
@@ -87,13 +90,14 @@ impl Digests {
             .add(micros, rows);
     }
 
-    /// The normalised text recorded under `key`, on this event thread or another.
-    pub fn text_of(&self, key: u64) -> Option<String> {
+    /// Whether the rows of the statement recorded under `key` (on this event thread or
+    /// another) are what `FOUND_ROWS()` answers after it (see [`rows_are_found_rows`]).
+    pub fn found_rows_of(&self, key: u64) -> Option<bool> {
         let find = |part: &Mutex<HashMap<u64, Entry, KeyHasher>>| {
             part.lock()
                 .expect("digest lock")
                 .get(&key)
-                .map(|e| e.text.clone())
+                .map(|e| e.found_rows)
         };
         find(self.parts.local()).or_else(|| self.parts.iter().find_map(find))
     }
