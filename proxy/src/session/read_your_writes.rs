@@ -213,11 +213,7 @@ mod tests {
 
     #[test]
     fn writes_in_several_domains_are_all_waited_for() {
-        let settings = Settings {
-            mode: Mode::Causal,
-            ..Default::default()
-        };
-        let mut t = Tracker::new(&settings, "app");
+        let mut t = tracker(Mode::Causal);
         t.wrote(Some("0-1-5"));
         t.wrote(Some("7-1-2"));
         t.wrote(Some("0-1-6"));
