@@ -274,3 +274,39 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A scraper that connects and sends nothing, or half a request, is closed once it has taken
+/// 10 s over its headers: it held a descriptor for good, outside `max-client-connections`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_scrapers_are_closed() {
+    let toml = "[proxy]\nlisten = \"127.0.0.1:0\"\n\
+                [admin]\nusername = \"admin\"\npassword = \"admin_pw\"\n\
+                [[backend]]\naddress = \"127.0.0.1:1\"\nrole = \"rw\"\n\
+                [[user]]\nname = \"app\"\npassword = \"app_pw\"\n\
+                [metrics]\nlisten = \"127.0.0.1:0\"\n";
+    let p = proxy::start(toml).await.unwrap();
+    let addr = p.metrics_addr.expect("exporter started");
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost: te")
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    for mut s in [silent, half] {
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf))
+            .await
+            .expect("closed within the header timeout")
+            .unwrap_or(0);
+        // Closed, maybe after a 408.
+        if n > 0 {
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"));
+        }
+    }
+    assert!(t0.elapsed() >= Duration::from_secs(9), "{:?}", t0.elapsed());
+    let after = scrape(addr).await;
+    assert!(after
+        .samples
+        .iter()
+        .any(|s| s.metric.starts_with("rwproxy_")));
+}

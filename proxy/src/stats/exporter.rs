@@ -38,28 +38,43 @@ pub async fn start(
     Ok(bound)
 }
 
+/// How long a scraper may take to send a request's headers, the first or the next on a
+/// kept-alive connection: a silent connection held a descriptor for good, outside
+/// `max-client-connections`.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connections served at once: a few scrapers need a few; the rest wait in the backlog.
+const MAX_CONNECTIONS: usize = 16;
+
 /// Serves scrapes until the listener fails.
 async fn serve(listener: TcpListener, sources: Sources) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(listen = %addr, "metrics exporter listening (GET /metrics)");
     }
+    let mut failures = crate::server::AcceptFailures::new("metrics");
+    let room = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(permit) = room.clone().acquire_owned().await else {
+            return;
+        };
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
-                tracing::warn!("metrics: accept failed: {e}");
-                crate::timer::sleep(std::time::Duration::from_millis(50)).await;
+                failures.back_off(e).await;
                 continue;
             }
         };
         let sources = sources.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
                 let sources = sources.clone();
                 async move { Ok::<_, std::convert::Infallible>(answer(&req, &sources)) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(io, service)
                 .await
             {
