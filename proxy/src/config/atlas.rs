@@ -31,6 +31,7 @@
 //! | `max-client-connections` | bound on client connections (rwproxy's own key) |
 //! | `max-allowed-packet` | longest command a client may send, bytes (rwproxy's own key) |
 //! | `max-prepared-memory` | statement text of all open prepared statements, bytes (rwproxy's own key) |
+//! | `tables` | refused unless empty: rwproxy does not shard |
 //! | [`IGNORED`] keys | accepted with a warning: no meaning in rwproxy |
 //! | anything else | error naming key and line |
 
@@ -46,7 +47,7 @@ use super::{
 pub(super) const SECTION: &str = "mysql-proxy";
 
 /// Atlas / MySQL Proxy options that are valid in an Atlas file but mean nothing to rwproxy
-/// (Lua, plugins, sharding, LVS, process management, Atlas's own health checker). They are
+/// (Lua, plugins, process management, Atlas's own health checker). They are
 /// accepted so an existing Atlas file loads unchanged, and logged as ignored.
 pub const IGNORED: &[&str] = &[
     // MySQL Proxy chassis
@@ -69,7 +70,6 @@ pub const IGNORED: &[&str] = &[
     "proxy-pool-no-change-user",
     "min-idle-connections",
     // Atlas features rwproxy does not have (or does differently)
-    "tables",
     "latency",
     "forbidden-sql",
     "check_time",
@@ -422,6 +422,16 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                         .into(),
                 ))
             }
+            // Atlas rewrote `t` to its sub-tables `t_0`…`t_N-1`; ignored, every statement on a
+            // sharded table would reach a table `t` that is empty or missing. An empty value
+            // shards nothing.
+            "tables" if !v.is_empty() => {
+                return Err(err(format!(
+                    "Atlas's table sharding ('{v}') is not supported by rwproxy: queries would \
+                     reach the unsharded table; remove the key to run without sharding"
+                )))
+            }
+            "tables" => {}
             k if IGNORED.contains(&k) => c.warnings.push(format!(
                 "{}:{line}: ignoring Atlas option '{k}': it has no meaning in rwproxy",
                 path.display()
@@ -550,7 +560,7 @@ max-client-connections = 5000
 max-open-files = 65536
 ; GLib-style comment
 lvs-ips = 192.168.1.1
-tables = person.mt.id.3
+tables =
 plugins = admin, proxy
 ";
 
@@ -679,6 +689,19 @@ plugins = admin, proxy
             err("[mysql-proxy]\n\n# c\nproxy-adress = 0.0.0.0:1\n"),
             "conf/x.cnf:4: unknown key 'proxy-adress' in [mysql-proxy]"
         );
+    }
+
+    /// Sharding ignored would send every statement on a sharded table to the unsharded one.
+    #[test]
+    fn table_sharding_is_refused() {
+        assert_eq!(
+            err("[mysql-proxy]\ntables = person.mt.id.3\n"),
+            "conf/x.cnf:2: tables: Atlas's table sharding ('person.mt.id.3') is not supported by \
+             rwproxy: queries would reach the unsharded table; remove the key to run without \
+             sharding"
+        );
+        let c = parse_text("[mysql-proxy]\ntables =\nproxy-backend-addresses = db:3306\n");
+        assert!(c.unwrap().warnings.is_empty());
     }
 
     #[test]
