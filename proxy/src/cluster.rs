@@ -173,6 +173,9 @@ pub enum ChangeError {
     BadClient(String),
     #[error("user {0} does not exist")]
     NoSuchUser(String),
+    /// As Atlas: a typo'd `ADD PWD` must not silently replace another user's password.
+    #[error("user {0} already exists: REMOVE PWD {0} first to change its password")]
+    DuplicateUser(String),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
     /// A reload would undo what the console changed (a failover's `ADD MASTER` among them),
@@ -361,13 +364,17 @@ impl Cluster {
     }
 
     /// Adds a user or changes its password; new sessions use it at once.
-    pub fn set_user(&self, name: &str, password: &str) {
+    pub fn add_user(&self, name: &str, password: &str) -> Result<(), ChangeError> {
         let _editing = self.editing.lock().expect("backends edit lock");
         let mut guard = self.users.write().expect("users lock");
+        if guard.contains_key(name) {
+            return Err(ChangeError::DuplicateUser(name.into()));
+        }
         let mut users = (**guard).clone();
         users.insert(name.to_string(), password.to_string());
         *guard = Arc::new(users);
         self.changed_at_console();
+        Ok(())
     }
 
     pub fn remove_user(&self, name: &str) -> Result<(), ChangeError> {

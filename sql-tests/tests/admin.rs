@@ -448,9 +448,10 @@ async fn proxy_and_session_of_new_user(
     (p, session)
 }
 
-/// A password rotated on the servers and then at the console (`ADD PWD`) reaches sessions
-/// that logged in before it: the backend connections they open from then on log in with the
-/// new one (with the old one, every statement that needed a new connection got 1045).
+/// A password rotated on the servers and then at the console (`REMOVE PWD`, `ADD PWD`)
+/// reaches sessions that logged in before it: the backend connections they open from then on
+/// log in with the new one (with the old one, every statement that needed a new connection
+/// got 1045).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_password_reaches_open_sessions() {
     let cl = cluster().await;
@@ -463,6 +464,18 @@ async fn a_rotated_password_reaches_open_sessions() {
         .unwrap();
     cl.wait_replicas_caught_up().await.unwrap();
     let mut a = p.admin().await;
+    // As on Atlas, ADD PWD does not replace a user's password: a typo must not take another
+    // user's login.
+    let refused = a
+        .add_user("adm_rot", "new_pw")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("user adm_rot already exists: REMOVE PWD adm_rot first"),
+        "{refused}"
+    );
+    a.remove_user("adm_rot").await.unwrap();
     a.add_user("adm_rot", "new_pw").await.unwrap();
     // Every pooled connection closed: the session's next statements need new ones.
     for ndx in 1..=3 {

@@ -204,8 +204,7 @@ impl ControlPlane for ProxyControl {
             UserPassword::Encrypted(e) => atlas_decrypt(&e)
                 .map_err(|err| AdminError::failed(format!("failed to decrypt '{e}': {err}")))?,
         };
-        self.cluster.set_user(name, &plain);
-        Ok(())
+        Ok(self.cluster.add_user(name, &plain)?)
     }
 
     fn remove_user(&self, name: &str) -> Result<(), AdminError> {
