@@ -20,7 +20,11 @@ stop_proxy() {
     [ -f "$pidfile" ] || return 0
     local pid
     pid=$(cat "$pidfile")
-    if kill "$pid" 2>/dev/null; then
+    # The pid may be another process's by now (rwproxy crashed, the machine rebooted).
+    if ! tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" |
+        grep -qF "serve -c $SANDBOX/rwproxy.toml"; then
+        echo "rwproxy (pid $pid) is not running"
+    elif kill "$pid" 2>/dev/null; then
         for _ in $(seq 1 50); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
@@ -81,19 +85,23 @@ echo "$BIN" >"$SANDBOX/bin-dir"
 echo "== starting rwproxy on 127.0.0.1:$PROXY_PORT (log: $SANDBOX/rwproxy.log)"
 nohup "$BIN/rwproxy" serve -c "$SANDBOX/rwproxy.toml" >"$SANDBOX/rwproxy.log" 2>&1 </dev/null &
 echo $! >"$SANDBOX/rwproxy.pid"
+# Its own log line, not a connect: another process may hold the port.
+ready=""
 for _ in $(seq 1 50); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null; then
+    if grep -q "proxy listening" "$SANDBOX/rwproxy.log"; then
+        ready=1
         break
     fi
-    if ! kill -0 "$(cat "$SANDBOX/rwproxy.pid")" 2>/dev/null; then
-        echo "!! rwproxy exited; last lines of $SANDBOX/rwproxy.log:" >&2
-        tail -n 20 "$SANDBOX/rwproxy.log" >&2 || true
-        rm -f "$SANDBOX/rwproxy.pid"
-        echo "   (the MariaDB sandbox is still up; '$0 down' stops it)" >&2
-        exit 1
-    fi
+    kill -0 "$(cat "$SANDBOX/rwproxy.pid")" 2>/dev/null || break
     sleep 0.2
 done
+if [ -z "$ready" ]; then
+    echo "!! rwproxy did not start listening; last lines of $SANDBOX/rwproxy.log:" >&2
+    tail -n 20 "$SANDBOX/rwproxy.log" >&2 || true
+    stop_proxy >/dev/null
+    echo "   (the MariaDB sandbox is still up; '$0 down' stops it)" >&2
+    exit 1
+fi
 
 cat <<MSG
 

@@ -8,6 +8,7 @@ use rwproxy::event_threads::EventThreads;
 use rwproxy::{config, process};
 use rwproxy_ha::vrrp::state::NotifyKind;
 use rwproxy_ha::{failover, vrrp};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -254,7 +255,12 @@ fn init_logging(cfg: &config::Config) -> Result<()> {
                 .with_writer(move || file.writer())
                 .init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        // Colours only for a person at a terminal: redirected to a file or a journal, the
+        // escape codes would garble every line.
+        None => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
     }
     Ok(())
 }

@@ -110,6 +110,9 @@ pub struct Cluster {
     pub primary: Server,
     pub replicas: Vec<Server>,
     dir: PathBuf,
+    /// A directory the caller named is theirs: a failed start removes nothing in it, never
+    /// the directory (`sandbox up --dir $HOME`).
+    owns_dir: bool,
     detached: bool,
 }
 
@@ -147,6 +150,15 @@ impl Cluster {
     pub async fn start_with(opts: Options) -> Result<Cluster> {
         if opts.detached && opts.dir.is_none() {
             bail!("a detached cluster needs an explicit dir: temp sandboxes are removed at exit");
+        }
+        if let Some(b) = opts.base_port {
+            if b == 0 || u32::from(b) + opts.replicas as u32 > u32::from(u16::MAX) {
+                bail!(
+                    "--base-port {b} with {} replicas needs ports {b}..={}, beyond 65535",
+                    opts.replicas,
+                    u32::from(b) + opts.replicas as u32
+                );
+            }
         }
         let t0 = Instant::now();
         let template = template().await?;
@@ -194,6 +206,7 @@ impl Cluster {
             primary: servers.remove(0),
             replicas: servers,
             dir,
+            owns_dir: opts.dir.is_none(),
             detached: false,
         };
         let fixed = opts.base_port.is_some();
@@ -265,6 +278,19 @@ impl Cluster {
         dir.canonicalize()
             .map(|d| live_pids_in(&d))
             .unwrap_or_default()
+    }
+
+    /// Removes the node directories of a stopped sandbox in `dir` (for `sandbox down`), and
+    /// nothing else: `dir` may be a directory of the user's.
+    pub fn remove_nodes(dir: &Path) -> Result<usize> {
+        let mut n = 0;
+        for e in std::fs::read_dir(dir)?.flatten() {
+            if is_node_dir(&e.path()) {
+                std::fs::remove_dir_all(e.path())?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Stops the servers of a detached cluster in `dir` (for `sandbox down`):
@@ -366,7 +392,11 @@ impl Drop for Cluster {
         for s in &servers {
             s.reap_until(deadline);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // A directory the caller named keeps the error logs a failed start points to;
+        // `sandbox down` removes its node directories.
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -567,7 +597,6 @@ impl Server {
             "--log-slave-updates".into(),
             "--gtid-strict-mode=1".into(),
             "--binlog-format=ROW".into(),
-            "--user=root".into(),
             "--skip-name-resolve".into(),
             "--innodb-flush-log-at-trx-commit=2".into(),
             "--sync-binlog=0".into(),
@@ -584,6 +613,7 @@ impl Server {
             "--max-allowed-packet=256M".into(),
         ];
         a.extend(INNODB_ARGS.iter().map(|s| s.to_string()));
+        a.extend(run_as().map(String::from));
         if self.read_only {
             a.push("--read-only=1".into());
         }
@@ -608,6 +638,13 @@ impl Server {
     }
 
     fn prepare_datadir(&self, template: &Path) -> Result<()> {
+        if self.dir.exists() && !is_node_dir(&self.dir) {
+            bail!(
+                "{} exists and is not a sandbox node (no data/ or server logs in it): \
+                 not deleting it; choose another --dir",
+                self.dir.display()
+            );
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
         std::fs::create_dir_all(&self.dir)?;
         copy_dir(template, &self.datadir)
@@ -788,7 +825,7 @@ fn init_template() -> Result<PathBuf> {
         .arg("--auth-root-authentication-method=normal")
         .arg("--skip-test-db")
         .arg(format!("--datadir={}", datadir.display()))
-        .arg("--user=root")
+        .args(run_as())
         .args(INNODB_ARGS)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
@@ -882,7 +919,7 @@ for d in '{p}'*; do
   for f in "$d"/*/{PID_FILE}; do
     [ -f "$f" ] || continue
     p=$(cat "$f")
-    if grep -qaF -- "$d" /proc/"$p"/cmdline 2>/dev/null; then kill -CONT "$p"; kill -KILL "$p"; fi
+    if grep -qaF -- "--datadir=$d/node" /proc/"$p"/cmdline 2>/dev/null; then kill -CONT "$p"; kill -KILL "$p"; fi
   done
   rm -rf -- "$d"
 done"#,
@@ -929,10 +966,37 @@ fn sweep_stale() {
     }
 }
 
+/// `--user=root` as root, which mariadbd refuses to run as otherwise; nothing for anyone
+/// else, who runs the servers as themselves.
+fn run_as() -> Option<&'static str> {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    (unsafe { libc::geteuid() } == 0).then_some("--user=root")
+}
+
+/// `node<N>` holding what a sandbox server leaves there: `sandbox down` and `up` delete
+/// such directories, so a user's `node_modules` or `nodes` must not look like one.
+fn is_node_dir(path: &Path) -> bool {
+    let numbered = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("node"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    numbered
+        && (path.join("data").is_dir()
+            || path.join("stderr.log").is_file()
+            || path.join("error.log").is_file())
+}
+
 /// Pids from `<dir>/*/server.pid` that are still mariadbds of this directory
-/// (checked against their command line, as the pid may have been reused).
+/// (checked against their command line, as the pid may have been reused: by then it may
+/// be another sandbox's server, whose directory may share this one's prefix).
 fn live_pids_in(dir: &Path) -> Vec<u32> {
-    let needle = dir.to_string_lossy().into_owned();
+    let prefix = format!("--datadir={}/node", dir.display());
+    let ours = |arg: &str| {
+        arg.strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix("/data"))
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+    };
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -942,7 +1006,10 @@ fn live_pids_in(dir: &Path) -> Vec<u32> {
         .filter_map(|s| s.trim().parse::<u32>().ok())
         .filter(|p| {
             std::fs::read(format!("/proc/{p}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                .map(|c| {
+                    c.split(|&b| b == 0)
+                        .any(|a| ours(&String::from_utf8_lossy(a)))
+                })
                 .unwrap_or(false)
         })
         .collect()

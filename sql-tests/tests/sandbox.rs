@@ -1,5 +1,7 @@
 //! The harness itself has to be trustworthy before proxy suites build on it.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use mysql_async::prelude::Queryable;
@@ -119,4 +121,92 @@ async fn two_clusters_in_parallel_get_distinct_ports() -> anyhow::Result<()> {
     a.wait_replicas_caught_up().await?;
     b.wait_replicas_caught_up().await?;
     Ok(())
+}
+
+/// `sandbox up` and `down` on a directory of the user's touch only their own: a failed `up`
+/// removed the whole directory, `down` removed every subdirectory named `node…`, and a pid
+/// file whose pid now belonged to another sandbox's server (in a directory whose name this
+/// one's prefixes) stopped that server.
+#[test]
+fn the_sandbox_command_leaves_what_is_not_its_own() -> anyhow::Result<()> {
+    let base = std::env::temp_dir().join(format!("rwproxy-own-{}", std::process::id()));
+    let mine = PathBuf::from(format!("{}b", base.display()));
+    for d in [&base, &mine] {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir_all(d.join("node_modules/x"))?;
+        std::fs::create_dir_all(d.join("nodes"))?;
+        std::fs::write(d.join("important.txt"), "keep")?;
+    }
+    let _down = Down([base.clone(), mine.clone()]);
+    let kept = |d: &Path| {
+        ["important.txt", "node_modules/x", "nodes"]
+            .iter()
+            .all(|f| d.join(f).exists())
+    };
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = busy.local_addr()?.port().to_string();
+    let failed = sandbox(&[
+        "up",
+        "--dir",
+        &base.display().to_string(),
+        "--base-port",
+        &port,
+        "--replicas",
+        "0",
+    ])?;
+    assert!(!failed.status.success(), "up on a busy port succeeded");
+    assert!(kept(&base), "a failed up removed what was in its directory");
+    drop(busy);
+
+    let up = sandbox(&[
+        "up",
+        "--dir",
+        &mine.display().to_string(),
+        "--replicas",
+        "0",
+    ])?;
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let pid = std::fs::read_to_string(mine.join("node1/server.pid"))?;
+    // A stale pid file in `base`, whose pid is now `mine`'s server.
+    std::fs::create_dir_all(base.join("node1"))?;
+    std::fs::write(base.join("node1/server.pid"), &pid)?;
+    std::fs::write(base.join("node1/error.log"), "")?;
+    let down = sandbox(&["down", "--dir", &base.display().to_string()])?;
+    assert!(down.status.success());
+    let alive = Path::new(&format!("/proc/{}", pid.trim())).exists();
+    assert!(
+        alive,
+        "down of {} stopped the server of {}",
+        base.display(),
+        mine.display()
+    );
+
+    let down = sandbox(&["down", "--dir", &mine.display().to_string()])?;
+    assert!(down.status.success());
+    assert!(kept(&mine), "down removed what was not the sandbox's");
+    assert!(!mine.join("node1").exists());
+    Ok(())
+}
+
+fn sandbox(args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .args(args)
+        .output()?)
+}
+
+/// Stops what the test started and removes its directories, pass or fail.
+struct Down([PathBuf; 2]);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = sandbox(&["down", "--dir", &d.display().to_string()]);
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }

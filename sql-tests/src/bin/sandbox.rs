@@ -73,14 +73,27 @@ async fn up(
             dir.display()
         );
     }
+    // After the servers' ports: base..=base+replicas.
+    let after = |n: usize| {
+        base_port
+            .and_then(|b| u16::try_from(usize::from(b) + replicas + n).ok())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no room for the proxy's ports above the servers' below 65536: \
+                     lower --base-port, or set --proxy-port and --admin-port"
+                )
+            })
+    };
     let proxy_port = match (proxy_port, base_port) {
         (Some(p), _) => p,
-        (None, Some(b)) => b + replicas as u16 + 1,
+        (None, Some(_)) => after(1)?,
         (None, None) => sandbox::free_port()?,
     };
     let admin_port = match (admin_port, base_port) {
         (Some(p), _) => p,
-        (None, Some(_)) => proxy_port + 1,
+        (None, Some(_)) => proxy_port.checked_add(1).ok_or_else(|| {
+            anyhow::anyhow!("no admin port after proxy port 65535: set --admin-port")
+        })?,
         (None, None) => loop {
             let p = sandbox::free_port()?;
             if p != proxy_port {
@@ -187,12 +200,10 @@ fn down(dir: &Path) -> Result<()> {
         return Ok(());
     }
     let n = Cluster::stop_dir(dir, Duration::from_secs(15))?;
-    for e in std::fs::read_dir(dir)?.flatten() {
-        if e.file_name().to_string_lossy().starts_with("node") && e.path().is_dir() {
-            std::fs::remove_dir_all(e.path())?;
-        }
+    // ports.env is ours only where nodes were.
+    if Cluster::remove_nodes(dir)? > 0 {
+        let _ = std::fs::remove_file(dir.join("ports.env"));
     }
-    let _ = std::fs::remove_file(dir.join("ports.env"));
     println!("stopped {n} server(s) in {}", dir.display());
     Ok(())
 }
