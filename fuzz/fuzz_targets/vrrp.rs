@@ -3,10 +3,10 @@
 //! accepts must re-encode to the very bytes it was decoded from.
 
 use libfuzzer_sys::fuzz_target;
-use rwproxy_ha::vrrp::packet::Advert;
+use rwproxy_ha::vrrp::packet::{Advert, Delivery};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok((ip, advert)) = Advert::decode_ip(data) {
+    if let Ok((ip, advert)) = Advert::decode_ip(data, Delivery::Unicast) {
         let msg = &data[ip.header_len..ip.total_len];
         let again = advert
             .encode(ip.src, ip.dst)

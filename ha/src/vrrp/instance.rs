@@ -14,7 +14,10 @@ use tokio::task::JoinHandle;
 use super::garp;
 use super::netlink::{self, Rtnl, Vip};
 use super::notify::{Notifier, NotifyConfig};
-use super::packet::{Advert, Auth, PacketError, Version, IPPROTO_VRRP, VRRP_GROUP, VRRP_TTL};
+use super::packet::{
+    Advert, Auth, Delivery, PacketError, Version, IPPROTO_VRRP, PRIORITY_OWNER, VRRP_GROUP,
+    VRRP_TTL,
+};
 use super::state::{Action, Event, Machine, NotifyKind, Params, State};
 use super::track::{self, TrackScript, Tracker};
 
@@ -349,7 +352,11 @@ fn check(
     own: Ipv4Addr,
     datagram: &[u8],
 ) -> Result<Option<(Ipv4Addr, Advert)>, Rejected> {
-    let (ip, adv) = Advert::decode_ip(datagram).map_err(Rejected::Packet)?;
+    let delivery = match inst.unicast_peer.is_empty() {
+        true => Delivery::Multicast,
+        false => Delivery::Unicast,
+    };
+    let (ip, adv) = Advert::decode_ip(datagram, delivery).map_err(Rejected::Packet)?;
     if ip.src == own {
         return Ok(None);
     }
@@ -370,7 +377,7 @@ fn check(
         )));
     }
     if inst.version == Version::V2 {
-        if adv.auth != inst.auth() {
+        if !inst.auth().accepts(&adv.auth) {
             return Err(Rejected::Other(format!(
                 "authentication mismatch from {}",
                 ip.src
@@ -387,8 +394,15 @@ fn check(
     let mut theirs = adv.addrs.clone();
     ours.sort();
     theirs.sort();
-    if ours != theirs && adv.priority != 0 {
-        tracing::warn!(instance = %inst.name, from = %ip.src, "advert's VIPs differ from ours");
+    // Another router's VRID (a second cluster on the VLAN with the same virtual_router_id):
+    // obeying its adverts would give up our VIP to a router that does not hold it. Only the
+    // addresses' owner (255) is followed anyway (RFC 3768 §7.1, RFC 5798 §7.1, keepalived).
+    if ours != theirs && adv.priority != PRIORITY_OWNER {
+        return Err(Rejected::Other(format!(
+            "advert from {} lists VIPs {theirs:?}, ours are {ours:?}: another virtual router \
+             with the same virtual_router_id?",
+            ip.src
+        )));
     }
     Ok(Some((ip.src, adv)))
 }
@@ -745,6 +759,43 @@ mod tests {
         assert!(rejected(check(&u, OWN, &datagram(PEER, 255, &good))).contains("unicast peer"));
         u.unicast_peer.push(PEER);
         assert!(check(&u, OWN, &datagram(PEER, 255, &good))
+            .unwrap()
+            .is_some());
+        // ... which may be routers away: no TTL check (as keepalived).
+        assert!(check(&u, OWN, &datagram(PEER, 61, &good))
+            .unwrap()
+            .is_some());
+    }
+
+    /// Another virtual router with our VRID (its own VIPs) would otherwise make our master
+    /// give up the VIP to a router that does not hold it.
+    #[test]
+    fn adverts_for_other_addresses_are_dropped_unless_from_their_owner() {
+        let i = inst();
+        let other = Advert {
+            addrs: vec![Ipv4Addr::new(192, 0, 2, 200)],
+            ..advert(&i)
+        };
+        let why = rejected(check(&i, OWN, &datagram(PEER, 255, &other)));
+        assert!(why.contains("same virtual_router_id"), "{why}");
+        let owner = Advert {
+            priority: PRIORITY_OWNER,
+            ..other
+        };
+        assert!(check(&i, OWN, &datagram(PEER, 255, &owner))
+            .unwrap()
+            .is_some());
+    }
+
+    /// Type 0's data is ignored on receipt (RFC 3768 §5.3.6.1).
+    #[test]
+    fn no_authentication_ignores_its_data() {
+        let i = inst();
+        let padded = Advert {
+            auth: Auth::None(*b"garbage!"),
+            ..advert(&i)
+        };
+        assert!(check(&i, OWN, &datagram(PEER, 255, &padded))
             .unwrap()
             .is_some());
     }

@@ -19,6 +19,9 @@ pub const VRRP_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
 pub const VRRP_TTL: u8 = 255;
 /// Advertisement, the only VRRP packet type.
 pub const TYPE_ADVERTISEMENT: u8 = 1;
+/// The priority of the router that owns the virtual addresses (RFC 5798 §5.2.4): it takes
+/// over at once, and its adverts are followed even when their address lists differ.
+pub const PRIORITY_OWNER: u8 = 255;
 
 /// What a packet failed on. A packet that fails is counted and logged, never acted on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +66,13 @@ impl Version {
     }
 }
 
+/// How an instance's adverts travel, which decides whether their TTL is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Multicast,
+    Unicast,
+}
+
 /// VRRPv2 authentication (RFC 3768 §5.3.6; type 2, IP AH, is obsolete and not supported).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
@@ -82,6 +92,16 @@ impl Auth {
         let n = b.len().min(8);
         data[..n].copy_from_slice(&b[..n]);
         Auth::Simple(data)
+    }
+
+    /// Whether a received advert's authentication is what this instance expects. Type 0's
+    /// data is ignored on receipt (RFC 3768 §5.3.6.1): a peer that sends non-zero padding
+    /// must not be dropped (both sides would then hold the VIP).
+    pub fn accepts(&self, received: &Auth) -> bool {
+        match (self, received) {
+            (Auth::None(_), Auth::None(_)) => true,
+            _ => self == received,
+        }
     }
 
     fn type_and_data(&self) -> (u8, [u8; 8]) {
@@ -147,12 +167,14 @@ impl Ipv4Header {
         })
     }
 
-    /// Protocol 112 and TTL 255, as both RFCs and keepalived require.
-    pub fn check_vrrp(&self) -> Result<(), PacketError> {
+    /// Protocol 112, and TTL 255 for multicast, as both RFCs and keepalived require: a
+    /// multicast advert that a router forwarded came from another segment. Unicast adverts
+    /// may cross routers (peers in other subnets), and keepalived checks no TTL for them.
+    pub fn check_vrrp(&self, delivery: Delivery) -> Result<(), PacketError> {
         if self.protocol != IPPROTO_VRRP {
             return Err(PacketError::BadProtocol(self.protocol));
         }
-        if self.ttl != VRRP_TTL {
+        if delivery == Delivery::Multicast && self.ttl != VRRP_TTL {
             return Err(PacketError::BadTtl(self.ttl));
         }
         Ok(())
@@ -265,9 +287,12 @@ impl Advert {
 
     /// Decodes a whole IPv4 datagram as a raw socket delivers it: header checks (protocol 112,
     /// TTL 255) then the VRRP message. Returns the header too (the sender's address).
-    pub fn decode_ip(datagram: &[u8]) -> Result<(Ipv4Header, Advert), PacketError> {
+    pub fn decode_ip(
+        datagram: &[u8],
+        delivery: Delivery,
+    ) -> Result<(Ipv4Header, Advert), PacketError> {
         let ip = Ipv4Header::parse(datagram)?;
-        ip.check_vrrp()?;
+        ip.check_vrrp(delivery)?;
         let advert = Advert::decode(&datagram[ip.header_len..ip.total_len], ip.src, ip.dst)?;
         Ok((ip, advert))
     }
@@ -335,7 +360,7 @@ mod tests {
 
     fn roundtrip(vector: &str, version: Version, priority: u8, interval: u16) {
         let datagram = hex(vector);
-        let (ip, adv) = Advert::decode_ip(&datagram).unwrap();
+        let (ip, adv) = Advert::decode_ip(&datagram, Delivery::Multicast).unwrap();
         assert_eq!(ip.src, SRC);
         assert_eq!(ip.dst, VRRP_GROUP);
         assert_eq!(ip.ttl, 255);
@@ -383,7 +408,7 @@ mod tests {
             assert_eq!(&frame[0..6], &[0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]);
             assert_eq!(&frame[12..14], &[0x08, 0x00]);
             assert_eq!(&frame[14..], &hex(ip)[..]);
-            Advert::decode_ip(&frame[14..]).unwrap();
+            Advert::decode_ip(&frame[14..], Delivery::Multicast).unwrap();
         }
     }
 
@@ -436,18 +461,20 @@ mod tests {
         let mut ip = hex(V2_ADVERT);
         ip[8] = 254;
         assert_eq!(
-            Advert::decode_ip(&ip).unwrap_err(),
+            Advert::decode_ip(&ip, Delivery::Multicast).unwrap_err(),
             PacketError::BadTtl(254)
         );
+        // A unicast peer may be routers away (the IP checksum is not checked: the kernel did).
+        Advert::decode_ip(&ip, Delivery::Unicast).unwrap();
         let mut ip = hex(V2_ADVERT);
         ip[9] = 6;
         assert_eq!(
-            Advert::decode_ip(&ip).unwrap_err(),
+            Advert::decode_ip(&ip, Delivery::Unicast).unwrap_err(),
             PacketError::BadProtocol(6)
         );
         let ip = hex(V2_ADVERT);
         assert!(matches!(
-            Advert::decode_ip(&ip[..30]).unwrap_err(),
+            Advert::decode_ip(&ip[..30], Delivery::Multicast).unwrap_err(),
             PacketError::BadIpHeader(_)
         ));
     }

@@ -8,7 +8,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::packet::Version;
+use super::packet::{Version, PRIORITY_OWNER};
 
 /// Instance state. `Initialize` is also where a stopped instance rests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,8 +60,10 @@ pub struct Params {
     /// Advert_Interval. v2 sends whole seconds; v3 centiseconds.
     pub advert_int: Duration,
     pub preempt: bool,
-    /// keepalived's `preempt_delay`: after start (or leaving FAULT), a preemptive BACKUP waits
-    /// this long before it preempts a lower-priority master.
+    /// keepalived's `preempt_delay`: a preemptive BACKUP preempts a lower-priority master only
+    /// this long after it started (or left FAULT), or after it first saw that master's adverts
+    /// since a master of its own priority or higher: a node whose track script recovers does
+    /// not fail back at once.
     pub preempt_delay: Duration,
     /// This router's primary address, compared on equal priority (higher wins).
     pub primary_ip: Ipv4Addr,
@@ -115,8 +117,13 @@ pub struct Machine {
     /// Master_Adver_Interval (v3 learns it from the master's adverts).
     master_adver_int: Duration,
     deadline: Option<Duration>,
-    /// Until when a preemptive backup does not preempt.
-    preempt_after: Duration,
+    /// Until when a preemptive backup does not preempt; `None`: from the next lower-priority
+    /// master's advert on (plus `preempt_delay`).
+    preempt_after: Option<Duration>,
+    /// This node handed the VIP over (`Resign`): it does not preempt the master that took it,
+    /// or a switchover with `preempt` would bounce straight back. Until it is master again or
+    /// restarts.
+    resigned: bool,
     fault: bool,
     master: Option<Ipv4Addr>,
 }
@@ -131,7 +138,8 @@ impl Machine {
             params,
             state: State::Initialize,
             deadline: None,
-            preempt_after: Duration::ZERO,
+            preempt_after: None,
+            resigned: false,
             fault: false,
             master: None,
         }
@@ -170,6 +178,13 @@ impl Machine {
         }
     }
 
+    fn preemption_delayed(&mut self, now: Duration) -> bool {
+        let after = *self
+            .preempt_after
+            .get_or_insert(now + self.params.preempt_delay);
+        now < after
+    }
+
     /// Master_Down_Interval = 3 × Master_Adver_Interval + Skew_Time.
     pub fn master_down_interval(&self) -> Duration {
         self.master_adver_int * 3 + self.skew_time()
@@ -187,6 +202,7 @@ impl Machine {
 
     fn become_master(&mut self, now: Duration, out: &mut Vec<Action>) {
         self.state = State::Master;
+        self.resigned = false;
         self.master = Some(self.params.primary_ip);
         out.push(Action::SendAdvert {
             priority: self.priority,
@@ -199,8 +215,9 @@ impl Machine {
     fn initialize(&mut self, now: Duration, out: &mut Vec<Action>) {
         self.master_adver_int = self.params.advert_int;
         self.master = None;
-        self.preempt_after = now + self.params.preempt_delay;
-        if self.priority == 255 {
+        self.preempt_after = Some(now + self.params.preempt_delay);
+        self.resigned = false;
+        if self.priority == PRIORITY_OWNER {
             self.become_master(now, out);
         } else {
             self.become_backup(now, out);
@@ -266,12 +283,17 @@ impl Machine {
                     interval_cs,
                 },
             ) => {
+                if priority >= self.priority {
+                    // The next lower-priority master starts the delay anew (keepalived).
+                    self.preempt_after = None;
+                }
                 if priority == 0 {
                     // The master is leaving: take over after Skew_Time.
                     self.deadline = Some(now + self.skew_time());
                 } else if !self.params.preempt
+                    || self.resigned
                     || priority >= self.priority
-                    || now < self.preempt_after
+                    || self.preemption_delayed(now)
                 {
                     if self.params.version == Version::V3 {
                         self.master_adver_int = CS * u32::from(interval_cs.max(1));
@@ -311,6 +333,7 @@ impl Machine {
                 out.push(Action::SendAdvert { priority: 0 });
                 self.master = None;
                 self.become_backup(now, &mut out);
+                self.resigned = true;
             }
             (_, Event::Resign) => {}
 
@@ -482,6 +505,30 @@ mod tests {
         m.handle(ms(10_500), adv(HIGHER_IP, 100));
         let d = m.deadline().unwrap();
         assert_eq!(d, ms(9000) + m.master_down_interval());
+        m.handle(d, Event::Timer);
+        assert_eq!(m.state(), State::Master);
+    }
+
+    /// keepalived's meaning: the delay runs from the first advert of a lower-priority master
+    /// since one at or above our priority, not only from start-up (a recovered track script
+    /// failed back at once).
+    #[test]
+    fn preempt_delay_runs_from_the_first_lower_master() {
+        let mut p = params(Version::V2, 150);
+        p.preempt_delay = ms(10_000);
+        let mut m = started(p);
+        for s in 1..30 {
+            m.handle(ms(s * 1000), adv(HIGHER_IP, 200));
+        }
+        // That master's priority drops below ours at 30 s: no preemption before 40 s.
+        for s in 30..40 {
+            m.handle(ms(s * 1000), adv(HIGHER_IP, 100));
+            assert!(m.handle(ms(s * 1000 + 500), Event::Timer).is_empty());
+        }
+        assert_eq!(m.state(), State::Backup);
+        m.handle(ms(40_000), adv(HIGHER_IP, 100));
+        let d = m.deadline().unwrap();
+        assert_eq!(d, ms(39_000) + m.master_down_interval());
         m.handle(d, Event::Timer);
         assert_eq!(m.state(), State::Master);
     }
@@ -721,5 +768,30 @@ mod tests {
         m.handle(Duration::from_secs(7), Event::Timer);
         assert_eq!(m.state(), State::Backup);
         assert!(m.handle(Duration::from_secs(8), Event::Resign).is_empty());
+    }
+
+    /// With `preempt`, a resigned node does not take the VIP back from the lower-priority
+    /// master it handed it to (the switchover bounced back after Master_Down_Interval); it
+    /// takes over again only when that master goes.
+    #[test]
+    fn a_resigned_master_does_not_preempt_its_successor() {
+        let mut m = started(params(Version::V2, 150));
+        m.handle(ms(4000), Event::Timer);
+        assert_eq!(m.state(), State::Master);
+        m.handle(ms(5000), Event::Resign);
+        for s in 6..30 {
+            m.handle(ms(s * 1000), adv(HIGHER_IP, 100));
+            assert!(m.handle(ms(s * 1000 + 500), Event::Timer).is_empty());
+        }
+        assert_eq!(m.state(), State::Backup);
+        let d = m.deadline().unwrap();
+        m.handle(d, Event::Timer);
+        assert_eq!(m.state(), State::Master);
+        // Master again: preemptive as configured.
+        m.handle(d + ms(100), adv(HIGHER_IP, 200));
+        m.handle(d + ms(1000), adv(HIGHER_IP, 100));
+        let d2 = m.deadline().unwrap();
+        m.handle(d2, Event::Timer);
+        assert_eq!(m.state(), State::Master);
     }
 }

@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use super::packet::PRIORITY_OWNER;
+
 /// One `vrrp_script` as tracked by an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackScript {
@@ -91,8 +93,8 @@ pub fn effective(base: u8, scripts: impl IntoIterator<Item = (i32, bool)>) -> (u
             _ => {}
         }
     }
-    if base == 255 {
-        return (255, fault);
+    if base == PRIORITY_OWNER {
+        return (PRIORITY_OWNER, fault);
     }
     (prio.clamp(1, 254) as u8, fault)
 }
