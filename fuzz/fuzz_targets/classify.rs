@@ -5,12 +5,18 @@ use rwproxy::router::cache::classify_shaped;
 use rwproxy::router::classify::{
     classify, diagnostics_targets, kill_target, replace_session_fns, use_schema, StmtKind,
 };
+use rwproxy::router::multibyte::Multibyte;
 use rwproxy::stats::digest::key_of;
 
 fuzz_target!(|data: &[u8]| {
     let c = classify(data);
     let _ = kill_target(data);
-    let _ = replace_session_fns(data, |f| Some(f.literal(-7)));
+    let _ = replace_session_fns(data, data, |f| Some(f.literal(-7)));
+    // A gbk session's statements are read through a copy of the same length.
+    let gbk = Multibyte::Gbk.lexable(data);
+    assert_eq!(gbk.len(), data.len());
+    let _ = classify(&gbk);
+    let _ = replace_session_fns(data, &gbk, |f| Some(f.literal(-7)));
     // The classifier is a pure function of its input.
     assert_eq!(classify(data), c);
     // The hot path looks classifications up by statement shape, in a table that lives across

@@ -2277,3 +2277,74 @@ async fn state_changed_inside_multi_statement_stays_visible() {
         assert_eq!(tz, "+07:00");
     }
 }
+
+/// In gbk (and big5, sjis, cp932) a character's second byte may be `\`: `乗` is 81 5C. Read
+/// byte by byte, the quote after it is escaped, so the string runs on over what follows (to
+/// the next quote): an `UPDATE` after it was taken for part of a read and sent to a replica
+/// (1290), and a
+/// `CONNECTION_ID()` inside a string was rewritten, changing the data stored. A client's
+/// character set counts whether its handshake names it or `SET NAMES` sets it later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_byte_characters_ending_in_a_backslash_hide_nothing() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let mut root = cl.primary.conn().await.unwrap();
+    root.query_drop(
+        "CREATE TABLE IF NOT EXISTS rt_gbk (id INT PRIMARY KEY, s VARCHAR(100)) CHARSET gbk",
+    )
+    .await
+    .unwrap();
+    root.query_drop("REPLACE INTO rt_gbk VALUES (10, 'a'), (11, 'a')")
+        .await
+        .unwrap();
+    cl.wait_replicas_caught_up().await.unwrap();
+    let gbk_handshake = raw::LoginOptions {
+        collation: 28, // gbk_chinese_ci
+        ..Default::default()
+    };
+    let by_handshake = RawConn::login(p.addr, APP_USER, APP_PASSWORD, DATABASE, gbk_handshake)
+        .await
+        .unwrap();
+    let mut by_set_names = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    by_set_names.query("SET NAMES gbk").await.unwrap();
+    for (id, mut c) in [(10, by_handshake), (11, by_set_names)] {
+        let hidden_write =
+            format!("SELECT '\u{1}\\'; UPDATE rt_gbk SET s = 'written' WHERE id = {id} /* it's */");
+        let reply = c.command(&gbk(&hidden_write)).await.unwrap();
+        let err = reply
+            .iter()
+            .find(|p| p[0] == 0xff)
+            .map(|p| raw::err_text(p));
+        assert_eq!(err, None, "client {id}");
+        let s: String = root
+            .query_first(format!("SELECT s FROM rt_gbk WHERE id = {id}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s, "written", "client {id}");
+
+        let in_string =
+            format!("REPLACE INTO rt_gbk VALUES ({id}, CONCAT('\u{1}\\', ' CONNECTION_ID()'))");
+        let reply = c.command(&gbk(&in_string)).await.unwrap();
+        assert_eq!(
+            reply[0][0],
+            0x00,
+            "client {id}: {}",
+            raw::err_text(&reply[0])
+        );
+        let hex: String = root
+            .query_first(format!("SELECT HEX(s) FROM rt_gbk WHERE id = {id}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(hex, "815C20434F4E4E454354494F4E5F49442829", "client {id}");
+    }
+}
+
+/// A `COM_QUERY` packet of `sql`, with each U+0001 standing for gbk's lead byte 0x81.
+fn gbk(sql: &str) -> Vec<u8> {
+    let mut p = vec![0x03];
+    p.extend(sql.bytes().map(|b| if b == 1 { 0x81 } else { b }));
+    p
+}

@@ -169,7 +169,8 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         .await?;
         return Ok(());
     }
-    let class = classify::classify(&packet[1..]);
+    let lexable = crate::router::multibyte::lexable(s.multibyte, &packet[1..]);
+    let class = classify::classify(&lexable);
     if class.kind == StmtKind::Kill {
         // Prepared, it would reach a server as it stands, where the id (the proxy's, from
         // CONNECTION_ID()) names no thread or, worse, another client's pooled connection.
@@ -182,7 +183,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         return Ok(());
     }
     let sql: Arc<[u8]> = if class.flags.contains(Flags::CONNECTION_ID) {
-        let p = super::query::with_session_values(s, packet, false, None);
+        let p = super::query::with_session_values(s, packet, &lexable, false, None);
         p[1..].into()
     } else {
         packet[1..].into()

@@ -1,13 +1,15 @@
 //! `COM_QUERY` and `COM_INIT_DB`: classify, route, and keep the session's picture of its own
 //! state (schema, variables, pinning reasons) in step with what the server accepted.
 
+use std::borrow::Cow;
+
 use super::session::{NextTransaction, Session};
 use super::{execute, ClientIo, Prep, SessionEnd};
 use crate::backend::conn::{BackendConn, TRACKED_LIST, TRANSACTION_INFO};
 use crate::backend::relay::{Expect, Relayed};
 use crate::protocol::message::{self, codes};
 use crate::router::classify::{self, Flags, SessionFn, StmtKind};
-use crate::router::{self, Target};
+use crate::router::{self, multibyte, Target};
 use crate::session::set_stmt::{self, Assignment};
 use crate::session::{names, state};
 use crate::stats::digest;
@@ -52,7 +54,10 @@ fn multi_changes_session(sql: &[u8], first: StmtKind) -> bool {
 }
 
 pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<(), SessionEnd> {
-    let sql = &packet[1..];
+    // Everything below reads the statement through this (the same bytes but for a gbk-like
+    // client's two-byte characters); the server gets `packet`.
+    let lexable = multibyte::lexable(s.multibyte, &packet[1..]);
+    let sql: &[u8] = &lexable;
     let shape = digest::key_of(sql, &mut s.digest_buf);
     let schema = s.state.schema.as_ref();
     let mut c = router::cache::classify_shaped(sql, shape, &s.digest_buf, schema, s.command_at);
@@ -136,6 +141,15 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
         StmtKind::Kill => return super::kill::kill_statement(s, io, sql).await,
         StmtKind::Set if !c.flags.contains(Flags::MULTI_STATEMENT) => {
             assignments = set_stmt::parse(&String::from_utf8_lossy(sql));
+            if matches!(lexable, Cow::Owned(_)) {
+                // The own words a setting is replayed in would be the lexers' copy: the
+                // connection that ran it keeps it instead.
+                for a in &mut assignments {
+                    if matches!(a, Assignment::Session { .. }) {
+                        *a = Assignment::Other;
+                    }
+                }
+            }
             // Plain values only: a function (`GET_LOCK`, a stored one that writes) or a
             // subquery must run where writes do. `autocommit=0` is a setting like the others:
             // the transactions it opens are where the session's next statements run.
@@ -178,7 +192,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     let kind = c.kind;
     let rewritten;
     let packet = if c.flags.contains(Flags::CONNECTION_ID) || write_in || found_rows.is_some() {
-        rewritten = with_session_values(s, packet, write_in, found_rows);
+        rewritten = with_session_values(s, packet, sql, write_in, found_rows);
         &rewritten[..]
     } else {
         packet
@@ -413,19 +427,26 @@ fn releases(sql: &[u8], s: &Session) -> bool {
 /// server-side id; `KILL` takes the same id). `ROW_COUNT()` answers what the session
 /// recorded of its previous statement, when `row_count` says to; `FOUND_ROWS()` answers
 /// `found_rows`, when given.
+/// `packet` with the session's values written in; `lexable` is its statement as the lexers
+/// read it (see [`multibyte::lexable`]).
 pub(crate) fn with_session_values(
     s: &Session,
     packet: &[u8],
+    lexable: &[u8],
     row_count: bool,
     found_rows: Option<i64>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(packet.len() + 40);
     out.push(packet[0]);
-    out.extend(classify::replace_session_fns(&packet[1..], |f| match f {
-        SessionFn::ConnectionId => Some(f.literal(s.id.into())),
-        SessionFn::RowCount => row_count.then(|| f.literal(s.row_count)),
-        SessionFn::FoundRows => found_rows.map(|n| f.literal(n)),
-    }));
+    out.extend(classify::replace_session_fns(
+        &packet[1..],
+        lexable,
+        |f| match f {
+            SessionFn::ConnectionId => Some(f.literal(s.id.into())),
+            SessionFn::RowCount => row_count.then(|| f.literal(s.row_count)),
+            SessionFn::FoundRows => found_rows.map(|n| f.literal(n)),
+        },
+    ));
     out
 }
 

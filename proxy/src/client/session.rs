@@ -17,6 +17,7 @@ use crate::protocol::message::{
 };
 use crate::protocol::session_track::StateChanges;
 use crate::router::classify::{self, Flags, StmtKind};
+use crate::router::multibyte::Multibyte;
 use crate::router::{DiagEffect, Target};
 use crate::session::read_your_writes::{self, ReadPlan};
 use crate::session::state::SessionState;
@@ -207,6 +208,10 @@ pub struct Session {
     /// Atlas's `charset`: every session starts with `SET NAMES <charset>`, also after a
     /// reset or a change of user.
     charset: Option<String>,
+    /// The client's character set when its two-byte characters may end in an ASCII byte:
+    /// the lexers then read statements through [`crate::router::multibyte::lexable`]. From
+    /// the handshake (or `charset`), then as session tracking reports `character_set_client`.
+    pub multibyte: Option<Multibyte>,
     /// The client's address, for the SQL log.
     pub peer: std::net::SocketAddr,
     /// The greeting's scramble, which a `COM_CHANGE_USER` with caching_sha2_password
@@ -262,6 +267,7 @@ impl Session {
             scramble,
             failed_change_user: 0,
             charset: info.charset.clone(),
+            multibyte: None,
             stats: info.stats.clone(),
             ryw,
             reads: ReadPicker::new(),
@@ -282,8 +288,10 @@ impl Session {
     fn apply_charset(&mut self) {
         self.state.vars.retain(|(k, _)| k != "names");
         let named = !matches!(self.key.collation, 0 | 255);
+        self.multibyte = Multibyte::of_collation(self.key.collation.into());
         if let Some(cs) = self.charset.as_ref().filter(|_| !named) {
             self.state.set_var("names".into(), format!("NAMES {cs}"));
+            self.multibyte = Multibyte::of_charset(cs);
         }
     }
 
@@ -332,6 +340,10 @@ impl Session {
         // Worked out only for a change worth recording: every write reports `last_gtid`.
         let mut plain_set = None;
         for (name, value) in &changes.vars {
+            if name == "character_set_client" {
+                // However it changed: `SET NAMES`, a procedure, a multi-statement.
+                self.multibyte = Multibyte::of_charset(value);
+            }
             if name == "last_gtid" {
                 if !value.is_empty() {
                     // A transaction committed: the session's reads must now see it.

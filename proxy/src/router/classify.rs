@@ -560,13 +560,21 @@ impl SessionFn {
 ///
 /// Statements that define stored code (views, routines, triggers, events) are left as they
 /// are: the server must store the calls, not this session's values.
-pub fn replace_session_fns(sql: &[u8], value: impl Fn(SessionFn) -> Option<String>) -> Vec<u8> {
-    if defines_stored_code(sql) {
+///
+/// `lexed` is `sql` as the lexer reads it ([`crate::router::multibyte::lexable`]): same
+/// length, same ASCII; positions found in it are copied from `sql`.
+pub fn replace_session_fns(
+    sql: &[u8],
+    lexed: &[u8],
+    value: impl Fn(SessionFn) -> Option<String>,
+) -> Vec<u8> {
+    debug_assert_eq!(sql.len(), lexed.len());
+    if defines_stored_code(lexed) {
         return sql.to_vec();
     }
-    let text = |t: &Tok| &sql[t.start..t.end];
+    let text = |t: &Tok| &lexed[t.start..t.end];
     let mut out = Vec::with_capacity(sql.len() + 32);
-    let mut lx = Lexer::new(sql);
+    let mut lx = Lexer::new(lexed);
     let mut copied = 0;
     let mut prev = Sym::None;
     let mut depth = 0usize;
@@ -597,7 +605,7 @@ pub fn replace_session_fns(sql: &[u8], value: impl Fn(SessionFn) -> Option<Strin
         if let Some(d) = ends_items {
             while items.last().is_some_and(|i| i.depth >= d) {
                 let item = items.pop().expect("checked");
-                item.alias(sql, &mut out, &mut copied);
+                item.alias(sql, lexed, &mut out, &mut copied);
             }
         }
         match t.sym {
@@ -694,15 +702,16 @@ const NO_TOKEN: Tok = Tok {
 
 impl SelectItem {
     /// Copies the statement up to the item's end and adds the alias a server would have
-    /// named the item's column by, if the item needs one and surely has none.
-    fn alias(&self, sql: &[u8], out: &mut Vec<u8>, copied: &mut usize) {
+    /// named the item's column by, if the item needs one and surely has none. (`lexed` as
+    /// in [`replace_session_fns`].)
+    fn alias(&self, sql: &[u8], lexed: &[u8], out: &mut Vec<u8>, copied: &mut usize) {
         let end = self.last.end;
-        if !self.replaced || *copied > end || end < self.start || self.may_have_alias(sql) {
+        if !self.replaced || *copied > end || end < self.start || self.may_have_alias(lexed) {
             return;
         }
         // After a token inside an executable comment, the alias would land in text a server
         // may skip.
-        let text = &sql[self.start..end];
+        let text = &lexed[self.start..end];
         if [&b"/*!"[..], b"/*M!"]
             .iter()
             .any(|c| memchr::memmem::find(text, c).is_some())
@@ -712,8 +721,9 @@ impl SelectItem {
         out.extend_from_slice(&sql[*copied..end]);
         *copied = end;
         out.extend_from_slice(b" AS `");
-        for &b in &sql[self.start..end] {
-            if b == b'`' {
+        // A backtick is doubled where the lexer sees one, not in a two-byte character.
+        for (&b, &l) in sql[self.start..end].iter().zip(&lexed[self.start..end]) {
+            if l == b'`' {
                 out.push(b'`');
             }
             out.push(b);
@@ -2709,7 +2719,7 @@ mod tests {
             ),
         ];
         for (sql, want) in cases {
-            let got = replace_session_fns(sql.as_bytes(), |f| {
+            let got = replace_session_fns(sql.as_bytes(), sql.as_bytes(), |f| {
                 (f == SessionFn::ConnectionId).then(|| f.literal(42))
             });
             assert_eq!(String::from_utf8_lossy(&got), *want, "{sql:?}");
@@ -2742,7 +2752,7 @@ mod tests {
             ),
         ];
         for (sql, want) in cases {
-            let got = replace_session_fns(sql.as_bytes(), value);
+            let got = replace_session_fns(sql.as_bytes(), sql.as_bytes(), value);
             assert_eq!(String::from_utf8_lossy(&got), *want, "{sql:?}");
         }
     }
@@ -2854,7 +2864,7 @@ mod tests {
             ),
         ];
         for (sql, want) in cases {
-            let got = replace_session_fns(sql.as_bytes(), value);
+            let got = replace_session_fns(sql.as_bytes(), sql.as_bytes(), value);
             assert_eq!(String::from_utf8(got).unwrap(), *want, "{sql}");
         }
         assert_eq!(
@@ -2966,7 +2976,7 @@ mod tests {
             assert_eq!(classify(&buf), c, "not deterministic on {buf:?}");
             let _ = use_schema(&buf);
             let _ = kill_target(&buf);
-            let _ = replace_session_fns(&buf, |f| Some(f.literal(7)));
+            let _ = replace_session_fns(&buf, &buf, |f| Some(f.literal(7)));
             if diagnostics_targets(&buf).is_some() {
                 assert_eq!(c.kind, StmtKind::GetDiagnostics, "{buf:?}");
             }

@@ -37,6 +37,7 @@
 
 pub mod cache;
 pub mod classify;
+pub mod multibyte;
 
 use classify::{Classification, Flags, StmtKind};
 
