@@ -1086,3 +1086,53 @@ async fn statements_kept_for_reuse_stay_within_a_backend_budget() {
         "{kept}: the proxy's count lost statements it holds"
     );
 }
+
+/// A user without a password logs in with caching_sha2_password (MySQL 8 drivers' default)
+/// and changes to it: the client sends no scramble and reads the final OK, and a "fast auth
+/// success" before it failed the login (2012 "Error in server handshake").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_a_password_logs_in_with_either_plugin() {
+    let c = cluster().await;
+    let mut root = c.primary.root_conn().await.unwrap();
+    root.query_drop("CREATE USER IF NOT EXISTS 'cl_nopw'@'%'")
+        .await
+        .unwrap();
+    root.query_drop(format!("GRANT ALL ON {DATABASE}.* TO 'cl_nopw'@'%'"))
+        .await
+        .unwrap();
+    c.wait_replicas_caught_up().await.unwrap();
+    let users = "[[user]]\nname = \"cl_nopw\"\npassword = \"\"\n";
+    let p = proxy::start(&format!("{}{users}", proxy::config_toml(c, &[1, 1], "")))
+        .await
+        .unwrap();
+    for plugin in [None, Some("--default-auth=caching_sha2_password")] {
+        for port in [p.addr.port(), c.primary.port] {
+            let out = std::process::Command::new("mariadb")
+                .args([
+                    "--no-defaults",
+                    "-h127.0.0.1",
+                    "--protocol=TCP",
+                    "-ucl_nopw",
+                ])
+                .arg(format!("-P{port}"))
+                .args(plugin)
+                .args(["-N", "-e", "SELECT CURRENT_USER()", DATABASE])
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{plugin:?} on {port}: {err}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "cl_nopw@%\n");
+        }
+    }
+    let mut raw = RawConn::connect(p.addr, APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .unwrap();
+    let reply = raw
+        .change_user("cl_nopw", "", DATABASE, 45, "caching_sha2_password")
+        .await
+        .unwrap();
+    // Challenged (no scramble came), then the OK: no "fast auth success" in between.
+    assert!(!reply.contains(&vec![0x01, 0x03]), "{reply:?}");
+    let last = reply.last().unwrap();
+    assert_eq!(last[0], 0x00, "{}", raw::err_text(last));
+}

@@ -368,16 +368,24 @@ where
     let ok = match plugin {
         Some(p) if p == CACHING_SHA2 => {
             let mut reply = auth_data;
-            if reply.is_empty() && !check(&password, reply, sha2) {
+            if reply.is_empty() {
                 // A client whose default plugin differs from the greeting's (mariadb
                 // --default-auth=caching_sha2_password) sends no scramble and waits for this
-                // plugin's own challenge, as a server sends when switching plugins.
+                // plugin's own challenge, as a server sends when switching plugins; with an
+                // empty password too (libmysqlclient sends one NUL instead, and waits for
+                // nothing).
                 switch_plugin(writer, next_seq, CACHING_SHA2, &scramble).await?;
                 next_seq = reader.read_logical(&mut payload).await?.wrapping_add(1);
                 reply = &payload;
                 sent = !reply.is_empty();
             }
-            if check(&password, reply, sha2) {
+            if password.as_deref() == Some("") && no_password(reply) {
+                // No password: the client reads the final OK, with no "fast auth success"
+                // before it (MySQL 8 sends none; libmysqlclient and libmariadb fail the login
+                // on one).
+                sent = false;
+                true
+            } else if check(&password, reply, sha2) {
                 // "fast auth success": the client then waits for the final OK.
                 next_seq = writer.write_packet(next_seq, &[0x01, 0x03]).await?;
                 true
@@ -512,8 +520,14 @@ async fn refusal<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Compares a client's scramble reply with the expected one; an empty password expects an
-/// empty reply. Unknown users never match.
+/// Whether a scramble reply says "no password": empty, or one NUL (libmysqlclient's
+/// caching_sha2_password client sends that).
+fn no_password(reply: &[u8]) -> bool {
+    matches!(reply, [] | [0])
+}
+
+/// Compares a client's scramble reply with the expected one; an empty password expects
+/// [`no_password`]. Unknown users never match.
 fn check(
     password: &Option<String>,
     reply: &[u8],
@@ -523,7 +537,7 @@ fn check(
         return false;
     };
     match expected(password.as_bytes()) {
-        None => reply.is_empty(),
+        None => no_password(reply),
         Some(want) => {
             want.len() == reply.len()
                 && want.iter().zip(reply).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
