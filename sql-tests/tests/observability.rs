@@ -259,6 +259,46 @@ async fn sql_log_writes_atlas_lines_and_honours_the_slow_threshold() {
     let log = std::fs::read_to_string(dir.join("sql_slow.log")).unwrap();
     assert!(log.contains("\"SELECT SLEEP(0.5)\""), "{log}");
     assert!(!log.contains("\"SELECT 1\""), "{log}");
+    drop(c);
+    drop(p);
+
+    // The time a client waited for a pooled connection is its statement's (it was left out,
+    // and such a statement never looked slow), and a statement that got no connection at all
+    // is logged as failed (it was not logged).
+    let toml = proxy::config_toml(&cluster, &[], "")
+        .replacen(
+            "[proxy]\n",
+            &format!(
+                "[proxy]\ninstance = \"wait\"\nlog-path = \"{}\"\nsql-log = \"REALTIME\"\nsql-log-slow = 300\n",
+                dir.display()
+            ),
+            1,
+        )
+        .replacen("max-connections = 50", "max-connections = 1", 1);
+    let p = proxy::start(&toml).await.unwrap();
+    let (mut a, mut b) = (p.conn().await.unwrap(), p.conn().await.unwrap());
+    let hold = |secs: f64| format!("/*master*/ SELECT SLEEP({secs}), 'holds'");
+    let holding = tokio::spawn(async move {
+        let _: Option<(u32, String)> = a.query_first(hold(0.7)).await.unwrap();
+        let _: Option<(u32, String)> = a.query_first(hold(1.6)).await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _: Option<String> = b.query_first("/*master*/ SELECT 'waited'").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = b.query_drop("/*master*/ SELECT 'no connection'").await;
+    assert!(refused.unwrap_err().to_string().contains("busy"));
+    holding.await.unwrap();
+    let log = std::fs::read_to_string(dir.join("sql_wait.log")).unwrap();
+    let line = |sql: &str| {
+        log.lines()
+            .find(|l| l.ends_with(&format!("\"{sql}\"")))
+            .unwrap_or_else(|| panic!("no line for {sql} in:\n{log}"))
+            .to_string()
+    };
+    let waited = line("/*master*/ SELECT 'waited'");
+    assert!(waited.contains(" OK "), "{waited}");
+    let refused = line("/*master*/ SELECT 'no connection'");
+    assert!(refused.contains(" S:rwproxy ERR "), "{refused}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -881,6 +881,14 @@ pub async fn execute(
                 if e.code != codes::QUERY_INTERRUPTED.0 {
                     s.stats.counters.error(ErrorKind::NoBackend);
                 }
+                // No backend ran it, but the client waited and failed: the slow log is where
+                // a DBA looks for that (all connections busy, the write backend down).
+                if s.stats.sql_log.enabled() {
+                    if let Some(sql) = statement_sql(s, packet) {
+                        let waited = s.command_at.elapsed();
+                        s.stats.sql_log.log(s.peer, "rwproxy", false, waited, sql);
+                    }
+                }
                 io.error(&e).await?;
                 // A pinned session that lost its connection lost its transaction too: end
                 // it rather than let later statements run outside it.
@@ -1186,7 +1194,10 @@ pub async fn execute(
                     counters.error(ErrorKind::Server);
                 }
                 if s.stats.sql_log.enabled() {
-                    log_statement(s, &c.backend.address, packet, &r, latency);
+                    // As the client saw it (Atlas's measure): a wait for a connection and a
+                    // replica's refusal before the write backend's answer count too.
+                    let seen = replied.saturating_duration_since(s.command_at);
+                    log_statement(s, &c.backend.address, packet, &r, seen);
                 }
                 if let Some(n) = r.row_count {
                     s.row_count = n;
