@@ -2348,3 +2348,48 @@ fn gbk(sql: &str) -> Vec<u8> {
     p.extend(sql.bytes().map(|b| if b == 1 { 0x81 } else { b }));
     p
 }
+
+/// A read-only transaction runs on a replica; what it leaves there for no longer than the
+/// transaction (an `SQL_CALC_FOUND_ROWS` count), or not at all (a `CREATE TEMPORARY TABLE`
+/// the server refused), does not keep the session there after it: every later write of the
+/// session got 1290 "keeps server state … on replica" until it reconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_transaction_leaves_no_pin_for_what_it_did_not_keep() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let mut root = cl.primary.conn().await.unwrap();
+    root.query_drop("CREATE TABLE IF NOT EXISTS rt_ro_after (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    root.query_drop("DELETE FROM rt_ro_after").await.unwrap();
+    cl.wait_replicas_caught_up().await.unwrap();
+    let mut c = p.conn().await.unwrap();
+    c.query_drop("START TRANSACTION READ ONLY").await.unwrap();
+    let ids: Vec<u32> = c
+        .query("SELECT SQL_CALC_FOUND_ROWS id FROM rows10 ORDER BY id LIMIT 2")
+        .await
+        .unwrap();
+    assert_eq!(ids, [1, 2]);
+    let found: Option<u32> = c.query_first("SELECT FOUND_ROWS()").await.unwrap();
+    assert_eq!(found, Some(10), "the count, on the replica that made it");
+    assert!(REPLICAS.contains(&sid(&mut c, "SELECT @@server_id").await));
+    c.query_drop("COMMIT").await.unwrap();
+    c.query_drop("INSERT INTO rt_ro_after VALUES (1)")
+        .await
+        .unwrap();
+
+    c.query_drop("START TRANSACTION READ ONLY").await.unwrap();
+    let refused = c
+        .query_drop("CREATE TEMPORARY TABLE rt_ro_tmp (x INT)")
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("READ ONLY"), "{refused}");
+    c.query_drop("COMMIT").await.unwrap();
+    c.query_drop("INSERT INTO rt_ro_after VALUES (2)")
+        .await
+        .unwrap();
+    let n: Option<u32> = root
+        .query_first("SELECT COUNT(*) FROM rt_ro_after")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(2));
+}

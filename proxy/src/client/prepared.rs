@@ -462,7 +462,10 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         return super::query::answer_ok(s, io, digest, &sql).await;
     }
     let changes_session = super::query::changes_session(stmt.class.kind);
-    if stmt.class.flags.intersects(super::query::SERVER_STATE) || changes_session {
+    if s.lasting_state(stmt.class.flags)
+        .intersects(super::query::SERVER_STATE)
+        || changes_session
+    {
         s.sticky.server_state = true;
     }
     let cursor = packet.get(5).is_some_and(|f| f & CURSOR_FLAGS != 0);

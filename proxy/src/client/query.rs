@@ -170,12 +170,22 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     // Pinning reasons are decided before the statement runs so the connection is kept (and
     // marked for reset) even when it fails half-way, as a multi-statement can.
     let multi = c.flags.contains(Flags::MULTI_STATEMENT);
-    if c.flags.intersects(SERVER_STATE)
+    let state_before = s.sticky.server_state;
+    if s.lasting_state(c.flags).intersects(SERVER_STATE)
         || c.kind == StmtKind::PrepareText
         || multi && multi_changes_session(sql, c.kind)
     {
         s.sticky.server_state = true;
     }
+    // Refused whole, these leave nothing on the server (a `CREATE TEMPORARY TABLE` in a
+    // read-only transaction gets 1792): no reason to keep the connection.
+    let undone_by_error = !multi
+        && assignments.is_empty()
+        && c.kind != StmtKind::PrepareText
+        && !c
+            .flags
+            .without(Flags::TEMP_TABLE.union(Flags::CALC_FOUND_ROWS))
+            .intersects(SERVER_STATE);
     let next_transaction = s.sticky.next_transaction;
     for a in &assignments {
         match a {
@@ -232,6 +242,9 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
             if r.error.is_some() {
                 // A refused `SET TRANSACTION` (1568 inside a transaction) sets nothing.
                 s.sticky.next_transaction = next_transaction;
+                if undone_by_error {
+                    s.sticky.server_state = state_before;
+                }
                 return;
             }
             if select_into {

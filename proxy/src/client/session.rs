@@ -1053,6 +1053,20 @@ impl Session {
         self.release(c);
     }
 
+    /// `flags` less what needs no lasting pin here: `SQL_CALC_FOUND_ROWS`'s count in a
+    /// read-only transaction on a replica, which holds the connection until it ends (pinned
+    /// there for good, the session got 1290 for every later write until it reconnected).
+    pub fn lasting_state(&self, flags: Flags) -> Flags {
+        let on_replica_read_only = self.pinned.as_ref().is_some_and(|c| {
+            c.backend.role == crate::config::Role::ReadOnly
+                && c.lease.conn.status & SERVER_STATUS_IN_TRANS_READONLY != 0
+        });
+        match on_replica_read_only {
+            true => flags.without(Flags::CALC_FOUND_ROWS),
+            false => flags,
+        }
+    }
+
     /// Refuses, when the session is held on a replica, what must not run there:
     /// - in a transaction that began (autocommit=0, or a `BEGIN` the proxy sent with a read)
     ///   while the write backend could not be reached, anything but reads and settings: a
