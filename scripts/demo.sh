@@ -83,7 +83,8 @@ echo "$BIN" >"$SANDBOX/bin-dir"
 . "$SANDBOX/ports.env"
 
 echo "== starting rwproxy on 127.0.0.1:$PROXY_PORT (log: $SANDBOX/rwproxy.log)"
-nohup "$BIN/rwproxy" serve -c "$SANDBOX/rwproxy.toml" >"$SANDBOX/rwproxy.log" 2>&1 </dev/null &
+# Its own log level: the readiness check below reads an INFO line.
+nohup env -u RUST_LOG "$BIN/rwproxy" serve -c "$SANDBOX/rwproxy.toml" >"$SANDBOX/rwproxy.log" 2>&1 </dev/null &
 echo $! >"$SANDBOX/rwproxy.pid"
 # Its own log line, not a connect: another process may hold the port.
 ready=""

@@ -122,7 +122,7 @@ pub struct Machine {
     preempt_after: Option<Duration>,
     /// This node handed the VIP over (`Resign`): it does not preempt the master that took it,
     /// or a switchover with `preempt` would bounce straight back. Until it is master again or
-    /// restarts.
+    /// restarts (a FAULT in between, a link flap, does not end it).
     resigned: bool,
     fault: bool,
     master: Option<Ipv4Addr>,
@@ -216,7 +216,6 @@ impl Machine {
         self.master_adver_int = self.params.advert_int;
         self.master = None;
         self.preempt_after = Some(now + self.params.preempt_delay);
-        self.resigned = false;
         if self.priority == PRIORITY_OWNER {
             self.become_master(now, out);
         } else {
@@ -782,6 +781,11 @@ mod tests {
         for s in 6..30 {
             m.handle(ms(s * 1000), adv(HIGHER_IP, 100));
             assert!(m.handle(ms(s * 1000 + 500), Event::Timer).is_empty());
+            if s == 10 {
+                // A link flap in between does not end it.
+                m.handle(ms(s * 1000 + 600), Event::Fault(true));
+                m.handle(ms(s * 1000 + 700), Event::Fault(false));
+            }
         }
         assert_eq!(m.state(), State::Backup);
         let d = m.deadline().unwrap();

@@ -874,6 +874,7 @@ pub async fn execute(
             Err(e) if e.code != codes::QUERY_INTERRUPTED.0 && refused_on_replica.is_some() => {
                 let replica_said = refused_on_replica.take().expect("checked");
                 s.stats.counters.error(ErrorKind::Server);
+                log_unserved(s, packet);
                 io.error(&replica_said).await?;
                 return Ok(None);
             }
@@ -881,14 +882,7 @@ pub async fn execute(
                 if e.code != codes::QUERY_INTERRUPTED.0 {
                     s.stats.counters.error(ErrorKind::NoBackend);
                 }
-                // No backend ran it, but the client waited and failed: the slow log is where
-                // a DBA looks for that (all connections busy, the write backend down).
-                if s.stats.sql_log.enabled() {
-                    if let Some(sql) = statement_sql(s, packet) {
-                        let waited = s.command_at.elapsed();
-                        s.stats.sql_log.log(s.peer, "rwproxy", false, waited, sql);
-                    }
-                }
+                log_unserved(s, packet);
                 io.error(&e).await?;
                 // A pinned session that lost its connection lost its transaction too: end
                 // it rather than let later statements run outside it.
@@ -1391,7 +1385,8 @@ fn diag_of(s: &Session, packet: &[u8]) -> Diag {
         return Diag::Kept;
     }
     statement_sql(s, packet).map_or(Diag::Unknown, |sql| {
-        Diag::of(crate::router::diag_effect(sql))
+        let sql = crate::router::multibyte::lexable(s.multibyte, sql);
+        Diag::of(crate::router::diag_effect(&sql))
     })
 }
 
@@ -1407,6 +1402,16 @@ fn log_statement(
         s.stats
             .sql_log
             .log(s.peer, backend, r.error.is_none(), latency, sql);
+    }
+}
+
+/// A statement that failed for want of a backend connection (all busy, the write backend
+/// down), logged as `S:rwproxy`: the client waited and failed, and the SQL log is where a DBA
+/// looks for that.
+fn log_unserved(s: &Session, packet: &[u8]) {
+    if let Some(sql) = statement_sql(s, packet).filter(|_| s.stats.sql_log.enabled()) {
+        let waited = s.command_at.elapsed();
+        s.stats.sql_log.log(s.peer, "rwproxy", false, waited, sql);
     }
 }
 

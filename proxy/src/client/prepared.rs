@@ -286,7 +286,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
     let diag = if reply.is_err() || target == Target::Diagnostics {
         Diag::Left
     } else {
-        Diag::of(router::diag_effect(&sql))
+        Diag::of(router::diag_effect(&lexable))
     };
     s.finish(c, diag);
     match reply {
@@ -299,7 +299,7 @@ pub async fn prepare(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
                 next => next,
             };
             s.last_prepared = Some(id);
-            let digest = crate::stats::digest::key_of(&sql, &mut Vec::new()).key;
+            let digest = crate::stats::digest::key_of(&lexable, &mut Vec::new()).key;
             s.stmts.insert(
                 id,
                 PreparedStmt {
@@ -462,10 +462,7 @@ pub async fn execute(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Resul
         return super::query::answer_ok(s, io, digest, &sql).await;
     }
     let changes_session = super::query::changes_session(stmt.class.kind);
-    if s.lasting_state(stmt.class.flags)
-        .intersects(super::query::SERVER_STATE)
-        || changes_session
-    {
+    if stmt.class.flags.intersects(super::query::SERVER_STATE) || changes_session {
         s.sticky.server_state = true;
     }
     let cursor = packet.get(5).is_some_and(|f| f & CURSOR_FLAGS != 0);

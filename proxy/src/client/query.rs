@@ -171,7 +171,7 @@ pub async fn query(s: &mut Session, io: &mut ClientIo, packet: &[u8]) -> Result<
     // marked for reset) even when it fails half-way, as a multi-statement can.
     let multi = c.flags.contains(Flags::MULTI_STATEMENT);
     let state_before = s.sticky.server_state;
-    if s.lasting_state(c.flags).intersects(SERVER_STATE)
+    if c.flags.intersects(SERVER_STATE)
         || c.kind == StmtKind::PrepareText
         || multi && multi_changes_session(sql, c.kind)
     {

@@ -354,7 +354,7 @@ impl Session {
             }
             if !PROXY_TRACKED.contains(&name.as_str())
                 || self.settings_transient
-                || *plain_set.get_or_insert_with(|| recorded_in_own_words(packet))
+                || *plain_set.get_or_insert_with(|| recorded_in_own_words(self.multibyte, packet))
             {
                 continue;
             }
@@ -1053,20 +1053,6 @@ impl Session {
         self.release(c);
     }
 
-    /// `flags` less what needs no lasting pin here: `SQL_CALC_FOUND_ROWS`'s count in a
-    /// read-only transaction on a replica, which holds the connection until it ends (pinned
-    /// there for good, the session got 1290 for every later write until it reconnected).
-    pub fn lasting_state(&self, flags: Flags) -> Flags {
-        let on_replica_read_only = self.pinned.as_ref().is_some_and(|c| {
-            c.backend.role == crate::config::Role::ReadOnly
-                && c.lease.conn.status & SERVER_STATUS_IN_TRANS_READONLY != 0
-        });
-        match on_replica_read_only {
-            true => flags.without(Flags::CALC_FOUND_ROWS),
-            false => flags,
-        }
-    }
-
     /// Refuses, when the session is held on a replica, what must not run there:
     /// - in a transaction that began (autocommit=0, or a `BEGIN` the proxy sent with a read)
     ///   while the write backend could not be reached, anything but reads and settings: a
@@ -1345,12 +1331,15 @@ fn reads_or_settings(class: &crate::router::classify::Classification) -> bool {
 /// A plain `SET`, which the proxy records in the client's own words (`query`), unless some of
 /// it was not understood (an executable comment, `/*!40101 SET ... */`): then what the server
 /// reports is all the proxy learns.
-fn recorded_in_own_words(packet: &[u8]) -> bool {
+fn recorded_in_own_words(cs: Option<Multibyte>, packet: &[u8]) -> bool {
     packet.first() == Some(&crate::protocol::command::COM_QUERY) && {
-        let c = classify::classify(&packet[1..]);
-        c.kind == StmtKind::Set
+        // Read as `query` read it: a `SET` holding two-byte characters was not recorded.
+        let sql = crate::router::multibyte::lexable(cs, &packet[1..]);
+        let c = classify::classify(&sql);
+        matches!(sql, std::borrow::Cow::Borrowed(_))
+            && c.kind == StmtKind::Set
             && !c.flags.contains(Flags::MULTI_STATEMENT)
-            && !set_stmt::parse(&String::from_utf8_lossy(&packet[1..]))
+            && !set_stmt::parse(&String::from_utf8_lossy(&sql))
                 .contains(&set_stmt::Assignment::Other)
     }
 }
