@@ -108,7 +108,6 @@ pub struct Counters {
     pub clients_accepted: AtomicU64,
     /// Clients refused at `max-client-connections`.
     pub clients_refused: AtomicU64,
-    pub sql_log_dropped: AtomicU64,
 }
 
 #[derive(Default)]
@@ -123,7 +122,6 @@ impl Counters {
             parts: PerThread::new(event_threads),
             clients_accepted: AtomicU64::default(),
             clients_refused: AtomicU64::default(),
-            sql_log_dropped: AtomicU64::default(),
         }
     }
 

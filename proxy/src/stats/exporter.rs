@@ -295,7 +295,7 @@ pub fn render(sources: &Sources) -> String {
     single(
         &mut out,
         ("rwproxy_sql_log_dropped_total", counter),
-        "SQL log lines dropped because the writer fell behind.",
+        "SQL log lines lost: dropped because the writer fell behind, or refused by the file (a full disk).",
         sources.stats.sql_log.dropped(),
     );
     out

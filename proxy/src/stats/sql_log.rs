@@ -4,13 +4,15 @@
 //!
 //! Sessions hand lines to a bounded channel and never wait: when the writer falls behind,
 //! lines are dropped and counted (`rwproxy_sql_log_dropped_total`), because a slow disk must
-//! not slow down queries.
+//! not slow down queries. So are lines the file refused (a full disk), with one error in the
+//! main log when that starts and one line when it ends, not one per statement.
 
 use crate::config::SqlLog as Mode;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -34,7 +36,8 @@ struct Entry {
 pub struct SqlLogger {
     tx: Option<mpsc::Sender<Entry>>,
     slow: Option<Duration>,
-    dropped: AtomicU64,
+    /// Lines lost: dropped by a session, or refused by the file (shared with the writer).
+    dropped: Arc<AtomicU64>,
 }
 
 impl SqlLogger {
@@ -55,11 +58,19 @@ impl SqlLogger {
         let path = dir.join(format!("sql_{instance}.log"));
         let file = crate::log_file::Reopening::open(&path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_lines(rx, file, path, mode == Mode::Realtime));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            out: std::io::BufWriter::new(file),
+            path,
+            unflushed: 0,
+            failing: None,
+            dropped: dropped.clone(),
+        };
+        tokio::spawn(write_lines(rx, writer, mode == Mode::Realtime));
         Ok(SqlLogger {
             tx: Some(tx),
             slow: slow_ms.map(Duration::from_millis),
-            dropped: AtomicU64::new(0),
+            dropped,
         })
     }
 
@@ -91,13 +102,49 @@ impl SqlLogger {
     }
 }
 
-async fn write_lines(
-    mut rx: mpsc::Receiver<Entry>,
-    file: crate::log_file::Reopening,
+/// The file end of the log, and how it fares.
+struct Writer {
+    out: std::io::BufWriter<crate::log_file::Reopening>,
     path: PathBuf,
-    realtime: bool,
-) {
-    let mut out = std::io::BufWriter::new(file);
+    /// Lines written since the last flush: lost if it fails.
+    unflushed: u64,
+    /// Lines lost since writing started failing.
+    failing: Option<u64>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Writer {
+    fn write(&mut self, line: &str) {
+        self.unflushed += 1;
+        if let Err(e) = self.out.write_all(line.as_bytes()) {
+            self.failed(&e);
+        }
+    }
+
+    fn flush(&mut self) {
+        match self.out.flush() {
+            Err(e) => self.failed(&e),
+            Ok(()) => {
+                self.unflushed = 0;
+                if let Some(lost) = self.failing.take() {
+                    tracing::warn!(file = %self.path.display(), lost, "the SQL log is written again; lines were lost meanwhile");
+                }
+            }
+        }
+    }
+
+    fn failed(&mut self, e: &std::io::Error) {
+        let lost = self.failing.get_or_insert_with(|| {
+            tracing::error!(file = %self.path.display(), "cannot write the SQL log: {e}; its lines are lost (and counted) until it can be written again");
+            0
+        });
+        *lost += self.unflushed;
+        self.dropped.fetch_add(self.unflushed, Ordering::Relaxed);
+        self.unflushed = 0;
+    }
+}
+
+async fn write_lines(mut rx: mpsc::Receiver<Entry>, mut w: Writer, realtime: bool) {
     let mut line = String::new();
     let mut last_flush = std::time::Instant::now();
     loop {
@@ -107,30 +154,22 @@ async fn write_lines(
             match crate::timer::timeout(FLUSH_EVERY, rx.recv()).await {
                 Ok(e) => e,
                 Err(_) => {
-                    flush(&mut out, &path);
+                    w.flush();
                     continue;
                 }
             }
         };
         let Some(e) = entry else {
-            flush(&mut out, &path);
+            w.flush();
             return;
         };
         line.clear();
         format_line(&mut line, &e);
-        if let Err(err) = out.write_all(line.as_bytes()) {
-            tracing::error!(file = %path.display(), "cannot write the SQL log: {err}");
-        }
+        w.write(&line);
         if realtime || last_flush.elapsed() >= FLUSH_EVERY {
-            flush(&mut out, &path);
+            w.flush();
             last_flush = std::time::Instant::now();
         }
-    }
-}
-
-fn flush(out: &mut std::io::BufWriter<crate::log_file::Reopening>, path: &std::path::Path) {
-    if let Err(e) = out.flush() {
-        tracing::error!(file = %path.display(), "cannot write the SQL log: {e}");
     }
 }
 
@@ -171,6 +210,28 @@ fn local_time(at: std::time::SystemTime) -> libc::tm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A full disk: each line lost is counted, and the error is logged once, not per line.
+    #[test]
+    fn lines_a_full_disk_refuses_are_counted() {
+        let path = PathBuf::from("/dev/full");
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut w = Writer {
+            out: std::io::BufWriter::new(crate::log_file::Reopening::open(&path).unwrap()),
+            path,
+            unflushed: 0,
+            failing: None,
+            dropped: dropped.clone(),
+        };
+        for _ in 0..3 {
+            w.write("a line\n");
+        }
+        w.flush();
+        w.write("another\n");
+        w.flush();
+        assert_eq!(w.failing, Some(4));
+        assert_eq!(dropped.load(Ordering::Relaxed), 4);
+    }
 
     #[test]
     fn line_has_atlas_layout() {
