@@ -439,9 +439,8 @@ fn releases(sql: &[u8], s: &Session) -> bool {
 /// session, whichever pooled backend connections its statements run on (each has its own
 /// server-side id; `KILL` takes the same id). `ROW_COUNT()` answers what the session
 /// recorded of its previous statement, when `row_count` says to; `FOUND_ROWS()` answers
-/// `found_rows`, when given.
-/// `packet` with the session's values written in; `lexable` is its statement as the lexers
-/// read it (see [`multibyte::lexable`]).
+/// `found_rows`, when given. `lexable` is the statement as the lexers read it (see
+/// [`multibyte::lexable`]).
 pub(crate) fn with_session_values(
     s: &Session,
     packet: &[u8],
