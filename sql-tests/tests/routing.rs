@@ -2380,3 +2380,28 @@ async fn a_refused_temporary_table_leaves_no_pin_on_the_replica() {
         .unwrap();
     assert_eq!(n, Some(1));
 }
+
+/// A server reads every value of a `SET` before it assigns any: `SET a = 10, b = @@a` gives
+/// `b` the old `a`. Replayed one assignment at a time on the replicas, `b` got 10 there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_reading_a_variable_it_sets_means_the_same_everywhere() {
+    let (cl, p) = start_proxy(&[1, 1]).await;
+    let set = "SET div_precision_increment = 10, sql_select_limit = @@div_precision_increment";
+    let probe = "SELECT @@sql_select_limit, @@div_precision_increment";
+    let mut direct = cl.primary.conn().await.unwrap();
+    direct.query_drop(set).await.unwrap();
+    let want: (u64, u64) = direct.query_first(probe).await.unwrap().unwrap();
+    assert_ne!(want.0, 10, "a server assigns after reading");
+    let mut c = p.conn().await.unwrap();
+    c.query_drop(set).await.unwrap();
+    for hint in ["/*slave*/", "", "/*master*/"] {
+        for _ in 0..20 {
+            let got: (u64, u64) = c
+                .query_first(format!("{hint} {probe}"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, want, "{hint}");
+        }
+    }
+}

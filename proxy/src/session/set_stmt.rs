@@ -45,10 +45,26 @@ pub fn parse(sql: &str) -> Vec<Assignment> {
     // next keyword (`SET GLOBAL max_connections = 500, wait_timeout = 5` sets both
     // globally), as on MariaDB and MySQL.
     let mut scope = Scope::None;
-    split_top_level(rest)
+    let mut assignments: Vec<Assignment> = split_top_level(rest)
         .into_iter()
         .map(|item| assignment(item, &mut scope))
-        .collect()
+        .collect();
+    // A server reads every value before it assigns any (`SET a = 10, b = @@a` gives b the old
+    // `a`); replayed one by one elsewhere, a later value would read what an earlier one set.
+    // Such a statement keeps its connection instead.
+    if assignments.iter().skip(1).any(reads_a_variable) {
+        for a in &mut assignments {
+            if matches!(a, Assignment::Session { .. }) {
+                *a = Assignment::Other;
+            }
+        }
+    }
+    assignments
+}
+
+fn reads_a_variable(a: &Assignment) -> bool {
+    matches!(a, Assignment::Session { text, .. }
+        if text.split_once('=').is_some_and(|(_, value)| value.contains("@@")))
 }
 
 /// One characteristic of `SET SESSION TRANSACTION`, recorded under the variable it sets, so
@@ -301,6 +317,21 @@ mod tests {
             vec![s("wait_timeout", "SESSION wait_timeout=10")]
         );
         assert_eq!(parse("SET @a = 1, @b := 2"), vec![UserVar, UserVar]);
+        // A later value reading a variable: not replayable one by one.
+        assert_eq!(
+            parse("SET div_precision_increment = 10, sql_select_limit = @@div_precision_increment"),
+            vec![Other, Other]
+        );
+        assert_eq!(
+            parse("SET sql_select_limit = @@div_precision_increment, time_zone = '+00:00'"),
+            vec![
+                s(
+                    "sql_select_limit",
+                    "sql_select_limit = @@div_precision_increment"
+                ),
+                s("time_zone", "time_zone = '+00:00'")
+            ]
+        );
         assert_eq!(parse("SET GLOBAL max_connections=10"), vec![Global]);
         assert_eq!(parse("SET @@global.x=1"), vec![Global]);
         assert_eq!(parse("SET PASSWORD = PASSWORD('x')"), vec![Other]);
